@@ -1,0 +1,170 @@
+/*
+ * numaspan.h — the public host API of numaspan.
+ *
+ * This header owns the names an application sees: the topology handle (what machine the
+ * allocator believes it runs on, real or synthetic), the options table (every NSP_* environment
+ * variable), and, as later layers land, the allocation entry points. Everything here is safe to
+ * call from any thread once the library is loaded; nothing here takes an allocator lock.
+ *
+ * Index spaces, so that nobody mixes them up:
+ *   - "cpu"   an OS cpu number, as sched_getcpu() returns and the kernel numbers CPUs (hwloc's
+ *             os_index of a PU). May be sparse and interleaved (pu:2(indexes=numa:core)).
+ *   - "cache" a dense index 0..ncaches-1 of the allocator's core caches, in hwloc logical order
+ *             of the grouping objects (PU by default; core, L2 or L3 on request).
+ *   - "node"  a dense index 0..nnodes-1 of NUMA nodes, in hwloc logical order. The OS number of
+ *             a node (what mbind wants) is in nsp_node_info_t.os_index.
+ */
+#ifndef NUMASPAN_H
+#define NUMASPAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define NSP_API __attribute__((visibility("default")))
+#else
+#define NSP_API
+#endif
+
+#define NUMASPAN_VERSION_MAJOR 0
+#define NUMASPAN_VERSION_MINOR 1
+#define NUMASPAN_VERSION_PATCH 0
+#define NUMASPAN_VERSION_STRING "0.1.0"
+
+NSP_API const char *nsp_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Topology
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nsp_topo nsp_topo_t;
+
+/* What one core cache stands for. */
+typedef enum nsp_grouping {
+    NSP_GROUP_PU = 0, /* one cache per hardware thread (default) */
+    NSP_GROUP_CORE,   /* one per core: its hardware threads share it */
+    NSP_GROUP_L2,     /* one per L2 cache */
+    NSP_GROUP_L3      /* one per L3 cache */
+} nsp_grouping_t;
+
+/* Where the node distance matrix came from. */
+typedef enum nsp_distance_source {
+    NSP_DIST_HWLOC = 0, /* the topology's own NUMA latency matrix (ACPI SLIT, or an XML file) */
+    NSP_DIST_HOPS       /* none in the topology: numaspan's hop model over the hwloc tree */
+} nsp_distance_source_t;
+
+/*
+ * Loads a topology. spec:
+ *   NULL, "" or "real"       the machine this process runs on;
+ *   "synthetic:<string>"     an hwloc synthetic description, e.g. "pack:2 numa:2 core:4 pu:1";
+ *   "xml:<path>"             an hwloc XML export.
+ * On failure returns NULL and writes into err (if errlen > 0) a message that names the input and
+ * the problem. A malformed spec never falls back to the real machine.
+ */
+NSP_API nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err,
+                                  size_t errlen);
+NSP_API void nsp_topo_destroy(nsp_topo_t *topo);
+
+/* Parses "pu", "core", "l2", "l3". Returns 0, or -1 if the name is none of them. */
+NSP_API int nsp_grouping_parse(const char *name, nsp_grouping_t *out);
+NSP_API const char *nsp_grouping_name(nsp_grouping_t grouping);
+
+NSP_API const char *nsp_topo_spec(const nsp_topo_t *topo);
+NSP_API nsp_grouping_t nsp_topo_grouping(const nsp_topo_t *topo);
+NSP_API unsigned nsp_topo_num_nodes(const nsp_topo_t *topo);
+NSP_API unsigned nsp_topo_num_caches(const nsp_topo_t *topo);
+NSP_API unsigned nsp_topo_num_pus(const nsp_topo_t *topo);
+/* 1 when the topology describes this machine (binding is real), 0 otherwise. */
+NSP_API int nsp_topo_is_thissystem(const nsp_topo_t *topo);
+/* 1 when threads get virtual cores (round robin or nsp_thread_bind_core) rather than their cpu. */
+NSP_API int nsp_topo_uses_virtual_cores(const nsp_topo_t *topo);
+
+typedef struct nsp_node_info {
+    unsigned os_index;       /* the OS's number of this node (mbind, /sys) */
+    uint64_t memory_bytes;   /* local memory of the node */
+    unsigned ncaches;        /* core caches whose home is this node */
+    const unsigned *caches;  /* their indexes, ascending; owned by the topology */
+    unsigned npus;           /* PUs whose home is this node */
+    const unsigned *pus_os;  /* their OS cpu numbers, ascending; owned by the topology */
+} nsp_node_info_t;
+
+/* Returns 0, or -1 with errno = EINVAL if node is out of range. */
+NSP_API int nsp_topo_node_info(const nsp_topo_t *topo, unsigned node, nsp_node_info_t *out);
+
+NSP_API nsp_distance_source_t nsp_topo_distance_source(const nsp_topo_t *topo);
+/* Distance from node a to node b (10 = local, as ACPI SLIT). Out of range: UINT32_MAX. */
+NSP_API unsigned nsp_topo_distance(const nsp_topo_t *topo, unsigned a, unsigned b);
+/* The nodes ordered by distance from node (itself first, ties by index): nnodes entries owned
+ * by the topology; the spill order. NULL if node is out of range. */
+NSP_API const unsigned *nsp_topo_nodes_by_distance(const nsp_topo_t *topo, unsigned node);
+
+/* The cache of an OS cpu number. A cpu the topology does not know (cgroup cpusets, CPUs brought
+ * online later, or any number on a synthetic topology) maps to a valid cache, never out of range. */
+NSP_API unsigned nsp_topo_cache_of_cpu(const nsp_topo_t *topo, unsigned cpu);
+/* The home node of a cache. Out of range: UINT32_MAX. */
+NSP_API unsigned nsp_topo_node_of_cache(const nsp_topo_t *topo, unsigned cache);
+/* The cache of the calling thread: its cpu's on this system, its virtual core otherwise. */
+NSP_API unsigned nsp_topo_current_cache(const nsp_topo_t *topo);
+
+/*
+ * Binding. On this system these apply the binding (mbind of memory the caller mapped, thread
+ * pinning to the cache's cpus) and return 0 on success or -1 with errno. On a synthetic or XML
+ * topology nothing is applied: the request is only recorded (counted) and 1 is returned, so that
+ * callers can tell a placement decision from a placement.
+ */
+NSP_API int nsp_topo_bind_memory(nsp_topo_t *topo, void *addr, size_t len, unsigned node);
+NSP_API int nsp_topo_bind_thread(nsp_topo_t *topo, unsigned cache);
+/* How many bindings were recorded without being applied (synthetic/XML topologies). */
+NSP_API uint64_t nsp_topo_bindings_recorded(const nsp_topo_t *topo);
+
+/*
+ * Virtual cores. A thread on a topology that uses virtual cores gets one on first use, round
+ * robin over the caches; nsp_topo_thread_bind_core() chooses one instead (on this system it also
+ * pins the thread to the cache's cpus). Returns 0, 1 (recorded only, as above) or -1/EINVAL.
+ */
+NSP_API int nsp_topo_thread_bind_core(nsp_topo_t *topo, unsigned cache);
+
+/* Writes the topology report (nodes, caches, memory, distances, binding) as text or JSON. */
+NSP_API void nsp_topo_print(const nsp_topo_t *topo, FILE *out, int json);
+
+/* ---------------------------------------------------------------------------------------------
+ * The process topology: the one the allocator uses, loaded once from NSP_TOPOLOGY and
+ * NSP_CACHE_GROUPING (the real machine by default).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The process topology, loaded on first call. If NSP_TOPOLOGY is malformed the library reports it
+ * on stderr and exits with status 2: an experiment must not silently run on the wrong machine. */
+NSP_API nsp_topo_t *nsp_topology(void);
+/* Binds the calling thread to cache i of the process topology (see nsp_topo_thread_bind_core). */
+NSP_API int nsp_thread_bind_core(unsigned cache);
+
+/* ---------------------------------------------------------------------------------------------
+ * Options: one table of every NSP_* environment variable.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nsp_option_info {
+    const char *name;    /* environment variable, e.g. "NSP_TOPOLOGY" */
+    const char *def;     /* default value as text */
+    const char *value;   /* current value: the environment's, else the default */
+    const char *help;    /* what it means */
+    int from_env;        /* 1 if the environment sets it */
+} nsp_option_info_t;
+
+NSP_API unsigned nsp_option_count(void);
+/* Fills out for option i (0..count-1). Returns 0, or -1 if i is out of range. */
+NSP_API int nsp_option_get(unsigned i, nsp_option_info_t *out);
+/* Looks an option up by name. Returns 0, or -1 if no option has that name. */
+NSP_API int nsp_option_find(const char *name, nsp_option_info_t *out);
+/* Writes the options table as text or JSON. */
+NSP_API void nsp_options_print(FILE *out, int json);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NUMASPAN_H */

@@ -1,0 +1,116 @@
+/*
+ * topology/topology.h — the machine as the allocator sees it (internal).
+ *
+ * Owns: the hwloc topology object and the flat tables built from it once, at load:
+ *   cpu_to_cache[os cpu]   -> cache index           (size cpu_table_len; holes map by fallback)
+ *   cache_node[cache]      -> home node index
+ *   node_*[node]           -> OS index, memory, caches, PUs
+ *   dist[a * nnodes + b]   -> distance (10 = local), hwloc's matrix or the hop model
+ *   by_dist[node * nnodes] -> nodes ordered by distance from node (spill order)
+ *
+ * Invariants: after nsp_topo_load returns, every table is immutable (readable without locks from
+ * any thread); every entry of cpu_to_cache and cache_node is in range; every cache has exactly one
+ * home node; a PU with several local nodes ([numa] [numa] packages) has as home the first of them
+ * in hwloc logical order, and reaches the others by spill, nearest first.
+ *
+ * Nothing here knows the allocator: the layers above use these tables, never hwloc directly.
+ * hwloc calls malloc ~550 times while loading, so callers must not hold an allocator lock.
+ */
+#ifndef NSP_TOPOLOGY_H
+#define NSP_TOPOLOGY_H
+
+#include <hwloc.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "numaspan.h"
+
+#if defined(__has_include)
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#define NSP_HAVE_RSEQ 1
+#endif
+#endif
+
+struct nsp_topo {
+    hwloc_topology_t hw;
+    char *spec;                 /* as given, "real" for the machine */
+    nsp_grouping_t grouping;
+    int thissystem;             /* binding is real */
+    int virtual_cores;          /* threads get virtual cores instead of their cpu's cache */
+
+    unsigned nnodes;
+    unsigned ncaches;
+    unsigned npus;
+
+    unsigned cpu_table_len;     /* max OS cpu index + 1 */
+    uint32_t *cpu_to_cache;     /* [cpu_table_len]; an OS index that names no PU: cpu % ncaches */
+    uint32_t *cache_node;       /* [ncaches] */
+    hwloc_obj_t *cache_obj;     /* [ncaches] the grouping object of each cache */
+
+    unsigned *node_os;          /* [nnodes] */
+    uint64_t *node_mem;         /* [nnodes] */
+    unsigned *node_ncaches;     /* [nnodes] */
+    unsigned **node_caches;     /* [nnodes][node_ncaches[n]] */
+    unsigned *node_npus;        /* [nnodes] */
+    unsigned **node_pus;        /* [nnodes][node_npus[n]], OS cpu numbers */
+
+    nsp_distance_source_t dist_source;
+    unsigned *dist;             /* [nnodes * nnodes] */
+    unsigned *by_dist;          /* [nnodes * nnodes] */
+
+    _Atomic uint64_t bindings_recorded;
+};
+
+/*
+ * The calling thread's cache, inline for the allocator's fast path.
+ *
+ * On this system: the cpu number the kernel keeps in the thread's rseq area (glibc 2.35+
+ * registers it and exports its offset), read with one plain load, then the table. That is
+ * sched_getcpu() without the call; where glibc did not register rseq (GLIBC_TUNABLES
+ * glibc.pthread.rseq=0, old kernels) sched_getcpu() is the fallback. Holes in cpu_to_cache were
+ * filled at load, so one bounds check covers every cpu number.
+ * Elsewhere: the thread's virtual core, reduced modulo ncaches once per topology and cached.
+ */
+struct nsp__vcore_tls {
+    const struct nsp_topo *topo; /* the topology cache was reduced for */
+    unsigned cache;
+};
+extern __thread struct nsp__vcore_tls nsp__vcore;
+unsigned nsp__vcore_slow(const struct nsp_topo *topo);
+
+static inline int nsp__cpu_now(void)
+{
+#if defined(__x86_64__) && defined(NSP_HAVE_RSEQ)
+    if (__builtin_expect(__rseq_size > 0, 1)) {
+        const struct rseq *rs =
+            (const struct rseq *)((const char *)__builtin_thread_pointer() + __rseq_offset);
+        int cpu = (int)__atomic_load_n(&rs->cpu_id, __ATOMIC_RELAXED);
+        if (__builtin_expect(cpu >= 0, 1))
+            return cpu;
+    }
+#endif
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu;
+}
+
+static inline unsigned nsp__topo_current_cache(const struct nsp_topo *t)
+{
+    if (t->virtual_cores) {
+        if (__builtin_expect(nsp__vcore.topo == t, 1))
+            return nsp__vcore.cache;
+        return nsp__vcore_slow(t);
+    }
+    unsigned cpu = (unsigned)nsp__cpu_now();
+    return cpu < t->cpu_table_len ? t->cpu_to_cache[cpu] : cpu % t->ncaches;
+}
+
+/* Distances (topology/distance.c): fills dist, dist_source and by_dist. Returns 0 or -1. */
+int nsp__topo_build_distances(struct nsp_topo *topo, char *err, size_t errlen);
+
+/* Writes s as a JSON string literal (topology/report.c). */
+void nsp__json_str(FILE *out, const char *s);
+
+#endif /* NSP_TOPOLOGY_H */
