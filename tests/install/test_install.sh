@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# tests/install/test_install.sh — install numaspan into a fresh prefix and build an outside
+# application against it twice: with find_package(numaspan) (shared and static targets) and with
+# pkg-config (shared, and static with --static). Each binary must run and see 4 nodes.
+# usage: test_install.sh <numaspan build dir> <this folder>
+set -eu
+build=$1 here=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+cmake --install "$build" --prefix "$prefix" >/dev/null
+for f in bin/numaspan lib/libnumaspan.so lib/libnumaspan.a include/numaspan.h \
+         lib/pkgconfig/numaspan.pc lib/cmake/numaspan/numaspanConfig.cmake; do
+  [ -e "$prefix/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
+done
+want="nodes=4 caches=16"
+check() { local out; out=$("$@"); case "$out" in "$want"*) echo "ok: $*";; *) echo "FAIL: $* printed '$out'"; exit 1;; esac; }
+
+# the installed tool runs from its prefix (RPATH to ../lib)
+"$prefix/bin/numaspan" topo --topology "synthetic:pack:2 numa:2 core:4 pu:1" | grep -q "nodes:      4"
+echo "ok: installed numaspan tool"
+
+# CMake package
+cmake -S "$here/app" -B "$work/app" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/app" >/dev/null
+LD_LIBRARY_PATH=$prefix/lib check "$work/app/app_shared"
+check "$work/app/app_static"
+if ldd "$work/app/app_static" | grep -q libnumaspan; then echo "FAIL: app_static links libnumaspan.so"; exit 1; fi
+
+# pkg-config
+export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+cc -o "$work/pc_shared" "$here/app/main.c" $(pkg-config --cflags --libs numaspan)
+LD_LIBRARY_PATH=$prefix/lib check "$work/pc_shared"
+# static: what `pkg-config --static` lists must be enough to link libnumaspan.a
+cc -o "$work/pc_static" "$here/app/main.c" $(pkg-config --cflags numaspan) \
+   $(pkg-config --static --libs numaspan | sed 's/-lnumaspan\b/-l:libnumaspan.a/')
+check "$work/pc_static"
+echo "4 passed, 0 failed"
