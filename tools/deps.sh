@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tools/deps.sh — install the Debian packages numaspan needs, when they are missing.
+#
+# usage: tools/deps.sh [build|test|experiments]   (default: test)
+# Checks each package with dpkg and runs `apt-get update` + `apt-get install` only for the missing
+# ones, so a second run costs nothing. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+want=${1:-test}
+pkgs=(build-essential cmake pkg-config libhwloc-dev hwloc libnuma-dev)
+case "$want" in
+  build) ;;
+  test|experiments)
+    # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
+    # python3: the tool and experiment scripts read JSON.
+    pkgs+=(check libudev-dev python3) ;;
+  *) echo "tools/deps.sh: unknown set \"$want\" (expected build, test or experiments)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "numaspan: installing missing Debian packages: ${missing[*]}" >&2
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "tools/deps.sh: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
