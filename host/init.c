@@ -1,35 +1,70 @@
 /*
- * host/init.c — the process's view of the machine: the topology the allocator places by.
+ * host/init.c — the allocator's life in the process: initialisation, the bootstrap path, fork,
+ * and the reporting of bad frees.
  *
- * Owns: the process topology, loaded once (pthread_once) from NSP_TOPOLOGY and NSP_CACHE_GROUPING.
- * Invariant: once nsp_topology() has returned, the topology never changes for the life of the
- * process; a malformed option stops the process with a message naming it, because an experiment
- * that silently ran on the real machine instead of the topology it asked for would be wrong.
+ * Owns: the process topology (loaded once from NSP_TOPOLOGY and NSP_CACHE_GROUPING), the state
+ * of runtime.h, the bootstrap region, and the atfork handlers.
+ *
+ * Initialisation runs on first use (and, at the latest, from a constructor before main). It
+ * loads the topology through hwloc, which calls malloc hundreds of times: those calls, and any
+ * other thread's while initialisation runs, are served from the bootstrap region — a bump
+ * allocator over one reserved mapping, needing nothing. free() recognises bootstrap memory by its
+ * address and leaves it alone; realloc() copies out of it.
+ * Invariant: nsp__ready is published (release) only after every table of runtime.h is set.
+ *
+ * A malformed option stops the process with a message naming it: an experiment that silently
+ * ran on the real machine instead of the topology it asked for would be wrong.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "cache.h"
+#include "central.h"
 #include "numaspan.h"
 #include "options.h"
+#include "os.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "sizeclass.h"
+
+nsp_topo_t *nsp__topo;
+unsigned nsp__nnodes;
+unsigned nsp__ncaches;
+_Atomic int nsp__ready;
+int nsp__on_error;
+size_t nsp__cache_max;
+size_t nsp__cache_total_max;
+_Atomic uint64_t nsp__errors[NSP_ERR__COUNT];
+
+/* ---- the process topology --------------------------------------------------------------------- */
 
 static pthread_once_t topo_once = PTHREAD_ONCE_INIT;
 static nsp_topo_t *process_topo;
 
+static void die(const char *msg)
+{
+    (void)!write(2, msg, strlen(msg));
+    _exit(2);
+}
+
 static void load_process_topology(void)
 {
-    char err[512];
+    char err[512], msg[640];
     nsp_grouping_t g;
     const char *gname = nsp__option(NSP_OPT_CACHE_GROUPING);
     if (nsp_grouping_parse(gname, &g) < 0) {
-        fprintf(stderr, "numaspan: NSP_CACHE_GROUPING=\"%s\": not one of pu, core, l2, l3\n",
-                gname);
-        exit(2);
+        snprintf(msg, sizeof msg, "numaspan: NSP_CACHE_GROUPING=\"%s\": not one of pu, core, l2, l3\n",
+                 gname);
+        die(msg);
     }
     process_topo = nsp_topo_load(nsp__option(NSP_OPT_TOPOLOGY), g, err, sizeof err);
     if (!process_topo) {
-        fprintf(stderr, "numaspan: NSP_TOPOLOGY: %s\n", err);
-        exit(2);
+        snprintf(msg, sizeof msg, "numaspan: NSP_TOPOLOGY: %s\n", err);
+        die(msg);
     }
 }
 
@@ -47,4 +82,153 @@ int nsp_thread_bind_core(unsigned cache)
 const char *nsp_version(void)
 {
     return NUMASPAN_VERSION_STRING;
+}
+
+/* ---- bootstrap -------------------------------------------------------------------------------- */
+
+#define BOOT_SIZE ((size_t)64 << 20)
+#define BOOT_HEADER 16
+
+static char *_Atomic boot_base;
+static _Atomic size_t boot_used;
+
+int nsp__boot_owns(const void *p)
+{
+    char *b = atomic_load_explicit(&boot_base, memory_order_acquire);
+    return b && (const char *)p >= b && (const char *)p < b + BOOT_SIZE;
+}
+
+size_t nsp__boot_size(const void *p)
+{
+    return *(const size_t *)((const char *)p - sizeof(size_t));
+}
+
+size_t nsp__boot_bytes(void)
+{
+    return atomic_load_explicit(&boot_used, memory_order_relaxed);
+}
+
+void *nsp__boot_alloc(size_t n, size_t align)
+{
+    char *b = atomic_load_explicit(&boot_base, memory_order_acquire);
+    if (!b) {
+        char *fresh = nsp__os_map(BOOT_SIZE, 4096);
+        if (!fresh) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (!atomic_compare_exchange_strong(&boot_base, &b, fresh))
+            nsp__os_unmap(fresh, BOOT_SIZE);
+        else
+            b = fresh;
+    }
+    if (align < BOOT_HEADER)
+        align = BOOT_HEADER;
+    size_t old = atomic_load_explicit(&boot_used, memory_order_relaxed), start, end;
+    do {
+        start = (old + BOOT_HEADER + align - 1) & ~(align - 1);
+        end = start + n;
+        if (n > BOOT_SIZE || end > BOOT_SIZE) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    } while (!atomic_compare_exchange_weak(&boot_used, &old, end));
+    *(size_t *)(b + start - sizeof(size_t)) = n;
+    return b + start;
+}
+
+/* ---- fork ------------------------------------------------------------------------------------- */
+
+/* Lock order: caches, centrals, page heaps (as everywhere). The child has only the forking
+ * thread, which holds every lock, so unlocking leaves every structure consistent. */
+static void fork_prepare(void)
+{
+    nsp__cache_lock_all();
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            pthread_mutex_lock(&nsp__central(n, k)->lock);
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        pthread_mutex_lock(&nsp__pageheaps[n].lock);
+}
+
+static void fork_release(void)
+{
+    for (unsigned n = nsp__nnodes; n-- > 0;)
+        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
+    for (unsigned n = nsp__nnodes; n-- > 0;)
+        for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
+            pthread_mutex_unlock(&nsp__central(n, k)->lock);
+    nsp__cache_unlock_all();
+}
+
+/* ---- initialisation --------------------------------------------------------------------------- */
+
+static _Atomic int init_state; /* 0 not begun, 1 running, 2 done, 3 failed */
+static __thread int in_init;
+
+int nsp__init(void)
+{
+    if (atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return 1;
+    if (in_init)
+        return 0;
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&init_state, &zero, 1))
+        return atomic_load_explicit(&nsp__ready, memory_order_acquire);
+    in_init = 1;
+    nsp__sizeclass_init();
+    const char *on_error = nsp__option(NSP_OPT_ON_ERROR);
+    if (strcmp(on_error, "abort") == 0)
+        nsp__on_error = NSP_ON_ERROR_ABORT;
+    else if (strcmp(on_error, "warn") == 0)
+        nsp__on_error = NSP_ON_ERROR_WARN;
+    else
+        die("numaspan: NSP_ON_ERROR: expected abort or warn\n");
+    nsp__cache_max = nsp__option_size(NSP_OPT_CACHE_MAX);
+    nsp__cache_total_max = nsp__option_size(NSP_OPT_CACHE_TOTAL_MAX);
+
+    nsp__topo = nsp_topology();
+    nsp__nnodes = nsp_topo_num_nodes(nsp__topo);
+    nsp__ncaches = nsp_topo_num_caches(nsp__topo);
+    if (nsp__nnodes > NSP_MAX_NODES)
+        die("numaspan: the topology has more NUMA nodes than numaspan supports (64)\n");
+    nsp__pageheap_init(nsp__nnodes);
+    if (nsp__central_init(nsp__nnodes) < 0 || nsp__cache_init() < 0) {
+        /* The OS refused the allocator's own tables: serve from the bootstrap region until it
+         * runs out, then fail allocations with ENOMEM. */
+        atomic_store(&init_state, 3);
+        in_init = 0;
+        return 0;
+    }
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+    atomic_store(&init_state, 2);
+    atomic_store_explicit(&nsp__ready, 1, memory_order_release);
+    in_init = 0;
+    return 1;
+}
+
+__attribute__((constructor)) static void nsp__init_before_main(void)
+{
+    nsp__init();
+}
+
+/* ---- bad frees -------------------------------------------------------------------------------- */
+
+void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *addr)
+{
+    static const char *const what[NSP_ERR__COUNT] = {
+        [NSP_ERR_NOT_OWNED] = "pointer not allocated by numaspan, or already freed",
+        [NSP_ERR_INTERIOR] = "pointer inside an object, not at its start",
+        [NSP_ERR_DOUBLE_FREE] = "double free: the object is not allocated",
+    };
+    atomic_fetch_add(&nsp__errors[kind], 1);
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "numaspan: %s(%p): %s%s\n", fn, addr, what[kind],
+                     nsp__on_error == NSP_ON_ERROR_ABORT
+                         ? "; aborting (NSP_ON_ERROR=warn counts and continues)"
+                         : "");
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    if (nsp__on_error == NSP_ON_ERROR_ABORT)
+        abort();
 }

@@ -8,7 +8,11 @@
  */
 #include "options.h"
 
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "numaspan.h"
@@ -27,6 +31,15 @@ static const struct option_row table[] = {
     [NSP_OPT_CACHE_GROUPING] = {"NSP_CACHE_GROUPING", "pu",
                                 "what one core cache stands for: pu (hardware thread), core, "
                                 "l2 or l3"},
+    [NSP_OPT_ON_ERROR] = {"NSP_ON_ERROR", "abort",
+                          "what a bad free (not allocated, interior pointer, double free) does "
+                          "after its message on stderr: abort, or warn (count and continue)"},
+    [NSP_OPT_STATS] = {"NSP_STATS", "0", "1: print the allocator's stats on stderr at exit"},
+    [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "4M",
+                           "bytes of spans one core cache may hold (K, M, G suffixes)"},
+    [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
+                                 "bytes of spans all core caches together may hold; past it, "
+                                 "allocations come from the centrals without caching spans"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,
@@ -44,6 +57,49 @@ static const char *value_of(const struct option_row *row, int *from_env)
 const char *nsp__option(nsp_option_id_t id)
 {
     return value_of(&table[id], NULL);
+}
+
+int nsp__parse_size(const char *text, size_t *out)
+{
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno)
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && shift) /* "Mi", "GiB" */
+        end++;
+    if ((*end == 'B' || *end == 'b') && end[1] == 0)
+        end++;
+    if (*end || (shift && v > (SIZE_MAX >> shift)))
+        return -1;
+    *out = (size_t)v << shift;
+    return 0;
+}
+
+size_t nsp__option_size(nsp_option_id_t id)
+{
+    size_t v;
+    const char *text = nsp__option(id);
+    if (nsp__parse_size(text, &v) < 0) {
+        char msg[256];
+        int n = snprintf(msg, sizeof msg,
+                         "numaspan: %s=\"%s\": not a size in bytes (e.g. 65536, 4M, 1G)\n",
+                         table[id].name, text);
+        if (n > 0)
+            (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+        _exit(2);
+    }
+    return v;
 }
 
 unsigned nsp_option_count(void)

@@ -8,13 +8,27 @@
 #ifndef NSP_HOST_OPTIONS_H
 #define NSP_HOST_OPTIONS_H
 
+#include <stddef.h>
+
 typedef enum nsp_option_id {
     NSP_OPT_TOPOLOGY = 0,
     NSP_OPT_CACHE_GROUPING,
+    NSP_OPT_ON_ERROR,
+    NSP_OPT_STATS,
+    NSP_OPT_CACHE_MAX,
+    NSP_OPT_CACHE_TOTAL_MAX,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 
 /* The option's value: the environment's if set and non-empty, else its default. Never NULL. */
 const char *nsp__option(nsp_option_id_t id);
+
+/* Parses a byte count with an optional K, M, G or T suffix (powers of 1024). Returns 0, or -1
+ * if the text is not such a size. */
+int nsp__parse_size(const char *text, size_t *out);
+
+/* The option's value as a byte count; a malformed value stops the process with a message that
+ * names the variable and its value (exit status 2). */
+size_t nsp__option_size(nsp_option_id_t id);
 
 #endif /* NSP_HOST_OPTIONS_H */

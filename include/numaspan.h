@@ -144,6 +144,83 @@ NSP_API nsp_topo_t *nsp_topology(void);
 NSP_API int nsp_thread_bind_core(unsigned cache);
 
 /* ---------------------------------------------------------------------------------------------
+ * Allocation. libnumaspan also exports the standard names (malloc, free, calloc, realloc,
+ * posix_memalign, aligned_alloc, memalign, valloc, pvalloc, malloc_usable_size, reallocarray,
+ * malloc_trim, mallinfo2), so linking it or preloading it replaces the system allocator.
+ * ------------------------------------------------------------------------------------------- */
+
+NSP_API void *nsp_malloc(size_t size);
+NSP_API void nsp_free(void *ptr);
+NSP_API void *nsp_calloc(size_t n, size_t size);
+NSP_API void *nsp_realloc(void *ptr, size_t size);
+NSP_API void *nsp_aligned_alloc(size_t alignment, size_t size);
+NSP_API int nsp_posix_memalign(void **out, size_t alignment, size_t size);
+NSP_API size_t nsp_malloc_usable_size(void *ptr);
+/* size bytes on NUMA node `node` (an index of the process topology), or on the nearest node with
+ * room when it has none (a spill, counted). NULL with errno EINVAL for a node out of range. */
+NSP_API void *nsp_malloc_node(size_t size, unsigned node);
+/* The node whose memory holds ptr, or -1 if numaspan does not own ptr. */
+NSP_API int nsp_node_of(const void *ptr);
+/* Returns memory numaspan holds but does not use to the OS: releases idle caches' spans, empty
+ * spans, and free pages (madvise). Returns the bytes released. */
+NSP_API size_t nsp_trim(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Stats. Counters are read without stopping the allocator, so a snapshot taken while threads
+ * allocate is approximate; a snapshot with the threads stopped is exact.
+ * ------------------------------------------------------------------------------------------- */
+
+#define NSP_STATS_MAX_NODES 64
+#define NSP_STATS_MAX_CLASSES 80
+
+typedef struct nsp_class_stats {
+    uint32_t size;            /* object size of the class */
+    uint64_t objects_in_use;  /* allocated and not freed (frees not yet swept included) */
+    uint64_t bytes_in_use;    /* objects_in_use * size */
+    uint64_t spans_cached, spans_partial, spans_full;
+    uint64_t refills;         /* spans handed to caches */
+    uint64_t releases;        /* spans taken back from caches */
+    uint64_t mallocs;         /* objects handed out */
+} nsp_class_stats_t;
+
+typedef struct nsp_node_stats {
+    uint64_t bytes_in_use, objects_in_use; /* small and large objects on this node */
+    uint64_t large_objects, large_bytes;   /* of which large (page-granular) objects */
+    uint64_t pages_mapped, pages_free, pages_scavenged;
+    uint64_t spans_cached, spans_partial, spans_full;
+    uint64_t refills, releases;
+    uint64_t remote_frees;    /* frees by non-owners, swept in or still pending */
+    uint64_t sweeps;
+    uint64_t spills_out;      /* spans this node's cores took from other nodes */
+    uint64_t spills_in;       /* spans other nodes' cores took from this node */
+} nsp_node_stats_t;
+
+typedef struct nsp_stats {
+    unsigned nnodes, ncaches, nclasses;
+    int rseq;                 /* 1 if core caches are taken with restartable sequences */
+    uint64_t bytes_in_use, objects_in_use;
+    uint64_t mallocs;         /* small objects handed out by caches and centrals */
+    uint64_t local_frees;     /* frees applied directly by the owning cache */
+    uint64_t remote_frees;    /* frees by non-owners */
+    uint64_t large_allocs, large_frees;
+    uint64_t cached_bytes;    /* bytes of spans held by caches */
+    uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */
+    uint64_t not_owned_frees, interior_frees, double_frees; /* bad frees caught */
+    uint64_t bootstrap_bytes; /* handed out before the allocator was initialised */
+    nsp_node_stats_t node[NSP_STATS_MAX_NODES];
+    nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES]; /* [1..nclasses-1]; 0 unused */
+} nsp_stats_t;
+
+/* Fills out. Returns 0, or -1 if the allocator is not initialised. */
+NSP_API int nsp_stats_get(nsp_stats_t *out);
+/* One class on one node. Returns 0, or -1 (EINVAL) if either is out of range. */
+NSP_API int nsp_stats_get_class_node(unsigned node, unsigned cls, nsp_class_stats_t *out);
+/* Writes the stats as text (json = 0) or JSON. */
+NSP_API void nsp_stats_print(FILE *out, int json);
+/* The size class table: size, span pages, objects per span. Returns 0, or -1 out of range. */
+NSP_API int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, uint32_t *nelems);
+
+/* ---------------------------------------------------------------------------------------------
  * Options: one table of every NSP_* environment variable.
  * ------------------------------------------------------------------------------------------- */
 

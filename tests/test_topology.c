@@ -329,27 +329,6 @@ START_TEST(thousand_threads_virtual_cores)
 }
 END_TEST
 
-START_TEST(process_topology_from_env)
-{
-    setenv("NSP_TOPOLOGY", "synthetic:pack:2 numa:2 core:4 pu:1", 1);
-    setenv("NSP_CACHE_GROUPING", "core", 1);
-    nsp_topo_t *t = nsp_topology();
-    ck_assert_ptr_eq(t, nsp_topology());
-    ck_assert_str_eq(nsp_topo_spec(t), "synthetic:pack:2 numa:2 core:4 pu:1");
-    ck_assert_int_eq(nsp_topo_grouping(t), NSP_GROUP_CORE);
-    ck_assert_uint_eq(nsp_topo_num_nodes(t), 4);
-    ck_assert_int_eq(nsp_thread_bind_core(9), 1);
-    ck_assert_uint_eq(nsp_topo_current_cache(t), 9);
-}
-END_TEST
-
-START_TEST(process_topology_malformed_env_exits)
-{
-    setenv("NSP_TOPOLOGY", "synthetic:pack:2 numa:oops", 1);
-    nsp_topology(); /* must exit(2) with a message */
-}
-END_TEST
-
 START_TEST(report_text_and_json)
 {
     nsp_topo_t *t = load_ok("synthetic:pack:2 numa:2 core:4 pu:1", NSP_GROUP_PU);
@@ -388,8 +367,6 @@ static Suite *suite(void)
     tcase_add_test(tc, binding_is_recorded_on_synthetic);
     tcase_add_test(tc, real_machine);
     tcase_add_test(tc, thousand_threads_virtual_cores);
-    tcase_add_test(tc, process_topology_from_env);
-    tcase_add_exit_test(tc, process_topology_malformed_env_exits, 2);
     tcase_add_test(tc, report_text_and_json);
     suite_add_tcase(s, tc);
     return s;

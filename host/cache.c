@@ -1,0 +1,226 @@
+/*
+ * host/cache.c — core caches: set-up, the foreign lock, and the slow paths (see cache.h).
+ *
+ * Caches are laid out on their home node (bound when the topology is this machine). Which
+ * caches may use rseq is decided once: glibc registered rseq for the thread (__rseq_size > 0),
+ * the kernel accepted the MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ registration (without it
+ * a foreign taker could not fence), the topology is this machine, and the cache has exactly one
+ * cpu. Every other cache is taken with compare-and-swap.
+ */
+#include "cache.h"
+
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "central.h"
+#include "os.h"
+#include "span.h"
+
+struct nsp_cache *nsp__caches;
+struct nsp_span nsp__empty_span;
+_Atomic size_t nsp__cached_total;
+int nsp__rseq_enabled;
+int nsp__virtual;
+__thread struct nsp_cache *nsp__tc;
+
+static long membarrier(int cmd, unsigned flags, int cpu)
+{
+    return syscall(SYS_membarrier, cmd, flags, cpu);
+}
+
+static int rseq_available(void)
+{
+#ifdef NSP_RSEQ_LOCKS
+    if (__rseq_size == 0 || nsp_topo_uses_virtual_cores(nsp__topo))
+        return 0;
+    return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0;
+#else
+    return 0;
+#endif
+}
+
+int nsp__cache_init(void)
+{
+    unsigned n = nsp__ncaches;
+    size_t len = ((size_t)n * sizeof(struct nsp_cache) + 4095) & ~(size_t)4095;
+    nsp__caches = nsp__os_map(len, 4096);
+    if (!nsp__caches)
+        return -1;
+    nsp__rseq_enabled = rseq_available();
+    nsp__virtual = nsp_topo_uses_virtual_cores(nsp__topo);
+    const struct nsp_topo *t = nsp__topo;
+    for (unsigned i = 0; i < n; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        c->index = i;
+        c->node = nsp_topo_node_of_cache(nsp__topo, i);
+        c->rseq_cpu = -1;
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            c->spans[k] = &nsp__empty_span;
+    }
+    if (nsp__rseq_enabled) {
+        /* a cache with exactly one cpu is that cpu's */
+        unsigned *ncpu = (unsigned *)nsp__os_map(((size_t)n * sizeof(unsigned) + 4095) & ~4095UL, 4096);
+        if (ncpu) {
+            for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
+                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu))
+                    ncpu[t->cpu_to_cache[cpu]]++;
+            for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
+                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1)
+                    nsp__caches[t->cpu_to_cache[cpu]].rseq_cpu = (int32_t)cpu;
+            nsp__os_unmap(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        nsp_topo_bind_memory(nsp__topo, &nsp__caches[i], sizeof(struct nsp_cache),
+                             nsp__caches[i].node);
+    return 0;
+}
+
+/* ---- the thread's lock ------------------------------------------------------------------------ */
+
+struct nsp_cache *nsp__cache_acquire_slow(void)
+{
+    const struct nsp_topo *t = nsp__topo;
+    if (t->virtual_cores) {
+        struct nsp_cache *c = &nsp__caches[nsp__topo_current_cache(t)];
+        return nsp__cache_cas_lock(c) ? c : NULL;
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        unsigned cpu = (unsigned)nsp__cpu_now();
+        unsigned i = cpu < t->cpu_table_len ? t->cpu_to_cache[cpu] : cpu % t->ncaches;
+        struct nsp_cache *c = &nsp__caches[i];
+#ifdef NSP_RSEQ_LOCKS
+        if (c->rseq_cpu == (int32_t)cpu) {
+            nsp__tc = c;
+            int r = nsp__rseq_trylock(&c->lock, (int)cpu);
+            if (r > 0)
+                return c;
+            if (r == 0 && atomic_load_explicit(&c->lock, memory_order_relaxed))
+                return NULL; /* held: the caller goes to the central */
+            continue;        /* aborted or migrated: look again */
+        }
+#endif
+        if (c->rseq_cpu < 0)
+            return nsp__cache_cas_lock(c) ? c : NULL;
+        return NULL; /* a cpu the table does not know, mapped onto another cpu's rseq cache */
+    }
+    return NULL;
+}
+
+/* ---- the foreign lock ------------------------------------------------------------------------- */
+
+int nsp__cache_lock_foreign(struct nsp_cache *c)
+{
+    if (!nsp__cache_cas_lock(c))
+        return 0;
+    if (c->rseq_cpu < 0)
+        return 1;
+    /* Restart any rseq taker on that cpu that read 0 before our CAS; one that committed 1 in
+     * between overwrote our 2, and then the cache is its. */
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, c->rseq_cpu);
+    return atomic_load(&c->lock) == 2;
+}
+
+void nsp__cache_lock_all(void)
+{
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        while (!nsp__cache_lock_foreign(&nsp__caches[i]))
+            sched_yield();
+}
+
+void nsp__cache_unlock_all(void)
+{
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        nsp__cache_unlock(&nsp__caches[i]);
+}
+
+/* ---- slow paths ------------------------------------------------------------------------------- */
+
+static size_t span_bytes(unsigned cls)
+{
+    return (size_t)nsp__classes[cls].npages << NSP_PAGE_SHIFT;
+}
+
+void nsp__cache_release(struct nsp_cache *c, unsigned cls)
+{
+    struct nsp_span *s = c->spans[cls];
+    if (s == &nsp__empty_span)
+        return;
+    c->spans[cls] = &nsp__empty_span;
+    c->held_bytes -= span_bytes(cls);
+    atomic_fetch_sub_explicit(&nsp__cached_total, span_bytes(cls), memory_order_relaxed);
+    c->releases++;
+    nsp__central_uncache_span(s);
+}
+
+void nsp__cache_release_all(struct nsp_cache *c)
+{
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        nsp__cache_release(c, k);
+}
+
+/* Keeps the cache under its cap before it takes `need` more bytes: releases the largest spans
+ * of other classes first (they cost the most to hold and least often pay back). */
+static void make_room(struct nsp_cache *c, unsigned cls, size_t need)
+{
+    while (c->held_bytes + need > nsp__cache_max) {
+        unsigned victim = 0;
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+            if (k != cls && c->spans[k] != &nsp__empty_span &&
+                (!victim || span_bytes(k) >= span_bytes(victim)))
+                victim = k;
+        if (!victim)
+            return;
+        c->cap_releases++;
+        nsp__cache_release(c, victim);
+    }
+}
+
+/* In-place sweep by the owning cache. */
+static void sweep_in_place(struct nsp_cache *c, struct nsp_span *s)
+{
+    uint32_t doubles;
+    uintptr_t first;
+    c->swept_objects += nsp__span_sweep(s, &doubles, &first);
+    c->sweeps++;
+    if (doubles) {
+        atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
+    }
+}
+
+void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
+{
+    struct nsp_span *s = c->spans[cls];
+    void *p;
+    if (s != &nsp__empty_span) {
+        if ((p = nsp__span_next_free(s)))
+            return p;
+        /* Nothing past the cursor. Remote frees and local frees behind it may have left room:
+         * sweep, rewind, and only release the span when it is really full. */
+        if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
+            sweep_in_place(c, s);
+        if (s->alloc_count < s->nelems) {
+            nsp__span_rewind(s);
+            if ((p = nsp__span_next_free(s)))
+                return p;
+        }
+        nsp__cache_release(c, cls);
+    }
+    size_t bytes = span_bytes(cls);
+    if (atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes >
+        nsp__cache_total_max)
+        return nsp__central_alloc(c->node, cls); /* all caches together are at their cap */
+    make_room(c, cls, bytes);
+    s = nsp__central_cache_span(c->node, cls, c->index);
+    if (!s)
+        return NULL;
+    c->spans[cls] = s;
+    c->held_bytes += bytes;
+    atomic_fetch_add_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
+    c->refills++;
+    return nsp__span_next_free(s);
+}

@@ -1,0 +1,252 @@
+/*
+ * host/central.c — node centrals (see central.h for what it owns).
+ *
+ * The FULL protocol, the one place where a free could be stranded: a span is made FULL by
+ * pushing it on the full list and then storing state = FULL, then reading `dirty`; a remote freer
+ * sets its freed bit and `dirty`, then reads state. Both pairs are sequentially consistent, so at
+ * least one side sees the other: the owner finds it dirty, or the freer finds it FULL. Either
+ * CASes FULL -> PARTIAL, and only the winner moves the span to the partial list (under the lock).
+ */
+#include "central.h"
+
+#include <string.h>
+
+#include "os.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "span.h"
+
+struct nsp_central *nsp__centrals;
+
+int nsp__central_init(unsigned nnodes)
+{
+    size_t len = (size_t)nnodes * NSP_NUM_CLASSES * sizeof(struct nsp_central);
+    len = (len + 4095) & ~(size_t)4095;
+    nsp__centrals = nsp__os_map(len, 4096);
+    if (!nsp__centrals)
+        return -1;
+    for (unsigned n = 0; n < nnodes; n++) {
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            pthread_mutex_init(&nsp__central(n, k)->lock, NULL);
+        /* centrals of a node live on that node (recorded only on a synthetic topology) */
+        nsp_topo_bind_memory(nsp__topo, nsp__central(n, 0),
+                             NSP_NUM_CLASSES * sizeof(struct nsp_central), n);
+    }
+    return 0;
+}
+
+/* ---- lists (central lock held) ---------------------------------------------------------------- */
+
+static void list_push(struct nsp_central *c, struct nsp_span *s, unsigned which)
+{
+    struct nsp_span **head = which == NSP_LIST_FULL ? &c->full : &c->partial;
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+    s->list = which;
+    if (which == NSP_LIST_FULL)
+        c->nfull++;
+    else
+        c->npartial++;
+}
+
+static void list_remove(struct nsp_central *c, struct nsp_span *s)
+{
+    struct nsp_span **head = s->list == NSP_LIST_FULL ? &c->full : &c->partial;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    if (s->list == NSP_LIST_FULL)
+        c->nfull--;
+    else
+        c->npartial--;
+    s->next = s->prev = NULL;
+    s->list = NSP_LIST_NONE;
+}
+
+static void make_partial(struct nsp_central *c, struct nsp_span *s)
+{
+    atomic_store_explicit(&s->state, NSP_SPAN_PARTIAL, memory_order_relaxed);
+    list_push(c, s, NSP_LIST_PARTIAL);
+}
+
+/* The FULL protocol of the file header. */
+static void make_full(struct nsp_central *c, struct nsp_span *s)
+{
+    list_push(c, s, NSP_LIST_FULL);
+    atomic_store(&s->state, NSP_SPAN_FULL);
+    if (atomic_load(&s->dirty)) {
+        uint32_t full = NSP_SPAN_FULL;
+        if (atomic_compare_exchange_strong(&s->state, &full, NSP_SPAN_PARTIAL)) {
+            list_remove(c, s);
+            list_push(c, s, NSP_LIST_PARTIAL);
+        }
+    }
+}
+
+/* Sweeps a span the central owns, reporting double frees the sweep found. */
+static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
+{
+    if (!atomic_load(&s->dirty))
+        return;
+    uint32_t doubles;
+    uintptr_t first;
+    c->swept_objects += nsp__span_sweep(s, &doubles, &first);
+    c->sweeps++;
+    if (doubles) {
+        atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
+    }
+}
+
+static void take(struct nsp_span *s, unsigned cache)
+{
+    s->cache = cache;
+    nsp__span_rewind(s);
+    atomic_store_explicit(&s->state, NSP_SPAN_CACHED, memory_order_release);
+}
+
+/* A new span of class cls carved from node's page heap (or a near one). */
+static struct nsp_span *new_span(unsigned node, unsigned cls)
+{
+    struct nsp_span *s = nsp__pageheap_alloc_near(node, nsp__classes[cls].npages, 1);
+    if (!s)
+        return NULL;
+    nsp__span_init_small(s, cls);
+    return s;
+}
+
+struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache)
+{
+    struct nsp_central *c = nsp__central(node, cls);
+    pthread_mutex_lock(&c->lock);
+    struct nsp_span *s;
+    while ((s = c->partial)) {
+        list_remove(c, s);
+        atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+        sweep_owned(c, s);
+        if (s->alloc_count < s->nelems) {
+            c->refills++;
+            take(s, cache);
+            pthread_mutex_unlock(&c->lock);
+            return s;
+        }
+        make_full(c, s); /* may come straight back to partial if freed meanwhile */
+    }
+    pthread_mutex_unlock(&c->lock);
+
+    if (!(s = new_span(node, cls)))
+        return NULL;
+    c = nsp__central(s->node, cls); /* a spilled span belongs to the node that gave it */
+    pthread_mutex_lock(&c->lock);
+    c->spans_new++;
+    c->refills++;
+    take(s, cache);
+    pthread_mutex_unlock(&c->lock);
+    return s;
+}
+
+void nsp__central_uncache_span(struct nsp_span *s)
+{
+    struct nsp_central *c = nsp__central(s->node, s->sizeclass);
+    pthread_mutex_lock(&c->lock);
+    c->releases++;
+    if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
+        /* empty, and the central has other spans to give: the pages go back */
+        c->spans_returned++;
+        pthread_mutex_unlock(&c->lock);
+        nsp__pageheap_free(s);
+        return;
+    }
+    if (s->alloc_count < s->nelems || atomic_load(&s->dirty))
+        make_partial(c, s);
+    else
+        make_full(c, s);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void nsp__central_wake(struct nsp_span *s)
+{
+    uint32_t full = NSP_SPAN_FULL;
+    if (!atomic_compare_exchange_strong(&s->state, &full, NSP_SPAN_PARTIAL))
+        return; /* another freer, or the owner, got there first */
+    struct nsp_central *c = nsp__central(s->node, s->sizeclass);
+    pthread_mutex_lock(&c->lock);
+    if (s->list == NSP_LIST_FULL) {
+        list_remove(c, s);
+        list_push(c, s, NSP_LIST_PARTIAL);
+    }
+    c->wakes++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* One object from a span the central owns; the span goes back to the right list. */
+static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
+{
+    void *p = nsp__span_next_free(s);
+    if (!p) {
+        nsp__span_rewind(s);
+        p = nsp__span_next_free(s);
+    }
+    if (p && s->alloc_count < s->nelems)
+        make_partial(c, s);
+    else
+        make_full(c, s);
+    return p;
+}
+
+void *nsp__central_alloc(unsigned node, unsigned cls)
+{
+    struct nsp_central *c = nsp__central(node, cls);
+    pthread_mutex_lock(&c->lock);
+    struct nsp_span *s;
+    while ((s = c->partial)) {
+        list_remove(c, s);
+        atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+        sweep_owned(c, s);
+        void *p = alloc_from(c, s);
+        if (p) {
+            c->direct_allocs++;
+            pthread_mutex_unlock(&c->lock);
+            return p;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!(s = new_span(node, cls)))
+        return NULL;
+    c = nsp__central(s->node, cls);
+    pthread_mutex_lock(&c->lock);
+    c->spans_new++;
+    c->direct_allocs++;
+    atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+    void *p = alloc_from(c, s);
+    pthread_mutex_unlock(&c->lock);
+    return p;
+}
+
+size_t nsp__central_trim(unsigned node)
+{
+    size_t bytes = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        struct nsp_central *c = nsp__central(node, k);
+        pthread_mutex_lock(&c->lock);
+        struct nsp_span *s = c->partial, *next;
+        for (; s; s = next) {
+            next = s->next;
+            sweep_owned(c, s);
+            if (s->alloc_count == 0 && !atomic_load(&s->dirty)) {
+                list_remove(c, s);
+                c->spans_returned++;
+                bytes += (size_t)s->npages << NSP_PAGE_SHIFT;
+                nsp__pageheap_free(s);
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    return bytes;
+}

@@ -1,0 +1,60 @@
+/*
+ * host/central.h — node centrals: per NUMA node and size class, the spans no cache holds.
+ *
+ * Owns: each central's PARTIAL and FULL lists (doubly linked through the spans, guarded by the
+ * central's mutex) and its counters. A span in a list is owned by the central; handing it to a
+ * cache (cacheSpan) and taking it back (uncacheSpan) are the only ways in and out, plus a remote
+ * free that wakes a FULL span (FULL -> PARTIAL by CAS, then a move under the lock), and the trim
+ * that returns empty spans to the page heap.
+ * Lock order: cache -> central -> page heap. A central never calls malloc or hwloc.
+ */
+#ifndef NSP_HOST_CENTRAL_H
+#define NSP_HOST_CENTRAL_H
+
+#include <stdint.h>
+
+#include "sizeclass.h"
+#include "types.h"
+
+struct nsp_central {
+    pthread_mutex_t lock;
+    struct nsp_span *partial;
+    struct nsp_span *full;
+    uint64_t npartial, nfull;
+    /* counters, under lock */
+    uint64_t refills;        /* spans handed to caches */
+    uint64_t releases;       /* spans taken back */
+    uint64_t sweeps;         /* sweeps done by this central */
+    uint64_t swept_objects;  /* remote frees applied by them */
+    uint64_t spans_new;      /* spans carved from the page heap */
+    uint64_t spans_returned; /* empty spans given back to it */
+    uint64_t direct_allocs;  /* objects handed out without a cache */
+    uint64_t wakes;          /* FULL spans woken by a remote free */
+} __attribute__((aligned(NSP_CACHE_LINE)));
+
+/* [node * NSP_NUM_CLASSES + class] */
+extern struct nsp_central *nsp__centrals;
+
+static inline struct nsp_central *nsp__central(unsigned node, unsigned cls)
+{
+    return &nsp__centrals[node * NSP_NUM_CLASSES + cls];
+}
+
+/* Returns 0, or -1 if the OS refused memory for the centrals. */
+int nsp__central_init(unsigned nnodes);
+
+/* cacheSpan: a swept span of class cls with a free slot, CACHED by cache, from node's central or,
+ * when it has none, carved from node's page heap (or the nearest node with room). NULL if no node
+ * has memory. */
+struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache);
+/* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots). */
+void nsp__central_uncache_span(struct nsp_span *s);
+/* A remote free found s FULL: move it to PARTIAL (the first freer to win the CAS does). */
+void nsp__central_wake(struct nsp_span *s);
+/* One object of class cls from node's central without caching a span (a failed try-lock,
+ * nsp_malloc_node). NULL if no node has memory. */
+void *nsp__central_alloc(unsigned node, unsigned cls);
+/* Sweeps node's uncached spans and returns the empty ones to the page heap. Returns bytes. */
+size_t nsp__central_trim(unsigned node);
+
+#endif /* NSP_HOST_CENTRAL_H */

@@ -1,0 +1,413 @@
+/*
+ * host/malloc.c — the malloc entry points: nsp_* and the standard names.
+ *
+ * Owns: the routing of each request. Small (<= 32 KiB): the calling thread's core cache, whose
+ * cached span gives a slot with plain loads and stores under the cache's lock (taken with rseq
+ * on the real machine: no atomic instruction); a miss goes down to the central; a cache that
+ * cannot be taken at once sends the request to the central directly. Large: page-granular spans
+ * from the node's page heap; huge (>= 32 MiB): a mapping of its own.
+ *
+ * free: the page map gives the span; a pointer no span owns, one inside an object, or a freed
+ * object is reported (runtime.h). A free by the thread whose core caches the span is applied
+ * directly under the cache lock, after re-checking that the cache still holds the span; every
+ * other free is one atomic OR on the span's freed bitmap (DESIGN.md §3, deferred frees).
+ * errno is kept by free; every failing allocation sets it (ENOMEM, EINVAL).
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cache.h"
+#include "central.h"
+#include "numaspan.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "sizeclass.h"
+#include "span.h"
+
+#define NSP_EXPORT __attribute__((visibility("default")))
+#define NSP_ALIAS(name) __attribute__((alias(#name), visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+_Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
+
+/* ---- allocation ------------------------------------------------------------------------------- */
+
+static void *enomem(void)
+{
+    errno = ENOMEM;
+    return NULL;
+}
+
+static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp_cache *c)
+{
+    void *p;
+    if (c) {
+        p = nsp__cache_alloc_slow(c, cls);
+        c->nmalloc[cls] += p != NULL;
+        nsp__cache_unlock(c);
+    } else {
+        /* the cache is busy (or this cpu has none): the central serves, nobody spins */
+        p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
+    }
+    return p ? p : enomem();
+}
+
+static inline void *alloc_small(unsigned cls)
+{
+    struct nsp_cache *c = nsp__cache_acquire();
+    if (likely(c)) {
+        void *p = nsp__span_alloc_fast(c->spans[cls]);
+        if (likely(p)) {
+            c->nmalloc[cls]++;
+            nsp__cache_unlock(c);
+            return p;
+        }
+    }
+    return alloc_small_slow(cls, c);
+}
+
+static unsigned current_node(void)
+{
+    unsigned i = nsp__topo_current_cache(nsp__topo);
+    return nsp__topo->cache_node[i];
+}
+
+static void *alloc_large_on(size_t n, size_t align, unsigned node)
+{
+    if (n > PTRDIFF_MAX || align > ((size_t)1 << 40))
+        return enomem();
+    size_t npages = (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT;
+    size_t align_pages = align > NSP_PAGE_SIZE ? align >> NSP_PAGE_SHIFT : 1;
+    struct nsp_span *s;
+    if (n >= NSP_HUGE_MIN || npages + align_pages - 1 > NSP_ARENA_PAGES)
+        s = nsp__huge_alloc(node, n, align);
+    else
+        s = nsp__pageheap_alloc_near(node, npages, align_pages);
+    if (!s)
+        return enomem();
+    s->sizeclass = 0;
+    s->elemsize = (uint32_t)((size_t)s->npages << NSP_PAGE_SHIFT);
+    s->nelems = 1;
+    s->large_size = n;
+    atomic_store_explicit(&s->state, NSP_SPAN_LARGE, memory_order_release);
+    atomic_fetch_add_explicit(&nsp__large_allocs[s->node], 1, memory_order_relaxed);
+    return (void *)s->base;
+}
+
+/* Before initialisation: the bootstrap path (runtime.h). */
+static __attribute__((noinline)) void *alloc_boot(size_t n, size_t align)
+{
+    return nsp__boot_alloc(n ? n : 1, align);
+}
+
+static inline void *alloc(size_t n)
+{
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !nsp__init())
+        return alloc_boot(n, 16);
+    if (likely(n <= NSP_MAX_SMALL))
+        return alloc_small(nsp__size_to_class(n ? n : 1));
+    return alloc_large_on(n, NSP_PAGE_SIZE, current_node());
+}
+
+/* The smallest class that holds n bytes with every object aligned to align (<= a page):
+ * classes are multiples of 16 and powers of two are classes, so one is always found. */
+static unsigned aligned_class(size_t n, size_t align)
+{
+    unsigned cls = nsp__size_to_class(n < align ? align : n);
+    while (cls < NSP_NUM_CLASSES && nsp__classes[cls].size % align)
+        cls++;
+    return cls < NSP_NUM_CLASSES ? cls : 0;
+}
+
+static void *alloc_aligned(size_t align, size_t n)
+{
+    if (align <= 16)
+        return alloc(n);
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !nsp__init())
+        return alloc_boot(n, align);
+    if (n <= NSP_MAX_SMALL && align <= NSP_PAGE_SIZE) {
+        unsigned cls = aligned_class(n ? n : 1, align);
+        if (cls)
+            return alloc_small(cls);
+    }
+    return alloc_large_on(n, align, current_node());
+}
+
+/* ---- free ------------------------------------------------------------------------------------- */
+
+static __attribute__((noinline)) void free_large(struct nsp_span *s, void *p)
+{
+    if ((uintptr_t)p != s->base) {
+        nsp__report_error(NSP_ERR_INTERIOR, "free", p);
+        return;
+    }
+    uint32_t large = NSP_SPAN_LARGE;
+    if (!atomic_compare_exchange_strong(&s->state, &large, NSP_SPAN_SWEEPING)) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+        return;
+    }
+    int saved = errno;
+    atomic_fetch_add_explicit(&nsp__large_frees[s->node], 1, memory_order_relaxed);
+    if (s->arena->huge)
+        nsp__huge_free(s);
+    else
+        nsp__pageheap_free(s);
+    errno = saved;
+}
+
+static __attribute__((noinline)) void free_unowned(void *p)
+{
+    if (nsp__boot_owns(p))
+        return; /* bootstrap memory is never reused: nothing to do */
+    nsp__report_error(NSP_ERR_NOT_OWNED, "free", p);
+}
+
+static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
+{
+    int r = nsp__span_free_remote(s, idx);
+    if (r > 0) {
+        int saved = errno;
+        nsp__central_wake(s);
+        errno = saved;
+    } else if (r < 0) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+    }
+}
+
+NSP_EXPORT void nsp_free(void *p)
+{
+    if (unlikely(!p))
+        return;
+    struct nsp_span *s = nsp__span_of(p);
+    if (unlikely(!s)) {
+        free_unowned(p);
+        return;
+    }
+    if (unlikely(s->sizeclass == 0)) {
+        free_large(s, p);
+        return;
+    }
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    if (unlikely(idx == UINT32_MAX)) {
+        nsp__report_error(NSP_ERR_INTERIOR, "free", p);
+        return;
+    }
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED) {
+        struct nsp_cache *c = nsp__cache_acquire();
+        if (likely(c)) {
+            /* re-checked under the lock: only this cache can take the span from itself */
+            if (likely(c->spans[s->sizeclass] == s)) {
+                int r = nsp__span_free_local(s, idx);
+                c->local_frees++;
+                nsp__cache_unlock(c);
+                if (unlikely(r < 0))
+                    nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+                return;
+            }
+            nsp__cache_unlock(c);
+        }
+    }
+    free_remote(s, idx, p);
+}
+
+/* ---- the rest of the API ---------------------------------------------------------------------- */
+
+NSP_EXPORT void *nsp_malloc(size_t n)
+{
+    return alloc(n);
+}
+
+NSP_EXPORT void *nsp_calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(n, size, &total)))
+        return enomem();
+    void *p = alloc(total);
+    if (!p)
+        return NULL;
+    struct nsp_span *s = nsp__span_of(p);
+    /* fresh pages from the OS are zero already; a small slot or a reused run is not */
+    if (!s || s->sizeclass != 0 || s->needzero)
+        memset(p, 0, total);
+    return p;
+}
+
+NSP_EXPORT size_t nsp_malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    struct nsp_span *s = nsp__span_of(p);
+    if (!s) {
+        if (nsp__boot_owns(p))
+            return nsp__boot_size(p);
+        nsp__report_error(NSP_ERR_NOT_OWNED, "malloc_usable_size", p);
+        return 0;
+    }
+    if (s->sizeclass == 0)
+        return ((size_t)s->npages << NSP_PAGE_SHIFT) - ((uintptr_t)p - s->base);
+    return s->elemsize;
+}
+
+NSP_EXPORT void *nsp_realloc(void *p, size_t n)
+{
+    if (!p)
+        return alloc(n);
+    if (n == 0) {
+        nsp_free(p);
+        return NULL;
+    }
+    size_t old;
+    struct nsp_span *s = nsp__span_of(p);
+    if (s && s->sizeclass) {
+        if (nsp__span_index(s, (uintptr_t)p) == UINT32_MAX) {
+            nsp__report_error(NSP_ERR_INTERIOR, "realloc", p);
+            return NULL;
+        }
+        old = s->elemsize;
+        if (n <= NSP_MAX_SMALL && nsp__size_to_class(n) == s->sizeclass)
+            return p;
+    } else if (s) {
+        if ((uintptr_t)p != s->base) {
+            nsp__report_error(NSP_ERR_INTERIOR, "realloc", p);
+            return NULL;
+        }
+        old = (size_t)s->npages << NSP_PAGE_SHIFT;
+        /* keep the pages while the new size still uses more than half of them */
+        if (n > NSP_MAX_SMALL && n <= old && n > old / 2) {
+            s->large_size = n;
+            return p;
+        }
+    } else if (nsp__boot_owns(p)) {
+        old = nsp__boot_size(p);
+    } else {
+        nsp__report_error(NSP_ERR_NOT_OWNED, "realloc", p);
+        return NULL;
+    }
+    void *q = alloc(n);
+    if (!q)
+        return NULL; /* the old block stays valid, as the standard says */
+    memcpy(q, p, old < n ? old : n);
+    nsp_free(p);
+    return q;
+}
+
+static int valid_alignment(size_t a)
+{
+    return a && !(a & (a - 1));
+}
+
+NSP_EXPORT int nsp_posix_memalign(void **out, size_t align, size_t n)
+{
+    if (!valid_alignment(align) || align % sizeof(void *))
+        return EINVAL;
+    int saved = errno;
+    void *p = alloc_aligned(align, n);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+NSP_EXPORT void *nsp_aligned_alloc(size_t align, size_t n)
+{
+    if (!valid_alignment(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_aligned(align, n);
+}
+
+static void *nsp_valloc(size_t n)
+{
+    return nsp_aligned_alloc(4096, n);
+}
+
+static void *nsp_pvalloc(size_t n)
+{
+    size_t r = (n + 4095) & ~(size_t)4095;
+    if (r < n)
+        return enomem();
+    return nsp_aligned_alloc(4096, r ? r : 4096);
+}
+
+static void *nsp_reallocarray(void *p, size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total))
+        return enomem();
+    return nsp_realloc(p, total);
+}
+
+NSP_EXPORT void *nsp_malloc_node(size_t n, unsigned node)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
+        return enomem();
+    if (node >= nsp__nnodes) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (n <= NSP_MAX_SMALL) {
+        void *p = nsp__central_alloc(node, nsp__size_to_class(n ? n : 1));
+        return p ? p : enomem();
+    }
+    return alloc_large_on(n, NSP_PAGE_SIZE, node);
+}
+
+NSP_EXPORT int nsp_node_of(const void *p)
+{
+    struct nsp_span *s = p ? nsp__span_of(p) : NULL;
+    return s ? (int)s->node : -1;
+}
+
+NSP_EXPORT size_t nsp_trim(void)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return 0;
+    size_t released = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        if (nsp__cache_lock_foreign(c)) { /* a busy cache is not idle: leave it */
+            nsp__cache_release_all(c);
+            nsp__cache_unlock(c);
+        }
+    }
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        nsp__central_trim(n);
+        released += nsp__pageheap_scavenge(n);
+    }
+    return released;
+}
+
+/* ---- the standard names ----------------------------------------------------------------------- */
+
+void *malloc(size_t n) NSP_ALIAS(nsp_malloc);
+void free(void *p) NSP_ALIAS(nsp_free);
+void *calloc(size_t n, size_t size) NSP_ALIAS(nsp_calloc);
+void *realloc(void *p, size_t n) NSP_ALIAS(nsp_realloc);
+int posix_memalign(void **out, size_t align, size_t n) NSP_ALIAS(nsp_posix_memalign);
+void *aligned_alloc(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
+void *memalign(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
+void *valloc(size_t n) NSP_ALIAS(nsp_valloc);
+void *pvalloc(size_t n) NSP_ALIAS(nsp_pvalloc);
+size_t malloc_usable_size(void *p) NSP_ALIAS(nsp_malloc_usable_size);
+void *reallocarray(void *p, size_t n, size_t size) NSP_ALIAS(nsp_reallocarray);
+void cfree(void *p) NSP_ALIAS(nsp_free);
+/* glibc's internal names, which some programs and static links call directly */
+void *__libc_malloc(size_t n) NSP_ALIAS(nsp_malloc);
+void __libc_free(void *p) NSP_ALIAS(nsp_free);
+void *__libc_calloc(size_t n, size_t size) NSP_ALIAS(nsp_calloc);
+void *__libc_realloc(void *p, size_t n) NSP_ALIAS(nsp_realloc);
+void *__libc_memalign(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
+void *__libc_valloc(size_t n) NSP_ALIAS(nsp_valloc);
+void *__libc_pvalloc(size_t n) NSP_ALIAS(nsp_pvalloc);
+
+NSP_EXPORT int malloc_trim(size_t pad)
+{
+    (void)pad;
+    return nsp_trim() > 0;
+}

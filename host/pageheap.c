@@ -1,0 +1,337 @@
+/*
+ * host/pageheap.c — per-node page heaps (see pageheap.h for what it owns and its invariants).
+ *
+ * An arena is 64 MiB of user pages aligned to 64 MiB, bound to its node when the topology is this
+ * machine, plus a separate metadata mapping: the arena struct, the page map, one span descriptor
+ * per page (a span's descriptor is the one of its first page) and the two bitmaps, 16 words per
+ * page each. Metadata is mapped NORESERVE and touched only as spans use it.
+ */
+#include "pageheap.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "os.h"
+#include "runtime.h"
+
+struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
+struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
+
+void nsp__pageheap_init(unsigned nnodes)
+{
+    for (unsigned n = 0; n < nnodes; n++) {
+        pthread_mutex_init(&nsp__pageheaps[n].lock, NULL);
+        nsp__pageheaps[n].node = n;
+    }
+}
+
+static size_t round_up(size_t x, size_t a)
+{
+    return (x + a - 1) & ~(a - 1);
+}
+
+static void set_table(struct nsp_arena *ar, int present)
+{
+    struct nsp_arena *value = present ? (struct nsp_arena *)((uintptr_t)ar | (uintptr_t)ar->huge) : NULL;
+    for (uintptr_t a = ar->base; a < ar->base + ar->size; a += NSP_ARENA_SIZE)
+        __atomic_store_n(&nsp__arena_table[a >> NSP_ARENA_SHIFT], value, __ATOMIC_RELEASE);
+}
+
+/* ---- free runs ------------------------------------------------------------------------------ */
+
+static unsigned list_of(size_t npages)
+{
+    return npages < NSP_FREE_LISTS ? (unsigned)npages : 0;
+}
+
+static void run_insert(struct nsp_pageheap *h, struct nsp_span *r)
+{
+    struct nsp_span **head = &h->free_runs[list_of(r->npages)];
+    r->prev = NULL;
+    r->next = *head;
+    if (*head)
+        (*head)->prev = r;
+    *head = r;
+    h->pages_free += r->npages;
+    if (r->scavenged)
+        h->pages_scavenged += r->npages;
+}
+
+static void run_remove(struct nsp_pageheap *h, struct nsp_span *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        h->free_runs[list_of(r->npages)] = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+    h->pages_free -= r->npages;
+    if (r->scavenged)
+        h->pages_scavenged -= r->npages;
+}
+
+/* Makes pages [start, start+n) of ar a FREE run (descriptor of start), mapping its ends. */
+static struct nsp_span *run_make(struct nsp_arena *ar, uint32_t start, uint32_t n,
+                                 uint32_t needzero, uint32_t scavenged)
+{
+    struct nsp_span *r = &ar->spans[start];
+    memset(r, 0, sizeof *r);
+    r->arena = ar;
+    r->node = (uint16_t)ar->node;
+    r->start_page = start;
+    r->npages = n;
+    r->base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    r->needzero = needzero;
+    r->scavenged = scavenged;
+    atomic_store_explicit(&r->state, NSP_SPAN_FREE, memory_order_relaxed);
+    ar->pagemap[start] = r;
+    ar->pagemap[start + n - 1] = r;
+    return r;
+}
+
+/* A descriptor that stops describing anything (absorbed by a neighbour, or cut off a run). */
+static void desc_kill(struct nsp_span *d)
+{
+    atomic_store_explicit(&d->state, NSP_SPAN_FREE, memory_order_relaxed);
+    d->npages = 0;
+}
+
+static struct nsp_arena *arena_new(unsigned node)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    size_t words = NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE;
+    _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
+    size_t meta = NSP_ARENA_HDR +
+                  NSP_ARENA_PAGES * sizeof(struct nsp_span *) +
+                  NSP_ARENA_PAGES * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
+    meta = round_up(meta, 4096);
+    char *m = nsp__os_map(meta, 4096);
+    if (!m)
+        return NULL;
+    void *base = nsp__os_map(NSP_ARENA_SIZE, NSP_ARENA_SIZE);
+    if (!base) {
+        nsp__os_unmap(m, meta);
+        return NULL;
+    }
+    struct nsp_arena *ar = (struct nsp_arena *)m;
+    char *p = m + NSP_ARENA_HDR;
+    ar->pagemap = (struct nsp_span **)p;
+    p += NSP_ARENA_PAGES * sizeof(struct nsp_span *);
+    ar->spans = (struct nsp_span *)p;
+    p += NSP_ARENA_PAGES * sizeof(struct nsp_span);
+    ar->alloc_bits = (uint64_t *)p;
+    p += words * sizeof(uint64_t);
+    ar->freed_bits = (_Atomic uint64_t *)p;
+    ar->base = (uintptr_t)base;
+    ar->size = NSP_ARENA_SIZE;
+    ar->node = node;
+    ar->meta_size = meta;
+    /* The kernel is told where the pages belong; on a synthetic topology this is only recorded. */
+    nsp_topo_bind_memory(nsp__topo, base, NSP_ARENA_SIZE, node);
+    nsp_topo_bind_memory(nsp__topo, m, meta, node);
+    ar->next = h->arenas;
+    h->arenas = ar;
+    h->pages_mapped += NSP_ARENA_PAGES;
+    h->arenas_mapped++;
+    set_table(ar, 1);
+    run_insert(h, run_make(ar, 0, NSP_ARENA_PAGES, 0, 0));
+    return ar;
+}
+
+/* First page offset inside run r at which an aligned span of n pages fits, or -1. */
+static long fit(const struct nsp_span *r, size_t n, size_t align_pages)
+{
+    uintptr_t align = align_pages << NSP_PAGE_SHIFT;
+    uintptr_t a = (r->base + align - 1) & ~(align - 1);
+    size_t off = (a - r->base) >> NSP_PAGE_SHIFT;
+    return off + n <= r->npages ? (long)off : -1;
+}
+
+/* Finds a run that fits: exact lists from n up, then the long list (best fit). */
+static struct nsp_span *run_find(struct nsp_pageheap *h, size_t n, size_t align_pages, long *off)
+{
+    for (size_t k = n; k < NSP_FREE_LISTS; k++)
+        for (struct nsp_span *r = h->free_runs[k]; r; r = r->next)
+            if ((*off = fit(r, n, align_pages)) >= 0)
+                return r;
+    struct nsp_span *best = NULL;
+    long best_off = -1;
+    for (struct nsp_span *r = h->free_runs[0]; r; r = r->next) {
+        long o = fit(r, n, align_pages);
+        if (o >= 0 && (!best || r->npages < best->npages)) {
+            best = r;
+            best_off = o;
+        }
+    }
+    *off = best_off;
+    return best;
+}
+
+struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    if (npages == 0 || npages > NSP_ARENA_PAGES || align_pages == 0 ||
+        npages + align_pages - 1 > NSP_ARENA_PAGES)
+        return NULL;
+    pthread_mutex_lock(&h->lock);
+    long off;
+    struct nsp_span *r = run_find(h, npages, align_pages, &off);
+    if (!r) {
+        if (!arena_new(node)) {
+            h->os_refusals++;
+            pthread_mutex_unlock(&h->lock);
+            errno = ENOMEM;
+            return NULL;
+        }
+        r = run_find(h, npages, align_pages, &off);
+    }
+    run_remove(h, r);
+    struct nsp_arena *ar = r->arena;
+    uint32_t start = r->start_page, total = r->npages;
+    uint32_t needzero = r->needzero, scav = r->scavenged;
+    uint32_t s = start + (uint32_t)off, n = (uint32_t)npages;
+    if (s > start)
+        run_insert(h, run_make(ar, start, s - start, needzero, scav));
+    if (s + n < start + total)
+        run_insert(h, run_make(ar, s + n, start + total - s - n, needzero, scav));
+    struct nsp_span *sp = &ar->spans[s];
+    memset(sp, 0, sizeof *sp);
+    sp->arena = ar;
+    sp->node = (uint16_t)node;
+    sp->start_page = s;
+    sp->npages = n;
+    sp->base = ar->base + ((uintptr_t)s << NSP_PAGE_SHIFT);
+    sp->needzero = needzero;
+    sp->alloc_bits = ar->alloc_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
+    sp->freed_bits = ar->freed_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
+    atomic_store_explicit(&sp->state, NSP_SPAN_FREE, memory_order_relaxed);
+    for (uint32_t p = s; p < s + n; p++)
+        ar->pagemap[p] = sp;
+    pthread_mutex_unlock(&h->lock);
+    return sp;
+}
+
+_Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
+
+struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages)
+{
+    struct nsp_span *s = nsp__pageheap_alloc(node, npages, align_pages);
+    if (s || npages > NSP_ARENA_PAGES)
+        return s;
+    const unsigned *order = nsp_topo_nodes_by_distance(nsp__topo, node);
+    for (unsigned i = 1; i < nsp__nnodes; i++) {
+        s = nsp__pageheap_alloc(order[i], npages, align_pages);
+        if (s) {
+            atomic_fetch_add_explicit(&nsp__spills_out[node], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&nsp__spills_in[order[i]], 1, memory_order_relaxed);
+            return s;
+        }
+    }
+    errno = ENOMEM;
+    return NULL;
+}
+
+void nsp__pageheap_free(struct nsp_span *s)
+{
+    struct nsp_arena *ar = s->arena;
+    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
+    pthread_mutex_lock(&h->lock);
+    uint32_t start = s->start_page, n = s->npages, needzero = 1, scav = 0;
+    desc_kill(s);
+    /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again */
+    memset(&ar->pagemap[start], 0, n * sizeof(struct nsp_span *));
+    if (start > 0) {
+        struct nsp_span *l = ar->pagemap[start - 1];
+        if (l && l->npages && atomic_load_explicit(&l->state, memory_order_relaxed) ==
+                                  NSP_SPAN_FREE && l->start_page + l->npages == start) {
+            run_remove(h, l);
+            ar->pagemap[start - 1] = NULL;
+            start = l->start_page;
+            n += l->npages;
+            desc_kill(l);
+        }
+    }
+    if (start + n < NSP_ARENA_PAGES) {
+        struct nsp_span *r = ar->pagemap[start + n];
+        if (r && r->npages && atomic_load_explicit(&r->state, memory_order_relaxed) ==
+                                  NSP_SPAN_FREE && r->start_page == start + n) {
+            run_remove(h, r);
+            ar->pagemap[start + n] = NULL;
+            n += r->npages;
+            desc_kill(r);
+        }
+    }
+    run_insert(h, run_make(ar, start, n, needzero, scav));
+    pthread_mutex_unlock(&h->lock);
+}
+
+size_t nsp__pageheap_scavenge(unsigned node)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    size_t released = 0;
+    pthread_mutex_lock(&h->lock);
+    for (unsigned k = 0; k < NSP_FREE_LISTS; k++)
+        for (struct nsp_span *r = h->free_runs[k]; r; r = r->next) {
+            if (r->scavenged || nsp__os_release((void *)r->base, (size_t)r->npages << NSP_PAGE_SHIFT))
+                continue;
+            r->scavenged = 1;
+            r->needzero = 0;
+            h->pages_scavenged += r->npages;
+            released += (size_t)r->npages << NSP_PAGE_SHIFT;
+        }
+    pthread_mutex_unlock(&h->lock);
+    return released;
+}
+
+/* ---- huge objects ----------------------------------------------------------------------------- */
+
+struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
+{
+    size_t len = round_up(size, NSP_ARENA_SIZE);
+    if (len < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t meta = round_up(sizeof(struct nsp_arena) + sizeof(struct nsp_span), 4096);
+    char *m = nsp__os_map(meta, 4096);
+    if (!m)
+        return NULL;
+    void *base = nsp__os_map(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE);
+    if (!base) {
+        nsp__os_unmap(m, meta);
+        return NULL;
+    }
+    struct nsp_arena *ar = (struct nsp_arena *)m;
+    ar->base = (uintptr_t)base;
+    ar->size = len;
+    ar->node = node;
+    ar->huge = 1;
+    ar->meta_size = meta;
+    ar->spans = (struct nsp_span *)(m + round_up(sizeof *ar, 64));
+    struct nsp_span *s = ar->spans;
+    s->arena = ar;
+    s->node = (uint16_t)node;
+    s->base = ar->base;
+    s->npages = (uint32_t)(len >> NSP_PAGE_SHIFT);
+    nsp_topo_bind_memory(nsp__topo, base, len, node);
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    pthread_mutex_lock(&h->lock);
+    h->pages_mapped += len >> NSP_PAGE_SHIFT;
+    pthread_mutex_unlock(&h->lock);
+    set_table(ar, 1);
+    return s;
+}
+
+void nsp__huge_free(struct nsp_span *s)
+{
+    struct nsp_arena *ar = s->arena;
+    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
+    atomic_store_explicit(&s->state, NSP_SPAN_FREE, memory_order_relaxed);
+    set_table(ar, 0);
+    pthread_mutex_lock(&h->lock);
+    h->pages_mapped -= ar->size >> NSP_PAGE_SHIFT;
+    pthread_mutex_unlock(&h->lock);
+    nsp__os_unmap((void *)ar->base, ar->size);
+    nsp__os_unmap(ar, ar->meta_size);
+}

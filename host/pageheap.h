@@ -1,0 +1,89 @@
+/*
+ * host/pageheap.h — per-node page heaps: arenas, the page map, page runs, large and huge spans.
+ *
+ * Owns: arena_table (address -> arena), every arena's page map and span descriptors, and each
+ * node's free page runs. One mutex per node guards that node's runs and arena list; the arena
+ * table and page maps are written under it and read without it (a reader that races with the
+ * reuse of pages is a use-after-free of the caller's, and still reads a valid descriptor).
+ *
+ * Invariants:
+ *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE) maps to that span;
+ *   - the first and last page of a FREE run map to the run; its other pages map to nothing
+ *     (NULL), so a lookup needs no range check: an entry is NULL, a live span holding the page,
+ *     or a FREE run;
+ *   - adjacent FREE runs of one arena never both exist: frees coalesce at once;
+ *   - pages_mapped counts pages of arenas and huge mappings on the node, free or not.
+ * Lock order: cache -> central -> page heap. Nothing here calls malloc or hwloc.
+ */
+#ifndef NSP_HOST_PAGEHEAP_H
+#define NSP_HOST_PAGEHEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "types.h"
+
+#define NSP_FREE_LISTS 64 /* runs of 1..63 pages by exact length; list 0: longer runs */
+
+struct nsp_pageheap {
+    pthread_mutex_t lock;
+    unsigned node;
+    struct nsp_arena *arenas;
+    struct nsp_span *free_runs[NSP_FREE_LISTS];
+    /* counters, under lock */
+    uint64_t pages_mapped;
+    uint64_t pages_free;
+    uint64_t pages_scavenged;
+    uint64_t arenas_mapped;
+    uint64_t large_allocs, large_frees;
+    uint64_t os_refusals;
+} __attribute__((aligned(NSP_CACHE_LINE)));
+
+extern struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
+extern struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
+
+void nsp__pageheap_init(unsigned nnodes);
+
+/* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
+ * The span comes back with its page map set, state FREE and needzero telling whether its pages
+ * may hold old data; the caller sets its state. NULL if the node has no room and the OS refuses. */
+struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages);
+/* The same, on node if it has room, else on the nearest node that has (DESIGN.md §3, spill by
+ * the topology's distance order); spills are counted on both nodes. */
+struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages);
+extern _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
+/* Gives a span's pages back to its node's heap (coalescing). */
+void nsp__pageheap_free(struct nsp_span *s);
+
+/* A huge object of size bytes (> NSP_HUGE_MIN) in a mapping of its own, aligned to align. */
+struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align);
+void nsp__huge_free(struct nsp_span *s);
+
+/* Hands every free run's pages back to the OS. Returns the bytes released. */
+size_t nsp__pageheap_scavenge(unsigned node);
+
+/*
+ * The span that owns address p: NULL if numaspan never mapped p or p lies in free pages.
+ * O(1): the arena table, then the page map. The span may still be in any live state.
+ */
+static inline struct nsp_span *nsp__span_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (__builtin_expect(a >> NSP_ADDR_BITS, 0))
+        return NULL;
+    uintptr_t e = (uintptr_t)__atomic_load_n(&nsp__arena_table[a >> NSP_ARENA_SHIFT],
+                                             __ATOMIC_ACQUIRE);
+    if (__builtin_expect(e & 1, 0)) { /* a huge arena: one span */
+        struct nsp_arena *ar = (struct nsp_arena *)(e - 1);
+        return a < ar->base + ar->size ? ar->spans : NULL;
+    }
+    if (__builtin_expect(!e, 0))
+        return NULL;
+    struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
+    struct nsp_span *s = pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)];
+    if (!s || atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_FREE)
+        return NULL;
+    return s;
+}
+
+#endif /* NSP_HOST_PAGEHEAP_H */

@@ -1,0 +1,52 @@
+/*
+ * host/runtime.h — process-wide state of the host allocator, set once at initialisation.
+ *
+ * Owns nothing mutable after init: the process topology and its shape, and the options the hot
+ * paths read (parsed once). Written by nsp__init (malloc.c) before `nsp__ready` is published with
+ * release order; every reader checks nsp__ready (acquire) first or runs after it.
+ */
+#ifndef NSP_HOST_RUNTIME_H
+#define NSP_HOST_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "numaspan.h"
+
+enum nsp_on_error { NSP_ON_ERROR_ABORT = 0, NSP_ON_ERROR_WARN };
+
+extern nsp_topo_t *nsp__topo;
+extern unsigned nsp__nnodes;
+extern unsigned nsp__ncaches;
+extern _Atomic int nsp__ready;
+extern int nsp__on_error;
+extern size_t nsp__cache_max;       /* bytes of spans one cache may hold */
+extern size_t nsp__cache_total_max; /* bytes of spans all caches together may hold */
+
+/* Initialises the allocator if nobody has. Returns 1 when ready, 0 when the caller must use the
+ * bootstrap path (initialisation is in progress, by this thread or another). */
+int nsp__init(void);
+
+/* The bootstrap region (init.c): memory handed out before the allocator is ready. */
+void *nsp__boot_alloc(size_t n, size_t align);
+int nsp__boot_owns(const void *p);
+size_t nsp__boot_size(const void *p);
+size_t nsp__boot_bytes(void);
+
+/* Large-object counters per node (malloc.c), relaxed atomics. */
+extern _Atomic uint64_t nsp__large_allocs[], nsp__large_frees[];
+
+enum nsp_error_kind {
+    NSP_ERR_NOT_OWNED = 0, /* free of an address no span owns */
+    NSP_ERR_INTERIOR,      /* free of an address inside an object, not at its start */
+    NSP_ERR_DOUBLE_FREE,   /* free of an object that is not allocated */
+    NSP_ERR__COUNT
+};
+extern _Atomic uint64_t nsp__errors[NSP_ERR__COUNT];
+
+/* Reports a bad free of addr by function fn: a message on stderr naming the address and the
+ * problem, then abort (default), or count and continue (NSP_ON_ERROR=warn). Allocates nothing. */
+void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *addr);
+
+#endif /* NSP_HOST_RUNTIME_H */

@@ -1,0 +1,62 @@
+/*
+ * host/sizeclass.c — building the size-class tables (the method is in sizeclass.h).
+ *
+ * Owns: nsp__classes and the two lookup tables. Built once, read-only afterwards.
+ */
+#include "sizeclass.h"
+
+#include <assert.h>
+
+struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
+uint8_t nsp__class_small[1024 / 8 + 1];
+uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1];
+
+static unsigned floor_log2(uint32_t x)
+{
+    return 31u - (unsigned)__builtin_clz(x);
+}
+
+static uint32_t span_pages(uint32_t size)
+{
+    uint32_t n = 8;
+    for (;; n++) {
+        size_t bytes = (size_t)n * NSP_PAGE_SIZE;
+        if (bytes / size >= 8 && bytes % size <= bytes / 16)
+            return n;
+    }
+}
+
+void nsp__sizeclass_init(void)
+{
+    if (nsp__classes[1].size)
+        return;
+    unsigned c = 1;
+    uint32_t size = 8;
+    while (size <= NSP_MAX_SMALL) {
+        struct nsp_sizeclass *k = &nsp__classes[c++];
+        k->size = size;
+        k->npages = span_pages(size);
+        k->nelems = (uint32_t)((size_t)k->npages * NSP_PAGE_SIZE / size);
+        k->divmul = (uint32_t)(((1ULL << 32) + size - 1) / size);
+        if (size < 16)
+            size = 16;
+        else if (size < 128)
+            size += 16;
+        else
+            size += 1u << (floor_log2(size) - 3);
+    }
+    assert(c == NSP_NUM_CLASSES);
+    unsigned k = 1;
+    for (size_t i = 0; i < sizeof nsp__class_small; i++) {
+        size_t n = i << 3;
+        while (nsp__classes[k].size < n)
+            k++;
+        nsp__class_small[i] = (uint8_t)k;
+    }
+    for (size_t i = 0; i < sizeof nsp__class_mid; i++) {
+        size_t n = 1024 + (i << 7);
+        while (nsp__classes[k].size < n)
+            k++;
+        nsp__class_mid[i] = (uint8_t)k;
+    }
+}

@@ -1,0 +1,78 @@
+/*
+ * host/span.c — the slow parts of a span's life: set-up, the cursor's scan, and the sweep.
+ * The fast parts and the rules of ownership are in span.h; the fields in types.h.
+ */
+#include "span.h"
+
+#include <string.h>
+
+#include "sizeclass.h"
+
+void nsp__span_init_small(struct nsp_span *s, unsigned cls)
+{
+    const struct nsp_sizeclass *k = &nsp__classes[cls];
+    s->sizeclass = (uint16_t)cls;
+    s->elemsize = k->size;
+    s->nelems = k->nelems;
+    s->divmul = k->divmul;
+    s->alloc_count = 0;
+    s->charge = 0;
+    uint32_t nw = nsp__span_nwords(s);
+    /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */
+    memset(s->alloc_bits, 0, nw * sizeof(uint64_t));
+    for (uint32_t w = 0; w < nw; w++)
+        atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
+    atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
+    nsp__span_rewind(s);
+}
+
+void *nsp__span_next_free(struct nsp_span *s)
+{
+    uint32_t fi = s->freeindex, nw = nsp__span_nwords(s);
+    for (uint32_t w = fi >> 6; w < nw; w++) {
+        uint64_t avail = ~s->alloc_bits[w];
+        if (w == (fi >> 6))
+            avail &= ~0ULL << (fi & 63);
+        if (w == nw - 1 && (s->nelems & 63))
+            avail &= (1ULL << (s->nelems & 63)) - 1;
+        if (!avail)
+            continue;
+        unsigned bit = (unsigned)__builtin_ctzll(avail);
+        uint32_t idx = w * 64 + bit;
+        s->alloc_cache = (avail >> bit) >> 1;
+        s->freeindex = idx + 1;
+        s->alloc_bits[w] |= 1ULL << bit;
+        s->alloc_count++;
+        return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+    }
+    s->freeindex = s->nelems;
+    s->alloc_cache = 0;
+    return NULL;
+}
+
+uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double)
+{
+    uint32_t applied = 0, dbl = 0, nw = nsp__span_nwords(s);
+    uintptr_t first = 0;
+    /* Clear `dirty` before taking the words: a free that lands after a word was taken sets it
+     * again, so it is never lost (types.h). */
+    atomic_store(&s->dirty, 0);
+    for (uint32_t w = 0; w < nw; w++) {
+        if (!atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed))
+            continue;
+        uint64_t f = atomic_exchange(&s->freed_bits[w], 0);
+        uint64_t a = s->alloc_bits[w];
+        uint64_t bad = f & ~a;
+        if (bad) {
+            if (!dbl)
+                first = s->base + (uintptr_t)(w * 64 + (unsigned)__builtin_ctzll(bad)) * s->elemsize;
+            dbl += (uint32_t)__builtin_popcountll(bad);
+        }
+        s->alloc_bits[w] = a & ~f;
+        applied += (uint32_t)__builtin_popcountll(f & a);
+    }
+    s->alloc_count -= applied;
+    *doubles = dbl;
+    *first_double = first;
+    return applied;
+}

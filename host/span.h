@@ -1,0 +1,107 @@
+/*
+ * host/span.h — operations on one span: its owner's allocation and local free (inline, the fast
+ * path), the remote free any thread may do, and the sweep that folds remote frees in.
+ *
+ * The span's fields and their invariants are in types.h. Who may call what:
+ *   nsp__span_alloc_fast, nsp__span_next_free, nsp__span_free_local, nsp__span_sweep
+ *       the span's owner only (its cache under the cache lock, or its central under its lock);
+ *   nsp__span_free_remote
+ *       anyone, at any time, with one atomic OR (and a rare exchange of `dirty`).
+ */
+#ifndef NSP_HOST_SPAN_H
+#define NSP_HOST_SPAN_H
+
+#include <stdint.h>
+
+#include "types.h"
+
+/* Sets up a span fresh from the page heap for objects of class cls: geometry, cleared bitmaps,
+ * cursor at 0. The caller sets its state. */
+void nsp__span_init_small(struct nsp_span *s, unsigned cls);
+
+/* Words of each bitmap the span uses. */
+static inline uint32_t nsp__span_nwords(const struct nsp_span *s)
+{
+    return (s->nelems + 63) / 64;
+}
+
+/* Object index of p in s, or UINT32_MAX if p is not the start of a slot of s. */
+static inline uint32_t nsp__span_index(const struct nsp_span *s, uintptr_t p)
+{
+    uint64_t off = p - s->base;
+    uint32_t idx = (uint32_t)((off * s->divmul) >> 32);
+    if (idx >= s->nelems || (uint64_t)idx * s->elemsize != off)
+        return UINT32_MAX;
+    return idx;
+}
+
+/* The fast path: the next free slot from the cursor's cached word, or NULL (then call
+ * nsp__span_next_free). Plain loads and stores only. */
+static inline void *nsp__span_alloc_fast(struct nsp_span *s)
+{
+    uint64_t c = s->alloc_cache;
+    if (__builtin_expect(c == 0, 0))
+        return NULL;
+    unsigned bit = (unsigned)__builtin_ctzll(c);
+    uint32_t idx = s->freeindex + bit;
+    if (__builtin_expect(idx >= s->nelems, 0))
+        return NULL;
+    s->alloc_cache = (c >> bit) >> 1;
+    s->freeindex = idx + 1;
+    s->alloc_bits[idx >> 6] |= 1ULL << (idx & 63);
+    s->alloc_count++;
+    return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+}
+
+/* Scans the alloc bitmap from the cursor for a free slot; NULL when none is left past it. */
+void *nsp__span_next_free(struct nsp_span *s);
+
+/* Moves the cursor back to slot 0 (after a sweep, or when local frees left room behind it). */
+static inline void nsp__span_rewind(struct nsp_span *s)
+{
+    s->freeindex = 0;
+    s->alloc_cache = 0;
+}
+
+/* Local free of slot idx by the owner. Returns 0, or -1 if the slot was not allocated (a double
+ * free, reported by the caller). The most recent allocation is given back to the cursor, so that
+ * malloc/free pairs reuse one hot slot. */
+static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
+{
+    uint64_t bit = 1ULL << (idx & 63);
+    uint64_t *w = &s->alloc_bits[idx >> 6];
+    if (__builtin_expect(!(*w & bit), 0))
+        return -1;
+    *w &= ~bit;
+    s->alloc_count--;
+    uint32_t fi = s->freeindex;
+    if (idx + 1 == fi) {
+        /* bits past the word's end stay 0: at a word boundary the cache covers only idx */
+        s->alloc_cache = (fi & 63) ? (s->alloc_cache << 1) | 1 : 1;
+        s->freeindex = idx;
+    } else if (idx > fi && (idx >> 6) == (fi >> 6)) {
+        s->alloc_cache |= 1ULL << (idx - fi);
+    }
+    return 0;
+}
+
+/* Remote free of slot idx: one atomic OR on the freed bitmap. Returns 1 if the span was FULL
+ * (the caller must wake it: nsp__central_wake), 0 otherwise, -1 if idx was already freed and not
+ * yet swept (a double free). See types.h for why a FULL span can never strand a free. */
+static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
+{
+    uint64_t bit = 1ULL << (idx & 63);
+    uint64_t old = atomic_fetch_or(&s->freed_bits[idx >> 6], bit);
+    if (__builtin_expect(old & bit, 0))
+        return -1;
+    if (!atomic_load_explicit(&s->dirty, memory_order_relaxed))
+        atomic_exchange(&s->dirty, 1);
+    return atomic_load(&s->state) == NSP_SPAN_FULL;
+}
+
+/* Folds freed bits into the alloc bitmap (owner only). Returns the number of objects freed;
+ * *doubles gets the number of freed bits whose slot was not allocated (double frees), and
+ * *first_double the address of the first of them (or 0). */
+uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double);
+
+#endif /* NSP_HOST_SPAN_H */

@@ -1,0 +1,315 @@
+/*
+ * host/stats.c — the allocator's stats: nsp_stats_get, nsp_stats_print, mallinfo2, NSP_STATS.
+ *
+ * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps) and walks
+ * each node's arenas under the page-heap lock, span by span (spans and free runs tile an arena),
+ * to count spans by state and objects in use. Objects in use of a span are alloc_count minus the
+ * freed bits not yet swept; both are read racily, so a snapshot taken while other threads run is
+ * approximate and one taken with them stopped is exact. Nothing on the fast path pays for stats
+ * beyond one plain increment per malloc and per local free.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <string.h>
+
+#include "cache.h"
+#include "central.h"
+#include "options.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "sizeclass.h"
+#include "span.h"
+
+static uint64_t pending_frees(const struct nsp_span *s)
+{
+    uint64_t n = 0;
+    for (uint32_t w = 0; w < nsp__span_nwords(s); w++)
+        n += (uint64_t)__builtin_popcountll(
+            atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed) & s->alloc_bits[w]);
+    return n;
+}
+
+/* Adds span s to the per-class counters cls (of its node) and to node counters nd. */
+static void count_span(const struct nsp_span *s, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+{
+    uint32_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+    if (state == NSP_SPAN_LARGE) {
+        nd->large_objects++;
+        nd->large_bytes += (uint64_t)s->npages << NSP_PAGE_SHIFT;
+        return;
+    }
+    if (state == NSP_SPAN_FREE || s->sizeclass == 0)
+        return;
+    nsp_class_stats_t *k = &cls[s->sizeclass];
+    uint64_t pending = pending_frees(s);
+    uint64_t live = s->alloc_count > pending ? s->alloc_count - pending : 0;
+    k->objects_in_use += live;
+    k->bytes_in_use += live * s->elemsize;
+    nd->remote_frees += pending;
+    if (state == NSP_SPAN_CACHED)
+        k->spans_cached++;
+    else if (state == NSP_SPAN_FULL)
+        k->spans_full++;
+    else
+        k->spans_partial++;
+}
+
+/* Walks node n's arenas; cls is indexed by class. */
+static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[n];
+    pthread_mutex_lock(&h->lock);
+    nd->pages_mapped = h->pages_mapped;
+    nd->pages_free = h->pages_free;
+    nd->pages_scavenged = h->pages_scavenged;
+    for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
+        for (uint32_t p = 0; p < NSP_ARENA_PAGES;) {
+            const struct nsp_span *s = &ar->spans[p];
+            count_span(s, cls, nd);
+            p += s->npages ? s->npages : 1;
+        }
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+{
+    memset(cls, 0, NSP_STATS_MAX_CLASSES * sizeof *cls);
+    memset(nd, 0, sizeof *nd);
+    walk_node(n, cls, nd);
+    /* huge objects are not in arenas: the large-object counters cover them */
+    uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
+    uint64_t lf = atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
+    if (la - lf > nd->large_objects) {
+        nd->large_objects = la - lf;
+    }
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        struct nsp_central *c = nsp__central(n, k);
+        pthread_mutex_lock(&c->lock);
+        cls[k].size = nsp__classes[k].size;
+        cls[k].refills = c->refills;
+        cls[k].releases = c->releases;
+        cls[k].mallocs = c->direct_allocs;
+        nd->remote_frees += c->swept_objects;
+        nd->sweeps += c->sweeps;
+        pthread_mutex_unlock(&c->lock);
+        nd->spans_cached += cls[k].spans_cached;
+        nd->spans_partial += cls[k].spans_partial;
+        nd->spans_full += cls[k].spans_full;
+        nd->refills += cls[k].refills;
+        nd->releases += cls[k].releases;
+        nd->objects_in_use += cls[k].objects_in_use;
+        nd->bytes_in_use += cls[k].bytes_in_use;
+    }
+    nd->objects_in_use += nd->large_objects;
+    nd->bytes_in_use += nd->large_bytes;
+    nd->spills_out = atomic_load_explicit(&nsp__spills_out[n], memory_order_relaxed);
+    nd->spills_in = atomic_load_explicit(&nsp__spills_in[n], memory_order_relaxed);
+}
+
+int nsp_stats_get_class_node(unsigned node, unsigned cls, nsp_class_stats_t *out)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) || node >= nsp__nnodes ||
+        cls == 0 || cls >= NSP_NUM_CLASSES) {
+        errno = EINVAL;
+        return -1;
+    }
+    nsp_class_stats_t all[NSP_STATS_MAX_CLASSES];
+    nsp_node_stats_t nd;
+    node_stats(node, all, &nd);
+    *out = all[cls];
+    return 0;
+}
+
+int nsp_stats_get(nsp_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return -1;
+    out->nnodes = nsp__nnodes;
+    out->ncaches = nsp__ncaches;
+    out->nclasses = NSP_NUM_CLASSES;
+    out->rseq = nsp__rseq_enabled;
+    nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES];
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        nsp_node_stats_t *nd = &out->node[n];
+        node_stats(n, cls, nd);
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            nsp_class_stats_t *o = &out->cls[k];
+            o->size = nsp__classes[k].size;
+            o->objects_in_use += cls[k].objects_in_use;
+            o->bytes_in_use += cls[k].bytes_in_use;
+            o->spans_cached += cls[k].spans_cached;
+            o->spans_partial += cls[k].spans_partial;
+            o->spans_full += cls[k].spans_full;
+            o->refills += cls[k].refills;
+            o->releases += cls[k].releases;
+            o->mallocs += cls[k].mallocs;
+            out->central_allocs += cls[k].mallocs;
+        }
+        out->bytes_in_use += nd->bytes_in_use;
+        out->objects_in_use += nd->objects_in_use;
+        out->remote_frees += nd->remote_frees;
+        out->large_allocs += atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
+        out->large_frees += atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
+    }
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        const struct nsp_cache *c = &nsp__caches[i];
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+            out->cls[k].mallocs += c->nmalloc[k];
+        out->local_frees += c->local_frees;
+        out->node[c->node].remote_frees += c->swept_objects;
+        out->node[c->node].sweeps += c->sweeps;
+        out->remote_frees += c->swept_objects;
+    }
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        out->mallocs += out->cls[k].mallocs;
+    out->cached_bytes = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed);
+    out->not_owned_frees = atomic_load(&nsp__errors[NSP_ERR_NOT_OWNED]);
+    out->interior_frees = atomic_load(&nsp__errors[NSP_ERR_INTERIOR]);
+    out->double_frees = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]);
+    out->bootstrap_bytes = nsp__boot_bytes();
+    return 0;
+}
+
+int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, uint32_t *nelems)
+{
+    nsp__sizeclass_init();
+    if (cls == 0 || cls >= NSP_NUM_CLASSES)
+        return -1;
+    *size = nsp__classes[cls].size;
+    *span_pages = nsp__classes[cls].npages;
+    *nelems = nsp__classes[cls].nelems;
+    return 0;
+}
+
+/* ---- printing --------------------------------------------------------------------------------- */
+
+#define MiB(x) ((double)(x) / (1024.0 * 1024.0))
+
+static void print_text(FILE *out, const nsp_stats_t *st)
+{
+    fprintf(out, "numaspan stats: %u nodes, %u caches (%s), topology %s\n", st->nnodes,
+            st->ncaches, st->rseq ? "rseq" : "try-lock", nsp_topo_spec(nsp__topo));
+    fprintf(out, "  in use: %" PRIu64 " objects, %.2f MiB; cached spans %.2f MiB\n",
+            st->objects_in_use, MiB(st->bytes_in_use), MiB(st->cached_bytes));
+    fprintf(out, "  mallocs %" PRIu64 " (central direct %" PRIu64 "), local frees %" PRIu64
+                 ", remote frees %" PRIu64 ", large %" PRIu64 "/%" PRIu64 "\n",
+            st->mallocs, st->central_allocs, st->local_frees, st->remote_frees, st->large_allocs,
+            st->large_frees);
+    fprintf(out, "  bad frees: not owned %" PRIu64 ", interior %" PRIu64 ", double %" PRIu64
+                 "; bootstrap %" PRIu64 " B\n",
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes);
+    fprintf(out, "  %-4s %10s %10s %9s %9s %9s %7s %7s %7s %8s %8s %9s %7s %7s\n", "node",
+            "in use MiB", "objects", "mapped", "free pg", "scav pg", "cached", "partial", "full",
+            "refills", "releases", "remote fr", "spl out", "spl in");
+    for (unsigned n = 0; n < st->nnodes; n++) {
+        const nsp_node_stats_t *d = &st->node[n];
+        fprintf(out,
+                "  %-4u %10.2f %10" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %7" PRIu64
+                " %7" PRIu64 " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 " %9" PRIu64 " %7" PRIu64
+                " %7" PRIu64 "\n",
+                n, MiB(d->bytes_in_use), d->objects_in_use, d->pages_mapped, d->pages_free,
+                d->pages_scavenged, d->spans_cached, d->spans_partial, d->spans_full, d->refills,
+                d->releases, d->remote_frees, d->spills_out, d->spills_in);
+    }
+    fprintf(out, "  %-6s %10s %10s %7s %7s %7s %8s %8s %12s\n", "class", "objects", "in use MiB",
+            "cached", "partial", "full", "refills", "releases", "mallocs");
+    for (unsigned k = 1; k < st->nclasses; k++) {
+        const nsp_class_stats_t *c = &st->cls[k];
+        if (!c->mallocs && !c->objects_in_use && !c->spans_partial && !c->spans_full)
+            continue;
+        fprintf(out,
+                "  %-6u %10" PRIu64 " %10.3f %7" PRIu64 " %7" PRIu64 " %7" PRIu64 " %8" PRIu64
+                " %8" PRIu64 " %12" PRIu64 "\n",
+                c->size, c->objects_in_use, MiB(c->bytes_in_use), c->spans_cached,
+                c->spans_partial, c->spans_full, c->refills, c->releases, c->mallocs);
+    }
+}
+
+static void print_json(FILE *out, const nsp_stats_t *st)
+{
+    fprintf(out,
+            "{\"nnodes\": %u, \"ncaches\": %u, \"rseq\": %s, \"bytes_in_use\": %" PRIu64
+            ", \"objects_in_use\": %" PRIu64 ", \"mallocs\": %" PRIu64
+            ", \"central_allocs\": %" PRIu64 ", \"local_frees\": %" PRIu64
+            ", \"remote_frees\": %" PRIu64 ", \"large_allocs\": %" PRIu64
+            ", \"large_frees\": %" PRIu64 ", \"cached_bytes\": %" PRIu64
+            ", \"not_owned_frees\": %" PRIu64 ", \"interior_frees\": %" PRIu64
+            ", \"double_frees\": %" PRIu64 ", \"bootstrap_bytes\": %" PRIu64 ", \"nodes\": [",
+            st->nnodes, st->ncaches, st->rseq ? "true" : "false", st->bytes_in_use,
+            st->objects_in_use, st->mallocs, st->central_allocs, st->local_frees,
+            st->remote_frees, st->large_allocs, st->large_frees, st->cached_bytes,
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes);
+    for (unsigned n = 0; n < st->nnodes; n++) {
+        const nsp_node_stats_t *d = &st->node[n];
+        fprintf(out,
+                "%s{\"node\": %u, \"bytes_in_use\": %" PRIu64 ", \"objects_in_use\": %" PRIu64
+                ", \"large_objects\": %" PRIu64 ", \"pages_mapped\": %" PRIu64
+                ", \"pages_free\": %" PRIu64 ", \"spans_cached\": %" PRIu64
+                ", \"spans_partial\": %" PRIu64 ", \"spans_full\": %" PRIu64
+                ", \"refills\": %" PRIu64 ", \"releases\": %" PRIu64
+                ", \"remote_frees\": %" PRIu64 ", \"sweeps\": %" PRIu64
+                ", \"spills_out\": %" PRIu64 ", \"spills_in\": %" PRIu64 "}",
+                n ? ", " : "", n, d->bytes_in_use, d->objects_in_use, d->large_objects,
+                d->pages_mapped, d->pages_free, d->spans_cached, d->spans_partial, d->spans_full,
+                d->refills, d->releases, d->remote_frees, d->sweeps, d->spills_out, d->spills_in);
+    }
+    fprintf(out, "], \"classes\": [");
+    int first = 1;
+    for (unsigned k = 1; k < st->nclasses; k++) {
+        const nsp_class_stats_t *c = &st->cls[k];
+        if (!c->mallocs && !c->objects_in_use)
+            continue;
+        fprintf(out,
+                "%s{\"size\": %u, \"objects_in_use\": %" PRIu64 ", \"bytes_in_use\": %" PRIu64
+                ", \"spans_cached\": %" PRIu64 ", \"spans_partial\": %" PRIu64
+                ", \"spans_full\": %" PRIu64 ", \"refills\": %" PRIu64 ", \"releases\": %" PRIu64
+                ", \"mallocs\": %" PRIu64 "}",
+                first ? "" : ", ", c->size, c->objects_in_use, c->bytes_in_use, c->spans_cached,
+                c->spans_partial, c->spans_full, c->refills, c->releases, c->mallocs);
+        first = 0;
+    }
+    fprintf(out, "]}\n");
+}
+
+void nsp_stats_print(FILE *out, int json)
+{
+    nsp_stats_t st;
+    if (nsp_stats_get(&st) < 0) {
+        fprintf(out, json ? "{}\n" : "numaspan stats: allocator not initialised\n");
+        return;
+    }
+    if (json)
+        print_json(out, &st);
+    else
+        print_text(out, &st);
+}
+
+/* NSP_STATS=1: the stats on stderr at exit. */
+__attribute__((destructor)) static void nsp__stats_at_exit(void)
+{
+    const char *v = nsp__option(NSP_OPT_STATS);
+    if (v[0] == '1' && atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        nsp_stats_print(stderr, 0);
+}
+
+__attribute__((visibility("default"))) struct mallinfo2 mallinfo2(void)
+{
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof mi);
+    nsp_stats_t st;
+    if (nsp_stats_get(&st) < 0)
+        return mi;
+    size_t mapped = 0, free_pages = 0;
+    for (unsigned n = 0; n < st.nnodes; n++) {
+        mapped += st.node[n].pages_mapped << NSP_PAGE_SHIFT;
+        free_pages += st.node[n].pages_free << NSP_PAGE_SHIFT;
+    }
+    mi.arena = mapped;
+    mi.uordblks = st.bytes_in_use;
+    mi.fordblks = mapped > st.bytes_in_use ? mapped - st.bytes_in_use : 0;
+    mi.fsmblks = st.cached_bytes;
+    mi.keepcost = free_pages;
+    return mi;
+}

@@ -1,0 +1,131 @@
+/*
+ * host/types.h — every core struct of the host allocator and its geometry, in one place.
+ *
+ * The layers (DESIGN.md §2, bottom up): size classes (sizeclass.c), spans (span.c), the page heap
+ * with its arenas and page map (pageheap.c), node centrals (central.c), core caches (cache.c),
+ * the malloc entry points (malloc.c), stats (stats.c).
+ *
+ * Geometry
+ *   page   8 KiB (NSP_PAGE_SHIFT)
+ *   arena  64 MiB of pages, aligned to 64 MiB, all of one node; its metadata (page map, span
+ *          descriptors, bitmaps) lives in a separate mapping so that user pages stay contiguous.
+ *          arena_table[addr >> 26] finds the arena of any address in O(1); pagemap[page] its span.
+ *   huge   a request above NSP_HUGE_MIN gets its own mapping (a "huge arena" of one span).
+ *
+ * Span (struct nsp_span). A run of pages holding objects of one size class, or one large object.
+ * Its descriptor is arena->spans[start page], so it needs no allocation of its own; its two
+ * bitmaps are arena->alloc_bits / freed_bits at 16 words per page (1,024 bits: one per 8-byte
+ * object, the most a page can hold).
+ *
+ *   alloc_bits    1 = slot allocated. Written only by the span's owner (the caching core under its
+ *                 cache lock, or the central under its lock).
+ *   freed_bits    1 = freed by a non-owner, not yet applied. Any thread sets a bit with one atomic
+ *                 OR; a sweep folds a word in with one atomic exchange: alloc &= ~(freed & alloc),
+ *                 and freed & ~alloc are double frees. Each freed bit is applied exactly once.
+ *   dirty         1 = some freed bit may be set. Set by the first remote freer after a sweep,
+ *                 cleared by the sweep before it exchanges the words.
+ *   freeindex, alloc_cache
+ *                 the owner's cursor: slots below freeindex are not looked at until the owner
+ *                 rewinds; alloc_cache holds ~alloc_bits of freeindex's word shifted so that bit 0
+ *                 is slot freeindex (bits past the word's end are 0).
+ *   alloc_count   slots whose alloc bit is 1 (owner-written). Live objects of the span are
+ *                 alloc_count - popcount(freed_bits & alloc_bits).
+ *   state         changed only by compare-and-swap (or by the owner of the span's list):
+ *
+ *     FREE      a page run in the page heap (or a dead descriptor absorbed by a neighbour)
+ *     CACHED    held by core cache `cache`; only that cache allocates from it
+ *     PARTIAL   in its central's partial list: has (or may have) free slots
+ *     FULL      in its central's full list; the first remote freer moves it to PARTIAL by CAS
+ *     SWEEPING  taken out of a list by a central that is sweeping it (owner: that central)
+ *     LARGE     one large object (sizeclass 0)
+ *
+ *   A span has exactly one owner at any time: its cache (CACHED), its central (PARTIAL, FULL,
+ *   SWEEPING), its page heap (FREE) or its object's holder (LARGE).
+ *   A span released while dirty goes to PARTIAL, never FULL, so no free is stranded.
+ *
+ *   charge        the bytes the span contributes to heapLive[node] (DESIGN.md §5, the ledger);
+ *                 kept here from the start, accounted by the pacer layer.
+ */
+#ifndef NSP_HOST_TYPES_H
+#define NSP_HOST_TYPES_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NSP_PAGE_SHIFT 13
+#define NSP_PAGE_SIZE ((size_t)1 << NSP_PAGE_SHIFT)
+#define NSP_ARENA_SHIFT 26
+#define NSP_ARENA_SIZE ((size_t)1 << NSP_ARENA_SHIFT)
+#define NSP_ARENA_PAGES (NSP_ARENA_SIZE / NSP_PAGE_SIZE)
+#define NSP_ADDR_BITS 47 /* user space of x86-64 with 4-level paging; see pageheap.c */
+#define NSP_ARENA_SLOTS ((size_t)1 << (NSP_ADDR_BITS - NSP_ARENA_SHIFT))
+#define NSP_BITMAP_WORDS_PER_PAGE (NSP_PAGE_SIZE / 8 / 64)
+
+#define NSP_MAX_SMALL 32768        /* largest size class; above: page-granular spans */
+#define NSP_HUGE_MIN (NSP_ARENA_SIZE / 2) /* from here on, a mapping of its own */
+#define NSP_MAX_NODES 64
+#define NSP_CACHE_LINE 64
+
+enum nsp_span_state {
+    NSP_SPAN_FREE = 0,
+    NSP_SPAN_CACHED,
+    NSP_SPAN_PARTIAL,
+    NSP_SPAN_FULL,
+    NSP_SPAN_SWEEPING,
+    NSP_SPAN_LARGE,
+};
+
+enum nsp_span_list { NSP_LIST_NONE = 0, NSP_LIST_PARTIAL, NSP_LIST_FULL };
+
+struct nsp_arena;
+
+/* Field order is the free path's: everything nsp_free reads, and the owner's cursor, lies in the
+ * first cache line; what remote freers write (dirty) and the central's list links in the second. */
+struct nsp_span {
+    /* line 0: owner's cursor and what free reads */
+    uint64_t alloc_cache;
+    uint32_t freeindex;
+    uint32_t alloc_count;
+    uintptr_t base;
+    uint64_t *alloc_bits;
+    _Atomic uint64_t *freed_bits;
+    uint32_t elemsize;
+    uint32_t nelems;
+    uint32_t divmul;        /* ceil(2^32 / elemsize): index = (offset * divmul) >> 32 */
+    uint16_t sizeclass;     /* 0 for a large object */
+    uint16_t node;
+    _Atomic uint32_t state;
+    uint32_t cache;         /* the caching core cache while CACHED */
+    /* line 1 */
+    _Atomic uint32_t dirty;
+    uint32_t list;          /* enum nsp_span_list: where its central keeps it (central lock) */
+    uint32_t npages;
+    uint32_t start_page;    /* index of the first page in its arena */
+    struct nsp_arena *arena;
+    struct nsp_span *next, *prev; /* central list or page-heap free list */
+    int64_t charge;         /* ledger: bytes charged to heapLive[node] */
+    size_t large_size;      /* requested size of a large object (usable size is npages pages) */
+    uint32_t needzero;      /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
+    uint32_t scavenged;     /* FREE runs: 1 if the pages were handed back with madvise */
+} __attribute__((aligned(NSP_CACHE_LINE)));
+
+/* The metadata mapping of an arena starts with this struct, and its page map follows at
+ * NSP_ARENA_HDR bytes, so that a lookup computes the page map's address instead of loading it.
+ * arena_table entries have bit 0 set for huge arenas. */
+#define NSP_ARENA_HDR 128
+struct nsp_arena {
+    uintptr_t base;
+    size_t size;
+    unsigned node;
+    int huge;                   /* 1: a mapping of its own holding one large span */
+    struct nsp_arena *next;     /* the node's arenas */
+    struct nsp_span **pagemap;  /* [NSP_ARENA_PAGES]; NULL for huge arenas */
+    struct nsp_span *spans;     /* [NSP_ARENA_PAGES], or the one span of a huge arena */
+    uint64_t *alloc_bits;       /* [NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE] */
+    _Atomic uint64_t *freed_bits;
+    size_t meta_size;           /* bytes of the metadata mapping (this struct included) */
+};
+
+#endif /* NSP_HOST_TYPES_H */
