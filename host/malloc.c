@@ -124,8 +124,8 @@ static unsigned aligned_class(size_t n, size_t align)
 
 static void *alloc_aligned(size_t align, size_t n)
 {
-    if (align <= 16)
-        return alloc(n);
+    if (align <= 16) /* class 8 objects are only 8-aligned: ask for 16 B at least */
+        return alloc(n < align ? align : n);
     if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !nsp__init())
         return alloc_boot(n, align);
     if (n <= NSP_MAX_SMALL && align <= NSP_PAGE_SIZE) {

@@ -97,8 +97,12 @@ static void desc_kill(struct nsp_span *d)
     d->npages = 0;
 }
 
+uint64_t nsp__test_nodes_without_memory;
+
 static struct nsp_arena *arena_new(unsigned node)
 {
+    if (__atomic_load_n(&nsp__test_nodes_without_memory, __ATOMIC_RELAXED) & (1ULL << node))
+        return NULL;
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     size_t words = NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE;
     _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
@@ -205,7 +209,9 @@ struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_
     sp->needzero = needzero;
     sp->alloc_bits = ar->alloc_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
     sp->freed_bits = ar->freed_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
-    atomic_store_explicit(&sp->state, NSP_SPAN_FREE, memory_order_relaxed);
+    /* Not FREE before the lock is dropped: a neighbour freed meanwhile must not take these
+     * pages into its run. */
+    atomic_store_explicit(&sp->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
     for (uint32_t p = s; p < s + n; p++)
         ar->pagemap[p] = sp;
     pthread_mutex_unlock(&h->lock);

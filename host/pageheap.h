@@ -45,8 +45,9 @@ extern struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
 void nsp__pageheap_init(unsigned nnodes);
 
 /* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
- * The span comes back with its page map set, state FREE and needzero telling whether its pages
- * may hold old data; the caller sets its state. NULL if the node has no room and the OS refuses. */
+ * The span comes back with its page map set, state SWEEPING (taken, being set up: never FREE,
+ * or a neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages
+ * may hold old data; the caller sets its final state. NULL if the node has no room and the OS refuses. */
 struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages);
 /* The same, on node if it has room, else on the nearest node that has (DESIGN.md §3, spill by
  * the topology's distance order); spills are counted on both nodes. */
@@ -58,6 +59,9 @@ void nsp__pageheap_free(struct nsp_span *s);
 /* A huge object of size bytes (> NSP_HUGE_MIN) in a mapping of its own, aligned to align. */
 struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align);
 void nsp__huge_free(struct nsp_span *s);
+
+/* Test hook: nodes (bit n) whose page heaps get no new arena, as if the node had no memory. */
+extern uint64_t nsp__test_nodes_without_memory;
 
 /* Hands every free run's pages back to the OS. Returns the bytes released. */
 size_t nsp__pageheap_scavenge(unsigned node);

@@ -4,13 +4,19 @@
  * Owns: the subcommands and their argument parsing. Uses the public API only (numaspan.h).
  *   numaspan topo [--topology SPEC] [--grouping pu|core|l2|l3] [--json]
  *   numaspan config [--json]
+ *   numaspan run [--topology SPEC] [--grouping G] [--stats] [--on-error abort|warn] -- CMD ARGS
+ *   numaspan classes [--json]
  *   numaspan version
  * Exit status: 0 on success, 1 when the request fails (a topology that does not load), 2 on a
  * usage error. Every error message names the input it refers to.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "numaspan.h"
 
@@ -26,6 +32,10 @@ static void usage(FILE *out)
             "      G: pu | core | l2 | l3 (default: $NSP_CACHE_GROUPING)\n"
             "  config [--json]\n"
             "      every NSP_* environment variable: meaning, default, current value.\n"
+            "  run [--topology SPEC] [--grouping G] [--stats] [--on-error abort|warn] -- CMD ARGS\n"
+            "      runs CMD with numaspan preloaded (LD_PRELOAD) and these options set.\n"
+            "  classes [--json]\n"
+            "      the size classes: object size, span pages, objects per span, worst waste.\n"
             "  version\n"
             "      the library version.\n");
 }
@@ -95,6 +105,94 @@ static int cmd_config(int argc, char **argv)
     return 0;
 }
 
+/* The path of the libnumaspan.so this tool runs with: what `run` preloads. */
+static const char *library_path(void)
+{
+    Dl_info info;
+    if (!dladdr((void *)nsp_malloc, &info) || !info.dli_fname || !strstr(info.dli_fname, ".so"))
+        return NULL;
+    return info.dli_fname;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(argv[i], "--topology") == 0) {
+            setenv("NSP_TOPOLOGY", flag_value(argc, argv, &i), 1);
+        } else if (strcmp(argv[i], "--grouping") == 0) {
+            setenv("NSP_CACHE_GROUPING", flag_value(argc, argv, &i), 1);
+        } else if (strcmp(argv[i], "--on-error") == 0) {
+            setenv("NSP_ON_ERROR", flag_value(argc, argv, &i), 1);
+        } else if (strcmp(argv[i], "--stats") == 0) {
+            setenv("NSP_STATS", "1", 1);
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "numaspan run: unknown option \"%s\" (the command follows --)\n",
+                    argv[i]);
+            return 2;
+        } else {
+            break;
+        }
+    }
+    if (i >= argc) {
+        fprintf(stderr, "numaspan run: no command given (numaspan run [options] -- CMD ARGS)\n");
+        return 2;
+    }
+    const char *lib = library_path();
+    if (!lib) {
+        fprintf(stderr, "numaspan run: cannot find the path of libnumaspan.so to preload\n");
+        return 1;
+    }
+    const char *old = getenv("LD_PRELOAD");
+    size_t len = strlen(lib) + (old ? strlen(old) + 1 : 0) + 1;
+    char *preload = malloc(len);
+    if (!preload)
+        return 1;
+    snprintf(preload, len, "%s%s%s", lib, old && *old ? ":" : "", old ? old : "");
+    setenv("LD_PRELOAD", preload, 1);
+    execvp(argv[i], argv + i);
+    fprintf(stderr, "numaspan run: cannot run \"%s\": %s\n", argv[i], strerror(errno));
+    return 127;
+}
+
+static int cmd_classes(int argc, char **argv)
+{
+    int json = argc > 1 && strcmp(argv[1], "--json") == 0;
+    uint32_t size, pages, n, prev = 0;
+    double worst_round = 0, worst_tail = 0;
+    if (json)
+        printf("[");
+    else
+        printf("%5s %8s %6s %8s %11s %10s\n", "class", "size", "pages", "objects", "round waste",
+               "tail waste");
+    for (unsigned k = 1; nsp_size_class(k, &size, &pages, &n) == 0; k++) {
+        /* worst rounding: a request of prev+1 bytes gets size bytes */
+        double round = (double)(size - prev - 1) / size;
+        double tail = (double)(((size_t)pages * 8192) % size) / ((double)pages * 8192);
+        if (size > 128 && round > worst_round)
+            worst_round = round;
+        if (tail > worst_tail)
+            worst_tail = tail;
+        if (json)
+            printf("%s{\"class\": %u, \"size\": %u, \"span_pages\": %u, \"objects\": %u, "
+                   "\"round_waste\": %.4f, \"tail_waste\": %.4f}",
+                   k > 1 ? ", " : "", k, size, pages, n, round, tail);
+        else
+            printf("%5u %8u %6u %8u %10.1f%% %9.2f%%\n", k, size, pages, n, 100 * round,
+                   100 * tail);
+        prev = size;
+    }
+    if (json)
+        printf("]\n");
+    else
+        printf("worst rounding waste above 128 B: %.1f%%; worst tail waste: %.2f%%\n",
+               100 * worst_round, 100 * worst_tail);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -106,6 +204,10 @@ int main(int argc, char **argv)
         return cmd_topo(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0)
         return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "classes") == 0)
+        return cmd_classes(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("numaspan %s\n", nsp_version());
         return 0;

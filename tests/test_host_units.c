@@ -1,0 +1,554 @@
+/*
+ * tests/test_host_units.c — the host allocator layer by layer: size classes, the page heap and
+ * its page map, one span's bitmaps, then the malloc API's contracts (errors, alignment, realloc,
+ * errno, OS refusal) and process life (threads that exit, fork).
+ *
+ * Links the static library so that internal layers can be driven directly; the test process's
+ * own allocations (Check's included) go through numaspan too. Run twice by CTest: on the real
+ * machine and on a synthetic 4-node topology (NSP_TOPOLOGY).
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "host/cache.h"
+#include "host/central.h"
+#include "host/os.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/sizeclass.h"
+#include "host/span.h"
+#include "numaspan.h"
+
+static void ready(void)
+{
+    free(malloc(1)); /* initialises the allocator */
+    ck_assert_int_eq(atomic_load(&nsp__ready), 1);
+}
+
+/* ---- size classes ------------------------------------------------------------------------------ */
+
+START_TEST(classes_bound_waste)
+{
+    ready();
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        const struct nsp_sizeclass *c = &nsp__classes[k];
+        size_t bytes = (size_t)c->npages * NSP_PAGE_SIZE;
+        ck_assert_msg(k == 1 || c->size % 16 == 0, "class %u (%u B) not 16-aligned", k, c->size);
+        ck_assert_uint_gt(c->size, nsp__classes[k - 1].size);
+        ck_assert_uint_ge(c->nelems, 8);
+        ck_assert_uint_ge(bytes, 64 * 1024);
+        ck_assert_uint_le(c->nelems, c->npages * 1024); /* fits the span's bitmap */
+        ck_assert_msg(bytes % c->size <= bytes / 16, "class %u tail waste over 1/16", c->size);
+        if (c->size > 128)
+            ck_assert_msg((double)(c->size - nsp__classes[k - 1].size - 1) / c->size < 0.125,
+                          "class %u rounding waste over 12.5%%", c->size);
+    }
+    ck_assert_uint_eq(nsp__classes[NSP_NUM_CLASSES - 1].size, NSP_MAX_SMALL);
+    for (unsigned a = 16; a <= NSP_MAX_SMALL; a *= 2) { /* powers of two are classes */
+        unsigned k = nsp__size_to_class(a);
+        ck_assert_uint_eq(nsp__classes[k].size, a);
+    }
+}
+END_TEST
+
+START_TEST(class_lookup_is_tightest)
+{
+    ready();
+    for (size_t n = 1; n <= NSP_MAX_SMALL; n++) {
+        unsigned k = nsp__size_to_class(n);
+        ck_assert_uint_ge(nsp__classes[k].size, n);
+        ck_assert_msg(k == 1 || nsp__classes[k - 1].size < n, "%zu B: class %u not the smallest", n,
+                      nsp__classes[k].size);
+    }
+}
+END_TEST
+
+START_TEST(reciprocal_index_is_exact)
+{
+    ready();
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        struct nsp_span s = {.base = 1 << 20,
+                             .elemsize = nsp__classes[k].size,
+                             .nelems = nsp__classes[k].nelems,
+                             .divmul = nsp__classes[k].divmul};
+        for (uint32_t i = 0; i < s.nelems; i++) {
+            uintptr_t p = s.base + (uintptr_t)i * s.elemsize;
+            ck_assert_uint_eq(nsp__span_index(&s, p), i);
+            if (s.elemsize > 8) /* an interior pointer is no slot */
+                ck_assert_uint_eq(nsp__span_index(&s, p + 8), UINT32_MAX);
+        }
+        ck_assert_uint_eq(nsp__span_index(&s, s.base + (uintptr_t)s.nelems * s.elemsize),
+                          UINT32_MAX);
+    }
+}
+END_TEST
+
+/* ---- page heap ---------------------------------------------------------------------------------- */
+
+START_TEST(page_runs_coalesce_and_are_reused)
+{
+    ready();
+    struct nsp_pageheap *h = &nsp__pageheaps[0];
+    struct nsp_span *a = nsp__pageheap_alloc(0, 3, 1);
+    struct nsp_span *b = nsp__pageheap_alloc(0, 5, 1);
+    struct nsp_span *c = nsp__pageheap_alloc(0, 7, 1);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_nonnull(c);
+    for (struct nsp_span *s = a; s; s = s == a ? b : s == b ? c : NULL)
+        atomic_store(&s->state, NSP_SPAN_LARGE);
+    ck_assert_ptr_eq(a->arena, b->arena);
+    ck_assert_uint_eq(b->base, a->base + 3 * NSP_PAGE_SIZE); /* carved one after another */
+    ck_assert_uint_eq(c->base, b->base + 5 * NSP_PAGE_SIZE);
+    /* every page of a live span maps to it, interior addresses included */
+    for (uintptr_t p = b->base; p < b->base + 5 * NSP_PAGE_SIZE; p += 4096)
+        ck_assert_ptr_eq(nsp__span_of((void *)(p + 8)), b);
+    uintptr_t abase = a->base, bbase = b->base;
+    uint64_t free0 = h->pages_free;
+    nsp__pageheap_free(b);
+    ck_assert_uint_eq(h->pages_free, free0 + 5);
+    for (uintptr_t p = bbase; p < bbase + 5 * NSP_PAGE_SIZE; p += NSP_PAGE_SIZE)
+        ck_assert_ptr_null(nsp__span_of((void *)p)); /* free pages are nobody's */
+    nsp__pageheap_free(a); /* coalesces with b's run */
+    struct nsp_span *run = a->arena->pagemap[a->start_page];
+    ck_assert_uint_eq(atomic_load(&run->state), NSP_SPAN_FREE);
+    ck_assert_uint_eq(run->npages, 8);
+    /* a request that fits the coalesced run reuses it, and its pages need zeroing */
+    struct nsp_span *d = nsp__pageheap_alloc(0, 8, 1);
+    ck_assert_uint_eq(d->base, abase);
+    ck_assert_uint_eq(d->needzero, 1);
+    (void)bbase;
+    atomic_store(&d->state, NSP_SPAN_LARGE);
+    nsp__pageheap_free(d);
+    nsp__pageheap_free(c);
+}
+END_TEST
+
+START_TEST(page_runs_aligned)
+{
+    ready();
+    for (size_t align = 2; align <= 1024; align *= 4) {
+        struct nsp_span *pad = nsp__pageheap_alloc(0, 1, 1); /* misalign the next free page */
+        struct nsp_span *s = nsp__pageheap_alloc(0, 3, align);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(s->base % (align * NSP_PAGE_SIZE), 0);
+        atomic_store(&s->state, NSP_SPAN_LARGE);
+        atomic_store(&pad->state, NSP_SPAN_LARGE);
+        nsp__pageheap_free(s);
+        nsp__pageheap_free(pad);
+    }
+}
+END_TEST
+
+/* ---- one span ----------------------------------------------------------------------------------- */
+
+static struct nsp_span *test_span(unsigned cls)
+{
+    struct nsp_span *s = nsp__pageheap_alloc(0, nsp__classes[cls].npages, 1);
+    ck_assert_ptr_nonnull(s);
+    nsp__span_init_small(s, cls);
+    atomic_store(&s->state, NSP_SPAN_SWEEPING); /* owned by the test */
+    return s;
+}
+
+START_TEST(span_cursor_and_local_free)
+{
+    ready();
+    unsigned cls = nsp__size_to_class(48);
+    struct nsp_span *s = test_span(cls);
+    uint32_t n = s->nelems;
+    void **p = malloc(n * sizeof *p);
+    for (uint32_t i = 0; i < n; i++) {
+        p[i] = nsp__span_alloc_fast(s);
+        if (!p[i])
+            p[i] = nsp__span_next_free(s);
+        ck_assert_ptr_eq(p[i], (void *)(s->base + (uintptr_t)i * s->elemsize));
+    }
+    ck_assert_ptr_null(nsp__span_next_free(s));
+    ck_assert_uint_eq(s->alloc_count, n);
+    /* the last allocation given back is handed out again at once (LIFO) */
+    ck_assert_int_eq(nsp__span_free_local(s, n - 1), 0);
+    ck_assert_ptr_eq(nsp__span_alloc_fast(s), p[n - 1]);
+    /* a slot behind the cursor comes back after a rewind */
+    ck_assert_int_eq(nsp__span_free_local(s, 7), 0);
+    ck_assert_int_eq(nsp__span_free_local(s, 7), -1); /* double free caught */
+    ck_assert_ptr_null(nsp__span_next_free(s));
+    nsp__span_rewind(s);
+    ck_assert_ptr_eq(nsp__span_next_free(s), p[7]);
+    ck_assert_uint_eq(s->alloc_count, n);
+    free(p);
+}
+END_TEST
+
+START_TEST(span_remote_free_and_sweep)
+{
+    ready();
+    unsigned cls = nsp__size_to_class(16);
+    struct nsp_span *s = test_span(cls);
+    for (int i = 0; i < 100; i++)
+        ck_assert_ptr_nonnull(nsp__span_next_free(s));
+    uint32_t doubles;
+    uintptr_t first;
+    ck_assert_int_eq(nsp__span_free_remote(s, 3), 0);
+    ck_assert_int_eq(nsp__span_free_remote(s, 64), 0);
+    ck_assert_int_eq(nsp__span_free_remote(s, 3), -1); /* twice before a sweep */
+    ck_assert_uint_eq(atomic_load(&s->dirty), 1);
+    ck_assert_uint_eq(s->alloc_count, 100); /* nothing applied yet */
+    ck_assert_uint_eq(nsp__span_sweep(s, &doubles, &first), 2);
+    ck_assert_uint_eq(doubles, 0);
+    ck_assert_uint_eq(s->alloc_count, 98);
+    ck_assert_uint_eq(atomic_load(&s->dirty), 0);
+    /* applied exactly once: a second sweep finds nothing */
+    ck_assert_uint_eq(nsp__span_sweep(s, &doubles, &first), 0);
+    /* a remote free of a slot that is not allocated is reported by the sweep */
+    ck_assert_int_eq(nsp__span_free_remote(s, 500), 0);
+    ck_assert_uint_eq(nsp__span_sweep(s, &doubles, &first), 0);
+    ck_assert_uint_eq(doubles, 1);
+    ck_assert_uint_eq(first, s->base + 500 * 16);
+    /* a remote free that finds the span FULL says so (the caller wakes it) */
+    atomic_store(&s->state, NSP_SPAN_FULL);
+    ck_assert_int_eq(nsp__span_free_remote(s, 10), 1);
+}
+END_TEST
+
+/* ---- the malloc API's contracts ----------------------------------------------------------------- */
+
+START_TEST(sizes_that_overflow)
+{
+    errno = 0;
+    ck_assert_ptr_null(calloc(SIZE_MAX / 2, 3));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(malloc(SIZE_MAX));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(malloc(PTRDIFF_MAX + (size_t)1));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(reallocarray(NULL, SIZE_MAX / 4, 8));
+    ck_assert_int_eq(errno, ENOMEM);
+    void *p = malloc(10);
+    errno = 0;
+    ck_assert_ptr_null(realloc(p, SIZE_MAX - 4096));
+    ck_assert_int_eq(errno, ENOMEM);
+    free(p); /* the old block stays valid */
+}
+END_TEST
+
+START_TEST(alignments)
+{
+    void *p;
+    errno = 0;
+    ck_assert_ptr_null(aligned_alloc(24, 64));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(memalign(48, 64));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(posix_memalign(&p, 4, 64), EINVAL);  /* not a multiple of sizeof(void *) */
+    ck_assert_int_eq(posix_memalign(&p, 24, 64), EINVAL); /* not a power of two */
+    ck_assert_int_eq(posix_memalign(&p, 64, SIZE_MAX / 2), ENOMEM);
+    size_t sizes[] = {1, 24, 100, 4000, 40000, 300000};
+    for (size_t a = 8; a <= ((size_t)4 << 20); a *= 2)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            ck_assert_int_eq(posix_memalign(&p, a, sizes[i]), 0);
+            ck_assert_msg((uintptr_t)p % a == 0, "%zu B at alignment %zu: %p", sizes[i], a, p);
+            ck_assert_uint_ge(malloc_usable_size(p), sizes[i]);
+            memset(p, 0xab, sizes[i]);
+            free(p);
+            p = aligned_alloc(a, sizes[i]);
+            ck_assert_uint_eq((uintptr_t)p % a, 0);
+            free(p);
+        }
+    p = valloc(100);
+    ck_assert_uint_eq((uintptr_t)p % 4096, 0);
+    free(p);
+    p = pvalloc(100);
+    ck_assert_uint_eq((uintptr_t)p % 4096, 0);
+    ck_assert_uint_ge(malloc_usable_size(p), 4096);
+    free(p);
+}
+END_TEST
+
+START_TEST(realloc_keeps_contents)
+{
+    size_t steps[] = {1, 15, 16, 100, 1000, 5000, 40000, 100000, 3 << 20, 40 << 20, 50, 0};
+    unsigned char *p = NULL;
+    size_t have = 0;
+    for (size_t i = 0; steps[i]; i++) {
+        p = realloc(p, steps[i]);
+        ck_assert_ptr_nonnull(p);
+        size_t keep = have < steps[i] ? have : steps[i];
+        for (size_t j = 0; j < keep; j++)
+            ck_assert_msg(p[j] == (unsigned char)(j * 7 + 1), "byte %zu lost at step %zu", j, i);
+        for (size_t j = 0; j < steps[i]; j++)
+            p[j] = (unsigned char)(j * 7 + 1);
+        have = steps[i];
+        ck_assert_uint_ge(malloc_usable_size(p), steps[i]);
+    }
+    ck_assert_ptr_null(realloc(p, 0)); /* frees, as glibc does */
+}
+END_TEST
+
+START_TEST(calloc_zeroes_reused_memory)
+{
+    size_t sizes[] = {8, 100, 5000, 100000, 1 << 20};
+    for (int round = 0; round < 3; round++)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            unsigned char *p = malloc(sizes[i]);
+            memset(p, 0xff, sizes[i]);
+            free(p);
+            p = calloc(1, sizes[i]);
+            for (size_t j = 0; j < sizes[i]; j++)
+                ck_assert_msg(p[j] == 0, "calloc(%zu) byte %zu is %u", sizes[i], j, p[j]);
+            free(p);
+        }
+}
+END_TEST
+
+START_TEST(free_keeps_errno_and_zero_size)
+{
+    void *a = malloc(0), *b = malloc(0);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_ne(a, b);
+    void *big = malloc(1 << 20);
+    errno = 12345;
+    free(a);
+    free(b);
+    free(big);
+    free(NULL);
+    ck_assert_int_eq(errno, 12345);
+}
+END_TEST
+
+START_TEST(malloc_node_places)
+{
+    unsigned nn = nsp_topo_num_nodes(nsp_topology());
+    for (unsigned n = 0; n < nn; n++) {
+        void *s = nsp_malloc_node(100, n), *l = nsp_malloc_node(200000, n);
+        ck_assert_int_eq(nsp_node_of(s), (int)n);
+        ck_assert_int_eq(nsp_node_of(l), (int)n);
+        free(s);
+        free(l);
+    }
+    errno = 0;
+    ck_assert_ptr_null(nsp_malloc_node(100, nn));
+    ck_assert_int_eq(errno, EINVAL);
+    int local;
+    ck_assert_int_eq(nsp_node_of(&local), -1);
+}
+END_TEST
+
+/* A node whose memory runs out sends its refills to the nearest node with room, by distance. */
+START_TEST(spill_to_nearest_node)
+{
+    nsp_topo_t *t = nsp_topology();
+    unsigned nn = nsp_topo_num_nodes(t);
+    if (nn < 2) {
+        fprintf(stderr, "spill_to_nearest_node: skipped: one NUMA node, nowhere to spill\n");
+        return;
+    }
+    unsigned from = nn - 1, to = nsp_topo_nodes_by_distance(t, from)[1];
+    nsp__test_nodes_without_memory = 1ULL << from;
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    uint64_t out0 = st.node[from].spills_out, in0 = st.node[to].spills_in;
+    void *s = nsp_malloc_node(64, from), *l = nsp_malloc_node(300000, from);
+    ck_assert_int_eq(nsp_node_of(s), (int)to);
+    ck_assert_int_eq(nsp_node_of(l), (int)to);
+    nsp_stats_get(&st);
+    ck_assert_uint_eq(st.node[from].spills_out, out0 + 2);
+    ck_assert_uint_eq(st.node[to].spills_in, in0 + 2);
+    nsp__test_nodes_without_memory = 0;
+    free(s);
+    free(l);
+}
+END_TEST
+
+static void *malloc_in_thread(void *arg)
+{
+    (void)arg;
+    return malloc(1000);
+}
+
+START_TEST(os_refusal_is_enomem_and_recoverable)
+{
+    ready();
+    /* a huge object always needs a fresh mapping */
+    nsp__test_os_fail_next(1000);
+    errno = 0;
+    ck_assert_ptr_null(malloc((size_t)100 << 20));
+    ck_assert_int_eq(errno, ENOMEM);
+    /* large objects until the mapped arenas are full, then new arenas are refused */
+    void *blocks[64];
+    int n = 0;
+    while (n < 64 && (blocks[n] = malloc((size_t)6 << 20)))
+        n++;
+    ck_assert_int_lt(n, 64);
+    ck_assert_int_eq(errno, ENOMEM);
+    nsp__test_os_fail_next(0);
+    /* usable again, and no lock was left held: another thread allocates too */
+    void *p = malloc((size_t)100 << 20);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, 4096);
+    free(p);
+    for (int i = 0; i < n; i++)
+        free(blocks[i]);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, malloc_in_thread, NULL), 0);
+    void *r;
+    pthread_join(t, &r);
+    ck_assert_ptr_nonnull(r);
+    free(r);
+}
+END_TEST
+
+/* ---- process life -------------------------------------------------------------------------------- */
+
+#define EXIT_THREADS 64
+#define EXIT_OBJECTS 500
+static void *leftovers[EXIT_THREADS][EXIT_OBJECTS];
+
+static void *allocate_and_exit(void *arg)
+{
+    unsigned t = (unsigned)(uintptr_t)arg;
+    for (unsigned i = 0; i < EXIT_OBJECTS; i++)
+        leftovers[t][i] = malloc(16 + (i * 37) % 3000);
+    for (unsigned i = 0; i < EXIT_OBJECTS; i += 2) { /* frees half, leaves half alive */
+        free(leftovers[t][i]);
+        leftovers[t][i] = NULL;
+    }
+    return NULL;
+}
+
+START_TEST(threads_exit_without_leaks)
+{
+    ready();
+    nsp_trim();
+    nsp_stats_t before, after;
+    nsp_stats_get(&before);
+    for (int round = 0; round < 4; round++) {
+        pthread_t th[EXIT_THREADS];
+        for (unsigned t = 0; t < EXIT_THREADS; t++)
+            pthread_create(&th[t], NULL, allocate_and_exit, (void *)(uintptr_t)t);
+        for (unsigned t = 0; t < EXIT_THREADS; t++)
+            pthread_join(th[t], NULL);
+        /* the threads are gone; what they left is freed from here (remote frees) */
+        for (unsigned t = 0; t < EXIT_THREADS; t++)
+            for (unsigned i = 0; i < EXIT_OBJECTS; i++)
+                free(leftovers[t][i]);
+    }
+    nsp_trim();
+    nsp_stats_get(&after);
+    ck_assert_msg(after.objects_in_use <= before.objects_in_use + 8,
+                  "objects in use grew from %lu to %lu", (unsigned long)before.objects_in_use,
+                  (unsigned long)after.objects_in_use);
+    uint64_t mapped_before = 0, mapped_after = 0;
+    for (unsigned n = 0; n < after.nnodes; n++) {
+        mapped_before += before.node[n].pages_mapped;
+        mapped_after += after.node[n].pages_mapped;
+    }
+    ck_assert_uint_le(mapped_after, mapped_before + NSP_ARENA_PAGES * after.nnodes);
+}
+END_TEST
+
+static _Atomic int churn_stop;
+
+static void *churn(void *arg)
+{
+    (void)arg;
+    void *keep[64] = {0};
+    for (unsigned i = 0; !atomic_load(&churn_stop); i++) {
+        free(keep[i % 64]);
+        keep[i % 64] = malloc(8 + (i * 131) % 70000);
+    }
+    for (int i = 0; i < 64; i++)
+        free(keep[i]);
+    return NULL;
+}
+
+START_TEST(fork_while_threads_allocate)
+{
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, churn, NULL);
+    for (int round = 0; round < 20; round++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            /* the child has one thread and every lock free: allocate and free at will */
+            void *p[1000];
+            for (int i = 0; i < 1000; i++)
+                p[i] = malloc(8 + (i * 53) % 50000);
+            for (int i = 0; i < 1000; i++)
+                free(p[i]);
+            _exit(p[0] && p[999] ? 0 : 1);
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d failed", round);
+    }
+    atomic_store(&churn_stop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+}
+END_TEST
+
+START_TEST(mallinfo2_and_trim)
+{
+    void *p[100];
+    for (int i = 0; i < 100; i++)
+        p[i] = malloc(100000);
+    struct mallinfo2 mi = mallinfo2();
+    ck_assert_uint_ge(mi.uordblks, 100 * 100000);
+    ck_assert_uint_ge(mi.arena, mi.uordblks);
+    for (int i = 0; i < 100; i++)
+        free(p[i]);
+    ck_assert_int_eq(malloc_trim(0), 1); /* the freed pages go back to the OS */
+    mi = mallinfo2();
+    ck_assert_uint_lt(mi.uordblks, 100 * 100000);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("host units");
+    TCase *tc = tcase_create("layers");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, classes_bound_waste);
+    tcase_add_test(tc, class_lookup_is_tightest);
+    tcase_add_test(tc, reciprocal_index_is_exact);
+    tcase_add_test(tc, page_runs_coalesce_and_are_reused);
+    tcase_add_test(tc, page_runs_aligned);
+    tcase_add_test(tc, span_cursor_and_local_free);
+    tcase_add_test(tc, span_remote_free_and_sweep);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("api");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, sizes_that_overflow);
+    tcase_add_test(tc, alignments);
+    tcase_add_test(tc, realloc_keeps_contents);
+    tcase_add_test(tc, calloc_zeroes_reused_memory);
+    tcase_add_test(tc, free_keeps_errno_and_zero_size);
+    tcase_add_test(tc, malloc_node_places);
+    tcase_add_test(tc, spill_to_nearest_node);
+    tcase_add_test(tc, os_refusal_is_enomem_and_recoverable);
+    tcase_add_test(tc, mallinfo2_and_trim);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("process");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, threads_exit_without_leaks);
+    tcase_add_test(tc, fork_while_threads_allocate);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
