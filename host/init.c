@@ -201,6 +201,7 @@ int nsp__init(void)
         return 0;
     }
     pthread_atfork(fork_prepare, fork_release, fork_release);
+    nsp__stats_init();
     atomic_store(&init_state, 2);
     atomic_store_explicit(&nsp__ready, 1, memory_order_release);
     in_init = 0;

@@ -34,7 +34,9 @@ static const struct option_row table[] = {
     [NSP_OPT_ON_ERROR] = {"NSP_ON_ERROR", "abort",
                           "what a bad free (not allocated, interior pointer, double free) does "
                           "after its message on stderr: abort, or warn (count and continue)"},
-    [NSP_OPT_STATS] = {"NSP_STATS", "0", "1: print the allocator's stats on stderr at exit"},
+    [NSP_OPT_STATS] = {"NSP_STATS", "0",
+                       "print the allocator's stats at exit: 1 on stderr (even if the program "
+                       "closed it), or a file path to append them to"},
     [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "4M",
                            "bytes of spans one core cache may hold (K, M, G suffixes)"},
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",

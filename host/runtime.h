@@ -45,6 +45,9 @@ enum nsp_error_kind {
 };
 extern _Atomic uint64_t nsp__errors[NSP_ERR__COUNT];
 
+/* Prepares the NSP_STATS report at exit (stats.c); called once by nsp__init. */
+void nsp__stats_init(void);
+
 /* Reports a bad free of addr by function fn: a message on stderr naming the address and the
  * problem, then abort (default), or count and continue (NSP_ON_ERROR=warn). Allocates nothing. */
 void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *addr);

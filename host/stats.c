@@ -9,6 +9,7 @@
  * beyond one plain increment per malloc and per local free.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <string.h>
@@ -286,12 +287,29 @@ void nsp_stats_print(FILE *out, int json)
         print_text(out, &st);
 }
 
-/* NSP_STATS=1: the stats on stderr at exit. */
+/* NSP_STATS: the stats at exit, on stderr or appended to a file. Programs such as coreutils
+ * close stderr in an atexit handler, which runs before this destructor: so stderr is duplicated
+ * (close-on-exec) when the allocator starts, and the stats go to the copy. */
+static int stats_fd = -1;
+
+void nsp__stats_init(void)
+{
+    const char *v = nsp__option(NSP_OPT_STATS);
+    if (strcmp(v, "1") == 0)
+        stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+}
+
 __attribute__((destructor)) static void nsp__stats_at_exit(void)
 {
     const char *v = nsp__option(NSP_OPT_STATS);
-    if (v[0] == '1' && atomic_load_explicit(&nsp__ready, memory_order_acquire))
-        nsp_stats_print(stderr, 0);
+    if (strcmp(v, "0") == 0 || !atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return;
+    FILE *out = strcmp(v, "1") == 0 ? (stats_fd >= 0 ? fdopen(stats_fd, "w") : NULL)
+                                    : fopen(v, "a");
+    if (!out)
+        return;
+    nsp_stats_print(out, 0);
+    fclose(out);
 }
 
 __attribute__((visibility("default"))) struct mallinfo2 mallinfo2(void)

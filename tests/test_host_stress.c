@@ -6,6 +6,8 @@
  * twice, overlapping another, or scribbled on by the allocator shows up as a mismatch naming the
  * block. Threads pass blocks to each other through a shared exchange; whoever takes one frees it.
  * Run by CTest on the real machine and on a synthetic 4-node machine with 16 virtual cores.
+ * It calls nsp_malloc/nsp_free by name, so that a sanitizer build (whose runtime takes over
+ * malloc itself) still drives numaspan: run it under TSan with few operations.
  * usage: test_host_stress [threads] [operations per thread]
  */
 #define _GNU_SOURCE
@@ -87,19 +89,19 @@ static void check_and_free(struct rec *r)
         fprintf(stderr, "block %p (%zu B): byte %zu is %u, want %u\n", (void *)r->p, r->n, i,
                 r->p[i], pattern(r->p, r->n, i));
     atomic_fetch_add_explicit(&blocks_checked, 1, memory_order_relaxed);
-    free(r->p);
-    free(r);
+    nsp_free(r->p);
+    nsp_free(r);
 }
 
 static struct rec *make(uint64_t *s)
 {
-    struct rec *r = malloc(sizeof *r);
+    struct rec *r = nsp_malloc(sizeof *r);
     if (!r)
         return NULL;
     r->n = draw_size(s);
-    r->p = malloc(r->n);
+    r->p = nsp_malloc(r->n);
     if (!r->p) {
-        free(r);
+        nsp_free(r);
         return NULL;
     }
     fill(r);
@@ -148,7 +150,7 @@ int main(int argc, char **argv)
     unsigned threads = argc > 1 ? (unsigned)atoi(argv[1]) : 8;
     if (argc > 2)
         ops_per_thread = strtoul(argv[2], NULL, 10);
-    free(malloc(1));
+    nsp_free(nsp_malloc(1));
     nsp_stats_t before, after;
     nsp_stats_get(&before);
     for (int round = 0; round < 2; round++) { /* threads of the second round reuse the caches */
