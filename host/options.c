@@ -37,7 +37,7 @@ static const struct option_row table[] = {
     [NSP_OPT_STATS] = {"NSP_STATS", "0",
                        "print the allocator's stats at exit: 1 on stderr (even if the program "
                        "closed it), or a file path to append them to"},
-    [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "4M",
+    [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "16M",
                            "bytes of spans one core cache may hold (K, M, G suffixes)"},
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
                                  "bytes of spans all core caches together may hold; past it, "

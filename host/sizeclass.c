@@ -18,10 +18,12 @@ static unsigned floor_log2(uint32_t x)
 
 static uint32_t span_pages(uint32_t size)
 {
-    uint32_t n = 8;
-    for (;; n++) {
+    /* at least 32 objects, or 512 KiB when 32 would not fit: big classes refill rarely too */
+    uint32_t want = (uint32_t)((512u << 10) / size);
+    want = want < 32 ? want : 32;
+    for (uint32_t n = 8;; n++) {
         size_t bytes = (size_t)n * NSP_PAGE_SIZE;
-        if (bytes / size >= 8 && bytes % size <= bytes / 16)
+        if (bytes / size >= want && bytes % size <= bytes / 16)
             return n;
     }
 }

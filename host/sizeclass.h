@@ -7,8 +7,9 @@
  * on); powers of two are classes, so aligned requests find a class whose objects are aligned.
  * Rounding waste per object is under 12.5% above 128 B (at most 15 B below).
  *
- * A class's span is the fewest pages, at least 8 (64 KiB), that hold at least 8 objects with tail
- * waste at most 1/16 of the span: refills are rare and little is lost at the end of a span.
+ * A class's span is the fewest pages, at least 8 (64 KiB), that hold at least 32 objects (16 for
+ * the classes above 16 KiB, whose 32 would pass 512 KiB) with tail waste at most 1/16 of the
+ * span: refills are rare, for big classes too, and little is lost at the end of a span.
  * `numaspan classes` prints the table with its waste; tests/test_host_units.c checks the bounds.
  *
  * Object index from an offset is (offset * divmul) >> 32 with divmul = ceil(2^32 / size), exact

@@ -42,7 +42,7 @@ START_TEST(classes_bound_waste)
         size_t bytes = (size_t)c->npages * NSP_PAGE_SIZE;
         ck_assert_msg(k == 1 || c->size % 16 == 0, "class %u (%u B) not 16-aligned", k, c->size);
         ck_assert_uint_gt(c->size, nsp__classes[k - 1].size);
-        ck_assert_uint_ge(c->nelems, 8);
+        ck_assert_uint_ge(c->nelems, c->size > 16384 ? 16 : 32);
         ck_assert_uint_ge(bytes, 64 * 1024);
         ck_assert_uint_le(c->nelems, c->npages * 1024); /* fits the span's bitmap */
         ck_assert_msg(bytes % c->size <= bytes / 16, "class %u tail waste over 1/16", c->size);

@@ -34,6 +34,9 @@ static void usage(FILE *out)
             "      every NSP_* environment variable: meaning, default, current value.\n"
             "  run [--topology SPEC] [--grouping G] [--stats] [--on-error abort|warn] -- CMD ARGS\n"
             "      runs CMD with numaspan preloaded (LD_PRELOAD) and these options set.\n"
+            "  bench host [--quick] [--threads N] [--reps R] [--json] [--only W,..]\n"
+            "      host workloads under glibc, jemalloc, mimalloc, tcmalloc and numaspan, side by\n"
+            "      side: medians, ratios to glibc, peak RSS.\n"
             "  classes [--json]\n"
             "      the size classes: object size, span pages, objects per span, worst waste.\n"
             "  version\n"
@@ -158,6 +161,54 @@ static int cmd_run(int argc, char **argv)
     return 127;
 }
 
+/* Finds a benchmark program: beside the tool in a build tree (bench/NAME), or installed
+ * (../libexec/numaspan/NAME). */
+static int find_bench(const char *name, char *out, size_t len)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return -1;
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return -1;
+    *slash = 0;
+    const char *where[] = {"%s/bench/%s", "%s/../libexec/numaspan/%s"};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+        snprintf(out, len, where[i], self, name);
+        if (access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "host") != 0) {
+        fprintf(stderr, "numaspan bench: expected \"host\" (numaspan bench host [options])\n");
+        return 2;
+    }
+    char prog[4096];
+    if (find_bench("bench_host", prog, sizeof prog) < 0) {
+        fprintf(stderr, "numaspan bench: bench_host not found beside the tool\n");
+        return 1;
+    }
+    const char *lib = library_path();
+    char **args = calloc((size_t)argc + 4, sizeof *args);
+    int k = 0;
+    args[k++] = prog;
+    for (int i = 2; i < argc; i++)
+        args[k++] = argv[i];
+    if (lib) {
+        args[k++] = "--lib";
+        args[k++] = (char *)lib;
+    }
+    execv(prog, args);
+    fprintf(stderr, "numaspan bench: cannot run %s: %s\n", prog, strerror(errno));
+    return 127;
+}
+
 static int cmd_classes(int argc, char **argv)
 {
     int json = argc > 1 && strcmp(argv[1], "--json") == 0;
@@ -206,6 +257,8 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "classes") == 0)
         return cmd_classes(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

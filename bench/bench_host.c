@@ -1,0 +1,742 @@
+/*
+ * bench/bench_host.c — host allocator workloads and the side-by-side driver (`numaspan bench host`).
+ *
+ * One program, two roles:
+ *   bench_host run WORKLOAD [--threads N] [--seconds S] [--size B]
+ *       runs one workload with whatever malloc the process has (the driver preloads the
+ *       allocator under test) and prints one JSON line: its metric, peak RSS and CPU time;
+ *   bench_host [--quick] [--threads N] [--reps R] [--json] [--only W,..] [--allocators A,..]
+ *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc and numaspan, in
+ *       alternation (A B C D E A B C ...), R repetitions, medians and ratios to glibc.
+ * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
+ * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers ---------------------------------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static unsigned nthreads = 2;
+static double seconds = 0.5;
+static size_t pair_size = 64;
+static _Atomic int stop;
+static _Atomic uint64_t total_ops;
+
+static void run_threads(void *(*fn)(void *), unsigned n)
+{
+    pthread_t th[1024];
+    atomic_store(&stop, 0);
+    for (unsigned i = 0; i < n && i < 1024; i++)
+        pthread_create(&th[i], NULL, fn, (void *)(uintptr_t)i);
+    usleep((useconds_t)(seconds * 1e6));
+    atomic_store(&stop, 1);
+    for (unsigned i = 0; i < n && i < 1024; i++)
+        pthread_join(th[i], NULL);
+}
+
+static void touch(void *p, size_t n)
+{
+    if (p && n)
+        ((volatile char *)p)[0] = 1, ((volatile char *)p)[n - 1] = 1;
+}
+
+/* ---- workloads: each returns its metric ------------------------------------------------------- */
+
+/* single-thread pairs: ns per malloc+free pair */
+static double w_pairs(void)
+{
+    void *volatile sink;
+    size_t n = pair_size;
+    for (int i = 0; i < 100000; i++) { /* warm */
+        void *p = malloc(n);
+        sink = p;
+        free(p);
+    }
+    uint64_t iters = 0;
+    double t0 = now(), t;
+    do {
+        for (int i = 0; i < 100000; i++) {
+            void *p = malloc(n);
+            sink = p;
+            free(p);
+        }
+        iters += 100000;
+    } while ((t = now()) - t0 < seconds);
+    (void)sink;
+    return (t - t0) * 1e9 / (double)iters;
+}
+
+/* server simulation (Larson): live blocks of 8..1000 B, replace a random one; every so often a
+ * thread hands its array to a new thread and exits, so blocks die on other threads. */
+#define LARSON_BLOCKS 1000
+struct larson_arg {
+    void **blocks;
+    size_t *sizes;
+    uint64_t seed;
+};
+
+static void *larson_thread(void *arg)
+{
+    struct larson_arg *a = arg;
+    uint64_t ops = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        for (int r = 0; r < 20000; r++) {
+            unsigned i = rng(&a->seed) % LARSON_BLOCKS;
+            free(a->blocks[i]);
+            size_t n = 8 + rng(&a->seed) % 993;
+            a->blocks[i] = malloc(n);
+            touch(a->blocks[i], n);
+        }
+        ops += 20000;
+        if (ops % 100000 == 0 && !atomic_load(&stop)) {
+            /* hand the array on to a fresh thread */
+            pthread_t t;
+            atomic_fetch_add(&total_ops, ops);
+            if (pthread_create(&t, NULL, larson_thread, a) == 0) {
+                pthread_detach(t);
+                return NULL;
+            }
+            ops = 0;
+        }
+    }
+    atomic_fetch_add(&total_ops, ops);
+    return NULL;
+}
+
+static void *larson_root(void *arg)
+{
+    (void)arg;
+    struct larson_arg *a = malloc(sizeof *a);
+    a->blocks = malloc(LARSON_BLOCKS * sizeof(void *));
+    a->sizes = NULL;
+    a->seed = 0x1234567 + (uint64_t)(uintptr_t)arg * 7919;
+    for (int i = 0; i < LARSON_BLOCKS; i++)
+        a->blocks[i] = malloc(8 + rng(&a->seed) % 993);
+    larson_thread(a);
+    return NULL;
+}
+
+static double w_larson(void)
+{
+    atomic_store(&total_ops, 0);
+    double t0 = now();
+    run_threads(larson_root, nthreads);
+    usleep(100000); /* let handed-on threads see stop */
+    return (double)atomic_load(&total_ops) / (now() - t0);
+}
+
+/* producer/consumer: producers only allocate (64 B), consumers only free what they receive. */
+#define RING 4096
+struct ring {
+    _Atomic uint64_t head __attribute__((aligned(64)));
+    _Atomic uint64_t tail __attribute__((aligned(64)));
+    void *slot[RING];
+};
+static struct ring *rings;
+static _Atomic uint64_t frees_done;
+
+static void *producer(void *arg)
+{
+    struct ring *r = &rings[(uintptr_t)arg / 2];
+    uint64_t h = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        if (h - atomic_load_explicit(&r->tail, memory_order_acquire) >= RING) {
+            sched_yield();
+            continue;
+        }
+        void *p = malloc(64);
+        touch(p, 64);
+        r->slot[h % RING] = p;
+        atomic_store_explicit(&r->head, ++h, memory_order_release);
+    }
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    struct ring *r = &rings[(uintptr_t)arg / 2];
+    uint64_t t = 0, n = 0;
+    for (;;) {
+        uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+        if (t == h) {
+            if (atomic_load(&stop))
+                break;
+            sched_yield();
+            continue;
+        }
+        while (t < h) {
+            free(r->slot[t % RING]);
+            t++;
+            n++;
+        }
+        atomic_store_explicit(&r->tail, t, memory_order_release);
+    }
+    atomic_fetch_add(&frees_done, n);
+    return NULL;
+}
+
+static void *prodcons_thread(void *arg)
+{
+    return ((uintptr_t)arg % 2 ? consumer : producer)(arg);
+}
+
+static double w_prodcons(void)
+{
+    unsigned n = nthreads < 2 ? 2 : nthreads & ~1u;
+    rings = calloc(n / 2, sizeof *rings);
+    atomic_store(&frees_done, 0);
+    double t0 = now();
+    run_threads(prodcons_thread, n);
+    double rate = (double)atomic_load(&frees_done) / (now() - t0);
+    for (unsigned i = 0; i < n / 2; i++) /* whatever the consumers did not reach */
+        for (uint64_t t = rings[i].tail; t < rings[i].head; t++)
+            free(rings[i].slot[t % RING]);
+    free(rings);
+    return rate;
+}
+
+/* passive false sharing: a thread frees an object it was handed, then allocates small objects
+ * and writes them over and over; an allocator that gives two cores one cache line loses. */
+static void **handed;
+
+static void *falseshare_thread(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    free(handed[id]);
+    uint64_t ops = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        char *p = malloc(8);
+        for (int k = 0; k < 1000; k++)
+            ((volatile char *)p)[k & 7]++;
+        free(p);
+        ops++;
+    }
+    atomic_fetch_add(&total_ops, ops);
+    return NULL;
+}
+
+static double w_falseshare(void)
+{
+    handed = malloc(nthreads * sizeof *handed);
+    for (unsigned i = 0; i < nthreads; i++)
+        handed[i] = malloc(8); /* neighbours, likely on one cache line */
+    atomic_store(&total_ops, 0);
+    double t0 = now();
+    run_threads(falseshare_thread, nthreads);
+    double rate = (double)atomic_load(&total_ops) / (now() - t0);
+    free(handed);
+    return rate;
+}
+
+/* thread churn: threads created and ended continuously, each with a working set, each leaving
+ * some objects alive for the next generation to free. Metric: threads per second. */
+#define CHURN_LEFT 64
+static void *churn_left[1024][CHURN_LEFT];
+
+static void *churn_worker(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    uint64_t seed = 99 + id;
+    void *ws[500];
+    for (int i = 0; i < CHURN_LEFT; i++) /* the previous generation's leftovers */
+        free(churn_left[id][i]);
+    for (int i = 0; i < 500; i++) {
+        size_t n = 16 + rng(&seed) % 2000;
+        ws[i] = malloc(n);
+        touch(ws[i], n);
+    }
+    for (int i = 0; i < 500 - CHURN_LEFT; i++)
+        free(ws[i]);
+    memcpy(churn_left[id], ws + 500 - CHURN_LEFT, sizeof churn_left[id]);
+    return NULL;
+}
+
+static double w_churn(void)
+{
+    uint64_t threads = 0;
+    unsigned n = nthreads > 1024 ? 1024 : nthreads;
+    double t0 = now();
+    while (now() - t0 < seconds) {
+        pthread_t th[1024];
+        for (unsigned i = 0; i < n; i++)
+            pthread_create(&th[i], NULL, churn_worker, (void *)(uintptr_t)i);
+        for (unsigned i = 0; i < n; i++)
+            pthread_join(th[i], NULL);
+        threads += n;
+    }
+    return (double)threads / (now() - t0);
+}
+
+/* random mixed ops: sizes 8 B..16 KiB, alloc/free interleaved, a share freed by other threads.
+ * Metric: operations per CPU second. */
+#define MIXED_SLOTS 4096
+static _Atomic(void *) mixed_shared[MIXED_SLOTS];
+
+static void *mixed_thread(void *arg)
+{
+    uint64_t seed = 7 + (uintptr_t)arg * 31337, ops = 0;
+    void *local[1024] = {0};
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        for (int k = 0; k < 1000; k++) {
+            uint64_t r = rng(&seed);
+            unsigned i = (r >> 20) % 1024;
+            if (r % 8 == 0) { /* hand over: freed by whoever takes the slot */
+                void *got = atomic_exchange(&mixed_shared[(r >> 40) % MIXED_SLOTS], local[i]);
+                local[i] = got;
+            } else if (local[i]) {
+                free(local[i]);
+                local[i] = NULL;
+            } else {
+                size_t n = 8 + (r >> 32) % (16 * 1024);
+                local[i] = malloc(n);
+                touch(local[i], n);
+            }
+        }
+        ops += 1000;
+    }
+    for (int i = 0; i < 1024; i++)
+        free(local[i]);
+    atomic_fetch_add(&total_ops, ops);
+    return NULL;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+static double w_mixed(void)
+{
+    atomic_store(&total_ops, 0);
+    double c0 = cpu_seconds();
+    run_threads(mixed_thread, nthreads);
+    double rate = (double)atomic_load(&total_ops) / (cpu_seconds() - c0);
+    for (int j = 0; j < MIXED_SLOTS; j++)
+        free(atomic_exchange(&mixed_shared[j], NULL));
+    return rate;
+}
+
+/* large and aligned: 64 KiB..64 MiB blocks, realloc growth, posix_memalign with big alignments.
+ * Metric: operations per second. */
+static double w_large(void)
+{
+    uint64_t seed = 5, ops = 0;
+    double t0 = now();
+    while (now() - t0 < seconds) {
+        size_t n = (size_t)64 << 10 << (rng(&seed) % 11); /* 64 KiB .. 64 MiB */
+        char *p = malloc(n);
+        touch(p, n);
+        for (int g = 0; g < 4; g++) {
+            n += n / 2;
+            p = realloc(p, n);
+            touch(p, n);
+        }
+        free(p);
+        void *q;
+        size_t align = (size_t)4096 << (rng(&seed) % 10);
+        if (posix_memalign(&q, align, 100000) == 0) {
+            touch(q, 100000);
+            free(q);
+        }
+        ops += 6;
+    }
+    return (double)ops / (now() - t0);
+}
+
+/* NUMA placement (numaspan only): threads on the virtual cores of a synthetic machine; the share
+ * of allocations served from the thread's own node. */
+static int (*p_node_of)(const void *);
+static int (*p_bind_core)(unsigned);
+static void *(*p_topology)(void);
+static unsigned (*p_node_of_cache)(const void *, unsigned);
+static unsigned (*p_ncaches)(const void *);
+static _Atomic uint64_t numa_local, numa_total;
+
+static void *numa_thread(void *arg)
+{
+    unsigned core = (unsigned)(uintptr_t)arg % p_ncaches(p_topology());
+    p_bind_core(core);
+    int node = (int)p_node_of_cache(p_topology(), core);
+    uint64_t local = 0, total = 0, seed = core + 1;
+    void *keep[256] = {0};
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        for (int k = 0; k < 1000; k++) {
+            unsigned i = rng(&seed) % 256;
+            free(keep[i]);
+            keep[i] = malloc(16 + rng(&seed) % 4000);
+            local += p_node_of(keep[i]) == node;
+            total++;
+        }
+    }
+    for (int i = 0; i < 256; i++)
+        free(keep[i]);
+    atomic_fetch_add(&numa_local, local);
+    atomic_fetch_add(&numa_total, total);
+    return NULL;
+}
+
+static double w_numa(void)
+{
+    p_node_of = (int (*)(const void *))dlsym(RTLD_DEFAULT, "nsp_node_of");
+    p_bind_core = (int (*)(unsigned))dlsym(RTLD_DEFAULT, "nsp_thread_bind_core");
+    p_topology = (void *(*)(void))dlsym(RTLD_DEFAULT, "nsp_topology");
+    p_node_of_cache = (unsigned (*)(const void *, unsigned))dlsym(RTLD_DEFAULT, "nsp_topo_node_of_cache");
+    p_ncaches = (unsigned (*)(const void *))dlsym(RTLD_DEFAULT, "nsp_topo_num_caches");
+    if (!p_node_of || !p_bind_core || !p_topology || !p_node_of_cache || !p_ncaches)
+        return -1; /* not numaspan: no placement to measure */
+    unsigned n = p_ncaches(p_topology());
+    run_threads(numa_thread, nthreads > n ? nthreads : n);
+    return 100.0 * (double)atomic_load(&numa_local) / (double)atomic_load(&numa_total);
+}
+
+struct workload {
+    const char *name;
+    double (*fn)(void);
+    const char *unit;
+    int higher_better;
+    int numaspan_only;
+    const char *what;
+};
+
+static const struct workload workloads[] = {
+    {"pairs-16", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 16 B"},
+    {"pairs-64", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 64 B"},
+    {"pairs-256", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 256 B"},
+    {"larson", w_larson, "Mops/s", 1, 0, "server simulation (Larson), blocks handed between threads"},
+    {"prodcons", w_prodcons, "Mfrees/s", 1, 0, "producer/consumer, every free remote"},
+    {"falseshare", w_falseshare, "Kops/s", 1, 0, "passive false sharing"},
+    {"churn", w_churn, "Kthreads/s", 1, 0, "thread churn with leftovers"},
+    {"mixed", w_mixed, "Mops/cpu-s", 1, 0, "random mixed ops 8 B..16 KiB, 1/8 cross-thread"},
+    {"large", w_large, "Kops/s", 1, 0, "64 KiB..64 MiB, realloc growth, big alignments"},
+    {"numa", w_numa, "% local", 1, 1, "share served from the thread's own node (synthetic 2x4)"},
+};
+#define NWORK (sizeof workloads / sizeof workloads[0])
+
+static double scale(const char *unit)
+{
+    if (strncmp(unit, "M", 1) == 0)
+        return 1e-6;
+    if (strncmp(unit, "K", 1) == 0)
+        return 1e-3;
+    return 1;
+}
+
+static int run_one(const char *name)
+{
+    for (size_t i = 0; i < NWORK; i++) {
+        if (strcmp(workloads[i].name, name))
+            continue;
+        if (strncmp(name, "pairs-", 6) == 0)
+            pair_size = (size_t)atoi(name + 6);
+        double v = workloads[i].fn();
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("{\"workload\": \"%s\", \"value\": %.6g, \"rss_kb\": %ld}\n", name,
+               v * scale(workloads[i].unit), ru.ru_maxrss);
+        return 0;
+    }
+    fprintf(stderr, "bench_host: unknown workload \"%s\"\n", name);
+    return 2;
+}
+
+/* ---- the driver -------------------------------------------------------------------------------- */
+
+struct allocator {
+    const char *name;
+    char path[512]; /* "" for glibc */
+    int present;
+};
+
+static struct allocator allocators[] = {
+    {"glibc", "", 1},
+    {"jemalloc", "libjemalloc.so.2", 0},
+    {"mimalloc", "libmimalloc.so.2", 0},
+    {"tcmalloc", "libtcmalloc_minimal.so.4", 0},
+    {"numaspan", "", 0},
+};
+#define NALLOC (sizeof allocators / sizeof allocators[0])
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *self_exe;
+
+/* Runs one workload under one allocator in a child; returns the metric (or NAN), peak RSS. */
+static int child(const struct workload *w, const struct allocator *a, double *value, long *rss)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        if (a->path[0])
+            setenv("LD_PRELOAD", a->path, 1);
+        else
+            unsetenv("LD_PRELOAD");
+        if (w->numaspan_only)
+            setenv("NSP_TOPOLOGY", "synthetic:pack:2 numa:2 core:2 pu:1", 1);
+        char th[16], sec[32];
+        snprintf(th, sizeof th, "%u", nthreads);
+        snprintf(sec, sizeof sec, "%g", seconds);
+        execl(self_exe, self_exe, "run", w->name, "--threads", th, "--seconds", sec, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[512] = "";
+    ssize_t got = 0, r;
+    while ((r = read(fds[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
+        got += r;
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    buf[got > 0 ? got : 0] = 0;
+    char *v = strstr(buf, "\"value\": "), *k = strstr(buf, "\"rss_kb\": ");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) || !v || !k)
+        return -1;
+    *value = strtod(v + 9, NULL);
+    *rss = strtol(k + 10, NULL, 10);
+    return 0;
+}
+
+static void find_allocators(const char *numaspan_lib)
+{
+    for (size_t i = 0; i < NALLOC; i++) {
+        struct allocator *a = &allocators[i];
+        if (strcmp(a->name, "glibc") == 0)
+            continue;
+        if (strcmp(a->name, "numaspan") == 0) {
+            if (numaspan_lib && access(numaspan_lib, R_OK) == 0) {
+                snprintf(a->path, sizeof a->path, "%s", numaspan_lib);
+                a->present = 1;
+            }
+            continue;
+        }
+        char full[512];
+        snprintf(full, sizeof full, "/usr/lib/x86_64-linux-gnu/%s", a->path);
+        if (access(full, R_OK) == 0) {
+            snprintf(a->path, sizeof a->path, "%s", full);
+            a->present = 1;
+        }
+    }
+}
+
+static int listed(const char *list, const char *name)
+{
+    if (!list)
+        return 1;
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+            return 1;
+    return 0;
+}
+
+static int driver(int reps, int json, const char *only, const char *which, const char *lib)
+{
+    find_allocators(lib);
+    for (size_t i = 0; i < NALLOC; i++)
+        if (!allocators[i].present)
+            fprintf(stderr, "bench: %s not found (%s): its column is empty\n", allocators[i].name,
+                    strcmp(allocators[i].name, "numaspan") == 0 ? "pass --lib" : "apt-get install it");
+    static double v[NWORK][NALLOC][64];
+    static long rss[NWORK][NALLOC][64];
+    static int nv[NWORK][NALLOC];
+    double t0 = now();
+    size_t nruns = 0, total = 0;
+    for (size_t w = 0; w < NWORK; w++)
+        if (listed(only, workloads[w].name))
+            for (size_t a = 0; a < NALLOC; a++)
+                total += (size_t)reps * (allocators[a].present && listed(which, allocators[a].name) &&
+                                         (!workloads[w].numaspan_only || strcmp(allocators[a].name, "numaspan") == 0));
+    for (size_t w = 0; w < NWORK; w++) {
+        if (!listed(only, workloads[w].name))
+            continue;
+        for (int r = 0; r < reps && r < 64; r++)
+            for (size_t a = 0; a < NALLOC; a++) { /* alternate: A B C D E A B C D E ... */
+                if (!allocators[a].present || !listed(which, allocators[a].name))
+                    continue;
+                if (workloads[w].numaspan_only && strcmp(allocators[a].name, "numaspan"))
+                    continue;
+                double val;
+                long kb;
+                nruns++;
+                double el = now() - t0;
+                fprintf(stderr, "\rbench: %zu/%zu runs, %.0f s, about %.0f s left   ", nruns,
+                        total, el, el / (double)nruns * (double)(total - nruns));
+                if (child(&workloads[w], &allocators[a], &val, &kb) == 0) {
+                    v[w][a][nv[w][a]] = val;
+                    rss[w][a][nv[w][a]++] = kb;
+                }
+            }
+    }
+    fprintf(stderr, "\n");
+    double med[NWORK][NALLOC];
+    long medrss[NWORK][NALLOC];
+    for (size_t w = 0; w < NWORK; w++)
+        for (size_t a = 0; a < NALLOC; a++) {
+            med[w][a] = -1;
+            medrss[w][a] = -1;
+            if (nv[w][a]) {
+                double rr[64];
+                qsort(v[w][a], (size_t)nv[w][a], sizeof(double), cmp_double);
+                med[w][a] = v[w][a][nv[w][a] / 2];
+                for (int i = 0; i < nv[w][a]; i++)
+                    rr[i] = (double)rss[w][a][i];
+                qsort(rr, (size_t)nv[w][a], sizeof(double), cmp_double);
+                medrss[w][a] = (long)rr[nv[w][a] / 2];
+            }
+        }
+    if (json) {
+        printf("{\"threads\": %u, \"seconds\": %g, \"reps\": %d, \"results\": [", nthreads,
+               seconds, reps);
+        int first = 1;
+        for (size_t w = 0; w < NWORK; w++)
+            for (size_t a = 0; a < NALLOC; a++)
+                if (med[w][a] >= 0) {
+                    printf("%s{\"workload\": \"%s\", \"unit\": \"%s\", \"higher_better\": %s, "
+                           "\"allocator\": \"%s\", \"median\": %.6g, \"runs\": %d, "
+                           "\"peak_rss_kb\": %ld, \"ratio_to_glibc\": %.4g}",
+                           first ? "" : ", ", workloads[w].name, workloads[w].unit,
+                           workloads[w].higher_better ? "true" : "false", allocators[a].name,
+                           med[w][a], nv[w][a], medrss[w][a],
+                           med[w][0] > 0 ? (workloads[w].higher_better ? med[w][a] / med[w][0]
+                                                                       : med[w][0] / med[w][a])
+                                         : 0);
+                    first = 0;
+                }
+        printf("]}\n");
+        return 0;
+    }
+    printf("host benchmarks: %u threads, %g s per run, median of %d runs, alternating "
+           "allocators\n(ratio: to glibc, >1 is better; rss: median peak RSS in MB)\n\n",
+           nthreads, seconds, reps);
+    printf("%-11s %-11s", "workload", "unit");
+    for (size_t a = 0; a < NALLOC; a++)
+        if (listed(which, allocators[a].name))
+            printf(" %18s", allocators[a].name);
+    printf("\n");
+    for (size_t w = 0; w < NWORK; w++) {
+        if (!listed(only, workloads[w].name))
+            continue;
+        printf("%-11s %-11s", workloads[w].name, workloads[w].unit);
+        for (size_t a = 0; a < NALLOC; a++) {
+            if (!listed(which, allocators[a].name))
+                continue;
+            if (med[w][a] < 0) {
+                printf(" %18s", "-");
+                continue;
+            }
+            double ratio = med[w][0] > 0 ? (workloads[w].higher_better ? med[w][a] / med[w][0]
+                                                                       : med[w][0] / med[w][a])
+                                         : 0;
+            char cell[64];
+            if (ratio > 0)
+                snprintf(cell, sizeof cell, "%.3g (%.2fx)", med[w][a], ratio);
+            else
+                snprintf(cell, sizeof cell, "%.3g", med[w][a]);
+            printf(" %18s", cell);
+        }
+        printf("\n");
+    }
+    printf("\npeak RSS (MB)\n");
+    for (size_t w = 0; w < NWORK; w++) {
+        if (!listed(only, workloads[w].name) || workloads[w].numaspan_only)
+            continue;
+        printf("%-23s", workloads[w].name);
+        for (size_t a = 0; a < NALLOC; a++)
+            if (listed(which, allocators[a].name)) {
+                if (medrss[w][a] < 0)
+                    printf(" %18s", "-");
+                else
+                    printf(" %18.1f", (double)medrss[w][a] / 1024.0);
+            }
+        printf("\n");
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    self_exe = "/proc/self/exe";
+    char exe[512];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        self_exe = strdup(exe);
+    }
+    int reps = 5, json = 0;
+    const char *only = NULL, *which = NULL, *lib = getenv("NSP_BENCH_LIB");
+    const char *workload = NULL;
+    int i = 1;
+    if (argc > 2 && strcmp(argv[1], "run") == 0) {
+        workload = argv[2];
+        i = 3;
+    }
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            nthreads = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (strcmp(argv[i], "--allocators") == 0 && i + 1 < argc)
+            which = argv[++i];
+        else if (strcmp(argv[i], "--lib") == 0 && i + 1 < argc)
+            lib = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--quick") == 0) {
+            reps = 3;
+            seconds = 0.2;
+        } else {
+            fprintf(stderr,
+                    "usage: bench_host [--quick] [--threads N] [--seconds S] [--reps R] [--json]\n"
+                    "                  [--only W,..] [--allocators A,..] [--lib libnumaspan.so]\n"
+                    "       bench_host run WORKLOAD [--threads N] [--seconds S]\n"
+                    "bench_host: unknown argument \"%s\"\n", argv[i]);
+            return 2;
+        }
+    }
+    if (nthreads == 0 || nthreads > 1024 || seconds <= 0 || reps < 1 || reps > 64) {
+        fprintf(stderr, "bench_host: threads 1..1024, seconds > 0, reps 1..64\n");
+        return 2;
+    }
+    if (workload)
+        return run_one(workload);
+    return driver(reps, json, only, which, lib);
+}
