@@ -280,6 +280,19 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
             s->large_size = n;
             return p;
         }
+        /* grow without copying: into the free pages after it, or by moving a huge mapping's
+         * pages (mremap), as glibc does for its mmapped chunks */
+        int saved = errno;
+        if (n > old && !s->arena->huge && n < NSP_HUGE_MIN &&
+            nsp__pageheap_grow(s, (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT) == 0) {
+            s->large_size = n;
+            return p;
+        }
+        if (s->arena->huge && n >= NSP_HUGE_MIN && nsp__huge_resize(s, n) == 0) {
+            s->large_size = n;
+            return (void *)s->base;
+        }
+        errno = saved;
     } else if (nsp__boot_owns(p)) {
         old = nsp__boot_size(p);
     } else {

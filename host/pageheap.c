@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "os.h"
 #include "runtime.h"
@@ -272,6 +273,34 @@ void nsp__pageheap_free(struct nsp_span *s)
     pthread_mutex_unlock(&h->lock);
 }
 
+int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
+{
+    struct nsp_arena *ar = s->arena;
+    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
+    uint32_t end = s->start_page + s->npages;
+    if (npages <= s->npages || (size_t)s->start_page + npages > NSP_ARENA_PAGES)
+        return -1;
+    uint32_t need = (uint32_t)(npages - s->npages);
+    pthread_mutex_lock(&h->lock);
+    struct nsp_span *r = end < NSP_ARENA_PAGES ? ar->pagemap[end] : NULL;
+    if (!r || !r->npages || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
+        r->start_page != end || r->npages < need) {
+        pthread_mutex_unlock(&h->lock);
+        return -1;
+    }
+    run_remove(h, r);
+    uint32_t rn = r->npages, needzero = r->needzero, scav = r->scavenged;
+    desc_kill(r);
+    if (rn > need)
+        run_insert(h, run_make(ar, end + need, rn - need, needzero, scav));
+    for (uint32_t p = end; p < end + need; p++)
+        ar->pagemap[p] = s;
+    s->npages = (uint32_t)npages;
+    s->elemsize = (uint32_t)(npages << NSP_PAGE_SHIFT);
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
 size_t nsp__pageheap_scavenge(unsigned node)
 {
     struct nsp_pageheap *h = &nsp__pageheaps[node];
@@ -327,6 +356,42 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     pthread_mutex_unlock(&h->lock);
     set_table(ar, 1);
     return s;
+}
+
+int nsp__huge_resize(struct nsp_span *s, size_t size)
+{
+    struct nsp_arena *ar = s->arena;
+    size_t len = round_up(size, NSP_ARENA_SIZE), old = ar->size;
+    if (len < size)
+        return -1;
+    if (len == old)
+        return 0;
+    void *base = (void *)ar->base;
+    void *moved = mremap(base, old, len, 0); /* in place: shrinking, or room after it */
+    if (moved == MAP_FAILED) {
+        /* Move the pages into an aligned reservation: no copy, and arena_table's 64 MiB slots
+         * stay this object's alone. */
+        void *to = nsp__os_map(len, NSP_ARENA_SIZE);
+        if (!to)
+            return -1;
+        moved = mremap(base, old, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        if (moved == MAP_FAILED) {
+            nsp__os_unmap(to, len);
+            return -1;
+        }
+    }
+    set_table(ar, 0);
+    ar->base = (uintptr_t)moved;
+    ar->size = len;
+    s->base = ar->base;
+    s->npages = (uint32_t)(len >> NSP_PAGE_SHIFT);
+    s->elemsize = (uint32_t)(len > UINT32_MAX ? 0 : len);
+    set_table(ar, 1);
+    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
+    pthread_mutex_lock(&h->lock);
+    h->pages_mapped = h->pages_mapped - (old >> NSP_PAGE_SHIFT) + (len >> NSP_PAGE_SHIFT);
+    pthread_mutex_unlock(&h->lock);
+    return 0;
 }
 
 void nsp__huge_free(struct nsp_span *s)

@@ -56,9 +56,17 @@ extern _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_N
 /* Gives a span's pages back to its node's heap (coalescing). */
 void nsp__pageheap_free(struct nsp_span *s);
 
+/* Grows a large span in place to npages pages by taking the free run right after it. Returns 0,
+ * or -1 (nothing changed) if that run is missing or too short. */
+int nsp__pageheap_grow(struct nsp_span *s, size_t npages);
+
 /* A huge object of size bytes (> NSP_HUGE_MIN) in a mapping of its own, aligned to align. */
 struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align);
 void nsp__huge_free(struct nsp_span *s);
+/* Resizes a huge object to size bytes (>= NSP_HUGE_MIN) without copying: in place when the
+ * address space allows, else by moving its pages (mremap) to a new aligned mapping. Returns 0,
+ * or -1 (nothing changed) if the OS refuses. */
+int nsp__huge_resize(struct nsp_span *s, size_t size);
 
 /* Test hook: nodes (bit n) whose page heaps get no new arena, as if the node had no memory. */
 extern uint64_t nsp__test_nodes_without_memory;

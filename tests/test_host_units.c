@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -276,19 +277,33 @@ START_TEST(alignments)
 }
 END_TEST
 
+/* The bytes realloc must keep, sampled: the first 4 KiB, then every byte whose offset is a
+ * multiple of 4093 (a stride that walks across page offsets). */
+static int kept(const unsigned char *p, size_t n, int check)
+{
+    for (size_t j = 0; j < n; j = j < 4096 ? j + 1 : (j / 4093 + 1) * 4093) {
+        unsigned char want = (unsigned char)(j * 7 + 1);
+        if (check && p[j] != want)
+            return 0;
+        if (!check)
+            ((unsigned char *)p)[j] = want;
+    }
+    return 1;
+}
+
 START_TEST(realloc_keeps_contents)
 {
-    size_t steps[] = {1, 15, 16, 100, 1000, 5000, 40000, 100000, 3 << 20, 40 << 20, 50, 0};
+    size_t steps[] = {1, 15, 16, 100, 1000, 5000, 40000, 100000, 200000, 3 << 20, 40 << 20,
+                      (size_t)100 << 20, (size_t)300 << 20, (size_t)70 << 20, 50, 0};
     unsigned char *p = NULL;
     size_t have = 0;
     for (size_t i = 0; steps[i]; i++) {
         p = realloc(p, steps[i]);
         ck_assert_ptr_nonnull(p);
         size_t keep = have < steps[i] ? have : steps[i];
-        for (size_t j = 0; j < keep; j++)
-            ck_assert_msg(p[j] == (unsigned char)(j * 7 + 1), "byte %zu lost at step %zu", j, i);
-        for (size_t j = 0; j < steps[i]; j++)
-            p[j] = (unsigned char)(j * 7 + 1);
+        ck_assert_msg(kept(p, keep, 1), "contents lost at step %zu (%zu -> %zu B)", i, have,
+                      steps[i]);
+        kept(p, steps[i], 0);
         have = steps[i];
         ck_assert_uint_ge(malloc_usable_size(p), steps[i]);
     }
@@ -376,6 +391,67 @@ static void *malloc_in_thread(void *arg)
     (void)arg;
     return malloc(1000);
 }
+
+/* On this machine, pages of an object asked for on node n are on node n: the kernel says so
+ * (move_pages with no target reports where each page is). */
+START_TEST(real_placement)
+{
+    nsp_topo_t *t = nsp_topology();
+    if (!nsp_topo_is_thissystem(t)) {
+        fprintf(stderr, "real_placement: skipped: synthetic topology, binding is only recorded\n");
+        return;
+    }
+    for (unsigned n = 0; n < nsp_topo_num_nodes(t); n++) {
+        nsp_node_info_t info;
+        nsp_topo_node_info(t, n, &info);
+        size_t len = 4 << 20;
+        char *p = nsp_malloc_node(len, n);
+        ck_assert_ptr_nonnull(p);
+        memset(p, 1, len);
+        void *pages[16];
+        int status[16];
+        for (int i = 0; i < 16; i++)
+            pages[i] = p + (size_t)i * (len / 16);
+        long rc = syscall(SYS_move_pages, 0, 16UL, pages, NULL, status, 0);
+        if (rc < 0 && errno == ENOSYS) {
+            fprintf(stderr, "real_placement: skipped: move_pages not available here\n");
+            free(p);
+            return;
+        }
+        ck_assert_int_eq(rc, 0);
+        for (int i = 0; i < 16; i++)
+            ck_assert_msg(status[i] == (int)info.os_index, "page %d of node %u's object is on %d", i,
+                          n, status[i]);
+        free(p);
+    }
+}
+END_TEST
+
+/* Memory handed out before the allocator was ready (hwloc's, during the topology load) is
+ * recognised when freed or reallocated later: no error, contents kept. */
+START_TEST(bootstrap_memory_is_recognised)
+{
+    ready();
+    char *b = nsp__boot_alloc(100, 16);
+    ck_assert_ptr_nonnull(b);
+    ck_assert(nsp__boot_owns(b));
+    memset(b, 7, 100);
+    ck_assert_uint_eq(malloc_usable_size(b), 100);
+    char *r = realloc(b, 5000);
+    ck_assert_ptr_nonnull(r);
+    ck_assert(!nsp__boot_owns(r));
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(r[i], 7);
+    free(r);
+    char *b2 = nsp__boot_alloc(64, 64);
+    ck_assert_uint_eq((uintptr_t)b2 % 64, 0);
+    free(b2);
+    nsp_stats_t st;
+    nsp_stats_get(&st);
+    ck_assert_uint_eq(st.not_owned_frees, 0);
+    ck_assert_uint_gt(st.bootstrap_bytes, 0); /* hwloc's load went through it */
+}
+END_TEST
 
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
@@ -539,6 +615,8 @@ int main(void)
     tcase_add_test(tc, malloc_node_places);
     tcase_add_test(tc, spill_to_nearest_node);
     tcase_add_test(tc, os_refusal_is_enomem_and_recoverable);
+    tcase_add_test(tc, real_placement);
+    tcase_add_test(tc, bootstrap_memory_is_recognised);
     tcase_add_test(tc, mallinfo2_and_trim);
     suite_add_tcase(s, tc);
     tc = tcase_create("process");
