@@ -57,16 +57,17 @@ const char *nsp_grouping_name(nsp_grouping_t g)
 
 /*
  * hwloc dlopens its plugins at the first topology init of the process. Its OpenCL and GL plugins
- * pull libOpenCL and libGL into every program that preloads numaspan, and the allocator needs
- * neither (nor PCI): keep them out unless the user chose a blacklist, then restore the
- * environment so that nothing else in the process sees the change.
+ * pull libOpenCL and libGL into every program that preloads numaspan, its libxml2 plugin pulls
+ * libxml2, ICU and libstdc++ (2 MB of RSS in every process), and the allocator needs none of
+ * them, nor PCI (hwloc's built-in XML parser reads its own exports): keep them out unless the
+ * user chose a blacklist, then restore the environment so that nothing else sees the change.
  */
 static int topology_init(hwloc_topology_t *hw)
 {
     static const char var[] = "HWLOC_PLUGINS_BLACKLIST";
     int ours = getenv(var) == NULL;
     if (ours)
-        setenv(var, "hwloc_opencl,hwloc_gl,hwloc_pci", 0);
+        setenv(var, "hwloc_opencl,hwloc_gl,hwloc_pci,hwloc_xml_libxml", 0);
     int rc = hwloc_topology_init(hw);
     if (ours)
         unsetenv(var);
