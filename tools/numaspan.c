@@ -176,8 +176,8 @@ static int find_bench(const char *name, char *out, size_t len)
     *slash = 0;
     const char *where[] = {"%s/bench/%s", "%s/../libexec/numaspan/%s"};
     for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
-        snprintf(out, len, where[i], self, name);
-        if (access(out, X_OK) == 0)
+        int n = snprintf(out, len, where[i], self, name);
+        if (n > 0 && (size_t)n < len && access(out, X_OK) == 0)
             return 0;
     }
     return -1;
