@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "central.h"
+#include "ledger.h"
 #include "os.h"
 #include "span.h"
 
@@ -57,6 +58,7 @@ int nsp__cache_init(void)
         c->index = i;
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
+        c->flush_gen = atomic_load(&nsp__sweepgen);
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             c->spans[k] = &nsp__empty_span;
     }
@@ -153,13 +155,22 @@ void nsp__cache_release(struct nsp_cache *c, unsigned cls)
     c->held_bytes -= span_bytes(cls);
     atomic_fetch_sub_explicit(&nsp__cached_total, span_bytes(cls), memory_order_relaxed);
     c->releases++;
-    nsp__central_uncache_span(s);
+    uint32_t mallocs = s->nmalloc;
+    nsp__ledger_release(s, c->pending);
+    nsp__central_uncache_span(s, mallocs);
 }
 
 void nsp__cache_release_all(struct nsp_cache *c)
 {
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
         nsp__cache_release(c, k);
+}
+
+void nsp__cache_flush(struct nsp_cache *c, uint32_t sg)
+{
+    nsp__cache_release_all(c);
+    nsp__ledger_flush(c->pending);
+    c->flush_gen = sg;
 }
 
 /* Keeps the cache under its cap before it takes `need` more bytes: releases the largest spans
@@ -184,21 +195,37 @@ static void sweep_in_place(struct nsp_cache *c, struct nsp_span *s)
 {
     uint32_t doubles;
     uintptr_t first;
-    c->swept_objects += nsp__span_sweep(s, &doubles, &first);
+    uint32_t applied = nsp__span_sweep(s, &doubles, &first);
+    c->swept_objects += applied;
     c->sweeps++;
+    nsp__ledger_count(s, -(int64_t)applied); /* a cached span's charge waits for its release */
     if (doubles) {
         atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
     }
 }
 
+/* An object from the cached span s, counted as the fast path counts it. */
+static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
+{
+    (void)c;
+    if (p) {
+        s->nmalloc++;
+        nsp__ledger_exact_objects(s, 1, c->pending);
+    }
+    return p;
+}
+
 void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
 {
+    uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
+    if (c->flush_gen != sg) /* a cycle passed: stale spans go back before we allocate again */
+        nsp__cache_flush(c, sg);
     struct nsp_span *s = c->spans[cls];
     void *p;
     if (s != &nsp__empty_span) {
-        if ((p = nsp__span_next_free(s)))
-            return p;
+        if ((p = nsp__span_alloc_fast(s)) || (p = nsp__span_next_free(s)))
+            return counted(c, s, p);
         /* Nothing past the cursor. Remote frees and local frees behind it may have left room:
          * sweep, rewind, and only release the span when it is really full. */
         if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
@@ -206,7 +233,7 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
         if (s->alloc_count < s->nelems) {
             nsp__span_rewind(s);
             if ((p = nsp__span_next_free(s)))
-                return p;
+                return counted(c, s, p);
         }
         nsp__cache_release(c, cls);
     }
@@ -222,5 +249,7 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     c->held_bytes += bytes;
     atomic_fetch_add_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
     c->refills++;
-    return nsp__span_next_free(s);
+    nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
+    nsp__ledger_refill(s, c->pending);
+    return counted(c, s, nsp__span_next_free(s));
 }

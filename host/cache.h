@@ -37,12 +37,12 @@ struct nsp_cache {
     uint32_t index;
     uint32_t node;
     size_t held_bytes;
+    uint32_t flush_gen; /* sweepgen when the cache last released its spans (ledger.h) */
     struct nsp_span *spans[NSP_NUM_CLASSES];
     /* counters, under lock */
-    uint64_t nmalloc[NSP_NUM_CLASSES];
-    uint64_t local_frees;
     uint64_t refills, releases, cap_releases;
     uint64_t sweeps, swept_objects;
+    int64_t pending[NSP_MAX_NODES]; /* negative heapLive changes not yet applied (ledger.h) */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 extern struct nsp_cache *nsp__caches;
@@ -164,5 +164,8 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls);
 void nsp__cache_release(struct nsp_cache *c, unsigned cls);
 /* Gives every span back (pacer's idle release, malloc_trim). */
 void nsp__cache_release_all(struct nsp_cache *c);
+/* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
+ * cycle does to each cache, and a busy cache does to itself at its next allocation. */
+void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);
 
 #endif /* NSP_HOST_CACHE_H */

@@ -11,6 +11,7 @@
 
 #include <string.h>
 
+#include "ledger.h"
 #include "os.h"
 #include "pageheap.h"
 #include "runtime.h"
@@ -96,8 +97,11 @@ static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
         return;
     uint32_t doubles;
     uintptr_t first;
-    c->swept_objects += nsp__span_sweep(s, &doubles, &first);
+    uint32_t applied = nsp__span_sweep(s, &doubles, &first);
+    c->swept_objects += applied;
     c->sweeps++;
+    nsp__ledger_count(s, -(int64_t)applied);
+    nsp__ledger_sweep(s, NULL);
     if (doubles) {
         atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
@@ -151,11 +155,12 @@ struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned c
     return s;
 }
 
-void nsp__central_uncache_span(struct nsp_span *s)
+void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)
 {
     struct nsp_central *c = nsp__central(s->node, s->sizeclass);
     pthread_mutex_lock(&c->lock);
     c->releases++;
+    c->cached_mallocs += mallocs;
     if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
         /* empty, and the central has other spans to give: the pages go back */
         c->spans_returned++;
@@ -192,6 +197,13 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
     if (!p) {
         nsp__span_rewind(s);
         p = nsp__span_next_free(s);
+    }
+    if (p) { /* uncached: charged by its allocated slots (exact: by this object) */
+        nsp__ledger_count(s, 1);
+        if (nsp__accounting == NSP_ACCT_EXACT)
+            nsp__ledger_exact_objects(s, 1, NULL);
+        else
+            nsp__ledger_sweep(s, NULL);
     }
     if (p && s->alloc_count < s->nelems)
         make_partial(c, s);
@@ -239,11 +251,26 @@ size_t nsp__central_trim(unsigned node)
         for (; s; s = next) {
             next = s->next;
             sweep_owned(c, s);
+            nsp__ledger_sweep(s, NULL); /* a span that had nothing to sweep is reconciled too */
             if (s->alloc_count == 0 && !atomic_load(&s->dirty)) {
                 list_remove(c, s);
                 c->spans_returned++;
                 bytes += (size_t)s->npages << NSP_PAGE_SHIFT;
                 nsp__pageheap_free(s);
+            }
+        }
+        /* FULL spans with frees pending: swept here; the first of us and their freer to CAS
+         * FULL -> PARTIAL moves them */
+        for (s = c->full; s; s = next) {
+            next = s->next;
+            if (!atomic_load(&s->dirty))
+                continue;
+            sweep_owned(c, s);
+            uint32_t full = NSP_SPAN_FULL;
+            if (s->alloc_count < s->nelems &&
+                atomic_compare_exchange_strong(&s->state, &full, NSP_SPAN_PARTIAL)) {
+                list_remove(c, s);
+                list_push(c, s, NSP_LIST_PARTIAL);
             }
         }
         pthread_mutex_unlock(&c->lock);

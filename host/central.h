@@ -29,6 +29,7 @@ struct nsp_central {
     uint64_t spans_new;      /* spans carved from the page heap */
     uint64_t spans_returned; /* empty spans given back to it */
     uint64_t direct_allocs;  /* objects handed out without a cache */
+    uint64_t cached_mallocs; /* objects caches handed out of spans since given back */
     uint64_t wakes;          /* FULL spans woken by a remote free */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
@@ -47,14 +48,17 @@ int nsp__central_init(unsigned nnodes);
  * when it has none, carved from node's page heap (or the nearest node with room). NULL if no node
  * has memory. */
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache);
-/* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots). */
-void nsp__central_uncache_span(struct nsp_span *s);
+/* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots); the
+ * cache made `mallocs` allocations from it (the class's counter). The ledger's release is the
+ * cache's to do first. */
+void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs);
 /* A remote free found s FULL: move it to PARTIAL (the first freer to win the CAS does). */
 void nsp__central_wake(struct nsp_span *s);
 /* One object of class cls from node's central without caching a span (a failed try-lock,
  * nsp_malloc_node). NULL if no node has memory. */
 void *nsp__central_alloc(unsigned node, unsigned cls);
-/* Sweeps node's uncached spans and returns the empty ones to the page heap. Returns bytes. */
+/* Sweeps node's uncached spans (reconciling their charges) and returns the empty ones to the
+ * page heap. Returns bytes. */
 size_t nsp__central_trim(unsigned node);
 
 #endif /* NSP_HOST_CENTRAL_H */

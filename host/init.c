@@ -27,6 +27,7 @@
 #include "numaspan.h"
 #include "options.h"
 #include "os.h"
+#include "pacer.h"
 #include "pageheap.h"
 #include "runtime.h"
 #include "sizeclass.h"
@@ -151,6 +152,8 @@ static void fork_prepare(void)
         pthread_mutex_lock(&nsp__pageheaps[n].lock);
 }
 
+static void fork_release_child(void);
+
 static void fork_release(void)
 {
     for (unsigned n = nsp__nnodes; n-- > 0;)
@@ -159,6 +162,12 @@ static void fork_release(void)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
             pthread_mutex_unlock(&nsp__central(n, k)->lock);
     nsp__cache_unlock_all();
+}
+
+static void fork_release_child(void)
+{
+    fork_release();
+    nsp__pacer_forked_child(); /* no pacer thread in the child: it starts again on demand */
 }
 
 /* ---- initialisation --------------------------------------------------------------------------- */
@@ -200,7 +209,8 @@ int nsp__init(void)
         in_init = 0;
         return 0;
     }
-    pthread_atfork(fork_prepare, fork_release, fork_release);
+    nsp__pacer_init();
+    pthread_atfork(fork_prepare, fork_release, fork_release_child);
     nsp__stats_init();
     atomic_store(&init_state, 2);
     atomic_store_explicit(&nsp__ready, 1, memory_order_release);

@@ -20,7 +20,9 @@
 
 #include "cache.h"
 #include "central.h"
+#include "ledger.h"
 #include "numaspan.h"
+#include "pacer.h"
 #include "pageheap.h"
 #include "runtime.h"
 #include "sizeclass.h"
@@ -46,12 +48,13 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
     void *p;
     if (c) {
         p = nsp__cache_alloc_slow(c, cls);
-        c->nmalloc[cls] += p != NULL;
         nsp__cache_unlock(c);
     } else {
         /* the cache is busy (or this cpu has none): the central serves, nobody spins */
         p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
     }
+    nsp__pacer_start();
+    nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
     return p ? p : enomem();
 }
 
@@ -59,9 +62,14 @@ static inline void *alloc_small(unsigned cls)
 {
     struct nsp_cache *c = nsp__cache_acquire();
     if (likely(c)) {
-        void *p = nsp__span_alloc_fast(c->spans[cls]);
+        struct nsp_span *s = c->spans[cls];
+        /* a cycle since this cache last looked: its spans are stale, the slow path releases them */
+        uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
+        void *p = likely(c->flush_gen == sg) ? nsp__span_alloc_fast(s) : NULL;
         if (likely(p)) {
-            c->nmalloc[cls]++;
+            s->nmalloc++;
+            if (nsp__ledger_exact())
+                nsp__ledger_exact_objects(s, 1, c->pending);
             nsp__cache_unlock(c);
             return p;
         }
@@ -91,9 +99,10 @@ static void *alloc_large_on(size_t n, size_t align, unsigned node)
     s->sizeclass = 0;
     s->elemsize = (uint32_t)((size_t)s->npages << NSP_PAGE_SHIFT);
     s->nelems = 1;
-    s->large_size = n;
     atomic_store_explicit(&s->state, NSP_SPAN_LARGE, memory_order_release);
     atomic_fetch_add_explicit(&nsp__large_allocs[s->node], 1, memory_order_relaxed);
+    nsp__ledger_large(s, 1);
+    nsp__pacer_after_alloc();
     return (void *)s->base;
 }
 
@@ -151,6 +160,7 @@ static __attribute__((noinline)) void free_large(struct nsp_span *s, void *p)
     }
     int saved = errno;
     atomic_fetch_add_explicit(&nsp__large_frees[s->node], 1, memory_order_relaxed);
+    nsp__ledger_large(s, 0);
     if (s->arena->huge)
         nsp__huge_free(s);
     else
@@ -168,6 +178,8 @@ static __attribute__((noinline)) void free_unowned(void *p)
 static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
 {
     int r = nsp__span_free_remote(s, idx);
+    if (r >= 0)
+        nsp__ledger_exact_objects(s, -1, NULL); /* the other modes wait for the sweep */
     if (r > 0) {
         int saved = errno;
         nsp__central_wake(s);
@@ -201,7 +213,11 @@ NSP_EXPORT void nsp_free(void *p)
             /* re-checked under the lock: only this cache can take the span from itself */
             if (likely(c->spans[s->sizeclass] == s)) {
                 int r = nsp__span_free_local(s, idx);
-                c->local_frees++;
+                if (likely(r == 0)) {
+                    s->nfree++;
+                    if (nsp__ledger_exact())
+                        nsp__ledger_exact_objects(s, -1, c->pending);
+                }
                 nsp__cache_unlock(c);
                 if (unlikely(r < 0))
                     nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
@@ -276,20 +292,18 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
         }
         old = (size_t)s->npages << NSP_PAGE_SHIFT;
         /* keep the pages while the new size still uses more than half of them */
-        if (n > NSP_MAX_SMALL && n <= old && n > old / 2) {
-            s->large_size = n;
+        if (n > NSP_MAX_SMALL && n <= old && n > old / 2)
             return p;
-        }
         /* grow without copying: into the free pages after it, or by moving a huge mapping's
          * pages (mremap), as glibc does for its mmapped chunks */
         int saved = errno;
         if (n > old && !s->arena->huge && n < NSP_HUGE_MIN &&
             nsp__pageheap_grow(s, (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT) == 0) {
-            s->large_size = n;
+            nsp__ledger_large_resized(s);
             return p;
         }
         if (s->arena->huge && n >= NSP_HUGE_MIN && nsp__huge_resize(s, n) == 0) {
-            s->large_size = n;
+            nsp__ledger_large_resized(s);
             return (void *)s->base;
         }
         errno = saved;

@@ -42,6 +42,31 @@ static const struct option_row table[] = {
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
                                  "bytes of spans all core caches together may hold; past it, "
                                  "allocations come from the centrals without caching spans"},
+    [NSP_OPT_ACCOUNTING] = {"NSP_ACCOUNTING", "over",
+                            "heapLive accounting: over (a cached span is charged whole, "
+                            "reconciled at release), under (charged at release only), exact "
+                            "(every object, an oracle)"},
+    [NSP_OPT_DELTA_BATCH] = {"NSP_DELTA_BATCH", "64K",
+                             "negative heapLive changes collect per (cache, node) up to this "
+                             "many bytes before they are applied"},
+    [NSP_OPT_PACER] = {"NSP_PACER", "sync",
+                       "cycle mode: sync (the allocation that crosses the trigger runs the cycle) "
+                       "or concurrent (the pacer thread runs it while the program allocates)"},
+    [NSP_OPT_PACE_PERCENT] = {"NSP_PACE_PERCENT", "100",
+                              "goal = live * (1 + percent/100), like GOGC"},
+    [NSP_OPT_HEAP_MIN] = {"NSP_HEAP_MIN", "auto",
+                          "the smallest goal; auto: 4 MiB * percent/100"},
+    [NSP_OPT_MEMORY_LIMIT] = {"NSP_MEMORY_LIMIT", "0",
+                              "bytes the heap's goal must stay under (minus what numaspan holds "
+                              "outside the heap and a headroom of max(3%, 1 MiB)); 0: none"},
+    [NSP_OPT_NODE_LIMITS] = {"NSP_NODE_LIMITS", "",
+                             "pages mapped per node, e.g. 0=2G,1=8G: a node at its limit sends "
+                             "its cores' refills to the nearest node with room"},
+    [NSP_OPT_IDLE_RELEASE_MS] = {"NSP_IDLE_RELEASE_MS", "1000",
+                                 "a cache unused this long gives its spans back; 0: never"},
+    [NSP_OPT_TRACE] = {"NSP_TRACE", "",
+                       "a CSV file to append every pacer event to: "
+                       "time_ns,node,heap_live,trigger,goal,limit,event"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include "os.h"
+#include "pacer.h"
 #include "runtime.h"
 
 struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
@@ -102,9 +103,13 @@ uint64_t nsp__test_nodes_without_memory;
 
 static struct nsp_arena *arena_new(unsigned node)
 {
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
     if (__atomic_load_n(&nsp__test_nodes_without_memory, __ATOMIC_RELAXED) & (1ULL << node))
         return NULL;
-    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    /* a node at its page limit (NSP_NODE_LIMITS) maps no more: its refills spill */
+    if (nsp__node_limit_pages[node] &&
+        (int64_t)(h->pages_mapped + NSP_ARENA_PAGES) > nsp__node_limit_pages[node])
+        return NULL;
     size_t words = NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE;
     _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
     size_t meta = NSP_ARENA_HDR +
@@ -232,6 +237,7 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
         if (s) {
             atomic_fetch_add_explicit(&nsp__spills_out[node], 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&nsp__spills_in[order[i]], 1, memory_order_relaxed);
+            nsp__pacer_event("spill", node);
             return s;
         }
     }
@@ -303,11 +309,18 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
 
 size_t nsp__pageheap_scavenge(unsigned node)
 {
+    return nsp__pageheap_scavenge_upto(node, SIZE_MAX);
+}
+
+size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want)
+{
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     size_t released = 0;
     pthread_mutex_lock(&h->lock);
-    for (unsigned k = 0; k < NSP_FREE_LISTS; k++)
-        for (struct nsp_span *r = h->free_runs[k]; r; r = r->next) {
+    /* longest runs first (list 0), so that few calls hand back much */
+    for (unsigned i = 0; i < NSP_FREE_LISTS && released < want; i++) {
+        unsigned k = i ? NSP_FREE_LISTS - i : 0;
+        for (struct nsp_span *r = h->free_runs[k]; r && released < want; r = r->next) {
             if (r->scavenged || nsp__os_release((void *)r->base, (size_t)r->npages << NSP_PAGE_SHIFT))
                 continue;
             r->scavenged = 1;
@@ -315,6 +328,7 @@ size_t nsp__pageheap_scavenge(unsigned node)
             h->pages_scavenged += r->npages;
             released += (size_t)r->npages << NSP_PAGE_SHIFT;
         }
+    }
     pthread_mutex_unlock(&h->lock);
     return released;
 }
@@ -326,6 +340,12 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     size_t len = round_up(size, NSP_ARENA_SIZE);
     if (len < size) {
         errno = ENOMEM;
+        return NULL;
+    }
+    if (nsp__node_limit_pages[node] &&
+        (int64_t)((nsp__pageheaps[node].pages_mapped + (len >> NSP_PAGE_SHIFT))) >
+            nsp__node_limit_pages[node]) {
+        errno = ENOMEM; /* the node is at its limit (NSP_NODE_LIMITS) */
         return NULL;
     }
     size_t meta = round_up(sizeof(struct nsp_arena) + sizeof(struct nsp_span), 4096);

@@ -71,8 +71,10 @@ int nsp__huge_resize(struct nsp_span *s, size_t size);
 /* Test hook: nodes (bit n) whose page heaps get no new arena, as if the node had no memory. */
 extern uint64_t nsp__test_nodes_without_memory;
 
-/* Hands every free run's pages back to the OS. Returns the bytes released. */
+/* Hands every free run's pages back to the OS (or about `want` bytes of them). Returns the bytes
+ * released. */
 size_t nsp__pageheap_scavenge(unsigned node);
+size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want);
 
 /*
  * The span that owns address p: NULL if numaspan never mapped p or p lies in free pages.

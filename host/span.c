@@ -16,7 +16,8 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     s->nelems = k->nelems;
     s->divmul = k->divmul;
     s->alloc_count = 0;
-    s->charge = 0;
+    atomic_store_explicit(&s->charge, 0, memory_order_relaxed);
+    s->nmalloc = s->nfree = 0;
     uint32_t nw = nsp__span_nwords(s);
     /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */
     memset(s->alloc_bits, 0, nw * sizeof(uint64_t));

@@ -16,6 +16,7 @@
 
 #include "cache.h"
 #include "central.h"
+#include "ledger.h"
 #include "options.h"
 #include "pageheap.h"
 #include "runtime.h"
@@ -47,6 +48,8 @@ static void count_span(const struct nsp_span *s, nsp_class_stats_t *cls, nsp_nod
     uint64_t live = s->alloc_count > pending ? s->alloc_count - pending : 0;
     k->objects_in_use += live;
     k->bytes_in_use += live * s->elemsize;
+    if (state == NSP_SPAN_CACHED)
+        k->mallocs += s->nmalloc; /* not yet flushed into the central's count */
     nd->remote_frees += pending;
     if (state == NSP_SPAN_CACHED)
         k->spans_cached++;
@@ -73,7 +76,7 @@ static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
     pthread_mutex_unlock(&h->lock);
 }
 
-static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd, uint64_t *direct)
 {
     memset(cls, 0, NSP_STATS_MAX_CLASSES * sizeof *cls);
     memset(nd, 0, sizeof *nd);
@@ -90,7 +93,8 @@ static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
         cls[k].size = nsp__classes[k].size;
         cls[k].refills = c->refills;
         cls[k].releases = c->releases;
-        cls[k].mallocs = c->direct_allocs;
+        cls[k].mallocs += c->direct_allocs + c->cached_mallocs;
+        *direct += c->direct_allocs;
         nd->remote_frees += c->swept_objects;
         nd->sweeps += c->sweeps;
         pthread_mutex_unlock(&c->lock);
@@ -117,7 +121,8 @@ int nsp_stats_get_class_node(unsigned node, unsigned cls, nsp_class_stats_t *out
     }
     nsp_class_stats_t all[NSP_STATS_MAX_CLASSES];
     nsp_node_stats_t nd;
-    node_stats(node, all, &nd);
+    uint64_t direct = 0;
+    node_stats(node, all, &nd, &direct);
     *out = all[cls];
     return 0;
 }
@@ -134,7 +139,7 @@ int nsp_stats_get(nsp_stats_t *out)
     nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES];
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         nsp_node_stats_t *nd = &out->node[n];
-        node_stats(n, cls, nd);
+        node_stats(n, cls, nd, &out->central_allocs);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
             nsp_class_stats_t *o = &out->cls[k];
             o->size = nsp__classes[k].size;
@@ -146,7 +151,6 @@ int nsp_stats_get(nsp_stats_t *out)
             o->refills += cls[k].refills;
             o->releases += cls[k].releases;
             o->mallocs += cls[k].mallocs;
-            out->central_allocs += cls[k].mallocs;
         }
         out->bytes_in_use += nd->bytes_in_use;
         out->objects_in_use += nd->objects_in_use;
@@ -154,17 +158,26 @@ int nsp_stats_get(nsp_stats_t *out)
         out->large_allocs += atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
         out->large_frees += atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
     }
+    uint64_t frees = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        frees += atomic_load(&nsp__ledger[n].free_objects);
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         const struct nsp_cache *c = &nsp__caches[i];
-        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
-            out->cls[k].mallocs += c->nmalloc[k];
-        out->local_frees += c->local_frees;
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            const struct nsp_span *sp = __atomic_load_n(&c->spans[k], __ATOMIC_RELAXED);
+            if (sp != &nsp__empty_span)
+                frees += __atomic_load_n(&sp->nfree, __ATOMIC_RELAXED);
+        }
         out->node[c->node].remote_frees += c->swept_objects;
         out->node[c->node].sweeps += c->sweeps;
         out->remote_frees += c->swept_objects;
     }
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
         out->mallocs += out->cls[k].mallocs;
+    /* frees applied by their owner: every free counted less the large ones and the remote ones
+     * (swept or pending) */
+    uint64_t other = out->large_frees + out->remote_frees;
+    out->local_frees = frees > other ? frees - other : 0;
     out->cached_bytes = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed);
     out->not_owned_frees = atomic_load(&nsp__errors[NSP_ERR_NOT_OWNED]);
     out->interior_frees = atomic_load(&nsp__errors[NSP_ERR_INTERIOR]);

@@ -100,15 +100,17 @@ struct nsp_span {
     uint32_t cache;         /* the caching core cache while CACHED */
     /* line 1 */
     _Atomic uint32_t dirty;
-    uint32_t list;          /* enum nsp_span_list: where its central keeps it (central lock) */
+    uint16_t list;          /* enum nsp_span_list: where its central keeps it (central lock) */
+    uint8_t needzero;       /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
+    uint8_t scavenged;      /* FREE runs: 1 if the pages were handed back with madvise */
     uint32_t npages;
     uint32_t start_page;    /* index of the first page in its arena */
     struct nsp_arena *arena;
     struct nsp_span *next, *prev; /* central list or page-heap free list */
-    int64_t charge;         /* ledger: bytes charged to heapLive[node] */
-    size_t large_size;      /* requested size of a large object (usable size is npages pages) */
-    uint32_t needzero;      /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
-    uint32_t scavenged;     /* FREE runs: 1 if the pages were handed back with madvise */
+    _Atomic int64_t charge; /* ledger: bytes charged to heapLive[node] (ledger.h) */
+    uint32_t sweepgen;      /* ledger.h: sg + 3 cached this cycle, sg + 1 stale */
+    uint32_t nmalloc;       /* owner's counts since the last flush into the ledger's totals */
+    uint32_t nfree;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 /* The metadata mapping of an arena starts with this struct, and its page map follows at

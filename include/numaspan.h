@@ -221,6 +221,45 @@ NSP_API void nsp_stats_print(FILE *out, int json);
 NSP_API int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, uint32_t *nelems);
 
 /* ---------------------------------------------------------------------------------------------
+ * The ledger and the pacer (DESIGN.md §5-6). heapLive[n] is the pacer's pessimistic view of the
+ * bytes allocated on node n; see host/ledger.h for the rule and host/pacer.h for the model.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Runs in a cycle, holding no allocator lock: it may free (and allocate) through numaspan. */
+typedef void (*nsp_collector_fn)(void *arg);
+/* Registers the collector (NULL: none). With a collector the pacer runs cycles at its trigger. */
+NSP_API void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg);
+/* Forces a cycle now: collector, sweepgen += 2, caches released, uncached spans swept, live
+ * measured, goal and trigger set, scavenging. Returns when it is done (or at once if another
+ * cycle is running). */
+NSP_API void nsp_pacer_cycle(void);
+
+typedef struct nsp_pacer_info {
+    unsigned nnodes;
+    int accounting;          /* 0 over, 1 under, 2 exact */
+    int concurrent;          /* cycle mode */
+    int paced;               /* cycles run at the trigger (a limit or a collector) */
+    int64_t heap_live[NSP_STATS_MAX_NODES];  /* the ledger's heapLive per node */
+    int64_t pending[NSP_STATS_MAX_NODES];    /* negative changes batched in caches, not applied */
+    uint64_t total_alloc_bytes[NSP_STATS_MAX_NODES], total_alloc_objects[NSP_STATS_MAX_NODES];
+    uint64_t total_free_bytes[NSP_STATS_MAX_NODES], total_free_objects[NSP_STATS_MAX_NODES];
+    int64_t node_limit_bytes[NSP_STATS_MAX_NODES];
+    int64_t pages_mapped[NSP_STATS_MAX_NODES];
+    int64_t heap_live_total;
+    int64_t live, goal, trigger, runway, memory_limit; /* trigger -1: nothing to pace */
+    uint32_t sweepgen;
+    uint64_t cycles, forced_cycles, caches_released, idle_releases, busy_caches;
+    uint64_t bytes_scavenged, pause_ns_total, pause_ns_max, spills;
+} nsp_pacer_info_t;
+
+/* Fills out. Returns 0, or -1 if the allocator is not initialised. */
+NSP_API int nsp_pacer_get(nsp_pacer_info_t *out);
+/* The debug recount: with every cache, central and page heap locked, sums the charges of every
+ * span per node and compares with heapLive + pending. Returns 0 when they agree; otherwise -1,
+ * with the first node that disagrees and both sums. */
+NSP_API int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges);
+
+/* ---------------------------------------------------------------------------------------------
  * Options: one table of every NSP_* environment variable.
  * ------------------------------------------------------------------------------------------- */
 

@@ -171,9 +171,9 @@ START_TEST(two_cores_one_span)
         ck_assert_uint_eq(s2->alloc_count, before - 1 + 1);
 
     /* B frees its own object: a local free now, since B caches that span */
-    uint64_t local = cb->local_frees;
+    uint32_t local = got->nfree;
     free(t);
-    ck_assert_uint_eq(cb->local_frees, local + 1);
+    ck_assert_uint_eq(got->nfree, local + 1);
     ck_assert_uint_eq(errors(NSP_ERR_NOT_OWNED), 0);
     ck_assert_uint_eq(errors(NSP_ERR_INTERIOR), 0);
 }

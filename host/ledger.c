@@ -1,0 +1,213 @@
+/*
+ * host/ledger.c — the ledger's events (see ledger.h for the rule, the table and the invariants).
+ *
+ * The ledger reaches the pacer in one place: a positive change that takes the heap across the
+ * pacer's trigger wakes it (nsp__pacer_crossed). Nothing here takes a lock.
+ */
+#include "ledger.h"
+
+#include "pacer.h"
+#include "runtime.h"
+
+struct nsp_ledger_node nsp__ledger[NSP_MAX_NODES];
+_Atomic int64_t nsp__heap_live_total;
+_Atomic int64_t nsp__charged_total;
+_Atomic int64_t nsp__huge_charge[NSP_MAX_NODES];
+int nsp__accounting;
+int64_t nsp__delta_batch = 64 << 10;
+_Atomic uint32_t nsp__sweepgen = 2;
+
+static void apply(unsigned node, int64_t delta)
+{
+    atomic_fetch_add_explicit(&nsp__ledger[node].heap_live, delta, memory_order_relaxed);
+    int64_t total =
+        atomic_fetch_add_explicit(&nsp__heap_live_total, delta, memory_order_relaxed) + delta;
+    if (delta > 0) {
+        atomic_fetch_add_explicit(&nsp__charged_total, delta, memory_order_relaxed);
+        if (total >= atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed))
+            nsp__pacer_crossed(total);
+    }
+}
+
+void nsp__ledger_delta(unsigned node, int64_t delta, int64_t *pending)
+{
+    if (delta >= 0 || !pending) {
+        if (delta)
+            apply(node, delta);
+        return;
+    }
+    pending[node] += delta;
+    if (pending[node] < -nsp__delta_batch) {
+        apply(node, pending[node]);
+        pending[node] = 0;
+    }
+}
+
+void nsp__ledger_flush(int64_t *pending)
+{
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        if (pending[n]) {
+            apply(n, pending[n]);
+            pending[n] = 0;
+        }
+}
+
+void nsp__ledger_set(struct nsp_span *s, int64_t charge, int64_t *pending)
+{
+    int64_t old = atomic_exchange_explicit(&s->charge, charge, memory_order_relaxed);
+    nsp__ledger_delta(s->node, charge - old, pending);
+}
+
+static int64_t allocated_bytes(const struct nsp_span *s)
+{
+    return (int64_t)s->alloc_count * s->elemsize;
+}
+
+void nsp__ledger_refill(struct nsp_span *s, int64_t *pending)
+{
+    s->sweepgen = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed) + 3;
+    switch (nsp__accounting) {
+    case NSP_ACCT_OVER:
+        /* We pick an overestimate here because an underestimate leads the pacer to believe that
+         * it is in better shape than it is (Go 1ebc983): the whole span counts as allocated,
+         * free slots and tail waste included, and allocations from it touch no shared counter. */
+        nsp__ledger_set(s, (int64_t)s->npages << NSP_PAGE_SHIFT, pending);
+        break;
+    case NSP_ACCT_UNDER:
+        nsp__ledger_set(s, allocated_bytes(s), pending); /* frozen until the release */
+        break;
+    default:
+        break; /* exact: the charge follows every object already */
+    }
+}
+
+void nsp__ledger_release(struct nsp_span *s, int64_t *pending)
+{
+    nsp__ledger_flush_counts(s);
+    /* Reconcile: the unused slots and the tail waste go back, local frees and in-place sweeps
+     * made while cached are taken into account. Computed afresh from the span, so a span cached
+     * before a cycle (stale) is reconciled as exactly as any other. */
+    if (nsp__accounting != NSP_ACCT_EXACT)
+        nsp__ledger_set(s, allocated_bytes(s), pending);
+}
+
+void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending)
+{
+    if (nsp__accounting != NSP_ACCT_EXACT)
+        nsp__ledger_set(s, allocated_bytes(s), pending);
+}
+
+void nsp__ledger_large(struct nsp_span *s, int allocated)
+{
+    struct nsp_ledger_node *l = &nsp__ledger[s->node];
+    uint64_t bytes = (uint64_t)s->npages << NSP_PAGE_SHIFT;
+    if (allocated) {
+        atomic_fetch_add_explicit(&l->alloc_bytes, bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->alloc_objects, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&l->free_bytes, bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->free_objects, 1, memory_order_relaxed);
+    }
+    if (s->arena->huge)
+        atomic_fetch_add_explicit(&nsp__huge_charge[s->node],
+                                  (allocated ? (int64_t)bytes : 0) - atomic_load(&s->charge),
+                                  memory_order_relaxed);
+    nsp__ledger_set(s, allocated ? (int64_t)bytes : 0, NULL);
+}
+
+void nsp__ledger_large_resized(struct nsp_span *s)
+{
+    int64_t bytes = (int64_t)s->npages << NSP_PAGE_SHIFT;
+    if (s->arena->huge)
+        atomic_fetch_add_explicit(&nsp__huge_charge[s->node], bytes - atomic_load(&s->charge),
+                                  memory_order_relaxed);
+    nsp__ledger_set(s, bytes, NULL);
+}
+
+void nsp__ledger_count(struct nsp_span *s, int64_t n)
+{
+    struct nsp_ledger_node *l = &nsp__ledger[s->node];
+    uint64_t k = (uint64_t)(n < 0 ? -n : n), bytes = k * s->elemsize;
+    if (n > 0) {
+        atomic_fetch_add_explicit(&l->alloc_bytes, bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->alloc_objects, k, memory_order_relaxed);
+    } else if (n < 0) {
+        atomic_fetch_add_explicit(&l->free_bytes, bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->free_objects, k, memory_order_relaxed);
+    }
+}
+
+void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending)
+{
+    if (nsp__accounting != NSP_ACCT_EXACT)
+        return;
+    int64_t bytes = n * (int64_t)s->elemsize;
+    atomic_fetch_add_explicit(&s->charge, bytes, memory_order_relaxed);
+    nsp__ledger_delta(s->node, bytes, pending);
+}
+
+void nsp__ledger_flush_counts(struct nsp_span *s)
+{
+    struct nsp_ledger_node *l = &nsp__ledger[s->node];
+    if (s->nmalloc) {
+        atomic_fetch_add_explicit(&l->alloc_objects, s->nmalloc, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->alloc_bytes, (uint64_t)s->nmalloc * s->elemsize,
+                                  memory_order_relaxed);
+        s->nmalloc = 0;
+    }
+    if (s->nfree) {
+        atomic_fetch_add_explicit(&l->free_objects, s->nfree, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->free_bytes, (uint64_t)s->nfree * s->elemsize,
+                                  memory_order_relaxed);
+        s->nfree = 0;
+    }
+}
+
+/* ---- the debug recount ------------------------------------------------------------------------- */
+
+#include "cache.h"
+#include "central.h"
+#include "pageheap.h"
+#include "sizeclass.h"
+
+int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return -1;
+    int64_t sum[NSP_MAX_NODES] = {0};
+    nsp__cache_lock_all();
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            pthread_mutex_lock(&nsp__central(n, k)->lock);
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        struct nsp_pageheap *h = &nsp__pageheaps[n];
+        pthread_mutex_lock(&h->lock);
+        for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
+            for (uint32_t p = 0; p < NSP_ARENA_PAGES;) {
+                struct nsp_span *s = &ar->spans[p];
+                if (atomic_load_explicit(&s->state, memory_order_relaxed) != NSP_SPAN_FREE)
+                    sum[s->node] += atomic_load_explicit(&s->charge, memory_order_relaxed);
+                p += s->npages ? s->npages : 1;
+            }
+        pthread_mutex_unlock(&h->lock);
+    }
+    int rc = 0;
+    for (unsigned n = 0; n < nsp__nnodes && rc == 0; n++) {
+        int64_t l = atomic_load(&nsp__ledger[n].heap_live);
+        for (unsigned i = 0; i < nsp__ncaches; i++)
+            l += nsp__caches[i].pending[n];
+        /* huge objects live outside the arenas: their charges are kept beside them */
+        sum[n] += atomic_load(&nsp__huge_charge[n]);
+        if (l != sum[n]) {
+            rc = -1;
+            *node = n;
+            *ledger = l;
+            *charges = sum[n];
+        }
+    }
+    for (unsigned n = nsp__nnodes; n-- > 0;)
+        for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
+            pthread_mutex_unlock(&nsp__central(n, k)->lock);
+    nsp__cache_unlock_all();
+    return rc;
+}

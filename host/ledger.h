@@ -1,0 +1,90 @@
+/*
+ * host/ledger.h — heapLive as a ledger (DESIGN.md §5): per-node counters, span charges, batching.
+ *
+ * Owns: heapLive[n] and the monotonic totals of every node, the sum over nodes, the accounting
+ * mode and sweepgen.
+ *
+ * The one rule: every accounting event computes the span's new charge and applies
+ *     heapLive[s.node] += new - s.charge;  s.charge = new
+ * to the span's own node, whatever core caused it. heapLive is never overwritten.
+ *
+ * The charge, by event and mode (nsp__ledger_* below compute it):
+ *               over (default)            under                     exact
+ *   refill      npages * pageSize         allocCount * elemsize     (unchanged)
+ *   release     allocCount * elemsize     allocCount * elemsize     (unchanged)
+ *   sweep of an allocCount * elemsize     allocCount * elemsize     (unchanged)
+ *   uncached span
+ *   malloc/free (unchanged)               (unchanged)               +/- elemsize each
+ *   large       npages * pageSize when allocated, 0 when freed (every mode)
+ * "over" charges a cached span whole: its free slots and tail waste count as allocated until the
+ * release reconciles them — the seed's overestimate (Go 1ebc983): an underestimate lets the pacer
+ * believe it is in better shape than it is. "under" is what golang/go#53738 regressed to.
+ * "exact" is the oracle, slow on purpose.
+ *
+ * Batching: positive changes are applied at once; negative ones collect per (cache, node) in the
+ * cache's `pending` and are flushed past NSP_DELTA_BATCH, at the cache's next refill, and at a
+ * cycle. A late negative change only makes the estimate larger. heapLive[n] + pending[n] is the
+ * sum of the charges of node n's spans at every instant (between two ledger operations).
+ *
+ * sweepgen, in the seed's encoding, seen from a span held by a cache: sweepgen == sg + 3 swept and
+ * cached this cycle; sg + 1 cached before this cycle's sweep (stale: its owner releases it before
+ * allocating again). A cycle advances sg by 2. The release computes the charge afresh, so a stale
+ * span is reconciled correctly by construction (no "skip the stale span" rule is needed).
+ */
+#ifndef NSP_HOST_LEDGER_H
+#define NSP_HOST_LEDGER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "types.h"
+
+enum nsp_accounting { NSP_ACCT_OVER = 0, NSP_ACCT_UNDER, NSP_ACCT_EXACT };
+
+struct nsp_ledger_node {
+    _Atomic int64_t heap_live __attribute__((aligned(NSP_CACHE_LINE)));
+    /* monotonic totals, bytes and objects */
+    _Atomic uint64_t alloc_bytes __attribute__((aligned(NSP_CACHE_LINE)));
+    _Atomic uint64_t alloc_objects, free_bytes, free_objects;
+};
+
+extern struct nsp_ledger_node nsp__ledger[NSP_MAX_NODES];
+extern _Atomic int64_t nsp__heap_live_total; /* sum over nodes, kept beside them */
+extern _Atomic int64_t nsp__charged_total;   /* monotonic: every positive change (runway) */
+extern _Atomic int64_t nsp__huge_charge[NSP_MAX_NODES]; /* charges of huge objects (recount) */
+extern int nsp__accounting;                  /* enum nsp_accounting, set at init */
+extern int64_t nsp__delta_batch;             /* NSP_DELTA_BATCH */
+extern _Atomic uint32_t nsp__sweepgen;
+
+/* Applies a change of heapLive on node (delta > 0 at once; delta < 0 into *pending, flushed past
+ * the batch, or at once when pending is NULL). */
+void nsp__ledger_delta(unsigned node, int64_t delta, int64_t *pending);
+/* Sets s's charge to charge, applying the difference as nsp__ledger_delta does. */
+void nsp__ledger_set(struct nsp_span *s, int64_t charge, int64_t *pending);
+/* Flushes pending[0..nnodes-1] into heapLive. */
+void nsp__ledger_flush(int64_t *pending);
+
+/* The events. pending: the acting cache's negative batch, or NULL. */
+void nsp__ledger_refill(struct nsp_span *s, int64_t *pending);
+void nsp__ledger_release(struct nsp_span *s, int64_t *pending);
+void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending); /* uncached span, after a sweep */
+void nsp__ledger_large(struct nsp_span *s, int allocated);
+/* A large object grew or shrank in place (realloc): charged its new page count. */
+void nsp__ledger_large_resized(struct nsp_span *s);
+/* Objects allocated (n > 0) or freed (n < 0) in s outside the owner's counters (a central
+ * serving directly, remote frees applied by a sweep): the node's totals. */
+void nsp__ledger_count(struct nsp_span *s, int64_t n);
+/* The exact mode's charge of n objects allocated (n > 0) or freed (n < 0) in s, at the moment it
+ * happens; nothing in the other modes. */
+void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending);
+/* Adds the span's owner counters (allocations and local frees since the last flush) to the
+ * node's totals and zeroes them (owner only). */
+void nsp__ledger_flush_counts(struct nsp_span *s);
+
+/* The exact mode's per-object change, on the fast path's slow side. */
+static inline int nsp__ledger_exact(void)
+{
+    return __builtin_expect(nsp__accounting == NSP_ACCT_EXACT, 0);
+}
+
+#endif /* NSP_HOST_LEDGER_H */

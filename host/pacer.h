@@ -1,0 +1,69 @@
+/*
+ * host/pacer.h — the pacer (DESIGN.md §6): when to run a cycle, node limits, scavenging.
+ *
+ * Owns: the goal and trigger, the cycle (collector hook, sweepgen, release of caches, sweep of
+ * uncached spans, measurement of live, scavenging), the pacer thread, its stats and trace.
+ *
+ * The model (nsp__pacer_goal, nsp__pacer_trigger_for) is pure arithmetic on the live heap,
+ * percent, limits and runway, shared by the running pacer and the simulation tests:
+ *   goal     = max(live * (1 + percent/100), heapMin), and with a memory limit at most
+ *              limit - outside - max(3% of limit, 1 MiB)
+ *   trigger  sync:       the goal
+ *            concurrent: goal - runway, clamped to [live + 45/64 (goal - live),
+ *                        max(live + 61/64 (goal - live), goal - 4 MiB for goals above 4 MiB)]
+ *   and never less than live + a minimum allocation between cycles (no cycle storms).
+ * The pacer acts only when there is something to pace (a memory limit, node limits, or a
+ * collector); otherwise the trigger is infinite. Scavenging and idle-cache release always run.
+ * Layers reach the pacer only through the ledger (nsp__pacer_crossed); the pacer drives them
+ * down through their interfaces.
+ */
+#ifndef NSP_HOST_PACER_H
+#define NSP_HOST_PACER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "types.h"
+
+struct nsp_pacer_params {
+    int concurrent;       /* 0 sync, 1 concurrent */
+    double percent;       /* NSP_PACE_PERCENT */
+    int64_t heap_min;     /* NSP_HEAP_MIN */
+    int64_t memory_limit; /* NSP_MEMORY_LIMIT, 0 = none */
+    int64_t outside;      /* bytes numaspan holds outside the heap (metadata) */
+};
+
+/* The goal for a live heap (bytes). */
+int64_t nsp__pacer_goal(const struct nsp_pacer_params *p, int64_t live);
+/* The headroom under a memory limit: max(3%, 1 MiB). */
+int64_t nsp__pacer_headroom(int64_t limit);
+/* The trigger for a cycle that ended with live bytes live, goal goal, and runway (bytes allocated
+ * during recent cycles). */
+int64_t nsp__pacer_trigger_for(const struct nsp_pacer_params *p, int64_t live, int64_t goal,
+                               int64_t runway);
+/* The fewest bytes to allocate between two cycles. */
+int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
+
+extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
+extern int64_t nsp__node_limit_pages[NSP_MAX_NODES]; /* 0 = no limit */
+extern __thread int nsp__cycle_due;
+
+/* Reads the options; called once by nsp__init. Exits with a message on a malformed one. */
+void nsp__pacer_init(void);
+/* The ledger saw the heap reach total, at or past the trigger. */
+void nsp__pacer_crossed(int64_t total);
+/* A synchronous cycle that came due during an allocation runs here, holding no lock. */
+static inline void nsp__pacer_after_alloc(void)
+{
+    extern void nsp__pacer_run_due(void);
+    if (__builtin_expect(nsp__cycle_due, 0))
+        nsp__pacer_run_due();
+}
+/* Starts the pacer thread if it is not running (first refill; again in a forked child). */
+void nsp__pacer_start(void);
+/* fork: the child has no pacer thread. */
+void nsp__pacer_forked_child(void);
+/* A spill or scavenge happened (counted, traced). */
+void nsp__pacer_event(const char *event, unsigned node);
+
+#endif /* NSP_HOST_PACER_H */
