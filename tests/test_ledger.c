@@ -1,0 +1,362 @@
+/*
+ * tests/test_ledger.c — the ledger's invariants (DESIGN.md §5), per accounting mode, under
+ * threads; and the stale rule.
+ *
+ * CTest runs it once per mode (NSP_ACCOUNTING=over|under|exact) on a synthetic machine of 4
+ * nodes x 2 cores whose node 1 may map no arena (NSP_NODE_LIMITS=1=32M), so that node 1's cores
+ * spill. Four workers, one per node, allocate random sizes, free their own objects and each
+ * other's (cross-node frees), while a fifth thread forces a cycle every few milliseconds. Every
+ * round all five stop at a barrier and the test checks, node by node, against the live bytes it
+ * knows itself (in allocator units, from malloc_usable_size and nsp_node_of):
+ *   over:  heapLive + pending >= live;   exact: heapLive + pending == live;   under: nothing;
+ *   every mode: the totals never decrease.
+ * At the end, after a cycle (caches released, spans swept, changes flushed): heapLive == live in
+ * every mode, the debug recount agrees, and still after 10,000 more cycles.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host/cache.h"
+#include "host/ledger.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/span.h"
+#include "numaspan.h"
+
+#define WORKERS 4
+#define LIVE 1500
+#define SHARED 256
+#define ROUNDS 30
+#define OPS 3000
+
+struct rec {
+    void *p;
+};
+
+/* Bookkeeping lives in a mapping of its own: the test's own arrays must not be heap objects. */
+static struct rec (*live)[LIVE];
+static _Atomic(void *) *shared;
+static pthread_barrier_t barrier;
+static _Atomic uint64_t cycles_forced;
+static _Atomic int workers_done, bind_failed;
+
+static uint64_t rng(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static size_t draw(uint64_t *s)
+{
+    uint64_t r = rng(s);
+    if (r % 100 < 3)
+        return 33000 + (r >> 8) % 300000; /* large */
+    return 1 + (r >> 8) % 4000;
+}
+
+static void *worker(void *arg)
+{
+    unsigned w = (unsigned)(uintptr_t)arg;
+    /* core 2w: home node w (no ck_assert on this thread before the baseline: it allocates) */
+    bind_failed |= nsp_thread_bind_core(w * 2) < 0;
+    uint64_t seed = 0xabcdef + w * 7919;
+    pthread_barrier_wait(&barrier); /* the baseline is measured */
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int op = 0; op < OPS; op++) {
+            uint64_t r = rng(&seed);
+            unsigned i = (unsigned)((r >> 16) % LIVE);
+            struct rec *x = &live[w][i];
+            switch (r % 8) {
+            case 0: case 1: case 2:
+                free(x->p);
+                x->p = malloc(draw(&seed));
+                break;
+            case 3: case 4:
+                free(x->p);
+                x->p = NULL;
+                break;
+            default: /* hand it to another node: freed there */
+                x->p = atomic_exchange(&shared[(r >> 32) % SHARED], x->p);
+                break;
+            }
+        }
+        atomic_fetch_add(&workers_done, 1);
+        pthread_barrier_wait(&barrier); /* stop: the test checks */
+        pthread_barrier_wait(&barrier); /* go on */
+    }
+    /* stay alive until the final checks: a thread's exit frees glibc's own objects of it, which
+     * would move the baseline */
+    pthread_barrier_wait(&barrier);
+    return NULL;
+}
+
+/* Forces a cycle every 2 ms while the workers run; stops when they have all finished the round,
+ * so that the check sees caches they filled after the last cycle. */
+static void *cycler(void *arg)
+{
+    (void)arg;
+    pthread_barrier_wait(&barrier);
+    for (int round = 0; round < ROUNDS; round++) {
+        struct timespec ts = {0, 2000000};
+        while (atomic_load(&workers_done) < (round + 1) * WORKERS) {
+            nsp_pacer_cycle();
+            atomic_fetch_add(&cycles_forced, 1);
+            nanosleep(&ts, NULL);
+        }
+        pthread_barrier_wait(&barrier);
+        pthread_barrier_wait(&barrier);
+    }
+    pthread_barrier_wait(&barrier);
+    return NULL;
+}
+
+/* The live bytes the test itself knows, per node, in allocator units. */
+static void known_live(int64_t *out)
+{
+    memset(out, 0, NSP_STATS_MAX_NODES * sizeof *out);
+    for (unsigned w = 0; w < WORKERS; w++)
+        for (unsigned i = 0; i < LIVE; i++)
+            if (live[w][i].p)
+                out[nsp_node_of(live[w][i].p)] += (int64_t)malloc_usable_size(live[w][i].p);
+    for (unsigned j = 0; j < SHARED; j++) {
+        void *p = atomic_load(&shared[j]);
+        if (p)
+            out[nsp_node_of(p)] += (int64_t)malloc_usable_size(p);
+    }
+}
+
+static int totals_grew(const nsp_pacer_info_t *prev, const nsp_pacer_info_t *now)
+{
+    for (unsigned n = 0; n < now->nnodes; n++)
+        if (now->total_alloc_bytes[n] < prev->total_alloc_bytes[n] ||
+            now->total_alloc_objects[n] < prev->total_alloc_objects[n] ||
+            now->total_free_bytes[n] < prev->total_free_bytes[n] ||
+            now->total_free_objects[n] < prev->total_free_objects[n])
+            return 0;
+    return 1;
+}
+
+static void check_totals(const nsp_pacer_info_t *prev, const nsp_pacer_info_t *now)
+{
+    for (unsigned n = 0; n < now->nnodes; n++) {
+        ck_assert_uint_ge(now->total_alloc_bytes[n], prev->total_alloc_bytes[n]);
+        ck_assert_uint_ge(now->total_alloc_objects[n], prev->total_alloc_objects[n]);
+        ck_assert_uint_ge(now->total_free_bytes[n], prev->total_free_bytes[n]);
+        ck_assert_uint_ge(now->total_free_objects[n], prev->total_free_objects[n]);
+    }
+}
+
+/* Check's successful asserts allocate (fork mode sends each location to the parent): every
+ * reading is taken first, right after the cycle, and asserted afterwards. */
+static void check_settled(const int64_t *base, const char *when)
+{
+    int64_t truth[NSP_STATS_MAX_NODES], ledger, charges;
+    nsp_pacer_info_t pi;
+    unsigned node;
+    nsp_pacer_cycle();
+    known_live(truth);
+    nsp_pacer_get(&pi);
+    int recount = nsp_ledger_recount(&node, &ledger, &charges);
+    /* heapLive agrees with the sum of the charges (the bookkeeping) ... */
+    ck_assert_msg(recount == 0, "%s: recount: node %u ledger %lld charges %lld", when, node,
+                  (long long)ledger, (long long)charges);
+    /* ... and the charges with the live bytes (the accounting), nothing left pending */
+    for (unsigned n = 0; n < pi.nnodes; n++) {
+        ck_assert_int_eq(pi.pending[n], 0);
+        ck_assert_msg(pi.heap_live[n] == base[n] + truth[n],
+                      "%s: node %u: heapLive %lld, live %lld (base %lld)", when, n,
+                      (long long)pi.heap_live[n], (long long)(base[n] + truth[n]),
+                      (long long)base[n]);
+    }
+}
+
+START_TEST(invariants_under_threads)
+{
+    size_t len = sizeof(struct rec) * WORKERS * LIVE + sizeof(void *) * SHARED;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    live = (struct rec(*)[LIVE])m;
+    shared = (_Atomic(void *) *)(m + sizeof(struct rec) * WORKERS * LIVE);
+    nsp_topo_t *t = nsp_topology();
+    ck_assert_uint_eq(nsp_topo_num_nodes(t), 4);
+    int mode = nsp__accounting;
+
+    pthread_barrier_init(&barrier, NULL, WORKERS + 2);
+    pthread_t th[WORKERS + 1];
+    for (unsigned w = 0; w < WORKERS; w++)
+        pthread_create(&th[w], NULL, worker, (void *)(uintptr_t)w);
+    pthread_create(&th[WORKERS], NULL, cycler, NULL);
+    /* baseline: whatever the process held before (the harness's own objects), exact after a
+     * cycle in every mode */
+    nsp_pacer_cycle();
+    int64_t base[NSP_STATS_MAX_NODES];
+    nsp_pacer_info_t pi, prev;
+    nsp_pacer_get(&pi);
+    for (unsigned n = 0; n < pi.nnodes; n++)
+        base[n] = pi.heap_live[n] + pi.pending[n];
+    prev = pi;
+    pthread_barrier_wait(&barrier);
+
+    int64_t truth[NSP_STATS_MAX_NODES];
+    int64_t over_by = 0;
+    static char failure[256];
+    for (int round = 0; round < ROUNDS; round++) {
+        pthread_barrier_wait(&barrier); /* every thread stopped */
+        known_live(truth);
+        nsp_pacer_get(&pi);
+        for (unsigned n = 0; n < pi.nnodes; n++) {
+            int64_t ledger = pi.heap_live[n] + pi.pending[n], want = base[n] + truth[n];
+            /* no ck_assert here: Check's successful asserts allocate and free on this thread,
+             * which would move the baseline; the first failure is kept and asserted at the end */
+            if (!failure[0] && ((mode == NSP_ACCT_OVER && ledger < want) ||
+                                (mode == NSP_ACCT_EXACT && ledger != want)))
+                snprintf(failure, sizeof failure,
+                         "round %d node %u: heapLive+pending %lld, live %lld (%s)", round, n,
+                         (long long)ledger, (long long)want, mode == NSP_ACCT_OVER ? "over: want >=" : "exact: want ==");
+            over_by += ledger - want;
+        }
+        if (!failure[0] && !totals_grew(&prev, &pi))
+            snprintf(failure, sizeof failure, "round %d: a total decreased", round);
+        prev = pi;
+        pthread_barrier_wait(&barrier);
+    }
+    if (mode == NSP_ACCT_OVER)
+        ck_assert_int_gt(over_by, 0); /* cached spans were charged whole */
+
+    /* spills happened: node 1 can map nothing */
+    ck_assert_uint_eq(pi.pages_mapped[1], 0);
+    ck_assert_uint_gt(pi.spills, 0);
+    ck_assert_uint_gt(atomic_load(&cycles_forced), 0);
+
+    check_settled(base, "after the threads");
+    /* free half (on this thread: remote frees for every worker's spans), settle again */
+    for (unsigned w = 0; w < WORKERS; w++)
+        for (unsigned i = 0; i < LIVE; i += 2) {
+            free(live[w][i].p);
+            live[w][i].p = NULL;
+        }
+    check_settled(base, "after frees from another node");
+    nsp_pacer_get(&pi);
+    uint64_t cycles_before = pi.cycles;
+    for (int k = 0; k < 10000; k++)
+        nsp_pacer_cycle();
+    check_settled(base, "after 10,000 cycles");
+    nsp_pacer_get(&pi);
+    ck_assert_uint_ge(pi.cycles, cycles_before + 10000);
+    nsp_pacer_get(&pi);
+    check_totals(&prev, &pi);
+    pthread_barrier_wait(&barrier); /* the threads may go */
+    for (unsigned w = 0; w <= WORKERS; w++)
+        pthread_join(th[w], NULL);
+}
+END_TEST
+
+/*
+ * The stale rule. A span cached before a cycle keeps its charge through the cycle (its cache was
+ * busy). Go would have reset heapLive to the marked bytes at the cycle and must then skip the
+ * stale span's reconciliation: subtracting its unused slots again would count them twice. The
+ * ledger never overwrites heapLive, so the owner's release after the cycle is simply right.
+ */
+/* Runs one cycle when told; created before the baseline is read, since creating a thread
+ * allocates. */
+static _Atomic int cycle_go, cycle_done;
+
+static void *cycle_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&cycle_go))
+        sched_yield();
+    nsp_pacer_cycle();
+    atomic_store(&cycle_done, 1);
+    return NULL;
+}
+
+START_TEST(stale_span_is_reconciled_once)
+{
+    if (nsp__accounting != NSP_ACCT_OVER) {
+        fprintf(stderr, "stale_span_is_reconciled_once: skipped: the stale rule is about over\n");
+        return;
+    }
+    /* Check's successful asserts allocate: every value is read first, asserted at the end */
+    nsp_thread_bind_core(0);
+    pthread_t t;
+    pthread_create(&t, NULL, cycle_thread, NULL);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t before = pi.heap_live[0] + pi.pending[0];
+    void *obj[10];
+    for (int i = 0; i < 10; i++)
+        obj[i] = malloc(1000);
+    struct nsp_span *s = nsp__span_of(obj[0]);
+    unsigned node = s->node;
+    int64_t span_bytes = (int64_t)s->npages << NSP_PAGE_SHIFT;
+    int64_t unused = (int64_t)(s->nelems - s->alloc_count) * s->elemsize;
+    int64_t charge_cached = atomic_load(&s->charge);
+    uint32_t sg = atomic_load(&nsp__sweepgen), gen_cached = s->sweepgen;
+
+    /* a cycle while core 0's cache is busy: the span stays cached, and becomes stale */
+    struct nsp_cache *c = &nsp__caches[0];
+    int locked = nsp__cache_lock_foreign(c);
+    atomic_store(&cycle_go, 1);
+    while (!atomic_load(&cycle_done))
+        sched_yield();
+    uint32_t sg2 = atomic_load(&nsp__sweepgen), gen_stale = s->sweepgen, flush_gen = c->flush_gen;
+    int64_t charge_stale = atomic_load(&s->charge);
+    /* the owner's next allocation releases its stale spans: the very code it runs is
+     * nsp__cache_flush, done here with the cache still in hand */
+    nsp__cache_flush(c, sg2);
+    nsp__cache_unlock(c);
+    nsp_pacer_get(&pi);
+    int64_t ledger = pi.heap_live[0] + pi.pending[0];
+    int64_t live_bytes = before + 10 * (int64_t)s->elemsize;
+    for (int i = 0; i < 10; i++)
+        free(obj[i]);
+    nsp_pacer_cycle();
+    nsp_pacer_get(&pi);
+    int64_t after = pi.heap_live[0] + pi.pending[0];
+    pthread_join(t, NULL);
+
+    ck_assert_uint_eq(node, 0);
+    ck_assert_int_eq(charge_cached, span_bytes); /* charged whole at refill */
+    ck_assert_uint_eq(gen_cached, sg + 3);       /* swept and cached */
+    ck_assert_int_eq(locked, 1);
+    ck_assert_uint_eq(sg2, sg + 2);
+    ck_assert_uint_eq(gen_stale, sg2 + 1);         /* stale: cached before the sweep */
+    ck_assert_int_eq(charge_stale, span_bytes);    /* untouched by the cycle */
+    ck_assert_uint_ne(flush_gen, sg2);             /* the owner had yet to notice */
+    ck_assert_int_eq(ledger, live_bytes);          /* the ledger: exact after the release */
+    /* Go's way, as a model: the cycle reset heapLive to the live bytes (the unused slots already
+     * left out), then the release would subtract the unused slots again */
+    int64_t naive = live_bytes - unused;
+    ck_assert_int_gt(unused, 0);
+    ck_assert_int_eq(live_bytes - naive, unused); /* counted twice: exactly the unused slots */
+    ck_assert_int_eq(after, before);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ledger");
+    TCase *tc = tcase_create("invariants");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, invariants_under_threads);
+    tcase_add_test(tc, stale_span_is_reconciled_once);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,240 @@
+/*
+ * tests/test_pacer_sim.c — the pacer's model driven by simulated cycles, in the allocation
+ * shapes of Go's runtime/mgcpacer_test.go.
+ *
+ * A simulated cycle: the heap grows at the program's allocation rate until it reaches the
+ * trigger; the cycle then runs for a time proportional to the live heap (the collector walks
+ * it), while the program keeps allocating (concurrent mode); its peak is the trigger plus what
+ * was allocated meanwhile. At the end the live heap is whatever the shape says, and the pacer
+ * computes the next goal and trigger from it and from the runway (bytes allocated during recent
+ * cycles), with the same functions the running pacer uses (host/pacer.c).
+ *
+ * Checks, once settled: peak heap / goal within 0.95..1.05; the trigger within its bounds; the
+ * trigger stable from cycle to cycle; with a memory limit that binds, the goal exactly
+ * limit - outside - headroom; a live heap above the limit handled without a cycle storm.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "host/pacer.h"
+
+#define MiB ((int64_t)1 << 20)
+#define GiB ((int64_t)1 << 30)
+
+struct shape {
+    const char *name;
+    double percent;
+    int64_t heap_min;
+    int64_t memory_limit;
+    int cycles;
+    int64_t (*live)(int cycle, uint64_t *rng);   /* live heap at the end of a cycle */
+    double (*rate)(int cycle, uint64_t *rng);    /* bytes allocated per unit time */
+    double scan;                                 /* live bytes the collector walks per unit time */
+};
+
+struct outcome {
+    double peak_goal[512];
+    int64_t goal[512], trigger[512], live[512], lo[512], hi[512];
+    int n;
+};
+
+static double unit(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (double)(*s >> 11) / (double)(1ULL << 53);
+}
+
+static void simulate(const struct shape *sh, struct outcome *o)
+{
+    struct nsp_pacer_params p = {.concurrent = 1,
+                                 .percent = sh->percent,
+                                 .heap_min = sh->heap_min,
+                                 .memory_limit = sh->memory_limit,
+                                 .outside = 0};
+    uint64_t rng = 0x5eed;
+    int64_t live = sh->live(0, &rng);
+    int64_t goal = nsp__pacer_goal(&p, live), runway = 0;
+    int64_t trigger = nsp__pacer_trigger_for(&p, live, goal, runway);
+    o->n = sh->cycles;
+    for (int i = 0; i < sh->cycles; i++) {
+        double rate = sh->rate(i, &rng);
+        double duration = (double)live / sh->scan; /* collector work grows with the live heap */
+        int64_t during = (int64_t)(rate * duration);
+        o->peak_goal[i] = (double)(trigger + during) / (double)goal;
+        o->goal[i] = goal;
+        o->trigger[i] = trigger;
+        o->live[i] = live;
+        int64_t span = goal - live;
+        o->lo[i] = live + span / 64 * 45;
+        o->hi[i] = live + span / 64 * 61;
+        if (goal > 4 * MiB && goal - 4 * MiB > o->hi[i])
+            o->hi[i] = goal - 4 * MiB;
+        /* the cycle ends: new live heap, new goal and trigger (as pacer.c's cycle does) */
+        live = sh->live(i + 1, &rng);
+        runway = runway ? (runway + during) / 2 : during;
+        goal = nsp__pacer_goal(&p, live);
+        trigger = nsp__pacer_trigger_for(&p, live, goal, runway);
+    }
+}
+
+/* Peak/goal within [lo, hi] for every cycle from `from` on. */
+static void check_goal_ratio(const struct shape *sh, const struct outcome *o, int from,
+                             double lo, double hi)
+{
+    for (int i = from; i < o->n; i++)
+        ck_assert_msg(o->peak_goal[i] >= lo && o->peak_goal[i] <= hi,
+                      "%s: cycle %d: peak/goal %.3f outside %.2f..%.2f (live %lld goal %lld "
+                      "trigger %lld)",
+                      sh->name, i, o->peak_goal[i], lo, hi, (long long)o->live[i],
+                      (long long)o->goal[i], (long long)o->trigger[i]);
+}
+
+static void check_trigger_bounds(const struct shape *sh, const struct outcome *o)
+{
+    for (int i = 0; i < o->n; i++) {
+        if (o->goal[i] <= o->live[i])
+            continue; /* a limit below the live heap: the storm check covers it */
+        int64_t floor = o->live[i] + nsp__pacer_min_between(o->goal[i], o->live[i]);
+        int64_t lo = o->lo[i] > floor ? o->lo[i] : floor, hi = o->hi[i] > floor ? o->hi[i] : floor;
+        ck_assert_msg(o->trigger[i] >= lo && o->trigger[i] <= hi,
+                      "%s: cycle %d: trigger %lld outside [%lld, %lld]", sh->name, i,
+                      (long long)o->trigger[i], (long long)lo, (long long)hi);
+    }
+}
+
+/* The trigger's relative change from one cycle to the next stays under tol once settled. */
+static void check_stable(const struct shape *sh, const struct outcome *o, int from, double tol)
+{
+    for (int i = from + 1; i < o->n; i++) {
+        double d = fabs((double)(o->trigger[i] - o->trigger[i - 1])) / (double)o->trigger[i - 1];
+        ck_assert_msg(d <= tol, "%s: cycle %d: trigger moved %.1f%%", sh->name, i, 100 * d);
+    }
+}
+
+/* ---- shapes ------------------------------------------------------------------------------------ */
+
+static int64_t live_steady(int c, uint64_t *r) { (void)c; (void)r; return 256 * MiB; }
+static int64_t live_step(int c, uint64_t *r) { (void)r; return c < 50 ? 128 * MiB : 256 * MiB; }
+static int64_t live_heavy_step(int c, uint64_t *r) { (void)r; return c < 50 ? 64 * MiB : 640 * MiB; }
+static int64_t live_osc(int c, uint64_t *r)
+{
+    (void)r;
+    return (int64_t)(256 * MiB * (1.0 + 0.2 * sin(c * 0.3)));
+}
+static int64_t live_small(int c, uint64_t *r) { (void)c; (void)r; return 1 * MiB; }
+static int64_t live_medium(int c, uint64_t *r) { (void)c; (void)r; return 32 * MiB; }
+static int64_t live_large(int c, uint64_t *r) { (void)c; (void)r; return 4 * GiB; }
+static int64_t live_jump(int c, uint64_t *r) { (void)r; return c < 40 ? 64 * MiB : 1 * GiB; }
+static int64_t live_near_limit(int c, uint64_t *r) { (void)c; (void)r; return 400 * MiB; }
+static int64_t live_over_limit(int c, uint64_t *r) { (void)c; (void)r; return 600 * MiB; }
+
+static double rate_steady(int c, uint64_t *r) { (void)c; (void)r; return 100.0; }
+static double rate_slow(int c, uint64_t *r) { (void)c; (void)r; return 1.0; }
+static double rate_jitter(int c, uint64_t *r) { (void)c; return 100.0 * (0.95 + 0.1 * unit(r)); }
+static double rate_heavy_jitter(int c, uint64_t *r) { (void)c; return 100.0 * (0.8 + 0.4 * unit(r)); }
+
+/* scan: live bytes walked per unit time; with rate 100 the cycle allocates live * 100 / scan */
+static const struct shape shapes[] = {
+    {"steady", 100, 4 * MiB, 0, 100, live_steady, rate_steady, 500},
+    {"step", 100, 4 * MiB, 0, 150, live_step, rate_steady, 500},
+    {"heavy step", 100, 4 * MiB, 0, 150, live_heavy_step, rate_steady, 500},
+    {"oscillating", 100, 4 * MiB, 0, 150, live_osc, rate_steady, 500},
+    {"jittery", 100, 4 * MiB, 0, 150, live_steady, rate_jitter, 500},
+    {"heavy jitter", 100, 4 * MiB, 0, 150, live_steady, rate_heavy_jitter, 500},
+    {"small heap, slow allocation", 100, 4 * MiB, 0, 100, live_small, rate_slow, 500},
+    {"medium heap, slow allocation", 100, 4 * MiB, 0, 100, live_medium, rate_slow, 500},
+    {"large heap, slow allocation", 100, 4 * MiB, 0, 100, live_large, rate_slow, 500},
+    {"high percent, heap jump", 1000, 40 * MiB, 0, 100, live_jump, rate_steady, 500},
+};
+
+START_TEST(shapes_settle_on_the_goal)
+{
+    const struct shape *sh = &shapes[_i];
+    static struct outcome o;
+    simulate(sh, &o);
+    check_trigger_bounds(sh, &o);
+    int settled = 10;
+    if (sh->live == live_step || sh->live == live_heavy_step)
+        settled = 60; /* after the step, as Go's test does */
+    if (sh->live == live_jump)
+        settled = 50;
+    check_goal_ratio(sh, &o, settled, 0.95, 1.05);
+    if (sh->rate == rate_steady || sh->rate == rate_slow)
+        check_stable(sh, &o, settled, sh->live == live_osc ? 0.25 : 0.01);
+}
+END_TEST
+
+START_TEST(memory_limit_steady_and_held)
+{
+    int64_t limit = 512 * MiB;
+    struct shape sh = {"limit steady", 100, 4 * MiB, limit, 100, live_near_limit, rate_steady, 2000};
+    static struct outcome o;
+    simulate(&sh, &o);
+    struct nsp_pacer_params p = {.concurrent = 1, .percent = 100, .heap_min = 4 * MiB,
+                                 .memory_limit = limit};
+    int64_t cap = limit - nsp__pacer_headroom(limit);
+    ck_assert_int_eq(nsp__pacer_headroom(limit), limit / 100 * 3); /* 3% > 1 MiB here */
+    ck_assert_int_eq(nsp__pacer_headroom(10 * MiB), MiB);          /* 1 MiB > 3% here */
+    for (int i = 10; i < o.n; i++) {
+        ck_assert_int_eq(o.goal[i], cap); /* the limit binds: goal = limit - headroom exactly */
+        ck_assert_msg(o.trigger[i] + (int64_t)(100.0 * o.live[i] / 2000) <= limit,
+                      "limit held: peak %lld over %lld", (long long)o.trigger[i], (long long)limit);
+    }
+    check_goal_ratio(&sh, &o, 10, 0.95, 1.05);
+    /* and with what numaspan holds outside the heap */
+    p.outside = 8 * MiB;
+    ck_assert_int_eq(nsp__pacer_goal(&p, 400 * MiB), cap - 8 * MiB);
+}
+END_TEST
+
+START_TEST(memory_limit_exceeded_without_storm)
+{
+    int64_t limit = 512 * MiB;
+    struct nsp_pacer_params p = {.concurrent = 1, .percent = 100, .heap_min = 4 * MiB,
+                                 .memory_limit = limit};
+    int64_t live = live_over_limit(0, NULL); /* 600 MiB live: above the limit */
+    int64_t goal = nsp__pacer_goal(&p, live);
+    ck_assert_int_lt(goal, live);
+    /* the next cycle still waits for a minimum of allocation: no back-to-back cycles */
+    int64_t trigger = nsp__pacer_trigger_for(&p, live, goal, 0);
+    ck_assert_int_ge(trigger - live, 256 << 10);
+    /* sync mode too */
+    p.concurrent = 0;
+    ck_assert_int_ge(nsp__pacer_trigger_for(&p, live, goal, 0) - live, 256 << 10);
+}
+END_TEST
+
+START_TEST(sync_trigger_is_the_goal)
+{
+    struct nsp_pacer_params p = {.concurrent = 0, .percent = 100, .heap_min = 4 * MiB};
+    for (int64_t live = 8 * MiB; live < 8 * GiB; live *= 3) {
+        int64_t goal = nsp__pacer_goal(&p, live);
+        ck_assert_int_eq(goal, 2 * live);
+        ck_assert_int_eq(nsp__pacer_trigger_for(&p, live, goal, live / 2), goal);
+    }
+    ck_assert_int_eq(nsp__pacer_goal(&p, 1 * MiB), 4 * MiB); /* the minimum heap */
+    p.percent = 50;
+    ck_assert_int_eq(nsp__pacer_goal(&p, 100 * MiB), 150 * MiB);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("pacer simulation");
+    TCase *tc = tcase_create("shapes");
+    tcase_add_loop_test(tc, shapes_settle_on_the_goal, 0, (int)(sizeof shapes / sizeof shapes[0]));
+    tcase_add_test(tc, memory_limit_steady_and_held);
+    tcase_add_test(tc, memory_limit_exceeded_without_storm);
+    tcase_add_test(tc, sync_trigger_is_the_goal);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
