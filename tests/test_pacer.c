@@ -1,0 +1,268 @@
+/*
+ * tests/test_pacer.c — the pacer running in the allocator: cycles driven by a collector (sync
+ * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
+ * the trace. Options are read once per process, so CTest runs one case per process with its
+ * environment:  test_pacer collector | limit | node-limits | scavenge | idle
+ * Prints "N passed, M failed"; exits non-zero on any failure.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "numaspan.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                                          \
+    do {                                                                                          \
+        if (cond) {                                                                               \
+            passed++;                                                                             \
+        } else {                                                                                  \
+            failed++;                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                         \
+            fputc('\n', stderr);                                                                  \
+        }                                                                                         \
+    } while (0)
+
+static void pacer(nsp_pacer_info_t *pi)
+{
+    nsp_pacer_get(pi);
+}
+
+/* ---- a collector-driven program --------------------------------------------------------------- */
+
+#define KEEP 4096
+#define DROP 65536
+static void *kept[KEEP];
+static void *dropped[DROP];
+static unsigned ndropped;
+static pthread_mutex_t drop_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long collections, collected;
+
+/* The collector: frees every object the program dropped since the last cycle. */
+static void collector(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&drop_lock);
+    for (unsigned i = 0; i < ndropped; i++)
+        free(dropped[i]);
+    collected += ndropped;
+    ndropped = 0;
+    collections++;
+    pthread_mutex_unlock(&drop_lock);
+}
+
+static void drop(void *p)
+{
+    pthread_mutex_lock(&drop_lock);
+    if (ndropped < DROP)
+        dropped[ndropped++] = p;
+    else
+        free(p); /* the collector is behind: do its work */
+    pthread_mutex_unlock(&drop_lock);
+}
+
+/* Allocates `total` bytes in objects of 16..2048 B; a live set of KEEP objects is replaced at
+ * random, the replaced ones are dropped for the collector. Returns the peak heapLive seen. */
+static int64_t churn(int64_t total)
+{
+    uint64_t seed = 42;
+    int64_t done = 0, peak = 0;
+    nsp_pacer_info_t pi;
+    while (done < total) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t n = 16 + (seed >> 33) % 2033;
+        unsigned i = (unsigned)((seed >> 17) % KEEP);
+        void *p = malloc(n);
+        memset(p, 1, n < 64 ? n : 64);
+        if (kept[i])
+            drop(kept[i]);
+        kept[i] = p;
+        done += (int64_t)n;
+        if ((done & 0xffff) < 2048) {
+            pacer(&pi);
+            if (pi.heap_live_total > peak)
+                peak = pi.heap_live_total;
+        }
+    }
+    return peak;
+}
+
+static void case_collector(void)
+{
+    const char *trace = getenv("NSP_TRACE");
+    nsp_pacer_set_collector(collector, NULL);
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    CHECK(pi.paced == 1, "a collector makes the pacer pace");
+    CHECK(pi.trigger > 0, "a trigger is set (%lld)", (long long)pi.trigger);
+    int64_t peak = churn((int64_t)400 << 20); /* 400 MB allocated, about 4 MB live */
+    pacer(&pi);
+    CHECK(pi.cycles >= 10, "cycles ran at the trigger: %llu", (unsigned long long)pi.cycles);
+    CHECK(collections >= 10 && collected > 100000, "the collector ran %lu times, freed %lu",
+          collections, collected);
+    CHECK(pi.goal >= pi.live, "goal %lld >= live %lld", (long long)pi.goal, (long long)pi.live);
+    /* without cycles the dropped garbage would reach 400 MB; paced, the heap stays near its goal
+     * (over-charged caches and the runway allowed for) */
+    CHECK(peak < 4 * pi.goal + (8 << 20), "peak heapLive %lld MB, goal %lld MB", (long long)(peak >> 20),
+          (long long)(pi.goal >> 20));
+    CHECK(pi.pause_ns_max > 0, "pause time counted");
+    if (trace) {
+        FILE *f = fopen(trace, "r");
+        CHECK(f != NULL, "trace file %s", trace);
+        char line[512];
+        int header = 0, starts = 0, ends = 0, bad = 0;
+        while (f && fgets(line, sizeof line, f)) {
+            if (strncmp(line, "time_ns,node,heap_live,trigger,goal,limit,event", 47) == 0) {
+                header++;
+                continue;
+            }
+            long long t, hl, trig, goal, lim;
+            int node;
+            char ev[64];
+            if (sscanf(line, "%lld,%d,%lld,%lld,%lld,%lld,%63s", &t, &node, &hl, &trig, &goal, &lim,
+                       ev) != 7)
+                bad++;
+            else if (strcmp(ev, "cycle_start") == 0)
+                starts++;
+            else if (strcmp(ev, "cycle_end") == 0)
+                ends++;
+        }
+        if (f)
+            fclose(f);
+        CHECK(header == 1 && bad == 0, "trace: %d header lines, %d malformed", header, bad);
+        CHECK(starts >= 10 && ends >= 10, "trace: %d cycle starts, %d ends", starts, ends);
+    }
+}
+
+static void case_limit(void)
+{
+    nsp_pacer_set_collector(collector, NULL);
+    churn((int64_t)100 << 20);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    int64_t limit = pi.memory_limit, headroom = limit / 100 * 3 > (1 << 20) ? limit / 100 * 3 : 1 << 20;
+    CHECK(limit == 64 << 20, "NSP_MEMORY_LIMIT read: %lld", (long long)limit);
+    CHECK(pi.goal <= limit - headroom, "goal %lld within limit - headroom %lld", (long long)pi.goal,
+          (long long)(limit - headroom));
+    CHECK(pi.heap_live_total < limit, "heapLive %lld under the limit", (long long)pi.heap_live_total);
+}
+
+/* Node 0 limited to 128 MiB: its cores' allocations spill to node 1 and come back when node 0
+ * has room again. */
+static void case_node_limits(void)
+{
+    nsp_thread_bind_core(0); /* a core of node 0 */
+    enum { N = 400 };
+    static void *b[N];
+    nsp_pacer_info_t pi;
+    int over = 0, on1 = 0;
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(1 << 20);
+        memset(b[i], 1, 4096);
+        on1 += nsp_node_of(b[i]) == 1;
+        pacer(&pi);
+        if (pi.pages_mapped[0] * 8192 > pi.node_limit_bytes[0])
+            over++;
+    }
+    pacer(&pi);
+    CHECK(pi.node_limit_bytes[0] == 128 << 20, "node 0's limit read: %lld", (long long)pi.node_limit_bytes[0]);
+    CHECK(over == 0, "node 0's mapped pages passed its limit %d times", over);
+    CHECK(on1 > N / 2, "allocations kept succeeding from node 1: %d of %d", on1, N);
+    CHECK(pi.spills > 0, "spills counted: %llu", (unsigned long long)pi.spills);
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    nsp_pacer_cycle();
+    void *again = malloc(1 << 20);
+    CHECK(nsp_node_of(again) == 0, "back under its limit, node 0 serves again (node %d)", nsp_node_of(again));
+    free(again);
+}
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void case_scavenge(void)
+{
+    enum { N = 300 };
+    static void *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(1 << 20);
+        memset(b[i], 1, 1 << 20);
+    }
+    long full = rss_kb();
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    long after = rss_kb();
+    CHECK(pi.bytes_scavenged >= (uint64_t)200 << 20, "scavenged %llu MB",
+          (unsigned long long)(pi.bytes_scavenged >> 20));
+    CHECK(after < full - 200 * 1024, "RSS %ld MB -> %ld MB", full / 1024, after / 1024);
+}
+
+static void *idle_thread(void *arg)
+{
+    void **keep = arg;
+    for (int i = 0; i < 100; i++)
+        keep[i] = malloc(64 + i);
+    return NULL;
+}
+
+static void case_idle(void)
+{
+    static void *keep[100];
+    pthread_t t;
+    pthread_create(&t, NULL, idle_thread, keep);
+    pthread_join(t, NULL);
+    nsp_stats_t st;
+    nsp_stats_get(&st);
+    uint64_t cached = st.cached_bytes;
+    usleep(600 * 1000); /* NSP_IDLE_RELEASE_MS=50: the pacer thread sees the caches idle */
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    nsp_stats_get(&st);
+    CHECK(cached > 0, "spans were cached (%llu B)", (unsigned long long)cached);
+    CHECK(pi.idle_releases > 0, "idle caches released: %llu", (unsigned long long)pi.idle_releases);
+    CHECK(st.cached_bytes < cached, "cached bytes %llu -> %llu", (unsigned long long)cached,
+          (unsigned long long)st.cached_bytes);
+    for (int i = 0; i < 100; i++)
+        free(keep[i]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *which = argc > 1 ? argv[1] : "";
+    free(malloc(1));
+    if (strcmp(which, "collector") == 0)
+        case_collector();
+    else if (strcmp(which, "limit") == 0)
+        case_limit();
+    else if (strcmp(which, "node-limits") == 0)
+        case_node_limits();
+    else if (strcmp(which, "scavenge") == 0)
+        case_scavenge();
+    else if (strcmp(which, "idle") == 0)
+        case_idle();
+    else {
+        fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle\n");
+        return 2;
+    }
+    printf("%s: %d passed, %d failed\n", which, passed, failed);
+    return failed != 0;
+}
