@@ -263,7 +263,9 @@ static void scavenge(int64_t goal)
     int64_t retained = 0;
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         struct nsp_pageheap *h = &nsp__pageheaps[n];
+        pthread_mutex_lock(&h->lock);
         retained += (int64_t)(h->pages_mapped - h->pages_scavenged) << NSP_PAGE_SHIFT;
+        pthread_mutex_unlock(&h->lock);
     }
     int64_t target = goal + goal / 10;
     if (P.params.memory_limit > 0 && target > P.params.memory_limit / 100 * 95)
@@ -346,18 +348,21 @@ void nsp__pacer_crossed(int64_t total)
 static uint64_t *idle_seen;   /* per cache: its fingerprint at the last look */
 static int64_t *idle_since;   /* per cache: when it was last seen to change */
 
+/* What the cache's owner changes as it allocates and frees (read under the cache's lock). */
 static uint64_t fingerprint(const struct nsp_cache *c)
 {
     uint64_t f = c->held_bytes;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        const struct nsp_span *s = __atomic_load_n(&c->spans[k], __ATOMIC_RELAXED);
+        const struct nsp_span *s = c->spans[k];
         if (s != &nsp__empty_span)
-            f = f * 31 + __atomic_load_n(&s->freeindex, __ATOMIC_RELAXED) * 7 +
-                __atomic_load_n(&s->alloc_count, __ATOMIC_RELAXED);
+            f = f * 31 + s->freeindex * 7 + s->alloc_count;
     }
     return f;
 }
 
+/* A cache whose fingerprint has not changed for NSP_IDLE_RELEASE_MS gives its spans back. The
+ * fingerprint is read holding the cache (a busy cache is not idle: skipped), so the owner's
+ * fields are never read while it writes them. */
 static void release_idle(int64_t now)
 {
     if (!P.idle_ns || !idle_seen)
@@ -365,19 +370,21 @@ static void release_idle(int64_t now)
     uint32_t sg = atomic_load(&nsp__sweepgen);
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         struct nsp_cache *c = &nsp__caches[i];
+        if (!nsp__cache_lock_foreign(c)) {
+            idle_since[i] = now;
+            continue;
+        }
         uint64_t f = fingerprint(c);
         if (f != idle_seen[i] || !c->held_bytes) {
             idle_seen[i] = f;
             idle_since[i] = now;
-            continue;
+        } else if (now - idle_since[i] >= P.idle_ns) {
+            nsp__cache_flush(c, sg);
+            idle_seen[i] = fingerprint(c);
+            atomic_fetch_add(&P.idle_releases, 1);
+            trace("idle_release", (int)c->node);
         }
-        if (now - idle_since[i] < P.idle_ns || !nsp__cache_lock_foreign(c))
-            continue;
-        nsp__cache_flush(c, sg);
         nsp__cache_unlock(c);
-        atomic_fetch_add(&P.idle_releases, 1);
-        trace("idle_release", (int)c->node);
-        idle_seen[i] = fingerprint(c);
     }
 }
 
@@ -477,7 +484,9 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
         for (unsigned i = 0; i < nsp__ncaches; i++)
             out->pending[n] += __atomic_load_n(&nsp__caches[i].pending[n], __ATOMIC_RELAXED);
         out->node_limit_bytes[n] = nsp__node_limit_pages[n] << NSP_PAGE_SHIFT;
+        pthread_mutex_lock(&nsp__pageheaps[n].lock);
         out->pages_mapped[n] = (int64_t)nsp__pageheaps[n].pages_mapped;
+        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
     }
     out->heap_live_total = heap_total();
     pthread_mutex_lock(&P.model_lock);

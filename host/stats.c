@@ -3,10 +3,10 @@
  *
  * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps) and walks
  * each node's arenas under the page-heap lock, span by span (spans and free runs tile an arena),
- * to count spans by state and objects in use. Objects in use of a span are alloc_count minus the
- * freed bits not yet swept; both are read racily, so a snapshot taken while other threads run is
- * approximate and one taken with them stopped is exact. Nothing on the fast path pays for stats
- * beyond one plain increment per malloc and per local free.
+ * to count spans by state and objects in use. It holds every cache while it reads (as fork does),
+ * so owners' counters are never read mid-write; objects in use of an uncached span are
+ * alloc_count minus the freed bits not yet swept. Nothing on the fast path pays for stats beyond
+ * one plain increment per malloc and per local free.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -122,16 +122,28 @@ int nsp_stats_get_class_node(unsigned node, unsigned cls, nsp_class_stats_t *out
     nsp_class_stats_t all[NSP_STATS_MAX_CLASSES];
     nsp_node_stats_t nd;
     uint64_t direct = 0;
+    nsp__cache_lock_all();
     node_stats(node, all, &nd, &direct);
+    nsp__cache_unlock_all();
     *out = all[cls];
     return 0;
 }
+
+static void stats_get_locked(nsp_stats_t *out);
 
 int nsp_stats_get(nsp_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
         return -1;
+    nsp__cache_lock_all();
+    stats_get_locked(out);
+    nsp__cache_unlock_all();
+    return 0;
+}
+
+static void stats_get_locked(nsp_stats_t *out)
+{
     out->nnodes = nsp__nnodes;
     out->ncaches = nsp__ncaches;
     out->nclasses = NSP_NUM_CLASSES;
@@ -183,7 +195,6 @@ int nsp_stats_get(nsp_stats_t *out)
     out->interior_frees = atomic_load(&nsp__errors[NSP_ERR_INTERIOR]);
     out->double_frees = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]);
     out->bootstrap_bytes = nsp__boot_bytes();
-    return 0;
 }
 
 int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, uint32_t *nelems)
