@@ -37,6 +37,9 @@ static void usage(FILE *out)
             "  bench host [--quick] [--threads N] [--reps R] [--json] [--only W,..]\n"
             "      host workloads under glibc, jemalloc, mimalloc, tcmalloc and numaspan, side by\n"
             "      side: medians, ratios to glibc, peak RSS.\n"
+            "  bench pacer [--quick] [--reps R] [--json]\n"
+            "      the accounting experiment: peak heap under over, under and exact against the\n"
+            "      caches' free capacity over the live heap (golang/go#53738 on numaspan).\n"
             "  classes [--json]\n"
             "      the size classes: object size, span pages, objects per span, worst waste.\n"
             "  version\n"
@@ -185,16 +188,19 @@ static int find_bench(const char *name, char *out, size_t len)
 
 static int cmd_bench(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "host") != 0) {
-        fprintf(stderr, "numaspan bench: expected \"host\" (numaspan bench host [options])\n");
+    if (argc < 2 || (strcmp(argv[1], "host") != 0 && strcmp(argv[1], "pacer") != 0)) {
+        fprintf(stderr, "numaspan bench: expected host or pacer (numaspan bench host|pacer "
+                        "[options])\n");
         return 2;
     }
+    int host = strcmp(argv[1], "host") == 0;
+    const char *name = host ? "bench_host" : "bench_pacer";
     char prog[4096];
-    if (find_bench("bench_host", prog, sizeof prog) < 0) {
-        fprintf(stderr, "numaspan bench: bench_host not found beside the tool\n");
+    if (find_bench(name, prog, sizeof prog) < 0) {
+        fprintf(stderr, "numaspan bench: %s not found beside the tool\n", name);
         return 1;
     }
-    const char *lib = library_path();
+    const char *lib = host ? library_path() : NULL;
     char **args = calloc((size_t)argc + 4, sizeof *args);
     int k = 0;
     args[k++] = prog;
