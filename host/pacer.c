@@ -281,6 +281,30 @@ static void scavenge(int64_t goal)
     }
 }
 
+/* The live heap at the end of a cycle: the sum of the charges, less what the charges of spans
+ * held by caches say beyond their allocated slots. In a concurrent cycle the program refills
+ * caches while the cycle runs, and in `over` each refill charges a whole span: without this the
+ * measured live heap, and the goal, would grow with the caches' capacity. */
+static int64_t measure_live(void)
+{
+    int64_t live = heap_total();
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        if (!nsp__cache_lock_foreign(c))
+            continue; /* busy: counted as charged */
+        for (unsigned n = 0; n < nsp__nnodes; n++)
+            live += c->pending[n];
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            const struct nsp_span *s = c->spans[k];
+            if (s != &nsp__empty_span)
+                live -= atomic_load_explicit(&s->charge, memory_order_relaxed) -
+                        (int64_t)s->alloc_count * s->elemsize;
+        }
+        nsp__cache_unlock(c);
+    }
+    return live;
+}
+
 static void cycle(int forced)
 {
     int idle = 0;
@@ -295,7 +319,7 @@ static void cycle(int forced)
     release_caches(sg);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_trim(n); /* sweep uncached spans; empty ones back to the page heap */
-    int64_t live = heap_total();
+    int64_t live = measure_live();
     int64_t runway = atomic_load(&nsp__charged_total) - charged0;
     pthread_mutex_lock(&P.model_lock);
     /* runway: bytes charged while recent cycles ran, smoothed over cycles */
