@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "spawn.h"
+
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
 static double now(void)
@@ -492,39 +494,23 @@ static int cmp_double(const void *a, const void *b)
 
 static const char *self_exe;
 
-/* Runs one workload under one allocator in a child; returns the metric (or NAN), peak RSS. */
+/* Runs one workload under one allocator in a fresh process; returns its metric and peak RSS. */
 static int child(const struct workload *w, const struct allocator *a, double *value, long *rss)
 {
-    int fds[2];
-    if (pipe(fds) < 0)
+    char th[16], sec[32], preload[600], buf[512];
+    snprintf(th, sizeof th, "%u", nthreads);
+    snprintf(sec, sizeof sec, "%g", seconds);
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s", a->path);
+    const char *env[] = {a->path[0] ? preload : "LD_PRELOAD",
+                         w->numaspan_only ? "NSP_TOPOLOGY=synthetic:pack:2 numa:2 core:2 pu:1"
+                                          : "NSP_TOPOLOGY",
+                         NULL};
+    char *argv[] = {(char *)self_exe, "run", (char *)w->name, "--threads", th, "--seconds", sec,
+                    NULL};
+    if (nsp_bench_spawn(self_exe, argv, env, buf, sizeof buf) < 0)
         return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        if (a->path[0])
-            setenv("LD_PRELOAD", a->path, 1);
-        else
-            unsetenv("LD_PRELOAD");
-        if (w->numaspan_only)
-            setenv("NSP_TOPOLOGY", "synthetic:pack:2 numa:2 core:2 pu:1", 1);
-        char th[16], sec[32];
-        snprintf(th, sizeof th, "%u", nthreads);
-        snprintf(sec, sizeof sec, "%g", seconds);
-        execl(self_exe, self_exe, "run", w->name, "--threads", th, "--seconds", sec, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[512] = "";
-    ssize_t got = 0, r;
-    while ((r = read(fds[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
-        got += r;
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    buf[got > 0 ? got : 0] = 0;
     char *v = strstr(buf, "\"value\": "), *k = strstr(buf, "\"rss_kb\": ");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) || !v || !k)
+    if (!v || !k)
         return -1;
     *value = strtod(v + 9, NULL);
     *rss = strtol(k + 10, NULL, 10);

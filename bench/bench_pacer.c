@@ -28,10 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "numaspan.h"
+#include "spawn.h"
 
 /* ---- one run ---------------------------------------------------------------------------------- */
 
@@ -145,49 +145,30 @@ struct result {
 
 static const char *self;
 
+/* One run in a fresh process, with its options. */
 static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t seed,
                  struct result *r)
 {
-    int fds[2];
-    if (pipe(fds) < 0)
+    char topo[128], acct[64], c[32], l[32], s[32], buf[1024];
+    snprintf(topo, sizeof topo, "NSP_TOPOLOGY=synthetic:pack:1 numa:1 core:%u pu:1", caches);
+    snprintf(acct, sizeof acct, "NSP_ACCOUNTING=%s", mode);
+    snprintf(c, sizeof c, "%u", caches);
+    snprintf(l, sizeof l, "%lld", (long long)live_bytes);
+    snprintf(s, sizeof s, "%llu", (unsigned long long)seed);
+    /* NSP_HEAP_MIN lowered so that the minimum heap does not hide the effect */
+    const char *env[] = {topo, acct, "NSP_PACER=concurrent", "NSP_HEAP_MIN=64K",
+                         "NSP_IDLE_RELEASE_MS=0", NULL};
+    char *argv[] = {(char *)self, "run", "--caches", c, "--live", l, "--seed", s, NULL};
+    if (nsp_bench_spawn(self, argv, env, buf, sizeof buf) < 0)
         return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        char topo[128], c[32], l[32], s[32];
-        snprintf(topo, sizeof topo, "synthetic:pack:1 numa:1 core:%u pu:1", caches);
-        setenv("NSP_TOPOLOGY", topo, 1);
-        setenv("NSP_ACCOUNTING", mode, 1);
-        setenv("NSP_PACER", "concurrent", 1);
-        setenv("NSP_HEAP_MIN", "64K", 1); /* so that the minimum heap does not hide the effect */
-        setenv("NSP_IDLE_RELEASE_MS", "0", 1);
-        snprintf(c, sizeof c, "%u", caches);
-        snprintf(l, sizeof l, "%lld", (long long)live_bytes);
-        snprintf(s, sizeof s, "%llu", (unsigned long long)seed);
-        execl(self, self, "run", "--caches", c, "--live", l, "--seed", s, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[1024] = "";
-    ssize_t got = 0, n;
-    while ((n = read(fds[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
-        got += n;
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    buf[got > 0 ? got : 0] = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status))
-        return -1;
-    long long pr, pl, g, cy, cm, rss;
+    long long pr, pl, g, cy, cm, rss, lv;
     unsigned cc;
-    long long lv;
-    int acct;
+    int a;
     if (sscanf(buf,
                "{\"caches\": %u, \"live\": %lld, \"peak_real\": %lld, \"peak_ledger\": %lld, "
                "\"goal\": %lld, \"cycles\": %lld, \"cached_max\": %lld, \"rss_kb\": %lld, "
                "\"accounting\": %d}",
-               &cc, &lv, &pr, &pl, &g, &cy, &cm, &rss, &acct) != 9)
+               &cc, &lv, &pr, &pl, &g, &cy, &cm, &rss, &a) != 9)
         return -1;
     *r = (struct result){(double)pr, (double)pl, (double)g, (double)cy, (double)cm, (double)rss};
     return 0;

@@ -125,15 +125,24 @@ static struct nsp_span *new_span(unsigned node, unsigned cls)
     return s;
 }
 
+/* The next partial span, taken out of its list and swept (central lock held), or NULL. */
+static struct nsp_span *pop_swept(struct nsp_central *c)
+{
+    struct nsp_span *s = c->partial;
+    if (s) {
+        list_remove(c, s);
+        atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+        sweep_owned(c, s);
+    }
+    return s;
+}
+
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache)
 {
     struct nsp_central *c = nsp__central(node, cls);
     pthread_mutex_lock(&c->lock);
     struct nsp_span *s;
-    while ((s = c->partial)) {
-        list_remove(c, s);
-        atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
-        sweep_owned(c, s);
+    while ((s = pop_swept(c))) {
         if (s->alloc_count < s->nelems) {
             c->refills++;
             take(s, cache);
@@ -217,10 +226,7 @@ void *nsp__central_alloc(unsigned node, unsigned cls)
     struct nsp_central *c = nsp__central(node, cls);
     pthread_mutex_lock(&c->lock);
     struct nsp_span *s;
-    while ((s = c->partial)) {
-        list_remove(c, s);
-        atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
-        sweep_owned(c, s);
+    while ((s = pop_swept(c))) {
         void *p = alloc_from(c, s);
         if (p) {
             c->direct_allocs++;

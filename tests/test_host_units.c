@@ -25,6 +25,7 @@
 #include "host/runtime.h"
 #include "host/sizeclass.h"
 #include "host/span.h"
+#include "check_main.h"
 #include "numaspan.h"
 
 static void ready(void)
@@ -624,9 +625,5 @@ int main(void)
     tcase_add_test(tc, threads_exit_without_leaks);
     tcase_add_test(tc, fork_while_threads_allocate);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return nsp_run_suite(s);
 }

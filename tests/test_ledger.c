@@ -30,6 +30,7 @@
 #include "host/pageheap.h"
 #include "host/runtime.h"
 #include "host/span.h"
+#include "check_main.h"
 #include "numaspan.h"
 
 #define WORKERS 4
@@ -354,9 +355,5 @@ int main(void)
     tcase_add_test(tc, invariants_under_threads);
     tcase_add_test(tc, stale_span_is_reconciled_once);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return nsp_run_suite(s);
 }

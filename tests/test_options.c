@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "numaspan.h"
 
 START_TEST(table_is_complete)
@@ -71,9 +72,5 @@ int main(void)
     tcase_add_test(tc, default_and_environment);
     tcase_add_test(tc, listing_json);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return nsp_run_suite(s);
 }

@@ -14,6 +14,8 @@
  * limit - outside - headroom; a live heap above the limit handled without a cycle storm.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -232,9 +234,5 @@ int main(void)
     tcase_add_test(tc, memory_limit_exceeded_without_storm);
     tcase_add_test(tc, sync_trigger_is_the_goal);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return nsp_run_suite(s);
 }

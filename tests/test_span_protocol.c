@@ -17,6 +17,7 @@
 #include "host/pageheap.h"
 #include "host/runtime.h"
 #include "host/span.h"
+#include "check_main.h"
 #include "numaspan.h"
 
 #define SZ 1000
@@ -185,9 +186,5 @@ int main(void)
     TCase *tc = tcase_create("interleaving");
     tcase_add_test(tc, two_cores_one_span);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return nsp_run_suite(s);
 }
