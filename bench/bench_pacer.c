@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -35,9 +36,11 @@
 
 /* ---- one run ---------------------------------------------------------------------------------- */
 
+/* The program's own bookkeeping (its live set, the two dropped lists) is mapped, not allocated,
+ * so that the heap being measured holds the program's objects alone. */
 static _Atomic(char *) *live;
 static size_t nlive;
-static char **dropped;
+static char **dropped, **spare; /* the list being filled, and the one the collector frees */
 static size_t ndropped, cap_dropped;
 static pthread_mutex_t drop_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int64_t heap_real; /* bytes allocated and not yet freed, allocator units */
@@ -56,14 +59,24 @@ static void collector(void *arg)
     pthread_mutex_lock(&drop_lock);
     char **batch = dropped;
     size_t n = ndropped;
-    dropped = malloc(cap_dropped * sizeof *dropped);
+    dropped = spare;
     ndropped = 0;
     pthread_mutex_unlock(&drop_lock);
     for (size_t i = 0; i < n; i++) {
         atomic_fetch_sub(&heap_real, (int64_t)malloc_usable_size(batch[i]));
         free(batch[i]);
     }
-    free(batch);
+    spare = batch; /* only the collector swaps, and one cycle runs at a time */
+}
+
+static void *map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("bench_pacer: mmap");
+        exit(1);
+    }
+    return p;
 }
 
 static int run(unsigned caches, int64_t live_bytes, uint64_t seed)
@@ -71,9 +84,10 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed)
     static const size_t sizes[] = {48, 96, 160, 320, 640};
     size_t avg = (48 + 96 + 160 + 320 + 640) / 5;
     nlive = (size_t)live_bytes / avg;
-    live = calloc(nlive, sizeof *live);
-    cap_dropped = nlive * 64 + 1024;
-    dropped = malloc(cap_dropped * sizeof *dropped);
+    live = map(nlive * sizeof *live);
+    cap_dropped = nlive * 8 + 4096;
+    dropped = map(cap_dropped * sizeof *dropped);
+    spare = map(cap_dropped * sizeof *spare);
     for (size_t i = 0; i < nlive; i++) {
         size_t n = sizes[i % 5];
         char *p = malloc(n);

@@ -440,7 +440,9 @@ static void *pacer_main(void *arg)
 void nsp__pacer_start(void)
 {
     int no = 0;
-    if (!atomic_compare_exchange_strong(&P.thread_started, &no, 1))
+    /* called on every slow path: a plain load first, the CAS only the first time */
+    if (atomic_load_explicit(&P.thread_started, memory_order_relaxed) ||
+        !atomic_compare_exchange_strong(&P.thread_started, &no, 1))
         return;
     if (!idle_seen) {
         size_t len = ((size_t)nsp__ncaches * 16 + 4095) & ~(size_t)4095;

@@ -214,6 +214,17 @@ static void case_scavenge(void)
     CHECK(pi.bytes_scavenged >= (uint64_t)200 << 20, "scavenged %llu MB",
           (unsigned long long)(pi.bytes_scavenged >> 20));
     CHECK(after < full - 200 * 1024, "RSS %ld MB -> %ld MB", full / 1024, after / 1024);
+    /* what is retained is within 10% over the goal, or every free page was handed back */
+    nsp_stats_t st;
+    nsp_stats_get(&st);
+    int64_t retained = 0, unscavenged = 0;
+    for (unsigned n = 0; n < st.nnodes; n++) {
+        retained += (int64_t)(st.node[n].pages_mapped - st.node[n].pages_scavenged) * 8192;
+        unscavenged += (int64_t)(st.node[n].pages_free - st.node[n].pages_scavenged) * 8192;
+    }
+    CHECK(retained <= pi.goal + pi.goal / 10 || unscavenged == 0,
+          "retained %lld MB, goal %lld MB, %lld MB free and not handed back",
+          (long long)(retained >> 20), (long long)(pi.goal >> 20), (long long)(unscavenged >> 20));
 }
 
 static void *idle_thread(void *arg)
