@@ -216,6 +216,21 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
     return p;
 }
 
+int64_t nsp__cache_sweep_measure(struct nsp_cache *c)
+{
+    int64_t over = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        struct nsp_span *s = c->spans[k];
+        if (s == &nsp__empty_span)
+            continue;
+        if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
+            sweep_in_place(c, s);
+        over += atomic_load_explicit(&s->charge, memory_order_relaxed) -
+                (int64_t)s->alloc_count * s->elemsize;
+    }
+    return over;
+}
+
 void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
 {
     uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);

@@ -164,6 +164,9 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls);
 void nsp__cache_release(struct nsp_cache *c, unsigned cls);
 /* Gives every span back (pacer's idle release, malloc_trim). */
 void nsp__cache_release_all(struct nsp_cache *c);
+/* Sweeps the cache's spans in place (frees by other threads applied, as their owner would) and
+ * returns by how much their charges exceed their allocated slots (the pacer's live measure). */
+int64_t nsp__cache_sweep_measure(struct nsp_cache *c);
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);

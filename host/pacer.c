@@ -282,9 +282,10 @@ static void scavenge(int64_t goal)
 }
 
 /* The live heap at the end of a cycle: the sum of the charges, less what the charges of spans
- * held by caches say beyond their allocated slots. In a concurrent cycle the program refills
- * caches while the cycle runs, and in `over` each refill charges a whole span: without this the
- * measured live heap, and the goal, would grow with the caches' capacity. */
+ * held by caches say beyond their allocated slots, once those spans are swept. In a concurrent
+ * cycle the program refills caches while the cycle runs: in `over` each refill charges a whole
+ * span, and the collector's frees land in spans caches hold; without this the measured live
+ * heap, and the goal, would grow with the caches' capacity and feed on themselves. */
 static int64_t measure_live(void)
 {
     int64_t live = heap_total();
@@ -294,12 +295,7 @@ static int64_t measure_live(void)
             continue; /* busy: counted as charged */
         for (unsigned n = 0; n < nsp__nnodes; n++)
             live += c->pending[n];
-        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-            const struct nsp_span *s = c->spans[k];
-            if (s != &nsp__empty_span)
-                live -= atomic_load_explicit(&s->charge, memory_order_relaxed) -
-                        (int64_t)s->alloc_count * s->elemsize;
-        }
+        live -= nsp__cache_sweep_measure(c);
         nsp__cache_unlock(c);
     }
     return live;
@@ -343,10 +339,19 @@ static void cycle(int forced)
     atomic_store(&P.running, 0);
 }
 
+/* A crossing is a hint: the trigger may have moved since (a cycle that ended meanwhile set a new
+ * one). Without this check a crossing seen during a cycle, against the old trigger, would start
+ * the next cycle at once, and cycles would run back to back. */
+static int still_due(void)
+{
+    return heap_total() >= atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed);
+}
+
 void nsp__pacer_run_due(void)
 {
     nsp__cycle_due = 0;
-    cycle(0);
+    if (still_due())
+        cycle(0);
 }
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
@@ -422,7 +427,7 @@ static void *pacer_main(void *arg)
         struct timespec ts = {tick / 1000000000, tick % 1000000000};
         if (!atomic_load(&P.wake))
             futex(&P.wake, FUTEX_WAIT_PRIVATE, 0, &ts);
-        if (atomic_exchange(&P.wake, 0))
+        if (atomic_exchange(&P.wake, 0) && still_due())
             cycle(0);
         int64_t now = now_ns();
         release_idle(now);
