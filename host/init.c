@@ -144,18 +144,21 @@ void *nsp__boot_alloc(size_t n, size_t align)
  * thread, which holds every lock, so unlocking leaves every structure consistent. */
 static void fork_prepare(void)
 {
+    nsp__pacer_fork_prepare_first();
     nsp__cache_lock_all();
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             pthread_mutex_lock(&nsp__central(n, k)->lock);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         pthread_mutex_lock(&nsp__pageheaps[n].lock);
+    nsp__pacer_fork_prepare_last();
 }
 
 static void fork_release_child(void);
 
 static void fork_release(void)
 {
+    nsp__pacer_fork_release();
     for (unsigned n = nsp__nnodes; n-- > 0;)
         pthread_mutex_unlock(&nsp__pageheaps[n].lock);
     for (unsigned n = nsp__nnodes; n-- > 0;)

@@ -467,6 +467,22 @@ void nsp__pacer_start(void)
     pthread_attr_destroy(&attr);
 }
 
+void nsp__pacer_fork_prepare_first(void)
+{
+    pthread_mutex_lock(&P.model_lock);
+}
+
+void nsp__pacer_fork_prepare_last(void)
+{
+    pthread_mutex_lock(&P.trace_lock);
+}
+
+void nsp__pacer_fork_release(void)
+{
+    pthread_mutex_unlock(&P.trace_lock);
+    pthread_mutex_unlock(&P.model_lock);
+}
+
 void nsp__pacer_forked_child(void)
 {
     atomic_store(&P.thread_started, 0);

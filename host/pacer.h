@@ -61,7 +61,12 @@ static inline void nsp__pacer_after_alloc(void)
 }
 /* Starts the pacer thread if it is not running (first refill; again in a forked child). */
 void nsp__pacer_start(void);
-/* fork: the child has no pacer thread. */
+/* fork: the pacer's own locks are taken first and last around the allocator's (model before
+ * every allocator lock, trace after: it is taken inside them), so that the child finds them free;
+ * the child has no pacer thread. */
+void nsp__pacer_fork_prepare_first(void);
+void nsp__pacer_fork_prepare_last(void);
+void nsp__pacer_fork_release(void);
 void nsp__pacer_forked_child(void);
 /* A spill or scavenge happened (counted, traced). */
 void nsp__pacer_event(const char *event, unsigned node);
