@@ -44,7 +44,7 @@
  *   A span released while dirty goes to PARTIAL, never FULL, so no free is stranded.
  *
  *   charge        the bytes the span contributes to heapLive[node] (DESIGN.md §5, the ledger);
- *                 kept here from the start, accounted by the pacer layer.
+ *                 applied to heapLive by the rules of ledger.h.
  */
 #ifndef NSP_HOST_TYPES_H
 #define NSP_HOST_TYPES_H
