@@ -10,10 +10,13 @@ want=${1:-test}
 pkgs=(build-essential cmake pkg-config libhwloc-dev hwloc libnuma-dev)
 case "$want" in
   build) ;;
-  test|experiments)
+  test)
     # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
     # python3: the tool and experiment scripts read JSON.
     pkgs+=(check libudev-dev python3) ;;
+  experiments)
+    # the peer allocators of the host benchmarks
+    pkgs+=(check libudev-dev python3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
   *) echo "tools/deps.sh: unknown set \"$want\" (expected build, test or experiments)" >&2; exit 2 ;;
 esac
 
