@@ -29,7 +29,9 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
 
 void *nsp__span_next_free(struct nsp_span *s)
 {
-    uint32_t fi = s->freeindex, nw = nsp__span_nwords(s);
+    /* first fit: from the lowest word, so that live objects stay packed in a span's first
+     * pages (RSS) and freed slots are reused while still warm */
+    uint32_t fi = s->alloc_count < s->freeindex ? 0 : s->freeindex, nw = nsp__span_nwords(s);
     for (uint32_t w = fi >> 6; w < nw; w++) {
         uint64_t avail = ~s->alloc_bits[w];
         if (w == (fi >> 6))

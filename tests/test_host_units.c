@@ -178,12 +178,13 @@ START_TEST(span_cursor_and_local_free)
     /* the last allocation given back is handed out again at once (LIFO) */
     ck_assert_int_eq(nsp__span_free_local(s, n - 1), 0);
     ck_assert_ptr_eq(nsp__span_alloc_fast(s), p[n - 1]);
-    /* a slot behind the cursor comes back after a rewind */
+    /* a slot behind the cursor is found again first fit, lowest first (RSS stays packed) */
+    ck_assert_int_eq(nsp__span_free_local(s, 9), 0);
     ck_assert_int_eq(nsp__span_free_local(s, 7), 0);
     ck_assert_int_eq(nsp__span_free_local(s, 7), -1); /* double free caught */
-    ck_assert_ptr_null(nsp__span_next_free(s));
-    nsp__span_rewind(s);
     ck_assert_ptr_eq(nsp__span_next_free(s), p[7]);
+    ck_assert_ptr_eq(nsp__span_next_free(s), p[9]);
+    ck_assert_ptr_null(nsp__span_next_free(s)); /* full: nothing behind or ahead */
     ck_assert_uint_eq(s->alloc_count, n);
     free(p);
 }
