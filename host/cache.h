@@ -143,6 +143,15 @@ static inline __attribute__((always_inline)) struct nsp_cache *nsp__cache_acquir
     return nsp__cache_acquire_slow();
 }
 
+/* The index of the cache the thread took last, or UINT32_MAX when it has none: a hint that lets
+ * a free of an object whose span another cache holds skip taking the thread's own cache. */
+static inline uint32_t nsp__cache_hint(void)
+{
+    if (nsp__virtual)
+        return nsp__vcore.topo == nsp__topo ? nsp__vcore.cache : UINT32_MAX;
+    return nsp__tc ? nsp__tc->index : UINT32_MAX;
+}
+
 /* The cache the calling thread maps to now, without taking it (a hint: the thread may move). */
 static inline unsigned nsp__cache_index_now(void)
 {

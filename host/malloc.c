@@ -207,7 +207,10 @@ NSP_EXPORT void nsp_free(void *p)
         nsp__report_error(NSP_ERR_INTERIOR, "free", p);
         return;
     }
-    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED) {
+    uint32_t hint = nsp__cache_hint();
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
+        (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
+        /* (a span another cache holds is freed remotely without taking our own cache) */
         struct nsp_cache *c = nsp__cache_acquire();
         if (likely(c)) {
             /* re-checked under the lock: only this cache can take the span from itself */
