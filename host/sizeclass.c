@@ -11,11 +11,6 @@ struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
 uint8_t nsp__class_small[1024 / 8 + 1];
 uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1];
 
-static unsigned floor_log2(uint32_t x)
-{
-    return 31u - (unsigned)__builtin_clz(x);
-}
-
 static uint32_t span_pages(uint32_t size)
 {
     /* at least 32 objects, or 512 KiB when 32 would not fit: big classes refill rarely too */
@@ -32,22 +27,16 @@ void nsp__sizeclass_init(void)
 {
     if (nsp__classes[1].size)
         return;
-    unsigned c = 1;
-    uint32_t size = 8;
-    while (size <= NSP_MAX_SMALL) {
-        struct nsp_sizeclass *k = &nsp__classes[c++];
+    /* the sizes are the shared rule of include/numaspan_geometry.h (the device heap's too) */
+    for (unsigned c = 1; c < NSP_NUM_CLASSES; c++) {
+        struct nsp_sizeclass *k = &nsp__classes[c];
+        uint32_t size = nsp_geom_class_size(c);
         k->size = size;
         k->npages = span_pages(size);
         k->nelems = (uint32_t)((size_t)k->npages * NSP_PAGE_SIZE / size);
         k->divmul = (uint32_t)(((1ULL << 32) + size - 1) / size);
-        if (size < 16)
-            size = 16;
-        else if (size < 128)
-            size += 16;
-        else
-            size += 1u << (floor_log2(size) - 3);
     }
-    assert(c == NSP_NUM_CLASSES);
+    assert(nsp__classes[NSP_NUM_CLASSES - 1].size == NSP_MAX_SMALL);
     unsigned k = 1;
     for (size_t i = 0; i < sizeof nsp__class_small; i++) {
         size_t n = i << 3;

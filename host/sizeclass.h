@@ -1,7 +1,8 @@
 /*
  * host/sizeclass.h — size classes: which class a request falls in, and each class's span shape.
  *
- * Classes run from 8 B to 32 KiB: 8, 16, then multiples of 16 up to 128, then eight classes per
+ * Classes run from 8 B to 32 KiB (the rule is include/numaspan_geometry.h's, shared with the
+ * device heap): 8, 16, then multiples of 16 up to 128, then eight classes per
  * doubling (step = 2^(floor(log2(size-1)) - 3), a multiple of 16). Every class but 8 is a multiple
  * of 16, so every object of 16 B or more is 16-byte aligned (glibc's guarantee, which programs rely
  * on); powers of two are classes, so aligned requests find a class whose objects are aligned.
@@ -21,9 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "numaspan_geometry.h"
 #include "types.h"
 
-#define NSP_NUM_CLASSES 74 /* class 0 is "large": no class */
+#define NSP_NUM_CLASSES NSP_GEOM_NUM_CLASSES /* class 0 is "large": no class */
 
 struct nsp_sizeclass {
     uint32_t size;

@@ -68,6 +68,8 @@ START_TEST(class_lookup_is_tightest)
         ck_assert_uint_ge(nsp__classes[k].size, n);
         ck_assert_msg(k == 1 || nsp__classes[k - 1].size < n, "%zu B: class %u not the smallest", n,
                       nsp__classes[k].size);
+        /* the shared rule (numaspan_geometry.h, also compiled into the device heap) agrees */
+        ck_assert_uint_eq(nsp_geom_size_to_class((uint32_t)n), k);
     }
 }
 END_TEST
