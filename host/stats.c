@@ -250,6 +250,18 @@ static void print_text(FILE *out, const nsp_stats_t *st)
                 c->size, c->objects_in_use, MiB(c->bytes_in_use), c->spans_cached,
                 c->spans_partial, c->spans_full, c->refills, c->releases, c->mallocs);
     }
+    nsp_pacer_device_t dev[NSP_PACER_MAX_DEVICES];
+    unsigned ndev = nsp_pacer_devices(dev, NSP_PACER_MAX_DEVICES);
+    for (unsigned i = 0; i < ndev; i++)
+        fprintf(out,
+                "  device node %d (%s): heapLive %.2f MiB of %.2f MiB%s, peak %.2f MiB, %" PRIu64
+                " syncs, advice %s\n",
+                dev[i].id, dev[i].name, MiB((uint64_t)dev[i].heap_live),
+                MiB((uint64_t)dev[i].capacity), dev[i].reconciled ? " (reconciled)" : "",
+                MiB((uint64_t)dev[i].peak_live), dev[i].syncs,
+                dev[i].advice == NSP_DEVICE_GROW        ? "grow"
+                : dev[i].advice == NSP_DEVICE_RECONCILE ? "reconcile"
+                                                        : "ok");
 }
 
 static void print_json(FILE *out, const nsp_stats_t *st)
@@ -294,6 +306,18 @@ static void print_json(FILE *out, const nsp_stats_t *st)
                 first ? "" : ", ", c->size, c->objects_in_use, c->bytes_in_use, c->spans_cached,
                 c->spans_partial, c->spans_full, c->refills, c->releases, c->mallocs);
         first = 0;
+    }
+    fprintf(out, "], \"devices\": [");
+    nsp_pacer_device_t dev[NSP_PACER_MAX_DEVICES];
+    unsigned ndev = nsp_pacer_devices(dev, NSP_PACER_MAX_DEVICES);
+    for (unsigned i = 0; i < ndev; i++) {
+        fprintf(out, "%s{\"id\": %d, \"name\": ", i ? ", " : "", dev[i].id);
+        nsp__json_str(out, dev[i].name);
+        fprintf(out,
+                ", \"capacity\": %" PRId64 ", \"heap_live\": %" PRId64 ", \"peak_live\": %" PRId64
+                ", \"syncs\": %" PRIu64 ", \"reconciled\": %s, \"advice\": %d}",
+                dev[i].capacity, dev[i].heap_live, dev[i].peak_live, dev[i].syncs,
+                dev[i].reconciled ? "true" : "false", dev[i].advice);
     }
     fprintf(out, "]}\n");
 }

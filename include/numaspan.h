@@ -259,6 +259,33 @@ NSP_API int nsp_pacer_get(nsp_pacer_info_t *out);
  * with the first node that disagrees and both sums. */
 NSP_API int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges);
 
+/* Device heaps as pacer nodes (host/pacer_device.c). The device heap's host side (numaspan_cl.h)
+ * attaches one node per heap and hands in its ledger's total (heapLive) at each sync. A device
+ * node is paced against its own capacity; it is not part of the host's goal or trigger. */
+#define NSP_PACER_MAX_DEVICES 8
+enum { NSP_DEVICE_OK = 0, NSP_DEVICE_RECONCILE = 1, NSP_DEVICE_GROW = 2 };
+
+typedef struct nsp_pacer_device {
+    int id;
+    char name[64];
+    int64_t capacity;   /* bytes the heap's pool holds */
+    int64_t heap_live;  /* the device ledger's heapLive at the last sync */
+    int64_t peak_live;
+    uint64_t syncs, reconciles;
+    int reconciled;     /* the last report followed a release and a sweep (exact) */
+    int advice;         /* NSP_DEVICE_*: from the last report */
+} nsp_pacer_device_t;
+
+/* A new device node: its id (0..NSP_PACER_MAX_DEVICES-1), or -1 (table full, bad argument). */
+NSP_API int nsp_pacer_device_attach(const char *name, int64_t capacity);
+/* Hands in the node's heapLive (reconciled: right after a release and a sweep). Returns the
+ * advice, NSP_DEVICE_OK below 7/8 of the capacity, else RECONCILE (not reconciled) or GROW;
+ * -1 for an unknown id. */
+NSP_API int nsp_pacer_device_report(int id, int64_t heap_live, int reconciled);
+NSP_API void nsp_pacer_device_detach(int id);
+/* Copies up to max attached device nodes into out; returns how many. */
+NSP_API unsigned nsp_pacer_devices(nsp_pacer_device_t *out, unsigned max);
+
 /* ---------------------------------------------------------------------------------------------
  * Options: one table of every NSP_* environment variable.
  * ------------------------------------------------------------------------------------------- */

@@ -96,18 +96,18 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
 #define NSP_DMAX_SMALL 8192u
 #define NSP_DMAX_OBJS (NSP_DCHUNK / 16u)    /* 4096 */
 #define NSP_DWORDS (NSP_DMAX_OBJS / 64u)    /* bitmap words per span */
-#define NSP_DMAX_CHUNKS ((1u << 24) - 1u)   /* span index field; NSP_DSPAN_NONE excluded */
+#define NSP_DMAX_CHUNKS ((1u << 22) - 1u)   /* span index field (256 GiB); NONE excluded */
 
 /* slot word */
-#define NSP_DSPAN_NONE 0xFFFFFFul
-#define NSP_DW_SPAN(w) ((nsp_u32)((w) >> 40))
-#define NSP_DW_GEN(w) ((nsp_u32)(((w) >> 25) & 0x7FFFu))
-#define NSP_DW_DENSE(w) ((nsp_u32)(((w) >> 24) & 1u))
-#define NSP_DW_CUR(w) ((nsp_u32)((w) & 0xFFFFFFu))
-#define NSP_DW_MAKE(span, gen, dense, cur)                                                      \
-    (((nsp_u64)(span) << 40) | ((nsp_u64)((gen) & 0x7FFFu) << 25) |                            \
-     ((nsp_u64)((dense) & 1u) << 24) | (nsp_u64)(cur))
-#define NSP_DW_EMPTY (NSP_DSPAN_NONE << 40)
+#define NSP_DSPAN_NONE 0x3FFFFFul
+#define NSP_DW_SPAN(w) ((nsp_u32)((w) >> 42))
+#define NSP_DW_NAVAIL(w) ((nsp_u32)(((w) >> 29) & 0x1FFFu))
+#define NSP_DW_GEN(w) ((nsp_u32)(((w) >> 20) & 0x1FFu))
+#define NSP_DW_CUR(w) ((nsp_u32)((w) & 0xFFFFFu))
+#define NSP_DW_MAKE(span, navail, gen, cur)                                                     \
+    (((nsp_u64)(span) << 42) | ((nsp_u64)(navail) << 29) | ((nsp_u64)((gen) & 0x1FFu) << 20) | \
+     (nsp_u64)(cur))
+#define NSP_DW_EMPTY (NSP_DSPAN_NONE << 42)
 
 /* chunk state word */
 enum nsp_dstate {

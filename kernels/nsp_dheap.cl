@@ -1,0 +1,794 @@
+/*
+ * kernels/nsp_dheap.cl — the device heap's allocator, OpenCL C 1.2 (DESIGN.md §4).
+ *
+ * Owns: nsp_dmalloc / nsp_dfree (per work-item, usable in divergent code), nsp_dmalloc_group
+ * (work-group collective), nsp_dptr, and the layers under them: slot words (claims), refill and
+ * release of spans, centrals (bitmaps), the page pool (one carve counter, then a scan of freed
+ * chunks), sweeping, the out-of-memory search, the ledger's charges. The buffer layout and the
+ * encodings are in numaspan_geometry.h, which device/ prepends to this text.
+ *
+ * Invariants
+ * - No spin locks, no linked stacks: ownership of a span moves by compare-and-swap of its chunk
+ *   state word (BUSY = one work-item owns it); sets of spans are bitmaps. Every loop is bounded:
+ *   a claim retries NSP_ATTEMPTS times (waiting at most NSP_SPIN reads for a refill, then trying
+ *   the next slot), then returns the null handle, counted as NSP_DC_NULL_RETRY.
+ * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
+ *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
+ *   releases the old span; claims past navail wait for it. A cached span's alloc bitmap and prefix
+ *   are frozen; the objects claimed from it are applied to alloc at its next sweep (`claimed`),
+ *   and gen advances before alloc or prefix are rewritten, so a claimant that read them late
+ *   can tell (NSP_DC_LOST: the object stays allocated, nothing is handed out twice).
+ * - Free is one atom_or on the span's freed bitmap (after a read of the chunk state that finds
+ *   the class). A bit found already set is a double free. A free into a FULL span moves it to
+ *   PARTIAL and publishes it in its central; a release that makes a span FULL re-reads the freed
+ *   bitmap after a fence. The only window left (a free whose state read precedes that store and
+ *   whose atom_or follows the re-read) strands nothing: the host's sweep and the out-of-memory
+ *   scan sweep FULL spans too.
+ * - Ledger (DESIGN.md §5): charge events are refill, release and sweep (and every malloc/free in
+ *   the exact mode), each `stripe[slot] += new - desc.charge; desc.charge = new`; large objects
+ *   are charged their run when allocated and 0 when freed. The heap's heapLive is the sum of the
+ *   stripes; after a release of every slot and a sweep it equals the live bytes exactly.
+ * - Cross-work-group publication goes through NSP_FENCE: a global mem_fence, plus membar.gl on
+ *   NVIDIA (whose mem_fence orders only within the work-group). Shared metadata is read through
+ *   atomics or volatile loads.
+ */
+#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
+#pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
+
+typedef struct nsp_dheap_hdr nsp_dheap;
+typedef ulong nsp_dhandle;
+
+/* The per-vendor ordering shim. NVIDIA's OpenCL C compiler defines cl_nv_pragma_unroll and
+ * accepts inline PTX; device/ builds with NSP_FENCE_PLAIN if a compiler refuses it (and says so). */
+#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN)
+#define NSP_FENCE()                                                                            \
+    do {                                                                                       \
+        mem_fence(CLK_GLOBAL_MEM_FENCE);                                                       \
+        asm volatile("membar.gl;" ::: "memory");                                               \
+    } while (0)
+#else
+#define NSP_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#endif
+
+#define NSP_V64(p) (*(volatile __global ulong *)(p))
+#define NSP_V32(p) (*(volatile __global uint *)(p))
+
+#ifndef NSP_SPIN
+#define NSP_SPIN 4096u     /* reads of a slot word while another work-item refills it */
+#endif
+#ifndef NSP_ATTEMPTS
+#define NSP_ATTEMPTS 16u   /* claims before a small allocation gives up */
+#endif
+
+/* ---- layout ------------------------------------------------------------------------------- */
+
+static inline __global uchar *nsp__b(__global nsp_dheap *h) { return (__global uchar *)h; }
+static inline __global ulong *nsp__slotw(__global nsp_dheap *h, uint ci, uint s)
+{
+    return (__global ulong *)(nsp__b(h) + h->off_slots) + (ulong)ci * h->nslots + s;
+}
+static inline __global long *nsp__stripe(__global nsp_dheap *h, uint s)
+{
+    return (__global long *)(nsp__b(h) + h->off_stripes) + s;
+}
+static inline __global ulong *nsp__partial(__global nsp_dheap *h, uint ci)
+{
+    return (__global ulong *)(nsp__b(h) + h->off_partial) + ci;
+}
+static inline __global uint *nsp__state(__global nsp_dheap *h, uint c)
+{
+    return (__global uint *)(nsp__b(h) + h->off_state) + c;
+}
+static inline __global struct nsp_ddesc *nsp__desc(__global nsp_dheap *h, uint c)
+{
+    return (__global struct nsp_ddesc *)(nsp__b(h) + h->off_desc) + c;
+}
+static inline __global ulong *nsp__cbits(__global nsp_dheap *h, uint ci, uint central)
+{
+    return (__global ulong *)(nsp__b(h) + h->off_central) +
+           ((ulong)ci * h->ncentrals + central) * h->cwords;
+}
+static inline ulong nsp__chunk_off(__global nsp_dheap *h, uint c)
+{
+    return h->off_pool + ((ulong)c << NSP_DCHUNK_SHIFT);
+}
+static inline void nsp__count(__global nsp_dheap *h, uint i) { atom_inc(&h->counter[i]); }
+
+/* A handle as a pointer, valid in this kernel launch (the buffer may move between launches). */
+static inline __global void *nsp_dptr(__global nsp_dheap *h, nsp_dhandle p)
+{
+    return (__global void *)(nsp__b(h) + p);
+}
+
+/* The slot of the calling work-group: every work-item of a group uses the same slot. */
+static inline uint nsp__slot_of_group(__global nsp_dheap *h)
+{
+    ulong g = get_group_id(0) +
+              get_num_groups(0) * (get_group_id(1) + get_num_groups(1) * get_group_id(2));
+    return (uint)(g & (h->nslots - 1u));
+}
+
+/* ---- bits ----------------------------------------------------------------------------------- */
+
+static inline ulong nsp__valid(uint nobj, uint w)
+{
+    uint lo = w * 64u;
+    if (lo + 64u <= nobj)
+        return ~0ul;
+    if (lo >= nobj)
+        return 0ul;
+    return (1ul << (nobj - lo)) - 1ul;
+}
+static inline uint nsp__nwords(uint nobj) { return (nobj + 63u) / 64u; }
+static inline uint nsp__ctz(ulong x) { return 63u - (uint)clz(x & (0ul - x)); }
+static inline uint nsp__pop(ulong x) { return (uint)popcount(x); }
+
+/* Position of the k-th (0-based) set bit of x, which has more than k set bits. */
+static inline uint nsp__select(ulong x, uint k)
+{
+    uint pos = 0u, c = nsp__pop(x & 0xFFFFFFFFul);
+    if (k >= c) { k -= c; x >>= 32; pos = 32u; }
+    c = nsp__pop(x & 0xFFFFul);
+    if (k >= c) { k -= c; x >>= 16; pos += 16u; }
+    c = nsp__pop(x & 0xFFul);
+    if (k >= c) { k -= c; x >>= 8; pos += 8u; }
+    for (uint i = 0; i < 8u; i++, x >>= 1, pos++) {
+        if (x & 1ul) {
+            if (k == 0u)
+                return pos;
+            k--;
+        }
+    }
+    return pos;
+}
+/* The lowest k set bits of x (k <= popcount(x)). */
+static inline ulong nsp__lowest(ulong x, uint k)
+{
+    if (k == 0u)
+        return 0ul;
+    if (k >= nsp__pop(x))
+        return x;
+    return x & ((1ul << nsp__select(x, k)) - 1ul);
+}
+
+/* ---- ledger --------------------------------------------------------------------------------- */
+
+static inline void nsp__charge(__global nsp_dheap *h, __global struct nsp_ddesc *d, long charge,
+                               uint stripe)
+{
+    long old = atom_xchg((volatile __global long *)&d->charge, charge);
+    if (charge != old)
+        atom_add(nsp__stripe(h, stripe), charge - old);
+}
+
+/* ---- centrals (per class: ncentrals bitmaps of chunks) --------------------------------------- */
+
+static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
+{
+    uint nc = (uint)h->ncentrals, b = c / nc;
+    ulong bit = 1ul << (b & 63u);
+    ulong old = atom_or(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, bit);
+    if (!(old & bit))
+        atom_inc(nsp__partial(h, ci));
+}
+static inline void nsp__unpublish(__global nsp_dheap *h, uint ci, uint c)
+{
+    uint nc = (uint)h->ncentrals, b = c / nc;
+    ulong bit = 1ul << (b & 63u);
+    ulong old = atom_and(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, ~bit);
+    if (old & bit)
+        atom_dec(nsp__partial(h, ci));
+}
+
+/* Takes a PARTIAL span of class ci out of a central (BUSY, owned by the caller), or returns
+ * NSP_DSPAN_NONE. Bits are hints: a bit whose chunk is no longer PARTIAL is dropped. */
+static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
+{
+    if (NSP_V64(nsp__partial(h, ci)) == 0ul)
+        return (uint)NSP_DSPAN_NONE;
+    uint nc = (uint)h->ncentrals, cw = (uint)h->cwords, cls = ci + NSP_DMIN_CLASS;
+    uint want = NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u);
+    for (uint jj = 0; jj < nc; jj++) {
+        uint j = (hint + jj) & (nc - 1u);
+        __global ulong *bits = nsp__cbits(h, ci, j);
+        for (uint ww = 0; ww < cw; ww++) {
+            uint wi = (hint / nc + ww) % cw;
+            ulong word = NSP_V64(bits + wi);
+            for (uint tries = 0; word != 0ul && tries < 64u; tries++) {
+                uint b = nsp__ctz(word);
+                ulong bit = 1ul << b;
+                ulong old = atom_and(bits + wi, ~bit);
+                word = old & ~bit;
+                if (!(old & bit))
+                    continue;
+                atom_dec(nsp__partial(h, ci));
+                uint c = (wi * 64u + b) * nc + j;
+                if (c < h->nchunks &&
+                    atomic_cmpxchg(nsp__state(h, c), want, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) ==
+                        want)
+                    return c;
+            }
+        }
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
+/* ---- spans ------------------------------------------------------------------------------------ */
+
+/* Applies what the last incarnation claimed and every freed bit to alloc; sets the charge to the
+ * live bytes. The caller owns the span (BUSY). Returns the live objects. */
+static uint nsp__sweep(__global nsp_dheap *h, uint c, uint stripe)
+{
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    uint nobj = d->nobj, claimed = d->claimed, dense = d->dense, live = 0u, bad = 0u;
+    atomic_inc(&d->gen);
+    NSP_FENCE();
+    for (uint w = 0; w < nsp__nwords(nobj); w++) {
+        ulong valid = nsp__valid(nobj, w), a = d->alloc[w];
+        if (claimed) {
+            if (dense) {
+                uint lo = w * 64u, k = claimed > lo ? min(claimed - lo, 64u) : 0u;
+                a |= (k == 64u ? ~0ul : (1ul << k) - 1ul) & valid;
+            } else {
+                uint pre = d->prefix[w];
+                a |= nsp__lowest(~a & valid, claimed > pre ? claimed - pre : 0u);
+            }
+        }
+        ulong f = atom_xchg(&d->freed[w], 0ul);
+        bad += nsp__pop(f & ~a);
+        a &= ~f;
+        d->alloc[w] = a;
+        live += nsp__pop(a);
+    }
+    d->claimed = 0u;
+    d->dense = 0u;
+    if (bad)
+        atom_add(&h->counter[NSP_DC_BAD_FREES], (ulong)bad);
+    nsp__count(h, NSP_DC_SWEEPS);
+    nsp__charge(h, d, (long)live * nsp_geom_class_size(d->cls), stripe);
+    return live;
+}
+
+/* Makes an owned (BUSY) span PARTIAL (published) or FULL. A FULL span re-reads its freed bitmap
+ * after the state is visible, so that a concurrent free that saw it BUSY is not stranded. */
+static void nsp__put_back(__global nsp_dheap *h, uint c, uint cls, int has_free)
+{
+    __global uint *st = nsp__state(h, c);
+    uint ci = cls - NSP_DMIN_CLASS;
+    NSP_FENCE();
+    if (has_free) {
+        atomic_xchg(st, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u));
+        nsp__publish(h, ci, c);
+        return;
+    }
+    uint full = NSP_DST_MAKE(NSP_DS_FULL, cls, 0u);
+    atomic_xchg(st, full);
+    NSP_FENCE();
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    for (uint w = 0; w < nsp__nwords(d->nobj); w++) {
+        if (NSP_V64(&d->freed[w]) != 0ul) {
+            if (atomic_cmpxchg(st, full, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == full)
+                nsp__publish(h, ci, c);
+            return;
+        }
+    }
+}
+
+/* Returns an owned chunk to the pool (its bitmaps are clear: alloc by a sweep that found it
+ * empty, or never written). */
+static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
+{
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    nsp__charge(h, d, 0l, stripe);
+    NSP_FENCE();
+    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
+    atom_inc(&h->free_chunks);
+}
+
+/* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
+ * NSP_DW_EMPTY when it has no free entry. fresh: the chunk came from the pool (no object
+ * allocated; a chunk that was in use before has its freed bits cleared here). */
+static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, int reused, uint stripe)
+{
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    uint size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size, navail;
+    if (fresh) {
+        atomic_inc(&d->gen);
+        NSP_FENCE();
+        if (reused)
+            for (uint w = 0; w < NSP_DWORDS; w++) {
+                atom_xchg(&d->freed[w], 0ul);
+                d->alloc[w] = 0ul;
+            }
+        d->cls = cls;
+        d->nobj = nobj;
+        d->claimed = 0u;
+        navail = nobj;
+    } else {
+        navail = 0u;
+        for (uint w = 0; w < nsp__nwords(nobj); w++) {
+            d->prefix[w] = navail;
+            navail += nsp__pop(~d->alloc[w] & nsp__valid(nobj, w));
+        }
+    }
+    if (navail == 0u)
+        return NSP_DW_EMPTY;
+    d->navail = navail;
+    d->dense = navail == nobj;
+    long live = (long)(nobj - navail) * size;
+    nsp__charge(h, d, h->acct == 0ul ? (long)NSP_DCHUNK : live, stripe);
+    nsp__count(h, NSP_DC_REFILLS);
+    NSP_FENCE();
+    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_CACHED, cls, 0u));
+    NSP_FENCE();
+    return NSP_DW_MAKE(c, navail, atomic_add(&d->gen, 0u), 0u);
+}
+
+/* Releases the span a slot word named (the caller took the word out of its slot): records what
+ * was claimed, charges the live bytes (the freed bitmap read now: the sweep makes it exact),
+ * and puts it back PARTIAL or FULL. */
+static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
+{
+    uint c = NSP_DW_SPAN(w);
+    if (c == (uint)NSP_DSPAN_NONE)
+        return;
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    uint navail = NSP_DW_NAVAIL(w), claimed = min(NSP_DW_CUR(w), navail), nobj = d->nobj;
+    uint nf = 0u;
+    for (uint i = 0; i < nsp__nwords(nobj); i++)
+        nf += nsp__pop(NSP_V64(&d->freed[i]));
+    d->claimed = claimed;
+    uint held = nobj - navail + claimed;
+    uint live = held > nf ? held - nf : 0u;
+    nsp__charge(h, d, (long)live * nsp_geom_class_size(d->cls), stripe);
+    nsp__count(h, NSP_DC_RELEASES);
+    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_BUSY, d->cls, 0u));
+    nsp__put_back(h, c, d->cls, claimed < navail || nf > 0u);
+}
+
+/* ---- the page pool ----------------------------------------------------------------------------- */
+
+/* A chunk never used, from the carve counter, owned (BUSY); or NSP_DSPAN_NONE. */
+static uint nsp__carve(__global nsp_dheap *h)
+{
+    for (uint t = 0; t < 4u; t++) {
+        if (NSP_V64(&h->next_chunk) >= h->nchunks)
+            break;
+        ulong c = atom_inc(&h->next_chunk);
+        if (c >= h->nchunks)
+            break;
+        if (atomic_cmpxchg(nsp__state(h, (uint)c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+            nsp__count(h, NSP_DC_FRESH);
+            return (uint)c;
+        }
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
+/* A chunk returned to the pool, owned (BUSY); or NSP_DSPAN_NONE. One pass at most. */
+static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
+{
+    if ((long)NSP_V64(&h->free_chunks) <= 0l)
+        return (uint)NSP_DSPAN_NONE;
+    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
+    for (uint i = 0; i < n; i++) {
+        uint c = (hint + i) % n;
+        if (NSP_V32(nsp__state(h, c)) == 0u &&
+            atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+            atom_dec(&h->free_chunks);
+            return c;
+        }
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
+/* The out-of-memory search: sweeps uncached spans of every class (one pass). want == 0: every
+ * empty one goes back to the pool. Otherwise the first empty one, or one of class `want` with a
+ * free object, is returned owned (BUSY) and *fresh says which; the others are put back. */
+static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint stripe, int *fresh)
+{
+    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
+    for (uint i = 0; i < n; i++) {
+        uint c = (hint + i) % n;
+        uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+        if (want && s == 0u) {
+            if (atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+                atom_dec(&h->free_chunks);
+                *fresh = 1;
+                return c;
+            }
+            continue;
+        }
+        if ((st != NSP_DS_PARTIAL && st != NSP_DS_FULL) ||
+            atomic_cmpxchg(nsp__state(h, c), s, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) != s)
+            continue;
+        nsp__count(h, NSP_DC_RECLAIMS);
+        if (st == NSP_DS_PARTIAL)
+            nsp__unpublish(h, cls - NSP_DMIN_CLASS, c);
+        uint live = nsp__sweep(h, c, stripe), nobj = nsp__desc(h, c)->nobj;
+        if (live == 0u && want) {
+            *fresh = 1;
+            return c;
+        }
+        if (live == 0u) {
+            nsp__to_pool(h, c, stripe);
+            continue;
+        }
+        if (cls == want && live < nobj) {
+            *fresh = 0;
+            return c;
+        }
+        nsp__put_back(h, c, cls, live < nobj);
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
+static inline int nsp__oom_known(__global nsp_dheap *h)
+{
+    ulong o = NSP_V64(&h->oom);
+    return o != 0ul && o - 1ul == NSP_V64(&h->epoch);
+}
+static inline void nsp__oom_set(__global nsp_dheap *h, ulong epoch0)
+{
+    atom_xchg(&h->oom, epoch0 + 1ul);
+    NSP_FENCE();
+    if (NSP_V64(&h->epoch) != epoch0)
+        atom_xchg(&h->oom, 0ul);
+}
+/* Called by every free and release: memory may be available again. */
+static inline void nsp__oom_clear(__global nsp_dheap *h)
+{
+    if (NSP_V64(&h->oom) != 0ul) {
+        atom_inc(&h->epoch);
+        atom_xchg(&h->oom, 0ul);
+    }
+}
+
+/* A span of class cls with a free entry, prepared for slot `slot`: its slot word (cursor 0), or
+ * NSP_DW_EMPTY when the heap has none. Order: the class's centrals, the carve counter, chunks
+ * returned to the pool, other slots' cached spans of the class, the sweep of every span. */
+static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
+{
+    uint ci = cls - NSP_DMIN_CLASS;
+    if (nsp__oom_known(h))
+        return NSP_DW_EMPTY;
+    ulong epoch0 = NSP_V64(&h->epoch);
+    for (uint round = 0; round < 2u; round++) {
+        for (uint t = 0; t < 4u; t++) {
+            uint c = nsp__take_partial(h, ci, slot * 7u + t);
+            if (c == (uint)NSP_DSPAN_NONE)
+                break;
+            nsp__count(h, NSP_DC_REUSED);
+            uint live = nsp__sweep(h, c, slot);
+            ulong w = nsp__prepare(h, c, cls, live == 0u, live == 0u, slot);
+            if (w != NSP_DW_EMPTY)
+                return w;
+            nsp__put_back(h, c, cls, 0);
+        }
+        if (round == 0u) {
+            uint c = nsp__carve(h);
+            if (c != (uint)NSP_DSPAN_NONE)
+                return nsp__prepare(h, c, cls, 1, 0, slot);
+            c = nsp__scan_free(h, slot * 131u);
+            if (c != (uint)NSP_DSPAN_NONE)
+                return nsp__prepare(h, c, cls, 1, 1, slot);
+            /* take the cached spans of this class's other slots back to the central */
+            uint stolen = 0u;
+            for (uint i = 1; i < h->nslots; i++) {
+                uint o = (slot + i) & ((uint)h->nslots - 1u);
+                __global ulong *ow = nsp__slotw(h, ci, o);
+                ulong v = NSP_V64(ow);
+                if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) >= NSP_DW_NAVAIL(v))
+                    continue;
+                ulong x = atom_xchg(ow, NSP_DW_EMPTY);
+                nsp__release_word(h, x, o);
+                nsp__count(h, NSP_DC_STEALS);
+                stolen++;
+            }
+            if (stolen)
+                continue;
+        }
+        int fresh = 0;
+        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh);
+        if (c != (uint)NSP_DSPAN_NONE) {
+            ulong w = nsp__prepare(h, c, cls, fresh, 1, slot);
+            if (w != NSP_DW_EMPTY)
+                return w;
+            nsp__put_back(h, c, cls, 0);
+        }
+    }
+    nsp__oom_set(h, epoch0);
+    return NSP_DW_EMPTY;
+}
+
+/* ---- claims ------------------------------------------------------------------------------------ */
+
+enum { NSP__GOT = 0, NSP__REFILL = 1, NSP__WAIT = 2, NSP__LOST = 3 };
+
+/* What a claim at cursor `cur` of the slot word w gives. */
+static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint nobj,
+                      nsp_dhandle *out)
+{
+    uint navail = NSP_DW_NAVAIL(w);
+    if (cur > navail)
+        return NSP__WAIT;
+    if (cur == navail)
+        return NSP__REFILL;
+    uint c = NSP_DW_SPAN(w);
+    if (navail == nobj) { /* dense: entry i is object i */
+        *out = nsp__chunk_off(h, c) + (ulong)cur * size;
+        return NSP__GOT;
+    }
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    __global volatile uint *prefix = d->prefix;
+    uint lo = 0u, hi = nsp__nwords(nobj);
+    while (hi - lo > 1u) {
+        uint mid = (lo + hi) / 2u;
+        if (prefix[mid] <= cur)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    ulong fr = ~NSP_V64(&d->alloc[lo]) & nsp__valid(nobj, lo);
+    uint k = cur - prefix[lo];
+    uint idx = lo * 64u + nsp__select(fr, k);
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    if ((NSP_V32(&d->gen) & 0x1FFu) != NSP_DW_GEN(w) || k >= nsp__pop(fr)) {
+        nsp__count(h, NSP_DC_LOST);
+        return NSP__LOST;
+    }
+    *out = nsp__chunk_off(h, c) + (ulong)idx * size;
+    return NSP__GOT;
+}
+
+/* The claim at cursor == navail: install a new span (taking its first entry for the caller),
+ * and release whatever the slot held. */
+static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint cls, uint slot,
+                               uint size, uint nobj)
+{
+    ulong nw = nsp__get_span(h, cls, slot);
+    ulong installed = nw == NSP_DW_EMPTY ? nw : nw + 1ul;
+    ulong old = atom_xchg(sw, installed);
+    nsp__release_word(h, old, slot);
+    if (nw == NSP_DW_EMPTY) {
+        nsp__count(h, NSP_DC_NULL_OOM);
+        return 0ul;
+    }
+    nsp_dhandle r = 0ul;
+    if (nsp__claim(h, nw, 0u, size, nobj, &r) != NSP__GOT)
+        return 0ul;
+    if (h->acct == 2ul) {
+        atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge, (long)size);
+        atom_add(nsp__stripe(h, slot), (long)size);
+    }
+    return r;
+}
+
+static inline void nsp__exact(__global nsp_dheap *h, nsp_dhandle r, long bytes, uint slot)
+{
+    uint c = (uint)((r - h->off_pool) >> NSP_DCHUNK_SHIFT);
+    atom_add((volatile __global long *)&nsp__desc(h, c)->charge, bytes);
+    atom_add(nsp__stripe(h, slot), bytes);
+}
+
+/* Claims on slot `slot` of class cls until one gives an object, bounded. */
+static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
+{
+    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size;
+    uint mask = (uint)h->nslots - 1u;
+    for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
+        __global ulong *sw = nsp__slotw(h, ci, slot);
+        ulong w = atom_add(sw, 1ul);
+        nsp_dhandle r = 0ul;
+        int got = nsp__claim(h, w, NSP_DW_CUR(w), size, nobj, &r);
+        if (got == NSP__GOT) {
+            if (h->acct == 2ul)
+                nsp__exact(h, r, (long)size, slot);
+            return r;
+        }
+        if (got == NSP__REFILL)
+            return nsp__refill(h, sw, cls, slot, size, nobj);
+        if (got == NSP__LOST)
+            continue;
+        uint spins = 0u;
+        while (spins < NSP_SPIN && (NSP_V64(sw) >> 20) == (w >> 20))
+            spins++;
+        if (spins == NSP_SPIN)
+            slot = (slot + 1u) & mask;
+    }
+    nsp__count(h, NSP_DC_NULL_RETRY);
+    return 0ul;
+}
+
+/* ---- large objects: runs of chunks ------------------------------------------------------------ */
+
+static int nsp__own_run(__global nsp_dheap *h, uint c, uint r)
+{
+    for (uint i = 0; i < r; i++) {
+        if (atomic_cmpxchg(nsp__state(h, c + i), 0u, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != 0u) {
+            for (uint j = 0; j < i; j++)
+                atomic_xchg(nsp__state(h, c + j), 0u);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint)
+{
+    /* the carve counter first */
+    for (uint t = 0; t < 8u; t++) {
+        ulong n = NSP_V64(&h->next_chunk);
+        if (n + r > h->nchunks)
+            break;
+        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n) {
+            if (nsp__own_run(h, (uint)n, r))
+                return (uint)n;
+            atom_add(&h->free_chunks, (ulong)r); /* a scan took one: the rest stay in the pool */
+            break;
+        }
+    }
+    if ((long)NSP_V64(&h->free_chunks) < (long)r) /* a hint: races may leave it off a little */
+        return (uint)NSP_DSPAN_NONE;
+    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
+    uint run = 0u;
+    for (uint i = 0; i < n; i++) {
+        uint c = (hint + i) % n;
+        if (c == 0u)
+            run = 0u;
+        run = NSP_V32(nsp__state(h, c)) == 0u ? run + 1u : 0u;
+        if (run == r) {
+            uint first = c + 1u - r;
+            if (nsp__own_run(h, first, r)) {
+                atom_sub(&h->free_chunks, (ulong)r);
+                return first;
+            }
+            run = 0u;
+        }
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
+static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot)
+{
+    ulong r = (size + NSP_DCHUNK - 1u) >> NSP_DCHUNK_SHIFT;
+    if (r > NSP_DMAX_RUN || r > h->nchunks) {
+        nsp__count(h, NSP_DC_NULL_OOM);
+        return 0ul;
+    }
+    uint c = nsp__find_run(h, (uint)r, slot * 977u);
+    if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
+        ulong epoch0 = NSP_V64(&h->epoch);
+        int fresh;
+        nsp__reclaim(h, 0u, 0u, slot, &fresh); /* empty spans back to the pool */
+        c = nsp__find_run(h, (uint)r, 0u);
+        if (c == (uint)NSP_DSPAN_NONE)
+            nsp__oom_set(h, epoch0);
+    }
+    if (c == (uint)NSP_DSPAN_NONE) {
+        nsp__count(h, NSP_DC_NULL_OOM);
+        return 0ul;
+    }
+    atom_add(nsp__stripe(h, slot), (long)(r << NSP_DCHUNK_SHIFT));
+    nsp__count(h, NSP_DC_LARGE_ALLOCS);
+    NSP_FENCE();
+    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_LARGE, 0u, (uint)r));
+    return nsp__chunk_off(h, c);
+}
+
+/* ---- the entry points ---------------------------------------------------------------------------- */
+
+static inline void nsp__bad_free(__global nsp_dheap *h, nsp_dhandle p)
+{
+    nsp__count(h, NSP_DC_BAD_FREES);
+    atom_cmpxchg(&h->counter[NSP_DC_FIRST_BAD], 0ul, p + 1ul);
+}
+
+/* size bytes (at least 1; 0 is taken as 1), or the null handle 0. Any work-item, any control
+ * flow. Small objects are aligned to 16 bytes, large ones to 64 KiB. */
+static nsp_dhandle nsp_dmalloc(__global nsp_dheap *h, ulong size)
+{
+    uint slot = nsp__slot_of_group(h);
+    if (size > NSP_DMAX_SMALL)
+        return nsp__alloc_large(h, size, slot);
+    uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (uint)size);
+    return nsp__alloc_small(h, cls, slot);
+}
+
+/* Frees a handle from nsp_dmalloc (0 is ignored). A handle the heap did not hand out, or one
+ * freed twice, is counted (NSP_DC_BAD_FREES, the first in NSP_DC_FIRST_BAD) and changes nothing. */
+static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
+{
+    if (p == 0ul)
+        return;
+    if (p < h->off_pool || p >= h->off_pool + (h->nchunks << NSP_DCHUNK_SHIFT)) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    ulong rel = p - h->off_pool;
+    uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
+    __global uint *stp = nsp__state(h, c);
+    uint s = NSP_V32(stp), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+    uint slot = nsp__slot_of_group(h);
+    if (st == NSP_DS_LARGE) {
+        if (off != 0u || atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) != s) {
+            nsp__bad_free(h, p);
+            return;
+        }
+        uint r = NSP_DST_RUN(s);
+        for (uint i = 1; i < r; i++)
+            atomic_xchg(nsp__state(h, c + i), 0u);
+        atom_add(nsp__stripe(h, slot), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
+        nsp__count(h, NSP_DC_LARGE_FREES);
+        NSP_FENCE();
+        atomic_xchg(stp, 0u);
+        atom_add(&h->free_chunks, (ulong)r);
+        nsp__oom_clear(h);
+        return;
+    }
+    if (st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    uint size = nsp_geom_class_size(cls), idx = off / size;
+    if (idx * size != off || idx >= NSP_DCHUNK / size) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    ulong bit = 1ul << (idx & 63u);
+    if (atom_or(&d->freed[idx >> 6], bit) & bit) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    if (h->acct == 2ul)
+        nsp__exact(h, p, -(long)size, slot);
+    if (st == NSP_DS_FULL &&
+        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
+        nsp__publish(h, cls - NSP_DMIN_CLASS, c);
+    nsp__oom_clear(h);
+}
+
+/* The work-group collective allocation: every work-item of the group calls it (uniform control
+ * flow), with the same size; those with want != 0 get an object (or 0). One claim on the slot
+ * word serves the whole group; the work-item whose claim falls at the span's end refills it
+ * before the others fall back to single claims. scratch: one nsp_dgroup in local memory. */
+typedef struct nsp_dgroup {
+    ulong word;
+    uint count;
+    uint pad;
+} nsp_dgroup;
+
+static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want,
+                                     __local nsp_dgroup *g)
+{
+    uint lid = (uint)(get_local_id(0) +
+                      get_local_size(0) * (get_local_id(1) + get_local_size(1) * get_local_id(2)));
+    if (lid == 0u)
+        g->count = 0u;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint rank = want ? atomic_inc(&g->count) : 0u;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint slot = nsp__slot_of_group(h);
+    uint small = size <= NSP_DMAX_SMALL;
+    uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (small ? (uint)size : 16u));
+    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / sz;
+    __global ulong *sw = nsp__slotw(h, ci, slot);
+    if (lid == 0u)
+        g->word = small && g->count ? atom_add(sw, (ulong)g->count) : 0ul;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    ulong w = g->word;
+    nsp_dhandle r = 0ul;
+    int got = NSP__WAIT;
+    if (want && small) {
+        got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, sz, nobj, &r);
+        if (got == NSP__GOT && h->acct == 2ul)
+            nsp__exact(h, r, (long)sz, slot);
+        if (got == NSP__REFILL)
+            r = nsp__refill(h, sw, cls, slot, sz, nobj);
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    if (want && (!small || got == NSP__WAIT || got == NSP__LOST))
+        r = small ? nsp__alloc_small(h, cls, slot) : nsp__alloc_large(h, size, slot);
+    return r;
+}

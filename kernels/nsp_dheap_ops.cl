@@ -1,0 +1,42 @@
+/*
+ * kernels/nsp_dheap_ops.cl — the heap's own kernels, launched by device/ between user kernels.
+ *
+ * Owns: release (every slot's cached span back to its central, reconciling its charge) and
+ * sweep (every uncached span: claimed and freed objects applied, charge set to the live bytes,
+ * empty spans back to the pool). After both, with no user kernel running, the stripes sum to
+ * the live bytes exactly (DESIGN.md §5, "All modes").
+ */
+
+/* One work-item per (class, slot). */
+__kernel void nsp_k_release(__global nsp_dheap *h)
+{
+    ulong i = get_global_id(0);
+    if (i >= (ulong)NSP_DNCLASSES * h->nslots)
+        return;
+    uint ci = (uint)(i / h->nslots), s = (uint)(i % h->nslots);
+    ulong w = atom_xchg(nsp__slotw(h, ci, s), NSP_DW_EMPTY);
+    nsp__release_word(h, w, s);
+}
+
+/* One work-item per chunk. */
+__kernel void nsp_k_sweep(__global nsp_dheap *h)
+{
+    ulong c = get_global_id(0);
+    if (c == 0ul)
+        atom_xchg(&h->oom, 0ul);
+    if (c >= min(NSP_V64(&h->next_chunk), h->nchunks))
+        return;
+    __global uint *stp = nsp__state(h, (uint)c);
+    uint s = NSP_V32(stp), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+    if ((st != NSP_DS_PARTIAL && st != NSP_DS_FULL) ||
+        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) != s)
+        return;
+    if (st == NSP_DS_PARTIAL)
+        nsp__unpublish(h, cls - NSP_DMIN_CLASS, (uint)c);
+    uint stripe = (uint)(c & (h->nslots - 1ul));
+    uint live = nsp__sweep(h, (uint)c, stripe);
+    if (live == 0u)
+        nsp__to_pool(h, (uint)c, stripe);
+    else
+        nsp__put_back(h, (uint)c, cls, live < nsp__desc(h, (uint)c)->nobj);
+}
