@@ -172,6 +172,17 @@ fail:
     return NULL;
 }
 
+int nsp_cl_heap_reset(nsp_cl_heap_t *h, cl_command_queue q)
+{
+    if (!h || !q)
+        return nsp__cl_fail("nsp_cl_heap_reset: the heap and the queue are required");
+    if (init_buffer(h, q) < 0)
+        return -1;
+    h->bad_seen = 0;
+    nsp_pacer_device_report(h->node, 0, 1);
+    return 0;
+}
+
 int nsp_cl_bind(nsp_cl_heap_t *h, cl_kernel k, cl_uint arg)
 {
     if (!h || !k)

@@ -69,6 +69,9 @@ typedef struct nsp_cl_heap_opts {
 NSP_CL_API nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id device,
                                              cl_command_queue queue, size_t bytes,
                                              const nsp_cl_heap_opts_t *opts);
+/* Empties the heap (every handle becomes invalid), as a freshly created one; the kernels of
+ * queue before it must be done with it. */
+NSP_CL_API int nsp_cl_heap_reset(nsp_cl_heap_t *h, cl_command_queue queue);
 /* Builds `source` together with the device library for the heap's device. options are added to
  * the build's own. On a build failure: NULL, and the error holds the build log. */
 NSP_CL_API cl_program nsp_cl_build(nsp_cl_heap_t *h, const char *source, const char *options);

@@ -38,6 +38,8 @@ static void usage(FILE *out)
             "      host workloads under glibc, jemalloc, mimalloc, tcmalloc and numaspan, side by\n"
             "      side: medians, ratios to glibc, peak RSS.\n"
             "  bench pacer [--quick] [--reps R] [--json]\n"
+            "  bench device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--only C,..]\n"
+            "               [--litmus] [--ptx FILE]   (device heap vs a bump kernel; NSP_CL_DEVICE)\n"
             "      the accounting experiment: peak heap under over, under and exact against the\n"
             "      caches' free capacity over the live heap (golang/go#53738 on numaspan).\n"
             "  classes [--json]\n"
@@ -188,13 +190,15 @@ static int find_bench(const char *name, char *out, size_t len)
 
 static int cmd_bench(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "host") != 0 && strcmp(argv[1], "pacer") != 0)) {
-        fprintf(stderr, "numaspan bench: expected host or pacer (numaspan bench host|pacer "
-                        "[options])\n");
+    if (argc < 2 || (strcmp(argv[1], "host") != 0 && strcmp(argv[1], "pacer") != 0 &&
+                     strcmp(argv[1], "device") != 0)) {
+        fprintf(stderr, "numaspan bench: expected host, pacer or device (numaspan bench "
+                        "host|pacer|device [options])\n");
         return 2;
     }
     int host = strcmp(argv[1], "host") == 0;
-    const char *name = host ? "bench_host" : "bench_pacer";
+    const char *name = host ? "bench_host" : strcmp(argv[1], "pacer") == 0 ? "bench_pacer"
+                                                                           : "bench_device";
     char prog[4096];
     if (find_bench(name, prog, sizeof prog) < 0) {
         fprintf(stderr, "numaspan bench: %s not found beside the tool\n", name);
