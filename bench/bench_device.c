@@ -339,7 +339,7 @@ static void oom_case(unsigned size, size_t heap_bytes)
         nsp_cl_stats_t st;
         if (nsp_cl_stats(h, q, &st) < 0)
             die("stats", nsp_cl_error());
-        spurious = st.null_retry;
+        spurious = st.lost;
     }
     struct row *row = &rows[nrows++];
     *row = (struct row){"oom", (unsigned)allocs, size, size, median(t, reps), 0, 0, use, spurious,

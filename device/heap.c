@@ -357,7 +357,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
     st->large_allocs = C[NSP_DC_LARGE_ALLOCS];
     st->large_frees = C[NSP_DC_LARGE_FREES];
     st->null_oom = C[NSP_DC_NULL_OOM];
-    st->null_retry = C[NSP_DC_NULL_RETRY];
+    st->forced_refills = C[NSP_DC_FORCED];
     st->bad_frees = C[NSP_DC_BAD_FREES];
     st->lost = C[NSP_DC_LOST];
     st->first_bad = C[NSP_DC_FIRST_BAD] ? C[NSP_DC_FIRST_BAD] - 1 : 0;
@@ -386,7 +386,7 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 "\"chunks_free\": %llu, \"heap_live\": %lld, \"bytes_in_use\": %llu, "
                 "\"objects_in_use\": %llu, \"large_objects\": %llu, \"refills\": %llu, "
                 "\"releases\": %llu, \"steals\": %llu, \"reclaims\": %llu, \"sweeps\": %llu, "
-                "\"null_oom\": %llu, \"null_retry\": %llu, \"bad_frees\": %llu, \"lost\": %llu, "
+                "\"null_oom\": %llu, \"forced_refills\": %llu, \"bad_frees\": %llu, \"lost\": %llu, "
                 "\"accounting\": \"%s\", \"slots\": %u, \"centrals\": %u, \"fence_shim\": %s}\n",
                 s->device, (unsigned long long)s->capacity, (unsigned long long)s->chunks,
                 (unsigned long long)s->chunks_carved, (unsigned long long)s->chunks_free,
@@ -395,7 +395,7 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 (unsigned long long)s->refills, (unsigned long long)s->releases,
                 (unsigned long long)s->steals, (unsigned long long)s->reclaims,
                 (unsigned long long)s->sweeps, (unsigned long long)s->null_oom,
-                (unsigned long long)s->null_retry, (unsigned long long)s->bad_frees,
+                (unsigned long long)s->forced_refills, (unsigned long long)s->bad_frees,
                 (unsigned long long)s->lost, a, s->slots, s->centrals,
                 s->fence_shim ? "true" : "false");
         return;
@@ -415,8 +415,8 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
             (unsigned long long)s->steals, (unsigned long long)s->reclaims,
             (unsigned long long)s->sweeps, (unsigned long long)s->large_allocs,
             (unsigned long long)s->large_frees);
-    fprintf(out, "  nulls: out of memory %llu, retry bound %llu; bad frees %llu; lost claims %llu\n",
-            (unsigned long long)s->null_oom, (unsigned long long)s->null_retry,
+    fprintf(out, "  nulls (heap exhausted) %llu; refills forced by the retry bound %llu; bad frees %llu; lost claims %llu\n",
+            (unsigned long long)s->null_oom, (unsigned long long)s->forced_refills,
             (unsigned long long)s->bad_frees, (unsigned long long)s->lost);
     for (unsigned k = 0; k < NSP_CL_NCLASSES; k++) {
         const nsp_cl_class_stats_t *c = &s->cls[k];

@@ -11,6 +11,48 @@
 
 #include "internal.h"
 
+/* Compilers that ignore #line (NVIDIA's reports "<kernel>:LINE:COL") get their line numbers
+ * turned into the user's: "NAME:LINE:COL", LINE counted from the user's first line. */
+static char *name_lines(const char *log, const char *name)
+{
+    unsigned lib_lines = 0;
+    for (const char *p = nsp__cl_src_lib; *p; p++)
+        lib_lines += *p == '\n';
+    unsigned skip = lib_lines + 2; /* the library, then the #line directive's own line */
+    const char *tag = "<kernel>:";
+    size_t n = strlen(log), out_cap = n * 2 + 64, o = 0;
+    char *out = malloc(out_cap);
+    if (!out)
+        return NULL;
+    for (const char *p = log; *p;) {
+        const char *hit = strstr(p, tag);
+        if (!hit) {
+            size_t rest = strlen(p);
+            if (o + rest + 1 > out_cap)
+                break;
+            memcpy(out + o, p, rest);
+            o += rest;
+            break;
+        }
+        size_t pre = (size_t)(hit - p);
+        if (o + pre + strlen(name) + 24 > out_cap)
+            break;
+        memcpy(out + o, p, pre);
+        o += pre;
+        char *end;
+        unsigned long line = strtoul(hit + strlen(tag), &end, 10);
+        if (end != hit + strlen(tag) && line > skip)
+            o += (size_t)snprintf(out + o, out_cap - o, "%s:%lu", name, line - skip);
+        else if (end != hit + strlen(tag))
+            o += (size_t)snprintf(out + o, out_cap - o, "numaspan device library:%lu", line);
+        else
+            o += (size_t)snprintf(out + o, out_cap - o, "%s", tag);
+        p = end;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 cl_program nsp__cl_build_with(nsp_cl_heap_t *h, const char *src, const char *src_name,
                               const char *options)
 {
@@ -47,7 +89,9 @@ cl_program nsp__cl_build_with(nsp_cl_heap_t *h, const char *src, const char *src
         }
         nsp__cl_fail("nsp_cl_build: %s does not build for %s (%s, options \"%s\"); build log:\n",
                      src_name, h->devname, nsp__cl_errname(err), opts);
-        nsp__cl_fail_append(log && log[0] ? log : "(the compiler gave no log)");
+        char *named = log ? name_lines(log, src_name) : NULL;
+        nsp__cl_fail_append(named ? named : log && log[0] ? log : "(the compiler gave no log)");
+        free(named);
         free(log);
         free(opts);
         clReleaseProgram(p);

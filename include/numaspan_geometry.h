@@ -41,6 +41,7 @@
 #define NUMASPAN_GEOMETRY_H
 
 #ifdef __OPENCL_VERSION__
+typedef ushort nsp_u16;
 typedef uint nsp_u32;
 typedef ulong nsp_u64;
 typedef long nsp_i64;
@@ -48,6 +49,7 @@ typedef long nsp_i64;
 #define NSP_GEOM_CLZ32(x) ((nsp_u32)clz((nsp_u32)(x)))
 #else
 #include <stdint.h>
+typedef uint16_t nsp_u16;
 typedef uint32_t nsp_u32;
 typedef uint64_t nsp_u64;
 typedef int64_t nsp_i64;
@@ -136,7 +138,8 @@ enum nsp_dcounter {
     NSP_DC_LARGE_ALLOCS,
     NSP_DC_LARGE_FREES,
     NSP_DC_NULL_OOM,       /* nulls after the whole heap was searched */
-    NSP_DC_NULL_RETRY,     /* nulls after the retry bound (spurious: memory may have existed) */
+    NSP_DC_FORCED,         /* refills forced by the retry bound (a work-item that waited too long
+                              refills its slot itself, so no null comes from waiting) */
     NSP_DC_BAD_FREES,      /* frees of handles the heap did not hand out (or twice) */
     NSP_DC_LOST,           /* claims whose span was rebuilt under them (object leaked, counted) */
     NSP_DC_SWEEPS,         /* spans swept */
@@ -164,14 +167,16 @@ struct nsp_dheap_hdr {
     nsp_u64 pad2[16 - NSP_DC_COUNT];
 };
 
-/* A span descriptor: one per chunk. alloc and prefix are written only by the span's owner (BUSY);
- * while the span is cached they are frozen (its free entries are the 0 bits of alloc), and
- * `gen` changes before either is rewritten, so a claimant that read them can tell. */
+/* A span descriptor: one per chunk. Written only by the span's owner (BUSY), except `freed`
+ * (any freer) and `charge` (atomics). A non-dense incarnation's claimants read avail[g & 1] and
+ * prefix[g & 1], which only the incarnation after next (g + 2) rewrites: a claimant checks gen
+ * after reading them, and one that was overtaken twice counts NSP_DC_LOST. */
 struct nsp_ddesc {
-    nsp_u64 alloc[NSP_DWORDS]; /* 1 = allocated (as of the last sweep, plus `claimed`) */
-    nsp_u64 freed[NSP_DWORDS]; /* 1 = freed, not yet swept: set by one atom_or per free */
-    nsp_u32 prefix[NSP_DWORDS]; /* free entries in the words before each word (cached spans) */
-    nsp_u32 gen;     /* incarnation: advanced before alloc/prefix change */
+    nsp_u64 alloc[NSP_DWORDS];     /* 1 = allocated (as of the last sweep; plus `claimed`) */
+    nsp_u64 freed[NSP_DWORDS];     /* 1 = freed, not yet swept: set by one atom_or per free */
+    nsp_u64 avail[2][NSP_DWORDS];  /* free objects when incarnation gen was installed, by gen & 1 */
+    nsp_u16 prefix[2][NSP_DWORDS]; /* free objects in the words before each word, by gen & 1 */
+    nsp_u32 gen;     /* advanced once per incarnation that uses avail/prefix (not dense) */
     nsp_u32 nobj;    /* objects of the class in one chunk */
     nsp_u32 navail;  /* free entries handed to the slot at install */
     nsp_u32 claimed; /* entries of the last incarnation that were claimed (applied at the sweep) */

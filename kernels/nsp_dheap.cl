@@ -11,13 +11,16 @@
  * - No spin locks, no linked stacks: ownership of a span moves by compare-and-swap of its chunk
  *   state word (BUSY = one work-item owns it); sets of spans are bitmaps. Every loop is bounded:
  *   a claim retries NSP_ATTEMPTS times (waiting at most NSP_SPIN reads for a refill, then trying
- *   the next slot), then returns the null handle, counted as NSP_DC_NULL_RETRY.
+ *   the next slot); past that bound the work-item refills its slot itself (NSP_DC_FORCED), so a
+ *   null handle means the whole heap was searched (NSP_DC_NULL_OOM).
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
- *   releases the old span; claims past navail wait for it. A cached span's alloc bitmap and prefix
- *   are frozen; the objects claimed from it are applied to alloc at its next sweep (`claimed`),
- *   and gen advances before alloc or prefix are rewritten, so a claimant that read them late
- *   can tell (NSP_DC_LOST: the object stays allocated, nothing is handed out twice).
+ *   releases the old span; claims past navail wait for it. On NVIDIA the lanes of a warp that
+ *   claim on the same slot word combine into one atom_add (match.any + shfl, inline PTX).
+ * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
+ *   the objects claimed from it are applied to alloc at its next sweep (`claimed`). Only the
+ *   incarnation after next rewrites that snapshot; a claimant checks gen after reading it
+ *   (NSP_DC_LOST: the object stays allocated, nothing is handed out twice).
  * - Free is one atom_or on the span's freed bitmap (after a read of the chunk state that finds
  *   the class). A bit found already set is a double free. A free into a FULL span moves it to
  *   PARTIAL and publishes it in its central; a release that makes a span FULL re-reads the freed
@@ -54,10 +57,10 @@ typedef ulong nsp_dhandle;
 #define NSP_V32(p) (*(volatile __global uint *)(p))
 
 #ifndef NSP_SPIN
-#define NSP_SPIN 4096u     /* reads of a slot word while another work-item refills it */
+#define NSP_SPIN 2048u     /* reads of a slot word while another work-item refills it */
 #endif
 #ifndef NSP_ATTEMPTS
-#define NSP_ATTEMPTS 16u   /* claims before a small allocation gives up */
+#define NSP_ATTEMPTS 8u    /* claims before a work-item refills its slot itself */
 #endif
 
 /* ---- layout ------------------------------------------------------------------------------- */
@@ -221,8 +224,7 @@ static uint nsp__sweep(__global nsp_dheap *h, uint c, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     uint nobj = d->nobj, claimed = d->claimed, dense = d->dense, live = 0u, bad = 0u;
-    atomic_inc(&d->gen);
-    NSP_FENCE();
+    uint par = d->gen & 1u;
     for (uint w = 0; w < nsp__nwords(nobj); w++) {
         ulong valid = nsp__valid(nobj, w), a = d->alloc[w];
         if (claimed) {
@@ -230,8 +232,8 @@ static uint nsp__sweep(__global nsp_dheap *h, uint c, uint stripe)
                 uint lo = w * 64u, k = claimed > lo ? min(claimed - lo, 64u) : 0u;
                 a |= (k == 64u ? ~0ul : (1ul << k) - 1ul) & valid;
             } else {
-                uint pre = d->prefix[w];
-                a |= nsp__lowest(~a & valid, claimed > pre ? claimed - pre : 0u);
+                uint pre = d->prefix[par][w];
+                a |= nsp__lowest(d->avail[par][w], claimed > pre ? claimed - pre : 0u);
             }
         }
         ulong f = atom_xchg(&d->freed[w], 0ul);
@@ -293,8 +295,6 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     uint size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size, navail;
     if (fresh) {
-        atomic_inc(&d->gen);
-        NSP_FENCE();
         if (reused)
             for (uint w = 0; w < NSP_DWORDS; w++) {
                 atom_xchg(&d->freed[w], 0ul);
@@ -306,9 +306,16 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
         navail = nobj;
     } else {
         navail = 0u;
-        for (uint w = 0; w < nsp__nwords(nobj); w++) {
-            d->prefix[w] = navail;
+        for (uint w = 0; w < nsp__nwords(nobj); w++)
             navail += nsp__pop(~d->alloc[w] & nsp__valid(nobj, w));
+        if (navail != 0u && navail != nobj) { /* a new snapshot, in the other buffer */
+            uint par = (atomic_inc(&d->gen) + 1u) & 1u, acc = 0u;
+            for (uint w = 0; w < nsp__nwords(nobj); w++) {
+                ulong fr = ~d->alloc[w] & nsp__valid(nobj, w);
+                d->avail[par][w] = fr;
+                d->prefix[par][w] = (ushort)acc;
+                acc += nsp__pop(fr);
+            }
         }
     }
     if (navail == 0u)
@@ -520,7 +527,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
         return NSP__GOT;
     }
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    __global volatile uint *prefix = d->prefix;
+    uint par = NSP_DW_GEN(w) & 1u;
+    volatile __global ushort *prefix = d->prefix[par];
     uint lo = 0u, hi = nsp__nwords(nobj);
     while (hi - lo > 1u) {
         uint mid = (lo + hi) / 2u;
@@ -529,11 +537,11 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
         else
             hi = mid;
     }
-    ulong fr = ~NSP_V64(&d->alloc[lo]) & nsp__valid(nobj, lo);
+    ulong fr = NSP_V64(&d->avail[par][lo]);
     uint k = cur - prefix[lo];
     uint idx = lo * 64u + nsp__select(fr, k);
     mem_fence(CLK_GLOBAL_MEM_FENCE);
-    if ((NSP_V32(&d->gen) & 0x1FFu) != NSP_DW_GEN(w) || k >= nsp__pop(fr)) {
+    if (((NSP_V32(&d->gen) - NSP_DW_GEN(w)) & 0x1FFu) > 1u || k >= nsp__pop(fr)) {
         nsp__count(h, NSP_DC_LOST);
         return NSP__LOST;
     }
@@ -547,6 +555,10 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
                                uint size, uint nobj)
 {
     ulong nw = nsp__get_span(h, cls, slot);
+    nsp_dhandle r = 0ul;
+    /* entry 0 is this work-item's: found before the word is published, while the span is ours */
+    if (nw != NSP_DW_EMPTY && nsp__claim(h, nw, 0u, size, nobj, &r) != NSP__GOT)
+        r = 0ul;
     ulong installed = nw == NSP_DW_EMPTY ? nw : nw + 1ul;
     ulong old = atom_xchg(sw, installed);
     nsp__release_word(h, old, slot);
@@ -554,9 +566,6 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
         nsp__count(h, NSP_DC_NULL_OOM);
         return 0ul;
     }
-    nsp_dhandle r = 0ul;
-    if (nsp__claim(h, nw, 0u, size, nobj, &r) != NSP__GOT)
-        return 0ul;
     if (h->acct == 2ul) {
         atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge, (long)size);
         atom_add(nsp__stripe(h, slot), (long)size);
@@ -571,16 +580,48 @@ static inline void nsp__exact(__global nsp_dheap *h, nsp_dhandle r, long bytes, 
     atom_add(nsp__stripe(h, slot), bytes);
 }
 
-/* Claims on slot `slot` of class cls until one gives an object, bounded. */
+/* The warp shim: on NVIDIA, the lanes of a warp that claim on the same slot word make one
+ * atom_add for all of them (what CUDA's compiler does for uniform atomics; NVIDIA's OpenCL
+ * compiler does not). Elsewhere each work-item makes its own. */
+#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN) && !defined(NSP_NO_WARP_CLAIM)
+static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
+{
+    uint active, peers, lt, lo, hi;
+    asm volatile("activemask.b32 %0;" : "=r"(active));
+    asm volatile("match.any.sync.b32 %0, %1, %2;" : "=r"(peers) : "r"(key), "r"(active));
+    asm volatile("mov.u32 %0, %%lanemask_lt;" : "=r"(lt));
+    uint leader = 31u - clz(peers & (0u - peers));
+    *rank = popcount(peers & lt);
+    ulong w = 0ul;
+    if (*rank == 0u)
+        w = atom_add(sw, (ulong)popcount(peers));
+    asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;"
+                 : "=r"(lo) : "r"((uint)w), "r"(leader), "r"(peers));
+    asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;"
+                 : "=r"(hi) : "r"((uint)(w >> 32)), "r"(leader), "r"(peers));
+    return ((ulong)hi << 32) | lo;
+}
+#else
+static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
+{
+    *rank = 0u;
+    return atom_add(sw, 1ul);
+}
+#endif
+
+/* Claims on slot `slot` of class cls until one gives an object; past the bound, refills the
+ * slot itself (a null then means the heap is exhausted). */
 static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 {
     uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size;
     uint mask = (uint)h->nslots - 1u;
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
-        ulong w = atom_add(sw, 1ul);
+        uint rank = 0u;
+        ulong w = attempt == 0u ? nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank)
+                                : atom_add(sw, 1ul);
         nsp_dhandle r = 0ul;
-        int got = nsp__claim(h, w, NSP_DW_CUR(w), size, nobj, &r);
+        int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, &r);
         if (got == NSP__GOT) {
             if (h->acct == 2ul)
                 nsp__exact(h, r, (long)size, slot);
@@ -596,8 +637,8 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         if (spins == NSP_SPIN)
             slot = (slot + 1u) & mask;
     }
-    nsp__count(h, NSP_DC_NULL_RETRY);
-    return 0ul;
+    nsp__count(h, NSP_DC_FORCED);
+    return nsp__refill(h, nsp__slotw(h, ci, slot), cls, slot, size, nobj);
 }
 
 /* ---- large objects: runs of chunks ------------------------------------------------------------ */
