@@ -3,7 +3,8 @@
  * to a single-counter bump kernel on the same device (../shared/BENCHMARKS.md, device cases
  * 1-6 and 9), plus the ordering shim's litmus test and the PTX check for a GPU run.
  *
- *   bench_device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--only CASE,..]
+ *   bench_device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--slots S]
+ *                [--only CASE,..] [--json-out FILE]
  *   bench_device --litmus [--iters I]      cross-work-group message passing, with/without shim
  *   bench_device --ptx FILE                writes the device binary (PTX on NVIDIA) and counts
  *                                          the 64-bit atomic add and membar.gl in it
@@ -488,7 +489,7 @@ static int ptx(const char *path)
 
 int main(int argc, char **argv)
 {
-    unsigned max_n = 0, iters = 100000;
+    unsigned max_n = 0, iters = 100000, slots = 0;
     size_t heap_mib = 0;
     const char *only = NULL, *ptx_path = NULL;
     int do_litmus = 0;
@@ -505,6 +506,8 @@ int main(int argc, char **argv)
             max_n = (unsigned)atoi(argv[++i]);
         else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc)
             iters = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--slots") == 0 && i + 1 < argc)
+            slots = (unsigned)atoi(argv[++i]);
         else if (strcmp(argv[i], "--heap-mib") == 0 && i + 1 < argc)
             heap_mib = (size_t)atol(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
@@ -517,7 +520,7 @@ int main(int argc, char **argv)
         }
         else {
             fprintf(stderr, "usage: bench_device [--quick] [--json] [--reps R] [--max-n N] "
-                            "[--heap-mib M] [--only one,group,mixed,scaling,frag,oom,init] "
+                            "[--heap-mib M] [--slots S] [--only one,group,mixed,scaling,frag,oom,init] "
                             "[--litmus [--iters I]] [--ptx FILE] [--json-out FILE]\n");
             return 2;
         }
@@ -549,7 +552,7 @@ int main(int argc, char **argv)
         heap_mib = is_gpu ? 16384 : (quick ? 256 : 1024);
     if (maxalloc && (heap_mib << 20) > maxalloc)
         heap_mib = maxalloc >> 20;
-    nsp_cl_heap_opts_t o = {.accounting = -1, .name = "bench heap"};
+    nsp_cl_heap_opts_t o = {.slots = slots, .accounting = -1, .name = "bench heap"};
     heap = nsp_cl_heap_create(ctx, dev, q, heap_mib << 20, &o);
     if (!heap)
         die("heap", nsp_cl_error());

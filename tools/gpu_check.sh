@@ -68,5 +68,9 @@ timeout 60 "$bin/bench_device" --ptx "$out/device.ptx" 2>&1 | tee "$out/ptx.txt"
 say "numaspan bench device"
 timeout 200 "$bin/bench_device" --reps ${REPS:-20} --json-out "$out/device.json" 2>&1 | tee "$out/device.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+for s in 128 256 1024; do
+  say "slots per class: $s (mixed sizes and fragmentation)"
+  timeout 60 "$bin/bench_device" --reps 10 --slots $s --only mixed,frag 2>&1 | tee -a "$out/slots.txt"
+done
 say "done (rc $rc)"
 exit $rc
