@@ -110,7 +110,7 @@ typedef struct nsp_cl_stats {
     uint64_t refills, releases, fresh, reused, steals, reclaims, sweeps;
     uint64_t large_allocs, large_frees;
     uint64_t null_oom;                /* nulls returned, each after the whole heap was searched */
-    uint64_t forced_refills;          /* work-items that refilled their slot past the retry bound */
+    uint64_t forced_refills;          /* objects taken from a central span past the retry bound */
     uint64_t bad_frees, lost;
     uint64_t first_bad;               /* the first bad handle (valid when bad_frees > 0) */
     int accounting;

@@ -138,8 +138,8 @@ enum nsp_dcounter {
     NSP_DC_LARGE_ALLOCS,
     NSP_DC_LARGE_FREES,
     NSP_DC_NULL_OOM,       /* nulls after the whole heap was searched */
-    NSP_DC_FORCED,         /* refills forced by the retry bound (a work-item that waited too long
-                              refills its slot itself, so no null comes from waiting) */
+    NSP_DC_FORCED,         /* objects taken straight from a central span past the retry bound
+                              (so no null comes from waiting) */
     NSP_DC_BAD_FREES,      /* frees of handles the heap did not hand out (or twice) */
     NSP_DC_LOST,           /* claims whose span was rebuilt under them (object leaked, counted) */
     NSP_DC_SWEEPS,         /* spans swept */

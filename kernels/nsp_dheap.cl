@@ -11,8 +11,9 @@
  * - No spin locks, no linked stacks: ownership of a span moves by compare-and-swap of its chunk
  *   state word (BUSY = one work-item owns it); sets of spans are bitmaps. Every loop is bounded:
  *   a claim retries NSP_ATTEMPTS times (waiting at most NSP_SPIN reads for a refill, then trying
- *   the next slot); past that bound the work-item refills its slot itself (NSP_DC_FORCED), so a
- *   null handle means the whole heap was searched (NSP_DC_NULL_OOM).
+ *   the next slot); past that bound the work-item takes its object straight from a span of the
+ *   central (NSP_DC_FORCED), so a null handle means the whole heap was searched
+ *   (NSP_DC_NULL_OOM).
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
  *   releases the old span; claims past navail wait for it. On NVIDIA the lanes of a warp that
@@ -391,13 +392,16 @@ static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
 
 /* The out-of-memory search: sweeps uncached spans of every class (one pass). want == 0: every
  * empty one goes back to the pool. Otherwise the first empty one, or one of class `want` with a
- * free object, is returned owned (BUSY) and *fresh says which; the others are put back. */
-static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint stripe, int *fresh)
+ * free object, is returned owned (BUSY) and *fresh says which; the others are put back. *busy
+ * counts the spans it found held by another work-item (a failed search is then not final). */
+static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint stripe, int *fresh,
+                         uint *busy)
 {
     uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
     for (uint i = 0; i < n; i++) {
         uint c = (hint + i) % n;
         uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+        *busy += st == NSP_DS_BUSY;
         if (want && s == 0u) {
             if (atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
                 atom_dec(&h->free_chunks);
@@ -451,15 +455,40 @@ static inline void nsp__oom_clear(__global nsp_dheap *h)
     }
 }
 
-/* A span of class cls with a free entry, prepared for slot `slot`: its slot word (cursor 0), or
- * NSP_DW_EMPTY when the heap has none. Order: the class's centrals, the carve counter, chunks
- * returned to the pool, other slots' cached spans of the class, the sweep of every span. */
+/* Empties the slots of every other class (their spans go back to their centrals, where the
+ * out-of-memory sweep finds the empty ones): when the pool is exhausted, spans cached for
+ * other sizes are the heap's last reserve. A word being refilled (cursor past navail: some
+ * work-item drew cursor == navail) is left to its refiller; a word at exactly navail has none
+ * yet, and would keep its span forever. */
+static void nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
+{
+    uint n = (uint)h->nslots;
+    for (uint k = 0; k < NSP_DNCLASSES; k++) {
+        if (k == ci)
+            continue;
+        for (uint s = 0; s < n; s++) {
+            __global ulong *w = nsp__slotw(h, k, s);
+            ulong v = NSP_V64(w);
+            if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
+                continue;
+            nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s);
+        }
+    }
+}
+
+/* A span of class cls with a free entry for slot `slot`: its slot word (the cursor at its first
+ * free entry), or NSP_DW_EMPTY when the heap has none. Order: the class's centrals, the carve
+ * counter, chunks returned to the pool, the cached spans of this class's other slots (the word
+ * moves, cursor and all), then the out-of-memory search: other classes' slots emptied and every
+ * span swept. The search fails for good (and later refills fail at once, until a free) only when
+ * it met no span that another work-item held. */
 static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
 {
     uint ci = cls - NSP_DMIN_CLASS;
     if (nsp__oom_known(h))
         return NSP_DW_EMPTY;
     ulong epoch0 = NSP_V64(&h->epoch);
+    uint busy = 0u;
     for (uint round = 0; round < 2u; round++) {
         for (uint t = 0; t < 4u; t++) {
             uint c = nsp__take_partial(h, ci, slot * 7u + t);
@@ -479,8 +508,7 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
             c = nsp__scan_free(h, slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare(h, c, cls, 1, 1, slot);
-            /* take the cached spans of this class's other slots back to the central */
-            uint stolen = 0u;
+            /* another slot's cached span of this class, taken whole */
             for (uint i = 1; i < h->nslots; i++) {
                 uint o = (slot + i) & ((uint)h->nslots - 1u);
                 __global ulong *ow = nsp__slotw(h, ci, o);
@@ -488,15 +516,15 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
                 if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) >= NSP_DW_NAVAIL(v))
                     continue;
                 ulong x = atom_xchg(ow, NSP_DW_EMPTY);
-                nsp__release_word(h, x, o);
                 nsp__count(h, NSP_DC_STEALS);
-                stolen++;
+                if (NSP_DW_SPAN(x) != (uint)NSP_DSPAN_NONE && NSP_DW_CUR(x) < NSP_DW_NAVAIL(x))
+                    return x;
+                nsp__release_word(h, x, o); /* raced to its end: its refiller displaces EMPTY */
             }
-            if (stolen)
-                continue;
+            nsp__flush_other_classes(h, ci);
         }
         int fresh = 0;
-        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh);
+        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh, &busy);
         if (c != (uint)NSP_DSPAN_NONE) {
             ulong w = nsp__prepare(h, c, cls, fresh, 1, slot);
             if (w != NSP_DW_EMPTY)
@@ -504,7 +532,8 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
             nsp__put_back(h, c, cls, 0);
         }
     }
-    nsp__oom_set(h, epoch0);
+    if (busy == 0u)
+        nsp__oom_set(h, epoch0);
     return NSP_DW_EMPTY;
 }
 
@@ -549,28 +578,33 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     return NSP__GOT;
 }
 
-/* The claim at cursor == navail: install a new span (taking its first entry for the caller),
- * and release whatever the slot held. */
+/* The claim at cursor == navail (or a work-item past the retry bound): installs a span with a
+ * free entry (the first of which is the caller's, found before the word is published) and
+ * releases whatever the slot held. Returns the caller's object, or 0 when the heap has none. */
 static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint cls, uint slot,
                                uint size, uint nobj)
 {
-    ulong nw = nsp__get_span(h, cls, slot);
-    nsp_dhandle r = 0ul;
-    /* entry 0 is this work-item's: found before the word is published, while the span is ours */
-    if (nw != NSP_DW_EMPTY && nsp__claim(h, nw, 0u, size, nobj, &r) != NSP__GOT)
-        r = 0ul;
-    ulong installed = nw == NSP_DW_EMPTY ? nw : nw + 1ul;
-    ulong old = atom_xchg(sw, installed);
-    nsp__release_word(h, old, slot);
-    if (nw == NSP_DW_EMPTY) {
-        nsp__count(h, NSP_DC_NULL_OOM);
-        return 0ul;
+    for (uint t = 0; t < 4u; t++) {
+        ulong nw = nsp__get_span(h, cls, slot);
+        nsp_dhandle r = 0ul;
+        int got = NSP__WAIT;
+        if (nw != NSP_DW_EMPTY)
+            got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, &r);
+        ulong old = atom_xchg(sw, nw == NSP_DW_EMPTY ? nw : nw + 1ul);
+        nsp__release_word(h, old, slot);
+        if (nw == NSP_DW_EMPTY)
+            break;
+        if (got == NSP__GOT) {
+            if (h->acct == 2ul) {
+                atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge,
+                         (long)size);
+                atom_add(nsp__stripe(h, slot), (long)size);
+            }
+            return r;
+        }
     }
-    if (h->acct == 2ul) {
-        atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge, (long)size);
-        atom_add(nsp__stripe(h, slot), (long)size);
-    }
-    return r;
+    nsp__count(h, NSP_DC_NULL_OOM);
+    return 0ul;
 }
 
 static inline void nsp__exact(__global nsp_dheap *h, nsp_dhandle r, long bytes, uint slot)
@@ -609,8 +643,8 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
 }
 #endif
 
-/* Claims on slot `slot` of class cls until one gives an object; past the bound, refills the
- * slot itself (a null then means the heap is exhausted). */
+/* Claims on slot `slot` of class cls until one gives an object; past the bound, takes one
+ * directly from a central span (a null then means the heap is exhausted). */
 static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 {
     uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size;
@@ -637,8 +671,24 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         if (spins == NSP_SPIN)
             slot = (slot + 1u) & mask;
     }
+    /* past the bound: one object straight from a span of the central (or the pool), which goes
+     * back at once; the slots, which others are refilling, are left alone */
     nsp__count(h, NSP_DC_FORCED);
-    return nsp__refill(h, nsp__slotw(h, ci, slot), cls, slot, size, nobj);
+    for (uint t = 0; t < 4u; t++) {
+        ulong nw = nsp__get_span(h, cls, slot);
+        if (nw == NSP_DW_EMPTY)
+            break;
+        nsp_dhandle r = 0ul;
+        int got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, &r);
+        nsp__release_word(h, nw + 1ul, slot);
+        if (got == NSP__GOT) {
+            if (h->acct == 2ul)
+                nsp__exact(h, r, (long)size, slot);
+            return r;
+        }
+    }
+    nsp__count(h, NSP_DC_NULL_OOM);
+    return 0ul;
 }
 
 /* ---- large objects: runs of chunks ------------------------------------------------------------ */
@@ -701,9 +751,11 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
     if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
         ulong epoch0 = NSP_V64(&h->epoch);
         int fresh;
-        nsp__reclaim(h, 0u, 0u, slot, &fresh); /* empty spans back to the pool */
+        uint busy = 0u;
+        nsp__flush_other_classes(h, NSP_DNCLASSES);
+        nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
         c = nsp__find_run(h, (uint)r, 0u);
-        if (c == (uint)NSP_DSPAN_NONE)
+        if (c == (uint)NSP_DSPAN_NONE && busy == 0u)
             nsp__oom_set(h, epoch0);
     }
     if (c == (uint)NSP_DSPAN_NONE) {

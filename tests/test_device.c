@@ -91,6 +91,8 @@ struct env {
     cl_program prog;
 };
 
+static uint32_t slots_wanted; /* 0: the heap's default */
+
 static void env_open(struct env *e, size_t bytes, int accounting)
 {
     cl_platform_id p;
@@ -101,7 +103,7 @@ static void env_open(struct env *e, size_t bytes, int accounting)
     ck_assert_int_eq(err, CL_SUCCESS);
     e->q = clCreateCommandQueue(e->ctx, e->dev, 0, &err);
     ck_assert_int_eq(err, CL_SUCCESS);
-    nsp_cl_heap_opts_t o = {.accounting = accounting, .name = "test heap"};
+    nsp_cl_heap_opts_t o = {.slots = slots_wanted, .accounting = accounting, .name = "test heap"};
     e->h = nsp_cl_heap_create(e->ctx, e->dev, e->q, bytes, &o);
     ck_assert_msg(e->h != NULL, "%s", nsp_cl_error());
     e->prog = nsp_cl_build(e->h, SRC, "");
@@ -408,7 +410,7 @@ END_TEST
 /* Out of memory: a 4 MiB heap asked for 8 MiB of 64 B objects. Every failure is a null handle,
  * every object handed out is intact and disjoint, at least 90% of the pool is usable; after the
  * frees, a different class fills it again. */
-START_TEST(out_of_memory_then_usable)
+static void out_of_memory_case(void)
 {
     struct env e;
     env_open(&e, 4 << 20, -1);
@@ -449,13 +451,27 @@ START_TEST(out_of_memory_then_usable)
     clReleaseMemObject(mh2);
     env_close(&e);
 }
+/* the same with far more slots than chunks (a GPU's default: 4 per compute unit): the heap's
+ * spans are then mostly cached in slots, of this class and of others */
+START_TEST(out_of_memory_then_usable)
+{
+    out_of_memory_case();
+}
+END_TEST
+
+START_TEST(out_of_memory_many_slots)
+{
+    slots_wanted = 1024;
+    out_of_memory_case();
+    slots_wanted = 0;
+}
 END_TEST
 
 /* 2^17 work-items of 16 B, then of the group collective (two in three want one). */
-START_TEST(many_work_items_and_group)
+static void many_work_items_case(size_t heap)
 {
     struct env e;
-    env_open(&e, 64 << 20, -1);
+    env_open(&e, heap, -1);
     size_t n = 1 << 17;
     uint32_t *sizes = malloc(n * 4);
     for (size_t i = 0; i < n; i++)
@@ -490,6 +506,19 @@ START_TEST(many_work_items_and_group)
     clReleaseMemObject(mg);
     clReleaseMemObject(bad);
     env_close(&e);
+}
+START_TEST(many_work_items_and_group)
+{
+    many_work_items_case(64 << 20);
+}
+END_TEST
+
+/* 1024 slots per class, 16 MiB: the 16-byte class's cached spans must make room for 48 bytes */
+START_TEST(many_work_items_many_slots)
+{
+    slots_wanted = 1024;
+    many_work_items_case(16 << 20);
+    slots_wanted = 0;
 }
 END_TEST
 
@@ -630,7 +659,9 @@ static Suite *suite(void)
     tcase_add_test(t, accounting_exact);
     tcase_add_test(t, free_in_same_launch);
     tcase_add_test(t, out_of_memory_then_usable);
+    tcase_add_test(t, out_of_memory_many_slots);
     tcase_add_test(t, many_work_items_and_group);
+    tcase_add_test(t, many_work_items_many_slots);
     tcase_add_test(t, bad_frees_are_reported);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
