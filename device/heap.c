@@ -118,6 +118,13 @@ nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id dev, cl_command_q
     if (!opts || !opts->slots)
         slots = slots < 16 ? 16 : slots > 1024 ? 1024 : slots;
     uint32_t centrals = opts && opts->centrals ? opts->centrals : 4;
+    if (!opts || !opts->slots) {
+        /* a class's cached spans should not pass a quarter of the pool: at most one slot per
+         * four chunks (a small heap on a big GPU would otherwise sit in slots) */
+        size_t chunks = bytes / NSP_DCHUNK / 4;
+        while (slots > 1 && slots > chunks)
+            slots >>= 1;
+    }
     if ((slots & (slots - 1)) || (centrals & (centrals - 1)) || slots > 65536 || centrals > 64) {
         nsp__cl_fail("nsp_cl_heap_create: slots (%u) and centrals (%u) must be powers of two "
                      "(at most 65536 and 64)", slots, centrals);
@@ -309,6 +316,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
         if (c < carved) {
             uint32_t cur = NSP_DW_CUR(slots[i]), na = NSP_DW_NAVAIL(slots[i]);
             claimed[c] = cur < na ? cur : na;
+            st->slot_words++;
         }
     }
     for (unsigned k = 0; k < NSP_CL_NCLASSES; k++)
@@ -408,6 +416,7 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
     fprintf(out, "  heapLive %.3f MiB; in use %.3f MiB in %llu objects (%llu large)\n",
             s->heap_live / 1048576.0, s->bytes_in_use / 1048576.0,
             (unsigned long long)s->objects_in_use, (unsigned long long)s->large_objects);
+    fprintf(out, "  slot words holding a span %llu\n", (unsigned long long)s->slot_words);
     fprintf(out, "  refills %llu (fresh %llu, reused %llu), releases %llu, steals %llu, reclaims "
                  "%llu, sweeps %llu, large %llu/%llu\n",
             (unsigned long long)s->refills, (unsigned long long)s->fresh,

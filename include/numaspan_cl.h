@@ -57,7 +57,8 @@ NSP_CL_API const char *nsp_cl_error(void);
 NSP_CL_API int nsp_cl_pick_device(cl_platform_id *platform, cl_device_id *device);
 
 typedef struct nsp_cl_heap_opts {
-    uint32_t slots;     /* slots per size class (a power of two); 0: 4 per compute unit, 16..1024 */
+    uint32_t slots;     /* slots per size class (a power of two); 0: 4 per compute unit, 16..1024,
+                           at most one per 4 chunks of the pool */
     uint32_t centrals;  /* centrals per size class (a power of two); 0: 4 */
     int accounting;     /* 0 over, 1 under, 2 exact; -1: NSP_ACCOUNTING (default over) */
     const char *name;   /* the heap's pacer node name; NULL: the device's name */
@@ -107,6 +108,7 @@ typedef struct nsp_cl_stats {
     int64_t heap_live;                /* the device ledger: sum of the stripes */
     uint64_t bytes_in_use;            /* small objects (class size) + large runs, from bitmaps */
     uint64_t objects_in_use, large_objects, large_bytes;
+    uint64_t slot_words;              /* slot words that hold a span (cached spans) */
     uint64_t refills, releases, fresh, reused, steals, reclaims, sweeps;
     uint64_t large_allocs, large_frees;
     uint64_t null_oom;                /* nulls returned, each after the whole heap was searched */

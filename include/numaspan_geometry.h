@@ -162,7 +162,8 @@ struct nsp_dheap_hdr {
     nsp_u64 free_chunks; /* chunks returned to FREE (a hint for the pool scan) */
     nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed */
     nsp_u64 epoch;       /* advanced by a free that finds oom set */
-    nsp_u64 pad1[4];
+    nsp_u64 holding;     /* slot words taken by a search and not yet installed or released */
+    nsp_u64 pad1[3];
     nsp_u64 counter[NSP_DC_COUNT];
     nsp_u64 pad2[16 - NSP_DC_COUNT];
 };

@@ -482,13 +482,21 @@ static void nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
  * moves, cursor and all), then the out-of-memory search: other classes' slots emptied and every
  * span swept. The search fails for good (and later refills fail at once, until a free) only when
  * it met no span that another work-item held. */
-static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
+/* nsp__prepare for the search: the span counts as held (h->holding) from before it leaves BUSY
+ * until the caller installs or releases its word (nsp__landed). */
+static ulong nsp__prepare_held(__global nsp_dheap *h, uint c, uint cls, int fresh, int reused,
+                               uint slot)
+{
+    atom_inc(&h->holding);
+    ulong w = nsp__prepare(h, c, cls, fresh, reused, slot);
+    if (w == NSP_DW_EMPTY)
+        atom_dec(&h->holding);
+    return w;
+}
+
+static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 {
     uint ci = cls - NSP_DMIN_CLASS;
-    if (nsp__oom_known(h))
-        return NSP_DW_EMPTY;
-    ulong epoch0 = NSP_V64(&h->epoch);
-    uint busy = 0u;
     for (uint round = 0; round < 2u; round++) {
         for (uint t = 0; t < 4u; t++) {
             uint c = nsp__take_partial(h, ci, slot * 7u + t);
@@ -496,7 +504,7 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
                 break;
             nsp__count(h, NSP_DC_REUSED);
             uint live = nsp__sweep(h, c, slot);
-            ulong w = nsp__prepare(h, c, cls, live == 0u, live == 0u, slot);
+            ulong w = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
             if (w != NSP_DW_EMPTY)
                 return w;
             nsp__put_back(h, c, cls, 0);
@@ -504,10 +512,10 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
         if (round == 0u) {
             uint c = nsp__carve(h);
             if (c != (uint)NSP_DSPAN_NONE)
-                return nsp__prepare(h, c, cls, 1, 0, slot);
+                return nsp__prepare_held(h, c, cls, 1, 0, slot);
             c = nsp__scan_free(h, slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
-                return nsp__prepare(h, c, cls, 1, 1, slot);
+                return nsp__prepare_held(h, c, cls, 1, 1, slot);
             /* another slot's cached span of this class, taken whole */
             for (uint i = 1; i < h->nslots; i++) {
                 uint o = (slot + i) & ((uint)h->nslots - 1u);
@@ -515,27 +523,48 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
                 ulong v = NSP_V64(ow);
                 if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) >= NSP_DW_NAVAIL(v))
                     continue;
+                atom_inc(&h->holding);
                 ulong x = atom_xchg(ow, NSP_DW_EMPTY);
                 nsp__count(h, NSP_DC_STEALS);
                 if (NSP_DW_SPAN(x) != (uint)NSP_DSPAN_NONE && NSP_DW_CUR(x) < NSP_DW_NAVAIL(x))
                     return x;
                 nsp__release_word(h, x, o); /* raced to its end: its refiller displaces EMPTY */
+                atom_dec(&h->holding);
             }
             nsp__flush_other_classes(h, ci);
         }
         int fresh = 0;
-        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh, &busy);
+        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh, busy);
         if (c != (uint)NSP_DSPAN_NONE) {
-            ulong w = nsp__prepare(h, c, cls, fresh, 1, slot);
+            ulong w = nsp__prepare_held(h, c, cls, fresh, 1, slot);
             if (w != NSP_DW_EMPTY)
                 return w;
             nsp__put_back(h, c, cls, 0);
         }
     }
-    if (busy == 0u)
-        nsp__oom_set(h, epoch0);
     return NSP_DW_EMPTY;
 }
+
+/* The search, with the bookkeeping that makes a failure final: a search that fails while no
+ * span was busy and no word was held outside the slots (h->holding: taken by a search, not yet
+ * installed or released) sets the out-of-memory mark, and later refills fail at once until a
+ * free. A word returned here stays held until the caller installs or releases it (nsp__landed). */
+static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
+{
+    if (nsp__oom_known(h))
+        return NSP_DW_EMPTY;
+    ulong epoch0 = NSP_V64(&h->epoch);
+    uint busy = 0u;
+    ulong w = nsp__search(h, cls, slot, &busy);
+    if (w != NSP_DW_EMPTY || busy != 0u || NSP_V64(&h->holding) != 0ul)
+        return w;
+    /* a second search before the mark: words move between slots while one scans them */
+    w = nsp__search(h, cls, slot, &busy);
+    if (w == NSP_DW_EMPTY && busy == 0u && NSP_V64(&h->holding) == 0ul)
+        nsp__oom_set(h, epoch0);
+    return w;
+}
+static inline void nsp__landed(__global nsp_dheap *h) { atom_dec(&h->holding); }
 
 /* ---- claims ------------------------------------------------------------------------------------ */
 
@@ -594,6 +623,7 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
         nsp__release_word(h, old, slot);
         if (nw == NSP_DW_EMPTY)
             break;
+        nsp__landed(h);
         if (got == NSP__GOT) {
             if (h->acct == 2ul) {
                 atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge,
@@ -681,6 +711,7 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         nsp_dhandle r = 0ul;
         int got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, &r);
         nsp__release_word(h, nw + 1ul, slot);
+        nsp__landed(h);
         if (got == NSP__GOT) {
             if (h->acct == 2ul)
                 nsp__exact(h, r, (long)size, slot);
