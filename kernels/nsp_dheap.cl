@@ -60,6 +60,9 @@ typedef ulong nsp_dhandle;
 #ifndef NSP_SPIN
 #define NSP_SPIN 2048u     /* reads of a slot word while another work-item refills it */
 #endif
+#ifndef NSP_SEARCHES
+#define NSP_SEARCHES 16u   /* searches of the heap by one refill while others hold its memory */
+#endif
 #ifndef NSP_ATTEMPTS
 #define NSP_ATTEMPTS 8u    /* claims before a work-item refills its slot itself */
 #endif
@@ -545,24 +548,36 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
     return NSP_DW_EMPTY;
 }
 
-/* The search, with the bookkeeping that makes a failure final: a search that fails while no
- * span was busy and no word was held outside the slots (h->holding: taken by a search, not yet
- * installed or released) sets the out-of-memory mark, and later refills fail at once until a
- * free. A word returned here stays held until the caller installs or releases it (nsp__landed). */
+/* The search, with the bookkeeping that makes a failure final: two searches in a row that fail
+ * while no span was busy and no word was held outside the slots (h->holding: taken by a search,
+ * not yet installed or released) set the out-of-memory mark, and later refills fail at once
+ * until a free. A word returned here stays held until the caller installs or releases it
+ * (nsp__landed). */
 static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
 {
     if (nsp__oom_known(h))
         return NSP_DW_EMPTY;
     ulong epoch0 = NSP_V64(&h->epoch);
-    uint busy = 0u;
-    ulong w = nsp__search(h, cls, slot, &busy);
-    if (w != NSP_DW_EMPTY || busy != 0u || NSP_V64(&h->holding) != 0ul)
-        return w;
-    /* a second search before the mark: words move between slots while one scans them */
-    w = nsp__search(h, cls, slot, &busy);
-    if (w == NSP_DW_EMPTY && busy == 0u && NSP_V64(&h->holding) == 0ul)
-        nsp__oom_set(h, epoch0);
-    return w;
+    /* While other work-items hold spans (busy, or words between slots), the memory exists and
+     * moves: search again, up to NSP_SEARCHES times. Two quiet failures in a row are final. */
+    uint quiet = 0u;
+    for (uint t = 0; t < NSP_SEARCHES; t++) {
+        uint busy = 0u;
+        ulong w = nsp__search(h, cls, slot, &busy);
+        if (w != NSP_DW_EMPTY)
+            return w;
+        if (busy == 0u && NSP_V64(&h->holding) == 0ul) {
+            if (++quiet == 2u) {
+                nsp__oom_set(h, epoch0);
+                break;
+            }
+        } else {
+            quiet = 0u;
+        }
+        if (nsp__oom_known(h))
+            break;
+    }
+    return NSP_DW_EMPTY;
 }
 static inline void nsp__landed(__global nsp_dheap *h) { atom_dec(&h->holding); }
 
