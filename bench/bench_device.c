@@ -574,7 +574,7 @@ int main(int argc, char **argv)
     if (jout)
         fprintf(jout, "{\"device\": \"%s\", \"gpu\": %s, \"heap_mib\": %zu, \"reps\": %d, "
                       "\"rows\": [\n", st.device, is_gpu ? "true" : "false", heap_mib, reps);
-    else {
+    if (!json) {
         printf("device heap benchmarks on %s (%s), heap %zu MiB, %u slots x %u centrals per class, "
                "groups of %zu, median of %d event-profiled runs\n",
                st.device, is_gpu ? "GPU" : "CPU", heap_mib, st.slots, st.centrals, wg, reps);

@@ -7,16 +7,17 @@
 set -euo pipefail
 
 want=${1:-test}
-pkgs=(build-essential cmake pkg-config libhwloc-dev hwloc libnuma-dev)
+# OpenCL: the device heap's headers and ICD loader (its tests and benchmarks run on POCL)
+pkgs=(build-essential cmake pkg-config libhwloc-dev hwloc libnuma-dev ocl-icd-opencl-dev opencl-headers)
 case "$want" in
   build) ;;
   test)
     # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
     # python3: the tool and experiment scripts read JSON.
-    pkgs+=(check libudev-dev python3) ;;
+    pkgs+=(check libudev-dev python3 pocl-opencl-icd) ;;
   experiments)
     # the peer allocators of the host benchmarks
-    pkgs+=(check libudev-dev python3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
+    pkgs+=(check libudev-dev python3 pocl-opencl-icd libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
   *) echo "tools/deps.sh: unknown set \"$want\" (expected build, test or experiments)" >&2; exit 2 ;;
 esac
 
