@@ -5,7 +5,8 @@
  * allocating thread once it has dropped every lock (nsp__pacer_after_alloc); concurrent ones on
  * the pacer thread while the program goes on allocating. The pacer thread also releases idle
  * caches and scavenges, whatever the mode. Every decision is counted, and with NSP_TRACE written
- * as a CSV line: time_ns,node,heap_live,trigger,goal,limit,event.
+ * as a CSV line: time_ns,node,heap_live,trigger,goal,limit,event (node -1: the total; every node
+ * also at each cycle's start and end, and every 10 ms as "sample").
  */
 #include "pacer.h"
 
@@ -133,6 +134,15 @@ static void trace(const char *event, int node)
         (void)!write(P.trace_fd, line, (size_t)n);
         pthread_mutex_unlock(&P.trace_lock);
     }
+}
+
+/* One line per node: heapLive per node over time, for the trace's readers. */
+static void trace_nodes(const char *event)
+{
+    if (P.trace_fd < 0)
+        return;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        trace(event, (int)n);
 }
 
 void nsp__pacer_event(const char *event, unsigned node)
@@ -309,6 +319,7 @@ static void cycle(int forced)
     int64_t t0 = now_ns();
     int64_t charged0 = atomic_load(&nsp__charged_total);
     trace(forced ? "cycle_forced" : "cycle_start", -1);
+    trace_nodes("cycle_start");
     if (P.collector)
         P.collector(P.collector_arg); /* holds no allocator lock: it frees through numaspan */
     uint32_t sg = atomic_fetch_add(&nsp__sweepgen, 2) + 2;
@@ -335,6 +346,7 @@ static void cycle(int forced)
     uint64_t max = atomic_load(&P.pause_ns_max);
     while ((uint64_t)pause > max && !atomic_compare_exchange_weak(&P.pause_ns_max, &max, (uint64_t)pause))
         ;
+    trace_nodes("cycle_end");
     trace("cycle_end", -1);
     atomic_store(&P.running, 0);
 }
@@ -423,6 +435,8 @@ static void *pacer_main(void *arg)
     int64_t tick = P.idle_ns ? P.idle_ns / 2 : 100000000;
     if (tick > 100000000)
         tick = 100000000;
+    if (P.trace_fd >= 0 && tick > 10000000)
+        tick = 10000000; /* a trace samples every node every 10 ms */
     for (;;) {
         struct timespec ts = {tick / 1000000000, tick % 1000000000};
         if (!atomic_load(&P.wake))
@@ -430,6 +444,7 @@ static void *pacer_main(void *arg)
         if (atomic_exchange(&P.wake, 0) && still_due())
             cycle(0);
         int64_t now = now_ns();
+        trace_nodes("sample");
         release_idle(now);
         pthread_mutex_lock(&P.model_lock);
         int64_t goal = nsp__pacer_goal(&P.params, heap_total());
