@@ -13,11 +13,13 @@ case "$want" in
   build) ;;
   test)
     # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
-    # python3: the tool and experiment scripts read JSON.
-    pkgs+=(check libudev-dev python3 pocl-opencl-icd) ;;
+    # python3 + matplotlib: the experiment scripts and their test; Open MPI: the MPI experiment's
+    # test (2 ranks); POCL: the device heap's tests.
+    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd) ;;
   experiments)
     # the peer allocators of the host benchmarks
-    pkgs+=(check libudev-dev python3 pocl-opencl-icd libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
+    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
+           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
   *) echo "tools/deps.sh: unknown set \"$want\" (expected build, test or experiments)" >&2; exit 2 ;;
 esac
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# tests/test_experiments.sh — the experiment scripts themselves: a quick run of every experiment
+# (the MPI one with 2 ranks), then checks of what it wrote: each CSV has its columns and rows of
+# numbers, each plot is a valid non-empty PNG, the report references every plot and table and no
+# experiment failed.
+# usage: test_experiments.sh BUILD_DIR
+set -euo pipefail
+build=$1
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+NSP_BUILD=$build "$py" "$root/experiments/exp.py" --quick --out "$out" 2>"$out/progress.log" \
+  || { cat "$out/progress.log" >&2; cat "$out/REPORT.md" >&2 || true; exit 1; }
+"$py" - "$out" <<'PY'
+import csv, os, struct, sys
+out = sys.argv[1]
+want = {
+    "topology/topologies.csv": ["topology", "spec", "nodes", "caches", "distance_source", "binding"],
+    "host/host.csv": ["topology", "virtual_cores", "workload", "unit", "allocator", "median", "min",
+                      "max", "ratio_to_glibc", "peak_rss_kb", "reps"],
+    "host/host_runs.csv": ["topology", "virtual_cores", "workload", "unit", "allocator", "rep",
+                           "value", "peak_rss_kb"],
+    "locality/locality.csv": ["topology", "nodes", "caches", "threads", "mops", "refills", "spills",
+                              "local_share", "node_limits"],
+    "pacer-trace/trace.csv": ["time_ns", "node", "heap_live", "trigger", "goal", "limit", "event"],
+    "pacer-trace/events.csv": ["event", "lines"],
+    "accounting/accounting.csv": ["caches", "live", "mode", "peak", "peak_ledger", "goal", "cached",
+                                  "rss_kb", "cycles", "c_over_live", "peak_over_live",
+                                  "predicted_peak_over_live", "predicted_overshoot",
+                                  "measured_overshoot"],
+    "device/device.csv": ["where", "device", "case", "n", "size_lo", "size_hi", "malloc_ms",
+                          "free_ms", "bump_ms", "allocs_per_s", "ratio_to_bump", "usable_pct",
+                          "spurious_nulls"],
+    "mpi/ranks.csv": ["rank", "host", "cpu", "node", "numaspan", "seconds", "mops", "mallocs",
+                      "refills", "spills", "remote_frees", "bytes_in_use", "rss_kb"],
+}
+numeric = {"nodes", "caches", "virtual_cores", "median", "ratio_to_glibc", "peak_rss_kb", "threads",
+           "mops", "refills", "spills", "local_share", "time_ns", "node", "heap_live", "lines",
+           "live", "peak", "goal", "cached", "cycles", "c_over_live", "peak_over_live", "n",
+           "malloc_ms", "bump_ms", "rank", "mallocs", "rss_kb"}
+errors = []
+for path, cols in want.items():
+    p = os.path.join(out, path)
+    if not os.path.exists(p):
+        errors.append("%s: missing" % path)
+        continue
+    with open(p) as f:
+        r = csv.DictReader(f)
+        if r.fieldnames != cols:
+            errors.append("%s: columns %s, expected %s" % (path, r.fieldnames, cols))
+            continue
+        rows = list(r)
+    if not rows:
+        errors.append("%s: no rows" % path)
+    for i, row in enumerate(rows):
+        for c in cols:
+            if c in numeric and row[c] != "":
+                try:
+                    float(row[c])
+                except ValueError:
+                    errors.append("%s row %d: %s=%r is not a number" % (path, i, c, row[c]))
+ranks = list(csv.DictReader(open(os.path.join(out, "mpi/ranks.csv"))))
+if len(ranks) != 2 or any(r["numaspan"] != "True" for r in ranks):
+    errors.append("mpi/ranks.csv: expected 2 ranks on numaspan, got %s" % ranks)
+pngs = []
+for d, _, files in os.walk(out):
+    for f in files:
+        if f.endswith(".png"):
+            pngs.append(os.path.relpath(os.path.join(d, f), out))
+expected_pngs = {"host/throughput.png", "locality/local_share.png", "pacer-trace/heaplive.png",
+                 "accounting/peak_vs_cached.png", "device/scaling.png"}
+for m in expected_pngs - set(pngs):
+    errors.append("%s: plot missing" % m)
+for p in pngs:
+    data = open(os.path.join(out, p), "rb").read()
+    if len(data) < 5000 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        errors.append("%s: not a valid non-empty PNG (%d bytes)" % (p, len(data)))
+    else:
+        w, h = struct.unpack(">II", data[16:24])
+        if w < 300 or h < 200:
+            errors.append("%s: %dx%d is too small to read" % (p, w, h))
+report = open(os.path.join(out, "REPORT.md")).read()
+for p in pngs:
+    if "](%s)" % p not in report:
+        errors.append("REPORT.md does not show %s" % p)
+for path in want:
+    if path not in report and path.split("/")[0] + "/" not in report:
+        errors.append("REPORT.md does not name %s" % path)
+if "**Failed**" in report or "Skipped" in report:
+    errors.append("an experiment failed or was skipped:\n" + report)
+if "## Headline" not in report:
+    errors.append("REPORT.md has no headline table")
+if errors:
+    print("\n".join(errors))
+    sys.exit(1)
+print("experiments: %d CSV files, %d plots, report checked" % (len(want), len(pngs)))
+PY
