@@ -26,8 +26,7 @@
  *   central  ulong[NSP_DNCLASSES][ncentrals][cwords]: chunk c of class k sits in central
  *            c % ncentrals, bit c / ncentrals, while it is PARTIAL (bits are hints: the state is
  *            the truth)
- *   pool     nchunks chunks of NSP_DCHUNK bytes; a small span is one chunk (several for classes
- *            above 1 KiB: nsp_dspan_chunks), a large object a run
+ *   pool     nchunks chunks of NSP_DCHUNK bytes; a small span is one chunk, a large object a run
  *
  * Slot word (64 bits): span index (24) | gen (15) | dense (1) | claim cursor (24).
  *   An allocation is one atom_add(word, 1): the old word names the span *and* the claim, so a
@@ -120,9 +119,7 @@ enum nsp_dstate {
     NSP_DS_FULL = 3,    /* in no central: no free object when it was released or swept */
     NSP_DS_BUSY = 4,    /* owned by one work-item that is sweeping, installing or freeing it */
     NSP_DS_LARGE = 5,   /* first chunk of a large object; run length in the word */
-    NSP_DS_LTAIL = 6,   /* a following chunk of a large object */
-    NSP_DS_STAIL = 7    /* a following chunk of a small span of several chunks; run = offset
-                           back to its head, which holds the span's state */
+    NSP_DS_LTAIL = 6    /* a following chunk of a large object */
 };
 #define NSP_DST_STATE(s) ((s) & 0xFu)
 #define NSP_DST_CLASS(s) (((s) >> 4) & 0xFFu)
@@ -189,19 +186,6 @@ struct nsp_ddesc {
     nsp_i64 charge;  /* the ledger: bytes this span contributes to heapLive */
     nsp_u64 pad[4];
 };
-
-/* A device span's chunks: one up to 1 KiB objects; above, enough for at least 64 objects (so
- * that the big classes refill as rarely as the small ones: 8 KiB spans are 512 KiB). */
-NSP_GEOM_INLINE nsp_u32 nsp_dspan_chunks(nsp_u32 cls)
-{
-    nsp_u32 size = nsp_geom_class_size(cls);
-    return size <= 1024u ? 1u : (64u * size + NSP_DCHUNK - 1u) / NSP_DCHUNK;
-}
-/* Objects in a device span of class cls (at most NSP_DMAX_OBJS). */
-NSP_GEOM_INLINE nsp_u32 nsp_dspan_objs(nsp_u32 cls)
-{
-    return nsp_dspan_chunks(cls) * NSP_DCHUNK / nsp_geom_class_size(cls);
-}
 
 /* The layout of a heap of `bytes` with the given slot and central counts: fills the header's
  * layout fields. Returns the pool's chunk count (0 if the buffer is too small for one chunk). */

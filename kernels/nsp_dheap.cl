@@ -285,22 +285,10 @@ static void nsp__put_back(__global nsp_dheap *h, uint c, uint cls, int has_free)
 static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    uint r = d->cls >= NSP_DMIN_CLASS && d->cls <= NSP_DMAX_CLASS ? nsp_dspan_chunks(d->cls) : 1u;
     nsp__charge(h, d, 0l, stripe);
     NSP_FENCE();
-    for (uint i = 1; i < r; i++)
-        atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
-    atom_add(&h->free_chunks, (ulong)r);
-}
-
-/* Makes an owned run of r chunks (all LTAIL, from nsp__find_run) a span's: tails point at the
- * head, which stays BUSY for nsp__prepare. */
-static void nsp__mark_span(__global nsp_dheap *h, uint c, uint r)
-{
-    for (uint i = 1; i < r; i++)
-        atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_STAIL, 0u, i));
-    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));
+    atom_inc(&h->free_chunks);
 }
 
 /* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
@@ -309,7 +297,7 @@ static void nsp__mark_span(__global nsp_dheap *h, uint c, uint r)
 static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, int reused, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    uint size = nsp_geom_class_size(cls), nobj = nsp_dspan_objs(cls), navail;
+    uint size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size, navail;
     if (fresh) {
         if (reused)
             for (uint w = 0; w < NSP_DWORDS; w++) {
@@ -339,7 +327,7 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     d->navail = navail;
     d->dense = navail == nobj;
     long live = (long)(nobj - navail) * size;
-    nsp__charge(h, d, h->acct == 0ul ? (long)nsp_dspan_chunks(cls) * NSP_DCHUNK : live, stripe);
+    nsp__charge(h, d, h->acct == 0ul ? (long)NSP_DCHUNK : live, stripe);
     nsp__count(h, NSP_DC_REFILLS);
     NSP_FENCE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_CACHED, cls, 0u));
@@ -388,58 +376,6 @@ static uint nsp__carve(__global nsp_dheap *h)
     return (uint)NSP_DSPAN_NONE;
 }
 
-static int nsp__own_run(__global nsp_dheap *h, uint c, uint r)
-{
-    for (uint i = 0; i < r; i++) {
-        if (atomic_cmpxchg(nsp__state(h, c + i), 0u, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != 0u) {
-            for (uint j = 0; j < i; j++)
-                atomic_xchg(nsp__state(h, c + j), 0u);
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* r contiguous chunks, owned (all LTAIL), from the carve counter (*reused = 0) or from chunks
- * returned to the pool (*reused = 1); or NSP_DSPAN_NONE. */
-static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint, int *reused)
-{
-    /* the carve counter first */
-    for (uint t = 0; t < 8u; t++) {
-        ulong n = NSP_V64(&h->next_chunk);
-        if (n + r > h->nchunks)
-            break;
-        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n) {
-            if (nsp__own_run(h, (uint)n, r)) {
-                *reused = 0;
-                return (uint)n;
-            }
-            atom_add(&h->free_chunks, (ulong)r); /* a scan took one: the rest stay in the pool */
-            break;
-        }
-    }
-    if ((long)NSP_V64(&h->free_chunks) < (long)r) /* a hint: races may leave it off a little */
-        return (uint)NSP_DSPAN_NONE;
-    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
-    uint run = 0u;
-    for (uint i = 0; i < n; i++) {
-        uint c = (hint + i) % n;
-        if (c == 0u)
-            run = 0u;
-        run = NSP_V32(nsp__state(h, c)) == 0u ? run + 1u : 0u;
-        if (run == r) {
-            uint first = c + 1u - r;
-            if (nsp__own_run(h, first, r)) {
-                atom_sub(&h->free_chunks, (ulong)r);
-                *reused = 1;
-                return first;
-            }
-            run = 0u;
-        }
-    }
-    return (uint)NSP_DSPAN_NONE;
-}
-
 /* A chunk returned to the pool, owned (BUSY); or NSP_DSPAN_NONE. One pass at most. */
 static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
 {
@@ -469,7 +405,7 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         uint c = (hint + i) % n;
         uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
         *busy += st == NSP_DS_BUSY;
-        if (want && s == 0u && nsp_dspan_chunks(want) == 1u) {
+        if (want && s == 0u) {
             if (atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
                 atom_dec(&h->free_chunks);
                 *fresh = 1;
@@ -484,7 +420,7 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         if (st == NSP_DS_PARTIAL)
             nsp__unpublish(h, cls - NSP_DMIN_CLASS, c);
         uint live = nsp__sweep(h, c, stripe), nobj = nsp__desc(h, c)->nobj;
-        if (live == 0u && want && nsp_dspan_chunks(cls) == nsp_dspan_chunks(want)) {
+        if (live == 0u && want) {
             *fresh = 1;
             return c;
         }
@@ -576,25 +512,11 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 return w;
             nsp__put_back(h, c, cls, 0);
         }
-        uint r = nsp_dspan_chunks(cls);
-        if (r > 1u) { /* a span of several chunks: a run from the pool */
-            int reused = 1;
-            uint c = nsp__find_run(h, r, slot * 131u, &reused);
-            if (c != (uint)NSP_DSPAN_NONE) {
-                nsp__mark_span(h, c, r);
-                return nsp__prepare_held(h, c, cls, 1, reused, slot);
-            }
-        }
-        if (round == 1u && r == 1u) { /* spans the search's sweep gave back to the pool */
-            uint c = nsp__scan_free(h, slot * 131u);
-            if (c != (uint)NSP_DSPAN_NONE)
-                return nsp__prepare_held(h, c, cls, 1, 1, slot);
-        }
         if (round == 0u) {
-            uint c = r == 1u ? nsp__carve(h) : (uint)NSP_DSPAN_NONE;
+            uint c = nsp__carve(h);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 0, slot);
-            c = r == 1u ? nsp__scan_free(h, slot * 131u) : (uint)NSP_DSPAN_NONE;
+            c = nsp__scan_free(h, slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 1, slot);
             /* another slot's cached span of this class, taken whole */
@@ -733,9 +655,6 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
 static inline void nsp__exact(__global nsp_dheap *h, nsp_dhandle r, long bytes, uint slot)
 {
     uint c = (uint)((r - h->off_pool) >> NSP_DCHUNK_SHIFT);
-    uint s = NSP_V32(nsp__state(h, c));
-    if (NSP_DST_STATE(s) == NSP_DS_STAIL) /* the span's charge is its head's */
-        c -= NSP_DST_RUN(s);
     atom_add((volatile __global long *)&nsp__desc(h, c)->charge, bytes);
     atom_add(nsp__stripe(h, slot), bytes);
 }
@@ -773,7 +692,7 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
  * directly from a central span (a null then means the heap is exhausted). */
 static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 {
-    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = nsp_dspan_objs(cls);
+    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size;
     uint mask = (uint)h->nslots - 1u;
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
@@ -820,6 +739,53 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 
 /* ---- large objects: runs of chunks ------------------------------------------------------------ */
 
+static int nsp__own_run(__global nsp_dheap *h, uint c, uint r)
+{
+    for (uint i = 0; i < r; i++) {
+        if (atomic_cmpxchg(nsp__state(h, c + i), 0u, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != 0u) {
+            for (uint j = 0; j < i; j++)
+                atomic_xchg(nsp__state(h, c + j), 0u);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint)
+{
+    /* the carve counter first */
+    for (uint t = 0; t < 8u; t++) {
+        ulong n = NSP_V64(&h->next_chunk);
+        if (n + r > h->nchunks)
+            break;
+        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n) {
+            if (nsp__own_run(h, (uint)n, r))
+                return (uint)n;
+            atom_add(&h->free_chunks, (ulong)r); /* a scan took one: the rest stay in the pool */
+            break;
+        }
+    }
+    if ((long)NSP_V64(&h->free_chunks) < (long)r) /* a hint: races may leave it off a little */
+        return (uint)NSP_DSPAN_NONE;
+    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
+    uint run = 0u;
+    for (uint i = 0; i < n; i++) {
+        uint c = (hint + i) % n;
+        if (c == 0u)
+            run = 0u;
+        run = NSP_V32(nsp__state(h, c)) == 0u ? run + 1u : 0u;
+        if (run == r) {
+            uint first = c + 1u - r;
+            if (nsp__own_run(h, first, r)) {
+                atom_sub(&h->free_chunks, (ulong)r);
+                return first;
+            }
+            run = 0u;
+        }
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
 static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot)
 {
     ulong r = (size + NSP_DCHUNK - 1u) >> NSP_DCHUNK_SHIFT;
@@ -827,15 +793,14 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
         nsp__count(h, NSP_DC_NULL_OOM);
         return 0ul;
     }
-    int reused;
-    uint c = nsp__find_run(h, (uint)r, slot * 977u, &reused);
+    uint c = nsp__find_run(h, (uint)r, slot * 977u);
     if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
         ulong epoch0 = NSP_V64(&h->epoch);
         int fresh;
         uint busy = 0u;
         nsp__flush_other_classes(h, NSP_DNCLASSES);
         nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
-        c = nsp__find_run(h, (uint)r, 0u, &reused);
+        c = nsp__find_run(h, (uint)r, 0u);
         if (c == (uint)NSP_DSPAN_NONE && busy == 0u)
             nsp__oom_set(h, epoch0);
     }
@@ -884,19 +849,6 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     __global uint *stp = nsp__state(h, c);
     uint s = NSP_V32(stp), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
     uint slot = nsp__slot_of_group(h);
-    if (st == NSP_DS_STAIL) { /* inside a span of several chunks: its head has the state */
-        uint back = NSP_DST_RUN(s);
-        if (back == 0u || back > c) {
-            nsp__bad_free(h, p);
-            return;
-        }
-        c -= back;
-        off += back << NSP_DCHUNK_SHIFT;
-        stp = nsp__state(h, c);
-        s = NSP_V32(stp);
-        st = NSP_DST_STATE(s);
-        cls = NSP_DST_CLASS(s);
-    }
     if (st == NSP_DS_LARGE) {
         if (off != 0u || atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) != s) {
             nsp__bad_free(h, p);
@@ -918,7 +870,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         return;
     }
     uint size = nsp_geom_class_size(cls), idx = off / size;
-    if (idx * size != off || idx >= nsp_dspan_objs(cls)) {
+    if (idx * size != off || idx >= NSP_DCHUNK / size) {
         nsp__bad_free(h, p);
         return;
     }
@@ -959,7 +911,7 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     uint slot = nsp__slot_of_group(h);
     uint small = size <= NSP_DMAX_SMALL;
     uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (small ? (uint)size : 16u));
-    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = nsp_dspan_objs(cls);
+    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / sz;
     __global ulong *sw = nsp__slotw(h, ci, slot);
     if (lid == 0u)
         g->word = small && g->count ? atom_add(sw, (ulong)g->count) : 0ul;
