@@ -479,7 +479,8 @@ def exp_device(run):
     big = max((r for r in rows if r["where"] == "this machine" and r["case"] == "one-size"
                and r["size_lo"] == 16), key=lambda r: r["n"], default=None)
     if big:
-        run.headline.append(("device %d x 16 B malloc / bump (%s)" % (big["n"], big["device"][:30]),
+        dev = big["device"].split(" / ")[-1][:40]
+        run.headline.append(("device %d x 16 B malloc / bump (%s)" % (big["n"], dev),
                              "%.2fx" % big["ratio_to_bump"], "device/device.csv"))
 
 
