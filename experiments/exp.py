@@ -315,7 +315,7 @@ def exp_pacer_trace(run):
         ts = [(r["time_ns"] - t0) / 1e6 for r in tot]
         ax.step(ts, [r["trigger"] / mib if r["trigger"] >= 0 else float("nan") for r in tot],
                 where="post", ls="--", color="k", lw=1, label="trigger (total)")
-        ax.step(ts, [r["goal"] / mib for r in tot], where="post", ls=":", color="k", lw=1.2,
+        ax.step(ts, [r["goal"] / mib for r in tot], where="post", ls=":", color="#ee7733", lw=2,
                 label="goal (total)")
         lim = tot[-1]["limit"]
         if lim > 0:
@@ -326,7 +326,8 @@ def exp_pacer_trace(run):
     sp = [r for r in rows if r["event"] == "spill"]
     if sp:
         ax.scatter([(r["time_ns"] - t0) / 1e6 for r in sp], [r["heap_live"] / mib for r in sp],
-                   marker="x", s=12, color="#cc6677", label="spill (%d)" % len(sp), zorder=3)
+                   marker="x", s=8, alpha=0.35, color="#cc6677", label="spill (%d)" % len(sp),
+                   zorder=3)
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("bytes (MiB)")
     ax.set_title("heapLive per node from NSP_TRACE (%s, node 0 limited to 64 MiB)" % TWO_PACK[0],
