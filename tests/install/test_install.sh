@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/install/test_install.sh — install numaspan into a fresh prefix and build an outside
 # application against it twice: with find_package(numaspan) (shared and static targets) and with
-# pkg-config (shared, and static with --static). Each binary must run and see 4 nodes.
+# pkg-config (shared, and static with --static). Each binary must run and see 4 nodes. With the
+# device heap built, an OpenCL program on numaspan_cl too, both ways.
 # usage: test_install.sh <numaspan build dir> <this folder>
 set -eu
 build=$1 here=$2
@@ -35,4 +36,19 @@ LD_LIBRARY_PATH=$prefix/lib check "$work/pc_shared"
 cc -o "$work/pc_static" "$here/app/main.c" $(pkg-config --cflags numaspan) \
    $(pkg-config --static --libs numaspan | sed 's/-lnumaspan\b/-l:libnumaspan.a/')
 check "$work/pc_static"
+# the device heap: CMake target and pkg-config, built and run (a machine without an OpenCL
+# device still builds and links; the program says it skipped the run)
+if [ -e "$prefix/lib/pkgconfig/numaspan_cl.pc" ]; then
+  for f in lib/libnumaspan_cl.so include/numaspan_cl.h include/numaspan_geometry.h; do
+    [ -e "$prefix/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
+  done
+  cc -o "$work/pc_cl" "$here/app/cl_main.c" $(pkg-config --cflags --libs numaspan_cl)
+  for b in "$work/app/app_cl" "$work/pc_cl"; do
+    out=$(LD_LIBRARY_PATH=$prefix/lib POCL_CACHE_DIR=$work/pocl "$b")
+    case "$out" in "device ok"|"device skipped"*) echo "ok: $b: $out";;
+      *) echo "FAIL: $b printed '$out'"; exit 1;; esac
+  done
+  echo "6 passed, 0 failed"
+  exit 0
+fi
 echo "4 passed, 0 failed"
