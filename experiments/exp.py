@@ -195,8 +195,12 @@ def exp_host(run):
     write_csv(os.path.join(d, "host_runs.csv"), raw,
               ["topology", "virtual_cores", "workload", "unit", "allocator", "rep", "value",
                "peak_rss_kb"])
-    fig, axes = plt.subplots(1, len(works), figsize=(4.4 * len(works), 4.0), squeeze=False)
-    for ax, w in zip(axes[0], works):
+    ncols = min(3, len(works))
+    nrows = (len(works) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(works):]:
+        ax.set_visible(False)
+    for ax, w in zip(axes.flat, works):
         unit = next(r["unit"] for r in rows if r["workload"] == w)
         for alloc in sorted({r["allocator"] for r in rows}):
             pts = sorted((r["virtual_cores"], r["median"], r["min"], r["max"]) for r in rows
@@ -210,7 +214,7 @@ def exp_host(run):
         ax.set_ylabel("throughput (%s)" % unit)
         ax.set_title(w)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.suptitle("Host workloads against virtual cores, median and min-max of %d runs "
                  "(%d CPUs: the threads share them)" % (reps, os.cpu_count() or 0), fontsize=10)
     png = os.path.join(d, "throughput.png")
@@ -521,10 +525,10 @@ def exp_mpi(run):
 # The experiments: function, expected seconds on 2 CPUs per mode (for the progress estimate).
 EXPERIMENTS = {
     "topology": (exp_topology, {"quick": 2, "default": 2, "full": 2}),
-    "host": (exp_host, {"quick": 15, "default": 170, "full": 600}),
+    "host": (exp_host, {"quick": 5, "default": 110, "full": 600}),
     "locality": (exp_locality, {"quick": 5, "default": 12, "full": 25}),
     "pacer-trace": (exp_pacer_trace, {"quick": 2, "default": 3, "full": 5}),
-    "accounting": (exp_accounting, {"quick": 30, "default": 200, "full": 900}),
+    "accounting": (exp_accounting, {"quick": 10, "default": 70, "full": 230}),
     "device": (exp_device, {"quick": 15, "default": 40, "full": 120}),
     "mpi": (exp_mpi, {"quick": 3, "default": 4, "full": 6}),
 }
