@@ -585,9 +585,17 @@ static inline void nsp__landed(__global nsp_dheap *h) { atom_dec(&h->holding); }
 
 enum { NSP__GOT = 0, NSP__REFILL = 1, NSP__WAIT = 2, NSP__LOST = 3 };
 
-/* What a claim at cursor `cur` of the slot word w gives. */
+/* The exact mode's charge of one object of span c, as it is handed out or freed. */
+static inline void nsp__exact(__global nsp_dheap *h, uint c, long bytes, uint slot)
+{
+    atom_add((volatile __global long *)&nsp__desc(h, c)->charge, bytes);
+    atom_add(nsp__stripe(h, slot), bytes);
+}
+
+/* What a claim at cursor `cur` of the slot word w gives; an object it gives is charged here in
+ * the exact mode (every caller hands it out). */
 static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint nobj,
-                      nsp_dhandle *out)
+                      uint slot, nsp_dhandle *out)
 {
     uint navail = NSP_DW_NAVAIL(w);
     if (cur > navail)
@@ -597,6 +605,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     uint c = NSP_DW_SPAN(w);
     if (navail == nobj) { /* dense: entry i is object i */
         *out = nsp__chunk_off(h, c) + (ulong)cur * size;
+        if (h->acct == 2ul)
+            nsp__exact(h, c, (long)size, slot);
         return NSP__GOT;
     }
     __global struct nsp_ddesc *d = nsp__desc(h, c);
@@ -619,6 +629,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
         return NSP__LOST;
     }
     *out = nsp__chunk_off(h, c) + (ulong)idx * size;
+    if (h->acct == 2ul)
+        nsp__exact(h, c, (long)size, slot);
     return NSP__GOT;
 }
 
@@ -633,30 +645,17 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
         nsp_dhandle r = 0ul;
         int got = NSP__WAIT;
         if (nw != NSP_DW_EMPTY)
-            got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, &r);
+            got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, slot, &r);
         ulong old = atom_xchg(sw, nw == NSP_DW_EMPTY ? nw : nw + 1ul);
         nsp__release_word(h, old, slot);
         if (nw == NSP_DW_EMPTY)
             break;
         nsp__landed(h);
-        if (got == NSP__GOT) {
-            if (h->acct == 2ul) {
-                atom_add((volatile __global long *)&nsp__desc(h, NSP_DW_SPAN(nw))->charge,
-                         (long)size);
-                atom_add(nsp__stripe(h, slot), (long)size);
-            }
+        if (got == NSP__GOT)
             return r;
-        }
     }
     nsp__count(h, NSP_DC_NULL_OOM);
     return 0ul;
-}
-
-static inline void nsp__exact(__global nsp_dheap *h, nsp_dhandle r, long bytes, uint slot)
-{
-    uint c = (uint)((r - h->off_pool) >> NSP_DCHUNK_SHIFT);
-    atom_add((volatile __global long *)&nsp__desc(h, c)->charge, bytes);
-    atom_add(nsp__stripe(h, slot), bytes);
 }
 
 /* The warp shim: on NVIDIA, the lanes of a warp that claim on the same slot word make one
@@ -700,12 +699,9 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         ulong w = attempt == 0u ? nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank)
                                 : atom_add(sw, 1ul);
         nsp_dhandle r = 0ul;
-        int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, &r);
-        if (got == NSP__GOT) {
-            if (h->acct == 2ul)
-                nsp__exact(h, r, (long)size, slot);
+        int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, slot, &r);
+        if (got == NSP__GOT)
             return r;
-        }
         if (got == NSP__REFILL)
             return nsp__refill(h, sw, cls, slot, size, nobj);
         if (got == NSP__LOST)
@@ -724,14 +720,11 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         if (nw == NSP_DW_EMPTY)
             break;
         nsp_dhandle r = 0ul;
-        int got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, &r);
+        int got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, slot, &r);
         nsp__release_word(h, nw + 1ul, slot);
         nsp__landed(h);
-        if (got == NSP__GOT) {
-            if (h->acct == 2ul)
-                nsp__exact(h, r, (long)size, slot);
+        if (got == NSP__GOT)
             return r;
-        }
     }
     nsp__count(h, NSP_DC_NULL_OOM);
     return 0ul;
@@ -848,7 +841,6 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
     __global uint *stp = nsp__state(h, c);
     uint s = NSP_V32(stp), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
-    uint slot = nsp__slot_of_group(h);
     if (st == NSP_DS_LARGE) {
         if (off != 0u || atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) != s) {
             nsp__bad_free(h, p);
@@ -857,7 +849,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         uint r = NSP_DST_RUN(s);
         for (uint i = 1; i < r; i++)
             atomic_xchg(nsp__state(h, c + i), 0u);
-        atom_add(nsp__stripe(h, slot), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
+        atom_add(nsp__stripe(h, nsp__slot_of_group(h)), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
         nsp__count(h, NSP_DC_LARGE_FREES);
         NSP_FENCE();
         atomic_xchg(stp, 0u);
@@ -870,7 +862,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         return;
     }
     uint size = nsp_geom_class_size(cls), idx = off / size;
-    if (idx * size != off || idx >= NSP_DCHUNK / size) {
+    if (idx * size != off || off + size > NSP_DCHUNK) { /* interior, or in the tail waste */
         nsp__bad_free(h, p);
         return;
     }
@@ -881,7 +873,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         return;
     }
     if (h->acct == 2ul)
-        nsp__exact(h, p, -(long)size, slot);
+        nsp__exact(h, c, -(long)size, nsp__slot_of_group(h));
     if (st == NSP_DS_FULL &&
         atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
         nsp__publish(h, cls - NSP_DMIN_CLASS, c);
@@ -920,9 +912,7 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     nsp_dhandle r = 0ul;
     int got = NSP__WAIT;
     if (want && small) {
-        got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, sz, nobj, &r);
-        if (got == NSP__GOT && h->acct == 2ul)
-            nsp__exact(h, r, (long)sz, slot);
+        got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, sz, nobj, slot, &r);
         if (got == NSP__REFILL)
             r = nsp__refill(h, sw, cls, slot, sz, nobj);
     }
