@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "numaspan.h"
 #include "numaspan_cl.h"
 #include "numaspan_geometry.h"
@@ -170,6 +171,15 @@ static uint64_t charged(uint32_t n)
     return nsp_geom_class_size(nsp_geom_size_to_class(n < 16 ? 16 : n));
 }
 
+/* The bytes the heap charges for requests sizes[0..n-1]. */
+static uint64_t charged_all(const uint32_t *sizes, size_t n)
+{
+    uint64_t live = 0;
+    for (size_t i = 0; i < n; i++)
+        live += charged(sizes[i]);
+    return live;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -277,9 +287,7 @@ START_TEST(every_class_content_and_frees)
     uint32_t nulls;
     uint64_t *hs = alloc_verify(&e, sizes, n, &msz, &mh, &nulls);
     ck_assert_uint_eq(nulls, 0);
-    uint64_t live = 0;
-    for (size_t i = 0; i < n; i++)
-        live += charged(sizes[i]);
+    uint64_t live = charged_all(sizes, n);
     nsp_cl_stats_t st = stats(&e);
     ck_assert_uint_eq(st.bytes_in_use, live);
     ck_assert_uint_eq(st.objects_in_use, n);
@@ -315,9 +323,7 @@ static void accounting_case(int mode)
     uint32_t nulls;
     uint64_t *hs = alloc_verify(&e, sizes, n, &msz, &mh, &nulls);
     ck_assert_uint_eq(nulls, 0);
-    uint64_t live = 0;
-    for (size_t i = 0; i < n; i++)
-        live += charged(sizes[i]);
+    uint64_t live = charged_all(sizes, n);
     nsp_cl_stats_t st = stats(&e);
     if (mode == 0)
         ck_assert_int_ge(st.heap_live, (int64_t)live);
@@ -693,9 +699,5 @@ int main(void)
 {
     if (!have_device())
         return 77;
-    SRunner *r = srunner_create(suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return nsp_run_suite(suite());
 }
