@@ -208,27 +208,25 @@ static int first_json = 1;
 static FILE *jout; /* --json-out: the rows as JSON beside the table */
 static int first_jout = 1;
 
+static void json_row(FILE *f, int *first, const struct row *r, double aps, double ratio)
+{
+    fprintf(f, "%s{\"case\": \"%s\", \"n\": %u, \"size_lo\": %u, \"size_hi\": %u, "
+               "\"malloc_ms\": %.6f, \"free_ms\": %.6f, \"bump_ms\": %.6f, \"allocs_per_s\": %.4g, "
+               "\"ratio_to_bump\": %.3f, \"usable_pct\": %.2f, \"spurious_nulls\": %llu, "
+               "\"extra\": %.4f}",
+            *first ? "" : ",\n", r->cas, r->n, r->lo, r->hi, r->malloc_ms, r->free_ms, r->bump_ms,
+            aps, ratio, r->usable, r->nulls, r->extra);
+    *first = 0;
+}
+
 static void emit(const struct row *r)
 {
     double aps = r->malloc_ms > 0 ? r->n / (r->malloc_ms * 1e-3) : 0;
     double ratio = r->bump_ms > 0 ? r->malloc_ms / r->bump_ms : 0;
-    if (jout) {
-        fprintf(jout, "%s{\"case\": \"%s\", \"n\": %u, \"size_lo\": %u, \"size_hi\": %u, "
-                      "\"malloc_ms\": %.6f, \"free_ms\": %.6f, \"bump_ms\": %.6f, "
-                      "\"allocs_per_s\": %.4g, \"ratio_to_bump\": %.3f, \"usable_pct\": %.2f, "
-                      "\"spurious_nulls\": %llu, \"extra\": %.4f}",
-                first_jout ? "" : ",\n", r->cas, r->n, r->lo, r->hi, r->malloc_ms, r->free_ms,
-                r->bump_ms, aps, ratio, r->usable, r->nulls, r->extra);
-        first_jout = 0;
-    }
+    if (jout)
+        json_row(jout, &first_jout, r, aps, ratio);
     if (json) {
-        printf("%s{\"case\": \"%s\", \"n\": %u, \"size_lo\": %u, \"size_hi\": %u, "
-               "\"malloc_ms\": %.6f, \"free_ms\": %.6f, \"bump_ms\": %.6f, \"allocs_per_s\": %.4g, "
-               "\"ratio_to_bump\": %.3f, \"usable_pct\": %.2f, \"spurious_nulls\": %llu, "
-               "\"extra\": %.4f}",
-               first_json ? "" : ",\n", r->cas, r->n, r->lo, r->hi, r->malloc_ms, r->free_ms,
-               r->bump_ms, aps, ratio, r->usable, r->nulls, r->extra);
-        first_json = 0;
+        json_row(stdout, &first_json, r, aps, ratio);
     } else {
         char sz[32];
         if (r->lo == r->hi)
