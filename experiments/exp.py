@@ -94,15 +94,10 @@ def write_csv(path, rows, cols):
             w.writerow(r)
 
 
-def md_table(rows, cols, fmt=None):
-    fmt = fmt or {}
+def md_table(rows, cols):
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            cells.append(fmt[c](v) if c in fmt and v != "" else str(v))
-        out.append("| " + " | ".join(cells) + " |")
+        out.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     return "\n".join(out)
 
 
@@ -363,11 +358,7 @@ def exp_accounting(run):
             "full": ["--reps", "10"]}[run.mode]
     run.progress("bench_pacer %s" % " ".join(args))
     j = json.loads(sh([os.path.join(BENCH, "bench_pacer"), "--json"] + args, timeout=3600))
-    rows = []
-    for r in j["results"]:
-        r = dict(r)
-        r["c_over_live"] = r["cached"] / r["live"] if r["live"] else 0
-        rows.append(r)
+    rows = [dict(r) for r in j["results"]]
     # C/live as the caches' capacity in `over` (the x of the figure), per (caches, live)
     cap = {(r["caches"], r["live"]): r["cached"] for r in rows if r["mode"] == "over"}
     over_peak = {(r["caches"], r["live"]): r["peak"] for r in rows if r["mode"] == "over"}
@@ -522,15 +513,21 @@ def exp_mpi(run):
                                                                ranks), "mpi/ranks.csv"))
 
 
-# The experiments: function, expected seconds on 2 CPUs per mode (for the progress estimate).
+# The experiments: function, expected seconds on 2 CPUs per mode (for the progress estimate),
+# what --list says of it.
 EXPERIMENTS = {
-    "topology": (exp_topology, {"quick": 2, "default": 2, "full": 2}),
-    "host": (exp_host, {"quick": 5, "default": 110, "full": 600}),
-    "locality": (exp_locality, {"quick": 5, "default": 12, "full": 25}),
-    "pacer-trace": (exp_pacer_trace, {"quick": 2, "default": 3, "full": 5}),
-    "accounting": (exp_accounting, {"quick": 10, "default": 70, "full": 230}),
-    "device": (exp_device, {"quick": 15, "default": 40, "full": 120}),
-    "mpi": (exp_mpi, {"quick": 3, "default": 4, "full": 6}),
+    "topology": (exp_topology, {"quick": 2, "default": 2, "full": 2}, "the topologies"),
+    "host": (exp_host, {"quick": 5, "default": 110, "full": 600},
+             "host workloads x allocators x virtual cores"),
+    "locality": (exp_locality, {"quick": 5, "default": 12, "full": 25},
+                 "share of refills from the own node"),
+    "pacer-trace": (exp_pacer_trace, {"quick": 2, "default": 3, "full": 5},
+                    "heapLive per node over time (NSP_TRACE)"),
+    "accounting": (exp_accounting, {"quick": 10, "default": 70, "full": 230},
+                   "peak heap per accounting mode vs C/live"),
+    "device": (exp_device, {"quick": 15, "default": 40, "full": 120},
+               "device heap vs bump kernel, scaling"),
+    "mpi": (exp_mpi, {"quick": 3, "default": 4, "full": 6}, "N ranks under mpirun, stats gathered"),
 }
 
 
@@ -560,16 +557,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "results"))
     a = ap.parse_args()
     if a.list:
-        for n, (fn, w) in EXPERIMENTS.items():
-            print("%-12s %s (about %ds by default)" % (n, (fn.__doc__ or "").strip() or
-                                                     {"topology": "the topologies",
-                                                      "host": "host workloads x allocators x virtual cores",
-                                                      "locality": "share of refills from the own node",
-                                                      "pacer-trace": "heapLive per node over time (NSP_TRACE)",
-                                                      "accounting": "peak heap per accounting mode vs C/live",
-                                                      "device": "device heap vs bump kernel, scaling",
-                                                      "mpi": "N ranks under mpirun, stats gathered"}[n],
-                                                     w["default"]))
+        for n, (_, secs, what) in EXPERIMENTS.items():
+            print("%-12s %s (about %ds by default)" % (n, what, secs["default"]))
         return 0
     names = list(EXPERIMENTS)
     if a.only:
