@@ -114,17 +114,16 @@ nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id dev, cl_command_q
     cl_ulong maxalloc = 0;
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL);
-    uint32_t slots = opts && opts->slots ? opts->slots : pow2_at_least(cus * 4);
-    if (!opts || !opts->slots)
+    uint32_t slots = opts && opts->slots ? opts->slots : 0;
+    if (!slots) {
+        /* 4 per compute unit, 16..1024; but a class's cached spans should not pass a quarter of
+         * the pool (a small heap on a big GPU would otherwise sit in slots) */
+        slots = pow2_at_least(cus * 4);
         slots = slots < 16 ? 16 : slots > 1024 ? 1024 : slots;
-    uint32_t centrals = opts && opts->centrals ? opts->centrals : 4;
-    if (!opts || !opts->slots) {
-        /* a class's cached spans should not pass a quarter of the pool: at most one slot per
-         * four chunks (a small heap on a big GPU would otherwise sit in slots) */
-        size_t chunks = bytes / NSP_DCHUNK / 4;
-        while (slots > 1 && slots > chunks)
+        while (slots > 1 && slots > bytes / NSP_DCHUNK / 4)
             slots >>= 1;
     }
+    uint32_t centrals = opts && opts->centrals ? opts->centrals : 4;
     if ((slots & (slots - 1)) || (centrals & (centrals - 1)) || slots > 65536 || centrals > 64) {
         nsp__cl_fail("nsp_cl_heap_create: slots (%u) and centrals (%u) must be powers of two "
                      "(at most 65536 and 64)", slots, centrals);
