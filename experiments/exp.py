@@ -344,8 +344,8 @@ def exp_pacer_trace(run):
                        "heapLive of each node over time as the pacer's trace records it "
                        "(`pacer-trace/trace.csv`: `time_ns,node,heap_live,trigger,goal,limit,event`), "
                        "with the total's trigger and goal, the memory limit (512 MiB), the end of "
-                       "each cycle and the spills of node 0's cores; %d cycles, %d spills:\n\n"
-                       "![trace](%s)\n\n%s" % (j["cycles"], j["spills"], rel(run, png),
+                       "each cycle and the spills of node 0's cores; %d cycles, %d spills (lines per event in "
+                       "`pacer-trace/events.csv`):\n\n![trace](%s)\n\n%s" % (j["cycles"], j["spills"], rel(run, png),
                                                md_table(summary, ["event", "lines"]))))
 
 

@@ -86,7 +86,7 @@ for p in pngs:
     if "](%s)" % p not in report:
         errors.append("REPORT.md does not show %s" % p)
 for path in want:
-    if path not in report and path.split("/")[0] + "/" not in report:
+    if "`%s`" % path not in report:
         errors.append("REPORT.md does not name %s" % path)
 if "**Failed**" in report or "Skipped" in report:
     errors.append("an experiment failed or was skipped:\n" + report)
