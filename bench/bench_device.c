@@ -1,16 +1,29 @@
 /*
  * bench/bench_device.c — the device heap's benchmarks (`numaspan bench device`), each case next
- * to a single-counter bump kernel on the same device (../shared/BENCHMARKS.md, device cases
- * 1-6 and 9), plus the ordering shim's litmus test and the PTX check for a GPU run.
+ * to three bump kernels on the same device (../shared/BENCHMARKS.md, device cases 1-6 and 9,
+ * and the steady state), plus the ordering shim's litmus test and the PTX check for a GPU run.
  *
  *   bench_device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--slots S]
  *                [--only CASE,..] [--json-out FILE]
  *   bench_device --litmus [--iters I]      cross-work-group message passing, with/without shim
  *   bench_device --ptx FILE                writes the device binary (PTX on NVIDIA) and counts
  *                                          the 64-bit atomic add and membar.gl in it
- * Times are event-profiled kernel times (CL_QUEUE_PROFILING_ENABLE), median of R runs; the heap
- * is reset before each run (so each malloc kernel meets an empty heap) and the bump counter
- * with it. Device: nsp_cl_pick_device (NSP_CL_DEVICE). Uses only the public API.
+ * Times are event-profiled kernel times (CL_QUEUE_PROFILING_ENABLE), median of R runs, each run
+ * of a case taking the baselines and the heap in turn. The heap is reset before each run (each
+ * malloc kernel meets an empty heap), except in the steady case, which times rounds of
+ * interleaved frees and mallocs on a heap never reset, beside the same work on a fresh heap.
+ *
+ * Baselines (issue 13: a baseline must be the strongest one, or the heap looks faster than it
+ * is): `bump` is one atom_add per work-item of a size the compiler cannot prove uniform (NVIDIA
+ * then does not combine a warp's atomics: kept, labelled unaggregated, and under its old JSON
+ * key bump_ms); `warp` makes one atomic per warp (ballot + popc + shfl, and a shuffle scan for
+ * mixed sizes, in inline PTX on NVIDIA; sub-group scan + broadcast where the device has
+ * cl_khr_subgroups; local aggregation per 32 work-items elsewhere); `group` one per work-group.
+ * A row's ratio is against the fastest of the three. Every baseline's first run in a row is
+ * checked (disjoint ranges, one for each work-item that asked), so a broken baseline stops the
+ * run instead of flattering the heap. Each row carries the heap's counters for its last run
+ * (refills, forced, lost, null_oom, steals, reclaims), read with nsp_cl_stats.
+ * Device: nsp_cl_pick_device (NSP_CL_DEVICE); exit 77 when there is none. Public API only.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -24,17 +37,35 @@
 #include "numaspan_cl.h"
 
 static const char *SRC =
+    "static inline uint hash2(uint i, uint round)\n"
+    "{\n"
+    "    uint x = i * 2654435761u ^ round * 2246822519u; x ^= x >> 15; x *= 2246822519u;\n"
+    "    x ^= x >> 13;\n"
+    "    return x;\n"
+    "}\n"
     "static inline uint bsize(uint i, uint lo, uint hi)\n"
     "{\n"
     "    if (lo == hi) return lo;\n"
-    "    uint x = i * 2654435761u; x ^= x >> 15; x *= 2246822519u; x ^= x >> 13;\n"
-    "    return lo + x % (hi - lo + 1u);\n"
+    "    return lo + hash2(i, 0u) % (hi - lo + 1u);\n"
     "}\n"
-    "__kernel void k_malloc(__global nsp_dheap *h, uint n, uint lo, uint hi, uint per_group,\n"
+    /* who allocates in a launch, the same rule for the heap and the baselines: mode 0 every
+     * work-item below n, 1 work-item 0 of each group, 2 the half a round's coin picks (steady) */
+    "static inline uint wants(uint i, uint n, uint mode, uint round)\n"
+    "{\n"
+    "    if (i >= n) return 0u;\n"
+    "    if (mode == 1u) return get_local_id(0) == 0u;\n"
+    "    if (mode == 2u) return (hash2(i, round + 1u) >> 7) & 1u;\n"
+    "    return 1u;\n"
+    "}\n"
+    "static inline uint wsize(uint i, uint lo, uint hi, uint mode, uint round)\n"
+    "{\n"
+    "    return bsize(mode == 2u ? i ^ hash2(round, 7u) : i, lo, hi);\n"
+    "}\n"
+    "__kernel void k_malloc(__global nsp_dheap *h, uint n, uint lo, uint hi, uint mode,\n"
     "                       __global ulong *out, __global uint *nulls)\n"
     "{\n"
     "    uint i = (uint)get_global_id(0);\n"
-    "    if (i >= n || (per_group && get_local_id(0) != 0)) return;\n"
+    "    if (!wants(i, n, mode, 0u)) return;\n"
     "    nsp_dhandle p = nsp_dmalloc(h, bsize(i, lo, hi));\n"
     "    out[i] = p;\n"
     "    if (p) *(__global ulong *)nsp_dptr(h, p) = i; else atomic_inc(nulls);\n"
@@ -54,16 +85,139 @@ static const char *SRC =
     "    uint i = (uint)get_global_id(0);\n"
     "    if (i < n) nsp_dfree(h, hs[i]);\n"
     "}\n"
-    "__kernel void k_bump(__global ulong *ctr, __global uchar *pool, ulong cap, uint n, uint lo,\n"
-    "                     uint hi, uint per_group, __global ulong *out, __global uint *nulls)\n"
+    /* the steady state: the work-items a round picks free the object they hold (if any) and
+     * allocate a new one of a new size, all in one launch, so frees and mallocs interleave in
+     * spans that are partly used; nothing resets the heap between rounds */
+    "__kernel void k_steady(__global nsp_dheap *h, uint n, uint lo, uint hi, uint round,\n"
+    "                       __global ulong *hs, __global uint *nulls)\n"
     "{\n"
     "    uint i = (uint)get_global_id(0);\n"
-    "    if (i >= n || (per_group && get_local_id(0) != 0)) return;\n"
-    "    uint s = (bsize(i, lo, hi) + 15u) & ~15u;\n"
-    "    ulong p = atom_add(ctr, (ulong)s);\n"
+    "    if (!wants(i, n, 2u, round)) return;\n"
+    "    nsp_dfree(h, hs[i]);\n"
+    "    nsp_dhandle p = nsp_dmalloc(h, wsize(i, lo, hi, 2u, round));\n"
+    "    hs[i] = p;\n"
+    "    if (p) *(__global ulong *)nsp_dptr(h, p) = i; else atomic_inc(nulls);\n"
+    "}\n"
+    /* ---- the baselines: bump allocators over a plain pool, each writing the same word into
+     * its allocation as the heap's kernels do ---- */
+    "static inline void bump_done(__global uchar *pool, ulong cap, ulong p, uint s, uint i,\n"
+    "                             __global ulong *out, __global uint *nulls)\n"
+    "{\n"
     "    if (p + s <= cap) { *(__global ulong *)(pool + p) = i; out[i] = p + 1; }\n"
     "    else { out[i] = 0; atomic_inc(nulls); }\n"
     "}\n"
+    /* the unaggregated bump: one atom_add per work-item of a size the compiler cannot prove
+     * uniform; NVIDIA's OpenCL compiler then does not combine a warp's atomics (0.78 ms for
+     * 2^20 x 16 B on the H200 against 0.032 ms for a uniform one): kept, labelled, as history */
+    "__kernel void k_bump(__global ulong *ctr, __global uchar *pool, ulong cap, uint n, uint lo,\n"
+    "                     uint hi, uint mode, uint round, __global ulong *out,\n"
+    "                     __global uint *nulls)\n"
+    "{\n"
+    "    uint i = (uint)get_global_id(0);\n"
+    "    if (!wants(i, n, mode, round)) return;\n"
+    "    uint s = (wsize(i, lo, hi, mode, round) + 15u) & ~15u;\n"
+    "    bump_done(pool, cap, atom_add(ctr, (ulong)s), s, i, out, nulls);\n"
+    "}\n"
+    /* Work-group-local aggregation: the work-items of each run of `lanes` (32: a warp's worth;
+     * the group size: one atomic per group) add their sizes into a local counter, one of them
+     * takes the run's total from the global counter, and each adds its offset. Every work-item
+     * of the group must call it (barriers). */
+    "static inline ulong bump_local(__global ulong *ctr, uint s, uint lanes,\n"
+    "                               __local uint *cnt, __local ulong *base)\n"
+    "{\n"
+    "    uint lid = (uint)get_local_id(0), b = lid / lanes;\n"
+    "    if (lid % lanes == 0u) cnt[b] = 0u;\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "    uint ex = s ? atomic_add(&cnt[b], s) : 0u;\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "    if (lid % lanes == 0u) base[b] = cnt[b] ? atom_add(ctr, (ulong)cnt[b]) : 0ul;\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "    return base[b] + ex;\n"
+    "}\n"
+    /* The warp/sub-group-aggregated bump, the strongest per-work-item baseline: one atomic per
+     * warp. On NVIDIA (the heap's own test for inline PTX): a ballot + popcount + shuffle for
+     * a uniform size, a shuffle scan for mixed sizes. Where the device has sub-groups: their
+     * scan and broadcast. Elsewhere: local aggregation per 32 lanes. All lanes call it with
+     * s = 0 for those that do not allocate (usize: the uniform size, 0 when sizes differ). */
+    "#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN)\n"
+    "#define NSP_BENCH_WARP 1\n"
+    "static inline ulong bump_warp(__global ulong *ctr, uint s, uint usize,\n"
+    "                              __local uint *cnt, __local ulong *base)\n"
+    "{\n"
+    "    uint active = 0xffffffffu, lane, lt, ex, total, src, lo32, hi32;\n"
+    /* every lane of every warp gets here (no return before the call), so the .sync operations
+     * can name the whole warp: they then wait for lanes that have not reconverged, where
+     * activemask would leave them out; a group that is not whole warps cannot promise that */
+    "    if (get_local_size(0) & 31u)\n"
+    "        return s ? atom_add(ctr, (ulong)s) : 0ul;\n"
+    "    asm volatile(\"mov.u32 %0, %%laneid;\" : \"=r\"(lane));\n"
+    "    if (usize) {\n"
+    "        uint b;\n"
+    "        asm volatile(\"{ .reg .pred p; setp.ne.u32 p, %1, 0; vote.sync.ballot.b32 %0, p, %2; }\"\n"
+    "                     : \"=r\"(b) : \"r\"(s), \"r\"(active));\n"
+    "        if (!b) return 0ul;\n"
+    "        asm volatile(\"mov.u32 %0, %%lanemask_lt;\" : \"=r\"(lt));\n"
+    "        ex = popcount(b & lt) * usize;\n"
+    "        total = popcount(b) * usize;\n"
+    "        src = 31u - clz(b & (0u - b));\n"
+    "    } else {\n"
+    "        uint x = s, y;\n"
+    "        for (uint d = 1u; d < 32u; d <<= 1) {\n"
+    "            asm volatile(\"shfl.sync.up.b32 %0, %1, %2, 0, %3;\"\n"
+    "                         : \"=r\"(y) : \"r\"(x), \"r\"(d), \"r\"(active));\n"
+    "            if (lane >= d) x += y;\n"
+    "        }\n"
+    "        ex = x - s;\n"
+    "        src = 31u;\n"
+    "        asm volatile(\"shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;\"\n"
+    "                     : \"=r\"(total) : \"r\"(x), \"r\"(src), \"r\"(active));\n"
+    "        if (!total) return 0ul;\n"
+    "    }\n"
+    "    ulong w = 0ul;\n"
+    "    if (lane == src) w = atom_add(ctr, (ulong)total);\n"
+    "    asm volatile(\"shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;\"\n"
+    "                 : \"=r\"(lo32) : \"r\"((uint)w), \"r\"(src), \"r\"(active));\n"
+    "    asm volatile(\"shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;\"\n"
+    "                 : \"=r\"(hi32) : \"r\"((uint)(w >> 32)), \"r\"(src), \"r\"(active));\n"
+    "    return (((ulong)hi32 << 32) | lo32) + ex;\n"
+    "}\n"
+    "#elif defined(cl_khr_subgroups)\n"
+    "#pragma OPENCL EXTENSION cl_khr_subgroups : enable\n"
+    "#define NSP_BENCH_WARP 2\n"
+    "static inline ulong bump_warp(__global ulong *ctr, uint s, uint usize,\n"
+    "                              __local uint *cnt, __local ulong *base)\n"
+    "{\n"
+    "    uint ex = sub_group_scan_exclusive_add(s), total = sub_group_reduce_add(s);\n"
+    "    ulong w = 0ul;\n"
+    "    if (get_sub_group_local_id() == 0u && total) w = atom_add(ctr, (ulong)total);\n"
+    "    return sub_group_broadcast(w, 0u) + ex;\n"
+    "}\n"
+    "#else\n"
+    "#define NSP_BENCH_WARP 3\n"
+    "static inline ulong bump_warp(__global ulong *ctr, uint s, uint usize,\n"
+    "                              __local uint *cnt, __local ulong *base)\n"
+    "{\n"
+    "    return bump_local(ctr, s, 32u, cnt, base);\n"
+    "}\n"
+    "#endif\n"
+    "__kernel void k_variant(__global uint *v) { v[0] = NSP_BENCH_WARP; }\n"
+    /* two kernels, not one with a flag: a barrier under a condition (even a uniform one) is
+     * what some compilers handle worst */
+    "#define BUMP_AGG(name, call)                                                      \\\n"
+    "__kernel void name(__global ulong *ctr, __global uchar *pool, ulong cap, uint n,  \\\n"
+    "                   uint lo, uint hi, uint mode, uint round,                        \\\n"
+    "                   __global ulong *out, __global uint *nulls)                      \\\n"
+    "{                                                                                  \\\n"
+    "    __local uint cnt[32];                                                          \\\n"
+    "    __local ulong base[32];                                                        \\\n"
+    "    uint i = (uint)get_global_id(0), w = wants(i, n, mode, round);                 \\\n"
+    "    uint s = w ? (wsize(i, lo, hi, mode, round) + 15u) & ~15u : 0u;                \\\n"
+    "    uint usize = lo == hi ? (lo + 15u) & ~15u : 0u;                                \\\n"
+    "    ulong p = call;                                                                \\\n"
+    "    if (w) bump_done(pool, cap, p, s, i, out, nulls);                              \\\n"
+    "}\n"
+    "BUMP_AGG(k_bump_warp, bump_warp(ctr, s, usize, cnt, base))\n"
+    "BUMP_AGG(k_bump_group, bump_local(ctr, s, (uint)get_local_size(0), cnt, base))\n"
     "__kernel void k_fill(__global nsp_dheap *h, uint size, uint max_each, __global ulong *got)\n"
     "{\n"
     "    ulong n = 0;\n"
@@ -192,14 +346,27 @@ static cl_kernel kern(const char *name)
 
 #define ARG(k, i, v) CK(clSetKernelArg(k, i, sizeof(v), &(v)))
 
+/* The heap's counters that explain a row (refills, objects forced from a central past the retry
+ * bound, claims lost to a rebuilt span, nulls after a whole-heap search, steals, reclaims),
+ * over the row's last run (steady: its last round): read through nsp_cl_stats, as deltas. */
+struct ctrs {
+    unsigned long long refills, forced, lost, null_oom, steals, reclaims;
+};
+
+/* One row. Times are medians in ms. bump_ms is the unaggregated bump, kept under its old key
+ * so that committed runs stay comparable; warp_ms and group_ms are the aggregated bumps. A
+ * row's ratio is taken against the fastest of the three, the strongest baseline (0: the case has
+ * no baseline). */
 struct row {
     const char *cas;
     unsigned n;
     unsigned lo, hi;
-    double malloc_ms, free_ms, bump_ms;
+    double malloc_ms, free_ms, bump_ms, warp_ms, group_ms;
+    double fresh_malloc_ms, fresh_free_ms; /* steady: the same work on a fresh heap */
     double usable;   /* percent, or -1 */
     unsigned long long nulls;
-    double extra;    /* case-specific (fragmentation ratio, init ms) */
+    double extra;    /* case-specific (fragmentation ratio, init ms, steady / fresh) */
+    struct ctrs c;
 };
 static struct row rows[512];
 static int nrows;
@@ -208,14 +375,40 @@ static int first_json = 1;
 static FILE *jout; /* --json-out: the rows as JSON beside the table */
 static int first_jout = 1;
 
+/* The strongest baseline of a row: the fastest of the three bumps measured beside it (on NVIDIA
+ * an aggregated one; on a CPU device the unaggregated one can win), its time and its name
+ * ("" and 0 when the case has none). */
+static double best_baseline(const struct row *r, const char **name)
+{
+    const double t[3] = {r->bump_ms, r->warp_ms, r->group_ms};
+    static const char *names[3] = {"bump", "bump-warp", "bump-group"};
+    double best = 0;
+    *name = "";
+    for (int j = 0; j < 3; j++)
+        if (t[j] > 0 && (best == 0 || t[j] < best)) {
+            best = t[j];
+            *name = names[j];
+        }
+    return best;
+}
+
 static void json_row(FILE *f, int *first, const struct row *r, double aps, double ratio)
 {
+    const char *bname;
+    double best = best_baseline(r, &bname);
     fprintf(f, "%s{\"case\": \"%s\", \"n\": %u, \"size_lo\": %u, \"size_hi\": %u, "
                "\"malloc_ms\": %.6f, \"free_ms\": %.6f, \"bump_ms\": %.6f, \"allocs_per_s\": %.4g, "
-               "\"ratio_to_bump\": %.3f, \"usable_pct\": %.2f, \"spurious_nulls\": %llu, "
-               "\"extra\": %.4f}",
+               "\"ratio_to_bump\": %.3f, \"bump_warp_ms\": %.6f, \"bump_group_ms\": %.6f, "
+               "\"baseline\": \"%s\", \"baseline_ms\": %.6f, \"ratio_to_baseline\": %.3f, "
+               "\"fresh_malloc_ms\": %.6f, \"fresh_free_ms\": %.6f, "
+               "\"usable_pct\": %.2f, \"spurious_nulls\": %llu, \"extra\": %.4f, "
+               "\"refills\": %llu, \"forced_refills\": %llu, \"lost\": %llu, \"null_oom\": %llu, "
+               "\"steals\": %llu, \"reclaims\": %llu}",
             *first ? "" : ",\n", r->cas, r->n, r->lo, r->hi, r->malloc_ms, r->free_ms, r->bump_ms,
-            aps, ratio, r->usable, r->nulls, r->extra);
+            aps, ratio, r->warp_ms, r->group_ms, bname, best,
+            best > 0 ? r->malloc_ms / best : 0, r->fresh_malloc_ms, r->fresh_free_ms, r->usable,
+            r->nulls, r->extra, r->c.refills, r->c.forced, r->c.lost, r->c.null_oom, r->c.steals,
+            r->c.reclaims);
     *first = 0;
 }
 
@@ -228,16 +421,20 @@ static void emit(const struct row *r)
     if (json) {
         json_row(stdout, &first_json, r, aps, ratio);
     } else {
-        char sz[32];
+        char sz[32], use[16] = "-", x[16] = "-";
         if (r->lo == r->hi)
             snprintf(sz, sizeof sz, "%u", r->lo);
         else
             snprintf(sz, sizeof sz, "%u-%u", r->lo, r->hi);
-        char use[16] = "-";
         if (r->usable >= 0)
             snprintf(use, sizeof use, "%.1f", r->usable);
-        printf("%-14s %8u %10s %10.4f %10.4f %10.4f %12.4g %8.2f %8s %8llu", r->cas, r->n, sz,
-               r->malloc_ms, r->free_ms, r->bump_ms, aps, ratio, use, r->nulls);
+        const char *bname;
+        double best = best_baseline(r, &bname);
+        if (best > 0)
+            snprintf(x, sizeof x, "%.2f%c", r->malloc_ms / best, bname[4] ? bname[5] : 'b');
+        printf("%-14s %8u %10s %9.4f %9.4f %9.4f %9.4f %9.4f %8s %7s %6llu %8llu %7llu %5llu",
+               r->cas, r->n, sz, r->malloc_ms, r->free_ms, r->bump_ms, r->warp_ms, r->group_ms, x,
+               use, r->nulls, r->c.refills, r->c.forced, r->c.lost);
         if (r->extra)
             printf("  %.3f", r->extra);
         printf("\n");
@@ -253,62 +450,281 @@ static nsp_cl_stats_t stats(void)
     return st;
 }
 
-/* Cases 1-4: n allocations of sizes [lo, hi] (one per group if per_group), malloc then free,
- * beside the bump kernel; median over reps, the heap reset before each. */
-static void alloc_case(const char *name, unsigned n, unsigned lo, unsigned hi, int per_group,
+static struct ctrs ctrs_since(const nsp_cl_stats_t *a, const nsp_cl_stats_t *b)
+{
+    return (struct ctrs){b->refills - a->refills, b->forced_refills - a->forced_refills,
+                         b->lost - a->lost, b->null_oom - a->null_oom, b->steals - a->steals,
+                         b->reclaims - a->reclaims};
+}
+
+/* ---- the baselines ------------------------------------------------------------------------ */
+
+/* The kernels' size and participation rules, on the host, to check what a baseline handed out. */
+static uint32_t hash2(uint32_t i, uint32_t round)
+{
+    uint32_t x = i * 2654435761u ^ round * 2246822519u;
+    x ^= x >> 15;
+    x *= 2246822519u;
+    return x ^ (x >> 13);
+}
+static uint32_t bsize(uint32_t i, uint32_t lo, uint32_t hi)
+{
+    return lo == hi ? lo : lo + hash2(i, 0) % (hi - lo + 1u);
+}
+static int wants(uint32_t i, uint32_t n, uint32_t mode, uint32_t round)
+{
+    if (i >= n)
+        return 0;
+    if (mode == 1)
+        return i % wg == 0;
+    if (mode == 2)
+        return (hash2(i, round + 1u) >> 7) & 1u;
+    return 1;
+}
+static uint32_t wsize(uint32_t i, uint32_t lo, uint32_t hi, uint32_t mode, uint32_t round)
+{
+    return bsize(mode == 2 ? i ^ hash2(round, 7u) : i, lo, hi);
+}
+
+struct span_ {
+    uint64_t lo, hi;
+};
+static int cmpspan(const void *a, const void *b)
+{
+    const struct span_ *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* A baseline that hands out overlapping ranges, or none to a work-item that asked, would make
+ * every ratio a lie: its first run of each row is checked (handles are offset + 1). */
+static void check_baseline(const char *name, cl_mem hs, unsigned n, unsigned lo, unsigned hi,
+                           unsigned mode, unsigned round)
+{
+    uint64_t *h = malloc((size_t)n * 8);
+    struct span_ *s = malloc((size_t)n * sizeof *s);
+    if (!h || !s)
+        die(name, "out of host memory for the baseline's check");
+    CK(clEnqueueReadBuffer(q, hs, CL_TRUE, 0, (size_t)n * 8, h, 0, NULL, NULL));
+    size_t k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!wants(i, n, mode, round))
+            continue;
+        if (!h[i]) {
+            fprintf(stderr, "bench_device: %s: work-item %u got no allocation\n", name, i);
+            exit(1);
+        }
+        s[k++] = (struct span_){h[i] - 1, h[i] - 1 + ((wsize(i, lo, hi, mode, round) + 15) & ~15u)};
+    }
+    qsort(s, k, sizeof *s, cmpspan);
+    for (size_t j = 1; j < k; j++)
+        if (s[j].lo < s[j - 1].hi) {
+            fprintf(stderr, "bench_device: %s handed out overlapping ranges [%llu, %llu) and "
+                            "[%llu, %llu) (%u work-items, sizes %u-%u)\n", name,
+                    (unsigned long long)s[j - 1].lo, (unsigned long long)s[j - 1].hi,
+                    (unsigned long long)s[j].lo, (unsigned long long)s[j].hi, n, lo, hi);
+            exit(1);
+        }
+    free(h);
+    free(s);
+}
+
+/* The three bump kernels over one pool, for one shape of launch (mode and round as the kernels
+ * read them); `run_bumps` times each once, checking them on the first call. */
+struct bumps {
+    cl_kernel k[3]; /* unaggregated, warp-aggregated, group-aggregated */
+    cl_mem ctr, pool, hs, nulls;
+    unsigned n, lo, hi, mode;
+    int checked;
+};
+static const char *bump_names[3] = {"k_bump", "k_bump_warp", "k_bump_group"};
+
+static void bumps_init(struct bumps *b, unsigned n, unsigned lo, unsigned hi, unsigned mode,
+                       cl_mem hs, cl_mem nulls)
+{
+    unsigned long long want = (unsigned long long)n * ((hi + 15) & ~15u);
+    size_t cap = nsp_cl_capacity(heap);
+    size_t pool_bytes = want + (1 << 20) < cap ? want + (1 << 20) : cap;
+    *b = (struct bumps){.ctr = buf(8), .pool = buf(pool_bytes), .hs = hs, .nulls = nulls, .n = n,
+                        .lo = lo, .hi = hi, .mode = mode};
+    cl_ulong capb = pool_bytes;
+    cl_uint un = n, ulo = lo, uhi = hi, um = mode;
+    for (int j = 0; j < 3; j++) {
+        cl_kernel k = b->k[j] = kern(bump_names[j]);
+        ARG(k, 0, b->ctr); ARG(k, 1, b->pool); ARG(k, 2, capb); ARG(k, 3, un); ARG(k, 4, ulo);
+        ARG(k, 5, uhi); ARG(k, 6, um); ARG(k, 8, hs); ARG(k, 9, nulls);
+    }
+}
+
+static void run_bumps(struct bumps *b, unsigned round, double t[3])
+{
+    cl_uint r = round;
+    for (int j = 0; j < 3; j++) {
+        ARG(b->k[j], 7, r);
+        zero(b->ctr, 8);
+        if (!b->checked)
+            zero(b->hs, (size_t)b->n * 8);
+        t[j] = run(b->k[j], b->n);
+        if (!b->checked)
+            check_baseline(bump_names[j], b->hs, b->n, b->lo, b->hi, b->mode, round);
+    }
+    b->checked = 1;
+}
+
+static void bumps_done(struct bumps *b)
+{
+    for (int j = 0; j < 3; j++)
+        clReleaseKernel(b->k[j]);
+    clReleaseMemObject(b->ctr);
+    clReleaseMemObject(b->pool);
+}
+
+/* ---- the cases ----------------------------------------------------------------------------- */
+
+/* Cases 1-4: n allocations of sizes [lo, hi] (mode 1: one per group), malloc then free, beside
+ * the three bumps (A B C D A B C D ...); median over reps, the heap reset before each. */
+static void alloc_case(const char *name, unsigned n, unsigned lo, unsigned hi, unsigned mode,
                        int group_entry)
 {
-    cl_kernel km = kern(group_entry ? "k_group" : "k_malloc"), kf = kern("k_free"),
-              kb = kern("k_bump");
-    cl_mem hs = buf((size_t)n * 8), nulls = buf(4), ctr = buf(8);
-    size_t cap = nsp_cl_capacity(heap);
-    unsigned long long want = (unsigned long long)n * ((hi + 15) & ~15u);
-    size_t pool_bytes = want + (1 << 20) < cap ? want + (1 << 20) : cap;
-    cl_mem pool = buf(pool_bytes);
-    cl_ulong capb = pool_bytes;
-    cl_uint un = n, ulo = lo, uhi = hi, upg = per_group;
+    cl_kernel km = kern(group_entry ? "k_group" : "k_malloc"), kf = kern("k_free");
+    cl_mem hs = buf((size_t)n * 8), nulls = buf(4);
+    cl_uint un = n, ulo = lo, uhi = hi, um = mode;
     cl_mem hb = nsp_cl_buffer(heap);
     if (group_entry) {
         ARG(km, 0, hb); ARG(km, 1, un); ARG(km, 2, ulo); ARG(km, 3, hs); ARG(km, 4, nulls);
     } else {
-        ARG(km, 0, hb); ARG(km, 1, un); ARG(km, 2, ulo); ARG(km, 3, uhi); ARG(km, 4, upg);
+        ARG(km, 0, hb); ARG(km, 1, un); ARG(km, 2, ulo); ARG(km, 3, uhi); ARG(km, 4, um);
         ARG(km, 5, hs); ARG(km, 6, nulls);
     }
     ARG(kf, 0, hb); ARG(kf, 1, un); ARG(kf, 2, hs);
-    ARG(kb, 0, ctr); ARG(kb, 1, pool); ARG(kb, 2, capb); ARG(kb, 3, un); ARG(kb, 4, ulo);
-    ARG(kb, 5, uhi); ARG(kb, 6, upg); ARG(kb, 7, hs); ARG(kb, 8, nulls);
-    double tm[64], tf[64], tb[64];
+    struct bumps b;
+    bumps_init(&b, n, lo, hi, mode, hs, nulls);
+    double tm[64], tf[64], tb[3][64];
     unsigned long long nn = 0;
+    nsp_cl_stats_t s0 = {0}, s1 = {0};
     for (int r = 0; r < reps; r++) {
-        /* alternate: bump, then heap */
-        zero(ctr, 8);
-        zero(nulls, 4);
-        tb[r] = run(kb, n);
+        double t[3];
+        run_bumps(&b, 0, t);
+        for (int j = 0; j < 3; j++)
+            tb[j][r] = t[j];
         if (nsp_cl_heap_reset(heap, q) < 0)
             die("nsp_cl_heap_reset", nsp_cl_error());
         zero(hs, (size_t)n * 8);
         zero(nulls, 4);
+        if (r == reps - 1)
+            s0 = stats();
         tm[r] = run(km, n);
         cl_uint got = 0;
         CK(clEnqueueReadBuffer(q, nulls, CL_TRUE, 0, 4, &got, 0, NULL, NULL));
         nn += got;
         tf[r] = run(kf, n);
     }
-    nsp_cl_stats_t st = stats();
+    s1 = stats();
     struct row *row = &rows[nrows++];
-    *row = (struct row){name, per_group ? (n + (unsigned)wg - 1) / (unsigned)wg : n, lo, hi,
-                        median(tm, reps), median(tf, reps), median(tb, reps), -1,
-                        nn / (unsigned long long)reps, 0};
-    if (st.bad_frees)
+    *row = (struct row){name, mode == 1 ? (n + (unsigned)wg - 1) / (unsigned)wg : n, lo, hi,
+                        median(tm, reps), median(tf, reps), median(tb[0], reps),
+                        median(tb[1], reps), median(tb[2], reps), 0, 0, -1,
+                        nn / (unsigned long long)reps, 0, ctrs_since(&s0, &s1)};
+    if (s1.bad_frees)
         die(name, "the free kernel made bad frees");
     emit(row);
+    bumps_done(&b);
     clReleaseKernel(km);
     clReleaseKernel(kf);
-    clReleaseKernel(kb);
     clReleaseMemObject(hs);
     clReleaseMemObject(nulls);
-    clReleaseMemObject(ctr);
-    clReleaseMemObject(pool);
+}
+
+/* Two live handles alike: the heap handed one object out twice. */
+static void check_distinct(const char *name, cl_mem hs, unsigned n)
+{
+    uint64_t *h = malloc((size_t)n * 8);
+    struct span_ *s = malloc((size_t)n * sizeof *s);
+    if (!h || !s)
+        die(name, "out of host memory for the check");
+    CK(clEnqueueReadBuffer(q, hs, CL_TRUE, 0, (size_t)n * 8, h, 0, NULL, NULL));
+    size_t k = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (h[i])
+            s[k++] = (struct span_){h[i], i};
+    qsort(s, k, sizeof *s, cmpspan);
+    for (size_t j = 1; j < k; j++)
+        if (s[j].lo == s[j - 1].lo) {
+            fprintf(stderr, "bench_device: %s: handle 0x%llx held by work-items %llu and %llu\n",
+                    name, (unsigned long long)s[j].lo, (unsigned long long)s[j - 1].hi,
+                    (unsigned long long)s[j].hi);
+            exit(1);
+        }
+    free(h);
+    free(s);
+}
+
+/* The steady state: n work-items each hold an object; every round the half that a coin picks
+ * frees its object and allocates one of a new size in [lo, hi], in one launch (frees and mallocs
+ * interleave), and nothing resets the heap: claims meet partly used spans and the centrals'
+ * scans. Timed after `warm` rounds. Fresh: the same launches on a reset heap, where the picked
+ * work-items hold nothing and only allocate, then a free kernel of what they got: the same
+ * mallocs and frees as a steady round, on an empty heap. Beside both, the bumps of the same
+ * allocations. Afterwards the live handles must be distinct. */
+static void steady_case(unsigned n, unsigned lo, unsigned hi, unsigned warm)
+{
+    cl_kernel ks = kern("k_steady"), kf = kern("k_free");
+    cl_mem hs = buf((size_t)n * 8), nulls = buf(4), hb = nsp_cl_buffer(heap);
+    cl_uint un = n, ulo = lo, uhi = hi;
+    ARG(ks, 0, hb); ARG(ks, 1, un); ARG(ks, 2, ulo); ARG(ks, 3, uhi); ARG(ks, 5, hs);
+    ARG(ks, 6, nulls);
+    ARG(kf, 0, hb); ARG(kf, 1, un); ARG(kf, 2, hs);
+    struct bumps b;
+    bumps_init(&b, n, lo, hi, 2, hs, nulls);
+    double tfm[64], tff[64], ts[64], tb[3][64];
+    for (int r = 0; r < reps; r++) {
+        cl_uint round = warm + (cl_uint)r;
+        double t[3];
+        run_bumps(&b, round, t);
+        for (int j = 0; j < 3; j++)
+            tb[j][r] = t[j];
+        if (nsp_cl_heap_reset(heap, q) < 0)
+            die("nsp_cl_heap_reset", nsp_cl_error());
+        zero(hs, (size_t)n * 8);
+        ARG(ks, 4, round);
+        tfm[r] = run(ks, n);
+        tff[r] = run(kf, n);
+    }
+    if (nsp_cl_heap_reset(heap, q) < 0)
+        die("nsp_cl_heap_reset", nsp_cl_error());
+    zero(hs, (size_t)n * 8);
+    zero(nulls, 4);
+    nsp_cl_stats_t s0 = {0}, s1 = {0};
+    for (cl_uint round = 0; round < warm + (cl_uint)reps; round++) {
+        if (round == warm) /* nulls of the warm-up are the fill's, not the steady state's */
+            zero(nulls, 4);
+        if (round == warm + (cl_uint)reps - 1)
+            s0 = stats();
+        ARG(ks, 4, round);
+        double t = run(ks, n);
+        if (round >= warm)
+            ts[round - warm] = t;
+    }
+    s1 = stats();
+    cl_uint got = 0;
+    CK(clEnqueueReadBuffer(q, nulls, CL_TRUE, 0, 4, &got, 0, NULL, NULL));
+    check_distinct("steady", hs, n);
+    if (s1.bad_frees)
+        die("steady", "the steady rounds made bad frees");
+    double steady = median(ts, reps), fm = median(tfm, reps), ff = median(tff, reps);
+    struct row *row = &rows[nrows++];
+    *row = (struct row){"steady", n, lo, hi, steady, 0, median(tb[0], reps), median(tb[1], reps),
+                        median(tb[2], reps), fm, ff, -1, got / (unsigned long long)reps,
+                        fm + ff > 0 ? steady / (fm + ff) : 0, ctrs_since(&s0, &s1)};
+    emit(row);
+    if (!json)
+        printf("%-14s a round (the picked half frees and mallocs, after %u rounds, no reset): "
+               "%.4f ms; on a fresh heap malloc %.4f + free %.4f ms; steady / fresh %.2f\n", "",
+               warm, steady, fm, ff, row->extra);
+    bumps_done(&b);
+    clReleaseKernel(ks);
+    clReleaseKernel(kf);
+    clReleaseMemObject(hs);
+    clReleaseMemObject(nulls);
 }
 
 /* Case 6: allocate without freeing until failure, in a heap of its own; the share usable. */
@@ -325,6 +741,7 @@ static void oom_case(unsigned size, size_t heap_bytes)
     cl_mem got = buf(8), hb = nsp_cl_buffer(h);
     double t[64], use = 0;
     unsigned long long spurious = 0, allocs = 0;
+    struct ctrs c = {0};
     for (int r = 0; r < reps; r++) {
         if (nsp_cl_heap_reset(h, q) < 0)
             die("reset", nsp_cl_error());
@@ -339,10 +756,12 @@ static void oom_case(unsigned size, size_t heap_bytes)
         if (nsp_cl_stats(h, q, &st) < 0)
             die("stats", nsp_cl_error());
         spurious = st.lost;
+        nsp_cl_stats_t fresh = {0}; /* the reset zeroed the counters */
+        c = ctrs_since(&fresh, &st);
     }
     struct row *row = &rows[nrows++];
-    *row = (struct row){"oom", (unsigned)allocs, size, size, median(t, reps), 0, 0, use, spurious,
-                        0};
+    *row = (struct row){.cas = "oom", .n = (unsigned)allocs, .lo = size, .hi = size,
+                        .malloc_ms = median(t, reps), .usable = use, .nulls = spurious, .c = c};
     emit(row);
     clReleaseKernel(k);
     clReleaseMemObject(got);
@@ -364,7 +783,10 @@ static void frag_case(unsigned n, unsigned rounds)
     cl_uint un = n;
     double worst = 0, last = 0, total_ms = 0;
     unsigned long long nulls = 0;
+    nsp_cl_stats_t s0 = {0}, s1 = {0};
     for (cl_uint r = 0; r < rounds; r++) {
+        if (r == rounds - 1)
+            s0 = stats();
         ARG(k, 0, hb); ARG(k, 1, un); ARG(k, 2, r); ARG(k, 3, hs); ARG(k, 4, sz);
         total_ms += run(k, n);
         CK(clEnqueueReadBuffer(q, hs, CL_TRUE, 0, (size_t)n * 8, h, 0, NULL, NULL));
@@ -382,8 +804,11 @@ static void frag_case(unsigned n, unsigned rounds)
         last = live ? (double)(hi - lo) / live : 0;
         worst = last > worst ? last : worst;
     }
+    s1 = stats();
     struct row *row = &rows[nrows++];
-    *row = (struct row){"fragmentation", n, 16, 256, total_ms / rounds, 0, 0, -1, nulls, worst};
+    *row = (struct row){.cas = "fragmentation", .n = n, .lo = 16, .hi = 256,
+                        .malloc_ms = total_ms / rounds, .usable = -1, .nulls = nulls,
+                        .extra = worst, .c = ctrs_since(&s0, &s1)};
     emit(row);
     if (!json)
         printf("%-14s range spanned / live bytes after %u rounds: %.3f (worst %.3f)\n", "", rounds,
@@ -413,8 +838,8 @@ static void init_case(size_t bytes)
         tr[r] = (t2 - t1) * 1e3;
     }
     struct row *row = &rows[nrows++];
-    *row = (struct row){"init", (unsigned)(bytes >> 20), 0, 0, median(tr, reps), 0, 0, -1, 0,
-                        median(tc, reps)};
+    *row = (struct row){.cas = "init", .n = (unsigned)(bytes >> 20), .malloc_ms = median(tr, reps),
+                        .usable = -1, .extra = median(tc, reps)};
     if (json) {
         emit(row);
     } else {
@@ -485,6 +910,29 @@ static int ptx(const char *path)
     return is_ptx && (!add64 || !membar) ? 1 : 0;
 }
 
+static void json_head(FILE *f, const nsp_cl_stats_t *st, size_t heap_mib, const char *warp)
+{
+    fprintf(f, "{\"device\": \"%s\", \"gpu\": %s, \"heap_mib\": %zu, \"reps\": %d, "
+               "\"slots\": %u, \"warp_bump\": \"%s\", \"rows\": [\n", st->device,
+            is_gpu ? "true" : "false", heap_mib, reps, st->slots, warp);
+}
+
+/* Which warp-aggregated bump the device compiled (the kernel says, from its own macros). */
+static const char *warp_variant(void)
+{
+    cl_kernel k = kern("k_variant");
+    cl_mem v = buf(4);
+    cl_uint got = 0;
+    ARG(k, 0, v);
+    run(k, 1);
+    CK(clEnqueueReadBuffer(q, v, CL_TRUE, 0, 4, &got, 0, NULL, NULL));
+    clReleaseKernel(k);
+    clReleaseMemObject(v);
+    return got == 1   ? "ballot + popc + shfl, inline PTX"
+           : got == 2 ? "sub-group scan + broadcast, cl_khr_subgroups"
+                      : "no warp primitives here: local aggregation per 32 work-items";
+}
+
 int main(int argc, char **argv)
 {
     unsigned max_n = 0, iters = 100000, slots = 0;
@@ -518,7 +966,8 @@ int main(int argc, char **argv)
         }
         else {
             fprintf(stderr, "usage: bench_device [--quick] [--json] [--reps R] [--max-n N] "
-                            "[--heap-mib M] [--slots S] [--only one,group,mixed,scaling,frag,oom,init] "
+                            "[--heap-mib M] [--slots S] "
+                            "[--only one,group,mixed,steady,scaling,frag,oom,init] "
                             "[--litmus [--iters I]] [--ptx FILE] [--json-out FILE]\n");
             return 2;
         }
@@ -526,8 +975,10 @@ int main(int argc, char **argv)
     if (reps < 1 || reps > 64)
         die("--reps", "expected 1..64");
     cl_platform_id plat;
-    if (nsp_cl_pick_device(&plat, &dev) < 0)
-        die("no device", nsp_cl_error());
+    if (nsp_cl_pick_device(&plat, &dev) < 0) { /* 77: the tests' "skipped" */
+        fprintf(stderr, "bench_device: no OpenCL device: %s\n", nsp_cl_error());
+        return 77;
+    }
     cl_device_type type = 0;
     clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
@@ -558,6 +1009,7 @@ int main(int argc, char **argv)
     if (!prog)
         die("build", nsp_cl_error());
     nsp_cl_stats_t st = stats();
+    const char *warp = warp_variant();
     if (do_litmus || ptx_path) {
         int rc = 0;
         if (ptx_path)
@@ -567,17 +1019,21 @@ int main(int argc, char **argv)
         return rc;
     }
     if (json)
-        printf("{\"device\": \"%s\", \"gpu\": %s, \"heap_mib\": %zu, \"reps\": %d, \"rows\": [\n",
-               st.device, is_gpu ? "true" : "false", heap_mib, reps);
+        json_head(stdout, &st, heap_mib, warp);
     if (jout)
-        fprintf(jout, "{\"device\": \"%s\", \"gpu\": %s, \"heap_mib\": %zu, \"reps\": %d, "
-                      "\"rows\": [\n", st.device, is_gpu ? "true" : "false", heap_mib, reps);
+        json_head(jout, &st, heap_mib, warp);
     if (!json) {
         printf("device heap benchmarks on %s (%s), heap %zu MiB, %u slots x %u centrals per class, "
                "groups of %zu, median of %d event-profiled runs\n",
                st.device, is_gpu ? "GPU" : "CPU", heap_mib, st.slots, st.centrals, wg, reps);
-        printf("%-14s %8s %10s %10s %10s %10s %12s %8s %8s %8s\n", "case", "n", "size B",
-               "malloc ms", "free ms", "bump ms", "allocs/s", "x bump", "usable%", "nulls");
+        printf("baselines beside each case, run in turn with it: bump = one atom_add per "
+               "work-item of a size not provably uniform (unaggregated); warp = one atomic per "
+               "warp (%s); group = one atomic per work-group (local aggregation). x best: malloc "
+               "over the fastest of bump (b), warp (w) and group (g). refills/forced/lost: the heap's "
+               "counters in the last run\n", warp);
+        printf("%-14s %8s %10s %9s %9s %9s %9s %9s %8s %7s %6s %8s %7s %5s\n", "case", "n",
+               "size B", "malloc ms", "free ms", "bump ms", "warp ms", "group ms", "x best",
+               "usable%", "nulls", "refills", "forced", "lost");
     }
 #define WANT(c) (!only || strstr(only, c))
     unsigned ns[3] = {10000, 100000, 1u << 20};
@@ -603,6 +1059,12 @@ int main(int argc, char **argv)
         alloc_case("mixed", max_n, 16, 64, 0, 0);
         alloc_case("mixed", max_n, 16, 4096, 0, 0);
     }
+    if (WANT("steady"))
+        for (int b = 0; b < 2; b++) {
+            unsigned hi = b ? 4096 : 256;
+            if ((unsigned long long)max_n * hi * 2 <= (heap_mib << 20))
+                steady_case(max_n, 16, hi, quick ? 8 : 24);
+        }
     if (WANT("scaling"))
         for (int b = 0; b < 4; b++) {
             unsigned s = b == 3 ? 8192 : sizes[b];
