@@ -435,6 +435,14 @@ def exp_device(run):
     gpu = os.path.join(ROOT, "docs", "device-h200", "device.json")
     if os.path.exists(gpu):
         sets.append(("NVIDIA H200 (committed run, docs/device-h200)", json.load(open(gpu))))
+    # bump_ms / ratio_to_bump: the strongest baseline of the run (the fastest of the unaggregated,
+    # warp- and group-aggregated bumps); a run from before those has only the unaggregated one
+    fair = {}
+    for label, j in sets:
+        fair[label] = all("baseline_ms" in r for r in j["rows"])
+        for r in j["rows"]:
+            if r.get("baseline_ms", 0) > 0:
+                r["bump_ms"], r["ratio_to_bump"] = r["baseline_ms"], r["ratio_to_baseline"]
     rows = []
     for label, j in sets:
         for r in j["rows"]:
@@ -454,7 +462,8 @@ def exp_device(run):
                             label="heap %d B" % size)
             bpts = sorted((r["n"], r["n"] / (r["bump_ms"] * 1e-3)) for r in sc if r["size_lo"] == size)
             ax.plot([p[0] for p in bpts], [p[1] for p in bpts], "--", color=line.get_color(),
-                    alpha=0.6, lw=1, label="bump %d B" % size)
+                    alpha=0.6, lw=1, label="%s %d B" % ("best bump" if fair[label] else
+                                                        "bump (unaggregated)", size))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("work-items (one allocation each)")
@@ -467,8 +476,11 @@ def exp_device(run):
     mine = [r for r in rows if r["where"] == "this machine" and r["case"] in ("one-size", "mixed", "oom")]
     run.report.append(("device",
                        "Device heap allocation throughput against work-items, one line per size, the "
-                       "single-counter bump kernel on the same device dashed (`device/device.csv`; "
-                       "the H200 panel is the committed GPU run):\n\n![device](%s)\n\n%s" %
+                       "strongest bump kernel on the same device dashed (the fastest of an "
+                       "unaggregated, a warp-aggregated and a work-group-aggregated bump; "
+                       "`bump_ms` and `ratio_to_bump` in `device/device.csv` are against it; the "
+                       "H200 panel is the committed GPU run, whose only bump is the unaggregated "
+                       "one where it predates them):\n\n![device](%s)\n\n%s" %
                        (rel(run, png), md_table(mine, ["case", "n", "size_lo", "size_hi", "malloc_ms",
                                                        "free_ms", "bump_ms", "ratio_to_bump",
                                                        "usable_pct", "spurious_nulls"]))))
@@ -476,7 +488,7 @@ def exp_device(run):
                and r["size_lo"] == 16), key=lambda r: r["n"], default=None)
     if big:
         dev = big["device"].split(" / ")[-1][:40]
-        run.headline.append(("device %d x 16 B malloc / bump (%s)" % (big["n"], dev),
+        run.headline.append(("device %d x 16 B malloc / best bump (%s)" % (big["n"], dev),
                              "%.2fx" % big["ratio_to_bump"], "device/device.csv"))
 
 
