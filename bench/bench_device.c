@@ -895,9 +895,13 @@ static int ptx(const char *path)
     fwrite(bin, 1, size, f);
     fclose(f);
     int is_ptx = strstr((char *)bin, ".version") && strstr((char *)bin, ".target");
-    unsigned add64 = 0, membar = 0;
+    unsigned add64 = 0, membar = 0, ballot = 0, scan = 0;
     for (char *p = (char *)bin; (p = strstr(p, "atom.global.add.u64")); p++)
         add64++;
+    for (char *p = (char *)bin; (p = strstr(p, "vote.sync.ballot")); p++)
+        ballot++;
+    for (char *p = (char *)bin; (p = strstr(p, "shfl.sync.up")); p++)
+        scan++;
     for (char *p = (char *)bin; (p = strstr(p, "membar.gl")); p++)
         membar++;
     printf("device binary: %zu bytes written to %s; %s\n", size, path,
@@ -905,9 +909,11 @@ static int ptx(const char *path)
     if (is_ptx) {
         printf("  atom.global.add.u64 (the slot word's combined claim and others): %u\n", add64);
         printf("  membar.gl (the ordering shim): %u\n", membar);
+        printf("  vote.sync.ballot / shfl.sync.up (the warp-aggregated bump's ballot and scan): "
+               "%u / %u\n", ballot, scan);
     }
     free(bin);
-    return is_ptx && (!add64 || !membar) ? 1 : 0;
+    return is_ptx && (!add64 || !membar || !ballot || !scan) ? 1 : 0;
 }
 
 static void json_head(FILE *f, const nsp_cl_stats_t *st, size_t heap_mib, const char *warp)

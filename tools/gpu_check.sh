@@ -8,14 +8,22 @@
 # NVIDIA's OpenCL is installed but not registered there (PLATFORM.md): it is registered for this
 # run in a private vendors folder (OCL_ICD_VENDORS), and NSP_CL_DEVICE picks it (POCL may be
 # platform 0 there: the device heap never assumes platform 0).
+#
+# usage: tools/gpu_check.sh [--pocl]
+#   --pocl (or no libnvidia-opencl.so.1 on the machine): the same steps on POCL, with the
+#   benchmarks short (--quick, 3 runs), to try the script anywhere before a GPU's time is spent.
+#   REPS=N: runs per benchmark row (default 10 on a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-results/device-gpu}
 mkdir -p "$out"
 t0=$(date +%s)
 say() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
+pocl=0
+[ "${1:-}" = --pocl ] && pocl=1
 
 nv=$(ldconfig -p | awk '/libnvidia-opencl\.so\.1/ {print $NF; exit}')
+[ "$pocl" = 1 ] && nv=""
 if [ -n "$nv" ]; then
   mkdir -p /tmp/nsp-icd
   echo "$nv" > /tmp/nsp-icd/nvidia.icd
@@ -23,7 +31,9 @@ if [ -n "$nv" ]; then
   export NSP_CL_DEVICE=${NSP_CL_DEVICE:-NVIDIA}
   say "NVIDIA OpenCL: $nv"
 else
-  say "no libnvidia-opencl.so.1: running on whatever OpenCL device there is"
+  pocl=1
+  export NSP_CL_DEVICE=${NSP_CL_DEVICE:-Portable Computing Language}
+  say "POCL run (--pocl, or no libnvidia-opencl.so.1 here): short benchmarks"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/   GPU: /'
 
@@ -64,13 +74,89 @@ say "litmus test of the ordering shim"
 timeout 60 "$bin/bench_device" --litmus --iters 100000 2>&1 | tee "$out/litmus.txt" || rc=1
 say "PTX check"
 timeout 60 "$bin/bench_device" --ptx "$out/device.ptx" 2>&1 | tee "$out/ptx.txt" || rc=1
-# ---- the benchmarks -------------------------------------------------------------------------------
-say "numaspan bench device"
-timeout 200 "$bin/bench_device" --reps ${REPS:-20} --json-out "$out/device.json" 2>&1 | tee "$out/device.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || rc=1
-for s in 128 256 1024; do
-  say "slots per class: $s (mixed sizes and fragmentation)"
-  timeout 60 "$bin/bench_device" --reps 10 --slots $s --only mixed,frag 2>&1 | tee -a "$out/slots.txt"
-done
+# ---- the benchmarks (issue 13): every case beside three bumps, steady state, counters per row ------
+bench_device_block() {
+  local reps=${REPS:-10} quick=() budget=240
+  [ "$pocl" = 1 ] && { reps=${REPS:-3}; quick=(--quick); budget=120; }
+  say "numaspan bench device ($reps runs a row): cases beside the unaggregated, warp- and group-aggregated bumps"
+  timeout $budget "$bin/bench_device" "${quick[@]}" --reps "$reps" \
+    --only one,group,mixed,steady,scaling,frag,init --json-out "$out/device-main.json" 2>&1 | tee "$out/device.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  # out of memory took 2-5 s a run on the H200: 3 runs, apart
+  say "numaspan bench device: out of memory (3 runs)"
+  timeout 90 "$bin/bench_device" "${quick[@]}" --reps 3 --only oom --json-out "$out/device-oom.json" \
+    2>&1 | tee -a "$out/device.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  for s in 128 256 1024; do
+    say "slots per class: $s (mixed sizes, steady state and fragmentation)"
+    timeout 60 "$bin/bench_device" "${quick[@]}" --reps 5 --slots $s --only mixed,steady,frag 2>&1 | tee -a "$out/slots.txt"
+  done
+}
+
+# The table of the run, and the issue's targets against the strongest baseline: device.json is
+# the two runs' rows together (what experiments/exp.py reads from docs/).
+device_table() {
+  command -v python3 >/dev/null || { say "no python3: the table is device.txt above"; return 0; }
+  python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+runs = [json.load(open(os.path.join(out, f))) for f in ("device-main.json", "device-oom.json")
+        if os.path.exists(os.path.join(out, f))]
+if not runs:
+    sys.exit("no benchmark output")
+d = dict(runs[0]); d["rows"] = [r for j in runs for r in j["rows"]]
+json.dump(d, open(os.path.join(out, "device.json"), "w"), indent=0)
+rows = d["rows"]
+print("\n%s: heap %d MiB, %d slots, median of %d; warp bump: %s" % (d["device"], d["heap_mib"],
+      d.get("slots", 0), d["reps"], d.get("warp_bump", "?")))
+print("| case | n | size B | malloc ms | free ms | bump ms | warp ms | group ms | x best | usable%"
+      " | nulls | refills | forced | lost |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    if r["case"] == "scaling" and r["n"] not in (1, 256, 4096, 65536, 1 << 20):
+        continue
+    size = str(r["size_lo"]) if r["size_lo"] == r["size_hi"] else "%d-%d" % (r["size_lo"], r["size_hi"])
+    x = "%.2f %s" % (r["ratio_to_baseline"], r["baseline"]) if r.get("baseline") else "-"
+    if r["case"] == "steady":
+        x += " (steady/fresh %.2f)" % r["extra"]
+    if r["case"] == "fragmentation":
+        x = "range/live %.2f" % r["extra"]
+    print("| %s | %d | %s | %.4f | %.4f | %.4f | %.4f | %.4f | %s | %s | %d | %d | %d | %d |" % (
+        r["case"], r["n"], size, r["malloc_ms"], r["free_ms"], r["bump_ms"], r.get("bump_warp_ms", 0),
+        r.get("bump_group_ms", 0), x, "%.1f" % r["usable_pct"] if r["usable_pct"] >= 0 else "-",
+        r["spurious_nulls"], r.get("refills", 0), r.get("forced_refills", 0), r.get("lost", 0)))
+one = [r for r in rows if r["case"] == "one-size"]
+nmax = max((r["n"] for r in one), default=0)
+def verdict(what, ok, detail):
+    print("  %-62s %s  (%s)" % (what, "met" if ok else "NOT met", detail))
+print("\ntargets (issue 13), against the strongest baseline of each row:")
+big16 = [r for r in one if r["n"] == nmax and r["size_lo"] == 16]
+for r in big16:
+    verdict("%d x 16 B malloc <= 2x the best bump" % nmax, r["ratio_to_baseline"] <= 2,
+            "%.2fx %s" % (r["ratio_to_baseline"], r["baseline"]))
+cls = [r for r in one if r["n"] == nmax]
+if cls:
+    worst = max(cls, key=lambda r: r["ratio_to_baseline"])
+    verdict("every class at %d <= 5x" % nmax, worst["ratio_to_baseline"] <= 5,
+            "worst %d B: %.2fx" % (worst["size_lo"], worst["ratio_to_baseline"]))
+for r in rows:
+    if r["case"] == "mixed" and r["size_hi"] == 4096:
+        verdict("mixed 16-4096 B <= 5x", r["ratio_to_baseline"] <= 5, "%.2fx" % r["ratio_to_baseline"])
+    if r["case"] == "steady":
+        verdict("steady state %d-%d B within 2x of fresh" % (r["size_lo"], r["size_hi"]),
+                r["extra"] <= 2, "%.2fx" % r["extra"])
+    if r["case"] == "oom":
+        verdict("out of memory %d B: filled to null <= 50 ms, >= 95%% usable, 0 lost" % r["size_lo"],
+                r["malloc_ms"] <= 50 and r["usable_pct"] >= 95 and r["spurious_nulls"] == 0,
+                "%.1f ms, %.1f%%, %d lost" % (r["malloc_ms"], r["usable_pct"], r["spurious_nulls"]))
+    if r["case"] == "fragmentation":
+        verdict("fragmentation range/live <= 1.5", r["extra"] <= 1.5, "%.2f" % r["extra"])
+slow = [r for r in rows if r.get("baseline") and r["case"] != "steady" and r["free_ms"] > r["malloc_ms"]]
+verdict("free <= malloc in every row", not slow, "%d rows slower" % len(slow))
+PY
+}
+
+bench_device_block
+device_table 2>&1 | tee "$out/table.md"
 say "done (rc $rc)"
 exit $rc
