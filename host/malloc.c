@@ -270,6 +270,15 @@ NSP_EXPORT size_t nsp_malloc_usable_size(void *p)
     return s->elemsize;
 }
 
+/* realloc of an object that is not allocated (freed already): reported like a double free;
+ * nothing is returned, so nothing can alias it. */
+static __attribute__((noinline)) void *realloc_freed(void *p)
+{
+    nsp__report_error(NSP_ERR_DOUBLE_FREE, "realloc", p);
+    errno = EINVAL;
+    return NULL;
+}
+
 NSP_EXPORT void *nsp_realloc(void *p, size_t n)
 {
     if (!p)
@@ -281,14 +290,20 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
     size_t old;
     struct nsp_span *s = nsp__span_of(p);
     if (s && s->sizeclass) {
-        if (nsp__span_index(s, (uintptr_t)p) == UINT32_MAX) {
+        uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+        if (idx == UINT32_MAX) {
             nsp__report_error(NSP_ERR_INTERIOR, "realloc", p);
             return NULL;
         }
+        /* a freed object must not come back as the result: the next malloc would alias it */
+        if (!nsp__span_slot_live(s, idx))
+            return realloc_freed(p);
         old = s->elemsize;
         if (n <= NSP_MAX_SMALL && nsp__size_to_class(n) == s->sizeclass)
             return p;
     } else if (s) {
+        if (atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_LARGE)
+            return realloc_freed(p); /* being freed, or freed and its pages reused */
         if ((uintptr_t)p != s->base) {
             nsp__report_error(NSP_ERR_INTERIOR, "realloc", p);
             return NULL;

@@ -20,9 +20,10 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     s->nmalloc = s->nfree = 0;
     uint32_t nw = nsp__span_nwords(s);
     /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */
-    memset(s->alloc_bits, 0, nw * sizeof(uint64_t));
-    for (uint32_t w = 0; w < nw; w++)
+    for (uint32_t w = 0; w < nw; w++) {
+        nsp__span_set_alloc_word(s, w, 0);
         atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
+    }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
     nsp__span_rewind(s);
 }
@@ -44,7 +45,7 @@ void *nsp__span_next_free(struct nsp_span *s)
         uint32_t idx = w * 64 + bit;
         s->alloc_cache = (avail >> bit) >> 1;
         s->freeindex = idx + 1;
-        s->alloc_bits[w] |= 1ULL << bit;
+        nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | 1ULL << bit);
         s->alloc_count++;
         return (void *)(s->base + (uintptr_t)idx * s->elemsize);
     }
@@ -71,7 +72,7 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
                 first = s->base + (uintptr_t)(w * 64 + (unsigned)__builtin_ctzll(bad)) * s->elemsize;
             dbl += (uint32_t)__builtin_popcountll(bad);
         }
-        s->alloc_bits[w] = a & ~f;
+        nsp__span_set_alloc_word(s, w, a & ~f);
         applied += (uint32_t)__builtin_popcountll(f & a);
     }
     s->alloc_count -= applied;

@@ -7,6 +7,10 @@
  *       the span's owner only (its cache under the cache lock, or its central under its lock);
  *   nsp__span_free_remote
  *       anyone, at any time, with one atomic OR (and a rare exchange of `dirty`).
+ *
+ * alloc_bits are written by the owner alone but read by remote freers (the double-free check of
+ * nsp__span_free_remote), so the owner stores each word with a relaxed atomic store (the same
+ * instructions as a plain one on x86-64, and no data race for the remote reader).
  */
 #ifndef NSP_HOST_SPAN_H
 #define NSP_HOST_SPAN_H
@@ -35,6 +39,20 @@ static inline uint32_t nsp__span_index(const struct nsp_span *s, uintptr_t p)
     return idx;
 }
 
+/* The owner's store of alloc word w (see the header: remote freers read it). */
+static inline void nsp__span_set_alloc_word(struct nsp_span *s, uint32_t w, uint64_t v)
+{
+    __atomic_store_n(&s->alloc_bits[w], v, __ATOMIC_RELAXED);
+}
+
+/* Whether slot idx is allocated and not yet freed remotely, as any thread may see it. */
+static inline int nsp__span_slot_live(const struct nsp_span *s, uint32_t idx)
+{
+    uint64_t bit = 1ULL << (idx & 63);
+    return (__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) & bit) &&
+           !(atomic_load_explicit(&s->freed_bits[idx >> 6], memory_order_relaxed) & bit);
+}
+
 /* The fast path: the next free slot from the cursor's cached word, or NULL (then call
  * nsp__span_next_free). Plain loads and stores only. */
 static inline void *nsp__span_alloc_fast(struct nsp_span *s)
@@ -48,7 +66,7 @@ static inline void *nsp__span_alloc_fast(struct nsp_span *s)
         return NULL;
     s->alloc_cache = (c >> bit) >> 1;
     s->freeindex = idx + 1;
-    s->alloc_bits[idx >> 6] |= 1ULL << (idx & 63);
+    nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] | 1ULL << (idx & 63));
     s->alloc_count++;
     return (void *)(s->base + (uintptr_t)idx * s->elemsize);
 }
@@ -72,7 +90,7 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
     uint64_t *w = &s->alloc_bits[idx >> 6];
     if (__builtin_expect(!(*w & bit), 0))
         return -1;
-    *w &= ~bit;
+    __atomic_store_n(w, *w & ~bit, __ATOMIC_RELAXED);
     s->alloc_count--;
     uint32_t fi = s->freeindex;
     if (idx + 1 == fi) {
@@ -86,11 +104,23 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
 }
 
 /* Remote free of slot idx: one atomic OR on the freed bitmap. Returns 1 if the span was FULL
- * (the caller must wake it: nsp__central_wake), 0 otherwise, -1 if idx was already freed and not
- * yet swept (a double free). See types.h for why a FULL span can never strand a free. */
+ * (the caller must wake it: nsp__central_wake), 0 otherwise, -1 for a double free: the slot's
+ * alloc bit is 0 (freed by its owner, or already swept), or its freed bit was set already.
+ * See types.h for why a FULL span can never strand a free.
+ *
+ * Why the alloc bit can be trusted from here: it is written only by the span's owner, but a
+ * valid free is of an object whose allocation happened-before it (the program passed the pointer
+ * to this thread), so this read sees that store of 1 or a later one; and the bit goes back to 0
+ * only by a free of this very slot (a local free, or a sweep applying its freed bit). So 0 means
+ * the object was freed already: without this check the freed bit would wait for the sweep while
+ * the owner hands the slot out again, and the sweep would then free that live object. What it
+ * cannot catch is a double free racing the first free, or one after the slot was reused (that
+ * free is of the new, live object: a use after free no bitmap can tell from a valid free). */
 static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
 {
     uint64_t bit = 1ULL << (idx & 63);
+    if (__builtin_expect(!(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) & bit), 0))
+        return -1;
     uint64_t old = atomic_fetch_or(&s->freed_bits[idx >> 6], bit);
     if (__builtin_expect(old & bit, 0))
         return -1;

@@ -9,6 +9,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,11 +182,139 @@ START_TEST(two_cores_one_span)
 }
 END_TEST
 
+/* ---- cross-thread double frees (issue 10, failure 2) ------------------------------------------ */
+
+struct job {
+    unsigned core;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    if (nsp_thread_bind_core(j->core) < 0)
+        return NULL; /* run_on sees that fn did not run */
+    j->fn(j->arg);
+    j->fn = NULL;
+    return NULL;
+}
+
+/* Runs fn(arg) on a new thread bound to core, and waits for it: the join orders the steps. */
+static void run_on(unsigned core, void (*fn)(void *), void *arg)
+{
+    struct job j = {core, fn, arg};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, job_main, &j), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(j.fn == NULL, "could not bind a thread to core %u", core);
+}
+
+#define SLOTS 64
+
+struct dbl {
+    void *p;              /* the object freed twice */
+    void *got[2 * SLOTS]; /* what core A allocates afterwards */
+    unsigned ngot;
+};
+
+static void a_alloc_free(void *arg)
+{
+    struct dbl *d = arg;
+    d->p = malloc(SZ);
+    free(d->p); /* a local free: A caches the span */
+}
+
+static void b_free_again(void *arg)
+{
+    struct dbl *d = arg;
+    free(d->p); /* a remote free of an object that is not allocated */
+}
+
+static void a_fill_and_sweep(void *arg)
+{
+    /* the slot comes back first; then A runs the span out, and its in-place sweep would apply a
+     * freed bit left by B's free to the live object, handing its slot out a second time */
+    struct dbl *d = arg;
+    for (unsigned i = 0; i < 2 * SLOTS; i++)
+        d->got[d->ngot++] = malloc(SZ);
+}
+
+static void remote_double_free(struct dbl *d)
+{
+    free(malloc(1));
+    run_on(A, a_alloc_free, d);
+    run_on(B, b_free_again, d);
+}
+
+START_TEST(remote_double_free_is_caught_and_never_aliases)
+{
+    static struct dbl d;
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    uint64_t dbl = errors(NSP_ERR_DOUBLE_FREE);
+    remote_double_free(&d);
+    ck_assert_msg(errors(NSP_ERR_DOUBLE_FREE) == dbl + 1,
+                  "a remote free of an object its owner had freed was not reported");
+    ck_assert_uint_eq(freed_bits(span(d.p)), 0); /* and left nothing for the sweep to apply */
+    run_on(A, a_fill_and_sweep, &d);
+    ck_assert_ptr_eq(d.got[0], d.p);
+    for (unsigned i = 0; i < d.ngot; i++) {
+        ck_assert_ptr_nonnull(d.got[i]);
+        for (unsigned j = 0; j < i; j++)
+            ck_assert_msg(d.got[i] != d.got[j], "malloc handed out %p twice (allocations %u, %u)",
+                          d.got[i], j, i);
+    }
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
+}
+END_TEST
+
+/* The same free under the default NSP_ON_ERROR=abort: the process stops at the second free. */
+START_TEST(remote_double_free_aborts)
+{
+    static struct dbl d;
+    ck_assert_int_eq(nsp__on_error, NSP_ON_ERROR_ABORT);
+    remote_double_free(&d);
+}
+END_TEST
+
+START_TEST(realloc_of_freed_object_is_reported)
+{
+    free(malloc(1));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    on(A);
+    void *p = malloc(SZ);
+    free(p);
+    uint64_t dbl = errors(NSP_ERR_DOUBLE_FREE);
+    void *q = realloc(p, SZ + 8); /* the same class: it used to come back as it was */
+    ck_assert_ptr_null(q);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
+    void *r = malloc(SZ);
+    ck_assert_ptr_eq(r, p); /* the slot is free, and handed out once */
+    /* the same after a remote free (a freed bit not yet swept) */
+    on(B);
+    free(r);
+    on(A);
+    ck_assert_ptr_null(realloc(r, SZ));
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 2);
+    /* a large object freed: reported too (its span is no longer LARGE, or no longer mapped) */
+    void *big = malloc(100000);
+    void *keep = malloc(100000);
+    free(big);
+    uint64_t bad = errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_NOT_OWNED);
+    ck_assert_ptr_null(realloc(big, 100001));
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_NOT_OWNED), bad + 1);
+    free(keep);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("span protocol");
     TCase *tc = tcase_create("interleaving");
     tcase_add_test(tc, two_cores_one_span);
+    tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
+    tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
+    tcase_add_test(tc, realloc_of_freed_object_is_reported);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
