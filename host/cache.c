@@ -114,22 +114,80 @@ struct nsp_cache *nsp__cache_acquire_slow(void)
 
 /* ---- the foreign lock ------------------------------------------------------------------------- */
 
-int nsp__cache_lock_foreign(struct nsp_cache *c)
+/* Foreign takers (pacer cycle, idle release, trim, stats, recount, fork) are serialised by this
+ * mutex from their CAS to their re-check. Without it: taker A CASes 0 -> 2; an rseq sequence that
+ * read 0 before that commits 1 over it, runs and releases (0); taker B CASes 0 -> 2; A's re-check
+ * then reads B's 2 and both believe they own the cache (one cache flushed twice: central lists and
+ * the ledger corrupted). With the mutex, only an rseq taker can change the word during A's window,
+ * and an rseq taker never writes 2. The mutex is not held while a foreign taker owns the cache;
+ * nsp__cache_lock_all holds it throughout (fork's child then finds it held by its one thread, and
+ * fork_release unlocks it there). */
+static pthread_mutex_t foreign_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+_Atomic int nsp__test_fence_fail;
+void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
+
+/* Makes every rseq sequence on cpu that read the lock word before now restart: 0 on success.
+ * membarrier(PRIVATE_EXPEDITED_RSEQ) does it; if the kernel refuses (a seccomp filter, an
+ * unregistered mm after some exotic clone, EINVAL for an offlined cpu), running this thread on
+ * that cpu does the same, since a thread switched out of the cpu mid-sequence restarts it. */
+static int fence_cpu(int cpu)
+{
+    int fail = atomic_exchange_explicit(&nsp__test_fence_fail, 0, memory_order_relaxed);
+    if (!fail &&
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu) == 0)
+        return 0;
+    cpu_set_t old, one;
+    if (fail > 1 || sched_getaffinity(0, sizeof old, &old) != 0)
+        return -1;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    int ok = sched_setaffinity(0, sizeof one, &one) == 0 && sched_getcpu() == cpu;
+    (void)sched_setaffinity(0, sizeof old, &old);
+    return ok ? 0 : -1;
+}
+
+/* The take itself, foreign_mutex held. */
+static int take_foreign(struct nsp_cache *c)
 {
     if (!nsp__cache_cas_lock(c))
         return 0;
     if (c->rseq_cpu < 0)
         return 1;
+    void (*window)(struct nsp_cache *) = atomic_load_explicit(&nsp__test_foreign_window,
+                                                              memory_order_relaxed);
+    if (window)
+        window(c);
     /* Restart any rseq taker on that cpu that read 0 before our CAS; one that committed 1 in
      * between overwrote our 2, and then the cache is its. */
-    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, c->rseq_cpu);
+    if (fence_cpu(c->rseq_cpu) != 0) {
+        /* Unfenced, a sequence that read 0 may still commit: we cannot own the cache. Give the
+         * word back only if it is still ours (an rseq taker that overwrote it owns it now). */
+        uint32_t two = 2;
+        atomic_compare_exchange_strong(&c->lock, &two, 0);
+        return 0;
+    }
     return atomic_load(&c->lock) == 2;
+}
+
+int nsp__cache_lock_foreign(struct nsp_cache *c)
+{
+    if (c->rseq_cpu < 0) /* CAS takers only: the CAS alone decides */
+        return nsp__cache_cas_lock(c);
+    /* A try-lock, as the cache's own is: a foreign taker never blocks (one that runs inside an
+     * allocation could otherwise wait on nsp__cache_lock_all, which waits on its cache). */
+    if (pthread_mutex_trylock(&foreign_mutex) != 0)
+        return 0;
+    int r = take_foreign(c);
+    pthread_mutex_unlock(&foreign_mutex);
+    return r;
 }
 
 void nsp__cache_lock_all(void)
 {
+    pthread_mutex_lock(&foreign_mutex);
     for (unsigned i = 0; i < nsp__ncaches; i++)
-        while (!nsp__cache_lock_foreign(&nsp__caches[i]))
+        while (!take_foreign(&nsp__caches[i]))
             sched_yield();
 }
 
@@ -137,6 +195,7 @@ void nsp__cache_unlock_all(void)
 {
     for (unsigned i = 0; i < nsp__ncaches; i++)
         nsp__cache_unlock(&nsp__caches[i]);
+    pthread_mutex_unlock(&foreign_mutex);
 }
 
 /* ---- slow paths ------------------------------------------------------------------------------- */

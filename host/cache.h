@@ -13,7 +13,9 @@
  *               no single cpu (virtual cores, core/L2/L3 grouping, no rseq), and "foreign" takers
  *               of an rseq cache (the pacer, fork), which then fence the cache's cpu with
  *               membarrier(PRIVATE_EXPEDITED_RSEQ) — restarting any sequence that read 0 before
- *               the CAS — and own the cache only if the word still reads 2 afterwards.
+ *               the CAS — and own the cache only if the word still reads 2 afterwards. Foreign
+ *               takers of rseq caches are serialised from CAS to re-check (cache.c), so that
+ *               2 can only be their own; a fence that fails makes the take fail.
  *   Release is a plain store of 0 (release order).
  *
  * A try-lock that fails never spins: the caller goes to the central (DESIGN.md §3).
@@ -160,6 +162,12 @@ static inline unsigned nsp__cache_index_now(void)
 
 /* Takes cache c from any thread (pacer, fork, tests): 1 if taken, 0 if busy. */
 int nsp__cache_lock_foreign(struct nsp_cache *c);
+/* Test hooks of the foreign take (tests only; 0 and NULL otherwise). nsp__test_fence_fail: the
+ * next fence fails as if membarrier had refused (1; its fallback still runs) or fails outright
+ * (2). nsp__test_foreign_window: called between a foreign taker's CAS and its fence, where an
+ * rseq taker may commit. */
+extern _Atomic int nsp__test_fence_fail;
+extern void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
 /* Takes every cache, waiting for each (fork's prepare handler); and gives them back. */
 void nsp__cache_lock_all(void);
 void nsp__cache_unlock_all(void);

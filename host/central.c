@@ -110,7 +110,7 @@ static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
 
 static void take(struct nsp_span *s, unsigned cache)
 {
-    s->cache = cache;
+    __atomic_store_n(&s->cache, cache, __ATOMIC_RELAXED); /* nsp_free reads it unlocked */
     nsp__span_rewind(s);
     atomic_store_explicit(&s->state, NSP_SPAN_CACHED, memory_order_release);
 }

@@ -387,20 +387,26 @@ int nsp__huge_resize(struct nsp_span *s, size_t size)
     if (len == old)
         return 0;
     void *base = (void *)ar->base;
+    /* The table's slots of the old range are cleared before mremap gives any of it up (the tail
+     * of a shrink, or all of it in a move): once given up, a concurrent mapping may receive that
+     * range and set its own slots, which clearing afterwards would wipe (its frees then abort).
+     * Nobody else may use this object while it is resized, so its slots can be absent meanwhile;
+     * a failed mremap gives up nothing, and the slots are set again. */
+    set_table(ar, 0);
     void *moved = mremap(base, old, len, 0); /* in place: shrinking, or room after it */
     if (moved == MAP_FAILED) {
         /* Move the pages into an aligned reservation: no copy, and arena_table's 64 MiB slots
          * stay this object's alone. */
         void *to = nsp__os_map(len, NSP_ARENA_SIZE);
-        if (!to)
-            return -1;
-        moved = mremap(base, old, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        if (to)
+            moved = mremap(base, old, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
         if (moved == MAP_FAILED) {
-            nsp__os_unmap(to, len);
+            if (to)
+                nsp__os_unmap(to, len);
+            set_table(ar, 1);
             return -1;
         }
     }
-    set_table(ar, 0);
     ar->base = (uintptr_t)moved;
     ar->size = len;
     s->base = ar->base;

@@ -8,7 +8,10 @@
  * Run by CTest on the real machine and on a synthetic 4-node machine with 16 virtual cores.
  * It calls nsp_malloc/nsp_free by name, so that a sanitizer build (whose runtime takes over
  * malloc itself) still drives numaspan: run it under TSan with few operations.
- * usage: test_host_stress [threads] [operations per thread]
+ * With "foreign", three more threads take the core caches from outside while the workers run
+ * (issue 10, failure 8): malloc_trim and forced pacer cycles, stats, and the ledger's recount
+ * (which takes every cache at once), in a loop; the ledger must recount exactly at the end.
+ * usage: test_host_stress [threads] [operations per thread] [foreign]
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -109,6 +112,35 @@ static struct rec *make(uint64_t *s)
 }
 
 static unsigned long ops_per_thread = 200000;
+static _Atomic int workers_done;
+static _Atomic unsigned long foreign_takes;
+
+/* Foreign takers of the caches, until the workers are done. */
+static void *foreign(void *arg)
+{
+    unsigned kind = (unsigned)(uintptr_t)arg;
+    while (!atomic_load(&workers_done)) {
+        nsp_stats_t st;
+        nsp_class_stats_t cs;
+        unsigned node;
+        int64_t ledger, charges;
+        switch (kind) {
+        case 0:
+            nsp_trim();
+            nsp_pacer_cycle();
+            break;
+        case 1:
+            nsp_stats_get(&st);
+            nsp_stats_get_class_node(0, 3, &cs);
+            break;
+        default: /* its verdict mid-run may see a large object between its two steps */
+            (void)nsp_ledger_recount(&node, &ledger, &charges);
+            break;
+        }
+        atomic_fetch_add_explicit(&foreign_takes, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
 
 static void *worker(void *arg)
 {
@@ -150,6 +182,10 @@ int main(int argc, char **argv)
     unsigned threads = argc > 1 ? (unsigned)atoi(argv[1]) : 8;
     if (argc > 2)
         ops_per_thread = strtoul(argv[2], NULL, 10);
+    unsigned nforeign = argc > 3 && strcmp(argv[3], "foreign") == 0 ? 3 : 0;
+    pthread_t fth[3];
+    for (unsigned f = 0; f < nforeign; f++)
+        pthread_create(&fth[f], NULL, foreign, (void *)(uintptr_t)f);
     nsp_free(nsp_malloc(1));
     nsp_stats_t before, after;
     nsp_stats_get(&before);
@@ -160,6 +196,9 @@ int main(int argc, char **argv)
         for (unsigned t = 0; t < threads && t < 256; t++)
             pthread_join(th[t], NULL);
     }
+    atomic_store(&workers_done, 1);
+    for (unsigned f = 0; f < nforeign; f++)
+        pthread_join(fth[f], NULL);
     for (unsigned j = 0; j < SHARED; j++) {
         struct rec *r = atomic_exchange(&shared[j], NULL);
         if (r)
@@ -176,6 +215,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: the allocator saw bad frees the program never made\n");
         bad = 1;
     }
+    unsigned node;
+    int64_t ledger, charges;
+    if (nsp_ledger_recount(&node, &ledger, &charges) != 0) {
+        fprintf(stderr, "FAIL: node %u: heapLive says %lld B, the spans' charges %lld B\n", node,
+                (long long)ledger, (long long)charges);
+        bad = 1;
+    }
+    if (nforeign && !atomic_load(&foreign_takes)) {
+        fprintf(stderr, "FAIL: the foreign takers never ran\n");
+        bad = 1;
+    }
     /* everything the workers made was freed: objects in use back to where they were */
     if (after.objects_in_use > before.objects_in_use + 16) {
         fprintf(stderr, "FAIL: %lu objects in use after, %lu before\n",
@@ -183,11 +233,11 @@ int main(int argc, char **argv)
         bad = 1;
     }
     printf("%s: %u threads x %lu ops x 2 rounds on %s: %lu blocks checked, %lu handed across "
-           "threads, %lu remote frees, %lu spills, rseq %s\n",
+           "threads, %lu remote frees, %lu spills, %lu foreign takes, rseq %s\n",
            bad ? "FAIL" : "ok", threads, ops_per_thread, nsp_topo_spec(nsp_topology()),
            (unsigned long)blocks_checked, (unsigned long)cross_frees,
            (unsigned long)after.remote_frees, (unsigned long)after.node[0].spills_out,
-           after.rseq ? "on" : "off");
+           (unsigned long)foreign_takes, after.rseq ? "on" : "off");
     printf("%d passed, %d failed\n", !bad, bad);
     return bad;
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -602,6 +603,91 @@ START_TEST(mallinfo2_and_trim)
 }
 END_TEST
 
+/* ---- foreign takers of a cache (issue 10, failure 8) ------------------------------------------ */
+
+static struct nsp_cache *fc;
+static _Atomic int f_go, f_done, f_other, f_window;
+
+static void *other_foreign_taker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&f_go))
+        sched_yield();
+    atomic_store(&f_other, nsp__cache_lock_foreign(fc));
+    atomic_store(&f_done, 1);
+    return NULL;
+}
+
+/* Runs between our CAS and our fence: an rseq taker that read 0 before the CAS commits 1 over
+ * our 2, runs, releases; then a second foreign taker tries the cache. */
+static void rseq_commits_in_the_window(struct nsp_cache *c)
+{
+    if (atomic_exchange(&f_window, 1))
+        return; /* the second taker's own window: nothing happens in it */
+    atomic_store(&c->lock, 1);
+    atomic_store(&c->lock, 0);
+    atomic_store(&f_go, 1);
+    while (!atomic_load(&f_done))
+        sched_yield();
+}
+
+/* Makes cache 0 an rseq cache of the cpu this thread runs on, as far as foreign takers go
+ * (they fence that cpu); returns its own rseq cpu, for restore_cache0. */
+static int32_t as_rseq_cache0(void)
+{
+    ready();
+    fc = &nsp__caches[0];
+    int32_t saved = fc->rseq_cpu;
+    ck_assert_uint_eq(atomic_load(&fc->lock), 0);
+    fc->rseq_cpu = sched_getcpu();
+    return saved;
+}
+
+static void restore_cache0(int32_t saved)
+{
+    fc->rseq_cpu = saved;
+}
+
+START_TEST(foreign_takers_are_serialised)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, other_foreign_taker, NULL), 0);
+    int32_t saved = as_rseq_cache0();
+    atomic_store(&nsp__test_foreign_window, rseq_commits_in_the_window);
+    int mine = nsp__cache_lock_foreign(fc);
+    atomic_store(&nsp__test_foreign_window, NULL);
+    pthread_join(t, NULL);
+    int other = atomic_load(&f_other);
+    restore_cache0(saved);
+    ck_assert_msg(!(mine && other), "two foreign takers both believe they own cache 0");
+    ck_assert_uint_eq(atomic_load(&fc->lock), mine || other ? 2 : 0);
+    if (mine || other)
+        nsp__cache_unlock(fc);
+}
+END_TEST
+
+START_TEST(foreign_take_fails_when_the_fence_fails)
+{
+    int32_t saved = as_rseq_cache0();
+    /* membarrier refused and no fallback: a sequence that read 0 may still commit, so the take
+     * fails and gives the word back */
+    atomic_store(&nsp__test_fence_fail, 2);
+    int got = nsp__cache_lock_foreign(fc);
+    uint32_t word = atomic_load(&fc->lock);
+    /* membarrier refused: running on that cpu fences it instead */
+    atomic_store(&nsp__test_fence_fail, 1);
+    int fallback = nsp__cache_lock_foreign(fc);
+    uint32_t word2 = atomic_load(&fc->lock);
+    if (fallback)
+        nsp__cache_unlock(fc);
+    restore_cache0(saved);
+    ck_assert_int_eq(got, 0);
+    ck_assert_uint_eq(word, 0);
+    ck_assert_int_eq(fallback, 1);
+    ck_assert_uint_eq(word2, 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("host units");
@@ -633,6 +719,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, threads_exit_without_leaks);
     tcase_add_test(tc, fork_while_threads_allocate);
+    tcase_add_test(tc, foreign_takers_are_serialised);
+    tcase_add_test(tc, foreign_take_fails_when_the_fence_fails);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
