@@ -30,6 +30,7 @@
 #include "pacer.h"
 #include "pageheap.h"
 #include "runtime.h"
+#include "secure.h"
 #include "sizeclass.h"
 
 nsp_topo_t *nsp__topo;
@@ -189,6 +190,7 @@ int nsp__init(void)
         return atomic_load_explicit(&nsp__ready, memory_order_acquire);
     in_init = 1;
     nsp__sizeclass_init();
+    nsp__secure_init(); /* before any allocation: it sets the class lookup */
     const char *on_error = nsp__option(NSP_OPT_ON_ERROR);
     if (strcmp(on_error, "abort") == 0)
         nsp__on_error = NSP_ON_ERROR_ABORT;
@@ -234,6 +236,8 @@ void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *add
         [NSP_ERR_NOT_OWNED] = "pointer not allocated by numaspan, or already freed",
         [NSP_ERR_INTERIOR] = "pointer inside an object, not at its start",
         [NSP_ERR_DOUBLE_FREE] = "double free: the object is not allocated",
+        [NSP_ERR_CANARY] = "heap overflow: the canary after the object was overwritten",
+        [NSP_ERR_WRITE_AFTER_FREE] = "write after free: the slot was written while it was free",
     };
     atomic_fetch_add(&nsp__errors[kind], 1);
     char msg[256];

@@ -26,6 +26,7 @@
 #include "pageheap.h"
 #include "runtime.h"
 #include "sizeclass.h"
+#include "secure.h"
 #include "span.h"
 
 #define NSP_EXPORT __attribute__((visibility("default")))
@@ -87,6 +88,8 @@ static void *alloc_large_on(size_t n, size_t align, unsigned node)
 {
     if (n > PTRDIFF_MAX || align > ((size_t)1 << 40))
         return enomem();
+    size_t guard = nsp__secure ? NSP_PAGE_SIZE : 0; /* secure.h: a page after the object */
+    n += guard;
     size_t npages = (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT;
     size_t align_pages = align > NSP_PAGE_SIZE ? align >> NSP_PAGE_SHIFT : 1;
     struct nsp_span *s;
@@ -99,6 +102,8 @@ static void *alloc_large_on(size_t n, size_t align, unsigned node)
     s->sizeclass = 0;
     s->elemsize = (uint32_t)((size_t)s->npages << NSP_PAGE_SHIFT);
     s->nelems = 1;
+    if (guard)
+        nsp__secure_guard(s, 1);
     atomic_store_explicit(&s->state, NSP_SPAN_LARGE, memory_order_release);
     atomic_fetch_add_explicit(&nsp__large_allocs[s->node], 1, memory_order_relaxed);
     nsp__ledger_large(s, 1);
@@ -159,6 +164,8 @@ static __attribute__((noinline)) void free_large(struct nsp_span *s, void *p)
         return;
     }
     int saved = errno;
+    if (unlikely(nsp__secure))
+        nsp__secure_guard(s, 0);
     atomic_fetch_add_explicit(&nsp__large_frees[s->node], 1, memory_order_relaxed);
     nsp__ledger_large(s, 0);
     if (s->arena->huge)
@@ -207,6 +214,8 @@ NSP_EXPORT void nsp_free(void *p)
         nsp__report_error(NSP_ERR_INTERIOR, "free", p);
         return;
     }
+    if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
+        nsp__secure_free(s, idx, p);
     uint32_t hint = nsp__cache_hint();
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
         (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
@@ -266,8 +275,9 @@ NSP_EXPORT size_t nsp_malloc_usable_size(void *p)
         return 0;
     }
     if (s->sizeclass == 0)
-        return ((size_t)s->npages << NSP_PAGE_SHIFT) - ((uintptr_t)p - s->base);
-    return s->elemsize;
+        return ((size_t)s->npages << NSP_PAGE_SHIFT) - ((uintptr_t)p - s->base) -
+               (nsp__secure ? NSP_PAGE_SIZE : 0); /* the guard page */
+    return nsp__secure_usable(s->sizeclass, s->elemsize); /* the canary is not the program's */
 }
 
 /* realloc of an object that is not allocated (freed already): reported like a double free;
@@ -298,7 +308,7 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
         /* a freed object must not come back as the result: the next malloc would alias it */
         if (!nsp__span_slot_live(s, idx))
             return realloc_freed(p);
-        old = s->elemsize;
+        old = nsp__secure_usable(s->sizeclass, s->elemsize);
         if (n <= NSP_MAX_SMALL && nsp__size_to_class(n) == s->sizeclass)
             return p;
     } else if (s) {
@@ -309,6 +319,8 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
             return NULL;
         }
         old = (size_t)s->npages << NSP_PAGE_SHIFT;
+        if (nsp__secure) /* the guard page moves with a copy, never in place */
+            goto copy;
         /* keep the pages while the new size still uses more than half of them */
         if (n > NSP_MAX_SMALL && n <= old && n > old / 2)
             return p;
@@ -331,6 +343,9 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
         nsp__report_error(NSP_ERR_NOT_OWNED, "realloc", p);
         return NULL;
     }
+copy:;
+    if (s && s->sizeclass == 0 && nsp__secure)
+        old -= NSP_PAGE_SIZE;
     void *q = alloc(n);
     if (!q)
         return NULL; /* the old block stays valid, as the standard says */

@@ -67,6 +67,9 @@ static const struct option_row table[] = {
     [NSP_OPT_TRACE] = {"NSP_TRACE", "",
                        "a CSV file to append every pacer event to: "
                        "time_ns,node,heap_live,trigger,goal,limit,event"},
+    [NSP_OPT_SECURE] = {"NSP_SECURE", "0",
+                        "1: hardened mode: canaries checked at free, freed memory poisoned and "
+                        "checked at reuse, random slot order, guard pages after large objects"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -26,6 +26,7 @@ typedef enum nsp_option_id {
     NSP_OPT_NODE_LIMITS,
     NSP_OPT_IDLE_RELEASE_MS,
     NSP_OPT_TRACE,
+    NSP_OPT_SECURE,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 

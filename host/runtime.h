@@ -41,6 +41,8 @@ enum nsp_error_kind {
     NSP_ERR_NOT_OWNED = 0, /* free of an address no span owns */
     NSP_ERR_INTERIOR,      /* free of an address inside an object, not at its start */
     NSP_ERR_DOUBLE_FREE,   /* free of an object that is not allocated */
+    NSP_ERR_CANARY,        /* NSP_SECURE: the canary after an object was overwritten */
+    NSP_ERR_WRITE_AFTER_FREE, /* NSP_SECURE: a freed slot's poison was overwritten */
     NSP_ERR__COUNT
 };
 extern _Atomic uint64_t nsp__errors[NSP_ERR__COUNT];

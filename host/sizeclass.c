@@ -37,16 +37,22 @@ void nsp__sizeclass_init(void)
         k->divmul = (uint32_t)(((1ULL << 32) + size - 1) / size);
     }
     assert(nsp__classes[NSP_NUM_CLASSES - 1].size == NSP_MAX_SMALL);
+    nsp__sizeclass_lookup(0);
+}
+
+void nsp__sizeclass_lookup(size_t extra)
+{
+    /* a request the largest class cannot hold with `extra` more bytes still gets that class */
     unsigned k = 1;
     for (size_t i = 0; i < sizeof nsp__class_small; i++) {
-        size_t n = i << 3;
-        while (nsp__classes[k].size < n)
+        size_t n = (i << 3) + extra;
+        while (k + 1 < NSP_NUM_CLASSES && nsp__classes[k].size < n)
             k++;
         nsp__class_small[i] = (uint8_t)k;
     }
     for (size_t i = 0; i < sizeof nsp__class_mid; i++) {
-        size_t n = 1024 + (i << 7);
-        while (nsp__classes[k].size < n)
+        size_t n = 1024 + (i << 7) + extra;
+        while (k + 1 < NSP_NUM_CLASSES && nsp__classes[k].size < n)
             k++;
         nsp__class_mid[i] = (uint8_t)k;
     }

@@ -41,6 +41,10 @@ extern uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1]; /* by (n - 1024
 /* Builds the tables. Idempotent; called once at initialisation, before any allocation. */
 void nsp__sizeclass_init(void);
 
+/* Builds the lookup tables so that a request of n bytes gets the class of n + extra (the
+ * hardened mode's canary; 0 otherwise). Before any allocation only. */
+void nsp__sizeclass_lookup(size_t extra);
+
 /* The class of a request of n bytes (n <= NSP_MAX_SMALL); 0 < n. */
 static inline unsigned nsp__size_to_class(size_t n)
 {

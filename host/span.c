@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "secure.h"
 #include "sizeclass.h"
 
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)
@@ -25,11 +26,15 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
         atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
+    if (__builtin_expect(nsp__secure, 0))
+        nsp__secure_init_span(s);
     nsp__span_rewind(s);
 }
 
 void *nsp__span_next_free(struct nsp_span *s)
 {
+    if (__builtin_expect(nsp__secure, 0))
+        return nsp__secure_next_free(s);
     /* first fit: from the lowest word, so that live objects stay packed in a span's first
      * pages (RSS) and freed slots are reused while still warm */
     uint32_t fi = s->alloc_count < s->freeindex ? 0 : s->freeindex, nw = nsp__span_nwords(s);

@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 
+#include "secure.h"
 #include "types.h"
 
 /* Sets up a span fresh from the page heap for objects of class cls: geometry, cleared bitmaps,
@@ -77,7 +78,9 @@ void *nsp__span_next_free(struct nsp_span *s);
 /* Moves the cursor back to slot 0 (after a sweep, or when local frees left room behind it). */
 static inline void nsp__span_rewind(struct nsp_span *s)
 {
-    s->freeindex = 0;
+    /* secure.h: in the hardened mode the cursor stays empty, so every allocation goes through
+     * nsp__span_next_free and a local free never gives a slot back to the cursor */
+    s->freeindex = nsp__secure ? NSP_SECURE_NO_CURSOR : 0;
     s->alloc_cache = 0;
 }
 

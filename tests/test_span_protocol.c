@@ -9,6 +9,8 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -307,6 +309,96 @@ START_TEST(realloc_of_freed_object_is_reported)
 }
 END_TEST
 
+/* ---- the hardened mode (NSP_SECURE=1; test_span_protocol_secure) ------------------------------ */
+
+START_TEST(secure_canary_catches_an_overflow_at_free)
+{
+    free(malloc(1));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    unsigned char *p = malloc(100);
+    size_t usable = malloc_usable_size(p);
+    ck_assert_uint_ge(usable, 100);
+    memset(p, 'x', usable); /* all the program may use: no report */
+    uint64_t canary = errors(NSP_ERR_CANARY);
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_CANARY), canary);
+    p = malloc(100);
+    memset(p, 'x', usable + 1); /* one byte past it: the canary */
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_CANARY), canary + 1);
+}
+END_TEST
+
+START_TEST(secure_canary_overflow_aborts)
+{
+    free(malloc(1));
+    unsigned char *p = malloc(SZ);
+    p[malloc_usable_size(p)] ^= 1;
+    free(p); /* NSP_ON_ERROR=abort, the default */
+}
+END_TEST
+
+START_TEST(secure_write_after_free_is_caught_at_reuse)
+{
+    free(malloc(1));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    on(A);
+    void *keep = malloc(SZ); /* A caches the span */
+    unsigned char *p = malloc(SZ);
+    free(p);
+    p[SZ / 2] = 1; /* a write after free */
+    uint64_t waf = errors(NSP_ERR_WRITE_AFTER_FREE);
+    void *got[64];
+    int again = 0;
+    for (int i = 0; i < 63 && !again; i++) /* the span's other 62 slots, then p's (random order) */
+        again = (got[i] = malloc(SZ)) == p;
+    ck_assert_msg(again, "the freed slot never came back");
+    ck_assert_uint_eq(errors(NSP_ERR_WRITE_AFTER_FREE), waf + 1);
+    free(keep);
+}
+END_TEST
+
+START_TEST(secure_slot_order_is_random)
+{
+    free(malloc(1));
+    on(A);
+    uintptr_t a[64];
+    int ascending = 1, adjacent = 0;
+    for (int i = 0; i < 64; i++) {
+        a[i] = (uintptr_t)malloc(SZ);
+        if (i && a[i] < a[i - 1])
+            ascending = 0;
+        if (i && a[i] == a[i - 1] + 1024)
+            adjacent++;
+    }
+    ck_assert_msg(!ascending, "64 objects of one span came in address order");
+    ck_assert_int_lt(adjacent, 32); /* first fit would make 63 of them neighbours */
+    /* and with free slots to choose from, the last freed one is not simply the next handed out */
+    for (int i = 32; i < 64; i++)
+        free((void *)a[i]);
+    int same = 0;
+    for (int i = 0; i < 32; i++) {
+        void *p = (void *)a[i];
+        free(p);
+        void *q = malloc(SZ);
+        same += q == p;
+        a[i] = (uintptr_t)q;
+    }
+    ck_assert_int_lt(same, 16); /* 1 in 33 each time when random; 32 of 32 under first fit */
+}
+END_TEST
+
+START_TEST(secure_guard_page_after_a_large_object)
+{
+    free(malloc(1));
+    unsigned char *p = malloc(100000);
+    size_t usable = malloc_usable_size(p);
+    memset(p, 1, usable); /* fine */
+    volatile unsigned char *past = p + ((usable + NSP_PAGE_SIZE - 1) & ~(NSP_PAGE_SIZE - 1));
+    *past = 1; /* the guard page: SIGSEGV */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("span protocol");
@@ -316,5 +408,17 @@ int main(void)
     tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
     tcase_add_test(tc, realloc_of_freed_object_is_reported);
     suite_add_tcase(s, tc);
+    /* the hardened mode is chosen at initialisation: its tests run in their own CTest entry */
+    if (nsp__secure) {
+        tc = tcase_create("secure");
+        tcase_add_test(tc, secure_canary_catches_an_overflow_at_free);
+        tcase_add_test_raise_signal(tc, secure_canary_overflow_aborts, SIGABRT);
+        tcase_add_test(tc, secure_write_after_free_is_caught_at_reuse);
+        tcase_add_test(tc, secure_slot_order_is_random);
+        tcase_add_test_raise_signal(tc, secure_guard_page_after_a_large_object, SIGSEGV);
+        suite_add_tcase(s, tc);
+    } else {
+        printf("secure tests skipped: NSP_SECURE is not 1 (test_span_protocol_secure runs them)\n");
+    }
     return nsp_run_suite(s);
 }

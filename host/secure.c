@@ -1,0 +1,137 @@
+/*
+ * host/secure.c — the hardened mode's slot operations (see secure.h for what it adds and costs).
+ *
+ * Owns: the mode flag, the process's canary key, and the per-thread generator that picks slots.
+ * Canary of the object at address a: nsp__secure_key ^ a (so one leaked canary tells nothing of
+ * another). Poison checks read the whole slot, canary included: a freed slot is poison throughout.
+ */
+#include "secure.h"
+
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "options.h"
+#include "runtime.h"
+#include "sizeclass.h"
+#include "span.h"
+
+int nsp__secure;
+uint64_t nsp__secure_key;
+static __thread uint64_t rng_state;
+
+void nsp__secure_init(void)
+{
+    const char *v = nsp__option(NSP_OPT_SECURE);
+    if (strcmp(v, "0") == 0)
+        return;
+    if (strcmp(v, "1") != 0) {
+        static const char msg[] = "numaspan: NSP_SECURE: expected 0 or 1\n";
+        (void)!write(2, msg, sizeof msg - 1);
+        _exit(2);
+    }
+    uint64_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        key = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uintptr_t)&key;
+    }
+    nsp__secure_key = key | 1;
+    nsp__sizeclass_lookup(NSP_SECURE_CANARY);
+    nsp__secure = 1;
+}
+
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    if (!x) /* a thread's first draw: seeded from the key and the thread's own address */
+        x = nsp__secure_key ^ ((uintptr_t)&rng_state * 0x9e3779b97f4a7c15ULL);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x ? x : 1;
+}
+
+static uint64_t canary_of(uintptr_t a)
+{
+    return nsp__secure_key ^ a;
+}
+
+static uint64_t *canary_at(const struct nsp_span *s, uintptr_t a)
+{
+    return (uint64_t *)(a + s->elemsize - NSP_SECURE_CANARY);
+}
+
+/* The first 8-byte word of the slot at a that is not poison, or NULL. */
+static const uint64_t *poison_broken(uintptr_t a, uint32_t size)
+{
+    const uint64_t *w = (const uint64_t *)a;
+    for (uint32_t i = 0; i < size / 8; i++)
+        if (w[i] != NSP_SECURE_POISON)
+            return &w[i];
+    return NULL;
+}
+
+void nsp__secure_init_span(struct nsp_span *s)
+{
+    memset((void *)s->base, 0xdf, (size_t)s->nelems * s->elemsize);
+}
+
+void *nsp__secure_next_free(struct nsp_span *s)
+{
+    s->freeindex = NSP_SECURE_NO_CURSOR;
+    s->alloc_cache = 0;
+    if (s->alloc_count >= s->nelems)
+        return NULL;
+    uint32_t nw = nsp__span_nwords(s);
+    uint64_t r = rnd();
+    uint32_t w0 = (uint32_t)(r % nw);
+    for (uint32_t i = 0; i < nw; i++) {
+        uint32_t w = w0 + i < nw ? w0 + i : w0 + i - nw;
+        uint64_t avail = ~s->alloc_bits[w];
+        if (w == nw - 1 && (s->nelems & 63))
+            avail &= (1ULL << (s->nelems & 63)) - 1;
+        if (!avail)
+            continue;
+        for (unsigned k = (unsigned)((r >> 32) % (unsigned)__builtin_popcountll(avail)); k; k--)
+            avail &= avail - 1; /* the k-th free slot of the word */
+        unsigned bit = (unsigned)__builtin_ctzll(avail);
+        uint32_t idx = w * 64 + bit;
+        nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | 1ULL << bit);
+        s->alloc_count++;
+        uintptr_t a = s->base + (uintptr_t)idx * s->elemsize;
+        const uint64_t *bad = poison_broken(a, s->elemsize);
+        if (bad) /* reported by the object it breaks; the slot is still handed out */
+            nsp__report_error(NSP_ERR_WRITE_AFTER_FREE, "malloc", (void *)a);
+        if (nsp__secure_has_canary(s->sizeclass))
+            *canary_at(s, a) = canary_of(a);
+        return (void *)a;
+    }
+    return NULL;
+}
+
+void nsp__secure_free(struct nsp_span *s, uint32_t idx, void *p)
+{
+    if (!nsp__span_slot_live(s, idx))
+        return;
+    uintptr_t a = (uintptr_t)p;
+    if (nsp__secure_has_canary(s->sizeclass) && *canary_at(s, a) != canary_of(a))
+        nsp__report_error(NSP_ERR_CANARY, "free", p);
+    memset(p, 0xdf, s->elemsize);
+}
+
+void nsp__secure_guard(struct nsp_span *s, int on)
+{
+    /* a refusal (the process's limit of mappings) leaves the object without its guard: the
+     * guard is a detector, and failing the allocation for it would be worse */
+    void *page = (void *)(s->base + ((size_t)s->npages << NSP_PAGE_SHIFT) - NSP_PAGE_SIZE);
+    (void)mprotect(page, NSP_PAGE_SIZE, on ? PROT_NONE : PROT_READ | PROT_WRITE);
+}
+
+uint32_t nsp__secure_usable(unsigned cls, uint32_t elemsize)
+{
+    return nsp__secure && nsp__secure_has_canary(cls) ? elemsize - NSP_SECURE_CANARY : elemsize;
+}
