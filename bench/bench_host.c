@@ -6,8 +6,9 @@
  *       runs one workload with whatever malloc the process has (the driver preloads the
  *       allocator under test) and prints one JSON line: its metric, peak RSS and CPU time;
  *   bench_host [--quick] [--threads N] [--reps R] [--json] [--only W,..] [--allocators A,..]
- *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc and numaspan, in
- *       alternation (A B C D E A B C ...), R repetitions, medians and ratios to glibc.
+ *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc, numaspan and
+ *       numaspan-secure (the same library with NSP_SECURE=1: what the hardened mode costs), in
+ *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc.
  * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
  * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
  */
@@ -475,14 +476,16 @@ struct allocator {
     const char *name;
     char path[512]; /* "" for glibc */
     int present;
+    const char *env; /* one more environment entry for its runs */
 };
 
 static struct allocator allocators[] = {
-    {"glibc", "", 1},
-    {"jemalloc", "libjemalloc.so.2", 0},
-    {"mimalloc", "libmimalloc.so.2", 0},
-    {"tcmalloc", "libtcmalloc_minimal.so.4", 0},
-    {"numaspan", "", 0},
+    {"glibc", "", 1, NULL},
+    {"jemalloc", "libjemalloc.so.2", 0, NULL},
+    {"mimalloc", "libmimalloc.so.2", 0, NULL},
+    {"tcmalloc", "libtcmalloc_minimal.so.4", 0, NULL},
+    {"numaspan", "", 0, "NSP_SECURE"},
+    {"numaspan-secure", "", 0, "NSP_SECURE=1"},
 };
 #define NALLOC (sizeof allocators / sizeof allocators[0])
 
@@ -504,7 +507,7 @@ static int child(const struct workload *w, const struct allocator *a, double *va
     const char *env[] = {a->path[0] ? preload : "LD_PRELOAD",
                          w->numaspan_only ? "NSP_TOPOLOGY=synthetic:pack:2 numa:2 core:2 pu:1"
                                           : "NSP_TOPOLOGY",
-                         NULL};
+                         a->env, NULL};
     char *argv[] = {(char *)self_exe, "run", (char *)w->name, "--threads", th, "--seconds", sec,
                     NULL};
     if (nsp_bench_spawn(self_exe, argv, env, buf, sizeof buf) < 0)
@@ -523,7 +526,7 @@ static void find_allocators(const char *numaspan_lib)
         struct allocator *a = &allocators[i];
         if (strcmp(a->name, "glibc") == 0)
             continue;
-        if (strcmp(a->name, "numaspan") == 0) {
+        if (strncmp(a->name, "numaspan", 8) == 0) {
             if (numaspan_lib && access(numaspan_lib, R_OK) == 0) {
                 snprintf(a->path, sizeof a->path, "%s", numaspan_lib);
                 a->present = 1;
@@ -556,7 +559,8 @@ static int driver(int reps, int json, const char *only, const char *which, const
     for (size_t i = 0; i < NALLOC; i++)
         if (!allocators[i].present)
             fprintf(stderr, "bench: %s not found (%s): its column is empty\n", allocators[i].name,
-                    strcmp(allocators[i].name, "numaspan") == 0 ? "pass --lib" : "apt-get install it");
+                    strncmp(allocators[i].name, "numaspan", 8) == 0 ? "pass --lib"
+                                                                   : "apt-get install it");
     static double v[NWORK][NALLOC][64];
     static long rss[NWORK][NALLOC][64];
     static int nv[NWORK][NALLOC];

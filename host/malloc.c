@@ -318,21 +318,29 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
             nsp__report_error(NSP_ERR_INTERIOR, "realloc", p);
             return NULL;
         }
-        old = (size_t)s->npages << NSP_PAGE_SHIFT;
-        if (nsp__secure) /* the guard page moves with a copy, never in place */
-            goto copy;
+        /* NSP_SECURE: the last page is the guard (secure.h), outside the object */
+        size_t guard = nsp__secure ? NSP_PAGE_SIZE : 0;
+        old = ((size_t)s->npages << NSP_PAGE_SHIFT) - guard;
         /* keep the pages while the new size still uses more than half of them */
         if (n > NSP_MAX_SMALL && n <= old && n > old / 2)
             return p;
         /* grow without copying: into the free pages after it, or by moving a huge mapping's
-         * pages (mremap), as glibc does for its mmapped chunks */
-        int saved = errno;
-        if (n > old && !s->arena->huge && n < NSP_HUGE_MIN &&
-            nsp__pageheap_grow(s, (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT) == 0) {
-            nsp__ledger_large_resized(s);
-            return p;
+         * pages (mremap), as glibc does for its mmapped chunks; a guard page is lifted first
+         * and laid again at the new end */
+        int saved = errno, moved = -1;
+        size_t want = n + guard;
+        if (want > old + guard && !s->arena->huge && want < NSP_HUGE_MIN) {
+            if (guard)
+                nsp__secure_guard(s, 0);
+            moved = nsp__pageheap_grow(s, (want + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT);
+        } else if (s->arena->huge && want >= NSP_HUGE_MIN) {
+            if (guard)
+                nsp__secure_guard(s, 0);
+            moved = nsp__huge_resize(s, want);
         }
-        if (s->arena->huge && n >= NSP_HUGE_MIN && nsp__huge_resize(s, n) == 0) {
+        if (guard) /* at the end of the object, moved or not */
+            nsp__secure_guard(s, 1);
+        if (moved == 0) {
             nsp__ledger_large_resized(s);
             return (void *)s->base;
         }
@@ -343,9 +351,6 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
         nsp__report_error(NSP_ERR_NOT_OWNED, "realloc", p);
         return NULL;
     }
-copy:;
-    if (s && s->sizeclass == 0 && nsp__secure)
-        old -= NSP_PAGE_SIZE;
     void *q = alloc(n);
     if (!q)
         return NULL; /* the old block stays valid, as the standard says */

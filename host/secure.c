@@ -88,7 +88,7 @@ void *nsp__secure_next_free(struct nsp_span *s)
         return NULL;
     uint32_t nw = nsp__span_nwords(s);
     uint64_t r = rnd();
-    uint32_t w0 = (uint32_t)(r % nw);
+    uint32_t w0 = (uint32_t)(((r >> 32) * nw) >> 32); /* a random word, without a divide */
     for (uint32_t i = 0; i < nw; i++) {
         uint32_t w = w0 + i < nw ? w0 + i : w0 + i - nw;
         uint64_t avail = ~s->alloc_bits[w];
@@ -96,9 +96,10 @@ void *nsp__secure_next_free(struct nsp_span *s)
             avail &= (1ULL << (s->nelems & 63)) - 1;
         if (!avail)
             continue;
-        for (unsigned k = (unsigned)((r >> 32) % (unsigned)__builtin_popcountll(avail)); k; k--)
-            avail &= avail - 1; /* the k-th free slot of the word */
-        unsigned bit = (unsigned)__builtin_ctzll(avail);
+        /* the first free slot at or after a random bit, cyclically: O(1) */
+        unsigned from = (unsigned)r & 63;
+        uint64_t rot = from ? (avail >> from) | (avail << (64 - from)) : avail;
+        unsigned bit = ((unsigned)__builtin_ctzll(rot) + from) & 63;
         uint32_t idx = w * 64 + bit;
         nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | 1ULL << bit);
         s->alloc_count++;

@@ -9,8 +9,8 @@
  *   poison     a freed slot is filled with NSP_SECURE_POISON (so are fresh spans), and checked
  *              whole when it is handed out again: a write after free is reported there
  *              (NSP_ERR_WRITE_AFTER_FREE).
- *   order      a span hands its free slots out in random order (a random word, a random free slot
- *              in it), so neighbours and the next reuse are not predictable.
+ *   order      a span hands its free slots out in random order (a random word, then its first free
+ *              slot from a random bit on), so neighbours and the next reuse are not predictable.
  *   guard      a large object gets one more page, PROT_NONE, after its end: an overflow faults.
  *
  * Where the default mode pays: nothing on the allocation fast path (in secure mode a span's cursor

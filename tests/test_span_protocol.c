@@ -399,6 +399,42 @@ START_TEST(secure_guard_page_after_a_large_object)
 }
 END_TEST
 
+/* realloc grows a large object in place (free pages after it, or mremap of a huge one): its
+ * contents stay, all of its usable size is writable, and the guard lies at its new end. */
+static unsigned char *grow_large_in_place(void)
+{
+    free(malloc(1));
+    unsigned char *p = malloc(100000);
+    memset(p, 7, 100000);
+    size_t sizes[] = {300000, 40u << 20, 90u << 20};
+    size_t had = 100000;
+    for (int i = 0; i < 3; i++) {
+        p = realloc(p, sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        for (size_t j = 0; j < had; j += 4096)
+            ck_assert_uint_eq(p[j], 7);
+        size_t usable = malloc_usable_size(p);
+        ck_assert_uint_ge(usable, sizes[i]);
+        memset(p, 7, usable);
+        had = sizes[i];
+    }
+    return p;
+}
+
+START_TEST(secure_large_realloc_keeps_contents)
+{
+    free(grow_large_in_place()); /* no fault on the way */
+}
+END_TEST
+
+START_TEST(secure_guard_follows_a_large_realloc)
+{
+    unsigned char *p = grow_large_in_place();
+    size_t usable = malloc_usable_size(p);
+    p[usable + NSP_PAGE_SIZE - 1 - ((uintptr_t)(p + usable - 1) & (NSP_PAGE_SIZE - 1))] = 1;
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("span protocol");
@@ -416,6 +452,8 @@ int main(void)
         tcase_add_test(tc, secure_write_after_free_is_caught_at_reuse);
         tcase_add_test(tc, secure_slot_order_is_random);
         tcase_add_test_raise_signal(tc, secure_guard_page_after_a_large_object, SIGSEGV);
+        tcase_add_test(tc, secure_large_realloc_keeps_contents);
+        tcase_add_test_raise_signal(tc, secure_guard_follows_a_large_realloc, SIGSEGV);
         suite_add_tcase(s, tc);
     } else {
         printf("secure tests skipped: NSP_SECURE is not 1 (test_span_protocol_secure runs them)\n");
