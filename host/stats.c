@@ -3,9 +3,11 @@
  *
  * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps) and walks
  * each node's arenas under the page-heap lock, span by span (spans and free runs tile an arena),
- * to count spans by state and objects in use. It holds every cache while it reads (as fork does),
- * so owners' counters are never read mid-write; objects in use of an uncached span are
- * alloc_count minus the freed bits not yet swept. Nothing on the fast path pays for stats beyond
+ * to count spans by state and objects in use. It holds every cache, and the node's centrals,
+ * while it reads (as fork does), so no owner writes a span it reads: CACHED spans are the held
+ * caches', PARTIAL and FULL ones the held centrals'; a SWEEPING span is being set up, swept or
+ * freed by a thread that holds neither, and is skipped (its objects are missed for this one
+ * reading). Objects in use of an uncached span are alloc_count minus the freed bits not yet swept. Nothing on the fast path pays for stats beyond
  * one plain increment per malloc and per local free.
  */
 #include <errno.h>
@@ -28,7 +30,8 @@ static uint64_t pending_frees(const struct nsp_span *s)
     uint64_t n = 0;
     for (uint32_t w = 0; w < nsp__span_nwords(s); w++)
         n += (uint64_t)__builtin_popcountll(
-            atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed) & s->alloc_bits[w]);
+            atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed) &
+            __atomic_load_n(&s->alloc_bits[w], __ATOMIC_RELAXED));
     return n;
 }
 
@@ -41,7 +44,7 @@ static void count_span(const struct nsp_span *s, nsp_class_stats_t *cls, nsp_nod
         nd->large_bytes += (uint64_t)s->npages << NSP_PAGE_SHIFT;
         return;
     }
-    if (state == NSP_SPAN_FREE || s->sizeclass == 0)
+    if (state == NSP_SPAN_FREE || state == NSP_SPAN_SWEEPING || s->sizeclass == 0)
         return;
     nsp_class_stats_t *k = &cls[s->sizeclass];
     uint64_t pending = pending_frees(s);
@@ -80,6 +83,8 @@ static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd,
 {
     memset(cls, 0, NSP_STATS_MAX_CLASSES * sizeof *cls);
     memset(nd, 0, sizeof *nd);
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) /* lock order: cache, central, page heap */
+        pthread_mutex_lock(&nsp__central(n, k)->lock);
     walk_node(n, cls, nd);
     /* huge objects are not in arenas: the large-object counters cover them */
     uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
@@ -89,7 +94,6 @@ static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd,
     }
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         struct nsp_central *c = nsp__central(n, k);
-        pthread_mutex_lock(&c->lock);
         cls[k].size = nsp__classes[k].size;
         cls[k].refills = c->refills;
         cls[k].releases = c->releases;
