@@ -63,6 +63,9 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages);
 /* A huge object of size bytes (> NSP_HUGE_MIN) in a mapping of its own, aligned to align. */
 struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align);
 void nsp__huge_free(struct nsp_span *s);
+/* A test hook: called by nsp__huge_resize once mremap has given the old range up (NULL outside
+ * tests). */
+extern void (*_Atomic nsp__test_huge_given_up)(void);
 /* Resizes a huge object to size bytes (>= NSP_HUGE_MIN) without copying: in place when the
  * address space allows, else by moving its pages (mremap) to a new aligned mapping. Returns 0,
  * or -1 (nothing changed) if the OS refuses. */

@@ -13,6 +13,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -603,6 +604,47 @@ START_TEST(mallinfo2_and_trim)
 }
 END_TEST
 
+/* ---- a huge realloc's mremap and the arena table (issue 10, failure 8) ------------------------- */
+
+static void *landed;
+
+static void map_in_the_gap(void)
+{
+    atomic_store(&nsp__test_huge_given_up, NULL);
+    landed = malloc((size_t)40 << 20); /* a huge object: a 64 MiB mapping of its own */
+}
+
+/* A shrink in place gives the tail up; a mapping made at that moment may receive it. Its table
+ * slots must survive the end of the resize (they were wiped when the resize cleared the old
+ * range's slots after mremap, and the new object's free then aborted as "not allocated"). */
+START_TEST(huge_shrink_spares_a_mapping_in_the_given_up_range)
+{
+    ready();
+    int overlapped = 0;
+    for (int attempt = 0; attempt < 16 && !overlapped; attempt++) {
+        char *p = malloc((size_t)192 << 20);
+        ck_assert_ptr_nonnull(p);
+        atomic_store(&nsp__test_huge_given_up, map_in_the_gap);
+        char *q = realloc(p, (size_t)40 << 20);
+        atomic_store(&nsp__test_huge_given_up, NULL);
+        ck_assert_ptr_eq(q, p); /* shrunk in place */
+        ck_assert_ptr_nonnull(landed);
+        char *l = landed;
+        overlapped = l >= p + ((size_t)64 << 20) && l < p + ((size_t)192 << 20);
+        if (overlapped) {
+            ck_assert_msg(nsp__span_of(l) != NULL,
+                          "the object mapped in the given-up range lost its arena-table slots");
+            ck_assert_uint_ge(malloc_usable_size(l), (size_t)40 << 20);
+        }
+        free(l);
+        free(q);
+    }
+    if (!overlapped)
+        fprintf(stderr, "huge_shrink_spares_a_mapping_in_the_given_up_range: skipped: the kernel "
+                        "never placed the new mapping in the given-up range\n");
+}
+END_TEST
+
 /* ---- foreign takers of a cache (issue 10, failure 8) ------------------------------------------ */
 
 static struct nsp_cache *fc;
@@ -714,6 +756,7 @@ int main(void)
     tcase_add_test(tc, real_placement);
     tcase_add_test(tc, bootstrap_memory_is_recognised);
     tcase_add_test(tc, mallinfo2_and_trim);
+    tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
     tc = tcase_create("process");
     tcase_set_timeout(tc, 120);
