@@ -18,7 +18,8 @@
  * object, the most a page can hold).
  *
  *   alloc_bits    1 = slot allocated. Written only by the span's owner (the caching core under its
- *                 cache lock, or the central under its lock).
+ *                 cache lock, or the central under its lock), with relaxed atomic stores: remote
+ *                 freers read a slot's bit to catch a double free (span.h).
  *   freed_bits    1 = freed by a non-owner, not yet applied. Any thread sets a bit with one atomic
  *                 OR; a sweep folds a word in with one atomic exchange: alloc &= ~(freed & alloc),
  *                 and freed & ~alloc are double frees. Each freed bit is applied exactly once.
