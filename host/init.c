@@ -8,8 +8,8 @@
  * Initialisation runs on first use (and, at the latest, from a constructor before main). It
  * loads the topology through hwloc, which calls malloc hundreds of times: those calls, and any
  * other thread's while initialisation runs, are served from the bootstrap region — a bump
- * allocator over one reserved mapping, needing nothing. free() recognises bootstrap memory by its
- * address and leaves it alone; realloc() copies out of it.
+ * allocator over a few chunks mapped as needed, needing nothing. free() recognises bootstrap
+ * memory by its address and leaves it alone; realloc() copies out of it.
  * Invariant: nsp__ready is published (release) only after every table of runtime.h is set.
  *
  * A malformed option stops the process with a message naming it: an experiment that silently
@@ -88,16 +88,34 @@ const char *nsp_version(void)
 
 /* ---- bootstrap -------------------------------------------------------------------------------- */
 
-#define BOOT_SIZE ((size_t)64 << 20)
+/* The region is a few chunks mapped as needed, the first small (hwloc's load takes a few hundred
+ * KiB), each next twice the last: a process pays for the bootstrap it uses, not for a 64 MiB
+ * reservation (under RLIMIT_AS that reservation alone stopped small programs from starting).
+ * Chunks are never unmapped, so boot_owns stays true of every pointer handed out. A bump
+ * allocator under a spin flag: it serves only while initialisation runs, and it allocates nothing. */
+#define BOOT_FIRST ((size_t)1 << 20)
+#define BOOT_CHUNKS 8 /* 1 + 2 + ... + 128 MiB: far more than any initialisation takes */
 #define BOOT_HEADER 16
 
-static char *_Atomic boot_base;
+struct boot_chunk {
+    char *_Atomic base;
+    size_t size;
+};
+static struct boot_chunk boot_chunks[BOOT_CHUNKS];
+static _Atomic unsigned boot_nchunks; /* published after the chunk's base and size */
+static size_t boot_cursor;            /* in the last chunk; under boot_lock */
 static _Atomic size_t boot_used;
+static atomic_flag boot_lock = ATOMIC_FLAG_INIT;
 
 int nsp__boot_owns(const void *p)
 {
-    char *b = atomic_load_explicit(&boot_base, memory_order_acquire);
-    return b && (const char *)p >= b && (const char *)p < b + BOOT_SIZE;
+    unsigned n = atomic_load_explicit(&boot_nchunks, memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        const char *b = atomic_load_explicit(&boot_chunks[i].base, memory_order_relaxed);
+        if ((const char *)p >= b && (const char *)p < b + boot_chunks[i].size)
+            return 1;
+    }
+    return 0;
 }
 
 size_t nsp__boot_size(const void *p)
@@ -110,31 +128,45 @@ size_t nsp__boot_bytes(void)
     return atomic_load_explicit(&boot_used, memory_order_relaxed);
 }
 
+/* Offset in a chunk of `size` bytes, from cursor, of n bytes aligned to align (with the header
+ * before them), or SIZE_MAX if they do not fit. */
+static size_t boot_fit(size_t cursor, size_t size, size_t n, size_t align)
+{
+    size_t start = (cursor + BOOT_HEADER + align - 1) & ~(align - 1);
+    return start <= size && n <= size - start ? start : SIZE_MAX;
+}
+
 void *nsp__boot_alloc(size_t n, size_t align)
 {
-    char *b = atomic_load_explicit(&boot_base, memory_order_acquire);
-    if (!b) {
-        char *fresh = nsp__os_map(BOOT_SIZE, 4096);
-        if (!fresh) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        if (!atomic_compare_exchange_strong(&boot_base, &b, fresh))
-            nsp__os_unmap(fresh, BOOT_SIZE);
-        else
-            b = fresh;
-    }
     if (align < BOOT_HEADER)
         align = BOOT_HEADER;
-    size_t old = atomic_load_explicit(&boot_used, memory_order_relaxed), start, end;
-    do {
-        start = (old + BOOT_HEADER + align - 1) & ~(align - 1);
-        end = start + n;
-        if (n > BOOT_SIZE || end > BOOT_SIZE) {
+    if (n > ((size_t)1 << 40) || align > ((size_t)1 << 30)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    while (atomic_flag_test_and_set_explicit(&boot_lock, memory_order_acquire))
+        ;
+    unsigned k = atomic_load_explicit(&boot_nchunks, memory_order_relaxed);
+    size_t start = k ? boot_fit(boot_cursor, boot_chunks[k - 1].size, n, align) : SIZE_MAX;
+    if (start == SIZE_MAX) { /* a new chunk, twice the last, or as large as this request needs */
+        size_t size = k ? boot_chunks[k - 1].size * 2 : BOOT_FIRST;
+        while (boot_fit(0, size, n, align) == SIZE_MAX)
+            size *= 2;
+        char *b = k < BOOT_CHUNKS ? nsp__os_map_user(size, 4096) : NULL;
+        if (!b) {
+            atomic_flag_clear_explicit(&boot_lock, memory_order_release);
             errno = ENOMEM;
             return NULL;
         }
-    } while (!atomic_compare_exchange_weak(&boot_used, &old, end));
+        atomic_store_explicit(&boot_chunks[k].base, b, memory_order_relaxed);
+        boot_chunks[k].size = size;
+        atomic_store_explicit(&boot_nchunks, ++k, memory_order_release);
+        start = boot_fit(0, size, n, align);
+    }
+    char *b = atomic_load_explicit(&boot_chunks[k - 1].base, memory_order_relaxed);
+    boot_cursor = start + n;
+    atomic_fetch_add_explicit(&boot_used, n, memory_order_relaxed);
+    atomic_flag_clear_explicit(&boot_lock, memory_order_release);
     *(size_t *)(b + start - sizeof(size_t)) = n;
     return b + start;
 }

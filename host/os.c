@@ -1,6 +1,7 @@
 /*
  * host/os.c — OS primitives (see os.h). mmap and munmap allocate nothing, so they are safe at
- * any point, bootstrap included.
+ * any point, bootstrap included. errno is left as the failing mmap set it (ENOMEM, or what the
+ * kernel said); the entry points decide what the caller sees.
  */
 #include "os.h"
 
@@ -8,6 +9,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take it as a plain hint */
+#endif
 
 static _Atomic int fail_next;
 
@@ -26,31 +31,83 @@ static int injected_failure(void)
     return 0;
 }
 
-void *nsp__os_map(size_t len, size_t align)
+static void *map_raw(void *at, size_t len, int flags)
 {
-    if (injected_failure()) {
-        errno = ENOMEM;
+    int fixed = at ? MAP_FIXED_NOREPLACE : 0;
+    void *p = mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags | fixed,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (at && p != at) { /* a kernel that took the address as a hint put it elsewhere */
+        munmap(p, len);
         return NULL;
     }
-    /* Over-map by the alignment, then trim both ends: the kernel gives no aligned mmap. */
-    size_t span = len + (align > 4096 ? align : 0);
+    return p;
+}
+
+/* Where the next aligned reservation probably fits: right below the last one, since the kernel
+ * hands out mmap addresses top-down. Only a hint: a wrong guess costs one failed mmap. */
+static _Atomic uintptr_t next_aligned;
+
+static void *remember(void *p, size_t len, size_t align)
+{
+    uintptr_t a = (uintptr_t)p, room = (len + align - 1) & ~(align - 1);
+    atomic_store_explicit(&next_aligned, a > room ? a - room : 0, memory_order_relaxed);
+    return p;
+}
+
+static void *map_aligned(size_t len, size_t align, int flags)
+{
+    uintptr_t mask = align - 1, hint = atomic_load_explicit(&next_aligned, memory_order_relaxed);
+    void *p;
+    if (hint && !(hint & mask) && (p = map_raw((void *)hint, len, flags)))
+        return remember(p, len, align);
+    if (!(p = map_raw(NULL, len, flags)))
+        return NULL;
+    if (!((uintptr_t)p & mask))
+        return remember(p, len, align);
+    /* The aligned addresses around where the kernel put it: below is usually free (top-down). */
+    uintptr_t down = (uintptr_t)p & ~mask, up = down + align;
+    munmap(p, len);
+    if (down && (p = map_raw((void *)down, len, flags)))
+        return remember(p, len, align);
+    if (up > down && (p = map_raw((void *)up, len, flags)))
+        return remember(p, len, align);
+    /* Last resort: over-map by the alignment, then trim both ends. */
+    size_t span = len + align;
     if (span < len) {
         errno = ENOMEM;
         return NULL;
     }
-    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-    if (raw == MAP_FAILED)
+    char *raw = map_raw(NULL, span, flags);
+    if (!raw)
         return NULL;
-    if (span == len)
-        return raw;
-    uintptr_t a = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t a = ((uintptr_t)raw + mask) & ~mask;
     size_t head = a - (uintptr_t)raw, tail = span - head - len;
     if (head)
         munmap(raw, head);
     if (tail)
         munmap((char *)a + len, tail);
-    return (void *)a;
+    return remember((void *)a, len, align);
+}
+
+static void *map(size_t len, size_t align, int flags)
+{
+    if (injected_failure()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return align > 4096 ? map_aligned(len, align, flags) : map_raw(NULL, len, flags);
+}
+
+void *nsp__os_map(size_t len, size_t align)
+{
+    return map(len, align, MAP_NORESERVE);
+}
+
+void *nsp__os_map_user(size_t len, size_t align)
+{
+    return map(len, align, 0);
 }
 
 void nsp__os_unmap(void *p, size_t len)

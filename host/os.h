@@ -4,6 +4,16 @@
  * Owns: mapping and unmapping, aligned reservations, handing pages back (madvise), and the test
  * hook that makes the next mappings fail, so that tests can show an OS refusal ends as NULL and
  * ENOMEM with the allocator still usable.
+ *
+ * Two kinds of mapping, because they answer to the system differently:
+ *   metadata (nsp__os_map)       MAP_NORESERVE: page maps, descriptors and bitmaps sized for a
+ *                                whole arena but touched only as spans use them;
+ *   user pages (nsp__os_map_user) no MAP_NORESERVE, so that the system's overcommit policy judges
+ *                                them: a request no machine could back (malloc of 64 TiB) is
+ *                                refused as glibc's would be, instead of succeeding and faulting.
+ * An aligned mapping never maps twice its size to find the alignment (under RLIMIT_AS that
+ * transient doubling is what fails first): it tries where the last aligned mapping ended, then
+ * the aligned addresses around where the kernel puts it, and only then over-maps and trims.
  */
 #ifndef NSP_HOST_OS_H
 #define NSP_HOST_OS_H
@@ -11,13 +21,16 @@
 #include <stddef.h>
 
 /* Maps len bytes (a multiple of the OS page) aligned to align (a power of two, >= OS page),
- * zero-filled, lazily backed. NULL if the OS refuses (or the test hook says so). */
+ * zero-filled, lazily backed, MAP_NORESERVE: for metadata. NULL if the OS refuses (or the test
+ * hook says so). */
 void *nsp__os_map(size_t len, size_t align);
+/* The same for user pages: committed under the system's overcommit policy. */
+void *nsp__os_map_user(size_t len, size_t align);
 void nsp__os_unmap(void *p, size_t len);
 /* Hands pages back to the OS; their contents become zero. Returns 0 or -1. */
 int nsp__os_release(void *p, size_t len);
 
-/* Test hook: the next n calls of nsp__os_map fail. */
+/* Test hook: the next n calls of nsp__os_map / nsp__os_map_user fail. */
 void nsp__test_os_fail_next(int n);
 
 #endif /* NSP_HOST_OS_H */

@@ -4,7 +4,8 @@
  * An arena is 64 MiB of user pages aligned to 64 MiB, bound to its node when the topology is this
  * machine, plus a separate metadata mapping: the arena struct, the page map, one span descriptor
  * per page (a span's descriptor is the one of its first page) and the two bitmaps, 16 words per
- * page each. Metadata is mapped NORESERVE and touched only as spans use it.
+ * page each. Metadata is mapped NORESERVE and touched only as spans use it; user pages are not
+ * (os.h): the system's overcommit policy judges them.
  */
 #include "pageheap.h"
 
@@ -119,7 +120,7 @@ static struct nsp_arena *arena_new(unsigned node)
     char *m = nsp__os_map(meta, 4096);
     if (!m)
         return NULL;
-    void *base = nsp__os_map(NSP_ARENA_SIZE, NSP_ARENA_SIZE);
+    void *base = nsp__os_map_user(NSP_ARENA_SIZE, NSP_ARENA_SIZE);
     if (!base) {
         nsp__os_unmap(m, meta);
         return NULL;
@@ -352,7 +353,7 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     char *m = nsp__os_map(meta, 4096);
     if (!m)
         return NULL;
-    void *base = nsp__os_map(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE);
+    void *base = nsp__os_map_user(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE);
     if (!base) {
         nsp__os_unmap(m, meta);
         return NULL;
