@@ -289,6 +289,26 @@ static __attribute__((noinline)) void *realloc_freed(void *p)
     return NULL;
 }
 
+/* nsp__huge_resize within the hard limit on mapped memory (pageheap.h): growth is counted first
+ * and refused past the limit (realloc then tries a fresh allocation, which trims); a shrink is
+ * uncounted once done. */
+static int huge_resize_counted(struct nsp_span *s, size_t n)
+{
+    size_t old = s->arena->size, len = (n + NSP_ARENA_SIZE - 1) & ~(NSP_ARENA_SIZE - 1);
+    if (len < n)
+        return -1;
+    if (len > old && nsp__mapped_add(len - old) < 0)
+        return -1;
+    if (nsp__huge_resize(s, n) < 0) {
+        if (len > old)
+            nsp__mapped_sub(len - old);
+        return -1;
+    }
+    if (len < old)
+        nsp__mapped_sub(old - len);
+    return 0;
+}
+
 NSP_EXPORT void *nsp_realloc(void *p, size_t n)
 {
     if (!p)
@@ -336,7 +356,7 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
         } else if (s->arena->huge && want >= NSP_HUGE_MIN) {
             if (guard)
                 nsp__secure_guard(s, 0);
-            moved = nsp__huge_resize(s, want);
+            moved = huge_resize_counted(s, want);
         }
         if (guard) /* at the end of the object, moved or not */
             nsp__secure_guard(s, 1);

@@ -70,6 +70,10 @@ static const struct option_row table[] = {
     [NSP_OPT_SECURE] = {"NSP_SECURE", "0",
                         "1: hardened mode: canaries checked at free, freed memory poisoned and "
                         "checked at reuse, random slot order, guard pages after large objects"},
+    [NSP_OPT_MEMORY_LIMIT_HARD] = {"NSP_MEMORY_LIMIT_HARD", "0",
+                                   "1: NSP_MEMORY_LIMIT is also a hard limit on the memory "
+                                   "numaspan maps for user pages; an allocation that would map "
+                                   "past it fails with ENOMEM (after a trim)"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -27,6 +27,7 @@ typedef enum nsp_option_id {
     NSP_OPT_IDLE_RELEASE_MS,
     NSP_OPT_TRACE,
     NSP_OPT_SECURE,
+    NSP_OPT_MEMORY_LIMIT_HARD,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 

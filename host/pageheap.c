@@ -6,19 +6,27 @@
  * per page (a span's descriptor is the one of its first page) and the two bitmaps, 16 words per
  * page each. Metadata is mapped NORESERVE and touched only as spans use it; user pages are not
  * (os.h): the system's overcommit policy judges them.
+ *
+ * The hard limit (NSP_MEMORY_LIMIT with NSP_MEMORY_LIMIT_HARD=1) bounds mapped_bytes, the user
+ * pages of every node's arenas and huge mappings: a mapping that would pass it is refused like
+ * an OS refusal, and the entry points trim and retry before they return ENOMEM (malloc.c).
  */
 #include "pageheap.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include "options.h"
 #include "os.h"
 #include "pacer.h"
 #include "runtime.h"
 
 struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
+_Atomic uint64_t nsp__mapped_bytes;
+uint64_t nsp__mapped_limit;
 
 void nsp__pageheap_init(unsigned nnodes)
 {
@@ -26,6 +34,29 @@ void nsp__pageheap_init(unsigned nnodes)
         pthread_mutex_init(&nsp__pageheaps[n].lock, NULL);
         nsp__pageheaps[n].node = n;
     }
+    const char *hard = nsp__option(NSP_OPT_MEMORY_LIMIT_HARD);
+    if (strcmp(hard, "1") == 0) {
+        nsp__mapped_limit = nsp__option_size(NSP_OPT_MEMORY_LIMIT);
+    } else if (strcmp(hard, "0") != 0) {
+        static const char msg[] = "numaspan: NSP_MEMORY_LIMIT_HARD: expected 0 or 1\n";
+        (void)!write(2, msg, sizeof msg - 1);
+        _exit(2);
+    }
+}
+
+int nsp__mapped_add(size_t len)
+{
+    uint64_t old = atomic_fetch_add(&nsp__mapped_bytes, len);
+    if (nsp__mapped_limit && old + len > nsp__mapped_limit) {
+        atomic_fetch_sub(&nsp__mapped_bytes, len);
+        return -1;
+    }
+    return 0;
+}
+
+void nsp__mapped_sub(size_t len)
+{
+    atomic_fetch_sub(&nsp__mapped_bytes, len);
 }
 
 static size_t round_up(size_t x, size_t a)
@@ -117,12 +148,14 @@ static struct nsp_arena *arena_new(unsigned node)
                   NSP_ARENA_PAGES * sizeof(struct nsp_span *) +
                   NSP_ARENA_PAGES * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
     meta = round_up(meta, 4096);
-    char *m = nsp__os_map(meta, 4096);
-    if (!m)
+    if (nsp__mapped_add(NSP_ARENA_SIZE) < 0)
         return NULL;
-    void *base = nsp__os_map_user(NSP_ARENA_SIZE, NSP_ARENA_SIZE);
+    char *m = nsp__os_map(meta, 4096);
+    void *base = m ? nsp__os_map_user(NSP_ARENA_SIZE, NSP_ARENA_SIZE) : NULL;
     if (!base) {
-        nsp__os_unmap(m, meta);
+        if (m)
+            nsp__os_unmap(m, meta);
+        nsp__mapped_sub(NSP_ARENA_SIZE);
         return NULL;
     }
     struct nsp_arena *ar = (struct nsp_arena *)m;
@@ -199,7 +232,7 @@ struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_
     }
     run_remove(h, r);
     struct nsp_arena *ar = r->arena;
-    uint32_t start = r->start_page, total = r->npages;
+    uint32_t start = r->start_page, total = (uint32_t)r->npages;
     uint32_t needzero = r->needzero, scav = r->scavenged;
     uint32_t s = start + (uint32_t)off, n = (uint32_t)npages;
     if (s > start)
@@ -251,7 +284,7 @@ void nsp__pageheap_free(struct nsp_span *s)
     struct nsp_arena *ar = s->arena;
     struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
     pthread_mutex_lock(&h->lock);
-    uint32_t start = s->start_page, n = s->npages, needzero = 1, scav = 0;
+    uint32_t start = s->start_page, n = (uint32_t)s->npages, needzero = 1, scav = 0;
     desc_kill(s);
     /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again */
     memset(&ar->pagemap[start], 0, n * sizeof(struct nsp_span *));
@@ -262,7 +295,7 @@ void nsp__pageheap_free(struct nsp_span *s)
             run_remove(h, l);
             ar->pagemap[start - 1] = NULL;
             start = l->start_page;
-            n += l->npages;
+            n += (uint32_t)l->npages;
             desc_kill(l);
         }
     }
@@ -272,7 +305,7 @@ void nsp__pageheap_free(struct nsp_span *s)
                                   NSP_SPAN_FREE && r->start_page == start + n) {
             run_remove(h, r);
             ar->pagemap[start + n] = NULL;
-            n += r->npages;
+            n += (uint32_t)r->npages;
             desc_kill(r);
         }
     }
@@ -284,7 +317,7 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
 {
     struct nsp_arena *ar = s->arena;
     struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
-    uint32_t end = s->start_page + s->npages;
+    uint32_t end = s->start_page + (uint32_t)s->npages;
     if (npages <= s->npages || (size_t)s->start_page + npages > NSP_ARENA_PAGES)
         return -1;
     uint32_t need = (uint32_t)(npages - s->npages);
@@ -296,13 +329,13 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
         return -1;
     }
     run_remove(h, r);
-    uint32_t rn = r->npages, needzero = r->needzero, scav = r->scavenged;
+    uint32_t rn = (uint32_t)r->npages, needzero = r->needzero, scav = r->scavenged;
     desc_kill(r);
     if (rn > need)
         run_insert(h, run_make(ar, end + need, rn - need, needzero, scav));
     for (uint32_t p = end; p < end + need; p++)
         ar->pagemap[p] = s;
-    s->npages = (uint32_t)npages;
+    s->npages = npages;
     s->elemsize = (uint32_t)(npages << NSP_PAGE_SHIFT);
     pthread_mutex_unlock(&h->lock);
     return 0;
@@ -350,12 +383,17 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
         return NULL;
     }
     size_t meta = round_up(sizeof(struct nsp_arena) + sizeof(struct nsp_span), 4096);
-    char *m = nsp__os_map(meta, 4096);
-    if (!m)
+    if (nsp__mapped_add(len) < 0) {
+        errno = ENOMEM;
         return NULL;
-    void *base = nsp__os_map_user(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE);
+    }
+    char *m = nsp__os_map(meta, 4096);
+    void *base = m ? nsp__os_map_user(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE) : NULL;
     if (!base) {
-        nsp__os_unmap(m, meta);
+        if (m)
+            nsp__os_unmap(m, meta);
+        nsp__mapped_sub(len);
+        errno = ENOMEM;
         return NULL;
     }
     struct nsp_arena *ar = (struct nsp_arena *)m;
@@ -369,7 +407,7 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     s->arena = ar;
     s->node = (uint16_t)node;
     s->base = ar->base;
-    s->npages = (uint32_t)(len >> NSP_PAGE_SHIFT);
+    s->npages = len >> NSP_PAGE_SHIFT;
     nsp_topo_bind_memory(nsp__topo, base, len, node);
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     pthread_mutex_lock(&h->lock);
@@ -416,7 +454,7 @@ int nsp__huge_resize(struct nsp_span *s, size_t size)
     ar->base = (uintptr_t)moved;
     ar->size = len;
     s->base = ar->base;
-    s->npages = (uint32_t)(len >> NSP_PAGE_SHIFT);
+    s->npages = len >> NSP_PAGE_SHIFT;
     s->elemsize = (uint32_t)(len > UINT32_MAX ? 0 : len);
     set_table(ar, 1);
     struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
@@ -435,6 +473,7 @@ void nsp__huge_free(struct nsp_span *s)
     pthread_mutex_lock(&h->lock);
     h->pages_mapped -= ar->size >> NSP_PAGE_SHIFT;
     pthread_mutex_unlock(&h->lock);
+    nsp__mapped_sub(ar->size);
     nsp__os_unmap((void *)ar->base, ar->size);
     nsp__os_unmap(ar, ar->meta_size);
 }

@@ -71,6 +71,14 @@ extern void (*_Atomic nsp__test_huge_given_up)(void);
  * or -1 (nothing changed) if the OS refuses. */
 int nsp__huge_resize(struct nsp_span *s, size_t size);
 
+/* User pages mapped (arenas and huge mappings, every node), and the hard limit on them
+ * (NSP_MEMORY_LIMIT with NSP_MEMORY_LIMIT_HARD=1; 0: none). nsp__mapped_add counts len more bytes
+ * and returns 0, or -1 with nothing counted when that would pass the limit. */
+extern _Atomic uint64_t nsp__mapped_bytes;
+extern uint64_t nsp__mapped_limit;
+int nsp__mapped_add(size_t len);
+void nsp__mapped_sub(size_t len);
+
 /* Test hook: nodes (bit n) whose page heaps get no new arena, as if the node had no memory. */
 extern uint64_t nsp__test_nodes_without_memory;
 

@@ -104,15 +104,17 @@ struct nsp_span {
     uint16_t list;          /* enum nsp_span_list: where its central keeps it (central lock) */
     uint8_t needzero;       /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
     uint8_t scavenged;      /* FREE runs: 1 if the pages were handed back with madvise */
-    uint32_t npages;
-    uint32_t start_page;    /* index of the first page in its arena */
+    uint64_t npages;        /* 64 bits: a huge object of 32 TiB has 2^32 pages */
     struct nsp_arena *arena;
     struct nsp_span *next, *prev; /* central list or page-heap free list */
     _Atomic int64_t charge; /* ledger: bytes charged to heapLive[node] (ledger.h) */
+    uint32_t start_page;    /* index of the first page in its arena */
     uint32_t sweepgen;      /* ledger.h: sg + 3 cached this cycle, sg + 1 stale */
     uint32_t nmalloc;       /* owner's counts since the last flush into the ledger's totals */
     uint32_t nfree;
 } __attribute__((aligned(NSP_CACHE_LINE)));
+_Static_assert(sizeof(struct nsp_span) == 2 * NSP_CACHE_LINE,
+               "a descriptor per page: two cache lines, no more");
 
 /* The metadata mapping of an arena starts with this struct, and its page map follows at
  * NSP_ARENA_HDR bytes, so that a lookup computes the page map's address instead of loading it.

@@ -22,6 +22,13 @@ case_() {
 # sizes no machine here could back fail as glibc's do (the same case under glibc)
 case_ "absurd sizes (glibc)" "$glibc" absurd
 case_ "absurd sizes" "$helper" absurd
+case_ "64-bit page counts" "$helper" pages64
+
+# the hard limit
+case_ "hard limit" env NSP_MEMORY_LIMIT=256M NSP_MEMORY_LIMIT_HARD=1 NSP_IDLE_RELEASE_MS=0 \
+  "$helper" hard-limit
+NSP_MEMORY_LIMIT_HARD=yes "$helper" contracts >"$out" 2>"$err"
+[ $? = 2 ] && grep -qF 'NSP_MEMORY_LIMIT_HARD' "$err" && ok || bad "NSP_MEMORY_LIMIT_HARD=yes: $(cat "$err")"
 
 # address space before the first arena: under 32 MiB more anonymous mappings than glibc's
 "$glibc" addrspace >"$out" && base=$(sed -n 's/^anonymous=//p' "$out")
