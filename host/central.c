@@ -6,6 +6,17 @@
  * sets its freed bit and `dirty`, then reads state. Both pairs are sequentially consistent, so at
  * least one side sees the other: the owner finds it dirty, or the freer finds it FULL. Either
  * CASes FULL -> PARTIAL, and only the winner moves the span to the partial list (under the lock).
+ *
+ * Memory that comes back. Remote frees only set bits, so a span whose objects were all freed
+ * stays in its central, charged and holding its pages, until something sweeps it. Before a
+ * node's page heap grows (a new arena), nsp__central_pages sweeps that node's uncached spans and
+ * gives the empty ones back (Go's mheap reclaim): memory freed by one size class is reused by any
+ * other, and by large objects, before the OS is asked for more. A span goes back only with its
+ * charge settled (swept, nsp__ledger_sweep: 0 for an empty span), out of its list, under its
+ * central's lock: the central owns it until the page heap does (DESIGN.md §3, §5).
+ * reclaim_epoch[node] counts events that can leave a span empty in a central (a remote free
+ * waking a FULL span, a cache giving one back); a reclaim with no new event since the last is
+ * skipped, so that a node at its page limit, whose every refill spills, does not sweep each time.
  */
 #include "central.h"
 
@@ -18,6 +29,12 @@
 #include "span.h"
 
 struct nsp_central *nsp__centrals;
+static _Atomic uint64_t reclaim_epoch[NSP_MAX_NODES], reclaimed_epoch[NSP_MAX_NODES];
+
+static void epoch_bump(unsigned node)
+{
+    atomic_fetch_add_explicit(&reclaim_epoch[node], 1, memory_order_relaxed);
+}
 
 int nsp__central_init(unsigned nnodes)
 {
@@ -115,10 +132,22 @@ static void take(struct nsp_span *s, unsigned cache)
     atomic_store_explicit(&s->state, NSP_SPAN_CACHED, memory_order_release);
 }
 
+struct nsp_span *nsp__central_pages(unsigned node, size_t npages, size_t align_pages)
+{
+    struct nsp_span *s = nsp__pageheap_alloc_free(node, npages, align_pages);
+    if (s)
+        return s;
+    uint64_t e = atomic_load_explicit(&reclaim_epoch[node], memory_order_relaxed);
+    if (atomic_exchange_explicit(&reclaimed_epoch[node], e, memory_order_relaxed) != e &&
+        nsp__central_trim(node) && (s = nsp__pageheap_alloc_free(node, npages, align_pages)))
+        return s;
+    return nsp__pageheap_alloc_near(node, npages, align_pages);
+}
+
 /* A new span of class cls carved from node's page heap (or a near one). */
 static struct nsp_span *new_span(unsigned node, unsigned cls)
 {
-    struct nsp_span *s = nsp__pageheap_alloc_near(node, nsp__classes[cls].npages, 1);
+    struct nsp_span *s = nsp__central_pages(node, nsp__classes[cls].npages, 1);
     if (!s)
         return NULL;
     nsp__span_init_small(s, cls);
@@ -168,6 +197,7 @@ void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)
 {
     struct nsp_central *c = nsp__central(s->node, s->sizeclass);
     pthread_mutex_lock(&c->lock);
+    epoch_bump(s->node);
     c->releases++;
     c->cached_mallocs += mallocs;
     if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
@@ -190,6 +220,7 @@ void nsp__central_wake(struct nsp_span *s)
     if (!atomic_compare_exchange_strong(&s->state, &full, NSP_SPAN_PARTIAL))
         return; /* another freer, or the owner, got there first */
     struct nsp_central *c = nsp__central(s->node, s->sizeclass);
+    epoch_bump(s->node);
     pthread_mutex_lock(&c->lock);
     if (s->list == NSP_LIST_FULL) {
         list_remove(c, s);
@@ -247,6 +278,20 @@ void *nsp__central_alloc(unsigned node, unsigned cls)
     return p;
 }
 
+/* Gives an empty span the central owns back to the page heap, if it is empty and settled:
+ * swept, its charge reconciled (0), no free pending. Central lock held. Returns its bytes or 0. */
+static size_t give_back_empty(struct nsp_central *c, struct nsp_span *s)
+{
+    nsp__ledger_sweep(s, NULL); /* a span that had nothing to sweep is reconciled too */
+    if (s->alloc_count != 0 || atomic_load(&s->dirty))
+        return 0;
+    list_remove(c, s);
+    c->spans_returned++;
+    size_t bytes = (size_t)s->npages << NSP_PAGE_SHIFT;
+    nsp__pageheap_free(s);
+    return bytes;
+}
+
 size_t nsp__central_trim(unsigned node)
 {
     size_t bytes = 0;
@@ -257,13 +302,7 @@ size_t nsp__central_trim(unsigned node)
         for (; s; s = next) {
             next = s->next;
             sweep_owned(c, s);
-            nsp__ledger_sweep(s, NULL); /* a span that had nothing to sweep is reconciled too */
-            if (s->alloc_count == 0 && !atomic_load(&s->dirty)) {
-                list_remove(c, s);
-                c->spans_returned++;
-                bytes += (size_t)s->npages << NSP_PAGE_SHIFT;
-                nsp__pageheap_free(s);
-            }
+            bytes += give_back_empty(c, s);
         }
         /* FULL spans with frees pending: swept here; the first of us and their freer to CAS
          * FULL -> PARTIAL moves them */
@@ -277,6 +316,7 @@ size_t nsp__central_trim(unsigned node)
                 atomic_compare_exchange_strong(&s->state, &full, NSP_SPAN_PARTIAL)) {
                 list_remove(c, s);
                 list_push(c, s, NSP_LIST_PARTIAL);
+                bytes += give_back_empty(c, s);
             }
         }
         pthread_mutex_unlock(&c->lock);

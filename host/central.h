@@ -57,6 +57,10 @@ void nsp__central_wake(struct nsp_span *s);
 /* One object of class cls from node's central without caching a span (a failed try-lock,
  * nsp_malloc_node). NULL if no node has memory. */
 void *nsp__central_alloc(unsigned node, unsigned cls);
+/* Pages for a new span or a large object on node: from its free runs; else, after giving the
+ * node's empty spans back to its page heap (reclaim, central.c); else a new arena or the
+ * nearest node with room (nsp__pageheap_alloc_near). No central lock may be held. */
+struct nsp_span *nsp__central_pages(unsigned node, size_t npages, size_t align_pages);
 /* Sweeps node's uncached spans (reconciling their charges) and returns the empty ones to the
  * page heap. Returns bytes. */
 size_t nsp__central_trim(unsigned node);

@@ -12,6 +12,10 @@
  * directly under the cache lock, after re-checking that the cache still holds the span; every
  * other free is one atomic OR on the span's freed bitmap (DESIGN.md §3, deferred frees).
  * errno is kept by free; every failing allocation sets it (ENOMEM, EINVAL).
+ *
+ * Out of memory: before an allocation returns NULL it trims (idle caches released, centrals'
+ * empty spans back to the page heaps, free pages handed back) and tries once more, so memory
+ * freed by other size classes or held in caches is used before the caller sees ENOMEM.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -54,6 +58,10 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
         /* the cache is busy (or this cpu has none): the central serves, nobody spins */
         p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
     }
+    if (!p) { /* no cache lock held now: a trim may take the other caches */
+        nsp_trim();
+        p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
+    }
     nsp__pacer_start();
     nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
     return p ? p : enomem();
@@ -84,19 +92,26 @@ static unsigned current_node(void)
     return nsp__topo->cache_node[i];
 }
 
+static struct nsp_span *large_span(size_t n, size_t align, unsigned node)
+{
+    size_t npages = (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT;
+    size_t align_pages = align > NSP_PAGE_SIZE ? align >> NSP_PAGE_SHIFT : 1;
+    if (n >= NSP_HUGE_MIN || npages + align_pages - 1 > NSP_ARENA_PAGES)
+        return nsp__huge_alloc(node, n, align);
+    return nsp__central_pages(node, npages, align_pages);
+}
+
 static void *alloc_large_on(size_t n, size_t align, unsigned node)
 {
     if (n > PTRDIFF_MAX || align > ((size_t)1 << 40))
         return enomem();
     size_t guard = nsp__secure ? NSP_PAGE_SIZE : 0; /* secure.h: a page after the object */
     n += guard;
-    size_t npages = (n + NSP_PAGE_SIZE - 1) >> NSP_PAGE_SHIFT;
-    size_t align_pages = align > NSP_PAGE_SIZE ? align >> NSP_PAGE_SHIFT : 1;
-    struct nsp_span *s;
-    if (n >= NSP_HUGE_MIN || npages + align_pages - 1 > NSP_ARENA_PAGES)
-        s = nsp__huge_alloc(node, n, align);
-    else
-        s = nsp__pageheap_alloc_near(node, npages, align_pages);
+    struct nsp_span *s = large_span(n, align, node);
+    if (!s) {
+        nsp_trim();
+        s = large_span(n, align, node);
+    }
     if (!s)
         return enomem();
     s->sizeclass = 0;

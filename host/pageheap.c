@@ -212,7 +212,7 @@ static struct nsp_span *run_find(struct nsp_pageheap *h, size_t n, size_t align_
     return best;
 }
 
-struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages)
+static struct nsp_span *alloc_on(unsigned node, size_t npages, size_t align_pages, int grow)
 {
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     if (npages == 0 || npages > NSP_ARENA_PAGES || align_pages == 0 ||
@@ -222,6 +222,10 @@ struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_
     long off;
     struct nsp_span *r = run_find(h, npages, align_pages, &off);
     if (!r) {
+        if (!grow) {
+            pthread_mutex_unlock(&h->lock);
+            return NULL;
+        }
         if (!arena_new(node)) {
             h->os_refusals++;
             pthread_mutex_unlock(&h->lock);
@@ -258,6 +262,16 @@ struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_
     return sp;
 }
 
+struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages)
+{
+    return alloc_on(node, npages, align_pages, 1);
+}
+
+struct nsp_span *nsp__pageheap_alloc_free(unsigned node, size_t npages, size_t align_pages)
+{
+    return alloc_on(node, npages, align_pages, 0);
+}
+
 _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
 
 struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages)
@@ -277,6 +291,20 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
     }
     errno = ENOMEM;
     return NULL;
+}
+
+/* Scavenging without a pacer (a plain program runs no cycles, DESIGN.md §6): when the free pages
+ * a node keeps resident pass max(64 MiB, a quarter of what it maps), a free hands back the
+ * excess down to half that bound. Not lower: pages handed back and needed again cost a fault
+ * each, so only a heap that shrank a lot (a phase ended) pays it (glibc trims far sooner).
+ * Heap lock held; returns the bytes to scavenge once the lock is dropped (0: none). */
+static size_t retained_excess(const struct nsp_pageheap *h)
+{
+    uint64_t resident = (h->pages_free - h->pages_scavenged) << NSP_PAGE_SHIFT;
+    uint64_t bound = (h->pages_mapped << NSP_PAGE_SHIFT) / 4;
+    if (bound < ((uint64_t)64 << 20))
+        bound = (uint64_t)64 << 20;
+    return resident > bound ? (size_t)(resident - bound / 2) : 0;
 }
 
 void nsp__pageheap_free(struct nsp_span *s)
@@ -310,7 +338,10 @@ void nsp__pageheap_free(struct nsp_span *s)
         }
     }
     run_insert(h, run_make(ar, start, n, needzero, scav));
+    size_t excess = retained_excess(h);
     pthread_mutex_unlock(&h->lock);
+    if (excess)
+        nsp__pageheap_scavenge_upto(h->node, excess);
 }
 
 int nsp__pageheap_grow(struct nsp_span *s, size_t npages)

@@ -49,6 +49,9 @@ void nsp__pageheap_init(unsigned nnodes);
  * or a neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages
  * may hold old data; the caller sets its final state. NULL if the node has no room and the OS refuses. */
 struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages);
+/* The same from node's free runs only: NULL rather than a new arena (the caller may first give
+ * back empty spans: central.h, nsp__central_pages). */
+struct nsp_span *nsp__pageheap_alloc_free(unsigned node, size_t npages, size_t align_pages);
 /* The same, on node if it has room, else on the nearest node that has (DESIGN.md §3, spill by
  * the topology's distance order); spills are counted on both nodes. */
 struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages);

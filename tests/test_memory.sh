@@ -30,6 +30,11 @@ case_ "hard limit" env NSP_MEMORY_LIMIT=256M NSP_MEMORY_LIMIT_HARD=1 NSP_IDLE_RE
 NSP_MEMORY_LIMIT_HARD=yes "$helper" contracts >"$out" 2>"$err"
 [ $? = 2 ] && grep -qF 'NSP_MEMORY_LIMIT_HARD' "$err" && ok || bad "NSP_MEMORY_LIMIT_HARD=yes: $(cat "$err")"
 
+# memory that comes back: other sizes under RLIMIT_AS after small frees, RSS over four sizes
+case_ "address-space reuse" "$helper" as-reuse
+case_ "four sizes in turn" "$helper" four-sizes
+case_ "scavenging with no pacer" env NSP_IDLE_RELEASE_MS=0 "$helper" scavenge
+
 # address space before the first arena: under 32 MiB more anonymous mappings than glibc's
 "$glibc" addrspace >"$out" && base=$(sed -n 's/^anonymous=//p' "$out")
 "$helper" addrspace >"$out" && ours=$(sed -n 's/^anonymous=//p' "$out")
