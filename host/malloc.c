@@ -11,7 +11,9 @@
  * object is reported (runtime.h). A free by the thread whose core caches the span is applied
  * directly under the cache lock, after re-checking that the cache still holds the span; every
  * other free is one atomic OR on the span's freed bitmap (DESIGN.md §3, deferred frees).
- * errno is kept by free; every failing allocation sets it (ENOMEM, EINVAL).
+ * errno: untouched by every call that succeeds (an allocation that got its memory only after a
+ * refusal inside — a spill to another node, a retry after a trim — included), set by every one
+ * that fails (ENOMEM, EINVAL); free keeps it.
  *
  * Out of memory: before an allocation returns NULL it trims (idle caches released, centrals'
  * empty spans back to the page heaps, free pages handed back) and tries once more, so memory
@@ -48,8 +50,17 @@ static void *enomem(void)
     return NULL;
 }
 
+/* The end of every allocation's slow path: errno as the caller left it when p was found (inner
+ * refusals may have set it), ENOMEM when not. */
+static void *outcome(void *p, int saved)
+{
+    errno = p ? saved : ENOMEM;
+    return p;
+}
+
 static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp_cache *c)
 {
+    int saved = errno;
     void *p;
     if (c) {
         p = nsp__cache_alloc_slow(c, cls);
@@ -64,7 +75,7 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
     }
     nsp__pacer_start();
     nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
-    return p ? p : enomem();
+    return outcome(p, saved);
 }
 
 static inline void *alloc_small(unsigned cls)
@@ -105,6 +116,9 @@ static void *alloc_large_on(size_t n, size_t align, unsigned node)
 {
     if (n > PTRDIFF_MAX || align > ((size_t)1 << 40))
         return enomem();
+    if (n == 0) /* a zero-size request at a large alignment: one page, a unique pointer */
+        n = 1;
+    int saved = errno;
     size_t guard = nsp__secure ? NSP_PAGE_SIZE : 0; /* secure.h: a page after the object */
     n += guard;
     struct nsp_span *s = large_span(n, align, node);
@@ -123,7 +137,7 @@ static void *alloc_large_on(size_t n, size_t align, unsigned node)
     atomic_fetch_add_explicit(&nsp__large_allocs[s->node], 1, memory_order_relaxed);
     nsp__ledger_large(s, 1);
     nsp__pacer_after_alloc();
-    return (void *)s->base;
+    return outcome((void *)s->base, saved);
 }
 
 /* Before initialisation: the bootstrap path (runtime.h). */
@@ -132,9 +146,17 @@ static __attribute__((noinline)) void *alloc_boot(size_t n, size_t align)
     return nsp__boot_alloc(n ? n : 1, align);
 }
 
+/* nsp__ready not yet seen: initialise (hwloc may set errno on its way: the caller's is kept). */
+static __attribute__((noinline)) int init_keeping_errno(void)
+{
+    int saved = errno, ready = nsp__init();
+    errno = saved;
+    return ready;
+}
+
 static inline void *alloc(size_t n)
 {
-    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !nsp__init())
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !init_keeping_errno())
         return alloc_boot(n, 16);
     if (likely(n <= NSP_MAX_SMALL))
         return alloc_small(nsp__size_to_class(n ? n : 1));
@@ -155,7 +177,7 @@ static void *alloc_aligned(size_t align, size_t n)
 {
     if (align <= 16) /* class 8 objects are only 8-aligned: ask for 16 B at least */
         return alloc(n < align ? align : n);
-    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !nsp__init())
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !init_keeping_errno())
         return alloc_boot(n, align);
     if (n <= NSP_MAX_SMALL && align <= NSP_PAGE_SIZE) {
         unsigned cls = aligned_class(n ? n : 1, align);
@@ -377,6 +399,7 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
             nsp__secure_guard(s, 1);
         if (moved == 0) {
             nsp__ledger_large_resized(s);
+            errno = saved; /* an mremap tried in place first may have failed */
             return (void *)s->base;
         }
         errno = saved;
@@ -419,6 +442,23 @@ NSP_EXPORT void *nsp_aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
+    return alloc_aligned(align, n);
+}
+
+/* glibc's memalign (and its documented behaviour since forever): an alignment up to 16 is
+ * malloc's, one that is not a power of two is rounded up to the next power of two, and only an
+ * alignment no power of two of size_t can reach is EINVAL. aligned_alloc and posix_memalign keep
+ * their standards' stricter rules. */
+static void *nsp_memalign(size_t align, size_t n)
+{
+    if (align <= 16)
+        return alloc(n);
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!valid_alignment(align))
+        align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
     return alloc_aligned(align, n);
 }
 
@@ -491,7 +531,7 @@ void *calloc(size_t n, size_t size) NSP_ALIAS(nsp_calloc);
 void *realloc(void *p, size_t n) NSP_ALIAS(nsp_realloc);
 int posix_memalign(void **out, size_t align, size_t n) NSP_ALIAS(nsp_posix_memalign);
 void *aligned_alloc(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
-void *memalign(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
+void *memalign(size_t align, size_t n) NSP_ALIAS(nsp_memalign);
 void *valloc(size_t n) NSP_ALIAS(nsp_valloc);
 void *pvalloc(size_t n) NSP_ALIAS(nsp_pvalloc);
 size_t malloc_usable_size(void *p) NSP_ALIAS(nsp_malloc_usable_size);
@@ -502,7 +542,7 @@ void *__libc_malloc(size_t n) NSP_ALIAS(nsp_malloc);
 void __libc_free(void *p) NSP_ALIAS(nsp_free);
 void *__libc_calloc(size_t n, size_t size) NSP_ALIAS(nsp_calloc);
 void *__libc_realloc(void *p, size_t n) NSP_ALIAS(nsp_realloc);
-void *__libc_memalign(size_t align, size_t n) NSP_ALIAS(nsp_aligned_alloc);
+void *__libc_memalign(size_t align, size_t n) NSP_ALIAS(nsp_memalign);
 void *__libc_valloc(size_t n) NSP_ALIAS(nsp_valloc);
 void *__libc_pvalloc(size_t n) NSP_ALIAS(nsp_pvalloc);
 

@@ -261,9 +261,9 @@ START_TEST(alignments)
     errno = 0;
     ck_assert_ptr_null(aligned_alloc(24, 64));
     ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(memalign(48, 64));
-    ck_assert_int_eq(errno, EINVAL);
+    p = memalign(48, 64); /* glibc's memalign rounds up to a power of two (test_memory.sh) */
+    ck_assert_uint_eq((uintptr_t)p % 64, 0);
+    free(p);
     ck_assert_int_eq(posix_memalign(&p, 4, 64), EINVAL);  /* not a multiple of sizeof(void *) */
     ck_assert_int_eq(posix_memalign(&p, 24, 64), EINVAL); /* not a power of two */
     ck_assert_int_eq(posix_memalign(&p, 64, SIZE_MAX / 2), ENOMEM);

@@ -19,10 +19,15 @@ case_() {
   else bad "$name exited $rc: $(head -c 1500 "$err") $(head -c 300 "$out")"; fi
 }
 
-# sizes no machine here could back fail as glibc's do (the same case under glibc)
+# glibc's contracts: the expectations hold for glibc itself, and for numaspan
+case_ "contracts (glibc)" "$glibc" contracts
+case_ "contracts" "$helper" contracts
+case_ "contracts (4 nodes)" env "NSP_TOPOLOGY=synthetic:pack:2 numa:2 core:2 pu:1" "$helper" contracts
 case_ "absurd sizes (glibc)" "$glibc" absurd
 case_ "absurd sizes" "$helper" absurd
 case_ "64-bit page counts" "$helper" pages64
+case_ "errno after a spill" env "NSP_TOPOLOGY=synthetic:pack:2 numa:2 core:2 pu:1" \
+  NSP_NODE_LIMITS=0=128M,1=128M "$helper" errno-spill
 
 # the hard limit
 case_ "hard limit" env NSP_MEMORY_LIMIT=256M NSP_MEMORY_LIMIT_HARD=1 NSP_IDLE_RELEASE_MS=0 \
