@@ -492,8 +492,9 @@ NSP_EXPORT void *nsp_malloc_node(size_t n, unsigned node)
         return NULL;
     }
     if (n <= NSP_MAX_SMALL) {
+        int saved = errno;
         void *p = nsp__central_alloc(node, nsp__size_to_class(n ? n : 1));
-        return p ? p : enomem();
+        return outcome(p, saved);
     }
     return alloc_large_on(n, NSP_PAGE_SIZE, node);
 }

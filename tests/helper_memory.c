@@ -311,6 +311,9 @@ static int contracts(void)
     return failures != 0;
 }
 
+/* numaspan's API where the helper is linked with it (absent from helper_memory_glibc) */
+extern void *nsp_malloc_node(size_t n, unsigned node) __attribute__((weak));
+
 /* errno after allocations that succeed by spilling (run on 2 nodes with node limits). */
 static int errno_spill(void)
 {
@@ -321,6 +324,14 @@ static int errno_spill(void)
         blocks[i] = malloc((size_t)4 << 20);
         CHECK(blocks[i] && errno == EDOM, "block %d of 4 MiB: %p, errno %d", i, blocks[i], errno);
     }
+    for (unsigned node = 0; nsp_malloc_node && node < 2; node++) /* one node is full: spills */
+        for (int i = 0; i < 2000; i++) {
+            errno = EDOM;
+            void *p = nsp_malloc_node(4000, node);
+            CHECK(p && errno == EDOM, "nsp_malloc_node(4000, %u) #%d: errno %d", node, i, errno);
+            if (!p || errno != EDOM)
+                break;
+        }
     for (int i = 0; i < N; i++)
         free(blocks[i]);
     for (int i = 0; i < 10000; i++) { /* small objects too */
