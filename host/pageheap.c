@@ -28,6 +28,12 @@ struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
 _Atomic uint64_t nsp__mapped_bytes;
 uint64_t nsp__mapped_limit;
 
+static void bad_hard_limit(const char *msg)
+{
+    (void)!write(2, msg, strlen(msg));
+    _exit(2);
+}
+
 void nsp__pageheap_init(unsigned nnodes)
 {
     for (unsigned n = 0; n < nnodes; n++) {
@@ -37,10 +43,10 @@ void nsp__pageheap_init(unsigned nnodes)
     const char *hard = nsp__option(NSP_OPT_MEMORY_LIMIT_HARD);
     if (strcmp(hard, "1") == 0) {
         nsp__mapped_limit = nsp__option_size(NSP_OPT_MEMORY_LIMIT);
+        if (!nsp__mapped_limit) /* a hard limit of nothing would be silently no limit */
+            bad_hard_limit("numaspan: NSP_MEMORY_LIMIT_HARD=1 needs NSP_MEMORY_LIMIT (a size)\n");
     } else if (strcmp(hard, "0") != 0) {
-        static const char msg[] = "numaspan: NSP_MEMORY_LIMIT_HARD: expected 0 or 1\n";
-        (void)!write(2, msg, sizeof msg - 1);
-        _exit(2);
+        bad_hard_limit("numaspan: NSP_MEMORY_LIMIT_HARD: expected 0 or 1\n");
     }
 }
 

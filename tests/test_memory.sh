@@ -34,6 +34,9 @@ case_ "hard limit" env NSP_MEMORY_LIMIT=256M NSP_MEMORY_LIMIT_HARD=1 NSP_IDLE_RE
   "$helper" hard-limit
 NSP_MEMORY_LIMIT_HARD=yes "$helper" contracts >"$out" 2>"$err"
 [ $? = 2 ] && grep -qF 'NSP_MEMORY_LIMIT_HARD' "$err" && ok || bad "NSP_MEMORY_LIMIT_HARD=yes: $(cat "$err")"
+NSP_MEMORY_LIMIT_HARD=1 "$helper" contracts >"$out" 2>"$err" # and no limit to hold
+[ $? = 2 ] && grep -qF 'NSP_MEMORY_LIMIT_HARD=1 needs NSP_MEMORY_LIMIT' "$err" && ok \
+  || bad "NSP_MEMORY_LIMIT_HARD=1 alone: $(cat "$err")"
 
 # memory that comes back: other sizes under RLIMIT_AS after small frees, RSS over four sizes
 case_ "address-space reuse" "$helper" as-reuse
