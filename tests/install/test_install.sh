@@ -2,7 +2,8 @@
 # tests/install/test_install.sh — install numaspan into a fresh prefix and build an outside
 # application against it twice: with find_package(numaspan) (shared and static targets) and with
 # pkg-config (shared, and static with --static). Each binary must run and see 4 nodes. With the
-# device heap built, an OpenCL program on numaspan_cl too, both ways.
+# device heap built, an OpenCL program on numaspan_cl too, both ways. Every installed benchmark
+# runs through the installed tool (`numaspan bench pacer|device|host --quick`).
 # usage: test_install.sh <numaspan build dir> <this folder>
 set -eu
 build=$1 here=$2
@@ -20,6 +21,29 @@ check() { local out; out=$("$@"); case "$out" in "$want"*) echo "ok: $*";; *) ec
 # the installed tool runs from its prefix (RPATH to ../lib)
 "$prefix/bin/numaspan" topo --topology "synthetic:pack:2 numa:2 core:4 pu:1" | grep -q "nodes:      4"
 echo "ok: installed numaspan tool"
+
+# every installed benchmark runs from its prefix (libexec/numaspan, RUNPATH to the prefix's lib):
+# nothing on LD_LIBRARY_PATH may find the library for it. host is cut to two allocators, one rep
+# and short runs (its --quick alone takes about 30 s); device runs where OpenCL has no device too
+# (it says so and exits 0).
+benches=0
+for b in pacer device host; do
+  [ -x "$prefix/libexec/numaspan/bench_$b" ] || continue
+  args=(--quick)
+  [ "$b" = host ] && args+=(--reps 1 --seconds 0.05 --allocators glibc,numaspan)
+  if ! out=$(env -u LD_LIBRARY_PATH POCL_CACHE_DIR="$work/pocl" \
+             "$prefix/bin/numaspan" bench "$b" "${args[@]}" 2>&1); then
+    echo "FAIL: installed numaspan bench $b ${args[*]}:"; echo "$out" | tail -5; exit 1
+  fi
+  # bench host runs without the library it compares (an empty column, exit 0): it must have it
+  if [ "$b" = host ] && echo "$out" | grep -q "numaspan not found"; then
+    echo "FAIL: installed numaspan bench host did not find the installed library:"
+    echo "$out" | grep "not found"; exit 1
+  fi
+  echo "ok: installed numaspan bench $b"
+  benches=$((benches + 1))
+done
+[ "$benches" -ge 2 ] || { echo "FAIL: only $benches benchmarks installed"; exit 1; }
 
 # CMake package
 cmake -S "$here/app" -B "$work/app" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
@@ -48,7 +72,7 @@ if [ -e "$prefix/lib/pkgconfig/numaspan_cl.pc" ]; then
     case "$out" in "device ok"|"device skipped"*) echo "ok: $b: $out";;
       *) echo "FAIL: $b printed '$out'"; exit 1;; esac
   done
-  echo "6 passed, 0 failed"
+  echo "$((6 + benches)) passed, 0 failed"
   exit 0
 fi
-echo "4 passed, 0 failed"
+echo "$((4 + benches)) passed, 0 failed"
