@@ -203,7 +203,7 @@ static void fork_release(void)
 static void fork_release_child(void)
 {
     fork_release();
-    nsp__pacer_forked_child(); /* no pacer thread in the child: it starts again on demand */
+    nsp__pacer_forked_child(); /* no pacer thread in the child: one starts only if it is paced */
 }
 
 /* ---- initialisation --------------------------------------------------------------------------- */

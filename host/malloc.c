@@ -73,7 +73,6 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
         nsp_trim();
         p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
     }
-    nsp__pacer_start();
     nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
     return outcome(p, saved);
 }

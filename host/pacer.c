@@ -3,15 +3,31 @@
  *
  * A cycle runs at most once at a time (a flag taken by CAS). Synchronous cycles run in the
  * allocating thread once it has dropped every lock (nsp__pacer_after_alloc); concurrent ones on
- * the pacer thread while the program goes on allocating. The pacer thread also releases idle
- * caches and scavenges, whatever the mode. Every decision is counted, and with NSP_TRACE written
- * as a CSV line: time_ns,node,heap_live,trigger,goal,limit,event (node -1: the total; every node
- * also at each cycle's start and end, and every 10 ms as "sample").
+ * the pacer thread while the program goes on allocating. Every decision is counted, and with
+ * NSP_TRACE written as a CSV line: time_ns,node,heap_live,trigger,goal,limit,event (node -1: the
+ * total; every node also at each cycle's start and end, and every 10 ms as "sample").
+ *
+ * The pacer thread exists only where something is paced (a memory limit, node limits, a
+ * collector) or traced: a plain program that preloads numaspan keeps exactly its own threads, so
+ * it can unshare(CLONE_NEWUSER), which a threaded process cannot, and a fork child gets a thread
+ * only under the same rule, at its first slow path. Idle-cache release and scavenging
+ * (housekeeping) then run on the thread when there is one, and otherwise in the allocating
+ * thread at a slow path (a refill, a large allocation) at most once per tick, holding no lock:
+ * a program that does not allocate gives nothing back until it allocates again, the price of
+ * having no thread of ours in it (glibc too trims only inside free and malloc).
+ *
+ * The pacer thread never keeps the process alive: glibc ends the process when its count of
+ * threads reaches zero, and the pacer thread is one of them, so a main that calls pthread_exit
+ * would leave the process waiting on the pacer forever. At each tick the pacer thread asks the
+ * kernel (/proc/self/stat: the thread count and the main thread's state) whether every other
+ * thread has exited, and if so ends the process with exit(0), as glibc's last thread does. All
+ * signals are blocked in it, so that the program's signals go to the program's threads.
  */
 #include "pacer.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -99,6 +115,9 @@ static struct {
     /* thread */
     _Atomic uint32_t wake;
     _Atomic int thread_started;
+    int64_t tick_ns;           /* how often housekeeping runs (and the thread wakes) */
+    _Atomic int64_t next_housekeeping; /* without the thread: when a slow path next does it */
+    _Atomic int housekeeping;  /* without the thread: a slow path is doing it */
     /* trace */
     int trace_fd;
     pthread_mutex_t trace_lock;
@@ -238,6 +257,14 @@ void nsp__pacer_init(void)
         if (lseek(P.trace_fd, 0, SEEK_END) == 0)
             (void)!write(P.trace_fd, header, sizeof header - 1);
     }
+    /* housekeeping's tick: half the idle time, at most 100 ms (10 ms with a trace, which samples
+     * every node that often), at least 5 ms (a tiny idle time must not make the thread spin) */
+    int64_t tick = P.idle_ns ? P.idle_ns / 2 : 100000000;
+    if (tick > 100000000)
+        tick = 100000000;
+    if (P.trace_fd >= 0 && tick > 10000000)
+        tick = 10000000;
+    P.tick_ns = tick < 5000000 ? 5000000 : tick;
     int limited = P.params.memory_limit > 0;
     for (unsigned n = 0; n < nsp__nnodes; n++)
         limited |= nsp__node_limit_pages[n] > 0;
@@ -366,6 +393,8 @@ void nsp__pacer_run_due(void)
         cycle(0);
 }
 
+enum { THREAD_NONE, THREAD_RUNNING, THREAD_FAILED }; /* P.thread_started */
+
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
 {
     return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
@@ -376,7 +405,10 @@ void nsp__pacer_crossed(int64_t total)
     (void)total;
     if (!P.paced && !P.collector)
         return;
-    if (!P.params.concurrent) {
+    /* concurrent cycles need the pacer thread; a process that could not start it runs them
+     * synchronously rather than never */
+    if (!P.params.concurrent ||
+        atomic_load_explicit(&P.thread_started, memory_order_relaxed) == THREAD_FAILED) {
         nsp__cycle_due = 1; /* run by this thread once it holds no lock */
         return;
     }
@@ -384,7 +416,7 @@ void nsp__pacer_crossed(int64_t total)
         futex(&P.wake, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
-/* ---- the pacer thread: concurrent cycles, idle caches, scavenging ------------------------------ */
+/* ---- housekeeping: idle caches and scavenging ------------------------------------------------- */
 
 static uint64_t *idle_seen;   /* per cache: its fingerprint at the last look */
 static int64_t *idle_since;   /* per cache: when it was last seen to change */
@@ -403,7 +435,9 @@ static uint64_t fingerprint(const struct nsp_cache *c)
 
 /* A cache whose fingerprint has not changed for NSP_IDLE_RELEASE_MS gives its spans back. The
  * fingerprint is read holding the cache (a busy cache is not idle: skipped), so the owner's
- * fields are never read while it writes them. */
+ * fields are never read while it writes them. Without the pacer thread the looks are as often as
+ * slow paths come (at most one per tick): a cache is released at the first look at least
+ * NSP_IDLE_RELEASE_MS after a look that found it as it is now. */
 static void release_idle(int64_t now)
 {
     if (!P.idle_ns || !idle_seen)
@@ -429,42 +463,18 @@ static void release_idle(int64_t now)
     }
 }
 
-static void *pacer_main(void *arg)
-{
-    (void)arg;
-    int64_t tick = P.idle_ns ? P.idle_ns / 2 : 100000000;
-    if (tick > 100000000)
-        tick = 100000000;
-    if (P.trace_fd >= 0 && tick > 10000000)
-        tick = 10000000; /* a trace samples every node every 10 ms */
-    for (;;) {
-        struct timespec ts = {tick / 1000000000, tick % 1000000000};
-        if (!atomic_load(&P.wake))
-            futex(&P.wake, FUTEX_WAIT_PRIVATE, 0, &ts);
-        if (atomic_exchange(&P.wake, 0) && still_due())
-            cycle(0);
-        int64_t now = now_ns();
-        trace_nodes("sample");
-        release_idle(now);
-        pthread_mutex_lock(&P.model_lock);
-        int64_t goal = nsp__pacer_goal(&P.params, heap_total());
-        if (goal < P.goal)
-            goal = P.goal;
-        pthread_mutex_unlock(&P.model_lock);
-        if (!atomic_load(&P.running))
-            scavenge(goal);
-    }
-    return NULL;
-}
-
-void nsp__pacer_start(void)
+/* Housekeeping is done by one thread at a time (the pacer thread, or the slow path whose turn it
+ * is): the idle tables are its own. */
+static int housekeeping_take(void)
 {
     int no = 0;
-    /* called on every slow path: a plain load first, the CAS only the first time */
-    if (atomic_load_explicit(&P.thread_started, memory_order_relaxed) ||
-        !atomic_compare_exchange_strong(&P.thread_started, &no, 1))
-        return;
+    return atomic_compare_exchange_strong(&P.housekeeping, &no, 1);
+}
+
+static void housekeep(int64_t now)
+{
     if (!idle_seen) {
+        /* mapped, not malloc'ed: this runs inside malloc */
         size_t len = ((size_t)nsp__ncaches * 16 + 4095) & ~(size_t)4095;
         char *m = nsp__os_map(len, 4096);
         if (m) {
@@ -472,14 +482,115 @@ void nsp__pacer_start(void)
             idle_seen = (uint64_t *)(m + (size_t)nsp__ncaches * 8);
         }
     }
+    release_idle(now);
+    pthread_mutex_lock(&P.model_lock);
+    int64_t goal = nsp__pacer_goal(&P.params, heap_total());
+    if (goal < P.goal)
+        goal = P.goal;
+    pthread_mutex_unlock(&P.model_lock);
+    if (!atomic_load(&P.running))
+        scavenge(goal);
+    atomic_store_explicit(&P.housekeeping, 0, memory_order_release);
+}
+
+/* ---- the pacer thread: concurrent cycles, housekeeping, trace samples ------------------------- */
+
+/* Something is paced or traced: the process gets the pacer thread. */
+static int wants_thread(void)
+{
+    return P.paced || P.trace_fd >= 0 || __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
+}
+
+/* Every other thread of the process has exited: the pacer thread is all that keeps it alive.
+ * The kernel counts a main thread that called pthread_exit, as a zombie, until the whole process
+ * ends, so "alone" is one thread, or two with the main one a zombie. Reads /proc with plain
+ * system calls (no allocation); without /proc it never says alone. */
+static int alone_in_process(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    /* pid (comm) state ... : comm may hold spaces and parentheses, the last ')' ends it */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || !p[2])
+        return 0;
+    char main_state = p[2];
+    p += 2;
+    for (int field = 3; field < 20; field++) { /* num_threads is the 20th field */
+        p = strchr(p, ' ');
+        if (!p)
+            return 0;
+        p++;
+    }
+    long threads = strtol(p, NULL, 10);
+    return threads == 1 || (threads == 2 && (main_state == 'Z' || main_state == 'X'));
+}
+
+static void *pacer_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {P.tick_ns / 1000000000, P.tick_ns % 1000000000};
+        if (!atomic_load(&P.wake))
+            futex(&P.wake, FUTEX_WAIT_PRIVATE, 0, &ts);
+        if (alone_in_process())
+            exit(0); /* what glibc's last thread does: atexit handlers, stdio flushed */
+        if (atomic_exchange(&P.wake, 0) && still_due())
+            cycle(0);
+        int64_t now = now_ns();
+        trace_nodes("sample");
+        if (housekeeping_take())
+            housekeep(now);
+    }
+    return NULL;
+}
+
+static void start_thread(void)
+{
+    int none = THREAD_NONE;
+    if (!atomic_compare_exchange_strong(&P.thread_started, &none, THREAD_RUNNING))
+        return;
+    /* the thread inherits the creator's mask: block everything, so that no signal the program
+     * expects lands in a thread it does not know */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 << 10);
-    if (pthread_create(&t, &attr, pacer_main, NULL) != 0)
-        atomic_store(&P.thread_started, 0);
+    /* small, yet room for the program's atexit handlers, which run here when it is the last */
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    int rc = pthread_create(&t, &attr, pacer_main, NULL);
     pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        atomic_store(&P.thread_started, THREAD_FAILED); /* housekeeping stays on slow paths */
+}
+
+void nsp__pacer_poll(void)
+{
+    int state = atomic_load_explicit(&P.thread_started, memory_order_relaxed);
+    if (state == THREAD_RUNNING)
+        return;
+    if (state == THREAD_NONE && wants_thread()) {
+        start_thread();
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ns: this is on every slow path */
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (now < atomic_load_explicit(&P.next_housekeeping, memory_order_relaxed) ||
+        !housekeeping_take())
+        return;
+    atomic_store_explicit(&P.next_housekeeping, now + P.tick_ns, memory_order_relaxed);
+    housekeep(now_ns());
 }
 
 void nsp__pacer_fork_prepare_first(void)
@@ -500,9 +611,11 @@ void nsp__pacer_fork_release(void)
 
 void nsp__pacer_forked_child(void)
 {
-    atomic_store(&P.thread_started, 0);
+    /* threads do not survive fork: the child starts its own only if it is paced (poll) */
+    atomic_store(&P.thread_started, THREAD_NONE);
     atomic_store(&P.running, 0);
     atomic_store(&P.wake, 0);
+    atomic_store(&P.housekeeping, 0);
 }
 
 /* ---- public ----------------------------------------------------------------------------------- */
@@ -518,6 +631,8 @@ void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg)
                                     : INT64_MAX;
     atomic_store(&nsp__pacer_trigger, trigger);
     pthread_mutex_unlock(&P.model_lock);
+    if (fn && atomic_load(&P.thread_started) == THREAD_NONE)
+        start_thread(); /* a collector is something to pace */
 }
 
 void nsp_pacer_cycle(void)

@@ -13,7 +13,9 @@
  *                        max(live + 61/64 (goal - live), goal - 4 MiB for goals above 4 MiB)]
  *   and never less than live + a minimum allocation between cycles (no cycle storms).
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
- * collector); otherwise the trigger is infinite. Scavenging and idle-cache release always run.
+ * collector); otherwise the trigger is infinite and the process has no pacer thread.
+ * Scavenging and idle-cache release always run: on the pacer thread if there is one, else at
+ * the program's slow paths, at most once per tick (pacer.c says why).
  * Layers reach the pacer only through the ledger (nsp__pacer_crossed); the pacer drives them
  * down through their interfaces.
  */
@@ -52,18 +54,23 @@ extern __thread int nsp__cycle_due;
 void nsp__pacer_init(void);
 /* The ledger saw the heap reach total, at or past the trigger. */
 void nsp__pacer_crossed(int64_t total);
-/* A synchronous cycle that came due during an allocation runs here, holding no lock. */
+/* After every slow-path allocation (a refill, a large object), holding no lock: a synchronous
+ * cycle that came due runs here, and the pacer is polled (nsp__pacer_poll). */
 static inline void nsp__pacer_after_alloc(void)
 {
     extern void nsp__pacer_run_due(void);
+    extern void nsp__pacer_poll(void);
     if (__builtin_expect(nsp__cycle_due, 0))
         nsp__pacer_run_due();
+    nsp__pacer_poll();
 }
-/* Starts the pacer thread if it is not running (first refill; again in a forked child). */
-void nsp__pacer_start(void);
+/* Starts the pacer thread if the process is paced or traced and has none (at the first slow
+ * path; again in a forked child that is paced); without a thread, does the housekeeping once
+ * its tick has passed. */
+void nsp__pacer_poll(void);
 /* fork: the pacer's own locks are taken first and last around the allocator's (model before
  * every allocator lock, trace after: it is taken inside them), so that the child finds them free;
- * the child has no pacer thread. */
+ * the child has no pacer thread until it polls while paced. */
 void nsp__pacer_fork_prepare_first(void);
 void nsp__pacer_fork_prepare_last(void);
 void nsp__pacer_fork_release(void);

@@ -2,7 +2,7 @@
  * tests/test_pacer.c — the pacer running in the allocator: cycles driven by a collector (sync
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
- * environment:  test_pacer collector | limit | node-limits | scavenge | idle
+ * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -240,7 +240,31 @@ static void *idle_thread(void *arg)
     return NULL;
 }
 
-static void case_idle(void)
+/* The kernel's count of this process's threads. */
+static int threads_now(void)
+{
+    char line[256];
+    int n = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A large allocation: a slow path, where a process without the pacer thread does housekeeping. */
+static void slow_path(void)
+{
+    void *volatile p = malloc(1 << 20);
+    free(p);
+}
+
+/* with_thread: the process is paced (a memory limit), and the pacer thread releases the idle
+ * caches while the program sleeps. Without it (nothing paced: no thread), the program's own slow
+ * paths do, at two looks at least NSP_IDLE_RELEASE_MS apart. */
+static void case_idle(int with_thread)
 {
     static void *keep[100];
     pthread_t t;
@@ -249,7 +273,14 @@ static void case_idle(void)
     nsp_stats_t st;
     nsp_stats_get(&st);
     uint64_t cached = st.cached_bytes;
+    CHECK(threads_now() == (with_thread ? 2 : 1), "threads: %d, want %d", threads_now(),
+          with_thread ? 2 : 1);
     usleep(600 * 1000); /* NSP_IDLE_RELEASE_MS=50: the pacer thread sees the caches idle */
+    if (!with_thread) {
+        slow_path();
+        usleep(100 * 1000);
+        slow_path();
+    }
     nsp_pacer_info_t pi;
     pacer(&pi);
     nsp_stats_get(&st);
@@ -274,9 +305,11 @@ int main(int argc, char **argv)
     else if (strcmp(which, "scavenge") == 0)
         case_scavenge();
     else if (strcmp(which, "idle") == 0)
-        case_idle();
+        case_idle(0);
+    else if (strcmp(which, "idle-thread") == 0)
+        case_idle(1);
     else {
-        fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle\n");
+        fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);

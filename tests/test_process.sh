@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # tests/test_process.sh — the library as a process sees it: options from the environment, the
-# process topology, bad frees (messages, abort or warn), NSP_STATS at exit.
-# usage: test_process.sh <helper_process binary>
+# process topology, bad frees (messages, abort or warn), NSP_STATS at exit; and, preloaded into a
+# plain program, the process's life: no thread of numaspan's unless something is paced or traced,
+# pthread_exit from main, fork from a thread, unshare of a user namespace.
+# usage: test_process.sh <helper_process binary> [<helper_plain binary> <libnumaspan.so>]
+# (without the last two, as in sanitizer builds, the preloaded cases are skipped, saying so)
 set -u
-helper=$1
+helper=$1 plain=${2:-} lib=${3:-}
 pass=0 fail=0
 ok()  { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
@@ -52,6 +55,47 @@ c = {k["size"]: k for k in d["classes"]}
 assert c[48]["objects_in_use"] >= 50, c[48]
 assert d["nodes"][0]["pages_mapped"] > 0
 PY
+
+# ---- the process's life, numaspan preloaded into a plain program ----
+if [ -z "$plain" ] || [ -z "$lib" ]; then
+  echo "skip: preloaded cases (no plain helper or library given: a sanitizer build)"
+else
+  pre() { LD_PRELOAD=$lib timeout 20 "$plain" "$@"; }
+  # a plain program keeps exactly its own threads; a paced or traced one gets the pacer thread
+  rc=$(run pre threads)
+  [ "$rc" = 0 ] && ok || bad "threads exited $rc"
+  has "threads=1" "$out"
+  rc=$(NSP_MEMORY_LIMIT=1G run pre threads)
+  has "threads=2" "$out"
+  rc=$(NSP_TRACE=/dev/null run pre threads)
+  has "threads=2" "$out"
+  # main calls pthread_exit: the process ends (status 0), with the pacer thread running too
+  rc=$(run pre pthread-exit)
+  [ "$rc" = 0 ] && ok || bad "pthread_exit from main exited $rc (124: it hung)"
+  has "threads=1" "$out"
+  rc=$(NSP_MEMORY_LIMIT=1G run pre pthread-exit)
+  [ "$rc" = 0 ] && ok || bad "pthread_exit from main, with the pacer thread, exited $rc (124: it hung)"
+  has "threads=2" "$out"
+  rc=$(NSP_PACER=concurrent NSP_MEMORY_LIMIT=1G run pre pthread-exit)
+  [ "$rc" = 0 ] && ok || bad "pthread_exit from main, concurrent pacer, exited $rc (124: it hung)"
+  # fork from a thread: the child of a plain program has no thread of ours, and every child ends
+  rc=$(run pre fork-from-thread)
+  [ "$rc" = 0 ] && ok || bad "fork-from-thread exited $rc"
+  has "child threads=1" "$out"
+  has "child status=0" "$out"
+  rc=$(NSP_MEMORY_LIMIT=1G run pre fork-from-thread)
+  [ "$rc" = 0 ] && ok || bad "fork-from-thread with a memory limit exited $rc"
+  has "child status=0" "$out"
+  # a threaded process cannot unshare a user namespace: a plain one must still be able to
+  if ! command -v unshare >/dev/null; then
+    echo "skip: unshare -U (no unshare command)"
+  elif ! unshare -U true 2>/dev/null; then
+    echo "skip: unshare -U (not allowed here even without numaspan)"
+  else
+    rc=$(LD_PRELOAD=$lib run timeout 20 unshare -U true)
+    [ "$rc" = 0 ] && ok || bad "unshare -U under numaspan exited $rc: $(cat "$err")"
+  fi
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
