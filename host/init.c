@@ -223,13 +223,9 @@ int nsp__init(void)
     in_init = 1;
     nsp__sizeclass_init();
     nsp__secure_init(); /* before any allocation: it sets the class lookup */
-    const char *on_error = nsp__option(NSP_OPT_ON_ERROR);
-    if (strcmp(on_error, "abort") == 0)
-        nsp__on_error = NSP_ON_ERROR_ABORT;
-    else if (strcmp(on_error, "warn") == 0)
-        nsp__on_error = NSP_ON_ERROR_WARN;
-    else
-        die("numaspan: NSP_ON_ERROR: expected abort or warn\n");
+    static const char *const on_error[] = {"abort", "warn"};
+    nsp__on_error = nsp__option_choice(NSP_OPT_ON_ERROR, on_error, 2) == 0 ? NSP_ON_ERROR_ABORT
+                                                                           : NSP_ON_ERROR_WARN;
     nsp__cache_max = nsp__option_size(NSP_OPT_CACHE_MAX);
     nsp__cache_total_max = nsp__option_size(NSP_OPT_CACHE_TOTAL_MAX);
 
@@ -258,6 +254,9 @@ int nsp__init(void)
 __attribute__((constructor)) static void nsp__init_before_main(void)
 {
     nsp__init();
+    /* environ is set by now: options read before it (a sanitizer runtime's first malloc) were
+     * taken from /proc/self/environ, or are reported here if that could not be read */
+    nsp__options_check_late();
 }
 
 /* ---- bad frees -------------------------------------------------------------------------------- */

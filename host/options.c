@@ -1,14 +1,30 @@
 /*
  * host/options.c — the options table: every NSP_* environment variable, its default and meaning.
  *
- * Owns: the table and its public readers (nsp_option_*, nsp_options_print). Values are read from
- * the environment at each call (getenv allocates nothing); layers that need a parsed value on a
- * hot path parse it once at their initialisation.
+ * Owns: the table, its public readers (nsp_option_*, nsp_options_print), the typed readers the
+ * layers parse their options with (nsp__option_size, _choice, _int, _number), and the early copy
+ * of the environment. Values are read from the environment at each call (getenv allocates
+ * nothing); layers that need a parsed value on a hot path parse it once at their initialisation.
+ * A value that is malformed, out of range or useless stops the process with a message naming
+ * the variable, its value and what was expected (exit status 2): an experiment that silently ran
+ * with a default instead of what it asked for would be wrong.
+ *
+ * The first malloc may come before libc has set `environ`: a sanitizer runtime (clang's
+ * -fsanitize=undefined, =fuzzer) allocates from the program's preinit functions, which run
+ * before any library's constructor. getenv then sees nothing, and every option would silently be
+ * its default for the life of the process. So while environ is NULL the options are looked up in
+ * the environment the process started with, /proc/self/environ, read with plain system calls
+ * into static storage (no allocation: this runs inside malloc). Where that cannot be read, the
+ * constructor reports every NSP_ variable that was set but could not be seen in time.
  * Invariant: the table has exactly NSP_OPT__COUNT rows, in enum order (checked at compile time).
  */
 #include "options.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +52,8 @@ static const struct option_row table[] = {
                           "after its message on stderr: abort, or warn (count and continue)"},
     [NSP_OPT_STATS] = {"NSP_STATS", "0",
                        "print the allocator's stats at exit: 1 on stderr (even if the program "
-                       "closed it), or a file path to append them to"},
+                       "closed it), or a file path to append them to (it must be writable at "
+                       "start)"},
     [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "16M",
                            "bytes of spans one core cache may hold (K, M, G suffixes)"},
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
@@ -53,17 +70,21 @@ static const struct option_row table[] = {
                        "cycle mode: sync (the allocation that crosses the trigger runs the cycle) "
                        "or concurrent (the pacer thread runs it while the program allocates)"},
     [NSP_OPT_PACE_PERCENT] = {"NSP_PACE_PERCENT", "100",
-                              "goal = live * (1 + percent/100), like GOGC"},
+                              "goal = live * (1 + percent/100), like GOGC; 1 to 100000"},
     [NSP_OPT_HEAP_MIN] = {"NSP_HEAP_MIN", "auto",
                           "the smallest goal; auto: 4 MiB * percent/100"},
     [NSP_OPT_MEMORY_LIMIT] = {"NSP_MEMORY_LIMIT", "0",
                               "bytes the heap's goal must stay under (minus what numaspan holds "
-                              "outside the heap and a headroom of max(3%, 1 MiB)); 0: none"},
+                              "outside the heap and a headroom of max(3%, 1 MiB)); 0: none, "
+                              "else at least 4M"},
     [NSP_OPT_NODE_LIMITS] = {"NSP_NODE_LIMITS", "",
                              "pages mapped per node, e.g. 0=2G,1=8G: a node at its limit sends "
-                             "its cores' refills to the nearest node with room"},
+                             "its cores' refills to the nearest node with room; nodes map whole "
+                             "64M arenas, so a node limited below one maps nothing (some node "
+                             "must have room)"},
     [NSP_OPT_IDLE_RELEASE_MS] = {"NSP_IDLE_RELEASE_MS", "1000",
-                                 "a cache unused this long gives its spans back; 0: never"},
+                                 "a cache unused this long gives its spans back; 0: never, at "
+                                 "most 86400000 (a day)"},
     [NSP_OPT_TRACE] = {"NSP_TRACE", "",
                        "a CSV file to append every pacer event to: "
                        "time_ns,node,heap_live,trigger,goal,limit,event"},
@@ -79,9 +100,131 @@ static const struct option_row table[] = {
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,
                "one row per option, in enum order");
 
+/* ---- the environment before libc sets environ ----------------------------------------------- */
+
+extern char **environ;
+
+static char early_env[16384];   /* the NSP_ entries of /proc/self/environ, each NUL-terminated */
+static size_t early_len;
+static _Atomic int early_state; /* 0 not read, 1 being read, 2 read, 3 could not be read */
+static _Atomic int early_blind; /* an option was read with neither environ nor the copy */
+static _Atomic int early_used;  /* the first option read found environ NULL */
+static _Atomic int environ_set; /* the constructor ran: libc has set environ (libc is initialised
+                                 * before the libraries that depend on it) */
+
+/* Keeps the entries that start with "NSP_"; an entry too long for what is left is dropped. */
+static void early_read(void)
+{
+    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        atomic_store(&early_state, 3);
+        return;
+    }
+    char buf[4096], head[4];
+    size_t entry = 0, start = 0; /* characters into the current entry; where its copy starts */
+    int keep = -1;               /* -1 undecided, 0 not ours or too long, 1 being copied */
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++) {
+            char ch = buf[i];
+            if (ch == 0) {
+                if (keep == 1 && early_len < sizeof early_env)
+                    early_env[early_len++] = 0;
+                else
+                    early_len = start;
+                entry = 0, keep = -1, start = early_len;
+                continue;
+            }
+            if (keep == 0)
+                continue;
+            if (entry < 4) {
+                head[entry++] = ch;
+                if (entry < 4)
+                    continue;
+                keep = memcmp(head, "NSP_", 4) == 0 && early_len + 5 < sizeof early_env;
+                if (keep) {
+                    memcpy(early_env + early_len, head, 4);
+                    early_len += 4;
+                }
+                continue;
+            }
+            if (early_len + 1 < sizeof early_env) {
+                early_env[early_len++] = ch;
+            } else {
+                keep = 0;
+                early_len = start;
+            }
+        }
+    }
+    close(fd);
+    atomic_store(&early_state, 2);
+}
+
+static const char *early_getenv(const char *name)
+{
+    int st = atomic_load(&early_state);
+    if (st == 0) {
+        int zero = 0;
+        if (atomic_compare_exchange_strong(&early_state, &zero, 1))
+            early_read();
+    }
+    while ((st = atomic_load(&early_state)) == 1)
+        sched_yield(); /* another thread is reading it (rare: this is before main) */
+    if (st != 2) {
+        atomic_store(&early_blind, 1);
+        return NULL;
+    }
+    size_t len = strlen(name);
+    for (size_t i = 0; i < early_len; i += strlen(early_env + i) + 1)
+        if (strncmp(early_env + i, name, len) == 0 && early_env[i + len] == '=')
+            return early_env + i + len + 1;
+    return NULL;
+}
+
+/* Once an option was read before environ was set, the copy answers until the constructor: in
+ * between, environ may be non-NULL yet not the program's (a setenv while it is NULL, as the
+ * topology's loader makes around hwloc's init, gives it a fresh array holding only that
+ * variable, until libc's own initialisation sets the real one). */
+static const char *env_get(const char *name)
+{
+    if (atomic_load_explicit(&environ_set, memory_order_relaxed))
+        return getenv(name);
+    if (!atomic_load_explicit(&early_used, memory_order_relaxed)) {
+        if (environ)
+            return getenv(name);
+        atomic_store(&early_used, 1);
+    }
+    return early_getenv(name);
+}
+
+void nsp__options_check_late(void)
+{
+    atomic_store(&environ_set, 1);
+    if (!atomic_load(&early_blind) || !environ)
+        return;
+    for (unsigned i = 0; i < NSP_OPT__COUNT; i++) {
+        const char *v = getenv(table[i].name);
+        if (!v || !*v)
+            continue;
+        char msg[512];
+        int n = snprintf(msg, sizeof msg,
+                         "numaspan: %s=\"%s\": set, but numaspan started before the environment "
+                         "was visible and /proc/self/environ could not be read: it runs with the "
+                         "default (%s)\n", table[i].name, v, table[i].def);
+        if (n > 0)
+            (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    }
+}
+
+/* ---- values ----------------------------------------------------------------------------------- */
+
 static const char *value_of(const struct option_row *row, int *from_env)
 {
-    const char *v = getenv(row->name);
+    const char *v = env_get(row->name);
     int set = v && *v;
     if (from_env)
         *from_env = set;
@@ -120,20 +263,63 @@ int nsp__parse_size(const char *text, size_t *out)
     return 0;
 }
 
+void nsp__option_reject(nsp_option_id_t id, const char *why)
+{
+    char msg[768];
+    int n = snprintf(msg, sizeof msg, "numaspan: %s=\"%s\": %s\n", table[id].name,
+                     nsp__option(id), why);
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    _exit(2);
+}
+
 size_t nsp__option_size(nsp_option_id_t id)
 {
     size_t v;
-    const char *text = nsp__option(id);
-    if (nsp__parse_size(text, &v) < 0) {
-        char msg[256];
-        int n = snprintf(msg, sizeof msg,
-                         "numaspan: %s=\"%s\": not a size in bytes (e.g. 65536, 4M, 1G)\n",
-                         table[id].name, text);
-        if (n > 0)
-            (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-        _exit(2);
-    }
+    if (nsp__parse_size(nsp__option(id), &v) < 0)
+        nsp__option_reject(id, "not a size in bytes (e.g. 65536, 4M, 1G)");
+    if (v > (size_t)INT64_MAX) /* the pacer's arithmetic is signed 64-bit */
+        nsp__option_reject(id, "too large: at most 8388607T (2^63 - 1 bytes)");
     return v;
+}
+
+unsigned nsp__option_choice(nsp_option_id_t id, const char *const *choices, unsigned n)
+{
+    const char *v = nsp__option(id);
+    for (unsigned i = 0; i < n; i++)
+        if (strcmp(v, choices[i]) == 0)
+            return i;
+    char want[256] = "expected ";
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = strlen(want);
+        snprintf(want + len, sizeof want - len, "%s%s", choices[i],
+                 i + 2 < n ? ", " : i + 2 == n ? " or " : "");
+    }
+    nsp__option_reject(id, want);
+}
+
+int64_t nsp__option_int(nsp_option_id_t id, int64_t lo, int64_t hi, const char *want)
+{
+    const char *v = nsp__option(id);
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    /* digits only: strtoll would also take leading blanks and signs */
+    if (*v < '0' || *v > '9' || *end || errno || x < lo || x > hi)
+        nsp__option_reject(id, want);
+    return x;
+}
+
+double nsp__option_number(nsp_option_id_t id, double lo, double hi, const char *want)
+{
+    const char *v = nsp__option(id);
+    char *end;
+    double x = strtod(v, &end);
+    /* a plain decimal number: strtod would also take blanks, signs, "nan", "inf" and hex */
+    if (strspn(v, "0123456789.") != strlen(v) || end == v || *end || !isfinite(x) ||
+        !(x >= lo && x <= hi))
+        nsp__option_reject(id, want);
+    return x;
 }
 
 unsigned nsp_option_count(void)

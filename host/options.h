@@ -9,6 +9,7 @@
 #define NSP_HOST_OPTIONS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum nsp_option_id {
     NSP_OPT_TOPOLOGY = 0,
@@ -38,8 +39,21 @@ const char *nsp__option(nsp_option_id_t id);
  * if the text is not such a size. */
 int nsp__parse_size(const char *text, size_t *out);
 
-/* The option's value as a byte count; a malformed value stops the process with a message that
- * names the variable and its value (exit status 2). */
+/* Stops the process (exit status 2) with "numaspan: NAME="value": why". */
+_Noreturn void nsp__option_reject(nsp_option_id_t id, const char *why);
+
+/* Typed readers: each returns the option's value parsed, or rejects it (nsp__option_reject).
+ * A byte count (K, M, G, T suffixes), at most INT64_MAX. */
 size_t nsp__option_size(nsp_option_id_t id);
+/* One of n words, exactly: returns its index. */
+unsigned nsp__option_choice(nsp_option_id_t id, const char *const *choices, unsigned n);
+/* A decimal integer in [lo, hi]; want says what is expected, for the message. */
+int64_t nsp__option_int(nsp_option_id_t id, int64_t lo, int64_t hi, const char *want);
+/* A plain decimal number (no nan, inf, hex or blanks) in [lo, hi]. */
+double nsp__option_number(nsp_option_id_t id, double lo, double hi, const char *want);
+
+/* Called from the constructor, once libc has set environ: if options had to be read before it
+ * and /proc/self/environ could not stand in, says which NSP_ variables went unseen. */
+void nsp__options_check_late(void);
 
 #endif /* NSP_HOST_OPTIONS_H */

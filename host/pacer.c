@@ -173,86 +173,92 @@ void nsp__pacer_event(const char *event, unsigned node)
 
 /* ---- options ---------------------------------------------------------------------------------- */
 
-static void bad_option(const char *name, const char *value, const char *want)
+/* "0=2G,1=8G": a limit on the pages mapped per node index of the process topology. A node maps
+ * whole arenas, so a limit below one arena means it maps nothing and its cores always spill:
+ * an experiment's choice (test_ledger starves a node so) while some node has room, but limits
+ * that leave no node with room would fail every allocation without a word, and are refused. */
+static void parse_node_limits(void)
 {
-    char msg[512];
-    int n = snprintf(msg, sizeof msg, "numaspan: %s=\"%s\": %s\n", name, value, want);
-    if (n > 0)
-        (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-    _exit(2);
-}
-
-/* "0=2G,1=8G": a page limit per node index of the process topology. */
-static void parse_node_limits(const char *text)
-{
-    const char *p = text;
+    const char *p = nsp__option(NSP_OPT_NODE_LIMITS);
+    uint64_t given = 0;
+    char why[256];
     while (*p) {
         char *end;
+        errno = 0;
         unsigned long node = strtoul(p, &end, 10);
-        if (end == p || *end != '=' || node >= nsp__nnodes)
-            bad_option("NSP_NODE_LIMITS", text,
-                       "expected NODE=SIZE[,NODE=SIZE...] with nodes of this topology, e.g. 0=2G,1=8G");
+        if (*p < '0' || *p > '9' || errno || *end != '=' || node >= nsp__nnodes) {
+            snprintf(why, sizeof why, "expected NODE=SIZE[,NODE=SIZE...] with nodes 0 to %u of "
+                     "this topology, e.g. 0=2G,1=8G", nsp__nnodes - 1);
+            nsp__option_reject(NSP_OPT_NODE_LIMITS, why);
+        }
+        if (given & (1ULL << node)) {
+            snprintf(why, sizeof why, "node %lu is given twice", node);
+            nsp__option_reject(NSP_OPT_NODE_LIMITS, why);
+        }
+        given |= 1ULL << node;
         char sz[64];
         const char *v = end + 1;
         size_t len = strcspn(v, ",");
         if (len == 0 || len >= sizeof sz)
-            bad_option("NSP_NODE_LIMITS", text, "a node's size is missing or too long");
+            nsp__option_reject(NSP_OPT_NODE_LIMITS, "a node's size is missing or too long");
         memcpy(sz, v, len);
         sz[len] = 0;
         size_t bytes;
-        if (nsp__parse_size(sz, &bytes) < 0)
-            bad_option("NSP_NODE_LIMITS", text, "a node's size is not a size (e.g. 512M, 2G)");
-        nsp__node_limit_pages[node] = (int64_t)(bytes >> NSP_PAGE_SHIFT);
+        if (nsp__parse_size(sz, &bytes) < 0 || bytes > (size_t)INT64_MAX)
+            nsp__option_reject(NSP_OPT_NODE_LIMITS, "a node's size is not a size (e.g. 512M, 2G)");
+        if (bytes == 0) {
+            snprintf(why, sizeof why, "node %lu: a limit of 0 (leave the node out: no limit)", node);
+            nsp__option_reject(NSP_OPT_NODE_LIMITS, why);
+        }
+        /* a limit under one page is still a limit (0 pages would mean none) */
+        int64_t pages = (int64_t)(bytes >> NSP_PAGE_SHIFT);
+        nsp__node_limit_pages[node] = pages ? pages : 1;
         p = v + len;
         if (*p == ',')
             p++;
     }
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        if (!nsp__node_limit_pages[n] || nsp__node_limit_pages[n] >= (int64_t)NSP_ARENA_PAGES)
+            return;
+    snprintf(why, sizeof why, "every node is limited below one arena (%zuM), so no node can map "
+             "memory and every allocation would fail", NSP_ARENA_SIZE >> 20);
+    nsp__option_reject(NSP_OPT_NODE_LIMITS, why);
 }
 
 void nsp__pacer_init(void)
 {
-    const char *acct = nsp__option(NSP_OPT_ACCOUNTING);
-    if (strcmp(acct, "over") == 0)
-        nsp__accounting = NSP_ACCT_OVER;
-    else if (strcmp(acct, "under") == 0)
-        nsp__accounting = NSP_ACCT_UNDER;
-    else if (strcmp(acct, "exact") == 0)
-        nsp__accounting = NSP_ACCT_EXACT;
-    else
-        bad_option("NSP_ACCOUNTING", acct, "expected over, under or exact");
-    const char *mode = nsp__option(NSP_OPT_PACER);
-    if (strcmp(mode, "sync") == 0)
-        P.params.concurrent = 0;
-    else if (strcmp(mode, "concurrent") == 0)
-        P.params.concurrent = 1;
-    else
-        bad_option("NSP_PACER", mode, "expected sync or concurrent");
-    const char *pct = nsp__option(NSP_OPT_PACE_PERCENT);
-    char *end;
-    P.params.percent = strtod(pct, &end);
-    if (end == pct || *end || P.params.percent <= 0 || P.params.percent > 100000)
-        bad_option("NSP_PACE_PERCENT", pct, "expected a number above 0 (100: the heap may double)");
+    static const char *const accts[] = {"over", "under", "exact"};
+    static const enum nsp_accounting acct_of[] = {NSP_ACCT_OVER, NSP_ACCT_UNDER, NSP_ACCT_EXACT};
+    nsp__accounting = acct_of[nsp__option_choice(NSP_OPT_ACCOUNTING, accts, 3)];
+    static const char *const modes[] = {"sync", "concurrent"};
+    P.params.concurrent = (int)nsp__option_choice(NSP_OPT_PACER, modes, 2);
+    P.params.percent = nsp__option_number(NSP_OPT_PACE_PERCENT, 1, 100000,
+                                          "expected a number from 1 to 100000 (100: the heap "
+                                          "may double between cycles)");
     size_t v;
-    const char *hm = nsp__option(NSP_OPT_HEAP_MIN);
-    if (strcmp(hm, "auto") == 0)
+    if (strcmp(nsp__option(NSP_OPT_HEAP_MIN), "auto") == 0)
         P.params.heap_min = (int64_t)(4.0 * MiB * P.params.percent / 100.0);
-    else if (nsp__parse_size(hm, &v) == 0)
-        P.params.heap_min = (int64_t)v;
+    else if (nsp__parse_size(nsp__option(NSP_OPT_HEAP_MIN), &v) == 0)
+        P.params.heap_min = (int64_t)nsp__option_size(NSP_OPT_HEAP_MIN);
     else
-        bad_option("NSP_HEAP_MIN", hm, "expected auto or a size (e.g. 1M)");
+        nsp__option_reject(NSP_OPT_HEAP_MIN, "expected auto or a size (e.g. 1M)");
     P.params.memory_limit = (int64_t)nsp__option_size(NSP_OPT_MEMORY_LIMIT);
+    /* under 4 MiB the headroom, max(3%, 1 MiB), leaves no heap: every allocation a cycle */
+    if (P.params.memory_limit > 0 && P.params.memory_limit < 4 * MiB)
+        nsp__option_reject(NSP_OPT_MEMORY_LIMIT,
+                           "below 4M the headroom of max(3%, 1M) leaves no heap (0: no limit)");
     nsp__delta_batch = (int64_t)nsp__option_size(NSP_OPT_DELTA_BATCH);
-    parse_node_limits(nsp__option(NSP_OPT_NODE_LIMITS));
-    const char *idle = nsp__option(NSP_OPT_IDLE_RELEASE_MS);
-    long ms = strtol(idle, &end, 10);
-    if (end == idle || *end || ms < 0)
-        bad_option("NSP_IDLE_RELEASE_MS", idle, "expected milliseconds (0: never)");
-    P.idle_ns = ms * 1000000;
+    parse_node_limits();
+    /* bounded: milliseconds in nanoseconds must not overflow (a wrapped, negative idle time made
+     * the pacer thread's timed wait fail at once, and the thread spin) */
+    P.idle_ns = nsp__option_int(NSP_OPT_IDLE_RELEASE_MS, 0, 86400000,
+                                "expected milliseconds from 0 (never) to 86400000 (a day)") *
+                1000000;
     const char *tr = nsp__option(NSP_OPT_TRACE);
     if (*tr && strcmp(tr, "0") != 0) {
         P.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (P.trace_fd < 0)
-            bad_option("NSP_TRACE", tr, strerror(errno));
+            nsp__option_reject(NSP_OPT_TRACE, strerror(errno));
         static const char header[] = "time_ns,node,heap_live,trigger,goal,limit,event\n";
         if (lseek(P.trace_fd, 0, SEEK_END) == 0)
             (void)!write(P.trace_fd, header, sizeof header - 1);

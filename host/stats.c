@@ -341,14 +341,21 @@ void nsp_stats_print(FILE *out, int json)
 
 /* NSP_STATS: the stats at exit, on stderr or appended to a file. Programs such as coreutils
  * close stderr in an atexit handler, which runs before this destructor: so stderr is duplicated
- * (close-on-exec) when the allocator starts, and the stats go to the copy. */
+ * (close-on-exec) when the allocator starts, and the stats go to the copy. A file that cannot be
+ * opened for appending is refused at start, naming it, rather than found out at exit. */
 static int stats_fd = -1;
 
 void nsp__stats_init(void)
 {
     const char *v = nsp__option(NSP_OPT_STATS);
-    if (strcmp(v, "1") == 0)
+    if (strcmp(v, "1") == 0) {
         stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    } else if (strcmp(v, "0") != 0) {
+        int fd = open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0)
+            nsp__option_reject(NSP_OPT_STATS, strerror(errno));
+        close(fd);
+    }
 }
 
 __attribute__((destructor)) static void nsp__stats_at_exit(void)
@@ -358,8 +365,12 @@ __attribute__((destructor)) static void nsp__stats_at_exit(void)
         return;
     FILE *out = strcmp(v, "1") == 0 ? (stats_fd >= 0 ? fdopen(stats_fd, "w") : NULL)
                                     : fopen(v, "a");
-    if (!out)
+    if (!out) {
+        /* it could be opened at start: say why the stats are missing now */
+        fprintf(stderr, "numaspan: NSP_STATS=\"%s\": cannot write the stats at exit: %s\n", v,
+                strerror(errno));
         return;
+    }
     nsp_stats_print(out, 0);
     fclose(out);
 }

@@ -31,6 +31,50 @@ rc=$(NSP_CACHE_MAX=lots run "$helper" topo)
 [ "$rc" = 2 ] && ok || bad "bad NSP_CACHE_MAX exited $rc"
 has 'NSP_CACHE_MAX="lots": not a size' "$err"
 
+# every malformed, overflowing or useless value stops the process with a message naming it (on a
+# one-node machine, whatever this one has: node limits depend on the other nodes)
+while IFS='|' read -r setting want; do
+  rc=$(NSP_TOPOLOGY="synthetic:pack:1 numa:1 core:2 pu:1" env "$setting" "$helper" topo \
+       2>"$err" >"$out"; echo $?)
+  [ "$rc" = 2 ] && ok || bad "$setting exited $rc, want 2 (refused)"
+  name=${setting%%=*} value=${setting#*=}
+  has "numaspan: $name=\"$value\": $want" "$err"
+done <<'CASES'
+NSP_ON_ERROR=ignore|expected abort or warn
+NSP_ACCOUNTING=Over|expected over, under or exact
+NSP_PACER=foo|expected sync or concurrent
+NSP_PACE_PERCENT=nan|expected a number from 1 to 100000
+NSP_PACE_PERCENT=inf|expected a number from 1 to 100000
+NSP_PACE_PERCENT=0x10|expected a number from 1 to 100000
+NSP_PACE_PERCENT=0|expected a number from 1 to 100000
+NSP_PACE_PERCENT=-5|expected a number from 1 to 100000
+NSP_HEAP_MIN=-1|expected auto or a size
+NSP_HEAP_MIN=9223372036854775808|too large
+NSP_MEMORY_LIMIT=1|below 4M the headroom
+NSP_MEMORY_LIMIT=16Q|not a size
+NSP_MEMORY_LIMIT=99999999999999999999|not a size
+NSP_DELTA_BATCH=9223372036854775808|too large
+NSP_CACHE_TOTAL_MAX=16777216T|not a size
+NSP_IDLE_RELEASE_MS=10000000000000|expected milliseconds from 0 (never) to 86400000
+NSP_IDLE_RELEASE_MS=+5|expected milliseconds
+NSP_IDLE_RELEASE_MS=-1|expected milliseconds
+NSP_NODE_LIMITS=0=1|every node is limited below one arena
+NSP_NODE_LIMITS=0=8K|every node is limited below one arena
+NSP_NODE_LIMITS=0=63M|every node is limited below one arena
+NSP_NODE_LIMITS=0=0|node 0: a limit of 0
+NSP_NODE_LIMITS=0=1G,0=2G|node 0 is given twice
+NSP_NODE_LIMITS=7=1G|expected NODE=SIZE
+NSP_NODE_LIMITS=0=lots|a node's size is not a size
+NSP_STATS=/nonexistent-dir/stats.txt|No such file or directory
+NSP_TRACE=/nonexistent-dir/trace.csv|No such file or directory
+CASES
+# a limit of one arena or more works (the node maps that much)
+rc=$(NSP_NODE_LIMITS=0=64M run "$helper" topo)
+[ "$rc" = 0 ] && ok || bad "NSP_NODE_LIMITS=0=64M exited $rc: $(cat "$err")"
+# on 4 nodes, a node below one arena maps nothing and spills to the others: allowed
+rc=$(NSP_TOPOLOGY="synthetic:pack:2 numa:2 core:4 pu:1" NSP_NODE_LIMITS=1=32M run "$helper" topo)
+[ "$rc" = 0 ] && ok || bad "NSP_NODE_LIMITS=1=32M on 4 nodes exited $rc: $(cat "$err")"
+
 # bad frees: abort by default, with a message naming the address
 rc=$(run "$helper" bad-free)
 [ "$rc" = 134 ] && ok || bad "bad free exited $rc, want 134 (SIGABRT)"
@@ -55,6 +99,35 @@ c = {k["size"]: k for k in d["classes"]}
 assert c[48]["objects_in_use"] >= 50, c[48]
 assert d["nodes"][0]["pages_mapped"] > 0
 PY
+
+# ---- options seen by a program whose first malloc comes before libc has set environ ----
+# clang's -fsanitize=undefined (and =fuzzer) runtime allocates from a preinit function: getenv
+# sees nothing then, and the options were silently their defaults
+cc_early=$(command -v clang || command -v clang-14 || true)
+if [ -z "$lib" ]; then
+  echo "skip: options before environ (no library given: a sanitizer build)"
+elif [ -z "$cc_early" ]; then
+  echo "skip: options before environ (no clang to build a -fsanitize=undefined program)"
+else
+  src=$(cd "$(dirname "$0")/.." && pwd)
+  early=$(mktemp)
+  if ! "$cc_early" -fsanitize=undefined -I"$src/include" -o "$early" "$src/tests/helper_process.c" \
+       -L"$(dirname "$lib")" -lnumaspan -Wl,-rpath,"$(dirname "$lib")" 2>"$err"; then
+    bad "clang -fsanitize=undefined could not build the helper: $(cat "$err")"
+  else
+    rc=$(NSP_TOPOLOGY="synthetic:pack:2 numa:2 core:4 pu:1" run "$early" topo)
+    [ "$rc" = 0 ] && ok || bad "early topo exited $rc: $(cat "$err")"
+    has "spec=synthetic:pack:2 numa:2 core:4 pu:1" "$out"
+    # behind 200 KB of other variables: /proc/self/environ is read in pieces
+    fill=$(head -c 50000 /dev/zero | tr '\0' x)
+    rc=$(F1=$fill F2=$fill F3=$fill F4=$fill NSP_PACER=foo run "$early" topo)
+    [ "$rc" = 2 ] && ok || bad "early NSP_PACER=foo exited $rc, want 2 (refused)"
+    has 'NSP_PACER="foo": expected sync or concurrent' "$err"
+    rc=$(NSP_STATS=1 run "$early" stats)
+    has "numaspan stats:" "$err"
+  fi
+  rm -f "$early"
+fi
 
 # ---- the process's life, numaspan preloaded into a plain program ----
 if [ -z "$plain" ] || [ -z "$lib" ]; then
