@@ -441,15 +441,20 @@ static uint64_t fingerprint(const struct nsp_cache *c)
 
 /* A cache whose fingerprint has not changed for NSP_IDLE_RELEASE_MS gives its spans back. The
  * fingerprint is read holding the cache (a busy cache is not idle: skipped), so the owner's
- * fields are never read while it writes them. Without the pacer thread the looks are as often as
- * slow paths come (at most one per tick): a cache is released at the first look at least
- * NSP_IDLE_RELEASE_MS after a look that found it as it is now. */
-static void release_idle(int64_t now)
+ * fields are never read while it writes them. Each call looks at `budget` caches, going round.
+ * Without the pacer thread the looks are as often as slow paths come (at most one per tick): a
+ * cache is released at the first look at least NSP_IDLE_RELEASE_MS after a look that found it as
+ * it is now. */
+static void release_idle(int64_t now, unsigned budget)
 {
+    static unsigned next; /* where the last look stopped (housekeeping is one thread at a time) */
     if (!P.idle_ns || !idle_seen)
         return;
     uint32_t sg = atomic_load(&nsp__sweepgen);
-    for (unsigned i = 0; i < nsp__ncaches; i++) {
+    if (budget > nsp__ncaches)
+        budget = nsp__ncaches;
+    for (unsigned j = 0; j < budget; j++) {
+        unsigned i = next++ % nsp__ncaches;
         struct nsp_cache *c = &nsp__caches[i];
         if (!nsp__cache_lock_foreign(c)) {
             idle_since[i] = now;
@@ -477,7 +482,10 @@ static int housekeeping_take(void)
     return atomic_compare_exchange_strong(&P.housekeeping, &no, 1);
 }
 
-static void housekeep(int64_t now)
+/* budget: the caches looked at (each look at an rseq cache costs a membarrier): all of them on
+ * the pacer thread, a slice per tick on a program's slow path, so that no allocation pays for
+ * hundreds of caches at once. */
+static void housekeep(int64_t now, unsigned budget)
 {
     if (!idle_seen) {
         /* mapped, not malloc'ed: this runs inside malloc */
@@ -488,7 +496,7 @@ static void housekeep(int64_t now)
             idle_seen = (uint64_t *)(m + (size_t)nsp__ncaches * 8);
         }
     }
-    release_idle(now);
+    release_idle(now, budget);
     pthread_mutex_lock(&P.model_lock);
     int64_t goal = nsp__pacer_goal(&P.params, heap_total());
     if (goal < P.goal)
@@ -552,7 +560,7 @@ static void *pacer_main(void *arg)
         int64_t now = now_ns();
         trace_nodes("sample");
         if (housekeeping_take())
-            housekeep(now);
+            housekeep(now, nsp__ncaches);
     }
     return NULL;
 }
@@ -596,7 +604,7 @@ void nsp__pacer_poll(void)
         !housekeeping_take())
         return;
     atomic_store_explicit(&P.next_housekeeping, now + P.tick_ns, memory_order_relaxed);
-    housekeep(now_ns());
+    housekeep(now_ns(), 32);
 }
 
 void nsp__pacer_fork_prepare_first(void)
@@ -632,7 +640,7 @@ void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg)
         nsp__init();
     pthread_mutex_lock(&P.model_lock);
     P.collector_arg = arg;
-    P.collector = fn;
+    __atomic_store_n(&P.collector, fn, __ATOMIC_RELEASE); /* slow paths read it unlocked */
     int64_t trigger = fn || P.paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway)
                                     : INT64_MAX;
     atomic_store(&nsp__pacer_trigger, trigger);
