@@ -5,6 +5,9 @@
  *   helper_plain threads           allocates, prints "threads=N" (the kernel's count)
  *   helper_plain pthread-exit      allocates, prints "threads=N", then main calls pthread_exit:
  *                                  the process must end with status 0
+ *   helper_plain pthread-exit-last  main starts a thread and calls pthread_exit; the thread
+ *                                  allocates for 200 ms, prints "last thread done" and returns:
+ *                                  the process must end with status 0 then
  *   helper_plain fork-from-thread  a second thread allocates and forks; the child allocates,
  *                                  prints "child threads=N" and ends with pthread_exit; the
  *                                  parent prints "child status=S" (S: the child's exit status,
@@ -42,6 +45,19 @@ static int threads(void)
     if (f)
         fclose(f);
     return n;
+}
+
+static void *last(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20000000};
+    for (int i = 0; i < 10; i++) {
+        allocate();
+        nanosleep(&ts, NULL);
+    }
+    printf("last thread done\n");
+    fflush(stdout);
+    return NULL;
 }
 
 static void *forker(void *arg)
@@ -85,6 +101,11 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "pthread-exit") == 0) {
         printf("threads=%d\n", threads());
         fflush(stdout);
+        pthread_exit(NULL);
+    }
+    if (strcmp(cmd, "pthread-exit-last") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, last, NULL);
         pthread_exit(NULL);
     }
     if (strcmp(cmd, "fork-from-thread") == 0) {

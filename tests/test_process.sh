@@ -151,6 +151,10 @@ else
   has "threads=2" "$out"
   rc=$(NSP_PACER=concurrent NSP_MEMORY_LIMIT=1G run pre pthread-exit)
   [ "$rc" = 0 ] && ok || bad "pthread_exit from main, concurrent pacer, exited $rc (124: it hung)"
+  # ... and when the last thread of the program is not main
+  rc=$(NSP_MEMORY_LIMIT=1G run pre pthread-exit-last)
+  [ "$rc" = 0 ] && ok || bad "pthread_exit from main, a thread last, exited $rc (124: it hung)"
+  has "last thread done" "$out"
   # fork from a thread: the child of a plain program has no thread of ours, and every child ends
   rc=$(run pre fork-from-thread)
   [ "$rc" = 0 ] && ok || bad "fork-from-thread exited $rc"
