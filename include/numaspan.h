@@ -227,7 +227,8 @@ NSP_API int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, u
 
 /* Runs in a cycle, holding no allocator lock: it may free (and allocate) through numaspan. */
 typedef void (*nsp_collector_fn)(void *arg);
-/* Registers the collector (NULL: none). With a collector the pacer runs cycles at its trigger. */
+/* Registers the collector (NULL: none). With a collector the pacer runs cycles at its trigger,
+ * and the process gets the pacer thread if it had none (a plain process has none; README). */
 NSP_API void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg);
 /* Forces a cycle now: collector, sweepgen += 2, caches released, uncached spans swept, live
  * measured, goal and trigger set, scavenging. Returns when it is done (or at once if another
