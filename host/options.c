@@ -208,7 +208,7 @@ void nsp__options_check_late(void)
         return;
     for (unsigned i = 0; i < NSP_OPT__COUNT; i++) {
         const char *v = getenv(table[i].name);
-        if (!v || !*v)
+        if (!v || !*v || strcmp(v, table[i].def) == 0)
             continue;
         char msg[512];
         int n = snprintf(msg, sizeof msg,

@@ -125,6 +125,15 @@ else
     has 'NSP_PACER="foo": expected sync or concurrent' "$err"
     rc=$(NSP_STATS=1 run "$early" stats)
     has "numaspan stats:" "$err"
+    # without /proc (a private mount namespace hides it) the options cannot be seen in time:
+    # each one set is named, not dropped silently
+    if unshare -Urm true 2>/dev/null; then
+      rc=$(NSP_PACER=foo run unshare -Urm sh -c 'mount -t tmpfs none /proc && exec "$0" topo' "$early")
+      [ "$rc" = 0 ] && ok || bad "early without /proc exited $rc: $(cat "$err")"
+      has 'NSP_PACER="foo": set, but numaspan started before the environment was visible' "$err"
+    else
+      echo "skip: options before environ without /proc (no user and mount namespaces here)"
+    fi
   fi
   rm -f "$early"
 fi
