@@ -40,13 +40,11 @@ void nsp__pageheap_init(unsigned nnodes)
         pthread_mutex_init(&nsp__pageheaps[n].lock, NULL);
         nsp__pageheaps[n].node = n;
     }
-    const char *hard = nsp__option(NSP_OPT_MEMORY_LIMIT_HARD);
-    if (strcmp(hard, "1") == 0) {
+    static const char *const off_on[] = {"0", "1"};
+    if (nsp__option_choice(NSP_OPT_MEMORY_LIMIT_HARD, off_on, 2) == 1) {
         nsp__mapped_limit = nsp__option_size(NSP_OPT_MEMORY_LIMIT);
         if (!nsp__mapped_limit) /* a hard limit of nothing would be silently no limit */
             bad_hard_limit("numaspan: NSP_MEMORY_LIMIT_HARD=1 needs NSP_MEMORY_LIMIT (a size)\n");
-    } else if (strcmp(hard, "0") != 0) {
-        bad_hard_limit("numaspan: NSP_MEMORY_LIMIT_HARD: expected 0 or 1\n");
     }
 }
 

@@ -25,14 +25,9 @@ static __thread uint64_t rng_state;
 
 void nsp__secure_init(void)
 {
-    const char *v = nsp__option(NSP_OPT_SECURE);
-    if (strcmp(v, "0") == 0)
+    static const char *const off_on[] = {"0", "1"};
+    if (nsp__option_choice(NSP_OPT_SECURE, off_on, 2) == 0) /* refuses others, naming them */
         return;
-    if (strcmp(v, "1") != 0) {
-        static const char msg[] = "numaspan: NSP_SECURE: expected 0 or 1\n";
-        (void)!write(2, msg, sizeof msg - 1);
-        _exit(2);
-    }
     uint64_t key = 0;
     if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) {
         struct timespec ts;

@@ -67,6 +67,8 @@ NSP_NODE_LIMITS=7=1G|expected NODE=SIZE
 NSP_NODE_LIMITS=0=lots|a node's size is not a size
 NSP_STATS=/nonexistent-dir/stats.txt|No such file or directory
 NSP_TRACE=/nonexistent-dir/trace.csv|No such file or directory
+NSP_SECURE=yes|expected 0 or 1
+NSP_MEMORY_LIMIT_HARD=on|expected 0 or 1
 CASES
 # a limit of one arena or more works (the node maps that much)
 rc=$(NSP_NODE_LIMITS=0=64M run "$helper" topo)
