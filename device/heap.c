@@ -50,16 +50,14 @@ static int has_ext(cl_device_id dev, const char *ext)
     return found;
 }
 
-static int accounting_from_env(void)
-{
-    nsp_option_info_t o;
-    if (nsp_option_find("NSP_ACCOUNTING", &o) < 0)
-        return 0;
-    return strcmp(o.value, "under") == 0 ? 1 : strcmp(o.value, "exact") == 0 ? 2 : 0;
-}
-
 static int build_ops(nsp_cl_heap_t *h)
 {
+    if (h->ops) { /* a second try, with another fence */
+        clReleaseKernel(h->krelease);
+        clReleaseKernel(h->ksweep);
+        clReleaseProgram(h->ops);
+        h->krelease = h->ksweep = NULL;
+    }
     h->ops = nsp__cl_build_with(h, nsp__cl_src_ops, "kernels/nsp_dheap_ops.cl", "");
     if (!h->ops)
         return -1;
@@ -71,6 +69,89 @@ static int build_ops(nsp_cl_heap_t *h)
     if (!h->ksweep)
         return nsp__cl_fail("nsp_cl_heap_create: kernel nsp_k_sweep (%s)", nsp__cl_errname(err));
     return 0;
+}
+
+/* OpenCL 3.0 queries, spelled here because the library builds against the 1.2 API: a 1.2
+ * runtime answers them with an error, which reads as "not offered". */
+#define NSP__C_ALL_VERSIONS 0x1066   /* CL_DEVICE_OPENCL_C_ALL_VERSIONS */
+#define NSP__FENCE_CAPS 0x1064       /* CL_DEVICE_ATOMIC_FENCE_CAPABILITIES */
+#define NSP__CAP_SEQ_CST (1u << 2)   /* CL_DEVICE_ATOMIC_ORDER_SEQ_CST */
+#define NSP__CAP_DEVICE (1u << 5)    /* CL_DEVICE_ATOMIC_SCOPE_DEVICE */
+struct nsp__name_version {           /* cl_name_version */
+    cl_uint version;                 /* major << 22 | minor << 12 | patch */
+    char name[64];
+};
+
+/* The highest OpenCL C version dev compiles, as 10 * major + minor (12 for "OpenCL C 1.2"). */
+static int c_version(cl_device_id dev)
+{
+    int best = 0;
+    char v[128] = "";
+    if (clGetDeviceInfo(dev, CL_DEVICE_OPENCL_C_VERSION, sizeof v, v, NULL) == CL_SUCCESS) {
+        int maj = 0, min = 0;
+        v[sizeof v - 1] = '\0';
+        if (sscanf(v, "OpenCL C %d.%d", &maj, &min) == 2)
+            best = maj * 10 + min;
+    }
+    /* an OpenCL 3.0 device reports 1.2 above and lists 3.0 here (POCL does) */
+    size_t n = 0;
+    if (clGetDeviceInfo(dev, NSP__C_ALL_VERSIONS, 0, NULL, &n) == CL_SUCCESS && n) {
+        struct nsp__name_version *all = malloc(n);
+        if (all && clGetDeviceInfo(dev, NSP__C_ALL_VERSIONS, n, all, NULL) == CL_SUCCESS)
+            for (size_t i = 0; i < n / sizeof *all; i++) {
+                int ver = (int)((all[i].version >> 22) * 10 + ((all[i].version >> 12) & 0x3FF));
+                best = ver > best ? ver : best;
+            }
+        free(all);
+    }
+    return best;
+}
+
+/* Whether dev's OpenCL C 2.0+ offers fences at device scope: every 2.x device does; a 3.0 device
+ * says so in CL_DEVICE_ATOMIC_FENCE_CAPABILITIES. */
+static int device_scope_fences(cl_device_id dev, int cver)
+{
+    if (cver >= 20 && cver < 30)
+        return 1;
+    cl_bitfield caps = 0;
+    if (cver >= 30 && clGetDeviceInfo(dev, NSP__FENCE_CAPS, sizeof caps, &caps, NULL) == CL_SUCCESS)
+        return (caps & NSP__CAP_DEVICE) && (caps & NSP__CAP_SEQ_CST);
+    return 0;
+}
+
+/* Chooses the ordering shim (kernels/nsp_dheap.cl, NSP_FENCE) and the build options: NVIDIA's
+ * membar.gl where its compiler takes inline PTX, else OpenCL C 2.0+ device-scope fences; a device
+ * with neither is refused, since OpenCL C 1.2's mem_fence does not order anything across
+ * work-groups and the heap would hand objects out twice on a weakly ordered device. */
+static int choose_fence(nsp_cl_heap_t *h)
+{
+    int cver = c_version(h->dev);
+    if (has_ext(h->dev, "cl_nv_pragma_unroll")) {
+        h->fence_shim = NSP_CL_FENCE_MEMBAR;
+        snprintf(h->options, sizeof h->options, "-cl-std=CL1.2 -DNSP_FENCE_MEMBAR");
+        if (build_ops(h) == 0)
+            return 0;
+        fprintf(stderr, "numaspan_cl: %s refuses the membar.gl fence: %s\n", h->devname,
+                nsp_cl_error());
+    }
+    if (device_scope_fences(h->dev, cver)) {
+        h->fence_shim = NSP_CL_FENCE_DEVICE_SCOPE;
+        snprintf(h->options, sizeof h->options, "-cl-std=CL%d.%d -DNSP_FENCE_DEVICE_SCOPE",
+                 cver / 10, cver % 10);
+        return build_ops(h);
+    }
+    return nsp__cl_fail("nsp_cl_heap_create: %s offers no fence that orders memory across "
+                        "work-groups (OpenCL C %d.%d without device-scope fences, and not NVIDIA's "
+                        "membar.gl): the device heap refuses it rather than hand objects out twice",
+                        h->devname, cver / 10, cver % 10);
+}
+
+static int accounting_from_env(void)
+{
+    nsp_option_info_t o;
+    if (nsp_option_find("NSP_ACCOUNTING", &o) < 0)
+        return 0;
+    return strcmp(o.value, "under") == 0 ? 1 : strcmp(o.value, "exact") == 0 ? 2 : 0;
 }
 
 static int init_buffer(nsp_cl_heap_t *h, cl_command_queue q)
@@ -152,22 +233,8 @@ nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id dev, cl_command_q
                      nsp__cl_errname(err));
         goto fail;
     }
-    /* the ordering shim: membar.gl where the compiler is NVIDIA's; a compiler that refuses the
-     * inline PTX gets the plain fence, and the stats say so */
-    h->fence_shim = has_ext(dev, "cl_nv_pragma_unroll");
-    snprintf(h->options, sizeof h->options, "-cl-std=CL1.2%s",
-             h->fence_shim ? "" : " -DNSP_FENCE_PLAIN");
-    if (build_ops(h) < 0) {
-        if (!h->fence_shim)
-            goto fail;
-        fprintf(stderr, "numaspan_cl: %s refuses the membar.gl fence; building without it "
-                        "(cross-work-group ordering then rests on mem_fence alone)\n",
-                h->devname);
-        h->fence_shim = 0;
-        snprintf(h->options, sizeof h->options, "-cl-std=CL1.2 -DNSP_FENCE_PLAIN");
-        if (build_ops(h) < 0)
-            goto fail;
-    }
+    if (choose_fence(h) < 0)
+        goto fail;
     if (init_buffer(h, q) < 0)
         goto fail;
     snprintf(h->name, sizeof h->name, "%s", opts && opts->name ? opts->name : h->devname);
@@ -394,7 +461,8 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 "\"objects_in_use\": %llu, \"large_objects\": %llu, \"refills\": %llu, "
                 "\"releases\": %llu, \"steals\": %llu, \"reclaims\": %llu, \"sweeps\": %llu, "
                 "\"null_oom\": %llu, \"forced_refills\": %llu, \"bad_frees\": %llu, \"lost\": %llu, "
-                "\"accounting\": \"%s\", \"slots\": %u, \"centrals\": %u, \"fence_shim\": %s}\n",
+                "\"accounting\": \"%s\", \"slots\": %u, \"centrals\": %u, \"fence_shim\": %s, "
+                "\"fence\": \"%s\"}\n",
                 s->device, (unsigned long long)s->capacity, (unsigned long long)s->chunks,
                 (unsigned long long)s->chunks_carved, (unsigned long long)s->chunks_free,
                 (long long)s->heap_live, (unsigned long long)s->bytes_in_use,
@@ -404,14 +472,15 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 (unsigned long long)s->sweeps, (unsigned long long)s->null_oom,
                 (unsigned long long)s->forced_refills, (unsigned long long)s->bad_frees,
                 (unsigned long long)s->lost, a, s->slots, s->centrals,
-                s->fence_shim ? "true" : "false");
+                s->fence_shim == NSP_CL_FENCE_MEMBAR ? "true" : "false",
+                nsp_cl_fence_name(s->fence_shim));
         return;
     }
     fprintf(out, "device heap on %s: %.1f MiB pool (%llu chunks, %llu carved, %llu free), %u "
                  "slots x %u centrals per class, accounting %s, fence %s\n",
             s->device, s->capacity / 1048576.0, (unsigned long long)s->chunks,
             (unsigned long long)s->chunks_carved, (unsigned long long)s->chunks_free, s->slots,
-            s->centrals, a, s->fence_shim ? "membar.gl" : "mem_fence");
+            s->centrals, a, nsp_cl_fence_name(s->fence_shim));
     fprintf(out, "  heapLive %.3f MiB; in use %.3f MiB in %llu objects (%llu large)\n",
             s->heap_live / 1048576.0, s->bytes_in_use / 1048576.0,
             (unsigned long long)s->objects_in_use, (unsigned long long)s->large_objects);
@@ -434,6 +503,13 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                     (unsigned long long)c->spans_cached, (unsigned long long)c->spans_partial,
                     (unsigned long long)c->spans_full);
     }
+}
+
+const char *nsp_cl_fence_name(int fence)
+{
+    return fence == NSP_CL_FENCE_MEMBAR         ? "membar.gl"
+           : fence == NSP_CL_FENCE_DEVICE_SCOPE ? "device-scope atomic_work_item_fence"
+                                                : "none";
 }
 
 void nsp_cl_heap_destroy(nsp_cl_heap_t *h)

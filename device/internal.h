@@ -19,7 +19,7 @@ struct nsp_cl_heap {
     cl_kernel krelease, ksweep;
     struct nsp_dheap_hdr hdr;   /* the layout, as written at creation */
     int node;                   /* the pacer's device node, or -1 */
-    int fence_shim;             /* the ordering shim uses membar.gl */
+    int fence_shim;             /* the ordering shim: NSP_CL_FENCE_MEMBAR or _DEVICE_SCOPE */
     uint64_t bad_seen;          /* bad frees already reported */
     char options[256];          /* build options for this device */
     char name[128], devname[128];

@@ -117,7 +117,9 @@ typedef struct nsp_cl_stats {
     uint64_t first_bad;               /* the first bad handle (valid when bad_frees > 0) */
     int accounting;
     uint32_t slots, centrals;
-    int fence_shim;                   /* 1: membar.gl (NVIDIA) in the ordering shim */
+    int fence_shim;                   /* the ordering shim: NSP_CL_FENCE_MEMBAR (1: NVIDIA's
+                                         membar.gl) or NSP_CL_FENCE_DEVICE_SCOPE (2: OpenCL C
+                                         2.0+ device-scope fences) */
     char device[128];
     nsp_cl_class_stats_t cls[NSP_CL_NCLASSES];
 } nsp_cl_stats_t;
@@ -125,6 +127,10 @@ typedef struct nsp_cl_stats {
 /* Reads the heap's metadata after the kernels on queue; exact when no kernel runs. */
 NSP_CL_API int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue queue, nsp_cl_stats_t *out);
 NSP_CL_API void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *st, int json);
+/* The ordering shim a heap was built with (nsp_cl_stats_t.fence_shim), and its name. */
+#define NSP_CL_FENCE_MEMBAR 1
+#define NSP_CL_FENCE_DEVICE_SCOPE 2
+NSP_CL_API const char *nsp_cl_fence_name(int fence);
 /* Detaches the pacer node and frees the buffer and programs. NULL is ignored. */
 NSP_CL_API void nsp_cl_heap_destroy(nsp_cl_heap_t *h);
 

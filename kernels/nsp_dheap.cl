@@ -32,9 +32,10 @@
  *   the exact mode), each `stripe[slot] += new - desc.charge; desc.charge = new`; large objects
  *   are charged their run when allocated and 0 when freed. The heap's heapLive is the sum of the
  *   stripes; after a release of every slot and a sweep it equals the live bytes exactly.
- * - Cross-work-group publication goes through NSP_FENCE: a global mem_fence, plus membar.gl on
- *   NVIDIA (whose mem_fence orders only within the work-group). Shared metadata is read through
- *   atomics or volatile loads.
+ * - Cross-work-group publication goes through NSP_FENCE (a device-scope fence: membar.gl on
+ *   NVIDIA, atomic_work_item_fence with memory_scope_device on OpenCL C 2.0+), and every
+ *   ownership transfer is followed by NSP_ACQUIRE before the descriptor is read. Shared
+ *   metadata, descriptors included, is read through atomics or volatile loads, never plain loads.
  */
 #pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
 #pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
@@ -42,20 +43,36 @@
 typedef struct nsp_dheap_hdr nsp_dheap;
 typedef ulong nsp_dhandle;
 
-/* The per-vendor ordering shim. NVIDIA's OpenCL C compiler defines cl_nv_pragma_unroll and
- * accepts inline PTX; device/ builds with NSP_FENCE_PLAIN if a compiler refuses it (and says so). */
-#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN)
+/* The ordering shim (DESIGN.md §4). NSP_FENCE() is a device-scope full fence: the release before
+ * a span, chunk or word is published to other work-groups, and the acquire after one is taken
+ * (a CAS to BUSY, a take from a central, a slot word exchanged out of its slot, a claim that
+ * reads a snapshot). OpenCL C 1.2's mem_fence promises nothing across work-groups, so device/
+ * picks one of two known fences and builds with its define; any other build is refused here:
+ * - NSP_FENCE_MEMBAR (NVIDIA, whose OpenCL C 1.2 compiler accepts inline PTX): membar.gl, the
+ *   GPU-wide fence; the mem_fence beside it keeps the compiler from moving accesses across it.
+ * - NSP_FENCE_DEVICE_SCOPE (OpenCL C 2.0+ with device scope, e.g. POCL built -cl-std=CL3.0):
+ *   atomic_work_item_fence(seq_cst, memory_scope_device). On POCL's x86 CPU device (TSO) this is
+ *   a compiler fence plus an mfence, which is all that x86 needs for store-load ordering. */
+#if defined(NSP_FENCE_MEMBAR)
 #define NSP_FENCE()                                                                            \
     do {                                                                                       \
         mem_fence(CLK_GLOBAL_MEM_FENCE);                                                       \
         asm volatile("membar.gl;" ::: "memory");                                               \
     } while (0)
+#elif defined(NSP_FENCE_DEVICE_SCOPE) && defined(__OPENCL_C_VERSION__) && __OPENCL_C_VERSION__ >= 200
+#define NSP_FENCE()                                                                            \
+    atomic_work_item_fence(CLK_GLOBAL_MEM_FENCE, memory_order_seq_cst, memory_scope_device)
 #else
-#define NSP_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#error "numaspan device heap: no cross-work-group fence (build with -DNSP_FENCE_MEMBAR on NVIDIA, or -cl-std=CL2.0+ and -DNSP_FENCE_DEVICE_SCOPE)"
 #endif
+/* The acquire after an ownership transfer: the same fence (neither shim has a cheaper one). */
+#define NSP_ACQUIRE() NSP_FENCE()
 
 #define NSP_V64(p) (*(volatile __global ulong *)(p))
 #define NSP_V32(p) (*(volatile __global uint *)(p))
+/* A descriptor field, read with a volatile load: after an ownership change a plain ld.global may
+ * return another SM's stale L1 line (DESIGN.md §4, "never plain loads"). */
+#define NSP_DV(d, f) NSP_V32(&(d)->f)
 
 #ifndef NSP_SPIN
 #define NSP_SPIN 2048u     /* reads of a slot word while another work-item refills it */
@@ -212,8 +229,10 @@ static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
                 uint c = (wi * 64u + b) * nc + j;
                 if (c < h->nchunks &&
                     atomic_cmpxchg(nsp__state(h, c), want, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) ==
-                        want)
+                        want) {
+                    NSP_ACQUIRE(); /* the previous owner's descriptor writes */
                     return c;
+                }
             }
         }
     }
@@ -227,17 +246,17 @@ static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
 static uint nsp__sweep(__global nsp_dheap *h, uint c, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    uint nobj = d->nobj, claimed = d->claimed, dense = d->dense, live = 0u, bad = 0u;
-    uint par = d->gen & 1u;
+    uint nobj = NSP_DV(d, nobj), claimed = NSP_DV(d, claimed), dense = NSP_DV(d, dense);
+    uint par = NSP_DV(d, gen) & 1u, live = 0u, bad = 0u;
     for (uint w = 0; w < nsp__nwords(nobj); w++) {
-        ulong valid = nsp__valid(nobj, w), a = d->alloc[w];
+        ulong valid = nsp__valid(nobj, w), a = NSP_V64(&d->alloc[w]);
         if (claimed) {
             if (dense) {
                 uint lo = w * 64u, k = claimed > lo ? min(claimed - lo, 64u) : 0u;
                 a |= (k == 64u ? ~0ul : (1ul << k) - 1ul) & valid;
             } else {
-                uint pre = d->prefix[par][w];
-                a |= nsp__lowest(d->avail[par][w], claimed > pre ? claimed - pre : 0u);
+                uint pre = *(volatile __global ushort *)&d->prefix[par][w];
+                a |= nsp__lowest(NSP_V64(&d->avail[par][w]), claimed > pre ? claimed - pre : 0u);
             }
         }
         ulong f = atom_xchg(&d->freed[w], 0ul);
@@ -251,7 +270,7 @@ static uint nsp__sweep(__global nsp_dheap *h, uint c, uint stripe)
     if (bad)
         atom_add(&h->counter[NSP_DC_BAD_FREES], (ulong)bad);
     nsp__count(h, NSP_DC_SWEEPS);
-    nsp__charge(h, d, (long)live * nsp_geom_class_size(d->cls), stripe);
+    nsp__charge(h, d, (long)live * nsp_geom_class_size(NSP_DV(d, cls)), stripe);
     return live;
 }
 
@@ -271,7 +290,7 @@ static void nsp__put_back(__global nsp_dheap *h, uint c, uint cls, int has_free)
     atomic_xchg(st, full);
     NSP_FENCE();
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    for (uint w = 0; w < nsp__nwords(d->nobj); w++) {
+    for (uint w = 0; w < nsp__nwords(NSP_DV(d, nobj)); w++) {
         if (NSP_V64(&d->freed[w]) != 0ul) {
             if (atomic_cmpxchg(st, full, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == full)
                 nsp__publish(h, ci, c);
@@ -311,11 +330,14 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     } else {
         navail = 0u;
         for (uint w = 0; w < nsp__nwords(nobj); w++)
-            navail += nsp__pop(~d->alloc[w] & nsp__valid(nobj, w));
+            navail += nsp__pop(~NSP_V64(&d->alloc[w]) & nsp__valid(nobj, w));
         if (navail != 0u && navail != nobj) { /* a new snapshot, in the other buffer */
             uint par = (atomic_inc(&d->gen) + 1u) & 1u, acc = 0u;
+            /* the new gen is visible before any word of the buffer changes: a claimant of
+             * incarnation gen - 1 that reads a rewritten word then sees gen moved by 2 */
+            NSP_FENCE();
             for (uint w = 0; w < nsp__nwords(nobj); w++) {
-                ulong fr = ~d->alloc[w] & nsp__valid(nobj, w);
+                ulong fr = ~NSP_V64(&d->alloc[w]) & nsp__valid(nobj, w);
                 d->avail[par][w] = fr;
                 d->prefix[par][w] = (ushort)acc;
                 acc += nsp__pop(fr);
@@ -343,18 +365,20 @@ static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
     uint c = NSP_DW_SPAN(w);
     if (c == (uint)NSP_DSPAN_NONE)
         return;
+    NSP_ACQUIRE(); /* the word was exchanged out of its slot: the span is the caller's now */
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    uint navail = NSP_DW_NAVAIL(w), claimed = min(NSP_DW_CUR(w), navail), nobj = d->nobj;
+    uint navail = NSP_DW_NAVAIL(w), claimed = min(NSP_DW_CUR(w), navail);
+    uint nobj = NSP_DV(d, nobj), cls = NSP_DV(d, cls);
     uint nf = 0u;
     for (uint i = 0; i < nsp__nwords(nobj); i++)
         nf += nsp__pop(NSP_V64(&d->freed[i]));
     d->claimed = claimed;
     uint held = nobj - navail + claimed;
     uint live = held > nf ? held - nf : 0u;
-    nsp__charge(h, d, (long)live * nsp_geom_class_size(d->cls), stripe);
+    nsp__charge(h, d, (long)live * nsp_geom_class_size(cls), stripe);
     nsp__count(h, NSP_DC_RELEASES);
-    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_BUSY, d->cls, 0u));
-    nsp__put_back(h, c, d->cls, claimed < navail || nf > 0u);
+    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u));
+    nsp__put_back(h, c, cls, claimed < navail || nf > 0u);
 }
 
 /* ---- the page pool ----------------------------------------------------------------------------- */
@@ -369,6 +393,7 @@ static uint nsp__carve(__global nsp_dheap *h)
         if (c >= h->nchunks)
             break;
         if (atomic_cmpxchg(nsp__state(h, (uint)c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+            NSP_ACQUIRE();
             nsp__count(h, NSP_DC_FRESH);
             return (uint)c;
         }
@@ -386,6 +411,7 @@ static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
         uint c = (hint + i) % n;
         if (NSP_V32(nsp__state(h, c)) == 0u &&
             atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+            NSP_ACQUIRE(); /* its last owner's writes (nsp__prepare clears its bitmaps) */
             atom_dec(&h->free_chunks);
             return c;
         }
@@ -407,6 +433,7 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         *busy += st == NSP_DS_BUSY;
         if (want && s == 0u) {
             if (atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+                NSP_ACQUIRE();
                 atom_dec(&h->free_chunks);
                 *fresh = 1;
                 return c;
@@ -416,10 +443,11 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         if ((st != NSP_DS_PARTIAL && st != NSP_DS_FULL) ||
             atomic_cmpxchg(nsp__state(h, c), s, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) != s)
             continue;
+        NSP_ACQUIRE();
         nsp__count(h, NSP_DC_RECLAIMS);
         if (st == NSP_DS_PARTIAL)
             nsp__unpublish(h, cls - NSP_DMIN_CLASS, c);
-        uint live = nsp__sweep(h, c, stripe), nobj = nsp__desc(h, c)->nobj;
+        uint live = nsp__sweep(h, c, stripe), nobj = NSP_DV(nsp__desc(h, c), nobj);
         if (live == 0u && want) {
             *fresh = 1;
             return c;
@@ -609,6 +637,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
             nsp__exact(h, c, (long)size, slot);
         return NSP__GOT;
     }
+    /* acquire: the snapshot was written before the refiller published the word we drew */
+    NSP_ACQUIRE();
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     uint par = NSP_DW_GEN(w) & 1u;
     volatile __global ushort *prefix = d->prefix[par];
@@ -623,7 +653,7 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     ulong fr = NSP_V64(&d->avail[par][lo]);
     uint k = cur - prefix[lo];
     uint idx = lo * 64u + nsp__select(fr, k);
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    NSP_FENCE(); /* the snapshot's reads before the re-read of gen, at device scope (a seqlock) */
     if (((NSP_V32(&d->gen) - NSP_DW_GEN(w)) & 0x1FFu) > 1u || k >= nsp__pop(fr)) {
         nsp__count(h, NSP_DC_LOST);
         return NSP__LOST;
@@ -661,7 +691,7 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
 /* The warp shim: on NVIDIA, the lanes of a warp that claim on the same slot word make one
  * atom_add for all of them (what CUDA's compiler does for uniform atomics; NVIDIA's OpenCL
  * compiler does not). Elsewhere each work-item makes its own. */
-#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN) && !defined(NSP_NO_WARP_CLAIM)
+#if defined(NSP_FENCE_MEMBAR) && !defined(NSP_NO_WARP_CLAIM)
 static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
 {
     uint active, peers, lt, lo, hi;

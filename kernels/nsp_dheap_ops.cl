@@ -31,6 +31,7 @@ __kernel void nsp_k_sweep(__global nsp_dheap *h)
     if ((st != NSP_DS_PARTIAL && st != NSP_DS_FULL) ||
         atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) != s)
         return;
+    NSP_ACQUIRE();
     if (st == NSP_DS_PARTIAL)
         nsp__unpublish(h, cls - NSP_DMIN_CLASS, (uint)c);
     uint stripe = (uint)(c & (h->nslots - 1ul));
@@ -38,5 +39,5 @@ __kernel void nsp_k_sweep(__global nsp_dheap *h)
     if (live == 0u)
         nsp__to_pool(h, (uint)c, stripe);
     else
-        nsp__put_back(h, (uint)c, cls, live < nsp__desc(h, (uint)c)->nobj);
+        nsp__put_back(h, (uint)c, cls, live < NSP_DV(nsp__desc(h, (uint)c), nobj));
 }

@@ -592,6 +592,38 @@ START_TEST(bad_heap_arguments)
 }
 END_TEST
 
+/* The ordering shim (DESIGN.md §4): a heap is built with a fence that orders memory across
+ * work-groups (membar.gl on NVIDIA, device-scope fences on OpenCL C 2.0+: POCL reports OpenCL C
+ * 3.0 with device-scope fences), never OpenCL C 1.2's mem_fence alone; the library's source
+ * built with neither refuses to compile, and says why. */
+START_TEST(fence_orders_across_work_groups)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    nsp_cl_stats_t st = stats(&e);
+    const char *opts = nsp_cl_build_options(e.h);
+    ck_assert_msg(st.fence_shim == NSP_CL_FENCE_MEMBAR || st.fence_shim == NSP_CL_FENCE_DEVICE_SCOPE,
+                  "fence %d on %s (options \"%s\")", st.fence_shim, st.device, opts);
+    ck_assert_msg(strstr(opts, st.fence_shim == NSP_CL_FENCE_MEMBAR ? "-DNSP_FENCE_MEMBAR"
+                                                                    : "-DNSP_FENCE_DEVICE_SCOPE"),
+                  "%s", opts);
+    if (st.fence_shim == NSP_CL_FENCE_DEVICE_SCOPE)
+        ck_assert_msg(!strstr(opts, "CL1."), "device scope needs OpenCL C 2.0+: %s", opts);
+    printf("fence on %s: %s (%s)\n", st.device, nsp_cl_fence_name(st.fence_shim), opts);
+    const char *lib = nsp_cl_library_source();
+    cl_int err;
+    cl_program p = clCreateProgramWithSource(e.ctx, 1, &lib, NULL, &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    ck_assert_int_ne(clBuildProgram(p, 1, &e.dev, "-cl-std=CL1.2", NULL, NULL), CL_SUCCESS);
+    char log[16384] = "";
+    clGetProgramBuildInfo(p, e.dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
+    log[sizeof log - 1] = '\0';
+    ck_assert_msg(strstr(log, "no cross-work-group fence"), "%s", log);
+    clReleaseProgram(p);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(device_selection)
 {
     cl_platform_id p;
@@ -653,6 +685,7 @@ static Suite *suite(void)
     tcase_add_test(t, bad_frees_are_reported);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
+    tcase_add_test(t, fence_orders_across_work_groups);
     tcase_add_test(t, device_selection);
     tcase_add_test(t, stats_print_shows_device_node);
     suite_add_tcase(s, t);
