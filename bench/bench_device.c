@@ -888,7 +888,7 @@ static int litmus(unsigned iters)
     printf("litmus (message passing across work-groups, %u pairs x %u iterations, %s):\n"
            "  without the shim's fence: %u failures (allowed by the model; seen or not)\n"
            "  with NSP_FENCE (%s):     %u failures\n",
-           pairs, iters, st.device, result[0], st.fence_shim ? "membar.gl" : "mem_fence",
+           pairs, iters, st.device, result[0], nsp_cl_fence_name(st.fence_shim),
            result[1]);
     clReleaseKernel(k);
     clReleaseMemObject(data);
