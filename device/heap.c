@@ -389,7 +389,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
         st->cls[k].size = nsp_geom_class_size(k + NSP_DMIN_CLASS);
     for (uint64_t c = 0; c < carved; c++) {
         uint32_t s = state[c], kind = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
-        if (kind == NSP_DS_FREE) {
+        if (kind == NSP_DS_FREE || kind == NSP_DS_NEW) {
             st->chunks_free++;
             continue;
         }

@@ -113,13 +113,15 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
 
 /* chunk state word */
 enum nsp_dstate {
-    NSP_DS_FREE = 0,    /* in the pool (or never carved) */
+    NSP_DS_NEW = 0,     /* never carved: only the carve counter hands it out (the zeroed buffer) */
     NSP_DS_CACHED = 1,  /* a slot's span: only that slot's word hands out its entries */
     NSP_DS_PARTIAL = 2, /* in its class's central: has free objects */
     NSP_DS_FULL = 3,    /* in no central: no free object when it was released or swept */
     NSP_DS_BUSY = 4,    /* owned by one work-item that is sweeping, installing or freeing it */
     NSP_DS_LARGE = 5,   /* first chunk of a large object; run length in the word */
-    NSP_DS_LTAIL = 6    /* a following chunk of a large object */
+    NSP_DS_LTAIL = 6,   /* a following chunk of a large object */
+    NSP_DS_FREE = 7     /* returned to the pool, and counted in free_chunks: what pool scans take
+                           (never a NEW chunk, which its carver owns from its increment on) */
 };
 #define NSP_DST_STATE(s) ((s) & 0xFu)
 #define NSP_DST_CLASS(s) (((s) >> 4) & 0xFFu)
@@ -159,7 +161,7 @@ struct nsp_dheap_hdr {
     nsp_u64 pad0[1];
     /* atomics (second line on) */
     nsp_u64 next_chunk;  /* the pool's carve counter (may pass nchunks: then the pool is carved) */
-    nsp_u64 free_chunks; /* chunks returned to FREE (a hint for the pool scan) */
+    nsp_u64 free_chunks; /* chunks in state FREE (exact once no kernel runs; NEW ones not counted) */
     nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed */
     nsp_u64 epoch;       /* advanced by a free that finds oom set */
     nsp_u64 holding;     /* slot words taken by a search and not yet installed or released */

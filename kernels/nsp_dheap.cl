@@ -383,7 +383,8 @@ static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
 
 /* ---- the page pool ----------------------------------------------------------------------------- */
 
-/* A chunk never used, from the carve counter, owned (BUSY); or NSP_DSPAN_NONE. */
+/* A chunk never used, from the carve counter, owned (BUSY); or NSP_DSPAN_NONE. The chunk is NEW
+ * between the increment and the CAS, and no scan takes a NEW chunk: the CAS cannot fail. */
 static uint nsp__carve(__global nsp_dheap *h)
 {
     for (uint t = 0; t < 4u; t++) {
@@ -392,7 +393,8 @@ static uint nsp__carve(__global nsp_dheap *h)
         ulong c = atom_inc(&h->next_chunk);
         if (c >= h->nchunks)
             break;
-        if (atomic_cmpxchg(nsp__state(h, (uint)c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+        if (atomic_cmpxchg(nsp__state(h, (uint)c), NSP_DS_NEW, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) ==
+            NSP_DS_NEW) {
             NSP_ACQUIRE();
             nsp__count(h, NSP_DC_FRESH);
             return (uint)c;
@@ -409,8 +411,9 @@ static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
     uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
     for (uint i = 0; i < n; i++) {
         uint c = (hint + i) % n;
-        if (NSP_V32(nsp__state(h, c)) == 0u &&
-            atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+        if (NSP_V32(nsp__state(h, c)) == NSP_DS_FREE &&
+            atomic_cmpxchg(nsp__state(h, c), NSP_DS_FREE, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) ==
+                NSP_DS_FREE) {
             NSP_ACQUIRE(); /* its last owner's writes (nsp__prepare clears its bitmaps) */
             atom_dec(&h->free_chunks);
             return c;
@@ -431,8 +434,8 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         uint c = (hint + i) % n;
         uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
         *busy += st == NSP_DS_BUSY;
-        if (want && s == 0u) {
-            if (atomic_cmpxchg(nsp__state(h, c), 0u, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u) {
+        if (want && s == NSP_DS_FREE) { /* NEW chunks belong to their carver */
+            if (atomic_cmpxchg(nsp__state(h, c), s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == s) {
                 NSP_ACQUIRE();
                 atom_dec(&h->free_chunks);
                 *fresh = 1;
@@ -762,12 +765,14 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 
 /* ---- large objects: runs of chunks ------------------------------------------------------------ */
 
-static int nsp__own_run(__global nsp_dheap *h, uint c, uint r)
+/* Takes chunks c .. c+r-1, each in state `from` (NEW from the carve counter, FREE from the
+ * pool), as LTAIL; all or none. */
+static int nsp__own_run(__global nsp_dheap *h, uint c, uint r, uint from)
 {
     for (uint i = 0; i < r; i++) {
-        if (atomic_cmpxchg(nsp__state(h, c + i), 0u, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != 0u) {
+        if (atomic_cmpxchg(nsp__state(h, c + i), from, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != from) {
             for (uint j = 0; j < i; j++)
-                atomic_xchg(nsp__state(h, c + j), 0u);
+                atomic_xchg(nsp__state(h, c + j), from);
             return 0;
         }
     }
@@ -781,12 +786,9 @@ static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint)
         ulong n = NSP_V64(&h->next_chunk);
         if (n + r > h->nchunks)
             break;
-        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n) {
-            if (nsp__own_run(h, (uint)n, r))
-                return (uint)n;
-            atom_add(&h->free_chunks, (ulong)r); /* a scan took one: the rest stay in the pool */
-            break;
-        }
+        /* chunks n .. n+r-1 are NEW and ours alone (no scan takes a NEW chunk) */
+        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n && nsp__own_run(h, (uint)n, r, NSP_DS_NEW))
+            return (uint)n;
     }
     if ((long)NSP_V64(&h->free_chunks) < (long)r) /* a hint: races may leave it off a little */
         return (uint)NSP_DSPAN_NONE;
@@ -796,10 +798,10 @@ static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint)
         uint c = (hint + i) % n;
         if (c == 0u)
             run = 0u;
-        run = NSP_V32(nsp__state(h, c)) == 0u ? run + 1u : 0u;
+        run = NSP_V32(nsp__state(h, c)) == NSP_DS_FREE ? run + 1u : 0u;
         if (run == r) {
             uint first = c + 1u - r;
-            if (nsp__own_run(h, first, r)) {
+            if (nsp__own_run(h, first, r, NSP_DS_FREE)) {
                 atom_sub(&h->free_chunks, (ulong)r);
                 return first;
             }
@@ -878,16 +880,16 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         }
         uint r = NSP_DST_RUN(s);
         for (uint i = 1; i < r; i++)
-            atomic_xchg(nsp__state(h, c + i), 0u);
+            atomic_xchg(nsp__state(h, c + i), NSP_DS_FREE);
         atom_add(nsp__stripe(h, nsp__slot_of_group(h)), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
         nsp__count(h, NSP_DC_LARGE_FREES);
         NSP_FENCE();
-        atomic_xchg(stp, 0u);
+        atomic_xchg(stp, NSP_DS_FREE);
         atom_add(&h->free_chunks, (ulong)r);
         nsp__oom_clear(h);
         return;
     }
-    if (st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS) {
+    if (st == NSP_DS_NEW || st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS) {
         nsp__bad_free(h, p);
         return;
     }
