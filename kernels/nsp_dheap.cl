@@ -24,10 +24,9 @@
  *   (NSP_DC_LOST: the object stays allocated, nothing is handed out twice).
  * - Free is one atom_or on the span's freed bitmap (after a read of the chunk state that finds
  *   the class). A bit found already set is a double free. A free into a FULL span moves it to
- *   PARTIAL and publishes it in its central; a release that makes a span FULL re-reads the freed
- *   bitmap after a fence. The only window left (a free whose state read precedes that store and
- *   whose atom_or follows the re-read) strands nothing: the host's sweep and the out-of-memory
- *   scan sweep FULL spans too.
+ *   PARTIAL and publishes it in its central. The release that makes a span FULL re-reads the
+ *   freed bitmap after a fence, and a free re-reads the state after its atom_or and a fence:
+ *   one of the two sees the other, so no free is stranded in a FULL span.
  * - Ledger (DESIGN.md §5): charge events are refill, release and sweep (and every malloc/free in
  *   the exact mode), each `stripe[slot] += new - desc.charge; desc.charge = new`; large objects
  *   are charged their run when allocated and 0 when freed. The heap's heapLive is the sum of the
@@ -859,8 +858,46 @@ static nsp_dhandle nsp_dmalloc(__global nsp_dheap *h, ulong size)
     return nsp__alloc_small(h, cls, slot);
 }
 
-/* Frees a handle from nsp_dmalloc (0 is ignored). A handle the heap did not hand out, or one
- * freed twice, is counted (NSP_DC_BAD_FREES, the first in NSP_DC_FIRST_BAD) and changes nothing. */
+/* The free of a small object of chunk c at offset off, after the read of its chunk state s that
+ * found its class. */
+static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint off, uint s)
+{
+    uint st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+    if (st == NSP_DS_NEW || st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS ||
+        cls > NSP_DMAX_CLASS) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    uint size = nsp_geom_class_size(cls), idx = off / size;
+    if (idx * size != off || off + size > NSP_DCHUNK) { /* interior, or in the tail waste */
+        nsp__bad_free(h, p);
+        return;
+    }
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    __global uint *stp = nsp__state(h, c);
+    ulong bit = 1ul << (idx & 63u);
+    if (atom_or(&d->freed[idx >> 6], bit) & bit) {
+        nsp__bad_free(h, p);
+        return;
+    }
+    if (h->acct == 2ul)
+        nsp__exact(h, c, -(long)size, nsp__slot_of_group(h));
+    /* The state is read again after the atom_or, behind a fence: a release that stores FULL and
+     * then (fenced) re-reads the freed bitmap, and this free, form a store-buffering pair, so at
+     * least one of the two sees the other and the span cannot stay FULL with this bit set. */
+    NSP_FENCE();
+    s = NSP_V32(stp);
+    if (NSP_DST_STATE(s) == NSP_DS_FULL &&
+        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
+        nsp__publish(h, cls - NSP_DMIN_CLASS, c);
+    nsp__oom_clear(h);
+}
+
+/* Frees a handle from nsp_dmalloc (0 is ignored). A handle the heap did not hand out is counted
+ * (NSP_DC_BAD_FREES, the first in NSP_DC_FIRST_BAD) and changes nothing. A second free of a
+ * handle is caught the same way only while the first free's bit is still in the freed bitmap,
+ * i.e. until the span's next sweep; after that the object may have been handed out again, and a
+ * second free then frees its new owner's object (no allocator without per-object tags can tell). */
 static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
 {
     if (p == 0ul)
@@ -872,43 +909,23 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     ulong rel = p - h->off_pool;
     uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
     __global uint *stp = nsp__state(h, c);
-    uint s = NSP_V32(stp), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
-    if (st == NSP_DS_LARGE) {
-        if (off != 0u || atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) != s) {
-            nsp__bad_free(h, p);
-            return;
-        }
-        uint r = NSP_DST_RUN(s);
-        for (uint i = 1; i < r; i++)
-            atomic_xchg(nsp__state(h, c + i), NSP_DS_FREE);
-        atom_add(nsp__stripe(h, nsp__slot_of_group(h)), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
-        nsp__count(h, NSP_DC_LARGE_FREES);
-        NSP_FENCE();
-        atomic_xchg(stp, NSP_DS_FREE);
-        atom_add(&h->free_chunks, (ulong)r);
-        nsp__oom_clear(h);
+    uint s = NSP_V32(stp);
+    if (NSP_DST_STATE(s) != NSP_DS_LARGE) {
+        nsp__free_small(h, p, c, off, s);
         return;
     }
-    if (st == NSP_DS_NEW || st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS) {
+    if (off != 0u || atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) != s) {
         nsp__bad_free(h, p);
         return;
     }
-    uint size = nsp_geom_class_size(cls), idx = off / size;
-    if (idx * size != off || off + size > NSP_DCHUNK) { /* interior, or in the tail waste */
-        nsp__bad_free(h, p);
-        return;
-    }
-    __global struct nsp_ddesc *d = nsp__desc(h, c);
-    ulong bit = 1ul << (idx & 63u);
-    if (atom_or(&d->freed[idx >> 6], bit) & bit) {
-        nsp__bad_free(h, p);
-        return;
-    }
-    if (h->acct == 2ul)
-        nsp__exact(h, c, -(long)size, nsp__slot_of_group(h));
-    if (st == NSP_DS_FULL &&
-        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
-        nsp__publish(h, cls - NSP_DMIN_CLASS, c);
+    uint r = NSP_DST_RUN(s);
+    for (uint i = 1; i < r; i++)
+        atomic_xchg(nsp__state(h, c + i), NSP_DS_FREE);
+    atom_add(nsp__stripe(h, nsp__slot_of_group(h)), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
+    nsp__count(h, NSP_DC_LARGE_FREES);
+    NSP_FENCE();
+    atomic_xchg(stp, NSP_DS_FREE);
+    atom_add(&h->free_chunks, (ulong)r);
     nsp__oom_clear(h);
 }
 

@@ -96,6 +96,23 @@ static const char *SRC =
     "    if (resumed) nsp__to_pool(h, (uint)paused, 0u);\n"
     "    out[5] = h->free_chunks;\n"
     "}\n"
+    /* a free that read its span's state (CACHED) before the release made it FULL, and whose
+     * atom_or lands after the release re-read the freed bitmap */
+    "__kernel void race_free_full(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle p[8];\n"
+    "    for (uint i = 0; i < 8u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
+    "    uint c = (uint)((p[0] - h->off_pool) >> NSP_DCHUNK_SHIFT);\n"
+    "    uint s = NSP_V32(nsp__state(h, c));\n"
+    "    uint ci = nsp_geom_size_to_class(8192u) - NSP_DMIN_CLASS, slot = nsp__slot_of_group(h);\n"
+    "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, slot), NSP_DW_EMPTY), slot);\n"
+    "    out[0] = NSP_DST_STATE(s); out[1] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
+    "    nsp__free_small(h, p[0], c, (uint)((p[0] - h->off_pool) & (NSP_DCHUNK - 1u)), s);\n"
+    "    out[2] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
+    "    out[3] = NSP_V64(nsp__partial(h, ci));\n"
+    "    for (uint i = 1; i < 8u; i++) nsp_dfree(h, p[i]);\n"
+    "    out[4] = p[7] - p[0];\n"
+    "}\n"
     "__kernel void classes(__global uint *out)\n"
     "{\n"
     "    uint n = (uint)get_global_id(0) + 1u;\n"
@@ -601,6 +618,31 @@ START_TEST(pool_scan_leaves_carved_chunks)
 }
 END_TEST
 
+/* Issue 13 item 3: a free whose state read precedes a release's store of FULL, and whose atom_or
+ * follows the release's re-read of the freed bitmap, must still move the span to PARTIAL (it
+ * re-reads the state after its atom_or): a FULL span with a freed object is memory no search
+ * offers until a host sweep. */
+START_TEST(free_into_span_made_full_meanwhile)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_mem out = buffer(&e, 5 * 8, NULL);
+    launch(&e, "race_free_full", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[5];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[4], 7 * 8192);       /* the span's eight objects */
+    ck_assert_uint_eq(v[0], NSP_DS_CACHED);  /* the freer's stale read */
+    ck_assert_uint_eq(v[1], NSP_DS_FULL);    /* released with nothing freed */
+    ck_assert_msg(v[2] == NSP_DS_PARTIAL && v[3] == 1,
+                  "the free was stranded: span state %llu, %llu spans in the central",
+                  (unsigned long long)v[2], (unsigned long long)v[3]);
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees, 0);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(malformed_kernel_gives_build_log)
 {
     struct env e;
@@ -727,6 +769,7 @@ static Suite *suite(void)
     tcase_add_test(t, many_work_items_many_slots);
     tcase_add_test(t, bad_frees_are_reported);
     tcase_add_test(t, pool_scan_leaves_carved_chunks);
+    tcase_add_test(t, free_into_span_made_full_meanwhile);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
     tcase_add_test(t, fence_orders_across_work_groups);
