@@ -16,7 +16,8 @@
  *   (NSP_DC_NULL_OOM).
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
- *   releases the old span; claims past navail wait for it. On NVIDIA the lanes of a warp that
+ *   releases the old span; claims past navail wait for it. Every add follows a read that found
+ *   cursor <= navail (nsp__room), so the cursor never carries into the generation. On NVIDIA the lanes of a warp that
  *   claim on the same slot word combine into one atom_add (match.any + shfl, inline PTX).
  * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
  *   the objects claimed from it are applied to alloc at its next sweep (`claimed`). Only the
@@ -690,6 +691,15 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
     return 0ul;
 }
 
+/* Whether a claim may add to slot word w: only while its cursor has not passed navail (cursor ==
+ * navail: the next claim draws the refill). Past navail a refill is in progress and a claim
+ * waits without adding: blind retries carried the 20-bit cursor into the generation. With the
+ * check, every add follows a read that saw cursor <= navail <= 4096, so the cursor stays below
+ * 4096 + the work-items resident on the device at once (each has at most one add in flight; a
+ * group's add counts its members), well inside 2^20 on the GPUs of PLATFORM.md. A word returned
+ * without an add has cursor > navail, which nsp__claim reads as "wait". */
+static inline int nsp__room(ulong w) { return NSP_DW_CUR(w) <= NSP_DW_NAVAIL(w); }
+
 /* The warp shim: on NVIDIA, the lanes of a warp that claim on the same slot word make one
  * atom_add for all of them (what CUDA's compiler does for uniform atomics; NVIDIA's OpenCL
  * compiler does not). Elsewhere each work-item makes its own. */
@@ -703,8 +713,11 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
     uint leader = 31u - clz(peers & (0u - peers));
     *rank = popcount(peers & lt);
     ulong w = 0ul;
-    if (*rank == 0u)
-        w = atom_add(sw, (ulong)popcount(peers));
+    if (*rank == 0u) {
+        w = NSP_V64(sw);
+        if (nsp__room(w))
+            w = atom_add(sw, (ulong)popcount(peers));
+    }
     asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;"
                  : "=r"(lo) : "r"((uint)w), "r"(leader), "r"(peers));
     asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, %3;"
@@ -715,7 +728,8 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
 static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
 {
     *rank = 0u;
-    return atom_add(sw, 1ul);
+    ulong w = NSP_V64(sw);
+    return nsp__room(w) ? atom_add(sw, 1ul) : w;
 }
 #endif
 
@@ -729,7 +743,9 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         __global ulong *sw = nsp__slotw(h, ci, slot);
         uint rank = 0u;
         ulong w = attempt == 0u ? nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank)
-                                : atom_add(sw, 1ul);
+                                : NSP_V64(sw);
+        if (attempt != 0u && nsp__room(w))
+            w = atom_add(sw, 1ul);
         nsp_dhandle r = 0ul;
         int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, slot, &r);
         if (got == NSP__GOT)
@@ -954,8 +970,10 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (small ? (uint)size : 16u));
     uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / sz;
     __global ulong *sw = nsp__slotw(h, ci, slot);
-    if (lid == 0u)
-        g->word = small && g->count ? atom_add(sw, (ulong)g->count) : 0ul;
+    if (lid == 0u) {
+        ulong v = small && g->count ? NSP_V64(sw) : 0ul;
+        g->word = small && g->count && nsp__room(v) ? atom_add(sw, (ulong)g->count) : v;
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
     ulong w = g->word;
     nsp_dhandle r = 0ul;

@@ -113,6 +113,21 @@ static const char *SRC =
     "    for (uint i = 1; i < 8u; i++) nsp_dfree(h, p[i]);\n"
     "    out[4] = p[7] - p[0];\n"
     "}\n"
+    /* a slot word whose span ran out (cursor past navail: a refill in progress) with its cursor
+     * near the top of its 20-bit field, and a work-item that claims on it */
+    "__kernel void race_cursor_top(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle p = nsp_dmalloc(h, 64);\n"
+    "    uint ci = nsp_geom_size_to_class(64u) - NSP_DMIN_CLASS;\n"
+    "    __global ulong *sw = nsp__slotw(h, ci, nsp__slot_of_group(h));\n"
+    "    ulong w = NSP_V64(sw), stuck = (w & ~0xFFFFFul) | 0xFFFFDul;\n"
+    "    atom_xchg(sw, stuck);\n"
+    "    nsp_dhandle q = nsp_dmalloc(h, 64);\n"
+    "    out[0] = stuck; out[1] = NSP_V64(sw); out[2] = p; out[3] = q;\n"
+    "    atom_xchg(sw, w);\n"
+    "    nsp_dfree(h, p);\n"
+    "    nsp_dfree(h, q);\n"
+    "}\n"
     "__kernel void classes(__global uint *out)\n"
     "{\n"
     "    uint n = (uint)get_global_id(0) + 1u;\n"
@@ -643,6 +658,33 @@ START_TEST(free_into_span_made_full_meanwhile)
 }
 END_TEST
 
+/* Issue 13 item 4: claims that find a slot word's span used up (a refill in progress) wait
+ * without adding to its cursor; blind retries carried the 20-bit cursor into the generation
+ * (and a cursor wrapped to 0 hands object 0 out again). One slot, so the waiter cannot hop. */
+START_TEST(claims_never_carry_the_cursor)
+{
+    struct env e;
+    slots_wanted = 1;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    cl_mem out = buffer(&e, 4 * 8, NULL);
+    launch(&e, "race_cursor_top", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[4];
+    readb(&e, out, sizeof v, v);
+    ck_assert_msg(v[1] == v[0], "the slot word moved from 0x%llx to 0x%llx (span %u gen %u cursor "
+                  "0x%x)", (unsigned long long)v[0], (unsigned long long)v[1], NSP_DW_SPAN(v[1]),
+                  NSP_DW_GEN(v[1]), NSP_DW_CUR(v[1]));
+    ck_assert_uint_ne(v[2], 0);
+    ck_assert_uint_ne(v[3], 0);
+    ck_assert_uint_ne(v[2], v[3]);
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees, 0);
+    ck_assert_uint_eq(st.forced_refills, 1); /* the waiter's object came from the central path */
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(malformed_kernel_gives_build_log)
 {
     struct env e;
@@ -770,6 +812,7 @@ static Suite *suite(void)
     tcase_add_test(t, bad_frees_are_reported);
     tcase_add_test(t, pool_scan_leaves_carved_chunks);
     tcase_add_test(t, free_into_span_made_full_meanwhile);
+    tcase_add_test(t, claims_never_carry_the_cursor);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
     tcase_add_test(t, fence_orders_across_work_groups);
