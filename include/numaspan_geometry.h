@@ -28,12 +28,16 @@
  *            the truth)
  *   pool     nchunks chunks of NSP_DCHUNK bytes; a small span is one chunk, a large object a run
  *
- * Slot word (64 bits): span index (24) | gen (15) | dense (1) | claim cursor (24).
+ * Slot word (64 bits, high to low): span index (22) | navail (13) | gen (9) | claim cursor (20).
  *   An allocation is one atom_add(word, 1): the old word names the span *and* the claim, so a
- *   claim can never land in a span after the word was replaced. cursor < navail: entry `cursor`
- *   of the span's free list (dense: object `cursor`); cursor == navail: this work-item refills;
- *   cursor > navail: another one is refilling. The empty word has span NSP_DSPAN_NONE and
- *   navail 0, so the first claim on an empty slot refills it.
+ *   claim can never land in a span after the word was replaced. navail: the free entries handed
+ *   to the slot at install; the incarnation is dense (entry i is object i) when navail equals the
+ *   class's objects per span. gen: the low 9 bits of the span's descriptor gen at install (which
+ *   snapshot buffer, gen & 1, the entries index). cursor < navail: entry `cursor` of the span's
+ *   snapshot; cursor == navail: this work-item refills; cursor > navail: another one is
+ *   refilling, and claims wait without adding (so the cursor stays far below 2^20 and never
+ *   carries into gen). The empty word has span NSP_DSPAN_NONE and navail 0, so the first claim
+ *   on an empty slot refills it.
  *
  * Chunk state word (32 bits): state (4) | class (8) | run length of a large object (20).
  */
