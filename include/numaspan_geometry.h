@@ -147,9 +147,11 @@ enum nsp_dcounter {
     NSP_DC_FORCED,         /* objects taken straight from a central span past the retry bound
                               (so no null comes from waiting) */
     NSP_DC_BAD_FREES,      /* frees of handles the heap did not hand out (or twice) */
-    NSP_DC_LOST,           /* claims whose span was rebuilt under them (object leaked, counted) */
+    NSP_DC_LOST,           /* claims whose snapshot was rebuilt under them: a tripwire, 0 since
+                              installs wait for the buffer's readers (the object would leak) */
     NSP_DC_SWEEPS,         /* spans swept */
     NSP_DC_FIRST_BAD,      /* the first bad handle + 1 (0: none) */
+    NSP_DC_SNAP_WAITS,     /* installs put off: a claimant had not yet read the snapshot buffer */
     NSP_DC_COUNT
 };
 
@@ -176,8 +178,8 @@ struct nsp_dheap_hdr {
 
 /* A span descriptor: one per chunk. Written only by the span's owner (BUSY), except `freed`
  * (any freer) and `charge` (atomics). A non-dense incarnation's claimants read avail[g & 1] and
- * prefix[g & 1], which only the incarnation after next (g + 2) rewrites: a claimant checks gen
- * after reading them, and one that was overtaken twice counts NSP_DC_LOST. */
+ * prefix[g & 1], which only the incarnation after next (g + 2) rewrites, and only once every
+ * claimant of g has read its entry (readers / read_done). */
 struct nsp_ddesc {
     nsp_u64 alloc[NSP_DWORDS];     /* 1 = allocated (as of the last sweep; plus `claimed`) */
     nsp_u64 freed[NSP_DWORDS];     /* 1 = freed, not yet swept: set by one atom_or per free */
@@ -190,7 +192,12 @@ struct nsp_ddesc {
     nsp_u32 dense;   /* the last incarnation was dense (entry i is object i) */
     nsp_u32 cls;
     nsp_i64 charge;  /* the ledger: bytes this span contributes to heapLive */
-    nsp_u64 pad[4];
+    /* Claimants of a non-dense incarnation read snapshot buffer gen & 1 after their claim:
+     * readers[b], set at the incarnation's release, is how many claimed an entry of buffer b;
+     * read_done[b] counts those whose read is over. The buffer is rewritten (by the incarnation
+     * after next) only when the two agree, so no claimant loses its entry. */
+    nsp_u32 readers[2], read_done[2];
+    nsp_u64 pad[2];
 };
 
 /* The layout of a heap of `bytes` with the given slot and central counts: fills the header's

@@ -21,8 +21,9 @@
  *   claim on the same slot word combine into one atom_add (match.any + shfl, inline PTX).
  * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
  *   the objects claimed from it are applied to alloc at its next sweep (`claimed`). Only the
- *   incarnation after next rewrites that snapshot; a claimant checks gen after reading it
- *   (NSP_DC_LOST: the object stays allocated, nothing is handed out twice).
+ *   incarnation after next rewrites that snapshot, and only once every claimant of this one has
+ *   read its entry (readers / read_done; until then the span waits in its central), so no claim
+ *   loses its object. A claimant still checks gen after reading (NSP_DC_LOST, a tripwire).
  * - Free is one atom_or on the span's freed bitmap (after a read of the chunk state that finds
  *   the class). A bit found already set is a double free. A free into a FULL span moves it to
  *   PARTIAL and publishes it in its central. The release that makes a span FULL re-reads the
@@ -311,7 +312,8 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
 }
 
 /* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
- * NSP_DW_EMPTY when it has no free entry. fresh: the chunk came from the pool (no object
+ * NSP_DW_EMPTY, having put the span back, when it has no free entry or its next snapshot buffer
+ * still has a claimant reading it. fresh: the chunk came from the pool (no object
  * allocated; a chunk that was in use before has its freed bits cleared here). */
 static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, int reused, uint stripe)
 {
@@ -326,13 +328,28 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
         d->cls = cls;
         d->nobj = nobj;
         d->claimed = 0u;
+        for (uint b = 0; b < 2u; b++) /* an empty span has no claimant left in any snapshot */
+            d->readers[b] = d->read_done[b] = 0u;
         navail = nobj;
     } else {
         navail = 0u;
         for (uint w = 0; w < nsp__nwords(nobj); w++)
             navail += nsp__pop(~NSP_V64(&d->alloc[w]) & nsp__valid(nobj, w));
+        uint par = (NSP_DV(d, gen) + 1u) & 1u;
+        if (navail != 0u && navail != nobj &&
+            NSP_V32(&d->read_done[par]) != NSP_DV(d, readers[par])) {
+            /* a claimant of the incarnation that used this buffer has not read its entry yet:
+             * rewriting it would lose that claimant's object, so the span waits in its central */
+            nsp__count(h, NSP_DC_SNAP_WAITS);
+            nsp__put_back(h, c, cls, 1);
+            return NSP_DW_EMPTY;
+        }
         if (navail != 0u && navail != nobj) { /* a new snapshot, in the other buffer */
-            uint par = (atomic_inc(&d->gen) + 1u) & 1u, acc = 0u;
+            NSP_ACQUIRE(); /* the claimants' reads are over before the buffer changes */
+            atomic_inc(&d->gen);
+            d->readers[par] = 0u;
+            atomic_xchg(&d->read_done[par], 0u);
+            uint acc = 0u;
             /* the new gen is visible before any word of the buffer changes: a claimant of
              * incarnation gen - 1 that reads a rewritten word then sees gen moved by 2 */
             NSP_FENCE();
@@ -344,8 +361,10 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
             }
         }
     }
-    if (navail == 0u)
+    if (navail == 0u) {
+        nsp__put_back(h, c, cls, 0);
         return NSP_DW_EMPTY;
+    }
     d->navail = navail;
     d->dense = navail == nobj;
     long live = (long)(nobj - navail) * size;
@@ -373,6 +392,8 @@ static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
     for (uint i = 0; i < nsp__nwords(nobj); i++)
         nf += nsp__pop(NSP_V64(&d->freed[i]));
     d->claimed = claimed;
+    if (navail != nobj) /* its claimants read snapshot gen & 1: each counts itself in read_done */
+        d->readers[NSP_DW_GEN(w) & 1u] = claimed;
     uint held = nobj - navail + claimed;
     uint live = held > nf ? held - nf : 0u;
     nsp__charge(h, d, (long)live * nsp_geom_class_size(cls), stripe);
@@ -541,7 +562,6 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             ulong w = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
             if (w != NSP_DW_EMPTY)
                 return w;
-            nsp__put_back(h, c, cls, 0);
         }
         if (round == 0u) {
             uint c = nsp__carve(h);
@@ -573,7 +593,6 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             ulong w = nsp__prepare_held(h, c, cls, fresh, 1, slot);
             if (w != NSP_DW_EMPTY)
                 return w;
-            nsp__put_back(h, c, cls, 0);
         }
     }
     return NSP_DW_EMPTY;
@@ -656,8 +675,13 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     ulong fr = NSP_V64(&d->avail[par][lo]);
     uint k = cur - prefix[lo];
     uint idx = lo * 64u + nsp__select(fr, k);
-    NSP_FENCE(); /* the snapshot's reads before the re-read of gen, at device scope (a seqlock) */
-    if (((NSP_V32(&d->gen) - NSP_DW_GEN(w)) & 0x1FFu) > 1u || k >= nsp__pop(fr)) {
+    /* The snapshot's reads are over before they are counted done: the incarnation after next
+     * rewrites this buffer only once every claimant of this one has counted (nsp__prepare), so
+     * a claim can no longer lose its object. The gen check stays as a tripwire (NSP_DC_LOST). */
+    NSP_FENCE();
+    int lost = ((NSP_V32(&d->gen) - NSP_DW_GEN(w)) & 0x1FFu) > 1u || k >= nsp__pop(fr);
+    atomic_inc(&d->read_done[par]);
+    if (lost) {
         nsp__count(h, NSP_DC_LOST);
         return NSP__LOST;
     }
