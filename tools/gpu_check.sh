@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tools/gpu_check.sh — the device heap on an NVIDIA GPU machine, in one run of under 5 minutes:
 # builds numaspan there from what the machine has, then runs the device test suite (the binary
-# carried in .gpu/, since Check is not there), the cross-work-group litmus test of the ordering
-# shim, the PTX check, and `numaspan bench device` (table and JSON). Results go to $OUT (or
+# carried in .gpu/, since Check is not there), its weak-memory case at full size (ownership
+# litmus, churn stress), the cross-work-group litmus test of the ordering shim, the PTX check,
+# and `numaspan bench device` (table and JSON). Results go to $OUT (or
 # results/device-gpu). Prepare .gpu/ here first with tools/gpu_pack.sh.
 #
 # NVIDIA's OpenCL is installed but not registered there (PLATFORM.md): it is registered for this
@@ -67,6 +68,17 @@ if [ -x .gpu/bin/test_device ]; then
   say "test_device (Check, carried binary) on the GPU"
   ( export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} CK_DEFAULT_TIMEOUT=120
     timeout 150 .gpu/bin/test_device ) 2>&1 | tail -25 | tee "$out/test_device.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
+# ---- the weak-memory tests at the sizes: the ownership-transfer litmus (two work-groups
+# per pair, one pair per two SMs) and the churn stress, 2^20 work-items x 100 rounds, slots 2/16/1024
+if [ -x .gpu/bin/test_device ]; then
+  say "weak-memory case: ownership litmus and churn stress (2^20 x 100)"
+  ( export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} CK_RUN_CASE=weak-memory
+    export NSP_LITMUS_PAIRS=${NSP_LITMUS_PAIRS:-64} NSP_LITMUS_ITERS=${NSP_LITMUS_ITERS:-100000}
+    export NSP_STRESS_ITEMS=${NSP_STRESS_ITEMS:-1048576} NSP_STRESS_ROUNDS=${NSP_STRESS_ROUNDS:-100}
+    export NSP_STRESS_HEAP_MIB=${NSP_STRESS_HEAP_MIB:-16384}
+    timeout 240 .gpu/bin/test_device ) 2>&1 | grep -v "Passed$" | tail -25 | tee "$out/weak_memory.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
 # ---- litmus and PTX -------------------------------------------------------------------------------
