@@ -170,8 +170,10 @@ struct nsp_dheap_hdr {
     nsp_u64 free_chunks; /* chunks in state FREE (exact once no kernel runs; NEW ones not counted) */
     nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed */
     nsp_u64 epoch;       /* advanced by a free that finds oom set */
-    nsp_u64 holding;     /* slot words taken by a search and not yet installed or released */
-    nsp_u64 pad1[3];
+    nsp_u64 holding;     /* slot words taken by a search, or out of their slot, not yet installed
+                            or released */
+    nsp_u64 moves;       /* arrivals of memory a search may have passed (device heap's nsp__moved) */
+    nsp_u64 pad1[2];
     nsp_u64 counter[NSP_DC_COUNT];
     nsp_u64 pad2[16 - NSP_DC_COUNT];
 };

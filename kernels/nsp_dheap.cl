@@ -75,6 +75,15 @@ typedef ulong nsp_dhandle;
  * return another SM's stale L1 line (DESIGN.md §4, "never plain loads"). */
 #define NSP_DV(d, f) NSP_V32(&(d)->f)
 
+/* Test hooks: tests/test_device.c builds with -DNSP_TEST_HOOKS and defines nsp_test_hook, which
+ * then runs at the marked points (another work-item's step, injected between two of ours). */
+#ifdef NSP_TEST_HOOKS
+void nsp_test_hook(__global struct nsp_dheap_hdr *h, uint where);
+#define NSP_TEST_HOOK(h, where) nsp_test_hook(h, where)
+#else
+#define NSP_TEST_HOOK(h, where) ((void)0)
+#endif
+
 #ifndef NSP_SPIN
 #define NSP_SPIN 2048u     /* reads of a slot word while another work-item refills it */
 #endif
@@ -188,6 +197,11 @@ static inline void nsp__charge(__global nsp_dheap *h, __global struct nsp_ddesc 
 
 /* ---- centrals (per class: ncentrals bitmaps of chunks) --------------------------------------- */
 
+/* Memory arrived where a search may already have looked (a span published in a central, a chunk
+ * returned to the pool, a word installed in a slot): a search that fails across it is not final
+ * (nsp__search). */
+static inline void nsp__moved(__global nsp_dheap *h) { atom_inc(&h->moves); }
+
 static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
 {
     uint nc = (uint)h->ncentrals, b = c / nc;
@@ -195,6 +209,7 @@ static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
     ulong old = atom_or(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, bit);
     if (!(old & bit))
         atom_inc(nsp__partial(h, ci));
+    nsp__moved(h);
 }
 static inline void nsp__unpublish(__global nsp_dheap *h, uint ci, uint c)
 {
@@ -309,6 +324,7 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
     NSP_FENCE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
     atom_inc(&h->free_chunks);
+    nsp__moved(h);
 }
 
 /* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
@@ -526,7 +542,9 @@ static void nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
             ulong v = NSP_V64(w);
             if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
                 continue;
+            atom_inc(&h->holding); /* between its slot and its central: held */
             nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s);
+            atom_dec(&h->holding);
         }
     }
 }
@@ -552,6 +570,7 @@ static ulong nsp__prepare_held(__global nsp_dheap *h, uint c, uint cls, int fres
 static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 {
     uint ci = cls - NSP_DMIN_CLASS;
+    ulong moves0 = NSP_V64(&h->moves);
     for (uint round = 0; round < 2u; round++) {
         for (uint t = 0; t < 4u; t++) {
             uint c = nsp__take_partial(h, ci, slot * 7u + t);
@@ -570,12 +589,14 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             c = nsp__scan_free(h, slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 1, slot);
-            /* another slot's cached span of this class, taken whole */
+            /* another slot's cached span of this class, taken whole; a used-up one that no claim
+             * has come to refill (cursor == navail) goes back to its central, where frees into it
+             * count again */
             for (uint i = 1; i < h->nslots; i++) {
                 uint o = (slot + i) & ((uint)h->nslots - 1u);
                 __global ulong *ow = nsp__slotw(h, ci, o);
                 ulong v = NSP_V64(ow);
-                if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) >= NSP_DW_NAVAIL(v))
+                if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
                     continue;
                 atom_inc(&h->holding);
                 ulong x = atom_xchg(ow, NSP_DW_EMPTY);
@@ -585,6 +606,7 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 nsp__release_word(h, x, o); /* raced to its end: its refiller displaces EMPTY */
                 atom_dec(&h->holding);
             }
+            NSP_TEST_HOOK(h, 1u); /* after the steal scan */
             nsp__flush_other_classes(h, ci);
         }
         int fresh = 0;
@@ -595,41 +617,49 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 return w;
         }
     }
+    /* The scans are not one snapshot: memory that arrived behind them (a refill completing in a
+     * slot already scanned, a span published in a central already searched) was missed. That
+     * was the empty steal scan a rescan right after did not repeat (issue 13 item 6): refills
+     * that completed between the steal scan and the reclaim scan. Every arrival bumps moves, and
+     * every transit is BUSY or counted in holding, so a failure with moves unchanged, no busy
+     * span and nothing held saw the whole heap. */
+    if (NSP_V64(&h->moves) != moves0)
+        (*busy)++;
     return NSP_DW_EMPTY;
 }
 
-/* The search, with the bookkeeping that makes a failure final: two searches in a row that fail
- * while no span was busy and no word was held outside the slots (h->holding: taken by a search,
- * not yet installed or released) set the out-of-memory mark, and later refills fail at once
- * until a free. A word returned here stays held until the caller installs or releases it
- * (nsp__landed). */
+/* The search, with the bookkeeping that makes a failure final: a search that fails while no
+ * span was busy, nothing arrived behind its scans (moves) and no word was held outside the slots
+ * (h->holding: taken by a search or out of a slot, not yet installed or released) sets the
+ * out-of-memory mark, and later refills fail at once until a free. A word returned here stays
+ * held until the caller installs or releases it (nsp__landed). */
 static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
 {
     if (nsp__oom_known(h))
         return NSP_DW_EMPTY;
     ulong epoch0 = NSP_V64(&h->epoch);
-    /* While other work-items hold spans (busy, or words between slots), the memory exists and
-     * moves: search again, up to NSP_SEARCHES times. Two quiet failures in a row are final. */
-    uint quiet = 0u;
+    /* While other work-items hold spans (busy, or words between slots) or memory arrives, the
+     * memory exists and moves: search again, up to NSP_SEARCHES times. A quiet failure is final. */
     for (uint t = 0; t < NSP_SEARCHES; t++) {
         uint busy = 0u;
         ulong w = nsp__search(h, cls, slot, &busy);
         if (w != NSP_DW_EMPTY)
             return w;
         if (busy == 0u && NSP_V64(&h->holding) == 0ul) {
-            if (++quiet == 2u) {
-                nsp__oom_set(h, epoch0);
-                break;
-            }
-        } else {
-            quiet = 0u;
+            nsp__oom_set(h, epoch0);
+            break;
         }
         if (nsp__oom_known(h))
             break;
     }
     return NSP_DW_EMPTY;
 }
-static inline void nsp__landed(__global nsp_dheap *h) { atom_dec(&h->holding); }
+/* A word held since nsp__get_span arrived: installed in a slot, or released to its central. */
+static inline void nsp__landed(__global nsp_dheap *h)
+{
+    nsp__moved(h);
+    atom_dec(&h->holding);
+}
 
 /* ---- claims ------------------------------------------------------------------------------------ */
 
@@ -703,8 +733,10 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
         int got = NSP__WAIT;
         if (nw != NSP_DW_EMPTY)
             got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, slot, &r);
+        atom_inc(&h->holding); /* the old word, between its slot and its central: held */
         ulong old = atom_xchg(sw, nw == NSP_DW_EMPTY ? nw : nw + 1ul);
         nsp__release_word(h, old, slot);
+        atom_dec(&h->holding);
         if (nw == NSP_DW_EMPTY)
             break;
         nsp__landed(h);
@@ -859,13 +891,14 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
     }
     uint c = nsp__find_run(h, (uint)r, slot * 977u);
     if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
-        ulong epoch0 = NSP_V64(&h->epoch);
+        ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves);
         int fresh;
         uint busy = 0u;
         nsp__flush_other_classes(h, NSP_DNCLASSES);
         nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
         c = nsp__find_run(h, (uint)r, 0u);
-        if (c == (uint)NSP_DSPAN_NONE && busy == 0u)
+        if (c == (uint)NSP_DSPAN_NONE && busy == 0u && NSP_V64(&h->holding) == 0ul &&
+            NSP_V64(&h->moves) == moves0)
             nsp__oom_set(h, epoch0);
     }
     if (c == (uint)NSP_DSPAN_NONE) {
@@ -966,6 +999,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     NSP_FENCE();
     atomic_xchg(stp, NSP_DS_FREE);
     atom_add(&h->free_chunks, (ulong)r);
+    nsp__moved(h);
     nsp__oom_clear(h);
 }
 

@@ -897,6 +897,61 @@ START_TEST(litmus_ownership_transfer)
 }
 END_TEST
 
+/* Issue 13 item 6, the root cause of "an empty steal scan that a rescan right after did not
+ * see": a search that fails while a span arrives somewhere it already looked (here another
+ * slot's refill completes between its steal scan and its reclaim scan) must not call its failure
+ * quiet (final), since the memory exists. One search, driven through the test hook; the pool is
+ * hidden from it (every chunk NEW below next_chunk: carved, never owned). */
+static const char *HOOK_SRC =
+    "void nsp_test_hook(__global nsp_dheap *h, uint where)\n"
+    "{\n"
+    "    if (where != 1u || atom_inc(&h->pad2[0]) != 0ul) return;\n"
+    "    uint cls = nsp_geom_size_to_class(48u), ci = cls - NSP_DMIN_CLASS;\n"
+    "    atomic_xchg(nsp__state(h, 0u), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));\n"
+    "    atom_inc(&h->holding);\n"
+    "    ulong w = nsp__prepare(h, 0u, cls, 1, 0, 1u);\n"
+    "    atom_xchg(nsp__slotw(h, ci, 1u), w);\n"
+    "    nsp__landed(h);\n"
+    "}\n"
+    "__kernel void search_meets_arrival(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    uint busy = 0u;\n"
+    "    ulong w = nsp__search(h, nsp_geom_size_to_class(48u), 0u, &busy);\n"
+    "    out[0] = w; out[1] = busy; out[2] = NSP_V64(&h->holding);\n"
+    "    out[3] = NSP_V64(nsp__slotw(h, nsp_geom_size_to_class(48u) - NSP_DMIN_CLASS, 1u));\n"
+    "}\n";
+
+START_TEST(search_failure_is_quiet_only_if_nothing_moved)
+{
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
+    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
+    cl_int err;
+    cl_kernel k = clCreateKernel(hp, "search_meets_arrival", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    cl_mem out = buffer(&e, 4 * 8, NULL);
+    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof out, &out);
+    size_t one = 1;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
+    uint64_t v[4];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(NSP_DW_SPAN(v[3]), 0); /* the hook's span arrived in slot 1 */
+    int quiet = v[0] == NSP_DW_EMPTY && v[1] == 0 && v[2] == 0;
+    ck_assert_msg(!quiet, "the search failed quietly (busy %llu, holding %llu) while a span with "
+                  "room arrived in slot 1", (unsigned long long)v[1], (unsigned long long)v[2]);
+    clReleaseKernel(k);
+    clReleaseProgram(hp);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(malformed_kernel_gives_build_log)
 {
     struct env e;
@@ -1025,6 +1080,7 @@ static Suite *suite(void)
     tcase_add_test(t, pool_scan_leaves_carved_chunks);
     tcase_add_test(t, free_into_span_made_full_meanwhile);
     tcase_add_test(t, claims_never_carry_the_cursor);
+    tcase_add_test(t, search_failure_is_quiet_only_if_nothing_moved);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
     tcase_add_test(t, fence_orders_across_work_groups);
