@@ -135,9 +135,17 @@ static int choose_fence(nsp_cl_heap_t *h)
                 nsp_cl_error());
     }
     if (device_scope_fences(h->dev, cver)) {
+        /* a CPU device runs on this host's cores: on x86-64 (TSO, a locked RMW is a full
+         * barrier) the kernels may drop the fence after an RMW (NSP_TSO) */
+        cl_device_type type = 0;
+        clGetDeviceInfo(h->dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        int tso = 0;
+#if defined(__x86_64__)
+        tso = (type & CL_DEVICE_TYPE_CPU) != 0;
+#endif
         h->fence_shim = NSP_CL_FENCE_DEVICE_SCOPE;
-        snprintf(h->options, sizeof h->options, "-cl-std=CL%d.%d -DNSP_FENCE_DEVICE_SCOPE",
-                 cver / 10, cver % 10);
+        snprintf(h->options, sizeof h->options, "-cl-std=CL%d.%d -DNSP_FENCE_DEVICE_SCOPE%s",
+                 cver / 10, cver % 10, tso ? " -DNSP_TSO" : "");
         return build_ops(h);
     }
     return nsp__cl_fail("nsp_cl_heap_create: %s offers no fence that orders memory across "

@@ -44,30 +44,48 @@
 typedef struct nsp_dheap_hdr nsp_dheap;
 typedef ulong nsp_dhandle;
 
-/* The ordering shim (DESIGN.md §4). NSP_FENCE() is a device-scope full fence: the release before
- * a span, chunk or word is published to other work-groups, and the acquire after one is taken
- * (a CAS to BUSY, a take from a central, a slot word exchanged out of its slot, a claim that
- * reads a snapshot). OpenCL C 1.2's mem_fence promises nothing across work-groups, so device/
- * picks one of two known fences and builds with its define; any other build is refused here:
- * - NSP_FENCE_MEMBAR (NVIDIA, whose OpenCL C 1.2 compiler accepts inline PTX): membar.gl, the
- *   GPU-wide fence; the mem_fence beside it keeps the compiler from moving accesses across it.
- * - NSP_FENCE_DEVICE_SCOPE (OpenCL C 2.0+ with device scope, e.g. POCL built -cl-std=CL3.0):
- *   atomic_work_item_fence(seq_cst, memory_scope_device). On POCL's x86 CPU device (TSO) this is
- *   a compiler fence plus an mfence, which is all that x86 needs for store-load ordering. */
+/* The ordering shim (DESIGN.md §4), at device scope. OpenCL C 1.2's mem_fence promises nothing
+ * across work-groups, so device/ picks one of two known fences and builds with its define; any
+ * other build is refused here.
+ * - NSP_RELEASE(): before a span, chunk or word is published to other work-groups (state or
+ *   slot word stored after the descriptor writes).
+ * - NSP_ACQUIRE(): after one is taken (a CAS to BUSY, a take from a central, a slot word
+ *   exchanged out of its slot, a claim that reads a snapshot), before its descriptor is read.
+ * - NSP_ACQ_REL(): both (a claimant's snapshot loads, before it counts its read done).
+ * - NSP_FENCE(): a full fence, for the store-then-load pairs (a release storing FULL then reading
+ *   the freed bitmap, the out-of-memory mark then the epoch), where neither of the above does.
+ * - NSP_FENCE_AFTER_RMW(): the same right after an atomic read-modify-write.
+ * With NSP_FENCE_MEMBAR (NVIDIA, whose OpenCL C 1.2 compiler accepts inline PTX) every one is
+ * membar.gl, the GPU-wide fence (the mem_fence beside it keeps the compiler from moving accesses
+ * across it). With NSP_FENCE_DEVICE_SCOPE (OpenCL C 2.0+, e.g. POCL built -cl-std=CL3.0) they
+ * are atomic_work_item_fence with memory_scope_device and release, acquire, seq_cst order.
+ * NSP_TSO (device/ sets it for CPU devices on x86-64, POCL's): x86 is TSO and a locked RMW is a
+ * full barrier, so after one a compiler fence (acq_rel: no instruction) suffices; release and
+ * acquire fences cost no instruction there either, and only NSP_FENCE is an mfence. */
 #if defined(NSP_FENCE_MEMBAR)
 #define NSP_FENCE()                                                                            \
     do {                                                                                       \
         mem_fence(CLK_GLOBAL_MEM_FENCE);                                                       \
         asm volatile("membar.gl;" ::: "memory");                                               \
     } while (0)
+#define NSP_RELEASE() NSP_FENCE()
+#define NSP_ACQUIRE() NSP_FENCE()
+#define NSP_ACQ_REL() NSP_FENCE()
+#define NSP_FENCE_AFTER_RMW() NSP_FENCE()
 #elif defined(NSP_FENCE_DEVICE_SCOPE) && defined(__OPENCL_C_VERSION__) && __OPENCL_C_VERSION__ >= 200
-#define NSP_FENCE()                                                                            \
-    atomic_work_item_fence(CLK_GLOBAL_MEM_FENCE, memory_order_seq_cst, memory_scope_device)
+#define NSP__FENCE_ORDER(o) atomic_work_item_fence(CLK_GLOBAL_MEM_FENCE, o, memory_scope_device)
+#define NSP_FENCE() NSP__FENCE_ORDER(memory_order_seq_cst)
+#define NSP_RELEASE() NSP__FENCE_ORDER(memory_order_release)
+#define NSP_ACQUIRE() NSP__FENCE_ORDER(memory_order_acquire)
+#define NSP_ACQ_REL() NSP__FENCE_ORDER(memory_order_acq_rel)
+#ifdef NSP_TSO
+#define NSP_FENCE_AFTER_RMW() NSP__FENCE_ORDER(memory_order_acq_rel)
+#else
+#define NSP_FENCE_AFTER_RMW() NSP_FENCE()
+#endif
 #else
 #error "numaspan device heap: no cross-work-group fence (build with -DNSP_FENCE_MEMBAR on NVIDIA, or -cl-std=CL2.0+ and -DNSP_FENCE_DEVICE_SCOPE)"
 #endif
-/* The acquire after an ownership transfer: the same fence (neither shim has a cheaper one). */
-#define NSP_ACQUIRE() NSP_FENCE()
 
 #define NSP_V64(p) (*(volatile __global ulong *)(p))
 #define NSP_V32(p) (*(volatile __global uint *)(p))
@@ -296,7 +314,7 @@ static void nsp__put_back(__global nsp_dheap *h, uint c, uint cls, int has_free)
 {
     __global uint *st = nsp__state(h, c);
     uint ci = cls - NSP_DMIN_CLASS;
-    NSP_FENCE();
+    NSP_RELEASE();
     if (has_free) {
         atomic_xchg(st, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u));
         nsp__publish(h, ci, c);
@@ -321,7 +339,7 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     nsp__charge(h, d, 0l, stripe);
-    NSP_FENCE();
+    NSP_RELEASE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
     atom_inc(&h->free_chunks);
     nsp__moved(h);
@@ -368,7 +386,7 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
             uint acc = 0u;
             /* the new gen is visible before any word of the buffer changes: a claimant of
              * incarnation gen - 1 that reads a rewritten word then sees gen moved by 2 */
-            NSP_FENCE();
+            NSP_RELEASE();
             for (uint w = 0; w < nsp__nwords(nobj); w++) {
                 ulong fr = ~NSP_V64(&d->alloc[w]) & nsp__valid(nobj, w);
                 d->avail[par][w] = fr;
@@ -386,9 +404,9 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     long live = (long)(nobj - navail) * size;
     nsp__charge(h, d, h->acct == 0ul ? (long)NSP_DCHUNK : live, stripe);
     nsp__count(h, NSP_DC_REFILLS);
-    NSP_FENCE();
+    NSP_RELEASE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_CACHED, cls, 0u));
-    NSP_FENCE();
+    NSP_RELEASE();
     return NSP_DW_MAKE(c, navail, atomic_add(&d->gen, 0u), 0u);
 }
 
@@ -708,7 +726,7 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     /* The snapshot's reads are over before they are counted done: the incarnation after next
      * rewrites this buffer only once every claimant of this one has counted (nsp__prepare), so
      * a claim can no longer lose its object. The gen check stays as a tripwire (NSP_DC_LOST). */
-    NSP_FENCE();
+    NSP_ACQ_REL(); /* the snapshot's loads before the re-read of gen and the count */
     int lost = ((NSP_V32(&d->gen) - NSP_DW_GEN(w)) & 0x1FFu) > 1u || k >= nsp__pop(fr);
     atomic_inc(&d->read_done[par]);
     if (lost) {
@@ -907,7 +925,7 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
     }
     atom_add(nsp__stripe(h, slot), (long)(r << NSP_DCHUNK_SHIFT));
     nsp__count(h, NSP_DC_LARGE_ALLOCS);
-    NSP_FENCE();
+    NSP_RELEASE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_LARGE, 0u, (uint)r));
     return nsp__chunk_off(h, c);
 }
@@ -958,7 +976,7 @@ static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint o
     /* The state is read again after the atom_or, behind a fence: a release that stores FULL and
      * then (fenced) re-reads the freed bitmap, and this free, form a store-buffering pair, so at
      * least one of the two sees the other and the span cannot stay FULL with this bit set. */
-    NSP_FENCE();
+    NSP_FENCE_AFTER_RMW();
     s = NSP_V32(stp);
     if (NSP_DST_STATE(s) == NSP_DS_FULL &&
         atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
@@ -996,7 +1014,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
         atomic_xchg(nsp__state(h, c + i), NSP_DS_FREE);
     atom_add(nsp__stripe(h, nsp__slot_of_group(h)), -(long)((ulong)r << NSP_DCHUNK_SHIFT));
     nsp__count(h, NSP_DC_LARGE_FREES);
-    NSP_FENCE();
+    NSP_RELEASE();
     atomic_xchg(stp, NSP_DS_FREE);
     atom_add(&h->free_chunks, (ulong)r);
     nsp__moved(h);
