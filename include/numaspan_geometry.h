@@ -173,7 +173,8 @@ struct nsp_dheap_hdr {
     nsp_u64 holding;     /* slot words taken by a search, or out of their slot, not yet installed
                             or released */
     nsp_u64 moves;       /* arrivals of memory a search may have passed (device heap's nsp__moved) */
-    nsp_u64 pad1[2];
+    nsp_u64 reclaimer;   /* 1 while a work-item sweeps the whole heap (one at a time) */
+    nsp_u64 pad1[1];
     nsp_u64 counter[NSP_DC_COUNT];
     nsp_u64 pad2[16 - NSP_DC_COUNT];
 };

@@ -215,10 +215,18 @@ static inline void nsp__charge(__global nsp_dheap *h, __global struct nsp_ddesc 
 
 /* ---- centrals (per class: ncentrals bitmaps of chunks) --------------------------------------- */
 
-/* Memory arrived where a search may already have looked (a span published in a central, a chunk
- * returned to the pool, a word installed in a slot): a search that fails across it is not final
- * (nsp__search). */
+/* Memory arrived where a search may already have looked without seeing it held: a word leaving
+ * the hold (installed in a slot, or released to its central; nsp__unhold), a free that made a
+ * FULL span PARTIAL, a large object's chunks back in the pool. A search that fails across such
+ * an arrival by another work-item is not final (nsp__search). Arrivals from BUSY need no mark:
+ * a scan that passed the span while it was BUSY counted it. */
 static inline void nsp__moved(__global nsp_dheap *h) { atom_inc(&h->moves); }
+/* The end of a hold (h->holding: a word taken by a search or out of its slot). */
+static inline void nsp__unhold(__global nsp_dheap *h)
+{
+    nsp__moved(h);
+    atom_dec(&h->holding);
+}
 
 static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
 {
@@ -227,7 +235,6 @@ static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
     ulong old = atom_or(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, bit);
     if (!(old & bit))
         atom_inc(nsp__partial(h, ci));
-    nsp__moved(h);
 }
 static inline void nsp__unpublish(__global nsp_dheap *h, uint ci, uint c)
 {
@@ -342,7 +349,6 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
     NSP_RELEASE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
     atom_inc(&h->free_chunks);
-    nsp__moved(h);
 }
 
 /* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
@@ -523,6 +529,23 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
     return (uint)NSP_DSPAN_NONE;
 }
 
+/* One reclaimer at a time: the out-of-memory sweep of the whole heap is a try-lock (never waited
+ * on without bound). Concurrent failing work-items each sweeping every span kept the others'
+ * spans BUSY, so no failure was ever final and each ran NSP_SEARCHES whole-heap sweeps (seconds
+ * to say "full"); now the others wait for the one sweep's verdict (nsp__get_span). */
+static inline int nsp__reclaim_begin(__global nsp_dheap *h)
+{
+    if (NSP_V64(&h->reclaimer) != 0ul || atom_cmpxchg(&h->reclaimer, 0ul, 1ul) != 0ul)
+        return 0;
+    NSP_ACQUIRE();
+    return 1;
+}
+static inline void nsp__reclaim_end(__global nsp_dheap *h)
+{
+    NSP_RELEASE();
+    atom_xchg(&h->reclaimer, 0ul);
+}
+
 static inline int nsp__oom_known(__global nsp_dheap *h)
 {
     ulong o = NSP_V64(&h->oom);
@@ -549,8 +572,9 @@ static inline void nsp__oom_clear(__global nsp_dheap *h)
  * other sizes are the heap's last reserve. A word being refilled (cursor past navail: some
  * work-item drew cursor == navail) is left to its refiller; a word at exactly navail has none
  * yet, and would keep its span forever. */
-static void nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
+static uint nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
 {
+    uint released = 0u;
     uint n = (uint)h->nslots;
     for (uint k = 0; k < NSP_DNCLASSES; k++) {
         if (k == ci)
@@ -562,9 +586,11 @@ static void nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
                 continue;
             atom_inc(&h->holding); /* between its slot and its central: held */
             nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s);
-            atom_dec(&h->holding);
+            nsp__unhold(h);
+            released++;
         }
     }
+    return released; /* the caller's own arrivals (nsp__search) */
 }
 
 /* A span of class cls with a free entry for slot `slot`: its slot word (the cursor at its first
@@ -580,7 +606,7 @@ static ulong nsp__prepare_held(__global nsp_dheap *h, uint c, uint cls, int fres
 {
     atom_inc(&h->holding);
     ulong w = nsp__prepare(h, c, cls, fresh, reused, slot);
-    if (w == NSP_DW_EMPTY)
+    if (w == NSP_DW_EMPTY) /* put back from BUSY: no arrival to mark */
         atom_dec(&h->holding);
     return w;
 }
@@ -588,7 +614,7 @@ static ulong nsp__prepare_held(__global nsp_dheap *h, uint c, uint cls, int fres
 static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 {
     uint ci = cls - NSP_DMIN_CLASS;
-    ulong moves0 = NSP_V64(&h->moves);
+    ulong moves0 = NSP_V64(&h->moves), own = 0ul; /* own: arrivals this search made itself */
     for (uint round = 0; round < 2u; round++) {
         for (uint t = 0; t < 4u; t++) {
             uint c = nsp__take_partial(h, ci, slot * 7u + t);
@@ -622,13 +648,20 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 if (NSP_DW_SPAN(x) != (uint)NSP_DSPAN_NONE && NSP_DW_CUR(x) < NSP_DW_NAVAIL(x))
                     return x;
                 nsp__release_word(h, x, o); /* raced to its end: its refiller displaces EMPTY */
-                atom_dec(&h->holding);
+                nsp__unhold(h);
+                own++;
             }
             NSP_TEST_HOOK(h, 1u); /* after the steal scan */
-            nsp__flush_other_classes(h, ci);
+            own += nsp__flush_other_classes(h, ci);
         }
         int fresh = 0;
-        uint c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh, busy);
+        uint c = (uint)NSP_DSPAN_NONE;
+        if (nsp__reclaim_begin(h)) {
+            c = nsp__reclaim(h, cls, slot * 257u, slot, &fresh, busy);
+            nsp__reclaim_end(h);
+        } else {
+            (*busy)++; /* another work-item is sweeping the heap: not final, and not twice */
+        }
         if (c != (uint)NSP_DSPAN_NONE) {
             ulong w = nsp__prepare_held(h, c, cls, fresh, 1, slot);
             if (w != NSP_DW_EMPTY)
@@ -638,10 +671,10 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
     /* The scans are not one snapshot: memory that arrived behind them (a refill completing in a
      * slot already scanned, a span published in a central already searched) was missed. That
      * was the empty steal scan a rescan right after did not repeat (issue 13 item 6): refills
-     * that completed between the steal scan and the reclaim scan. Every arrival bumps moves, and
-     * every transit is BUSY or counted in holding, so a failure with moves unchanged, no busy
-     * span and nothing held saw the whole heap. */
-    if (NSP_V64(&h->moves) != moves0)
+     * that completed between the steal scan and the reclaim scan. Every transit is BUSY or counted
+     * in holding, and every arrival not from BUSY bumps moves (nsp__moved), so a failure with no
+     * arrival but its own, no busy span and nothing held saw the whole heap. */
+    if (NSP_V64(&h->moves) - moves0 != own)
         (*busy)++;
     return NSP_DW_EMPTY;
 }
@@ -667,17 +700,19 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
             nsp__oom_set(h, epoch0);
             break;
         }
+        /* a sweep by another work-item is running: its verdict, not another sweep, is what
+         * this one needs (bounded: then search again) */
+        for (uint spins = 0; spins < NSP_SPIN * 16u && NSP_V64(&h->reclaimer) != 0ul &&
+                             !nsp__oom_known(h);
+             spins++)
+            ;
         if (nsp__oom_known(h))
             break;
     }
     return NSP_DW_EMPTY;
 }
 /* A word held since nsp__get_span arrived: installed in a slot, or released to its central. */
-static inline void nsp__landed(__global nsp_dheap *h)
-{
-    nsp__moved(h);
-    atom_dec(&h->holding);
-}
+static inline void nsp__landed(__global nsp_dheap *h) { nsp__unhold(h); }
 
 /* ---- claims ------------------------------------------------------------------------------------ */
 
@@ -754,7 +789,7 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
         atom_inc(&h->holding); /* the old word, between its slot and its central: held */
         ulong old = atom_xchg(sw, nw == NSP_DW_EMPTY ? nw : nw + 1ul);
         nsp__release_word(h, old, slot);
-        atom_dec(&h->holding);
+        nsp__unhold(h);
         if (nw == NSP_DW_EMPTY)
             break;
         nsp__landed(h);
@@ -909,14 +944,19 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
     }
     uint c = nsp__find_run(h, (uint)r, slot * 977u);
     if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
-        ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves);
+        ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves), own;
         int fresh;
         uint busy = 0u;
-        nsp__flush_other_classes(h, NSP_DNCLASSES);
-        nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
+        own = nsp__flush_other_classes(h, NSP_DNCLASSES);
+        if (nsp__reclaim_begin(h)) {
+            nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
+            nsp__reclaim_end(h);
+        } else {
+            busy++;
+        }
         c = nsp__find_run(h, (uint)r, 0u);
         if (c == (uint)NSP_DSPAN_NONE && busy == 0u && NSP_V64(&h->holding) == 0ul &&
-            NSP_V64(&h->moves) == moves0)
+            NSP_V64(&h->moves) - moves0 == own)
             nsp__oom_set(h, epoch0);
     }
     if (c == (uint)NSP_DSPAN_NONE) {
@@ -979,8 +1019,10 @@ static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint o
     NSP_FENCE_AFTER_RMW();
     s = NSP_V32(stp);
     if (NSP_DST_STATE(s) == NSP_DS_FULL &&
-        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s)
+        atomic_cmpxchg(stp, s, NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u)) == s) {
         nsp__publish(h, cls - NSP_DMIN_CLASS, c);
+        nsp__moved(h);
+    }
     nsp__oom_clear(h);
 }
 

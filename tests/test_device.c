@@ -913,6 +913,27 @@ static const char *HOOK_SRC =
     "    atom_xchg(nsp__slotw(h, ci, 1u), w);\n"
     "    nsp__landed(h);\n"
     "}\n"
+    /* a full heap (two spans of 8 KiB objects, the pool hidden) searched for 48 B while another
+     * work-item sweeps it (the reclaimer token held) */
+    "__kernel void search_while_reclaiming(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    atom_xchg(&h->pad2[0], 1ul); /* no injected refill */\n"
+    "    nsp_dhandle p[9];\n"
+    "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
+    "    uint ci = nsp_geom_size_to_class(8192u) - NSP_DMIN_CLASS;\n"
+    "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, 0u), NSP_DW_EMPTY), 0u);\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    ulong r0 = NSP_V64(&h->counter[NSP_DC_RECLAIMS]);\n"
+    "    atom_xchg(&h->reclaimer, 1ul);\n"
+    "    uint busy = 0u;\n"
+    "    ulong w = nsp__search(h, nsp_geom_size_to_class(48u), 0u, &busy);\n"
+    "    out[0] = w; out[1] = busy; out[2] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
+    "    atom_xchg(&h->reclaimer, 0ul);\n"
+    "    busy = 0u;\n"
+    "    w = nsp__search(h, nsp_geom_size_to_class(48u), 0u, &busy);\n"
+    "    out[3] = w; out[4] = busy; out[5] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
+    "    out[6] = p[8] != 0ul;\n"
+    "}\n"
     "__kernel void search_meets_arrival(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
     "    atom_xchg(&h->next_chunk, h->nchunks);\n"
@@ -945,6 +966,45 @@ START_TEST(search_failure_is_quiet_only_if_nothing_moved)
     int quiet = v[0] == NSP_DW_EMPTY && v[1] == 0 && v[2] == 0;
     ck_assert_msg(!quiet, "the search failed quietly (busy %llu, holding %llu) while a span with "
                   "room arrived in slot 1", (unsigned long long)v[1], (unsigned long long)v[2]);
+    clReleaseKernel(k);
+    clReleaseProgram(hp);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
+/* "Out of memory fast and honest" (issue 13): one reclaimer at a time. While another work-item
+ * sweeps the heap, a failing search does not sweep it again (concurrent sweeps kept each other's
+ * spans BUSY, so no failure was final and each failing work-item swept the heap up to
+ * NSP_SEARCHES times) and does not call its failure final; alone, it sweeps and its failure is
+ * final. */
+START_TEST(one_reclaimer_at_a_time)
+{
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
+    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
+    cl_int err;
+    cl_kernel k = clCreateKernel(hp, "search_while_reclaiming", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    cl_mem out = buffer(&e, 7 * 8, NULL);
+    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof out, &out);
+    size_t one = 1;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
+    uint64_t v[7];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[6], 1);
+    ck_assert_uint_eq(v[0], NSP_DW_EMPTY);
+    ck_assert_msg(v[2] == 0, "a search swept %llu spans while another work-item swept the heap",
+                  (unsigned long long)v[2]);
+    ck_assert_msg(v[1] > 0, "a search called its failure final while another sweep ran");
+    ck_assert_uint_eq(v[3], NSP_DW_EMPTY);
+    ck_assert_uint_eq(v[5], 4); /* alone: both spans, in each of its two rounds */
+    ck_assert_uint_eq(v[4], 0); /* and final */
     clReleaseKernel(k);
     clReleaseProgram(hp);
     clReleaseMemObject(out);
@@ -1081,6 +1141,7 @@ static Suite *suite(void)
     tcase_add_test(t, free_into_span_made_full_meanwhile);
     tcase_add_test(t, claims_never_carry_the_cursor);
     tcase_add_test(t, search_failure_is_quiet_only_if_nothing_moved);
+    tcase_add_test(t, one_reclaimer_at_a_time);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
     tcase_add_test(t, fence_orders_across_work_groups);
