@@ -65,8 +65,10 @@ typedef struct nsp_cl_heap_opts {
 } nsp_cl_heap_opts_t;
 
 /* A heap of `bytes` (header, metadata and pool together) in a new buffer on ctx, initialised on
- * queue (which must belong to device). Fails when the device lacks the int64 atomics, the
- * size is below one chunk plus metadata or above the device's largest buffer, or OpenCL fails. */
+ * queue (which must belong to device). Fails when the device lacks the int64 atomics or a fence
+ * that orders memory across work-groups (NVIDIA's membar.gl, or OpenCL C 2.0+ device-scope
+ * fences: the heap's programs are then built -cl-std=CL2.0+, user kernels included), the size is
+ * below one chunk plus metadata or above the device's largest buffer, or OpenCL fails. */
 NSP_CL_API nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id device,
                                              cl_command_queue queue, size_t bytes,
                                              const nsp_cl_heap_opts_t *opts);
