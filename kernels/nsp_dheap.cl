@@ -382,6 +382,7 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
              * rewriting it would lose that claimant's object, so the span waits in its central */
             nsp__count(h, NSP_DC_SNAP_WAITS);
             nsp__put_back(h, c, cls, 1);
+            nsp__moved(h); /* memory exists: the search that met it must not call itself final */
             return NSP_DW_EMPTY;
         }
         if (navail != 0u && navail != nobj) { /* a new snapshot, in the other buffer */

@@ -936,6 +936,22 @@ static const char *HOOK_SRC =
     "    out[3] = w; out[4] = busy; out[5] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
     "    out[6] = p[8] != 0ul;\n"
     "}\n"
+    /* the heap's only span with room waits for a claimant still reading its snapshot buffer */
+    "__kernel void search_meets_reader(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    atom_xchg(&h->pad2[0], 1ul); /* no injected refill */\n"
+    "    nsp_dhandle p[9];\n"
+    "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
+    "    uint cls = nsp_geom_size_to_class(8192u), ci = cls - NSP_DMIN_CLASS;\n"
+    "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, 0u), NSP_DW_EMPTY), 0u);\n"
+    "    __global struct nsp_ddesc *d =\n"
+    "        nsp__desc(h, (uint)((p[8] - h->off_pool) >> NSP_DCHUNK_SHIFT));\n"
+    "    d->readers[(d->gen + 1u) & 1u] = 1u;\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    uint busy = 0u;\n"
+    "    ulong w = nsp__search(h, cls, 0u, &busy);\n"
+    "    out[0] = w; out[1] = busy; out[2] = NSP_V64(&h->counter[NSP_DC_SNAP_WAITS]);\n"
+    "}\n"
     "__kernel void search_meets_arrival(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
     "    atom_xchg(&h->next_chunk, h->nchunks);\n"
@@ -980,6 +996,38 @@ END_TEST
  * spans BUSY, so no failure was final and each failing work-item swept the heap up to
  * NSP_SEARCHES times) and does not call its failure final; alone, it sweeps and its failure is
  * final. */
+/* A span whose next snapshot buffer still has a reader is memory in transit: a search that meets
+ * only it fails, but not finally (else the out-of-memory mark would stand while it has room). */
+START_TEST(search_failure_not_final_while_a_reader_holds_a_span)
+{
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
+    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
+    cl_int err;
+    cl_kernel k = clCreateKernel(hp, "search_meets_reader", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    cl_mem out = buffer(&e, 3 * 8, NULL);
+    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof out, &out);
+    size_t one = 1;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
+    uint64_t v[3];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[0], NSP_DW_EMPTY);
+    ck_assert_uint_gt(v[2], 0); /* the install waited for the reader */
+    ck_assert_msg(v[1] > 0, "the search called its failure final while a span with room waited "
+                  "for a reader");
+    clReleaseKernel(k);
+    clReleaseProgram(hp);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(one_reclaimer_at_a_time)
 {
     struct env e;
@@ -1144,6 +1192,7 @@ static Suite *suite(void)
     tcase_add_test(t, claims_never_carry_the_cursor);
     tcase_add_test(t, search_failure_is_quiet_only_if_nothing_moved);
     tcase_add_test(t, one_reclaimer_at_a_time);
+    tcase_add_test(t, search_failure_not_final_while_a_reader_holds_a_span);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
     tcase_add_test(t, fence_orders_across_work_groups);
