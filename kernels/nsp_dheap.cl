@@ -1,5 +1,6 @@
 /*
- * kernels/nsp_dheap.cl — the device heap's allocator, OpenCL C 1.2 (DESIGN.md §4).
+ * kernels/nsp_dheap.cl — the device heap's allocator, OpenCL C 1.2 (2.0+ where the device's
+ * fences are device-scope ones; DESIGN.md §4).
  *
  * Owns: nsp_dmalloc / nsp_dfree (per work-item, usable in divergent code), nsp_dmalloc_group
  * (work-group collective), nsp_dptr, and the layers under them: slot words (claims), refill and
@@ -17,8 +18,9 @@
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
  *   releases the old span; claims past navail wait for it. Every add follows a read that found
- *   cursor <= navail (nsp__room), so the cursor never carries into the generation. On NVIDIA the lanes of a warp that
- *   claim on the same slot word combine into one atom_add (match.any + shfl, inline PTX).
+ *   cursor <= navail (nsp__room), so the cursor never carries into the generation. On NVIDIA
+ *   the lanes of a warp that claim on the same slot word combine into one atom_add (match.any +
+ *   shfl, inline PTX).
  * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
  *   the objects claimed from it are applied to alloc at its next sweep (`claimed`). Only the
  *   incarnation after next rewrites that snapshot, and only once every claimant of this one has
@@ -33,10 +35,17 @@
  *   the exact mode), each `stripe[slot] += new - desc.charge; desc.charge = new`; large objects
  *   are charged their run when allocated and 0 when freed. The heap's heapLive is the sum of the
  *   stripes; after a release of every slot and a sweep it equals the live bytes exactly.
- * - Cross-work-group publication goes through NSP_FENCE (a device-scope fence: membar.gl on
- *   NVIDIA, atomic_work_item_fence with memory_scope_device on OpenCL C 2.0+), and every
- *   ownership transfer is followed by NSP_ACQUIRE before the descriptor is read. Shared
- *   metadata, descriptors included, is read through atomics or volatile loads, never plain loads.
+ * - Cross-work-group publication goes through NSP_RELEASE and every ownership transfer is
+ *   followed by NSP_ACQUIRE before the descriptor is read (device-scope fences: membar.gl on
+ *   NVIDIA, atomic_work_item_fence with memory_scope_device on OpenCL C 2.0+). Shared metadata,
+ *   descriptors included, is read through atomics or volatile loads, never plain loads.
+ * - Chunk states: NEW (never carved: its carver's from the increment of next_chunk on), FREE
+ *   (in the pool, counted in free_chunks: the only state a pool scan takes), CACHED, PARTIAL,
+ *   FULL, BUSY, LARGE, LTAIL (numaspan_geometry.h).
+ * - Out of memory: a search's failure is final (the out-of-memory mark, then nulls at once until
+ *   a free) only if it met no BUSY span, nothing was held between places (h->holding) and
+ *   nothing arrived behind its scans but its own releases (h->moves). One work-item at a time
+ *   sweeps the whole heap (h->reclaimer, a try-lock); the others wait, bounded, for its verdict.
  */
 #pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
 #pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
