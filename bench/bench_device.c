@@ -139,7 +139,7 @@ static const char *SRC =
      * a uniform size, a shuffle scan for mixed sizes. Where the device has sub-groups: their
      * scan and broadcast. Elsewhere: local aggregation per 32 lanes. All lanes call it with
      * s = 0 for those that do not allocate (usize: the uniform size, 0 when sizes differ). */
-    "#if defined(cl_nv_pragma_unroll) && !defined(NSP_FENCE_PLAIN)\n"
+    "#if defined(cl_nv_pragma_unroll) && defined(NSP_FENCE_MEMBAR)\n"
     "#define NSP_BENCH_WARP 1\n"
     "static inline ulong bump_warp(__global ulong *ctr, uint s, uint usize,\n"
     "                              __local uint *cnt, __local ulong *base)\n"
