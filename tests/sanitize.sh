@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tests/sanitize.sh — the sanitizer part of the suite: ASan+UBSan and TSan builds of the stress
 # driver (tests/test_host_stress.c) and the fuzz driver (tests/fuzz/fuzz_api.c), each run for a
-# bounded time on the real machine and on a synthetic 4-node machine. tests/run calls it after
-# CTest; it prints one line per run and exits non-zero if any run failed.
+# bounded time on the real machine and on a synthetic 4-node machine; and, where a clang with
+# libFuzzer exists, the fuzz driver under libFuzzer with ASan+UBSan (else a visible skip).
+# tests/run calls it after CTest; it prints one line per run and exits non-zero if any failed.
 #
-# usage: tests/sanitize.sh [--pending] [--seconds N] [asan] [tsan]     (default: both, 20 s)
+# usage: tests/sanitize.sh [--pending] [--seconds N] [asan] [tsan] [libfuzzer]  (default: all, 20 s)
 #   --seconds N  how long each fuzz run lasts (the stress runs are fixed in size)
 #   --pending    TSan without tests/tsan.supp and the fuzz driver's --pending checks: what must
 #                pass once issue 10's fixes land (fails on today's main)
@@ -24,12 +25,12 @@ while [ $# -gt 0 ]; do
     --seconds)
       [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "tests/sanitize.sh: --seconds \"${2:-}\": not a number of seconds" >&2; exit 2; }
       seconds=$2; shift ;;
-    asan|tsan) kinds+=("$1") ;;
-    *) echo "tests/sanitize.sh: unknown argument \"$1\" (usage: [--pending] [--seconds N] [asan] [tsan])" >&2; exit 2 ;;
+    asan|tsan|libfuzzer) kinds+=("$1") ;;
+    *) echo "tests/sanitize.sh: unknown argument \"$1\" (usage: [--pending] [--seconds N] [asan] [tsan] [libfuzzer])" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#kinds[@]} -gt 0 ] || kinds=(asan tsan)
+[ ${#kinds[@]} -gt 0 ] || kinds=(asan tsan libfuzzer)
 werror=OFF
 [ -n "${CI:-}" ] && werror=ON
 jobs=$(nproc)
@@ -49,20 +50,44 @@ run() {
     failed=1
     [ $rc = 124 ] && echo "sanitize: $name: timed out after ${limit}s" >> "$log"
     printf 'sanitize: %-22s FAIL  %3ds  (exit %d; log %s)\n' "$name" $((SECONDS - t0)) $rc "$log"
-    grep -m1 -E 'replay:|seed' "$log" || true
+    grep -m1 -E 'replay:|seed|Test unit written' "$log" || true
     tail -40 "$log" >&2
   fi
 }
 
+# A clang whose -fsanitize=fuzzer links (clang plus its runtime, e.g. libclang-rt-14-dev), or "".
+find_libfuzzer_cc() {
+  local cc t
+  t=$(mktemp -d)
+  echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' >"$t/t.c"
+  for cc in clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14; do
+    if command -v $cc >/dev/null && $cc -fsanitize=fuzzer,address,undefined "$t/t.c" -o "$t/t" 2>/dev/null; then
+      rm -rf "$t"; echo $cc; return
+    fi
+  done
+  rm -rf "$t"
+}
+
 for kind in "${kinds[@]}"; do
+  cc=()
+  targets=(test_host_stress fuzz_api)
   case $kind in
     asan) san=address,undefined ;;
     tsan) san=thread ;;
+    libfuzzer)
+      san=address,undefined,fuzzer-no-link
+      targets=(fuzz_api_libfuzzer)
+      c=$(find_libfuzzer_cc)
+      if [ -z "$c" ]; then
+        echo "sanitize: libfuzzer              SKIP  no clang with -fsanitize=fuzzer here (install clang and its libclang-rt-*-dev); the plain fuzz driver ran above"
+        continue
+      fi
+      cc=(-DCMAKE_C_COMPILER=$c) ;;
   esac
   dir="$root/build-$kind"
   mkdir -p "$dir"
-  if ! { cmake -S "$root" -B "$dir" -DNSP_SANITIZE=$san -DNSP_WERROR=$werror &&
-         cmake --build "$dir" -j "$jobs" --target test_host_stress fuzz_api; } >"$dir/sanitize-build.log" 2>&1; then
+  if ! { cmake -S "$root" -B "$dir" "${cc[@]}" -DNSP_SANITIZE=$san -DNSP_WERROR=$werror &&
+         cmake --build "$dir" -j "$jobs" --target "${targets[@]}"; } >"$dir/sanitize-build.log" 2>&1; then
     tail -30 "$dir/sanitize-build.log" >&2
     echo "sanitize: the $kind build failed (log: $dir/sanitize-build.log)" >&2
     failed=1
@@ -70,7 +95,16 @@ for kind in "${kinds[@]}"; do
   fi
   stress="$dir/tests/test_host_stress" fuzz="$dir/tests/fuzz/fuzz_api"
   limit=$((seconds + 240))
-  if [ $kind = asan ]; then
+  if [ $kind = libfuzzer ]; then
+    # the corpus stays in the build tree, so that local runs build on each other
+    mkdir -p "$dir/corpus"
+    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    run libfuzzer $limit "$dir/tests/fuzz/fuzz_api_libfuzzer" -max_total_time="$seconds" \
+      -max_len=8192 -artifact_prefix="$dir/" "$dir/corpus"
+    run libfuzzer-4node $limit env NSP_TOPOLOGY="$four" "$dir/tests/fuzz/fuzz_api_libfuzzer" \
+      -max_total_time="$seconds" -max_len=8192 -artifact_prefix="$dir/" "$dir/corpus"
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+  elif [ $kind = asan ]; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     run asan-stress 300 "$stress" 8 100000
     run asan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 8 100000

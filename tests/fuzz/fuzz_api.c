@@ -19,7 +19,8 @@
  *   - the plain seeded driver (every build, CTest): random inputs from a printed seed, for a
  *     bounded time or count; `fuzz_api --seed S --skip I --iterations 1` replays input I, and a
  *     file argument replays a saved input (a libFuzzer crash file included);
- *   - a libFuzzer target (clang, -DNSP_LIBFUZZER, tests/fuzz/build.sh), under ASan and UBSan.
+ *   - a libFuzzer target (clang, -DNSP_LIBFUZZER; `tests/sanitize.sh libfuzzer`), under ASan and
+ *     UBSan; its crash files replay in the plain driver too: `fuzz_api crash-<sha>`.
  *
  * Which malloc: the driver links the *shared* libnumaspan and calls numaspan by its nsp_* names
  * and, for the standard-only entry points (memalign, valloc, pvalloc, reallocarray, malloc_trim),
@@ -69,8 +70,10 @@ static struct {
 
 /* ---- failure ------------------------------------------------------------------------------------ */
 
+#ifndef NSP_LIBFUZZER
 static uint64_t run_seed;      /* the plain driver's seed and input number, for the replay line */
 static uint64_t run_iteration;
+#endif
 static int pending;            /* --pending: also the checks of fixes not yet on main */
 
 static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...)
