@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# tests/fault/run.sh — drives fault_prog under faults (CTest entries of tests/fault/CMakeLists.txt).
+#
+# usage: run.sh FAULT_PROG inject FAULT_INJECT_SO [init] [recover]
+#            a count run finds the K calls numaspan makes to mmap/mremap/madvise/mbind in
+#            `fault_prog ops` (after initialisation; "init": from the start of the process); then for N = 1..K the program runs with call N failing ("once"),
+#            and with every call from N on failing ("from"). Each run must exit 0: NULL with
+#            ENOMEM or success, never a crash or a corrupted object. "recover": in the once runs,
+#            a second round after the fault must succeed entirely.
+#        run.sh FAULT_PROG ulimit KIB A B    fault_prog ulimit A B under `ulimit -v KIB`
+#        run.sh FAULT_PROG fork | stop [strict]   fault_prog fork | stop [strict]
+set -euo pipefail
+prog=$1 what=$2
+shift 2
+case "$what" in
+  inject)
+    so=$1
+    shift
+    recover= init=0
+    for a in "$@"; do
+      case $a in
+        recover) recover=recover ;;
+        init) init=1 ;;
+        *) echo "run.sh: inject: unknown argument \"$a\" (init, recover)" >&2; exit 2 ;;
+      esac
+    done
+    export FAULTINJ_INIT=$init
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    FAULTINJ_COUNT=$tmp/count LD_PRELOAD=$so "$prog" ops >/dev/null \
+      || { echo "run.sh: fault_prog ops fails with no fault injected" >&2; exit 1; }
+    k=$(cat "$tmp/count")
+    if [ "$k" -lt 5 ]; then
+      echo "run.sh: only $k calls of numaspan's were seen: is the interposer working?" >&2
+      exit 1
+    fi
+    bad=0
+    for mode in once from; do
+      arg=
+      [ $mode = once ] && arg=$recover
+      for n in $(seq 1 "$k"); do
+        rc=0
+        FAULTINJ_AT=$n FAULTINJ_MODE=$mode LD_PRELOAD=$so timeout 60 "$prog" ops $arg \
+          >"$tmp/out" 2>&1 || rc=$?
+        if [ $rc != 0 ]; then
+          bad=$((bad + 1))
+          echo "FAIL: call $n of $k failing ($mode): exit $rc"
+          grep -E 'faultinj:|fault_prog:|numaspan' "$tmp/out" | head -5 | sed 's/^/    /'
+        fi
+      done
+    done
+    echo "run.sh: $k calls of numaspan's (FAULTINJ_INIT=$init${recover:+, recover}) to mmap/mremap/madvise/mbind, each failed once and from there on: $bad failures"
+    [ $bad = 0 ] ;;
+  ulimit)
+    kib=$1
+    echo "run.sh: ulimit -v $kib: fault_prog ulimit $2 $3"
+    (ulimit -v "$kib" && exec timeout 120 "$prog" ulimit "$2" "$3") ;;
+  fork|stop)
+    timeout 250 "$prog" "$what" "$@" ;;
+  *)
+    echo "run.sh: unknown case \"$what\" (inject, ulimit, fork, stop)" >&2
+    exit 2 ;;
+esac
