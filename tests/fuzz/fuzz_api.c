@@ -53,6 +53,20 @@
 
 #include "numaspan.h"
 
+/* Under TSan, a race that tests/tsan.supp suppresses still runs the runtime's report machinery
+ * inside the racing call (symbolising, reading the suppressions), which changes errno: errno
+ * (kept by free; untouched by a successful allocation, --pending) cannot be checked there. */
+#if defined(__SANITIZE_THREAD__)
+#define CHECK_ERRNO 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHECK_ERRNO 0
+#endif
+#endif
+#ifndef CHECK_ERRNO
+#define CHECK_ERRNO 1
+#endif
+
 #define NSLOTS 64
 #define MAX_THREADS 4
 #define OP_BYTES 4
@@ -214,7 +228,7 @@ static void release_object(struct slot *s, unsigned i, const char *when)
     check(s, i, when);
     int e = errno = 4242;
     nsp_free(s->obj);
-    if (errno != e)
+    if (CHECK_ERRNO && errno != e)
         fail("free of slot %u (%zu B from %s) changed errno to %d", i, s->n, how_name[s->how],
              errno);
     s->obj = NULL;
@@ -370,7 +384,7 @@ static void op_alloc(unsigned op, unsigned i, unsigned v, const uint8_t *b)
     }
     if (!p)
         fail("%s(%zu, align %zu) returned NULL (errno %d)", how_name[how], n, align, errno);
-    if (pending && errno != saved)
+    if (CHECK_ERRNO && pending && errno != saved)
         fail("%s(%zu) succeeded but changed errno to %d", how_name[how], n, errno);
     adopt(s, i, p, n, how, align);
     put(i, p);
