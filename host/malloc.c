@@ -450,8 +450,8 @@ NSP_EXPORT void *nsp_aligned_alloc(size_t align, size_t n)
  * their standards' stricter rules. */
 static void *nsp_memalign(size_t align, size_t n)
 {
-    if (align <= 16)
-        return alloc(n);
+    if (align <= 16) /* not alloc(n): a class-8 slot is only 8-aligned, glibc's malloc is 16 */
+        return alloc_aligned(align, n);
     if (align > SIZE_MAX / 2 + 1) {
         errno = EINVAL;
         return NULL;
