@@ -5,10 +5,8 @@
 # libFuzzer exists, the fuzz driver under libFuzzer with ASan+UBSan (else a visible skip).
 # tests/run calls it after CTest; it prints one line per run and exits non-zero if any failed.
 #
-# usage: tests/sanitize.sh [--pending] [--seconds N] [asan] [tsan] [libfuzzer]  (default: all, 20 s)
+# usage: tests/sanitize.sh [--seconds N] [asan] [tsan] [libfuzzer]  (default: all, 20 s)
 #   --seconds N  how long each fuzz run lasts (the stress runs are fixed in size)
-#   --pending    TSan without tests/tsan.supp and the fuzz driver's --pending checks: what must
-#                pass once issue 10's fixes land (fails on today's main)
 #
 # Only the two drivers are built (into build-asan/ and build-tsan/), not the whole tree. Both link
 # the shared libnumaspan and call it by its nsp_* names: the sanitizer runtime comes first in the
@@ -17,16 +15,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=20
-pending=0
 kinds=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --pending) pending=1 ;;
     --seconds)
       [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "tests/sanitize.sh: --seconds \"${2:-}\": not a number of seconds" >&2; exit 2; }
       seconds=$2; shift ;;
     asan|tsan|libfuzzer) kinds+=("$1") ;;
-    *) echo "tests/sanitize.sh: unknown argument \"$1\" (usage: [--pending] [--seconds N] [asan] [tsan] [libfuzzer])" >&2; exit 2 ;;
+    *) echo "tests/sanitize.sh: unknown argument \"$1\" (usage: [--seconds N] [asan] [tsan] [libfuzzer])" >&2; exit 2 ;;
   esac
   shift
 done
@@ -35,8 +31,6 @@ werror=OFF
 [ -n "${CI:-}" ] && werror=ON
 jobs=$(nproc)
 four="synthetic:pack:2 numa:2 core:4 pu:1"
-fuzz_extra=()
-[ $pending = 1 ] && fuzz_extra=(--pending)
 failed=0
 
 # run NAME TIMEOUT COMMAND...: one bounded run, its output kept in a log, one line of result.
@@ -108,18 +102,20 @@ for kind in "${kinds[@]}"; do
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     run asan-stress 300 "$stress" 8 100000
     run asan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 8 100000
-    run asan-fuzz $limit "$fuzz" --seconds "$seconds" "${fuzz_extra[@]}"
-    run asan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds" "${fuzz_extra[@]}"
+    run asan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 "$stress" 4 100000 foreign
+    run asan-fuzz $limit "$fuzz" --seconds "$seconds"
+    run asan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
     unset ASAN_OPTIONS UBSAN_OPTIONS
   else
-    # history_size: enough history that both stacks of a race are restored (and suppressible)
-    supp=":suppressions=$root/tests/tsan.supp"
-    [ $pending = 1 ] && supp=
-    export TSAN_OPTIONS="halt_on_error=1:history_size=7$supp"
+    # history_size: enough history that both stacks of a race are restored; no deadlock detector:
+    # it holds at most 64 locks, and stats, the recount and fork hold every central of a node.
+    # No suppressions: the races found on the first runs (s->cache, stats' plain reads) are fixed.
+    export TSAN_OPTIONS="halt_on_error=1:history_size=7:detect_deadlocks=0"
     run tsan-stress 300 "$stress" 4 50000
     run tsan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 4 50000
-    run tsan-fuzz $limit "$fuzz" --seconds "$seconds" "${fuzz_extra[@]}"
-    run tsan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds" "${fuzz_extra[@]}"
+    run tsan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 "$stress" 4 20000 foreign
+    run tsan-fuzz $limit "$fuzz" --seconds "$seconds"
+    run tsan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
     unset TSAN_OPTIONS
   fi
 done

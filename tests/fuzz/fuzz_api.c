@@ -33,9 +33,9 @@
  * with numaspan's inside the sanitizer's own process: the runtime's interceptors and numaspan
  * would then free each other's memory.
  *
- * Options of the driver (not of numaspan): --pending also checks behaviour that issue 10 asks for
- * and today's main lacks (errno untouched by a successful allocation, glibc's memalign rounding,
- * zero-size allocations at large alignments, absurd sizes refused).
+ * Beyond the stamps, each call's contract is checked: alignment, usable size, calloc's zeroes,
+ * errno kept by free and untouched by a successful allocation, glibc's memalign (an alignment that
+ * is no power of two rounded up), zero sizes at any alignment, realloc to 0 freeing.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -52,20 +52,6 @@
 #include <unistd.h>
 
 #include "numaspan.h"
-
-/* Under TSan, a race that tests/tsan.supp suppresses still runs the runtime's report machinery
- * inside the racing call (symbolising, reading the suppressions), which changes errno: errno
- * (kept by free; untouched by a successful allocation, --pending) cannot be checked there. */
-#if defined(__SANITIZE_THREAD__)
-#define CHECK_ERRNO 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHECK_ERRNO 0
-#endif
-#endif
-#ifndef CHECK_ERRNO
-#define CHECK_ERRNO 1
-#endif
 
 #define NSLOTS 64
 #define MAX_THREADS 4
@@ -88,7 +74,6 @@ static struct {
 static uint64_t run_seed;      /* the plain driver's seed and input number, for the replay line */
 static uint64_t run_iteration;
 #endif
-static int pending;            /* --pending: also the checks of fixes not yet on main */
 
 static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...)
 {
@@ -101,7 +86,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt
     fprintf(stderr, "fuzz_api: FAIL: %s\n", msg);
 #else
     fprintf(stderr, "fuzz_api: FAIL: %s\n  replay: fuzz_api --seed %" PRIu64 " --skip %" PRIu64
-            " --iterations 1%s\n", msg, run_seed, run_iteration, pending ? " --pending" : "");
+            " --iterations 1\n", msg, run_seed, run_iteration);
 #endif
     abort();
 }
@@ -228,7 +213,7 @@ static void release_object(struct slot *s, unsigned i, const char *when)
     check(s, i, when);
     int e = errno = 4242;
     nsp_free(s->obj);
-    if (CHECK_ERRNO && errno != e)
+    if (errno != e)
         fail("free of slot %u (%zu B from %s) changed errno to %d", i, s->n, how_name[s->how],
              errno);
     s->obj = NULL;
@@ -326,8 +311,6 @@ static void op_alloc(unsigned op, unsigned i, unsigned v, const uint8_t *b)
     case 19: {
         how = BY_POSIX_MEMALIGN;
         align = decode_align(b[0]);
-        if (!pending && n == 0 && align >= 16384)
-            n = 1; /* issue 10 item 6: zero size at >= 16 KiB alignment fails today */
         void *q = NULL;
         int r = nsp_posix_memalign(&q, align, n);
         if (r)
@@ -338,14 +321,12 @@ static void op_alloc(unsigned op, unsigned i, unsigned v, const uint8_t *b)
     case 20:
         how = BY_ALIGNED_ALLOC;
         align = decode_align(b[0]);
-        if (!pending && n == 0 && align >= 16384)
-            n = 1;
         p = nsp_aligned_alloc(align, n);
         break;
     case 21:
         how = BY_MEMALIGN;
         align = decode_align(b[0]);
-        if (pending && (b[0] & 0x80)) {
+        if (b[0] & 0x80) {
             /* glibc rounds an alignment that is not a power of two up to the next one */
             size_t a = align + 8 * (b[0] & 7);
             p = api.memalign(a, n);
@@ -353,8 +334,6 @@ static void op_alloc(unsigned op, unsigned i, unsigned v, const uint8_t *b)
                 align <<= 1;
             break;
         }
-        if (!pending && n == 0 && align >= 16384)
-            n = 1;
         p = api.memalign(align, n);
         break;
     case 22:
@@ -384,7 +363,7 @@ static void op_alloc(unsigned op, unsigned i, unsigned v, const uint8_t *b)
     }
     if (!p)
         fail("%s(%zu, align %zu) returned NULL (errno %d)", how_name[how], n, align, errno);
-    if (CHECK_ERRNO && pending && errno != saved)
+    if (errno != saved)
         fail("%s(%zu) succeeded but changed errno to %d", how_name[how], n, errno);
     adopt(s, i, p, n, how, align);
     put(i, p);
@@ -681,11 +660,9 @@ int main(int argc, char **argv)
             if (parse_u64(o, a + 1 < argc ? argv[++a] : NULL, dst) < 0)
                 return 2;
             have_seed |= dst == &seed;
-        } else if (!strcmp(o, "--pending")) {
-            pending = 1;
         } else if (o[0] == '-') {
             fprintf(stderr, "fuzz_api: unknown option \"%s\"\nusage: fuzz_api [--seed S] "
-                    "[--iterations N] [--seconds T] [--skip I] [--max-ops K] [--pending] "
+                    "[--iterations N] [--seconds T] [--skip I] [--max-ops K] "
                     "[input files...]\n", o);
             return 2;
         } else {
@@ -701,8 +678,7 @@ int main(int argc, char **argv)
     if (!have_seed)
         seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     run_seed = seed;
-    printf("fuzz_api: seed %" PRIu64 "%s (replay: fuzz_api --seed %" PRIu64 "%s)\n", seed,
-           pending ? ", pending checks on" : "", seed, pending ? " --pending" : "");
+    printf("fuzz_api: seed %" PRIu64 " (replay: fuzz_api --seed %" PRIu64 ")\n", seed, seed);
     fflush(stdout);
     uint8_t *buf = malloc(1 + max_ops * OP_BYTES);
     if (!buf)
