@@ -11,6 +11,8 @@
  *                                      must get at least half the bytes of the first.
  *        fault_prog fork               forks from worker threads while the others allocate; each
  *                                      child allocates, checks and exits; none may hang or fail.
+ *        fault_prog exit               allocates, then pthread_exit from main: the process must
+ *                                      end (run.sh bounds it) with status 0, as without numaspan.
  *        fault_prog stop [strict]      stops worker threads mid-operation (a signal whose handler
  *                                      waits) while the main thread allocates, trims, runs pacer
  *                                      cycles and reads stats: no round may hang ("strict": nor
@@ -451,9 +453,33 @@ static int stop_case(int strict)
     return 0;
 }
 
+/* ---- pthread_exit from main ------------------------------------------------------------------ */
+
+static void *short_worker(void *arg)
+{
+    (void)arg;
+    churn(1, 1000);
+    return NULL;
+}
+
+static int exit_case(void)
+{
+    free(malloc(64));
+    churn(2, 1000); /* enough to start whatever numaspan starts on use */
+    pthread_t t;
+    if (pthread_create(&t, NULL, short_worker, NULL))
+        fail("pthread_create");
+    pthread_detach(t);
+    /* the last thread to finish ends the process with status 0; a hidden thread of numaspan's
+     * that keeps running would keep the process alive (issue 10 item 1) */
+    pthread_exit(NULL);
+}
+
 int main(int argc, char **argv)
 {
     const char *c = argc > 1 ? argv[1] : "";
+    if (!strcmp(c, "exit"))
+        return exit_case();
     if (!strcmp(c, "ops"))
         return ops(argc > 2 && !strcmp(argv[2], "recover"));
     if (!strcmp(c, "ulimit") && argc == 4)
@@ -462,6 +488,6 @@ int main(int argc, char **argv)
         return fork_case();
     if (!strcmp(c, "stop"))
         return stop_case(argc > 2 && !strcmp(argv[2], "strict"));
-    fprintf(stderr, "usage: fault_prog ops [recover] | ulimit A B | fork | stop [strict] (got \"%s\")\n", c);
+    fprintf(stderr, "usage: fault_prog ops [recover] | ulimit A B | fork | exit | stop [strict] (got \"%s\")\n", c);
     return 2;
 }

@@ -9,6 +9,7 @@
 #            a second round after the fault must succeed entirely.
 #        run.sh FAULT_PROG ulimit KIB A B    fault_prog ulimit A B under `ulimit -v KIB`
 #        run.sh FAULT_PROG fork | stop [strict]   fault_prog fork | stop [strict]
+#        run.sh FAULT_PROG exit     fault_prog exit (pthread_exit from main) must end within 20 s
 set -euo pipefail
 prog=$1 what=$2
 shift 2
@@ -55,9 +56,14 @@ case "$what" in
     kib=$1
     echo "run.sh: ulimit -v $kib: fault_prog ulimit $2 $3"
     (ulimit -v "$kib" && exec timeout 120 "$prog" ulimit "$2" "$3") ;;
+  exit)
+    rc=0
+    timeout 20 "$prog" exit || rc=$?
+    [ $rc = 124 ] && echo "run.sh: fault_prog exit: the process did not end within 20 s of pthread_exit from main" >&2
+    exit $rc ;;
   fork|stop)
     timeout 250 "$prog" "$what" "$@" ;;
   *)
-    echo "run.sh: unknown case \"$what\" (inject, ulimit, fork, stop)" >&2
+    echo "run.sh: unknown case \"$what\" (inject, ulimit, fork, stop, exit)" >&2
     exit 2 ;;
 esac
