@@ -14,8 +14,10 @@ case "$want" in
   test)
     # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
     # python3 + matplotlib: the experiment scripts and their test; Open MPI: the MPI experiment's
-    # test (2 ranks); POCL: the device heap's tests.
-    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd) ;;
+    # test (2 ranks); POCL: the device heap's tests; clang + its runtimes: the libFuzzer build of
+    # the fuzz driver and the clang-built option tests (tests/sanitize.sh, test_process).
+    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
+           clang libclang-rt-14-dev) ;;
   experiments)
     # the peer allocators of the host benchmarks
     pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
