@@ -17,7 +17,12 @@ case "$want" in
     # test (2 ranks); POCL: the device heap's tests; clang + its runtimes: the libFuzzer build of
     # the fuzz driver and the clang-built option tests (tests/sanitize.sh, test_process).
     pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
-           clang libclang-rt-14-dev) ;;
+           clang libclang-rt-14-dev)
+    # the real-program suite (tests/real): the programs it preloads numaspan into, and python's
+    # own tests for the python3 this machine has (Debian 12: 3.11)
+    pytests=libpython3.11-testsuite
+    [ -x /usr/bin/python3 ] && pytests=lib$(/usr/bin/python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])')-testsuite
+    pkgs+=(sqlite3 git g++ perl xz-utils tar time redis-server redis-tools "$pytests") ;;
   experiments)
     # the peer allocators of the host benchmarks
     pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
