@@ -17,7 +17,7 @@
 #   --quick (default, CI): a few MB of data per program.  --full (the soak): about 4x the data and
 #   requests.  --cases / --configs: a subset (names as printed by --list).  --reuse-ref: keep the
 #   system allocator's outputs of an earlier run in WORK_DIR (the soak's later rounds).
-#   --rss-csv: append "case,config,peak_rss_kb,system_peak_rss_kb,status" rows.
+#   --rss-csv: append "case,config,peak_rss_kb,system_peak_rss_kb,status,seconds" rows.
 #   WORK_DIR defaults to BUILD_DIR/tests/real.  --list: the cases and configurations.
 # Environment: NSP_REAL_PENDING — pending cases to run as well (space or comma separated, or
 #   "all"). Pending today: python-threading (issue 10 failure 1: the pacer thread keeps the
@@ -205,7 +205,7 @@ for c in $want_cases; do
       { tail -8 "$d/.log"; [ -f "$d/out" ] && diff "$ref/out" "$d/out" | head -8; } | sed 's/^/    /'
     fi
     if [ -n "$rss_csv" ]; then
-      echo "$c,$cfg,${rss[$c,$cfg]:-},${rss[$c,ref]:-},${status[$c,$cfg]}" >>"$rss_csv"
+      echo "$c,$cfg,${rss[$c,$cfg]:-},${rss[$c,ref]:-},${status[$c,$cfg]},$((SECONDS - t0))" >>"$rss_csv"
     fi
   done
 done
