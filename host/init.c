@@ -24,6 +24,7 @@
 
 #include "cache.h"
 #include "central.h"
+#include "ledger.h"
 #include "numaspan.h"
 #include "options.h"
 #include "os.h"
@@ -173,8 +174,9 @@ void *nsp__boot_alloc(size_t n, size_t align)
 
 /* ---- fork ------------------------------------------------------------------------------------- */
 
-/* Lock order: caches, centrals, page heaps (as everywhere). The child has only the forking
- * thread, which holds every lock, so unlocking leaves every structure consistent. */
+/* Lock order: caches, centrals, page heaps, the ledger's node locks (as everywhere). The child
+ * has only the forking thread, which holds every lock, so unlocking leaves every structure
+ * consistent. */
 static void fork_prepare(void)
 {
     nsp__pacer_fork_prepare_first();
@@ -184,6 +186,7 @@ static void fork_prepare(void)
             pthread_mutex_lock(&nsp__central(n, k)->lock);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         pthread_mutex_lock(&nsp__pageheaps[n].lock);
+    nsp__ledger_lock_all(); /* no ledger change is half made in the child */
     nsp__pacer_fork_prepare_last();
 }
 
@@ -192,6 +195,7 @@ static void fork_release_child(void);
 static void fork_release(void)
 {
     nsp__pacer_fork_release();
+    nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
         pthread_mutex_unlock(&nsp__pageheaps[n].lock);
     for (unsigned n = nsp__nnodes; n-- > 0;)

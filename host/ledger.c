@@ -2,7 +2,13 @@
  * host/ledger.c — the ledger's events (see ledger.h for the rule, the table and the invariants).
  *
  * The ledger reaches the pacer in one place: a positive change that takes the heap across the
- * pacer's trigger wakes it (nsp__pacer_crossed). Nothing here takes a lock.
+ * pacer's trigger wakes it (nsp__pacer_crossed).
+ *
+ * A change of a span's charge is two steps (the charge, then heapLive[node]), so whoever reads
+ * both must not find one without the other: every event runs under a lock its reader takes
+ * too — the acting cache's, the span's central's, or, for the events that hold neither (large
+ * objects, exact mode's remote frees), the node's ledger lock below. fork and the debug recount
+ * take all of them, so a child or a recount never sees a change half made.
  */
 #include "ledger.h"
 
@@ -16,6 +22,23 @@ _Atomic int64_t nsp__huge_charge[NSP_MAX_NODES];
 int nsp__accounting;
 int64_t nsp__delta_batch = 64 << 10;
 _Atomic uint32_t nsp__sweepgen = 2;
+void (*nsp__ledger_test_hook)(void);
+
+/* Leaf locks: held across the two steps of a change made outside any cache or central lock. */
+static pthread_mutex_t node_lock[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] =
+                                                       PTHREAD_MUTEX_INITIALIZER};
+
+void nsp__ledger_lock_all(void)
+{
+    for (unsigned n = 0; n < NSP_MAX_NODES; n++)
+        pthread_mutex_lock(&node_lock[n]);
+}
+
+void nsp__ledger_unlock_all(void)
+{
+    for (unsigned n = NSP_MAX_NODES; n-- > 0;)
+        pthread_mutex_unlock(&node_lock[n]);
+}
 
 static void apply(unsigned node, int64_t delta)
 {
@@ -97,6 +120,19 @@ void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending)
         nsp__ledger_set(s, allocated_bytes(s), pending);
 }
 
+/* nsp__ledger_set for a span no cache or central lock covers (large objects). */
+static void set_unlocked(struct nsp_span *s, int64_t charge, int64_t huge_delta)
+{
+    pthread_mutex_lock(&node_lock[s->node]);
+    if (s->arena->huge)
+        atomic_fetch_add_explicit(&nsp__huge_charge[s->node], huge_delta, memory_order_relaxed);
+    int64_t old = atomic_exchange_explicit(&s->charge, charge, memory_order_relaxed);
+    if (__builtin_expect(nsp__ledger_test_hook != NULL, 0))
+        nsp__ledger_test_hook(); /* between the two steps: what a fork or a recount must not see */
+    nsp__ledger_delta(s->node, charge - old, NULL);
+    pthread_mutex_unlock(&node_lock[s->node]);
+}
+
 void nsp__ledger_large(struct nsp_span *s, int allocated)
 {
     struct nsp_ledger_node *l = &nsp__ledger[s->node];
@@ -108,20 +144,14 @@ void nsp__ledger_large(struct nsp_span *s, int allocated)
         atomic_fetch_add_explicit(&l->free_bytes, bytes, memory_order_relaxed);
         atomic_fetch_add_explicit(&l->free_objects, 1, memory_order_relaxed);
     }
-    if (s->arena->huge)
-        atomic_fetch_add_explicit(&nsp__huge_charge[s->node],
-                                  (allocated ? (int64_t)bytes : 0) - atomic_load(&s->charge),
-                                  memory_order_relaxed);
-    nsp__ledger_set(s, allocated ? (int64_t)bytes : 0, NULL);
+    int64_t charge = allocated ? (int64_t)bytes : 0;
+    set_unlocked(s, charge, charge - atomic_load(&s->charge));
 }
 
 void nsp__ledger_large_resized(struct nsp_span *s)
 {
     int64_t bytes = (int64_t)s->npages << NSP_PAGE_SHIFT;
-    if (s->arena->huge)
-        atomic_fetch_add_explicit(&nsp__huge_charge[s->node], bytes - atomic_load(&s->charge),
-                                  memory_order_relaxed);
-    nsp__ledger_set(s, bytes, NULL);
+    set_unlocked(s, bytes, bytes - atomic_load(&s->charge));
 }
 
 void nsp__ledger_count(struct nsp_span *s, int64_t n)
@@ -142,8 +172,16 @@ void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending)
     if (nsp__accounting != NSP_ACCT_EXACT)
         return;
     int64_t bytes = n * (int64_t)s->elemsize;
+    if (pending) { /* the acting cache's lock covers both steps */
+        atomic_fetch_add_explicit(&s->charge, bytes, memory_order_relaxed);
+        nsp__ledger_delta(s->node, bytes, pending);
+        return;
+    }
+    /* a central (its lock held) or a remote free (no lock): the node's ledger lock */
+    pthread_mutex_lock(&node_lock[s->node]);
     atomic_fetch_add_explicit(&s->charge, bytes, memory_order_relaxed);
-    nsp__ledger_delta(s->node, bytes, pending);
+    nsp__ledger_delta(s->node, bytes, NULL);
+    pthread_mutex_unlock(&node_lock[s->node]);
 }
 
 void nsp__ledger_flush_counts(struct nsp_span *s)
@@ -179,6 +217,7 @@ int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             pthread_mutex_lock(&nsp__central(n, k)->lock);
+    nsp__ledger_lock_all();
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         struct nsp_pageheap *h = &nsp__pageheaps[n];
         pthread_mutex_lock(&h->lock);
@@ -205,6 +244,7 @@ int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
             *charges = sum[n];
         }
     }
+    nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
             pthread_mutex_unlock(&nsp__central(n, k)->lock);

@@ -81,6 +81,14 @@ void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending);
  * node's totals and zeroes them (owner only). */
 void nsp__ledger_flush_counts(struct nsp_span *s);
 
+/* The nodes' ledger locks, which changes made outside any cache or central lock hold across
+ * their two steps (charge, heapLive): fork's prepare handler and the debug recount take them
+ * after every cache, central and page heap lock, so that neither sees a change half made. */
+void nsp__ledger_lock_all(void);
+void nsp__ledger_unlock_all(void);
+/* Tests only: called between the two steps of a change made under a ledger lock. */
+extern void (*nsp__ledger_test_hook)(void);
+
 /* The exact mode's per-object change, on the fast path's slow side. */
 static inline int nsp__ledger_exact(void)
 {

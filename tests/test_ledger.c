@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -347,6 +348,56 @@ START_TEST(stale_span_is_reconciled_once)
 }
 END_TEST
 
+/*
+ * fork between the two steps of a change (a span's charge, then heapLive). A large object's
+ * charge is changed under no cache or central lock; the test holds a thread between the two
+ * steps (the ledger's test hook) and forks meanwhile. The child must find heapLive equal to the
+ * sum of the charges: fork's prepare handler waits for the change to be whole.
+ */
+static _Atomic int hook_in, hook_go;
+
+static void pause_between_steps(void)
+{
+    atomic_store(&hook_in, 1);
+    while (!atomic_load(&hook_go))
+        sched_yield();
+    struct timespec ts = {0, 200000000}; /* long enough for the fork to pass us if it can */
+    nanosleep(&ts, NULL);
+}
+
+static void *large_alloc_thread(void *arg)
+{
+    *(void **)arg = malloc(256 << 10);
+    return NULL;
+}
+
+START_TEST(fork_sees_no_half_made_change)
+{
+    static void *p;
+    pthread_t t;
+    nsp_pacer_cycle();
+    nsp__ledger_test_hook = pause_between_steps;
+    pthread_create(&t, NULL, large_alloc_thread, &p);
+    while (!atomic_load(&hook_in))
+        sched_yield();
+    nsp__ledger_test_hook = NULL; /* the thread is inside it; nobody else stops */
+    atomic_store(&hook_go, 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        unsigned node;
+        int64_t ledger, charges;
+        _exit(nsp_ledger_recount(&node, &ledger, &charges) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pthread_join(t, NULL);
+    ck_assert_ptr_nonnull(p);
+    free(p);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child's heapLive differs from the sum of its charges (status %d)", status);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ledger");
@@ -354,6 +405,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, invariants_under_threads);
     tcase_add_test(tc, stale_span_is_reconciled_once);
+    tcase_add_test(tc, fork_sees_no_half_made_change);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
