@@ -259,6 +259,7 @@ static void sweep_in_place(struct nsp_cache *c, struct nsp_span *s)
     c->sweeps++;
     nsp__ledger_count(s, -(int64_t)applied); /* a cached span's charge waits for its release */
     if (doubles) {
+        nsp__ledger_sweep_doubles(s, doubles, c->pending);
         atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
     }

@@ -120,6 +120,7 @@ static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
     nsp__ledger_count(s, -(int64_t)applied);
     nsp__ledger_sweep(s, NULL);
     if (doubles) {
+        nsp__ledger_sweep_doubles(s, doubles, NULL);
         atomic_fetch_add(&nsp__errors[NSP_ERR_DOUBLE_FREE], doubles - 1);
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first);
     }

@@ -184,6 +184,14 @@ void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending)
     pthread_mutex_unlock(&node_lock[s->node]);
 }
 
+void nsp__ledger_sweep_doubles(struct nsp_span *s, uint32_t doubles, int64_t *pending)
+{
+    /* Without this, a remote double free of a slot already swept drifts `exact` down by an
+     * object each time: the free charged -elemsize, and the sweep applies nothing. */
+    if (doubles)
+        nsp__ledger_exact_objects(s, (int64_t)doubles, pending);
+}
+
 void nsp__ledger_flush_counts(struct nsp_span *s)
 {
     struct nsp_ledger_node *l = &nsp__ledger[s->node];

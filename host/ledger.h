@@ -77,6 +77,9 @@ void nsp__ledger_count(struct nsp_span *s, int64_t n);
 /* The exact mode's charge of n objects allocated (n > 0) or freed (n < 0) in s, at the moment it
  * happens; nothing in the other modes. */
 void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending);
+/* A sweep found `doubles` freed bits on slots that were not allocated (double frees). The exact
+ * mode charged each at its remote free, before anyone could tell: given back here. */
+void nsp__ledger_sweep_doubles(struct nsp_span *s, uint32_t doubles, int64_t *pending);
 /* Adds the span's owner counters (allocations and local frees since the last flush) to the
  * node's totals and zeroes them (owner only). */
 void nsp__ledger_flush_counts(struct nsp_span *s);
