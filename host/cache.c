@@ -276,21 +276,6 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
     return p;
 }
 
-int64_t nsp__cache_sweep_measure(struct nsp_cache *c)
-{
-    int64_t over = 0;
-    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        struct nsp_span *s = c->spans[k];
-        if (s == &nsp__empty_span)
-            continue;
-        if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
-            sweep_in_place(c, s);
-        over += atomic_load_explicit(&s->charge, memory_order_relaxed) -
-                (int64_t)s->alloc_count * s->elemsize;
-    }
-    return over;
-}
-
 void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
 {
     uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
@@ -313,9 +298,12 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
         nsp__cache_release(c, cls);
     }
     size_t bytes = span_bytes(cls);
-    if (atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes >
-        nsp__cache_total_max)
-        return nsp__central_alloc(c->node, cls); /* all caches together are at their cap */
+    size_t cached = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes;
+    /* all caches together are at their cap, or at the pacer's reservation budget (a span
+     * cached in `over` is charged whole): the central serves the object, charged as it is */
+    if (cached > nsp__cache_total_max ||
+        (int64_t)cached > atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed))
+        return nsp__central_alloc(c->node, cls);
     make_room(c, cls, bytes);
     s = nsp__central_cache_span(c->node, cls, c->index);
     if (!s)
@@ -327,4 +315,43 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
     nsp__ledger_refill(s, c->pending);
     return counted(c, s, nsp__span_next_free(s));
+}
+
+/* ---- lock-free reading ------------------------------------------------------------------------ */
+
+/* The owner's plain fields, read as the owner may be writing them (cache.h says why that is
+ * enough). Not instrumented by ThreadSanitizer: these races are the design, not a bug. */
+#define RACY(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+__attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct nsp_span *s)
+{
+    int64_t live = (int64_t)RACY(s->alloc_count);
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
+        uint32_t nw = (RACY(s->nelems) + 63) / 64;
+        for (uint32_t w = 0; w < nw; w++)
+            live -= __builtin_popcountll(
+                atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed));
+    }
+    return atomic_load_explicit(&s->charge, memory_order_relaxed) -
+           live * (int64_t)RACY(s->elemsize);
+}
+
+__attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cache *c,
+                                                            struct nsp_cache_reading *r)
+{
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        r->pending += RACY(c->pending[n]);
+    size_t held = RACY(c->held_bytes);
+    r->held += (int64_t)held;
+    if (!held)
+        return;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        struct nsp_span *s = RACY(c->spans[k]);
+        if (s == &nsp__empty_span ||
+            atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED ||
+            RACY(s->cache) != c->index)
+            continue;
+        r->unspent += span_unspent(s);
+        r->unflushed += (int64_t)RACY(s->nmalloc) * (int64_t)RACY(s->elemsize);
+    }
 }

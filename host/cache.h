@@ -181,9 +181,25 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls);
 void nsp__cache_release(struct nsp_cache *c, unsigned cls);
 /* Gives every span back (pacer's idle release, malloc_trim). */
 void nsp__cache_release_all(struct nsp_cache *c);
-/* Sweeps the cache's spans in place (frees by other threads applied, as their owner would) and
- * returns by how much their charges exceed their allocated slots (the pacer's live measure). */
-int64_t nsp__cache_sweep_measure(struct nsp_cache *c);
+/* ---- lock-free reading (any thread, the cache's lock not taken) ------------------------------- */
+
+/* What a cache holds, for the pacer and stats, read without taking the cache: */
+struct nsp_cache_reading {
+    int64_t unspent;   /* its unspent reservation: over its cached spans, charge minus the bytes
+                        * of objects live in them (allocated slots less remote frees not yet
+                        * swept). over: the capacity charged but not allocated (>= 0); under:
+                        * minus what was allocated since the refill; exact: 0 */
+    int64_t pending;   /* its negative heapLive changes not yet applied, all nodes */
+    int64_t unflushed; /* bytes allocated from its spans, not yet in the ledger's totals */
+    int64_t held;      /* bytes of the spans it holds */
+};
+/* Adds cache c's reading to *r. The owner's counters are read racily with relaxed loads (the
+ * owner writes them with plain stores under its lock, on the fast path, which must not pay for
+ * this): each value is one the owner stored at some recent instant, so a reading is exact for a
+ * cache at rest and off by the operations in flight otherwise. Spans are published by the cache
+ * at refill and release (spans[k], their state CACHED by this cache); a span seen mid-release
+ * counts 0 (an uncached span's charge is its allocated bytes). */
+void nsp__cache_read(const struct nsp_cache *c, struct nsp_cache_reading *r);
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);

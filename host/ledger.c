@@ -22,6 +22,7 @@ _Atomic int64_t nsp__huge_charge[NSP_MAX_NODES];
 int nsp__accounting;
 int64_t nsp__delta_batch = 64 << 10;
 _Atomic uint32_t nsp__sweepgen = 2;
+_Atomic int64_t nsp__reserve_budget = INT64_MAX;
 void (*nsp__ledger_test_hook)(void);
 
 /* Leaf locks: held across the two steps of a change made outside any cache or central lock. */
@@ -259,3 +260,4 @@ int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
     nsp__cache_unlock_all();
     return rc;
 }
+

@@ -55,6 +55,9 @@ extern _Atomic int64_t nsp__huge_charge[NSP_MAX_NODES]; /* charges of huge objec
 extern int nsp__accounting;                  /* enum nsp_accounting, set at init */
 extern int64_t nsp__delta_batch;             /* NSP_DELTA_BATCH */
 extern _Atomic uint32_t nsp__sweepgen;
+/* The reservation budget: bytes of spans all caches together may hold while something is paced
+ * in `over` (the pacer sets it, DESIGN.md §6 "Bounding the overestimate"); INT64_MAX: none. */
+extern _Atomic int64_t nsp__reserve_budget;
 
 /* Applies a change of heapLive on node (delta > 0 at once; delta < 0 into *pending, flushed past
  * the batch, or at once when pending is NULL). */

@@ -95,6 +95,10 @@ static const struct option_row table[] = {
                                    "1: NSP_MEMORY_LIMIT is also a hard limit on the memory "
                                    "numaspan maps for user pages; an allocation that would map "
                                    "past it fails with ENOMEM (after a trim)"},
+    [NSP_OPT_PACE_RESERVE] = {"NSP_PACE_RESERVE", "0.25",
+                              "kappa: with `over` accounting and something paced, caches may "
+                              "hold spans of at most kappa * (trigger - live) bytes, so that a "
+                              "cycle starts at most that much early (0..1)"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -108,6 +108,11 @@ static struct {
     _Atomic int running;       /* a cycle is in progress */
     pthread_mutex_t model_lock;
     int64_t live, goal, runway;
+    double kappa;              /* NSP_PACE_RESERVE: the reservation budget's share of the runway */
+    _Atomic int64_t end_allocated; /* bytes ever allocated, read at the last cycle's end */
+    _Atomic int64_t min_between;   /* bytes to allocate after a cycle before the next may start */
+    _Atomic int64_t last_confirm_ns;
+    _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
     _Atomic uint64_t cycles, forced, triggered, caches_released, idle_releases, busy_caches;
@@ -123,6 +128,8 @@ static struct {
     pthread_mutex_t trace_lock;
 } P = {.model_lock = PTHREAD_MUTEX_INITIALIZER, .trace_lock = PTHREAD_MUTEX_INITIALIZER,
        .trace_fd = -1};
+
+static void set_trigger(int64_t trigger);
 
 static int64_t now_ns(void)
 {
@@ -247,6 +254,8 @@ void nsp__pacer_init(void)
     if (P.params.memory_limit > 0 && P.params.memory_limit < 4 * MiB)
         nsp__option_reject(NSP_OPT_MEMORY_LIMIT,
                            "below 4M the headroom of max(3%, 1M) leaves no heap (0: no limit)");
+    P.kappa = nsp__option_number(NSP_OPT_PACE_RESERVE, 0, 1,
+                                 "expected a number from 0 to 1 (e.g. 0.25)");
     nsp__delta_batch = (int64_t)nsp__option_size(NSP_OPT_DELTA_BATCH);
     parse_node_limits();
     /* bounded: milliseconds in nanoseconds must not overflow (a wrapped, negative idle time made
@@ -276,8 +285,9 @@ void nsp__pacer_init(void)
         limited |= nsp__node_limit_pages[n] > 0;
     P.paced = limited;
     P.goal = nsp__pacer_goal(&P.params, 0);
+    atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, 0));
     if (P.paced)
-        atomic_store(&nsp__pacer_trigger, nsp__pacer_trigger_for(&P.params, 0, P.goal, 0));
+        set_trigger(nsp__pacer_trigger_for(&P.params, 0, P.goal, 0));
 }
 
 /* ---- the cycle -------------------------------------------------------------------------------- */
@@ -324,24 +334,54 @@ static void scavenge(int64_t goal)
     }
 }
 
-/* The live heap at the end of a cycle: the sum of the charges, less what the charges of spans
- * held by caches say beyond their allocated slots, once those spans are swept. In a concurrent
- * cycle the program refills caches while the cycle runs: in `over` each refill charges a whole
- * span, and the collector's frees land in spans caches hold; without this the measured live
- * heap, and the goal, would grow with the caches' capacity and feed on themselves. */
-static int64_t measure_live(void)
+/* The heap as the pacer reads it, without taking any cache (a measurement must not stop the
+ * program, nor be defeated by a cache its owner holds): */
+struct heap_reading {
+    int64_t charged;   /* heapLive + pending: the sum of every span's charge */
+    int64_t unspent;   /* the caches' unspent reservation (cache.h) */
+    int64_t allocated; /* bytes ever allocated: the ledger's totals plus what caches hold unflushed */
+    int64_t held;      /* bytes of spans caches hold (C) */
+};
+
+/* live = charged - unspent: the bytes of live objects, whatever the mode, busy caches included.
+ * The caches are walked first and heapLive read last: a refill in between then adds a charge
+ * whose reservation was not subtracted (the reading errs high, on the pacer's safe side), where
+ * the other order subtracted reservations whose charges it had not read (low, even negative). */
+static void read_heap(struct heap_reading *h)
 {
-    int64_t live = heap_total();
-    for (unsigned i = 0; i < nsp__ncaches; i++) {
-        struct nsp_cache *c = &nsp__caches[i];
-        if (!nsp__cache_lock_foreign(c))
-            continue; /* busy: counted as charged */
-        for (unsigned n = 0; n < nsp__nnodes; n++)
-            live += c->pending[n];
-        live -= nsp__cache_sweep_measure(c);
-        nsp__cache_unlock(c);
+    struct nsp_cache_reading r = {0};
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        nsp__cache_read(&nsp__caches[i], &r);
+    int64_t totals = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        totals += (int64_t)atomic_load_explicit(&nsp__ledger[n].alloc_bytes, memory_order_relaxed);
+    h->charged = heap_total() + r.pending;
+    h->unspent = r.unspent;
+    h->allocated = totals + r.unflushed;
+    h->held = r.held;
+}
+
+static int64_t live_of(const struct heap_reading *h)
+{
+    return h->charged - h->unspent;
+}
+
+/* Publishes a new trigger, and with it the reservation budget (model lock held). */
+static void set_trigger(int64_t trigger)
+{
+    atomic_store(&nsp__pacer_trigger, trigger);
+    /* B = kappa * (trigger - live): what caches may hold charged but unallocated. In `over`
+     * heapLive exceeds the live bytes by at most that much, so a crossing of the trigger comes at
+     * most kappa of the way from live to the trigger early, however many caches there are (with
+     * 512 caches and no bound, each cycle's refills charged C = 160 MiB again at once: a cycle
+     * storm). `under` and `exact` charge no reservation: nothing to bound. */
+    int64_t budget = INT64_MAX;
+    if (trigger != INT64_MAX && nsp__accounting == NSP_ACCT_OVER) {
+        budget = (int64_t)(P.kappa * (double)(trigger - P.live));
+        if (budget < 0)
+            budget = 0;
     }
-    return live;
+    atomic_store_explicit(&nsp__reserve_budget, budget, memory_order_relaxed);
 }
 
 static void cycle(int forced)
@@ -350,7 +390,8 @@ static void cycle(int forced)
     if (!atomic_compare_exchange_strong(&P.running, &idle, 1))
         return; /* one at a time: the running one will do */
     int64_t t0 = now_ns();
-    int64_t charged0 = atomic_load(&nsp__charged_total);
+    struct heap_reading start, end;
+    read_heap(&start);
     trace(forced ? "cycle_forced" : "cycle_start", -1);
     trace_nodes("cycle_start");
     if (P.collector)
@@ -359,17 +400,23 @@ static void cycle(int forced)
     release_caches(sg);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_trim(n); /* sweep uncached spans; empty ones back to the page heap */
-    int64_t live = measure_live();
-    int64_t runway = atomic_load(&nsp__charged_total) - charged0;
+    read_heap(&end);
+    int64_t live = live_of(&end);
+    /* runway: bytes allocated while the cycle ran, not bytes charged (a refill charges a whole
+     * span's capacity, which says nothing of how fast the program allocates) */
+    int64_t runway = end.allocated - start.allocated;
+    if (runway < 0)
+        runway = 0;
     pthread_mutex_lock(&P.model_lock);
-    /* runway: bytes charged while recent cycles ran, smoothed over cycles */
+    /* smoothed over cycles */
     P.runway = P.runway ? (P.runway + runway) / 2 : runway;
     P.live = live;
     P.goal = nsp__pacer_goal(&P.params, live);
     if (P.paced || P.collector)
-        atomic_store(&nsp__pacer_trigger,
-                     nsp__pacer_trigger_for(&P.params, live, P.goal, P.runway));
+        set_trigger(nsp__pacer_trigger_for(&P.params, live, P.goal, P.runway));
     int64_t goal = P.goal;
+    atomic_store(&P.min_between, nsp__pacer_min_between(goal, live));
+    atomic_store(&P.end_allocated, end.allocated);
     pthread_mutex_unlock(&P.model_lock);
     scavenge(goal);
     int64_t pause = now_ns() - t0;
@@ -386,10 +433,31 @@ static void cycle(int forced)
 
 /* A crossing is a hint: the trigger may have moved since (a cycle that ended meanwhile set a new
  * one). Without this check a crossing seen during a cycle, against the old trigger, would start
- * the next cycle at once, and cycles would run back to back. */
+ * the next cycle at once, and cycles would run back to back.
+ *
+ * And a crossing is confirmed before a cycle starts: heapLive + pending - the unspent
+ * reservation (the live bytes, read without stopping anyone) must be at the trigger too, and
+ * the program must have allocated the minimum between cycles since the last one ended, counted
+ * in allocated bytes (a refill that charges capacity is not allocation). A crossing that is not
+ * confirmed waits for the next one (the next refill past the trigger): a cycle starts at most
+ * the reservation spent since the last reading late, and that is at most the budget. */
 static int still_due(void)
 {
-    return heap_total() >= atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed);
+    int64_t trigger = atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed);
+    if (heap_total() < trigger)
+        return 0;
+    /* a reading walks every cache: not more often than every 20 us, whoever asks */
+    int64_t now = now_ns(), last = atomic_load_explicit(&P.last_confirm_ns, memory_order_relaxed);
+    if (now - last < 20000 ||
+        !atomic_compare_exchange_strong(&P.last_confirm_ns, &last, now))
+        return 0;
+    struct heap_reading h;
+    read_heap(&h);
+    if (live_of(&h) >= trigger &&
+        h.allocated - atomic_load(&P.end_allocated) >= atomic_load(&P.min_between))
+        return 1;
+    atomic_fetch_add_explicit(&P.unconfirmed, 1, memory_order_relaxed);
+    return 0;
 }
 
 void nsp__pacer_run_due(void)
@@ -643,7 +711,7 @@ void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg)
     __atomic_store_n(&P.collector, fn, __ATOMIC_RELEASE); /* slow paths read it unlocked */
     int64_t trigger = fn || P.paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway)
                                     : INT64_MAX;
-    atomic_store(&nsp__pacer_trigger, trigger);
+    set_trigger(trigger);
     pthread_mutex_unlock(&P.model_lock);
     if (fn && atomic_load(&P.thread_started) == THREAD_NONE)
         start_thread(); /* a collector is something to pace */
@@ -698,5 +766,16 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->pause_ns_total = atomic_load(&P.pause_ns_total);
     out->pause_ns_max = atomic_load(&P.pause_ns_max);
     out->spills = atomic_load(&P.spills);
+    /* read without taking any cache: a reader must not stop the program it measures */
+    struct heap_reading h;
+    read_heap(&h);
+    out->live_now = live_of(&h);
+    out->unspent = h.unspent;
+    out->cached_bytes = h.held;
+    out->allocated_bytes = h.allocated;
+    out->reserve_budget = atomic_load(&nsp__reserve_budget);
+    if (out->reserve_budget == INT64_MAX)
+        out->reserve_budget = -1;
+    out->unconfirmed = atomic_load(&P.unconfirmed);
     return 0;
 }

@@ -12,6 +12,14 @@
  *            concurrent: goal - runway, clamped to [live + 45/64 (goal - live),
  *                        max(live + 61/64 (goal - live), goal - 4 MiB for goals above 4 MiB)]
  *   and never less than live + a minimum allocation between cycles (no cycle storms).
+ * Bounding the overestimate (DESIGN.md §6), in `over` while something is paced:
+ *   budget   caches together hold spans of at most B = kappa * (trigger - live) bytes
+ *            (NSP_PACE_RESERVE, kappa = 1/4): heapLive exceeds the live bytes by at most B, so a
+ *            crossing comes at most kappa of the way from live to the trigger early
+ *   confirm  a crossing starts a cycle only if the live bytes read without taking any cache
+ *            (heapLive + pending - the caches' unspent reservation) are at the trigger too, and
+ *            the program allocated the minimum between cycles since the last one
+ *   runway   and the minimum between cycles are counted in allocated bytes, not charged ones.
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.
  * Scavenging and idle-cache release always run: on the pacer thread if there is one, else at

@@ -251,6 +251,13 @@ typedef struct nsp_pacer_info {
     uint32_t sweepgen;
     uint64_t cycles, forced_cycles, caches_released, idle_releases, busy_caches;
     uint64_t bytes_scavenged, pause_ns_total, pause_ns_max, spills;
+    /* Read without taking any cache (host/cache.h, "lock-free reading"): */
+    int64_t live_now;        /* the live bytes now: heapLive + pending - unspent */
+    int64_t unspent;         /* the caches' unspent reservation: charged, not allocated */
+    int64_t cached_bytes;    /* bytes of spans the caches hold (C) */
+    int64_t allocated_bytes; /* bytes ever allocated (monotonic) */
+    int64_t reserve_budget;  /* what caches may hold in `over` while paced; -1: no bound */
+    uint64_t unconfirmed;    /* trigger crossings not confirmed by the live bytes */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

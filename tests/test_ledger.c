@@ -434,6 +434,140 @@ START_TEST(remote_double_free_of_swept_slot_leaves_no_drift)
 }
 END_TEST
 
+/*
+ * A cycle that cannot take a cache still measures it: the cache's unspent reservation is read
+ * without its lock, so `live` is the live bytes, not the live bytes plus what the busy cache
+ * holds charged. Every mode: live is exact here (nothing else runs).
+ */
+START_TEST(busy_cache_is_measured_without_taking_it)
+{
+    nsp_thread_bind_core(0);
+    pthread_t t;
+    pthread_create(&t, NULL, cycle_thread, NULL);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t want = pi.live;
+    static const size_t sizes[] = {24, 200, 1000, 3000, 12000};
+    void *obj[5];
+    for (int i = 0; i < 5; i++) {
+        obj[i] = malloc(sizes[i]);
+        want += (int64_t)malloc_usable_size(obj[i]);
+    }
+    struct nsp_cache *c = &nsp__caches[0];
+    int locked = nsp__cache_lock_foreign(c); /* its owner is busy for the whole cycle */
+    uint64_t busy0 = pi.busy_caches;
+    atomic_store(&cycle_go, 1);
+    while (!atomic_load(&cycle_done))
+        sched_yield();
+    nsp_pacer_get(&pi); /* takes no cache either */
+    nsp__cache_unlock(c);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 5; i++)
+        free(obj[i]);
+    ck_assert_int_eq(locked, 1);
+    ck_assert_uint_gt(pi.busy_caches, busy0); /* the cycle did find it busy */
+    if (nsp__accounting == NSP_ACCT_OVER)
+        ck_assert_int_gt(pi.unspent, 5 * (64 << 10) - 16384); /* five spans, nearly unspent */
+    ck_assert_int_eq(pi.live, want);
+    ck_assert_int_eq(pi.live_now, want);
+}
+END_TEST
+
+/*
+ * At rest, with no remote frees pending, the ledger is exactly what the rule says it is:
+ *     heapLive + pending = true live + the unspent reservation
+ * where the unspent reservation is computed here from the rule and the caches' spans (over: a
+ * cached span's whole bytes less its allocated ones; exact: none). Four threads, one per node,
+ * free their objects of the last round (partly remote: cycles released their spans), a cycle
+ * sweeps and releases everything, then they allocate a new set and stop. And in every mode the
+ * lock-free reading (pacer's live_now) finds the true live bytes.
+ */
+#define REST_ROUNDS 12
+#define REST_OBJS 800
+static void *(*rest_obj)[REST_OBJS];
+
+static void *rest_worker(void *arg)
+{
+    unsigned w = (unsigned)(uintptr_t)arg;
+    bind_failed |= nsp_thread_bind_core(w * 2) < 0;
+    uint64_t seed = 0x1234567 + w * 104729;
+    pthread_barrier_wait(&barrier);
+    for (int round = 0; round < REST_ROUNDS; round++) {
+        for (unsigned i = 0; i < REST_OBJS; i++) {
+            free(rest_obj[w][i]);
+            rest_obj[w][i] = NULL;
+        }
+        pthread_barrier_wait(&barrier); /* the test runs a cycle: swept, released */
+        pthread_barrier_wait(&barrier);
+        unsigned k = (unsigned)(rng(&seed) % REST_OBJS);
+        for (unsigned i = 0; i < k; i++)
+            rest_obj[w][i] = malloc(draw(&seed));
+        pthread_barrier_wait(&barrier); /* at rest: the test checks */
+        pthread_barrier_wait(&barrier);
+    }
+    return NULL;
+}
+
+START_TEST(at_rest_heaplive_is_live_plus_unspent)
+{
+    int mode = nsp__accounting;
+    rest_obj = mmap(NULL, sizeof(void *) * WORKERS * REST_OBJS, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(rest_obj, MAP_FAILED);
+    pthread_barrier_init(&barrier, NULL, WORKERS + 1);
+    pthread_t th[WORKERS];
+    for (unsigned w = 0; w < WORKERS; w++)
+        pthread_create(&th[w], NULL, rest_worker, (void *)(uintptr_t)w);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t base = pi.heap_live_total;
+    for (unsigned n = 0; n < pi.nnodes; n++)
+        base += pi.pending[n];
+    pthread_barrier_wait(&barrier);
+    static char failure[256];
+    int64_t unspent_seen = 0;
+    for (int round = 0; round < REST_ROUNDS; round++) {
+        pthread_barrier_wait(&barrier);
+        nsp_pacer_cycle();
+        pthread_barrier_wait(&barrier);
+        pthread_barrier_wait(&barrier); /* at rest */
+        int64_t truth = base, unspent = 0;
+        for (unsigned w = 0; w < WORKERS; w++)
+            for (unsigned i = 0; i < REST_OBJS; i++)
+                if (rest_obj[w][i])
+                    truth += (int64_t)malloc_usable_size(rest_obj[w][i]);
+        for (unsigned i = 0; i < nsp__ncaches; i++)
+            for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+                struct nsp_span *sp = nsp__caches[i].spans[k];
+                if (sp != &nsp__empty_span && mode == NSP_ACCT_OVER)
+                    unspent += ((int64_t)sp->npages << NSP_PAGE_SHIFT) -
+                               (int64_t)sp->alloc_count * sp->elemsize;
+            }
+        nsp_pacer_get(&pi);
+        int64_t ledger = pi.heap_live_total;
+        for (unsigned n = 0; n < pi.nnodes; n++)
+            ledger += pi.pending[n];
+        unspent_seen += unspent;
+        if (!failure[0] && mode != NSP_ACCT_UNDER && ledger != truth + unspent)
+            snprintf(failure, sizeof failure,
+                     "round %d: heapLive+pending %lld != live %lld + unspent %lld", round,
+                     (long long)ledger, (long long)truth, (long long)unspent);
+        if (!failure[0] && pi.live_now != truth)
+            snprintf(failure, sizeof failure, "round %d: live read %lld != live %lld", round,
+                     (long long)pi.live_now, (long long)truth);
+        pthread_barrier_wait(&barrier);
+    }
+    for (unsigned w = 0; w < WORKERS; w++)
+        pthread_join(th[w], NULL);
+    ck_assert_msg(!failure[0], "%s", failure);
+    ck_assert_int_eq(bind_failed, 0);
+    if (mode == NSP_ACCT_OVER)
+        ck_assert_int_gt(unspent_seen, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ledger");
@@ -443,6 +577,8 @@ int main(void)
     tcase_add_test(tc, stale_span_is_reconciled_once);
     tcase_add_test(tc, fork_sees_no_half_made_change);
     tcase_add_test(tc, remote_double_free_of_swept_slot_leaves_no_drift);
+    tcase_add_test(tc, busy_cache_is_measured_without_taking_it);
+    tcase_add_test(tc, at_rest_heaplive_is_live_plus_unspent);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }

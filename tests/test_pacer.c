@@ -2,7 +2,8 @@
  * tests/test_pacer.c — the pacer running in the allocator: cycles driven by a collector (sync
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
- * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread
+ * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
+ *               runway | no-storm
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -292,6 +293,82 @@ static void case_idle(int with_thread)
         free(keep[i]);
 }
 
+/* The runway is counted in bytes allocated while a cycle runs: a collector that allocates
+ * exactly 1 MiB (16 large objects of 64 KiB) during a forced cycle gives a runway of 1 MiB. */
+static void *held[16];
+
+static void allocating_collector(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 16; i++)
+        if (!held[i])
+            held[i] = malloc(64 << 10);
+}
+
+static void case_runway(void)
+{
+    nsp_pacer_set_collector(allocating_collector, NULL);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    nsp_pacer_set_collector(NULL, NULL);
+    for (int i = 0; i < 16; i++)
+        free(held[i]);
+    CHECK(pi.cycles == 1, "one cycle: %llu", (unsigned long long)pi.cycles);
+    CHECK(pi.runway >= 1 << 20 && pi.runway <= (1 << 20) + (64 << 10),
+          "runway %lld B: the 1 MiB the collector allocated during the cycle",
+          (long long)pi.runway);
+}
+
+/* 64 caches, each charged a span of five classes as the program visits it, while the live heap
+ * stays at 1 MiB, far under the 4 MiB trigger: no cycle may start (before the reservation
+ * budget and the confirmation, heapLive crossed the trigger on capacity alone and cycles
+ * stormed). NSP_PACE_RESERVE sets kappa: at 0.25 the budget keeps heapLive under the trigger;
+ * at 1 it lets heapLive cross, and the confirmation (the live bytes read) must refuse. */
+static void noop_collector(void *arg)
+{
+    (void)arg;
+}
+
+static void case_no_storm(void)
+{
+    static const size_t sizes[] = {48, 96, 160, 320, 640};
+    static void *keep[8192];
+    nsp_pacer_set_collector(noop_collector, NULL);
+    int64_t kept = 0;
+    unsigned n = 0;
+    nsp_pacer_info_t pi;
+    int64_t max_cached = 0, budget_seen = 0;
+    for (unsigned k = 0; kept < (1 << 20) && n < 8192; k++) {
+        nsp_thread_bind_core(k % 64);
+        for (int j = 0; j < 5 && n < 8192; j++) {
+            keep[n] = malloc(sizes[j]);
+            kept += (int64_t)sizes[j];
+            n++;
+        }
+        if (k % 16 == 0) {
+            pacer(&pi);
+            if (pi.cached_bytes > max_cached)
+                max_cached = pi.cached_bytes;
+            budget_seen = pi.reserve_budget;
+        }
+    }
+    pacer(&pi);
+    double kappa = atof(getenv("NSP_PACE_RESERVE") ? getenv("NSP_PACE_RESERVE") : "0.25");
+    CHECK(pi.cycles == 0, "cycles %llu while live (%lld B) stayed under the trigger %lld",
+          (unsigned long long)pi.cycles, (long long)pi.live_now, (long long)pi.trigger);
+    CHECK(budget_seen > 0 && max_cached <= budget_seen,
+          "the caches held at most the budget: %lld of %lld B", (long long)max_cached,
+          (long long)budget_seen);
+    if (kappa >= 1)
+        CHECK(pi.unconfirmed > 0 && pi.heap_live_total >= pi.trigger,
+              "heapLive %lld crossed the trigger %lld; crossings refused: %llu",
+              (long long)pi.heap_live_total, (long long)pi.trigger,
+              (unsigned long long)pi.unconfirmed);
+    for (unsigned i = 0; i < n; i++)
+        free(keep[i]);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -308,8 +385,13 @@ int main(int argc, char **argv)
         case_idle(0);
     else if (strcmp(which, "idle-thread") == 0)
         case_idle(1);
+    else if (strcmp(which, "runway") == 0)
+        case_runway();
+    else if (strcmp(which, "no-storm") == 0)
+        case_no_storm();
     else {
-        fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread\n");
+        fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
+                        "runway|no-storm\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
