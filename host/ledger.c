@@ -217,12 +217,42 @@ void nsp__ledger_flush_counts(struct nsp_span *s)
 #include "pageheap.h"
 #include "sizeclass.h"
 
-int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
+
+/* Takes every cache: all of them, waiting (nsp__cache_lock_all, serialised among foreign
+ * takers), or (wait == 0) one by one with the foreign try-lock, giving up at the first busy one.
+ * Each way has its own release (release_caches). */
+static int take_caches(int wait)
+{
+    if (wait) {
+        nsp__cache_lock_all();
+        return 1;
+    }
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        if (!nsp__cache_lock_foreign(&nsp__caches[i])) {
+            while (i-- > 0)
+                nsp__cache_unlock(&nsp__caches[i]);
+            return 0;
+        }
+    return 1;
+}
+
+static void release_caches(int wait)
+{
+    if (wait) {
+        nsp__cache_unlock_all();
+        return;
+    }
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        nsp__cache_unlock(&nsp__caches[i]);
+}
+
+int nsp__ledger_recount(int wait, unsigned *node, int64_t *ledger, int64_t *charges)
 {
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
         return -1;
     int64_t sum[NSP_MAX_NODES] = {0};
-    nsp__cache_lock_all();
+    if (!take_caches(wait))
+        return 1;
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             pthread_mutex_lock(&nsp__central(n, k)->lock);
@@ -257,7 +287,11 @@ int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
             pthread_mutex_unlock(&nsp__central(n, k)->lock);
-    nsp__cache_unlock_all();
+    release_caches(wait);
     return rc;
 }
 
+int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
+{
+    return nsp__ledger_recount(1, node, ledger, charges);
+}

@@ -99,6 +99,10 @@ static const struct option_row table[] = {
                               "kappa: with `over` accounting and something paced, caches may "
                               "hold spans of at most kappa * (trigger - live) bytes, so that a "
                               "cycle starts at most that much early (0..1)"},
+    [NSP_OPT_DEBUG] = {"NSP_DEBUG", "0",
+                       "debug level: 1 checks at every cycle that heapLive equals the sum of "
+                       "the spans' charges plus pending changes, and aborts with a message "
+                       "if not"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -30,6 +30,7 @@ typedef enum nsp_option_id {
     NSP_OPT_SECURE,
     NSP_OPT_MEMORY_LIMIT_HARD,
     NSP_OPT_PACE_RESERVE,
+    NSP_OPT_DEBUG,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 

@@ -48,6 +48,7 @@
 #define MiB ((int64_t)1 << 20)
 
 _Atomic int64_t nsp__pacer_trigger = INT64_MAX;
+int nsp__debug;
 int64_t nsp__node_limit_pages[NSP_MAX_NODES];
 __thread int nsp__cycle_due;
 
@@ -112,6 +113,7 @@ static struct {
     _Atomic int64_t end_allocated; /* bytes ever allocated, read at the last cycle's end */
     _Atomic int64_t min_between;   /* bytes to allocate after a cycle before the next may start */
     _Atomic int64_t last_confirm_ns;
+    _Atomic uint64_t debug_checks; /* NSP_DEBUG's ledger checks that ran */
     _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
@@ -256,6 +258,8 @@ void nsp__pacer_init(void)
                            "below 4M the headroom of max(3%, 1M) leaves no heap (0: no limit)");
     P.kappa = nsp__option_number(NSP_OPT_PACE_RESERVE, 0, 1,
                                  "expected a number from 0 to 1 (e.g. 0.25)");
+    nsp__debug = (int)nsp__option_int(NSP_OPT_DEBUG, 0, 1,
+                                      "expected 0 (off) or 1 (a ledger check at every cycle)");
     nsp__delta_batch = (int64_t)nsp__option_size(NSP_OPT_DELTA_BATCH);
     parse_node_limits();
     /* bounded: milliseconds in nanoseconds must not overflow (a wrapped, negative idle time made
@@ -366,6 +370,28 @@ static int64_t live_of(const struct heap_reading *h)
     return h->charged - h->unspent;
 }
 
+/* NSP_DEBUG=1: the ledger's bookkeeping, checked at every cycle that finds every cache free
+ * (every cache, central and page heap held for a moment). A disagreement is a bug in numaspan: say where, and stop. */
+static void check_ledger(void)
+{
+    unsigned node;
+    int64_t ledger, charges;
+    /* a cache its owner holds is not waited for (its owner may be waiting for this cycle) */
+    int rc = nsp__ledger_recount(0, &node, &ledger, &charges);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&P.debug_checks, 1, memory_order_relaxed);
+    if (rc >= 0)
+        return;
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "numaspan: NSP_DEBUG: node %u: heapLive + pending %lld != sum of the charges "
+                     "%lld; aborting\n",
+                     node, (long long)ledger, (long long)charges);
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    abort();
+}
+
 /* Publishes a new trigger, and with it the reservation budget (model lock held). */
 static void set_trigger(int64_t trigger)
 {
@@ -418,6 +444,8 @@ static void cycle(int forced)
     atomic_store(&P.min_between, nsp__pacer_min_between(goal, live));
     atomic_store(&P.end_allocated, end.allocated);
     pthread_mutex_unlock(&P.model_lock);
+    if (nsp__debug)
+        check_ledger(); /* heapLive = the sum of the charges + pending, every cycle */
     scavenge(goal);
     int64_t pause = now_ns() - t0;
     atomic_fetch_add(&P.cycles, 1);
@@ -777,5 +805,6 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     if (out->reserve_budget == INT64_MAX)
         out->reserve_budget = -1;
     out->unconfirmed = atomic_load(&P.unconfirmed);
+    out->debug_checks = atomic_load(&P.debug_checks);
     return 0;
 }

@@ -258,6 +258,7 @@ typedef struct nsp_pacer_info {
     int64_t allocated_bytes; /* bytes ever allocated (monotonic) */
     int64_t reserve_budget;  /* what caches may hold in `over` while paced; -1: no bound */
     uint64_t unconfirmed;    /* trigger crossings not confirmed by the live bytes */
+    uint64_t debug_checks;   /* NSP_DEBUG=1: ledger checks run at cycles (all agreed) */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

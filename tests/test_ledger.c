@@ -18,6 +18,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,8 @@ START_TEST(invariants_under_threads)
     ck_assert_uint_ge(pi.cycles, cycles_before + 10000);
     nsp_pacer_get(&pi);
     check_totals(&prev, &pi);
+    if (nsp__debug)
+        ck_assert_uint_gt(pi.debug_checks, 10000); /* the ledger was checked at the cycles */
     pthread_barrier_wait(&barrier); /* the threads may go */
     for (unsigned w = 0; w <= WORKERS; w++)
         pthread_join(th[w], NULL);
@@ -568,6 +571,15 @@ START_TEST(at_rest_heaplive_is_live_plus_unspent)
 }
 END_TEST
 
+/* NSP_DEBUG=1: a ledger whose heapLive disagrees with the charges stops at the next cycle. */
+START_TEST(debug_check_stops_a_wrong_ledger)
+{
+    nsp_pacer_cycle();
+    atomic_fetch_add(&nsp__ledger[0].heap_live, 8); /* a change no span made */
+    nsp_pacer_cycle();                               /* aborts with a message */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ledger");
@@ -579,6 +591,10 @@ int main(void)
     tcase_add_test(tc, remote_double_free_of_swept_slot_leaves_no_drift);
     tcase_add_test(tc, busy_cache_is_measured_without_taking_it);
     tcase_add_test(tc, at_rest_heaplive_is_live_plus_unspent);
+    if (nsp__debug)
+        tcase_add_test_raise_signal(tc, debug_check_stops_a_wrong_ledger, SIGABRT);
+    else
+        fprintf(stderr, "debug_check_stops_a_wrong_ledger: skipped: NSP_DEBUG is not 1\n");
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
