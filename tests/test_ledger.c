@@ -272,7 +272,25 @@ END_TEST
  * busy). Go would have reset heapLive to the marked bytes at the cycle and must then skip the
  * stale span's reconciliation: subtracting its unused slots again would count them twice. The
  * ledger never overwrites heapLive, so the owner's release after the cycle is simply right.
+ * The release is the owner's own: its next allocation after the cycle (the stale flush). Go's
+ * ledger runs beside it as a model (go_model), with and without the seed's skip rule.
  */
+/* Go's heapLive (1ebc983) over: refill of a span into a cache at heapLive h0, a cycle that marks
+ * `marked` live bytes while the span is cached, then the span's release with `unused` free
+ * slots. skip: the seed's rule (a span cached before the cycle is not reconciled). Returns
+ * heapLive after the release. */
+static int64_t go_model(int64_t h0, int64_t span_bytes, int64_t unused, int64_t marked, int skip)
+{
+    int64_t heap_live = h0;
+    int stale = 0;
+    heap_live += span_bytes; /* refill: the whole span counts as allocated */
+    heap_live = marked;      /* the cycle: heapLive reset to the marked bytes, world stopped */
+    stale = 1;               /* the span was cached before it */
+    if (!(skip && stale))
+        heap_live -= unused; /* release: the unused slots go back */
+    return heap_live;
+}
+
 /* Runs one cycle when told; created before the baseline is read, since creating a thread
  * allocates. */
 static _Atomic int cycle_go, cycle_done;
@@ -308,6 +326,7 @@ START_TEST(stale_span_is_reconciled_once)
     unsigned node = s->node;
     int64_t span_bytes = (int64_t)s->npages << NSP_PAGE_SHIFT;
     int64_t unused = (int64_t)(s->nelems - s->alloc_count) * s->elemsize;
+    int64_t elem = s->elemsize;
     int64_t charge_cached = atomic_load(&s->charge);
     uint32_t sg = atomic_load(&nsp__sweepgen), gen_cached = s->sweepgen;
 
@@ -319,13 +338,17 @@ START_TEST(stale_span_is_reconciled_once)
         sched_yield();
     uint32_t sg2 = atomic_load(&nsp__sweepgen), gen_stale = s->sweepgen, flush_gen = c->flush_gen;
     int64_t charge_stale = atomic_load(&s->charge);
-    /* the owner's next allocation releases its stale spans: the very code it runs is
-     * nsp__cache_flush, done here with the cache still in hand */
-    nsp__cache_flush(c, sg2);
     nsp__cache_unlock(c);
+    /* the owner's next allocation (another class: a span of its own) releases its stale spans */
+    void *z = malloc(100);
+    struct nsp_span *zs = nsp__span_of(z);
+    int64_t z_bytes = (int64_t)zs->npages << NSP_PAGE_SHIFT;
+    uint32_t flush_gen_after = c->flush_gen;
+    int64_t charge_released = atomic_load(&s->charge);
     nsp_pacer_get(&pi);
     int64_t ledger = pi.heap_live[0] + pi.pending[0];
-    int64_t live_bytes = before + 10 * (int64_t)s->elemsize;
+    int64_t live_bytes = before + 10 * elem;
+    free(z);
     for (int i = 0; i < 10; i++)
         free(obj[i]);
     nsp_pacer_cycle();
@@ -334,6 +357,7 @@ START_TEST(stale_span_is_reconciled_once)
     pthread_join(t, NULL);
 
     ck_assert_uint_eq(node, 0);
+    ck_assert_ptr_ne(zs, s);
     ck_assert_int_eq(charge_cached, span_bytes); /* charged whole at refill */
     ck_assert_uint_eq(gen_cached, sg + 3);       /* swept and cached */
     ck_assert_int_eq(locked, 1);
@@ -341,12 +365,19 @@ START_TEST(stale_span_is_reconciled_once)
     ck_assert_uint_eq(gen_stale, sg2 + 1);         /* stale: cached before the sweep */
     ck_assert_int_eq(charge_stale, span_bytes);    /* untouched by the cycle */
     ck_assert_uint_ne(flush_gen, sg2);             /* the owner had yet to notice */
-    ck_assert_int_eq(ledger, live_bytes);          /* the ledger: exact after the release */
-    /* Go's way, as a model: the cycle reset heapLive to the live bytes (the unused slots already
-     * left out), then the release would subtract the unused slots again */
-    int64_t naive = live_bytes - unused;
+    ck_assert_uint_eq(flush_gen_after, sg2);       /* its next allocation noticed ... */
+    ck_assert_int_eq(charge_released, 10 * elem); /* ... and released it, reconciled */
+    ck_assert_int_eq(ledger, live_bytes + z_bytes); /* the ledger: exact after the release */
+
+    /* Go's ledger as a model, run over the same events: a refill charges the span's free slots,
+     * a cycle overwrites heapLive with the marked (live) bytes, a release takes back the unused
+     * slots — except, by the seed's rule, for a span cached before the cycle (stale). */
+    int64_t go_seed = go_model(before, span_bytes, unused, live_bytes, 1);
+    int64_t go_naive = go_model(before, span_bytes, unused, live_bytes, 0);
     ck_assert_int_gt(unused, 0);
-    ck_assert_int_eq(live_bytes - naive, unused); /* counted twice: exactly the unused slots */
+    ck_assert_int_eq(go_seed, live_bytes);          /* the seed's skip rule: right */
+    ck_assert_int_eq(go_naive, live_bytes - unused); /* without it: the unused slots twice */
+    ck_assert_int_eq(ledger - z_bytes, go_seed);    /* the ledger needs no skip rule */
     ck_assert_int_eq(after, before);
 }
 END_TEST
@@ -478,6 +509,56 @@ START_TEST(busy_cache_is_measured_without_taking_it)
 END_TEST
 
 /*
+ * An in-place sweep (the owner folds remote frees into its cached span and goes on allocating
+ * from it) must leave the span charged whole in `over`: reset to its allocated bytes, the
+ * allocations that follow would be charged nowhere, and `over` would silently undercount.
+ */
+START_TEST(in_place_sweep_keeps_a_cached_span_charged)
+{
+    if (nsp__accounting != NSP_ACCT_OVER) {
+        fprintf(stderr, "in_place_sweep_keeps_a_cached_span_charged: skipped: a rule of over\n");
+        return;
+    }
+    static void *obj[1024];
+    nsp_thread_bind_core(0);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t base = pi.heap_live[0] + pi.pending[0];
+    obj[0] = malloc(2000);
+    struct nsp_span *s = nsp__span_of(obj[0]);
+    int64_t elem = s->elemsize, span_bytes = (int64_t)s->npages << NSP_PAGE_SHIFT;
+    int64_t preexisting = (int64_t)s->alloc_count - 1;
+    int n = 1;
+    while (s->alloc_count < s->nelems && n < 1024)
+        obj[n++] = malloc(2000); /* the span full: its cursor has nowhere to go */
+    nsp_thread_bind_core(2);
+    for (int i = 0; i < 4; i++)
+        free(obj[i]); /* remote: freed bits, the span dirty */
+    nsp_thread_bind_core(0);
+    for (int i = 0; i < 4; i++)
+        obj[i] = malloc(2000); /* the first sweeps in place; all four reuse the freed slots */
+    int same = 1;
+    for (int i = 0; i < 4; i++)
+        same &= nsp__span_of(obj[i]) == s;
+    int cached = atomic_load(&s->state) == NSP_SPAN_CACHED && nsp__caches[0].spans[s->sizeclass] == s;
+    uint64_t sweeps = nsp__caches[0].sweeps;
+    int64_t charge = atomic_load(&s->charge);
+    nsp_pacer_get(&pi);
+    int64_t ledger = pi.heap_live[0] + pi.pending[0];
+    int64_t truth = base + (int64_t)n * elem + preexisting * elem;
+    for (int i = 0; i < n; i++)
+        free(obj[i]);
+    ck_assert_int_eq(same, 1);
+    ck_assert_int_eq(cached, 1);
+    ck_assert_uint_ge(sweeps, 1);
+    ck_assert_int_eq(charge, span_bytes);
+    ck_assert_msg(ledger >= truth - preexisting * elem, "heapLive+pending %lld < live %lld",
+                  (long long)ledger, (long long)truth);
+}
+END_TEST
+
+/*
  * At rest, with no remote frees pending, the ledger is exactly what the rule says it is:
  *     heapLive + pending = true live + the unspent reservation
  * where the unspent reservation is computed here from the rule and the caches' spans (over: a
@@ -590,6 +671,7 @@ int main(void)
     tcase_add_test(tc, fork_sees_no_half_made_change);
     tcase_add_test(tc, remote_double_free_of_swept_slot_leaves_no_drift);
     tcase_add_test(tc, busy_cache_is_measured_without_taking_it);
+    tcase_add_test(tc, in_place_sweep_keeps_a_cached_span_charged);
     tcase_add_test(tc, at_rest_heaplive_is_live_plus_unspent);
     if (nsp__debug)
         tcase_add_test_raise_signal(tc, debug_check_stops_a_wrong_ledger, SIGABRT);
