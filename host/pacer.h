@@ -20,6 +20,8 @@
  *            (heapLive + pending - the caches' unspent reservation) are at the trigger too, and
  *            the program allocated the minimum between cycles since the last one
  *   runway   and the minimum between cycles are counted in allocated bytes, not charged ones.
+ *   back-pressure  an allocation that takes heapLive to the goal, once its thread holds no
+ *            lock, waits for the running concurrent cycle (bounded: 20 ms) or runs the due one.
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.
  * Scavenging and idle-cache release always run: on the pacer thread if there is one, else at
@@ -56,7 +58,7 @@ int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 
 extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
 extern int64_t nsp__node_limit_pages[NSP_MAX_NODES]; /* 0 = no limit */
-extern __thread int nsp__cycle_due;
+extern __thread int nsp__cycle_due; /* 1: a sync cycle is due; 2: wait for the running one */
 
 /* Reads the options; called once by nsp__init. Exits with a message on a malformed one. */
 void nsp__pacer_init(void);

@@ -3,7 +3,7 @@
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
- *               runway | no-storm
+ *               runway | no-storm | backpressure
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -369,6 +369,32 @@ static void case_no_storm(void)
         free(keep[i]);
 }
 
+/* Back-pressure: a collector that takes 50 ms (a slow mark phase) while the program allocates
+ * garbage as fast as it can. The allocation that takes heapLive to the goal waits for the
+ * running cycle, so heapLive stays near the goal (without it the program allocated tens of MiB
+ * past it during each slow cycle). */
+static void slow_collector(void *arg)
+{
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL);
+    collector(arg);
+}
+
+static void case_backpressure(void)
+{
+    nsp_pacer_set_collector(slow_collector, NULL);
+    int64_t peak = churn((int64_t)200 << 20);
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    CHECK(pi.cycles >= 3, "cycles ran: %llu", (unsigned long long)pi.cycles);
+    CHECK(pi.backpressure_waits > 0, "allocations waited for a cycle: %llu",
+          (unsigned long long)pi.backpressure_waits);
+    /* the goal, plus what a thread may allocate before it notices (a refill), plus the
+     * reservation budget a quarter of the way to the trigger */
+    CHECK(peak <= pi.goal + pi.goal / 4 + (2 << 20), "peak heapLive %lld KiB, goal %lld KiB",
+          (long long)(peak >> 10), (long long)(pi.goal >> 10));
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -389,9 +415,11 @@ int main(int argc, char **argv)
         case_runway();
     else if (strcmp(which, "no-storm") == 0)
         case_no_storm();
+    else if (strcmp(which, "backpressure") == 0)
+        case_backpressure();
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
-                        "runway|no-storm\n");
+                        "runway|no-storm|backpressure\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
