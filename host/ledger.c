@@ -48,7 +48,7 @@ static void apply(unsigned node, int64_t delta)
         atomic_fetch_add_explicit(&nsp__heap_live_total, delta, memory_order_relaxed) + delta;
     if (delta > 0) {
         atomic_fetch_add_explicit(&nsp__charged_total, delta, memory_order_relaxed);
-        if (total >= atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed))
+        if (total >= atomic_load_explicit(&nsp__pacer_notify, memory_order_relaxed))
             nsp__pacer_crossed(total);
     }
 }

@@ -48,6 +48,7 @@
 #define MiB ((int64_t)1 << 20)
 
 _Atomic int64_t nsp__pacer_trigger = INT64_MAX;
+_Atomic int64_t nsp__pacer_notify = INT64_MAX;
 int nsp__debug;
 int64_t nsp__node_limit_pages[NSP_MAX_NODES];
 __thread int nsp__cycle_due;
@@ -115,6 +116,7 @@ static struct {
     _Atomic int64_t last_confirm_ns;
     _Atomic uint64_t debug_checks; /* NSP_DEBUG's ledger checks that ran */
     _Atomic int64_t goal_now;      /* the goal in force while something is paced, else INT64_MAX */
+    _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total then */
     _Atomic uint64_t waits, wait_ns; /* back-pressure: refills that waited for a cycle, and how long */
     _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
@@ -399,6 +401,8 @@ static void set_trigger(int64_t trigger)
 {
     atomic_store(&nsp__pacer_trigger, trigger);
     atomic_store(&P.goal_now, trigger == INT64_MAX ? INT64_MAX : P.goal);
+    if (!atomic_load(&P.running))
+        atomic_store(&nsp__pacer_notify, trigger);
     /* B = kappa * (trigger - live): what caches may hold charged but unallocated. In `over`
      * heapLive exceeds the live bytes by at most that much, so a crossing of the trigger comes at
      * most kappa of the way from live to the trigger early, however many caches there are (with
@@ -421,6 +425,13 @@ static void cycle(int forced)
     int64_t t0 = now_ns();
     struct heap_reading start, end;
     read_heap(&start);
+    /* Back-pressure's level while the cycle runs: heapLive at its start plus what is charged
+     * since, frees not subtracted (as in Go, where nothing is freed during the mark). Counting
+     * the collector's frees let `exact` allocate the freed room again during the cycle, and its
+     * floating garbage doubled the goal at every cycle. */
+    atomic_store(&P.level_base, heap_total() - atomic_load(&nsp__charged_total));
+    if (P.params.concurrent)
+        atomic_store(&nsp__pacer_notify, 0);
     trace(forced ? "cycle_forced" : "cycle_start", -1);
     trace_nodes("cycle_start");
     if (P.collector)
@@ -444,6 +455,7 @@ static void cycle(int forced)
     if (P.paced || P.collector)
         set_trigger(nsp__pacer_trigger_for(&P.params, live, P.goal, P.runway));
     int64_t goal = P.goal;
+    atomic_store(&nsp__pacer_notify, atomic_load(&nsp__pacer_trigger));
     atomic_store(&P.min_between, nsp__pacer_min_between(goal, live));
     atomic_store(&P.end_allocated, end.allocated);
     pthread_mutex_unlock(&P.model_lock);
@@ -496,11 +508,17 @@ static int still_due(void)
  * the thread gives up), or, when none runs, helps: runs the due cycle itself. Measured on a
  * loaded machine: woken by a crossing, the pacer thread waited a scheduler slice (8-12 ms)
  * before it ran, and meanwhile the program allocated to 1.5-1.7x the goal. */
+static int64_t cycle_level(void)
+{
+    return atomic_load_explicit(&P.level_base, memory_order_relaxed) +
+           atomic_load_explicit(&nsp__charged_total, memory_order_relaxed);
+}
+
 static void wait_for_cycle(void)
 {
     int64_t t0 = now_ns(), t = t0;
     struct timespec nap = {0, 50000};
-    while (atomic_load(&P.running) && heap_total() >= atomic_load(&P.goal_now) &&
+    while (atomic_load(&P.running) && cycle_level() >= atomic_load(&P.goal_now) &&
            t - t0 < 20000000) {
         nanosleep(&nap, NULL);
         t = now_ns();
@@ -537,8 +555,15 @@ void nsp__pacer_crossed(int64_t total)
         nsp__cycle_due = 1; /* run by this thread once it holds no lock */
         return;
     }
+    if (atomic_load_explicit(&P.running, memory_order_relaxed)) {
+        if (cycle_level() >= atomic_load_explicit(&P.goal_now, memory_order_relaxed))
+            nsp__cycle_due = 2; /* at the goal during a cycle: wait for it, once unlocked */
+        return;
+    }
+    if (total < atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed))
+        return; /* told of a change made while the last cycle ran */
     if (total >= atomic_load_explicit(&P.goal_now, memory_order_relaxed))
-        nsp__cycle_due = 2; /* at the goal: back-pressure (wait or help), once unlocked */
+        nsp__cycle_due = 2; /* at the goal and no cycle runs: help, once unlocked */
     if (!atomic_exchange(&P.wake, 1))
         futex(&P.wake, FUTEX_WAKE_PRIVATE, 1, NULL);
 }

@@ -57,6 +57,9 @@ int64_t nsp__pacer_trigger_for(const struct nsp_pacer_params *p, int64_t live, i
 int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 
 extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
+/* The heap total from which a positive ledger change tells the pacer (nsp__pacer_crossed): the
+ * trigger, or 0 while a concurrent cycle runs (back-pressure watches every change then). */
+extern _Atomic int64_t nsp__pacer_notify;
 extern int64_t nsp__node_limit_pages[NSP_MAX_NODES]; /* 0 = no limit */
 extern __thread int nsp__cycle_due; /* 1: a sync cycle is due; 2: wait for the running one */
 
