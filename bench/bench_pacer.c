@@ -1,22 +1,34 @@
 /*
  * bench/bench_pacer.c — the accounting experiment (`numaspan bench pacer`): golang/go#53738 on
- * numaspan.
+ * numaspan, measuring the pacer rather than itself.
  *
- * A collector-driven program under the concurrent pacer: it keeps a live set of objects, replaces
- * them at random and drops the old ones; the collector (run by the pacer in its cycles, while the
- * program goes on allocating) walks the live set and frees what was dropped. The program moves
- * over N virtual caches (a synthetic machine of N cores), so the free capacity the caches hold,
- * C ~ N x classes x span bytes, grows with N while the live heap stays put.
+ * A collector-driven program under the concurrent pacer: T threads allocate at once, each
+ * keeping its share of a live set, replacing objects at random and dropping the old ones; the
+ * collector (run by the pacer in its cycles, while the threads go on allocating) walks the live
+ * set and frees what was dropped. Each thread moves over its own slice of N virtual caches (a
+ * synthetic machine of N cores), so the free capacity caches can hold, C ~ N x 5 classes x
+ * 64 KiB, grows with N while the live heap stays put.
  *
- * Under `over` the pacer sees C as allocated and starts cycles early enough; under `under` it sees
- * less than is allocated, and the heap overshoots its goal by up to C (DESIGN.md §6); `exact` is
- * the oracle. For each (N, live heap, mode) the driver runs R repetitions with fixed seeds and
- * prints medians: peak heap (what is really allocated and not yet freed, allocator units), peak
- * heapLive (the ledger), the goal, peak RSS, cycles, and the overshoot predicted beside the one
- * measured.
+ * What a run must not do to be trusted (issue 12):
+ *   - perturb what it measures: no nsp_stats_get (it locks every cache) inside a run; the run
+ *     reads the pacer with nsp_pacer_get, which takes no cache, once per cycle, in the collector;
+ *   - hide its own backstop: a thread whose dropped list is full frees the object itself (the
+ *     collector is far behind); every such free is counted, and a row with any is censored;
+ *   - report one number: every cycle's peak over the goal in force is recorded, and rows are
+ *     medians with interquartile ranges over R seeds (10 by default).
+ * Per cycle (cycle k's window: from the end of cycle k-1's collector to cycle k's frees):
+ *   peak/goal   the most bytes really allocated and not yet freed in the window, over the goal
+ *   early       how far from the trigger the cycle started, as a share of trigger - live:
+ *               (trigger - allocated at the start) / (trigger - live), 0 when at or past it.
+ *               Predicted for `over`: at most C/(trigger - live) with no reservation budget,
+ *               at most kappa (NSP_PACE_RESERVE) with it (DESIGN.md §6)
+ *   live error  the pacer's reading of the live bytes (taken without any cache, as a cycle's
+ *               end takes it) against the bytes the program holds at that moment
+ * The first cycle, forced at rest before the threads start, is left out of the distributions.
  *
- *   bench_pacer [--quick] [--reps R] [--json]          the sweep
- *   bench_pacer run --caches N --live BYTES --seed S   one run (the driver sets NSP_* for it)
+ *   bench_pacer [--quick] [--reps R] [--json] [--threads T] [--percent P] [--heap-min SIZE]
+ *               [--kappa K]                                   the sweep
+ *   bench_pacer run --caches N --live BYTES --seed S --threads T    one run (the driver sets NSP_*)
  * Uses the public API only.
  */
 #define _GNU_SOURCE
@@ -29,26 +41,85 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "numaspan.h"
 #include "spawn.h"
 
+#define MAX_THREADS 16
+#define MAX_CYCLES 4096
+#define WARMUP 1
+
 /* ---- one run ---------------------------------------------------------------------------------- */
 
-/* The program's own bookkeeping (its live set, the two dropped lists) is mapped, not allocated,
- * so that the heap being measured holds the program's objects alone. */
+/* The program's own bookkeeping (live set, dropped lists, per-cycle records) is mapped, not
+ * allocated, so that the heap being measured holds the program's objects alone. */
+struct dropped {
+    pthread_mutex_t lock;
+    char **list, **spare; /* the list being filled, and the one the collector frees */
+    size_t n, cap;
+} __attribute__((aligned(64)));
+
 static _Atomic(char *) *live;
 static size_t nlive;
-static char **dropped, **spare; /* the list being filled, and the one the collector frees */
-static size_t ndropped, cap_dropped;
-static pthread_mutex_t drop_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic int64_t heap_real; /* bytes allocated and not yet freed, allocator units */
+static unsigned nthreads, ncaches;
+static struct dropped drops[MAX_THREADS];
+static _Atomic int64_t heap_real;   /* bytes allocated and not yet freed, allocator units */
+static _Atomic int64_t window_peak; /* the most heap_real since the last cycle's frees */
+static _Atomic uint64_t backstop;   /* frees the threads did because the collector was behind */
 static volatile uint64_t walked;
+
+struct cycle_rec {
+    double peak_goal, early, live_err;
+};
+static struct cycle_rec *recs;
+static unsigned ncycles_seen;
+static int64_t peak_ledger, cached_max, budget_seen, peak_real;
+static uint64_t collector_cpu_ns;
+
+static int64_t cpu_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void note_peak(int64_t now)
+{
+    int64_t p = atomic_load_explicit(&window_peak, memory_order_relaxed);
+    while (now > p && !atomic_compare_exchange_weak(&window_peak, &p, now))
+        ;
+}
 
 static void collector(void *arg)
 {
     (void)arg;
+    int64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+    nsp_pacer_info_t pi;
+    int64_t before = atomic_load(&heap_real);
+    nsp_pacer_get(&pi); /* takes no cache: the trigger and goal in force, the live bytes now */
+    int64_t at_start = atomic_load(&heap_real);
+    int64_t truth = (before + at_start) / 2; /* the threads allocate while it reads */
+    int64_t peak = atomic_exchange(&window_peak, at_start);
+    if (peak < at_start)
+        peak = at_start;
+    unsigned k = ncycles_seen++;
+    if (k < MAX_CYCLES) {
+        struct cycle_rec *r = &recs[k];
+        r->peak_goal = pi.goal > 0 ? (double)peak / (double)pi.goal : 0;
+        r->early = 0;
+        if (pi.trigger > pi.live && at_start < pi.trigger)
+            r->early = (double)(pi.trigger - at_start) / (double)(pi.trigger - pi.live);
+        r->live_err = truth > 0 ? (double)pi.live_now / (double)truth - 1.0 : -1;
+    }
+    if (peak > peak_real)
+        peak_real = peak;
+    if (pi.heap_live_total > peak_ledger)
+        peak_ledger = pi.heap_live_total;
+    if (pi.cached_bytes > cached_max)
+        cached_max = pi.cached_bytes;
+    budget_seen = pi.reserve_budget;
     uint64_t sum = 0;
     for (size_t i = 0; i < nlive; i++) { /* the mark phase: work grows with the live heap */
         char *p = atomic_load_explicit(&live[i], memory_order_relaxed);
@@ -56,17 +127,23 @@ static void collector(void *arg)
             sum += (unsigned char)p[0];
     }
     walked += sum;
-    pthread_mutex_lock(&drop_lock);
-    char **batch = dropped;
-    size_t n = ndropped;
-    dropped = spare;
-    ndropped = 0;
-    pthread_mutex_unlock(&drop_lock);
-    for (size_t i = 0; i < n; i++) {
-        atomic_fetch_sub(&heap_real, (int64_t)malloc_usable_size(batch[i]));
-        free(batch[i]);
+    for (unsigned t = 0; t < nthreads; t++) {
+        struct dropped *d = &drops[t];
+        pthread_mutex_lock(&d->lock);
+        char **batch = d->list;
+        size_t n = d->n;
+        d->list = d->spare;
+        d->n = 0;
+        pthread_mutex_unlock(&d->lock);
+        for (size_t i = 0; i < n; i++) {
+            atomic_fetch_sub(&heap_real, (int64_t)malloc_usable_size(batch[i]));
+            free(batch[i]);
+        }
+        d->spare = batch; /* only the collector swaps, and one cycle runs at a time */
     }
-    spare = batch; /* only the collector swaps, and one cycle runs at a time */
+    /* the next cycle's window opens with the heap as the frees left it */
+    atomic_store(&window_peak, atomic_load(&heap_real));
+    collector_cpu_ns += (uint64_t)(cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0);
 }
 
 static void *map(size_t bytes)
@@ -79,132 +156,230 @@ static void *map(size_t bytes)
     return p;
 }
 
-static int run(unsigned caches, int64_t live_bytes, uint64_t seed)
+static const size_t sizes[] = {48, 96, 160, 320, 640};
+
+struct worker {
+    pthread_t th;
+    unsigned t;
+    uint64_t seed;
+    int64_t total;
+};
+
+static void *worker_main(void *arg)
 {
-    static const size_t sizes[] = {48, 96, 160, 320, 640};
-    size_t avg = (48 + 96 + 160 + 320 + 640) / 5;
-    nlive = (size_t)live_bytes / avg;
-    live = map(nlive * sizeof *live);
-    cap_dropped = nlive * 8 + 4096;
-    dropped = map(cap_dropped * sizeof *dropped);
-    spare = map(cap_dropped * sizeof *spare);
-    for (size_t i = 0; i < nlive; i++) {
-        size_t n = sizes[i % 5];
-        char *p = malloc(n);
-        p[0] = 1;
-        atomic_store(&live[i], p);
-        atomic_fetch_add(&heap_real, (int64_t)malloc_usable_size(p));
-    }
-    nsp_pacer_set_collector(collector, NULL);
-    int64_t total = 24 * live_bytes > (64 << 20) ? 24 * live_bytes : (64 << 20);
-    int64_t done = 0, peak_real = 0, peak_ledger = 0, peak_goal = 0;
-    uint64_t cached_max = 0;
-    unsigned core = 0;
-    for (uint64_t k = 0; done < total; k++) {
-        if (k % 64 == 0) /* visit every cache in turn: each holds a span of every class */
-            nsp_thread_bind_core(core++ % caches);
+    struct worker *w = arg;
+    struct dropped *d = &drops[w->t];
+    size_t lo = nlive * w->t / nthreads, hi = nlive * (w->t + 1) / nthreads;
+    uint64_t seed = w->seed;
+    unsigned visit = 0;
+    int64_t done = 0;
+    for (uint64_t k = 0; done < w->total; k++) {
+        if (k % 64 == 0) { /* this thread's slice of the caches, in turn */
+            unsigned slice = (ncaches + nthreads - 1 - w->t) / nthreads;
+            nsp_thread_bind_core(w->t + nthreads * (visit++ % (slice ? slice : 1)));
+        }
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-        size_t i = (size_t)(seed >> 33) % nlive, n = sizes[(seed >> 20) % 5];
+        size_t i = lo + (size_t)(seed >> 33) % (hi - lo), n = sizes[(seed >> 20) % 5];
         char *p = malloc(n);
         p[0] = 1;
         int64_t u = (int64_t)malloc_usable_size(p);
-        int64_t now = atomic_fetch_add(&heap_real, u) + u;
+        note_peak(atomic_fetch_add(&heap_real, u) + u);
         char *old = atomic_exchange(&live[i], p);
-        pthread_mutex_lock(&drop_lock);
-        if (ndropped < cap_dropped) {
-            dropped[ndropped++] = old;
+        pthread_mutex_lock(&d->lock);
+        if (d->n < d->cap) {
+            d->list[d->n++] = old;
             old = NULL;
         }
-        pthread_mutex_unlock(&drop_lock);
-        if (old) { /* the collector is far behind: free it here */
+        pthread_mutex_unlock(&d->lock);
+        if (old) { /* the collector is far behind: the backstop, counted */
+            atomic_fetch_add(&backstop, 1);
             atomic_fetch_sub(&heap_real, (int64_t)malloc_usable_size(old));
             free(old);
         }
         done += u;
-        if (now > peak_real)
-            peak_real = now;
-        if (k % 512 == 0) {
-            nsp_pacer_info_t pi;
-            nsp_pacer_get(&pi);
-            if (pi.heap_live_total > peak_ledger)
-                peak_ledger = pi.heap_live_total;
-            if (pi.goal > peak_goal)
-                peak_goal = pi.goal;
-        }
-        if (k % 8192 == 0) {
-            nsp_stats_t st;
-            nsp_stats_get(&st);
-            if (st.cached_bytes > cached_max)
-                cached_max = st.cached_bytes;
-        }
     }
-    nsp_pacer_info_t pi;
-    nsp_pacer_get(&pi);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("{\"caches\": %u, \"live\": %lld, \"peak_real\": %lld, \"peak_ledger\": %lld, "
-           "\"goal\": %lld, \"cycles\": %llu, \"cached_max\": %llu, \"rss_kb\": %ld, "
-           "\"accounting\": %d}\n",
-           caches, (long long)live_bytes, (long long)peak_real, (long long)peak_ledger,
-           (long long)(pi.goal > peak_goal ? pi.goal : peak_goal), (unsigned long long)pi.cycles,
-           (unsigned long long)cached_max, ru.ru_maxrss, pi.accounting);
-    return 0;
+    return NULL;
 }
 
-/* ---- the driver ------------------------------------------------------------------------------- */
-
-struct result {
-    double peak_real, peak_ledger, goal, cycles, cached, rss;
-};
-
-static const char *self;
-
-/* One run in a fresh process, with its options. */
-static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t seed,
-                 struct result *r)
-{
-    char topo[128], acct[64], c[32], l[32], s[32], buf[1024];
-    snprintf(topo, sizeof topo, "NSP_TOPOLOGY=synthetic:pack:1 numa:1 core:%u pu:1", caches);
-    snprintf(acct, sizeof acct, "NSP_ACCOUNTING=%s", mode);
-    snprintf(c, sizeof c, "%u", caches);
-    snprintf(l, sizeof l, "%lld", (long long)live_bytes);
-    snprintf(s, sizeof s, "%llu", (unsigned long long)seed);
-    /* NSP_HEAP_MIN lowered so that the minimum heap does not hide the effect */
-    const char *env[] = {topo, acct, "NSP_PACER=concurrent", "NSP_HEAP_MIN=64K",
-                         "NSP_IDLE_RELEASE_MS=0", NULL};
-    char *argv[] = {(char *)self, "run", "--caches", c, "--live", l, "--seed", s, NULL};
-    if (nsp_bench_spawn(self, argv, env, buf, sizeof buf) < 0)
-        return -1;
-    long long pr, pl, g, cy, cm, rss, lv;
-    unsigned cc;
-    int a;
-    if (sscanf(buf,
-               "{\"caches\": %u, \"live\": %lld, \"peak_real\": %lld, \"peak_ledger\": %lld, "
-               "\"goal\": %lld, \"cycles\": %lld, \"cached_max\": %lld, \"rss_kb\": %lld, "
-               "\"accounting\": %d}",
-               &cc, &lv, &pr, &pl, &g, &cy, &cm, &rss, &a) != 9)
-        return -1;
-    *r = (struct result){(double)pr, (double)pl, (double)g, (double)cy, (double)cm, (double)rss};
-    return 0;
-}
-
-static int cmp(const void *a, const void *b)
+static int cmpd(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n)
+/* The q-quantile of v[0..n) (sorts v). */
+static double quantile(double *v, int n, double q)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n ? v[n / 2] : 0;
+    if (n <= 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmpd);
+    double x = q * (n - 1);
+    int i = (int)x;
+    return i + 1 < n ? v[i] + (x - i) * (v[i + 1] - v[i]) : v[i];
+}
+
+static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned threads)
+{
+    ncaches = caches;
+    nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    if (nthreads > caches)
+        nthreads = caches;
+    size_t avg = (48 + 96 + 160 + 320 + 640) / 5;
+    nlive = (size_t)live_bytes / avg;
+    live = map(nlive * sizeof *live);
+    recs = map(MAX_CYCLES * sizeof *recs);
+    for (unsigned t = 0; t < nthreads; t++) {
+        struct dropped *d = &drops[t];
+        pthread_mutex_init(&d->lock, NULL);
+        /* room for every object the thread can drop (48 B at the least): the backstop is there
+         * for a pacer that stops collecting (as `under` can), and is counted when used */
+        d->cap = (size_t)(24 * live_bytes > (64 << 20) ? 24 * live_bytes : (64 << 20)) / 48 /
+                     nthreads + 4096;
+        d->list = map(d->cap * sizeof(char *));
+        d->spare = map(d->cap * sizeof(char *));
+    }
+    for (size_t i = 0; i < nlive; i++) {
+        char *p = malloc(sizes[i % 5]);
+        p[0] = 1;
+        atomic_store(&live[i], p);
+        atomic_fetch_add(&heap_real, (int64_t)malloc_usable_size(p));
+    }
+    atomic_store(&window_peak, atomic_load(&heap_real));
+    int64_t total = 24 * live_bytes > (64 << 20) ? 24 * live_bytes : (64 << 20);
+    static struct worker w[MAX_THREADS];
+    nsp_pacer_set_collector(collector, NULL);
+    nsp_pacer_cycle(); /* the live set measured once at rest: the first goal is the program's */
+    for (unsigned t = 0; t < nthreads; t++) {
+        w[t] = (struct worker){.t = t, .seed = seed * 7919 + t, .total = total / nthreads};
+        pthread_create(&w[t].th, NULL, worker_main, &w[t]);
+    }
+    for (unsigned t = 0; t < nthreads; t++)
+        pthread_join(w[t].th, NULL);
+    nsp_pacer_set_collector(NULL, NULL);
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    /* per-cycle distributions, warm-up left out */
+    unsigned n = ncycles_seen < MAX_CYCLES ? ncycles_seen : MAX_CYCLES;
+    static double pg[MAX_CYCLES], early[MAX_CYCLES], err[MAX_CYCLES];
+    int npg = 0, nerr = 0, ok = 0;
+    for (unsigned k = WARMUP; k < n; k++) {
+        pg[npg] = recs[k].peak_goal;
+        early[npg] = recs[k].early;
+        ok += recs[k].peak_goal <= 1.05;
+        npg++;
+        if (recs[k].live_err > -1)
+            err[nerr++] = recs[k].live_err < 0 ? -recs[k].live_err : recs[k].live_err;
+    }
+    if (atomic_load(&window_peak) > peak_real) /* the window after the last cycle */
+        peak_real = atomic_load(&window_peak);
+    double early_med = quantile(early, npg, 0.5), early_max = npg ? early[npg - 1] : 0;
+    double pg_p95 = quantile(pg, npg, 0.95), err_max = nerr ? quantile(err, nerr, 1.0) : 0;
+    printf("{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
+           "\"cycles\": %llu, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
+           "\"rss_kb\": %ld, \"backstop\": %llu, \"ok_share\": %.4f, \"peak_goal_p95\": %.4f, "
+           "\"early_med\": %.4f, \"early_max\": %.4f, \"live_err_max\": %.4f, "
+           "\"collector_ms\": %.2f, \"pause_ms\": %.2f, \"budget\": %lld, \"unconfirmed\": %llu, "
+           "\"peak_real\": %lld}\n",
+           caches, (long long)live_bytes, nthreads, pi.accounting, (unsigned long long)pi.cycles,
+           (long long)peak_ledger, (long long)pi.goal, (long long)cached_max, ru.ru_maxrss,
+           (unsigned long long)atomic_load(&backstop), npg ? (double)ok / npg : 1.0, pg_p95,
+           early_med, early_max, err_max, collector_cpu_ns / 1e6, pi.pause_ns_total / 1e6,
+           (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real);
+    return 0;
+}
+
+/* ---- the driver ------------------------------------------------------------------------------- */
+
+enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK, FLD_P95, FLD_EARLY,
+       FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_NFIELDS };
+static const char *const field_names[FLD_NFIELDS] = {
+    "cycles", "peak", "peak_ledger", "goal", "cached", "rss_kb", "backstop", "ok_share",
+    "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms", "budget"};
+
+static const char *self;
+static const char *opt_percent = "100", *opt_heap_min = "64K", *opt_kappa = "0.25";
+static unsigned opt_threads = 4;
+
+/* One run in a fresh process, with its options: its fields, or -1. */
+static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t seed,
+                 double *f)
+{
+    char topo[128], acct[64], pct[64], hm[64], kap[64], c[32], l[32], s[32], t[32], buf[2048];
+    snprintf(topo, sizeof topo, "NSP_TOPOLOGY=synthetic:pack:1 numa:1 core:%u pu:1", caches);
+    snprintf(acct, sizeof acct, "NSP_ACCOUNTING=%s", mode);
+    snprintf(pct, sizeof pct, "NSP_PACE_PERCENT=%s", opt_percent);
+    /* a low minimum heap, so that it does not hide the effect */
+    snprintf(hm, sizeof hm, "NSP_HEAP_MIN=%s", opt_heap_min);
+    snprintf(kap, sizeof kap, "NSP_PACE_RESERVE=%s", opt_kappa);
+    snprintf(c, sizeof c, "%u", caches);
+    snprintf(l, sizeof l, "%lld", (long long)live_bytes);
+    snprintf(s, sizeof s, "%llu", (unsigned long long)seed);
+    snprintf(t, sizeof t, "%u", opt_threads);
+    const char *env[] = {topo, acct, pct, hm, kap, "NSP_PACER=concurrent",
+                         "NSP_IDLE_RELEASE_MS=0", "NSP_TRACE", "NSP_DEBUG", NULL};
+    char *argv[] = {(char *)self, "run", "--caches", c, "--live", l, "--seed", s,
+                    "--threads", t, NULL};
+    if (nsp_bench_spawn(self, argv, env, buf, sizeof buf) < 0)
+        return -1;
+    unsigned cc, th;
+    long long lv, cy, pl, g, cm, bud, pr;
+    long rss;
+    int a;
+    unsigned long long bs, unc;
+    double ok, p95, em, ex, er, cms, pms;
+    if (sscanf(buf,
+               "{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
+               "\"cycles\": %lld, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
+               "\"rss_kb\": %ld, \"backstop\": %llu, \"ok_share\": %lf, \"peak_goal_p95\": %lf, "
+               "\"early_med\": %lf, \"early_max\": %lf, \"live_err_max\": %lf, "
+               "\"collector_ms\": %lf, \"pause_ms\": %lf, \"budget\": %lld, \"unconfirmed\": %llu, "
+               "\"peak_real\": %lld}",
+               &cc, &lv, &th, &a, &cy, &pl, &g, &cm, &rss, &bs, &ok, &p95, &em, &ex, &er, &cms,
+               &pms, &bud, &unc, &pr) != 20)
+        return -1;
+    double v[FLD_NFIELDS] = {(double)cy, (double)pr, (double)pl, (double)g, (double)cm,
+                           (double)rss, (double)bs, ok, p95, em, ex, er, cms, pms, (double)bud};
+    memcpy(f, v, sizeof v);
+    return 0;
+}
+
+static int parse_list(const char *text, int64_t *out, int max)
+{
+    int n = 0;
+    for (const char *p = text; *p && n < max;) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v <= 0)
+            return -1;
+        if (*end == 'K' || *end == 'k')
+            v <<= 10, end++;
+        else if (*end == 'M' || *end == 'm')
+            v <<= 20, end++;
+        out[n++] = v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+static int usage(const char *bad)
+{
+    fprintf(stderr,
+            "usage: bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,N..]\n"
+            "                   [--live SIZE,SIZE..] [--percent P] [--heap-min SIZE] [--kappa K]\n");
+    if (bad)
+        fprintf(stderr, "bench_pacer: bad argument \"%s\"\n", bad);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
     self = "/proc/self/exe";
     if (argc > 1 && strcmp(argv[1], "run") == 0) {
-        unsigned caches = 2;
+        unsigned caches = 2, threads = 4;
         int64_t lb = 1 << 20;
         uint64_t seed = 1;
         for (int i = 2; i + 1 < argc; i += 2) {
@@ -214,93 +389,138 @@ int main(int argc, char **argv)
                 lb = atoll(argv[i + 1]);
             else if (strcmp(argv[i], "--seed") == 0)
                 seed = strtoull(argv[i + 1], NULL, 10);
+            else if (strcmp(argv[i], "--threads") == 0)
+                threads = (unsigned)atoi(argv[i + 1]);
         }
-        return run(caches, lb, seed);
+        return run(caches, lb, seed, threads);
     }
-    int reps = 10, json = 0, quick = 0;
+    int reps = 10, json = 0, quick = 0, reps_set = 0;
+    int64_t cs[16] = {2, 8, 32, 128, 512}, ls[16] = {1 << 20, 8 << 20, 32 << 20};
+    int ncs = 5, nls = 3, cs_set = 0, ls_set = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0)
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quick") == 0)
             quick = 1;
-        else if (strcmp(argv[i], "--json") == 0)
+        else if (strcmp(a, "--json") == 0)
             json = 1;
-        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
-            reps = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_pacer [--quick] [--reps R] [--json]\n"
-                            "bench_pacer: unknown argument \"%s\"\n", argv[i]);
-            return 2;
-        }
+        else if (strcmp(a, "--reps") == 0 && v)
+            reps = atoi(v), reps_set = 1, i++;
+        else if (strcmp(a, "--threads") == 0 && v)
+            opt_threads = (unsigned)atoi(v), i++;
+        else if (strcmp(a, "--percent") == 0 && v)
+            opt_percent = v, i++;
+        else if (strcmp(a, "--heap-min") == 0 && v)
+            opt_heap_min = v, i++;
+        else if (strcmp(a, "--kappa") == 0 && v)
+            opt_kappa = v, i++;
+        else if (strcmp(a, "--caches") == 0 && v) {
+            if ((ncs = parse_list(v, cs, 16)) <= 0)
+                return usage(v);
+            cs_set = 1, i++;
+        } else if (strcmp(a, "--live") == 0 && v) {
+            if ((nls = parse_list(v, ls, 16)) <= 0)
+                return usage(v);
+            ls_set = 1, i++;
+        } else
+            return usage(a);
     }
-    if (quick && reps == 10)
-        reps = 3;
-    if (reps < 1 || reps > 64) {
-        fprintf(stderr, "bench_pacer: --reps 1..64\n");
-        return 2;
+    if (quick) {
+        if (!reps_set)
+            reps = 3;
+        if (!cs_set)
+            cs[0] = 2, cs[1] = 32, cs[2] = 512, ncs = 3;
+        if (!ls_set)
+            ls[0] = 1 << 20, ls[1] = 8 << 20, nls = 2;
     }
-    static const unsigned caches_full[] = {2, 8, 32, 128, 512}, caches_quick[] = {2, 32, 512};
-    static const int64_t live_full[] = {1 << 20, 8 << 20, 32 << 20}, live_quick[] = {1 << 20, 8 << 20};
-    const unsigned *cs = quick ? caches_quick : caches_full;
-    const int64_t *ls = quick ? live_quick : live_full;
-    int ncs = quick ? 3 : 5, nls = quick ? 2 : 3;
+    if (reps < 1 || reps > 64 || opt_threads < 1 || opt_threads > MAX_THREADS)
+        return usage("--reps 1..64, --threads 1..16");
     static const char *modes[] = {"over", "under", "exact"};
+    double kappa = atof(opt_kappa);
     if (json)
-        printf("{\"reps\": %d, \"results\": [", reps);
+        printf("{\"reps\": %d, \"threads\": %u, \"percent\": \"%s\", \"heap_min\": \"%s\", "
+               "\"kappa\": %s, \"results\": [",
+               reps, opt_threads, opt_percent, opt_heap_min, opt_kappa);
     else
-        printf("accounting experiment: concurrent pacer, collector-driven, median of %d runs\n"
-               "peak: bytes really allocated and not yet freed; ledger: peak heapLive; C: bytes of\n"
-               "spans held by caches; overshoot: (peak - peak under over) / goal, predicted for\n"
-               "under as at most C/goal (DESIGN.md section 6)\n\n"
-               "%6s %8s %6s %10s %10s %10s %8s %8s %7s %9s %9s\n",
-               reps, "caches", "live MiB", "mode", "peak MiB", "ledger MiB", "goal MiB", "C MiB",
-               "RSS MiB", "cycles", "predicted", "measured");
-    int first = 1, total = ncs * nls * 3 * reps, runs = 0;
+        printf("accounting experiment: concurrent pacer, collector-driven, %u threads allocating\n"
+               "at once, median [interquartile range] of %d seeds; percent %s, heap minimum %s,\n"
+               "kappa %s. peak: the most bytes really allocated and not freed; goal: the last;\n"
+               "C: most bytes of spans cached; ok: share of cycles whose peak <= 1.05 x goal;\n"
+               "early: (trigger - allocated at a cycle's start) / (trigger - live), predicted\n"
+               "for over <= C/(trigger-live) without a budget, <= kappa with it; live err: the\n"
+               "pacer's live at a cycle's end against the truth; backstop: frees the program\n"
+               "did itself (a row with any is censored, '*').\n\n"
+               "%6s %5s %5s %16s %8s %8s %8s %6s %6s %14s %6s %8s %8s\n",
+               opt_threads, reps, opt_percent, opt_heap_min, opt_kappa, "caches", "live",
+               "mode", "cycles", "x exact", "peak MiB", "goal MiB", "C MiB", "ok", "early med",
+               "pred", "live err", "backstop");
+    int first = 1, total = ncs * nls * 3 * reps, runs = 0, censored_rows = 0;
     for (int ci = 0; ci < ncs; ci++)
         for (int li = 0; li < nls; li++) {
-            double med[3][6];
+            double q[3][FLD_NFIELDS][3]; /* per mode, field: p25, median, p75 */
+            int got[3], cens[3];
             for (int m = 0; m < 3; m++) {
-                double v[6][64];
+                static double v[FLD_NFIELDS][64];
                 int n = 0;
+                cens[m] = 0;
                 for (int r = 0; r < reps; r++) {
-                    struct result res;
+                    double f[FLD_NFIELDS];
                     fprintf(stderr, "\rbench pacer: %d/%d runs   ", ++runs, total);
-                    if (child(cs[ci], ls[li], modes[m], 1000 + (uint64_t)r, &res) == 0) {
-                        v[0][n] = res.peak_real;
-                        v[1][n] = res.peak_ledger;
-                        v[2][n] = res.goal;
-                        v[3][n] = res.cycles;
-                        v[4][n] = res.cached;
-                        v[5][n] = res.rss;
+                    if (child((unsigned)cs[ci], ls[li], modes[m], 1000 + (uint64_t)r, f) == 0) {
+                        for (int k = 0; k < FLD_NFIELDS; k++)
+                            v[k][n] = f[k];
+                        cens[m] += f[FLD_BACKSTOP] > 0;
                         n++;
                     }
                 }
-                for (int k = 0; k < 6; k++)
-                    med[m][k] = median(v[k], n);
+                got[m] = n;
+                for (int k = 0; k < FLD_NFIELDS; k++) {
+                    q[m][k][0] = quantile(v[k], n, 0.25);
+                    q[m][k][1] = quantile(v[k], n, 0.5);
+                    q[m][k][2] = quantile(v[k], n, 0.75);
+                }
             }
             for (int m = 0; m < 3; m++) {
-                /* the measured overshoot of a mode: its peak over the peak under over, relative
-                 * to the goal; predicted for under: up to C/goal */
-                double goal = med[0][2] > 0 ? med[0][2] : 1;
-                double measured = (med[m][0] - med[0][0]) / goal;
-                double predicted = m == 1 ? med[1][4] / goal : 0; /* C as cached under `under` */
+                double exact_cycles = q[2][FLD_CYCLES][1] > 0 ? q[2][FLD_CYCLES][1] : 1;
+                double ratio = q[m][FLD_CYCLES][1] / exact_cycles;
+                double goal = q[m][FLD_GOAL][1] > 0 ? q[m][FLD_GOAL][1] : 1;
+                double live = (double)ls[li];
+                /* the trigger sits between 45/64 and 61/64 of the way from live to the goal;
+                 * the prediction takes the widest gap, goal - live */
+                double gap = goal - live > 0 ? goal - live : 1;
+                double cap = (double)cs[ci] * 5 * (64 << 10); /* C with no budget */
+                double pred = m == 0 ? (kappa > 0 && kappa < 1 ? kappa : cap / gap) : 0;
+                censored_rows += cens[m] > 0;
                 if (json) {
-                    printf("%s{\"caches\": %u, \"live\": %lld, \"mode\": \"%s\", \"peak\": %.0f, "
-                           "\"peak_ledger\": %.0f, \"goal\": %.0f, \"cached\": %.0f, \"rss_kb\": %.0f, "
-                           "\"cycles\": %.0f, \"predicted_overshoot\": %.4f, "
-                           "\"measured_overshoot\": %.4f}",
-                           first ? "" : ", ", cs[ci], (long long)ls[li], modes[m], med[m][0],
-                           med[m][1], med[m][2], med[m][4], med[m][5], med[m][3], predicted,
-                           measured);
+                    printf("%s{\"caches\": %lld, \"live\": %lld, \"mode\": \"%s\", \"runs\": %d, "
+                           "\"censored_runs\": %d, \"cycles_over_exact\": %.3f, "
+                           "\"predicted_early\": %.4f, \"predicted_early_no_budget\": %.4f",
+                           first ? "" : ", ", (long long)cs[ci], (long long)ls[li], modes[m],
+                           got[m], cens[m], ratio, pred, m == 0 ? cap / gap : 0.0);
+                    for (int k = 0; k < FLD_NFIELDS; k++)
+                        printf(", \"%s\": %.4f, \"%s_p25\": %.4f, \"%s_p75\": %.4f",
+                               field_names[k], q[m][k][1], field_names[k], q[m][k][0],
+                               field_names[k], q[m][k][2]);
+                    printf("}");
                     first = 0;
                 } else {
-                    printf("%6u %8.0f %6s %10.2f %10.2f %10.2f %8.2f %8.1f %7.0f %8.0f%% %8.0f%%\n",
-                           cs[ci], (double)ls[li] / (1 << 20), modes[m], med[m][0] / (1 << 20),
-                           med[m][1] / (1 << 20), med[m][2] / (1 << 20), med[m][4] / (1 << 20),
-                           med[m][5] / 1024, med[m][3], 100 * predicted, 100 * measured);
+                    char cyc[32];
+                    snprintf(cyc, sizeof cyc, "%.0f [%.0f-%.0f]", q[m][FLD_CYCLES][1],
+                             q[m][FLD_CYCLES][0], q[m][FLD_CYCLES][2]);
+                    printf("%6lld %5.0f %5s %16s %8.2f %8.2f %8.2f %6.1f %5.0f%% %6.2f [%.2f] "
+                           "%6.2f %7.1f%% %7.0f%s\n",
+                           (long long)cs[ci], live / (1 << 20), modes[m], cyc, ratio,
+                           q[m][FLD_PEAK][1] / (1 << 20), goal / (1 << 20),
+                           q[m][FLD_CACHED][1] / (1 << 20), 100 * q[m][FLD_OK][1],
+                           q[m][FLD_EARLY][1], q[m][FLD_EARLY][2] - q[m][FLD_EARLY][0], pred,
+                           100 * q[m][FLD_ERR][1], q[m][FLD_BACKSTOP][1], cens[m] ? " *" : "");
                 }
             }
         }
     fprintf(stderr, "\n");
     if (json)
-        printf("]}\n");
+        printf("], \"censored_rows\": %d}\n", censored_rows);
+    else if (censored_rows)
+        printf("\n%d censored rows (*): the program freed objects itself; their peaks are not the "
+               "pacer's\n", censored_rows);
     return 0;
 }
