@@ -26,10 +26,13 @@ want = {
                               "local_share", "node_limits"],
     "pacer-trace/trace.csv": ["time_ns", "node", "heap_live", "trigger", "goal", "limit", "event"],
     "pacer-trace/events.csv": ["event", "lines"],
-    "accounting/accounting.csv": ["caches", "live", "mode", "peak", "peak_ledger", "goal", "cached",
-                                  "rss_kb", "cycles", "c_over_live", "peak_over_live",
-                                  "predicted_peak_over_live", "predicted_overshoot",
-                                  "measured_overshoot"],
+    "accounting/accounting.csv": ["caches", "live", "mode", "runs", "censored_runs", "cycles",
+                                  "cycles_p25", "cycles_p75", "cycles_over_exact", "peak",
+                                  "peak_ledger", "goal", "cached", "c_over_live", "peak_over_live",
+                                  "predicted_peak_over_live", "ok_share", "peak_goal_p95",
+                                  "early_med", "predicted_early", "predicted_early_no_budget",
+                                  "live_err_max", "backstop", "rss_kb", "pause_ms",
+                                  "collector_ms"],
     "device/device.csv": ["where", "device", "case", "n", "size_lo", "size_hi", "malloc_ms",
                           "free_ms", "bump_ms", "allocs_per_s", "ratio_to_bump", "usable_pct",
                           "spurious_nulls"],
@@ -61,6 +64,12 @@ for path, cols in want.items():
                     float(row[c])
                 except ValueError:
                     errors.append("%s row %d: %s=%r is not a number" % (path, i, c, row[c]))
+# the accounting experiment's rows must be the pacer's, not its backstop's (issue 12)
+acct = os.path.join(out, "accounting/accounting.csv")
+if os.path.exists(acct):
+    for row in csv.DictReader(open(acct)):
+        if row.get("censored_runs") not in ("0", "0.0"):
+            errors.append("accounting/accounting.csv: censored row %s" % row)
 ranks = list(csv.DictReader(open(os.path.join(out, "mpi/ranks.csv"))))
 if len(ranks) != 2 or any(r["numaspan"] != "True" for r in ranks):
     errors.append("mpi/ranks.csv: expected 2 ranks on numaspan, got %s" % ranks)
