@@ -11,7 +11,9 @@
  *
  * Checks, once settled: peak heap / goal within 0.95..1.05; the trigger within its bounds; the
  * trigger stable from cycle to cycle; with a memory limit that binds, the goal exactly
- * limit - outside - headroom; a live heap above the limit handled without a cycle storm.
+ * limit - outside - headroom; a live heap above the limit handled without a cycle storm; and
+ * the reservation term of `over` (what caches hold charged but unallocated): the storm the old
+ * design had, and none with the reservation budget and the confirmed crossing.
  */
 #include <check.h>
 
@@ -225,6 +227,86 @@ START_TEST(sync_trigger_is_the_goal)
 }
 END_TEST
 
+/* ---- the reservation term (issue 12) -------------------------------------------------------------
+ *
+ * In `over` heapLive = allocated + R, where R is what caches hold charged but not allocated.
+ * Each cycle releases every cache; the refills that follow charge whole spans again, R growing
+ * at rho bytes per byte allocated (the bench: a visit of 64 allocations, 16 KiB, charges five
+ * 64 KiB spans) up to the cached capacity C. The program allocates garbage at a steady rate;
+ * each cycle collects it (allocated falls back to the live heap).
+ *   exact      a cycle starts when allocated reaches the trigger;
+ *   old over   when heapLive does (R unbounded up to C): a storm, (1 + rho) x exact's cycles;
+ *   budget     R is capped at B = kappa (trigger - live): at most 1/(1 - kappa) x, and a cycle
+ *              starts at most kappa of the way early;
+ *   confirmed  the budget, and a crossing starts a cycle only once allocated is at the trigger.
+ */
+enum design { EXACT, OLD_OVER, BUDGET, CONFIRMED };
+
+struct reserve_run {
+    int cycles;
+    double early_max; /* (trigger - allocated at the start) / (trigger - live) */
+};
+
+static struct reserve_run run_reserve(enum design d, int64_t live, int64_t cap, double rho,
+                                      double kappa, int64_t total)
+{
+    struct nsp_pacer_params p = {.concurrent = 1, .percent = 100, .heap_min = 64 << 10};
+    int64_t goal = nsp__pacer_goal(&p, live), trigger = nsp__pacer_trigger_for(&p, live, goal, 0);
+    int64_t allocated = live, since = 0, step = 4096;
+    struct reserve_run r = {0, 0};
+    for (int64_t done = 0; done < total; done += step) {
+        allocated += step;
+        since += step;
+        int64_t reserve = (int64_t)(rho * (double)since);
+        if (reserve > cap)
+            reserve = cap;
+        int64_t budget = (int64_t)(kappa * (double)(trigger - live));
+        if ((d == BUDGET || d == CONFIRMED) && reserve > budget)
+            reserve = budget;
+        int64_t heap_live = allocated + reserve;
+        int start = d == EXACT ? allocated >= trigger
+                    : d == CONFIRMED ? heap_live >= trigger && allocated >= trigger
+                                     : heap_live >= trigger;
+        if (!start)
+            continue;
+        double early = (double)(trigger - allocated) / (double)(trigger - live);
+        if (early > r.early_max)
+            r.early_max = early;
+        r.cycles++;
+        allocated = live; /* the garbage collected; the caches released */
+        since = 0;
+    }
+    return r;
+}
+
+START_TEST(reservation_term_predicts_the_storm_and_its_end)
+{
+    const double kappa = 0.25, rho = 20;
+    const int64_t live = 8 * MiB, total = 24 * 8 * MiB;
+    static const int64_t caps[] = {640 << 10, 10 * MiB, 160 * MiB}; /* 2, 32, 512 caches */
+    for (int i = 0; i < 3; i++) {
+        struct reserve_run ex = run_reserve(EXACT, live, caps[i], rho, kappa, total);
+        struct reserve_run old = run_reserve(OLD_OVER, live, caps[i], rho, kappa, total);
+        struct reserve_run bud = run_reserve(BUDGET, live, caps[i], rho, kappa, total);
+        struct reserve_run conf = run_reserve(CONFIRMED, live, caps[i], rho, kappa, total);
+        ck_assert_int_gt(ex.cycles, 10);
+        double r_old = (double)old.cycles / ex.cycles, r_bud = (double)bud.cycles / ex.cycles;
+        /* the old design storms once C is a good part of the way to the trigger */
+        if (caps[i] >= 10 * MiB)
+            ck_assert_msg(r_old >= 5, "C %lld: old over %.2fx exact's cycles, no storm predicted",
+                          (long long)caps[i], r_old);
+        /* the budget: at most 1/(1 - kappa) x exact's cycles and kappa early, whatever C */
+        ck_assert_msg(r_bud <= 1.0 / (1.0 - kappa) + 0.05, "C %lld: budget %.2fx exact's cycles",
+                      (long long)caps[i], r_bud);
+        ck_assert_msg(bud.early_max <= kappa + 0.01, "C %lld: a cycle started %.2f early",
+                      (long long)caps[i], bud.early_max);
+        /* confirmed: exact's cycles, never early */
+        ck_assert_int_eq(conf.cycles, ex.cycles);
+        ck_assert(conf.early_max <= 0);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pacer simulation");
@@ -233,6 +315,7 @@ int main(void)
     tcase_add_test(tc, memory_limit_steady_and_held);
     tcase_add_test(tc, memory_limit_exceeded_without_storm);
     tcase_add_test(tc, sync_trigger_is_the_goal);
+    tcase_add_test(tc, reservation_term_predicts_the_storm_and_its_end);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
