@@ -87,7 +87,9 @@ static const struct option_row table[] = {
                                  "most 86400000 (a day)"},
     [NSP_OPT_TRACE] = {"NSP_TRACE", "",
                        "a CSV file to append every pacer event to: "
-                       "time_ns,node,heap_live,trigger,goal,limit,event"},
+                       "time_ns,node,heap_live,trigger,goal,limit,event; or stderr: one line "
+                       "per cycle (number, time, live -> peak -> live, goal, trigger, runway, "
+                       "caches released/busy, pause, share of time in cycles)"},
     [NSP_OPT_SECURE] = {"NSP_SECURE", "0",
                         "1: hardened mode: canaries checked at free, freed memory poisoned and "
                         "checked at reuse, random slot order, guard pages after large objects"},

@@ -131,6 +131,8 @@ static struct {
     _Atomic int housekeeping;  /* without the thread: a slow path is doing it */
     /* trace */
     int trace_fd;
+    int trace_cycles;          /* NSP_TRACE=stderr: one line per cycle (Go's gctrace=1) */
+    int64_t start_ns;          /* when the pacer started: the CPU share of cycles */
     pthread_mutex_t trace_lock;
 } P = {.model_lock = PTHREAD_MUTEX_INITIALIZER, .trace_lock = PTHREAD_MUTEX_INITIALIZER,
        .trace_fd = -1, .goal_now = INT64_MAX};
@@ -272,7 +274,10 @@ void nsp__pacer_init(void)
                                 "expected milliseconds from 0 (never) to 86400000 (a day)") *
                 1000000;
     const char *tr = nsp__option(NSP_OPT_TRACE);
-    if (*tr && strcmp(tr, "0") != 0) {
+    P.start_ns = now_ns();
+    if (strcmp(tr, "stderr") == 0) {
+        P.trace_cycles = 1;
+    } else if (*tr && strcmp(tr, "0") != 0) {
         P.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (P.trace_fd < 0)
             nsp__option_reject(NSP_OPT_TRACE, strerror(errno));
@@ -417,6 +422,36 @@ static void set_trigger(int64_t trigger)
     atomic_store_explicit(&nsp__reserve_budget, budget, memory_order_relaxed);
 }
 
+/* NSP_TRACE=stderr: the cycle in one line, as GODEBUG=gctrace=1 does: its number, when, the
+ * live heap at the last cycle's end -> heapLive at this one's start (the peak a cycle sees) ->
+ * the live heap now, the goal, trigger and runway it leaves, the caches it released and found
+ * busy, its pause, and the share of the process's time spent in cycles so far. No allocation. */
+static void trace_cycle(const struct heap_reading *start, int64_t live, int64_t goal,
+                        int64_t pause, uint64_t released0, uint64_t busy0)
+{
+    static int64_t last_live;
+    const double mib = 1 << 20;
+    int64_t now = now_ns(), trig = atomic_load(&nsp__pacer_trigger);
+    double cpu = now > P.start_ns ? 100.0 * (double)atomic_load(&P.pause_ns_total) /
+                                        (double)(now - P.start_ns)
+                                  : 0;
+    char line[320];
+    int n = snprintf(line, sizeof line,
+                     "numaspan: cycle %llu @%.3fs: %.2f -> %.2f -> %.2f MiB, goal %.2f MiB, "
+                     "trigger %.2f MiB, runway %.2f MiB, caches %llu released %llu busy, "
+                     "pause %.3f ms, %.1f%% time in cycles\n",
+                     (unsigned long long)atomic_load(&P.cycles), (double)(now - P.start_ns) / 1e9,
+                     (double)last_live / mib, (double)start->charged / mib, (double)live / mib,
+                     (double)goal / mib, trig == INT64_MAX ? -1.0 : (double)trig / mib,
+                     (double)P.runway / mib,
+                     (unsigned long long)(atomic_load(&P.caches_released) - released0),
+                     (unsigned long long)(atomic_load(&P.busy_caches) - busy0),
+                     (double)pause / 1e6, cpu);
+    last_live = live;
+    if (n > 0)
+        (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 static void cycle(int forced)
 {
     int idle = 0;
@@ -437,6 +472,7 @@ static void cycle(int forced)
     if (P.collector)
         P.collector(P.collector_arg); /* holds no allocator lock: it frees through numaspan */
     uint32_t sg = atomic_fetch_add(&nsp__sweepgen, 2) + 2;
+    uint64_t released0 = atomic_load(&P.caches_released), busy0 = atomic_load(&P.busy_caches);
     release_caches(sg);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_trim(n); /* sweep uncached spans; empty ones back to the page heap */
@@ -471,6 +507,8 @@ static void cycle(int forced)
         ;
     trace_nodes("cycle_end");
     trace("cycle_end", -1);
+    if (P.trace_cycles)
+        trace_cycle(&start, live, goal, pause, released0, busy0);
     atomic_store(&P.running, 0);
 }
 

@@ -3,7 +3,7 @@
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
- *               runway | no-storm | backpressure
+ *               runway | no-storm | backpressure | trace-stderr
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -402,6 +402,42 @@ static void case_backpressure(void)
           (long long)(pi.goal >> 10));
 }
 
+/* NSP_TRACE=stderr: one line per cycle on standard error, numbered 1, 2, 3, ... */
+static void case_trace_stderr(void)
+{
+    char path[] = "/tmp/nsp-trace-XXXXXX";
+    int fd = mkstemp(path), saved = dup(2);
+    unlink(path);
+    dup2(fd, 2);
+    nsp_pacer_set_collector(collector, NULL);
+    churn((int64_t)100 << 20);
+    nsp_pacer_set_collector(NULL, NULL);
+    dup2(saved, 2);
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    FILE *f = fdopen(fd, "r");
+    rewind(f);
+    char line[512];
+    int lines = 0, in_order = 1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long k;
+        double t, a, b, c, goal, trig, runway, pause, share;
+        unsigned long long rel, busy;
+        if (sscanf(line,
+                   "numaspan: cycle %llu @%lfs: %lf -> %lf -> %lf MiB, goal %lf MiB, trigger %lf "
+                   "MiB, runway %lf MiB, caches %llu released %llu busy, pause %lf ms, %lf%%",
+                   &k, &t, &a, &b, &c, &goal, &trig, &runway, &rel, &busy, &pause,
+                   &share) != 12)
+            continue;
+        lines++;
+        in_order &= k == (unsigned long long)lines;
+    }
+    fclose(f);
+    CHECK(pi.cycles >= 5, "cycles ran: %llu", (unsigned long long)pi.cycles);
+    CHECK(lines == (int)pi.cycles && in_order, "%d cycle lines (in order: %d) for %llu cycles",
+          lines, in_order, (unsigned long long)pi.cycles);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -424,9 +460,11 @@ int main(int argc, char **argv)
         case_no_storm();
     else if (strcmp(which, "backpressure") == 0)
         case_backpressure();
+    else if (strcmp(which, "trace-stderr") == 0)
+        case_trace_stderr();
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
-                        "runway|no-storm|backpressure\n");
+                        "runway|no-storm|backpressure|trace-stderr\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
