@@ -347,6 +347,60 @@ def exp_pacer_trace(run):
                        "each cycle and the spills of node 0's cores; %d cycles, %d spills (lines per event in "
                        "`pacer-trace/events.csv`):\n\n![trace](%s)\n\n%s" % (j["cycles"], j["spills"], rel(run, png),
                                                md_table(summary, ["event", "lines"]))))
+    pacer_trace_accounting(run, d)
+
+
+def pacer_trace_accounting(run, d):
+    """The accounting experiment's program traced: one run per mode at 512 caches and 8 MiB
+    live, heapLive, trigger and goal over time from NSP_TRACE (the pacer's view), so that the
+    storm-free `over` and the overshooting `under` can be seen cycle by cycle."""
+    caches, live = 512, 8 << 20
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    mib = 1 << 20
+    notes = []
+    for ax, mode in zip(axes, ("over", "under")):
+        trace = os.path.join(d, "accounting-%s.csv" % mode)
+        if os.path.exists(trace):
+            os.remove(trace)
+        env = {"NSP_TOPOLOGY": "synthetic:pack:1 numa:1 core:%d pu:1" % caches,
+               "NSP_ACCOUNTING": mode, "NSP_PACER": "concurrent", "NSP_HEAP_MIN": "64K",
+               "NSP_IDLE_RELEASE_MS": "0", "NSP_TRACE": trace}
+        run.progress("bench_pacer run (%s) with NSP_TRACE" % mode)
+        j = json.loads(sh([os.path.join(BENCH, "bench_pacer"), "run", "--caches", str(caches),
+                           "--live", str(live), "--seed", "1", "--threads", "4"], env=env))
+        with open(trace) as f:
+            every = list(csv.DictReader(f))
+        rows = [r for r in every if r["node"] == "-1"]
+        node0 = [r for r in every if r["node"] == "0"]  # one node: its samples are the total's
+        t0 = int(every[0]["time_ns"]) if every else 0
+        ts = [(int(r["time_ns"]) - t0) / 1e6 for r in rows]
+        ax.plot([(int(r["time_ns"]) - t0) / 1e6 for r in node0],
+                [int(r["heap_live"]) / mib for r in node0], lw=1.2, label="heapLive")
+        ax.step(ts, [int(r["trigger"]) / mib if int(r["trigger"]) >= 0 else float("nan")
+                     for r in rows], where="post", ls="--", color="k", lw=1, label="trigger")
+        ax.step(ts, [int(r["goal"]) / mib for r in rows], where="post", ls=":", color="#ee7733",
+                lw=2, label="goal")
+        ax.set_title("%s: %d cycles, peak %.1f MiB, ok %.0f%%" %
+                     (mode, j["cycles"], j["peak_real"] / mib, 100 * j["ok_share"]), fontsize=10)
+        ax.set_xlabel("time (ms)")
+        ax.grid(alpha=0.3)
+        notes.append({"mode": mode, "cycles": j["cycles"], "peak_mib": round(j["peak_real"] / mib, 2),
+                      "goal_mib": round(j["goal"] / mib, 2), "ok_share": j["ok_share"],
+                      "backstop": j["backstop"]})
+    axes[0].set_ylabel("bytes (MiB)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("the accounting experiment's program from NSP_TRACE: %d caches, %d MiB live, "
+                 "4 threads" % (caches, live >> 20), fontsize=10)
+    png = os.path.join(d, "accounting_trace.png")
+    save(fig, png)
+    run.report.append(("pacer-trace (accounting)",
+                       "heapLive, trigger and goal over time as NSP_TRACE records them for the "
+                       "accounting experiment's program (`pacer-trace/accounting-over.csv`, "
+                       "`pacer-trace/accounting-under.csv`): `over` cycles at its trigger with "
+                       "its peak at the goal; `under` sees less than is allocated and rarely "
+                       "cycles.\n\n![accounting trace](%s)\n\n%s" %
+                       (rel(run, png), md_table(notes, ["mode", "cycles", "peak_mib", "goal_mib",
+                                                        "ok_share", "backstop"]))))
 
 
 # ---- accounting ------------------------------------------------------------------------------
