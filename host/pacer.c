@@ -118,6 +118,7 @@ static struct {
     _Atomic int64_t goal_now;      /* the goal in force while something is paced, else INT64_MAX */
     _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total then */
     _Atomic uint64_t waits, wait_ns; /* back-pressure: refills that waited for a cycle, and how long */
+    _Atomic uint64_t helps;          /* back-pressure: cycles run by an allocating thread */
     _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
@@ -569,10 +570,13 @@ void nsp__pacer_run_due(void)
 {
     int due = nsp__cycle_due;
     nsp__cycle_due = 0;
-    if (due == 2 && atomic_load(&P.running))
+    if (due == 2 && atomic_load(&P.running)) {
         wait_for_cycle();
-    else if (still_due())
+    } else if (still_due()) {
+        if (due == 2) /* at the goal, the pacer thread not there yet: this thread helps */
+            atomic_fetch_add_explicit(&P.helps, 1, memory_order_relaxed);
         cycle(0);
+    }
 }
 
 enum { THREAD_NONE, THREAD_RUNNING, THREAD_FAILED }; /* P.thread_started */
@@ -895,6 +899,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->unconfirmed = atomic_load(&P.unconfirmed);
     out->backpressure_waits = atomic_load(&P.waits);
     out->backpressure_ns = atomic_load(&P.wait_ns);
+    out->backpressure_helps = atomic_load(&P.helps);
     out->debug_checks = atomic_load(&P.debug_checks);
     return 0;
 }

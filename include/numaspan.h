@@ -260,6 +260,7 @@ typedef struct nsp_pacer_info {
     uint64_t unconfirmed;    /* trigger crossings not confirmed by the live bytes */
     uint64_t debug_checks;   /* NSP_DEBUG=1: ledger checks run at cycles (all agreed) */
     uint64_t backpressure_waits, backpressure_ns; /* allocations that waited for a cycle */
+    uint64_t backpressure_helps; /* cycles run by an allocation at the goal (concurrent mode) */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */
