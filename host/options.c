@@ -70,7 +70,8 @@ static const struct option_row table[] = {
                        "cycle mode: sync (the allocation that crosses the trigger runs the cycle) "
                        "or concurrent (the pacer thread runs it while the program allocates)"},
     [NSP_OPT_PACE_PERCENT] = {"NSP_PACE_PERCENT", "100",
-                              "goal = live * (1 + percent/100), like GOGC; 1 to 100000"},
+                              "goal = live * (1 + percent/100), like GOGC; 1 to 100000, or off: "
+                              "paced by NSP_MEMORY_LIMIT alone (GOGC=off)"},
     [NSP_OPT_HEAP_MIN] = {"NSP_HEAP_MIN", "auto",
                           "the smallest goal; auto: 4 MiB * percent/100"},
     [NSP_OPT_MEMORY_LIMIT] = {"NSP_MEMORY_LIMIT", "0",

@@ -63,9 +63,12 @@ int64_t nsp__pacer_headroom(int64_t limit)
 
 int64_t nsp__pacer_goal(const struct nsp_pacer_params *p, int64_t live)
 {
-    int64_t goal = (int64_t)((double)live * (1.0 + p->percent / 100.0));
-    if (goal < p->heap_min)
-        goal = p->heap_min;
+    int64_t goal = INT64_MAX; /* percent off: the memory limit alone (Go's GOGC=off) */
+    if (p->percent > 0) {
+        goal = (int64_t)((double)live * (1.0 + p->percent / 100.0));
+        if (goal < p->heap_min)
+            goal = p->heap_min;
+    }
     if (p->memory_limit > 0) {
         int64_t cap = p->memory_limit - p->outside - nsp__pacer_headroom(p->memory_limit);
         if (goal > cap)
@@ -84,6 +87,8 @@ int64_t nsp__pacer_min_between(int64_t goal, int64_t live)
 int64_t nsp__pacer_trigger_for(const struct nsp_pacer_params *p, int64_t live, int64_t goal,
                                int64_t runway)
 {
+    if (goal == INT64_MAX)
+        return INT64_MAX; /* percent off and no memory limit: nothing to pace by */
     int64_t trigger = goal;
     if (p->concurrent && goal > live) {
         int64_t span = goal - live;
@@ -111,6 +116,7 @@ static struct {
     pthread_mutex_t model_lock;
     int64_t live, goal, runway;
     double kappa;              /* NSP_PACE_RESERVE: the reservation budget's share of the runway */
+    int heap_min_auto;         /* NSP_HEAP_MIN=auto: it follows the percent */
     _Atomic int64_t end_allocated; /* bytes ever allocated, read at the last cycle's end */
     _Atomic int64_t min_between;   /* bytes to allocate after a cycle before the next may start */
     _Atomic int64_t last_confirm_ns;
@@ -248,11 +254,15 @@ void nsp__pacer_init(void)
     nsp__accounting = acct_of[nsp__option_choice(NSP_OPT_ACCOUNTING, accts, 3)];
     static const char *const modes[] = {"sync", "concurrent"};
     P.params.concurrent = (int)nsp__option_choice(NSP_OPT_PACER, modes, 2);
-    P.params.percent = nsp__option_number(NSP_OPT_PACE_PERCENT, 1, 100000,
-                                          "expected a number from 1 to 100000 (100: the heap "
-                                          "may double between cycles)");
+    if (strcmp(nsp__option(NSP_OPT_PACE_PERCENT), "off") == 0)
+        P.params.percent = 0; /* limit-only pacing */
+    else
+        P.params.percent = nsp__option_number(NSP_OPT_PACE_PERCENT, 1, 100000,
+                                              "expected a number from 1 to 100000 (100: the "
+                                              "heap may double between cycles), or off");
     size_t v;
-    if (strcmp(nsp__option(NSP_OPT_HEAP_MIN), "auto") == 0)
+    P.heap_min_auto = strcmp(nsp__option(NSP_OPT_HEAP_MIN), "auto") == 0;
+    if (P.heap_min_auto)
         P.params.heap_min = (int64_t)(4.0 * MiB * P.params.percent / 100.0);
     else if (nsp__parse_size(nsp__option(NSP_OPT_HEAP_MIN), &v) == 0)
         P.params.heap_min = (int64_t)nsp__option_size(NSP_OPT_HEAP_MIN);
@@ -842,6 +852,69 @@ void nsp_pacer_cycle(void)
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
         return;
     cycle(1);
+}
+
+/* After a change of the parameters (model lock held): what is paced, the goal for the last live
+ * heap, and the trigger with its budget, as the last cycle would have set them. */
+static void params_changed(void)
+{
+    int limited = P.params.memory_limit > 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        limited |= nsp__node_limit_pages[n] > 0;
+    P.paced = limited;
+    P.goal = nsp__pacer_goal(&P.params, P.live);
+    int paced = P.paced || __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
+    set_trigger(paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway) : INT64_MAX);
+    atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, P.live));
+}
+
+int nsp_pacer_set_percent(double percent)
+{
+    if (!(percent == NSP_PACE_OFF || (percent >= 1 && percent <= 100000))) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
+        errno = EAGAIN;
+        return -1;
+    }
+    pthread_mutex_lock(&P.model_lock);
+    P.params.percent = percent;
+    if (P.heap_min_auto)
+        P.params.heap_min = (int64_t)(4.0 * MiB * percent / 100.0);
+    params_changed();
+    pthread_mutex_unlock(&P.model_lock);
+    return 0;
+}
+
+int nsp_pacer_set_memory_limit(int64_t bytes)
+{
+    /* the same bounds as NSP_MEMORY_LIMIT: under 4 MiB the headroom leaves no heap */
+    if (bytes < 0 || (bytes > 0 && bytes < 4 * MiB)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
+        errno = EAGAIN;
+        return -1;
+    }
+    pthread_mutex_lock(&P.model_lock);
+    P.params.memory_limit = bytes;
+    params_changed();
+    pthread_mutex_unlock(&P.model_lock);
+    if (bytes > 0 && atomic_load(&P.thread_started) == THREAD_NONE)
+        start_thread(); /* a limit is something to pace */
+    return 0;
+}
+
+size_t nsp_pacer_release_all(void)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
+        return 0;
+    uint64_t before = atomic_load(&P.bytes_scavenged);
+    cycle(1); /* its scavenging counts too */
+    size_t trimmed = nsp_trim();
+    return trimmed + (size_t)(atomic_load(&P.bytes_scavenged) - before);
 }
 
 int nsp_pacer_get(nsp_pacer_info_t *out)

@@ -6,7 +6,8 @@
  *
  * The model (nsp__pacer_goal, nsp__pacer_trigger_for) is pure arithmetic on the live heap,
  * percent, limits and runway, shared by the running pacer and the simulation tests:
- *   goal     = max(live * (1 + percent/100), heapMin), and with a memory limit at most
+ *   goal     = max(live * (1 + percent/100), heapMin) (percent off: no such bound), and with a
+ *              memory limit at most
  *              limit - outside - max(3% of limit, 1 MiB)
  *   trigger  sync:       the goal
  *            concurrent: goal - runway, clamped to [live + 45/64 (goal - live),

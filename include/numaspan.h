@@ -234,6 +234,17 @@ NSP_API void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg);
  * measured, goal and trigger set, scavenging. Returns when it is done (or at once if another
  * cycle is running). */
 NSP_API void nsp_pacer_cycle(void);
+/* Run-time setters, as NSP_PACE_PERCENT and NSP_MEMORY_LIMIT at start: the goal and trigger are
+ * recomputed at once from the last live heap. percent: 1..100000, or NSP_PACE_OFF for pacing by
+ * the memory limit alone (Go's GOGC=off); bytes: 0 (no limit) or at least 4 MiB. Return 0, or
+ * -1 with errno EINVAL for a value out of range. */
+#define NSP_PACE_OFF 0.0
+NSP_API int nsp_pacer_set_percent(double percent);
+NSP_API int nsp_pacer_set_memory_limit(int64_t bytes);
+/* Releases everything it can, now: a forced cycle, then every cache's spans, the empty spans and
+ * every free page handed back to the OS (nsp_trim; Go's debug.FreeOSMemory). Returns the bytes
+ * handed back. */
+NSP_API size_t nsp_pacer_release_all(void);
 
 typedef struct nsp_pacer_info {
     unsigned nnodes;

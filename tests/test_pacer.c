@@ -3,10 +3,11 @@
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
- *               runway | no-storm | backpressure | trace-stderr
+ *               runway | no-storm | backpressure | trace-stderr | setters | percent-off
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -439,6 +440,71 @@ static void case_trace_stderr(void)
           lines, in_order, (unsigned long long)pi.cycles);
 }
 
+/* The setters at run time, and NSP_PACE_PERCENT=off (limit-only pacing), with NSP_HEAP_MIN=1M. */
+static void case_setters(void)
+{
+    nsp_pacer_set_collector(collector, NULL);
+    for (int i = 0; i < 2048; i++)
+        kept[i] = malloc(2048); /* about 4 MiB live */
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    int64_t live = pi.live;
+    CHECK(nsp_pacer_set_percent(50) == 0, "percent 50 accepted");
+    pacer(&pi);
+    int64_t want = live + live / 2 > (1 << 20) ? (int64_t)((double)live * 1.5) : (1 << 20);
+    CHECK(pi.goal == want, "percent 50: goal %lld, want %lld", (long long)pi.goal, (long long)want);
+    errno = 0;
+    CHECK(nsp_pacer_set_percent(-5) == -1 && errno == EINVAL, "percent -5 refused");
+    CHECK(nsp_pacer_set_percent(200000) == -1 && errno == EINVAL, "percent 200000 refused");
+    CHECK(nsp_pacer_set_memory_limit(1 << 20) == -1 && errno == EINVAL, "a 1 MiB limit refused");
+    CHECK(nsp_pacer_set_memory_limit(64 << 20) == 0, "a 64 MiB limit accepted");
+    CHECK(nsp_pacer_set_percent(NSP_PACE_OFF) == 0, "percent off accepted");
+    pacer(&pi);
+    int64_t headroom = (64 << 20) / 100 * 3;
+    CHECK(pi.memory_limit == 64 << 20 && pi.goal == (64 << 20) - headroom,
+          "percent off: goal %lld is the limit less its headroom (%lld)", (long long)pi.goal,
+          (long long)((64 << 20) - headroom));
+    CHECK(pi.trigger > 0 && pi.trigger <= pi.goal, "a trigger under the goal: %lld",
+          (long long)pi.trigger);
+    CHECK(nsp_pacer_set_memory_limit(0) == 0, "the limit removed");
+    pacer(&pi);
+    CHECK(pi.trigger == -1, "percent off, no limit: nothing to pace by (trigger %lld)",
+          (long long)pi.trigger);
+    CHECK(nsp_pacer_set_percent(100) == 0, "percent 100 again");
+    pacer(&pi);
+    CHECK(pi.trigger > 0, "paced again: trigger %lld", (long long)pi.trigger);
+    uint64_t cycles = pi.cycles;
+    for (int i = 0; i < 2048; i++) {
+        free(kept[i]);
+        kept[i] = NULL;
+    }
+    size_t released = nsp_pacer_release_all();
+    pacer(&pi);
+    CHECK(pi.cycles == cycles + 1, "release_all ran a cycle");
+    CHECK(released >= (size_t)2 << 20, "release_all handed back %zu KiB", released >> 10);
+    nsp_pacer_set_collector(NULL, NULL);
+}
+
+/* NSP_PACE_PERCENT=off NSP_MEMORY_LIMIT=64M: the goal is the limit less its headroom. */
+static void case_percent_off(void)
+{
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    int64_t headroom = (64 << 20) / 100 * 3;
+    CHECK(pi.paced == 1 && pi.goal == (64 << 20) - headroom,
+          "limit-only pacing: goal %lld, want %lld", (long long)pi.goal,
+          (long long)((64 << 20) - headroom));
+    nsp_pacer_set_collector(collector, NULL);
+    churn((int64_t)400 << 20);
+    pacer(&pi);
+    CHECK(pi.heap_live_total < 64 << 20, "heapLive %lld under the limit",
+          (long long)pi.heap_live_total);
+    CHECK(pi.cycles >= 2 && pi.goal == (64 << 20) - headroom,
+          "cycles at the limit alone: %llu, goal %lld", (unsigned long long)pi.cycles,
+          (long long)pi.goal);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -463,9 +529,13 @@ int main(int argc, char **argv)
         case_backpressure();
     else if (strcmp(which, "trace-stderr") == 0)
         case_trace_stderr();
+    else if (strcmp(which, "setters") == 0)
+        case_setters();
+    else if (strcmp(which, "percent-off") == 0)
+        case_percent_off();
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
-                        "runway|no-storm|backpressure|trace-stderr\n");
+                        "runway|no-storm|backpressure|trace-stderr|setters|percent-off\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);

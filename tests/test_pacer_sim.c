@@ -213,6 +213,24 @@ START_TEST(memory_limit_exceeded_without_storm)
 }
 END_TEST
 
+/* NSP_PACE_PERCENT=off: the goal is the memory limit's alone; without a limit nothing is paced. */
+START_TEST(percent_off_paces_by_the_limit_alone)
+{
+    struct nsp_pacer_params p = {.concurrent = 1, .percent = 0, .heap_min = 0,
+                                 .memory_limit = 512 * MiB};
+    int64_t cap = 512 * MiB - nsp__pacer_headroom(512 * MiB);
+    for (int64_t live = MiB; live < 400 * MiB; live *= 4) {
+        ck_assert_int_eq(nsp__pacer_goal(&p, live), cap);
+        int64_t t = nsp__pacer_trigger_for(&p, live, cap, 0);
+        ck_assert_int_gt(t, live);
+        ck_assert_int_le(t, cap);
+    }
+    p.memory_limit = 0;
+    ck_assert_int_eq(nsp__pacer_goal(&p, 8 * MiB), INT64_MAX);
+    ck_assert_int_eq(nsp__pacer_trigger_for(&p, 8 * MiB, INT64_MAX, 0), INT64_MAX);
+}
+END_TEST
+
 START_TEST(sync_trigger_is_the_goal)
 {
     struct nsp_pacer_params p = {.concurrent = 0, .percent = 100, .heap_min = 4 * MiB};
@@ -315,6 +333,7 @@ int main(void)
     tcase_add_test(tc, memory_limit_steady_and_held);
     tcase_add_test(tc, memory_limit_exceeded_without_storm);
     tcase_add_test(tc, sync_trigger_is_the_goal);
+    tcase_add_test(tc, percent_off_paces_by_the_limit_alone);
     tcase_add_test(tc, reservation_term_predicts_the_storm_and_its_end);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
