@@ -335,7 +335,8 @@ static void release_caches(uint32_t sg)
 
 /* Hands free pages back until what numaspan retains is within 10% over the goal and under 95%
  * of the memory limit. */
-static void scavenge(int64_t goal)
+/* Bytes of user pages numaspan holds from the OS: mapped and not handed back, in use or not. */
+static int64_t retained_bytes(void)
 {
     int64_t retained = 0;
     for (unsigned n = 0; n < nsp__nnodes; n++) {
@@ -344,6 +345,12 @@ static void scavenge(int64_t goal)
         retained += (int64_t)(h->pages_mapped - h->pages_scavenged) << NSP_PAGE_SHIFT;
         pthread_mutex_unlock(&h->lock);
     }
+    return retained;
+}
+
+static void scavenge(int64_t goal)
+{
+    int64_t retained = retained_bytes();
     int64_t target = goal + goal / 10;
     if (P.params.memory_limit > 0 && target > P.params.memory_limit / 100 * 95)
         target = P.params.memory_limit / 100 * 95;
@@ -509,6 +516,22 @@ static void cycle(int forced)
     if (nsp__debug)
         check_ledger(); /* heapLive = the sum of the charges + pending, every cycle */
     scavenge(goal);
+    if (P.params.memory_limit > 0) {
+        /* A memory limit counts everything numaspan holds: what it retains beyond the live
+         * bytes (free pages not yet handed back, the free slots of partial spans, tail waste)
+         * is `outside` the heap and comes off the goal, measured once the scavenger has handed
+         * back what it could (before, `outside` was never set, and the limit counted the live
+         * objects alone). */
+        int64_t outside = retained_bytes() - live;
+        pthread_mutex_lock(&P.model_lock);
+        P.params.outside = outside > 0 ? outside : 0;
+        P.goal = nsp__pacer_goal(&P.params, P.live);
+        if (P.paced || P.collector)
+            set_trigger(nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway));
+        atomic_store(&nsp__pacer_notify, atomic_load(&nsp__pacer_trigger));
+        atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, P.live));
+        pthread_mutex_unlock(&P.model_lock);
+    }
     int64_t pause = now_ns() - t0;
     atomic_fetch_add(&P.cycles, 1);
     atomic_fetch_add(forced ? &P.forced : &P.triggered, 1);
@@ -949,6 +972,9 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     int64_t t = atomic_load(&nsp__pacer_trigger);
     out->trigger = t == INT64_MAX ? -1 : t;
     out->memory_limit = P.params.memory_limit;
+    pthread_mutex_lock(&P.model_lock);
+    out->outside = P.params.outside;
+    pthread_mutex_unlock(&P.model_lock);
     out->sweepgen = atomic_load(&nsp__sweepgen);
     out->cycles = atomic_load(&P.cycles);
     out->forced_cycles = atomic_load(&P.forced);
