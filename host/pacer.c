@@ -125,6 +125,8 @@ static struct {
     _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total then */
     _Atomic uint64_t waits, wait_ns; /* back-pressure: refills that waited for a cycle, and how long */
     _Atomic uint64_t helps;          /* back-pressure: cycles run by an allocating thread */
+    int64_t limiter_bucket, limiter_busy, limiter_wall; /* the time limiter (model lock) */
+    _Atomic uint64_t cpu_limited;    /* crossings the time limiter held back */
     _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
@@ -286,6 +288,7 @@ void nsp__pacer_init(void)
                 1000000;
     const char *tr = nsp__option(NSP_OPT_TRACE);
     P.start_ns = now_ns();
+    P.limiter_wall = P.start_ns;
     if (strcmp(tr, "stderr") == 0) {
         P.trace_cycles = 1;
     } else if (*tr && strcmp(tr, "0") != 0) {
@@ -556,11 +559,45 @@ static void cycle(int forced)
  * in allocated bytes (a refill that charges capacity is not allocation). A crossing that is not
  * confirmed waits for the next one (the next refill past the trigger): a cycle starts at most
  * the reservation spent since the last reading late, and that is at most the budget. */
+/* The limiter on time in cycles (Go's GC CPU limiter): a bucket that fills with the time cycles
+ * take and drains with the time between them, full at 100 ms. While it is full no cycle
+ * starts, so that cycles take at most about half the time even when the heap is at its memory
+ * limit and every allocation is due one; the heap may then pass its goal, as in Go. Only with a
+ * memory limit; forced cycles are not limited. Model lock held. */
+#define LIMITER_CAP_NS 100000000
+static int limiter_full(int64_t now)
+{
+    int64_t busy = (int64_t)atomic_load(&P.pause_ns_total);
+    int64_t d_busy = busy - P.limiter_busy, d_wall = now - P.limiter_wall;
+    P.limiter_bucket += d_busy - (d_wall - d_busy);
+    if (P.limiter_bucket < 0)
+        P.limiter_bucket = 0;
+    /* what a cycle adds past the cap is kept (up to a second cap): clamped at the cap, the
+     * bucket let the next cycle start after a few microseconds between them */
+    if (P.limiter_bucket > 2 * LIMITER_CAP_NS)
+        P.limiter_bucket = 2 * LIMITER_CAP_NS;
+    P.limiter_busy = busy;
+    P.limiter_wall = now;
+    return P.limiter_bucket >= LIMITER_CAP_NS;
+}
+
 static int still_due(void)
 {
     int64_t trigger = atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed);
     if (heap_total() < trigger)
         return 0;
+    /* with a memory limit only: without one the percent paces, and the minimum between cycles
+     * keeps them apart; a limit can make every allocation due a cycle */
+    int full = 0;
+    if (P.params.memory_limit > 0) {
+        pthread_mutex_lock(&P.model_lock);
+        full = limiter_full(now_ns());
+        pthread_mutex_unlock(&P.model_lock);
+    }
+    if (full) {
+        atomic_fetch_add_explicit(&P.cpu_limited, 1, memory_order_relaxed);
+        return 0;
+    }
     /* a reading walks every cache: not more often than every 20 us, whoever asks */
     int64_t now = now_ns(), last = atomic_load_explicit(&P.last_confirm_ns, memory_order_relaxed);
     if (now - last < 20000 ||
@@ -999,6 +1036,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->backpressure_waits = atomic_load(&P.waits);
     out->backpressure_ns = atomic_load(&P.wait_ns);
     out->backpressure_helps = atomic_load(&P.helps);
+    out->cpu_limited = atomic_load(&P.cpu_limited);
     out->debug_checks = atomic_load(&P.debug_checks);
     return 0;
 }

@@ -272,6 +272,7 @@ typedef struct nsp_pacer_info {
     uint64_t debug_checks;   /* NSP_DEBUG=1: ledger checks run at cycles (all agreed) */
     uint64_t backpressure_waits, backpressure_ns; /* allocations that waited for a cycle */
     uint64_t backpressure_helps; /* cycles run by an allocation at the goal (concurrent mode) */
+    uint64_t cpu_limited;    /* crossings held back because cycles took half the time */
     int64_t outside;         /* with a memory limit: what numaspan retains beyond the live bytes
                               * (free pages not handed back, free slots, tail waste), at the last
                               * cycle; the goal is at most limit - outside - headroom */

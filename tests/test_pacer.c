@@ -3,7 +3,8 @@
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
- *               runway | no-storm | backpressure | trace-stderr | setters | percent-off
+ *               runway | no-storm | backpressure | trace-stderr | setters | percent-off |
+ *               time-limit
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -525,6 +526,37 @@ static void case_percent_off(void)
           (unsigned long long)pi.cycles, (long long)pi.goal, (long long)pi.outside);
 }
 
+/* The time limiter (with NSP_MEMORY_LIMIT): a collector that takes 5 ms per cycle while the
+ * program could trigger a cycle every few hundred KiB. Once the limiter's bucket is full (the
+ * first 100 ms of cycles), cycles must take at most about half the time (Go's GC CPU limiter);
+ * without the limiter they took 85% here. */
+static void slow_5ms_collector(void *arg)
+{
+    struct timespec ts = {0, 5000000};
+    nanosleep(&ts, NULL);
+    collector(arg);
+}
+
+static void case_time_limit(void)
+{
+    nsp_pacer_set_collector(slow_5ms_collector, NULL);
+    churn((int64_t)100 << 20); /* the bucket fills */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    nsp_pacer_info_t pi0, pi;
+    pacer(&pi0);
+    churn((int64_t)300 << 20);
+    pacer(&pi);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    nsp_pacer_set_collector(NULL, NULL);
+    double wall = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    double share = (double)(pi.pause_ns_total - pi0.pause_ns_total) / wall;
+    CHECK(pi.cycles >= 5, "cycles ran: %llu", (unsigned long long)pi.cycles);
+    CHECK(share <= 0.6, "cycles took %.0f%% of the time", 100 * share);
+    CHECK(pi.cpu_limited > 0, "crossings held back by the limiter: %llu",
+          (unsigned long long)pi.cpu_limited);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -553,9 +585,12 @@ int main(int argc, char **argv)
         case_setters();
     else if (strcmp(which, "percent-off") == 0)
         case_percent_off();
+    else if (strcmp(which, "time-limit") == 0)
+        case_time_limit();
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
-                        "runway|no-storm|backpressure|trace-stderr|setters|percent-off\n");
+                        "runway|no-storm|backpressure|trace-stderr|setters|percent-off|"
+                        "time-limit\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
