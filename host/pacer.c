@@ -5,7 +5,8 @@
  * allocating thread once it has dropped every lock (nsp__pacer_after_alloc); concurrent ones on
  * the pacer thread while the program goes on allocating. Every decision is counted, and with
  * NSP_TRACE written as a CSV line: time_ns,node,heap_live,trigger,goal,limit,event (node -1: the
- * total; every node also at each cycle's start and end, and every 10 ms as "sample").
+ * total; every node also at each cycle's start and end, and every 10 ms as "sample"); with
+ * NSP_TRACE=stderr, one line per cycle instead (trace_cycle).
  *
  * The pacer thread exists only where something is paced (a memory limit, node limits, a
  * collector) or traced: a plain program that preloads numaspan keeps exactly its own threads, so

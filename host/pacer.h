@@ -23,6 +23,9 @@
  *   runway   and the minimum between cycles are counted in allocated bytes, not charged ones.
  *   back-pressure  an allocation that takes heapLive to the goal, once its thread holds no
  *            lock, waits for the running concurrent cycle (bounded: 20 ms) or runs the due one.
+ * With a memory limit: `outside` (what numaspan retains beyond the live bytes) is measured at
+ * each cycle, and cycles take at most about half the time (a limiter, as Go's GC CPU limiter).
+ * Percent off (NSP_PACE_PERCENT=off, nsp_pacer_set_percent): the memory limit alone paces.
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.
  * Scavenging and idle-cache release always run: on the pacer thread if there is one, else at
