@@ -292,11 +292,12 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
 
 /* ---- the driver ------------------------------------------------------------------------------- */
 
-enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK, FLD_P95, FLD_EARLY,
-       FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_NFIELDS };
+enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK,
+       FLD_P95, FLD_EARLY, FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_NFIELDS };
 static const char *const field_names[FLD_NFIELDS] = {
     "cycles", "peak", "peak_ledger", "goal", "cached", "rss_kb", "backstop", "ok_share",
-    "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms", "budget"};
+    "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms",
+    "budget"};
 
 static const char *self;
 static const char *opt_percent = "100", *opt_heap_min = "64K", *opt_kappa = "0.25";
@@ -369,7 +370,8 @@ static int usage(const char *bad)
 {
     fprintf(stderr,
             "usage: bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,N..]\n"
-            "                   [--live SIZE,SIZE..] [--percent P] [--heap-min SIZE] [--kappa K]\n");
+            "                   [--live SIZE,SIZE..] [--percent P] [--heap-min SIZE]\n"
+            "                   [--kappa K]\n");
     if (bad)
         fprintf(stderr, "bench_pacer: bad argument \"%s\"\n", bad);
     return 2;

@@ -317,7 +317,7 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     return counted(c, s, nsp__span_next_free(s));
 }
 
-/* ---- lock-free reading ------------------------------------------------------------------------ */
+/* ---- lock-free reading ----------------------------------------------------------------------- */
 
 /* The owner's plain fields, read as the owner may be writing them (cache.h says why that is
  * enough). Not instrumented by ThreadSanitizer: these races are the design, not a bug. */

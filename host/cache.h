@@ -181,7 +181,7 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls);
 void nsp__cache_release(struct nsp_cache *c, unsigned cls);
 /* Gives every span back (pacer's idle release, malloc_trim). */
 void nsp__cache_release_all(struct nsp_cache *c);
-/* ---- lock-free reading (any thread, the cache's lock not taken) ------------------------------- */
+/* ---- lock-free reading (any thread, the cache's lock not taken) ------------------------------ */
 
 /* What a cache holds, for the pacer and stats, read without taking the cache: */
 struct nsp_cache_reading {

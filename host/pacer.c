@@ -123,8 +123,8 @@ static struct {
     _Atomic int64_t last_confirm_ns;
     _Atomic uint64_t debug_checks; /* NSP_DEBUG's ledger checks that ran */
     _Atomic int64_t goal_now;      /* the goal in force while something is paced, else INT64_MAX */
-    _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total then */
-    _Atomic uint64_t waits, wait_ns; /* back-pressure: refills that waited for a cycle, and how long */
+    _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total */
+    _Atomic uint64_t waits, wait_ns; /* back-pressure: waits for a running cycle, their time */
     _Atomic uint64_t helps;          /* back-pressure: cycles run by an allocating thread */
     int64_t limiter_bucket, limiter_busy, limiter_wall; /* the time limiter (model lock) */
     _Atomic uint64_t cpu_limited;    /* crossings the time limiter held back */
@@ -374,7 +374,7 @@ static void scavenge(int64_t goal)
 struct heap_reading {
     int64_t charged;   /* heapLive + pending: the sum of every span's charge */
     int64_t unspent;   /* the caches' unspent reservation (cache.h) */
-    int64_t allocated; /* bytes ever allocated: the ledger's totals plus what caches hold unflushed */
+    int64_t allocated; /* bytes ever allocated: the ledger's totals + what caches hold unflushed */
     int64_t held;      /* bytes of spans caches hold (C) */
 };
 
@@ -402,7 +402,8 @@ static int64_t live_of(const struct heap_reading *h)
 }
 
 /* NSP_DEBUG=1: the ledger's bookkeeping, checked at every cycle that finds every cache free
- * (every cache, central and page heap held for a moment). A disagreement is a bug in numaspan: say where, and stop. */
+ * (every cache, central and page heap held for a moment). A disagreement is a bug in numaspan:
+ * say where, and stop. */
 static void check_ledger(void)
 {
     unsigned node;

@@ -541,7 +541,8 @@ START_TEST(in_place_sweep_keeps_a_cached_span_charged)
     int same = 1;
     for (int i = 0; i < 4; i++)
         same &= nsp__span_of(obj[i]) == s;
-    int cached = atomic_load(&s->state) == NSP_SPAN_CACHED && nsp__caches[0].spans[s->sizeclass] == s;
+    int cached = atomic_load(&s->state) == NSP_SPAN_CACHED &&
+                 nsp__caches[0].spans[s->sizeclass] == s;
     uint64_t sweeps = nsp__caches[0].sweeps;
     int64_t charge = atomic_load(&s->charge);
     nsp_pacer_get(&pi);

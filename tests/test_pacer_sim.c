@@ -245,7 +245,7 @@ START_TEST(sync_trigger_is_the_goal)
 }
 END_TEST
 
-/* ---- the reservation term (issue 12) -------------------------------------------------------------
+/* ---- the reservation term (issue 12) ---------------------------------------------------------
  *
  * In `over` heapLive = allocated + R, where R is what caches hold charged but not allocated.
  * Each cycle releases every cache; the refills that follow charge whole spans again, R growing
