@@ -259,7 +259,8 @@ int nsp_cl_heap_reset(nsp_cl_heap_t *h, cl_command_queue q)
         return nsp__cl_fail("nsp_cl_heap_reset: the heap and the queue are required");
     if (init_buffer(h, q) < 0)
         return -1;
-    h->bad_seen = 0;
+    h->bad_seen = h->bad_req_seen = 0;
+    memset(&h->at_sync, 0, sizeof h->at_sync);
     nsp_pacer_device_report(h->node, 0, 1);
     return 0;
 }
@@ -289,26 +290,80 @@ static int read_region(nsp_cl_heap_t *h, cl_command_queue q, uint64_t off, size_
     return 0;
 }
 
+_Static_assert(NSP_DC_COUNT <= NSP_DC_SLOTS, "the header holds NSP_DC_SLOTS counters");
+
+/* The counters as the header and the stripes hold them (the header read into *hdr too). */
+static int read_counters(nsp_cl_heap_t *h, cl_command_queue q, struct nsp_dheap_hdr *hdr,
+                         nsp_cl_counters_t *c)
+{
+    size_t n = h->hdr.nslots;
+    int64_t *stripes = malloc(n * sizeof *stripes);
+    if (!stripes)
+        return nsp__cl_fail("device heap \"%s\": out of host memory reading its counters", h->name);
+    if (read_region(h, q, h->hdr.off_stripes, n * sizeof *stripes, stripes) < 0 ||
+        read_region(h, q, 0, sizeof *hdr, hdr) < 0) {
+        free(stripes);
+        return -1;
+    }
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < n; i++)
+        c->heap_live += stripes[i];
+    free(stripes);
+    const uint64_t *C = hdr->counter;
+    c->chunks_carved = (int64_t)(hdr->next_chunk < h->hdr.nchunks ? hdr->next_chunk : h->hdr.nchunks);
+    c->chunks_free = (int64_t)hdr->free_chunks + (int64_t)h->hdr.nchunks - c->chunks_carved;
+    c->refills = (int64_t)C[NSP_DC_REFILLS];
+    c->releases = (int64_t)C[NSP_DC_RELEASES];
+    c->fresh = (int64_t)C[NSP_DC_FRESH];
+    c->reused = (int64_t)C[NSP_DC_REUSED];
+    c->steals = (int64_t)C[NSP_DC_STEALS];
+    c->reclaims = (int64_t)C[NSP_DC_RECLAIMS];
+    c->sweeps = (int64_t)C[NSP_DC_SWEEPS];
+    c->large_allocs = (int64_t)C[NSP_DC_LARGE_ALLOCS];
+    c->large_frees = (int64_t)C[NSP_DC_LARGE_FREES];
+    c->null_oom = (int64_t)C[NSP_DC_NULL_OOM];
+    c->forced_refills = (int64_t)C[NSP_DC_FORCED];
+    c->bad_frees = (int64_t)C[NSP_DC_BAD_FREES];
+    c->bad_requests = (int64_t)C[NSP_DC_BAD_REQUESTS];
+    c->lost = (int64_t)C[NSP_DC_LOST];
+    c->snap_waits = (int64_t)C[NSP_DC_SNAP_WAITS];
+    return 0;
+}
+
+int nsp_cl_counters(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_counters_t *now,
+                    nsp_cl_counters_t *since_sync)
+{
+    if (!h || !q)
+        return nsp__cl_fail("nsp_cl_counters: the heap and the queue are required");
+    struct nsp_dheap_hdr hdr;
+    nsp_cl_counters_t c;
+    if (read_counters(h, q, &hdr, &c) < 0)
+        return -1;
+    if (now)
+        *now = c;
+    if (since_sync) {
+        /* the struct is int64_t fields only: subtract field by field */
+        const int64_t *a = (const int64_t *)&c, *b = (const int64_t *)&h->at_sync;
+        int64_t *d = (int64_t *)since_sync;
+        for (size_t i = 0; i < sizeof c / sizeof(int64_t); i++)
+            d[i] = a[i] - b[i];
+    }
+    return 0;
+}
+
 static int sync_report(nsp_cl_heap_t *h, cl_command_queue q, int reconciled)
 {
     if (!h || !q)
         return nsp__cl_fail("nsp_cl_sync: the heap and the queue are required");
-    size_t n = h->hdr.nslots;
-    int64_t *stripes = malloc(n * sizeof *stripes);
     struct nsp_dheap_hdr hdr;
-    if (!stripes)
-        return nsp__cl_fail("nsp_cl_sync: out of host memory");
-    if (read_region(h, q, h->hdr.off_stripes, n * sizeof *stripes, stripes) < 0 ||
-        read_region(h, q, 0, sizeof hdr, &hdr) < 0) {
-        free(stripes);
+    nsp_cl_counters_t c;
+    if (read_counters(h, q, &hdr, &c) < 0)
         return -1;
-    }
-    int64_t live = 0;
-    for (size_t i = 0; i < n; i++)
-        live += stripes[i];
-    free(stripes);
-    int advice = nsp_pacer_device_report(h->node, live, reconciled);
-    uint64_t bad = hdr.counter[NSP_DC_BAD_FREES];
+    h->at_sync = c;
+    int advice = nsp_pacer_device_report(h->node, c.heap_live, reconciled);
+    /* both kinds of misuse in one message: each sync reports what it saw */
+    uint64_t bad = hdr.counter[NSP_DC_BAD_FREES], badreq = hdr.counter[NSP_DC_BAD_REQUESTS];
+    int failed = 0;
     if (bad > h->bad_seen) {
         uint64_t first = hdr.counter[NSP_DC_FIRST_BAD];
         nsp__cl_fail("device heap \"%s\": %llu free(s) of handles it did not hand out, or freed "
@@ -317,8 +372,24 @@ static int sync_report(nsp_cl_heap_t *h, cl_command_queue q, int reconciled)
                      first ? "; the first bad handle of the heap's life: 0x" : "",
                      (unsigned long long)(first ? first - 1 : 0));
         h->bad_seen = bad;
-        return -1;
+        failed = 1;
     }
+    if (badreq > h->bad_req_seen) {
+        char m[400];
+        snprintf(m, sizeof m,
+                 "%sdevice heap \"%s\": %llu request(s) no heap can serve since the last sync "
+                 "(nsp_dcalloc with count x size above 2^64, or nsp_dmalloc_aligned with an "
+                 "alignment that is not a power of two up to %u); each got the null handle",
+                 failed ? "; and " : "", h->name,
+                 (unsigned long long)(badreq - h->bad_req_seen), NSP_DMAX_ALIGN);
+        if (!failed)
+            nsp__cl_fail("%s", "");
+        nsp__cl_fail_append(m);
+        h->bad_req_seen = badreq;
+        failed = 1;
+    }
+    if (failed)
+        return -1;
     return advice < 0 ? 0 : advice;
 }
 
@@ -442,6 +513,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
     st->forced_refills = C[NSP_DC_FORCED];
     st->bad_frees = C[NSP_DC_BAD_FREES];
     st->lost = C[NSP_DC_LOST];
+    st->bad_requests = C[NSP_DC_BAD_REQUESTS];
     st->first_bad = C[NSP_DC_FIRST_BAD] ? C[NSP_DC_FIRST_BAD] - 1 : 0;
     st->accounting = (int)L->acct;
     st->slots = (uint32_t)L->nslots;
@@ -468,7 +540,8 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 "\"chunks_free\": %llu, \"heap_live\": %lld, \"bytes_in_use\": %llu, "
                 "\"objects_in_use\": %llu, \"large_objects\": %llu, \"refills\": %llu, "
                 "\"releases\": %llu, \"steals\": %llu, \"reclaims\": %llu, \"sweeps\": %llu, "
-                "\"null_oom\": %llu, \"forced_refills\": %llu, \"bad_frees\": %llu, \"lost\": %llu, "
+                "\"null_oom\": %llu, \"forced_refills\": %llu, \"bad_frees\": %llu, "
+                "\"bad_requests\": %llu, \"lost\": %llu, "
                 "\"accounting\": \"%s\", \"slots\": %u, \"centrals\": %u, \"fence_shim\": %s, "
                 "\"fence\": \"%s\"}\n",
                 s->device, (unsigned long long)s->capacity, (unsigned long long)s->chunks,
@@ -479,7 +552,7 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
                 (unsigned long long)s->steals, (unsigned long long)s->reclaims,
                 (unsigned long long)s->sweeps, (unsigned long long)s->null_oom,
                 (unsigned long long)s->forced_refills, (unsigned long long)s->bad_frees,
-                (unsigned long long)s->lost, a, s->slots, s->centrals,
+                (unsigned long long)s->bad_requests, (unsigned long long)s->lost, a, s->slots, s->centrals,
                 s->fence_shim == NSP_CL_FENCE_MEMBAR ? "true" : "false",
                 nsp_cl_fence_name(s->fence_shim));
         return;
@@ -500,9 +573,11 @@ void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *s, int json)
             (unsigned long long)s->steals, (unsigned long long)s->reclaims,
             (unsigned long long)s->sweeps, (unsigned long long)s->large_allocs,
             (unsigned long long)s->large_frees);
-    fprintf(out, "  nulls (heap exhausted) %llu; refills forced by the retry bound %llu; bad frees %llu; lost claims %llu\n",
+    fprintf(out, "  nulls (heap exhausted) %llu; refills forced by the retry bound %llu; bad frees %llu; "
+                 "bad requests %llu; lost claims %llu\n",
             (unsigned long long)s->null_oom, (unsigned long long)s->forced_refills,
-            (unsigned long long)s->bad_frees, (unsigned long long)s->lost);
+            (unsigned long long)s->bad_frees, (unsigned long long)s->bad_requests,
+            (unsigned long long)s->lost);
     for (unsigned k = 0; k < NSP_CL_NCLASSES; k++) {
         const nsp_cl_class_stats_t *c = &s->cls[k];
         if (c->objects_in_use || c->spans_cached || c->spans_partial || c->spans_full)

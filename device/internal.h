@@ -21,6 +21,8 @@ struct nsp_cl_heap {
     int node;                   /* the pacer's device node, or -1 */
     int fence_shim;             /* the ordering shim: NSP_CL_FENCE_MEMBAR or _DEVICE_SCOPE */
     uint64_t bad_seen;          /* bad frees already reported */
+    uint64_t bad_req_seen;      /* bad requests already reported */
+    nsp_cl_counters_t at_sync;  /* the counters at the last sync (zero at creation and reset) */
     char options[256];          /* build options for this device */
     char name[128], devname[128];
 };

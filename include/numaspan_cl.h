@@ -22,6 +22,14 @@
  *   nsp_dfree(heap, p);
  *   nsp_dhandle g = nsp_dmalloc_group(heap, bytes, want, &scratch); // all work-items call it;
  *                                                         // scratch: __local nsp_dgroup
+ *   nsp_dhandle z = nsp_dcalloc(heap, n, size);          // zeroed; 0 also if n * size overflows
+ *   nsp_dhandle a = nsp_dmalloc_aligned(heap, align, bytes); // align: a power of two <= 4096
+ *                                                         // (NSP_DMAX_ALIGN); freed by nsp_dfree
+ *   p = nsp_drealloc(heap, p, bytes);                    // C's realloc; size 0 frees (returns 0);
+ *                                                         // out of memory: 0, old p still valid
+ *   ulong n = nsp_dusable(heap, p);                      // class size or run bytes; 0: not a handle
+ * A calloc overflowing or an alignment refused is a "bad request": a null, counted, and named by
+ * the next nsp_cl_sync (which then returns -1, as for bad frees).
  * Handles are 64-bit offsets into the heap buffer, valid across launches (a buffer may move
  * between launches; a pointer may not be kept). Sizes up to 8 KiB come from size classes (16-byte
  * aligned objects), larger ones from runs of 64 KiB chunks.
@@ -85,9 +93,10 @@ NSP_CL_API cl_mem nsp_cl_buffer(nsp_cl_heap_t *h);
 NSP_CL_API size_t nsp_cl_capacity(nsp_cl_heap_t *h);
 
 /* After kernels on queue: reads the charge stripes (the device ledger) and hands their sum to
- * the pacer as the heap's node. Returns the pacer's advice (NSP_DEVICE_*), or -1: an OpenCL
- * failure, or frees of handles the heap never handed out since the last sync (the error names
- * the first; the heap itself is intact). */
+ * the pacer as the heap's node; the counters' baseline for nsp_cl_counters' since_sync. Returns
+ * the pacer's advice (NSP_DEVICE_*), or -1: an OpenCL failure, or, since the last sync, frees of
+ * handles the heap never handed out (the error names the first; the heap itself is intact) or
+ * bad requests (numbers them). */
 NSP_CL_API int nsp_cl_sync(nsp_cl_heap_t *h, cl_command_queue queue);
 /* Releases every slot's cached span (the ledger reconciles its charge) — a kernel on queue. */
 NSP_CL_API int nsp_cl_release(nsp_cl_heap_t *h, cl_command_queue queue);
@@ -116,6 +125,8 @@ typedef struct nsp_cl_stats {
     uint64_t null_oom;                /* nulls returned, each after the whole heap was searched */
     uint64_t forced_refills;          /* objects taken from a central span past the retry bound */
     uint64_t bad_frees, lost;
+    uint64_t bad_requests;            /* nulls for requests no heap can serve (nsp_dcalloc
+                                         overflowing, an alignment nsp_dmalloc_aligned refuses) */
     uint64_t first_bad;               /* the first bad handle (valid when bad_frees > 0) */
     int accounting;
     uint32_t slots, centrals;
@@ -126,7 +137,27 @@ typedef struct nsp_cl_stats {
     nsp_cl_class_stats_t cls[NSP_CL_NCLASSES];
 } nsp_cl_stats_t;
 
-/* Reads the heap's metadata after the kernels on queue; exact when no kernel runs. */
+/* The heap's counters, cheap to read: the header and the charge stripes only (a few KiB at any
+ * heap size), where nsp_cl_stats copies every span descriptor (~2.4 KB per 64 KiB chunk). All
+ * signed, since a difference of heap_live or chunks_free may be negative. */
+typedef struct nsp_cl_counters {
+    int64_t heap_live;                /* the device ledger: sum of the stripes */
+    int64_t chunks_carved, chunks_free;
+    int64_t refills, releases, fresh, reused, steals, reclaims, sweeps;
+    int64_t large_allocs, large_frees;
+    int64_t null_oom, forced_refills;
+    int64_t bad_frees, bad_requests, lost, snap_waits;
+} nsp_cl_counters_t;
+
+/* Per-launch stats: after the kernels on queue, `now` (may be NULL) gets the counters, and
+ * `since_sync` (may be NULL) what changed since the last nsp_cl_sync / nsp_cl_reconcile (or the
+ * heap's creation or reset): field by field, now minus its value then. A program that syncs after
+ * each launch reads what that launch did. */
+NSP_CL_API int nsp_cl_counters(nsp_cl_heap_t *h, cl_command_queue queue, nsp_cl_counters_t *now,
+                               nsp_cl_counters_t *since_sync);
+
+/* Reads the heap's metadata after the kernels on queue; exact when no kernel runs. It copies
+ * every carved chunk's descriptor (for the per-class figures): for counters use nsp_cl_counters. */
 NSP_CL_API int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue queue, nsp_cl_stats_t *out);
 NSP_CL_API void nsp_cl_stats_print(FILE *out, const nsp_cl_stats_t *st, int json);
 /* The ordering shim a heap was built with (nsp_cl_stats_t.fence_shim), and its name. */

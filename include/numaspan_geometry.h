@@ -152,8 +152,16 @@ enum nsp_dcounter {
     NSP_DC_SWEEPS,         /* spans swept */
     NSP_DC_FIRST_BAD,      /* the first bad handle + 1 (0: none) */
     NSP_DC_SNAP_WAITS,     /* installs put off: a claimant had not yet read the snapshot buffer */
+    NSP_DC_BAD_REQUESTS,   /* nulls for requests no heap can serve: nsp_dcalloc's count x size
+                              overflowing, nsp_dmalloc_aligned's alignment not a power of two or
+                              above NSP_DMAX_ALIGN (nsp_cl_sync reports them) */
     NSP_DC_COUNT
 };
+#define NSP_DC_SLOTS 16u /* header words for counters (NSP_DC_COUNT of them used) */
+/* The largest alignment nsp_dmalloc_aligned gives: the pool starts on a 4 KiB boundary of the
+ * buffer, so a chunk and every object whose class size is a multiple of the alignment are
+ * aligned that much relative to the buffer's start. */
+#define NSP_DMAX_ALIGN 4096u
 
 struct nsp_dheap_hdr {
     nsp_u64 magic, version;
@@ -174,9 +182,8 @@ struct nsp_dheap_hdr {
                             or released */
     nsp_u64 moves;       /* arrivals of memory a search may have passed (device heap's nsp__moved) */
     nsp_u64 reclaimer;   /* 1 while a work-item sweeps the whole heap (one at a time) */
-    nsp_u64 pad1[1];
-    nsp_u64 counter[NSP_DC_COUNT];
-    nsp_u64 pad2[16 - NSP_DC_COUNT];
+    nsp_u64 pad1[1];     /* unused by the heap: tests/test_device.c takes it as a scratch word */
+    nsp_u64 counter[NSP_DC_SLOTS];
 };
 
 /* A span descriptor: one per chunk. Written only by the span's owner (BUSY), except `freed`

@@ -3,7 +3,8 @@
  * fences are device-scope ones; DESIGN.md §4).
  *
  * Owns: nsp_dmalloc / nsp_dfree (per work-item, usable in divergent code), nsp_dmalloc_group
- * (work-group collective), nsp_dptr, and the layers under them: slot words (claims), refill and
+ * (work-group collective), nsp_dptr, nsp_dcalloc / nsp_dmalloc_aligned / nsp_drealloc /
+ * nsp_dusable (built on the first two, no state of their own), and the layers under them: slot words (claims), refill and
  * release of spans, centrals (bitmaps), the page pool (one carve counter, then a scan of freed
  * chunks), sweeping, the out-of-memory search, the ledger's charges. The buffer layout and the
  * encodings are in numaspan_geometry.h, which device/ prepends to this text.
@@ -1115,4 +1116,109 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     if (want && (!small || got == NSP__WAIT || got == NSP__LOST))
         r = small ? nsp__alloc_small(h, cls, slot) : nsp__alloc_large(h, size, slot);
     return r;
+}
+
+/* ---- the rest of what a GPU programmer expects: usable size, zeroed, aligned, realloc --------- */
+
+/* A request no heap can serve (nsp_dcalloc overflowing, an alignment nsp_dmalloc_aligned does
+ * not give): a null, counted, and named by nsp_cl_sync. */
+static inline nsp_dhandle nsp__bad_request(__global nsp_dheap *h)
+{
+    nsp__count(h, NSP_DC_BAD_REQUESTS);
+    return 0ul;
+}
+
+/* The bytes usable at handle p: its class's size (small), or its run of chunks (large); 0 for
+ * the null handle and for a handle the heap cannot have handed out (outside the pool, not at an
+ * object's start, in a chunk that holds no object). It reads one state word: it does not tell a
+ * live object from a freed one (a cached span's claims reach its bitmaps only at its sweep). */
+static ulong nsp_dusable(__global nsp_dheap *h, nsp_dhandle p)
+{
+    if (p < h->off_pool || p >= h->off_pool + (h->nchunks << NSP_DCHUNK_SHIFT))
+        return 0ul;
+    ulong rel = p - h->off_pool;
+    uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
+    uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+    if (st == NSP_DS_LARGE)
+        return off == 0u ? (ulong)NSP_DST_RUN(s) << NSP_DCHUNK_SHIFT : 0ul;
+    if ((st != NSP_DS_CACHED && st != NSP_DS_PARTIAL && st != NSP_DS_FULL && st != NSP_DS_BUSY) ||
+        cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS)
+        return 0ul;
+    uint size = nsp_geom_class_size(cls);
+    return off % size == 0u && off + size <= NSP_DCHUNK ? (ulong)size : 0ul;
+}
+
+/* Zeroes the first `bytes` of object p (rounded up to 8: every object is a multiple of 16). */
+static void nsp__zero(__global nsp_dheap *h, nsp_dhandle p, ulong bytes)
+{
+    __global ulong *q = (__global ulong *)nsp_dptr(h, p);
+    for (ulong i = 0; i < (bytes + 7ul) / 8ul; i++)
+        q[i] = 0ul;
+}
+
+/* n objects of `size` bytes, zeroed (the pool is not: a chunk may have held other objects), or
+ * 0: out of memory, or n * size overflowing (a bad request). */
+static nsp_dhandle nsp_dcalloc(__global nsp_dheap *h, ulong n, ulong size)
+{
+    if (size != 0ul && n > ~0ul / size)
+        return nsp__bad_request(h);
+    ulong bytes = n * size;
+    nsp_dhandle p = nsp_dmalloc(h, bytes);
+    if (p)
+        nsp__zero(h, p, bytes);
+    return p;
+}
+
+/* size bytes at a handle that is a multiple of `align` (a power of two up to NSP_DMAX_ALIGN,
+ * 4 KiB; anything else is a bad request: 0), freed with nsp_dfree like any other. No header and
+ * no over-allocation to carve an aligned start: the object comes from the first class whose
+ * size is a multiple of align (every object of such a class is aligned, the pool starting on a
+ * 4 KiB boundary), or from a run of chunks. The pointer (nsp_dptr) is aligned as much as the
+ * buffer's own address, at least CL_DEVICE_MEM_BASE_ADDR_ALIGN. */
+static nsp_dhandle nsp_dmalloc_aligned(__global nsp_dheap *h, ulong align, ulong size)
+{
+    if (align == 0ul || (align & (align - 1ul)) || align > NSP_DMAX_ALIGN)
+        return nsp__bad_request(h);
+    if (align <= 16ul)
+        return nsp_dmalloc(h, size);
+    ulong n = ((size ? size : 1ul) + align - 1ul) & ~(align - 1ul);
+    uint slot = nsp__slot_of_group(h);
+    if (n <= NSP_DMAX_SMALL) /* ends at the 8 KiB class at the latest */
+        for (uint cls = nsp_geom_size_to_class((uint)n); cls <= NSP_DMAX_CLASS; cls++)
+            if (nsp_geom_class_size(cls) % (uint)align == 0u)
+                return nsp__alloc_small(h, cls, slot);
+    return nsp__alloc_large(h, n, slot);
+}
+
+/* Resizes object p to `size` bytes, as C's realloc: p == 0 is nsp_dmalloc(size); size == 0 frees
+ * p and returns 0 (glibc's choice); a size that still fits p's usable size and uses more than half
+ * of it keeps p; otherwise a new object gets the old contents (up to the smaller size) and p is
+ * freed. Out of memory: 0, and p is left as it was. A handle the heap did not hand out: 0, counted
+ * as a bad free (nsp_cl_sync names it). */
+static nsp_dhandle nsp_drealloc(__global nsp_dheap *h, nsp_dhandle p, ulong size)
+{
+    if (p == 0ul)
+        return nsp_dmalloc(h, size);
+    ulong have = nsp_dusable(h, p);
+    if (have == 0ul) {
+        nsp__bad_free(h, p);
+        return 0ul;
+    }
+    if (size == 0ul) {
+        nsp_dfree(h, p);
+        return 0ul;
+    }
+    if (size <= have && (have <= 16ul || size > have / 2ul))
+        return p;
+    nsp_dhandle q = nsp_dmalloc(h, size);
+    if (q == 0ul)
+        return 0ul;
+    __global const ulong *from = (__global const ulong *)nsp_dptr(h, p);
+    __global ulong *to = (__global ulong *)nsp_dptr(h, q);
+    ulong words = ((size < have ? size : have) + 7ul) / 8ul;
+    for (ulong i = 0; i < words; i++)
+        to[i] = from[i];
+    NSP_RELEASE(); /* the old object's reads are done before another work-item can reuse it */
+    nsp_dfree(h, p);
+    return q;
 }

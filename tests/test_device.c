@@ -238,6 +238,80 @@ static const char *SRC =
     "        atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_PARTIAL, 2u, 0u));\n"
     "    }\n"
     "}\n"
+    /* The API beyond malloc/free (issue 13, Deliver 7). fill: objects of `size` filled with
+     * 0xAB, to dirty the pool before a calloc; cz: nsp_dcalloc(1, sizes[i]) checked zero over
+     * its bytes (out[i]: the handle, or 1 if a byte was not zero) */
+    "__kernel void fill(__global nsp_dheap *h, uint size, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle p = nsp_dmalloc(h, size);\n"
+    "    out[get_global_id(0)] = p;\n"
+    "    if (p) { __global uchar *q = (__global uchar *)nsp_dptr(h, p);\n"
+    "             for (uint j = 0; j < size; j++) q[j] = 0xABu; }\n"
+    "}\n"
+    "__kernel void cz(__global nsp_dheap *h, __global const uint *sizes, __global ulong *out)\n"
+    "{\n"
+    "    size_t i = get_global_id(0);\n"
+    "    uint n = sizes[i];\n"
+    "    nsp_dhandle p = nsp_dcalloc(h, (i & 1) ? 1u : n, (i & 1) ? n : 1u);\n"
+    "    out[i] = p;\n"
+    "    if (!p) return;\n"
+    "    __global uchar *q = (__global uchar *)nsp_dptr(h, p);\n"
+    "    for (uint j = 0; j < n; j++) if (q[j]) { out[i] = 1ul; break; }\n"
+    "    for (uint j = 0; j < n; j++) q[j] = 0xCDu;\n"
+    "}\n"
+    /* aligned: work-item i asks for sizes[i % nsz] at alignment 32 << (i / nsz % 8) (32 B ..
+     * 4 KiB); out: the handle, use: its usable size */
+    "__kernel void aligned(__global nsp_dheap *h, __global const uint *sizes, uint nsz,\n"
+    "                      __global ulong *out, __global ulong *use)\n"
+    "{\n"
+    "    size_t i = get_global_id(0);\n"
+    "    uint n = sizes[i % nsz];\n"
+    "    nsp_dhandle p = nsp_dmalloc_aligned(h, 32ul << (i / nsz % 8u), n);\n"
+    "    out[i] = p;\n"
+    "    use[i] = nsp_dusable(h, p);\n"
+    "    if (p) { __global uint *q = (__global uint *)nsp_dptr(h, p);\n"
+    "             for (uint j = 0; j < (n + 3) / 4; j++) q[j] = (uint)i * 2654435761u + j; }\n"
+    "}\n"
+    /* one work-item: what the extra entry points answer, in order, into out[] */
+    "__kernel void api_calls(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint k = 0;\n"
+    "    /* usable sizes: small, at a class size, large, interior, outside, null */\n"
+    "    nsp_dhandle a = nsp_dmalloc(h, 100), b = nsp_dmalloc(h, 8192), c = nsp_dmalloc(h, 70000);\n"
+    "    out[k++] = nsp_dusable(h, a); out[k++] = nsp_dusable(h, b); out[k++] = nsp_dusable(h, c);\n"
+    "    out[k++] = nsp_dusable(h, a + 16); out[k++] = nsp_dusable(h, c + 65536);\n"
+    "    out[k++] = nsp_dusable(h, 8); out[k++] = nsp_dusable(h, 0);\n"
+    "    /* bad requests: alignments 0, 3, 8192; a calloc that overflows */\n"
+    "    out[k++] = nsp_dmalloc_aligned(h, 0, 64); out[k++] = nsp_dmalloc_aligned(h, 3, 64);\n"
+    "    out[k++] = nsp_dmalloc_aligned(h, 8192, 64);\n"
+    "    out[k++] = nsp_dcalloc(h, 1ul << 33, 1ul << 31);\n"
+    "    /* realloc: grow keeps the bytes; a shrink by less than half stays; a shrink by more\n"
+    "     * moves; to a large run and back; size 0 frees; handle 0 allocates */\n"
+    "    __global uchar *q = (__global uchar *)nsp_dptr(h, a);\n"
+    "    for (uint j = 0; j < 100; j++) q[j] = (uchar)(j * 7u + 1u);\n"
+    "    nsp_dhandle r = nsp_drealloc(h, a, 5000);\n"
+    "    uint same = 0;\n"
+    "    q = (__global uchar *)nsp_dptr(h, r);\n"
+    "    for (uint j = 0; j < 100; j++) same += q[j] == (uchar)(j * 7u + 1u);\n"
+    "    out[k++] = r != a; out[k++] = same; out[k++] = nsp_dusable(h, r);\n"
+    "    for (uint j = 100; j < 5000; j++) q[j] = (uchar)j;\n"
+    "    nsp_dhandle r2 = nsp_drealloc(h, r, 4000);\n"
+    "    out[k++] = r2 == r;\n"
+    "    nsp_dhandle r3 = nsp_drealloc(h, r2, 20);\n"
+    "    q = (__global uchar *)nsp_dptr(h, r3); same = 0;\n"
+    "    for (uint j = 0; j < 20; j++) same += q[j] == (uchar)(j * 7u + 1u);\n"
+    "    out[k++] = r3 != r2; out[k++] = same; out[k++] = nsp_dusable(h, r3);\n"
+    "    nsp_dhandle r4 = nsp_drealloc(h, r3, 200000);\n"
+    "    q = (__global uchar *)nsp_dptr(h, r4); same = 0;\n"
+    "    for (uint j = 0; j < 20; j++) same += q[j] == (uchar)(j * 7u + 1u);\n"
+    "    out[k++] = same; out[k++] = nsp_dusable(h, r4);\n"
+    "    out[k++] = nsp_drealloc(h, r4, 0);\n"
+    "    nsp_dhandle z = nsp_drealloc(h, 0, 64);\n"
+    "    out[k++] = nsp_dusable(h, z);\n"
+    "    out[k++] = nsp_drealloc(h, z + 16, 64); /* not a handle: 0, a bad free, z intact */\n"
+    "    nsp_dfree(h, z); nsp_dfree(h, b); nsp_dfree(h, c);\n"
+    "    out[k++] = k;\n"
+    "}\n"
     "__kernel void classes(__global uint *out)\n"
     "{\n"
     "    uint n = (uint)get_global_id(0) + 1u;\n"
@@ -907,7 +981,7 @@ END_TEST
 static const char *HOOK_SRC =
     "void nsp_test_hook(__global nsp_dheap *h, uint where)\n"
     "{\n"
-    "    if (where != 1u || atom_inc(&h->pad2[0]) != 0ul) return;\n"
+    "    if (where != 1u || atom_inc(&h->pad1[0]) != 0ul) return;\n"
     "    uint cls = nsp_geom_size_to_class(48u), ci = cls - NSP_DMIN_CLASS;\n"
     "    atomic_xchg(nsp__state(h, 0u), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));\n"
     "    atom_inc(&h->holding);\n"
@@ -919,7 +993,7 @@ static const char *HOOK_SRC =
      * work-item sweeps it (the reclaimer token held) */
     "__kernel void search_while_reclaiming(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
-    "    atom_xchg(&h->pad2[0], 1ul); /* no injected refill */\n"
+    "    atom_xchg(&h->pad1[0], 1ul); /* no injected refill */\n"
     "    nsp_dhandle p[9];\n"
     "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
     "    uint ci = nsp_geom_size_to_class(8192u) - NSP_DMIN_CLASS;\n"
@@ -939,7 +1013,7 @@ static const char *HOOK_SRC =
     /* the heap's only span with room waits for a claimant still reading its snapshot buffer */
     "__kernel void search_meets_reader(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
-    "    atom_xchg(&h->pad2[0], 1ul); /* no injected refill */\n"
+    "    atom_xchg(&h->pad1[0], 1ul); /* no injected refill */\n"
     "    nsp_dhandle p[9];\n"
     "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
     "    uint cls = nsp_geom_size_to_class(8192u), ci = cls - NSP_DMIN_CLASS;\n"
@@ -1151,6 +1225,164 @@ START_TEST(device_selection)
 }
 END_TEST
 
+/* nsp_dcalloc zeroes what the pool held before (a chunk the heap reuses keeps its old bytes):
+ * the whole pool is filled with 0xAB by objects of 4 KiB, freed and swept back to the pool, then
+ * taken again by callocs of every class and of large runs, each checked zero on the device. */
+START_TEST(calloc_zeroes_reused_memory)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    size_t cap = nsp_cl_capacity(e.h), n = cap / 4096 + 64;
+    n -= n % 64;
+    cl_mem mf = buffer(&e, n * 8, NULL);
+    launch(&e, "fill", n, 1, 2, (struct arg[]){U32(4096), MEM(mf)});
+    launch(&e, "free_handles", n, 1, 1, (struct arg[]){MEM(mf)});
+    reconciled_empty(&e); /* every chunk back in the pool, dirty */
+    size_t m = 0;
+    uint32_t sizes[256];
+    for (uint32_t k = NSP_DMIN_CLASS; k <= NSP_DMAX_CLASS; k++)
+        sizes[m++] = nsp_geom_class_size(k) - (k & 1);
+    sizes[m++] = 70000;
+    sizes[m++] = 3 * 65536 + 5;
+    while (m % 64)
+        sizes[m++] = 24;
+    cl_mem msz = buffer(&e, m * 4, sizes), mh = buffer(&e, m * 8, NULL);
+    launch(&e, "cz", m, 1, 2, (struct arg[]){MEM(msz), MEM(mh)});
+    uint64_t hs[256];
+    readb(&e, mh, m * 8, hs);
+    for (size_t i = 0; i < m; i++)
+        ck_assert_msg(hs[i] > 1, "calloc of %u bytes (work-item %zu): %s", sizes[i], i,
+                      hs[i] ? "a byte was not zero" : "null");
+    assert_disjoint(hs, sizes, m);
+    launch(&e, "free_handles", m, 1, 1, (struct arg[]){MEM(mh)});
+    reconciled_empty(&e);
+    clReleaseMemObject(mf);
+    clReleaseMemObject(msz);
+    clReleaseMemObject(mh);
+    env_close(&e);
+}
+END_TEST
+
+/* nsp_dmalloc_aligned: every alignment 32 B .. 4 KiB at sizes small and large; each handle a
+ * multiple of its alignment, its usable size at least the request, the objects disjoint and
+ * intact; freed with nsp_dfree, the heap ends empty. */
+START_TEST(aligned_allocation)
+{
+    struct env e;
+    env_open(&e, 64 << 20, -1);
+    static const uint32_t req[] = {1, 16, 100, 1000, 3000, 5000, 8192, 10000};
+    uint32_t nsz = sizeof req / sizeof req[0];
+    size_t n = nsz * 8 * 4; /* every (size, alignment) four times */
+    uint32_t *sizes = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        sizes[i] = req[i % nsz];
+    cl_mem mreq = buffer(&e, sizeof req, req), mh = buffer(&e, n * 8, NULL),
+           mu = buffer(&e, n * 8, NULL), msz = buffer(&e, n * 4, sizes);
+    launch(&e, "aligned", n, 1, 4, (struct arg[]){MEM(mreq), U32(nsz), MEM(mh), MEM(mu)});
+    uint64_t *hs = malloc(n * 8), *use = malloc(n * 8);
+    readb(&e, mh, n * 8, hs);
+    readb(&e, mu, n * 8, use);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t align = 32ull << (i / nsz % 8);
+        ck_assert_msg(hs[i] != 0 && hs[i] % align == 0,
+                      "nsp_dmalloc_aligned(%llu, %u): handle 0x%llx", (unsigned long long)align,
+                      sizes[i], (unsigned long long)hs[i]);
+        ck_assert_msg(use[i] >= sizes[i], "usable %llu < %u", (unsigned long long)use[i], sizes[i]);
+        sizes[i] = (uint32_t)use[i]; /* the extent to check for overlaps */
+    }
+    assert_disjoint(hs, sizes, n);
+    for (size_t i = 0; i < n; i++)
+        sizes[i] = req[i % nsz];
+    free_verify(&e, msz, mh, n);
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees + st.bad_requests, 0);
+    free(sizes);
+    free(hs);
+    free(use);
+    clReleaseMemObject(mreq);
+    clReleaseMemObject(mh);
+    clReleaseMemObject(mu);
+    clReleaseMemObject(msz);
+    env_close(&e);
+}
+END_TEST
+
+/* nsp_dusable, realloc's cases, and the bad requests (alignments refused, calloc overflowing):
+ * nulls, counted, and named by the next sync. */
+START_TEST(usable_realloc_and_bad_requests)
+{
+    struct env e;
+    env_open(&e, 16 << 20, -1);
+    cl_mem mo = buffer(&e, 64 * 8, NULL);
+    launch(&e, "api_calls", 1, 1, 1, (struct arg[]){MEM(mo)});
+    uint64_t o[64];
+    readb(&e, mo, sizeof o, o);
+    uint64_t want[] = {
+        112, 8192, 2 * 65536, 0, 0, 0, 0, /* usable: 100 B -> 112, 8 KiB, 70000 -> 2 chunks */
+        0, 0, 0, 0,                       /* the bad requests */
+        1, 100, 5120,                     /* grown: moved, bytes kept, class 5120 */
+        1,                                /* 4000 of 5120: stays */
+        1, 20, 32,                        /* 20 of 5120: moved to 32 B, bytes kept */
+        20, 4 * 65536,                    /* 200000: a run of 4 chunks, bytes kept */
+        0, 64, 0,                         /* size 0 frees; handle 0 allocates; not a handle */
+        23};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(o[i] == want[i], "api_calls answer %zu: %llu, want %llu", i,
+                      (unsigned long long)o[i], (unsigned long long)want[i]);
+    ck_assert_int_eq(nsp_cl_sync(e.h, e.q), -1);
+    const char *err = nsp_cl_error();
+    ck_assert_msg(strstr(err, "test heap") && strstr(err, "1 free(s)") &&
+                      strstr(err, "4 request(s) no heap can serve") && strstr(err, "nsp_dcalloc") &&
+                      strstr(err, "nsp_dmalloc_aligned"),
+                  "%s", err);
+    nsp_cl_stats_t st = reconciled_empty(&e); /* every object freed, realloc's olds included */
+    ck_assert_uint_eq(st.bad_requests, 4);
+    ck_assert_uint_eq(st.bad_frees, 1);
+    clReleaseMemObject(mo);
+    env_close(&e);
+}
+END_TEST
+
+/* Per-launch stats: nsp_cl_counters reads the header and the stripes only, and says what changed
+ * since the last sync; they agree with nsp_cl_stats' full copy. */
+START_TEST(counters_since_the_last_sync)
+{
+    struct env e;
+    env_open(&e, 16 << 20, -1);
+    nsp_cl_counters_t now, d;
+    ck_assert_int_eq(nsp_cl_counters(e.h, e.q, &now, &d), 0);
+    ck_assert_int_eq(now.refills + d.refills + now.heap_live + now.chunks_carved, 0);
+    ck_assert_int_eq(now.chunks_free, (int64_t)(nsp_cl_capacity(e.h) / NSP_DCHUNK));
+    size_t n = 4096;
+    cl_mem mh = buffer(&e, n * 8, NULL);
+    launch(&e, "fill", n, 1, 2, (struct arg[]){U32(256), MEM(mh)});
+    ck_assert_int_eq(nsp_cl_counters(e.h, e.q, &now, &d), 0);
+    nsp_cl_stats_t st = stats(&e);
+    ck_assert_int_gt(d.refills, 0);
+    ck_assert_int_eq(d.refills, (int64_t)st.refills);
+    ck_assert_int_eq(d.fresh, (int64_t)st.fresh);
+    ck_assert_int_eq(now.chunks_carved, (int64_t)st.chunks_carved);
+    ck_assert_int_eq(now.chunks_free, (int64_t)(st.chunks - st.chunks_carved));
+    ck_assert_int_eq(now.heap_live, st.heap_live);
+    ck_assert_int_eq(d.heap_live, st.heap_live);
+    ck_assert_int_ge(nsp_cl_sync(e.h, e.q), 0);
+    ck_assert_int_eq(nsp_cl_counters(e.h, e.q, NULL, &d), 0);
+    ck_assert_int_eq(d.refills + d.heap_live + d.chunks_carved + d.releases, 0); /* just synced */
+    nsp_cl_counters_t before = now;
+    launch(&e, "free_handles", n, 1, 1, (struct arg[]){MEM(mh)});
+    ck_assert_msg(nsp_cl_reconcile(e.h, e.q) >= 0, "%s", nsp_cl_error());
+    ck_assert_int_eq(nsp_cl_counters(e.h, e.q, &now, &d), 0); /* reconcile synced too */
+    ck_assert_int_eq(d.releases + d.sweeps + d.heap_live, 0);
+    ck_assert_int_gt(now.releases, before.releases);
+    ck_assert_int_eq(now.heap_live, 0);
+    ck_assert_int_eq(nsp_cl_heap_reset(e.h, e.q), 0);
+    ck_assert_int_eq(nsp_cl_counters(e.h, e.q, &now, &d), 0);
+    ck_assert_int_eq(d.releases + d.refills + now.releases, 0);
+    clReleaseMemObject(mh);
+    env_close(&e);
+}
+END_TEST
+
 /* The host's stats show the device heap's node. */
 START_TEST(stats_print_shows_device_node)
 {
@@ -1198,6 +1430,10 @@ static Suite *suite(void)
     tcase_add_test(t, fence_orders_across_work_groups);
     tcase_add_test(t, device_selection);
     tcase_add_test(t, stats_print_shows_device_node);
+    tcase_add_test(t, calloc_zeroes_reused_memory);
+    tcase_add_test(t, aligned_allocation);
+    tcase_add_test(t, usable_realloc_and_bad_requests);
+    tcase_add_test(t, counters_since_the_last_sync);
     suite_add_tcase(s, t);
     /* the tests that can see a GPU's ordering failures, scaled by environment variables
      * (tools/gpu_check.sh runs this case alone, at the issue's sizes) */
