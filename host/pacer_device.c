@@ -10,7 +10,9 @@
  *
  * Advice, from the last report: NSP_DEVICE_OK below 7/8 of the capacity; above it,
  * NSP_DEVICE_RECONCILE while the figure still holds the over-estimate of cached spans (a release
- * and a sweep give the exact one), NSP_DEVICE_GROW once it is reconciled (the heap is full).
+ * and a sweep give the exact one), NSP_DEVICE_FULL once it is reconciled (the heap is full).
+ * There is no GROW: a device heap cannot grow in place (its handles are offsets into one buffer
+ * whose metadata is laid out for its size), so the advice says what the program must act on.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -59,7 +61,7 @@ int nsp_pacer_device_report(int id, int64_t heap_live, int reconciled)
         d->reconciled = reconciled != 0;
         advice = NSP_DEVICE_OK;
         if (heap_live >= d->capacity - d->capacity / 8)
-            advice = reconciled ? NSP_DEVICE_GROW : NSP_DEVICE_RECONCILE;
+            advice = reconciled ? NSP_DEVICE_FULL : NSP_DEVICE_RECONCILE;
         d->advice = advice;
     }
     pthread_mutex_unlock(&D.lock);

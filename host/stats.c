@@ -263,7 +263,7 @@ static void print_text(FILE *out, const nsp_stats_t *st)
                 dev[i].id, dev[i].name, MiB((uint64_t)dev[i].heap_live),
                 MiB((uint64_t)dev[i].capacity), dev[i].reconciled ? " (reconciled)" : "",
                 MiB((uint64_t)dev[i].peak_live), dev[i].syncs,
-                dev[i].advice == NSP_DEVICE_GROW        ? "grow"
+                dev[i].advice == NSP_DEVICE_FULL        ? "full"
                 : dev[i].advice == NSP_DEVICE_RECONCILE ? "reconcile"
                                                         : "ok");
 }

@@ -289,7 +289,10 @@ NSP_API int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges
  * attaches one node per heap and hands in its ledger's total (heapLive) at each sync. A device
  * node is paced against its own capacity; it is not part of the host's goal or trigger. */
 #define NSP_PACER_MAX_DEVICES 8
-enum { NSP_DEVICE_OK = 0, NSP_DEVICE_RECONCILE = 1, NSP_DEVICE_GROW = 2 };
+/* Advice: OK; RECONCILE (the figure holds cached spans' over-estimate: nsp_cl_reconcile makes it
+ * exact); FULL (exact and above 7/8: free, or make a larger heap; a device heap cannot grow in
+ * place, since its handles are offsets into one buffer whose metadata is laid out for its size). */
+enum { NSP_DEVICE_OK = 0, NSP_DEVICE_RECONCILE = 1, NSP_DEVICE_FULL = 2 };
 
 typedef struct nsp_pacer_device {
     int id;
@@ -305,7 +308,7 @@ typedef struct nsp_pacer_device {
 /* A new device node: its id (0..NSP_PACER_MAX_DEVICES-1), or -1 (table full, bad argument). */
 NSP_API int nsp_pacer_device_attach(const char *name, int64_t capacity);
 /* Hands in the node's heapLive (reconciled: right after a release and a sweep). Returns the
- * advice, NSP_DEVICE_OK below 7/8 of the capacity, else RECONCILE (not reconciled) or GROW;
+ * advice, NSP_DEVICE_OK below 7/8 of the capacity, else RECONCILE (not reconciled) or FULL;
  * -1 for an unknown id. */
 NSP_API int nsp_pacer_device_report(int id, int64_t heap_live, int reconciled);
 NSP_API void nsp_pacer_device_detach(int id);

@@ -94,7 +94,10 @@ NSP_CL_API size_t nsp_cl_capacity(nsp_cl_heap_t *h);
 
 /* After kernels on queue: reads the charge stripes (the device ledger) and hands their sum to
  * the pacer as the heap's node; the counters' baseline for nsp_cl_counters' since_sync. Returns
- * the pacer's advice (NSP_DEVICE_*), or -1: an OpenCL failure, or, since the last sync, frees of
+ * the pacer's advice: NSP_DEVICE_OK; NSP_DEVICE_RECONCILE (above 7/8 of the capacity with the
+ * over-estimate of cached spans in it: nsp_cl_reconcile gives the exact figure); NSP_DEVICE_FULL
+ * (above 7/8, exact: free, or move to a larger heap; a heap never grows in place, since handles
+ * are offsets into its one buffer). Or -1: an OpenCL failure, or, since the last sync, frees of
  * handles the heap never handed out (the error names the first; the heap itself is intact) or
  * bad requests (numbers them). */
 NSP_CL_API int nsp_cl_sync(nsp_cl_heap_t *h, cl_command_queue queue);

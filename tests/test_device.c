@@ -1383,6 +1383,38 @@ START_TEST(counters_since_the_last_sync)
 }
 END_TEST
 
+/* The pacer's advice for a device heap: above 7/8 of its capacity, RECONCILE while the figure
+ * holds cached spans' over-estimate, FULL once reconciled (a device heap cannot grow: there is
+ * no GROW); OK again after the frees. */
+START_TEST(pacer_advice_reconcile_then_full)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    size_t chunks = nsp_cl_capacity(e.h) / NSP_DCHUNK, n = chunks * 15 / 16;
+    ck_assert_int_eq(nsp_cl_sync(e.h, e.q), NSP_DEVICE_OK);
+    cl_mem mh = buffer(&e, n * 8, NULL);
+    launch(&e, "fill", n, 1, 2, (struct arg[]){U32(40000), MEM(mh)}); /* one chunk each */
+    ck_assert_int_eq(nsp_cl_sync(e.h, e.q), NSP_DEVICE_RECONCILE);
+    ck_assert_int_eq(nsp_cl_reconcile(e.h, e.q), NSP_DEVICE_FULL);
+    nsp_pacer_device_t dev[NSP_PACER_MAX_DEVICES];
+    ck_assert_uint_eq(nsp_pacer_devices(dev, NSP_PACER_MAX_DEVICES), 1);
+    ck_assert_int_eq(dev[0].advice, NSP_DEVICE_FULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    nsp_stats_print(f, 0);
+    fclose(f);
+    const char *line = strstr(buf, "device node");
+    ck_assert_msg(line && strstr(line, "advice full"), "the stats' device line: %.200s",
+                  line ? line : "(none)");
+    free(buf);
+    launch(&e, "free_handles", n, 1, 1, (struct arg[]){MEM(mh)});
+    ck_assert_int_eq(nsp_cl_reconcile(e.h, e.q), NSP_DEVICE_OK);
+    clReleaseMemObject(mh);
+    env_close(&e);
+}
+END_TEST
+
 /* The host's stats show the device heap's node. */
 START_TEST(stats_print_shows_device_node)
 {
@@ -1434,6 +1466,7 @@ static Suite *suite(void)
     tcase_add_test(t, aligned_allocation);
     tcase_add_test(t, usable_realloc_and_bad_requests);
     tcase_add_test(t, counters_since_the_last_sync);
+    tcase_add_test(t, pacer_advice_reconcile_then_full);
     suite_add_tcase(s, t);
     /* the tests that can see a GPU's ordering failures, scaled by environment variables
      * (tools/gpu_check.sh runs this case alone, at the issue's sizes) */
