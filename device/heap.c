@@ -205,10 +205,13 @@ nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id dev, cl_command_q
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL);
     uint32_t slots = opts && opts->slots ? opts->slots : 0;
     if (!slots) {
-        /* 4 per compute unit, 16..1024; but a class's cached spans should not pass a quarter of
-         * the pool (a small heap on a big GPU would otherwise sit in slots) */
-        slots = pow2_at_least(cus * 4);
-        slots = slots < 16 ? 16 : slots > 1024 ? 1024 : slots;
+        /* one per compute unit (the kernels key slots on the SM on NVIDIA), 2..1024: a class's
+         * cached spans are the heap's fragmentation (1,024 slots x 56 classes each caching a span
+         * held ~1 GiB against 36 MB live), and more slots than compute units only spread the
+         * groups of one compute unit over several; but not past a quarter of the pool (a small
+         * heap on a big GPU would otherwise sit in slots) */
+        slots = pow2_at_least(cus);
+        slots = slots < 2 ? 2 : slots > 1024 ? 1024 : slots;
         while (slots > 1 && slots > bytes / NSP_DCHUNK / 4)
             slots >>= 1;
     }
@@ -478,7 +481,8 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
             st->chunks_large += NSP_DST_RUN(s);
             continue;
         }
-        if (kind == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS)
+        if (kind == NSP_DS_LTAIL || kind == NSP_DS_STAIL || cls < NSP_DMIN_CLASS ||
+            cls > NSP_DMAX_CLASS)
             continue;
         const struct nsp_ddesc *d = &desc[c];
         int64_t n = kind == NSP_DS_CACHED ? claimed[c] : d->claimed;

@@ -65,8 +65,9 @@ NSP_CL_API const char *nsp_cl_error(void);
 NSP_CL_API int nsp_cl_pick_device(cl_platform_id *platform, cl_device_id *device);
 
 typedef struct nsp_cl_heap_opts {
-    uint32_t slots;     /* slots per size class (a power of two); 0: 4 per compute unit, 16..1024,
-                           at most one per 4 chunks of the pool */
+    uint32_t slots;     /* slots per size class (a power of two); 0: one per compute unit (a
+                           power of two at least the count), 2..1024, at most one per 4 chunks of
+                           the pool. On NVIDIA a group's slot is its SM */
     uint32_t centrals;  /* centrals per size class (a power of two); 0: 4 */
     int accounting;     /* 0 over, 1 under, 2 exact; -1: NSP_ACCOUNTING (default over) */
     const char *name;   /* the heap's pacer node name; NULL: the device's name */

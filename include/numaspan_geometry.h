@@ -26,7 +26,8 @@
  *   central  ulong[NSP_DNCLASSES][ncentrals][cwords]: chunk c of class k sits in central
  *            c % ncentrals, bit c / ncentrals, while it is PARTIAL (bits are hints: the state is
  *            the truth)
- *   pool     nchunks chunks of NSP_DCHUNK bytes; a small span is one chunk, a large object a run
+ *   pool     nchunks chunks of NSP_DCHUNK bytes; a small span is a run of nsp_dspan_chunks, a
+ *            large object a run
  *
  * Slot word (64 bits, high to low): span index (22) | navail (13) | gen (9) | claim cursor (20).
  *   An allocation is one atom_add(word, 1): the old word names the span *and* the claim, so a
@@ -103,6 +104,21 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
 #define NSP_DMAX_OBJS (NSP_DCHUNK / 16u)    /* 4096 */
 #define NSP_DWORDS (NSP_DMAX_OBJS / 64u)    /* bitmap words per span */
 #define NSP_DMAX_CHUNKS ((1u << 22) - 1u)   /* span index field (256 GiB); NONE excluded */
+#define NSP_DSPAN_OBJS 512u                 /* objects per span, at least, in every class */
+
+/* The chunks of a span of class k: one, or as many as NSP_DSPAN_OBJS objects need (2 for 144 B,
+ * 32 for 4 KiB, 64 for 8 KiB). Constant objects per span: a span of 8 objects made every 8th
+ * claim of the 8 KiB class a refill, and the waiting protocol, not the refill, was the cost. A
+ * span's chunks are contiguous; the first (the head) holds its descriptor. */
+NSP_GEOM_INLINE nsp_u32 nsp_dspan_chunks(nsp_u32 k)
+{
+    return (NSP_DSPAN_OBJS * nsp_geom_class_size(k) + NSP_DCHUNK - 1u) / NSP_DCHUNK;
+}
+/* The objects of a span of class k (NSP_DSPAN_OBJS .. NSP_DMAX_OBJS). */
+NSP_GEOM_INLINE nsp_u32 nsp_dspan_nobj(nsp_u32 k)
+{
+    return nsp_dspan_chunks(k) * NSP_DCHUNK / nsp_geom_class_size(k);
+}
 
 /* slot word */
 #define NSP_DSPAN_NONE 0x3FFFFFul
@@ -124,8 +140,10 @@ enum nsp_dstate {
     NSP_DS_BUSY = 4,    /* owned by one work-item that is sweeping, installing or freeing it */
     NSP_DS_LARGE = 5,   /* first chunk of a large object; run length in the word */
     NSP_DS_LTAIL = 6,   /* a following chunk of a large object */
-    NSP_DS_FREE = 7     /* returned to the pool, and counted in free_chunks: what pool scans take
+    NSP_DS_FREE = 7,    /* returned to the pool, and counted in free_chunks: what pool scans take
                            (never a NEW chunk, which its carver owns from its increment on) */
+    NSP_DS_STAIL = 8    /* a following chunk of a multi-chunk span, its class in the word and its
+                           distance from the head in the run field; it follows its head's life */
 };
 #define NSP_DST_STATE(s) ((s) & 0xFu)
 #define NSP_DST_CLASS(s) (((s) >> 4) & 0xFFu)
@@ -137,7 +155,7 @@ enum nsp_dstate {
 enum nsp_dcounter {
     NSP_DC_REFILLS = 0,    /* spans installed into slots */
     NSP_DC_RELEASES,       /* spans taken out of slots */
-    NSP_DC_FRESH,          /* chunks carved from the pool counter */
+    NSP_DC_FRESH,          /* spans carved from the pool counter */
     NSP_DC_REUSED,         /* spans taken from a central (partial) */
     NSP_DC_STEALS,         /* spans taken out of other slots when the pool was empty */
     NSP_DC_RECLAIMS,       /* spans swept by the out-of-memory scan */

@@ -40,9 +40,15 @@
  *   followed by NSP_ACQUIRE before the descriptor is read (device-scope fences: membar.gl on
  *   NVIDIA, atomic_work_item_fence with memory_scope_device on OpenCL C 2.0+). Shared metadata,
  *   descriptors included, is read through atomics or volatile loads, never plain loads.
- * - Chunk states: NEW (never carved: its carver's from the increment of next_chunk on), FREE
+ * - Chunk states: NEW (never carved: its carver's from the add to next_chunk on), FREE
  *   (in the pool, counted in free_chunks: the only state a pool scan takes), CACHED, PARTIAL,
- *   FULL, BUSY, LARGE, LTAIL (numaspan_geometry.h).
+ *   FULL, BUSY, LARGE, LTAIL, STAIL (numaspan_geometry.h).
+ * - A span of class k is nsp_dspan_chunks(k) contiguous chunks holding nsp_dspan_nobj(k) >= 512
+ *   objects: its head chunk carries the state that changes (CACHED, PARTIAL, FULL, BUSY) and the
+ *   descriptor; its tails are STAIL from its first install until it goes back to the pool, and
+ *   name their distance to the head, which frees and nsp_dusable follow. Spans and large runs
+ *   are carved by one atom_add of their chunk count on next_chunk; an add that passes the pool's
+ *   end gives the chunks it got to the pool. A pool scan takes a run of FREE chunks.
  * - Out of memory: a search's failure is final (the out-of-memory mark, then nulls at once until
  *   a free) only if it met no BUSY span, nothing was held between places (h->holding) and
  *   nothing arrived behind its scans but its own releases (h->moves). One work-item at a time
@@ -162,12 +168,22 @@ static inline __global void *nsp_dptr(__global nsp_dheap *h, nsp_dhandle p)
     return (__global void *)(nsp__b(h) + p);
 }
 
-/* The slot of the calling work-group: every work-item of a group uses the same slot. */
+/* The slot of the calling work-group: every work-item of a group uses the same slot. On NVIDIA
+ * it is the group's SM (%smid: a group runs on one SM), so a class has one slot per SM, and the
+ * groups sharing a slot are the ones running beside each other, not every nslots-th group of the
+ * launch (device/ sizes nslots to the compute units). Elsewhere OpenCL does not say which compute
+ * unit runs a group: the group id stands in. */
 static inline uint nsp__slot_of_group(__global nsp_dheap *h)
 {
+#if defined(NSP_FENCE_MEMBAR) && !defined(NSP_NO_SMID_SLOT)
+    uint sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    return sm & ((uint)h->nslots - 1u);
+#else
     ulong g = get_group_id(0) +
               get_num_groups(0) * (get_group_id(1) + get_num_groups(1) * get_group_id(2));
     return (uint)(g & (h->nslots - 1u));
+#endif
 }
 
 /* ---- bits ----------------------------------------------------------------------------------- */
@@ -350,15 +366,21 @@ static void nsp__put_back(__global nsp_dheap *h, uint c, uint cls, int has_free)
     }
 }
 
-/* Returns an owned chunk to the pool (its bitmaps are clear: alloc by a sweep that found it
- * empty, or never written). */
+/* Returns an owned span to the pool, head and tails (its bitmaps are clear: alloc by a sweep
+ * that found it empty, or never written). Its tails are the chunks after it in state STAIL at
+ * their distance from it: they follow their head, so no other span's tail can be there. */
 static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     nsp__charge(h, d, 0l, stripe);
+    uint n = 1u;
+    while (c + n < h->nchunks && NSP_DST_STATE(NSP_V32(nsp__state(h, c + n))) == NSP_DS_STAIL &&
+           NSP_DST_RUN(NSP_V32(nsp__state(h, c + n))) == n)
+        n++;
     NSP_RELEASE();
-    atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
-    atom_inc(&h->free_chunks);
+    for (uint i = n; i-- > 0u;) /* the head last: a free that reads a tail then the head */
+        atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
+    atom_add(&h->free_chunks, (ulong)n);
 }
 
 /* Prepares an owned span of class cls for a slot and returns its slot word (cursor 0), or
@@ -368,8 +390,11 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
 static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, int reused, uint stripe)
 {
     __global struct nsp_ddesc *d = nsp__desc(h, c);
-    uint size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size, navail;
+    uint size = nsp_geom_class_size(cls), nobj = nsp_dspan_nobj(cls), navail;
     if (fresh) {
+        /* the tails name their head (a free or nsp_dusable of an object in them finds it) */
+        for (uint i = 1u; i < nsp_dspan_chunks(cls); i++)
+            atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_STAIL, cls, i));
         if (reused)
             for (uint w = 0; w < NSP_DWORDS; w++) {
                 atom_xchg(&d->freed[w], 0ul);
@@ -419,7 +444,7 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     d->navail = navail;
     d->dense = navail == nobj;
     long live = (long)(nobj - navail) * size;
-    nsp__charge(h, d, h->acct == 0ul ? (long)NSP_DCHUNK : live, stripe);
+    nsp__charge(h, d, h->acct == 0ul ? (long)nsp_dspan_chunks(cls) << NSP_DCHUNK_SHIFT : live, stripe);
     nsp__count(h, NSP_DC_REFILLS);
     NSP_RELEASE();
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_CACHED, cls, 0u));
@@ -455,40 +480,67 @@ static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
 
 /* ---- the page pool ----------------------------------------------------------------------------- */
 
-/* A chunk never used, from the carve counter, owned (BUSY); or NSP_DSPAN_NONE. The chunk is NEW
- * between the increment and the CAS, and no scan takes a NEW chunk: the CAS cannot fail. */
-static uint nsp__carve(__global nsp_dheap *h)
+/* k chunks never used, from the carve counter, owned (BUSY; the first's state is the head's);
+ * or NSP_DSPAN_NONE. One atom_add, whatever k (a bounded CAS loop on next_chunk made multi-chunk
+ * spans lose under contention, docs/device-h200/rejected-multichunk-spans.txt). The chunks are
+ * NEW from the add to the exchange, and no scan takes a NEW chunk. An add that passes the end of
+ * the pool owns the chunks it got inside it: they go to the pool, where a shorter span or run
+ * takes them. */
+static uint nsp__carve(__global nsp_dheap *h, uint k)
 {
-    for (uint t = 0; t < 4u; t++) {
-        if (NSP_V64(&h->next_chunk) >= h->nchunks)
-            break;
-        ulong c = atom_inc(&h->next_chunk);
-        if (c >= h->nchunks)
-            break;
-        if (atomic_cmpxchg(nsp__state(h, (uint)c), NSP_DS_NEW, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) ==
-            NSP_DS_NEW) {
-            NSP_ACQUIRE();
-            nsp__count(h, NSP_DC_FRESH);
-            return (uint)c;
-        }
+    if (NSP_V64(&h->next_chunk) + k > h->nchunks)
+        return (uint)NSP_DSPAN_NONE;
+    NSP_TEST_HOOK(h, 2u); /* between the room check and the add */
+    ulong c = atom_add(&h->next_chunk, (ulong)k);
+    if (c + k <= h->nchunks) {
+        for (uint i = 0; i < k; i++)
+            atomic_xchg(nsp__state(h, (uint)c + i), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));
+        NSP_ACQUIRE();
+        return (uint)c;
+    }
+    if (c < h->nchunks) {
+        uint n = (uint)(h->nchunks - c);
+        for (uint i = 0; i < n; i++)
+            atomic_xchg(nsp__state(h, (uint)c + i), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
+        atom_add(&h->free_chunks, (ulong)n);
+        nsp__moved(h); /* memory a search may have passed */
     }
     return (uint)NSP_DSPAN_NONE;
 }
 
-/* A chunk returned to the pool, owned (BUSY); or NSP_DSPAN_NONE. One pass at most. */
-static uint nsp__scan_free(__global nsp_dheap *h, uint hint)
+/* Takes chunks c .. c+r-1, each in state `from`, as state `to`; all or none. */
+static int nsp__own_run(__global nsp_dheap *h, uint c, uint r, uint from, uint to)
 {
-    if ((long)NSP_V64(&h->free_chunks) <= 0l)
+    for (uint i = 0; i < r; i++) {
+        if (atomic_cmpxchg(nsp__state(h, c + i), from, to) != from) {
+            for (uint j = 0; j < i; j++)
+                atomic_xchg(nsp__state(h, c + j), from);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* k consecutive chunks returned to the pool, owned (BUSY); or NSP_DSPAN_NONE. One pass at
+ * most (a run does not wrap around the pool's end). */
+static uint nsp__scan_free(__global nsp_dheap *h, uint k, uint hint)
+{
+    if ((long)NSP_V64(&h->free_chunks) < (long)k) /* a hint: races may leave it off a little */
         return (uint)NSP_DSPAN_NONE;
-    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
+    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks), run = 0u;
     for (uint i = 0; i < n; i++) {
         uint c = (hint + i) % n;
-        if (NSP_V32(nsp__state(h, c)) == NSP_DS_FREE &&
-            atomic_cmpxchg(nsp__state(h, c), NSP_DS_FREE, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) ==
-                NSP_DS_FREE) {
-            NSP_ACQUIRE(); /* its last owner's writes (nsp__prepare clears its bitmaps) */
-            atom_dec(&h->free_chunks);
-            return c;
+        if (c == 0u)
+            run = 0u;
+        run = NSP_V32(nsp__state(h, c)) == NSP_DS_FREE ? run + 1u : 0u;
+        if (run == k) {
+            uint first = c + 1u - k;
+            if (nsp__own_run(h, first, k, NSP_DS_FREE, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u))) {
+                NSP_ACQUIRE(); /* their last owners' writes (nsp__prepare clears the bitmaps) */
+                atom_sub(&h->free_chunks, (ulong)k);
+                return first;
+            }
+            run = 0u;
         }
     }
     return (uint)NSP_DSPAN_NONE;
@@ -506,7 +558,7 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         uint c = (hint + i) % n;
         uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
         *busy += st == NSP_DS_BUSY;
-        if (want && s == NSP_DS_FREE) { /* NEW chunks belong to their carver */
+        if (want && s == NSP_DS_FREE && nsp_dspan_chunks(want) == 1u) { /* NEW: their carver's */
             if (atomic_cmpxchg(nsp__state(h, c), s, NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == s) {
                 NSP_ACQUIRE();
                 atom_dec(&h->free_chunks);
@@ -523,7 +575,7 @@ static uint nsp__reclaim(__global nsp_dheap *h, uint want, uint hint, uint strip
         if (st == NSP_DS_PARTIAL)
             nsp__unpublish(h, cls - NSP_DMIN_CLASS, c);
         uint live = nsp__sweep(h, c, stripe), nobj = NSP_DV(nsp__desc(h, c), nobj);
-        if (live == 0u && want) {
+        if (live == 0u && want && nsp_dspan_chunks(cls) == nsp_dspan_chunks(want)) {
             *fresh = 1;
             return c;
         }
@@ -638,10 +690,12 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 return w;
         }
         if (round == 0u) {
-            uint c = nsp__carve(h);
-            if (c != (uint)NSP_DSPAN_NONE)
+            uint c = nsp__carve(h, nsp_dspan_chunks(cls));
+            if (c != (uint)NSP_DSPAN_NONE) {
+                nsp__count(h, NSP_DC_FRESH);
                 return nsp__prepare_held(h, c, cls, 1, 0, slot);
-            c = nsp__scan_free(h, slot * 131u);
+            }
+            c = nsp__scan_free(h, nsp_dspan_chunks(cls), slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 1, slot);
             /* another slot's cached span of this class, taken whole; a used-up one that no claim
@@ -672,6 +726,11 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             nsp__reclaim_end(h);
         } else {
             (*busy)++; /* another work-item is sweeping the heap: not final, and not twice */
+        }
+        if (c == (uint)NSP_DSPAN_NONE && nsp_dspan_chunks(cls) > 1u) {
+            /* the sweep gave empty spans of other sizes back to the pool: a run of them */
+            fresh = 1;
+            c = nsp__scan_free(h, nsp_dspan_chunks(cls), slot * 131u);
         }
         if (c != (uint)NSP_DSPAN_NONE) {
             ulong w = nsp__prepare_held(h, c, cls, fresh, 1, slot);
@@ -857,7 +916,7 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
  * directly from a central span (a null then means the heap is exhausted). */
 static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 {
-    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / size;
+    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = nsp_dspan_nobj(cls);
     uint mask = (uint)h->nslots - 1u;
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
@@ -900,50 +959,17 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 
 /* ---- large objects: runs of chunks ------------------------------------------------------------ */
 
-/* Takes chunks c .. c+r-1, each in state `from` (NEW from the carve counter, FREE from the
- * pool), as LTAIL; all or none. */
-static int nsp__own_run(__global nsp_dheap *h, uint c, uint r, uint from)
-{
-    for (uint i = 0; i < r; i++) {
-        if (atomic_cmpxchg(nsp__state(h, c + i), from, NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u)) != from) {
-            for (uint j = 0; j < i; j++)
-                atomic_xchg(nsp__state(h, c + j), from);
-            return 0;
-        }
-    }
-    return 1;
-}
-
+/* A run of r chunks for a large object, owned: the carve counter's (one atom_add), else the
+ * pool's; the chunks after the first become LTAIL. */
 static uint nsp__find_run(__global nsp_dheap *h, uint r, uint hint)
 {
-    /* the carve counter first */
-    for (uint t = 0; t < 8u; t++) {
-        ulong n = NSP_V64(&h->next_chunk);
-        if (n + r > h->nchunks)
-            break;
-        /* chunks n .. n+r-1 are NEW and ours alone (no scan takes a NEW chunk) */
-        if (atom_cmpxchg(&h->next_chunk, n, n + r) == n && nsp__own_run(h, (uint)n, r, NSP_DS_NEW))
-            return (uint)n;
-    }
-    if ((long)NSP_V64(&h->free_chunks) < (long)r) /* a hint: races may leave it off a little */
-        return (uint)NSP_DSPAN_NONE;
-    uint n = (uint)min(NSP_V64(&h->next_chunk), h->nchunks);
-    uint run = 0u;
-    for (uint i = 0; i < n; i++) {
-        uint c = (hint + i) % n;
-        if (c == 0u)
-            run = 0u;
-        run = NSP_V32(nsp__state(h, c)) == NSP_DS_FREE ? run + 1u : 0u;
-        if (run == r) {
-            uint first = c + 1u - r;
-            if (nsp__own_run(h, first, r, NSP_DS_FREE)) {
-                atom_sub(&h->free_chunks, (ulong)r);
-                return first;
-            }
-            run = 0u;
-        }
-    }
-    return (uint)NSP_DSPAN_NONE;
+    uint c = nsp__carve(h, r);
+    if (c == (uint)NSP_DSPAN_NONE)
+        c = nsp__scan_free(h, r, hint);
+    if (c != (uint)NSP_DSPAN_NONE)
+        for (uint i = 1u; i < r; i++)
+            atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_LTAIL, 0u, 0u));
+    return c;
 }
 
 static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot)
@@ -1005,13 +1031,14 @@ static nsp_dhandle nsp_dmalloc(__global nsp_dheap *h, ulong size)
 static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint off, uint s)
 {
     uint st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
-    if (st == NSP_DS_NEW || st == NSP_DS_FREE || st == NSP_DS_LTAIL || cls < NSP_DMIN_CLASS ||
+    if (st == NSP_DS_NEW || st == NSP_DS_FREE || st == NSP_DS_LTAIL || st == NSP_DS_STAIL ||
+        cls < NSP_DMIN_CLASS ||
         cls > NSP_DMAX_CLASS) {
         nsp__bad_free(h, p);
         return;
     }
     uint size = nsp_geom_class_size(cls), idx = off / size;
-    if (idx * size != off || off + size > NSP_DCHUNK) { /* interior, or in the tail waste */
+    if (idx * size != off || idx >= nsp_dspan_nobj(cls)) { /* interior, or in the tail waste */
         nsp__bad_free(h, p);
         return;
     }
@@ -1054,6 +1081,12 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
     __global uint *stp = nsp__state(h, c);
     uint s = NSP_V32(stp);
+    if (NSP_DST_STATE(s) == NSP_DS_STAIL) { /* in a multi-chunk span: its head has the bitmaps */
+        c -= NSP_DST_RUN(s);
+        off += NSP_DST_RUN(s) << NSP_DCHUNK_SHIFT;
+        nsp__free_small(h, p, c, off, NSP_V32(nsp__state(h, c)));
+        return;
+    }
     if (NSP_DST_STATE(s) != NSP_DS_LARGE) {
         nsp__free_small(h, p, c, off, s);
         return;
@@ -1097,7 +1130,7 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     uint slot = nsp__slot_of_group(h);
     uint small = size <= NSP_DMAX_SMALL;
     uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (small ? (uint)size : 16u));
-    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = NSP_DCHUNK / sz;
+    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = nsp_dspan_nobj(cls);
     __global ulong *sw = nsp__slotw(h, ci, slot);
     if (lid == 0u) {
         ulong v = small && g->count ? NSP_V64(sw) : 0ul;
@@ -1139,13 +1172,20 @@ static ulong nsp_dusable(__global nsp_dheap *h, nsp_dhandle p)
     ulong rel = p - h->off_pool;
     uint c = (uint)(rel >> NSP_DCHUNK_SHIFT), off = (uint)(rel & (NSP_DCHUNK - 1u));
     uint s = NSP_V32(nsp__state(h, c)), st = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+    if (st == NSP_DS_STAIL) { /* a tail of a multi-chunk span: the object's offset in the span */
+        off += NSP_DST_RUN(s) << NSP_DCHUNK_SHIFT;
+        s = NSP_V32(nsp__state(h, c - NSP_DST_RUN(s)));
+        st = NSP_DST_STATE(s);
+        if (NSP_DST_CLASS(s) != cls)
+            return 0ul;
+    }
     if (st == NSP_DS_LARGE)
         return off == 0u ? (ulong)NSP_DST_RUN(s) << NSP_DCHUNK_SHIFT : 0ul;
     if ((st != NSP_DS_CACHED && st != NSP_DS_PARTIAL && st != NSP_DS_FULL && st != NSP_DS_BUSY) ||
         cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS)
         return 0ul;
     uint size = nsp_geom_class_size(cls);
-    return off % size == 0u && off + size <= NSP_DCHUNK ? (ulong)size : 0ul;
+    return off % size == 0u && off / size < nsp_dspan_nobj(cls) ? (ulong)size : 0ul;
 }
 
 /* Zeroes the first `bytes` of object p (rounded up to 8: every object is a multiple of 16). */

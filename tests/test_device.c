@@ -87,10 +87,10 @@ static const char *SRC =
      * while a pool scan runs */
     "__kernel void race_carve_scan(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
-    "    uint a = nsp__carve(h);\n"
+    "    uint a = nsp__carve(h, 1u);\n"
     "    nsp__to_pool(h, a, 0u);\n"
     "    ulong paused = atom_inc(&h->next_chunk);\n"
-    "    uint b = nsp__scan_free(h, (uint)paused);\n"
+    "    uint b = nsp__scan_free(h, 1u, (uint)paused);\n"
     "    out[0] = a; out[1] = paused; out[2] = b; out[3] = h->free_chunks;\n"
     "    uint resumed = atomic_cmpxchg(nsp__state(h, (uint)paused), 0u,\n"
     "                                  NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u)) == 0u;\n"
@@ -103,18 +103,19 @@ static const char *SRC =
      * atom_or lands after the release re-read the freed bitmap */
     "__kernel void race_free_full(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
-    "    nsp_dhandle p[8];\n"
-    "    for (uint i = 0; i < 8u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
-    "    uint c = (uint)((p[0] - h->off_pool) >> NSP_DCHUNK_SHIFT);\n"
+    "    uint cls = nsp_geom_size_to_class(128u), n = nsp_dspan_nobj(cls);\n"
+    "    nsp_dhandle p0 = 0ul, last = 0ul;\n"
+    "    for (uint i = 0; i < n; i++) { last = nsp_dmalloc(h, 128); if (i == 0u) p0 = last; }\n"
+    "    uint c = (uint)((p0 - h->off_pool) >> NSP_DCHUNK_SHIFT);\n"
     "    uint s = NSP_V32(nsp__state(h, c));\n"
-    "    uint ci = nsp_geom_size_to_class(8192u) - NSP_DMIN_CLASS, slot = nsp__slot_of_group(h);\n"
+    "    uint ci = cls - NSP_DMIN_CLASS, slot = nsp__slot_of_group(h);\n"
     "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, slot), NSP_DW_EMPTY), slot);\n"
     "    out[0] = NSP_DST_STATE(s); out[1] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
-    "    nsp__free_small(h, p[0], c, (uint)((p[0] - h->off_pool) & (NSP_DCHUNK - 1u)), s);\n"
+    "    nsp__free_small(h, p0, c, (uint)((p0 - h->off_pool) & (NSP_DCHUNK - 1u)), s);\n"
     "    out[2] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
     "    out[3] = NSP_V64(nsp__partial(h, ci));\n"
-    "    for (uint i = 1; i < 8u; i++) nsp_dfree(h, p[i]);\n"
-    "    out[4] = p[7] - p[0];\n"
+    "    for (uint i = 1; i < n; i++) nsp_dfree(h, p0 + (ulong)i * 128u);\n"
+    "    out[4] = last - p0;\n"
     "}\n"
     /* a slot word whose span ran out (cursor past navail: a refill in progress) with its cursor
      * near the top of its 20-bit field, and a work-item that claims on it */
@@ -829,7 +830,8 @@ START_TEST(free_into_span_made_full_meanwhile)
     launch(&e, "race_free_full", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[5];
     readb(&e, out, sizeof v, v);
-    ck_assert_uint_eq(v[4], 7 * 8192);       /* the span's eight objects */
+    uint32_t cls = nsp_geom_size_to_class(128);
+    ck_assert_uint_eq(v[4], (nsp_dspan_nobj(cls) - 1) * 128); /* the span's objects, all */
     ck_assert_uint_eq(v[0], NSP_DS_CACHED);  /* the freer's stale read */
     ck_assert_uint_eq(v[1], NSP_DS_FULL);    /* released with nothing freed */
     ck_assert_msg(v[2] == NSP_DS_PARTIAL && v[3] == 1,
@@ -981,6 +983,10 @@ END_TEST
 static const char *HOOK_SRC =
     "void nsp_test_hook(__global nsp_dheap *h, uint where)\n"
     "{\n"
+    "    if (where == 2u) { /* another carver's add, between a carve's room check and its add */\n"
+    "        if (atom_cmpxchg(&h->pad1[0], 2ul, 3ul) == 2ul) atom_add(&h->next_chunk, 5ul);\n"
+    "        return;\n"
+    "    }\n"
     "    if (where != 1u || atom_inc(&h->pad1[0]) != 0ul) return;\n"
     "    uint cls = nsp_geom_size_to_class(48u), ci = cls - NSP_DMIN_CLASS;\n"
     "    atomic_xchg(nsp__state(h, 0u), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));\n"
@@ -989,14 +995,14 @@ static const char *HOOK_SRC =
     "    atom_xchg(nsp__slotw(h, ci, 1u), w);\n"
     "    nsp__landed(h);\n"
     "}\n"
-    /* a full heap (two spans of 8 KiB objects, the pool hidden) searched for 48 B while another
+    /* a full heap (two spans of 128 B objects, the pool hidden) searched for 48 B while another
      * work-item sweeps it (the reclaimer token held) */
     "__kernel void search_while_reclaiming(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
     "    atom_xchg(&h->pad1[0], 1ul); /* no injected refill */\n"
-    "    nsp_dhandle p[9];\n"
-    "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
-    "    uint ci = nsp_geom_size_to_class(8192u) - NSP_DMIN_CLASS;\n"
+    "    uint ci = nsp_geom_size_to_class(128u) - NSP_DMIN_CLASS, n = nsp_dspan_nobj(ci + NSP_DMIN_CLASS);\n"
+    "    nsp_dhandle last = 0ul;\n"
+    "    for (uint i = 0; i <= n; i++) last = nsp_dmalloc(h, 128); /* the last opens span 2 */\n"
     "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, 0u), NSP_DW_EMPTY), 0u);\n"
     "    atom_xchg(&h->next_chunk, h->nchunks);\n"
     "    ulong r0 = NSP_V64(&h->counter[NSP_DC_RECLAIMS]);\n"
@@ -1008,23 +1014,35 @@ static const char *HOOK_SRC =
     "    busy = 0u;\n"
     "    w = nsp__search(h, nsp_geom_size_to_class(48u), 0u, &busy);\n"
     "    out[3] = w; out[4] = busy; out[5] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
-    "    out[6] = p[8] != 0ul;\n"
+    "    out[6] = last != 0ul;\n"
     "}\n"
     /* the heap's only span with room waits for a claimant still reading its snapshot buffer */
     "__kernel void search_meets_reader(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
     "    atom_xchg(&h->pad1[0], 1ul); /* no injected refill */\n"
-    "    nsp_dhandle p[9];\n"
-    "    for (uint i = 0; i < 9u; i++) p[i] = nsp_dmalloc(h, 8192);\n"
-    "    uint cls = nsp_geom_size_to_class(8192u), ci = cls - NSP_DMIN_CLASS;\n"
+    "    uint cls = nsp_geom_size_to_class(128u), ci = cls - NSP_DMIN_CLASS, n = nsp_dspan_nobj(cls);\n"
+    "    nsp_dhandle last = 0ul;\n"
+    "    for (uint i = 0; i <= n; i++) last = nsp_dmalloc(h, 128); /* the last opens span 2 */\n"
     "    nsp__release_word(h, atom_xchg(nsp__slotw(h, ci, 0u), NSP_DW_EMPTY), 0u);\n"
     "    __global struct nsp_ddesc *d =\n"
-    "        nsp__desc(h, (uint)((p[8] - h->off_pool) >> NSP_DCHUNK_SHIFT));\n"
+    "        nsp__desc(h, (uint)((last - h->off_pool) >> NSP_DCHUNK_SHIFT));\n"
     "    d->readers[(d->gen + 1u) & 1u] = 1u;\n"
     "    atom_xchg(&h->next_chunk, h->nchunks);\n"
     "    uint busy = 0u;\n"
     "    ulong w = nsp__search(h, cls, 0u, &busy);\n"
     "    out[0] = w; out[1] = busy; out[2] = NSP_V64(&h->counter[NSP_DC_SNAP_WAITS]);\n"
+    "}\n"
+    /* a carve of 8 chunks whose add passes the pool's end (the hook's add of 5 lands first) */
+    "__kernel void carve_past_end(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    ulong f0 = NSP_V64(&h->free_chunks), n = h->nchunks - 3ul;\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks - 8ul);\n"
+    "    atom_xchg(&h->pad1[0], 2ul);\n"
+    "    out[0] = nsp__carve(h, 8u);\n"
+    "    out[1] = NSP_V64(&h->free_chunks) - f0;\n"
+    "    out[2] = NSP_V32(nsp__state(h, (uint)n)) == NSP_DS_FREE &&\n"
+    "             NSP_V32(nsp__state(h, (uint)n + 2u)) == NSP_DS_FREE;\n"
+    "    out[3] = nsp__scan_free(h, 3u, (uint)n) == (uint)n; /* a run of the three */\n"
     "}\n"
     "__kernel void search_meets_arrival(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
@@ -1226,16 +1244,16 @@ START_TEST(device_selection)
 END_TEST
 
 /* nsp_dcalloc zeroes what the pool held before (a chunk the heap reuses keeps its old bytes):
- * the whole pool is filled with 0xAB by objects of 4 KiB, freed and swept back to the pool, then
+ * the whole pool is filled with 0xAB by runs of one chunk, freed and swept back to the pool, then
  * taken again by callocs of every class and of large runs, each checked zero on the device. */
 START_TEST(calloc_zeroes_reused_memory)
 {
     struct env e;
-    env_open(&e, 8 << 20, -1);
-    size_t cap = nsp_cl_capacity(e.h), n = cap / 4096 + 64;
+    env_open(&e, 128 << 20, -1); /* room for a span of every class (up to 4 MiB) */
+    size_t cap = nsp_cl_capacity(e.h), n = cap / NSP_DCHUNK + 64;
     n -= n % 64;
     cl_mem mf = buffer(&e, n * 8, NULL);
-    launch(&e, "fill", n, 1, 2, (struct arg[]){U32(4096), MEM(mf)});
+    launch(&e, "fill", n, 1, 2, (struct arg[]){U32(NSP_DCHUNK), MEM(mf)}); /* runs of one chunk */
     launch(&e, "free_handles", n, 1, 1, (struct arg[]){MEM(mf)});
     reconciled_empty(&e); /* every chunk back in the pool, dirty */
     size_t m = 0;
@@ -1415,6 +1433,94 @@ START_TEST(pacer_advice_reconcile_then_full)
 }
 END_TEST
 
+/* Constant objects per span (issue 13, Deliver 4): every class's span holds at least
+ * NSP_DSPAN_OBJS objects (a 64 KiB span held 8 of 8 KiB: every 8th claim was a refill), the
+ * objects of a span's tail chunks are freed into their head, and 2048 objects of 8 KiB on two
+ * slots take a handful of refills, not 256. */
+START_TEST(spans_hold_constant_objects)
+{
+    for (uint32_t k = NSP_DMIN_CLASS; k <= NSP_DMAX_CLASS; k++) {
+        uint32_t n = nsp_dspan_nobj(k), size = nsp_geom_class_size(k);
+        ck_assert_msg(n >= NSP_DSPAN_OBJS && n <= NSP_DMAX_OBJS && n * size <= nsp_dspan_chunks(k) * NSP_DCHUNK,
+                      "class %u B: %u objects in %u chunks", size, n, nsp_dspan_chunks(k));
+    }
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 64 << 20, -1);
+    slots_wanted = 0;
+    size_t n = 2048;
+    uint32_t *sizes = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        sizes[i] = 8192;
+    cl_mem msz, mh;
+    uint32_t nulls;
+    uint64_t *hs = alloc_verify(&e, sizes, n, &msz, &mh, &nulls);
+    ck_assert_uint_eq(nulls, 0);
+    nsp_cl_stats_t st = stats(&e);
+    ck_assert_msg(st.refills <= n / NSP_DSPAN_OBJS + 2, "%llu refills for %zu objects of 8 KiB",
+                  (unsigned long long)st.refills, n);
+    ck_assert_uint_eq(st.cls[NSP_CL_NCLASSES - 1].objects_in_use, n);
+    free_verify(&e, msz, mh, n); /* most of them in tail chunks */
+    st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees, 0);
+    ck_assert_uint_eq(st.chunks_free, st.chunks_carved);
+    free(hs);
+    free(sizes);
+    clReleaseMemObject(msz);
+    clReleaseMemObject(mh);
+    env_close(&e);
+}
+END_TEST
+
+/* A multi-chunk carve is one atom_add, so it can pass the pool's end when another carver's add
+ * lands between its room check and its own add: the chunks it got inside the pool go to the pool
+ * (counted, FREE, a run a pool scan takes), not lost as NEW chunks nobody may take. */
+START_TEST(carve_past_the_end_feeds_the_pool)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
+    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
+    cl_int err;
+    cl_kernel k = clCreateKernel(hp, "carve_past_end", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    cl_mem out = buffer(&e, 4 * 8, NULL);
+    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof out, &out);
+    size_t one = 1;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
+    uint64_t v[4];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[0], NSP_DSPAN_NONE);
+    ck_assert_msg(v[1] == 3 && v[2] == 1, "free_chunks +%llu, states FREE: %llu",
+                  (unsigned long long)v[1], (unsigned long long)v[2]);
+    ck_assert_uint_eq(v[3], 1);
+    clReleaseKernel(k);
+    clReleaseProgram(hp);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
+/* Slots per compute unit (issue 13, Deliver 4): by default one per compute unit (a power of two
+ * at least their count, 2 at least), not 4 per compute unit rounded up to 16..1024: a class's
+ * cached spans are what the heap holds beyond its live bytes. */
+START_TEST(default_slots_follow_compute_units)
+{
+    struct env e;
+    env_open(&e, 256 << 20, -1);
+    cl_uint cus = 1;
+    clGetDeviceInfo(e.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
+    uint32_t want = 2;
+    while (want < cus && want < 1024)
+        want <<= 1;
+    nsp_cl_stats_t st = stats(&e);
+    ck_assert_msg(st.slots == want, "%u slots for %u compute units (want %u)", st.slots, cus, want);
+    env_close(&e);
+}
+END_TEST
+
 /* The host's stats show the device heap's node. */
 START_TEST(stats_print_shows_device_node)
 {
@@ -1463,6 +1569,9 @@ static Suite *suite(void)
     tcase_add_test(t, device_selection);
     tcase_add_test(t, stats_print_shows_device_node);
     tcase_add_test(t, calloc_zeroes_reused_memory);
+    tcase_add_test(t, spans_hold_constant_objects);
+    tcase_add_test(t, carve_past_the_end_feeds_the_pool);
+    tcase_add_test(t, default_slots_follow_compute_units);
     tcase_add_test(t, aligned_allocation);
     tcase_add_test(t, usable_realloc_and_bad_requests);
     tcase_add_test(t, counters_since_the_last_sync);
