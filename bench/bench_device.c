@@ -22,7 +22,8 @@
  * A row's ratio is against the fastest of the three. Every baseline's first run in a row is
  * checked (disjoint ranges, one for each work-item that asked), so a broken baseline stops the
  * run instead of flattering the heap. Each row carries the heap's counters for its last run
- * (refills, forced, lost, null_oom, steals, reclaims), read with nsp_cl_stats.
+ * (refills, forced, lost, null_oom, steals, reclaims), read with nsp_cl_counters (the header
+ * only: nsp_cl_stats would copy every descriptor, ~620 MB for a 16 GiB heap).
  * Device: nsp_cl_pick_device (NSP_CL_DEVICE); exit 77 when there is none. Public API only.
  */
 #define _GNU_SOURCE
@@ -349,7 +350,7 @@ static cl_kernel kern(const char *name)
 
 /* The heap's counters that explain a row (refills, objects forced from a central past the retry
  * bound, claims lost to a rebuilt span, nulls after a whole-heap search, steals, reclaims),
- * over the row's last run (steady: its last round): read through nsp_cl_stats, as deltas. */
+ * over the row's last run (steady: its last round): read through nsp_cl_counters, as deltas. */
 struct ctrs {
     unsigned long long refills, forced, lost, null_oom, steals, reclaims;
 };
@@ -451,11 +452,23 @@ static nsp_cl_stats_t stats(void)
     return st;
 }
 
-static struct ctrs ctrs_since(const nsp_cl_stats_t *a, const nsp_cl_stats_t *b)
+/* The heap's counters: the header and the stripes only, cheap at any heap size. */
+static nsp_cl_counters_t counters(nsp_cl_heap_t *h)
 {
-    return (struct ctrs){b->refills - a->refills, b->forced_refills - a->forced_refills,
-                         b->lost - a->lost, b->null_oom - a->null_oom, b->steals - a->steals,
-                         b->reclaims - a->reclaims};
+    nsp_cl_counters_t c;
+    if (nsp_cl_counters(h, q, &c, NULL) < 0)
+        die("nsp_cl_counters", nsp_cl_error());
+    return c;
+}
+
+static struct ctrs ctrs_since(const nsp_cl_counters_t *a, const nsp_cl_counters_t *b)
+{
+    return (struct ctrs){(unsigned long long)(b->refills - a->refills),
+                         (unsigned long long)(b->forced_refills - a->forced_refills),
+                         (unsigned long long)(b->lost - a->lost),
+                         (unsigned long long)(b->null_oom - a->null_oom),
+                         (unsigned long long)(b->steals - a->steals),
+                         (unsigned long long)(b->reclaims - a->reclaims)};
 }
 
 /* ---- the baselines ------------------------------------------------------------------------ */
@@ -616,7 +629,7 @@ static void alloc_case(const char *name, unsigned n, unsigned lo, unsigned hi, u
     bumps_init(&b, n, lo, hi, mode, hs, nulls);
     double tm[64], tf[64], tb[3][64];
     unsigned long long nn = 0;
-    nsp_cl_stats_t s0 = {0}, s1 = {0};
+    nsp_cl_counters_t s0 = {0}, s1 = {0};
     for (int r = 0; r < reps; r++) {
         double t[3];
         run_bumps(&b, 0, t);
@@ -627,14 +640,14 @@ static void alloc_case(const char *name, unsigned n, unsigned lo, unsigned hi, u
         zero(hs, (size_t)n * 8);
         zero(nulls, 4);
         if (r == reps - 1)
-            s0 = stats();
+            s0 = counters(heap);
         tm[r] = run(km, n);
         cl_uint got = 0;
         CK(clEnqueueReadBuffer(q, nulls, CL_TRUE, 0, 4, &got, 0, NULL, NULL));
         nn += got;
         tf[r] = run(kf, n);
     }
-    s1 = stats();
+    s1 = counters(heap);
     struct row *row = &rows[nrows++];
     *row = (struct row){name, mode == 1 ? (n + (unsigned)wg - 1) / (unsigned)wg : n, lo, hi,
                         median(tm, reps), median(tf, reps), median(tb[0], reps),
@@ -709,18 +722,18 @@ static void steady_case(unsigned n, unsigned lo, unsigned hi, unsigned warm)
         die("nsp_cl_heap_reset", nsp_cl_error());
     zero(hs, (size_t)n * 8);
     zero(nulls, 4);
-    nsp_cl_stats_t s0 = {0}, s1 = {0};
+    nsp_cl_counters_t s0 = {0}, s1 = {0};
     for (cl_uint round = 0; round < warm + (cl_uint)reps; round++) {
         if (round == warm) /* nulls of the warm-up are the fill's, not the steady state's */
             zero(nulls, 4);
         if (round == warm + (cl_uint)reps - 1)
-            s0 = stats();
+            s0 = counters(heap);
         ARG(ks, 4, round);
         double t = run(ks, n);
         if (round >= warm)
             ts[round - warm] = t;
     }
-    s1 = stats();
+    s1 = counters(heap);
     cl_uint got = 0;
     CK(clEnqueueReadBuffer(q, nulls, CL_TRUE, 0, 4, &got, 0, NULL, NULL));
     check_distinct("steady", hs, n);
@@ -768,11 +781,9 @@ static void oom_case(unsigned size, size_t heap_bytes)
         CK(clEnqueueReadBuffer(q, got, CL_TRUE, 0, 8, &g, 0, NULL, NULL));
         use = 100.0 * (double)g / (double)cap;
         allocs = g / size;
-        nsp_cl_stats_t st;
-        if (nsp_cl_stats(h, q, &st) < 0)
-            die("stats", nsp_cl_error());
-        spurious = st.lost;
-        nsp_cl_stats_t fresh = {0}; /* the reset zeroed the counters */
+        nsp_cl_counters_t st = counters(h);
+        spurious = (unsigned long long)st.lost;
+        nsp_cl_counters_t fresh = {0}; /* the reset zeroed the counters */
         c = ctrs_since(&fresh, &st);
     }
     struct row *row = &rows[nrows++];
@@ -799,10 +810,10 @@ static void frag_case(unsigned n, unsigned rounds)
     cl_uint un = n;
     double worst = 0, last = 0, total_ms = 0;
     unsigned long long nulls = 0;
-    nsp_cl_stats_t s0 = {0}, s1 = {0};
+    nsp_cl_counters_t s0 = {0}, s1 = {0};
     for (cl_uint r = 0; r < rounds; r++) {
         if (r == rounds - 1)
-            s0 = stats();
+            s0 = counters(heap);
         ARG(k, 0, hb); ARG(k, 1, un); ARG(k, 2, r); ARG(k, 3, hs); ARG(k, 4, sz);
         total_ms += run(k, n);
         CK(clEnqueueReadBuffer(q, hs, CL_TRUE, 0, (size_t)n * 8, h, 0, NULL, NULL));
@@ -820,7 +831,7 @@ static void frag_case(unsigned n, unsigned rounds)
         last = live ? (double)(hi - lo) / live : 0;
         worst = last > worst ? last : worst;
     }
-    s1 = stats();
+    s1 = counters(heap);
     struct row *row = &rows[nrows++];
     *row = (struct row){.cas = "fragmentation", .n = n, .lo = 16, .hi = 256,
                         .malloc_ms = total_ms / rounds, .usable = -1, .nulls = nulls,
