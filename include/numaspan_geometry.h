@@ -20,7 +20,8 @@
  *   header   struct nsp_dheap_hdr: layout, counters of rare events
  *   slots    ulong[NSP_DNCLASSES][nslots]: one slot word per (class, slot)
  *   stripes  long[nslots]: the ledger's charge counters, striped by slot (heapLive = their sum)
- *   partial  ulong[NSP_DNCLASSES]: set bits in each class's central bitmaps (a hint)
+ *   partial  ulong[NSP_DNCLASSES]: each class's summary word: bit j set when central j may hold
+ *            a PARTIAL span (a hint; at most 64 centrals)
  *   state    uint[nchunks]: one chunk state word per pool chunk
  *   desc     struct nsp_ddesc[nchunks]: a span descriptor per chunk (bitmaps, cursor snapshot)
  *   central  ulong[NSP_DNCLASSES][ncentrals][cwords]: chunk c of class k sits in central

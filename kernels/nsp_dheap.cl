@@ -53,6 +53,13 @@
  *   a free) only if it met no BUSY span, nothing was held between places (h->holding) and
  *   nothing arrived behind its scans but its own releases (h->moves). One work-item at a time
  *   sweeps the whole heap (h->reclaimer, a try-lock); the others wait, bounded, for its verdict.
+ *   Once the mark stands, a claim that finds its slot being refilled returns the null at once
+ *   (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
+ *   OpenCL 1.2 (NVIDIA's) has no device-side enqueue, so "reclaim as its own kernel" is the
+ *   host's nsp_cl_sweep between launches.
+ * - Centrals: per class, ncentrals bitmaps of chunks and one summary word with a bit per central
+ *   (nsp__summary): "anything PARTIAL in this class?" is one read, and no counter is shared by
+ *   all of a class's publishes and takes.
  */
 #pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
 #pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
@@ -139,7 +146,8 @@ static inline __global long *nsp__stripe(__global nsp_dheap *h, uint s)
 {
     return (__global long *)(nsp__b(h) + h->off_stripes) + s;
 }
-static inline __global ulong *nsp__partial(__global nsp_dheap *h, uint ci)
+/* The class's summary word (at off_partial): bit j set when central j may hold a PARTIAL span. */
+static inline __global ulong *nsp__summary(__global nsp_dheap *h, uint ci)
 {
     return (__global ulong *)(nsp__b(h) + h->off_partial) + ci;
 }
@@ -254,37 +262,59 @@ static inline void nsp__unhold(__global nsp_dheap *h)
     atom_dec(&h->holding);
 }
 
+/* A class's centrals are summed up in one word (nsp__summary): "has the class a PARTIAL span?"
+ * is one read, and no counter is shared by every publish and take of the class (the single
+ * `partial` counter was: every central's traffic met on it). A set bit is a hint (the central's
+ * bits may all be gone); a central with a set bit always has its summary bit set or a clearer
+ * about to set it again: publish sets the central's bit, then reads the summary; a clearer clears
+ * the summary bit, then reads the central's words (both fenced: one of the two sees the other). */
 static inline void nsp__publish(__global nsp_dheap *h, uint ci, uint c)
 {
-    uint nc = (uint)h->ncentrals, b = c / nc;
-    ulong bit = 1ul << (b & 63u);
-    ulong old = atom_or(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, bit);
-    if (!(old & bit))
-        atom_inc(nsp__partial(h, ci));
+    uint nc = (uint)h->ncentrals, b = c / nc, j = c & (nc - 1u);
+    ulong bit = 1ul << (b & 63u), m = 1ul << j;
+    atom_or(nsp__cbits(h, ci, j) + b / 64u, bit);
+    NSP_FENCE_AFTER_RMW();
+    __global ulong *sum = nsp__summary(h, ci);
+    if (!(NSP_V64(sum) & m))
+        atom_or(sum, m);
 }
 static inline void nsp__unpublish(__global nsp_dheap *h, uint ci, uint c)
 {
     uint nc = (uint)h->ncentrals, b = c / nc;
-    ulong bit = 1ul << (b & 63u);
-    ulong old = atom_and(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, ~bit);
-    if (old & bit)
-        atom_dec(nsp__partial(h, ci));
+    atom_and(nsp__cbits(h, ci, c & (nc - 1u)) + b / 64u, ~(1ul << (b & 63u)));
+}
+/* Central j of class ci was found empty: its summary bit goes, unless a publish came meanwhile. */
+static void nsp__summary_clear(__global nsp_dheap *h, uint ci, uint j)
+{
+    __global ulong *sum = nsp__summary(h, ci), *bits = nsp__cbits(h, ci, j);
+    atom_and(sum, ~(1ul << j));
+    NSP_FENCE_AFTER_RMW();
+    for (uint w = 0; w < (uint)h->cwords; w++)
+        if (NSP_V64(bits + w) != 0ul) {
+            atom_or(sum, 1ul << j);
+            return;
+        }
 }
 
 /* Takes a PARTIAL span of class ci out of a central (BUSY, owned by the caller), or returns
  * NSP_DSPAN_NONE. Bits are hints: a bit whose chunk is no longer PARTIAL is dropped. */
 static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
 {
-    if (NSP_V64(nsp__partial(h, ci)) == 0ul)
+    ulong sum = NSP_V64(nsp__summary(h, ci));
+    if (sum == 0ul)
         return (uint)NSP_DSPAN_NONE;
     uint nc = (uint)h->ncentrals, cw = (uint)h->cwords, cls = ci + NSP_DMIN_CLASS;
     uint want = NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u);
     for (uint jj = 0; jj < nc; jj++) {
         uint j = (hint + jj) & (nc - 1u);
+        if (!((sum >> j) & 1ul))
+            continue;
         __global ulong *bits = nsp__cbits(h, ci, j);
+        uint seen = 0u;
         for (uint ww = 0; ww < cw; ww++) {
             uint wi = (hint / nc + ww) % cw;
             ulong word = NSP_V64(bits + wi);
+            seen |= word != 0ul;
             for (uint tries = 0; word != 0ul && tries < 64u; tries++) {
                 uint b = nsp__ctz(word);
                 ulong bit = 1ul << b;
@@ -292,7 +322,6 @@ static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
                 word = old & ~bit;
                 if (!(old & bit))
                     continue;
-                atom_dec(nsp__partial(h, ci));
                 uint c = (wi * 64u + b) * nc + j;
                 if (c < h->nchunks &&
                     atomic_cmpxchg(nsp__state(h, c), want, NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u)) ==
@@ -302,6 +331,8 @@ static uint nsp__take_partial(__global nsp_dheap *h, uint ci, uint hint)
                 }
             }
         }
+        if (!seen)
+            nsp__summary_clear(h, ci, j);
     }
     return (uint)NSP_DSPAN_NONE;
 }
@@ -921,10 +952,9 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
         uint rank = 0u;
-        ulong w = attempt == 0u ? nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank)
-                                : NSP_V64(sw);
-        if (attempt != 0u && nsp__room(w))
-            w = atom_add(sw, 1ul);
+        /* combined on every attempt: the lanes that retry together (after the same refill, on the
+         * same slot) are the ones that hammered the word one add each */
+        ulong w = nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank);
         nsp_dhandle r = 0ul;
         int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, slot, &r);
         if (got == NSP__GOT)
@@ -933,11 +963,20 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
             return nsp__refill(h, sw, cls, slot, size, nobj);
         if (got == NSP__LOST)
             continue;
+        /* wait for the refill; a heap known full (the out-of-memory mark) ends the wait: the
+         * refill will install nothing, and the null is the answer at once */
         uint spins = 0u;
-        while (spins < NSP_SPIN && (NSP_V64(sw) >> 20) == (w >> 20))
+        while (spins < NSP_SPIN && (NSP_V64(sw) >> 20) == (w >> 20) &&
+               ((spins & 63u) != 63u || !nsp__oom_known(h)))
             spins++;
+        if (nsp__oom_known(h))
+            break;
         if (spins == NSP_SPIN)
             slot = (slot + 1u) & mask;
+    }
+    if (nsp__oom_known(h)) { /* no search: it would fail at once, and count a forced refill */
+        nsp__count(h, NSP_DC_NULL_OOM);
+        return 0ul;
     }
     /* past the bound: one object straight from a span of the central (or the pool), which goes
      * back at once; the slots, which others are refilling, are left alone */

@@ -113,7 +113,7 @@ static const char *SRC =
     "    out[0] = NSP_DST_STATE(s); out[1] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
     "    nsp__free_small(h, p0, c, (uint)((p0 - h->off_pool) & (NSP_DCHUNK - 1u)), s);\n"
     "    out[2] = NSP_DST_STATE(NSP_V32(nsp__state(h, c)));\n"
-    "    out[3] = NSP_V64(nsp__partial(h, ci));\n"
+    "    out[3] = NSP_V64(nsp__summary(h, ci)) != 0ul;\n"
     "    for (uint i = 1; i < n; i++) nsp_dfree(h, p0 + (ulong)i * 128u);\n"
     "    out[4] = last - p0;\n"
     "}\n"
@@ -131,6 +131,41 @@ static const char *SRC =
     "    atom_xchg(sw, w);\n"
     "    nsp_dfree(h, p);\n"
     "    nsp_dfree(h, q);\n"
+    "}\n"
+    /* a heap known full (the out-of-memory mark set, no free since), and a slot word whose span
+     * ran out with its refill in progress: a malloc waits no bound out, and forces nothing */
+    "__kernel void null_when_known_full(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle p = nsp_dmalloc(h, 64);\n"
+    "    uint ci = nsp_geom_size_to_class(64u) - NSP_DMIN_CLASS;\n"
+    "    __global ulong *sw = nsp__slotw(h, ci, nsp__slot_of_group(h));\n"
+    "    ulong w = NSP_V64(sw);\n"
+    "    atom_xchg(sw, (w & ~0xFFFFFul) | (NSP_DW_NAVAIL(w) + 1u));\n"
+    "    atom_xchg(&h->oom, NSP_V64(&h->epoch) + 1ul);\n"
+    "    ulong f0 = NSP_V64(&h->counter[NSP_DC_FORCED]);\n"
+    "    out[0] = nsp_dmalloc(h, 64);\n"
+    "    out[1] = NSP_V64(&h->counter[NSP_DC_FORCED]) - f0;\n"
+    "    atom_xchg(sw, w);\n"
+    "    nsp_dfree(h, p); /* clears the mark */\n"
+    "    out[2] = NSP_V64(&h->oom);\n"
+    "}\n"
+    /* a class's summary word: which centrals may hold a PARTIAL span (chunk 2, never carved,
+     * posed as PARTIAL in central 2 of 4) */
+    "__kernel void summary_word(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint cls = nsp_geom_size_to_class(64u), ci = cls - NSP_DMIN_CLASS;\n"
+    "    __global ulong *sum = nsp__summary(h, ci);\n"
+    "    out[0] = NSP_V64(sum);\n"
+    "    atomic_xchg(nsp__state(h, 2u), NSP_DST_MAKE(NSP_DS_PARTIAL, cls, 0u));\n"
+    "    nsp__publish(h, ci, 2u);\n"
+    "    out[1] = NSP_V64(sum);\n"
+    "    nsp__summary_clear(h, ci, 2u); /* a clearer that meets a publish keeps the bit */\n"
+    "    out[2] = NSP_V64(sum);\n"
+    "    out[3] = nsp__take_partial(h, ci, 0u);\n"
+    "    out[4] = NSP_V64(sum); /* a hint until a scan finds the central empty */\n"
+    "    out[5] = nsp__take_partial(h, ci, 0u);\n"
+    "    out[6] = NSP_V64(sum);\n"
+    "    atomic_xchg(nsp__state(h, 2u), NSP_DS_NEW);\n"
     "}\n"
     /* The churn stress (issue 13, Deliver 2): `rounds` malloc/free in one launch per work-item,
      * every class (and now and then a size of no class, or a large run). Each object is stamped
@@ -835,7 +870,7 @@ START_TEST(free_into_span_made_full_meanwhile)
     ck_assert_uint_eq(v[0], NSP_DS_CACHED);  /* the freer's stale read */
     ck_assert_uint_eq(v[1], NSP_DS_FULL);    /* released with nothing freed */
     ck_assert_msg(v[2] == NSP_DS_PARTIAL && v[3] == 1,
-                  "the free was stranded: span state %llu, %llu spans in the central",
+                  "the free was stranded: span state %llu, central summary %llu",
                   (unsigned long long)v[2], (unsigned long long)v[3]);
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.bad_frees, 0);
@@ -1433,6 +1468,54 @@ START_TEST(pacer_advice_reconcile_then_full)
 }
 END_TEST
 
+/* "A null returned quickly once the heap is known full" (issue 13, Deliver 5): a malloc that
+ * finds its slot being refilled while the out-of-memory mark stands returns the null without
+ * waiting out its bound of attempts and spins and without the forced path's search. */
+START_TEST(null_at_once_when_known_full)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_mem out = buffer(&e, 3 * 8, NULL);
+    launch(&e, "null_when_known_full", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[3];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[0], 0);
+    ck_assert_msg(v[1] == 0, "the malloc took the forced path (%llu) though the heap was known full",
+                  (unsigned long long)v[1]);
+    ck_assert_uint_eq(v[2], 0);
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.null_oom, 1);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
+/* Summary bitmaps (issue 13, Deliver 5): "has the class a PARTIAL span?" is one read of a word
+ * with a bit per central (no count shared by every central's publishes and takes); an empty scan
+ * clears its central's bit, and a clearer that meets a set bit in the central sets it again. */
+START_TEST(summary_word_says_which_central)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    nsp_cl_stats_t st = stats(&e);
+    ck_assert_uint_eq(st.centrals, 4);
+    cl_mem out = buffer(&e, 7 * 8, NULL);
+    launch(&e, "summary_word", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[7];
+    readb(&e, out, sizeof v, v);
+    ck_assert_uint_eq(v[0], 0);
+    ck_assert_msg(v[1] == 1u << 2, "summary 0x%llx after a publish in central 2",
+                  (unsigned long long)v[1]);
+    ck_assert_uint_eq(v[2], 1u << 2);
+    ck_assert_uint_eq(v[3], 2);
+    ck_assert_uint_eq(v[4], 1u << 2);
+    ck_assert_uint_eq(v[5], NSP_DSPAN_NONE);
+    ck_assert_uint_eq(v[6], 0);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 /* Constant objects per span (issue 13, Deliver 4): every class's span holds at least
  * NSP_DSPAN_OBJS objects (a 64 KiB span held 8 of 8 KiB: every 8th claim was a refill), the
  * objects of a span's tail chunks are freed into their head, and 2048 objects of 8 KiB on two
@@ -1570,6 +1653,8 @@ static Suite *suite(void)
     tcase_add_test(t, stats_print_shows_device_node);
     tcase_add_test(t, calloc_zeroes_reused_memory);
     tcase_add_test(t, spans_hold_constant_objects);
+    tcase_add_test(t, null_at_once_when_known_full);
+    tcase_add_test(t, summary_word_says_which_central);
     tcase_add_test(t, carve_past_the_end_feeds_the_pool);
     tcase_add_test(t, default_slots_follow_compute_units);
     tcase_add_test(t, aligned_allocation);
