@@ -4,7 +4,9 @@
  * and the steady state), plus the ordering shim's litmus test and the PTX check for a GPU run.
  *
  *   bench_device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--slots S]
- *                [--only CASE,..] [--json-out FILE]
+ *                [--only CASE,..] [--json-out FILE] [--prefetch]
+ *                                          (--prefetch: the library built -DNSP_PREFETCH, next
+ *                                          spans prepared before the current ones run out)
  *   bench_device --litmus [--iters I]      cross-work-group message passing, with/without shim
  *   bench_device --ptx FILE                writes the device binary (PTX on NVIDIA) and counts
  *                                          the 64-bit atomic add and membar.gl in it
@@ -274,6 +276,7 @@ static cl_command_queue q;
 static cl_program prog;
 static nsp_cl_heap_t *heap;
 static int json, reps = 5, quick, is_gpu;
+static int prefetch; /* --prefetch: the heap's library built with -DNSP_PREFETCH */
 static int failures; /* baselines that failed their check: the exit status is 1 */
 static size_t wg = 256;
 
@@ -946,8 +949,8 @@ static int ptx(const char *path)
 static void json_head(FILE *f, const nsp_cl_stats_t *st, size_t heap_mib, const char *warp)
 {
     fprintf(f, "{\"device\": \"%s\", \"gpu\": %s, \"heap_mib\": %zu, \"reps\": %d, "
-               "\"slots\": %u, \"warp_bump\": \"%s\", \"rows\": [\n", st->device,
-            is_gpu ? "true" : "false", heap_mib, reps, st->slots, warp);
+               "\"slots\": %u, \"prefetch\": %s, \"warp_bump\": \"%s\", \"rows\": [\n", st->device,
+            is_gpu ? "true" : "false", heap_mib, reps, st->slots, prefetch ? "true" : "false", warp);
 }
 
 /* Which warp-aggregated bump the device compiled (the kernel says, from its own macros). */
@@ -991,6 +994,8 @@ int main(int argc, char **argv)
             heap_mib = (size_t)atol(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--prefetch") == 0)
+            prefetch = 1;
         else if (strcmp(argv[i], "--ptx") == 0 && i + 1 < argc)
             ptx_path = argv[++i];
         else if (strcmp(argv[i], "--json-out") == 0 && i + 1 < argc) {
@@ -1001,7 +1006,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_device [--quick] [--json] [--reps R] [--max-n N] "
                             "[--heap-mib M] [--slots S] "
                             "[--only one,group,mixed,steady,scaling,frag,oom,init] "
-                            "[--litmus [--iters I]] [--ptx FILE] [--json-out FILE]\n");
+                            "[--prefetch] [--litmus [--iters I]] [--ptx FILE] [--json-out FILE]\n");
             return 2;
         }
     }
@@ -1038,7 +1043,7 @@ int main(int argc, char **argv)
     heap = nsp_cl_heap_create(ctx, dev, q, heap_mib << 20, &o);
     if (!heap)
         die("heap", nsp_cl_error());
-    prog = nsp_cl_build(heap, SRC, "");
+    prog = nsp_cl_build(heap, SRC, prefetch ? "-DNSP_PREFETCH" : "");
     if (!prog)
         die("build", nsp_cl_error());
     nsp_cl_stats_t st = stats();
@@ -1057,8 +1062,9 @@ int main(int argc, char **argv)
         json_head(jout, &st, heap_mib, warp);
     if (!json) {
         printf("device heap benchmarks on %s (%s), heap %zu MiB, %u slots x %u centrals per class, "
-               "groups of %zu, median of %d event-profiled runs\n",
-               st.device, is_gpu ? "GPU" : "CPU", heap_mib, st.slots, st.centrals, wg, reps);
+               "groups of %zu, median of %d event-profiled runs%s\n",
+               st.device, is_gpu ? "GPU" : "CPU", heap_mib, st.slots, st.centrals, wg, reps,
+               prefetch ? ", next spans prepared (-DNSP_PREFETCH)" : "");
         printf("baselines beside each case, run in turn with it: bump = one atom_add per "
                "work-item of a size not provably uniform (unaggregated); warp = one atomic per "
                "warp (%s); group = one atomic per work-group (local aggregation). x best: malloc "

@@ -18,7 +18,9 @@
  * 0 is the null handle, since offset 0 holds the header):
  *
  *   header   struct nsp_dheap_hdr: layout, counters of rare events
- *   slots    ulong[NSP_DNCLASSES][nslots]: one slot word per (class, slot)
+ *   slots    ulong[2][NSP_DNCLASSES][nslots]: one slot word per (class, slot), then one *next*
+ *            word per (class, slot): a span prepared before the slot's runs out (cursor 0, or
+ *            NSP_DW_EMPTY), which the slot's refill installs without a search
  *   stripes  long[nslots]: the ledger's charge counters, striped by slot (heapLive = their sum)
  *   partial  ulong[NSP_DNCLASSES]: each class's summary word: bit j set when central j may hold
  *            a PARTIAL span (a hint; at most 64 centrals)
@@ -94,7 +96,7 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
 /* ---- device heap -------------------------------------------------------------------------- */
 
 #define NSP_DHEAP_MAGIC 0x6e73706468656170ul /* "nspdheap" */
-#define NSP_DHEAP_VERSION 1u
+#define NSP_DHEAP_VERSION 2u
 
 #define NSP_DCHUNK_SHIFT 16u
 #define NSP_DCHUNK (1u << NSP_DCHUNK_SHIFT) /* 64 KiB: a small span, a unit of a large run */
@@ -234,8 +236,8 @@ struct nsp_ddesc {
 NSP_GEOM_INLINE nsp_u64 nsp_dheap_layout(struct nsp_dheap_hdr *h, nsp_u64 bytes, nsp_u64 nslots,
                                          nsp_u64 ncentrals)
 {
-    nsp_u64 fixed = sizeof(struct nsp_dheap_hdr) + NSP_DNCLASSES * nslots * 8u + nslots * 8u +
-                    NSP_DNCLASSES * 8u;
+    nsp_u64 fixed = sizeof(struct nsp_dheap_hdr) + 2u * NSP_DNCLASSES * nslots * 8u +
+                    nslots * 8u + NSP_DNCLASSES * 8u;
     /* per chunk: a state word, a descriptor, a central bit per class, the chunk */
     nsp_u64 per = 4u + sizeof(struct nsp_ddesc) + NSP_DNCLASSES / 8u + 1u + NSP_DCHUNK;
     nsp_u64 slack = 4u * 4096u + NSP_DNCLASSES * ncentrals * 8u;
@@ -246,7 +248,7 @@ NSP_GEOM_INLINE nsp_u64 nsp_dheap_layout(struct nsp_dheap_hdr *h, nsp_u64 bytes,
         nsp_u64 cw = ((n + ncentrals - 1u) / ncentrals + 63u) / 64u;
         nsp_u64 o = sizeof(struct nsp_dheap_hdr);
         h->off_slots = o;
-        o += NSP_DNCLASSES * nslots * 8u;
+        o += 2u * NSP_DNCLASSES * nslots * 8u; /* slot words, then next words */
         h->off_stripes = o;
         o += nslots * 8u;
         h->off_partial = o;

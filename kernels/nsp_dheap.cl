@@ -57,6 +57,10 @@
  *   (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
  *   OpenCL 1.2 (NVIDIA's) has no device-side enqueue, so "reclaim as its own kernel" is the
  *   host's nsp_cl_sweep between launches.
+ * - Next words: per (class, slot), a span prepared before the slot's current one runs out (built
+ *   with -DNSP_PREFETCH only; nsp__prefetch). The slot's refill installs it first; the searches
+ *   take other slots' prepared spans before their cached ones, the out-of-memory flush releases
+ *   them, and so does nsp_k_release. A prepared span is CACHED, held by no slot word.
  * - Centrals: per class, ncentrals bitmaps of chunks and one summary word with a bit per central
  *   (nsp__summary): "anything PARTIAL in this class?" is one read, and no counter is shared by
  *   all of a class's publishes and takes.
@@ -141,6 +145,11 @@ static inline __global uchar *nsp__b(__global nsp_dheap *h) { return (__global u
 static inline __global ulong *nsp__slotw(__global nsp_dheap *h, uint ci, uint s)
 {
     return (__global ulong *)(nsp__b(h) + h->off_slots) + (ulong)ci * h->nslots + s;
+}
+/* The (class, slot)'s next word: a span prepared before the slot's current one runs out. */
+static inline __global ulong *nsp__nextw(__global nsp_dheap *h, uint ci, uint s)
+{
+    return nsp__slotw(h, ci, s) + (ulong)NSP_DNCLASSES * h->nslots;
 }
 static inline __global long *nsp__stripe(__global nsp_dheap *h, uint s)
 {
@@ -673,13 +682,13 @@ static uint nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
     for (uint k = 0; k < NSP_DNCLASSES; k++) {
         if (k == ci)
             continue;
-        for (uint s = 0; s < n; s++) {
-            __global ulong *w = nsp__slotw(h, k, s);
+        for (uint s = 0; s < 2u * n; s++) { /* the slot words, then the prepared next words */
+            __global ulong *w = s < n ? nsp__slotw(h, k, s) : nsp__nextw(h, k, s - n);
             ulong v = NSP_V64(w);
             if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
                 continue;
             atom_inc(&h->holding); /* between its slot and its central: held */
-            nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s);
+            nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s & (n - 1u));
             nsp__unhold(h);
             released++;
         }
@@ -703,6 +712,76 @@ static ulong nsp__prepare_held(__global nsp_dheap *h, uint c, uint cls, int fres
     if (w == NSP_DW_EMPTY) /* put back from BUSY: no arrival to mark */
         atom_dec(&h->holding);
     return w;
+}
+
+/* The span prepared in (class ci, slot)'s next word, taken out (held, as nsp__get_span's words
+ * are, until its taker installs or releases it), or NSP_DW_EMPTY. */
+static ulong nsp__take_next(__global nsp_dheap *h, uint ci, uint slot)
+{
+    __global ulong *nx = nsp__nextw(h, ci, slot);
+    if (NSP_V64(nx) == NSP_DW_EMPTY)
+        return NSP_DW_EMPTY;
+    atom_inc(&h->holding); /* before it leaves the word: never unseen between two places */
+    ulong x = atom_xchg(nx, NSP_DW_EMPTY);
+    if (x == NSP_DW_EMPTY)
+        atom_dec(&h->holding); /* another taker's: nothing moved */
+    else
+        NSP_ACQUIRE(); /* its preparer's descriptor writes */
+    return x;
+}
+
+/* The claim that leaves a quarter of a dense span's entries (nsp__prefetch_at) prepares the
+ * slot's next span, so the claim at the end installs it without a search and the claims that
+ * wait on that refill wait for an exchange, not for a sweep or a carve. Dense spans only: a
+ * fresh span running out is a class growing, where the next span is sure to be wanted; in a
+ * steady state (spans reused with a few free entries) a prepared span is one more span cached
+ * per slot. Only the
+ * cheap places: a central's span or the carve counter; never the out-of-memory search, so a
+ * prepared span never takes the last memory from a slot that needs it now (and the searches
+ * take prepared spans). */
+#ifdef NSP_PREFETCH
+static inline uint nsp__prefetch_at(uint navail, uint nobj)
+{
+    return navail == nobj ? nobj - nobj / 4u : ~0u;
+}
+#else
+/* Off unless a program is built with -DNSP_PREFETCH (nsp_cl_build's options reach the library):
+ * on POCL it costs fragmentation (a span prepared per growing slot and class: range/live 2.2 ->
+ * 2.8) and cannot gain (a group's work-items run one after another on one thread, so none waits
+ * on a refill), and no GPU has measured it yet (`bench_device --prefetch`). */
+static inline uint nsp__prefetch_at(uint navail, uint nobj)
+{
+    return ~0u + 0u * (navail + nobj);
+}
+#endif
+static void nsp__prefetch(__global nsp_dheap *h, uint cls, uint slot)
+{
+    uint ci = cls - NSP_DMIN_CLASS;
+    __global ulong *nx = nsp__nextw(h, ci, slot);
+    if (NSP_V64(nx) != NSP_DW_EMPTY || nsp__oom_known(h))
+        return;
+    ulong w = NSP_DW_EMPTY;
+    uint c = nsp__take_partial(h, ci, slot * 7u);
+    if (c != (uint)NSP_DSPAN_NONE) {
+        nsp__count(h, NSP_DC_REUSED);
+        uint live = nsp__sweep(h, c, slot);
+        w = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
+    } else {
+        c = nsp__carve(h, nsp_dspan_chunks(cls));
+        if (c != (uint)NSP_DSPAN_NONE) {
+            nsp__count(h, NSP_DC_FRESH);
+            w = nsp__prepare_held(h, c, cls, 1, 0, slot);
+        }
+    }
+    if (w == NSP_DW_EMPTY)
+        return;
+    ulong old = atom_xchg(nx, w);
+    nsp__unhold(h); /* arrived in the next word: a search that passed it is not final */
+    if (old != NSP_DW_EMPTY) { /* another prefetcher's, after a refill took the one before */
+        atom_inc(&h->holding);
+        nsp__release_word(h, old, slot);
+        nsp__unhold(h);
+    }
 }
 
 static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
@@ -729,6 +808,14 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             c = nsp__scan_free(h, nsp_dspan_chunks(cls), slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 1, slot);
+            /* a span prepared for a slot of this class (any, this one's included): whole */
+            for (uint i = 0; i < h->nslots; i++) {
+                ulong x = nsp__take_next(h, ci, (slot + i) & ((uint)h->nslots - 1u));
+                if (x != NSP_DW_EMPTY) {
+                    nsp__count(h, NSP_DC_STEALS);
+                    return x;
+                }
+            }
             /* another slot's cached span of this class, taken whole; a used-up one that no claim
              * has come to refill (cursor == navail) goes back to its central, where frees into it
              * count again */
@@ -882,7 +969,10 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
                                uint size, uint nobj)
 {
     for (uint t = 0; t < 4u; t++) {
-        ulong nw = nsp__get_span(h, cls, slot);
+        /* the span prepared for this slot, else a search */
+        ulong nw = t == 0u ? nsp__take_next(h, cls - NSP_DMIN_CLASS, slot) : NSP_DW_EMPTY;
+        if (nw == NSP_DW_EMPTY)
+            nw = nsp__get_span(h, cls, slot);
         nsp_dhandle r = 0ul;
         int got = NSP__WAIT;
         if (nw != NSP_DW_EMPTY)
@@ -957,8 +1047,11 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
         ulong w = nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank);
         nsp_dhandle r = 0ul;
         int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, slot, &r);
-        if (got == NSP__GOT)
+        if (got == NSP__GOT) {
+            if (NSP_DW_CUR(w) + rank == nsp__prefetch_at(NSP_DW_NAVAIL(w), nobj))
+                nsp__prefetch(h, cls, slot);
             return r;
+        }
         if (got == NSP__REFILL)
             return nsp__refill(h, sw, cls, slot, size, nobj);
         if (got == NSP__LOST)
@@ -1183,6 +1276,8 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
         got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, sz, nobj, slot, &r);
         if (got == NSP__REFILL)
             r = nsp__refill(h, sw, cls, slot, sz, nobj);
+        else if (got == NSP__GOT && NSP_DW_CUR(w) + rank == nsp__prefetch_at(NSP_DW_NAVAIL(w), nobj))
+            nsp__prefetch(h, cls, slot);
     }
     barrier(CLK_GLOBAL_MEM_FENCE);
     if (want && (!small || got == NSP__WAIT || got == NSP__LOST))

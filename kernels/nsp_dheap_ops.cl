@@ -7,15 +7,16 @@
  * the live bytes exactly (DESIGN.md §5, "All modes").
  */
 
-/* One work-item per (class, slot). */
+/* One work-item per (class, slot) word and per (class, slot) next word (a prepared span). */
 __kernel void nsp_k_release(__global nsp_dheap *h)
 {
-    ulong i = get_global_id(0);
-    if (i >= (ulong)NSP_DNCLASSES * h->nslots)
+    ulong i = get_global_id(0), n = (ulong)NSP_DNCLASSES * h->nslots;
+    if (i >= 2ul * n)
         return;
-    uint ci = (uint)(i / h->nslots), s = (uint)(i % h->nslots);
-    ulong w = atom_xchg(nsp__slotw(h, ci, s), NSP_DW_EMPTY);
-    nsp__release_word(h, w, s);
+    ulong j = i % n;
+    uint ci = (uint)(j / h->nslots), s = (uint)(j % h->nslots);
+    __global ulong *w = i < n ? nsp__slotw(h, ci, s) : nsp__nextw(h, ci, s);
+    nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s);
 }
 
 /* One work-item per chunk. */

@@ -167,6 +167,23 @@ static const char *SRC =
     "    out[6] = NSP_V64(sum);\n"
     "    atomic_xchg(nsp__state(h, 2u), NSP_DS_NEW);\n"
     "}\n"
+    /* one work-item takes a span of 128 B objects to its last quarter, then past its end */
+    "__kernel void prefetch_next(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint cls = nsp_geom_size_to_class(128u), ci = cls - NSP_DMIN_CLASS, n = nsp_dspan_nobj(cls);\n"
+    "    uint slot = nsp__slot_of_group(h);\n"
+    "    nsp_dhandle first = 0ul, last = 0ul;\n"
+    "    for (uint i = 0; i <= n - n / 4u; i++) { last = nsp_dmalloc(h, 128); if (!i) first = last; }\n"
+    "    out[0] = NSP_V64(nsp__nextw(h, ci, slot));\n"
+    "    out[1] = NSP_V64(&h->counter[NSP_DC_FRESH]);\n"
+    "    for (uint i = n - n / 4u + 1u; i <= n; i++) last = nsp_dmalloc(h, 128);\n"
+    "    out[2] = NSP_V64(nsp__nextw(h, ci, slot));\n"
+    "    out[3] = NSP_DW_SPAN(NSP_V64(nsp__slotw(h, ci, slot)));\n"
+    "    out[4] = NSP_V64(&h->counter[NSP_DC_FRESH]);\n"
+    "    out[5] = NSP_V64(&h->counter[NSP_DC_STEALS]) + NSP_V64(&h->counter[NSP_DC_REUSED]);\n"
+    "    for (uint i = 0; i < n; i++) nsp_dfree(h, first + (ulong)i * 128u);\n"
+    "    nsp_dfree(h, last);\n"
+    "}\n"
     /* The churn stress (issue 13, Deliver 2): `rounds` malloc/free in one launch per work-item,
      * every class (and now and then a size of no class, or a large run). Each object is stamped
      * with its owner, size and round (LIVE | size << 40 | item << 16 | round in its first word,
@@ -1516,6 +1533,38 @@ START_TEST(summary_word_says_which_central)
 }
 END_TEST
 
+/* "The next span prepared before the current one runs out" (issue 13, Deliver 4), in a program
+ * built with -DNSP_PREFETCH (off by default: it costs fragmentation, kernels/nsp_dheap.cl): the
+ * claim that leaves a quarter of a dense span prepares the slot's next span (a carve here), and
+ * the claim at the end installs it with no search (no further carve, steal or reuse); the
+ * release kernel releases prepared spans too, so the heap reconciles to empty. */
+START_TEST(next_span_prepared_before_the_end)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_program plain = e.prog; /* off by default: the program asks for it */
+    e.prog = nsp_cl_build(e.h, SRC, "-DNSP_PREFETCH");
+    ck_assert_msg(e.prog != NULL, "%s", nsp_cl_error());
+    clReleaseProgram(plain);
+    cl_mem out = buffer(&e, 6 * 8, NULL);
+    launch(&e, "prefetch_next", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[6];
+    readb(&e, out, sizeof v, v);
+    ck_assert_msg(v[0] != NSP_DW_EMPTY && NSP_DW_CUR(v[0]) == 0 && v[1] == 2,
+                  "no span prepared at the last quarter (next word 0x%llx, %llu carved)",
+                  (unsigned long long)v[0], (unsigned long long)v[1]);
+    ck_assert_uint_eq(v[2], NSP_DW_EMPTY);         /* the refill took it */
+    ck_assert_uint_eq(v[3], NSP_DW_SPAN(v[0]));    /* and installed it */
+    ck_assert_uint_eq(v[4], 2);                    /* without a search */
+    ck_assert_uint_eq(v[5], 0);
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees, 0);
+    ck_assert_uint_eq(st.chunks_free, st.chunks_carved);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 /* Constant objects per span (issue 13, Deliver 4): every class's span holds at least
  * NSP_DSPAN_OBJS objects (a 64 KiB span held 8 of 8 KiB: every 8th claim was a refill), the
  * objects of a span's tail chunks are freed into their head, and 2048 objects of 8 KiB on two
@@ -1653,6 +1702,7 @@ static Suite *suite(void)
     tcase_add_test(t, stats_print_shows_device_node);
     tcase_add_test(t, calloc_zeroes_reused_memory);
     tcase_add_test(t, spans_hold_constant_objects);
+    tcase_add_test(t, next_span_prepared_before_the_end);
     tcase_add_test(t, null_at_once_when_known_full);
     tcase_add_test(t, summary_word_says_which_central);
     tcase_add_test(t, carve_past_the_end_feeds_the_pool);

@@ -103,6 +103,10 @@ bench_device_block() {
     say "slots per class: $s (mixed sizes, steady state and fragmentation)"
     timeout 60 "$bin/bench_device" "${quick[@]}" --reps 5 --slots $s --only mixed,steady,frag 2>&1 | tee -a "$out/slots.txt"
   done
+  # next spans prepared before the current ones run out (off by default: it costs fragmentation
+  # and POCL cannot show a gain; a GPU, where lanes wait on refills, decides)
+  say "next spans prepared ahead (--prefetch): one size, mixed, steady state, fragmentation"
+  timeout 60 "$bin/bench_device" "${quick[@]}" --reps 5 --prefetch --only one,mixed,steady,frag 2>&1 | tee "$out/prefetch.txt"
 }
 
 # The table of the run, and the targets against the strongest baseline: device.json is
