@@ -89,8 +89,8 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
     if (n <= 128u)
         return (n + 15u) / 16u + 1u;
     nsp_u32 e = 31u - NSP_GEOM_CLZ32(n - 1u);
-    nsp_u32 step = 1u << (e - 3u);
-    return 9u + (e - 7u) * 8u + (n - (1u << e) + step - 1u) / step;
+    nsp_u32 step = 1u << (e - 3u); /* a shift, not a divide: this runs on every device malloc */
+    return 9u + (e - 7u) * 8u + ((n - (1u << e) + step - 1u) >> (e - 3u));
 }
 
 /* ---- device heap -------------------------------------------------------------------------- */

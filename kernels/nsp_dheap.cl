@@ -203,6 +203,34 @@ static inline uint nsp__slot_of_group(__global nsp_dheap *h)
 #endif
 }
 
+/* Per class (index ci = class - NSP_DMIN_CLASS): objects per span (nsp_dspan_nobj) and
+ * ceil(2^40 / class size), so that the index of an object from its offset in a span (< 4 MiB) is
+ * a multiply and a shift, exact for every offset below 2^22 (the error stays below 2^-18, under
+ * the 1/size between two fractions of a quotient): DESIGN.md §3's "a multiply by a reciprocal,
+ * not a divide", here on every malloc and free. tests/test_device.c checks both against
+ * numaspan_geometry.h on the device. */
+__constant ushort nsp__nobj_tab[NSP_DNCLASSES] = {
+    4096u, 2048u, 1365u, 1024u, 819u, 682u, 585u, 512u, 910u, 819u, 744u, 682u, 630u, 585u, 546u,
+    512u, 682u, 614u, 558u, 512u, 630u, 585u, 546u, 512u, 568u, 512u, 558u, 512u, 551u, 512u,
+    546u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u,
+    512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u, 512u};
+__constant ulong nsp__recip_tab[NSP_DNCLASSES] = {
+    0x1000000000ul, 0x800000000ul, 0x555555556ul, 0x400000000ul, 0x333333334ul, 0x2aaaaaaabul,
+    0x24924924aul, 0x200000000ul, 0x1c71c71c8ul, 0x19999999aul, 0x1745d1746ul, 0x155555556ul,
+    0x13b13b13cul, 0x124924925ul, 0x111111112ul, 0x100000000ul, 0xe38e38e4ul, 0xcccccccdul,
+    0xba2e8ba3ul, 0xaaaaaaabul, 0x9d89d89eul, 0x92492493ul, 0x88888889ul, 0x80000000ul,
+    0x71c71c72ul, 0x66666667ul, 0x5d1745d2ul, 0x55555556ul, 0x4ec4ec4ful, 0x4924924aul,
+    0x44444445ul, 0x40000000ul, 0x38e38e39ul, 0x33333334ul, 0x2e8ba2e9ul, 0x2aaaaaabul,
+    0x27627628ul, 0x24924925ul, 0x22222223ul, 0x20000000ul, 0x1c71c71dul, 0x1999999aul,
+    0x1745d175ul, 0x15555556ul, 0x13b13b14ul, 0x12492493ul, 0x11111112ul, 0x10000000ul,
+    0xe38e38ful, 0xccccccdul, 0xba2e8bbul, 0xaaaaaabul, 0x9d89d8aul, 0x924924aul, 0x8888889ul,
+    0x8000000ul};
+static inline uint nsp__nobj(uint cls) { return nsp__nobj_tab[cls - NSP_DMIN_CLASS]; }
+static inline uint nsp__index(uint off, uint cls)
+{
+    return (uint)(((ulong)off * nsp__recip_tab[cls - NSP_DMIN_CLASS]) >> 40);
+}
+
 /* ---- bits ----------------------------------------------------------------------------------- */
 
 static inline ulong nsp__valid(uint nobj, uint w)
@@ -1037,7 +1065,7 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
  * directly from a central span (a null then means the heap is exhausted). */
 static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
 {
-    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = nsp_dspan_nobj(cls);
+    uint ci = cls - NSP_DMIN_CLASS, size = nsp_geom_class_size(cls), nobj = nsp__nobj(cls);
     uint mask = (uint)h->nslots - 1u;
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
@@ -1169,8 +1197,8 @@ static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint o
         nsp__bad_free(h, p);
         return;
     }
-    uint size = nsp_geom_class_size(cls), idx = off / size;
-    if (idx * size != off || idx >= nsp_dspan_nobj(cls)) { /* interior, or in the tail waste */
+    uint size = nsp_geom_class_size(cls), idx = nsp__index(off, cls);
+    if (idx * size != off || idx >= nsp__nobj(cls)) { /* interior, or in the tail waste */
         nsp__bad_free(h, p);
         return;
     }
@@ -1262,7 +1290,7 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     uint slot = nsp__slot_of_group(h);
     uint small = size <= NSP_DMAX_SMALL;
     uint cls = nsp_geom_size_to_class(size < 16ul ? 16u : (small ? (uint)size : 16u));
-    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = nsp_dspan_nobj(cls);
+    uint ci = cls - NSP_DMIN_CLASS, sz = nsp_geom_class_size(cls), nobj = nsp__nobj(cls);
     __global ulong *sw = nsp__slotw(h, ci, slot);
     if (lid == 0u) {
         ulong v = small && g->count ? NSP_V64(sw) : 0ul;
@@ -1318,8 +1346,8 @@ static ulong nsp_dusable(__global nsp_dheap *h, nsp_dhandle p)
     if ((st != NSP_DS_CACHED && st != NSP_DS_PARTIAL && st != NSP_DS_FULL && st != NSP_DS_BUSY) ||
         cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS)
         return 0ul;
-    uint size = nsp_geom_class_size(cls);
-    return off % size == 0u && off / size < nsp_dspan_nobj(cls) ? (ulong)size : 0ul;
+    uint size = nsp_geom_class_size(cls), idx = nsp__index(off, cls);
+    return idx * size == off && idx < nsp__nobj(cls) ? (ulong)size : 0ul;
 }
 
 /* Zeroes the first `bytes` of object p (rounded up to 8: every object is a multiple of 16). */

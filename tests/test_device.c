@@ -365,6 +365,13 @@ static const char *SRC =
     "    nsp_dfree(h, z); nsp_dfree(h, b); nsp_dfree(h, c);\n"
     "    out[k++] = k;\n"
     "}\n"
+    /* the kernels' per-class tables: objects per span, and the reciprocal of the size */
+    "__kernel void class_tables(__global ulong *out)\n"
+    "{\n"
+    "    uint k = (uint)get_global_id(0) + NSP_DMIN_CLASS;\n"
+    "    out[2u * (k - NSP_DMIN_CLASS)] = nsp__nobj(k);\n"
+    "    out[2u * (k - NSP_DMIN_CLASS) + 1u] = nsp__recip_tab[k - NSP_DMIN_CLASS];\n"
+    "}\n"
     "__kernel void classes(__global uint *out)\n"
     "{\n"
     "    uint n = (uint)get_global_id(0) + 1u;\n"
@@ -562,6 +569,24 @@ START_TEST(geometry_agrees_with_host)
         ck_assert_uint_eq(size, v[n - 1] >> 8);
     }
     free(v);
+    /* the kernels' tables (objects per span, reciprocals of the sizes) agree with the header, and
+     * the reciprocal gives every object's index exactly over a whole span */
+    cl_mem tb = buffer(&e, NSP_DNCLASSES * 16, NULL);
+    launch(&e, "class_tables", NSP_DNCLASSES, 0, 1, (struct arg[]){MEM(tb)});
+    uint64_t t[2 * NSP_DNCLASSES];
+    readb(&e, tb, sizeof t, t);
+    for (uint32_t k = NSP_DMIN_CLASS; k <= NSP_DMAX_CLASS; k++) {
+        uint64_t size = nsp_geom_class_size(k), m = t[2 * (k - NSP_DMIN_CLASS) + 1];
+        ck_assert_uint_eq(t[2 * (k - NSP_DMIN_CLASS)], nsp_dspan_nobj(k));
+        ck_assert_uint_eq(m, ((1ull << 40) + size - 1) / size);
+        uint64_t bad = 0, end = (uint64_t)nsp_dspan_chunks(k) * NSP_DCHUNK;
+        for (uint64_t i = 0; i * size < end; i++) /* each object's first and last byte */
+            for (uint64_t off = i * size; off < i * size + size && off < end; off += size - 1)
+                bad += (off * m) >> 40 != off / size;
+        ck_assert_msg(bad == 0, "class %llu B: %llu offsets with a wrong index",
+                      (unsigned long long)size, (unsigned long long)bad);
+    }
+    clReleaseMemObject(tb);
     clReleaseMemObject(out);
     env_close(&e);
 }
