@@ -1,5 +1,6 @@
 /*
- * host/cache.c — core caches: set-up, the foreign lock, and the slow paths (see cache.h).
+ * host/cache.c — core caches: set-up, the foreign lock, the bins' detach/fold/attach, and the
+ * slow paths (see cache.h for the bins' protocol and its invariant).
  *
  * Caches are laid out on their home node (bound when the topology is this machine). Which
  * caches may use rseq is decided once: glibc registered rseq for the thread (__rseq_size > 0),
@@ -13,6 +14,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "central.h"
@@ -26,6 +28,7 @@ _Atomic size_t nsp__cached_total;
 int nsp__rseq_enabled;
 int nsp__virtual;
 __thread struct nsp_cache *nsp__tc;
+__thread struct nsp_cache *nsp__tb;
 
 static long membarrier(int cmd, unsigned flags, int cpu)
 {
@@ -41,6 +44,13 @@ static int rseq_available(void)
 #else
     return 0;
 #endif
+}
+
+static uint64_t now_seed(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 int nsp__cache_init(void)
@@ -59,6 +69,10 @@ int nsp__cache_init(void)
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
         c->flush_gen = atomic_load(&nsp__sweepgen);
+        /* a different key sequence per cache and process (detection, not secrecy: NSP_SECURE
+         * is the hardened mode) */
+        c->key_state = (uint64_t)(uintptr_t)c ^ ((uint64_t)getpid() << 32) ^
+                       now_seed();
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             c->spans[k] = &nsp__empty_span;
     }
@@ -70,8 +84,11 @@ int nsp__cache_init(void)
                 if (hwloc_get_pu_obj_by_os_index(t->hw, cpu))
                     ncpu[t->cpu_to_cache[cpu]]++;
             for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
-                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1)
+                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1) {
                     nsp__caches[t->cpu_to_cache[cpu]].rseq_cpu = (int32_t)cpu;
+                    /* NSP_SECURE keeps its own slot order and checks: no bins there */
+                    nsp__caches[t->cpu_to_cache[cpu]].bins_on = !nsp__secure;
+                }
             nsp__os_unmap(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
         }
     }
@@ -97,6 +114,9 @@ struct nsp_cache *nsp__cache_acquire_slow(void)
 #ifdef NSP_RSEQ_LOCKS
         if (c->rseq_cpu == (int32_t)cpu) {
             nsp__tc = c;
+            /* the `exact` ledger charges every object: it keeps the locked path (set after
+             * nsp__cache_init, so read here) */
+            nsp__tb = c->bins_on && !nsp__ledger_exact() ? c : NULL;
             int r = nsp__rseq_trylock(&c->lock, (int)cpu);
             if (r > 0)
                 return c;
@@ -170,6 +190,203 @@ static int take_foreign(struct nsp_cache *c)
     return atomic_load(&c->lock) == 2;
 }
 
+/* ---- the bins: detach, fold, attach (cache.h) ---------------------------------------------------- */
+
+#ifdef NSP_RSEQ_LOCKS
+/* The owner's detach: a sequence on cpu whose commit stores key = 0. Once it commits, every other
+ * sequence on that cpu has either committed or will restart and read 0. Returns 1 when detached,
+ * 0 if the thread is not on cpu, -1 if aborted. */
+static int bin_detach_rseq(struct nsp_bin *b, int cpu)
+{
+    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+    int r;
+    __asm__ __volatile__(
+        ".pushsection __rseq_cs, \"aw\"\n\t"
+        ".balign 32\n\t"
+        "3:\n\t"
+        ".long 0x0, 0x0\n\t"
+        ".quad 1f, (2f - 1f), 4f\n\t"
+        ".popsection\n\t"
+        "leaq 3b(%%rip), %%rax\n\t"
+        "movq %%rax, %[rseq_cs]\n\t"
+        "1:\n\t"
+        "cmpl %[cpu], %[cpu_id]\n\t"
+        "jnz 5f\n\t"
+        "movq $0, %[key]\n\t"
+        "2:\n\t"
+        "movl $1, %[r]\n\t"
+        "jmp 7f\n\t"
+        ".pushsection __rseq_failure, \"ax\"\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n\t"
+        "4:\n\t"
+        "movl $-1, %[r]\n\t"
+        "jmp 7f\n\t"
+        ".popsection\n\t"
+        "5:\n\t"
+        "xorl %[r], %[r]\n\t"
+        "7:\n\t"
+        : [r] "=&r"(r), [rseq_cs] "=m"(rs->rseq_cs), [key] "=m"(b->key)
+        : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id)
+        : "memory", "cc", "rax");
+    return r;
+}
+#endif
+
+/* Folds detached bin cls back into its span: each listed object's alloc bit cleared (the list is
+ * walked with its saved key, every link checked: inside the span, at an object's start, and its
+ * alloc bit still set — a list that loops or holds an object twice fails the last test), the
+ * pops added to the span's count of allocations, and the local frees the bin took to its frees.
+ * A corrupt link is reported; the objects after it stay allocated (leaked, never handed out
+ * twice). Lock held, key == 0. */
+static void bin_fold(struct nsp_cache *c, unsigned cls)
+{
+    struct nsp_bin *b = &c->bins[cls];
+    uint64_t w = b->word;
+    if (!w && !b->carved)
+        return;
+    struct nsp_span *s = c->spans[cls];
+    uint64_t key = b->saved_key;
+    uint32_t pops = (uint32_t)(w & NSP_BIN_POPS), n = 0;
+    uintptr_t p = (uintptr_t)(w >> 16);
+    if (s == &nsp__empty_span || s->base != b->base) {
+        p = 0; /* cannot happen: a bin is attached only to its class's cached span */
+        nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)b->base);
+    }
+    while (p) {
+        uint32_t idx = nsp__span_index(s, p);
+        uint64_t bit = 1ULL << (idx & 63);
+        if (idx == UINT32_MAX || !(s->alloc_bits[idx >> 6] & bit)) {
+            nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)p);
+            break;
+        }
+        uint64_t next = *(const uint64_t *)p ^ key;
+        nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] & ~bit);
+        n++;
+        p = (uintptr_t)next;
+    }
+    if (s != &nsp__empty_span) {
+        s->alloc_count -= n;
+        s->nmalloc += pops;
+        /* listed = carved - pops + pushes */
+        int64_t pushes = (int64_t)n + pops - b->carved;
+        s->nfree += pushes > 0 ? (uint32_t)pushes : 0;
+    }
+    b->word = 0;
+    b->carved = 0;
+}
+
+/* Detaches every attached bin of c (key = 0 on each, then one fence of its cpu) and folds them.
+ * c is held by a foreign taker. Returns 0, or -1 if the fence failed (the keys are put back:
+ * nobody relied on them, and the cache is then not taken). */
+static int bins_detach_all(struct nsp_cache *c)
+{
+    uint64_t keys[NSP_NUM_CLASSES];
+    int any = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        keys[k] = atomic_load_explicit(&c->bins[k].key, memory_order_relaxed);
+        if (keys[k]) {
+            atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
+            any = 1;
+        }
+    }
+    if (any && fence_cpu(c->rseq_cpu) != 0) {
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+            if (keys[k])
+                atomic_store_explicit(&c->bins[k].key, keys[k], memory_order_release);
+        return -1;
+    }
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        bin_fold(c, k);
+    return 0;
+}
+
+int nsp__cache_settle(struct nsp_cache *c, unsigned cls)
+{
+    struct nsp_bin *b = &c->bins[cls];
+    uint64_t key = atomic_load_explicit(&b->key, memory_order_relaxed);
+    if (key) {
+        int r = 0;
+#ifdef NSP_RSEQ_LOCKS
+        while ((r = bin_detach_rseq(b, c->rseq_cpu)) < 0)
+            ;
+#endif
+        if (r == 0) { /* moved off the bin's cpu since taking the lock: store, then fence */
+            atomic_store_explicit(&b->key, 0, memory_order_relaxed);
+            if (fence_cpu(c->rseq_cpu) != 0) {
+                atomic_store_explicit(&b->key, key, memory_order_release);
+                return -1;
+            }
+        }
+    }
+    bin_fold(c, cls);
+    return 0;
+}
+
+/* The next key: never 0 (0 means detached). splitmix64. */
+static uint64_t next_key(struct nsp_cache *c)
+{
+    uint64_t z = (c->key_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
+/* Bytes of free slots one attach lists: a few KiB, so that RSS follows use (only listed objects'
+ * first words are written), and at least a few objects so that large classes still pair up. */
+#define NSP_BIN_CARVE_BYTES 4096
+#define NSP_BIN_CARVE_MIN 4
+
+/* Attaches settled bin cls to the cached span with its next free slots. Lock held, key == 0. */
+static void bin_fill(struct nsp_cache *c, unsigned cls)
+{
+    struct nsp_span *s = c->spans[cls];
+    struct nsp_bin *b = &c->bins[cls];
+    if (s == &nsp__empty_span)
+        return;
+    uint32_t want = NSP_BIN_CARVE_BYTES / s->elemsize;
+    if (want < NSP_BIN_CARVE_MIN)
+        want = NSP_BIN_CARVE_MIN;
+    uint64_t key = next_key(c);
+    uintptr_t head = 0;
+    uint64_t *prev = NULL;
+    uint32_t n = 0;
+    while (n < want) {
+        void *p = nsp__span_alloc_fast(s);
+        if (!p && !(p = nsp__span_next_free(s)))
+            break;
+        if (prev)
+            *prev = (uint64_t)(uintptr_t)p ^ key;
+        else
+            head = (uintptr_t)p;
+        prev = (uint64_t *)p;
+        n++;
+    }
+    if (!n)
+        return;
+    *prev = key; /* the end: 0, encoded */
+    b->word = (uint64_t)head << 16;
+    __atomic_store_n(&b->base, s->base, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->size, (uint64_t)s->nelems * s->elemsize, __ATOMIC_RELAXED);
+    b->saved_key = key;
+    b->carved = n;
+    c->bin_fills++;
+    atomic_store_explicit(&b->key, key, memory_order_release); /* attached */
+}
+
+void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
+{
+    if (nsp__cache_settle(c, cls) != 0)
+        return NULL;
+    void *p = nsp__cache_alloc_slow(c, cls);
+    if (p)
+        bin_fill(c, cls);
+    return p;
+}
+
+/* ---- the foreign lock (continued) ------------------------------------------------------------- */
+
 int nsp__cache_lock_foreign(struct nsp_cache *c)
 {
     if (c->rseq_cpu < 0) /* CAS takers only: the CAS alone decides */
@@ -179,6 +396,10 @@ int nsp__cache_lock_foreign(struct nsp_cache *c)
     if (pthread_mutex_trylock(&foreign_mutex) != 0)
         return 0;
     int r = take_foreign(c);
+    if (r && bins_detach_all(c) != 0) {
+        nsp__cache_unlock(c);
+        r = 0;
+    }
     pthread_mutex_unlock(&foreign_mutex);
     return r;
 }
@@ -186,9 +407,17 @@ int nsp__cache_lock_foreign(struct nsp_cache *c)
 void nsp__cache_lock_all(void)
 {
     pthread_mutex_lock(&foreign_mutex);
-    for (unsigned i = 0; i < nsp__ncaches; i++)
-        while (!take_foreign(&nsp__caches[i]))
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        for (;;) {
+            if (take_foreign(c)) {
+                if (c->rseq_cpu < 0 || bins_detach_all(c) == 0)
+                    break;
+                nsp__cache_unlock(c);
+            }
             sched_yield();
+        }
+    }
 }
 
 void nsp__cache_unlock_all(void)
@@ -205,11 +434,13 @@ static size_t span_bytes(unsigned cls)
     return (size_t)nsp__classes[cls].npages << NSP_PAGE_SHIFT;
 }
 
-void nsp__cache_release(struct nsp_cache *c, unsigned cls)
+int nsp__cache_release(struct nsp_cache *c, unsigned cls)
 {
     struct nsp_span *s = c->spans[cls];
     if (s == &nsp__empty_span)
-        return;
+        return 0;
+    if (nsp__cache_settle(c, cls) != 0) /* its bin's objects are the span's again first */
+        return -1;
     c->spans[cls] = &nsp__empty_span;
     c->held_bytes -= span_bytes(cls);
     atomic_fetch_sub_explicit(&nsp__cached_total, span_bytes(cls), memory_order_relaxed);
@@ -217,6 +448,7 @@ void nsp__cache_release(struct nsp_cache *c, unsigned cls)
     uint32_t mallocs = s->nmalloc;
     nsp__ledger_release(s, c->pending);
     nsp__central_uncache_span(s, mallocs);
+    return 0;
 }
 
 void nsp__cache_release_all(struct nsp_cache *c)
@@ -244,8 +476,9 @@ static void make_room(struct nsp_cache *c, unsigned cls, size_t need)
                 victim = k;
         if (!victim)
             return;
+        if (nsp__cache_release(c, victim) != 0)
+            return; /* unsettled (its cpu could not be fenced): over the cap for a while */
         c->cap_releases++;
-        nsp__cache_release(c, victim);
     }
 }
 
@@ -295,7 +528,8 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
             if ((p = nsp__span_next_free(s)))
                 return counted(c, s, p);
         }
-        nsp__cache_release(c, cls);
+        if (nsp__cache_release(c, cls) != 0)
+            return nsp__central_alloc(c->node, cls);
     }
     size_t bytes = span_bytes(cls);
     size_t cached = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes;

@@ -1,14 +1,49 @@
 /*
- * host/cache.h — core caches: one per core of the topology, one span per size class.
+ * host/cache.h — core caches: one per core of the topology, one span per size class, and on the
+ * real machine one restartable bin per size class in front of that span (DESIGN.md §3, "second
+ * generation of the fast path").
  *
- * Owns: the caches and their lock word. A thread finds its cache from its cpu (or virtual core)
- * and may touch it only holding its lock:
+ * Owns: the caches, their lock word and their bins.
+ *
+ * The bin (struct nsp_bin). An rseq cache (one cpu, rseq registered, not NSP_SECURE, not the
+ * `exact` ledger) keeps, per class, an intrusive free list of objects of its cached span:
+ *
+ *   word   (head << 16) | pops. head: the first free object (0: empty); pops: pops since the bin
+ *          was attached, mod 2^16 (a pop that would wrap misses instead, and the slow path folds
+ *          them into the span's count). The one word every sequence commits.
+ *   key    the span's link key for this attachment; 0 = detached. Each free object's first word
+ *          holds (next ^ key): a stray write or a second free of a listed object is caught when
+ *          the link is decoded (mimalloc's encoded free lists).
+ *   base, size   the cached span's objects [base, base + size): where a decoded link must point.
+ *
+ *   malloc = one restartable sequence: cpu, key != 0, head != 0, link decodes into the span,
+ *            then the commit stores word = (next << 16) | pops + 1: the commit IS the pop.
+ *   local free (the span is the one this bin holds) = one sequence that writes the object's
+ *            link and commits word = (object << 16) | pops: the commit IS the push.
+ *   No lock is held between sequences; a thread preempted anywhere on the fast path holds nothing.
+ *
+ * Objects in a bin's list have their alloc bit set (from the span's view they are the cache's),
+ * so remote freers and sweeps never touch them; the span's exact count is alloc_count minus the
+ * list's length, and folding a bin (below) makes it so again before anything reads the span.
+ *
+ * Who may change a bin: its cpu's sequences change `word` only while key != 0. Everything else
+ * (attach, detach, fold) is done by the holder of the cache's lock. Invariant: key == 0 implies
+ * that no sequence can commit to `word` any more, because whoever stored the 0 either did it as
+ * the commit of a sequence on the bin's cpu (the owner's slow path), or fenced the cpu after the
+ * store (membarrier PRIVATE_EXPEDITED_RSEQ: every sequence in flight there restarts and then
+ * reads 0) before relying on it. Detaching is therefore "key = 0, then fence"; folding is then
+ * a plain walk of a list nobody else touches: clear each object's alloc bit, alloc_count -= n,
+ * pops go to the span's nmalloc. Attaching stores word, base, size, then key (release).
+ * So cycles, idle release, trim, stats and every foreign taker reach the bins by detaching them
+ * when they take the cache (nsp__cache_lock_foreign), and the owner's next sequence simply misses.
+ * Neither the accounting mode nor sweepgen is read on the fast path: both are the slow path's.
+ *
+ * The lock word (slow paths and foreign takers only; the bins' fast path never reads it):
  *
  *   lock == 0   free
  *   lock == 1   held by a thread that took it with a restartable sequence (rseq) on the cache's
  *               own cpu: the sequence checks the cpu and the lock and stores 1 as its commit, so
- *               a preemption or migration in between restarts it. No atomic instruction: this is
- *               the fast path's critical section on the real machine.
+ *               a preemption or migration in between restarts it. No atomic instruction.
  *   lock == 2   held by a thread that took it with compare-and-swap: every taker of a cache with
  *               no single cpu (virtual cores, core/L2/L3 grouping, no rseq), and "foreign" takers
  *               of an rseq cache (the pacer, fork), which then fence the cache's cpu with
@@ -18,9 +53,12 @@
  *               2 can only be their own; a fence that fails makes the take fail.
  *   Release is a plain store of 0 (release order).
  *
+ * Caches without bins (virtual cores, grouping, no rseq, TSan builds, NSP_SECURE, `exact`) keep
+ * the first generation's path: malloc and local free under the try-lock, on the span's bitmap.
  * A try-lock that fails never spins: the caller goes to the central (DESIGN.md §3).
- * Invariants: spans[k] is &nsp__empty_span or a span CACHED by this cache with sizeclass k;
- * held_bytes is the sum of their span bytes and at most nsp__cache_max.
+ * Invariants: spans[k] is &nsp__empty_span or a span CACHED by this cache with sizeclass k; an
+ * attached bin k lists only free objects of spans[k]; held_bytes is the sum of their span bytes
+ * and at most nsp__cache_max.
  */
 #ifndef NSP_HOST_CACHE_H
 #define NSP_HOST_CACHE_H
@@ -33,18 +71,35 @@
 #include "topology/topology.h"
 #include "types.h"
 
+/* One size class's restartable bin (see above). The sequences read key, word, base and size and
+ * commit word; the rest is the lock holder's. One cache line: a pop touches one line. */
+struct nsp_bin {
+    uint64_t word;
+    _Atomic uint64_t key;
+    uintptr_t base;
+    uint64_t size;
+    uint64_t saved_key; /* the key the list was encoded with, kept across a detach (lock holder) */
+    uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
+} __attribute__((aligned(NSP_CACHE_LINE)));
+
+#define NSP_BIN_POPS 0xffffu
+
 struct nsp_cache {
     _Atomic uint32_t lock;
     int32_t rseq_cpu;  /* the one cpu that takes this cache by rseq, or -1 */
     uint32_t index;
     uint32_t node;
+    uint32_t bins_on;  /* 1: an rseq cache whose bins may be attached (set once at init) */
+    uint64_t key_state; /* the bins' key generator (lock holder) */
     size_t held_bytes;
     uint32_t flush_gen; /* sweepgen when the cache last released its spans (ledger.h) */
     struct nsp_span *spans[NSP_NUM_CLASSES];
     /* counters, under lock */
     uint64_t refills, releases, cap_releases;
     uint64_t sweeps, swept_objects;
+    uint64_t bin_fills;  /* bins attached by the slow path */
     int64_t pending[NSP_MAX_NODES]; /* negative heapLive changes not yet applied (ledger.h) */
+    struct nsp_bin bins[NSP_NUM_CLASSES];
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 extern struct nsp_cache *nsp__caches;
@@ -99,6 +154,127 @@ abort:
     return -1;
 }
 #define NSP_RSEQ_LOCKS 1
+
+/*
+ * The pop: one restartable sequence on cpu whose commit stores the bin's new word. Returns the
+ * object; NULL for a miss (not on cpu, bin detached or empty, its pops about to wrap, or a link
+ * that does not decode into the span — the slow path's fold reports that one); (void *)1 if the
+ * sequence was aborted (preempted, migrated, a signal): try again.
+ */
+static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b, int cpu)
+{
+    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+    uintptr_t p;
+    uint64_t w, k, t;
+    __asm__ __volatile__(
+        ".pushsection __rseq_cs, \"aw\"\n\t"
+        ".balign 32\n\t"
+        "3:\n\t"
+        ".long 0x0, 0x0\n\t"
+        ".quad 1f, (2f - 1f), 4f\n\t"
+        ".popsection\n\t"
+        "leaq 3b(%%rip), %[t]\n\t"
+        "movq %[t], %[rseq_cs]\n\t"
+        "1:\n\t"
+        "cmpl %[cpu], %[cpu_id]\n\t"
+        "jnz 5f\n\t"
+        "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
+        "testq %[k], %[k]\n\t"
+        "jz 5f\n\t"
+        "movq (%[b]), %[w]\n\t"
+        "movq %[w], %[p]\n\t"
+        "shrq $16, %[p]\n\t" /* head: 0 = empty */
+        "jz 5f\n\t"
+        "cmpw $-1, %w[w]\n\t" /* pops about to wrap */
+        "je 5f\n\t"
+        "movq (%[p]), %[t]\n\t"
+        "xorq %[k], %[t]\n\t" /* next, decoded */
+        "jz 6f\n\t"
+        "movq %[t], %[k]\n\t"
+        "subq 16(%[b]), %[k]\n\t"
+        "cmpq 24(%[b]), %[k]\n\t" /* next - base < size, or the link was overwritten */
+        "jae 5f\n\t"
+        "6:\n\t"
+        "shlq $16, %[t]\n\t"
+        "incw %w[w]\n\t"
+        "movzwl %w[w], %k[w]\n\t"
+        "orq %[w], %[t]\n\t"
+        "movq %[t], (%[b])\n\t" /* the commit: the pop */
+        "2:\n\t"
+        "jmp 7f\n\t"
+        ".pushsection __rseq_failure, \"ax\"\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n\t"
+        "4:\n\t"
+        "movl $1, %k[p]\n\t"
+        "jmp 7f\n\t"
+        ".popsection\n\t"
+        "5:\n\t"
+        "xorl %k[p], %k[p]\n\t"
+        "7:\n\t"
+        : [p] "=&r"(p), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
+        : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id), [b] "r"(b)
+        : "memory", "cc");
+    return (void *)p;
+}
+
+/*
+ * The push of object p of the span whose objects start at base: one restartable sequence on cpu
+ * that writes p's link (rewritten by a restart, so harmless) and commits the bin's new word.
+ * Returns 0 when pushed, 1 for a miss (not on cpu, bin detached or holding another span), 2 if
+ * the sequence was aborted: try again.
+ */
+static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, int cpu,
+                                                              uintptr_t base, void *p)
+{
+    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+    int r;
+    uint64_t w, k, t;
+    __asm__ __volatile__(
+        ".pushsection __rseq_cs, \"aw\"\n\t"
+        ".balign 32\n\t"
+        "3:\n\t"
+        ".long 0x0, 0x0\n\t"
+        ".quad 1f, (2f - 1f), 4f\n\t"
+        ".popsection\n\t"
+        "leaq 3b(%%rip), %[t]\n\t"
+        "movq %[t], %[rseq_cs]\n\t"
+        "1:\n\t"
+        "cmpl %[cpu], %[cpu_id]\n\t"
+        "jnz 5f\n\t"
+        "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
+        "testq %[k], %[k]\n\t"
+        "jz 5f\n\t"
+        "cmpq %[base], 16(%[b])\n\t" /* the bin holds p's span */
+        "jnz 5f\n\t"
+        "movq (%[b]), %[w]\n\t"
+        "movq %[w], %[t]\n\t"
+        "shrq $16, %[t]\n\t"
+        "xorq %[k], %[t]\n\t"
+        "movq %[t], (%[p])\n\t" /* p's link: the old head, encoded */
+        "movq %[p], %[t]\n\t"
+        "shlq $16, %[t]\n\t"
+        "movzwl %w[w], %k[w]\n\t"
+        "orq %[w], %[t]\n\t"
+        "movq %[t], (%[b])\n\t" /* the commit: the push */
+        "2:\n\t"
+        "xorl %[r], %[r]\n\t"
+        "jmp 7f\n\t"
+        ".pushsection __rseq_failure, \"ax\"\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n\t"
+        "4:\n\t"
+        "movl $2, %[r]\n\t"
+        "jmp 7f\n\t"
+        ".popsection\n\t"
+        "5:\n\t"
+        "movl $1, %[r]\n\t"
+        "7:\n\t"
+        : [r] "=&r"(r), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
+        : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id), [b] "r"(b), [base] "r"(base), [p] "r"(p)
+        : "memory", "cc");
+    return r;
+}
 #endif
 
 static inline int nsp__cache_cas_lock(struct nsp_cache *c)
@@ -116,6 +292,9 @@ static inline void nsp__cache_unlock(struct nsp_cache *c)
 /* The cache the thread last took by rseq (its cpu's), or NULL: lets the fast path skip the
  * cpu -> cache table while the thread stays on one cpu. */
 extern __thread struct nsp_cache *nsp__tc;
+/* The same cache when its bins are on (an rseq cache, not NSP_SECURE, not `exact`), else NULL:
+ * the fast path's one test for "use the bins". Set with nsp__tc by the slow path. */
+extern __thread struct nsp_cache *nsp__tb;
 extern int nsp__virtual; /* copy of nsp__topo->virtual_cores, one load away */
 
 /* The calling thread's cache, locked, or NULL if it cannot be taken at once (held by another
@@ -160,7 +339,8 @@ static inline unsigned nsp__cache_index_now(void)
     return nsp__topo_current_cache(nsp__topo);
 }
 
-/* Takes cache c from any thread (pacer, fork, tests): 1 if taken, 0 if busy. */
+/* Takes cache c from any thread (pacer, fork, tests): 1 if taken, 0 if busy. A taken cache's bins
+ * are detached and folded: its spans' bitmaps and counts are exact while it is held. */
 int nsp__cache_lock_foreign(struct nsp_cache *c);
 /* Test hooks of the foreign take (tests only; 0 and NULL otherwise). nsp__test_fence_fail: the
  * next fence fails as if membarrier had refused (1; its fallback still runs) or fails outright
@@ -168,17 +348,29 @@ int nsp__cache_lock_foreign(struct nsp_cache *c);
  * rseq taker may commit. */
 extern _Atomic int nsp__test_fence_fail;
 extern void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
-/* Takes every cache, waiting for each (fork's prepare handler); and gives them back. */
+/* Takes every cache, waiting for each, bins detached and folded (fork's prepare handler, stats,
+ * the recount); and gives them back. */
 void nsp__cache_lock_all(void);
 void nsp__cache_unlock_all(void);
 
 /* ---- slow paths (lock held) ------------------------------------------------------------------- */
 
+/* The bins' slow path: bin cls missed. Detaches and folds it, takes one object the first
+ * generation's way (nsp__cache_alloc_slow: sweep, rewind, release, refill) and attaches the bin
+ * again with the next few KiB of free slots. NULL if no node has memory, or if the bin could not
+ * be detached (the caller goes to the central). */
+void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls);
+/* Detaches bin cls and folds its list back into the span (see above): afterwards the span's
+ * bitmap and counts are exact and the bin is empty. Returns 0, or -1 if the bin's cpu could not be
+ * fenced (the bin is then left as it was). */
+int nsp__cache_settle(struct nsp_cache *c, unsigned cls);
+
 /* An object of class cls when the cached span has none past its cursor: sweep in place and
  * rewind, or release the span and refill from the central. NULL if no node has memory. */
 void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls);
-/* Gives span of class cls back to its central. */
-void nsp__cache_release(struct nsp_cache *c, unsigned cls);
+/* Gives span of class cls back to its central (its bin settled first). Returns 0, or -1 if the
+ * bin could not be settled (the span stays). */
+int nsp__cache_release(struct nsp_cache *c, unsigned cls);
 /* Gives every span back (pacer's idle release, malloc_trim). */
 void nsp__cache_release_all(struct nsp_cache *c);
 /* ---- lock-free reading (any thread, the cache's lock not taken) ------------------------------ */

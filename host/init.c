@@ -273,6 +273,8 @@ void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *add
         [NSP_ERR_DOUBLE_FREE] = "double free: the object is not allocated",
         [NSP_ERR_CANARY] = "heap overflow: the canary after the object was overwritten",
         [NSP_ERR_WRITE_AFTER_FREE] = "write after free: the slot was written while it was free",
+        [NSP_ERR_FREE_LIST] = ("free list corrupt: the freed object's link was overwritten (a "
+                               "write after free) or the object was freed twice"),
     };
     atomic_fetch_add(&nsp__errors[kind], 1);
     char msg[256];

@@ -1,16 +1,18 @@
 /*
  * host/malloc.c — the malloc entry points: nsp_* and the standard names.
  *
- * Owns: the routing of each request. Small (<= 32 KiB): the calling thread's core cache, whose
- * cached span gives a slot with plain loads and stores under the cache's lock (taken with rseq
- * on the real machine: no atomic instruction); a miss goes down to the central; a cache that
- * cannot be taken at once sends the request to the central directly. Large: page-granular spans
- * from the node's page heap; huge (>= 32 MiB): a mapping of its own.
+ * Owns: the routing of each request. Small (<= 32 KiB): the calling thread's core cache. On the
+ * real machine that is its bin (cache.h): one restartable sequence whose commit pops, no lock and
+ * no atomic; a miss takes the cache's lock and goes to the slow path, which refills the bin from
+ * the cached span (or the central). Caches without bins give a slot from the cached span's bitmap
+ * under the cache's lock. A cache that cannot be taken at once sends the request to the central.
+ * Large: page-granular spans from the node's page heap; huge (>= 32 MiB): a mapping of its own.
  *
  * free: the page map gives the span; a pointer no span owns, one inside an object, or a freed
- * object is reported (runtime.h). A free by the thread whose core caches the span is applied
- * directly under the cache lock, after re-checking that the cache still holds the span; every
- * other free is one atomic OR on the span's freed bitmap (DESIGN.md §3, deferred frees).
+ * object is reported (runtime.h). A free by the thread whose core caches the span is a push onto
+ * its bin (one restartable sequence), or, without bins or when the object looks freed already,
+ * applied under the cache lock after re-checking that the cache still holds the span (the bin
+ * settled first); every other free is one atomic OR on the span's freed bitmap (DESIGN.md §3).
  * errno: untouched by every call that succeeds (an allocation that got its memory only after a
  * refusal inside — a spill to another node, a retry after a trim — included), set by every one
  * that fails (ENOMEM, EINVAL); free keeps it.
@@ -61,12 +63,15 @@ static void *outcome(void *p, int saved)
 static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp_cache *c)
 {
     int saved = errno;
-    void *p;
+    void *p = NULL;
     if (c) {
-        p = nsp__cache_alloc_slow(c, cls);
+        p = c->bins_on && nsp__tb == c ? nsp__cache_alloc_bin(c, cls)
+                                       : nsp__cache_alloc_slow(c, cls);
         nsp__cache_unlock(c);
-    } else {
-        /* the cache is busy (or this cpu has none): the central serves, nobody spins */
+    }
+    if (!p) {
+        /* the cache is busy (or this cpu has none, or its bin could not be detached): the
+         * central serves, nobody spins */
         p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
     }
     if (!p) { /* no cache lock held now: a trim may take the other caches */
@@ -77,10 +82,12 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
     return outcome(p, saved);
 }
 
-static inline void *alloc_small(unsigned cls)
+/* The first generation's path: the cache's lock, then the cached span's bitmap. Caches without
+ * bins (cache.h) live on it; the bins' misses come through it to their slow path. */
+static __attribute__((noinline)) void *alloc_small_locked(unsigned cls)
 {
     struct nsp_cache *c = nsp__cache_acquire();
-    if (likely(c)) {
+    if (likely(c) && !(c->bins_on && nsp__tb == c)) {
         struct nsp_span *s = c->spans[cls];
         /* a cycle since this cache last looked: its spans are stale, the slow path releases them */
         uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
@@ -94,6 +101,26 @@ static inline void *alloc_small(unsigned cls)
         }
     }
     return alloc_small_slow(cls, c);
+}
+
+static inline void *alloc_small(unsigned cls)
+{
+#ifdef NSP_RSEQ_LOCKS
+    /* the bins (cache.h): one restartable sequence whose commit is the pop */
+    struct nsp_cache *tb = nsp__tb;
+    if (likely(tb != NULL)) {
+        void *p;
+        while (unlikely((p = nsp__bin_pop(&tb->bins[cls], tb->rseq_cpu)) == (void *)1))
+            ;
+        if (likely(p)) {
+            /* the link is the program's now: a free of an object never written must not look
+             * like a free of a listed one (free_to_bin) */
+            *(uint64_t *)p = 0;
+            return p;
+        }
+    }
+#endif
+    return alloc_small_locked(cls);
 }
 
 static unsigned current_node(void)
@@ -239,7 +266,70 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
     }
 }
 
-NSP_EXPORT void nsp_free(void *p)
+#ifdef NSP_RSEQ_LOCKS
+/* A local free into the thread's bin (cache.h): 0 when pushed; 1 when the locked path must do
+ * it: the bin is detached or holds another span, or the object does not look allocated. Its alloc
+ * bit must be set (0: freed already, or folded back from a bin), and its first word must not
+ * decode, with the bin's key, to a link of this span: a listed object's does, so a second free
+ * of it goes to the locked path, which settles the bin and answers exactly (a live object whose
+ * first word decodes so by chance is freed there too). The key is read first: a fold clears
+ * alloc bits before a new key is published, so a stale key implies a current bit. */
+static inline int free_to_bin(struct nsp_cache *tb, struct nsp_span *s, uint32_t idx, void *p)
+{
+    struct nsp_bin *b = &tb->bins[s->sizeclass];
+    uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
+    uintptr_t base = __atomic_load_n(&b->base, __ATOMIC_RELAXED);
+    if (unlikely(!key) || unlikely(base != s->base))
+        return 1;
+    if (unlikely(!(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
+                   (1ULL << (idx & 63)))))
+        return 1;
+    uint64_t link = *(const uint64_t *)p ^ key;
+    if (unlikely(link - base < __atomic_load_n(&b->size, __ATOMIC_RELAXED) || link == 0))
+        return 1;
+    int r;
+    while (unlikely((r = nsp__bin_push(b, tb->rseq_cpu, s->base, p)) == 2))
+        ;
+    return r;
+}
+#endif
+
+/* A small object's free that its bin did not take: the locked local free, or a remote one. */
+static __attribute__((noinline)) void free_small(struct nsp_span *s, uint32_t idx, void *p)
+{
+    if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
+        nsp__secure_free(s, idx, p);
+    uint32_t hint = nsp__cache_hint();
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
+        (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
+        /* (a span another cache holds is freed remotely without taking our own cache) */
+        struct nsp_cache *c = nsp__cache_acquire();
+        if (likely(c)) {
+            /* re-checked under the lock: only this cache can take the span from itself; its
+             * bin settled first, so that the bitmap's answer is exact (a double free of an
+             * object in the bin's list is caught here) */
+            if (likely(c->spans[s->sizeclass] == s) &&
+                likely(nsp__cache_settle(c, s->sizeclass) == 0)) {
+                int r = nsp__span_free_local(s, idx);
+                if (likely(r == 0)) {
+                    s->nfree++;
+                    if (nsp__ledger_exact())
+                        nsp__ledger_exact_objects(s, -1, c->pending);
+                }
+                nsp__cache_unlock(c);
+                if (unlikely(r < 0))
+                    nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+                return;
+            }
+            nsp__cache_unlock(c);
+        }
+    }
+    free_remote(s, idx, p);
+}
+
+/* Every free the bins' fast path does not finish: NULL, foreign, large, interior, or a small one
+ * without bins. */
+static __attribute__((noinline)) void free_any(void *p)
 {
     if (unlikely(!p))
         return;
@@ -257,31 +347,29 @@ NSP_EXPORT void nsp_free(void *p)
         nsp__report_error(NSP_ERR_INTERIOR, "free", p);
         return;
     }
-    if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
-        nsp__secure_free(s, idx, p);
-    uint32_t hint = nsp__cache_hint();
-    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
-        (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
-        /* (a span another cache holds is freed remotely without taking our own cache) */
-        struct nsp_cache *c = nsp__cache_acquire();
-        if (likely(c)) {
-            /* re-checked under the lock: only this cache can take the span from itself */
-            if (likely(c->spans[s->sizeclass] == s)) {
-                int r = nsp__span_free_local(s, idx);
-                if (likely(r == 0)) {
-                    s->nfree++;
-                    if (nsp__ledger_exact())
-                        nsp__ledger_exact_objects(s, -1, c->pending);
-                }
-                nsp__cache_unlock(c);
-                if (unlikely(r < 0))
-                    nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+    free_small(s, idx, p);
+}
+
+NSP_EXPORT void nsp_free(void *p)
+{
+#ifdef NSP_RSEQ_LOCKS
+    /* the bins' fast path: a small object of the span our bin holds is pushed (free_to_bin),
+     * with no call, no lock and no atomic; everything else is free_any's */
+    struct nsp_cache *tb = nsp__tb;
+    if (likely(tb != NULL) && likely(p != NULL)) {
+        struct nsp_span *s = nsp__span_of(p);
+        if (likely(s != NULL) && likely(s->sizeclass != 0)) {
+            uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+            if (likely(idx != UINT32_MAX)) {
+                if (likely(free_to_bin(tb, s, idx, p) == 0))
+                    return;
+                free_small(s, idx, p);
                 return;
             }
-            nsp__cache_unlock(c);
         }
     }
-    free_remote(s, idx, p);
+#endif
+    free_any(p);
 }
 
 /* ---- the rest of the API ---------------------------------------------------------------------- */
@@ -321,6 +409,32 @@ NSP_EXPORT size_t nsp_malloc_usable_size(void *p)
         return ((size_t)s->npages << NSP_PAGE_SHIFT) - ((uintptr_t)p - s->base) -
                (nsp__secure ? NSP_PAGE_SIZE : 0); /* the guard page */
     return nsp__secure_usable(s->sizeclass, s->elemsize); /* the canary is not the program's */
+}
+
+/* Whether slot idx of s (object p) is allocated, exactly: an object in a bin's list still has its
+ * alloc bit set, so one whose first word decodes to a link of its span (see free_to_bin) has its
+ * cache taken, which folds the bins, and is asked again. */
+static int slot_live(struct nsp_span *s, uint32_t idx, void *p)
+{
+    (void)p; /* without rseq there are no bins to ask */
+    if (!nsp__span_slot_live(s, idx))
+        return 0;
+#ifdef NSP_RSEQ_LOCKS
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED) {
+        struct nsp_cache *c = &nsp__caches[__atomic_load_n(&s->cache, __ATOMIC_RELAXED)];
+        struct nsp_bin *b = &c->bins[s->sizeclass];
+        uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
+        uintptr_t base = __atomic_load_n(&b->base, __ATOMIC_RELAXED);
+        uint64_t link = *(const uint64_t *)p ^ key;
+        if (key && base == s->base &&
+            (link - base < __atomic_load_n(&b->size, __ATOMIC_RELAXED) || link == 0)) {
+            if (nsp__cache_lock_foreign(c))
+                nsp__cache_unlock(c);
+            return nsp__span_slot_live(s, idx);
+        }
+    }
+#endif
+    return 1;
 }
 
 /* realloc of an object that is not allocated (freed already): reported like a double free;
@@ -369,7 +483,7 @@ NSP_EXPORT void *nsp_realloc(void *p, size_t n)
             return NULL;
         }
         /* a freed object must not come back as the result: the next malloc would alias it */
-        if (!nsp__span_slot_live(s, idx))
+        if (!slot_live(s, idx, p))
             return realloc_freed(p);
         old = nsp__secure_usable(s->sizeclass, s->elemsize);
         if (n <= NSP_MAX_SMALL && nsp__size_to_class(n) == s->sizeclass)

@@ -694,7 +694,7 @@ static uint64_t fingerprint(const struct nsp_cache *c)
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         const struct nsp_span *s = c->spans[k];
         if (s != &nsp__empty_span)
-            f = f * 31 + s->freeindex * 7 + s->alloc_count;
+            f = f * 31 + s->freeindex * 7 + s->alloc_count + s->nmalloc; /* + a bin's pops */
     }
     return f;
 }

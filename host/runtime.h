@@ -44,6 +44,7 @@ enum nsp_error_kind {
     NSP_ERR_DOUBLE_FREE,   /* free of an object that is not allocated */
     NSP_ERR_CANARY,        /* NSP_SECURE: the canary after an object was overwritten */
     NSP_ERR_WRITE_AFTER_FREE, /* NSP_SECURE: a freed slot's poison was overwritten */
+    NSP_ERR_FREE_LIST,     /* a bin's free-list link was overwritten, or an object listed twice */
     NSP_ERR__COUNT
 };
 extern _Atomic uint64_t nsp__errors[NSP_ERR__COUNT];
