@@ -146,6 +146,7 @@ static pthread_mutex_t foreign_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 _Atomic int nsp__test_fence_fail;
 void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
+void (*_Atomic nsp__test_detach_window)(struct nsp_cache *c);
 
 /* Makes every rseq sequence on cpu that read the lock word before now restart: 0 on success.
  * membarrier(PRIVATE_EXPEDITED_RSEQ) does it; if the kernel refuses (a seccomp filter, an
@@ -237,8 +238,8 @@ static int bin_detach_rseq(struct nsp_bin *b, int cpu)
  * walked with its saved key, every link checked: inside the span, at an object's start, and its
  * alloc bit still set — a list that loops or holds an object twice fails the last test), the
  * pops added to the span's count of allocations, and the local frees the bin took to its frees.
- * A corrupt link is reported; the objects after it stay allocated (leaked, never handed out
- * twice). Lock held, key == 0. */
+ * A corrupt link is reported, naming the object it was read from; the objects after it stay
+ * allocated (leaked, never handed out twice). Lock held, key == 0. */
 static void bin_fold(struct nsp_cache *c, unsigned cls)
 {
     struct nsp_bin *b = &c->bins[cls];
@@ -253,16 +254,20 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
         p = 0; /* cannot happen: a bin is attached only to its class's cached span */
         nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)b->base);
     }
+    uintptr_t prev = 0;
     while (p) {
         uint32_t idx = nsp__span_index(s, p);
         uint64_t bit = 1ULL << (idx & 63);
         if (idx == UINT32_MAX || !(s->alloc_bits[idx >> 6] & bit)) {
-            nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)p);
+            /* the link that led here was overwritten, or p is listed twice: name the object
+             * whose link it is (the head's is the bin's word, which nothing else writes) */
+            nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)(prev ? prev : p));
             break;
         }
         uint64_t next = *(const uint64_t *)p ^ key;
         nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] & ~bit);
         n++;
+        prev = p;
         p = (uintptr_t)next;
     }
     if (s != &nsp__empty_span) {
@@ -290,6 +295,10 @@ static int bins_detach_all(struct nsp_cache *c)
             any = 1;
         }
     }
+    void (*window)(struct nsp_cache *) = atomic_load_explicit(&nsp__test_detach_window,
+                                                              memory_order_relaxed);
+    if (any && window)
+        window(c); /* tests: a sequence that read a key before the stores may commit here */
     if (any && fence_cpu(c->rseq_cpu) != 0) {
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
             if (keys[k])

@@ -348,6 +348,9 @@ int nsp__cache_lock_foreign(struct nsp_cache *c);
  * rseq taker may commit. */
 extern _Atomic int nsp__test_fence_fail;
 extern void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
+/* Test hook of the bins' detach: called between a foreign taker's stores of key = 0 and its fence
+ * of the cpu, where a sequence that read a key before the stores may still commit. */
+extern void (*_Atomic nsp__test_detach_window)(struct nsp_cache *c);
 /* Takes every cache, waiting for each, bins detached and folded (fork's prepare handler, stats,
  * the recount); and gives them back. */
 void nsp__cache_lock_all(void);

@@ -1,0 +1,491 @@
+/*
+ * tests/test_bins.c — the restartable bins of host/cache.h as a deterministic interleaving, and
+ * the errors they must catch.
+ *
+ * A restartable sequence cannot be stopped half-way (a preemption or a signal restarts it), so the
+ * interleavings are played with a model of each sequence, step by step, on the real bin: the steps
+ * are the asm's (read the key, read the word, read the link, check it, commit), in the same order,
+ * with the same encoding. The rules the model obeys are the kernel's: a sequence preempted on its
+ * cpu, or on the cpu a fence reaches, restarts from its first step; one that commits before the
+ * fence is seen by the fold after it. Between any two steps the test lets another thread of the
+ * cpu pop or push (the real nsp__bin_pop / nsp__bin_push), or a foreign taker detach the bin (the
+ * real nsp__cache_lock_foreign, with the hook between its stores of key = 0 and its fence), and
+ * then checks what must hold: no object handed out twice, none lost, and after the fold the span's
+ * bitmap and count exact (alloc bit set exactly for the objects the program holds).
+ *
+ * Needs bins: the real machine with rseq (the test pins itself to its cpu). Elsewhere (virtual
+ * cores, no rseq, valgrind, TSan builds) each case says it is skipped, and why.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/cache.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/span.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+#ifdef NSP_RSEQ_LOCKS
+
+#define SZ 20000 /* a class nothing else in the process uses: its spans hold only our objects */
+#define MAXL 64
+
+static unsigned cls;
+static int cpu;
+
+/* Pins the thread to its cpu and makes sure its bin of class cls is attached with a few objects.
+ * Returns 0 when the bins are off here (the reason printed). */
+static int ready(const char *name)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        fprintf(stderr, "%s: skipped: cannot pin the thread to its cpu\n", name);
+        return 0;
+    }
+    cls = nsp__size_to_class(SZ);
+    free(malloc(SZ));
+    if (!nsp__tb) {
+        fprintf(stderr, "%s: skipped: no bins here (no rseq, virtual cores, NSP_SECURE or exact)\n",
+                name);
+        return 0;
+    }
+    cpu = nsp__tb->rseq_cpu;
+    nsp__on_error = NSP_ON_ERROR_WARN; /* count the errors these tests commit */
+    return 1;
+}
+
+static struct nsp_bin *bin(void)
+{
+    return &nsp__tb->bins[cls];
+}
+
+static struct nsp_span *span(void)
+{
+    return nsp__tb->spans[cls];
+}
+
+/* The bin's list, head first (a plain walk: nothing else runs). */
+static unsigned list(uintptr_t *out)
+{
+    struct nsp_bin *b = bin();
+    uint64_t key = atomic_load(&b->key);
+    unsigned n = 0;
+    for (uintptr_t p = (uintptr_t)(b->word >> 16); p && n < MAXL; n++) {
+        out[n] = p;
+        p = (uintptr_t)(*(uint64_t *)p ^ key);
+    }
+    return n;
+}
+
+/* Makes the bin attached with at least 3 listed objects (a malloc that misses attaches it). */
+static void attach(void)
+{
+    uintptr_t l[MAXL];
+    for (int i = 0; i < 4 && (!atomic_load(&bin()->key) || list(l) < 3); i++) {
+        void *p = malloc(SZ);
+        free(p);
+    }
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    ck_assert_uint_ge(list(l), 3);
+}
+
+static int alloc_bit(uintptr_t p)
+{
+    struct nsp_span *s = nsp__span_of((void *)p);
+    uint32_t idx = nsp__span_index(s, p);
+    return (int)((s->alloc_bits[idx >> 6] >> (idx & 63)) & 1);
+}
+
+/* What a malloc does with a popped object: its link is the program's now. */
+static void *take(uintptr_t p)
+{
+    *(uint64_t *)p = 0;
+    return (void *)p;
+}
+
+/* ---- the model of a sequence ------------------------------------------------------------------- */
+
+enum { RUNNING, DONE, MISS };
+
+struct seq {
+    int push; /* 0: pop, 1: push of obj */
+    int step, result;
+    uint64_t key, w;
+    uintptr_t head, next, obj;
+};
+
+#define POP_STEPS 5  /* key, word, link, check, commit */
+#define PUSH_STEPS 5 /* key, span, word, link write, commit */
+
+static void step(struct seq *m)
+{
+    struct nsp_bin *b = bin();
+    if (m->result != RUNNING)
+        return;
+    int k = m->step++;
+    if (!m->push) {
+        switch (k) {
+        case 0:
+            if (cpu != sched_getcpu() || !(m->key = atomic_load(&b->key)))
+                m->result = MISS;
+            break;
+        case 1:
+            m->w = b->word;
+            m->head = (uintptr_t)(m->w >> 16);
+            if (!m->head || (m->w & NSP_BIN_POPS) == NSP_BIN_POPS)
+                m->result = MISS;
+            break;
+        case 2:
+            m->next = (uintptr_t)(*(uint64_t *)m->head ^ m->key);
+            break;
+        case 3:
+            if (m->next && m->next - b->base >= b->size)
+                m->result = MISS;
+            break;
+        case 4:
+            b->word = ((uint64_t)m->next << 16) | ((m->w & NSP_BIN_POPS) + 1);
+            m->result = DONE;
+            break;
+        }
+    } else {
+        switch (k) {
+        case 0:
+            if (cpu != sched_getcpu() || !(m->key = atomic_load(&b->key)))
+                m->result = MISS;
+            break;
+        case 1:
+            if (b->base != nsp__span_of((void *)m->obj)->base)
+                m->result = MISS;
+            break;
+        case 2:
+            m->w = b->word;
+            break;
+        case 3:
+            *(uint64_t *)m->obj = (m->w >> 16) ^ m->key;
+            break;
+        case 4:
+            b->word = ((uint64_t)m->obj << 16) | (m->w & NSP_BIN_POPS);
+            m->result = DONE;
+            break;
+        }
+    }
+}
+
+static void run_to_end(struct seq *m)
+{
+    while (m->result == RUNNING)
+        step(m);
+}
+
+/* The model agrees with the asm: from equal states, equal results (the test's premise). */
+START_TEST(model_matches_the_sequences)
+{
+    if (!ready("model_matches_the_sequences"))
+        return;
+    attach();
+    uintptr_t l[MAXL];
+    list(l);
+    uint64_t w0 = bin()->word;
+    struct seq m = {0};
+    run_to_end(&m);
+    uint64_t w_model = bin()->word;
+    bin()->word = w0; /* undo, and let the real pop do the same */
+    void *p = nsp__bin_pop(bin(), cpu);
+    ck_assert_int_eq(m.result, DONE);
+    ck_assert_ptr_eq((void *)m.head, p);
+    ck_assert_uint_eq(bin()->word, w_model);
+    uint64_t w1 = bin()->word;
+    struct seq u = {.push = 1, .obj = (uintptr_t)p};
+    run_to_end(&u);
+    uint64_t wu = bin()->word, link = *(uint64_t *)p;
+    bin()->word = w1;
+    ck_assert_int_eq(nsp__bin_push(bin(), cpu, span()->base, p), 0);
+    ck_assert_int_eq(u.result, DONE);
+    ck_assert_uint_eq(bin()->word, wu);
+    ck_assert_uint_eq(*(uint64_t *)p, link);
+}
+END_TEST
+
+/* A pop preempted after each of its steps, while another thread of the cpu pops: the preempted one
+ * restarts and gets the next object. Had it gone on with what it read, from the word on it would
+ * hand out the same object a second time: the restart is what makes it safe. */
+START_TEST(pop_preempted_at_every_step)
+{
+    if (!ready("pop_preempted_at_every_step"))
+        return;
+    for (int k = 0; k < POP_STEPS; k++) {
+        attach();
+        uintptr_t l[MAXL];
+        unsigned n = list(l);
+        struct seq m = {0};
+        for (int i = 0; i < k; i++)
+            step(&m);
+        ck_assert_int_eq(m.result, RUNNING);
+        void *a = nsp__bin_pop(bin(), cpu); /* the other thread */
+        ck_assert_ptr_eq(a, (void *)l[0]);
+        if (k >= 2) /* had it gone on, it would commit the word it read: a's second hand-out */
+            ck_assert_ptr_eq((void *)m.head, a);
+        m = (struct seq){0}; /* preempted: restarts */
+        run_to_end(&m);
+        ck_assert_int_eq(m.result, DONE);
+        ck_assert_ptr_eq((void *)m.head, (void *)l[1]);
+        ck_assert_ptr_ne((void *)m.head, a);
+        uintptr_t after[MAXL];
+        ck_assert_uint_eq(list(after), n - 2);
+        free(take((uintptr_t)a));
+        free(take(m.head));
+    }
+}
+END_TEST
+
+/* A push preempted after each of its steps, while another thread of the cpu pops or pushes: the
+ * restarted push lands on top of what the other left, and nothing is lost. */
+START_TEST(push_preempted_at_every_step)
+{
+    if (!ready("push_preempted_at_every_step"))
+        return;
+    for (int other = 0; other < 2; other++)
+        for (int k = 0; k < PUSH_STEPS; k++) {
+            attach();
+            uintptr_t p = (uintptr_t)take((uintptr_t)nsp__bin_pop(bin(), cpu));
+            uintptr_t q = (uintptr_t)take((uintptr_t)nsp__bin_pop(bin(), cpu));
+            uintptr_t l[MAXL];
+            unsigned n = list(l);
+            struct seq m = {.push = 1, .obj = p};
+            for (int i = 0; i < k; i++)
+                step(&m);
+            ck_assert_int_eq(m.result, RUNNING);
+            void *a = NULL;
+            if (other == 0)
+                a = take((uintptr_t)nsp__bin_pop(bin(), cpu));
+            else
+                ck_assert_int_eq(nsp__bin_push(bin(), cpu, span()->base, (void *)q), 0);
+            m = (struct seq){.push = 1, .obj = p}; /* preempted: restarts */
+            run_to_end(&m);
+            ck_assert_int_eq(m.result, DONE);
+            uintptr_t after[MAXL];
+            unsigned na = list(after);
+            ck_assert_uint_eq(after[0], p);
+            if (other == 0) {
+                ck_assert_ptr_eq(a, (void *)l[0]);
+                ck_assert_uint_eq(na, n); /* one popped, one pushed */
+                ck_assert_uint_eq(after[1], l[1]);
+                free(a);
+                free((void *)q);
+            } else {
+                ck_assert_uint_eq(na, n + 2);
+                ck_assert_uint_eq(after[1], q);
+                ck_assert_uint_eq(after[2], l[0]);
+            }
+        }
+}
+END_TEST
+
+/* ---- a foreign detach at every step ------------------------------------------------------------ */
+
+static struct seq *window_seq;
+static int window_commits; /* 1: the sequence runs to its end before the fence reaches its cpu */
+
+static void detach_window(struct nsp_cache *c)
+{
+    (void)c;
+    ck_assert_uint_eq(atomic_load(&bin()->key), 0); /* the stores came first */
+    if (window_commits)
+        run_to_end(window_seq);
+}
+
+/* One case: the model sequence m has done k steps when a foreign taker detaches the bin; it either
+ * commits before the fence or is restarted by it. Afterwards (the fold done) every object the test
+ * holds has its alloc bit set, every other one of the span not, and alloc_count counts exactly
+ * the held ones. held/nheld: objects the test holds before; m's object is added when it got one. */
+static void detach_case(struct seq *m, int k, int commits, uintptr_t *held, unsigned nheld)
+{
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    for (int i = 0; i < k; i++)
+        step(m);
+    ck_assert_int_eq(m->result, RUNNING);
+    window_seq = m;
+    window_commits = commits;
+    atomic_store(&nsp__test_detach_window, detach_window);
+    int taken = nsp__cache_lock_foreign(nsp__tb);
+    atomic_store(&nsp__test_detach_window, NULL);
+    ck_assert_int_eq(taken, 1);
+    if (!commits) {
+        ck_assert_int_eq(m->result, RUNNING); /* the fence restarted it: it begins again, ... */
+        *m = (struct seq){.push = m->push, .obj = m->obj};
+    }
+    struct nsp_span *s = span();
+    ck_assert_uint_eq(bin()->word, 0);
+    ck_assert_uint_eq(atomic_load(&bin()->key), 0);
+    if (!m->push && m->result == DONE)
+        held[nheld++] = m->head;
+    if (m->push && m->result == DONE) { /* pushed before the fence: folded as freed */
+        for (unsigned i = 0; i < nheld; i++)
+            if (held[i] == m->obj)
+                held[i] = held[--nheld];
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int h = 0;
+        for (unsigned j = 0; j < nheld; j++)
+            h |= held[j] == l[i];
+        ck_assert_int_eq(alloc_bit(l[i]), h);
+    }
+    for (unsigned j = 0; j < nheld; j++)
+        ck_assert_int_eq(alloc_bit(held[j]), 1);
+    ck_assert_uint_eq(s->alloc_count, nheld);
+    nsp__cache_unlock(nsp__tb);
+    if (!commits) {
+        run_to_end(m); /* ... and reads key 0: a miss, the slow path's to do */
+        ck_assert_int_eq(m->result, MISS);
+    }
+    for (unsigned j = 0; j < nheld; j++)
+        free((void *)held[j]);
+}
+
+START_TEST(pop_detached_at_every_step)
+{
+    if (!ready("pop_detached_at_every_step"))
+        return;
+    for (int commits = 0; commits < 2; commits++)
+        for (int k = 0; k < POP_STEPS; k++) {
+            attach();
+            struct seq m = {0};
+            uintptr_t held[MAXL];
+            detach_case(&m, k, commits, held, 0);
+            if (commits)
+                /* one that had read the key commits its pop; one that had not (k == 0) starts
+                 * after the stores, reads 0 and misses */
+                ck_assert_int_eq(m.result, k == 0 ? MISS : DONE);
+        }
+}
+END_TEST
+
+START_TEST(push_detached_at_every_step)
+{
+    if (!ready("push_detached_at_every_step"))
+        return;
+    for (int commits = 0; commits < 2; commits++)
+        for (int k = 0; k < PUSH_STEPS; k++) {
+            attach();
+            uintptr_t held[MAXL];
+            held[0] = (uintptr_t)take((uintptr_t)nsp__bin_pop(bin(), cpu));
+            struct seq m = {.push = 1, .obj = held[0]};
+            /* copies: detach_case frees what is still held at its end */
+            detach_case(&m, k, commits, held, 1);
+            if (commits)
+                ck_assert_int_eq(m.result, k == 0 ? MISS : DONE);
+        }
+}
+END_TEST
+
+/* ---- errors the bins catch --------------------------------------------------------------------- */
+
+static uint64_t errors(enum nsp_error_kind k)
+{
+    return atomic_load(&nsp__errors[k]);
+}
+
+/* A second free of an object sitting in the bin's list: its first word decodes to a link of the
+ * span, so the free goes to the locked path, which folds the bin and finds the bit clear. */
+START_TEST(local_double_free_in_the_list_is_caught)
+{
+    if (!ready("local_double_free_in_the_list_is_caught"))
+        return;
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    free(p);
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    void *a = malloc(SZ), *b = malloc(SZ);
+    ck_assert_ptr_ne(a, b); /* handed out once */
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* A second free after the bin was folded (a foreign taker came between): the alloc bit is clear,
+ * so the push is refused and the locked path reports it. */
+START_TEST(local_double_free_after_a_fold_is_caught)
+{
+    if (!ready("local_double_free_after_a_fold_is_caught"))
+        return;
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    free(p);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* detach and fold */
+    nsp__cache_unlock(nsp__tb);
+    free(malloc(SZ)); /* the bin attached again, with other objects */
+    memset(p, 0, sizeof(uint64_t)); /* nothing in the object says "listed" */
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    void *a = malloc(SZ), *b = malloc(SZ);
+    ck_assert_ptr_ne(a, b);
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* A write into a free object's link: the pop refuses the link (it does not decode into the span),
+ * the slow path's fold reports the object, and nothing is handed out twice. */
+START_TEST(stray_write_into_a_free_object_is_caught)
+{
+    if (!ready("stray_write_into_a_free_object_is_caught"))
+        return;
+    attach();
+    uint64_t before = errors(NSP_ERR_FREE_LIST);
+    void *q = malloc(SZ);
+    void *p = malloc(SZ);
+    free(p); /* p heads the list */
+    ((volatile uint64_t *)p)[0] = 0x4141414141414141ULL; /* written after free */
+    void *r = malloc(SZ);
+    uint64_t reported = errors(NSP_ERR_FREE_LIST);
+    ck_assert_uint_eq(reported, before + 1);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_ne(r, q);
+    void *s = malloc(SZ);
+    ck_assert_ptr_ne(r, s);
+    free(q);
+    free(r);
+    free(s);
+}
+END_TEST
+
+#endif /* NSP_RSEQ_LOCKS */
+
+START_TEST(bins_are_built_here)
+{
+#ifndef NSP_RSEQ_LOCKS
+    fprintf(stderr, "test_bins: skipped: this build has no rseq sequences (TSan, not x86-64, or "
+                    "no rseq in glibc): the locked path is covered by the other suites\n");
+#endif
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("bins");
+    TCase *tc = tcase_create("protocol");
+    tcase_add_test(tc, bins_are_built_here);
+#ifdef NSP_RSEQ_LOCKS
+    tcase_add_test(tc, model_matches_the_sequences);
+    tcase_add_test(tc, pop_preempted_at_every_step);
+    tcase_add_test(tc, push_preempted_at_every_step);
+    tcase_add_test(tc, pop_detached_at_every_step);
+    tcase_add_test(tc, push_detached_at_every_step);
+    tcase_add_test(tc, local_double_free_in_the_list_is_caught);
+    tcase_add_test(tc, local_double_free_after_a_fold_is_caught);
+    tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
+#endif
+    suite_add_tcase(s, tc);
+    return nsp_run_suite(s);
+}
