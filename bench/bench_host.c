@@ -5,10 +5,11 @@
  *   bench_host run WORKLOAD [--threads N] [--seconds S] [--size B]
  *       runs one workload with whatever malloc the process has (the driver preloads the
  *       allocator under test) and prints one JSON line: its metric, peak RSS and CPU time;
- *   bench_host [--quick] [--threads N] [--reps R] [--json] [--only W,..] [--allocators A,..]
+ *   bench_host [--quick] [--threads N[,N..]] [--reps R] [--json] [--only W,..] [--allocators A,..]
  *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc, numaspan and
  *       numaspan-secure (the same library with NSP_SECURE=1: what the hardened mode costs), in
- *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc.
+ *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc. A list
+ *       of thread counts gives one table (one JSON line) per count, e.g. --threads 1,2,8,32.
  * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
  * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
  */
@@ -93,6 +94,37 @@ static double w_pairs(void)
     } while ((t = now()) - t0 < seconds);
     (void)sink;
     return (t - t0) * 1e9 / (double)iters;
+}
+
+/* per-thread malloc/free loops: each thread allocates a batch of 64 objects of 16..256 B, writes
+ * them, and frees them in the order it got them; nothing crosses threads. Metric: malloc+free
+ * pairs per second, all threads together. */
+static void *loops_thread(void *arg)
+{
+    uint64_t seed = 11 + (uintptr_t)arg * 7919, ops = 0;
+    void *p[64];
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        for (int r = 0; r < 100; r++) {
+            for (int i = 0; i < 64; i++) {
+                size_t n = 16 + rng(&seed) % 241;
+                p[i] = malloc(n);
+                touch(p[i], n);
+            }
+            for (int i = 0; i < 64; i++)
+                free(p[i]);
+        }
+        ops += 6400;
+    }
+    atomic_fetch_add(&total_ops, ops);
+    return NULL;
+}
+
+static double w_loops(void)
+{
+    atomic_store(&total_ops, 0);
+    double t0 = now();
+    run_threads(loops_thread, nthreads);
+    return (double)atomic_load(&total_ops) / (now() - t0);
 }
 
 /* server simulation (Larson): live blocks of 8..1000 B, replace a random one; every so often a
@@ -433,6 +465,7 @@ static const struct workload workloads[] = {
     {"pairs-16", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 16 B"},
     {"pairs-64", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 64 B"},
     {"pairs-256", w_pairs, "ns/pair", 0, 0, "single thread malloc+free of 256 B"},
+    {"loops", w_loops, "Mpairs/s", 1, 0, "per-thread malloc/free loops, 16..256 B, batches of 64"},
     {"larson", w_larson, "Mops/s", 1, 0, "server simulation (Larson), blocks handed between threads"},
     {"prodcons", w_prodcons, "Mfrees/s", 1, 0, "producer/consumer, every free remote"},
     {"falseshare", w_falseshare, "Kops/s", 1, 0, "passive false sharing"},
@@ -555,15 +588,19 @@ static int listed(const char *list, const char *name)
 
 static int driver(int reps, int json, const char *only, const char *which, const char *lib)
 {
-    find_allocators(lib);
-    for (size_t i = 0; i < NALLOC; i++)
+    static int looked;
+    if (!looked)
+        find_allocators(lib);
+    for (size_t i = 0; i < NALLOC && !looked; i++)
         if (!allocators[i].present)
             fprintf(stderr, "bench: %s not found (%s): its column is empty\n", allocators[i].name,
                     strncmp(allocators[i].name, "numaspan", 8) == 0 ? "pass --lib"
                                                                    : "apt-get install it");
+    looked = 1;
     static double v[NWORK][NALLOC][64];
     static long rss[NWORK][NALLOC][64];
     static int nv[NWORK][NALLOC];
+    memset(nv, 0, sizeof nv);
     double t0 = now();
     size_t nruns = 0, total = 0;
     for (size_t w = 0; w < NWORK; w++)
@@ -689,7 +726,7 @@ int main(int argc, char **argv)
     }
     int reps = 5, json = 0;
     const char *only = NULL, *which = NULL, *lib = getenv("NSP_BENCH_LIB");
-    const char *workload = NULL;
+    const char *workload = NULL, *thread_list = "2";
     int i = 1;
     if (argc > 2 && strcmp(argv[1], "run") == 0) {
         workload = argv[2];
@@ -697,7 +734,7 @@ int main(int argc, char **argv)
     }
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            nthreads = (unsigned)atoi(argv[++i]);
+            thread_list = argv[++i];
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             seconds = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
@@ -715,18 +752,39 @@ int main(int argc, char **argv)
             seconds = 0.2;
         } else {
             fprintf(stderr,
-                    "usage: bench_host [--quick] [--threads N] [--seconds S] [--reps R] [--json]\n"
+                    "usage: bench_host [--quick] [--threads N[,N..]] [--seconds S] [--reps R] [--json]\n"
                     "                  [--only W,..] [--allocators A,..] [--lib libnumaspan.so]\n"
                     "       bench_host run WORKLOAD [--threads N] [--seconds S]\n"
                     "bench_host: unknown argument \"%s\"\n", argv[i]);
             return 2;
         }
     }
-    if (nthreads == 0 || nthreads > 1024 || seconds <= 0 || reps < 1 || reps > 64) {
-        fprintf(stderr, "bench_host: threads 1..1024, seconds > 0, reps 1..64\n");
+    if (seconds <= 0 || reps < 1 || reps > 64) {
+        fprintf(stderr, "bench_host: seconds > 0, reps 1..64\n");
         return 2;
     }
-    if (workload)
+    unsigned counts[16], ncounts = 0;
+    for (const char *t = thread_list; *t && ncounts < 16;) {
+        char *end;
+        unsigned long v = strtoul(t, &end, 10);
+        if (end == t || v == 0 || v > 1024 || (*end && *end != ',')) {
+            fprintf(stderr, "bench_host: --threads \"%s\": thread counts 1..1024, separated by "
+                            "commas\n", thread_list);
+            return 2;
+        }
+        counts[ncounts++] = (unsigned)v;
+        t = *end ? end + 1 : end;
+    }
+    if (workload) {
+        nthreads = counts[0];
         return run_one(workload);
-    return driver(reps, json, only, which, lib);
+    }
+    int rc = 0;
+    for (unsigned k = 0; k < ncounts; k++) {
+        nthreads = counts[k];
+        if (k && !json)
+            printf("\n");
+        rc |= driver(reps, json, only, which, lib);
+    }
+    return rc;
 }

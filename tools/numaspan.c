@@ -34,7 +34,7 @@ static void usage(FILE *out)
             "      every NSP_* environment variable: meaning, default, current value.\n"
             "  run [--topology SPEC] [--grouping G] [--stats] [--on-error abort|warn] -- CMD ARGS\n"
             "      runs CMD with numaspan preloaded (LD_PRELOAD) and these options set.\n"
-            "  bench host [--quick] [--threads N] [--reps R] [--json] [--only W,..]\n"
+            "  bench host [--quick] [--threads N[,N..]] [--reps R] [--json] [--only W,..]\n"
             "      host workloads under glibc, jemalloc, mimalloc, tcmalloc and numaspan, side by\n"
             "      side: medians, ratios to glibc, peak RSS.\n"
             "  bench pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,..] [--live SIZE,..]\n"
