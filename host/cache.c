@@ -68,6 +68,8 @@ int nsp__cache_init(void)
         c->index = i;
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            c->bins[k].cpu = -1;
         c->flush_gen = atomic_load(&nsp__sweepgen);
         /* a different key sequence per cache and process (detection, not secrecy: NSP_SECURE
          * is the hardened mode) */
@@ -86,6 +88,8 @@ int nsp__cache_init(void)
             for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
                 if (hwloc_get_pu_obj_by_os_index(t->hw, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1) {
                     nsp__caches[t->cpu_to_cache[cpu]].rseq_cpu = (int32_t)cpu;
+                    for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+                        nsp__caches[t->cpu_to_cache[cpu]].bins[k].cpu = (int32_t)cpu;
                     /* NSP_SECURE keeps its own slot order and checks: no bins there */
                     nsp__caches[t->cpu_to_cache[cpu]].bins_on = !nsp__secure;
                 }

@@ -6,7 +6,8 @@
  * Owns: the caches, their lock word and their bins.
  *
  * The bin (struct nsp_bin). An rseq cache (one cpu, rseq registered, not NSP_SECURE, not the
- * `exact` ledger) keeps, per class, an intrusive free list of objects of its cached span:
+ * `exact` ledger) keeps, per class, an intrusive free list of objects of its cached span (the
+ * span's objects only: a bin never holds another span's):
  *
  *   word   (head << 16) | pops. head: the first free object (0: empty); pops: pops since the bin
  *          was attached, mod 2^16 (a pop that would wrap misses instead, and the slow path folds
@@ -80,6 +81,7 @@ struct nsp_bin {
     uint64_t size;
     uint64_t saved_key; /* the key the list was encoded with, kept across a detach (lock holder) */
     uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
+    int32_t cpu;        /* the cache's rseq cpu, copied here so that a sequence reads one line */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 #define NSP_BIN_POPS 0xffffu
@@ -161,7 +163,7 @@ abort:
  * that does not decode into the span — the slow path's fold reports that one); (void *)1 if the
  * sequence was aborted (preempted, migrated, a signal): try again.
  */
-static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b, int cpu)
+static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b)
 {
     struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     uintptr_t p;
@@ -176,7 +178,8 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         "leaq 3b(%%rip), %[t]\n\t"
         "movq %[t], %[rseq_cs]\n\t"
         "1:\n\t"
-        "cmpl %[cpu], %[cpu_id]\n\t"
+        "movl %[cpu_id], %k[t]\n\t"
+        "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
         "jnz 5f\n\t"
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
         "testq %[k], %[k]\n\t"
@@ -213,19 +216,23 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         "xorl %k[p], %k[p]\n\t"
         "7:\n\t"
         : [p] "=&r"(p), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
-        : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id), [b] "r"(b)
+        : [cpu_id] "m"(rs->cpu_id), [b] "r"(b)
         : "memory", "cc");
     return (void *)p;
 }
 
 /*
- * The push of object p of the span whose objects start at base: one restartable sequence on cpu
- * that writes p's link (rewritten by a restart, so harmless) and commits the bin's new word.
- * Returns 0 when pushed, 1 for a miss (not on cpu, bin detached or holding another span), 2 if
- * the sequence was aborted: try again.
+ * The local free of object p of the span whose objects start at base: one restartable sequence on
+ * the bin's cpu. Inside it, after the key is read (see free_to_bin in malloc.c for why this
+ * order): p's alloc bit (bit `bit` of *bits) must be set, and p's first word must not decode to a
+ * link of this span (a listed object's does); then it writes p's link (rewritten by a restart, so
+ * harmless) and commits the bin's new word. Returns 0 when pushed, 1 for a miss (not on the cpu,
+ * bin detached or holding another span, or p not plainly allocated: the locked path decides), 2
+ * if the sequence was aborted: try again.
  */
-static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, int cpu,
-                                                              uintptr_t base, void *p)
+static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, uintptr_t base,
+                                                              void *p, const uint64_t *bits,
+                                                              uint64_t bit)
 {
     struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     int r;
@@ -240,13 +247,23 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "leaq 3b(%%rip), %[t]\n\t"
         "movq %[t], %[rseq_cs]\n\t"
         "1:\n\t"
-        "cmpl %[cpu], %[cpu_id]\n\t"
+        "movl %[cpu_id], %k[t]\n\t"
+        "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
         "jnz 5f\n\t"
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
         "testq %[k], %[k]\n\t"
         "jz 5f\n\t"
         "cmpq %[base], 16(%[b])\n\t" /* the bin holds p's span */
         "jnz 5f\n\t"
+        "movq (%[bits]), %[t]\n\t"
+        "btq %[bit], %[t]\n\t" /* p allocated (clear: freed already, or never handed out) */
+        "jnc 5f\n\t"
+        "movq (%[p]), %[t]\n\t"
+        "xorq %[k], %[t]\n\t"
+        "jz 5f\n\t" /* p's first word is an encoded end of list */
+        "subq %[base], %[t]\n\t"
+        "cmpq 24(%[b]), %[t]\n\t"
+        "jb 5f\n\t" /* or an encoded link of this span: p may be listed */
         "movq (%[b]), %[w]\n\t"
         "movq %[w], %[t]\n\t"
         "shrq $16, %[t]\n\t"
@@ -271,7 +288,8 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "movl $1, %[r]\n\t"
         "7:\n\t"
         : [r] "=&r"(r), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
-        : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id), [b] "r"(b), [base] "r"(base), [p] "r"(p)
+        : [cpu_id] "m"(rs->cpu_id), [b] "r"(b), [base] "r"(base), [p] "r"(p), [bits] "r"(bits),
+          [bit] "r"(bit)
         : "memory", "cc");
     return r;
 }

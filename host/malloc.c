@@ -110,7 +110,7 @@ static inline void *alloc_small(unsigned cls)
     struct nsp_cache *tb = nsp__tb;
     if (likely(tb != NULL)) {
         void *p;
-        while (unlikely((p = nsp__bin_pop(&tb->bins[cls], tb->rseq_cpu)) == (void *)1))
+        while (unlikely((p = nsp__bin_pop(&tb->bins[cls])) == (void *)1))
             ;
         if (likely(p)) {
             /* the link is the program's now: a free of an object never written must not look
@@ -268,27 +268,18 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
 
 #ifdef NSP_RSEQ_LOCKS
 /* A local free into the thread's bin (cache.h): 0 when pushed; 1 when the locked path must do
- * it: the bin is detached or holds another span, or the object does not look allocated. Its alloc
- * bit must be set (0: freed already, or folded back from a bin), and its first word must not
- * decode, with the bin's key, to a link of this span: a listed object's does, so a second free
- * of it goes to the locked path, which settles the bin and answers exactly (a live object whose
- * first word decodes so by chance is freed there too). The key is read first: a fold clears
- * alloc bits before a new key is published, so a stale key implies a current bit. */
+ * it: the bin is detached or holds another span, or the object does not look allocated. Inside
+ * the sequence, after the key is read: its alloc bit must be set (clear: freed already, or folded
+ * back from a bin), and its first word must not decode, with the bin's key, to a link of this span
+ * (a listed object's does, so a second free of it goes to the locked path, which settles the bin
+ * and answers exactly; a live object whose first word decodes so by chance is freed there too).
+ * The order matters: a fold clears alloc bits before a new key is published, and a fold after the
+ * key was read restarts the sequence (its fence), so the bit read is never older than the key. */
 static inline int free_to_bin(struct nsp_cache *tb, struct nsp_span *s, uint32_t idx, void *p)
 {
     struct nsp_bin *b = &tb->bins[s->sizeclass];
-    uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
-    uintptr_t base = __atomic_load_n(&b->base, __ATOMIC_RELAXED);
-    if (unlikely(!key) || unlikely(base != s->base))
-        return 1;
-    if (unlikely(!(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
-                   (1ULL << (idx & 63)))))
-        return 1;
-    uint64_t link = *(const uint64_t *)p ^ key;
-    if (unlikely(link - base < __atomic_load_n(&b->size, __ATOMIC_RELAXED) || link == 0))
-        return 1;
     int r;
-    while (unlikely((r = nsp__bin_push(b, tb->rseq_cpu, s->base, p)) == 2))
+    while (unlikely((r = nsp__bin_push(b, s->base, p, &s->alloc_bits[idx >> 6], idx & 63)) == 2))
         ;
     return r;
 }
