@@ -165,7 +165,6 @@ abort:
  */
 static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b)
 {
-    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     uintptr_t p;
     uint64_t w, k, t;
     __asm__ __volatile__(
@@ -176,9 +175,9 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         ".quad 1f, (2f - 1f), 4f\n\t"
         ".popsection\n\t"
         "leaq 3b(%%rip), %[t]\n\t"
-        "movq %[t], %[rseq_cs]\n\t"
+        "movq %[t], %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
         "1:\n\t"
-        "movl %[cpu_id], %k[t]\n\t"
+        "movl %%fs:4(%[rs]), %k[t]\n\t" /* rseq->cpu_id */
         "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
         "jnz 5f\n\t"
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
@@ -215,8 +214,8 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         "5:\n\t"
         "xorl %k[p], %k[p]\n\t"
         "7:\n\t"
-        : [p] "=&r"(p), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
-        : [cpu_id] "m"(rs->cpu_id), [b] "r"(b)
+        : [p] "=&r"(p), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t)
+        : [rs] "r"(__rseq_offset), [b] "r"(b)
         : "memory", "cc");
     return (void *)p;
 }
@@ -234,7 +233,6 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
                                                               void *p, const uint64_t *bits,
                                                               uint64_t bit)
 {
-    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     int r;
     uint64_t w, k, t;
     __asm__ __volatile__(
@@ -245,9 +243,9 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         ".quad 1f, (2f - 1f), 4f\n\t"
         ".popsection\n\t"
         "leaq 3b(%%rip), %[t]\n\t"
-        "movq %[t], %[rseq_cs]\n\t"
+        "movq %[t], %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
         "1:\n\t"
-        "movl %[cpu_id], %k[t]\n\t"
+        "movl %%fs:4(%[rs]), %k[t]\n\t" /* rseq->cpu_id */
         "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
         "jnz 5f\n\t"
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
@@ -287,8 +285,8 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "5:\n\t"
         "movl $1, %[r]\n\t"
         "7:\n\t"
-        : [r] "=&r"(r), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [rseq_cs] "=m"(rs->rseq_cs)
-        : [cpu_id] "m"(rs->cpu_id), [b] "r"(b), [base] "r"(base), [p] "r"(p), [bits] "r"(bits),
+        : [r] "=&r"(r), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t)
+        : [rs] "r"(__rseq_offset), [b] "r"(b), [base] "r"(base), [p] "r"(p), [bits] "r"(bits),
           [bit] "r"(bit)
         : "memory", "cc");
     return r;

@@ -180,13 +180,20 @@ static __attribute__((noinline)) int init_keeping_errno(void)
     return ready;
 }
 
+/* A large malloc, out of line: its retry and accounting would otherwise make every malloc save
+ * registers it does not use. */
+static __attribute__((noinline)) void *alloc_large(size_t n)
+{
+    return alloc_large_on(n, NSP_PAGE_SIZE, current_node());
+}
+
 static inline void *alloc(size_t n)
 {
     if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) && !init_keeping_errno())
         return alloc_boot(n, 16);
     if (likely(n <= NSP_MAX_SMALL))
         return alloc_small(nsp__size_to_class(n ? n : 1));
-    return alloc_large_on(n, NSP_PAGE_SIZE, current_node());
+    return alloc_large(n);
 }
 
 /* The smallest class that holds n bytes with every object aligned to align (<= a page):
