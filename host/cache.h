@@ -221,75 +221,78 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
 }
 
 /*
- * The local free of object p of the span whose objects start at base: one restartable sequence on
- * the bin's cpu. Inside it, after the key is read (see free_to_bin in malloc.c for why this
- * order): p's alloc bit (bit `bit` of *bits) must be set, and p's first word must not decode to a
- * link of this span (a listed object's does); then it writes p's link (rewritten by a restart, so
- * harmless) and commits the bin's new word. Returns 0 when pushed, 1 for a miss (not on the cpu,
- * bin detached or holding another span, or p not plainly allocated: the locked path decides), 2
- * if the sequence was aborted: try again.
+ * The local free of object p, slot idx of span s: one restartable sequence on the bin's cpu.
+ * Inside it, after the key is read (see free_to_bin in malloc.c for why this order): p's alloc
+ * bit must be set, and p's first word must not decode to a link of this span (a listed object's
+ * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
+ * word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another span,
+ * or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try again.
+ * asm goto with its scratch in caller-saved registers and the span's fields read inside: no
+ * result to test and nothing for free() to save.
  */
-static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, uintptr_t base,
-                                                              void *p, const uint64_t *bits,
-                                                              uint64_t bit)
+static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b,
+                                                              const struct nsp_span *s,
+                                                              uint32_t idx, void *p)
 {
-    int r;
-    uint64_t w, k, t;
-    __asm__ __volatile__(
+    __asm__ __volatile__ goto(
         ".pushsection __rseq_cs, \"aw\"\n\t"
         ".balign 32\n\t"
         "3:\n\t"
         ".long 0x0, 0x0\n\t"
         ".quad 1f, (2f - 1f), 4f\n\t"
         ".popsection\n\t"
-        "leaq 3b(%%rip), %[t]\n\t"
-        "movq %[t], %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
+        "leaq 3b(%%rip), %%rax\n\t"
+        "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
         "1:\n\t"
-        "movl %%fs:4(%[rs]), %k[t]\n\t" /* rseq->cpu_id */
-        "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
-        "jnz 5f\n\t"
-        "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
-        "testq %[k], %[k]\n\t"
-        "jz 5f\n\t"
-        "cmpq %[base], 16(%[b])\n\t" /* the bin holds p's span */
-        "jnz 5f\n\t"
-        "movq (%[bits]), %[t]\n\t"
-        "btq %[bit], %[t]\n\t" /* p allocated (clear: freed already, or never handed out) */
-        "jnc 5f\n\t"
-        "movq (%[p]), %[t]\n\t"
-        "xorq %[k], %[t]\n\t"
-        "jz 5f\n\t" /* p's first word is an encoded end of list */
-        "subq %[base], %[t]\n\t"
-        "cmpq 24(%[b]), %[t]\n\t"
-        "jb 5f\n\t" /* or an encoded link of this span: p may be listed */
-        "movq (%[b]), %[w]\n\t"
-        "movq %[w], %[t]\n\t"
-        "shrq $16, %[t]\n\t"
-        "xorq %[k], %[t]\n\t"
-        "movq %[t], (%[p])\n\t" /* p's link: the old head, encoded */
-        "movq %[p], %[t]\n\t"
-        "shlq $16, %[t]\n\t"
-        "movzwl %w[w], %k[w]\n\t"
-        "orq %[w], %[t]\n\t"
-        "movq %[t], (%[b])\n\t" /* the commit: the push */
+        "movl %%fs:4(%[rs]), %%eax\n\t" /* rseq->cpu_id */
+        "cmpl %%eax, 44(%[b])\n\t"        /* on the bin's cpu */
+        "jnz %l[miss]\n\t"
+        "movq 8(%[b]), %%r10\n\t" /* key: 0 = detached */
+        "testq %%r10, %%r10\n\t"
+        "jz %l[miss]\n\t"
+        "movq %c[o_base](%[s]), %%r11\n\t"
+        "cmpq %%r11, 16(%[b])\n\t" /* the bin holds p's span */
+        "jnz %l[miss]\n\t"
+        "movq %c[o_bits](%[s]), %%rax\n\t"
+        "movl %k[idx], %%r11d\n\t"
+        "shrl $6, %%r11d\n\t"
+        "movq (%%rax,%%r11,8), %%rax\n\t"
+        "btq %q[idx], %%rax\n\t" /* p allocated (clear: freed already, or never handed out) */
+        "jnc %l[miss]\n\t"
+        "movq (%[p]), %%rax\n\t"
+        "xorq %%r10, %%rax\n\t"
+        "jz %l[miss]\n\t" /* p's first word is an encoded end of list */
+        "subq 16(%[b]), %%rax\n\t"
+        "cmpq 24(%[b]), %%rax\n\t"
+        "jb %l[miss]\n\t" /* or an encoded link of this span: p may be listed */
+        "movq (%[b]), %%r11\n\t"
+        "movq %%r11, %%rax\n\t"
+        "shrq $16, %%rax\n\t"
+        "xorq %%r10, %%rax\n\t"
+        "movq %%rax, (%[p])\n\t" /* p's link: the old head, encoded */
+        "movq %[p], %%rax\n\t"
+        "shlq $16, %%rax\n\t"
+        "movzwl %%r11w, %%r11d\n\t"
+        "orq %%r11, %%rax\n\t"
+        "movq %%rax, (%[b])\n\t" /* the commit: the push */
         "2:\n\t"
-        "xorl %[r], %[r]\n\t"
-        "jmp 7f\n\t"
         ".pushsection __rseq_failure, \"ax\"\n\t"
         ".byte 0x0f, 0xb9, 0x3d\n\t"
         ".long 0x53053053\n\t"
         "4:\n\t"
-        "movl $2, %[r]\n\t"
-        "jmp 7f\n\t"
+        "jmp %l[abort]\n\t"
         ".popsection\n\t"
-        "5:\n\t"
-        "movl $1, %[r]\n\t"
-        "7:\n\t"
-        : [r] "=&r"(r), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t)
-        : [rs] "r"(__rseq_offset), [b] "r"(b), [base] "r"(base), [p] "r"(p), [bits] "r"(bits),
-          [bit] "r"(bit)
-        : "memory", "cc");
-    return r;
+        :
+        : [rs] "r"(__rseq_offset), [b] "r"(b), [s] "r"(s), [idx] "r"((uint64_t)idx), [p] "r"(p),
+          [o_base] "i"(offsetof(struct nsp_span, base)),
+          [o_bits] "i"(offsetof(struct nsp_span, alloc_bits))
+        : "memory", "cc", "rax", "r10", "r11"
+        : miss, abort);
+    return 0;
+miss:
+    return 1;
+abort:
+    return 2;
 }
 #endif
 

@@ -286,7 +286,7 @@ static inline int free_to_bin(struct nsp_cache *tb, struct nsp_span *s, uint32_t
 {
     struct nsp_bin *b = &tb->bins[s->sizeclass];
     int r;
-    while (unlikely((r = nsp__bin_push(b, s->base, p, &s->alloc_bits[idx >> 6], idx & 63)) == 2))
+    while (unlikely((r = nsp__bin_push(b, s, idx, p)) == 2))
         ;
     return r;
 }

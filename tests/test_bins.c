@@ -111,7 +111,7 @@ static int push(void *p)
     struct nsp_span *s = nsp__span_of(p);
     uint32_t idx = nsp__span_index(s, (uintptr_t)p);
     int r;
-    while ((r = nsp__bin_push(bin(), s->base, p, &s->alloc_bits[idx >> 6], idx & 63)) == 2)
+    while ((r = nsp__bin_push(bin(), s, idx, p)) == 2)
         ;
     return r;
 }
