@@ -250,6 +250,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     uint64_t w = b->word;
     if (!w && !b->carved)
         return;
+    atomic_fetch_add(&b->seq, 1); /* odd: lock-free readers leave the bin out (cache.h) */
     struct nsp_span *s = c->spans[cls];
     uint64_t key = b->saved_key;
     uint32_t pops = (uint32_t)(w & NSP_BIN_POPS), n = 0;
@@ -283,6 +284,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     }
     b->word = 0;
     b->carved = 0;
+    atomic_fetch_add(&b->seq, 1);
 }
 
 /* Detaches every attached bin of c (key = 0 on each, then one fence of its cpu) and folds them.
@@ -365,6 +367,7 @@ static void bin_fill(struct nsp_cache *c, unsigned cls)
     uintptr_t head = 0;
     uint64_t *prev = NULL;
     uint32_t n = 0;
+    atomic_fetch_add(&b->seq, 1); /* odd: the carve raises alloc_count before the list is seen */
     while (n < want) {
         void *p = nsp__span_alloc_fast(s);
         if (!p && !(p = nsp__span_next_free(s)))
@@ -376,8 +379,10 @@ static void bin_fill(struct nsp_cache *c, unsigned cls)
         prev = (uint64_t *)p;
         n++;
     }
-    if (!n)
+    if (!n) {
+        atomic_fetch_add(&b->seq, 1);
         return;
+    }
     *prev = key; /* the end: 0, encoded */
     b->word = (uint64_t)head << 16;
     __atomic_store_n(&b->base, s->base, __ATOMIC_RELAXED);
@@ -386,6 +391,7 @@ static void bin_fill(struct nsp_cache *c, unsigned cls)
     b->carved = n;
     c->bin_fills++;
     atomic_store_explicit(&b->key, key, memory_order_release); /* attached */
+    atomic_fetch_add(&b->seq, 1);
 }
 
 void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
@@ -570,9 +576,12 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
  * enough). Not instrumented by ThreadSanitizer: these races are the design, not a bug. */
 #define RACY(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
-__attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct nsp_span *s)
+/* s's charge less the bytes of its live objects: `slots` allocated slots (alloc_count as read by
+ * the caller) less remote frees not yet swept. */
+__attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct nsp_span *s,
+                                                                   int64_t slots)
 {
-    int64_t live = (int64_t)RACY(s->alloc_count);
+    int64_t live = slots;
     if (atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
         uint32_t nw = (RACY(s->nelems) + 63) / 64;
         for (uint32_t w = 0; w < nw; w++)
@@ -581,6 +590,38 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct 
     }
     return atomic_load_explicit(&s->charge, memory_order_relaxed) -
            live * (int64_t)RACY(s->elemsize);
+}
+
+/* Bin k's listed objects and pops, for a span s that c caches, read while the owner may be
+ * popping and pushing: 1 with *listed and *pops when no fold or fill ran meanwhile (seq even and
+ * unchanged), 0 otherwise. Each link is checked to be an object of s before it is read (a span's
+ * memory stays mapped), and the walk is bounded, so a list that changes under it costs accuracy,
+ * never a fault; *live_slots is s's alloc_count read inside the same window. */
+__attribute__((no_sanitize("thread"))) static int bin_reading(const struct nsp_bin *b,
+                                                              const struct nsp_span *s,
+                                                              int64_t *live_slots,
+                                                              int64_t *listed, int64_t *pops)
+{
+    uint32_t q = atomic_load_explicit(&b->seq, memory_order_acquire);
+    if (q & 1)
+        return 0;
+    *live_slots = (int64_t)RACY(s->alloc_count);
+    uint64_t w = RACY(b->word), key = RACY(b->saved_key);
+    int64_t n = 0;
+    if (RACY(b->base) == s->base) {
+        uint32_t nelems = RACY(s->nelems);
+        for (uintptr_t p = (uintptr_t)(w >> 16); p && n < (int64_t)nelems; n++) {
+            if (nsp__span_index(s, p) == UINT32_MAX)
+                break;
+            p = (uintptr_t)(RACY(*(const uint64_t *)p) ^ key);
+        }
+        *pops = (int64_t)(w & NSP_BIN_POPS);
+    } else {
+        *pops = 0;
+    }
+    *listed = n;
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&b->seq, memory_order_relaxed) == q;
 }
 
 __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cache *c,
@@ -598,7 +639,15 @@ __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cac
             atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED ||
             RACY(s->cache) != c->index)
             continue;
-        r->unspent += span_unspent(s);
-        r->unflushed += (int64_t)RACY(s->nmalloc) * (int64_t)RACY(s->elemsize);
+        int64_t slots = 0, listed = 0, pops = 0, size = (int64_t)RACY(s->elemsize);
+        /* a bin's listed objects hold their slots but are free, and its pops are allocations
+         * (both read with the slot count they go with); without a clean reading the listed
+         * objects count as live */
+        if (!c->bins_on || !bin_reading(&c->bins[k], s, &slots, &listed, &pops)) {
+            slots = (int64_t)RACY(s->alloc_count);
+            listed = pops = 0;
+        }
+        r->unspent += span_unspent(s, slots - listed);
+        r->unflushed += ((int64_t)RACY(s->nmalloc) + pops) * size;
     }
 }

@@ -82,6 +82,7 @@ struct nsp_bin {
     uint64_t saved_key; /* the key the list was encoded with, kept across a detach (lock holder) */
     uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
     int32_t cpu;        /* the cache's rseq cpu, copied here so that a sequence reads one line */
+    _Atomic uint32_t seq; /* odd while the lock holder folds or fills the bin (lock-free readers) */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 #define NSP_BIN_POPS 0xffffu
@@ -412,7 +413,10 @@ struct nsp_cache_reading {
  * this): each value is one the owner stored at some recent instant, so a reading is exact for a
  * cache at rest and off by the operations in flight otherwise. Spans are published by the cache
  * at refill and release (spans[k], their state CACHED by this cache); a span seen mid-release
- * counts 0 (an uncached span's charge is its allocated bytes). */
+ * counts 0 (an uncached span's charge is its allocated bytes). A bin's listed objects are free
+ * though their alloc bits are set, and its pops are allocations not yet in nmalloc: both are read
+ * from the bin (its list walked, each link checked before it is followed) when its seq shows no
+ * fold or fill in between; otherwise the listed objects count as live (an overestimate). */
 void nsp__cache_read(const struct nsp_cache *c, struct nsp_cache_reading *r);
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */

@@ -520,6 +520,32 @@ START_TEST(stray_write_into_a_free_object_is_caught)
 }
 END_TEST
 
+/* The pacer reads caches without taking them (nsp__cache_read): at rest that reading must be
+ * exact with bins attached, that is equal to the reading after the bins are folded back. */
+START_TEST(lock_free_reading_at_rest_sees_the_bins)
+{
+    if (!ready("lock_free_reading_at_rest_sees_the_bins"))
+        return;
+    attach();
+    void *h[3];
+    for (int i = 0; i < 3; i++)
+        h[i] = malloc(SZ);
+    free(h[1]); /* one pushed back: listed objects from a carve and from a local free */
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    struct nsp_cache_reading before = {0}, after = {0};
+    nsp__cache_read(nsp__tb, &before);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* detach and fold every bin */
+    nsp__cache_unlock(nsp__tb);
+    nsp__cache_read(nsp__tb, &after);
+    ck_assert_int_eq(before.unspent, after.unspent);
+    ck_assert_int_eq(before.unflushed, after.unflushed);
+    ck_assert_int_eq(before.held, after.held);
+    ck_assert_int_eq(before.pending, after.pending);
+    free(h[0]);
+    free(h[2]);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -545,6 +571,7 @@ int main(void)
     tcase_add_test(tc, local_double_free_in_the_list_is_caught);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
+    tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
