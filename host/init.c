@@ -13,7 +13,9 @@
  * Invariant: nsp__ready is published (release) only after every table of runtime.h is set.
  *
  * A malformed option stops the process with a message naming it: an experiment that silently
- * ran on the real machine instead of the topology it asked for would be wrong.
+ * ran on the real machine instead of the topology it asked for would be wrong. The OS refusing
+ * memory during initialisation is not a malformed option: initialisation then fails softly (the
+ * bootstrap region serves, or NULL with ENOMEM) and is tried again later (nsp__init).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -45,8 +47,13 @@ _Atomic uint64_t nsp__errors[NSP_ERR__COUNT];
 
 /* ---- the process topology --------------------------------------------------------------------- */
 
-static pthread_once_t topo_once = PTHREAD_ONCE_INIT;
-static nsp_topo_t *process_topo;
+/* Loaded once, under topo_lock, and published with release order. A load that failed because the
+ * OS refused memory (the bootstrap region could not grow while hwloc built the topology) is not
+ * the spec's fault: nsp_topology() returns NULL with ENOMEM and a later call loads again. Any
+ * other failure is a malformed option and stops the process with its message. */
+static pthread_mutex_t topo_lock = PTHREAD_MUTEX_INITIALIZER;
+static nsp_topo_t *_Atomic process_topo;
+static _Atomic unsigned long boot_refusals; /* bootstrap chunks the OS refused (nsp__boot_alloc) */
 
 static void die(const char *msg)
 {
@@ -54,7 +61,7 @@ static void die(const char *msg)
     _exit(2);
 }
 
-static void load_process_topology(void)
+static nsp_topo_t *load_process_topology(void)
 {
     char err[512], msg[640];
     nsp_grouping_t g;
@@ -64,17 +71,30 @@ static void load_process_topology(void)
                  gname);
         die(msg);
     }
-    process_topo = nsp_topo_load(nsp__option(NSP_OPT_TOPOLOGY), g, err, sizeof err);
-    if (!process_topo) {
+    unsigned long refused = atomic_load(&boot_refusals);
+    nsp_topo_t *t = nsp_topo_load(nsp__option(NSP_OPT_TOPOLOGY), g, err, sizeof err);
+    if (!t && atomic_load(&boot_refusals) == refused) {
         snprintf(msg, sizeof msg, "numaspan: NSP_TOPOLOGY: %s\n", err);
         die(msg);
     }
+    /* NULL here: the OS refused memory meanwhile (perhaps to another thread: then a malformed
+     * spec is only reported at the next attempt, which is no worse than now) */
+    return t;
 }
 
 nsp_topo_t *nsp_topology(void)
 {
-    pthread_once(&topo_once, load_process_topology);
-    return process_topo;
+    nsp_topo_t *t = atomic_load_explicit(&process_topo, memory_order_acquire);
+    if (t)
+        return t;
+    pthread_mutex_lock(&topo_lock);
+    t = atomic_load_explicit(&process_topo, memory_order_relaxed);
+    if (!t && (t = load_process_topology()))
+        atomic_store_explicit(&process_topo, t, memory_order_release);
+    pthread_mutex_unlock(&topo_lock);
+    if (!t)
+        errno = ENOMEM;
+    return t;
 }
 
 int nsp_thread_bind_core(unsigned cache)
@@ -155,6 +175,7 @@ void *nsp__boot_alloc(size_t n, size_t align)
             size *= 2;
         char *b = k < BOOT_CHUNKS ? nsp__os_map_user(size, 4096) : NULL;
         if (!b) {
+            atomic_fetch_add(&boot_refusals, 1);
             atomic_flag_clear_explicit(&boot_lock, memory_order_release);
             errno = ENOMEM;
             return NULL;
@@ -212,8 +233,31 @@ static void fork_release_child(void)
 
 /* ---- initialisation --------------------------------------------------------------------------- */
 
-static _Atomic int init_state; /* 0 not begun, 1 running, 2 done, 3 failed */
+/* Initialisation may fail only because the OS refused memory (the topology's load, the centrals,
+ * the cache table): an allocator must not end a process for a transient ENOMEM. Meanwhile every
+ * call is served from the bootstrap region (NULL and ENOMEM once that cannot grow), and
+ * initialisation is tried again, resuming at the step that failed: at the first call after a
+ * failure, then after 2, 4, ... calls, at most INIT_RETRY_MAX apart, so that a process the OS keeps
+ * refusing does not pay an attempt on every malloc. */
+enum { STEP_OPTIONS = 1, STEP_TOPOLOGY = 2, STEP_CENTRALS = 4, STEP_CACHES = 8 };
+#define INIT_RETRY_MAX ((uint64_t)1 << 16)
+static _Atomic int init_state; /* 0 not begun (or failed, waiting to retry), 1 running, 2 done */
+static int init_steps;         /* STEP_* done; written by the one thread that runs init */
+static unsigned init_failures;
+static _Atomic uint64_t init_calls, init_retry_at; /* calls seen while not ready; next attempt */
 static __thread int in_init;
+
+/* The attempt failed (the OS refused memory): schedule the next one. */
+static int init_failed(void)
+{
+    uint64_t wait = init_failures < 16 ? (uint64_t)1 << init_failures : INIT_RETRY_MAX;
+    init_failures++;
+    atomic_store(&init_retry_at, atomic_load(&init_calls) + wait);
+    atomic_store(&init_state, 0);
+    in_init = 0;
+    errno = ENOMEM;
+    return 0;
+}
 
 int nsp__init(void)
 {
@@ -221,30 +265,45 @@ int nsp__init(void)
         return 1;
     if (in_init)
         return 0;
+    if (atomic_fetch_add(&init_calls, 1) < atomic_load(&init_retry_at))
+        return 0; /* a failed attempt was too recent */
     int zero = 0;
     if (!atomic_compare_exchange_strong(&init_state, &zero, 1))
         return atomic_load_explicit(&nsp__ready, memory_order_acquire);
     in_init = 1;
-    nsp__sizeclass_init();
-    nsp__secure_init(); /* before any allocation: it sets the class lookup */
-    static const char *const on_error[] = {"abort", "warn"};
-    nsp__on_error = nsp__option_choice(NSP_OPT_ON_ERROR, on_error, 2) == 0 ? NSP_ON_ERROR_ABORT
-                                                                           : NSP_ON_ERROR_WARN;
-    nsp__cache_max = nsp__option_size(NSP_OPT_CACHE_MAX);
-    nsp__cache_total_max = nsp__option_size(NSP_OPT_CACHE_TOTAL_MAX);
-
-    nsp__topo = nsp_topology();
-    nsp__nnodes = nsp_topo_num_nodes(nsp__topo);
-    nsp__ncaches = nsp_topo_num_caches(nsp__topo);
-    if (nsp__nnodes > NSP_MAX_NODES)
-        die("numaspan: the topology has more NUMA nodes than numaspan supports (64)\n");
-    nsp__pageheap_init(nsp__nnodes);
-    if (nsp__central_init(nsp__nnodes) < 0 || nsp__cache_init() < 0) {
-        /* The OS refused the allocator's own tables: serve from the bootstrap region until it
-         * runs out, then fail allocations with ENOMEM. */
-        atomic_store(&init_state, 3);
-        in_init = 0;
-        return 0;
+    if (!(init_steps & STEP_OPTIONS)) {
+        nsp__sizeclass_init();
+        nsp__secure_init(); /* before any allocation: it sets the class lookup */
+        static const char *const on_error[] = {"abort", "warn"};
+        nsp__on_error = nsp__option_choice(NSP_OPT_ON_ERROR, on_error, 2) == 0
+                            ? NSP_ON_ERROR_ABORT
+                            : NSP_ON_ERROR_WARN;
+        nsp__cache_max = nsp__option_size(NSP_OPT_CACHE_MAX);
+        nsp__cache_total_max = nsp__option_size(NSP_OPT_CACHE_TOTAL_MAX);
+        init_steps |= STEP_OPTIONS;
+    }
+    if (!(init_steps & STEP_TOPOLOGY)) {
+        nsp_topo_t *t = nsp_topology();
+        if (!t)
+            return init_failed();
+        nsp__topo = t;
+        nsp__nnodes = nsp_topo_num_nodes(nsp__topo);
+        nsp__ncaches = nsp_topo_num_caches(nsp__topo);
+        if (nsp__nnodes > NSP_MAX_NODES)
+            die("numaspan: the topology has more NUMA nodes than numaspan supports (64)\n");
+        nsp__pageheap_init(nsp__nnodes);
+        init_steps |= STEP_TOPOLOGY;
+    }
+    /* each of these maps its table or nothing (-1), so a step is retried whole */
+    if (!(init_steps & STEP_CENTRALS)) {
+        if (nsp__central_init(nsp__nnodes) < 0)
+            return init_failed();
+        init_steps |= STEP_CENTRALS;
+    }
+    if (!(init_steps & STEP_CACHES)) {
+        if (nsp__cache_init() < 0)
+            return init_failed();
+        init_steps |= STEP_CACHES;
     }
     nsp__pacer_init();
     pthread_atfork(fork_prepare, fork_release, fork_release_child);

@@ -2,7 +2,7 @@
  * host/runtime.h — process-wide state of the host allocator, set once at initialisation.
  *
  * Owns nothing mutable after init: the process topology and its shape, and the options the hot
- * paths read (parsed once). Written by nsp__init (malloc.c) before `nsp__ready` is published with
+ * paths read (parsed once). Written by nsp__init (init.c) before `nsp__ready` is published with
  * release order; every reader checks nsp__ready (acquire) first or runs after it.
  */
 #ifndef NSP_HOST_RUNTIME_H
@@ -26,7 +26,8 @@ extern size_t nsp__cache_total_max; /* bytes of spans all caches together may ho
 extern int nsp__debug;              /* NSP_DEBUG: 0 off, 1 a ledger check at every cycle */
 
 /* Initialises the allocator if nobody has. Returns 1 when ready, 0 when the caller must use the
- * bootstrap path (initialisation is in progress, by this thread or another). */
+ * bootstrap path (initialisation is in progress, by this thread or another, or an attempt failed
+ * because the OS refused memory: init.c retries it at a later call). */
 int nsp__init(void);
 
 /* The bootstrap region (init.c): memory handed out before the allocator is ready. */

@@ -138,7 +138,8 @@ NSP_API void nsp_topo_print(const nsp_topo_t *topo, FILE *out, int json);
  * ------------------------------------------------------------------------------------------- */
 
 /* The process topology, loaded on first call. If NSP_TOPOLOGY is malformed the library reports it
- * on stderr and exits with status 2: an experiment must not silently run on the wrong machine. */
+ * on stderr and exits with status 2: an experiment must not silently run on the wrong machine.
+ * NULL with errno ENOMEM if the OS refused the memory to load it; a later call loads again. */
 NSP_API nsp_topo_t *nsp_topology(void);
 /* Binds the calling thread to cache i of the process topology (see nsp_topo_thread_bind_core). */
 NSP_API int nsp_thread_bind_core(unsigned cache);
