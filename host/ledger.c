@@ -261,7 +261,7 @@ int nsp__ledger_recount(int wait, unsigned *node, int64_t *ledger, int64_t *char
         struct nsp_pageheap *h = &nsp__pageheaps[n];
         pthread_mutex_lock(&h->lock);
         for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
-            for (uint32_t p = 0; p < NSP_ARENA_PAGES;) {
+            for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
                 struct nsp_span *s = &ar->spans[p];
                 if (atomic_load_explicit(&s->state, memory_order_relaxed) != NSP_SPAN_FREE)
                     sum[s->node] += atomic_load_explicit(&s->charge, memory_order_relaxed);

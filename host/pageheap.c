@@ -4,8 +4,11 @@
  * An arena is 64 MiB of user pages aligned to 64 MiB, bound to its node when the topology is this
  * machine, plus a separate metadata mapping: the arena struct, the page map, one span descriptor
  * per page (a span's descriptor is the one of its first page) and the two bitmaps, 16 words per
- * page each. Metadata is mapped NORESERVE and touched only as spans use it; user pages are not
- * (os.h): the system's overcommit policy judges them.
+ * page each. When the OS refuses 64 MiB (RLIMIT_AS), an arena may be shorter: a power of two down
+ * to NSP_ARENA_MIN_SIZE at the start of its 64 MiB slot, with nsp__arena_pages(ar) pages; nothing
+ * here or in its readers assumes NSP_ARENA_PAGES pages per arena. Metadata is mapped NORESERVE
+ * and touched only as spans use it; user pages are not (os.h): the system's overcommit policy
+ * judges them.
  *
  * The hard limit (NSP_MEMORY_LIMIT with NSP_MEMORY_LIMIT_HARD=1) bounds mapped_bytes, the user
  * pages of every node's arenas and huge mappings: a mapping that would pass it is refused like
@@ -137,7 +140,51 @@ static void desc_kill(struct nsp_span *d)
 
 uint64_t nsp__test_nodes_without_memory;
 
-static struct nsp_arena *arena_new(unsigned node)
+/* Maps an arena of size bytes (a power of two, NSP_ARENA_MIN_SIZE..NSP_ARENA_SIZE) at the start
+ * of its 64 MiB slot; NULL if the OS or the hard limit refuses. The page map always has
+ * NSP_ARENA_PAGES entries (64 KiB, zero past the arena's pages), so that nsp__span_of, which
+ * indexes it by the address's page in the slot, finds NULL for an address past a short arena;
+ * the descriptors and bitmaps are sized to the arena's pages. */
+static struct nsp_arena *arena_map(unsigned node, size_t size)
+{
+    size_t pages = size >> NSP_PAGE_SHIFT, words = pages * NSP_BITMAP_WORDS_PER_PAGE;
+    _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
+    size_t meta = NSP_ARENA_HDR +
+                  NSP_ARENA_PAGES * sizeof(struct nsp_span *) +
+                  pages * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
+    meta = round_up(meta, 4096);
+    if (nsp__mapped_add(size) < 0)
+        return NULL;
+    char *m = nsp__os_map(meta, 4096);
+    /* aligned to the slot, not to its size: the page map is indexed by the page in the slot */
+    void *base = m ? nsp__os_map_user(size, NSP_ARENA_SIZE) : NULL;
+    if (!base) {
+        if (m)
+            nsp__os_unmap(m, meta);
+        nsp__mapped_sub(size);
+        return NULL;
+    }
+    struct nsp_arena *ar = (struct nsp_arena *)m;
+    char *p = m + NSP_ARENA_HDR;
+    ar->pagemap = (struct nsp_span **)p;
+    p += NSP_ARENA_PAGES * sizeof(struct nsp_span *);
+    ar->spans = (struct nsp_span *)p;
+    p += pages * sizeof(struct nsp_span);
+    ar->alloc_bits = (uint64_t *)p;
+    p += words * sizeof(uint64_t);
+    ar->freed_bits = (_Atomic uint64_t *)p;
+    ar->base = (uintptr_t)base;
+    ar->size = size;
+    ar->node = node;
+    ar->meta_size = meta;
+    return ar;
+}
+
+/* A new arena on node with room for a run of need pages (need <= NSP_ARENA_PAGES). A full
+ * 64 MiB arena is the normal case; when the OS (RLIMIT_AS, strict overcommit) or the hard limit
+ * refuses one, halves the size down to the larger of NSP_ARENA_MIN_SIZE and what need takes:
+ * under `ulimit -v 65536` the process has room for a 32 MiB arena, not a 64 MiB one. */
+static struct nsp_arena *arena_new(unsigned node, size_t need)
 {
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     if (__atomic_load_n(&nsp__test_nodes_without_memory, __ATOMIC_RELAXED) & (1ULL << node))
@@ -146,44 +193,24 @@ static struct nsp_arena *arena_new(unsigned node)
     if (nsp__node_limit_pages[node] &&
         (int64_t)(h->pages_mapped + NSP_ARENA_PAGES) > nsp__node_limit_pages[node])
         return NULL;
-    size_t words = NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE;
-    _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
-    size_t meta = NSP_ARENA_HDR +
-                  NSP_ARENA_PAGES * sizeof(struct nsp_span *) +
-                  NSP_ARENA_PAGES * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
-    meta = round_up(meta, 4096);
-    if (nsp__mapped_add(NSP_ARENA_SIZE) < 0)
+    size_t least = NSP_ARENA_MIN_SIZE;
+    while (least < NSP_ARENA_SIZE && (least >> NSP_PAGE_SHIFT) < need)
+        least *= 2;
+    struct nsp_arena *ar = NULL;
+    for (size_t size = NSP_ARENA_SIZE; !ar && size >= least; size /= 2)
+        ar = arena_map(node, size);
+    if (!ar)
         return NULL;
-    char *m = nsp__os_map(meta, 4096);
-    void *base = m ? nsp__os_map_user(NSP_ARENA_SIZE, NSP_ARENA_SIZE) : NULL;
-    if (!base) {
-        if (m)
-            nsp__os_unmap(m, meta);
-        nsp__mapped_sub(NSP_ARENA_SIZE);
-        return NULL;
-    }
-    struct nsp_arena *ar = (struct nsp_arena *)m;
-    char *p = m + NSP_ARENA_HDR;
-    ar->pagemap = (struct nsp_span **)p;
-    p += NSP_ARENA_PAGES * sizeof(struct nsp_span *);
-    ar->spans = (struct nsp_span *)p;
-    p += NSP_ARENA_PAGES * sizeof(struct nsp_span);
-    ar->alloc_bits = (uint64_t *)p;
-    p += words * sizeof(uint64_t);
-    ar->freed_bits = (_Atomic uint64_t *)p;
-    ar->base = (uintptr_t)base;
-    ar->size = NSP_ARENA_SIZE;
-    ar->node = node;
-    ar->meta_size = meta;
+    uint32_t pages = nsp__arena_pages(ar);
     /* The kernel is told where the pages belong; on a synthetic topology this is only recorded. */
-    nsp_topo_bind_memory(nsp__topo, base, NSP_ARENA_SIZE, node);
-    nsp_topo_bind_memory(nsp__topo, m, meta, node);
+    nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
+    nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
     ar->next = h->arenas;
     h->arenas = ar;
-    h->pages_mapped += NSP_ARENA_PAGES;
+    h->pages_mapped += pages;
     h->arenas_mapped++;
     set_table(ar, 1);
-    run_insert(h, run_make(ar, 0, NSP_ARENA_PAGES, 0, 0));
+    run_insert(h, run_make(ar, 0, pages, 0, 0));
     return ar;
 }
 
@@ -230,13 +257,13 @@ static struct nsp_span *alloc_on(unsigned node, size_t npages, size_t align_page
             pthread_mutex_unlock(&h->lock);
             return NULL;
         }
-        if (!arena_new(node)) {
+        if (!arena_new(node, npages + align_pages - 1) ||
+            !(r = run_find(h, npages, align_pages, &off))) {
             h->os_refusals++;
             pthread_mutex_unlock(&h->lock);
             errno = ENOMEM;
             return NULL;
         }
-        r = run_find(h, npages, align_pages, &off);
     }
     run_remove(h, r);
     struct nsp_arena *ar = r->arena;
@@ -331,7 +358,7 @@ void nsp__pageheap_free(struct nsp_span *s)
             desc_kill(l);
         }
     }
-    if (start + n < NSP_ARENA_PAGES) {
+    if (start + n < nsp__arena_pages(ar)) {
         struct nsp_span *r = ar->pagemap[start + n];
         if (r && r->npages && atomic_load_explicit(&r->state, memory_order_relaxed) ==
                                   NSP_SPAN_FREE && r->start_page == start + n) {
@@ -353,11 +380,11 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
     struct nsp_arena *ar = s->arena;
     struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
     uint32_t end = s->start_page + (uint32_t)s->npages;
-    if (npages <= s->npages || (size_t)s->start_page + npages > NSP_ARENA_PAGES)
+    if (npages <= s->npages || (size_t)s->start_page + npages > nsp__arena_pages(ar))
         return -1;
     uint32_t need = (uint32_t)(npages - s->npages);
     pthread_mutex_lock(&h->lock);
-    struct nsp_span *r = end < NSP_ARENA_PAGES ? ar->pagemap[end] : NULL;
+    struct nsp_span *r = end < nsp__arena_pages(ar) ? ar->pagemap[end] : NULL;
     if (!r || !r->npages || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
         r->start_page != end || r->npages < need) {
         pthread_mutex_unlock(&h->lock);

@@ -12,7 +12,9 @@
  *     (NULL), so a lookup needs no range check: an entry is NULL, a live span holding the page,
  *     or a FREE run;
  *   - adjacent FREE runs of one arena never both exist: frees coalesce at once;
- *   - pages_mapped counts pages of arenas and huge mappings on the node, free or not.
+ *   - pages_mapped counts pages of arenas and huge mappings on the node, free or not;
+ *   - an arena has nsp__arena_pages(ar) pages (fewer than NSP_ARENA_PAGES when the OS refused a
+ *     full one) and starts its 64 MiB slot; its page map is NULL past its pages.
  * Lock order: cache -> central -> page heap. Nothing here calls malloc or hwloc.
  */
 #ifndef NSP_HOST_PAGEHEAP_H
@@ -43,6 +45,15 @@ extern struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 extern struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
 
 void nsp__pageheap_init(unsigned nnodes);
+
+/* The smallest arena: when the OS refuses a 64 MiB one, arenas halve down to this (pageheap.c). */
+#define NSP_ARENA_MIN_SIZE ((size_t)2 << 20)
+/* An arena's pages: NSP_ARENA_PAGES, or fewer for an arena the OS would not give 64 MiB. Every
+ * walk of an arena's descriptors stops here (its page map still has NSP_ARENA_PAGES entries). */
+static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
+{
+    return (uint32_t)(ar->size >> NSP_PAGE_SHIFT);
+}
 
 /* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
  * The span comes back with its page map set, state SWEEPING (taken, being set up: never FREE,

@@ -71,7 +71,7 @@ static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
     nd->pages_free = h->pages_free;
     nd->pages_scavenged = h->pages_scavenged;
     for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
-        for (uint32_t p = 0; p < NSP_ARENA_PAGES;) {
+        for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
             const struct nsp_span *s = &ar->spans[p];
             count_span(s, cls, nd);
             p += s->npages ? s->npages : 1;

@@ -7,8 +7,9 @@
  *
  * Geometry
  *   page   8 KiB (NSP_PAGE_SHIFT)
- *   arena  64 MiB of pages, aligned to 64 MiB, all of one node; its metadata (page map, span
- *          descriptors, bitmaps) lives in a separate mapping so that user pages stay contiguous.
+ *   arena  64 MiB of pages (fewer when the OS refuses that much: pageheap.c), aligned to 64 MiB,
+ *          all of one node; its metadata (page map, span descriptors, bitmaps) lives in a
+ *          separate mapping so that user pages stay contiguous.
  *          arena_table[addr >> 26] finds the arena of any address in O(1); pagemap[page] its span.
  *   huge   a request above NSP_HUGE_MIN gets its own mapping (a "huge arena" of one span).
  *
@@ -126,9 +127,9 @@ struct nsp_arena {
     unsigned node;
     int huge;                   /* 1: a mapping of its own holding one large span */
     struct nsp_arena *next;     /* the node's arenas */
-    struct nsp_span **pagemap;  /* [NSP_ARENA_PAGES]; NULL for huge arenas */
-    struct nsp_span *spans;     /* [NSP_ARENA_PAGES], or the one span of a huge arena */
-    uint64_t *alloc_bits;       /* [NSP_ARENA_PAGES * NSP_BITMAP_WORDS_PER_PAGE] */
+    struct nsp_span **pagemap;  /* [NSP_ARENA_PAGES] (always); NULL for huge arenas */
+    struct nsp_span *spans;     /* [size >> NSP_PAGE_SHIFT], or the one span of a huge arena */
+    uint64_t *alloc_bits;       /* [(size >> NSP_PAGE_SHIFT) * NSP_BITMAP_WORDS_PER_PAGE] */
     _Atomic uint64_t *freed_bits;
     size_t meta_size;           /* bytes of the metadata mapping (this struct included) */
 };

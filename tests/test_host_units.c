@@ -153,6 +153,78 @@ START_TEST(page_runs_aligned)
 }
 END_TEST
 
+/* When the OS refuses a 64 MiB arena (`ulimit -v 65536` leaves room for 32 MiB), a shorter one
+ * at the start of its 64 MiB slot serves instead: runs, coalescing and growth stop at its end,
+ * addresses past it in the slot are nobody's, and the stats and the ledger's recount walk only
+ * its pages (they walked NSP_ARENA_PAGES descriptors, past its metadata). */
+#define HELD_MAX 16384
+static struct nsp_span *held[HELD_MAX];
+
+START_TEST(short_arena_when_a_full_one_is_refused)
+{
+    ready();
+    struct nsp_pageheap *h = &nsp__pageheaps[0];
+    unsigned nheld = 0; /* node 0's free runs, all taken, so that the next run needs an arena */
+    for (size_t n = NSP_ARENA_PAGES; n >= 1 && nheld < HELD_MAX;) {
+        struct nsp_span *r = nsp__pageheap_alloc_free(0, n, 1);
+        if (!r) {
+            n /= 2;
+            continue;
+        }
+        atomic_store(&r->state, NSP_SPAN_LARGE);
+        held[nheld++] = r;
+    }
+    ck_assert_uint_lt(nheld, HELD_MAX);
+    ck_assert_uint_eq(h->pages_free, 0);
+    uint64_t mapped0 = h->pages_mapped;
+    /* the 64 MiB and 32 MiB arenas' metadata mappings are refused: a 16 MiB arena serves */
+    nsp__test_os_fail_next(2);
+    struct nsp_span *s = nsp__pageheap_alloc(0, 3, 1);
+    nsp__test_os_fail_next(0);
+    ck_assert_ptr_nonnull(s);
+    atomic_store(&s->state, NSP_SPAN_LARGE);
+    struct nsp_arena *ar = s->arena;
+    size_t pages = ((size_t)16 << 20) / NSP_PAGE_SIZE;
+    ck_assert_uint_eq(ar->size, (size_t)16 << 20);
+    ck_assert_uint_eq(nsp__arena_pages(ar), pages);
+    ck_assert_uint_eq(ar->base % NSP_ARENA_SIZE, 0); /* the start of its slot */
+    ck_assert_uint_eq(s->base, ar->base);
+    ck_assert_uint_eq(h->pages_mapped, mapped0 + pages);
+    ck_assert_uint_eq(h->pages_free, pages - 3);
+    ck_assert_ptr_eq(nsp__span_of((void *)(ar->base + 8)), s);
+    ck_assert_ptr_null(nsp__span_of((void *)(ar->base + ar->size + 8))); /* past it: nobody's */
+    /* the rest of the arena, as one run, and no growth past its end */
+    struct nsp_span *rest = nsp__pageheap_alloc_free(0, pages - 3, 1);
+    ck_assert_ptr_nonnull(rest);
+    ck_assert_uint_eq(rest->base + rest->npages * NSP_PAGE_SIZE, ar->base + ar->size);
+    atomic_store(&rest->state, NSP_SPAN_LARGE);
+    ck_assert_int_eq(nsp__pageheap_grow(rest, rest->npages + 1), -1);
+    ck_assert_ptr_null(nsp__pageheap_alloc_free(0, 1, 1));
+    /* the walks of the stats and of the recount stop at the arena's last page */
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    ck_assert_uint_eq(st.node[0].pages_mapped, mapped0 + pages);
+    ck_assert_uint_eq(st.node[0].pages_free, 0);
+    unsigned bad_node;
+    int64_t ledger, charges;
+    ck_assert_int_eq(nsp_ledger_recount(&bad_node, &ledger, &charges), 0);
+    /* freed, the two coalesce into one run of the whole arena, which serves again */
+    nsp__pageheap_free(rest);
+    nsp__pageheap_free(s);
+    struct nsp_span *run = ar->pagemap[0];
+    ck_assert_uint_eq(atomic_load(&run->state), NSP_SPAN_FREE);
+    ck_assert_uint_eq(run->npages, pages);
+    ck_assert_ptr_eq(ar->pagemap[pages - 1], run);
+    struct nsp_span *again = nsp__pageheap_alloc_free(0, pages, 1);
+    ck_assert_ptr_nonnull(again);
+    ck_assert_uint_eq(again->base, ar->base);
+    atomic_store(&again->state, NSP_SPAN_LARGE);
+    nsp__pageheap_free(again);
+    while (nheld)
+        nsp__pageheap_free(held[--nheld]);
+}
+END_TEST
+
 /* ---- one span ----------------------------------------------------------------------------------- */
 
 static struct nsp_span *test_span(unsigned cls)
@@ -740,6 +812,7 @@ int main(void)
     tcase_add_test(tc, reciprocal_index_is_exact);
     tcase_add_test(tc, page_runs_coalesce_and_are_reused);
     tcase_add_test(tc, page_runs_aligned);
+    tcase_add_test(tc, short_arena_when_a_full_one_is_refused);
     tcase_add_test(tc, span_cursor_and_local_free);
     tcase_add_test(tc, span_remote_free_and_sweep);
     suite_add_tcase(s, tc);
