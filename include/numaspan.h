@@ -4,7 +4,10 @@
  * This header owns the names an application sees: the topology handle (what machine the
  * allocator believes it runs on, real or synthetic), the options table (every NSP_* environment
  * variable), and, as later layers land, the allocation entry points. Everything here is safe to
- * call from any thread once the library is loaded; nothing here takes an allocator lock.
+ * call from any thread once the library is loaded. The topology and option calls take no
+ * allocator lock; the allocation entry points' slow paths, nsp_trim, nsp_pacer_cycle, the stats
+ * and the ledger recount do (core caches, centrals, page heaps), so a thread stopped while it
+ * holds one (in a signal handler that waits, under a debugger) can make them wait until it runs.
  *
  * Index spaces, so that nobody mixes them up:
  *   - "cpu"   an OS cpu number, as sched_getcpu() returns and the kernel numbers CPUs (hwloc's
@@ -167,8 +170,10 @@ NSP_API int nsp_node_of(const void *ptr);
 NSP_API size_t nsp_trim(void);
 
 /* ---------------------------------------------------------------------------------------------
- * Stats. Counters are read without stopping the allocator, so a snapshot taken while threads
- * allocate is approximate; a snapshot with the threads stopped is exact.
+ * Stats. Counters are read without stopping the allocator's threads, so a snapshot taken while
+ * threads allocate is approximate; a snapshot with the threads stopped is exact. A snapshot holds
+ * every core cache's lock, and node by node that node's centrals and page heap, while it reads
+ * (the spans it counts must stand still): it waits for a thread that holds one of them.
  * ------------------------------------------------------------------------------------------- */
 
 #define NSP_STATS_MAX_NODES 64

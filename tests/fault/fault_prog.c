@@ -369,8 +369,8 @@ static int fork_case(void)
  * whatever they held. Default: 300 ms, and a round may wait for a stopped worker (a central's or
  * the page heap's mutex is held across the slow path), but must finish once the workers resume,
  * with every object intact. "strict": 2 s, and no round may wait at all (today's main fails it:
- * a worker stopped inside a central or the page heap blocks malloc and free, and nsp_stats_get
- * takes the allocator's locks although numaspan.h says it takes none). */
+ * a worker stopped inside a central or the page heap blocks malloc and free, and malloc_trim,
+ * nsp_pacer_cycle and nsp_stats_get take the allocator's locks, as numaspan.h says). */
 static _Atomic int round_done;
 static int stop_ms = 300;
 
