@@ -6,7 +6,8 @@
 #            `fault_prog ops` (after initialisation; "init": from the start of the process); then for N = 1..K the program runs with call N failing ("once"),
 #            and with every call from N on failing ("from"). Each run must exit 0: NULL with
 #            ENOMEM or success, never a crash or a corrupted object. "recover": in the once runs,
-#            a second round after the fault must succeed entirely.
+#            a second round after the fault must succeed entirely; with "init", a refusal of
+#            call 2 for good must be retried, but only a bounded number of times.
 #        run.sh FAULT_PROG ulimit KIB A B    fault_prog ulimit A B under `ulimit -v KIB`
 #        run.sh FAULT_PROG fork | stop [strict]   fault_prog fork | stop [strict]
 #        run.sh FAULT_PROG exit     fault_prog exit (pthread_exit from main) must end within 20 s
@@ -51,6 +52,26 @@ case "$what" in
       done
     done
     echo "run.sh: $k calls of numaspan's (FAULTINJ_INIT=$init${recover:+, recover}) to mmap/mremap/madvise/mbind, each failed once and from there on: $bad failures"
+    if [ $init = 1 ] && [ -n "$recover" ]; then
+      # Retries of a failed initialisation are bounded: with call 2 (the first table mapped after
+      # the bootstrap chunk) refused for good, the thousands of calls of `fault_prog ops` may
+      # retry it only a few dozen times (a doubling gap), not once per call.
+      sig=$(FAULTINJ_TRACE=1 LD_PRELOAD=$so "$prog" ops 2>&1 >/dev/null \
+            | sed -n 's/^faultinj: call 2: \(.*\)$/\1/p')
+      if [ -z "$sig" ]; then
+        echo "FAIL: no call 2 traced in a run without faults" >&2
+        bad=$((bad + 1))
+      else
+        FAULTINJ_AT=2 FAULTINJ_MODE=from FAULTINJ_TRACE=1 LD_PRELOAD=$so timeout 60 "$prog" ops \
+          >/dev/null 2>"$tmp/trace" || true
+        tries=$(grep -cF ": $sig fails" "$tmp/trace" || true)
+        echo "run.sh: with call 2 ($sig) refused for good, it was tried $tries times"
+        if [ "$tries" -gt 40 ] || [ "$tries" -lt 2 ]; then
+          echo "FAIL: a failed initialisation was retried $tries times (want 2 to 40)" >&2
+          bad=$((bad + 1))
+        fi
+      fi
+    fi
     [ $bad = 0 ] ;;
   ulimit)
     kib=$1
