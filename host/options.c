@@ -93,7 +93,8 @@ static const struct option_row table[] = {
                        "caches released/busy, pause, share of time in cycles)"},
     [NSP_OPT_SECURE] = {"NSP_SECURE", "0",
                         "1: hardened mode: canaries checked at free, freed memory poisoned and "
-                        "checked at reuse, random slot order, guard pages after large objects"},
+                        "checked at reuse (slots over 1 KiB: their first and last 512 B), "
+                        "random slot order, guard pages after large objects"},
     [NSP_OPT_MEMORY_LIMIT_HARD] = {"NSP_MEMORY_LIMIT_HARD", "0",
                                    "1: NSP_MEMORY_LIMIT is also a hard limit on the memory "
                                    "numaspan maps for user pages; an allocation that would map "
