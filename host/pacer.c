@@ -126,13 +126,14 @@ static struct {
     _Atomic int64_t level_base;    /* while a cycle runs: heapLive at its start - charged_total */
     _Atomic uint64_t waits, wait_ns; /* back-pressure: waits for a running cycle, their time */
     _Atomic uint64_t helps;          /* back-pressure: cycles run by an allocating thread */
-    int64_t limiter_bucket, limiter_busy, limiter_wall; /* the time limiter (model lock) */
+    int64_t limiter_bucket, limiter_busy, limiter_total; /* the limiter (model lock) */
     _Atomic uint64_t cpu_limited;    /* crossings the time limiter held back */
     _Atomic uint64_t unconfirmed;  /* crossings of the trigger that the reading did not confirm */
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
     _Atomic uint64_t cycles, forced, triggered, caches_released, idle_releases, busy_caches;
     _Atomic uint64_t bytes_scavenged, pause_ns_total, pause_ns_max, spills;
+    _Atomic uint64_t cycle_cpu_ns;  /* CPU time of the cycles' threads in cycles (the limiter) */
     /* thread */
     _Atomic uint32_t wake;
     _Atomic int thread_started;
@@ -153,6 +154,28 @@ static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The calling thread's CPU time: what a cycle costs, for the limiter. A cycle runs in one
+ * thread (the pacer thread, or the allocating thread of a synchronous one) from start to end,
+ * so its thread's clock read at both ends is its CPU time, where the wall clock also counted
+ * the time it waited for a lock, slept in a collector, or was not scheduled on a loaded
+ * machine (the limiter then held back cycles that cost the program nothing). */
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return now_ns(); /* no per-thread clock: wall time, the old measure, errs on the safe side */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The process's CPU time, all threads: what the limiter's bucket drains with. */
+static int64_t process_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return now_ns();
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -289,7 +312,7 @@ void nsp__pacer_init(void)
                 1000000;
     const char *tr = nsp__option(NSP_OPT_TRACE);
     P.start_ns = now_ns();
-    P.limiter_wall = P.start_ns;
+    P.limiter_total = process_cpu_ns();
     if (strcmp(tr, "stderr") == 0) {
         P.trace_cycles = 1;
     } else if (*tr && strcmp(tr, "0") != 0) {
@@ -480,7 +503,7 @@ static void cycle(int forced)
     int idle = 0;
     if (!atomic_compare_exchange_strong(&P.running, &idle, 1))
         return; /* one at a time: the running one will do */
-    int64_t t0 = now_ns();
+    int64_t t0 = now_ns(), cpu0 = thread_cpu_ns();
     struct heap_reading start, end;
     read_heap(&start);
     /* Back-pressure's level while the cycle runs: heapLive at its start plus what is charged
@@ -537,7 +560,8 @@ static void cycle(int forced)
         atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, P.live));
         pthread_mutex_unlock(&P.model_lock);
     }
-    int64_t pause = now_ns() - t0;
+    int64_t pause = now_ns() - t0, cpu = thread_cpu_ns() - cpu0;
+    atomic_fetch_add(&P.cycle_cpu_ns, (uint64_t)(cpu > 0 ? cpu : 0));
     atomic_fetch_add(&P.cycles, 1);
     atomic_fetch_add(forced ? &P.forced : &P.triggered, 1);
     atomic_fetch_add(&P.pause_ns_total, (uint64_t)pause);
@@ -561,17 +585,24 @@ static void cycle(int forced)
  * in allocated bytes (a refill that charges capacity is not allocation). A crossing that is not
  * confirmed waits for the next one (the next refill past the trigger): a cycle starts at most
  * the reservation spent since the last reading late, and that is at most the budget. */
-/* The limiter on time in cycles (Go's GC CPU limiter): a bucket that fills with the time cycles
- * take and drains with the time between them, full at 100 ms. While it is full no cycle
- * starts, so that cycles take at most about half the time even when the heap is at its memory
- * limit and every allocation is due one; the heap may then pass its goal, as in Go. Only with a
- * memory limit; forced cycles are not limited. Model lock held. */
+/* The limiter on time in cycles (Go's GC CPU limiter): a bucket that fills with the CPU time
+ * cycles take (their thread's clock, thread_cpu_ns) and drains with the rest of the CPU time the
+ * process gets (its clock), full at 100 ms. While it is full no cycle starts, so that cycles
+ * take at most about half of the process's CPU even when the heap is at its memory limit and
+ * every allocation is due one; the heap may then pass its goal, as in Go. Only with a memory
+ * limit; forced cycles are not limited. Model lock held.
+ * CPU, not wall time: by the wall clock a collector that sleeps or waits for a lock, or a cycle
+ * descheduled on a loaded machine, filled the bucket and held back cycles that cost the program
+ * nothing. The process's clock rather than the wall clock drains it, as Go's capacity is
+ * GOMAXPROCS x wall: on a machine shared with others the process gets less than a CPU, and
+ * cycles must take at most half of what it gets. A collector that hands its work to threads of
+ * its own is not counted (only the cycle's thread is). */
 #define LIMITER_CAP_NS 100000000
-static int limiter_full(int64_t now)
+static int limiter_full(void)
 {
-    int64_t busy = (int64_t)atomic_load(&P.pause_ns_total);
-    int64_t d_busy = busy - P.limiter_busy, d_wall = now - P.limiter_wall;
-    P.limiter_bucket += d_busy - (d_wall - d_busy);
+    int64_t busy = (int64_t)atomic_load(&P.cycle_cpu_ns), total = process_cpu_ns();
+    int64_t d_busy = busy - P.limiter_busy, d_total = total - P.limiter_total;
+    P.limiter_bucket += d_busy - (d_total - d_busy);
     if (P.limiter_bucket < 0)
         P.limiter_bucket = 0;
     /* what a cycle adds past the cap is kept (up to a second cap): clamped at the cap, the
@@ -579,7 +610,7 @@ static int limiter_full(int64_t now)
     if (P.limiter_bucket > 2 * LIMITER_CAP_NS)
         P.limiter_bucket = 2 * LIMITER_CAP_NS;
     P.limiter_busy = busy;
-    P.limiter_wall = now;
+    P.limiter_total = total;
     return P.limiter_bucket >= LIMITER_CAP_NS;
 }
 
@@ -593,7 +624,7 @@ static int still_due(void)
     int full = 0;
     if (P.params.memory_limit > 0) {
         pthread_mutex_lock(&P.model_lock);
-        full = limiter_full(now_ns());
+        full = limiter_full();
         pthread_mutex_unlock(&P.model_lock);
     }
     if (full) {
@@ -1039,6 +1070,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->backpressure_ns = atomic_load(&P.wait_ns);
     out->backpressure_helps = atomic_load(&P.helps);
     out->cpu_limited = atomic_load(&P.cpu_limited);
+    out->cycle_cpu_ns = atomic_load(&P.cycle_cpu_ns);
     out->debug_checks = atomic_load(&P.debug_checks);
     return 0;
 }

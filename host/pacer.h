@@ -24,7 +24,8 @@
  *   back-pressure  an allocation that takes heapLive to the goal, once its thread holds no
  *            lock, waits for the running concurrent cycle (bounded: 20 ms) or runs the due one.
  * With a memory limit: `outside` (what numaspan retains beyond the live bytes) is measured at
- * each cycle, and cycles take at most about half the time (a limiter, as Go's GC CPU limiter).
+ * each cycle, and cycles take at most about half the process's CPU time (a limiter, as Go's GC
+ * CPU limiter; the cycle thread's clock against the process's).
  * Percent off (NSP_PACE_PERCENT=off, nsp_pacer_set_percent): the memory limit alone paces.
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.

@@ -282,6 +282,8 @@ typedef struct nsp_pacer_info {
     int64_t outside;         /* with a memory limit: what numaspan retains beyond the live bytes
                               * (free pages not handed back, free slots, tail waste), at the last
                               * cycle; the goal is at most limit - outside - headroom */
+    uint64_t cycle_cpu_ns;   /* CPU time cycles took (their threads' clocks; the limiter's
+                              * measure), beside pause_ns_total, their wall time */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

@@ -4,7 +4,7 @@
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
  *               runway | no-storm | backpressure | trace-stderr | setters | percent-off |
- *               time-limit
+ *               time-limit | time-limit-sleep
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -526,10 +526,26 @@ static void case_percent_off(void)
           (unsigned long long)pi.cycles, (long long)pi.goal, (long long)pi.outside);
 }
 
-/* The time limiter (with NSP_MEMORY_LIMIT): a collector that takes 5 ms per cycle while the
- * program could trigger a cycle every few hundred KiB. Once the limiter's bucket is full (the
+/* The time limiter (with NSP_MEMORY_LIMIT): a collector that takes 5 ms of CPU per cycle while
+ * the program could trigger a cycle every few hundred KiB. Once the limiter's bucket is full (the
  * first 100 ms of cycles), cycles must take at most about half the time (Go's GC CPU limiter);
- * without the limiter they took 85% here. */
+ * without the limiter they took 85% here. The limiter counts CPU time (the cycle thread's clock),
+ * so the collector spins: a sleep costs the program nothing (case time-limit-sleep). */
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void busy_5ms_collector(void *arg)
+{
+    int64_t t0 = thread_cpu_ns();
+    while (thread_cpu_ns() - t0 < 5000000)
+        ;
+    collector(arg);
+}
+
 static void slow_5ms_collector(void *arg)
 {
     struct timespec ts = {0, 5000000};
@@ -537,24 +553,36 @@ static void slow_5ms_collector(void *arg)
     collector(arg);
 }
 
-static void case_time_limit(void)
+static void case_time_limit(int sleeping)
 {
-    nsp_pacer_set_collector(slow_5ms_collector, NULL);
-    churn((int64_t)100 << 20); /* the bucket fills */
+    nsp_pacer_set_collector(sleeping ? slow_5ms_collector : busy_5ms_collector, NULL);
+    churn((int64_t)100 << 20); /* the bucket fills, if cycles cost CPU */
+    /* the process's CPU, not the wall clock: on a machine shared with others the process gets
+     * less than a CPU, and cycles may take half of what it gets */
     struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
     nsp_pacer_info_t pi0, pi;
     pacer(&pi0);
     churn((int64_t)300 << 20);
     pacer(&pi);
-    clock_gettime(CLOCK_MONOTONIC, &b);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
     nsp_pacer_set_collector(NULL, NULL);
-    double wall = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
-    double share = (double)(pi.pause_ns_total - pi0.pause_ns_total) / wall;
+    double cpu = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    double share = (double)(pi.cycle_cpu_ns - pi0.cycle_cpu_ns) / cpu;
     CHECK(pi.cycles >= 5, "cycles ran: %llu", (unsigned long long)pi.cycles);
-    CHECK(share <= 0.6, "cycles took %.0f%% of the time", 100 * share);
-    CHECK(pi.cpu_limited > 0, "crossings held back by the limiter: %llu",
+    if (!sleeping) {
+        CHECK(share <= 0.6, "cycles took %.0f%% of the CPU", 100 * share);
+        CHECK(pi.cpu_limited > 0, "crossings held back by the limiter: %llu",
+              (unsigned long long)pi.cpu_limited);
+        return;
+    }
+    /* 5 ms asleep per cycle is wall time, not CPU: the limiter must let every cycle run (by
+     * the wall clock it held back crossings here, and the heap went past its goal for nothing) */
+    CHECK(pi.cpu_limited == 0, "crossings held back for a collector that sleeps: %llu",
           (unsigned long long)pi.cpu_limited);
+    CHECK(pi.cycle_cpu_ns < pi.pause_ns_total / 2,
+          "cycles' CPU %.1f ms, below their wall time %.1f ms", (double)pi.cycle_cpu_ns / 1e6,
+          (double)pi.pause_ns_total / 1e6);
 }
 
 int main(int argc, char **argv)
@@ -586,11 +614,13 @@ int main(int argc, char **argv)
     else if (strcmp(which, "percent-off") == 0)
         case_percent_off();
     else if (strcmp(which, "time-limit") == 0)
-        case_time_limit();
+        case_time_limit(0);
+    else if (strcmp(which, "time-limit-sleep") == 0)
+        case_time_limit(1);
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
                         "runway|no-storm|backpressure|trace-stderr|setters|percent-off|"
-                        "time-limit\n");
+                        "time-limit|time-limit-sleep\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
