@@ -134,6 +134,11 @@ static struct {
     _Atomic uint64_t cycles, forced, triggered, caches_released, idle_releases, busy_caches;
     _Atomic uint64_t bytes_scavenged, pause_ns_total, pause_ns_max, spills;
     _Atomic uint64_t cycle_cpu_ns;  /* CPU time of the cycles' threads in cycles (the limiter) */
+    int64_t last_goal;              /* the goal before the last cycle's (the scavenger's ratio) */
+    _Atomic int scavenging;         /* a scavenge runs (its fields below are its own) */
+    int64_t scavenge_credit, scavenge_last; /* ns of CPU it may spend; when it last looked */
+    _Atomic int64_t scavenge_goal;  /* what it last aimed to retain */
+    _Atomic uint64_t scavenge_cpu_ns; /* CPU time spent handing pages back at its rate */
     /* thread */
     _Atomic uint32_t wake;
     _Atomic int thread_started;
@@ -146,7 +151,7 @@ static struct {
     int64_t start_ns;          /* when the pacer started: the CPU share of cycles */
     pthread_mutex_t trace_lock;
 } P = {.model_lock = PTHREAD_MUTEX_INITIALIZER, .trace_lock = PTHREAD_MUTEX_INITIALIZER,
-       .trace_fd = -1, .goal_now = INT64_MAX};
+       .trace_fd = -1, .goal_now = INT64_MAX, .scavenge_goal = -1};
 
 static void set_trigger(int64_t trigger);
 
@@ -360,36 +365,107 @@ static void release_caches(uint32_t sg)
     }
 }
 
-/* Hands free pages back until what numaspan retains is within 10% over the goal and under 95%
- * of the memory limit. */
-/* Bytes of user pages numaspan holds from the OS: mapped and not handed back, in use or not. */
-static int64_t retained_bytes(void)
+/* Bytes of user pages numaspan holds from the OS: mapped and not handed back, in use or not;
+ * and those in use (in spans, not free). */
+static int64_t retained_bytes_in_use(int64_t *in_use)
 {
-    int64_t retained = 0;
+    int64_t retained = 0, used = 0;
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         struct nsp_pageheap *h = &nsp__pageheaps[n];
         pthread_mutex_lock(&h->lock);
         retained += (int64_t)(h->pages_mapped - h->pages_scavenged) << NSP_PAGE_SHIFT;
+        used += (int64_t)(h->pages_mapped - h->pages_free) << NSP_PAGE_SHIFT;
         pthread_mutex_unlock(&h->lock);
     }
+    if (in_use)
+        *in_use = used;
     return retained;
 }
 
-static void scavenge(int64_t goal)
+static int64_t retained_bytes(void)
 {
-    int64_t retained = retained_bytes();
-    int64_t target = goal + goal / 10;
-    if (P.params.memory_limit > 0 && target > P.params.memory_limit / 100 * 95)
-        target = P.params.memory_limit / 100 * 95;
-    int64_t excess = retained - target;
-    for (unsigned n = 0; n < nsp__nnodes && excess > 0; n++) {
-        size_t got = nsp__pageheap_scavenge_upto(n, (size_t)excess);
+    return retained_bytes_in_use(NULL);
+}
+
+/* Scavenging: free pages handed back to the OS (madvise) until what numaspan retains is at its
+ * target, and always under 95% of the memory limit.
+ * With the pacer thread (paced), as Go's background scavenger: the target is
+ *     retained <= heap in use x goal / last cycle's goal x 1.1
+ * (the pages the heap will need if it grows to its goal, and 10% more), approached at a rate:
+ * the scavenger spends at most NSP_SCAVENGE_SHARE of a CPU on it (its thread's clock), a credit
+ * that grows with the wall time and is spent run by run, so that a program that frees a lot
+ * does not pay for handing it all back at once, and pages it needs again soon are still there.
+ * Near a memory limit (retained above 95% of it) the excess goes back at once, whatever the
+ * rate: synchronously, as Go does when the heap would pass its limit.
+ * Without the pacer thread nothing runs in the background: the page heap hands back a large
+ * excess at the free that makes it (pageheap.c), and a slow path's housekeeping hands back what
+ * passes 10% over the goal, at once. */
+#define NSP_SCAVENGE_SHARE 100 /* 1/100 of a CPU, Go's background scavenger's */
+
+static int64_t scavenge_target(int64_t in_use, int64_t goal, int64_t last_goal)
+{
+    double ratio = last_goal > 0 && goal != INT64_MAX && last_goal != INT64_MAX
+                       ? (double)goal / (double)last_goal : 1.0;
+    return (int64_t)((double)in_use * ratio * 1.1);
+}
+
+/* Hands back up to want bytes, node by node; counted and traced. */
+static int64_t scavenge_some(int64_t want)
+{
+    int64_t got_all = 0;
+    for (unsigned n = 0; n < nsp__nnodes && got_all < want; n++) {
+        size_t got = nsp__pageheap_scavenge_upto(n, (size_t)(want - got_all));
         if (got) {
             atomic_fetch_add_explicit(&P.bytes_scavenged, got, memory_order_relaxed);
             trace("scavenge", (int)n);
         }
-        excess -= (int64_t)got;
+        got_all += (int64_t)got;
     }
+    return got_all;
+}
+
+static void scavenge(int64_t goal)
+{
+    int no = 0;
+    if (!atomic_compare_exchange_strong(&P.scavenging, &no, 1))
+        return; /* the cycle's and the tick's: one at a time, the credit is theirs */
+    int paced = atomic_load_explicit(&nsp__scavenge_paced, memory_order_relaxed);
+    pthread_mutex_lock(&P.model_lock); /* the model's fields are written under it */
+    int64_t model_goal = P.goal, last_goal = P.last_goal, limit = P.params.memory_limit;
+    pthread_mutex_unlock(&P.model_lock);
+    int64_t in_use, retained = retained_bytes_in_use(&in_use);
+    int64_t target = paced ? scavenge_target(in_use, model_goal, last_goal) : goal + goal / 10;
+    int64_t cap = limit > 0 ? limit / 100 * 95 : INT64_MAX;
+    if (target > cap)
+        target = cap;
+    atomic_store_explicit(&P.scavenge_goal, target, memory_order_relaxed);
+    int64_t excess = retained - target;
+    if (excess > 0 && (!paced || retained > cap)) {
+        scavenge_some(excess); /* no thread to pace it, or near the limit: at once */
+    } else if (excess > 0) {
+        int64_t now = now_ns(), share_cap = P.tick_ns / NSP_SCAVENGE_SHARE;
+        P.scavenge_credit += (now - P.scavenge_last) / NSP_SCAVENGE_SHARE;
+        /* a tick's worth at most: time spent idle does not buy a burst later */
+        if (P.scavenge_credit > share_cap)
+            P.scavenge_credit = share_cap;
+        P.scavenge_last = now;
+        /* a run at a time (the page heap hands back whole runs): one may cost more than the
+         * credit, the debt is paid by the next ticks */
+        while (P.scavenge_credit > 0 && excess > 0) {
+            int64_t t0 = thread_cpu_ns();
+            int64_t got = scavenge_some(excess < (1 << 20) ? excess : (1 << 20));
+            int64_t cpu = thread_cpu_ns() - t0;
+            P.scavenge_credit -= cpu > 0 ? cpu : 1;
+            atomic_fetch_add_explicit(&P.scavenge_cpu_ns, (uint64_t)(cpu > 0 ? cpu : 0),
+                                      memory_order_relaxed);
+            if (!got)
+                break;
+            excess -= got;
+        }
+    } else {
+        P.scavenge_last = now_ns();
+    }
+    atomic_store_explicit(&P.scavenging, 0, memory_order_release);
 }
 
 /* The heap as the pacer reads it, without taking any cache (a measurement must not stop the
@@ -533,6 +609,7 @@ static void cycle(int forced)
     /* smoothed over cycles */
     P.runway = P.runway ? (P.runway + runway) / 2 : runway;
     P.live = live;
+    P.last_goal = P.goal;
     P.goal = nsp__pacer_goal(&P.params, live);
     if (P.paced || P.collector)
         set_trigger(nsp__pacer_trigger_for(&P.params, live, P.goal, P.runway));
@@ -877,6 +954,8 @@ static void start_thread(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         atomic_store(&P.thread_started, THREAD_FAILED); /* housekeeping stays on slow paths */
+    else
+        atomic_store(&nsp__scavenge_paced, 1); /* frees leave it to the thread's rate */
 }
 
 void nsp__pacer_poll(void)
@@ -921,6 +1000,8 @@ void nsp__pacer_forked_child(void)
     atomic_store(&P.running, 0);
     atomic_store(&P.wake, 0);
     atomic_store(&P.housekeeping, 0);
+    atomic_store(&P.scavenging, 0);
+    atomic_store(&nsp__scavenge_paced, 0);
 }
 
 /* ---- public ----------------------------------------------------------------------------------- */
@@ -1071,6 +1152,9 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->backpressure_helps = atomic_load(&P.helps);
     out->cpu_limited = atomic_load(&P.cpu_limited);
     out->cycle_cpu_ns = atomic_load(&P.cycle_cpu_ns);
+    out->scavenge_cpu_ns = atomic_load(&P.scavenge_cpu_ns);
+    out->scavenge_goal = atomic_load(&P.scavenge_goal);
+    out->scavenge_paced = atomic_load(&nsp__scavenge_paced);
     out->debug_checks = atomic_load(&P.debug_checks);
     return 0;
 }

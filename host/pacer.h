@@ -30,7 +30,9 @@
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.
  * Scavenging and idle-cache release always run: on the pacer thread if there is one, else at
- * the program's slow paths, at most once per tick (pacer.c says why).
+ * the program's slow paths, at most once per tick (pacer.c says why). On the thread the
+ * scavenger is paced (about 1% of a CPU toward retained <= in use x goal/last goal x 1.1, at
+ * once near a memory limit); without it, frees and slow paths hand back at once.
  * Layers reach the pacer only through the ledger (nsp__pacer_crossed); the pacer drives them
  * down through their interfaces.
  */

@@ -324,7 +324,10 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
     return NULL;
 }
 
-/* Scavenging without a pacer (a plain program runs no cycles, DESIGN.md §6): when the free pages
+_Atomic int nsp__scavenge_paced;
+
+/* Scavenging without a pacer thread (a plain program runs no cycles, DESIGN.md §6; with the
+ * thread, it hands pages back at its own rate and this rule is off): when the free pages
  * a node keeps resident pass max(64 MiB, a quarter of what it maps), a free hands back the
  * excess down to half that bound. Not lower: pages handed back and needed again cost a fault
  * each, so only a heap that shrank a lot (a phase ended) pays it (glibc trims far sooner).
@@ -369,7 +372,8 @@ void nsp__pageheap_free(struct nsp_span *s)
         }
     }
     run_insert(h, run_make(ar, start, n, needzero, scav));
-    size_t excess = retained_excess(h);
+    size_t excess = atomic_load_explicit(&nsp__scavenge_paced, memory_order_relaxed)
+                        ? 0 : retained_excess(h);
     pthread_mutex_unlock(&h->lock);
     if (excess)
         nsp__pageheap_scavenge_upto(h->node, excess);

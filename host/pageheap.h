@@ -100,6 +100,9 @@ extern uint64_t nsp__test_nodes_without_memory;
  * released. */
 size_t nsp__pageheap_scavenge(unsigned node);
 size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want);
+/* 1 while the pacer thread scavenges at its rate (pacer.c): frees then hand nothing back
+ * themselves. */
+extern _Atomic int nsp__scavenge_paced;
 
 /*
  * The span that owns address p: NULL if numaspan never mapped p or p lies in free pages.

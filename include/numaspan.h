@@ -284,6 +284,10 @@ typedef struct nsp_pacer_info {
                               * cycle; the goal is at most limit - outside - headroom */
     uint64_t cycle_cpu_ns;   /* CPU time cycles took (their threads' clocks; the limiter's
                               * measure), beside pause_ns_total, their wall time */
+    int scavenge_paced;      /* 1: the pacer thread hands pages back at its rate (about 1% of a
+                              * CPU); 0: frees and slow paths do, at once */
+    int64_t scavenge_goal;   /* what the scavenger last aimed to retain (-1: not yet) */
+    uint64_t scavenge_cpu_ns; /* CPU time the paced scavenger spent */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

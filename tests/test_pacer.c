@@ -4,7 +4,7 @@
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
  *               runway | no-storm | backpressure | trace-stderr | setters | percent-off |
- *               time-limit | time-limit-sleep
+ *               time-limit | time-limit-sleep | scavenge-paced | scavenge-limit
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -253,6 +253,113 @@ static void case_scavenge(void)
     CHECK(retained <= pi.goal + pi.goal / 10 || unscavenged == 0,
           "retained %lld MB, goal %lld MB, %lld MB free and not handed back",
           (long long)(retained >> 20), (long long)(pi.goal >> 20), (long long)(unscavenged >> 20));
+}
+
+/* The paced scavenger (with the pacer thread; case scavenge above has none): 160 MiB freed are
+ * not handed back by the frees (without the thread the page heap hands back all but 32 MiB at
+ * the free that passes 64 MiB), but by the thread, at about 1% of a CPU, until what is retained
+ * is at the scavenger's goal. Handing it all back at once took 20-40% of the time it was seen
+ * to take. */
+static void noop_collector(void *arg);
+/* Free pages not handed back (resident), and what is retained (mapped, not handed back). */
+static int64_t resident_free(int64_t *retained)
+{
+    nsp_stats_t st;
+    nsp_stats_get(&st);
+    int64_t b = 0;
+    *retained = 0;
+    for (unsigned n = 0; n < st.nnodes; n++) {
+        b += (int64_t)(st.node[n].pages_free - st.node[n].pages_scavenged) * 8192;
+        *retained += (int64_t)(st.node[n].pages_mapped - st.node[n].pages_scavenged) * 8192;
+    }
+    return b;
+}
+
+static void case_scavenge_paced(void)
+{
+    nsp_pacer_set_collector(noop_collector, NULL); /* something to pace: the pacer thread */
+    nsp_pacer_info_t pi0, pi;
+    pacer(&pi0);
+    CHECK(pi0.scavenge_paced == 1, "the pacer thread scavenges at its rate");
+    enum { N = 160 };
+    static void *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(1 << 20);
+        memset(b[i], 1, 1 << 20);
+    }
+    int64_t retained;
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    /* without the thread the frees keep at most 64 MiB resident; a tick that falls between
+     * hands back one run (at most an arena) */
+    int64_t kept = resident_free(&retained);
+    CHECK(kept >= (int64_t)80 << 20, "the frees left %lld MiB of free pages resident",
+          (long long)(kept >> 20));
+    struct timespec a, z;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pacer(&pi0);
+    int reached = 0, steps = 0;
+    int64_t last = retained;
+    for (int i = 0; i < 600 && !reached; i++) {
+        struct timespec nap = {0, 50000000};
+        nanosleep(&nap, NULL);
+        pacer(&pi);
+        int64_t free_now = resident_free(&retained);
+        steps += retained < last;
+        last = retained;
+        /* nothing is in use (the heap is a few pages): its goal keeps no free page */
+        reached = pi.scavenge_goal >= 0 && retained <= pi.scavenge_goal + (1 << 20) &&
+                  free_now <= 2 << 20;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &z);
+    double wall = (double)(z.tv_sec - a.tv_sec) * 1e9 + (double)(z.tv_nsec - a.tv_nsec);
+    double share = (double)(pi.scavenge_cpu_ns - pi0.scavenge_cpu_ns) / wall;
+    CHECK(reached, "retained %lld MiB, the scavenger's goal %lld MiB after %.1f s",
+          (long long)(retained >> 20), (long long)(pi.scavenge_goal >> 20), wall / 1e9);
+    CHECK(pi.scavenge_goal < 16 << 20, "the scavenger's goal %lld MiB for a heap of a few pages",
+          (long long)(pi.scavenge_goal >> 20));
+    CHECK(pi.scavenge_cpu_ns > pi0.scavenge_cpu_ns, "the thread handed pages back");
+    /* at its rate: a run (up to an arena, a few ms of CPU) and then a few ticks' wait, seen as
+     * steps 50 ms apart; all at once it went from where the frees left it to its goal in one */
+    CHECK(steps >= 2, "handed back in %d steps", steps);
+    /* 1% of a CPU, and a run of up to an arena past it at the start */
+    CHECK(share <= 0.05, "scavenging took %.1f%% of a CPU (%.1f ms in %.1f s)", 100 * share,
+          (double)(pi.scavenge_cpu_ns - pi0.scavenge_cpu_ns) / 1e6, wall / 1e9);
+    nsp_pacer_set_collector(NULL, NULL);
+}
+
+/* Near a memory limit the scavenger does not wait for its rate: 300 MiB freed under a limit of
+ * 64 MiB go back at once, down to 95% of the limit (Go scavenges synchronously when the heap
+ * would pass its limit). At the rate, the first of them to go back was one run, an arena. */
+static void case_scavenge_limit(void)
+{
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    CHECK(pi.scavenge_paced == 1, "the pacer thread scavenges (a memory limit is paced)");
+    int64_t cap = pi.memory_limit / 100 * 95;
+    enum { N = 300 };
+    static void *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(1 << 20);
+        memset(b[i], 1, 1 << 20);
+    }
+    int64_t retained;
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    resident_free(&retained);
+    int64_t start = retained, first = -1;
+    for (int i = 0; i < 500 && first < 0; i++) {
+        struct timespec nap = {0, 10000000};
+        nanosleep(&nap, NULL);
+        resident_free(&retained);
+        if (retained < start)
+            first = retained;
+    }
+    CHECK(start > cap, "the frees left %lld MiB retained, above 95%% of the limit",
+          (long long)(start >> 20));
+    CHECK(first >= 0 && first <= cap, "the first hand-back went from %lld MiB to %lld MiB "
+          "(95%% of the limit: %lld MiB)", (long long)(start >> 20), (long long)(first >> 20),
+          (long long)(cap >> 20));
 }
 
 static void *idle_thread(void *arg)
@@ -597,6 +704,10 @@ int main(int argc, char **argv)
         case_node_limits();
     else if (strcmp(which, "scavenge") == 0)
         case_scavenge();
+    else if (strcmp(which, "scavenge-paced") == 0)
+        case_scavenge_paced();
+    else if (strcmp(which, "scavenge-limit") == 0)
+        case_scavenge_limit();
     else if (strcmp(which, "idle") == 0)
         case_idle(0);
     else if (strcmp(which, "idle-thread") == 0)
@@ -620,7 +731,7 @@ int main(int argc, char **argv)
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
                         "runway|no-storm|backpressure|trace-stderr|setters|percent-off|"
-                        "time-limit|time-limit-sleep\n");
+                        "time-limit|time-limit-sleep|scavenge-paced|scavenge-limit\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);
