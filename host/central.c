@@ -24,6 +24,7 @@
 
 #include "ledger.h"
 #include "os.h"
+#include "pacer.h"
 #include "pageheap.h"
 #include "runtime.h"
 #include "span.h"
@@ -135,6 +136,9 @@ static void take(struct nsp_span *s, unsigned cache)
 
 struct nsp_span *nsp__central_pages(unsigned node, size_t npages, size_t align_pages)
 {
+    /* the pacer sends this node's refills away (pacer.h, nsp__pacer_spilling) */
+    if (atomic_load_explicit(&nsp__pacer_spilling, memory_order_relaxed) >> node & 1)
+        return nsp__pageheap_alloc_near(node, npages, align_pages);
     struct nsp_span *s = nsp__pageheap_alloc_free(node, npages, align_pages);
     if (s)
         return s;

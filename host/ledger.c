@@ -2,7 +2,8 @@
  * host/ledger.c — the ledger's events (see ledger.h for the rule, the table and the invariants).
  *
  * The ledger reaches the pacer in one place: a positive change that takes the heap across the
- * pacer's trigger wakes it (nsp__pacer_crossed).
+ * pacer's trigger, or its node across the node's trigger, wakes it (nsp__pacer_crossed,
+ * nsp__pacer_node_crossed).
  *
  * A change of a span's charge is two steps (the charge, then heapLive[node]), so whoever reads
  * both must not find one without the other: every event runs under a lock its reader takes
@@ -43,13 +44,16 @@ void nsp__ledger_unlock_all(void)
 
 static void apply(unsigned node, int64_t delta)
 {
-    atomic_fetch_add_explicit(&nsp__ledger[node].heap_live, delta, memory_order_relaxed);
+    int64_t hl =
+        atomic_fetch_add_explicit(&nsp__ledger[node].heap_live, delta, memory_order_relaxed) + delta;
     int64_t total =
         atomic_fetch_add_explicit(&nsp__heap_live_total, delta, memory_order_relaxed) + delta;
     if (delta > 0) {
         atomic_fetch_add_explicit(&nsp__charged_total, delta, memory_order_relaxed);
         if (total >= atomic_load_explicit(&nsp__pacer_notify, memory_order_relaxed))
             nsp__pacer_crossed(total);
+        else if (hl >= atomic_load_explicit(&nsp__node_notify[node], memory_order_relaxed))
+            nsp__pacer_node_crossed(node, hl); /* the node at its own trigger (per-node pacing) */
     }
 }
 

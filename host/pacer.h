@@ -26,6 +26,10 @@
  * With a memory limit: `outside` (what numaspan retains beyond the live bytes) is measured at
  * each cycle, and cycles take at most about half the process's CPU time (a limiter, as Go's GC
  * CPU limiter; the cycle thread's clock against the process's).
+ * Per node (several nodes, something paced): each node's goal is its share of the goal by its
+ * live bytes, at most its node limit less headroom (the rest to the other nodes), its trigger
+ * as far toward it as the heap's; a node crossing its trigger starts a cycle, or, when its goal
+ * is its limit's, sends its refills to the nearest node under its trigger (nsp__pacer_spilling).
  * Percent off (NSP_PACE_PERCENT=off, nsp_pacer_set_percent): the memory limit alone paces.
  * The pacer acts only when there is something to pace (a memory limit, node limits, or a
  * collector); otherwise the trigger is infinite and the process has no pacer thread.
@@ -60,6 +64,17 @@ int64_t nsp__pacer_headroom(int64_t limit);
  * during recent cycles). */
 int64_t nsp__pacer_trigger_for(const struct nsp_pacer_params *p, int64_t live, int64_t goal,
                                int64_t runway);
+/* Per-node pacing: every node's goal (goal_n[0..nnodes-1]) for the heap's goal and live bytes
+ * and the nodes' live bytes: its share of the heap's goal in proportion to its live bytes, at
+ * least heap_min / nnodes, at most its node limit limit_n (bytes, 0: none) less headroom (bit n
+ * of *capped then), and what capped nodes cannot hold given to the others in proportion to
+ * their shares. A node's trigger is as far from its live bytes toward its goal as the heap's
+ * trigger is from live toward goal. */
+void nsp__pacer_node_goals(const struct nsp_pacer_params *p, int64_t goal, int64_t live,
+                           unsigned nnodes, const int64_t *live_n, const int64_t *limit_n,
+                           int64_t *goal_n, uint64_t *capped);
+int64_t nsp__pacer_node_trigger(int64_t goal, int64_t trigger, int64_t live, int64_t goal_n,
+                                int64_t live_n);
 /* The fewest bytes to allocate between two cycles. */
 int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 
@@ -68,12 +83,20 @@ extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
  * trigger, or 0 while a concurrent cycle runs (back-pressure watches every change then). */
 extern _Atomic int64_t nsp__pacer_notify;
 extern int64_t nsp__node_limit_pages[NSP_MAX_NODES]; /* 0 = no limit */
+/* Per node: the heapLive from which a positive ledger change tells the pacer
+ * (nsp__pacer_node_crossed), its trigger; INT64_MAX when not paced per node. */
+extern _Atomic int64_t nsp__node_notify[NSP_MAX_NODES];
+/* Bit n: node n is past its trigger at its node limit, and its refills go to the nearest node
+ * with room (nsp__pageheap_alloc_near) until the next cycle. */
+extern _Atomic uint64_t nsp__pacer_spilling;
 extern __thread int nsp__cycle_due; /* 1: a sync cycle is due; 2: wait for the running one */
 
 /* Reads the options; called once by nsp__init. Exits with a message on a malformed one. */
 void nsp__pacer_init(void);
 /* The ledger saw the heap reach total, at or past the trigger. */
 void nsp__pacer_crossed(int64_t total);
+/* The ledger saw node's heapLive reach hl, at or past the node's trigger. */
+void nsp__pacer_node_crossed(unsigned node, int64_t hl);
 /* After every slow-path allocation (a refill, a large object), holding no lock: a synchronous
  * cycle that came due runs here, and the pacer is polled (nsp__pacer_poll). */
 static inline void nsp__pacer_after_alloc(void)

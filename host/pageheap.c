@@ -307,11 +307,16 @@ _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
 
 struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages)
 {
-    struct nsp_span *s = nsp__pageheap_alloc(node, npages, align_pages);
-    if (s || npages > NSP_ARENA_PAGES)
+    /* a node the pacer sends away (full at its node limit, past its trigger: per-node pacing,
+     * pacer.h) tries the nodes with room first, and its own pages last */
+    uint64_t away = atomic_load_explicit(&nsp__pacer_spilling, memory_order_relaxed);
+    struct nsp_span *s = away >> node & 1 ? NULL : nsp__pageheap_alloc(node, npages, align_pages);
+    if (s || (npages > NSP_ARENA_PAGES && !(away >> node & 1)))
         return s;
     const unsigned *order = nsp_topo_nodes_by_distance(nsp__topo, node);
-    for (unsigned i = 1; i < nsp__nnodes; i++) {
+    for (unsigned i = 1; i < nsp__nnodes && npages <= NSP_ARENA_PAGES; i++) {
+        if (away >> order[i] & 1)
+            continue;
         s = nsp__pageheap_alloc(order[i], npages, align_pages);
         if (s) {
             atomic_fetch_add_explicit(&nsp__spills_out[node], 1, memory_order_relaxed);
@@ -320,6 +325,8 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
             return s;
         }
     }
+    if (away >> node & 1 && (s = nsp__pageheap_alloc(node, npages, align_pages)))
+        return s;
     errno = ENOMEM;
     return NULL;
 }

@@ -288,6 +288,14 @@ typedef struct nsp_pacer_info {
                               * CPU); 0: frees and slow paths do, at once */
     int64_t scavenge_goal;   /* what the scavenger last aimed to retain (-1: not yet) */
     uint64_t scavenge_cpu_ns; /* CPU time the paced scavenger spent */
+    /* Per-node pacing (host/pacer.h): each node's goal (its share of the heap's, at most its node
+     * limit less headroom), its trigger and its live bytes at the last cycle; -1: not paced per
+     * node (one node, or nothing paced). */
+    int64_t node_goal[NSP_STATS_MAX_NODES], node_trigger[NSP_STATS_MAX_NODES];
+    int64_t node_live[NSP_STATS_MAX_NODES];
+    uint64_t node_cycles;    /* cycles a node's crossing of its own trigger started */
+    uint64_t node_spills;    /* crossings that sent a full node's refills to another node */
+    uint64_t nodes_spilling; /* bit n: node n's refills go to the nearest node with room */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

@@ -4,7 +4,8 @@
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
  *               runway | no-storm | backpressure | trace-stderr | setters | percent-off |
- *               time-limit | time-limit-sleep | scavenge-paced | scavenge-limit
+ *               time-limit | time-limit-sleep | scavenge-paced | scavenge-limit | node-pacing |
+ *               node-spill
  * Prints "N passed, M failed"; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -72,6 +73,7 @@ static void drop(void *p)
 
 /* Allocates `total` bytes in objects of 16..2048 B; a live set of KEEP objects is replaced at
  * random, the replaced ones are dropped for the collector. Returns the peak heapLive seen. */
+static int64_t node_peak[2], node_low[2] = {INT64_MAX, INT64_MAX}, node_over[2];
 static int64_t churn(int64_t total)
 {
     uint64_t seed = 42;
@@ -91,6 +93,15 @@ static int64_t churn(int64_t total)
             pacer(&pi);
             if (pi.heap_live_total > peak)
                 peak = pi.heap_live_total;
+            for (unsigned k = 0; k < 2 && k < pi.nnodes; k++) {
+                if (pi.heap_live[k] > node_peak[k])
+                    node_peak[k] = pi.heap_live[k];
+                if (pi.heap_live[k] < node_low[k])
+                    node_low[k] = pi.heap_live[k];
+                /* heapLive over the node's goal, in thousandths (per-node pacing) */
+                if (pi.node_goal[k] > 0 && pi.heap_live[k] * 1000 / pi.node_goal[k] > node_over[k])
+                    node_over[k] = pi.heap_live[k] * 1000 / pi.node_goal[k];
+            }
         }
     }
     return peak;
@@ -360,6 +371,96 @@ static void case_scavenge_limit(void)
     CHECK(first >= 0 && first <= cap, "the first hand-back went from %lld MiB to %lld MiB "
           "(95%% of the limit: %lld MiB)", (long long)(start >> 20), (long long)(first >> 20),
           (long long)(cap >> 20));
+}
+
+/* Per-node pacing on a synthetic 2-node machine: node 1 holds 16 MiB live and is idle; node 0's
+ * program churns about 4 MiB live through 200 MiB. Node 0 has its own goal, its share of the
+ * heap's (2 x its live bytes, where the heap's is 2 x 20 MiB), and is held at it by cycles that
+ * its own crossings start; node 1's heapLive does not move. Paced by the heap's trigger alone,
+ * node 0 filled the room node 1's live heap gave the heap's goal: up to 5x its own. */
+static void *node1_keeper(void *arg)
+{
+    void **keep = arg;
+    nsp_thread_bind_core(2); /* a core of node 1 */
+    for (int i = 0; i < 4096; i++)
+        keep[i] = malloc(4096);
+    return NULL;
+}
+
+static void case_node_pacing(void)
+{
+    static void *keep1[4096];
+    pthread_t t;
+    pthread_create(&t, NULL, node1_keeper, keep1);
+    pthread_join(t, NULL);
+    nsp_thread_bind_core(0); /* a core of node 0 */
+    nsp_pacer_set_collector(collector, NULL);
+    churn((int64_t)8 << 20); /* node 0's live set */
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi0, pi;
+    pacer(&pi0);
+    CHECK(nsp_node_of(keep1[0]) == 1 && nsp_node_of(kept[0]) == 0, "the live sets' nodes: %d, %d",
+          nsp_node_of(keep1[0]), nsp_node_of(kept[0]));
+    CHECK(pi0.node_goal[0] > 0 && pi0.node_goal[0] < pi0.goal / 3 && pi0.node_goal[1] > pi0.goal / 2,
+          "node goals %lld + %lld KiB, the heap's %lld KiB", (long long)pi0.node_goal[0] >> 10,
+          (long long)pi0.node_goal[1] >> 10, (long long)pi0.goal >> 10);
+    node_peak[0] = node_peak[1] = node_over[0] = node_over[1] = 0;
+    node_low[0] = node_low[1] = INT64_MAX;
+    churn((int64_t)200 << 20);
+    pacer(&pi);
+    nsp_pacer_set_collector(NULL, NULL);
+    CHECK(node_over[0] <= 1100, "node 0's heapLive peaked at %.2f x its goal (%lld KiB)",
+          (double)node_over[0] / 1000, (long long)pi.node_goal[0] >> 10);
+    CHECK(pi.node_cycles > pi0.node_cycles, "cycles started by node 0's crossings: %llu",
+          (unsigned long long)(pi.node_cycles - pi0.node_cycles));
+    CHECK(node_peak[1] == node_low[1] && node_peak[1] == pi0.heap_live[1] &&
+              pi0.heap_live[1] >= 16 << 20,
+          "node 1 untouched: heapLive %lld..%lld KiB (%lld before)", (long long)node_low[1] >> 10,
+          (long long)node_peak[1] >> 10, (long long)pi0.heap_live[1] >> 10);
+    for (int i = 0; i < 4096; i++)
+        free(keep1[i]);
+}
+
+/* Per-node pacing at a node limit (node 0 limited to one arena, 64 MiB): with 36 MiB live, node
+ * 0's share of the heap's goal (72 MiB) is more than its limit holds, so its goal is the limit's
+ * (less headroom) and the rest of its share goes to node 1. When node 0 then crosses its
+ * trigger, its refills go to node 1, which has room (a spill, traced), rather than starting a
+ * cycle that would not give node 0 pages. */
+static void case_node_spill(void)
+{
+    nsp_thread_bind_core(0); /* a core of node 0 */
+    static void *live0[36];
+    for (int i = 0; i < 36; i++)
+        live0[i] = malloc(1 << 20);
+    nsp_pacer_set_collector(collector, NULL);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi0, pi;
+    pacer(&pi0);
+    int64_t limit = (int64_t)64 << 20, cap = limit - limit / 100 * 3;
+    CHECK(pi0.node_goal[0] == cap, "node 0's goal %lld KiB is its limit's, less headroom (%lld)",
+          (long long)pi0.node_goal[0] >> 10, (long long)cap >> 10);
+    CHECK(pi0.node_goal[0] + pi0.node_goal[1] >= pi0.goal - (1 << 20),
+          "node 1 takes the rest of the heap's goal: %lld + %lld KiB of %lld",
+          (long long)pi0.node_goal[0] >> 10, (long long)pi0.node_goal[1] >> 10,
+          (long long)pi0.goal >> 10);
+    int on1 = 0, failed_allocs = 0;
+    for (int i = 0; i < 200; i++) {
+        void *p = malloc(1 << 20);
+        if (!p) {
+            failed_allocs++;
+            continue;
+        }
+        on1 += nsp_node_of(p) == 1;
+        drop(p);
+    }
+    pacer(&pi);
+    nsp_pacer_set_collector(NULL, NULL);
+    CHECK(failed_allocs == 0, "allocations failed: %d", failed_allocs);
+    CHECK(pi.node_spills > 0, "node 0's crossings sent its refills to node 1: %llu",
+          (unsigned long long)pi.node_spills);
+    CHECK(on1 > 0, "objects on node 1: %d of 200", on1);
+    for (int i = 0; i < 36; i++)
+        free(live0[i]);
 }
 
 static void *idle_thread(void *arg)
@@ -704,6 +805,10 @@ int main(int argc, char **argv)
         case_node_limits();
     else if (strcmp(which, "scavenge") == 0)
         case_scavenge();
+    else if (strcmp(which, "node-pacing") == 0)
+        case_node_pacing();
+    else if (strcmp(which, "node-spill") == 0)
+        case_node_spill();
     else if (strcmp(which, "scavenge-paced") == 0)
         case_scavenge_paced();
     else if (strcmp(which, "scavenge-limit") == 0)
@@ -731,7 +836,8 @@ int main(int argc, char **argv)
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
                         "runway|no-storm|backpressure|trace-stderr|setters|percent-off|"
-                        "time-limit|time-limit-sleep|scavenge-paced|scavenge-limit\n");
+                        "time-limit|time-limit-sleep|scavenge-paced|scavenge-limit|node-pacing|"
+                        "node-spill\n");
         return 2;
     }
     printf("%s: %d passed, %d failed\n", which, passed, failed);

@@ -325,6 +325,41 @@ START_TEST(reservation_term_predicts_the_storm_and_its_end)
 }
 END_TEST
 
+/* Per-node goals (pacer.h): shares of the heap's goal by live bytes that add up to it; a node
+ * limit caps a node and its excess goes to the others; a node's trigger is as far toward its
+ * goal as the heap's trigger is toward the heap's. */
+START_TEST(node_goals_share_the_heap_goal)
+{
+    struct nsp_pacer_params p = {.concurrent = 1, .percent = 100, .heap_min = 4 * MiB};
+    int64_t live_n[3] = {30 * MiB, 10 * MiB, 0}, none[3] = {0, 0, 0}, goal_n[3];
+    uint64_t capped;
+    int64_t live = 40 * MiB, goal = nsp__pacer_goal(&p, live);
+    nsp__pacer_node_goals(&p, goal, live, 3, live_n, none, goal_n, &capped);
+    ck_assert_uint_eq(capped, 0);
+    ck_assert_int_eq(goal_n[0], 60 * MiB);
+    ck_assert_int_eq(goal_n[1], 20 * MiB);
+    ck_assert_int_eq(goal_n[2], 4 * MiB / 3); /* nothing live: its share of the minimum */
+    /* node 0 limited to 48 MiB: capped at the limit less headroom, node 1 takes the rest */
+    int64_t limits[3] = {48 * MiB, 0, 0};
+    nsp__pacer_node_goals(&p, goal, live, 3, live_n, limits, goal_n, &capped);
+    ck_assert_uint_eq(capped, 1);
+    ck_assert_int_eq(goal_n[0], 48 * MiB - nsp__pacer_headroom(48 * MiB));
+    ck_assert_int_ge(goal_n[0] + goal_n[1] + goal_n[2], goal);
+    ck_assert_int_gt(goal_n[1], 2 * goal_n[2]); /* in proportion to the shares */
+    /* the trigger: the heap's fraction of the way, per node */
+    int64_t trigger = live + (goal - live) * 3 / 4;
+    ck_assert_int_eq(nsp__pacer_node_trigger(goal, trigger, live, 20 * MiB, 10 * MiB),
+                     10 * MiB + 10 * MiB * 3 / 4);
+    ck_assert_int_eq(nsp__pacer_node_trigger(goal, INT64_MAX, live, 20 * MiB, 10 * MiB),
+                     INT64_MAX);
+    /* percent off, no memory limit: nothing to share, a node limit still caps */
+    p.percent = 0;
+    nsp__pacer_node_goals(&p, INT64_MAX, live, 3, live_n, limits, goal_n, &capped);
+    ck_assert_int_eq(goal_n[1], INT64_MAX);
+    ck_assert_int_eq(goal_n[0], 48 * MiB - nsp__pacer_headroom(48 * MiB));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pacer simulation");
@@ -335,6 +370,7 @@ int main(void)
     tcase_add_test(tc, sync_trigger_is_the_goal);
     tcase_add_test(tc, percent_off_paces_by_the_limit_alone);
     tcase_add_test(tc, reservation_term_predicts_the_storm_and_its_end);
+    tcase_add_test(tc, node_goals_share_the_heap_goal);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
