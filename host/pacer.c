@@ -1173,10 +1173,8 @@ void nsp__pacer_forked_child(void)
 
 /* ---- public ----------------------------------------------------------------------------------- */
 
-void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg)
+void nsp__pacer_set_collector(nsp_collector_fn fn, void *arg)
 {
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
-        nsp__init();
     pthread_mutex_lock(&P.model_lock);
     P.collector_arg = arg;
     __atomic_store_n(&P.collector, fn, __ATOMIC_RELEASE); /* slow paths read it unlocked */
@@ -1188,10 +1186,8 @@ void nsp_pacer_set_collector(nsp_collector_fn fn, void *arg)
         start_thread(); /* a collector is something to pace */
 }
 
-void nsp_pacer_cycle(void)
+void nsp__pacer_cycle(void)
 {
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
-        return;
     cycle(1);
 }
 

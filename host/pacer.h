@@ -46,6 +46,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "numaspan.h"
 #include "types.h"
 
 struct nsp_pacer_params {
@@ -118,6 +119,10 @@ void nsp__pacer_fork_prepare_first(void);
 void nsp__pacer_fork_prepare_last(void);
 void nsp__pacer_fork_release(void);
 void nsp__pacer_forked_child(void);
+/* nsp_pacer_set_collector and nsp_pacer_cycle once the allocator is ready: the public ones (init.c)
+ * initialise it first, so that the pacer does not depend on init.c. */
+void nsp__pacer_set_collector(nsp_collector_fn fn, void *arg);
+void nsp__pacer_cycle(void);
 /* A spill or scavenge happened (counted, traced). */
 void nsp__pacer_event(const char *event, unsigned node);
 

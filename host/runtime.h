@@ -2,8 +2,10 @@
  * host/runtime.h — process-wide state of the host allocator, set once at initialisation.
  *
  * Owns nothing mutable after init: the process topology and its shape, and the options the hot
- * paths read (parsed once). Written by nsp__init (init.c) before `nsp__ready` is published with
- * release order; every reader checks nsp__ready (acquire) first or runs after it.
+ * paths read (parsed once); besides them the bootstrap region and the count of bad frees.
+ * Defined in runtime.c, the bottom of host/, so that every layer may read them; written by
+ * nsp__init (init.c) before `nsp__ready` is published with release order; every reader checks
+ * nsp__ready (acquire) first or runs after it.
  */
 #ifndef NSP_HOST_RUNTIME_H
 #define NSP_HOST_RUNTIME_H
@@ -30,11 +32,14 @@ extern int nsp__debug;              /* NSP_DEBUG: 0 off, 1 a ledger check at eve
  * because the OS refused memory: init.c retries it at a later call). */
 int nsp__init(void);
 
-/* The bootstrap region (init.c): memory handed out before the allocator is ready. */
+/* The bootstrap region (runtime.c): memory handed out before the allocator is ready. */
 void *nsp__boot_alloc(size_t n, size_t align);
 int nsp__boot_owns(const void *p);
 size_t nsp__boot_size(const void *p);
 size_t nsp__boot_bytes(void);
+/* Bootstrap chunks the OS refused: init.c tells a topology load that failed for want of memory
+ * (retried later) from a malformed option. */
+extern _Atomic unsigned long nsp__boot_refusals;
 
 /* Large-object counters per node (malloc.c), relaxed atomics. */
 extern _Atomic uint64_t nsp__large_allocs[], nsp__large_frees[];
