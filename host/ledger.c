@@ -41,6 +41,7 @@ void nsp__ledger_unlock_all(void)
     for (unsigned n = NSP_MAX_NODES; n-- > 0;)
         pthread_mutex_unlock(&node_lock[n]);
 }
+_Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
 
 static void apply(unsigned node, int64_t delta)
 {

@@ -58,6 +58,9 @@ extern _Atomic uint32_t nsp__sweepgen;
 /* The reservation budget: bytes of spans all caches together may hold while something is paced
  * in `over` (the pacer sets it, DESIGN.md §6 "Bounding the overestimate"); INT64_MAX: none. */
 extern _Atomic int64_t nsp__reserve_budget;
+/* Large objects allocated and freed per node (counted by malloc.c's large path, read by stats.c):
+ * monotonic totals of the node like those above, so they live here, below both readers. */
+extern _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
 
 /* Applies a change of heapLive on node (delta > 0 at once; delta < 0 into *pending, flushed past
  * the batch, or at once when pending is NULL). */

@@ -42,8 +42,6 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
-_Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
-
 /* ---- allocation ------------------------------------------------------------------------------- */
 
 static void *enomem(void)

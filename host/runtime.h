@@ -41,9 +41,6 @@ size_t nsp__boot_bytes(void);
  * (retried later) from a malformed option. */
 extern _Atomic unsigned long nsp__boot_refusals;
 
-/* Large-object counters per node (malloc.c), relaxed atomics. */
-extern _Atomic uint64_t nsp__large_allocs[], nsp__large_frees[];
-
 enum nsp_error_kind {
     NSP_ERR_NOT_OWNED = 0, /* free of an address no span owns */
     NSP_ERR_INTERIOR,      /* free of an address inside an object, not at its start */
