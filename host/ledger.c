@@ -1,9 +1,10 @@
 /*
  * host/ledger.c — the ledger's events (see ledger.h for the rule, the table and the invariants).
  *
- * The ledger reaches the pacer in one place: a positive change that takes the heap across the
- * pacer's trigger, or its node across the node's trigger, wakes it (nsp__pacer_crossed,
- * nsp__pacer_node_crossed).
+ * The ledger reaches the pacer in one place, through hooks: a positive change that takes the
+ * heap across nsp__pacer_notify calls nsp__ledger_crossed, or its node across the node's
+ * nsp__node_notify calls nsp__ledger_node_crossed (per-node pacing); the pacer installs both at
+ * its init. The ledger does not call the pacer by name, so it stays below it (DESIGN.md §2).
  *
  * A change of a span's charge is two steps (the charge, then heapLive[node]), so whoever reads
  * both must not find one without the other: every event runs under a lock its reader takes
@@ -13,7 +14,6 @@
  */
 #include "ledger.h"
 
-#include "pacer.h"
 #include "runtime.h"
 
 struct nsp_ledger_node nsp__ledger[NSP_MAX_NODES];
@@ -25,6 +25,10 @@ int64_t nsp__delta_batch = 64 << 10;
 _Atomic uint32_t nsp__sweepgen = 2;
 _Atomic int64_t nsp__reserve_budget = INT64_MAX;
 void (*nsp__ledger_test_hook)(void);
+_Atomic int64_t nsp__pacer_notify = INT64_MAX;
+void (*_Atomic nsp__ledger_crossed)(int64_t total);
+_Atomic int64_t nsp__node_notify[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] = INT64_MAX};
+void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
 
 /* Leaf locks: held across the two steps of a change made outside any cache or central lock. */
 static pthread_mutex_t node_lock[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] =
@@ -51,10 +55,18 @@ static void apply(unsigned node, int64_t delta)
         atomic_fetch_add_explicit(&nsp__heap_live_total, delta, memory_order_relaxed) + delta;
     if (delta > 0) {
         atomic_fetch_add_explicit(&nsp__charged_total, delta, memory_order_relaxed);
-        if (total >= atomic_load_explicit(&nsp__pacer_notify, memory_order_relaxed))
-            nsp__pacer_crossed(total);
-        else if (hl >= atomic_load_explicit(&nsp__node_notify[node], memory_order_relaxed))
-            nsp__pacer_node_crossed(node, hl); /* the node at its own trigger (per-node pacing) */
+        if (total >= atomic_load_explicit(&nsp__pacer_notify, memory_order_relaxed)) {
+            void (*crossed)(int64_t) =
+                atomic_load_explicit(&nsp__ledger_crossed, memory_order_relaxed);
+            if (crossed)
+                crossed(total);
+        } else if (hl >= atomic_load_explicit(&nsp__node_notify[node], memory_order_relaxed)) {
+            /* the node at its own trigger (per-node pacing) */
+            void (*node_crossed)(unsigned, int64_t) =
+                atomic_load_explicit(&nsp__ledger_node_crossed, memory_order_relaxed);
+            if (node_crossed)
+                node_crossed(node, hl);
+        }
     }
 }
 

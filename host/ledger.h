@@ -58,6 +58,19 @@ extern _Atomic uint32_t nsp__sweepgen;
 /* The reservation budget: bytes of spans all caches together may hold while something is paced
  * in `over` (the pacer sets it, DESIGN.md §6 "Bounding the overestimate"); INT64_MAX: none. */
 extern _Atomic int64_t nsp__reserve_budget;
+/* The one hook from the ledger to the pacer (DESIGN.md §2: layers reach the pacer only through
+ * the ledger). The pacer publishes the heap total from which it wants to hear of a positive change
+ * (nsp__pacer_notify: its trigger, or 0 while a concurrent cycle runs, for back-pressure;
+ * INT64_MAX when nothing is paced) and installs nsp__ledger_crossed at its init; a positive change
+ * that takes the total heapLive to or past nsp__pacer_notify calls it with that total. Both are
+ * defined here, beside their one reader on every positive change, so that neither file needs the
+ * other by name. */
+extern _Atomic int64_t nsp__pacer_notify;
+extern void (*_Atomic nsp__ledger_crossed)(int64_t total);
+/* Per node: the heapLive from which a positive change calls nsp__ledger_node_crossed (the node's
+ * trigger; INT64_MAX when not paced per node). Written by the pacer. */
+extern _Atomic int64_t nsp__node_notify[NSP_MAX_NODES];
+extern void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
 /* Large objects allocated and freed per node (counted by malloc.c's large path, read by stats.c):
  * monotonic totals of the node like those above, so they live here, below both readers. */
 extern _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];

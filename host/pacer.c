@@ -49,11 +49,7 @@
 #define MiB ((int64_t)1 << 20)
 
 _Atomic int64_t nsp__pacer_trigger = INT64_MAX;
-_Atomic int64_t nsp__pacer_notify = INT64_MAX;
-_Atomic int64_t nsp__node_notify[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] = INT64_MAX};
-_Atomic uint64_t nsp__pacer_spilling;
 int nsp__debug;
-int64_t nsp__node_limit_pages[NSP_MAX_NODES];
 __thread int nsp__cycle_due;
 
 /* ---- the model -------------------------------------------------------------------------------- */
@@ -194,7 +190,7 @@ static struct {
     int64_t idle_ns;           /* NSP_IDLE_RELEASE_MS */
     /* counters */
     _Atomic uint64_t cycles, forced, triggered, caches_released, idle_releases, busy_caches;
-    _Atomic uint64_t bytes_scavenged, pause_ns_total, pause_ns_max, spills;
+    _Atomic uint64_t bytes_scavenged, pause_ns_total, pause_ns_max;
     _Atomic uint64_t cycle_cpu_ns;  /* CPU time of the cycles' threads in cycles (the limiter) */
     int64_t node_live[NSP_MAX_NODES]; /* per node: its live bytes at the last cycle's end */
     int64_t node_goal[NSP_MAX_NODES]; /* per node: its goal (INT64_MAX: not paced per node) */
@@ -283,11 +279,28 @@ static void trace_nodes(const char *event)
         trace(event, (int)n);
 }
 
-void nsp__pacer_event(const char *event, unsigned node)
+/* The spills of all nodes: the page heap counts them (nsp__spills_out), the pacer reads them. */
+static uint64_t spills_total(void)
 {
-    if (strcmp(event, "spill") == 0)
-        atomic_fetch_add_explicit(&P.spills, 1, memory_order_relaxed);
-    trace(event, (int)node);
+    uint64_t t = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        t += atomic_load_explicit(&nsp__spills_out[n], memory_order_relaxed);
+    return t;
+}
+
+/* One "spill" line per spill a node made since the last sample: the page heap only counts them
+ * (it calls nothing above it), so the trace places a spill at the sample after it, within a tick
+ * (10 ms when traced) of when it happened. Called by the pacer thread only. */
+static void trace_spills(void)
+{
+    static uint64_t seen[NSP_MAX_NODES];
+    if (P.trace_fd < 0)
+        return;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        uint64_t now = atomic_load_explicit(&nsp__spills_out[n], memory_order_relaxed);
+        for (; seen[n] < now; seen[n]++)
+            trace("spill", (int)n);
+    }
 }
 
 /* ---- options ---------------------------------------------------------------------------------- */
@@ -346,6 +359,8 @@ static void parse_node_limits(void)
 
 void nsp__pacer_init(void)
 {
+    atomic_store(&nsp__ledger_crossed, nsp__pacer_crossed); /* before any trigger is set */
+    atomic_store(&nsp__ledger_node_crossed, nsp__pacer_node_crossed);
     static const char *const accts[] = {"over", "under", "exact"};
     static const enum nsp_accounting acct_of[] = {NSP_ACCT_OVER, NSP_ACCT_UNDER, NSP_ACCT_EXACT};
     nsp__accounting = acct_of[nsp__option_choice(NSP_OPT_ACCOUNTING, accts, 3)];
@@ -1094,6 +1109,7 @@ static void *pacer_main(void *arg)
             cycle(0);
         int64_t now = now_ns();
         trace_nodes("sample");
+        trace_spills();
         if (housekeeping_take())
             housekeep(now, nsp__ncaches);
     }
@@ -1298,7 +1314,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->bytes_scavenged = atomic_load(&P.bytes_scavenged);
     out->pause_ns_total = atomic_load(&P.pause_ns_total);
     out->pause_ns_max = atomic_load(&P.pause_ns_max);
-    out->spills = atomic_load(&P.spills);
+    out->spills = spills_total();
     /* read without taking any cache: a reader must not stop the program it measures */
     struct heap_reading h;
     read_heap(&h);

@@ -37,8 +37,9 @@
  * the program's slow paths, at most once per tick (pacer.c says why). On the thread the
  * scavenger is paced (about 1% of a CPU toward retained <= in use x goal/last goal x 1.1, at
  * once near a memory limit); without it, frees and slow paths hand back at once.
- * Layers reach the pacer only through the ledger (nsp__pacer_crossed); the pacer drives them
- * down through their interfaces.
+ * Layers reach the pacer only through the ledger's hooks (nsp__ledger_crossed,
+ * nsp__ledger_node_crossed) and counters it reads (the page heap's spills); the pacer drives
+ * them down through their interfaces.
  */
 #ifndef NSP_HOST_PACER_H
 #define NSP_HOST_PACER_H
@@ -80,21 +81,12 @@ int64_t nsp__pacer_node_trigger(int64_t goal, int64_t trigger, int64_t live, int
 int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 
 extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
-/* The heap total from which a positive ledger change tells the pacer (nsp__pacer_crossed): the
- * trigger, or 0 while a concurrent cycle runs (back-pressure watches every change then). */
-extern _Atomic int64_t nsp__pacer_notify;
-extern int64_t nsp__node_limit_pages[NSP_MAX_NODES]; /* 0 = no limit */
-/* Per node: the heapLive from which a positive ledger change tells the pacer
- * (nsp__pacer_node_crossed), its trigger; INT64_MAX when not paced per node. */
-extern _Atomic int64_t nsp__node_notify[NSP_MAX_NODES];
-/* Bit n: node n is past its trigger at its node limit, and its refills go to the nearest node
- * with room (nsp__pageheap_alloc_near) until the next cycle. */
-extern _Atomic uint64_t nsp__pacer_spilling;
 extern __thread int nsp__cycle_due; /* 1: a sync cycle is due; 2: wait for the running one */
 
 /* Reads the options; called once by nsp__init. Exits with a message on a malformed one. */
 void nsp__pacer_init(void);
-/* The ledger saw the heap reach total, at or past the trigger. */
+/* The ledger saw the heap reach total, at or past the trigger (nsp__pacer_trigger, ledger.h):
+ * the ledger's hook nsp__ledger_crossed, installed by nsp__pacer_init. */
 void nsp__pacer_crossed(int64_t total);
 /* The ledger saw node's heapLive reach hl, at or past the node's trigger. */
 void nsp__pacer_node_crossed(unsigned node, int64_t hl);
@@ -123,7 +115,5 @@ void nsp__pacer_forked_child(void);
  * initialise it first, so that the pacer does not depend on init.c. */
 void nsp__pacer_set_collector(nsp_collector_fn fn, void *arg);
 void nsp__pacer_cycle(void);
-/* A spill or scavenge happened (counted, traced). */
-void nsp__pacer_event(const char *event, unsigned node);
 
 #endif /* NSP_HOST_PACER_H */

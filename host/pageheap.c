@@ -23,13 +23,13 @@
 
 #include "options.h"
 #include "os.h"
-#include "pacer.h"
 #include "runtime.h"
 
 struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
 _Atomic uint64_t nsp__mapped_bytes;
 uint64_t nsp__mapped_limit;
+int64_t nsp__node_limit_pages[NSP_MAX_NODES];
 
 static void bad_hard_limit(const char *msg)
 {
@@ -304,6 +304,7 @@ struct nsp_span *nsp__pageheap_alloc_free(unsigned node, size_t npages, size_t a
 }
 
 _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
+_Atomic uint64_t nsp__pacer_spilling;
 
 struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages)
 {
@@ -321,7 +322,6 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
         if (s) {
             atomic_fetch_add_explicit(&nsp__spills_out[node], 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&nsp__spills_in[order[i]], 1, memory_order_relaxed);
-            nsp__pacer_event("spill", node);
             return s;
         }
     }

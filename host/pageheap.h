@@ -43,6 +43,12 @@ struct nsp_pageheap {
 
 extern struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 extern struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
+/* Pages a node may map (NSP_NODE_LIMITS, section 6), 0 = no limit: set once by the pacer's init
+ * (which parses the option and paces by it) and read here, where a node's growth is refused. */
+extern int64_t nsp__node_limit_pages[NSP_MAX_NODES];
+/* Bit n: node n is past its trigger at its node limit, and its refills go to the nearest node
+ * with room until the next cycle. Written by the pacer, read by the page heap's spill order. */
+extern _Atomic uint64_t nsp__pacer_spilling;
 
 void nsp__pageheap_init(unsigned nnodes);
 
@@ -64,7 +70,9 @@ struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_
  * back empty spans: central.h, nsp__central_pages). */
 struct nsp_span *nsp__pageheap_alloc_free(unsigned node, size_t npages, size_t align_pages);
 /* The same, on node if it has room, else on the nearest node that has (DESIGN.md §3, spill by
- * the topology's distance order); spills are counted on both nodes. */
+ * the topology's distance order); spills are counted on both nodes. The counters are all the
+ * page heap says about a spill: the pacer and stats read them (the page heap, at the bottom,
+ * calls nothing above it). */
 struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t align_pages);
 extern _Atomic uint64_t nsp__spills_out[NSP_MAX_NODES], nsp__spills_in[NSP_MAX_NODES];
 /* Gives a span's pages back to its node's heap (coalescing). */
