@@ -7,8 +7,8 @@
  * init and fork hooks, and fills runtime.h's tables, which runtime.c owns so that the layers
  * below read them without depending on this file (DESIGN.md §2: no dependency points back up).
  * For the same reason a public entry point of a lower layer that must initialise the allocator
- * first (nsp_pacer_set_collector, nsp_pacer_cycle) is a wrapper here around that layer's
- * internal function: the pacer never calls nsp__init.
+ * first (nsp_pacer_set_collector, nsp_pacer_cycle, the pacer's setters) is a wrapper here around
+ * that layer's internal function: the pacer never calls nsp__init.
  *
  * Initialisation runs on first use (and, at the latest, from a constructor before main). It
  * loads the topology through hwloc, which calls malloc hundreds of times: those calls, and any
@@ -31,6 +31,7 @@
 
 #include "cache.h"
 #include "central.h"
+#include "check.h"
 #include "ledger.h"
 #include "numaspan.h"
 #include "options.h"
@@ -214,6 +215,7 @@ int nsp__init(void)
             return init_failed();
         init_steps |= STEP_CACHES;
     }
+    nsp__check_init(); /* the debug level, before the pacer's cycles may check */
     nsp__pacer_init();
     pthread_atfork(fork_prepare, fork_release, fork_release_child);
     nsp__stats_init();
@@ -237,6 +239,24 @@ void nsp_pacer_cycle(void)
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
         return;
     nsp__pacer_cycle();
+}
+
+int nsp_pacer_set_percent(double percent)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return nsp__pacer_set_percent(percent);
+}
+
+int nsp_pacer_set_memory_limit(int64_t bytes)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return nsp__pacer_set_memory_limit(bytes);
 }
 
 __attribute__((constructor)) static void nsp__init_before_main(void)

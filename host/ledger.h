@@ -108,10 +108,6 @@ void nsp__ledger_flush_counts(struct nsp_span *s);
  * after every cache, central and page heap lock, so that neither sees a change half made. */
 void nsp__ledger_lock_all(void);
 void nsp__ledger_unlock_all(void);
-/* The debug recount (nsp_ledger_recount): with every cache, central, page heap and ledger lock
- * held, heapLive + pending against the sum of the charges, per node. 0 when they agree; -1 with
- * the first node that disagrees; 1 if a cache was busy and wait was 0 (nothing checked). */
-int nsp__ledger_recount(int wait, unsigned *node, int64_t *ledger, int64_t *charges);
 /* Tests only: called between the two steps of a change made under a ledger lock. */
 extern void (*nsp__ledger_test_hook)(void);
 

@@ -640,6 +640,15 @@ NSP_EXPORT size_t nsp_trim(void)
     return released;
 }
 
+/* Here rather than in pacer.c: it initialises the allocator and trims, both above the pacer. */
+NSP_EXPORT size_t nsp_pacer_release_all(void)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
+        return 0;
+    size_t scavenged = nsp__pacer_release_cycle();
+    return nsp_trim() + scavenged;
+}
+
 /* ---- the standard names ----------------------------------------------------------------------- */
 
 void *malloc(size_t n) NSP_ALIAS(nsp_malloc);

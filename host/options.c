@@ -104,9 +104,9 @@ static const struct option_row table[] = {
                               "hold spans of at most kappa * (trigger - live) bytes, so that a "
                               "cycle starts at most that much early (0..1)"},
     [NSP_OPT_DEBUG] = {"NSP_DEBUG", "0",
-                       "debug level: 1 checks at every cycle that heapLive equals the sum of "
-                       "the spans' charges plus pending changes, and aborts with a message "
-                       "if not"},
+                       "debug level (host/check.h): 1 the ledger's recount at every cycle, 2 "
+                       "also every layer's validators at every cycle and at exit, 3 also the "
+                       "recount at exit; a failed check names what is broken and aborts"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -40,6 +40,7 @@
 
 #include "cache.h"
 #include "central.h"
+#include "check.h"
 #include "ledger.h"
 #include "options.h"
 #include "os.h"
@@ -49,7 +50,6 @@
 #define MiB ((int64_t)1 << 20)
 
 _Atomic int64_t nsp__pacer_trigger = INT64_MAX;
-int nsp__debug;
 __thread int nsp__cycle_due;
 
 /* ---- the model -------------------------------------------------------------------------------- */
@@ -387,8 +387,6 @@ void nsp__pacer_init(void)
                            "below 4M the headroom of max(3%, 1M) leaves no heap (0: no limit)");
     P.kappa = nsp__option_number(NSP_OPT_PACE_RESERVE, 0, 1,
                                  "expected a number from 0 to 1 (e.g. 0.25)");
-    nsp__debug = (int)nsp__option_int(NSP_OPT_DEBUG, 0, 1,
-                                      "expected 0 (off) or 1 (a ledger check at every cycle)");
     nsp__delta_batch = (int64_t)nsp__option_size(NSP_OPT_DELTA_BATCH);
     parse_node_limits();
     /* bounded: milliseconds in nanoseconds must not overflow (a wrapped, negative idle time made
@@ -781,6 +779,7 @@ static void cycle(int forced)
     trace("cycle_end", -1);
     if (P.trace_cycles)
         trace_cycle(&start, live, goal, pause, released0, busy0);
+    nsp__check_at(2, "after a cycle"); /* NSP_DEBUG>=2: holding no lock, before the next cycle */
     atomic_store(&P.running, 0);
 }
 
@@ -1221,14 +1220,10 @@ static void params_changed(void)
     atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, P.live));
 }
 
-int nsp_pacer_set_percent(double percent)
+int nsp__pacer_set_percent(double percent)
 {
     if (!(percent == NSP_PACE_OFF || (percent >= 1 && percent <= 100000))) {
         errno = EINVAL;
-        return -1;
-    }
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
-        errno = EAGAIN;
         return -1;
     }
     pthread_mutex_lock(&P.model_lock);
@@ -1240,15 +1235,11 @@ int nsp_pacer_set_percent(double percent)
     return 0;
 }
 
-int nsp_pacer_set_memory_limit(int64_t bytes)
+int nsp__pacer_set_memory_limit(int64_t bytes)
 {
     /* the same bounds as NSP_MEMORY_LIMIT: under 4 MiB the headroom leaves no heap */
     if (bytes < 0 || (bytes > 0 && bytes < 4 * MiB)) {
         errno = EINVAL;
-        return -1;
-    }
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init()) {
-        errno = EAGAIN;
         return -1;
     }
     pthread_mutex_lock(&P.model_lock);
@@ -1260,14 +1251,11 @@ int nsp_pacer_set_memory_limit(int64_t bytes)
     return 0;
 }
 
-size_t nsp_pacer_release_all(void)
+size_t nsp__pacer_release_cycle(void)
 {
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire) && !nsp__init())
-        return 0;
     uint64_t before = atomic_load(&P.bytes_scavenged);
     cycle(1); /* its scavenging counts too */
-    size_t trimmed = nsp_trim();
-    return trimmed + (size_t)(atomic_load(&P.bytes_scavenged) - before);
+    return (size_t)(atomic_load(&P.bytes_scavenged) - before);
 }
 
 int nsp_pacer_get(nsp_pacer_info_t *out)

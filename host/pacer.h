@@ -115,5 +115,12 @@ void nsp__pacer_forked_child(void);
  * initialise it first, so that the pacer does not depend on init.c. */
 void nsp__pacer_set_collector(nsp_collector_fn fn, void *arg);
 void nsp__pacer_cycle(void);
+/* nsp_pacer_set_percent and nsp_pacer_set_memory_limit once the allocator is ready (the public
+ * ones in init.c initialise it first): -1 with EINVAL for a value out of range. */
+int nsp__pacer_set_percent(double percent);
+int nsp__pacer_set_memory_limit(int64_t bytes);
+/* nsp_pacer_release_all's cycle (the public one, in malloc.c beside nsp_trim, trims after it):
+ * bytes its scavenging handed back. */
+size_t nsp__pacer_release_cycle(void);
 
 #endif /* NSP_HOST_PACER_H */

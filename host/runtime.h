@@ -25,7 +25,7 @@ extern _Atomic int nsp__ready;
 extern int nsp__on_error;
 extern size_t nsp__cache_max;       /* bytes of spans one cache may hold */
 extern size_t nsp__cache_total_max; /* bytes of spans all caches together may hold */
-extern int nsp__debug;              /* NSP_DEBUG: 0 off, 1 a ledger check at every cycle */
+extern int nsp__debug;              /* NSP_DEBUG, 0 to 3 (check.h; defined and read in check.c) */
 
 /* Initialises the allocator if nobody has. Returns 1 when ready, 0 when the caller must use the
  * bootstrap path (initialisation is in progress, by this thread or another, or an attempt failed

@@ -304,6 +304,10 @@ NSP_API int nsp_pacer_get(nsp_pacer_info_t *out);
  * span per node and compares with heapLive + pending. Returns 0 when they agree; otherwise -1,
  * with the first node that disagrees and both sums. */
 NSP_API int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges);
+/* Validates every structure of the host heap (each cache, central and page heap, and every span
+ * they hold: host/check.h) with every lock taken. Returns 0, or -1 with a sentence in why[0..len)
+ * naming the first broken invariant and where. For tests and debugging; NSP_DEBUG runs it too. */
+NSP_API int nsp_heap_check(char *why, size_t len);
 
 /* Device heaps as pacer nodes (host/pacer_device.c). The device heap's host side (numaspan_cl.h)
  * attaches one node per heap and hands in its ledger's total (heapLive) at each sync. A device

@@ -8,9 +8,10 @@
  * Run by CTest on the real machine and on a synthetic 4-node machine with 16 virtual cores.
  * It calls nsp_malloc/nsp_free by name, so that a sanitizer build (whose runtime takes over
  * malloc itself) still drives numaspan: run it under TSan with few operations.
- * With "foreign", three more threads take the core caches from outside while the workers run
- * (issue 10, failure 8): malloc_trim and forced pacer cycles, stats, and the ledger's recount
- * (which takes every cache at once), in a loop; the ledger must recount exactly at the end.
+ * With "foreign", four more threads take the core caches from outside while the workers run
+ * (issue 10, failure 8): malloc_trim and forced pacer cycles, stats, the ledger's recount and the
+ * heap's validators (both take every cache at once), in a loop; the ledger must recount exactly
+ * and the heap validate at the end.
  * usage: test_host_stress [threads] [operations per thread] [foreign]
  */
 #define _GNU_SOURCE
@@ -119,6 +120,8 @@ static _Atomic unsigned long foreign_takes;
 static void *foreign(void *arg)
 {
     unsigned kind = (unsigned)(uintptr_t)arg;
+    if (kind == 3)
+        nsp_free(nsp_malloc(1)); /* the validators say "not initialised" before the first use */
     while (!atomic_load(&workers_done)) {
         nsp_stats_t st;
         nsp_class_stats_t cs;
@@ -133,9 +136,17 @@ static void *foreign(void *arg)
             nsp_stats_get(&st);
             nsp_stats_get_class_node(0, 3, &cs);
             break;
-        default: /* its verdict mid-run may see a large object between its two steps */
+        case 2: /* its verdict mid-run may see a large object between its two steps */
             (void)nsp_ledger_recount(&node, &ledger, &charges);
             break;
+        default: { /* the validators hold at every instant they can take the whole heap */
+            char why[512];
+            if (nsp_heap_check(why, sizeof why) != 0) {
+                fprintf(stderr, "FAIL: heap check during the run: %s\n", why);
+                abort();
+            }
+            break;
+        }
         }
         atomic_fetch_add_explicit(&foreign_takes, 1, memory_order_relaxed);
     }
@@ -182,8 +193,8 @@ int main(int argc, char **argv)
     unsigned threads = argc > 1 ? (unsigned)atoi(argv[1]) : 8;
     if (argc > 2)
         ops_per_thread = strtoul(argv[2], NULL, 10);
-    unsigned nforeign = argc > 3 && strcmp(argv[3], "foreign") == 0 ? 3 : 0;
-    pthread_t fth[3];
+    unsigned nforeign = argc > 3 && strcmp(argv[3], "foreign") == 0 ? 4 : 0;
+    pthread_t fth[4];
     for (unsigned f = 0; f < nforeign; f++)
         pthread_create(&fth[f], NULL, foreign, (void *)(uintptr_t)f);
     nsp_free(nsp_malloc(1));
@@ -220,6 +231,11 @@ int main(int argc, char **argv)
     if (nsp_ledger_recount(&node, &ledger, &charges) != 0) {
         fprintf(stderr, "FAIL: node %u: heapLive says %lld B, the spans' charges %lld B\n", node,
                 (long long)ledger, (long long)charges);
+        bad = 1;
+    }
+    char why[512];
+    if (nsp_heap_check(why, sizeof why) != 0) {
+        fprintf(stderr, "FAIL: heap check at the end: %s\n", why);
         bad = 1;
     }
     if (nforeign && !atomic_load(&foreign_takes)) {

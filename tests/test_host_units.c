@@ -802,6 +802,59 @@ START_TEST(foreign_take_fails_when_the_fence_fails)
 }
 END_TEST
 
+/* ---- the validators (host/check.c) ------------------------------------------------------------ */
+
+/* nsp_heap_check fails, naming `what`, while one field is off by one; then passes again. */
+#define EXPECT_CAUGHT(field, what)                                                                \
+    do {                                                                                          \
+        char why_[512];                                                                           \
+        (field)++;                                                                                \
+        int rc_ = nsp_heap_check(why_, sizeof why_);                                              \
+        (field)--;                                                                                \
+        ck_assert_msg(rc_ == -1 && strstr(why_, what), "%s off by one: rc %d, \"%s\"", #field,     \
+                      rc_, why_);                                                                 \
+    } while (0)
+
+START_TEST(validators_pass_a_live_heap_and_name_a_broken_invariant)
+{
+    ready();
+    enum { N = 3000 };
+    static void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = malloc(i % 3 == 0 ? 48 : i % 3 == 1 ? 5000 : 100000 + i);
+    for (unsigned i = 0; i < N; i += 2) /* holes everywhere: partial spans, free runs */
+        free(p[i]);
+    nsp_pacer_cycle(); /* caches released: spans in the centrals' lists */
+    void *q = malloc(64); /* and a cached one */
+    char why[512];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "a live heap fails: %s", why);
+
+    /* a span: its count against its bitmap, its page map */
+    struct nsp_span *s = nsp__span_of(q);
+    ck_assert_uint_eq(atomic_load(&s->state), NSP_SPAN_CACHED);
+    EXPECT_CAUGHT(s->alloc_count, "alloc_count");
+    struct nsp_span *large = nsp__span_of(p[5]);
+    ck_assert_uint_eq(atomic_load(&large->state), NSP_SPAN_LARGE);
+    struct nsp_span **pm = &large->arena->pagemap[large->start_page + 1];
+    *pm = NULL;
+    ck_assert_int_eq(nsp_heap_check(why, sizeof why), -1);
+    ck_assert_msg(strstr(why, "maps to"), "a page map hole: \"%s\"", why);
+    *pm = large;
+    /* the cache that holds it */
+    EXPECT_CAUGHT(nsp__caches[s->cache].held_bytes, "held_bytes");
+    /* a central's lists */
+    struct nsp_span *w = nsp__span_of(p[1]); /* 5000 B: released to its central by the cycle */
+    struct nsp_central *c = nsp__central(w->node, w->sizeclass);
+    EXPECT_CAUGHT(c->npartial, "npartial");
+    /* a page heap's free runs */
+    EXPECT_CAUGHT(nsp__pageheaps[s->node].pages_free, "pages_free");
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "restored heap fails: %s", why);
+    free(q);
+    for (unsigned i = 1; i < N; i += 2)
+        free(p[i]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("host units");
@@ -815,6 +868,7 @@ int main(void)
     tcase_add_test(tc, short_arena_when_a_full_one_is_refused);
     tcase_add_test(tc, span_cursor_and_local_free);
     tcase_add_test(tc, span_remote_free_and_sweep);
+    tcase_add_test(tc, validators_pass_a_live_heap_and_name_a_broken_invariant);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_set_timeout(tc, 60);

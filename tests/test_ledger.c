@@ -171,9 +171,12 @@ static void check_settled(const int64_t *base, const char *when)
     known_live(truth);
     nsp_pacer_get(&pi);
     int recount = nsp_ledger_recount(&node, &ledger, &charges);
+    char why[512];
+    int valid = nsp_heap_check(why, sizeof why);
     /* heapLive agrees with the sum of the charges (the bookkeeping) ... */
     ck_assert_msg(recount == 0, "%s: recount: node %u ledger %lld charges %lld", when, node,
                   (long long)ledger, (long long)charges);
+    ck_assert_msg(valid == 0, "%s: heap check: %s", when, why);
     /* ... and the charges with the live bytes (the accounting), nothing left pending */
     for (unsigned n = 0; n < pi.nnodes; n++) {
         ck_assert_int_eq(pi.pending[n], 0);

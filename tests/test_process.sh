@@ -69,6 +69,8 @@ NSP_STATS=/nonexistent-dir/stats.txt|No such file or directory
 NSP_TRACE=/nonexistent-dir/trace.csv|No such file or directory
 NSP_SECURE=yes|expected 0 or 1
 NSP_MEMORY_LIMIT_HARD=on|expected 0 or 1
+NSP_DEBUG=4|expected a debug level from 0 (off) to 3
+NSP_DEBUG=on|expected a debug level from 0 (off) to 3
 CASES
 # a limit of one arena or more works (the node maps that much)
 rc=$(NSP_NODE_LIMITS=0=64M run "$helper" topo)
@@ -76,6 +78,11 @@ rc=$(NSP_NODE_LIMITS=0=64M run "$helper" topo)
 # on 4 nodes, a node below one arena maps nothing and spills to the others: allowed
 rc=$(NSP_TOPOLOGY="synthetic:pack:2 numa:2 core:4 pu:1" NSP_NODE_LIMITS=1=32M run "$helper" topo)
 [ "$rc" = 0 ] && ok || bad "NSP_NODE_LIMITS=1=32M on 4 nodes exited $rc: $(cat "$err")"
+
+# NSP_DEBUG=3 validates the heap and recounts the ledger at exit: a sound run stays silent
+rc=$(NSP_DEBUG=3 run "$helper" stats)
+[ "$rc" = 0 ] && ok || bad "NSP_DEBUG=3 exited $rc: $(cat "$err")"
+! grep -q "NSP_DEBUG" "$err" && ok || bad "NSP_DEBUG=3 complained: $(cat "$err")"
 
 # bad frees: abort by default, with a message naming the address
 rc=$(run "$helper" bad-free)

@@ -1,0 +1,399 @@
+/*
+ * host/check.c — the validators of each layer and the ledger's recount (see check.h for what
+ * each checks, the locks each needs, and the debug levels).
+ *
+ * This file sits above the span, page heap, central, cache and ledger layers and reads their
+ * structures; none of them calls it. Whole-heap checks take the locks in the heap's order
+ * (caches, centrals, page heaps, as fork and stats do), so with every lock held nothing but a
+ * remote free (one atomic OR on a freed bitmap, which no check reads) changes what they read.
+ */
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "central.h"
+#include "ledger.h"
+#include "options.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "sizeclass.h"
+#include "span.h"
+
+int nsp__debug;
+
+/* Writes the failure into why and returns 0, so that a check reads `return fail(...)`. */
+__attribute__((format(printf, 3, 4))) static int fail(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (len)
+        vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* ---- span --------------------------------------------------------------------------------------- */
+
+static const char *const state_name[] = {"FREE", "CACHED", "PARTIAL", "FULL", "SWEEPING", "LARGE"};
+
+static const char *state_of(uint32_t st)
+{
+    return st < sizeof state_name / sizeof state_name[0] ? state_name[st] : "unknown";
+}
+
+/* Every page of a live span maps to it (pageheap.h). */
+static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
+{
+    const struct nsp_arena *ar = s->arena;
+    if (ar->huge)
+        return ar->spans == s ? 1 : fail(why, len, "span %p: not the span of its huge arena", (void *)s);
+    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++)
+        if (ar->pagemap[p] != s)
+            return fail(why, len, "span %p (%s, pages %u..%llu): page %llu maps to %p, not to it",
+                        (void *)s, state_of(atomic_load(&s->state)), s->start_page,
+                        (unsigned long long)(s->start_page + s->npages - 1), (unsigned long long)p,
+                        (void *)ar->pagemap[p]);
+    return 1;
+}
+
+int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
+{
+    uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+    const struct nsp_arena *ar = s->arena;
+    if (st > NSP_SPAN_LARGE)
+        return fail(why, len, "span %p: state %u is no state", (void *)s, st);
+    if (st == NSP_SPAN_FREE)
+        return 1; /* a page run: the page heap's check covers it */
+    if (!ar)
+        return fail(why, len, "span %p (%s): no arena", (void *)s, state_of(st));
+    if (s->node != ar->node)
+        return fail(why, len, "span %p (%s): node %u, but its arena is on node %u", (void *)s,
+                    state_of(st), s->node, ar->node);
+    if (!ar->huge) {
+        if (&ar->spans[s->start_page] != s || s->npages == 0 ||
+            s->start_page + s->npages > nsp__arena_pages(ar))
+            return fail(why, len, "span %p (%s): start page %u and %llu pages do not fit its arena",
+                        (void *)s, state_of(st), s->start_page, (unsigned long long)s->npages);
+        if (s->base != ar->base + ((uintptr_t)s->start_page << NSP_PAGE_SHIFT))
+            return fail(why, len, "span %p (%s): base %p is not its first page's address",
+                        (void *)s, state_of(st), (void *)s->base);
+    }
+    if (!pages_map_to(s, why, len))
+        return 0;
+    /* taken from the page heap and not set up yet, or being freed (types.h): its taker writes
+     * the rest without any lock a check holds */
+    if (st == NSP_SPAN_SWEEPING)
+        return 1;
+    if (st == NSP_SPAN_LARGE)
+        return s->sizeclass == 0 ? 1
+                                 : fail(why, len, "span %p (LARGE): size class %u, not 0",
+                                        (void *)s, s->sizeclass);
+    /* a small span: CACHED, PARTIAL or FULL */
+    if (s->sizeclass == 0 || s->sizeclass >= NSP_NUM_CLASSES)
+        return fail(why, len, "span %p (%s): size class %u is no small class", (void *)s,
+                    state_of(st), s->sizeclass);
+    const struct nsp_sizeclass *c = &nsp__classes[s->sizeclass];
+    if (s->elemsize != c->size || s->nelems != c->nelems || s->npages != c->npages ||
+        s->divmul != c->divmul)
+        return fail(why, len, "span %p (%s, class %u): geometry %u B x %u in %llu pages, the "
+                    "class has %u B x %u in %u pages", (void *)s, state_of(st), s->sizeclass,
+                    s->elemsize, s->nelems, (unsigned long long)s->npages, c->size, c->nelems,
+                    c->npages);
+    if (s->alloc_bits != ar->alloc_bits + (size_t)s->start_page * NSP_BITMAP_WORDS_PER_PAGE)
+        return fail(why, len, "span %p (%s): its alloc bitmap is not its first page's",
+                    (void *)s, state_of(st));
+    if (st == NSP_SPAN_CACHED && s->cache >= nsp__ncaches)
+        return fail(why, len, "span %p (CACHED): cache %u of %u", (void *)s, s->cache,
+                    nsp__ncaches);
+    uint32_t n = 0, words = nsp__span_nwords(s);
+    for (uint32_t w = 0; w < words; w++) {
+        uint64_t v = __atomic_load_n(&s->alloc_bits[w], __ATOMIC_RELAXED);
+        if (w == words - 1 && (s->nelems & 63) && (v >> (s->nelems & 63)))
+            return fail(why, len, "span %p (%s, class %u): alloc bits set past its %u slots",
+                        (void *)s, state_of(st), s->sizeclass, s->nelems);
+        n += (uint32_t)__builtin_popcountll(v);
+    }
+    if (n != s->alloc_count)
+        return fail(why, len, "span %p (%s, class %u): alloc_count %u, but %u alloc bits are set",
+                    (void *)s, state_of(st), s->sizeclass, s->alloc_count, n);
+    return 1;
+}
+
+/* ---- page heap ---------------------------------------------------------------------------------- */
+
+int nsp__pageheap_is_valid(unsigned node, char *why, size_t len)
+{
+    const struct nsp_pageheap *h = &nsp__pageheaps[node];
+    uint64_t free_pages = 0;
+    for (const struct nsp_arena *ar = h->arenas; ar; ar = ar->next) {
+        if (ar->node != node || ar->huge)
+            return fail(why, len, "page heap %u: arena %p (node %u%s) in its list", node,
+                        (void *)ar->base, ar->node, ar->huge ? ", huge" : "");
+        if (nsp__arena_table[ar->base >> NSP_ARENA_SHIFT] != ar)
+            return fail(why, len, "page heap %u: arena %p is not in the arena table", node,
+                        (void *)ar->base);
+        int prev_free = 0;
+        for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
+            const struct nsp_span *s = &ar->spans[p];
+            if (s->npages == 0 || p + s->npages > nsp__arena_pages(ar) || s->start_page != p)
+                return fail(why, len, "page heap %u, arena %p: the run at page %u (start %u, %llu "
+                            "pages) does not tile the arena", node, (void *)ar->base, p,
+                            s->start_page, (unsigned long long)s->npages);
+            int is_free = atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_FREE;
+            if (is_free) {
+                uint32_t last = p + (uint32_t)s->npages - 1;
+                if (ar->pagemap[p] != s || ar->pagemap[last] != s)
+                    return fail(why, len, "page heap %u, arena %p: free run at page %u: its first "
+                                "and last pages must map to it", node, (void *)ar->base, p);
+                for (uint32_t q = p + 1; q < last; q++)
+                    if (ar->pagemap[q])
+                        return fail(why, len, "page heap %u, arena %p: free run at page %u: "
+                                    "inner page %u maps to %p, not NULL", node, (void *)ar->base,
+                                    p, q, (void *)ar->pagemap[q]);
+                if (prev_free)
+                    return fail(why, len, "page heap %u, arena %p: free runs before page %u and "
+                                "at it were not coalesced", node, (void *)ar->base, p);
+            } else if (!nsp__span_is_valid(s, why, len)) {
+                return 0;
+            }
+            prev_free = is_free;
+            p += (uint32_t)s->npages;
+        }
+    }
+    for (unsigned i = 0; i < NSP_FREE_LISTS; i++) {
+        const struct nsp_span *prev = NULL;
+        for (const struct nsp_span *r = h->free_runs[i]; r; prev = r, r = r->next) {
+            if (atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
+                r->prev != prev || r->node != node)
+                return fail(why, len, "page heap %u: free list %u holds %p (%s, node %u) out of "
+                            "place", node, i, (void *)r, state_of(atomic_load(&r->state)),
+                            r->node);
+            if (i ? r->npages != i : r->npages < NSP_FREE_LISTS)
+                return fail(why, len, "page heap %u: a run of %llu pages in free list %u", node,
+                            (unsigned long long)r->npages, i);
+            free_pages += r->npages;
+        }
+    }
+    if (free_pages != h->pages_free)
+        return fail(why, len, "page heap %u: pages_free %llu, but its free lists hold %llu",
+                    node, (unsigned long long)h->pages_free, (unsigned long long)free_pages);
+    return 1;
+}
+
+/* ---- central ------------------------------------------------------------------------------------ */
+
+static int central_list_is_valid(unsigned node, unsigned cls, unsigned which, char *why,
+                                 size_t len)
+{
+    const struct nsp_central *c = nsp__central(node, cls);
+    const char *name = which == NSP_LIST_FULL ? "full" : "partial";
+    uint64_t n = 0;
+    const struct nsp_span *prev = NULL;
+    for (const struct nsp_span *s = which == NSP_LIST_FULL ? c->full : c->partial; s;
+         prev = s, s = s->next, n++) {
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+        /* a FULL span woken by a remote free is PARTIAL until its waker moves it (central.h) */
+        int state_ok = st == NSP_SPAN_PARTIAL || (which == NSP_LIST_FULL && st == NSP_SPAN_FULL);
+        if (!state_ok || s->list != which)
+            return fail(why, len, "central (node %u, class %u): span %p in the %s list is %s "
+                        "with list mark %u", node, cls, (void *)s, name, state_of(st), s->list);
+        if (s->prev != prev)
+            return fail(why, len, "central (node %u, class %u): span %p in the %s list: its prev "
+                        "link is %p, not %p", node, cls, (void *)s, name, (void *)s->prev,
+                        (void *)prev);
+        if (s->node != node || s->sizeclass != cls)
+            return fail(why, len, "central (node %u, class %u): span %p of node %u, class %u in "
+                        "its %s list", node, cls, (void *)s, s->node, s->sizeclass, name);
+        if (!nsp__span_is_valid(s, why, len))
+            return 0;
+    }
+    uint64_t want = which == NSP_LIST_FULL ? c->nfull : c->npartial;
+    if (n != want)
+        return fail(why, len, "central (node %u, class %u): n%s %llu, but the list holds %llu",
+                    node, cls, name, (unsigned long long)want, (unsigned long long)n);
+    return 1;
+}
+
+int nsp__central_is_valid(unsigned node, unsigned cls, char *why, size_t len)
+{
+    return central_list_is_valid(node, cls, NSP_LIST_PARTIAL, why, len) &&
+           central_list_is_valid(node, cls, NSP_LIST_FULL, why, len);
+}
+
+/* ---- cache -------------------------------------------------------------------------------------- */
+
+int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len)
+{
+    size_t held = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        const struct nsp_span *s = c->spans[k];
+        if (s == &nsp__empty_span)
+            continue;
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+        if (st != NSP_SPAN_CACHED || s->cache != c->index || s->sizeclass != k)
+            return fail(why, len, "cache %u: its span of class %u (%p) is %s by cache %u with "
+                        "class %u", c->index, k, (void *)s, state_of(st), s->cache, s->sizeclass);
+        if (!nsp__span_is_valid(s, why, len))
+            return 0;
+        held += (size_t)s->npages << NSP_PAGE_SHIFT;
+    }
+    if (held != c->held_bytes)
+        return fail(why, len, "cache %u: held_bytes %zu, but its spans hold %zu", c->index,
+                    c->held_bytes, held);
+    return 1;
+}
+
+/* ---- the whole heap ----------------------------------------------------------------------------- */
+
+/* Takes every lock of the heap in fork's order (init.c): caches, centrals, page heaps, the
+ * ledger's node locks. The caches all of them, waiting (nsp__cache_lock_all, serialised among
+ * foreign takers), or (wait == 0) one by one with the foreign try-lock, giving up at the first
+ * busy one (returns 0, nothing held): a cycle must not wait for a cache whose owner may be
+ * waiting for that cycle. */
+static int lock_heap(int wait)
+{
+    if (wait) {
+        nsp__cache_lock_all();
+    } else {
+        for (unsigned i = 0; i < nsp__ncaches; i++)
+            if (!nsp__cache_lock_foreign(&nsp__caches[i])) {
+                while (i-- > 0)
+                    nsp__cache_unlock(&nsp__caches[i]);
+                return 0;
+            }
+    }
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+            pthread_mutex_lock(&nsp__central(n, k)->lock);
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        pthread_mutex_lock(&nsp__pageheaps[n].lock);
+    nsp__ledger_lock_all();
+    return 1;
+}
+
+static void unlock_heap(int wait)
+{
+    nsp__ledger_unlock_all();
+    for (unsigned n = nsp__nnodes; n-- > 0;)
+        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
+    for (unsigned n = nsp__nnodes; n-- > 0;)
+        for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
+            pthread_mutex_unlock(&nsp__central(n, k)->lock);
+    if (wait) {
+        nsp__cache_unlock_all();
+    } else {
+        for (unsigned i = 0; i < nsp__ncaches; i++)
+            nsp__cache_unlock(&nsp__caches[i]);
+    }
+}
+
+int nsp_heap_check(char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire)) {
+        fail(why, len, "the allocator is not initialised");
+        return -1;
+    }
+    lock_heap(1);
+    int ok = 1;
+    for (unsigned i = 0; ok && i < nsp__ncaches; i++)
+        ok = nsp__cache_is_valid(&nsp__caches[i], why, len);
+    for (unsigned n = 0; ok && n < nsp__nnodes; n++)
+        for (unsigned k = 1; ok && k < NSP_NUM_CLASSES; k++)
+            ok = nsp__central_is_valid(n, k, why, len);
+    for (unsigned n = 0; ok && n < nsp__nnodes; n++)
+        ok = nsp__pageheap_is_valid(n, why, len);
+    unlock_heap(1);
+    return ok ? 0 : -1;
+}
+
+/* ---- the ledger's recount ----------------------------------------------------------------------- */
+
+int nsp__ledger_recount(int wait, unsigned *node, int64_t *ledger, int64_t *charges)
+{
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return -1;
+    int64_t sum[NSP_MAX_NODES] = {0};
+    if (!lock_heap(wait))
+        return 1;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        struct nsp_pageheap *h = &nsp__pageheaps[n];
+        for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
+            for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
+                struct nsp_span *s = &ar->spans[p];
+                if (atomic_load_explicit(&s->state, memory_order_relaxed) != NSP_SPAN_FREE)
+                    sum[s->node] += atomic_load_explicit(&s->charge, memory_order_relaxed);
+                p += s->npages ? s->npages : 1;
+            }
+    }
+    int rc = 0;
+    for (unsigned n = 0; n < nsp__nnodes && rc == 0; n++) {
+        int64_t l = atomic_load(&nsp__ledger[n].heap_live);
+        for (unsigned i = 0; i < nsp__ncaches; i++)
+            l += nsp__caches[i].pending[n];
+        /* huge objects live outside the arenas: their charges are kept beside them */
+        sum[n] += atomic_load(&nsp__huge_charge[n]);
+        if (l != sum[n]) {
+            rc = -1;
+            *node = n;
+            *ledger = l;
+            *charges = sum[n];
+        }
+    }
+    unlock_heap(wait);
+    return rc;
+}
+
+int nsp_ledger_recount(unsigned *node, int64_t *ledger, int64_t *charges)
+{
+    return nsp__ledger_recount(1, node, ledger, charges);
+}
+
+/* ---- debug levels ------------------------------------------------------------------------------- */
+
+void nsp__check_init(void)
+{
+    nsp__debug = (int)nsp__option_int(NSP_OPT_DEBUG, 0, 3,
+                                      "expected a debug level from 0 (off) to 3 (host/check.h)");
+}
+
+static void report(const char *when, const char *why)
+{
+    char msg[768];
+    int n = snprintf(msg, sizeof msg, "numaspan: NSP_DEBUG=%d: heap check %s failed: %s\n",
+                     nsp__debug, when, why);
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    abort();
+}
+
+void nsp__check_at(int level, const char *when)
+{
+    if (nsp__debug < level)
+        return;
+    char why[512];
+    if (nsp_heap_check(why, sizeof why) != 0)
+        report(when, why);
+}
+
+__attribute__((destructor)) static void nsp__check_at_exit(void)
+{
+    if (nsp__debug < 2 || !atomic_load_explicit(&nsp__ready, memory_order_acquire))
+        return;
+    nsp__check_at(2, "at exit");
+    if (nsp__debug >= 3) {
+        unsigned node;
+        int64_t ledger, charges;
+        char why[256];
+        if (nsp_ledger_recount(&node, &ledger, &charges) != 0) {
+            snprintf(why, sizeof why, "node %u: heapLive + pending %lld, the spans' charges %lld",
+                     node, (long long)ledger, (long long)charges);
+            report("(the ledger's recount) at exit", why);
+        }
+    }
+}
