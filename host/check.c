@@ -38,7 +38,8 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t len, con
 
 /* ---- span --------------------------------------------------------------------------------------- */
 
-static const char *const state_name[] = {"FREE", "CACHED", "PARTIAL", "FULL", "SWEEPING", "LARGE"};
+static const char *const state_name[] = {"FREE", "CACHED", "PARTIAL", "FULL", "SWEEPING",
+                                         "LARGE", "TAKEN"};
 
 static const char *state_of(uint32_t st)
 {
@@ -64,7 +65,7 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
 {
     uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
     const struct nsp_arena *ar = s->arena;
-    if (st > NSP_SPAN_LARGE)
+    if (st > NSP_SPAN_TAKEN)
         return fail(why, len, "span %p: state %u is no state", (void *)s, st);
     if (st == NSP_SPAN_FREE)
         return 1; /* a page run: the page heap's check covers it */
@@ -84,15 +85,14 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
     }
     if (!pages_map_to(s, why, len))
         return 0;
-    /* taken from the page heap and not set up yet, or being freed (types.h): its taker writes
-     * the rest without any lock a check holds */
-    if (st == NSP_SPAN_SWEEPING)
+    /* set up or freed by its taker, who writes the rest without any lock a check holds */
+    if (st == NSP_SPAN_TAKEN)
         return 1;
     if (st == NSP_SPAN_LARGE)
         return s->sizeclass == 0 ? 1
                                  : fail(why, len, "span %p (LARGE): size class %u, not 0",
                                         (void *)s, s->sizeclass);
-    /* a small span: CACHED, PARTIAL or FULL */
+    /* a small span: CACHED, PARTIAL, FULL or SWEEPING (its central's lock held) */
     if (s->sizeclass == 0 || s->sizeclass >= NSP_NUM_CLASSES)
         return fail(why, len, "span %p (%s): size class %u is no small class", (void *)s,
                     state_of(st), s->sizeclass);

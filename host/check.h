@@ -25,9 +25,9 @@
 #include "types.h"
 
 /* Any live span, with nothing changing it: its owner's lock held (a cache's or a central's) or
- * every lock of the heap held. Its place in its arena and the page map; then, for CACHED,
- * PARTIAL, FULL and LARGE spans (a SWEEPING one is written by its taker, who holds no lock),
- * geometry against its class and alloc_count against the alloc bitmap. */
+ * every lock of the heap held. Its place in its arena and the page map; then, unless it is TAKEN
+ * (written by its taker, who holds no lock), geometry against its class and alloc_count against
+ * the alloc bitmap. */
 int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len);
 /* Node's page heap, its lock held and (for its live spans' bitmaps) every cache and central:
  * arenas, runs tiling each arena, the page map of FREE runs, coalescing, free lists, pages_free. */

@@ -227,7 +227,7 @@ static __attribute__((noinline)) void free_large(struct nsp_span *s, void *p)
         return;
     }
     uint32_t large = NSP_SPAN_LARGE;
-    if (!atomic_compare_exchange_strong(&s->state, &large, NSP_SPAN_SWEEPING)) {
+    if (!atomic_compare_exchange_strong(&s->state, &large, NSP_SPAN_TAKEN)) { /* being freed */
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
     }

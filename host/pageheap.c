@@ -286,7 +286,7 @@ static struct nsp_span *alloc_on(unsigned node, size_t npages, size_t align_page
     sp->freed_bits = ar->freed_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
     /* Not FREE before the lock is dropped: a neighbour freed meanwhile must not take these
      * pages into its run. */
-    atomic_store_explicit(&sp->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+    atomic_store_explicit(&sp->state, NSP_SPAN_TAKEN, memory_order_relaxed);
     for (uint32_t p = s; p < s + n; p++)
         ar->pagemap[p] = sp;
     pthread_mutex_unlock(&h->lock);

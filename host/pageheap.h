@@ -7,7 +7,7 @@
  * reuse of pages is a use-after-free of the caller's, and still reads a valid descriptor).
  *
  * Invariants:
- *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE) maps to that span;
+ *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE, TAKEN) maps to it;
  *   - the first and last page of a FREE run map to the run; its other pages map to nothing
  *     (NULL), so a lookup needs no range check: an entry is NULL, a live span holding the page,
  *     or a FREE run;
@@ -62,8 +62,8 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
 }
 
 /* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
- * The span comes back with its page map set, state SWEEPING (taken, being set up: never FREE,
- * or a neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages
+ * The span comes back with its page map set, state TAKEN (being set up: never FREE, or a
+ * neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages
  * may hold old data; the caller sets its final state. NULL if the node has no room and the OS refuses. */
 struct nsp_span *nsp__pageheap_alloc(unsigned node, size_t npages, size_t align_pages);
 /* The same from node's free runs only: NULL rather than a new arena (the caller may first give

@@ -5,7 +5,7 @@
  * each node's arenas under the page-heap lock, span by span (spans and free runs tile an arena),
  * to count spans by state and objects in use. It holds every cache, and the node's centrals,
  * while it reads (as fork does), so no owner writes a span it reads: CACHED spans are the held
- * caches', PARTIAL and FULL ones the held centrals'; a SWEEPING span is being set up, swept or
+ * caches', PARTIAL, FULL and SWEEPING ones the held centrals'; a TAKEN span is being set up or
  * freed by a thread that holds neither, and is skipped (its objects are missed for this one
  * reading). Objects in use of an uncached span are alloc_count minus the freed bits not yet swept. Nothing on the fast path pays for stats beyond
  * one plain increment per malloc and per local free.
@@ -44,7 +44,7 @@ static void count_span(const struct nsp_span *s, nsp_class_stats_t *cls, nsp_nod
         nd->large_bytes += (uint64_t)s->npages << NSP_PAGE_SHIFT;
         return;
     }
-    if (state == NSP_SPAN_FREE || state == NSP_SPAN_SWEEPING || s->sizeclass == 0)
+    if (state == NSP_SPAN_FREE || state == NSP_SPAN_TAKEN || s->sizeclass == 0)
         return;
     nsp_class_stats_t *k = &cls[s->sizeclass];
     uint64_t pending = pending_frees(s);

@@ -38,11 +38,18 @@
  *     CACHED    held by core cache `cache`; only that cache allocates from it
  *     PARTIAL   in its central's partial list: has (or may have) free slots
  *     FULL      in its central's full list; the first remote freer moves it to PARTIAL by CAS
- *     SWEEPING  taken out of a list by a central that is sweeping it (owner: that central)
+ *     SWEEPING  taken out of a list by a central that is sweeping it or serving from it, under
+ *               that central's lock (owner: that central); always a set-up small span
  *     LARGE     one large object (sizeclass 0)
+ *     TAKEN     out of the page heap and not yet anything else: being set up (fresh from
+ *               nsp__pageheap_alloc, until the caller makes it CACHED, PARTIAL, FULL, SWEEPING or
+ *               LARGE) or being freed (a large object on its way back); its fields are being
+ *               written by the one thread that took it, holding no lock. Never FREE, or a
+ *               neighbour freed meanwhile would coalesce with it.
  *
  *   A span has exactly one owner at any time: its cache (CACHED), its central (PARTIAL, FULL,
- *   SWEEPING), its page heap (FREE) or its object's holder (LARGE).
+ *   SWEEPING), its page heap (FREE), its object's holder (LARGE) or the thread that took it
+ *   (TAKEN).
  *   A span released while dirty goes to PARTIAL, never FULL, so no free is stranded.
  *
  *   charge        the bytes the span contributes to heapLive[node] (DESIGN.md §5, the ledger);
@@ -77,6 +84,7 @@ enum nsp_span_state {
     NSP_SPAN_FULL,
     NSP_SPAN_SWEEPING,
     NSP_SPAN_LARGE,
+    NSP_SPAN_TAKEN, /* last: the states before it keep their numbers */
 };
 
 enum nsp_span_list { NSP_LIST_NONE = 0, NSP_LIST_PARTIAL, NSP_LIST_FULL };

@@ -849,6 +849,17 @@ START_TEST(validators_pass_a_live_heap_and_name_a_broken_invariant)
     /* a page heap's free runs */
     EXPECT_CAUGHT(nsp__pageheaps[s->node].pages_free, "pages_free");
     ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "restored heap fails: %s", why);
+
+    /* TAKEN (fresh from the page heap, not set up yet) and SWEEPING (a central's set-up span)
+     * mean different things: the first is only placed, the second must have a class */
+    struct nsp_span *t = nsp__pageheap_alloc(0, 2, 1);
+    ck_assert_uint_eq(atomic_load(&t->state), NSP_SPAN_TAKEN);
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "a TAKEN span fails: %s", why);
+    atomic_store(&t->state, NSP_SPAN_SWEEPING);
+    ck_assert_int_eq(nsp_heap_check(why, sizeof why), -1);
+    ck_assert_msg(strstr(why, "SWEEPING") && strstr(why, "no small class"), "\"%s\"", why);
+    atomic_store(&t->state, NSP_SPAN_LARGE);
+    nsp__pageheap_free(t);
     free(q);
     for (unsigned i = 1; i < N; i += 2)
         free(p[i]);
