@@ -63,7 +63,9 @@ static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
 
 int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
 {
-    uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+    /* acquire: a large object's holder sets its fields, then publishes LARGE (release) without
+     * any lock a check holds */
+    uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
     const struct nsp_arena *ar = s->arena;
     if (st > NSP_SPAN_TAKEN)
         return fail(why, len, "span %p: state %u is no state", (void *)s, st);

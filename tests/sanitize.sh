@@ -102,7 +102,7 @@ for kind in "${kinds[@]}"; do
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     run asan-stress 300 "$stress" 8 100000
     run asan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 8 100000
-    run asan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 "$stress" 4 100000 foreign
+    run asan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 NSP_DEBUG=3 "$stress" 4 100000 foreign
     run asan-fuzz $limit "$fuzz" --seconds "$seconds"
     run asan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
     unset ASAN_OPTIONS UBSAN_OPTIONS
@@ -113,7 +113,7 @@ for kind in "${kinds[@]}"; do
     export TSAN_OPTIONS="halt_on_error=1:history_size=7:detect_deadlocks=0"
     run tsan-stress 300 "$stress" 4 50000
     run tsan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 4 50000
-    run tsan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 "$stress" 4 20000 foreign
+    run tsan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 NSP_DEBUG=3 "$stress" 4 20000 foreign
     run tsan-fuzz $limit "$fuzz" --seconds "$seconds"
     run tsan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
     unset TSAN_OPTIONS
