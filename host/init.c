@@ -22,10 +22,8 @@
  * memory during initialisation is not a malformed option: initialisation then fails softly (the
  * bootstrap region serves, or NULL with ENOMEM) and is tried again later (nsp__init).
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -35,7 +33,6 @@
 #include "ledger.h"
 #include "numaspan.h"
 #include "options.h"
-#include "os.h"
 #include "pacer.h"
 #include "pageheap.h"
 #include "runtime.h"
