@@ -22,6 +22,7 @@
  * memory during initialisation is not a malformed option: initialisation then fails softly (the
  * bootstrap region serves, or NULL with ENOMEM) and is tried again later (nsp__init).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
