@@ -295,6 +295,33 @@ miss:
 abort:
     return 2;
 }
+
+/*
+ * Whether object p of span s looks listed in the bin of the cache that holds s: the bin is
+ * attached to s and p's first word decodes with its key to the end of the list or to an object of
+ * s (the push's own test). For a freer on another cpu, whose alloc-bit check cannot tell a listed
+ * object (its bit stays set) from a live one: without this, a cross-thread free of an object
+ * freed locally into the bin sets its freed bit, the bin hands it out again, and the sweep then
+ * frees that live object. A hint, not an answer: a live object decodes so by chance, or because
+ * a push of it was preempted after writing its link (a malloc zeroes a popped object's link);
+ * the caller folds the bins and asks the alloc bit (free_remote in malloc.c). Read racily: a free
+ * racing the push, or one while a foreign taker has the bin detached, is not caught, as no double
+ * free racing the first is (span.h).
+ */
+static inline int nsp__bin_lists(const struct nsp_span *s, const void *p)
+{
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED)
+        return 0;
+    uint32_t ci = __atomic_load_n(&s->cache, __ATOMIC_RELAXED);
+    if (ci >= nsp__ncaches || !nsp__caches[ci].bins_on)
+        return 0;
+    const struct nsp_bin *b = &nsp__caches[ci].bins[s->sizeclass];
+    uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
+    if (!key || __atomic_load_n(&b->base, __ATOMIC_RELAXED) != s->base)
+        return 0;
+    uint64_t next = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ key;
+    return next == 0 || next - s->base < __atomic_load_n(&b->size, __ATOMIC_RELAXED);
+}
 #endif
 
 static inline int nsp__cache_cas_lock(struct nsp_cache *c)

@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -250,8 +251,35 @@ static __attribute__((noinline)) void free_unowned(void *p)
     nsp__report_error(NSP_ERR_NOT_OWNED, "free", p);
 }
 
+#ifdef NSP_RSEQ_LOCKS
+/* The object being freed remotely looks listed in the bin of the cache that holds its span
+ * (nsp__bin_lists): a listed object is free, yet its alloc bit is set, so the remote check below
+ * would pass a second free of it, and the sweep would later free it again once the bin had handed
+ * it out. The look is only a hint (a push preempted after it wrote the object's link leaves the
+ * same look on a live object, and its thread may then free it from another cpu), so the cache is
+ * taken, which folds its bins: the alloc bit is then exact. A cache that stays busy is left
+ * alone: that free is then not checked (as before the bins were folded). errno kept. */
+static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
+{
+    int saved = errno;
+    struct nsp_cache *c = &nsp__caches[__atomic_load_n(&s->cache, __ATOMIC_RELAXED)];
+    for (int tries = 0; tries < 100; tries++) {
+        if (nsp__cache_lock_foreign(c)) {
+            nsp__cache_unlock(c);
+            break;
+        }
+        sched_yield();
+    }
+    errno = saved;
+}
+#endif
+
 static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
 {
+#ifdef NSP_RSEQ_LOCKS
+    if (unlikely(nsp__bin_lists(s, p)))
+        fold_bins_of(s);
+#endif
     /* exact charges the free before its freed bit can be seen: the other way round, a sweep
      * could apply the bit and give the emptied span back to the page heap with this charge still
      * to come (heapLive then differed from the sum of the charges, NSP_DEBUG=1 found it). The

@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -454,6 +455,105 @@ START_TEST(local_double_free_in_the_list_is_caught)
 }
 END_TEST
 
+/* A thread on another cpu frees the object that sits in our bin's list (a cross-thread double
+ * free after a local one). A listed object keeps its alloc bit, so the remote freer's alloc-bit
+ * check alone passes it: its freed bit would then wait for a sweep while the bin hands the object
+ * out again, and that sweep would free the live object (issue 10, failure 2, come back with the
+ * bins). The remote freer must refuse it, and leave no freed bit behind. */
+static void *free_on_other_cpu(void *arg)
+{
+    cpu_set_t *set = arg;
+    if (sched_setaffinity(0, sizeof *set, set) != 0)
+        return (void *)1;
+    free(*(void **)((char *)arg + sizeof *set));
+    return NULL;
+}
+
+START_TEST(remote_double_free_of_a_listed_object_is_caught)
+{
+    cpu_set_t all;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (!ready("remote_double_free_of_a_listed_object_is_caught"))
+        return;
+    int other = -1;
+    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
+        if (CPU_ISSET(i, &all) && i != cpu)
+            other = i;
+    if (other < 0) {
+        fprintf(stderr, "remote_double_free_of_a_listed_object_is_caught: skipped: one cpu\n");
+        return;
+    }
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    free(p); /* pushed: listed, alloc bit still set */
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    ck_assert_uint_ge(n, 1);
+    ck_assert_uint_eq(l[0], (uintptr_t)p);
+    struct {
+        cpu_set_t set;
+        void *p;
+    } arg;
+    CPU_ZERO(&arg.set);
+    CPU_SET(other, &arg.set);
+    arg.p = p;
+    pthread_t t;
+    void *rc;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    struct nsp_span *s = span();
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    /* no freed bit waits for p: once handed out again, a sweep would free it live */
+    ck_assert_uint_eq((atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1, 0);
+}
+END_TEST
+
+/* A push preempted after it wrote the object's link and before its commit restarts, finds its own
+ * link (it decodes into the span) and misses; if the thread has moved to another cpu meanwhile,
+ * the free goes the remote way with that link in the object. That free is valid: it must free the
+ * object, not report a double free (the object is not listed). */
+START_TEST(remote_free_after_an_aborted_push_is_valid)
+{
+    cpu_set_t all;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (!ready("remote_free_after_an_aborted_push_is_valid"))
+        return;
+    int other = -1;
+    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
+        if (CPU_ISSET(i, &all) && i != cpu)
+            other = i;
+    if (other < 0) {
+        fprintf(stderr, "remote_free_after_an_aborted_push_is_valid: skipped: one cpu\n");
+        return;
+    }
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    struct nsp_bin *b = bin();
+    /* what the push wrote before it was preempted: the current head, encoded */
+    *(uint64_t *)p = (b->word >> 16) ^ atomic_load(&b->key);
+    struct {
+        cpu_set_t set;
+        void *p;
+    } arg;
+    CPU_ZERO(&arg.set);
+    CPU_SET(other, &arg.set);
+    arg.p = p;
+    pthread_t t;
+    void *rc;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+    struct nsp_span *s = nsp__span_of(p);
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    ck_assert_int_eq(nsp__span_slot_live(s, idx), 0); /* freed */
+}
+END_TEST
+
 /* A free of a slot that is not allocated while the bin holds its span: one freed and folded back
  * (a foreign taker came between), or one never handed out. Nothing in the object says "listed", so
  * only its alloc bit (clear) can refuse the push; the locked path then reports it. */
@@ -569,6 +669,8 @@ int main(void)
     tcase_add_test(tc, pop_detached_at_every_step);
     tcase_add_test(tc, push_detached_at_every_step);
     tcase_add_test(tc, local_double_free_in_the_list_is_caught);
+    tcase_add_test(tc, remote_double_free_of_a_listed_object_is_caught);
+    tcase_add_test(tc, remote_free_after_an_aborted_push_is_valid);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
