@@ -224,7 +224,8 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
 /*
  * The local free of object p, slot idx of span s: one restartable sequence on the bin's cpu.
  * Inside it, after the key is read (see free_to_bin in malloc.c for why this order): p's alloc
- * bit must be set, and p's first word must not decode to a link of this span (a listed object's
+ * bit must be set and its freed bit clear (a listed object freed remotely would be handed out
+ * again with that bit set, and the sweep would free it live), and p's first word must not decode to a link of this span (a listed object's
  * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
  * word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another span,
  * or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try again.
@@ -260,6 +261,10 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "movq (%%rax,%%r11,8), %%rax\n\t"
         "btq %q[idx], %%rax\n\t" /* p allocated (clear: freed already, or never handed out) */
         "jnc %l[miss]\n\t"
+        "movq %c[o_freed](%[s]), %%rax\n\t"
+        "movq (%%rax,%%r11,8), %%rax\n\t"
+        "btq %q[idx], %%rax\n\t" /* and not freed remotely, its freed bit waiting for a sweep */
+        "jc %l[miss]\n\t"
         "movq (%[p]), %%rax\n\t"
         "xorq %%r10, %%rax\n\t"
         "jz %l[miss]\n\t" /* p's first word is an encoded end of list */
@@ -286,7 +291,8 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         :
         : [rs] "r"(__rseq_offset), [b] "r"(b), [s] "r"(s), [idx] "r"((uint64_t)idx), [p] "r"(p),
           [o_base] "i"(offsetof(struct nsp_span, base)),
-          [o_bits] "i"(offsetof(struct nsp_span, alloc_bits))
+          [o_bits] "i"(offsetof(struct nsp_span, alloc_bits)),
+          [o_freed] "i"(offsetof(struct nsp_span, freed_bits))
         : "memory", "cc", "rax", "r10", "r11"
         : miss, abort);
     return 0;

@@ -84,14 +84,19 @@ static inline void nsp__span_rewind(struct nsp_span *s)
     s->alloc_cache = 0;
 }
 
-/* Local free of slot idx by the owner. Returns 0, or -1 if the slot was not allocated (a double
- * free, reported by the caller). The most recent allocation is given back to the cursor, so that
+/* Local free of slot idx by the owner. Returns 0, or -1 if the slot was not allocated or was freed
+ * remotely already (a double free, reported by the caller). The most recent allocation is given back to the cursor, so that
  * malloc/free pairs reuse one hot slot. */
 static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
 {
     uint64_t bit = 1ULL << (idx & 63);
     uint64_t *w = &s->alloc_bits[idx >> 6];
     if (__builtin_expect(!(*w & bit), 0))
+        return -1;
+    /* freed remotely already: its freed bit waits for the sweep, which would otherwise free the
+     * slot again after it was handed out anew */
+    if (__builtin_expect(atomic_load_explicit(&s->freed_bits[idx >> 6], memory_order_relaxed) & bit,
+                         0))
         return -1;
     __atomic_store_n(w, *w & ~bit, __ATOMIC_RELAXED);
     s->alloc_count--;

@@ -554,6 +554,48 @@ START_TEST(remote_free_after_an_aborted_push_is_valid)
 }
 END_TEST
 
+/* The other order: a thread on another cpu frees the object first (its freed bit set, waiting for
+ * a sweep), then its owner's thread frees it again. The push must not take it: listed, then handed
+ * out again, it would be a live object with a freed bit, and the sweep would free it. */
+START_TEST(local_double_free_after_a_remote_free_is_caught)
+{
+    cpu_set_t all;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (!ready("local_double_free_after_a_remote_free_is_caught"))
+        return;
+    int other = -1;
+    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
+        if (CPU_ISSET(i, &all) && i != cpu)
+            other = i;
+    if (other < 0) {
+        fprintf(stderr, "local_double_free_after_a_remote_free_is_caught: skipped: one cpu\n");
+        return;
+    }
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    struct {
+        cpu_set_t set;
+        void *p;
+    } arg;
+    CPU_ZERO(&arg.set);
+    CPU_SET(other, &arg.set);
+    arg.p = p;
+    pthread_t t;
+    void *rc;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before); /* the first free is valid */
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    for (unsigned i = 0; i < n; i++)
+        ck_assert_uint_ne(l[i], (uintptr_t)p); /* not listed: the sweep gives it back once */
+}
+END_TEST
+
 /* A free of a slot that is not allocated while the bin holds its span: one freed and folded back
  * (a foreign taker came between), or one never handed out. Nothing in the object says "listed", so
  * only its alloc bit (clear) can refuse the push; the locked path then reports it. */
@@ -671,6 +713,7 @@ int main(void)
     tcase_add_test(tc, local_double_free_in_the_list_is_caught);
     tcase_add_test(tc, remote_double_free_of_a_listed_object_is_caught);
     tcase_add_test(tc, remote_free_after_an_aborted_push_is_valid);
+    tcase_add_test(tc, local_double_free_after_a_remote_free_is_caught);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);

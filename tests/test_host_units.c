@@ -262,6 +262,12 @@ START_TEST(span_cursor_and_local_free)
     ck_assert_ptr_eq(nsp__span_next_free(s), p[9]);
     ck_assert_ptr_null(nsp__span_next_free(s)); /* full: nothing behind or ahead */
     ck_assert_uint_eq(s->alloc_count, n);
+    /* freed remotely first, then by the owner: caught, the slot stays allocated (the sweep
+     * gives it back once; the other way a reuse before the sweep would be freed live) */
+    ck_assert_int_eq(nsp__span_free_remote(s, 11), 0);
+    ck_assert_int_eq(nsp__span_free_local(s, 11), -1);
+    ck_assert_uint_eq(s->alloc_count, n);
+    ck_assert_ptr_null(nsp__span_next_free(s));
     free(p);
 }
 END_TEST
