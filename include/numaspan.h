@@ -84,7 +84,7 @@ NSP_API unsigned nsp_topo_num_caches(const nsp_topo_t *topo);
 NSP_API unsigned nsp_topo_num_pus(const nsp_topo_t *topo);
 /* 1 when the topology describes this machine (binding is real), 0 otherwise. */
 NSP_API int nsp_topo_is_thissystem(const nsp_topo_t *topo);
-/* 1 when threads get virtual cores (round robin or nsp_thread_bind_core) rather than their cpu. */
+/* 1 when threads get virtual cores (least loaded or nsp_thread_bind_core) rather than their cpu. */
 NSP_API int nsp_topo_uses_virtual_cores(const nsp_topo_t *topo);
 
 typedef struct nsp_node_info {
@@ -126,9 +126,12 @@ NSP_API int nsp_topo_bind_thread(nsp_topo_t *topo, unsigned cache);
 NSP_API uint64_t nsp_topo_bindings_recorded(const nsp_topo_t *topo);
 
 /*
- * Virtual cores. A thread on a topology that uses virtual cores gets one on first use, round
- * robin over the caches; nsp_topo_thread_bind_core() chooses one instead (on this system it also
- * pins the thread to the cache's cpus). Returns 0, 1 (recorded only, as above) or -1/EINVAL.
+ * Virtual cores. A thread on a topology that uses virtual cores gets one on first use: the cache
+ * with the fewest live threads (ties round robin). It gives it back when it exits, so thread churn
+ * does not pile threads onto one cache; the main thread keeps its own. nsp_topo_thread_bind_core()
+ * chooses one instead (on this system it also pins the thread to the cache's cpus); a bound thread
+ * counts as live on its cache too. A thread holds virtual cores in at most 4 topologies at once.
+ * Returns 0, 1 (recorded only, as above) or -1/EINVAL.
  */
 NSP_API int nsp_topo_thread_bind_core(nsp_topo_t *topo, unsigned cache);
 

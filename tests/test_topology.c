@@ -276,11 +276,17 @@ START_TEST(real_machine)
 }
 END_TEST
 
-/* 1,000 threads on an 8-node x 16-core synthetic machine: each gets a valid virtual core, the
- * round robin spreads them evenly, and a thread that asks for a core gets exactly that one. */
+/* 1,000 threads on an 8-node x 16-core synthetic machine, all alive together: each gets a valid
+ * virtual core and keeps it, a thread that asks for a core gets exactly that one, and the others
+ * go to the least-loaded cores, so that with every thread counted (the 100 bound ones first, then
+ * the 900 that draw) no core has more than one thread more than another. */
 #define NTHREADS 1000
 static nsp_topo_t *vt;
 static unsigned got[NTHREADS];
+static pthread_mutex_t vmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t vcv = PTHREAD_COND_INITIALIZER;
+static unsigned vready;  /* threads that have their core */
+static int vrelease;     /* all may exit */
 
 static void *vthread(void *arg)
 {
@@ -295,7 +301,21 @@ static void *vthread(void *arg)
         if (nsp_topo_current_cache(vt) != got[i])
             got[i] = UINT32_MAX;
     }
+    pthread_mutex_lock(&vmu);
+    vready++;
+    pthread_cond_broadcast(&vcv);
+    while (!vrelease)
+        pthread_cond_wait(&vcv, &vmu);
+    pthread_mutex_unlock(&vmu);
     return NULL;
+}
+
+static void vwait_ready(unsigned n)
+{
+    pthread_mutex_lock(&vmu);
+    while (vready < n)
+        pthread_cond_wait(&vcv, &vmu);
+    pthread_mutex_unlock(&vmu);
 }
 
 START_TEST(thousand_threads_virtual_cores)
@@ -307,8 +327,18 @@ START_TEST(thousand_threads_virtual_cores)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 64 * 1024);
-    for (unsigned i = 0; i < NTHREADS; i++)
+    /* the bound threads first: the ones that draw must then fill around them */
+    for (unsigned i = 0; i < NTHREADS; i += 10)
         ck_assert_int_eq(pthread_create(&th[i], &attr, vthread, (void *)(uintptr_t)i), 0);
+    vwait_ready(NTHREADS / 10);
+    for (unsigned i = 0; i < NTHREADS; i++)
+        if (i % 10 != 0)
+            ck_assert_int_eq(pthread_create(&th[i], &attr, vthread, (void *)(uintptr_t)i), 0);
+    vwait_ready(NTHREADS);
+    pthread_mutex_lock(&vmu);
+    vrelease = 1;
+    pthread_cond_broadcast(&vcv);
+    pthread_mutex_unlock(&vmu);
     for (unsigned i = 0; i < NTHREADS; i++)
         pthread_join(th[i], NULL);
     unsigned count[128] = {0};
@@ -316,17 +346,125 @@ START_TEST(thousand_threads_virtual_cores)
         ck_assert_msg(got[i] < 128, "thread %u got no valid or stable core", i);
         if (i % 10 == 0)
             ck_assert_uint_eq(got[i], (i * 7) % 128);
-        else
-            count[got[i]]++;
+        count[got[i]]++;
     }
-    /* 900 round-robin threads over 128 cores: every core gets 7 or 8 */
+    /* 1,000 live threads over 128 cores: every core has 7 or 8 (the bound ones put at most 2 on
+     * a core before the others draw) */
     unsigned lo = NTHREADS, hi = 0;
     for (unsigned c = 0; c < 128; c++) {
         lo = count[c] < lo ? count[c] : lo;
         hi = count[c] > hi ? count[c] : hi;
     }
-    ck_assert_msg(hi - lo <= 1, "round robin uneven: %u..%u threads per core", lo, hi);
+    ck_assert_msg(hi - lo <= 1, "live threads uneven: %u..%u per core", lo, hi);
     nsp_topo_destroy(vt);
+}
+END_TEST
+
+/* Thread churn on 16 virtual cores (DESIGN.md §3; issue 11, Deliver 4): 4 threads live throughout
+ * (2 drawn, 2 bound with nsp_topo_thread_bind_core) while 400 short threads are created and end,
+ * at most 4 of them alive at a time, living for varied times. At most 8 threads are ever alive on
+ * 16 cores, so if exited threads give their cores back and new ones take the least-loaded, no two
+ * live threads ever share a core. Round robin without handing back puts the 17th thread onto the
+ * first one's core. A thread counts as alive here from its draw until just before it returns,
+ * inside the span in which the topology counts it (until its exit destructor). */
+#define CHURN_CORES 16
+#define CHURN_LONG 4
+#define CHURN_RING 4
+#define CHURN_THREADS 400
+static nsp_topo_t *ct;
+static pthread_mutex_t cmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ccv = PTHREAD_COND_INITIALIZER;
+static unsigned occupied[CHURN_CORES];
+static unsigned shared_core = UINT32_MAX, shared_by, unstable, clong_ready;
+static int cstop;
+
+static unsigned churn_enter(void)
+{
+    unsigned c = nsp_topo_current_cache(ct);
+    pthread_mutex_lock(&cmu);
+    if (c >= CHURN_CORES || ++occupied[c] > 1) {
+        shared_core = c;
+        shared_by = c < CHURN_CORES ? occupied[c] : 0;
+    }
+    pthread_mutex_unlock(&cmu);
+    return c;
+}
+
+static void churn_leave(unsigned c)
+{
+    pthread_mutex_lock(&cmu);
+    if (nsp_topo_current_cache(ct) != c)
+        unstable++;
+    if (c < CHURN_CORES)
+        occupied[c]--;
+    pthread_mutex_unlock(&cmu);
+}
+
+static void *churn_long(void *arg)
+{
+    unsigned bind = (unsigned)(uintptr_t)arg;
+    if (bind != UINT32_MAX)
+        ck_assert_int_eq(nsp_topo_thread_bind_core(ct, bind), 1);
+    unsigned c = churn_enter();
+    pthread_mutex_lock(&cmu);
+    clong_ready++;
+    pthread_cond_broadcast(&ccv);
+    while (!cstop)
+        pthread_cond_wait(&ccv, &cmu);
+    pthread_mutex_unlock(&cmu);
+    churn_leave(c);
+    return NULL;
+}
+
+static void *churn_short(void *arg)
+{
+    unsigned c = churn_enter();
+    for (unsigned k = (unsigned)(uintptr_t)arg % 7; k > 0; k--) {
+        sched_yield();
+        ck_assert_uint_eq(nsp_topo_current_cache(ct), c);
+    }
+    churn_leave(c);
+    return NULL;
+}
+
+START_TEST(thread_churn_gives_cores_back)
+{
+    ct = load_ok("synthetic:pack:2 numa:1 core:8 pu:1", NSP_GROUP_PU);
+    ck_assert_uint_eq(nsp_topo_num_caches(ct), CHURN_CORES);
+    const unsigned longarg[CHURN_LONG] = {UINT32_MAX, 5, UINT32_MAX, 13};
+    pthread_t lt[CHURN_LONG], ring[CHURN_RING];
+    for (unsigned i = 0; i < CHURN_LONG; i++) {
+        ck_assert_int_eq(pthread_create(&lt[i], NULL, churn_long, (void *)(uintptr_t)longarg[i]),
+                         0);
+        /* one at a time, so that a drawn one never races a bound one for its core */
+        pthread_mutex_lock(&cmu);
+        while (clong_ready < i + 1)
+            pthread_cond_wait(&ccv, &cmu);
+        pthread_mutex_unlock(&cmu);
+    }
+    /* pseudo-random lifetimes: threads end out of their creation order */
+    unsigned seed = 12345;
+    for (unsigned i = 0; i < CHURN_THREADS; i++) {
+        unsigned r = i % CHURN_RING;
+        if (i >= CHURN_RING) /* joined: its exit destructor has run */
+            pthread_join(ring[r], NULL);
+        seed = seed * 1103515245u + 12345u;
+        ck_assert_int_eq(pthread_create(&ring[r], NULL, churn_short, (void *)(uintptr_t)(seed >> 16)),
+                         0);
+    }
+    for (unsigned r = 0; r < CHURN_RING; r++)
+        pthread_join(ring[r], NULL);
+    pthread_mutex_lock(&cmu);
+    cstop = 1;
+    pthread_cond_broadcast(&ccv);
+    pthread_mutex_unlock(&cmu);
+    for (unsigned i = 0; i < CHURN_LONG; i++)
+        pthread_join(lt[i], NULL);
+    ck_assert_msg(shared_core == UINT32_MAX,
+                  "at most %u live threads on %u virtual cores, but core %u had %u of them",
+                  CHURN_LONG + CHURN_RING, CHURN_CORES, shared_core, shared_by);
+    ck_assert_msg(unstable == 0, "%u threads changed virtual core while alive", unstable);
+    nsp_topo_destroy(ct);
 }
 END_TEST
 
@@ -368,6 +506,7 @@ static Suite *suite(void)
     tcase_add_test(tc, binding_is_recorded_on_synthetic);
     tcase_add_test(tc, real_machine);
     tcase_add_test(tc, thousand_threads_virtual_cores);
+    tcase_add_test(tc, thread_churn_gives_cores_back);
     tcase_add_test(tc, report_text_and_json);
     suite_add_tcase(s, tc);
     return s;

@@ -86,7 +86,7 @@ static void print_text(const nsp_topo_t *t, FILE *out)
             t->thissystem ? "real (this system: memory mbind and thread pinning are applied)"
                           : "recorded, not applied (not this system)");
     fprintf(out, "threads:    %s\n",
-            t->virtual_cores ? "virtual cores (round robin, or nsp_thread_bind_core)"
+            t->virtual_cores ? "virtual cores (least loaded, or nsp_thread_bind_core)"
                              : "the cache of the cpu they run on (sched_getcpu)");
     fprintf(out, "caches:     %u (one per %s), %u PUs\n", t->ncaches,
             nsp_grouping_name(t->grouping), t->npus);

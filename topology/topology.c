@@ -315,6 +315,11 @@ nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, 
         nsp_topo_destroy(t);
         return NULL;
     }
+    if (t->virtual_cores && !(t->vtab = nsp__vcore_table_new(t->ncaches))) {
+        set_err(err, errlen, "topology \"%s\": out of memory", t->spec);
+        nsp_topo_destroy(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -339,6 +344,7 @@ void nsp_topo_destroy(nsp_topo_t *t)
     free(t->cpu_to_cache);
     free(t->dist);
     free(t->by_dist);
+    nsp__vcore_table_put(t->vtab); /* threads still holding a virtual core keep it alive */
     if (t->hw)
         hwloc_topology_destroy(t->hw);
     free(t->spec);

@@ -62,6 +62,7 @@ struct nsp_topo {
     unsigned *by_dist;          /* [nnodes * nnodes] */
 
     _Atomic uint64_t bindings_recorded;
+    struct nsp__vcore_table *vtab; /* live threads per virtual core (bind.c); NULL on this system */
 };
 
 /*
@@ -72,14 +73,21 @@ struct nsp_topo {
  * sched_getcpu() without the call; where glibc did not register rseq (GLIBC_TUNABLES
  * glibc.pthread.rseq=0, old kernels) sched_getcpu() is the fallback. Holes in cpu_to_cache were
  * filled at load, so one bounds check covers every cpu number.
- * Elsewhere: the thread's virtual core, reduced modulo ncaches once per topology and cached.
+ * Elsewhere: the thread's virtual core (bind.c), drawn least-loaded once per topology, counted in
+ * the topology's table and given back at thread exit.
  */
+struct nsp__vcore_table;
 struct nsp__vcore_tls {
-    const struct nsp_topo *topo; /* the topology cache was reduced for */
+    const struct nsp_topo *topo;         /* the topology asked last */
+    const struct nsp__vcore_table *tab;  /* its table: compared only, tells a reused address */
     unsigned cache;
 };
 extern __thread struct nsp__vcore_tls nsp__vcore;
 unsigned nsp__vcore_slow(const struct nsp_topo *topo);
+/* The live-thread table of a virtual topology (bind.c): created by nsp_topo_load with one
+ * reference, dropped by nsp_topo_destroy; threads holding a virtual core hold one more each. */
+struct nsp__vcore_table *nsp__vcore_table_new(unsigned ncaches);
+void nsp__vcore_table_put(struct nsp__vcore_table *tab);
 
 static inline int nsp__cpu_now(void)
 {
@@ -99,7 +107,8 @@ static inline int nsp__cpu_now(void)
 static inline unsigned nsp__topo_current_cache(const struct nsp_topo *t)
 {
     if (t->virtual_cores) {
-        if (__builtin_expect(nsp__vcore.topo == t, 1))
+        if (__builtin_expect(nsp__vcore.topo == t && nsp__vcore.tab == t->vtab &&
+                                 nsp__vcore.cache < t->ncaches, 1))
             return nsp__vcore.cache;
         return nsp__vcore_slow(t);
     }
