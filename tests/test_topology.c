@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "numaspan.h"
@@ -468,6 +470,69 @@ START_TEST(thread_churn_gives_cores_back)
 }
 END_TEST
 
+/* fork: the child has only the forking thread, so the parent's other threads must not count
+ * there. The parent binds 3 threads to core 0 of 4 and forks while they live; in the child 4 new
+ * threads, alive together, must get the 4 cores, one each. Counting the parent's threads would
+ * leave core 0 empty and put two on another. The child reports by exit status (no Check there). */
+static nsp_topo_t *ft;
+static pthread_barrier_t fbar;
+static unsigned fgot[4];
+
+static void *fork_parent_thread(void *arg)
+{
+    (void)arg;
+    nsp_topo_thread_bind_core(ft, 0);
+    pthread_barrier_wait(&fbar); /* bound */
+    pthread_barrier_wait(&fbar); /* forked */
+    return NULL;
+}
+
+static void *fork_child_thread(void *arg)
+{
+    fgot[(uintptr_t)arg] = nsp_topo_current_cache(ft);
+    pthread_barrier_wait(&fbar); /* all four drew while all four live */
+    return NULL;
+}
+
+START_TEST(fork_child_counts_only_its_threads)
+{
+    ft = load_ok("synthetic:pack:1 numa:1 core:4 pu:1", NSP_GROUP_PU);
+    pthread_t pt[3];
+    pthread_barrier_init(&fbar, NULL, 4);
+    for (uintptr_t i = 0; i < 3; i++)
+        ck_assert_int_eq(pthread_create(&pt[i], NULL, fork_parent_thread, (void *)i), 0);
+    pthread_barrier_wait(&fbar);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* the parent's barrier has waiters that do not exist here: a fresh one */
+        pthread_barrier_init(&fbar, NULL, 4);
+        pthread_t ct4[4];
+        for (uintptr_t i = 0; i < 4; i++)
+            if (pthread_create(&ct4[i], NULL, fork_child_thread, (void *)i) != 0)
+                _exit(3);
+        for (unsigned i = 0; i < 4; i++)
+            pthread_join(ct4[i], NULL);
+        unsigned seen = 0;
+        for (unsigned i = 0; i < 4; i++)
+            seen |= fgot[i] < 4 ? 1u << fgot[i] : 0;
+        _exit(seen == 0xf ? 0 : 10 + (int)seen);
+    }
+    pthread_barrier_wait(&fbar);
+    for (unsigned i = 0; i < 3; i++)
+        pthread_join(pt[i], NULL);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "the child did not exit normally (status %d)", status);
+    ck_assert_msg(WEXITSTATUS(status) == 0,
+                  "in the child, 4 live threads on 4 virtual cores did not get one core each "
+                  "(exit %d: cores taken, as a bit mask, + 10)",
+                  WEXITSTATUS(status));
+    pthread_barrier_destroy(&fbar);
+    nsp_topo_destroy(ft);
+}
+END_TEST
+
 START_TEST(report_text_and_json)
 {
     nsp_topo_t *t = load_ok("synthetic:pack:2 numa:2 core:4 pu:1", NSP_GROUP_PU);
@@ -507,6 +572,7 @@ static Suite *suite(void)
     tcase_add_test(tc, real_machine);
     tcase_add_test(tc, thousand_threads_virtual_cores);
     tcase_add_test(tc, thread_churn_gives_cores_back);
+    tcase_add_test(tc, fork_child_counts_only_its_threads);
     tcase_add_test(tc, report_text_and_json);
     suite_add_tcase(s, tc);
     return s;

@@ -12,6 +12,8 @@
  *   - a virtual topology's table (struct nsp__vcore_table) counts, per cache, the live threads
  *     holding it as their virtual core: a thread adds 1 when it draws or binds, and takes it back
  *     when it exits (a pthread key destructor), binds elsewhere, or lets go of the topology;
+ *   - after fork the child's tables count only the forking thread (the others do not exist there):
+ *     every table is on one list, and the atfork child handler recounts them from its slots;
  *   - a thread holds at most NSP_VCORE_SLOTS topologies' virtual cores at once (one slot each,
  *     oldest let go first), and each slot holds a reference on its table, so a table outlives
  *     nsp_topo_destroy until the last thread holding it lets go;
@@ -44,6 +46,7 @@
  * nsp_topo_destroy) plus one per thread slot holding it. cursor: where the next search for the
  * least-loaded core starts, so that ties go round robin. */
 struct nsp__vcore_table {
+    struct nsp__vcore_table *next, *prev; /* all tables, under vcore_tables_mu (for fork) */
     _Atomic unsigned refs;
     unsigned n;
     _Atomic unsigned cursor;
@@ -60,25 +63,68 @@ static __thread struct vcore_slot vcore_slots[NSP_VCORE_SLOTS];
 static __thread int vcore_exiting;  /* the destructor has run: nothing more is counted */
 static __thread int vcore_key_set;  /* the destructor is armed for this thread */
 
+/* Every table, so that fork's child can recount them. Never held across a malloc or free, so that
+ * taking it in fork's prepare cannot wait on an allocator lock. */
+static pthread_mutex_t vcore_tables_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct nsp__vcore_table vcore_tables = {.next = &vcore_tables, .prev = &vcore_tables};
+static pthread_once_t vcore_fork_once = PTHREAD_ONCE_INIT;
+
 static pthread_key_t vcore_key;
 static int vcore_key_ok;
 static pthread_once_t vcore_key_once = PTHREAD_ONCE_INIT;
 
+static void vcore_fork_prepare(void) { pthread_mutex_lock(&vcore_tables_mu); }
+static void vcore_fork_parent(void) { pthread_mutex_unlock(&vcore_tables_mu); }
+
+/* The child has one thread: a table's live threads are the slots of this one. The other threads'
+ * references are not dropped (a table of a topology destroyed in the child stays allocated: a
+ * few bytes, and freeing here could meet an allocator lock not yet reset). */
+static void vcore_fork_child(void)
+{
+    for (struct nsp__vcore_table *tab = vcore_tables.next; tab != &vcore_tables; tab = tab->next)
+        for (unsigned c = 0; c < tab->n; c++)
+            atomic_store_explicit(&tab->live[c], 0, memory_order_relaxed);
+    for (unsigned i = 0; i < NSP_VCORE_SLOTS; i++)
+        if (vcore_slots[i].tab)
+            atomic_fetch_add_explicit(&vcore_slots[i].tab->live[vcore_slots[i].cache], 1,
+                                      memory_order_relaxed);
+    pthread_mutex_unlock(&vcore_tables_mu);
+}
+
+/* pthread_atfork may allocate: registered here, from nsp_topo_load, never from the allocator's
+ * paths (a topology load already allocates, before any allocator lock is taken). */
+static void vcore_fork_register(void)
+{
+    pthread_atfork(vcore_fork_prepare, vcore_fork_parent, vcore_fork_child);
+}
+
 struct nsp__vcore_table *nsp__vcore_table_new(unsigned ncaches)
 {
+    pthread_once(&vcore_fork_once, vcore_fork_register);
     struct nsp__vcore_table *tab =
         calloc(1, sizeof *tab + (size_t)ncaches * sizeof tab->live[0]);
     if (!tab)
         return NULL;
     atomic_init(&tab->refs, 1);
     tab->n = ncaches;
+    pthread_mutex_lock(&vcore_tables_mu);
+    tab->next = vcore_tables.next;
+    tab->prev = &vcore_tables;
+    tab->next->prev = tab;
+    vcore_tables.next = tab;
+    pthread_mutex_unlock(&vcore_tables_mu);
     return tab;
 }
 
 void nsp__vcore_table_put(struct nsp__vcore_table *tab)
 {
-    if (tab && atomic_fetch_sub_explicit(&tab->refs, 1, memory_order_acq_rel) == 1)
-        free(tab);
+    if (!tab || atomic_fetch_sub_explicit(&tab->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_lock(&vcore_tables_mu);
+    tab->prev->next = tab->next;
+    tab->next->prev = tab->prev;
+    pthread_mutex_unlock(&vcore_tables_mu);
+    free(tab);
 }
 
 /* The least-loaded core, counted (count = 1) or not. The count is taken by CAS from the load seen
