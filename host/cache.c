@@ -206,12 +206,7 @@ static int bin_detach_rseq(struct nsp_bin *b, int cpu)
     struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     int r;
     __asm__ __volatile__(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3:\n\t"
-        ".long 0x0, 0x0\n\t"
-        ".quad 1f, (2f - 1f), 4f\n\t"
-        ".popsection\n\t"
+        NSP_RSEQ_CS_DESCRIPTOR
         "leaq 3b(%%rip), %%rax\n\t"
         "movq %%rax, %[rseq_cs]\n\t"
         "1:\n\t"
@@ -221,10 +216,7 @@ static int bin_detach_rseq(struct nsp_bin *b, int cpu)
         "2:\n\t"
         "movl $1, %[r]\n\t"
         "jmp 7f\n\t"
-        ".pushsection __rseq_failure, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n\t"
-        "4:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
         "movl $-1, %[r]\n\t"
         "jmp 7f\n\t"
         ".popsection\n\t"

@@ -116,6 +116,24 @@ int nsp__cache_init(void);
 /* ---- the lock --------------------------------------------------------------------------------- */
 
 #if defined(__x86_64__) && defined(NSP_HAVE_RSEQ) && !defined(__SANITIZE_THREAD__)
+/* Every sequence's descriptor, in the kernel's struct rseq_cs layout: version and flags, then the
+ * start (label 1), the length up to the commit's end (label 2) and the abort handler (label 4); the
+ * sequence stores the address of label 3 into the thread's rseq area. One text for every sequence,
+ * so that the labels' meaning is the same in each. */
+#define NSP_RSEQ_CS_DESCRIPTOR                                                                    \
+    ".pushsection __rseq_cs, \"aw\"\n\t"                                                       \
+    ".balign 32\n\t"                                                                            \
+    "3:\n\t"                                                                                    \
+    ".long 0x0, 0x0\n\t"                                                                        \
+    ".quad 1f, (2f - 1f), 4f\n\t"                                                               \
+    ".popsection\n\t"
+/* The abort handler's label 4, preceded by the 4-byte signature glibc registered (the kernel
+ * checks it before jumping there); the caller's text after it says where an abort goes. */
+#define NSP_RSEQ_ABORT_SIGNATURE                                                                  \
+    ".pushsection __rseq_failure, \"ax\"\n\t"                                                  \
+    ".byte 0x0f, 0xb9, 0x3d\n\t"                                                                \
+    ".long 0x53053053\n\t"                                                                      \
+    "4:\n\t"
 /*
  * Takes lock (0 -> 1) in a restartable sequence bound to cpu. Returns 1 if taken, 0 if the lock
  * was held or the thread is not on cpu, -1 if the sequence was aborted (preempted, migrated, or
@@ -125,12 +143,7 @@ static inline int nsp__rseq_trylock(_Atomic uint32_t *lock, int cpu)
 {
     struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     __asm__ __volatile__ goto(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3:\n\t"
-        ".long 0x0, 0x0\n\t"
-        ".quad 1f, (2f - 1f), 4f\n\t"
-        ".popsection\n\t"
+        NSP_RSEQ_CS_DESCRIPTOR
         "leaq 3b(%%rip), %%rax\n\t"
         "movq %%rax, %[rseq_cs]\n\t"
         "1:\n\t"
@@ -140,10 +153,7 @@ static inline int nsp__rseq_trylock(_Atomic uint32_t *lock, int cpu)
         "jnz %l[fail]\n\t"
         "movl $1, %[lock]\n\t"
         "2:\n\t"
-        ".pushsection __rseq_failure, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n\t"
-        "4:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
         "jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
@@ -169,12 +179,7 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
     uintptr_t p;
     uint64_t w, k, t;
     __asm__ __volatile__(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3:\n\t"
-        ".long 0x0, 0x0\n\t"
-        ".quad 1f, (2f - 1f), 4f\n\t"
-        ".popsection\n\t"
+        NSP_RSEQ_CS_DESCRIPTOR
         "leaq 3b(%%rip), %[t]\n\t"
         "movq %[t], %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
         "1:\n\t"
@@ -205,10 +210,7 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         "movq %[t], (%[b])\n\t" /* the commit: the pop */
         "2:\n\t"
         "jmp 7f\n\t"
-        ".pushsection __rseq_failure, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n\t"
-        "4:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
         "movl $1, %k[p]\n\t"
         "jmp 7f\n\t"
         ".popsection\n\t"
@@ -237,12 +239,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
                                                               uint32_t idx, void *p)
 {
     __asm__ __volatile__ goto(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3:\n\t"
-        ".long 0x0, 0x0\n\t"
-        ".quad 1f, (2f - 1f), 4f\n\t"
-        ".popsection\n\t"
+        NSP_RSEQ_CS_DESCRIPTOR
         "leaq 3b(%%rip), %%rax\n\t"
         "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
         "1:\n\t"
@@ -282,10 +279,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "orq %%r11, %%rax\n\t"
         "movq %%rax, (%[b])\n\t" /* the commit: the push */
         "2:\n\t"
-        ".pushsection __rseq_failure, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n\t"
-        "4:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
         "jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
