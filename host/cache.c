@@ -574,11 +574,13 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct 
                                                                    int64_t slots)
 {
     int64_t live = slots;
-    if (atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
+    /* the descriptor may be handed back and set up again while it is read: its bitmap pointer
+     * is loaded once, and a span caught between owners (no bitmap yet) counts no remote frees */
+    _Atomic uint64_t *freed = RACY(s->freed_bits);
+    if (freed && atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
         uint32_t nw = (RACY(s->nelems) + 63) / 64;
         for (uint32_t w = 0; w < nw; w++)
-            live -= __builtin_popcountll(
-                atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed));
+            live -= __builtin_popcountll(atomic_load_explicit(&freed[w], memory_order_relaxed));
     }
     return atomic_load_explicit(&s->charge, memory_order_relaxed) -
            live * (int64_t)RACY(s->elemsize);
