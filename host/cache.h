@@ -225,7 +225,7 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
 
 /*
  * The local free of object p, slot idx of span s: one restartable sequence on the bin's cpu.
- * Inside it, after the key is read (see free_to_bin in malloc.c for why this order): p's alloc
+ * Inside it, after the key is read (see free_to_bin in alloc.h for why this order): p's alloc
  * bit must be set and its freed bit clear (a listed object freed remotely would be handed out
  * again with that bit set, and the sweep would free it live), and p's first word must not decode to a link of this span (a listed object's
  * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
@@ -304,7 +304,7 @@ abort:
  * freed locally into the bin sets its freed bit, the bin hands it out again, and the sweep then
  * frees that live object. A hint, not an answer: a live object decodes so by chance, or because
  * a push of it was preempted after writing its link (a malloc zeroes a popped object's link);
- * the caller folds the bins and asks the alloc bit (free_remote in malloc.c). Read racily: a free
+ * the caller folds the bins and asks the alloc bit (free_remote in free.c). Read racily: a free
  * racing the push, or one while a foreign taker has the bin detached, is not caught, as no double
  * free racing the first is (span.h).
  */

@@ -71,7 +71,7 @@ extern void (*_Atomic nsp__ledger_crossed)(int64_t total);
  * trigger; INT64_MAX when not paced per node). Written by the pacer. */
 extern _Atomic int64_t nsp__node_notify[NSP_MAX_NODES];
 extern void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
-/* Large objects allocated and freed per node (counted by malloc.c's large path, read by stats.c):
+/* Large objects allocated and freed per node (counted by large.c, read by stats.c):
  * monotonic totals of the node like those above, so they live here, below both readers. */
 extern _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
 

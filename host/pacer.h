@@ -119,7 +119,7 @@ void nsp__pacer_cycle(void);
  * ones in init.c initialise it first): -1 with EINVAL for a value out of range. */
 int nsp__pacer_set_percent(double percent);
 int nsp__pacer_set_memory_limit(int64_t bytes);
-/* nsp_pacer_release_all's cycle (the public one, in malloc.c beside nsp_trim, trims after it):
+/* nsp_pacer_release_all's cycle (the public one, in trim.c beside nsp_trim, trims after it):
  * bytes its scavenging handed back. */
 size_t nsp__pacer_release_cycle(void);
 

@@ -12,7 +12,7 @@
  *
  * The hard limit (NSP_MEMORY_LIMIT with NSP_MEMORY_LIMIT_HARD=1) bounds mapped_bytes, the user
  * pages of every node's arenas and huge mappings: a mapping that would pass it is refused like
- * an OS refusal, and the entry points trim and retry before they return ENOMEM (malloc.c).
+ * an OS refusal, and the entry points trim and retry before they return ENOMEM (alloc.h).
  */
 #include "pageheap.h"
 

@@ -3,7 +3,8 @@
  *
  * The layers (DESIGN.md §2, bottom up): size classes (sizeclass.c), spans (span.c), the page heap
  * with its arenas and page map (pageheap.c), node centrals (central.c), core caches (cache.c),
- * the malloc entry points (malloc.c), stats (stats.c).
+ * the malloc entry points (alloc.h: trim.c, large.c, alloc.c, free.c, aligned.c, api.c), stats
+ * (stats.c).
  *
  * Geometry
  *   page   8 KiB (NSP_PAGE_SHIFT)

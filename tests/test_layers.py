@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 # The C library's allocation interface: a file calling calloc() depends on the C library's
-# contract, which numaspan's malloc.c happens to implement when it is the process's allocator.
+# contract, which numaspan's api.c happens to implement when it is the process's allocator.
 STANDARD = {"malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
             "valloc", "pvalloc", "malloc_usable_size", "reallocarray", "malloc_trim", "mallinfo2"}
 

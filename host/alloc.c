@@ -1,0 +1,81 @@
+/*
+ * host/alloc.c — small objects' slow paths: what a malloc does when its bin's pop (alloc.h) does
+ * not give an object, and the bootstrap before initialisation.
+ *
+ * Owns no state. Two paths, each out of line so the fast path pays for neither:
+ *   nsp__alloc_small_locked: the first generation's path — the cache's lock, then a slot of the
+ *     cached span's bitmap. Caches without bins (cache.h: virtual cores, no rseq, grouping) live
+ *     on it; the bins' misses come through it to the cache's slow path, which refills the bin.
+ *   alloc_small_slow: the cache's slow path, or, when the cache is busy (or this cpu has none,
+ *     or its bin could not be detached), the node's central — nobody spins on a cache — and,
+ *     before ENOMEM, a trim (trim.c) holding no lock, then the central once more.
+ * A span of a cache whose flush_gen is not the current sweepgen is stale (a cycle ran since the
+ * cache last looked): the locked path gives nothing from it and the slow path releases it.
+ */
+#include <errno.h>
+#include <stdint.h>
+
+#include "alloc.h"
+#include "cache.h"
+#include "central.h"
+#include "ledger.h"
+#include "pacer.h"
+#include "runtime.h"
+#include "span.h"
+
+static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp_cache *c)
+{
+    int saved = errno;
+    void *p = NULL;
+    if (c) {
+        p = c->bins_on && nsp__tb == c ? nsp__cache_alloc_bin(c, cls)
+                                       : nsp__cache_alloc_slow(c, cls);
+        nsp__cache_unlock(c);
+    }
+    if (!p) {
+        /* the cache is busy (or this cpu has none, or its bin could not be detached): the
+         * central serves, nobody spins */
+        p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
+    }
+    if (!p) { /* no cache lock held now: a trim may take the other caches */
+        nsp_trim();
+        p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
+    }
+    nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
+    return nsp__outcome(p, saved);
+}
+
+/* The first generation's path: the cache's lock, then the cached span's bitmap. Caches without
+ * bins (cache.h) live on it; the bins' misses come through it to their slow path. */
+__attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
+{
+    struct nsp_cache *c = nsp__cache_acquire();
+    if (likely(c) && !(c->bins_on && nsp__tb == c)) {
+        struct nsp_span *s = c->spans[cls];
+        /* a cycle since this cache last looked: its spans are stale, the slow path releases them */
+        uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
+        void *p = likely(c->flush_gen == sg) ? nsp__span_alloc_fast(s) : NULL;
+        if (likely(p)) {
+            s->nmalloc++;
+            if (nsp__ledger_exact())
+                nsp__ledger_exact_objects(s, 1, c->pending);
+            nsp__cache_unlock(c);
+            return p;
+        }
+    }
+    return alloc_small_slow(cls, c);
+}
+
+/* Before initialisation: the bootstrap path (runtime.h). */
+__attribute__((noinline)) void *nsp__alloc_boot(size_t n, size_t align)
+{
+    return nsp__boot_alloc(n ? n : 1, align);
+}
+
+/* nsp__ready not yet seen: initialise (hwloc may set errno on its way: the caller's is kept). */
+__attribute__((noinline)) int nsp__init_keeping_errno(void)
+{
+    int saved = errno, ready = nsp__init();
+    errno = saved;
+    return ready;
+}

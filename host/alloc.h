@@ -1,0 +1,151 @@
+/*
+ * host/alloc.h — the malloc entry points' shared fast paths and their files' internal interface.
+ *
+ * The entry points are split by concern, one file each, layered in this order (bottom first):
+ *   trim.c     nsp_trim and the pacer's release: what an allocation does before it returns NULL
+ *   large.c    large objects (page-granular spans of the node's page heap) and huge ones (a
+ *              mapping of their own, >= 32 MiB): allocation, free, growth in place
+ *   alloc.c    small objects' slow paths: the cache's lock, the central, the bootstrap region
+ *   free.c     the frees the bins' fast path does not finish: locked local, remote, bad ones
+ *   aligned.c  aligned allocation: a class whose objects are all aligned, else a large span
+ *   api.c      the public names, nsp_* and the standard ones (an alias must sit in the file of
+ *              the definition it names), with the arguments' rules of each standard
+ *
+ * Owns: the inline fast paths (alloc, alloc_small, free_to_bin) that every public entry point
+ * inlines. Invariant: a fast path makes no call before its bin's pop or push commits; every slow
+ * path is a separate noinline function, so the fast path saves no register it does not use
+ * (`objdump -d` of nsp_malloc and nsp_free shows only tail jumps to them).
+ *
+ * Routing. Small (<= 32 KiB): the calling thread's core cache. On the real machine that is its
+ * bin (cache.h): one restartable sequence whose commit pops, no lock and no atomic; a miss takes
+ * the cache's lock and goes to the slow path, which refills the bin from the cached span (or the
+ * central). Caches without bins give a slot from the cached span's bitmap under the cache's lock.
+ * A cache that cannot be taken at once sends the request to the central. Large: page-granular
+ * spans from the node's page heap; huge (>= 32 MiB): a mapping of its own.
+ *
+ * free: the page map gives the span; a pointer no span owns, one inside an object, or a freed
+ * object is reported (runtime.h). A free by the thread whose core caches the span is a push onto
+ * its bin (one restartable sequence), or, without bins or when the object looks freed already,
+ * applied under the cache lock after re-checking that the cache still holds the span (the bin
+ * settled first); every other free is one atomic OR on the span's freed bitmap (DESIGN.md §3).
+ *
+ * errno: untouched by every call that succeeds (an allocation that got its memory only after a
+ * refusal inside — a spill to another node, a retry after a trim — included), set by every one
+ * that fails (ENOMEM, EINVAL); free keeps it.
+ *
+ * Out of memory: before an allocation returns NULL it trims (idle caches released, centrals'
+ * empty spans back to the page heaps, free pages handed back) and tries once more, so memory
+ * freed by other size classes or held in caches is used before the caller sees ENOMEM.
+ */
+#ifndef NSP_HOST_ALLOC_H
+#define NSP_HOST_ALLOC_H
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "runtime.h"
+#include "sizeclass.h"
+#include "span.h"
+
+#define NSP_EXPORT __attribute__((visibility("default")))
+#define NSP_ALIAS(name) __attribute__((alias(#name), visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- the slow paths, one file each ------------------------------------------------------------ */
+
+/* alloc.c: the small path without its bin (the cache's lock, then the central); the bootstrap
+ * path before initialisation; initialisation keeping the caller's errno (hwloc may set it). */
+void *nsp__alloc_small_locked(unsigned cls);
+void *nsp__alloc_boot(size_t n, size_t align);
+int nsp__init_keeping_errno(void);
+
+/* large.c: a large object on node (align a power of two up to 2^40), ENOMEM set on failure; the
+ * same on the calling thread's node at page alignment (malloc's, out of line); the free of a
+ * large span's object; a huge mapping resized within the limit on mapped memory (-1: refused). */
+void *nsp__alloc_large_on(size_t n, size_t align, unsigned node);
+void *nsp__alloc_large(size_t n);
+void nsp__free_large(struct nsp_span *s, void *p);
+int nsp__huge_resize_counted(struct nsp_span *s, size_t n);
+unsigned nsp__current_node(void);
+
+/* free.c: a small object's free its bin did not take (idx its slot in s); every other free; and
+ * whether slot idx of s (object p) is allocated, exactly (bins folded when p looks listed). */
+void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p);
+void nsp__free_any(void *p);
+int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p);
+
+/* aligned.c: n bytes aligned to align (a power of two), small when a class fits. */
+void *nsp__alloc_aligned(size_t align, size_t n);
+
+/* ---- shared helpers and the fast paths -------------------------------------------------------- */
+
+static inline void *nsp__enomem(void)
+{
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* The end of every allocation's slow path: errno as the caller left it when p was found (inner
+ * refusals may have set it), ENOMEM when not. */
+static inline void *nsp__outcome(void *p, int saved)
+{
+    errno = p ? saved : ENOMEM;
+    return p;
+}
+
+/* The fast paths are always_inline: with several callers in one file gcc would otherwise keep one
+ * out-of-line copy, and nsp_malloc would jump to it (objdump showed it when malloc.c was split). */
+static inline __attribute__((always_inline)) void *alloc_small(unsigned cls)
+{
+#ifdef NSP_RSEQ_LOCKS
+    /* the bins (cache.h): one restartable sequence whose commit is the pop */
+    struct nsp_cache *tb = nsp__tb;
+    if (likely(tb != NULL)) {
+        void *p;
+        while (unlikely((p = nsp__bin_pop(&tb->bins[cls])) == (void *)1))
+            ;
+        if (likely(p)) {
+            /* the link is the program's now: a free of an object never written must not look
+             * like a free of a listed one (free_to_bin) */
+            *(uint64_t *)p = 0;
+            return p;
+        }
+    }
+#endif
+    return nsp__alloc_small_locked(cls);
+}
+
+static inline __attribute__((always_inline)) void *alloc(size_t n)
+{
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) &&
+        !nsp__init_keeping_errno())
+        return nsp__alloc_boot(n, 16);
+    if (likely(n <= NSP_MAX_SMALL))
+        return alloc_small(nsp__size_to_class(n ? n : 1));
+    return nsp__alloc_large(n);
+}
+
+#ifdef NSP_RSEQ_LOCKS
+/* A local free into the thread's bin (cache.h): 0 when pushed; 1 when the locked path must do
+ * it: the bin is detached or holds another span, or the object does not look allocated. Inside
+ * the sequence, after the key is read: its alloc bit must be set (clear: freed already, or folded
+ * back from a bin), and its first word must not decode, with the bin's key, to a link of this span
+ * (a listed object's does, so a second free of it goes to the locked path, which settles the bin
+ * and answers exactly; a live object whose first word decodes so by chance is freed there too).
+ * The order matters: a fold clears alloc bits before a new key is published, and a fold after the
+ * key was read restarts the sequence (its fence), so the bit read is never older than the key. */
+static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb,
+                                                             struct nsp_span *s, uint32_t idx,
+                                                             void *p)
+{
+    struct nsp_bin *b = &tb->bins[s->sizeclass];
+    int r;
+    while (unlikely((r = nsp__bin_push(b, s, idx, p)) == 2))
+        ;
+    return r;
+}
+#endif
+
+#endif /* NSP_HOST_ALLOC_H */

@@ -1,0 +1,163 @@
+/*
+ * host/free.c — the frees the bins' fast path (free_to_bin, alloc.h) does not finish.
+ *
+ * Owns no state; it decides, for each free, who may apply it and reports the bad ones:
+ *   - NULL: nothing; a pointer no span owns (bootstrap memory aside), one inside an object, or
+ *     an object that is not allocated: reported (runtime.h, nsp__report_error) and not applied;
+ *   - large: large.c;
+ *   - small, by the thread whose core caches the span: under the cache's lock, after
+ *     re-checking that the cache still holds the span and settling its bin, so the alloc bit's
+ *     answer is exact (a double free of an object in the bin's list is caught here);
+ *   - every other small free: remote, one atomic OR on the span's freed bitmap (DESIGN.md §3),
+ *     applied later by whoever sweeps the span.
+ * errno is kept by every free.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+
+#include "alloc.h"
+#include "cache.h"
+#include "central.h"
+#include "ledger.h"
+#include "pageheap.h"
+#include "runtime.h"
+#include "secure.h"
+#include "span.h"
+
+static __attribute__((noinline)) void free_unowned(void *p)
+{
+    if (nsp__boot_owns(p))
+        return; /* bootstrap memory is never reused: nothing to do */
+    nsp__report_error(NSP_ERR_NOT_OWNED, "free", p);
+}
+
+#ifdef NSP_RSEQ_LOCKS
+/* The object being freed remotely looks listed in the bin of the cache that holds its span
+ * (nsp__bin_lists): a listed object is free, yet its alloc bit is set, so the remote check below
+ * would pass a second free of it, and the sweep would later free it again once the bin had handed
+ * it out. The look is only a hint (a push preempted after it wrote the object's link leaves the
+ * same look on a live object, and its thread may then free it from another cpu), so the cache is
+ * taken, which folds its bins: the alloc bit is then exact. A cache that stays busy is left
+ * alone: that free is then not checked (as before the bins were folded). errno kept. */
+static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
+{
+    int saved = errno;
+    struct nsp_cache *c = &nsp__caches[__atomic_load_n(&s->cache, __ATOMIC_RELAXED)];
+    for (int tries = 0; tries < 100; tries++) {
+        if (nsp__cache_lock_foreign(c)) {
+            nsp__cache_unlock(c);
+            break;
+        }
+        sched_yield();
+    }
+    errno = saved;
+}
+#endif
+
+static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
+{
+#ifdef NSP_RSEQ_LOCKS
+    if (unlikely(nsp__bin_lists(s, p)))
+        fold_bins_of(s);
+#endif
+    /* exact charges the free before its freed bit can be seen: the other way round, a sweep
+     * could apply the bit and give the emptied span back to the page heap with this charge still
+     * to come (heapLive then differed from the sum of the charges, NSP_DEBUG=1 found it). The
+     * other modes wait for the sweep. */
+    int exact = nsp__ledger_exact();
+    if (exact)
+        nsp__ledger_exact_objects(s, -1, NULL);
+    int r = nsp__span_free_remote(s, idx);
+    if (r < 0 && exact)
+        nsp__ledger_exact_objects(s, 1, NULL); /* not a free after all: undone */
+    if (r > 0) {
+        int saved = errno;
+        nsp__central_wake(s);
+        errno = saved;
+    } else if (r < 0) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+    }
+}
+
+/* A small object's free that its bin did not take: the locked local free, or a remote one. */
+__attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p)
+{
+    if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
+        nsp__secure_free(s, idx, p);
+    uint32_t hint = nsp__cache_hint();
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
+        (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
+        /* (a span another cache holds is freed remotely without taking our own cache) */
+        struct nsp_cache *c = nsp__cache_acquire();
+        if (likely(c)) {
+            /* re-checked under the lock: only this cache can take the span from itself; its
+             * bin settled first, so that the bitmap's answer is exact (a double free of an
+             * object in the bin's list is caught here) */
+            if (likely(c->spans[s->sizeclass] == s) &&
+                likely(nsp__cache_settle(c, s->sizeclass) == 0)) {
+                int r = nsp__span_free_local(s, idx);
+                if (likely(r == 0)) {
+                    s->nfree++;
+                    if (nsp__ledger_exact())
+                        nsp__ledger_exact_objects(s, -1, c->pending);
+                }
+                nsp__cache_unlock(c);
+                if (unlikely(r < 0))
+                    nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+                return;
+            }
+            nsp__cache_unlock(c);
+        }
+    }
+    free_remote(s, idx, p);
+}
+
+/* Every free the bins' fast path does not finish: NULL, foreign, large, interior, or a small one
+ * without bins. */
+__attribute__((noinline)) void nsp__free_any(void *p)
+{
+    if (unlikely(!p))
+        return;
+    struct nsp_span *s = nsp__span_of(p);
+    if (unlikely(!s)) {
+        free_unowned(p);
+        return;
+    }
+    if (unlikely(s->sizeclass == 0)) {
+        nsp__free_large(s, p);
+        return;
+    }
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    if (unlikely(idx == UINT32_MAX)) {
+        nsp__report_error(NSP_ERR_INTERIOR, "free", p);
+        return;
+    }
+    nsp__free_small(s, idx, p);
+}
+
+/* Whether slot idx of s (object p) is allocated, exactly: an object in a bin's list still has its
+ * alloc bit set, so one whose first word decodes to a link of its span (see free_to_bin) has its
+ * cache taken, which folds the bins, and is asked again. */
+int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
+{
+    (void)p; /* without rseq there are no bins to ask */
+    if (!nsp__span_slot_live(s, idx))
+        return 0;
+#ifdef NSP_RSEQ_LOCKS
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED) {
+        struct nsp_cache *c = &nsp__caches[__atomic_load_n(&s->cache, __ATOMIC_RELAXED)];
+        struct nsp_bin *b = &c->bins[s->sizeclass];
+        uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
+        uintptr_t base = __atomic_load_n(&b->base, __ATOMIC_RELAXED);
+        uint64_t link = *(const uint64_t *)p ^ key;
+        if (key && base == s->base &&
+            (link - base < __atomic_load_n(&b->size, __ATOMIC_RELAXED) || link == 0)) {
+            if (nsp__cache_lock_foreign(c))
+                nsp__cache_unlock(c);
+            return nsp__span_slot_live(s, idx);
+        }
+    }
+#endif
+    return 1;
+}
