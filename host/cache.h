@@ -85,6 +85,14 @@ struct nsp_bin {
     _Atomic uint32_t seq; /* odd while the lock holder folds or fills the bin (lock-free readers) */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
+/* The sequences' asm (nsp__bin_pop, nsp__bin_push) reads the bin at these offsets, written as
+ * numbers there: a field added in front of them must fail here, not make every sequence miss. */
+_Static_assert(offsetof(struct nsp_bin, word) == 0 && offsetof(struct nsp_bin, key) == 8 &&
+                   offsetof(struct nsp_bin, base) == 16 && offsetof(struct nsp_bin, size) == 24 &&
+                   offsetof(struct nsp_bin, cpu) == 44,
+               "nsp__bin_pop/nsp__bin_push read word, key, base, size and cpu at 0, 8, 16, 24, 44");
+_Static_assert(sizeof(struct nsp_bin) == NSP_CACHE_LINE, "a bin is one line: a pop reads one");
+
 #define NSP_BIN_POPS 0xffffu
 
 struct nsp_cache {
@@ -104,6 +112,15 @@ struct nsp_cache {
     int64_t pending[NSP_MAX_NODES]; /* negative heapLive changes not yet applied (ledger.h) */
     struct nsp_bin bins[NSP_NUM_CLASSES];
 } __attribute__((aligned(NSP_CACHE_LINE)));
+/* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
+ * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
+ * of the header above (the thread finds its bin from nsp__tb, so lock, rseq_cpu and spans stay
+ * untouched); the free reads the span's first line besides (types.h). A cache without bins
+ * (virtual cores, grouping, no rseq, NSP_SECURE, `exact`) reads its first line (lock, rseq_cpu,
+ * index, bins_on, flush_gen) and the line of spans[cls]; the counters and pending[] behind them
+ * are the slow path's. So the first line must hold the locked path's fields: */
+_Static_assert(offsetof(struct nsp_cache, flush_gen) + sizeof(uint32_t) <= NSP_CACHE_LINE,
+               "lock, rseq_cpu, index, bins_on and flush_gen on the cache's first line");
 
 extern struct nsp_cache *nsp__caches;
 extern struct nsp_span nsp__empty_span;  /* nelems 0: every allocation from it misses */
