@@ -26,6 +26,7 @@ struct nsp_cache *nsp__caches;
 struct nsp_span nsp__empty_span;
 _Atomic size_t nsp__cached_total;
 int nsp__rseq_enabled;
+_Atomic uint64_t nsp__cache_fences;
 int nsp__virtual;
 __thread struct nsp_cache *nsp__tc;
 __thread struct nsp_cache *nsp__tb;
@@ -158,6 +159,7 @@ void (*_Atomic nsp__test_detach_window)(struct nsp_cache *c);
  * that cpu does the same, since a thread switched out of the cpu mid-sequence restarts it. */
 static int fence_cpu(int cpu)
 {
+    atomic_fetch_add_explicit(&nsp__cache_fences, 1, memory_order_relaxed);
     int fail = atomic_exchange_explicit(&nsp__test_fence_fail, 0, memory_order_relaxed);
     if (!fail &&
         membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu) == 0)
@@ -172,10 +174,17 @@ static int fence_cpu(int cpu)
     return ok ? 0 : -1;
 }
 
+/* Every foreign taker's CAS of the lock word, counted (cache.h: foreign_takes). */
+static int foreign_cas(struct nsp_cache *c)
+{
+    atomic_fetch_add_explicit(&c->foreign_takes, 1, memory_order_relaxed);
+    return nsp__cache_cas_lock(c);
+}
+
 /* The take itself, foreign_mutex held. */
 static int take_foreign(struct nsp_cache *c)
 {
-    if (!nsp__cache_cas_lock(c))
+    if (!foreign_cas(c))
         return 0;
     if (c->rseq_cpu < 0)
         return 1;
@@ -401,7 +410,7 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
 int nsp__cache_lock_foreign(struct nsp_cache *c)
 {
     if (c->rseq_cpu < 0) /* CAS takers only: the CAS alone decides */
-        return nsp__cache_cas_lock(c);
+        return foreign_cas(c);
     /* A try-lock, as the cache's own is: a foreign taker never blocks (one that runs inside an
      * allocation could otherwise wait on nsp__cache_lock_all, which waits on its cache). */
     if (pthread_mutex_trylock(&foreign_mutex) != 0)

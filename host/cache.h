@@ -111,6 +111,11 @@ struct nsp_cache {
     uint64_t bin_fills;  /* bins attached by the slow path */
     int64_t pending[NSP_MAX_NODES]; /* negative heapLive changes not yet applied (ledger.h) */
     struct nsp_bin bins[NSP_NUM_CLASSES];
+    /* Foreign takes, after the bins so that no line the owner writes is touched: each CAS of the
+     * lock word by a foreign taker, taken or not (atomic: CAS caches' takers are not serialised),
+     * read lock-free by tests and stats to show who interrupted a cache. */
+    _Atomic uint64_t foreign_takes;
+    uint32_t all_held; /* 1 while nsp__cache_lock_all holds it (foreign mutex held) */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
  * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
@@ -126,6 +131,9 @@ extern struct nsp_cache *nsp__caches;
 extern struct nsp_span nsp__empty_span;  /* nelems 0: every allocation from it misses */
 extern _Atomic size_t nsp__cached_total; /* bytes of spans held by all caches */
 extern int nsp__rseq_enabled;
+/* Fences of an rseq cache's cpu (membarrier, or a move onto the cpu), by foreign takers and by
+ * owners that moved off their cpu: what a busy cpu pays for being reached from outside. */
+extern _Atomic uint64_t nsp__cache_fences;
 
 /* Returns 0, or -1 if the OS refused memory for the caches. */
 int nsp__cache_init(void);
