@@ -654,3 +654,26 @@ __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cac
         r->unflushed += ((int64_t)RACY(s->nmalloc) + pops) * size;
     }
 }
+
+__attribute__((no_sanitize("thread"))) uint64_t nsp__cache_fingerprint(const struct nsp_cache *c,
+                                                                      size_t *held)
+{
+    uint64_t f = *held = RACY(c->held_bytes);
+    uint64_t ops[4] = {RACY(c->refills), RACY(c->releases), RACY(c->bin_fills), RACY(c->sweeps)};
+    for (unsigned i = 0; i < 4; i++)
+        f = (f ^ ops[i]) * 0x100000001b3ULL;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        const struct nsp_span *s = RACY(c->spans[k]);
+        uint64_t h = (uint64_t)(uintptr_t)s;
+        /* a span descriptor stays mapped (arenas are never unmapped), whoever owns it now */
+        if (s != &nsp__empty_span)
+            h ^= RACY(s->alloc_count) ^ (uint64_t)RACY(s->nmalloc) << 21 ^
+                 (uint64_t)RACY(s->nfree) << 42;
+        if (c->bins_on)
+            h ^= RACY(c->bins[k].word) * 0x9e3779b97f4a7c15ULL;
+        /* splitmix's mix: a change anywhere flips about half of f's bits */
+        f = (f ^ h) * 0xbf58476d1ce4e5b9ULL;
+        f ^= f >> 31;
+    }
+    return f;
+}

@@ -470,6 +470,17 @@ struct nsp_cache_reading {
  * from the bin (its list walked, each link checked before it is followed) when its seq shows no
  * fold or fill in between; otherwise the listed objects count as live (an overestimate). */
 void nsp__cache_read(const struct nsp_cache *c, struct nsp_cache_reading *r);
+/* The cache's operation fingerprint, read without touching the cache (no lock, no fence): what
+ * idle release compares from one look to the next. It mixes the owner's slow-path counters
+ * (refills, releases, bin fills, sweeps: plain stores under the lock, every slow path bumps one
+ * or changes a span) with, per class, the cached span's pointer and counts (alloc_count, nmalloc,
+ * nfree: what the locked path's malloc and free change) and the bin's word (which every pop and
+ * push commits, and which never comes back to a value within one attachment: pops only grow
+ * and a push heads the list with an object that was not in it). So any operation changes it, and
+ * the fast path pays nothing: no field is written for it. Racy reads of fields written by the
+ * owner: a value torn by an operation in flight only reads as "changed", the safe side.
+ * *held gets the bytes of spans it holds, read in the same pass. */
+uint64_t nsp__cache_fingerprint(const struct nsp_cache *c, size_t *held);
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);

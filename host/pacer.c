@@ -976,28 +976,19 @@ void nsp__pacer_node_crossed(unsigned node, int64_t hl)
 static uint64_t *idle_seen;   /* per cache: its fingerprint at the last look */
 static int64_t *idle_since;   /* per cache: when it was last seen to change */
 
-/* What the cache's owner changes as it allocates and frees (read under the cache's lock). */
-static uint64_t fingerprint(const struct nsp_cache *c)
-{
-    uint64_t f = c->held_bytes;
-    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        const struct nsp_span *s = c->spans[k];
-        if (s != &nsp__empty_span)
-            f = f * 31 + s->freeindex * 7 + s->alloc_count + s->nmalloc; /* + a bin's pops */
-    }
-    return f;
-}
-
-/* A cache whose fingerprint has not changed for NSP_IDLE_RELEASE_MS gives its spans back. The
- * fingerprint is read holding the cache (a busy cache is not idle: skipped), so the owner's
- * fields are never read while it writes them. Each call looks at `budget` caches, going round.
- * Without the pacer thread the looks are as often as slow paths come (at most one per tick): a
- * cache is released at the first look at least NSP_IDLE_RELEASE_MS after a look that found it as
- * it is now. */
-static void release_idle(int64_t now, unsigned budget)
+/* A cache whose fingerprint has not changed for idle_ns (NSP_IDLE_RELEASE_MS) gives its spans
+ * back. The fingerprint is read without touching the cache (cache.h: no lock, no fence), so a
+ * look at a busy cache costs its cpu nothing: only a cache that looks idle is taken (the foreign
+ * take fences its cpu), and the tick never interrupts a busy cpu. Each call looks at `budget`
+ * caches, going round. Without the pacer thread the looks are as often as slow paths come (at
+ * most one per tick): a cache is released at the first look at least idle_ns after a look that
+ * found it as it is now.
+ * An owner that starts again between the look and the take loses its spans to the release and
+ * refills: one take per idle period at most, where every look used to take every cache. */
+static void release_idle(int64_t now, unsigned budget, int64_t idle_ns)
 {
     static unsigned next; /* where the last look stopped (housekeeping is one thread at a time) */
-    if (!P.idle_ns || !idle_seen)
+    if (!idle_ns || !idle_seen)
         return;
     uint32_t sg = atomic_load(&nsp__sweepgen);
     if (budget > nsp__ncaches)
@@ -1005,21 +996,38 @@ static void release_idle(int64_t now, unsigned budget)
     for (unsigned j = 0; j < budget; j++) {
         unsigned i = next++ % nsp__ncaches;
         struct nsp_cache *c = &nsp__caches[i];
-        if (!nsp__cache_lock_foreign(c)) {
+        size_t held;
+        uint64_t f = nsp__cache_fingerprint(c, &held);
+        if (f != idle_seen[i] || !held) {
+            idle_seen[i] = f;
             idle_since[i] = now;
             continue;
         }
-        uint64_t f = fingerprint(c);
-        if (f != idle_seen[i] || !c->held_bytes) {
-            idle_seen[i] = f;
+        if (now - idle_since[i] < idle_ns)
+            continue;
+        if (!nsp__cache_lock_foreign(c)) { /* taken meanwhile: not idle after all */
             idle_since[i] = now;
-        } else if (now - idle_since[i] >= P.idle_ns) {
-            nsp__cache_flush(c, sg);
-            idle_seen[i] = fingerprint(c);
-            atomic_fetch_add(&P.idle_releases, 1);
-            trace("idle_release", (int)c->node);
+            continue;
         }
+        nsp__cache_flush(c, sg);
         nsp__cache_unlock(c);
+        idle_seen[i] = nsp__cache_fingerprint(c, &held);
+        idle_since[i] = now;
+        atomic_fetch_add(&P.idle_releases, 1);
+        trace("idle_release", (int)c->node);
+    }
+}
+
+/* The idle tables, mapped (not malloc'ed: this runs inside malloc) at the first look. */
+static void idle_tables(void)
+{
+    if (idle_seen)
+        return;
+    size_t len = ((size_t)nsp__ncaches * 16 + 4095) & ~(size_t)4095;
+    char *m = nsp__os_map(len, 4096);
+    if (m) {
+        idle_since = (int64_t *)m;
+        idle_seen = (uint64_t *)(m + (size_t)nsp__ncaches * 8);
     }
 }
 
@@ -1031,21 +1039,13 @@ static int housekeeping_take(void)
     return atomic_compare_exchange_strong(&P.housekeeping, &no, 1);
 }
 
-/* budget: the caches looked at (each look at an rseq cache costs a membarrier): all of them on
- * the pacer thread, a slice per tick on a program's slow path, so that no allocation pays for
- * hundreds of caches at once. */
+/* budget: the caches looked at (a look reads a few lines of the cache; only an idle one is taken,
+ * at the cost of a membarrier): all of them on the pacer thread, a slice per tick on a program's
+ * slow path, so that no allocation pays for hundreds of caches at once. */
 static void housekeep(int64_t now, unsigned budget)
 {
-    if (!idle_seen) {
-        /* mapped, not malloc'ed: this runs inside malloc */
-        size_t len = ((size_t)nsp__ncaches * 16 + 4095) & ~(size_t)4095;
-        char *m = nsp__os_map(len, 4096);
-        if (m) {
-            idle_since = (int64_t *)m;
-            idle_seen = (uint64_t *)(m + (size_t)nsp__ncaches * 8);
-        }
-    }
-    release_idle(now, budget);
+    idle_tables();
+    release_idle(now, budget, P.idle_ns);
     pthread_mutex_lock(&P.model_lock);
     int64_t goal = nsp__pacer_goal(&P.params, heap_total());
     if (goal < P.goal)
@@ -1054,6 +1054,16 @@ static void housekeep(int64_t now, unsigned budget)
     if (!atomic_load(&P.running))
         scavenge(goal);
     atomic_store_explicit(&P.housekeeping, 0, memory_order_release);
+}
+
+int nsp__pacer_test_release_idle(int64_t now, int64_t idle_ns)
+{
+    if (!housekeeping_take())
+        return 0;
+    idle_tables();
+    release_idle(now, nsp__ncaches, idle_ns);
+    atomic_store_explicit(&P.housekeeping, 0, memory_order_release);
+    return 1;
 }
 
 /* ---- the pacer thread: concurrent cycles, housekeeping, trace samples ------------------------- */

@@ -104,6 +104,10 @@ static inline void nsp__pacer_after_alloc(void)
  * path; again in a forked child that is paced); without a thread, does the housekeeping once
  * its tick has passed. */
 void nsp__pacer_poll(void);
+/* Tests: one look of idle release at every cache at time now (ns), with idle time idle_ns, as
+ * housekeeping looks. Returns 1, or 0 (nothing done) while housekeeping runs elsewhere. The test
+ * owns the clock: run it with NSP_IDLE_RELEASE_MS=0, so that no other look moves the tables. */
+int nsp__pacer_test_release_idle(int64_t now, int64_t idle_ns);
 /* fork: the pacer's own locks are taken first and last around the allocator's (model before
  * every allocator lock, trace after: it is taken inside them), so that the child finds them free;
  * the child has no pacer thread until it polls while paced. */
