@@ -595,22 +595,33 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct 
            live * (int64_t)RACY(s->elemsize);
 }
 
-/* Bin k's listed objects and pops, for a span s that c caches, read while the owner may be
- * popping and pushing: 1 with *listed and *pops when no fold or fill ran meanwhile (seq even and
+/* One clean reading of bin b over span s (bin_reading). */
+struct bin_look {
+    int64_t slots;   /* s's alloc_count: allocated slots, the listed objects among them */
+    int64_t listed;  /* objects in the bin's list */
+    int64_t pops;    /* the bin's pops since its attach (allocations not yet in nmalloc) */
+    int64_t carved;  /* objects the attach put in the list */
+    int64_t nmalloc, nfree; /* s's counts, read in the same window */
+};
+
+/* Bin b's listed objects and pops, for a span s that its cache caches, read while the owner may
+ * be popping and pushing: 1 with *l filled when no fold or fill ran meanwhile (seq even and
  * unchanged), 0 otherwise. Each link is checked to be an object of s before it is read (a span's
  * memory stays mapped), and the walk is bounded, so a list that changes under it costs accuracy,
- * never a fault; *live_slots is s's alloc_count read inside the same window. */
+ * never a fault; s's counts are read inside the same window. */
 __attribute__((no_sanitize("thread"))) static int bin_reading(const struct nsp_bin *b,
                                                               const struct nsp_span *s,
-                                                              int64_t *live_slots,
-                                                              int64_t *listed, int64_t *pops)
+                                                              struct bin_look *l)
 {
     uint32_t q = atomic_load_explicit(&b->seq, memory_order_acquire);
     if (q & 1)
         return 0;
-    *live_slots = (int64_t)RACY(s->alloc_count);
+    l->slots = (int64_t)RACY(s->alloc_count);
+    l->nmalloc = (int64_t)RACY(s->nmalloc);
+    l->nfree = (int64_t)RACY(s->nfree);
     uint64_t w = RACY(b->word), key = RACY(b->saved_key);
     int64_t n = 0;
+    l->pops = l->carved = 0;
     if (RACY(b->base) == s->base) {
         uint32_t nelems = RACY(s->nelems);
         for (uintptr_t p = (uintptr_t)(w >> 16); p && n < (int64_t)nelems; n++) {
@@ -618,13 +629,38 @@ __attribute__((no_sanitize("thread"))) static int bin_reading(const struct nsp_b
                 break;
             p = (uintptr_t)(RACY(*(const uint64_t *)p) ^ key);
         }
-        *pops = (int64_t)(w & NSP_BIN_POPS);
-    } else {
-        *pops = 0;
+        l->pops = (int64_t)(w & NSP_BIN_POPS);
+        l->carved = (int64_t)RACY(b->carved);
     }
-    *listed = n;
+    l->listed = n;
     atomic_thread_fence(memory_order_acquire);
     return atomic_load_explicit(&b->seq, memory_order_relaxed) == q;
+}
+
+__attribute__((no_sanitize("thread"))) int nsp__cache_span_counts(const struct nsp_span *s,
+                                                                  struct nsp_cached_counts *out)
+{
+    uint32_t ci = RACY(s->cache);
+    unsigned k = RACY(s->sizeclass);
+    const struct nsp_cache *c = ci < nsp__ncaches ? &nsp__caches[ci] : NULL;
+    if (c && c->bins_on && k < NSP_NUM_CLASSES && RACY(c->spans[k]) == s)
+        for (int tries = 0; tries < 4; tries++) {
+            struct bin_look l;
+            if (!bin_reading(&c->bins[k], s, &l))
+                continue;
+            /* the fold's arithmetic (bin_fold): listed = carved - pops + pushes */
+            int64_t pushes = l.listed + l.pops - l.carved;
+            out->slots = l.slots - l.listed;
+            out->mallocs = l.nmalloc + l.pops;
+            out->frees = l.nfree + (pushes > 0 ? pushes : 0);
+            return 1;
+        }
+    /* no bins, or none attached to s, or a reading that kept changing: the span's own counts
+     * (a listed object then counts as allocated, the overestimate) */
+    out->slots = (int64_t)RACY(s->alloc_count);
+    out->mallocs = (int64_t)RACY(s->nmalloc);
+    out->frees = (int64_t)RACY(s->nfree);
+    return !(c && c->bins_on && k < NSP_NUM_CLASSES && RACY(c->spans[k]) == s);
 }
 
 __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cache *c,
@@ -646,9 +682,13 @@ __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cac
         /* a bin's listed objects hold their slots but are free, and its pops are allocations
          * (both read with the slot count they go with); without a clean reading the listed
          * objects count as live */
-        if (!c->bins_on || !bin_reading(&c->bins[k], s, &slots, &listed, &pops)) {
+        struct bin_look l;
+        if (c->bins_on && bin_reading(&c->bins[k], s, &l)) {
+            slots = l.slots;
+            listed = l.listed;
+            pops = l.pops;
+        } else {
             slots = (int64_t)RACY(s->alloc_count);
-            listed = pops = 0;
         }
         r->unspent += span_unspent(s, slots - listed);
         r->unflushed += ((int64_t)RACY(s->nmalloc) + pops) * size;

@@ -470,6 +470,17 @@ struct nsp_cache_reading {
  * from the bin (its list walked, each link checked before it is followed) when its seq shows no
  * fold or fill in between; otherwise the listed objects count as live (an overestimate). */
 void nsp__cache_read(const struct nsp_cache *c, struct nsp_cache_reading *r);
+/* A span that a cache caches, counted without taking the cache (stats): its allocated slots less
+ * the objects listed in its bin (free, though their alloc bits are set), and its allocations and
+ * local frees since the refill (the span's nmalloc and nfree plus the bin's pops and pushes, which
+ * only a fold moves into them). Read as nsp__cache_read reads a bin: exact for a cache at rest,
+ * within the operations in flight otherwise. Returns 1 for a clean reading, 0 when the bin kept
+ * changing under it (then its listed objects count as allocated and its pops and pushes are
+ * left out: off by at most the bin's objects). */
+struct nsp_cached_counts {
+    int64_t slots, mallocs, frees;
+};
+int nsp__cache_span_counts(const struct nsp_span *s, struct nsp_cached_counts *out);
 /* The cache's operation fingerprint, read without touching the cache (no lock, no fence): what
  * idle release compares from one look to the next. It mixes the owner's slow-path counters
  * (refills, releases, bin fills, sweeps: plain stores under the lock, every slow path bumps one

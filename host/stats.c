@@ -1,14 +1,26 @@
 /*
  * host/stats.c — the allocator's stats: nsp_stats_get, nsp_stats_print, mallinfo2, NSP_STATS.
  *
- * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps) and walks
- * each node's arenas under the page-heap lock, span by span (spans and free runs tile an arena),
- * to count spans by state and objects in use. It holds every cache, and the node's centrals,
- * while it reads (as fork does), so no owner writes a span it reads: CACHED spans are the held
- * caches', PARTIAL, FULL and SWEEPING ones the held centrals'; a TAKEN span is being set up or
- * freed by a thread that holds neither, and is skipped (its objects are missed for this one
- * reading). Objects in use of an uncached span are alloc_count minus the freed bits not yet swept. Nothing on the fast path pays for stats beyond
- * one plain increment per malloc and per local free.
+ * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps, the ledger)
+ * and walks each node's arenas, span by span (spans and free runs tile an arena), to count spans
+ * by state and objects in use. It never stops allocation: no cache is taken (no lock, no fence:
+ * a busy cpu is not interrupted), no central lock is held. Each node's page-heap lock is held
+ * while its arenas are walked, which keeps the tiling still (a span is carved, freed or grown only
+ * under it, so every descriptor the walk steps on is a span's or a run's first page, and a span's
+ * geometry stays put); it stops only that node's carving of new spans and large objects, for the
+ * walk's time.
+ * Everything else is read racily, as its owner may be writing it: a span's counts (its cache or
+ * central owns them), a cached span's bin (nsp__cache_span_counts: listed objects are free, pops
+ * and pushes are mallocs and frees), the centrals' and caches' counters (plain stores under their
+ * locks). So:
+ *   - at rest (no thread allocating or freeing), every field is exact;
+ *   - while threads run, a reading is a snapshot: each span's numbers are ones its owner stored
+ *     recently, so objects_in_use/bytes_in_use, spans by state, mallocs and frees are off by the
+ *     operations in flight during the walk, plus, for a bin whose reading kept changing, its
+ *     listed objects (counted as in use: at most one span's objects per cache and class);
+ *   - pages (mapped, free, scavenged) are exact at the instant of each node's reading (its lock),
+ *     cached_bytes, large objects, spills and bad frees are exact counters read once.
+ * Nothing on the fast path pays for stats.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,45 +37,61 @@
 #include "sizeclass.h"
 #include "span.h"
 
-static uint64_t pending_frees(const struct nsp_span *s)
+/* An owner's plain field, read as it may be writing it (see above). */
+#define RACY(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Remote frees of s not yet swept: freed bits over allocated slots. */
+__attribute__((no_sanitize("thread"))) static uint64_t pending_frees(const struct nsp_span *s)
 {
     uint64_t n = 0;
-    for (uint32_t w = 0; w < nsp__span_nwords(s); w++)
+    uint32_t nw = (RACY(s->nelems) + 63) / 64;
+    for (uint32_t w = 0; w < nw; w++)
         n += (uint64_t)__builtin_popcountll(
             atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed) &
-            __atomic_load_n(&s->alloc_bits[w], __ATOMIC_RELAXED));
+            RACY(s->alloc_bits[w]));
     return n;
 }
 
-/* Adds span s to the per-class counters cls (of its node) and to node counters nd. */
-static void count_span(const struct nsp_span *s, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+/* Adds span s to the per-class counters cls (of its node), to node counters nd, and its cache's
+ * local frees not yet in the ledger to *frees. The node's page-heap lock is held: s is a span's
+ * first descriptor, and its geometry stays put. */
+__attribute__((no_sanitize("thread"))) static void count_span(const struct nsp_span *s,
+                                                              nsp_class_stats_t *cls,
+                                                              nsp_node_stats_t *nd,
+                                                              uint64_t *frees)
 {
-    uint32_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+    uint32_t state = atomic_load_explicit(&s->state, memory_order_acquire);
     if (state == NSP_SPAN_LARGE) {
         nd->large_objects++;
-        nd->large_bytes += (uint64_t)s->npages << NSP_PAGE_SHIFT;
+        nd->large_bytes += RACY(s->npages) << NSP_PAGE_SHIFT;
         return;
     }
-    if (state == NSP_SPAN_FREE || state == NSP_SPAN_TAKEN || s->sizeclass == 0)
+    unsigned k = RACY(s->sizeclass);
+    if (state == NSP_SPAN_FREE || state == NSP_SPAN_TAKEN || k == 0 || k >= NSP_NUM_CLASSES)
         return;
-    nsp_class_stats_t *k = &cls[s->sizeclass];
+    nsp_class_stats_t *c = &cls[k];
+    struct nsp_cached_counts cc = {.slots = (int64_t)RACY(s->alloc_count)};
+    if (state == NSP_SPAN_CACHED)
+        nsp__cache_span_counts(s, &cc);
     uint64_t pending = pending_frees(s);
-    uint64_t live = s->alloc_count > pending ? s->alloc_count - pending : 0;
-    k->objects_in_use += live;
-    k->bytes_in_use += live * s->elemsize;
-    if (state == NSP_SPAN_CACHED)
-        k->mallocs += s->nmalloc; /* not yet flushed into the central's count */
+    uint64_t slots = cc.slots > 0 ? (uint64_t)cc.slots : 0;
+    uint64_t live = slots > pending ? slots - pending : 0;
+    c->objects_in_use += live;
+    c->bytes_in_use += live * RACY(s->elemsize);
     nd->remote_frees += pending;
-    if (state == NSP_SPAN_CACHED)
-        k->spans_cached++;
-    else if (state == NSP_SPAN_FULL)
-        k->spans_full++;
-    else
-        k->spans_partial++;
+    if (state == NSP_SPAN_CACHED) {
+        c->mallocs += (uint64_t)cc.mallocs; /* not yet flushed into the central's count */
+        *frees += (uint64_t)cc.frees;        /* nor into the ledger's */
+        c->spans_cached++;
+    } else if (state == NSP_SPAN_FULL) {
+        c->spans_full++;
+    } else {
+        c->spans_partial++;
+    }
 }
 
-/* Walks node n's arenas; cls is indexed by class. */
-static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
+/* Walks node n's arenas under its page-heap lock (see above); cls is indexed by class. */
+static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd, uint64_t *frees)
 {
     struct nsp_pageheap *h = &nsp__pageheaps[n];
     pthread_mutex_lock(&h->lock);
@@ -73,19 +101,20 @@ static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd)
     for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
         for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
             const struct nsp_span *s = &ar->spans[p];
-            count_span(s, cls, nd);
-            p += s->npages ? s->npages : 1;
+            count_span(s, cls, nd, frees);
+            p += s->npages ? (uint32_t)s->npages : 1;
         }
     pthread_mutex_unlock(&h->lock);
 }
 
-static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd, uint64_t *direct)
+/* Node n's stats, centrals' counters read racily (no central lock: a refill never waits). */
+__attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_class_stats_t *cls,
+                                                              nsp_node_stats_t *nd,
+                                                              uint64_t *direct, uint64_t *frees)
 {
     memset(cls, 0, NSP_STATS_MAX_CLASSES * sizeof *cls);
     memset(nd, 0, sizeof *nd);
-    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) /* lock order: cache, central, page heap */
-        pthread_mutex_lock(&nsp__central(n, k)->lock);
-    walk_node(n, cls, nd);
+    walk_node(n, cls, nd, frees);
     /* huge objects are not in arenas: the large-object counters cover them */
     uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
     uint64_t lf = atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
@@ -95,13 +124,13 @@ static void node_stats(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd,
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         struct nsp_central *c = nsp__central(n, k);
         cls[k].size = nsp__classes[k].size;
-        cls[k].refills = c->refills;
-        cls[k].releases = c->releases;
-        cls[k].mallocs += c->direct_allocs + c->cached_mallocs;
-        *direct += c->direct_allocs;
-        nd->remote_frees += c->swept_objects;
-        nd->sweeps += c->sweeps;
-        pthread_mutex_unlock(&c->lock);
+        cls[k].refills = RACY(c->refills);
+        cls[k].releases = RACY(c->releases);
+        uint64_t d = RACY(c->direct_allocs);
+        cls[k].mallocs += d + RACY(c->cached_mallocs);
+        *direct += d;
+        nd->remote_frees += RACY(c->swept_objects);
+        nd->sweeps += RACY(c->sweeps);
         nd->spans_cached += cls[k].spans_cached;
         nd->spans_partial += cls[k].spans_partial;
         nd->spans_full += cls[k].spans_full;
@@ -125,37 +154,34 @@ int nsp_stats_get_class_node(unsigned node, unsigned cls, nsp_class_stats_t *out
     }
     nsp_class_stats_t all[NSP_STATS_MAX_CLASSES];
     nsp_node_stats_t nd;
-    uint64_t direct = 0;
-    nsp__cache_lock_all();
-    node_stats(node, all, &nd, &direct);
-    nsp__cache_unlock_all();
+    uint64_t direct = 0, frees = 0;
+    node_stats(node, all, &nd, &direct, &frees);
     *out = all[cls];
     return 0;
 }
 
-static void stats_get_locked(nsp_stats_t *out);
+static void stats_read(nsp_stats_t *out);
 
 int nsp_stats_get(nsp_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
         return -1;
-    nsp__cache_lock_all();
-    stats_get_locked(out);
-    nsp__cache_unlock_all();
+    stats_read(out);
     return 0;
 }
 
-static void stats_get_locked(nsp_stats_t *out)
+__attribute__((no_sanitize("thread"))) static void stats_read(nsp_stats_t *out)
 {
     out->nnodes = nsp__nnodes;
     out->ncaches = nsp__ncaches;
     out->nclasses = NSP_NUM_CLASSES;
     out->rseq = nsp__rseq_enabled;
     nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES];
+    uint64_t frees = 0; /* cached spans' local frees, not yet in the ledger's totals */
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         nsp_node_stats_t *nd = &out->node[n];
-        node_stats(n, cls, nd, &out->central_allocs);
+        node_stats(n, cls, nd, &out->central_allocs, &frees);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
             nsp_class_stats_t *o = &out->cls[k];
             o->size = nsp__classes[k].size;
@@ -174,19 +200,14 @@ static void stats_get_locked(nsp_stats_t *out)
         out->large_allocs += atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
         out->large_frees += atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
     }
-    uint64_t frees = 0;
     for (unsigned n = 0; n < nsp__nnodes; n++)
         frees += atomic_load(&nsp__ledger[n].free_objects);
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         const struct nsp_cache *c = &nsp__caches[i];
-        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-            const struct nsp_span *sp = __atomic_load_n(&c->spans[k], __ATOMIC_RELAXED);
-            if (sp != &nsp__empty_span)
-                frees += __atomic_load_n(&sp->nfree, __ATOMIC_RELAXED);
-        }
-        out->node[c->node].remote_frees += c->swept_objects;
-        out->node[c->node].sweeps += c->sweeps;
-        out->remote_frees += c->swept_objects;
+        uint64_t swept = RACY(c->swept_objects);
+        out->node[c->node].remote_frees += swept;
+        out->node[c->node].sweeps += RACY(c->sweeps);
+        out->remote_frees += swept;
     }
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
         out->mallocs += out->cls[k].mallocs;

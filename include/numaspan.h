@@ -173,10 +173,11 @@ NSP_API int nsp_node_of(const void *ptr);
 NSP_API size_t nsp_trim(void);
 
 /* ---------------------------------------------------------------------------------------------
- * Stats. Counters are read without stopping the allocator's threads, so a snapshot taken while
- * threads allocate is approximate; a snapshot with the threads stopped is exact. A snapshot holds
- * every core cache's lock, and node by node that node's centrals and page heap, while it reads
- * (the spans it counts must stand still): it waits for a thread that holds one of them.
+ * Stats. Counters are read without stopping the allocator's threads: no core cache is taken and
+ * no busy cpu interrupted, so a snapshot taken while threads allocate is approximate (off by the
+ * operations in flight, host/stats.c says by how much); a snapshot with the threads stopped is
+ * exact. Node by node it holds that node's page-heap lock while it walks the node's spans, which
+ * delays only the carving of new spans and large objects there. mallinfo2 is answered the same way.
  * ------------------------------------------------------------------------------------------- */
 
 #define NSP_STATS_MAX_NODES 64

@@ -75,6 +75,14 @@ static uint64_t takes_of(unsigned cache)
     return atomic_load(&nsp__caches[cache].foreign_takes);
 }
 
+static uint64_t all_takes(void)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        n += takes_of(i);
+    return n;
+}
+
 static int64_t now_ns(void)
 {
     struct timespec ts;
@@ -190,12 +198,122 @@ START_TEST(idle_release_leaves_busy_caches_alone)
 }
 END_TEST
 
+/* ---- stats and mallinfo2 take no cache ------------------------------------------------------ */
+
+enum { RING = 64, ROUNDS = 20000 };
+static _Atomic int go, done_count, leave;
+static void *rings[MAX_WORKERS][RING];
+
+/* Churns a ring of RING objects of 48 B (each free local: the thread is pinned), then leaves the
+ * ring full and waits, so that the test reads the heap at rest with exactly RING objects each. */
+static void *churn(void *arg)
+{
+    struct worker *w = arg;
+    void **ring = rings[w - workers];
+    memset(ring, 0, sizeof rings[0]);
+    while (!atomic_load(&go))
+        sched_yield();
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        unsigned i = r % RING;
+        free(ring[i]);
+        ring[i] = malloc(48);
+        memset(ring[i], 0xa5, 48); /* nothing that decodes as a free-list link */
+    }
+    atomic_fetch_add(&done_count, 1);
+    while (!atomic_load(&leave))
+        sched_yield();
+    return NULL;
+}
+
+START_TEST(stats_and_mallinfo2_take_no_cache)
+{
+    ready();
+    int cpus[MAX_WORKERS];
+    int n = usable_cpus(cpus, MAX_WORKERS);
+    if (nsp_topo_uses_virtual_cores(nsp__topo)) {
+        fprintf(stderr, "stats_and_mallinfo2_take_no_cache: skipped: virtual cores\n");
+        return;
+    }
+    pin_self(cpus[0]);
+    pthread_t t[MAX_WORKERS];
+    atomic_store(&go, 0);
+    atomic_store(&done_count, 0);
+    atomic_store(&leave, 0);
+    for (int i = 0; i < n; i++)
+        t[i] = start_pinned(churn, &workers[i], cpus[i]);
+    nsp_stats_t b0, st, b1;
+    uint64_t takes = all_takes();
+    int rc0 = nsp_stats_get(&b0); /* asserted at the end: Check's asserts allocate */
+    struct mallinfo2 m0 = mallinfo2();
+    atomic_store(&go, 1);
+    /* While they churn: every reading is within one span's objects per cpu of the truth, which
+     * lies between b0 and b0 + n * RING objects (stats.c: a bin whose reading keeps changing
+     * counts its listed objects as in use). */
+    uint32_t csize, cpages, nelems;
+    unsigned cls = 1;
+    while (nsp_size_class(cls, &csize, &cpages, &nelems) == 0 && csize < 48)
+        cls++;
+    uint64_t slack = (uint64_t)n * nelems, readings = 0;
+    /* Check's asserts allocate (each marks its place through a pipe): the loop only notes the
+     * first reading out of bounds, and asserts after the threads are at rest */
+    int bad = 0;
+    nsp_stats_t first_bad;
+    struct mallinfo2 first_bad_m;
+    memset(&first_bad, 0, sizeof first_bad);
+    memset(&first_bad_m, 0, sizeof first_bad_m);
+    while (atomic_load(&done_count) < n) {
+        int rc = nsp_stats_get(&st);
+        struct mallinfo2 m = mallinfo2();
+        readings++;
+        int out = rc != 0 || st.objects_in_use + slack < b0.objects_in_use ||
+                  st.objects_in_use > b0.objects_in_use + (uint64_t)n * RING + slack ||
+                  m.uordblks + slack * csize < m0.uordblks ||
+                  m.uordblks > m0.uordblks + ((uint64_t)n * RING + slack) * csize ||
+                  m.uordblks + m.fordblks != m.arena;
+        if (out && !bad++) {
+            first_bad = st;
+            first_bad_m = m;
+        }
+    }
+    int rc1 = nsp_stats_get(&b1);
+    struct mallinfo2 m1 = mallinfo2();
+    uint64_t taken = all_takes() - takes;
+    atomic_store(&leave, 1);
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(rc0, 0);
+    ck_assert_int_eq(rc1, 0);
+    ck_assert_msg(!bad,
+                  "%d of %llu readings out of bounds; the first: %llu objects in use (at rest "
+                  "%llu, +%d x %d live, slack %llu), mallinfo2 in use %zu (at rest %zu), free "
+                  "%zu, arena %zu",
+                  bad, (unsigned long long)readings, (unsigned long long)first_bad.objects_in_use,
+                  (unsigned long long)b0.objects_in_use, n, RING, (unsigned long long)slack,
+                  first_bad_m.uordblks, m0.uordblks, first_bad_m.fordblks, first_bad_m.arena);
+    ck_assert_msg(taken == 0, "%llu readings of stats and mallinfo2 took caches %llu times",
+                  (unsigned long long)readings + 2, (unsigned long long)taken);
+    /* at rest, exact: the rings' objects, their mallocs and their local frees */
+    uint64_t live = (uint64_t)n * RING;
+    ck_assert_uint_eq(b1.objects_in_use - b0.objects_in_use, live);
+    ck_assert_uint_eq(b1.bytes_in_use - b0.bytes_in_use, live * csize);
+    ck_assert_uint_eq(b1.cls[cls].objects_in_use - b0.cls[cls].objects_in_use, live);
+    ck_assert_uint_eq(b1.mallocs - b0.mallocs, (uint64_t)n * ROUNDS);
+    ck_assert_uint_eq(b1.local_frees - b0.local_frees, (uint64_t)n * (ROUNDS - RING));
+    ck_assert_uint_eq(b1.remote_frees, b0.remote_frees);
+    ck_assert_uint_eq(m1.uordblks - m0.uordblks, live * csize);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < RING; j++)
+            free(rings[i][j]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("foreign");
     TCase *tc = tcase_create("foreign");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, idle_release_leaves_busy_caches_alone);
+    tcase_add_test(tc, stats_and_mallinfo2_take_no_cache);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
