@@ -52,6 +52,9 @@
  *               the CAS — and own the cache only if the word still reads 2 afterwards. Foreign
  *               takers of rseq caches are serialised from CAS to re-check (cache.c), so that
  *               2 can only be their own; a fence that fails makes the take fail.
+ *   lock == 3   retired (NSP_CACHE_RETIRED): in a fork child, a cache left out of fork's take
+ *               of every cache and held at the fork by a thread the child does not have; never
+ *               taken again (its threads go to the central).
  *   Release is a plain store of 0 (release order).
  *
  * Caches without bins (virtual cores, grouping, no rseq, TSan builds, NSP_SECURE, `exact`) keep
@@ -415,18 +418,27 @@ static inline unsigned nsp__cache_index_now(void)
  * are detached and folded: its spans' bitmaps and counts are exact while it is held. */
 int nsp__cache_lock_foreign(struct nsp_cache *c);
 /* Test hooks of the foreign take (tests only; 0 and NULL otherwise). nsp__test_fence_fail: the
- * next fence fails as if membarrier had refused (1; its fallback still runs) or fails outright
- * (2). nsp__test_foreign_window: called between a foreign taker's CAS and its fence, where an
+ * next fence fails as if membarrier had refused (1; the move onto the cpu still runs) or fails
+ * outright (2); every fence fails outright until it is reset (3). nsp__test_foreign_window: called between a foreign taker's CAS and its fence, where an
  * rseq taker may commit. */
 extern _Atomic int nsp__test_fence_fail;
 extern void (*_Atomic nsp__test_foreign_window)(struct nsp_cache *c);
 /* Test hook of the bins' detach: called between a foreign taker's stores of key = 0 and its fence
  * of the cpu, where a sequence that read a key before the stores may still commit. */
 extern void (*_Atomic nsp__test_detach_window)(struct nsp_cache *c);
-/* Takes every cache, waiting for each, bins detached and folded (fork's prepare handler, stats,
- * the recount); and gives them back. */
-void nsp__cache_lock_all(void);
+/* Takes every cache, waiting for each, bins detached and folded (fork's prepare handler, the
+ * recount); and gives back those it took. Serialised with every foreign taker (its mutex is held
+ * from lock to unlock). Bounded: a cache whose cpu cannot be fenced (fence_cpu, cache.c: every
+ * way refused, a few times in a row) is left out as it was, not spun on, and said so on stderr
+ * once; so is a retired one. Returns the number of caches left out (0: all held), which the
+ * caller must not read or change as its own. */
+unsigned nsp__cache_lock_all(void);
 void nsp__cache_unlock_all(void);
+/* fork's child, after its handlers: a cache that lock_all left out and that was held at the fork
+ * (by a thread the child does not have) is retired: lock word NSP_CACHE_RETIRED, which no taker
+ * takes and lock_all does not wait for, and its bins detached. Its spans stay charged. */
+void nsp__cache_forked_child(void);
+#define NSP_CACHE_RETIRED 3u
 
 /* ---- slow paths (lock held) ------------------------------------------------------------------- */
 

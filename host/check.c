@@ -255,11 +255,15 @@ int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len)
  * ledger's node locks. The caches all of them, waiting (nsp__cache_lock_all, serialised among
  * foreign takers), or (wait == 0) one by one with the foreign try-lock, giving up at the first
  * busy one (returns 0, nothing held): a cycle must not wait for a cache whose owner may be
- * waiting for that cycle. */
+ * waiting for that cycle. Waiting, it also returns 0 (nothing held) when lock_all had to leave a
+ * cache out (its cpu cannot be fenced): a check over a cache it cannot hold would race its owner. */
 static int lock_heap(int wait)
 {
     if (wait) {
-        nsp__cache_lock_all();
+        if (nsp__cache_lock_all() != 0) { /* a cache whose cpu cannot be fenced: not checked */
+            nsp__cache_unlock_all();
+            return 0;
+        }
     } else {
         for (unsigned i = 0; i < nsp__ncaches; i++)
             if (!nsp__cache_lock_foreign(&nsp__caches[i])) {
@@ -301,7 +305,10 @@ int nsp_heap_check(char *why, size_t len)
         fail(why, len, "the allocator is not initialised");
         return -1;
     }
-    lock_heap(1);
+    if (!lock_heap(1)) {
+        fail(why, len, "not checked: a cache's cpu cannot be fenced, so it cannot be held");
+        return -1;
+    }
     int ok = 1;
     for (unsigned i = 0; ok && i < nsp__ncaches; i++)
         ok = nsp__cache_is_valid(&nsp__caches[i], why, len);

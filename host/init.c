@@ -109,6 +109,7 @@ const char *nsp_version(void)
 static void fork_prepare(void)
 {
     nsp__pacer_fork_prepare_first();
+    /* a cache whose cpu cannot be fenced is left out: the child retires it if it was held */
     nsp__cache_lock_all();
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
@@ -135,6 +136,7 @@ static void fork_release(void)
 
 static void fork_release_child(void)
 {
+    nsp__cache_forked_child();
     fork_release();
     nsp__pacer_forked_child(); /* no pacer thread in the child: one starts only if it is paced */
 }

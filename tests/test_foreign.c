@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -307,6 +308,66 @@ START_TEST(stats_and_mallinfo2_take_no_cache)
 }
 END_TEST
 
+/* ---- taking every cache ends when a cpu cannot be fenced ---------------------------------------- */
+
+/* Cache 0 made an rseq cache of this thread's cpu as far as foreign takers go (they fence that
+ * cpu), every fence then refused (membarrier, the whole process's, and a move onto the cpu). */
+static int32_t unfenceable_cache0(void)
+{
+    ready();
+    struct nsp_cache *c0 = &nsp__caches[0];
+    int32_t saved = c0->rseq_cpu;
+    ck_assert_uint_eq(atomic_load(&c0->lock), 0);
+    c0->rseq_cpu = sched_getcpu();
+    atomic_store(&nsp__test_fence_fail, 3);
+    return saved;
+}
+
+START_TEST(lock_all_ends_when_a_cpu_cannot_be_fenced)
+{
+    struct nsp_cache *c0 = &nsp__caches[0];
+    int32_t saved = unfenceable_cache0();
+    unsigned left = nsp__cache_lock_all(); /* before: retried forever */
+    uint32_t word = atomic_load(&c0->lock);
+    uint32_t held = c0->all_held;
+    nsp__cache_unlock_all();
+    atomic_store(&nsp__test_fence_fail, 0);
+    c0->rseq_cpu = saved;
+    ck_assert_msg(left >= 1, "lock_all says it took every cache, cache 0 included");
+    ck_assert_uint_eq(held, 0);
+    ck_assert_msg(word == 0, "cache 0 left out with its lock word at %u, not given back", word);
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        ck_assert_msg(atomic_load(&nsp__caches[i].lock) == 0, "cache %u still held", i);
+    /* and the cache works as before */
+    ck_assert_int_eq(nsp__cache_lock_foreign(c0), 1);
+    nsp__cache_unlock(c0);
+}
+END_TEST
+
+START_TEST(fork_completes_when_a_cpu_cannot_be_fenced)
+{
+    struct nsp_cache *c0 = &nsp__caches[0];
+    int32_t saved = unfenceable_cache0();
+    pid_t pid = fork(); /* its prepare handler takes every cache: before, forever */
+    if (pid == 0) {
+        atomic_store(&nsp__test_fence_fail, 0);
+        char *p = malloc(100);
+        p[0] = 1;
+        free(p);
+        _exit(atomic_load(&nsp__caches[0].lock) <= 1 ? 0 : 3);
+    }
+    atomic_store(&nsp__test_fence_fail, 0);
+    c0->rseq_cpu = saved;
+    ck_assert_int_gt(pid, 0);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %d",
+                  status);
+    free(malloc(100));
+    ck_assert_uint_eq(atomic_load(&c0->lock), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("foreign");
@@ -314,6 +375,8 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, idle_release_leaves_busy_caches_alone);
     tcase_add_test(tc, stats_and_mallinfo2_take_no_cache);
+    tcase_add_test(tc, lock_all_ends_when_a_cpu_cannot_be_fenced);
+    tcase_add_test(tc, fork_completes_when_a_cpu_cannot_be_fenced);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
