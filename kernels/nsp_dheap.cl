@@ -18,8 +18,10 @@
  *   (NSP_DC_NULL_OOM).
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
- *   releases the old span; claims past navail wait for it. Every add follows a read that found
- *   cursor <= navail (nsp__room), so the cursor never carries into the generation. On NVIDIA
+ *   releases the old span (or, when an eighth of it was freed while cached, sweeps it in place
+ *   and installs it again: nsp__refill_in_place); claims past navail wait for it. Every add
+ *   follows a read that found cursor <= navail (nsp__room), so the cursor never carries into
+ *   the generation. On NVIDIA
  *   the lanes of a warp that claim on the same slot word combine into one atom_add (match.any +
  *   shfl, inline PTX).
  * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
@@ -523,11 +525,22 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
 /* Releases the span a slot word named (the caller took the word out of its slot): records what
  * was claimed, charges the live bytes (the freed bitmap read now: the sweep makes it exact),
  * and puts it back PARTIAL or FULL. */
+static uint nsp__retire_word(__global nsp_dheap *h, ulong w, uint stripe, int *has_free);
 static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
+{
+    int has_free;
+    uint c = nsp__retire_word(h, w, stripe, &has_free);
+    if (c != (uint)NSP_DSPAN_NONE)
+        nsp__put_back(h, c, NSP_DV(nsp__desc(h, c), cls), has_free);
+}
+
+/* The bookkeeping of a release, up to the span owned (BUSY) by the caller: returns its chunk
+ * (NSP_DSPAN_NONE for the empty word) and whether it has a free object. */
+static uint nsp__retire_word(__global nsp_dheap *h, ulong w, uint stripe, int *has_free)
 {
     uint c = NSP_DW_SPAN(w);
     if (c == (uint)NSP_DSPAN_NONE)
-        return;
+        return c;
     NSP_ACQUIRE(); /* the word was exchanged out of its slot: the span is the caller's now */
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     uint navail = NSP_DW_NAVAIL(w), claimed = min(NSP_DW_CUR(w), navail);
@@ -543,7 +556,8 @@ static void nsp__release_word(__global nsp_dheap *h, ulong w, uint stripe)
     nsp__charge(h, d, (long)live * nsp_geom_class_size(cls), stripe);
     nsp__count(h, NSP_DC_RELEASES);
     atomic_xchg(nsp__state(h, c), NSP_DST_MAKE(NSP_DS_BUSY, cls, 0u));
-    nsp__put_back(h, c, cls, claimed < navail || nf > 0u);
+    *has_free = claimed < navail || nf > 0u;
+    return c;
 }
 
 /* ---- the page pool ----------------------------------------------------------------------------- */
@@ -990,15 +1004,48 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
     return NSP__GOT;
 }
 
+/* The refill's first choice: the slot's own span, swept in place and installed again, when at
+ * least an eighth of its objects were freed while it was cached. Without it a slot that ran out
+ * always took another span from the central and sent its own there, so each (class, slot) kept
+ * one span more in circulation than its live objects need: the fragmentation case (16-256 B,
+ * half freed and reallocated each round) carved 2.2x its live bytes, 3 spans per class for what
+ * 2 hold (issue 13's target: 1.5). The eighth keeps a refill worth >= 64 claims (>= 512 objects
+ * per span). w is the word the caller drew (cursor == navail: it is the refiller, and no one else
+ * takes a word whose cursor passed navail, so the span is its own to release); returns whether
+ * it was released (the caller must then not release w's span again) and, in *nw, the new word
+ * (held, as nsp__get_span's) or NSP_DW_EMPTY when it was put back to its central instead. */
+static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint slot, uint nobj,
+                                ulong *nw)
+{
+    *nw = NSP_DW_EMPTY;
+    uint c = NSP_DW_SPAN(w), nf = 0u;
+    if (c == (uint)NSP_DSPAN_NONE)
+        return 0;
+    __global struct nsp_ddesc *d = nsp__desc(h, c);
+    for (uint i = 0; i < nsp__nwords(nobj); i++)
+        nf += nsp__pop(NSP_V64(&d->freed[i]));
+    if (nf < nobj / 8u)
+        return 0;
+    int has_free;
+    c = nsp__retire_word(h, w, slot, &has_free); /* BUSY: as if released and taken back */
+    uint live = nsp__sweep(h, c, slot);
+    *nw = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
+    return 1;
+}
+
 /* The claim at cursor == navail (or a work-item past the retry bound): installs a span with a
  * free entry (the first of which is the caller's, found before the word is published) and
- * releases whatever the slot held. Returns the caller's object, or 0 when the heap has none. */
-static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint cls, uint slot,
-                               uint size, uint nobj)
+ * releases whatever the slot held. w: the word whose cursor the caller drew at navail. Returns
+ * the caller's object, or 0 when the heap has none. */
+static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, ulong w, uint cls,
+                               uint slot, uint size, uint nobj)
 {
     for (uint t = 0; t < 4u; t++) {
-        /* the span prepared for this slot, else a search */
+        /* the span prepared for this slot, else the slot's own swept in place, else a search */
         ulong nw = t == 0u ? nsp__take_next(h, cls - NSP_DMIN_CLASS, slot) : NSP_DW_EMPTY;
+        int retired = 0;
+        if (nw == NSP_DW_EMPTY && t == 0u)
+            retired = nsp__refill_in_place(h, w, cls, slot, nobj, &nw);
         if (nw == NSP_DW_EMPTY)
             nw = nsp__get_span(h, cls, slot);
         nsp_dhandle r = 0ul;
@@ -1007,7 +1054,8 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, uint c
             got = nsp__claim(h, nw, NSP_DW_CUR(nw), size, nobj, slot, &r);
         atom_inc(&h->holding); /* the old word, between its slot and its central: held */
         ulong old = atom_xchg(sw, nw == NSP_DW_EMPTY ? nw : nw + 1ul);
-        nsp__release_word(h, old, slot);
+        if (!retired) /* else its span was released by nsp__refill_in_place */
+            nsp__release_word(h, old, slot);
         nsp__unhold(h);
         if (nw == NSP_DW_EMPTY)
             break;
@@ -1081,7 +1129,7 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
             return r;
         }
         if (got == NSP__REFILL)
-            return nsp__refill(h, sw, cls, slot, size, nobj);
+            return nsp__refill(h, sw, w, cls, slot, size, nobj);
         if (got == NSP__LOST)
             continue;
         /* wait for the refill; a heap known full (the out-of-memory mark) ends the wait: the
@@ -1303,7 +1351,7 @@ static nsp_dhandle nsp_dmalloc_group(__global nsp_dheap *h, ulong size, int want
     if (want && small) {
         got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, sz, nobj, slot, &r);
         if (got == NSP__REFILL)
-            r = nsp__refill(h, sw, cls, slot, sz, nobj);
+            r = nsp__refill(h, sw, w, cls, slot, sz, nobj);
         else if (got == NSP__GOT && NSP_DW_CUR(w) + rank == nsp__prefetch_at(NSP_DW_NAVAIL(w), nobj))
             nsp__prefetch(h, cls, slot);
     }

@@ -184,6 +184,25 @@ static const char *SRC =
     "    for (uint i = 0; i < n; i++) nsp_dfree(h, first + (ulong)i * 128u);\n"
     "    nsp_dfree(h, last);\n"
     "}\n"
+    /* one work-item runs a span of 128 B objects to its end, frees a quarter of it (remote
+     * frees' way: bits in the freed bitmap of a cached span), and claims once more */
+    "__kernel void refill_in_place(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint cls = nsp_geom_size_to_class(128u), ci = cls - NSP_DMIN_CLASS, n = nsp_dspan_nobj(cls);\n"
+    "    nsp_dhandle first = nsp_dmalloc(h, 128);\n"
+    "    for (uint i = 1; i < n; i++) nsp_dmalloc(h, 128);\n"
+    "    for (uint i = 0; i < n / 4u; i++) nsp_dfree(h, first + (ulong)i * 128u);\n"
+    "    ulong fresh0 = NSP_V64(&h->counter[NSP_DC_FRESH]);\n"
+    "    nsp_dhandle again = nsp_dmalloc(h, 128);\n"
+    "    out[0] = NSP_V64(&h->counter[NSP_DC_FRESH]) - fresh0;\n"
+    "    out[1] = (again - h->off_pool) >> NSP_DCHUNK_SHIFT;\n"
+    "    out[2] = (first - h->off_pool) >> NSP_DCHUNK_SHIFT;\n"
+    "    out[3] = NSP_DW_SPAN(NSP_V64(nsp__slotw(h, ci, nsp__slot_of_group(h))));\n"
+    "    out[4] = NSP_DW_NAVAIL(NSP_V64(nsp__slotw(h, ci, nsp__slot_of_group(h))));\n"
+    "    out[5] = again;\n"
+    "    for (uint i = n / 4u; i < n; i++) nsp_dfree(h, first + (ulong)i * 128u);\n"
+    "    nsp_dfree(h, again);\n"
+    "}\n"
     /* The churn stress (issue 13, Deliver 2): `rounds` malloc/free in one launch per work-item,
      * every class (and now and then a size of no class, or a large run). Each object is stamped
      * with its owner, size and round (LIVE | size << 40 | item << 16 | round in its first word,
@@ -1590,6 +1609,35 @@ START_TEST(next_span_prepared_before_the_end)
 }
 END_TEST
 
+/* A slot whose span runs out after a quarter of it was freed sweeps that span in place and
+ * installs it again, rather than carving (or taking from a central) another one and sending its
+ * own to the central: one span per slot in circulation, not two (issue 13's fragmentation case
+ * carved 2.2x its live bytes with the second). The claim at the end gets one of the freed
+ * objects, no span is carved, and the heap reconciles to empty. */
+START_TEST(refill_sweeps_its_own_span_in_place)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_mem out = buffer(&e, 6 * 8, NULL);
+    launch(&e, "refill_in_place", 1, 1, 1, (struct arg[]){MEM(out)});
+    uint64_t v[6];
+    readb(&e, out, sizeof v, v);
+    ck_assert_msg(v[0] == 0 && v[1] == v[2] && v[3] == v[2],
+                  "the refill after a quarter of the span was freed carved %llu span(s) and "
+                  "gave chunk %llu (the span's chunk: %llu; the slot now holds %llu)",
+                  (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+                  (unsigned long long)v[3]);
+    uint32_t n = nsp_dspan_nobj(nsp_geom_size_to_class(128));
+    ck_assert_uint_eq(v[4], n / 4); /* the freed quarter, and nothing else, is free again */
+    nsp_cl_stats_t st = reconciled_empty(&e);
+    ck_assert_uint_eq(st.bad_frees, 0);
+    ck_assert_uint_eq(st.chunks_free, st.chunks_carved);
+    ck_assert_uint_eq(st.chunks_carved, 1);
+    clReleaseMemObject(out);
+    env_close(&e);
+}
+END_TEST
+
 /* Constant objects per span (issue 13, Deliver 4): every class's span holds at least
  * NSP_DSPAN_OBJS objects (a 64 KiB span held 8 of 8 KiB: every 8th claim was a refill), the
  * objects of a span's tail chunks are freed into their head, and 2048 objects of 8 KiB on two
@@ -1728,6 +1776,7 @@ static Suite *suite(void)
     tcase_add_test(t, calloc_zeroes_reused_memory);
     tcase_add_test(t, spans_hold_constant_objects);
     tcase_add_test(t, next_span_prepared_before_the_end);
+    tcase_add_test(t, refill_sweeps_its_own_span_in_place);
     tcase_add_test(t, null_at_once_when_known_full);
     tcase_add_test(t, summary_word_says_which_central);
     tcase_add_test(t, carve_past_the_end_feeds_the_pool);
