@@ -4,9 +4,11 @@
  * and the steady state), plus the ordering shim's litmus test and the PTX check for a GPU run.
  *
  *   bench_device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--slots S]
- *                [--only CASE,..] [--json-out FILE] [--prefetch]
+ *                [--only CASE,..] [--json-out FILE] [--prefetch] [--cl-options OPTS]
  *                                          (--prefetch: the library built -DNSP_PREFETCH, next
- *                                          spans prepared before the current ones run out)
+ *                                          spans prepared before the current ones run out;
+ *                                          --cl-options: more options for the build of the
+ *                                          library and the cases, e.g. -DNSP_NO_OBJECT_PREFETCH)
  *   bench_device --litmus [--iters I]      cross-work-group message passing, with/without shim
  *   bench_device --ptx FILE                writes the device binary (PTX on NVIDIA) and counts
  *                                          the 64-bit atomic add and membar.gl in it
@@ -277,6 +279,7 @@ static cl_program prog;
 static nsp_cl_heap_t *heap;
 static int json, reps = 5, quick, is_gpu;
 static int prefetch; /* --prefetch: the heap's library built with -DNSP_PREFETCH */
+static const char *cl_options = ""; /* --cl-options: more build options (e.g. -DNSP_NO_...) */
 static int failures; /* baselines that failed their check: the exit status is 1 */
 static size_t wg = 256;
 
@@ -996,6 +999,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--prefetch") == 0)
             prefetch = 1;
+        else if (strcmp(argv[i], "--cl-options") == 0 && i + 1 < argc)
+            cl_options = argv[++i];
         else if (strcmp(argv[i], "--ptx") == 0 && i + 1 < argc)
             ptx_path = argv[++i];
         else if (strcmp(argv[i], "--json-out") == 0 && i + 1 < argc) {
@@ -1006,7 +1011,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_device [--quick] [--json] [--reps R] [--max-n N] "
                             "[--heap-mib M] [--slots S] "
                             "[--only one,group,mixed,steady,scaling,frag,oom,init] "
-                            "[--prefetch] [--litmus [--iters I]] [--ptx FILE] [--json-out FILE]\n");
+                            "[--prefetch] [--cl-options OPTS] [--litmus [--iters I]] [--ptx FILE] "
+                            "[--json-out FILE]\n");
             return 2;
         }
     }
@@ -1043,7 +1049,9 @@ int main(int argc, char **argv)
     heap = nsp_cl_heap_create(ctx, dev, q, heap_mib << 20, &o);
     if (!heap)
         die("heap", nsp_cl_error());
-    prog = nsp_cl_build(heap, SRC, prefetch ? "-DNSP_PREFETCH" : "");
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s %s", prefetch ? "-DNSP_PREFETCH" : "", cl_options);
+    prog = nsp_cl_build(heap, SRC, opts);
     if (!prog)
         die("build", nsp_cl_error());
     nsp_cl_stats_t st = stats();
