@@ -11,7 +11,8 @@
  *                                          library and the cases, e.g. -DNSP_NO_OBJECT_PREFETCH)
  *   bench_device --litmus [--iters I]      cross-work-group message passing, with/without shim
  *   bench_device --ptx FILE                writes the device binary (PTX on NVIDIA) and counts
- *                                          the 64-bit atomic add and membar.gl in it
+ *                                          the 64-bit atomic add, membar.gl and the warp's
+ *                                          ballots, shuffles and barriers in it
  * Times are event-profiled kernel times (CL_QUEUE_PROFILING_ENABLE), median of R runs, each run
  * of a case taking the baselines and the heap in turn. The heap is reset before each run (each
  * malloc kernel meets an empty heap), except in the steady case, which times rounds of
@@ -928,7 +929,9 @@ static int ptx(const char *path)
     fwrite(bin, 1, size, f);
     fclose(f);
     int is_ptx = strstr((char *)bin, ".version") && strstr((char *)bin, ".target");
-    unsigned add64 = 0, membar = 0, ballot = 0, scan = 0;
+    unsigned add64 = 0, membar = 0, ballot = 0, scan = 0, warpbar = 0;
+    for (char *p = (char *)bin; (p = strstr(p, "bar.warp.sync")); p++)
+        warpbar++;
     for (char *p = (char *)bin; (p = strstr(p, "atom.global.add.u64")); p++)
         add64++;
     for (char *p = (char *)bin; (p = strstr(p, "vote.sync.ballot")); p++)
@@ -944,9 +947,11 @@ static int ptx(const char *path)
         printf("  membar.gl (the ordering shim): %u\n", membar);
         printf("  vote.sync.ballot / shfl.sync.up (the warp-aggregated bump's ballot and scan): "
                "%u / %u\n", ballot, scan);
+        printf("  bar.warp.sync (lanes waiting on their warp's refiller, not polling): %u\n",
+               warpbar);
     }
     free(bin);
-    return is_ptx && (!add64 || !membar || !ballot || !scan) ? 1 : 0;
+    return is_ptx && (!add64 || !membar || !ballot || !scan || !warpbar) ? 1 : 0;
 }
 
 static void json_head(FILE *f, const nsp_cl_stats_t *st, size_t heap_mib, const char *warp)

@@ -1098,13 +1098,15 @@ static inline int nsp__room(ulong w) { return NSP_DW_CUR(w) <= NSP_DW_NAVAIL(w);
  * atom_add for all of them (what CUDA's compiler does for uniform atomics; NVIDIA's OpenCL
  * compiler does not). Elsewhere each work-item makes its own. */
 #if defined(NSP_FENCE_MEMBAR) && !defined(NSP_NO_WARP_CLAIM)
-static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
+#define NSP__WARP_CLAIM 1
+static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank, uint *peers_out)
 {
     uint active, peers, lt, lo, hi;
     asm volatile("activemask.b32 %0;" : "=r"(active));
     asm volatile("match.any.sync.b32 %0, %1, %2;" : "=r"(peers) : "r"(key), "r"(active));
     asm volatile("mov.u32 %0, %%lanemask_lt;" : "=r"(lt));
     uint leader = 31u - clz(peers & (0u - peers));
+    *peers_out = peers;
     *rank = popcount(peers & lt);
     ulong w = 0ul;
     if (*rank == 0u) {
@@ -1119,12 +1121,49 @@ static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
     return ((ulong)hi << 32) | lo;
 }
 #else
-static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank)
+static inline ulong nsp__claim_word(__global ulong *sw, uint key, uint *rank, uint *peers_out)
 {
     *rank = 0u;
+    *peers_out = 0u * key;
     ulong w = NSP_V64(sw);
     return nsp__room(w) ? atom_add(sw, 1ul) : w;
 }
+#endif
+
+/* Waiting on the warp (issue 13, Deliver 4): the lanes of a warp whose combined claim fell past
+ * navail, while a lane of the same claim drew navail and refills, wait for that lane at a warp
+ * barrier (bar.warp.sync over the refiller and its waiters) instead of polling the slot word in
+ * global memory; the refiller joins the barrier once its refill is installed, and the waiters
+ * then claim again (combined). The barrier orders memory among its lanes (PTX ISA), so they see
+ * the new word. No deadlock: the refiller waits on no lane. nsp__warp_roles's ballot runs over
+ * the claim's peers, which all reach it (every peer returns from nsp__claim to it).
+ * Only on NVIDIA (inline PTX, Volta+: lanes of a warp progress independently). OpenCL's
+ * sub-group functions (cl_khr_subgroups) must be reached by every work-item of the sub-group
+ * in uniform control flow, which nsp_dmalloc (usable in divergent code) cannot promise: devices
+ * with sub-groups poll as elsewhere (their non-uniform extensions would do; none here offers
+ * them: POCL 3.1 has no sub-groups, the H200's OpenCL neither). NSP_NO_WARP_WAIT turns it off. */
+#if defined(NSP__WARP_CLAIM) && !defined(NSP_NO_WARP_WAIT)
+static inline void nsp__warp_roles(uint peers, int got, uint *waiters, uint *refiller)
+{
+    uint wb, rb;
+    asm volatile("{ .reg .pred p; setp.eq.u32 p, %1, 2; vote.sync.ballot.b32 %0, p, %2; }"
+                 : "=r"(wb) : "r"((uint)got), "r"(peers));
+    asm volatile("{ .reg .pred p; setp.eq.u32 p, %1, 1; vote.sync.ballot.b32 %0, p, %2; }"
+                 : "=r"(rb) : "r"((uint)got), "r"(peers));
+    *waiters = wb;
+    *refiller = rb;
+}
+static inline void nsp__warp_sync(uint mask)
+{
+    asm volatile("bar.warp.sync %0;" : : "r"(mask) : "memory");
+}
+#else
+static inline void nsp__warp_roles(uint peers, int got, uint *waiters, uint *refiller)
+{
+    *waiters = 0u * peers;
+    *refiller = 0u * (uint)got;
+}
+static inline void nsp__warp_sync(uint mask) { (void)mask; }
 #endif
 
 /* Claims on slot `slot` of class cls until one gives an object; past the bound, takes one
@@ -1135,21 +1174,30 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
     uint mask = (uint)h->nslots - 1u;
     for (uint attempt = 0; attempt < NSP_ATTEMPTS; attempt++) {
         __global ulong *sw = nsp__slotw(h, ci, slot);
-        uint rank = 0u;
+        uint rank = 0u, peers = 0u, waiters = 0u, refiller = 0u;
         /* combined on every attempt: the lanes that retry together (after the same refill, on the
          * same slot) are the ones that hammered the word one add each */
-        ulong w = nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank);
+        ulong w = nsp__claim_word(sw, ci * (mask + 1u) + slot, &rank, &peers);
         nsp_dhandle r = 0ul;
         int got = nsp__claim(h, w, NSP_DW_CUR(w) + rank, size, nobj, slot, &r);
+        nsp__warp_roles(peers, got, &waiters, &refiller);
         if (got == NSP__GOT) {
             if (NSP_DW_CUR(w) + rank == nsp__prefetch_at(NSP_DW_NAVAIL(w), nobj))
                 nsp__prefetch(h, cls, slot);
             return r;
         }
-        if (got == NSP__REFILL)
-            return nsp__refill(h, sw, w, cls, slot, size, nobj);
+        if (got == NSP__REFILL) {
+            r = nsp__refill(h, sw, w, cls, slot, size, nobj);
+            if (waiters) /* the lanes of this claim past navail wait on this one */
+                nsp__warp_sync(waiters | refiller);
+            return r;
+        }
         if (got == NSP__LOST)
             continue;
+        if (refiller) { /* a lane of this claim refills the word: wait on it, not on memory */
+            nsp__warp_sync(waiters | refiller);
+            continue;
+        }
         /* wait for the refill; a heap known full (the out-of-memory mark) ends the wait: the
          * refill will install nothing, and the null is the answer at once */
         uint spins = 0u;
