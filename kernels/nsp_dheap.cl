@@ -21,9 +21,10 @@
  *   releases the old span (or, when an eighth of it was freed while cached, sweeps it in place
  *   and installs it again: nsp__refill_in_place); claims past navail wait for it. Every add
  *   follows a read that found cursor <= navail (nsp__room), so the cursor never carries into
- *   the generation. On NVIDIA
- *   the lanes of a warp that claim on the same slot word combine into one atom_add (match.any +
- *   shfl, inline PTX).
+ *   the generation. On NVIDIA the lanes of a warp that claim on the same slot word combine
+ *   into one atom_add (match.any + shfl, inline PTX), and those of it past navail wait for the
+ *   lane that refills at a warp barrier, not polling the word (nsp__warp_roles). On a CPU device
+ *   a claim prefetches the next object of its span for writing (NSP_PREFETCH_OBJECT).
  * - A cached span's free entries are the snapshot avail[g & 1] / prefix[g & 1] of its install;
  *   the objects claimed from it are applied to alloc at its next sweep (`claimed`). Only the
  *   incarnation after next rewrites that snapshot, and only once every claimant of this one has
