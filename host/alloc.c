@@ -34,8 +34,11 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
     }
     if (!p) {
         /* the cache is busy (or this cpu has none, or its bin could not be detached): the
-         * central serves, nobody spins */
-        p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
+         * central serves, nobody spins. On the real machine from the node's transfer (busy
+         * means a holder preempted: take without its mutex, central.h); virtual cores keep one
+         * object under the mutex, exactly charged (their busy caches are foreign takers') */
+        unsigned node = nsp__topo->cache_node[nsp__cache_index_now()];
+        p = nsp__virtual ? nsp__central_alloc(node, cls) : nsp__central_alloc_busy(node, cls);
     }
     if (!p) { /* no cache lock held now: a trim may take the other caches */
         nsp_trim();

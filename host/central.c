@@ -17,6 +17,13 @@
  * reclaim_epoch[node] counts events that can leave a span empty in a central (a remote free
  * waking a FULL span, a cache giving one back); a reclaim with no new event since the last is
  * skipped, so that a node at its page limit, whose every refill spills, does not sweep each time.
+ *
+ * Objects without a cache. A thread whose core's cache is busy (its lock held by a thread that
+ * may be preempted) used to take one object per call under the mutex, with a sweep and a ledger
+ * change each time: at 8 threads on 2 cpus a third of Larson's time went there, and the mutex's
+ * queue made the cache holders' own refills wait, which made more caches busy. Now such a call
+ * takes an object from the node's transfer (transfer.h) without the mutex; an empty transfer is
+ * filled with a batch under one hold of the mutex.
  */
 #include "central.h"
 
@@ -28,6 +35,7 @@
 #include "pageheap.h"
 #include "runtime.h"
 #include "span.h"
+#include "transfer.h"
 
 struct nsp_central *nsp__centrals;
 static _Atomic uint64_t reclaim_epoch[NSP_MAX_NODES], reclaimed_epoch[NSP_MAX_NODES];
@@ -44,6 +52,7 @@ int nsp__central_init(unsigned nnodes)
     nsp__centrals = nsp__os_map(len, 4096);
     if (!nsp__centrals)
         return -1;
+    nsp__transfer_init();
     for (unsigned n = 0; n < nnodes; n++) {
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             pthread_mutex_init(&nsp__central(n, k)->lock, NULL);
@@ -257,7 +266,12 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
     return p;
 }
 
-void *nsp__central_alloc(unsigned node, unsigned cls)
+/* One object at a time under the mutex: what the reservation budget's refusals and
+ * nsp_malloc_node get (an object charged as it is handed out, nothing held beside it, so the
+ * ledger at rest is live + the caches' unspent bytes), and what the `exact` ledger (each object
+ * charged as it is handed out) and NSP_SECURE (its own slot order and poison checks) keep for
+ * busy caches too. */
+static void *alloc_one(unsigned node, unsigned cls)
 {
     struct nsp_central *c = nsp__central(node, cls);
     pthread_mutex_lock(&c->lock);
@@ -283,6 +297,92 @@ void *nsp__central_alloc(unsigned node, unsigned cls)
     return p;
 }
 
+/* Up to `want` objects from span s, which the central owns (lock held): charged as alloc_from
+ * charges one, once for all of them; the span goes back to the right list. */
+static unsigned take_from(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want)
+{
+    unsigned n = 0;
+    while (n < want) {
+        void *p = nsp__span_next_free(s);
+        if (!p) {
+            nsp__span_rewind(s);
+            if (!(p = nsp__span_next_free(s)))
+                break;
+        }
+        out[n++] = p;
+    }
+    if (n) {
+        nsp__ledger_count(s, n);
+        nsp__ledger_sweep(s, NULL);
+        c->direct_allocs += n;
+    }
+    if (s->alloc_count < s->nelems)
+        make_partial(c, s);
+    else
+        make_full(c, s);
+    return n;
+}
+
+/* A batch for the transfer: from the central's partial spans, else from a new span. */
+static unsigned fill(unsigned node, unsigned cls, void **out, unsigned want)
+{
+    struct nsp_central *c = nsp__central(node, cls);
+    unsigned n = 0;
+    pthread_mutex_lock(&c->lock);
+    struct nsp_span *s;
+    while (n < want && (s = pop_swept(c)))
+        n += take_from(c, s, out + n, want - n);
+    pthread_mutex_unlock(&c->lock);
+    if (n || !(s = new_span(node, cls)))
+        return n;
+    c = nsp__central(s->node, cls); /* a spilled span belongs to the node that gave it */
+    pthread_mutex_lock(&c->lock);
+    c->spans_new++;
+    atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
+    n = take_from(c, s, out, want);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+/* Objects of a chain no transfer took back go to their spans as remote frees (no lock held). */
+static void give_back_chain(uintptr_t p, unsigned cls)
+{
+    while (p) {
+        uintptr_t next = nsp__transfer_next(p, cls);
+        *(uint64_t *)p = 0; /* handed out again some day: it must not look listed then */
+        struct nsp_span *s = nsp__span_of((void *)p);
+        if (nsp__span_free_remote(s, nsp__span_index(s, p)) > 0)
+            nsp__central_wake(s);
+        p = next;
+    }
+}
+
+void *nsp__central_alloc(unsigned node, unsigned cls)
+{
+    return alloc_one(node, cls);
+}
+
+void *nsp__central_alloc_busy(unsigned node, unsigned cls)
+{
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure)
+        return alloc_one(node, cls);
+    struct nsp_central *c = nsp__central(node, cls);
+    uintptr_t spill;
+    void *p = nsp__transfer_take(&c->front, cls, &spill);
+    if (!p) {
+        void *objs[NSP_TRANSFER_BATCH_MAX];
+        unsigned n = fill(node, cls, objs, nsp__transfer_batch(cls));
+        if (!n)
+            return NULL;
+        p = objs[0];
+        if (n > 1 && nsp__transfer_put(&c->front, objs + 1, n - 1) != 0)
+            spill = (uintptr_t)objs[1]; /* every slot filled meanwhile: linked, given back */
+    }
+    if (spill)
+        give_back_chain(spill, cls);
+    return p;
+}
+
 /* Gives an empty span the central owns back to the page heap, if it is empty and settled:
  * swept, its charge reconciled (0), no free pending. Central lock held. Returns its bytes or 0. */
 static size_t give_back_empty(struct nsp_central *c, struct nsp_span *s)
@@ -297,11 +397,20 @@ static size_t give_back_empty(struct nsp_central *c, struct nsp_span *s)
     return bytes;
 }
 
+void nsp__central_drain(unsigned node)
+{
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        give_back_chain(nsp__transfer_take_all(&nsp__central(node, k)->front, k), k);
+}
+
 size_t nsp__central_trim(unsigned node)
 {
     size_t bytes = 0;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         struct nsp_central *c = nsp__central(node, k);
+        /* the transfer's batches first: freed bits the sweep below applies (a span a cache
+         * holds has them applied at its release: hence nsp__central_drain before the caches) */
+        give_back_chain(nsp__transfer_take_all(&c->front, k), k);
         pthread_mutex_lock(&c->lock);
         struct nsp_span *s = c->partial, *next;
         for (; s; s = next) {

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "sizeclass.h"
+#include "transfer.h"
 #include "types.h"
 
 struct nsp_central {
@@ -31,6 +32,8 @@ struct nsp_central {
     uint64_t direct_allocs;  /* objects handed out without a cache */
     uint64_t cached_mallocs; /* objects caches handed out of spans since given back */
     uint64_t wakes;          /* FULL spans woken by a remote free */
+    /* the lock-free front of this node's class (transfer.h): on its own line, outside the lock */
+    struct nsp_transfer front;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 /* [node * NSP_NUM_CLASSES + class] */
@@ -54,15 +57,26 @@ struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned c
 void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs);
 /* A remote free found s FULL: move it to PARTIAL (the first freer to win the CAS does). */
 void nsp__central_wake(struct nsp_span *s);
-/* One object of class cls from node's central without caching a span (a failed try-lock,
- * nsp_malloc_node). NULL if no node has memory. */
+/* One object of class cls from node's central without caching a span, under its mutex (the
+ * reservation budget's refusals, nsp_malloc_node). NULL if no node has memory. */
 void *nsp__central_alloc(unsigned node, unsigned cls);
+/* The same for a thread whose core's cache is busy (its lock held by a thread that may be
+ * preempted). Outside `exact` and NSP_SECURE it comes from the node's transfer (transfer.h): a
+ * take without the mutex, and when the transfer is empty one pass under the mutex fills it with
+ * a batch (one sweep and one ledger change per span, not per object). Objects waiting in a
+ * transfer are charged as allocated (their spans cannot tell them from live ones) until the next
+ * cycle or trim gives them back: at most NSP_TRANSFER_SLOTS batches per node and class. */
+void *nsp__central_alloc_busy(unsigned node, unsigned cls);
 /* Pages for a new span or a large object on node: from its free runs; else, after giving the
  * node's empty spans back to its page heap (reclaim, central.c); else a new arena or the
  * nearest node with room (nsp__pageheap_alloc_near). No central lock may be held. */
 struct nsp_span *nsp__central_pages(unsigned node, size_t npages, size_t align_pages);
-/* Sweeps node's uncached spans (reconciling their charges) and returns the empty ones to the
- * page heap. Returns bytes. */
+/* Gives the node's transfer batches back to their spans (remote frees). A cycle or a trim does
+ * it before it releases the caches, so that frees into spans the caches hold are applied by
+ * their release within the same cycle. */
+void nsp__central_drain(unsigned node);
+/* Gives the node's transfer batches back to their spans (remote frees), sweeps node's uncached
+ * spans (reconciling their charges) and returns the empty ones to the page heap. Returns bytes. */
 size_t nsp__central_trim(unsigned node);
 
 #endif /* NSP_HOST_CENTRAL_H */

@@ -24,6 +24,7 @@
 #include "runtime.h"
 #include "secure.h"
 #include "span.h"
+#include "transfer.h"
 
 static __attribute__((noinline)) void free_unowned(void *p)
 {
@@ -61,6 +62,12 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
     if (unlikely(nsp__bin_lists(s, p)))
         fold_bins_of(s);
 #endif
+    /* an object waiting in a node's transfer batch has its alloc bit set: freed again, it would
+     * be handed out twice (transfer.h) */
+    if (unlikely(nsp__transfer_lists(s, p))) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+        return;
+    }
     /* exact charges the free before its freed bit can be seen: the other way round, a sweep
      * could apply the bit and give the emptied span back to the page heap with this charge still
      * to come (heapLive then differed from the sum of the charges, NSP_DEBUG=1 found it). The

@@ -724,6 +724,8 @@ static void cycle(int forced)
         P.collector(P.collector_arg); /* holds no allocator lock: it frees through numaspan */
     uint32_t sg = atomic_fetch_add(&nsp__sweepgen, 2) + 2;
     uint64_t released0 = atomic_load(&P.caches_released), busy0 = atomic_load(&P.busy_caches);
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        nsp__central_drain(n); /* transfer batches back first: the releases then apply them */
     release_caches(sg);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_trim(n); /* sweep uncached spans; empty ones back to the page heap */

@@ -20,6 +20,8 @@ NSP_EXPORT size_t nsp_trim(void)
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire))
         return 0;
     size_t released = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        nsp__central_drain(n); /* transfer batches back first: the releases then apply them */
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         struct nsp_cache *c = &nsp__caches[i];
         if (nsp__cache_lock_foreign(c)) { /* a busy cache is not idle: leave it */

@@ -1,0 +1,193 @@
+/*
+ * tests/test_transfer.c — the node's transfer (host/transfer.h): what a thread whose core's
+ * cache is busy takes from, without the central's mutex.
+ *
+ * Deterministic, one thread: nsp__central_alloc_busy is called directly (as malloc's slow path
+ * calls it when the cache's lock is held), so the transfer's state is known at every step:
+ *   - one call moves a batch: the object returned and the rest waiting in a slot, all distinct,
+ *     all allocated from their spans' view (so no owner hands them out meanwhile);
+ *   - a second free of an object waiting in the transfer (its alloc bit is set) is reported and
+ *     leaves no freed bit (freeing it would hand it out twice);
+ *   - a cycle gives the batch back: slots empty, the objects free in their spans, and the ledger
+ *     (heapLive + pending) back to what it was plus the one object still live;
+ *   - a link overwritten while it waits is reported when the chain is taken, never followed.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "host/central.h"
+#include "host/ledger.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/span.h"
+#include "host/transfer.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+#define SZ 96
+
+static unsigned cls;
+
+static uint64_t errors(enum nsp_error_kind k)
+{
+    return atomic_load(&nsp__errors[k]);
+}
+
+static struct nsp_transfer *front(void)
+{
+    return &nsp__central(0, cls)->front;
+}
+
+/* Objects waiting in the transfer, following the links (each checked by nsp__transfer_next). */
+static unsigned waiting(uintptr_t *out, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < NSP_TRANSFER_SLOTS; i++)
+        for (uintptr_t p = atomic_load(&front()->slot[i].v); p && n < max;
+             p = nsp__transfer_next(p, cls))
+            out[n++] = p;
+    return n;
+}
+
+static int64_t ledger_now(void)
+{
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t l = pi.heap_live_total;
+    for (unsigned n = 0; n < pi.nnodes; n++)
+        l += pi.pending[n];
+    return l;
+}
+
+static void setup(void)
+{
+    free(malloc(1)); /* initialised */
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    cls = nsp__size_to_class(SZ);
+    nsp_pacer_cycle(); /* every transfer empty, the ledger settled */
+}
+
+START_TEST(one_call_moves_a_batch)
+{
+    setup();
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
+        fprintf(stderr, "one_call_moves_a_batch: skipped: exact and NSP_SECURE take one object\n");
+        return;
+    }
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX + 1];
+    ck_assert_uint_eq(waiting(w, NSP_TRANSFER_BATCH_MAX), 0);
+    void *p = nsp__central_alloc_busy(0, cls);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(nsp__transfer_lists(nsp__span_of(p), p), 0); /* the program's object */
+    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX + 1);
+    ck_assert_uint_eq(n, nsp__transfer_batch(cls) - 1);
+    w[n] = (uintptr_t)p;
+    for (unsigned i = 0; i <= n; i++) {
+        struct nsp_span *s = nsp__span_of((void *)w[i]);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(s->sizeclass, cls);
+        ck_assert_int_eq(nsp__span_slot_live(s, nsp__span_index(s, w[i])), 1);
+        for (unsigned j = 0; j < i; j++)
+            ck_assert_msg(w[i] != w[j], "%p twice in one batch", (void *)w[i]);
+    }
+    /* the next call takes from the batch: no new one */
+    void *q = nsp__central_alloc_busy(0, cls);
+    ck_assert_uint_eq(waiting(w, NSP_TRANSFER_BATCH_MAX), nsp__transfer_batch(cls) - 2);
+    free(q);
+    free(p);
+}
+END_TEST
+
+START_TEST(double_free_of_a_waiting_object_is_caught)
+{
+    setup();
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
+        fprintf(stderr, "double_free_of_a_waiting_object_is_caught: skipped: no transfer\n");
+        return;
+    }
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    uintptr_t x = w[1]; /* a dangling pointer to an object freed before the batch took it */
+    struct nsp_span *s = nsp__span_of((void *)x);
+    uint32_t idx = nsp__span_index(s, x);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    free((void *)x);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    ck_assert_uint_eq((atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1, 0);
+    ck_assert_int_eq(nsp__span_slot_live(s, idx), 1); /* still the transfer's */
+    free(p);
+}
+END_TEST
+
+START_TEST(a_cycle_gives_the_batch_back)
+{
+    setup();
+    /* Check's successful asserts allocate (a cache's refill is charged whole): every value is
+     * read first, asserted at the end */
+    int64_t before = ledger_now();
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX + 1];
+    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    nsp_pacer_cycle();
+    int64_t after = ledger_now();
+    unsigned left = waiting(w + n, 1), live = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct nsp_span *s = nsp__span_of((void *)w[i]);
+        live += (unsigned)nsp__span_slot_live(s, nsp__span_index(s, w[i]));
+    }
+    int64_t elem = p ? (int64_t)nsp__span_of(p)->elemsize : 0;
+    free(p);
+    nsp_pacer_cycle();
+    int64_t end = ledger_now();
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(left, 0);
+    ck_assert_uint_eq(live, 0); /* each waiting object free in its span again */
+    /* what is left charged: the one live object (its span is the central's, uncached) */
+    ck_assert_int_eq(after, before + elem);
+    ck_assert_int_eq(end, before);
+}
+END_TEST
+
+START_TEST(an_overwritten_link_is_reported_not_followed)
+{
+    setup();
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
+        fprintf(stderr, "an_overwritten_link_is_reported_not_followed: skipped: no transfer\n");
+        return;
+    }
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    ck_assert_uint_ge(n, 3);
+    *(uint64_t *)w[1] = 0x4141414141414141ULL; /* a write after free into a waiting object */
+    uint64_t before = errors(NSP_ERR_FREE_LIST);
+    void *a = nsp__central_alloc_busy(0, cls); /* w[0]: its link leads to w[1], which is fine */
+    void *b = nsp__central_alloc_busy(0, cls); /* w[1]: its link is garbage */
+    ck_assert_ptr_eq(a, (void *)w[0]);
+    ck_assert_ptr_eq(b, (void *)w[1]);
+    ck_assert_uint_eq(errors(NSP_ERR_FREE_LIST), before + 1);
+    /* the rest of that chain is dropped (leaked, never handed out twice): a new batch comes */
+    void *c = nsp__central_alloc_busy(0, cls);
+    for (unsigned i = 2; i < n; i++)
+        ck_assert_ptr_ne(c, (void *)w[i]);
+    free(a);
+    free(b);
+    free(c);
+    free(p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("transfer");
+    TCase *tc = tcase_create("transfer");
+    tcase_add_test(tc, one_call_moves_a_batch);
+    tcase_add_test(tc, double_free_of_a_waiting_object_is_caught);
+    tcase_add_test(tc, a_cycle_gives_the_batch_back);
+    tcase_add_test(tc, an_overwritten_link_is_reported_not_followed);
+    suite_add_tcase(s, tc);
+    return nsp_run_suite(s);
+}
