@@ -44,6 +44,8 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
         nsp_trim();
         p = nsp__central_alloc(nsp__topo->cache_node[nsp__cache_index_now()], cls);
     }
+    if (p) /* a slot freed through a magazine keeps its tag until written: not the program's */
+        *(uint64_t *)p = 0;
     nsp__pacer_after_alloc(); /* a synchronous cycle that came due runs here, holding no lock */
     return nsp__outcome(p, saved);
 }

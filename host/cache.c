@@ -62,6 +62,7 @@ int nsp__cache_init(void)
     if (!nsp__caches)
         return -1;
     nsp__rseq_enabled = rseq_available();
+    nsp__magazine_init();
     nsp__virtual = nsp_topo_uses_virtual_cores(nsp__topo);
     const struct nsp_topo *t = nsp__topo;
     for (unsigned i = 0; i < n; i++) {
@@ -69,6 +70,7 @@ int nsp__cache_init(void)
         c->index = i;
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
+        c->mag.cpu = -1;
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             c->bins[k].cpu = -1;
         c->flush_gen = atomic_load(&nsp__sweepgen);
@@ -93,6 +95,10 @@ int nsp__cache_init(void)
                         nsp__caches[t->cpu_to_cache[cpu]].bins[k].cpu = (int32_t)cpu;
                     /* NSP_SECURE keeps its own slot order and checks: no bins there */
                     nsp__caches[t->cpu_to_cache[cpu]].bins_on = !nsp__secure;
+                    /* the remote-free magazine goes with the bins (used through nsp__tb) */
+                    nsp__caches[t->cpu_to_cache[cpu]].mag.cpu = (int64_t)cpu;
+                    atomic_store_explicit(&nsp__caches[t->cpu_to_cache[cpu]].mag.on,
+                                          !nsp__secure, memory_order_relaxed);
                 }
             nsp__os_unmap(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
         }
@@ -216,10 +222,11 @@ static int take_foreign(struct nsp_cache *c)
 /* ---- the bins: detach, fold, attach (cache.h) ---------------------------------------------------- */
 
 #ifdef NSP_RSEQ_LOCKS
-/* The owner's detach: a sequence on cpu whose commit stores key = 0. Once it commits, every other
- * sequence on that cpu has either committed or will restart and read 0. Returns 1 when detached,
- * 0 if the thread is not on cpu, -1 if aborted. */
-static int bin_detach_rseq(struct nsp_bin *b, int cpu)
+/* The owner's detach: a sequence on cpu whose commit stores 0 into *word (a bin's key, a
+ * magazine's `on`). Once it commits, every other sequence on that cpu has either committed or
+ * will restart and read 0. Returns 1 when detached, 0 if the thread is not on cpu, -1 if
+ * aborted. */
+static int word_clear_rseq(_Atomic uint64_t *word, int cpu)
 {
     struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
     int r;
@@ -241,7 +248,7 @@ static int bin_detach_rseq(struct nsp_bin *b, int cpu)
         "5:\n\t"
         "xorl %[r], %[r]\n\t"
         "7:\n\t"
-        : [r] "=&r"(r), [rseq_cs] "=m"(rs->rseq_cs), [key] "=m"(b->key)
+        : [r] "=&r"(r), [rseq_cs] "=m"(rs->rseq_cs), [key] "=m"(*word)
         : [cpu] "r"(cpu), [cpu_id] "m"(rs->cpu_id)
         : "memory", "cc", "rax");
     return r;
@@ -297,6 +304,42 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     atomic_fetch_add(&b->seq, 1);
 }
 
+/* Applies detached magazine of c (magazine.h) and attaches it again, empty. Lock held, on == 0
+ * and fenced: nobody else reads or writes it. */
+static void mag_drain(struct nsp_cache *c)
+{
+    struct nsp_magazine *m = &c->mag;
+    unsigned n = (unsigned)m->count;
+    if (n) {
+        nsp__magazine_apply(m->slot, n);
+        m->flushes += n;
+    }
+    m->count = 0;
+    atomic_store_explicit(&m->on, 1, memory_order_release);
+}
+
+int nsp__cache_flush_magazine(struct nsp_cache *c)
+{
+    struct nsp_magazine *m = &c->mag;
+    if (!atomic_load_explicit(&m->on, memory_order_relaxed) ||
+        !__atomic_load_n(&m->count, __ATOMIC_RELAXED))
+        return 0;
+    int r = 0;
+#ifdef NSP_RSEQ_LOCKS
+    while ((r = word_clear_rseq(&m->on, c->rseq_cpu)) < 0)
+        ;
+#endif
+    if (r == 0) { /* not on the cpu: store, then fence */
+        atomic_store_explicit(&m->on, 0, memory_order_relaxed);
+        if (fence_cpu(c->rseq_cpu) != 0) {
+            atomic_store_explicit(&m->on, 1, memory_order_release);
+            return -1;
+        }
+    }
+    mag_drain(c);
+    return 0;
+}
+
 /* Detaches every attached bin of c (key = 0 on each, then one fence of its cpu) and folds them.
  * c is held by a foreign taker. Returns 0, or -1 if the fence failed (the keys are put back:
  * nobody relied on them, and the cache is then not taken). */
@@ -311,6 +354,12 @@ static int bins_detach_all(struct nsp_cache *c)
             any = 1;
         }
     }
+    /* the magazine too: a cycle's take of the cache applies the remote frees it holds */
+    uint64_t mag_on = atomic_load_explicit(&c->mag.on, memory_order_relaxed);
+    if (mag_on) {
+        atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
+        any = 1;
+    }
     void (*window)(struct nsp_cache *) = atomic_load_explicit(&nsp__test_detach_window,
                                                               memory_order_relaxed);
     if (any && window)
@@ -319,10 +368,14 @@ static int bins_detach_all(struct nsp_cache *c)
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
             if (keys[k])
                 atomic_store_explicit(&c->bins[k].key, keys[k], memory_order_release);
+        if (mag_on)
+            atomic_store_explicit(&c->mag.on, mag_on, memory_order_release);
         return -1;
     }
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
         bin_fold(c, k);
+    if (mag_on)
+        mag_drain(c);
     return 0;
 }
 
@@ -333,7 +386,7 @@ int nsp__cache_settle(struct nsp_cache *c, unsigned cls)
     if (key) {
         int r = 0;
 #ifdef NSP_RSEQ_LOCKS
-        while ((r = bin_detach_rseq(b, c->rseq_cpu)) < 0)
+        while ((r = word_clear_rseq(&b->key, c->rseq_cpu)) < 0)
             ;
 #endif
         if (r == 0) { /* moved off the bin's cpu since taking the lock: store, then fence */
@@ -546,6 +599,7 @@ void nsp__cache_release_all(struct nsp_cache *c)
 
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg)
 {
+    nsp__cache_flush_magazine(c); /* its remote frees first: the releases then count them */
     nsp__cache_release_all(c);
     nsp__ledger_flush(c->pending);
     c->flush_gen = sg;

@@ -3,7 +3,7 @@
  * real machine one restartable bin per size class in front of that span (DESIGN.md §3, "second
  * generation of the fast path").
  *
- * Owns: the caches, their lock word and their bins.
+ * Owns: the caches, their lock word, their bins and their remote-free magazines.
  *
  * The bin (struct nsp_bin). An rseq cache (one cpu, rseq registered, not NSP_SECURE, not the
  * `exact` ledger) keeps, per class, an intrusive free list of objects of its cached span (the
@@ -39,6 +39,14 @@
  * when they take the cache (nsp__cache_lock_foreign), and the owner's next sequence simply misses.
  * Neither the accounting mode nor sweepgen is read on the fast path: both are the slow path's.
  *
+ * The remote-free magazine (magazine.h). A bins cache also collects the cross-core frees of the
+ * threads on its cpu: a restartable push (nsp__mag_push) whose commit stores the count. It is
+ * detached with the bins (`on` = 0 with the keys, one fence) by every foreign taker, which applies
+ * it and attaches it again empty; the owner flushes it under its lock when it is full
+ * (nsp__cache_flush_magazine) and at its next allocation after a cycle (nsp__cache_flush). A bin
+ * push refuses an object whose first word is a magazine's tag, so that a free of an object waiting
+ * in a magazine goes to the locked path, which has that magazine flushed and asks the bits.
+ *
  * The lock word (slow paths and foreign takers only; the bins' fast path never reads it):
  *
  *   lock == 0   free
@@ -70,6 +78,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "magazine.h"
 #include "runtime.h"
 #include "sizeclass.h"
 #include "topology/topology.h"
@@ -119,6 +128,9 @@ struct nsp_cache {
      * read lock-free by tests and stats to show who interrupted a cache. */
     _Atomic uint64_t foreign_takes;
     uint32_t all_held; /* 1 while nsp__cache_lock_all holds it (foreign mutex held) */
+
+    /* remote frees by threads on this cache's cpu (magazine.h); attached with the bins */
+    struct nsp_magazine mag;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
  * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
@@ -255,8 +267,9 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
  * The local free of object p, slot idx of span s: one restartable sequence on the bin's cpu.
  * Inside it, after the key is read (see free_to_bin in alloc.h for why this order): p's alloc
  * bit must be set and its freed bit clear (a listed object freed remotely would be handed out
- * again with that bit set, and the sweep would free it live), and p's first word must not decode to a link of this span (a listed object's
- * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
+ * again with that bit set, and the sweep would free it live), p's first word must not be a
+ * magazine's tag (magazine.h: freed remotely already, waiting for the flush), and it must not
+ * decode to a link of this span (a listed object's does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
  * word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another span,
  * or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try again.
  * asm goto with its scratch in caller-saved registers and the span's fields read inside: no
@@ -291,6 +304,11 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "btq %q[idx], %%rax\n\t" /* and not freed remotely, its freed bit waiting for a sweep */
         "jc %l[miss]\n\t"
         "movq (%[p]), %%rax\n\t"
+        "xorq %[p], %%rax\n\t"
+        "xorq %[mk], %%rax\n\t"
+        "shlq $16, %%rax\n\t"
+        "jz %l[miss]\n\t" /* p's first word is a magazine's tag: p may wait in one */
+        "movq (%[p]), %%rax\n\t"
         "xorq %%r10, %%rax\n\t"
         "jz %l[miss]\n\t" /* p's first word is an encoded end of list */
         "subq 16(%[b]), %%rax\n\t"
@@ -312,10 +330,50 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         ".popsection\n\t"
         :
         : [rs] "r"(__rseq_offset), [b] "r"(b), [s] "r"(s), [idx] "r"((uint64_t)idx), [p] "r"(p),
+          [mk] "m"(nsp__magazine_key),
           [o_base] "i"(offsetof(struct nsp_span, base)),
           [o_bits] "i"(offsetof(struct nsp_span, alloc_bits)),
           [o_freed] "i"(offsetof(struct nsp_span, freed_bits))
         : "memory", "cc", "rax", "r10", "r11"
+        : miss, abort);
+    return 0;
+miss:
+    return 1;
+abort:
+    return 2;
+}
+
+/*
+ * The push of object p into magazine m (magazine.h): one restartable sequence on m's cpu whose
+ * commit stores count + 1, after p was written to the slot past count. Returns 0 when pushed, 1
+ * for a miss (not on the cpu, detached, or full: the caller flushes or frees directly), 2 if the
+ * sequence was aborted: try again.
+ */
+static inline int nsp__mag_push(struct nsp_magazine *m, void *p)
+{
+    __asm__ __volatile__ goto(
+        NSP_RSEQ_CS_DESCRIPTOR
+        "leaq 3b(%%rip), %%rax\n\t"
+        "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
+        "1:\n\t"
+        "movl %%fs:4(%[rs]), %%eax\n\t" /* rseq->cpu_id */
+        "cmpl %%eax, 16(%[m])\n\t"       /* on the magazine's cpu */
+        "jnz %l[miss]\n\t"
+        "cmpq $0, 8(%[m])\n\t" /* attached */
+        "jz %l[miss]\n\t"
+        "movq (%[m]), %%rax\n\t"
+        "cmpq %[slots], %%rax\n\t" /* full */
+        "jae %l[miss]\n\t"
+        "movq %[p], 32(%[m],%%rax,8)\n\t"
+        "incq %%rax\n\t"
+        "movq %%rax, (%[m])\n\t" /* the commit: the push */
+        "2:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
+        "jmp %l[abort]\n\t"
+        ".popsection\n\t"
+        :
+        : [rs] "r"(__rseq_offset), [m] "r"(m), [p] "r"(p), [slots] "i"(NSP_MAG_SLOTS)
+        : "memory", "cc", "rax"
         : miss, abort);
     return 0;
 miss:
@@ -504,6 +562,11 @@ int nsp__cache_span_counts(const struct nsp_span *s, struct nsp_cached_counts *o
  * owner: a value torn by an operation in flight only reads as "changed", the safe side.
  * *held gets the bytes of spans it holds, read in the same pass. */
 uint64_t nsp__cache_fingerprint(const struct nsp_cache *c, size_t *held);
+
+/* Detaches c's magazine, applies what it holds (remote frees, sorted by span) and attaches it
+ * again empty. Lock held. Returns 0, or -1 if its cpu could not be fenced (left as it was). */
+int nsp__cache_flush_magazine(struct nsp_cache *c);
+
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);

@@ -56,6 +56,57 @@ static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
 }
 #endif
 
+#ifdef NSP_RSEQ_LOCKS
+/* p's first word is a magazine's tag (magazine.h): p may wait in cache ci's magazine, freed
+ * already though its bits say allocated. That magazine is flushed (the cache taken, which applies
+ * it), so that the bits answer; a cache that stays busy is left alone, and the free is then
+ * decided by the bits as they are (as a free racing the first is, span.h). errno kept. */
+static __attribute__((noinline)) void flush_magazine_of(int64_t ci)
+{
+    if (ci >= (int64_t)nsp__ncaches || !nsp__caches[ci].bins_on)
+        return;
+    int saved = errno;
+    struct nsp_cache *c = &nsp__caches[ci];
+    for (int tries = 0; tries < 100; tries++) {
+        if (nsp__cache_lock_foreign(c)) {
+            nsp__cache_unlock(c);
+            break;
+        }
+        sched_yield();
+    }
+    errno = saved;
+}
+
+/* A remote free into the thread's cpu's magazine (magazine.h): 1 when pushed, 0 when it must go
+ * the direct way (no magazine here, the object not plainly allocated — the direct path reports
+ * it —, or the magazine full and the cache busy). A full magazine is flushed by taking the cache
+ * and pushed into again. */
+static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
+{
+    struct nsp_cache *tb = nsp__tb;
+    if (!tb || !nsp__span_slot_live(s, idx))
+        return 0;
+    for (int tries = 0; tries < 2; tries++) {
+        *(uint64_t *)p = nsp__magazine_tag(p, tb->index); /* rewritten if the push moves on */
+        int r;
+        while (unlikely((r = nsp__mag_push(&tb->mag, p)) == 2))
+            ;
+        if (likely(r == 0))
+            return 1;
+        if (tries)
+            break;
+        struct nsp_cache *c = nsp__cache_acquire(); /* may move nsp__tb to another cpu's cache */
+        if (!c)
+            return 0;
+        int flushed = nsp__cache_flush_magazine(c);
+        nsp__cache_unlock(c);
+        if (flushed != 0 || !(tb = nsp__tb))
+            return 0;
+    }
+    return 0;
+}
+#endif
+
 static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
 {
 #ifdef NSP_RSEQ_LOCKS
@@ -73,6 +124,12 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
      * to come (heapLive then differed from the sum of the charges, NSP_DEBUG=1 found it). The
      * other modes wait for the sweep. */
     int exact = nsp__ledger_exact();
+#ifdef NSP_RSEQ_LOCKS
+    /* batched: one atomic OR per (span, bitmap word) at the flush (`exact` has no bins, so no
+     * magazine: it charges each free as it happens) */
+    if (!exact && free_to_magazine(s, idx, p))
+        return;
+#endif
     if (exact)
         nsp__ledger_exact_objects(s, -1, NULL);
     int r = nsp__span_free_remote(s, idx);
@@ -92,6 +149,12 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 {
     if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
         nsp__secure_free(s, idx, p);
+#ifdef NSP_RSEQ_LOCKS
+    /* freed already into a magazine? that one is flushed first, and the bits then answer */
+    int64_t mag = nsp__magazine_tagged(p);
+    if (unlikely(mag >= 0))
+        flush_magazine_of(mag);
+#endif
     uint32_t hint = nsp__cache_hint();
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
         (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
@@ -149,6 +212,11 @@ __attribute__((noinline)) void nsp__free_any(void *p)
 int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
 {
     (void)p; /* without rseq there are no bins to ask */
+#ifdef NSP_RSEQ_LOCKS
+    int64_t mag = nsp__magazine_tagged(p); /* waiting in a magazine: flushed, then asked */
+    if (mag >= 0)
+        flush_magazine_of(mag);
+#endif
     if (!nsp__span_slot_live(s, idx))
         return 0;
 #ifdef NSP_RSEQ_LOCKS

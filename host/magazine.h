@@ -1,0 +1,80 @@
+/*
+ * host/magazine.h — per-core remote-free magazines: cross-core frees collected per core and
+ * applied in batches sorted by span (DESIGN.md §3, "Remote frees in batches").
+ *
+ * Owns: struct nsp_magazine, the objects' tag, and the flush. The push (a restartable sequence
+ * on the core's cpu) and who may flush when are the core cache's (cache.h), since a magazine
+ * lives in its cache and is detached with its bins.
+ *
+ *   count   objects in slot[0..count): committed by the push sequence, whose commit IS the push
+ *           (the slot is written first; a sequence that restarts only rewrites a slot past count)
+ *   on      0: detached. The push misses, and the free goes the direct way (one atomic OR). Only
+ *           the holder of the cache's lock detaches a magazine (a sequence on its cpu whose
+ *           commit stores 0, or a store of 0 and a fence of the cpu), flushes it and attaches it
+ *           again (count = 0, then on = 1 with release).
+ *
+ * An object in a magazine is still allocated from its span's view (alloc bit set, freed bit
+ * clear), exactly as it was before the free: the ledger and the sweeps see nothing until the
+ * flush, which makes it a remote free (its freed bit), so every cycle's foreign take of the cache
+ * (which flushes the magazine) leaves the ledger's invariants as a direct remote free would.
+ *
+ * The tag. A pushed object's first word holds p ^ nsp__magazine_key ^ (cache << 48). A second
+ * free of an object waiting in a magazine would otherwise pass every check (its bits say
+ * allocated): the free paths test the tag (the bins' push inside its sequence, the locked and
+ * remote paths here), and a tagged object has the named cache's magazine flushed before its
+ * free is decided by the bits, so that a double free through a magazine is reported at the
+ * second free, naming the pointer, as a direct one is. The tag is a hint (a flushed object keeps
+ * it until it is written again): a flush settles it, never a false report.
+ *
+ * The flush sorts the objects by address, so that a span's objects and a bitmap word's bits come
+ * together: one atomic OR per (span, bitmap word), `dirty` set once and FULL -> PARTIAL woken once
+ * per span. A bit already set there, or an object listed twice, is a double free that raced the
+ * tag's check: reported with its pointer at the flush.
+ */
+#ifndef NSP_HOST_MAGAZINE_H
+#define NSP_HOST_MAGAZINE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "types.h"
+
+#define NSP_MAG_SLOTS 60
+
+struct nsp_magazine {
+    uint64_t count;       /* offset 0: the push's commit */
+    _Atomic uint64_t on;  /* offset 8: 0 = detached */
+    int64_t cpu;          /* offset 16: the cache's rseq cpu, copied for the sequence */
+    uint64_t flushes;     /* objects flushed (lock holder) */
+    uintptr_t slot[NSP_MAG_SLOTS]; /* offset 32 */
+} __attribute__((aligned(NSP_CACHE_LINE)));
+/* the push sequence (cache.h) addresses these fields by offset */
+_Static_assert(__builtin_offsetof(struct nsp_magazine, on) == 8 &&
+                   __builtin_offsetof(struct nsp_magazine, cpu) == 16 &&
+                   __builtin_offsetof(struct nsp_magazine, slot) == 32,
+               "nsp__mag_push's offsets");
+
+extern uint64_t nsp__magazine_key;
+
+/* Sets the tag's key (once, with the caches). */
+void nsp__magazine_init(void);
+
+/* The tag written into object p pushed into cache ci's magazine. */
+static inline uint64_t nsp__magazine_tag(const void *p, uint32_t ci)
+{
+    return (uint64_t)(uintptr_t)p ^ nsp__magazine_key ^ ((uint64_t)ci << 48);
+}
+
+/* The cache whose magazine p's tag names, or -1 when p's first word is not a tag. */
+static inline int64_t nsp__magazine_tagged(const void *p)
+{
+    uint64_t x = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ nsp__magazine_key ^
+                 (uint64_t)(uintptr_t)p;
+    return x << 16 ? -1 : (int64_t)((x >> 48) & 0x7fff);
+}
+
+/* Applies objs[0..n) as remote frees, sorted by span (the array is sorted in place). errno
+ * kept. */
+void nsp__magazine_apply(uintptr_t *objs, unsigned n);
+
+#endif /* NSP_HOST_MAGAZINE_H */

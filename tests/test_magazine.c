@@ -1,0 +1,391 @@
+/*
+ * tests/test_magazine.c — the per-core remote-free magazines (host/magazine.h) and their flush.
+ *
+ * Deterministic steps on the real machine (rseq: the magazines go with the bins), one thread per
+ * step pinned to a cpu and joined, so that the order is the test's:
+ *   - a free from another cpu waits in that cpu's magazine (tagged, still allocated) until the
+ *     cache is taken, which applies it (one freed bit);
+ *   - a second free of an object waiting in a magazine is reported at that second free, naming
+ *     it, and the object is freed once (remote then remote, remote then local);
+ *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
+ *     with the charges, and heapLive + pending comes back to what it was once all is freed;
+ * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
+ * cpus, which check the pattern and free them, while the main thread runs cycles and reads stats;
+ * at the end every object is intact, no error was counted, the heap validates and the ledger's
+ * recount agrees. Elsewhere (virtual cores, no rseq, TSan) the deterministic cases skip visibly;
+ * the stress runs on the direct path.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/cache.h"
+#include "host/check.h"
+#include "host/ledger.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/span.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+#define SZ 200
+
+static int cpu_a = -1, cpu_b = -1;
+
+static uint64_t errors(enum nsp_error_kind k)
+{
+    return atomic_load(&nsp__errors[k]);
+}
+
+/* Two cpus and the magazines on: 1, else 0 with the reason printed. */
+static int ready(const char *name)
+{
+    free(malloc(SZ));
+    nsp__on_error = NSP_ON_ERROR_WARN; /* count the double frees these tests commit */
+    cpu_set_t all;
+    if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) {
+        fprintf(stderr, "%s: skipped: fewer than two cpus\n", name);
+        return 0;
+    }
+    cpu_a = cpu_b = -1;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &all)) {
+            if (cpu_a < 0)
+                cpu_a = i;
+            else if (cpu_b < 0)
+                cpu_b = i;
+        }
+    /* the main thread stays on cpu a: its own frees (Check's) never go into b's magazine */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu_a, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        fprintf(stderr, "%s: skipped: cannot pin the thread to cpu %d\n", name, cpu_a);
+        return 0;
+    }
+    free(malloc(SZ)); /* nsp__tb: cpu a's cache */
+    if (!nsp__tb || !nsp__caches[nsp__topo->cpu_to_cache[cpu_a]].bins_on ||
+        !nsp__caches[nsp__topo->cpu_to_cache[cpu_b]].bins_on) {
+        fprintf(stderr, "%s: skipped: no magazines here (no rseq, virtual cores, NSP_SECURE or "
+                        "exact)\n", name);
+        return 0;
+    }
+    return 1;
+}
+
+static struct nsp_cache *cache_of(int cpu)
+{
+    return &nsp__caches[nsp__topo->cpu_to_cache[cpu]];
+}
+
+struct step {
+    int cpu;
+    void (*fn)(void *);
+    void *arg;
+    int ran;
+};
+
+static void *step_main(void *arg)
+{
+    struct step *st = arg;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(st->cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0 || sched_getcpu() != st->cpu)
+        return NULL;
+    st->fn(st->arg);
+    st->ran = 1;
+    return NULL;
+}
+
+/* Runs fn(arg) on a thread pinned to cpu, and waits for it. */
+static void on_cpu(int cpu, void (*fn)(void *), void *arg)
+{
+    struct step st = {cpu, fn, arg, 0};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, step_main, &st), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(st.ran, "could not run a step on cpu %d", cpu);
+}
+
+static void do_malloc(void *arg)
+{
+    *(void **)arg = malloc(SZ);
+    memset(*(void **)arg, 0x5a, SZ);
+}
+
+static void do_free(void *arg)
+{
+    free(*(void **)arg);
+}
+
+/* Takes cache c the way a cycle does (which flushes its magazine) and gives it back. */
+static void take(struct nsp_cache *c)
+{
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1);
+    nsp__cache_unlock(c);
+}
+
+static int waits_in(const struct nsp_cache *c, const void *p)
+{
+    for (uint64_t i = 0; i < c->mag.count; i++)
+        if (c->mag.slot[i] == (uintptr_t)p)
+            return 1;
+    return 0;
+}
+
+static int live(const void *p)
+{
+    struct nsp_span *s = nsp__span_of(p);
+    return nsp__span_slot_live(s, nsp__span_index(s, (uintptr_t)p));
+}
+
+START_TEST(a_remote_free_waits_until_the_cache_is_taken)
+{
+    if (!ready("a_remote_free_waits_until_the_cache_is_taken"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b); /* its magazine empty */
+    void *p;
+    on_cpu(cpu_a, do_malloc, &p);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, &p);
+    int waiting = waits_in(b, p), live_then = live(p);
+    int64_t tag = nsp__magazine_tagged(p);
+    take(b);
+    int still = waits_in(b, p);
+    ck_assert_int_eq(waiting, 1);
+    ck_assert_int_eq(live_then, 1); /* from its span's view, not freed yet */
+    ck_assert_int_eq(tag, (int64_t)b->index);
+    ck_assert_int_eq(still, 0);
+    ck_assert_int_eq(live(p), 0); /* the flush applied it: freed once */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+}
+END_TEST
+
+START_TEST(a_double_free_through_a_magazine_is_reported_at_once)
+{
+    if (!ready("a_double_free_through_a_magazine_is_reported_at_once"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    void *p;
+    on_cpu(cpu_a, do_malloc, &p);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, &p);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+    on_cpu(cpu_b, do_free, &p); /* the second free: the magazine flushed, the bit answers */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    take(b);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1); /* and once only */
+    ck_assert_int_eq(live(p), 0);
+}
+END_TEST
+
+START_TEST(a_local_free_after_a_remote_one_in_a_magazine_is_reported)
+{
+    if (!ready("a_local_free_after_a_remote_one_in_a_magazine_is_reported"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    void *p;
+    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, &p);
+    on_cpu(cpu_a, do_free, &p); /* the push refuses the tag; the locked path flushes b */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    ck_assert_int_eq(waits_in(b, p), 0);
+    take(cache_of(cpu_a));
+    take(b);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    ck_assert_int_eq(live(p), 0);
+    /* not listed in a's bin either: the next allocations there never give it out twice */
+    void *q[64];
+    int seen = 0;
+    for (int i = 0; i < 64; i++) {
+        on_cpu(cpu_a, do_malloc, &q[i]);
+        seen += q[i] == p;
+    }
+    for (int i = 0; i < 64; i++)
+        on_cpu(cpu_a, do_free, &q[i]);
+    ck_assert_int_le(seen, 1);
+}
+END_TEST
+
+#define NCYCLE 40
+
+static void free_all(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NCYCLE; i++)
+        free(v[i]);
+}
+
+static void malloc_all(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NCYCLE; i++)
+        v[i] = malloc(SZ + (size_t)i * 24);
+}
+
+START_TEST(a_cycle_flushes_the_magazines_and_the_ledger_holds)
+{
+    if (!ready("a_cycle_flushes_the_magazines_and_the_ledger_holds"))
+        return;
+    /* Check's successful asserts allocate: values are read first, asserted at the end */
+    static void *v[NCYCLE];
+    /* a thread's first creation allocates what glibc keeps for the next (its dtv): done first */
+    on_cpu(cpu_a, malloc_all, v);
+    on_cpu(cpu_b, free_all, v);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t before = pi.heap_live[0] + pi.pending[0];
+    on_cpu(cpu_a, malloc_all, v);
+    on_cpu(cpu_b, free_all, v); /* all remote: into b's magazine */
+    uint64_t waiting = cache_of(cpu_b)->mag.count;
+    nsp_pacer_cycle();
+    uint64_t after_cycle = cache_of(cpu_b)->mag.count;
+    unsigned node;
+    int64_t ledger, charges;
+    int rc = nsp__ledger_recount(1, &node, &ledger, &charges);
+    int freed = 0;
+    for (int i = 0; i < NCYCLE; i++)
+        freed += nsp__span_of(v[i]) == NULL || !live(v[i]);
+    nsp_pacer_cycle();
+    nsp_pacer_get(&pi);
+    int64_t after = pi.heap_live[0] + pi.pending[0];
+    ck_assert_uint_ge(waiting, 1);
+    ck_assert_uint_eq(after_cycle, 0);
+    ck_assert_msg(rc == 0, "recount: node %u heapLive + pending %lld != charges %lld", node,
+                  (long long)ledger, (long long)charges);
+    ck_assert_int_eq(freed, NCYCLE);
+    ck_assert_int_eq(after, before);
+}
+END_TEST
+
+/* ---- stress: objects handed across cpus, patterns checked ---------------------------------- */
+
+#define STRESS_THREADS 8
+#define RING 256
+#define STRESS_OPS 60000
+
+struct ring {
+    _Atomic uint64_t head, tail;
+    void *slot[RING];
+};
+static struct ring rings[STRESS_THREADS];
+static _Atomic int bad_objects, stress_done;
+
+static size_t size_of(uint64_t k)
+{
+    return 8 + (k * 2654435761u) % 1200;
+}
+
+static void fill(void *p, size_t n, uint64_t k)
+{
+    memcpy(p, &k, sizeof k);
+    memset((char *)p + 8, (int)(k & 0xff), n - 8);
+}
+
+static int intact(const void *p, size_t n, uint64_t k)
+{
+    uint64_t got;
+    memcpy(&got, p, sizeof got);
+    if (got != k)
+        return 0;
+    for (size_t i = 8; i < n; i++)
+        if (((const unsigned char *)p)[i] != (unsigned char)(k & 0xff))
+            return 0;
+    return 1;
+}
+
+/* Thread i produces into ring i and consumes ring (i + 1) % n: every object it frees was
+ * allocated by another thread (on another cpu half of the time), so frees are remote. */
+static void *stress_thread(void *arg)
+{
+    unsigned i = (unsigned)(uintptr_t)arg;
+    struct ring *out = &rings[i], *in = &rings[(i + 1) % STRESS_THREADS];
+    uint64_t made = 0, taken = 0;
+    while (made < STRESS_OPS || taken < STRESS_OPS) {
+        if (made < STRESS_OPS &&
+            made - atomic_load_explicit(&out->tail, memory_order_acquire) < RING) {
+            uint64_t k = ((uint64_t)i << 32) | made;
+            size_t n = size_of(k);
+            void *p = malloc(n);
+            if (!p) {
+                atomic_fetch_add(&bad_objects, 1);
+                break;
+            }
+            fill(p, n, k);
+            out->slot[made % RING] = p;
+            atomic_store_explicit(&out->head, ++made, memory_order_release);
+        }
+        if (taken < atomic_load_explicit(&in->head, memory_order_acquire)) {
+            uint64_t k = ((uint64_t)((i + 1) % STRESS_THREADS) << 32) | taken;
+            void *p = in->slot[taken % RING];
+            if (!intact(p, size_of(k), k))
+                atomic_fetch_add(&bad_objects, 1);
+            free(p);
+            atomic_store_explicit(&in->tail, ++taken, memory_order_release);
+        } else if (made >= STRESS_OPS) {
+            sched_yield();
+        }
+    }
+    atomic_fetch_add(&stress_done, 1);
+    return NULL;
+}
+
+START_TEST(objects_handed_across_cpus_stay_intact)
+{
+    free(malloc(1));
+    uint64_t dbl = errors(NSP_ERR_DOUBLE_FREE), fl = errors(NSP_ERR_FREE_LIST);
+    pthread_t t[STRESS_THREADS];
+    for (unsigned i = 0; i < STRESS_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, stress_thread, (void *)(uintptr_t)i), 0);
+    /* foreign takers meanwhile: cycles (which flush the magazines) and stats */
+    unsigned cycles = 0;
+    while (atomic_load(&stress_done) < STRESS_THREADS) {
+        nsp_pacer_cycle();
+        nsp_stats_t st;
+        nsp_stats_get(&st);
+        cycles++;
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (unsigned i = 0; i < STRESS_THREADS; i++)
+        pthread_join(t[i], NULL);
+    nsp_pacer_cycle();
+    char why[256];
+    int heap = nsp_heap_check(why, sizeof why);
+    unsigned node;
+    int64_t ledger, charges;
+    int rc = nsp__ledger_recount(1, &node, &ledger, &charges);
+    ck_assert_int_eq(atomic_load(&bad_objects), 0);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl);
+    ck_assert_uint_eq(errors(NSP_ERR_FREE_LIST), fl);
+    ck_assert_msg(heap == 0, "heap check: %s", why);
+    ck_assert_msg(rc == 0, "recount: node %u heapLive + pending %lld != charges %lld", node,
+                  (long long)ledger, (long long)charges);
+    ck_assert_uint_ge(cycles, 1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("magazine");
+    TCase *tc = tcase_create("magazine");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, a_remote_free_waits_until_the_cache_is_taken);
+    tcase_add_test(tc, a_double_free_through_a_magazine_is_reported_at_once);
+    tcase_add_test(tc, a_local_free_after_a_remote_one_in_a_magazine_is_reported);
+    tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
+    tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
+    suite_add_tcase(s, tc);
+    return nsp_run_suite(s);
+}
