@@ -318,12 +318,11 @@ static void mag_drain(struct nsp_cache *c)
     atomic_store_explicit(&m->on, 1, memory_order_release);
 }
 
-int nsp__cache_flush_magazine(struct nsp_cache *c)
+/* Detaches c's magazine by the owner's sequence (or a store and a fence off its cpu): 0, or -1
+ * if the cpu could not be fenced (left attached). Lock held. */
+static int mag_detach(struct nsp_cache *c)
 {
     struct nsp_magazine *m = &c->mag;
-    if (!atomic_load_explicit(&m->on, memory_order_relaxed) ||
-        !__atomic_load_n(&m->count, __ATOMIC_RELAXED))
-        return 0;
     int r = 0;
 #ifdef NSP_RSEQ_LOCKS
     while ((r = word_clear_rseq(&m->on, c->rseq_cpu)) < 0)
@@ -336,6 +335,32 @@ int nsp__cache_flush_magazine(struct nsp_cache *c)
             return -1;
         }
     }
+    return 0;
+}
+
+unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out)
+{
+    struct nsp_magazine *m = &c->mag;
+    if (!atomic_load_explicit(&m->on, memory_order_relaxed) ||
+        !__atomic_load_n(&m->count, __ATOMIC_RELAXED) || mag_detach(c) != 0)
+        return 0;
+    unsigned n = (unsigned)m->count;
+    for (unsigned i = 0; i < n; i++)
+        out[i] = m->slot[i];
+    m->flushes += n;
+    m->count = 0;
+    atomic_store_explicit(&m->on, 1, memory_order_release);
+    return n;
+}
+
+int nsp__cache_flush_magazine(struct nsp_cache *c)
+{
+    struct nsp_magazine *m = &c->mag;
+    if (!atomic_load_explicit(&m->on, memory_order_relaxed) ||
+        !__atomic_load_n(&m->count, __ATOMIC_RELAXED))
+        return 0;
+    if (mag_detach(c) != 0)
+        return -1;
     mag_drain(c);
     return 0;
 }

@@ -566,6 +566,11 @@ uint64_t nsp__cache_fingerprint(const struct nsp_cache *c, size_t *held);
 /* Detaches c's magazine, applies what it holds (remote frees, sorted by span) and attaches it
  * again empty. Lock held. Returns 0, or -1 if its cpu could not be fenced (left as it was). */
 int nsp__cache_flush_magazine(struct nsp_cache *c);
+/* The owner's flush when its magazine is full: detaches it, copies what it holds to out (at
+ * least NSP_MAG_SLOTS), attaches it again empty and returns the count; the caller applies them
+ * (nsp__magazine_apply) after giving the lock back, so that a sort and sixty atomic ORs are not
+ * paid holding the cache (every other thread of the cpu would find it busy). Lock held. */
+unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out);
 
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */

@@ -98,9 +98,13 @@ static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
         struct nsp_cache *c = nsp__cache_acquire(); /* may move nsp__tb to another cpu's cache */
         if (!c)
             return 0;
-        int flushed = nsp__cache_flush_magazine(c);
+        uintptr_t objs[NSP_MAG_SLOTS];
+        unsigned n = nsp__cache_take_magazine(c, objs);
         nsp__cache_unlock(c);
-        if (flushed != 0 || !(tb = nsp__tb))
+        /* applied without the cache: in between, these frees are in flight (a racing second
+         * free of one is reported by the apply, naming it) */
+        nsp__magazine_apply(objs, n);
+        if (!(tb = nsp__tb))
             return 0;
     }
     return 0;
