@@ -183,7 +183,8 @@ static struct nsp_span *pop_swept(struct nsp_central *c)
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache)
 {
     struct nsp_central *c = nsp__central(node, cls);
-    pthread_mutex_lock(&c->lock);
+    if (pthread_mutex_trylock(&c->lock) != 0) /* never wait holding a cache (central.h) */
+        return NULL;
     struct nsp_span *s;
     while ((s = pop_swept(c))) {
         if (s->alloc_count < s->nelems) {

@@ -49,7 +49,9 @@ int nsp__central_init(unsigned nnodes);
 
 /* cacheSpan: a swept span of class cls with a free slot, CACHED by cache, from node's central or,
  * when it has none, carved from node's page heap (or the nearest node with room). NULL if no node
- * has memory. */
+ * has memory, or if the central's mutex is held: the caller holds its cache's lock, and waiting
+ * there made every other thread of its cpu find the cache busy for as long (the caller's miss
+ * then goes to the node's transfer, without the cache). */
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache);
 /* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots); the
  * cache made `mallocs` allocations from it (the class's counter). The ledger's release is the
