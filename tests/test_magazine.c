@@ -14,6 +14,9 @@
  * at the end every object is intact, no error was counted, the heap validates and the ledger's
  * recount agrees. Elsewhere (virtual cores, no rseq, TSan) the deterministic cases skip visibly;
  * the stress runs on the direct path.
+ *
+ * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's,
+ * and these tests are about numaspan's.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -45,7 +48,7 @@ static uint64_t errors(enum nsp_error_kind k)
 /* Two cpus and the magazines on: 1, else 0 with the reason printed. */
 static int ready(const char *name)
 {
-    free(malloc(SZ));
+    nsp_free(nsp_malloc(SZ));
     nsp__on_error = NSP_ON_ERROR_WARN; /* count the double frees these tests commit */
     cpu_set_t all;
     if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) {
@@ -68,7 +71,7 @@ static int ready(const char *name)
         fprintf(stderr, "%s: skipped: cannot pin the thread to cpu %d\n", name, cpu_a);
         return 0;
     }
-    free(malloc(SZ)); /* nsp__tb: cpu a's cache */
+    nsp_free(nsp_malloc(SZ)); /* nsp__tb: cpu a's cache */
     if (!nsp__tb || !nsp__caches[nsp__topo->cpu_to_cache[cpu_a]].bins_on ||
         !nsp__caches[nsp__topo->cpu_to_cache[cpu_b]].bins_on) {
         fprintf(stderr, "%s: skipped: no magazines here (no rseq, virtual cores, NSP_SECURE or "
@@ -115,13 +118,13 @@ static void on_cpu(int cpu, void (*fn)(void *), void *arg)
 
 static void do_malloc(void *arg)
 {
-    *(void **)arg = malloc(SZ);
+    *(void **)arg = nsp_malloc(SZ);
     memset(*(void **)arg, 0x5a, SZ);
 }
 
 static void do_free(void *arg)
 {
-    free(*(void **)arg);
+    nsp_free(*(void **)arg);
 }
 
 /* Takes cache c the way a cycle does (which flushes its magazine) and gives it back. */
@@ -223,14 +226,14 @@ static void free_all(void *arg)
 {
     void **v = arg;
     for (int i = 0; i < NCYCLE; i++)
-        free(v[i]);
+        nsp_free(v[i]);
 }
 
 static void malloc_all(void *arg)
 {
     void **v = arg;
     for (int i = 0; i < NCYCLE; i++)
-        v[i] = malloc(SZ + (size_t)i * 24);
+        v[i] = nsp_malloc(SZ + (size_t)i * 24);
 }
 
 START_TEST(a_cycle_flushes_the_magazines_and_the_ledger_holds)
@@ -317,7 +320,7 @@ static void *stress_thread(void *arg)
             made - atomic_load_explicit(&out->tail, memory_order_acquire) < RING) {
             uint64_t k = ((uint64_t)i << 32) | made;
             size_t n = size_of(k);
-            void *p = malloc(n);
+            void *p = nsp_malloc(n);
             if (!p) {
                 atomic_fetch_add(&bad_objects, 1);
                 break;
@@ -331,7 +334,7 @@ static void *stress_thread(void *arg)
             void *p = in->slot[taken % RING];
             if (!intact(p, size_of(k), k))
                 atomic_fetch_add(&bad_objects, 1);
-            free(p);
+            nsp_free(p);
             atomic_store_explicit(&in->tail, ++taken, memory_order_release);
         } else if (made >= STRESS_OPS) {
             sched_yield();
@@ -343,7 +346,7 @@ static void *stress_thread(void *arg)
 
 START_TEST(objects_handed_across_cpus_stay_intact)
 {
-    free(malloc(1));
+    nsp_free(nsp_malloc(1));
     uint64_t dbl = errors(NSP_ERR_DOUBLE_FREE), fl = errors(NSP_ERR_FREE_LIST);
     pthread_t t[STRESS_THREADS];
     for (unsigned i = 0; i < STRESS_THREADS; i++)

@@ -11,6 +11,9 @@
  *   - a cycle gives the batch back: slots empty, the objects free in their spans, and the ledger
  *     (heapLive + pending) back to what it was plus the one object still live;
  *   - a link overwritten while it waits is reported when the chain is taken, never followed.
+ *
+ * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's,
+ * and these tests are about numaspan's.
  */
 #include <check.h>
 #include <stdint.h>
@@ -63,7 +66,7 @@ static int64_t ledger_now(void)
 
 static void setup(void)
 {
-    free(malloc(1)); /* initialised */
+    nsp_free(nsp_malloc(1)); /* initialised */
     nsp__on_error = NSP_ON_ERROR_WARN;
     cls = nsp__size_to_class(SZ);
     nsp_pacer_cycle(); /* every transfer empty, the ledger settled */
@@ -95,8 +98,8 @@ START_TEST(one_call_moves_a_batch)
     /* the next call takes from the batch: no new one */
     void *q = nsp__central_alloc_busy(0, cls);
     ck_assert_uint_eq(waiting(w, NSP_TRANSFER_BATCH_MAX), nsp__transfer_batch(cls) - 2);
-    free(q);
-    free(p);
+    nsp_free(q);
+    nsp_free(p);
 }
 END_TEST
 
@@ -114,11 +117,11 @@ START_TEST(double_free_of_a_waiting_object_is_caught)
     struct nsp_span *s = nsp__span_of((void *)x);
     uint32_t idx = nsp__span_index(s, x);
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    free((void *)x);
+    nsp_free((void *)x);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
     ck_assert_uint_eq((atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1, 0);
     ck_assert_int_eq(nsp__span_slot_live(s, idx), 1); /* still the transfer's */
-    free(p);
+    nsp_free(p);
 }
 END_TEST
 
@@ -139,7 +142,7 @@ START_TEST(a_cycle_gives_the_batch_back)
         live += (unsigned)nsp__span_slot_live(s, nsp__span_index(s, w[i]));
     }
     int64_t elem = p ? (int64_t)nsp__span_of(p)->elemsize : 0;
-    free(p);
+    nsp_free(p);
     nsp_pacer_cycle();
     int64_t end = ledger_now();
     ck_assert_ptr_nonnull(p);
@@ -173,10 +176,10 @@ START_TEST(an_overwritten_link_is_reported_not_followed)
     void *c = nsp__central_alloc_busy(0, cls);
     for (unsigned i = 2; i < n; i++)
         ck_assert_ptr_ne(c, (void *)w[i]);
-    free(a);
-    free(b);
-    free(c);
-    free(p);
+    nsp_free(a);
+    nsp_free(b);
+    nsp_free(c);
+    nsp_free(p);
 }
 END_TEST
 
