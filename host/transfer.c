@@ -44,15 +44,24 @@ static int link_ok(uintptr_t v, unsigned cls)
     return s && s->sizeclass == cls && nsp__span_index(s, v) != UINT32_MAX;
 }
 
-uintptr_t nsp__transfer_next(uintptr_t p, unsigned cls)
+/* p's next object; *ok = 0 (reported) when p's link was overwritten while it waited. */
+static uintptr_t next_of(uintptr_t p, unsigned cls, int *ok)
 {
     uintptr_t v = (uintptr_t)(*(const uint64_t *)p ^ nsp__transfer_key);
-    if (__builtin_expect(!link_ok(v, cls), 0)) {
-        /* overwritten while it waited (a write after free): what follows is lost, not aliased */
+    *ok = link_ok(v, cls);
+    if (__builtin_expect(!*ok, 0)) {
+        /* overwritten while it waited: a write after free, or a second free that pushed it into
+         * a bin (whose link it now holds): what follows is lost, not aliased */
         nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)p);
         return 0;
     }
     return v;
+}
+
+uintptr_t nsp__transfer_next(uintptr_t p, unsigned cls)
+{
+    int ok;
+    return next_of(p, cls, &ok);
 }
 
 /* The slot a thread tries first: its cpu's, so that threads of different cpus take and put on
@@ -88,7 +97,10 @@ void *nsp__transfer_take(struct nsp_transfer *t, unsigned cls, uintptr_t *spill)
         uintptr_t p = atomic_exchange_explicit(&t->slot[i].v, 0, memory_order_acquire);
         if (!p)
             continue;
-        uintptr_t rest = nsp__transfer_next(p, cls);
+        int ok;
+        uintptr_t rest = next_of(p, cls, &ok);
+        if (!ok) /* p itself was written meanwhile: it may be in a bin too, never hand it out */
+            continue;
         if (rest && put_chain(t, rest, i) != 0)
             *spill = rest;
         *(uint64_t *)p = 0; /* the program's now: it must not look listed */

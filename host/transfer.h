@@ -23,7 +23,10 @@
  * a small integer; a taker checks every link (an object of the class, at a slot's start) before
  * following it, and a free of an object that decodes so (a double free of an object waiting in a
  * chain: its alloc bit is set) is reported (nsp__transfer_lists). A taker zeroes the word of the
- * object it hands out, so that the program's object does not look listed.
+ * object it hands out, so that the program's object does not look listed. A bin's push does not
+ * decode transfer links: a second free of a waiting object by the cpu whose bin holds its span
+ * is pushed there, and it overwrites the link; the taker that reaches that object then reports
+ * it (naming it) and drops it with the rest of its chain, so it is handed out once, by the bin.
  */
 #ifndef NSP_HOST_TRANSFER_H
 #define NSP_HOST_TRANSFER_H
