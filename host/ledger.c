@@ -2,8 +2,9 @@
  * host/ledger.c — the ledger's events (see ledger.h for the rule, the table and the invariants).
  *
  * The ledger reaches the pacer in one place, through hooks: a positive change that takes the
- * heap across nsp__pacer_notify calls nsp__ledger_crossed, or its node across the node's
- * nsp__node_notify calls nsp__ledger_node_crossed (per-node pacing); the pacer installs both at
+ * heap across nsp__pacer_notify calls nsp__ledger_crossed, and one that takes its node across
+ * the node's nsp__node_notify calls nsp__ledger_node_crossed (per-node pacing; both may be
+ * called for one change); the pacer installs both at
  * its init. The ledger does not call the pacer by name, so it stays below it (DESIGN.md §2).
  *
  * A change of a span's charge is two steps (the charge, then heapLive[node]), so whoever reads
@@ -60,8 +61,13 @@ static void apply(unsigned node, int64_t delta)
                 atomic_load_explicit(&nsp__ledger_crossed, memory_order_relaxed);
             if (crossed)
                 crossed(total);
-        } else if (hl >= atomic_load_explicit(&nsp__node_notify[node], memory_order_relaxed)) {
-            /* the node at its own trigger (per-node pacing) */
+        }
+        /* the node at its own trigger (per-node pacing), whether or not the heap is: while a
+         * concurrent cycle runs the pacer hears of every positive change of the heap, and a
+         * node at its own goal must still be held there (its back-pressure); measured, with
+         * the node told only when the heap was not, a node's program took its node to 1.7x
+         * its goal during cycles */
+        if (hl >= atomic_load_explicit(&nsp__node_notify[node], memory_order_relaxed)) {
             void (*node_crossed)(unsigned, int64_t) =
                 atomic_load_explicit(&nsp__ledger_node_crossed, memory_order_relaxed);
             if (node_crossed)

@@ -68,7 +68,8 @@ extern _Atomic int64_t nsp__reserve_budget;
 extern _Atomic int64_t nsp__pacer_notify;
 extern void (*_Atomic nsp__ledger_crossed)(int64_t total);
 /* Per node: the heapLive from which a positive change calls nsp__ledger_node_crossed (the node's
- * trigger; INT64_MAX when not paced per node). Written by the pacer. */
+ * trigger; INT64_MAX when not paced per node), after nsp__ledger_crossed if the same change
+ * also reached nsp__pacer_notify. Written by the pacer. */
 extern _Atomic int64_t nsp__node_notify[NSP_MAX_NODES];
 extern void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
 /* Large objects allocated and freed per node (counted by large.c, read by stats.c):

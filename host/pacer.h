@@ -22,7 +22,8 @@
  *            the program allocated the minimum between cycles since the last one
  *   runway   and the minimum between cycles are counted in allocated bytes, not charged ones.
  *   back-pressure  an allocation that takes heapLive to the goal, once its thread holds no
- *            lock, waits for the running concurrent cycle (bounded: 20 ms) or runs the due one.
+ *            lock, waits for the running concurrent cycle (bounded: 20 ms) or runs the due one;
+ *            per node too: one that takes its node's heapLive to the node's goal.
  * With a memory limit: `outside` (what numaspan retains beyond the live bytes) is measured at
  * each cycle, and cycles take at most about half the process's CPU time (a limiter, as Go's GC
  * CPU limiter; the cycle thread's clock against the process's).
@@ -81,7 +82,9 @@ int64_t nsp__pacer_node_trigger(int64_t goal, int64_t trigger, int64_t live, int
 int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 
 extern _Atomic int64_t nsp__pacer_trigger; /* INT64_MAX when nothing is paced */
-extern __thread int nsp__cycle_due; /* 1: a sync cycle is due; 2: wait for the running one */
+/* 1: a sync cycle is due; 2: at the heap's goal, wait for the running cycle or run the due one;
+ * 3 + n: the same at node n's own goal (per-node back-pressure) */
+extern __thread int nsp__cycle_due;
 
 /* Reads the options; called once by nsp__init. Exits with a message on a malformed one. */
 void nsp__pacer_init(void);
