@@ -26,9 +26,16 @@
  *               end takes it) against the bytes the program holds at that moment
  * The first cycle, forced at rest before the threads start, is left out of the distributions.
  *
- *   bench_pacer [--quick] [--reps R] [--json] [--threads T] [--percent P] [--heap-min SIZE]
- *               [--kappa K]                                   the sweep
- *   bench_pacer run --caches N --live BYTES --seed S --threads T    one run (the driver sets NSP_*)
+ *   lead        how early heapLive alone would have started the cycle: (heapLive - allocated)
+ *               / (trigger - live) at its start, the overestimate the budget bounds (by kappa)
+ *               and the confirmed crossing then waits out (so `early` stays 0)
+ * Per run also: the CPU time of the cycles' thread (the pacer's cycle_cpu_ns) and of the
+ * collector, and the peak RSS.
+ *
+ *   bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,..] [--live SIZE,..]
+ *               [--percent P,..] [--heap-min SIZE,..] [--kappa K]     the sweep (every list)
+ *   bench_pacer run --caches N --live BYTES --seed S --threads T [--cycles-out FILE]
+ *               one run (the driver sets NSP_*); FILE: one CSV line per cycle
  * Uses the public API only.
  */
 #define _GNU_SOURCE
@@ -71,7 +78,7 @@ static _Atomic uint64_t backstop;   /* frees the threads did because the collect
 static volatile uint64_t walked;
 
 struct cycle_rec {
-    double peak_goal, early, live_err;
+    double peak_goal, early, live_err, lead;
 };
 static struct cycle_rec *recs;
 static unsigned ncycles_seen;
@@ -112,6 +119,12 @@ static void collector(void *arg)
         if (pi.trigger > pi.live && at_start < pi.trigger)
             r->early = (double)(pi.trigger - at_start) / (double)(pi.trigger - pi.live);
         r->live_err = truth > 0 ? (double)pi.live_now / (double)truth - 1.0 : -1;
+        /* how early heapLive alone would have started the cycle: its lead over the bytes
+         * really allocated, as a share of trigger - live (what the reservation budget bounds
+         * by kappa; the confirmed crossing then waits for the live bytes, so `early` is 0) */
+        r->lead = 0;
+        if (pi.trigger > pi.live && pi.heap_live_total > at_start)
+            r->lead = (double)(pi.heap_live_total - at_start) / (double)(pi.trigger - pi.live);
     }
     if (peak > peak_real)
         peak_real = peak;
@@ -218,7 +231,8 @@ static double quantile(double *v, int n, double q)
     return i + 1 < n ? v[i] + (x - i) * (v[i + 1] - v[i]) : v[i];
 }
 
-static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned threads)
+static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned threads,
+               const char *cycles_out)
 {
     ncaches = caches;
     nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
@@ -262,11 +276,24 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
     getrusage(RUSAGE_SELF, &ru);
     /* per-cycle distributions, warm-up left out */
     unsigned n = ncycles_seen < MAX_CYCLES ? ncycles_seen : MAX_CYCLES;
-    static double pg[MAX_CYCLES], early[MAX_CYCLES], err[MAX_CYCLES];
+    static double pg[MAX_CYCLES], early[MAX_CYCLES], err[MAX_CYCLES], lead[MAX_CYCLES];
     int npg = 0, nerr = 0, ok = 0;
+    if (cycles_out) { /* every cycle, for the distributions (experiments/exp.py) */
+        FILE *f = fopen(cycles_out, "w");
+        if (!f) {
+            fprintf(stderr, "bench_pacer: --cycles-out %s: cannot write it\n", cycles_out);
+            return 1;
+        }
+        fprintf(f, "cycle,peak_goal,early,lead,live_err\n");
+        for (unsigned k = WARMUP; k < n; k++)
+            fprintf(f, "%u,%.5f,%.5f,%.5f,%.5f\n", k, recs[k].peak_goal, recs[k].early,
+                    recs[k].lead, recs[k].live_err);
+        fclose(f);
+    }
     for (unsigned k = WARMUP; k < n; k++) {
         pg[npg] = recs[k].peak_goal;
         early[npg] = recs[k].early;
+        lead[npg] = recs[k].lead;
         ok += recs[k].peak_goal <= 1.05;
         npg++;
         if (recs[k].live_err > -1)
@@ -276,31 +303,36 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
         peak_real = atomic_load(&window_peak);
     double early_med = quantile(early, npg, 0.5), early_max = npg ? early[npg - 1] : 0;
     double pg_p95 = quantile(pg, npg, 0.95), err_max = nerr ? quantile(err, nerr, 1.0) : 0;
+    double lead_med = quantile(lead, npg, 0.5), lead_max = npg ? lead[npg - 1] : 0;
     printf("{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
            "\"cycles\": %llu, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
            "\"rss_kb\": %ld, \"backstop\": %llu, \"ok_share\": %.4f, \"peak_goal_p95\": %.4f, "
            "\"early_med\": %.4f, \"early_max\": %.4f, \"live_err_max\": %.4f, "
            "\"collector_ms\": %.2f, \"pause_ms\": %.2f, \"budget\": %lld, \"unconfirmed\": %llu, "
-           "\"peak_real\": %lld}\n",
+           "\"peak_real\": %lld, \"lead_med\": %.4f, \"lead_max\": %.4f, "
+           "\"cycle_cpu_ms\": %.2f}\n",
            caches, (long long)live_bytes, nthreads, pi.accounting, (unsigned long long)pi.cycles,
            (long long)peak_ledger, (long long)pi.goal, (long long)cached_max, ru.ru_maxrss,
            (unsigned long long)atomic_load(&backstop), npg ? (double)ok / npg : 1.0, pg_p95,
            early_med, early_max, err_max, collector_cpu_ns / 1e6, pi.pause_ns_total / 1e6,
-           (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real);
+           (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real,
+           lead_med, lead_max, pi.cycle_cpu_ns / 1e6);
     return 0;
 }
 
 /* ---- the driver ------------------------------------------------------------------------------- */
 
 enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK,
-       FLD_P95, FLD_EARLY, FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_NFIELDS };
+       FLD_P95, FLD_EARLY, FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_LEAD,
+       FLD_LEAD_MAX, FLD_CYCLE_CPU, FLD_NFIELDS };
 static const char *const field_names[FLD_NFIELDS] = {
     "cycles", "peak", "peak_ledger", "goal", "cached", "rss_kb", "backstop", "ok_share",
     "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms",
-    "budget"};
+    "budget", "lead_med", "lead_max", "cycle_cpu_ms"};
 
 static const char *self;
 static const char *opt_percent = "100", *opt_heap_min = "64K", *opt_kappa = "0.25";
+static const char *cur_percent, *cur_heap_min; /* the sweep's values for the runs now */
 static unsigned opt_threads = 4;
 
 /* One run in a fresh process, with its options: its fields, or -1. */
@@ -310,9 +342,9 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
     char topo[128], acct[64], pct[64], hm[64], kap[64], c[32], l[32], s[32], t[32], buf[2048];
     snprintf(topo, sizeof topo, "NSP_TOPOLOGY=synthetic:pack:1 numa:1 core:%u pu:1", caches);
     snprintf(acct, sizeof acct, "NSP_ACCOUNTING=%s", mode);
-    snprintf(pct, sizeof pct, "NSP_PACE_PERCENT=%s", opt_percent);
+    snprintf(pct, sizeof pct, "NSP_PACE_PERCENT=%s", cur_percent);
     /* a low minimum heap, so that it does not hide the effect */
-    snprintf(hm, sizeof hm, "NSP_HEAP_MIN=%s", opt_heap_min);
+    snprintf(hm, sizeof hm, "NSP_HEAP_MIN=%s", cur_heap_min);
     snprintf(kap, sizeof kap, "NSP_PACE_RESERVE=%s", opt_kappa);
     snprintf(c, sizeof c, "%u", caches);
     snprintf(l, sizeof l, "%lld", (long long)live_bytes);
@@ -329,19 +361,21 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
     long rss;
     int a;
     unsigned long long bs, unc;
-    double ok, p95, em, ex, er, cms, pms;
+    double ok, p95, em, ex, er, cms, pms, lm, lx, ccpu;
     if (sscanf(buf,
                "{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
                "\"cycles\": %lld, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
                "\"rss_kb\": %ld, \"backstop\": %llu, \"ok_share\": %lf, \"peak_goal_p95\": %lf, "
                "\"early_med\": %lf, \"early_max\": %lf, \"live_err_max\": %lf, "
                "\"collector_ms\": %lf, \"pause_ms\": %lf, \"budget\": %lld, \"unconfirmed\": %llu, "
-               "\"peak_real\": %lld}",
+               "\"peak_real\": %lld, \"lead_med\": %lf, \"lead_max\": %lf, "
+               "\"cycle_cpu_ms\": %lf}",
                &cc, &lv, &th, &a, &cy, &pl, &g, &cm, &rss, &bs, &ok, &p95, &em, &ex, &er, &cms,
-               &pms, &bud, &unc, &pr) != 20)
+               &pms, &bud, &unc, &pr, &lm, &lx, &ccpu) != 23)
         return -1;
     double v[FLD_NFIELDS] = {(double)cy, (double)pr, (double)pl, (double)g, (double)cm,
-                           (double)rss, (double)bs, ok, p95, em, ex, er, cms, pms, (double)bud};
+                           (double)rss, (double)bs, ok, p95, em, ex, er, cms, pms, (double)bud,
+                           lm, lx, ccpu};
     memcpy(f, v, sizeof v);
     return 0;
 }
@@ -370,11 +404,50 @@ static int usage(const char *bad)
 {
     fprintf(stderr,
             "usage: bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,N..]\n"
-            "                   [--live SIZE,SIZE..] [--percent P] [--heap-min SIZE]\n"
-            "                   [--kappa K]\n");
+            "                   [--live SIZE,SIZE..] [--percent P,P..] [--heap-min SIZE,SIZE..]\n"
+            "                   [--kappa K]\n"
+            "       bench_pacer run --caches N --live BYTES --seed S --threads T\n"
+            "                   [--cycles-out FILE]\n");
     if (bad)
         fprintf(stderr, "bench_pacer: bad argument \"%s\"\n", bad);
     return 2;
+}
+
+/* A comma-separated list of option values (percents, sizes) into out[0..max): each checked by
+ * ok(); the count, or -1 (naming the bad value) */
+static int split_values(const char *text, char out[][24], int max, int (*ok)(const char *),
+                        const char *what)
+{
+    int n = 0;
+    for (const char *p = text; *p; n++) {
+        size_t len = strcspn(p, ",");
+        if (n >= max || len == 0 || len >= 24) {
+            fprintf(stderr, "bench_pacer: %s \"%s\": at most %d values of up to 23 characters\n",
+                    what, text, max);
+            return -1;
+        }
+        memcpy(out[n], p, len);
+        out[n][len] = 0;
+        if (!ok(out[n])) {
+            fprintf(stderr, "bench_pacer: %s: \"%s\" is not a valid value\n", what, out[n]);
+            return -1;
+        }
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+static int percent_ok(const char *v)
+{
+    char *end;
+    double x = strtod(v, &end);
+    return *end == 0 && x >= 1 && x <= 100000;
+}
+
+static int size_ok(const char *v)
+{
+    int64_t x;
+    return parse_list(v, &x, 1) == 1;
 }
 
 int main(int argc, char **argv)
@@ -384,6 +457,7 @@ int main(int argc, char **argv)
         unsigned caches = 2, threads = 4;
         int64_t lb = 1 << 20;
         uint64_t seed = 1;
+        const char *cycles_out = NULL;
         for (int i = 2; i + 1 < argc; i += 2) {
             if (strcmp(argv[i], "--caches") == 0)
                 caches = (unsigned)atoi(argv[i + 1]);
@@ -393,8 +467,12 @@ int main(int argc, char **argv)
                 seed = strtoull(argv[i + 1], NULL, 10);
             else if (strcmp(argv[i], "--threads") == 0)
                 threads = (unsigned)atoi(argv[i + 1]);
+            else if (strcmp(argv[i], "--cycles-out") == 0)
+                cycles_out = argv[i + 1];
+            else
+                return usage(argv[i]);
         }
-        return run(caches, lb, seed, threads);
+        return run(caches, lb, seed, threads, cycles_out);
     }
     int reps = 10, json = 0, quick = 0, reps_set = 0;
     int64_t cs[16] = {2, 8, 32, 128, 512}, ls[16] = {1 << 20, 8 << 20, 32 << 20};
@@ -426,6 +504,12 @@ int main(int argc, char **argv)
         } else
             return usage(a);
     }
+    /* the percent and heap-minimum sweeps: lists, outermost */
+    static char pcts[8][24], hmins[8][24];
+    int npct = split_values(opt_percent, pcts, 8, percent_ok, "--percent");
+    int nhm = split_values(opt_heap_min, hmins, 8, size_ok, "--heap-min");
+    if (npct <= 0 || nhm <= 0)
+        return usage(npct <= 0 ? opt_percent : opt_heap_min);
     if (quick) {
         if (!reps_set)
             reps = 3;
@@ -444,20 +528,27 @@ int main(int argc, char **argv)
                reps, opt_threads, opt_percent, opt_heap_min, opt_kappa);
     else
         printf("accounting experiment: concurrent pacer, collector-driven, %u threads allocating\n"
-               "at once, median [interquartile range] of %d seeds; percent %s, heap minimum %s,\n"
-               "kappa %s. peak: the most bytes really allocated and not freed; goal: the last;\n"
-               "C: most bytes of spans cached; ok: share of cycles whose peak <= 1.05 x goal;\n"
-               "early: (trigger - allocated at a cycle's start) / (trigger - live), predicted\n"
-               "for over <= C/(trigger-live) without a budget, <= kappa with it; live err: the\n"
-               "pacer's live at a cycle's end against the truth; backstop: frees the program\n"
-               "did itself (a row with any is censored, '*').\n\n"
-               "%6s %5s %5s %16s %8s %8s %8s %6s %6s %14s %6s %8s %8s\n",
-               opt_threads, reps, opt_percent, opt_heap_min, opt_kappa, "caches", "live",
-               "mode", "cycles", "x exact", "peak MiB", "goal MiB", "C MiB", "ok", "early med",
-               "pred", "live err", "backstop");
-    int first = 1, total = ncs * nls * 3 * reps, runs = 0, censored_rows = 0;
+               "at once, median [interquartile range] of %d seeds; kappa %s. pct: percent;\n"
+               "hmin: heap minimum; peak: the most bytes really allocated and not freed; goal:\n"
+               "the last; C: most bytes of spans cached; ok: share of cycles whose peak <= 1.05 x\n"
+               "goal; early: (trigger - allocated at a cycle's start) / (trigger - live); lead:\n"
+               "(heapLive - allocated) / (trigger - live) at a cycle's start, how early heapLive\n"
+               "alone would have started it, predicted (pred) for over <= C/(trigger-live)\n"
+               "without a budget, <= kappa with it; live err: the pacer's live at a cycle's end\n"
+               "against the truth; backstop: frees the program did itself (a row with any is\n"
+               "censored, '*'); cyc/coll ms: CPU of the cycles' thread and of the collector; RSS:\n"
+               "the run's peak resident set.\n\n"
+               "%5s %5s %6s %5s %5s %16s %7s %8s %8s %6s %5s %12s %12s %5s %8s %8s %7s %7s %6s\n",
+               opt_threads, reps, opt_kappa, "pct", "hmin", "caches", "live", "mode", "cycles",
+               "x exact", "peak MiB", "goal MiB", "C MiB", "ok", "early [IQR]", "lead [IQR]",
+               "pred", "live err", "backstop", "cyc ms", "coll ms", "RSS MiB");
+    int first = 1, total = npct * nhm * ncs * nls * 3 * reps, runs = 0, censored_rows = 0;
+    for (int pi = 0; pi < npct; pi++)
+    for (int hi = 0; hi < nhm; hi++)
     for (int ci = 0; ci < ncs; ci++)
         for (int li = 0; li < nls; li++) {
+            cur_percent = pcts[pi];
+            cur_heap_min = hmins[hi];
             double q[3][FLD_NFIELDS][3]; /* per mode, field: p25, median, p75 */
             int got[3], cens[3];
             for (int m = 0; m < 3; m++) {
@@ -493,11 +584,13 @@ int main(int argc, char **argv)
                 double pred = m == 0 ? (kappa > 0 && kappa < 1 ? kappa : cap / gap) : 0;
                 censored_rows += cens[m] > 0;
                 if (json) {
-                    printf("%s{\"caches\": %lld, \"live\": %lld, \"mode\": \"%s\", \"runs\": %d, "
+                    printf("%s{\"percent\": %s, \"heap_min\": \"%s\", \"caches\": %lld, "
+                           "\"live\": %lld, \"mode\": \"%s\", \"runs\": %d, "
                            "\"censored_runs\": %d, \"cycles_over_exact\": %.3f, "
                            "\"predicted_early\": %.4f, \"predicted_early_no_budget\": %.4f",
-                           first ? "" : ", ", (long long)cs[ci], (long long)ls[li], modes[m],
-                           got[m], cens[m], ratio, pred, m == 0 ? cap / gap : 0.0);
+                           first ? "" : ", ", cur_percent, cur_heap_min, (long long)cs[ci],
+                           (long long)ls[li], modes[m], got[m], cens[m], ratio, pred,
+                           m == 0 ? cap / gap : 0.0);
                     for (int k = 0; k < FLD_NFIELDS; k++)
                         printf(", \"%s\": %.4f, \"%s_p25\": %.4f, \"%s_p75\": %.4f",
                                field_names[k], q[m][k][1], field_names[k], q[m][k][0],
@@ -505,16 +598,21 @@ int main(int argc, char **argv)
                     printf("}");
                     first = 0;
                 } else {
-                    char cyc[32];
+                    char cyc[32], early[32], lead[32];
                     snprintf(cyc, sizeof cyc, "%.0f [%.0f-%.0f]", q[m][FLD_CYCLES][1],
                              q[m][FLD_CYCLES][0], q[m][FLD_CYCLES][2]);
-                    printf("%6lld %5.0f %5s %16s %8.2f %8.2f %8.2f %6.1f %5.0f%% %6.2f [%.2f] "
-                           "%6.2f %7.1f%% %7.0f%s\n",
-                           (long long)cs[ci], live / (1 << 20), modes[m], cyc, ratio,
-                           q[m][FLD_PEAK][1] / (1 << 20), goal / (1 << 20),
-                           q[m][FLD_CACHED][1] / (1 << 20), 100 * q[m][FLD_OK][1],
-                           q[m][FLD_EARLY][1], q[m][FLD_EARLY][2] - q[m][FLD_EARLY][0], pred,
-                           100 * q[m][FLD_ERR][1], q[m][FLD_BACKSTOP][1], cens[m] ? " *" : "");
+                    snprintf(early, sizeof early, "%.2f [%.2f]", q[m][FLD_EARLY][1],
+                             q[m][FLD_EARLY][2] - q[m][FLD_EARLY][0]);
+                    snprintf(lead, sizeof lead, "%.2f [%.2f]", q[m][FLD_LEAD][1],
+                             q[m][FLD_LEAD][2] - q[m][FLD_LEAD][0]);
+                    printf("%5s %5s %6lld %5.0f %5s %16s %7.2f %8.2f %8.2f %6.1f %4.0f%% %12s "
+                           "%12s %5.2f %7.1f%% %8.0f %7.1f %7.1f %6.1f%s\n",
+                           cur_percent, cur_heap_min, (long long)cs[ci], live / (1 << 20),
+                           modes[m], cyc, ratio, q[m][FLD_PEAK][1] / (1 << 20), goal / (1 << 20),
+                           q[m][FLD_CACHED][1] / (1 << 20), 100 * q[m][FLD_OK][1], early, lead,
+                           pred, 100 * q[m][FLD_ERR][1], q[m][FLD_BACKSTOP][1],
+                           q[m][FLD_CYCLE_CPU][1], q[m][FLD_COLL][1], q[m][FLD_RSS][1] / 1024,
+                           cens[m] ? " *" : "");
                 }
             }
         }

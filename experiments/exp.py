@@ -426,8 +426,9 @@ def exp_accounting(run):
     cols = ["caches", "live", "mode", "runs", "censored_runs", "cycles", "cycles_p25",
             "cycles_p75", "cycles_over_exact", "peak", "peak_ledger", "goal", "cached",
             "c_over_live", "peak_over_live", "predicted_peak_over_live", "ok_share",
-            "peak_goal_p95", "early_med", "predicted_early", "predicted_early_no_budget",
-            "live_err_max", "backstop", "rss_kb", "pause_ms", "collector_ms"]
+            "peak_goal_p95", "early_med", "lead_med", "lead_max", "predicted_early",
+            "predicted_early_no_budget", "live_err_max", "backstop", "rss_kb", "pause_ms",
+            "cycle_cpu_ms", "collector_ms"]
     write_csv(os.path.join(d, "accounting.csv"), rows, cols)
     lives = sorted({r["live"] for r in rows})
     fig, axes = plt.subplots(2, len(lives), figsize=(4.6 * len(lives), 7.6), squeeze=False)
@@ -479,7 +480,8 @@ def exp_accounting(run):
                         100 * worst_ok, censored, rel(run, png),
                         md_table(rows, ["caches", "live", "mode", "c_over_live", "cycles",
                                         "cycles_over_exact", "peak_over_live", "ok_share",
-                                        "early_med", "predicted_early", "live_err_max",
+                                        "early_med", "lead_med", "predicted_early",
+                                        "live_err_max", "cycle_cpu_ms", "collector_ms", "rss_kb",
                                         "censored_runs"]))))
     big = max(rows, key=lambda r: r["c_over_live"])
     by = {r["mode"]: r for r in rows if (r["caches"], r["live"]) == (big["caches"], big["live"])}
@@ -490,6 +492,129 @@ def exp_accounting(run):
                          "accounting/accounting.csv"))
     run.headline.append(("over: cycles / exact's (worst cell), censored rows",
                          "%.2f, %d" % (worst_ratio, censored), "accounting/accounting.csv"))
+    accounting_cycles(run, d)
+    accounting_sweeps(run, d)
+
+
+def accounting_cycles(run, d):
+    """Per-cycle peak/goal distributions (issue 12, Deliver 8): every cycle of runs at the two
+    cells where C/live is largest and smallest among 512 caches, per mode, pooled over seeds,
+    as empirical CDFs beside the 1.05 x goal line."""
+    seeds = {"quick": 1, "default": 3, "full": 10}[run.mode]
+    cells = [(512, 1 << 20), (512, 8 << 20)]
+    colors = {"over": "#4477aa", "under": "#cc6677", "exact": "#228833"}
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 4.2), squeeze=False)
+    rows = []
+    for ax, (caches, live) in zip(axes[0], cells):
+        for mode in ("over", "under", "exact"):
+            vals = []
+            for seed in range(seeds):
+                out = os.path.join(d, "cycles-%d-%d-%s-%d.csv" % (caches, live >> 20, mode, seed))
+                env = {"NSP_TOPOLOGY": "synthetic:pack:1 numa:1 core:%d pu:1" % caches,
+                       "NSP_ACCOUNTING": mode, "NSP_PACER": "concurrent", "NSP_HEAP_MIN": "64K",
+                       "NSP_IDLE_RELEASE_MS": "0", "NSP_PACE_RESERVE": "0.25"}
+                run.progress("bench_pacer run --cycles-out (%d caches, %d MiB, %s, seed %d)" %
+                             (caches, live >> 20, mode, seed))
+                sh([os.path.join(BENCH, "bench_pacer"), "run", "--caches", str(caches),
+                    "--live", str(live), "--seed", str(1000 + seed), "--threads", "4",
+                    "--cycles-out", out], env=env)
+                with open(out) as f:
+                    vals += [float(r["peak_goal"]) for r in csv.DictReader(f)]
+            vals.sort()
+            n = len(vals)
+            if n:
+                ax.step(vals, [(i + 1) / n for i in range(n)], where="post", color=colors[mode],
+                        label="%s (%d cycles)" % (mode, n))
+            rows.append({"caches": caches, "live_mib": live >> 20, "mode": mode, "cycles": n,
+                         "share_le_1.05": round(sum(1 for v in vals if v <= 1.05) / n, 4) if n else "",
+                         "p50": round(vals[n // 2], 4) if n else "",
+                         "p95": round(vals[min(n - 1, int(0.95 * n))], 4) if n else "",
+                         "max": round(vals[-1], 4) if n else ""})
+        ax.axvline(1.05, color="k", lw=0.8, ls=":", label="1.05 x goal")
+        ax.set_xscale("log")
+        ax.set_xlabel("peak / goal, per cycle")
+        ax.set_title("%d caches, %d MiB live" % (caches, live >> 20), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("share of cycles")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("per-cycle peak over goal (empirical CDF, %d seed%s per mode)" %
+                 (seeds, "" if seeds == 1 else "s"), fontsize=10)
+    png = os.path.join(d, "peak_goal_cdf.png")
+    save(fig, png)
+    cols = ["caches", "live_mib", "mode", "cycles", "share_le_1.05", "p50", "p95", "max"]
+    write_csv(os.path.join(d, "peak_goal_cycles.csv"), rows, cols)
+    run.report.append(("accounting: per-cycle peak/goal",
+                       "Every cycle's peak (bytes really allocated and not freed) over the goal in "
+                       "force, pooled over %d seed(s), 4 threads, for the cells of 512 caches "
+                       "(`accounting/cycles-*.csv`, one line per cycle; summary in "
+                       "`accounting/peak_goal_cycles.csv`). Target: `over` at most 1.05 x goal in "
+                       "95%% of cycles.\n\n![peak/goal CDF](%s)\n\n%s" %
+                       (seeds, rel(run, png), md_table(rows, cols))))
+
+
+def accounting_sweeps(run, d):
+    """The percent and heap-minimum sweeps (Deliver 8): `over` against `exact` as the goal's
+    percent and the minimum heap change, with caches few and many."""
+    reps = {"quick": 1, "default": 3, "full": 10}[run.mode]
+    sweeps = {"quick": [("percent", "50"), ("heap_min", "1M")],
+              "default": [("percent", "25,50,200,400"), ("heap_min", "1M,4M,16M")],
+              "full": [("percent", "25,50,200,400"), ("heap_min", "1M,4M,16M")]}[run.mode]
+    cells = ["--caches", "512", "--live", "1M"] if run.mode == "quick" else \
+        ["--caches", "2,512", "--live", "1M,8M"]
+    rows = []
+    for what, values in sweeps:
+        args = ["--json", "--reps", str(reps)] + cells + ["--" + what.replace("_", "-"), values]
+        run.progress("bench_pacer %s" % " ".join(args))
+        j = json.loads(sh([os.path.join(BENCH, "bench_pacer")] + args, timeout=3600))
+        for r in j["results"]:
+            r = dict(r)
+            r["sweep"] = what
+            rows.append(r)
+    cols = ["sweep", "percent", "heap_min", "caches", "live", "mode", "runs", "censored_runs",
+            "cycles", "cycles_p25", "cycles_p75", "cycles_over_exact", "peak", "goal", "ok_share",
+            "lead_med", "predicted_early", "live_err_max", "cycle_cpu_ms", "collector_ms",
+            "rss_kb"]
+    write_csv(os.path.join(d, "sweeps.csv"), rows, cols)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    for ax, (what, _) in zip(axes[0], sweeps):
+        sel = [r for r in rows if r["sweep"] == what and r["mode"] == "over"]
+        for caches in sorted({r["caches"] for r in sel}):
+            for live in sorted({r["live"] for r in sel}):
+                pts = [r for r in sel if r["caches"] == caches and r["live"] == live]
+                key = (lambda r: float(r["percent"])) if what == "percent" else \
+                      (lambda r: parse_size(r["heap_min"]))
+                pts.sort(key=key)
+                ax.plot([key(r) / (1 if what == "percent" else 1 << 20) for r in pts],
+                        [r["cycles_over_exact"] for r in pts], "o-",
+                        label="%d caches, %d MiB live" % (caches, live >> 20))
+        ax.axhline(1.5, color="k", lw=0.8, ls=":", label="target: 1.5 x exact")
+        ax.set_xscale("log")
+        ax.set_xlabel("NSP_PACE_PERCENT" if what == "percent" else "NSP_HEAP_MIN (MiB)")
+        ax.set_ylabel("over: cycles / exact's")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("over against exact across percent and heap minimum (median of %d seeds)" % reps,
+                 fontsize=10)
+    png = os.path.join(d, "sweeps.png")
+    save(fig, png)
+    over = [r for r in rows if r["mode"] == "over"]
+    run.report.append(("accounting: percent and heap-minimum sweeps",
+                       "`numaspan bench pacer --percent P,.. / --heap-min SIZE,..` with 2 and 512 "
+                       "caches, 1 and 8 MiB live (`accounting/sweeps.csv`, median of %d seeds). "
+                       "`over`: at most %.2fx exact's cycles, %.0f%% of cycles or more at <= 1.05 x "
+                       "goal, %d censored rows.\n\n![sweeps](%s)\n\n%s" %
+                       (reps, max((r["cycles_over_exact"] for r in over), default=0),
+                        100 * min((r["ok_share"] for r in over), default=1),
+                        sum(1 for r in rows if r["censored_runs"]), rel(run, png),
+                        md_table(rows, ["sweep", "percent", "heap_min", "caches", "live", "mode",
+                                        "cycles", "cycles_over_exact", "ok_share", "lead_med",
+                                        "censored_runs"]))))
+
+
+def parse_size(text):
+    """'64K', '4M', '1G' or a number of bytes."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    return int(text[:-1] if mult > 1 else text) * mult
 
 
 # ---- device ----------------------------------------------------------------------------------
@@ -613,7 +738,7 @@ EXPERIMENTS = {
                  "share of refills from the own node"),
     "pacer-trace": (exp_pacer_trace, {"quick": 2, "default": 3, "full": 5},
                     "heapLive per node over time (NSP_TRACE)"),
-    "accounting": (exp_accounting, {"quick": 10, "default": 70, "full": 230},
+    "accounting": (exp_accounting, {"quick": 25, "default": 200, "full": 900},
                    "peak heap per accounting mode vs C/live"),
     "device": (exp_device, {"quick": 15, "default": 40, "full": 120},
                "device heap vs bump kernel, scaling"),

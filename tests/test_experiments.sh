@@ -30,9 +30,16 @@ want = {
                                   "cycles_p25", "cycles_p75", "cycles_over_exact", "peak",
                                   "peak_ledger", "goal", "cached", "c_over_live", "peak_over_live",
                                   "predicted_peak_over_live", "ok_share", "peak_goal_p95",
-                                  "early_med", "predicted_early", "predicted_early_no_budget",
-                                  "live_err_max", "backstop", "rss_kb", "pause_ms",
-                                  "collector_ms"],
+                                  "early_med", "lead_med", "lead_max", "predicted_early",
+                                  "predicted_early_no_budget", "live_err_max", "backstop",
+                                  "rss_kb", "pause_ms", "cycle_cpu_ms", "collector_ms"],
+    "accounting/peak_goal_cycles.csv": ["caches", "live_mib", "mode", "cycles", "share_le_1.05",
+                                        "p50", "p95", "max"],
+    "accounting/sweeps.csv": ["sweep", "percent", "heap_min", "caches", "live", "mode", "runs",
+                              "censored_runs", "cycles", "cycles_p25", "cycles_p75",
+                              "cycles_over_exact", "peak", "goal", "ok_share", "lead_med",
+                              "predicted_early", "live_err_max", "cycle_cpu_ms", "collector_ms",
+                              "rss_kb"],
     "device/device.csv": ["where", "device", "case", "n", "size_lo", "size_hi", "malloc_ms",
                           "free_ms", "bump_ms", "allocs_per_s", "ratio_to_bump", "usable_pct",
                           "spurious_nulls"],
@@ -65,11 +72,18 @@ for path, cols in want.items():
                 except ValueError:
                     errors.append("%s row %d: %s=%r is not a number" % (path, i, c, row[c]))
 # the accounting experiment's rows must be the pacer's, not its backstop's (issue 12)
-acct = os.path.join(out, "accounting/accounting.csv")
-if os.path.exists(acct):
-    for row in csv.DictReader(open(acct)):
-        if row.get("censored_runs") not in ("0", "0.0"):
-            errors.append("accounting/accounting.csv: censored row %s" % row)
+for name in ("accounting/accounting.csv", "accounting/sweeps.csv"):
+    acct = os.path.join(out, name)
+    if os.path.exists(acct):
+        for row in csv.DictReader(open(acct)):
+            if row.get("censored_runs") not in ("0", "0.0"):
+                errors.append("%s: censored row %s" % (name, row))
+# and the per-cycle distributions come from cycles, one line each (bench_pacer --cycles-out)
+cyc = os.path.join(out, "accounting/peak_goal_cycles.csv")
+if os.path.exists(cyc):
+    for row in csv.DictReader(open(cyc)):
+        if row["mode"] == "over" and int(row["cycles"]) < 5:
+            errors.append("accounting/peak_goal_cycles.csv: over with %s cycles" % row["cycles"])
 ranks = list(csv.DictReader(open(os.path.join(out, "mpi/ranks.csv"))))
 if len(ranks) != 2 or any(r["numaspan"] != "True" for r in ranks):
     errors.append("mpi/ranks.csv: expected 2 ranks on numaspan, got %s" % ranks)
@@ -79,7 +93,8 @@ for d, _, files in os.walk(out):
         if f.endswith(".png"):
             pngs.append(os.path.relpath(os.path.join(d, f), out))
 expected_pngs = {"host/throughput.png", "locality/local_share.png", "pacer-trace/heaplive.png",
-                 "accounting/peak_vs_cached.png", "device/scaling.png"}
+                 "accounting/peak_vs_cached.png", "accounting/peak_goal_cdf.png",
+                 "accounting/sweeps.png", "device/scaling.png"}
 for m in expected_pngs - set(pngs):
     errors.append("%s: plot missing" % m)
 for p in pngs:

@@ -38,7 +38,7 @@ static void usage(FILE *out)
             "      host workloads under glibc, jemalloc, mimalloc, tcmalloc and numaspan, side by\n"
             "      side: medians, ratios to glibc, peak RSS.\n"
             "  bench pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,..] [--live SIZE,..]\n"
-            "              [--percent P] [--heap-min SIZE] [--kappa K]\n"
+            "              [--percent P,..] [--heap-min SIZE,..] [--kappa K]\n"
             "      the accounting experiment: peak heap under over, under and exact against the\n"
             "      caches' free capacity over the live heap (golang/go#53738 on numaspan).\n"
             "  bench device [--quick] [--json] [--reps R] [--max-n N] [--heap-mib M] [--slots S]\n"
