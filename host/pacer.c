@@ -104,6 +104,18 @@ int64_t nsp__pacer_trigger_for(const struct nsp_pacer_params *p, int64_t live, i
     return trigger > floor ? trigger : floor;
 }
 
+/* B = kappa * (trigger - live): what caches may hold charged but unallocated. In `over` heapLive
+ * exceeds the live bytes by at most that much, so a crossing of the trigger comes at most kappa
+ * of the way from live to the trigger early, however many caches there are (with 512 caches and
+ * no bound, each cycle's refills charged C = 160 MiB again at once: a cycle storm). */
+int64_t nsp__pacer_reserve_budget(double kappa, int64_t trigger, int64_t live)
+{
+    if (trigger == INT64_MAX)
+        return INT64_MAX;
+    int64_t budget = (int64_t)(kappa * (double)(trigger - live));
+    return budget > 0 ? budget : 0;
+}
+
 /* Per-node pacing (DESIGN.md §6, "per-node goals"): a node's goal is its share of the heap's, in
  * proportion to its live bytes at the last cycle (so that the nodes' goals add up to the heap's),
  * at least its share of the heap minimum (a node with nothing live may still allocate without a
@@ -675,18 +687,12 @@ static void set_trigger(int64_t trigger)
     atomic_store(&P.goal_now, trigger == INT64_MAX ? INT64_MAX : P.goal);
     if (!atomic_load(&P.running))
         atomic_store(&nsp__pacer_notify, trigger);
-    /* B = kappa * (trigger - live): what caches may hold charged but unallocated. In `over`
-     * heapLive exceeds the live bytes by at most that much, so a crossing of the trigger comes at
-     * most kappa of the way from live to the trigger early, however many caches there are (with
-     * 512 caches and no bound, each cycle's refills charged C = 160 MiB again at once: a cycle
-     * storm). `under` and `exact` charge no reservation: nothing to bound. */
+    /* the reservation budget (nsp__pacer_reserve_budget); `under` and `exact` charge no
+     * reservation: nothing to bound */
     set_node_triggers(trigger);
-    int64_t budget = INT64_MAX;
-    if (trigger != INT64_MAX && nsp__accounting == NSP_ACCT_OVER) {
-        budget = (int64_t)(P.kappa * (double)(trigger - P.live));
-        if (budget < 0)
-            budget = 0;
-    }
+    int64_t budget = nsp__accounting == NSP_ACCT_OVER
+                         ? nsp__pacer_reserve_budget(P.kappa, trigger, P.live)
+                         : INT64_MAX;
     atomic_store_explicit(&nsp__reserve_budget, budget, memory_order_relaxed);
 }
 

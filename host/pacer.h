@@ -78,6 +78,9 @@ void nsp__pacer_node_goals(const struct nsp_pacer_params *p, int64_t goal, int64
                            int64_t *goal_n, uint64_t *capped);
 int64_t nsp__pacer_node_trigger(int64_t goal, int64_t trigger, int64_t live, int64_t goal_n,
                                 int64_t live_n);
+/* The reservation budget for a trigger and live heap: kappa * (trigger - live), at least 0;
+ * INT64_MAX (none) when nothing is paced. */
+int64_t nsp__pacer_reserve_budget(double kappa, int64_t trigger, int64_t live);
 /* The fewest bytes to allocate between two cycles. */
 int64_t nsp__pacer_min_between(int64_t goal, int64_t live);
 

@@ -278,7 +278,7 @@ static struct reserve_run run_reserve(enum design d, int64_t live, int64_t cap, 
         int64_t reserve = (int64_t)(rho * (double)since);
         if (reserve > cap)
             reserve = cap;
-        int64_t budget = (int64_t)(kappa * (double)(trigger - live));
+        int64_t budget = nsp__pacer_reserve_budget(kappa, trigger, live); /* the pacer's */
         if ((d == BUDGET || d == CONFIRMED) && reserve > budget)
             reserve = budget;
         int64_t heap_live = allocated + reserve;
@@ -322,6 +322,10 @@ START_TEST(reservation_term_predicts_the_storm_and_its_end)
         ck_assert_int_eq(conf.cycles, ex.cycles);
         ck_assert(conf.early_max <= 0);
     }
+    /* the budget as the pacer computes it: none when nothing is paced, never negative */
+    ck_assert_int_eq(nsp__pacer_reserve_budget(kappa, INT64_MAX, live), INT64_MAX);
+    ck_assert_int_eq(nsp__pacer_reserve_budget(kappa, live - 1, live), 0);
+    ck_assert_int_eq(nsp__pacer_reserve_budget(kappa, live + 4 * MiB, live), MiB);
 }
 END_TEST
 
