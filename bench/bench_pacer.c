@@ -35,7 +35,9 @@
  *   bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,..] [--live SIZE,..]
  *               [--percent P,..] [--heap-min SIZE,..] [--kappa K]     the sweep (every list)
  *   bench_pacer run --caches N --live BYTES --seed S --threads T [--cycles-out FILE]
- *               one run (the driver sets NSP_*); FILE: one CSV line per cycle
+ *               [--stats-reader]
+ *               one run (the driver sets NSP_*); FILE: one CSV line per cycle; with a thread
+ *               reading nsp_stats_get (which locks every cache) in a loop
  * Uses the public API only.
  */
 #define _GNU_SOURCE
@@ -214,6 +216,24 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* --stats-reader: a thread that reads nsp_stats_get in a loop, which locks every cache, while
+ * the program runs: a cycle then finds caches busy and must still measure live within 5%
+ * (issue 12, Deliver 1). Off in the sweep: a measured run must not perturb itself. */
+static _Atomic int readers_stop;
+static _Atomic uint64_t stats_reads;
+static void *stats_reader(void *arg)
+{
+    (void)arg;
+    nsp_stats_t st;
+    while (!atomic_load(&readers_stop)) {
+        nsp_stats_get(&st);
+        atomic_fetch_add(&stats_reads, 1);
+        struct timespec nap = {0, 100000};
+        nanosleep(&nap, NULL);
+    }
+    return NULL;
+}
+
 static int cmpd(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -232,7 +252,7 @@ static double quantile(double *v, int n, double q)
 }
 
 static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned threads,
-               const char *cycles_out)
+               const char *cycles_out, int reader)
 {
     ncaches = caches;
     nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
@@ -267,8 +287,15 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
         w[t] = (struct worker){.t = t, .seed = seed * 7919 + t, .total = total / nthreads};
         pthread_create(&w[t].th, NULL, worker_main, &w[t]);
     }
+    pthread_t rd;
+    if (reader)
+        pthread_create(&rd, NULL, stats_reader, NULL);
     for (unsigned t = 0; t < nthreads; t++)
         pthread_join(w[t].th, NULL);
+    if (reader) {
+        atomic_store(&readers_stop, 1);
+        pthread_join(rd, NULL);
+    }
     nsp_pacer_set_collector(NULL, NULL);
     nsp_pacer_info_t pi;
     nsp_pacer_get(&pi);
@@ -310,13 +337,14 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
            "\"early_med\": %.4f, \"early_max\": %.4f, \"live_err_max\": %.4f, "
            "\"collector_ms\": %.2f, \"pause_ms\": %.2f, \"budget\": %lld, \"unconfirmed\": %llu, "
            "\"peak_real\": %lld, \"lead_med\": %.4f, \"lead_max\": %.4f, "
-           "\"cycle_cpu_ms\": %.2f}\n",
+           "\"cycle_cpu_ms\": %.2f, \"stats_reads\": %llu}\n",
            caches, (long long)live_bytes, nthreads, pi.accounting, (unsigned long long)pi.cycles,
            (long long)peak_ledger, (long long)pi.goal, (long long)cached_max, ru.ru_maxrss,
            (unsigned long long)atomic_load(&backstop), npg ? (double)ok / npg : 1.0, pg_p95,
            early_med, early_max, err_max, collector_cpu_ns / 1e6, pi.pause_ns_total / 1e6,
            (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real,
-           lead_med, lead_max, pi.cycle_cpu_ns / 1e6);
+           lead_med, lead_max, pi.cycle_cpu_ns / 1e6,
+           (unsigned long long)atomic_load(&stats_reads));
     return 0;
 }
 
@@ -369,7 +397,7 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
                "\"early_med\": %lf, \"early_max\": %lf, \"live_err_max\": %lf, "
                "\"collector_ms\": %lf, \"pause_ms\": %lf, \"budget\": %lld, \"unconfirmed\": %llu, "
                "\"peak_real\": %lld, \"lead_med\": %lf, \"lead_max\": %lf, "
-               "\"cycle_cpu_ms\": %lf}",
+               "\"cycle_cpu_ms\": %lf, \"stats_reads\": %*u}",
                &cc, &lv, &th, &a, &cy, &pl, &g, &cm, &rss, &bs, &ok, &p95, &em, &ex, &er, &cms,
                &pms, &bud, &unc, &pr, &lm, &lx, &ccpu) != 23)
         return -1;
@@ -407,7 +435,7 @@ static int usage(const char *bad)
             "                   [--live SIZE,SIZE..] [--percent P,P..] [--heap-min SIZE,SIZE..]\n"
             "                   [--kappa K]\n"
             "       bench_pacer run --caches N --live BYTES --seed S --threads T\n"
-            "                   [--cycles-out FILE]\n");
+            "                   [--cycles-out FILE] [--stats-reader]\n");
     if (bad)
         fprintf(stderr, "bench_pacer: bad argument \"%s\"\n", bad);
     return 2;
@@ -458,7 +486,15 @@ int main(int argc, char **argv)
         int64_t lb = 1 << 20;
         uint64_t seed = 1;
         const char *cycles_out = NULL;
-        for (int i = 2; i + 1 < argc; i += 2) {
+        int reader = 0;
+        for (int i = 2; i < argc; i += 2) {
+            if (strcmp(argv[i], "--stats-reader") == 0) {
+                reader = 1;
+                i--;
+                continue;
+            }
+            if (i + 1 >= argc)
+                return usage(argv[i]);
             if (strcmp(argv[i], "--caches") == 0)
                 caches = (unsigned)atoi(argv[i + 1]);
             else if (strcmp(argv[i], "--live") == 0)
@@ -472,7 +508,7 @@ int main(int argc, char **argv)
             else
                 return usage(argv[i]);
         }
-        return run(caches, lb, seed, threads, cycles_out);
+        return run(caches, lb, seed, threads, cycles_out, reader);
     }
     int reps = 10, json = 0, quick = 0, reps_set = 0;
     int64_t cs[16] = {2, 8, 32, 128, 512}, ls[16] = {1 << 20, 8 << 20, 32 << 20};
