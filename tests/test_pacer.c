@@ -40,6 +40,38 @@ static void pacer(nsp_pacer_info_t *pi)
     nsp_pacer_get(pi);
 }
 
+/* NSP_TRACE=FILE: the size of the trace now, and the lines of `event` for `node` written past
+ * `from` (the CSV trace: time_ns,node,heap_live,trigger,goal,limit,event). -1: no trace file. */
+static long trace_size(void)
+{
+    const char *path = getenv("NSP_TRACE");
+    FILE *f = path && *path && strcmp(path, "stderr") ? fopen(path, "r") : NULL;
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static int trace_lines(long from, const char *event, int node)
+{
+    FILE *f = fopen(getenv("NSP_TRACE"), "r");
+    if (!f)
+        return -1;
+    fseek(f, from, SEEK_SET);
+    char line[256], ev[64];
+    int n = 0, nd;
+    long long t, hl, trig, goal, lim;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%lld,%d,%lld,%lld,%lld,%lld,%63s", &t, &nd, &hl, &trig, &goal, &lim,
+                   ev) == 7 &&
+            nd == node && strcmp(ev, event) == 0)
+            n++;
+    fclose(f);
+    return n;
+}
+
 /* ---- a collector-driven program --------------------------------------------------------------- */
 
 #define KEEP 4096
@@ -408,9 +440,15 @@ static void case_node_pacing(void)
           (long long)pi0.node_goal[1] >> 10, (long long)pi0.goal >> 10);
     node_peak[0] = node_peak[1] = node_over[0] = node_over[1] = 0;
     node_low[0] = node_low[1] = INT64_MAX;
+    long from = trace_size();
     churn((int64_t)200 << 20);
     pacer(&pi);
     nsp_pacer_set_collector(NULL, NULL);
+    /* the trace records which: a node_cycle line of node 0 per cycle its crossing started */
+    int lines = trace_lines(from, "node_cycle", 0);
+    CHECK(from >= 0 && lines > 0 && (unsigned long long)lines == pi.node_cycles - pi0.node_cycles,
+          "node_cycle lines of node 0 in the trace: %d for %llu node cycles", lines,
+          (unsigned long long)(pi.node_cycles - pi0.node_cycles));
     CHECK(node_over[0] <= 1100, "node 0's heapLive peaked at %.2f x its goal (%lld KiB)",
           (double)node_over[0] / 1000, (long long)pi.node_goal[0] >> 10);
     CHECK(pi.node_cycles > pi0.node_cycles, "cycles started by node 0's crossings: %llu",
@@ -591,6 +629,7 @@ static void case_node_spill(void)
           (long long)pi0.node_goal[0] >> 10, (long long)pi0.node_goal[1] >> 10,
           (long long)pi0.goal >> 10);
     int on1 = 0, failed_allocs = 0;
+    long from = trace_size();
     for (int i = 0; i < 200; i++) {
         void *p = malloc(1 << 20);
         if (!p) {
@@ -606,6 +645,11 @@ static void case_node_spill(void)
     CHECK(pi.node_spills > 0, "node 0's crossings sent its refills to node 1: %llu",
           (unsigned long long)pi.node_spills);
     CHECK(on1 > 0, "objects on node 1: %d of 200", on1);
+    /* the trace records which: node_spill lines of node 0, one per spill decided */
+    int lines = trace_lines(from, "node_spill", 0);
+    CHECK(from >= 0 && lines > 0 && (unsigned long long)lines == pi.node_spills - pi0.node_spills,
+          "node_spill lines of node 0 in the trace: %d for %llu spills", lines,
+          (unsigned long long)(pi.node_spills - pi0.node_spills));
     for (int i = 0; i < 36; i++)
         free(live0[i]);
 }
