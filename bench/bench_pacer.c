@@ -30,7 +30,8 @@
  *               / (trigger - live) at its start, the overestimate the budget bounds (by kappa)
  *               and the confirmed crossing then waits out (so `early` stays 0)
  * Per run also: the CPU time of the cycles' thread (the pacer's cycle_cpu_ns) and of the
- * collector, and the peak RSS.
+ * collector, the peak RSS, and the wall time of the allocating phase (run_ms, JSON only: what
+ * a small reservation budget costs, as more objects come from the central).
  *
  *   bench_pacer [--quick] [--reps R] [--json] [--threads T] [--caches N,..] [--live SIZE,..]
  *               [--percent P,..] [--heap-min SIZE,..] [--kappa K]     the sweep (every list)
@@ -287,11 +288,13 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
         w[t] = (struct worker){.t = t, .seed = seed * 7919 + t, .total = total / nthreads};
         pthread_create(&w[t].th, NULL, worker_main, &w[t]);
     }
+    int64_t t_run = cpu_ns(CLOCK_MONOTONIC);
     pthread_t rd;
     if (reader)
         pthread_create(&rd, NULL, stats_reader, NULL);
     for (unsigned t = 0; t < nthreads; t++)
         pthread_join(w[t].th, NULL);
+    double run_ms = (double)(cpu_ns(CLOCK_MONOTONIC) - t_run) / 1e6;
     if (reader) {
         atomic_store(&readers_stop, 1);
         pthread_join(rd, NULL);
@@ -337,14 +340,14 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
            "\"early_med\": %.4f, \"early_max\": %.4f, \"live_err_max\": %.4f, "
            "\"collector_ms\": %.2f, \"pause_ms\": %.2f, \"budget\": %lld, \"unconfirmed\": %llu, "
            "\"peak_real\": %lld, \"lead_med\": %.4f, \"lead_max\": %.4f, "
-           "\"cycle_cpu_ms\": %.2f, \"stats_reads\": %llu}\n",
+           "\"cycle_cpu_ms\": %.2f, \"stats_reads\": %llu, \"run_ms\": %.1f}\n",
            caches, (long long)live_bytes, nthreads, pi.accounting, (unsigned long long)pi.cycles,
            (long long)peak_ledger, (long long)pi.goal, (long long)cached_max, ru.ru_maxrss,
            (unsigned long long)atomic_load(&backstop), npg ? (double)ok / npg : 1.0, pg_p95,
            early_med, early_max, err_max, collector_cpu_ns / 1e6, pi.pause_ns_total / 1e6,
            (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real,
            lead_med, lead_max, pi.cycle_cpu_ns / 1e6,
-           (unsigned long long)atomic_load(&stats_reads));
+           (unsigned long long)atomic_load(&stats_reads), run_ms);
     return 0;
 }
 
@@ -352,11 +355,11 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
 
 enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK,
        FLD_P95, FLD_EARLY, FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_LEAD,
-       FLD_LEAD_MAX, FLD_CYCLE_CPU, FLD_NFIELDS };
+       FLD_LEAD_MAX, FLD_CYCLE_CPU, FLD_RUN_MS, FLD_NFIELDS };
 static const char *const field_names[FLD_NFIELDS] = {
     "cycles", "peak", "peak_ledger", "goal", "cached", "rss_kb", "backstop", "ok_share",
     "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms",
-    "budget", "lead_med", "lead_max", "cycle_cpu_ms"};
+    "budget", "lead_med", "lead_max", "cycle_cpu_ms", "run_ms"};
 
 static const char *self;
 static const char *opt_percent = "100", *opt_heap_min = "64K", *opt_kappa = "0.25";
@@ -389,7 +392,7 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
     long rss;
     int a;
     unsigned long long bs, unc;
-    double ok, p95, em, ex, er, cms, pms, lm, lx, ccpu;
+    double ok, p95, em, ex, er, cms, pms, lm, lx, ccpu, rms;
     if (sscanf(buf,
                "{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
                "\"cycles\": %lld, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
@@ -397,13 +400,13 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
                "\"early_med\": %lf, \"early_max\": %lf, \"live_err_max\": %lf, "
                "\"collector_ms\": %lf, \"pause_ms\": %lf, \"budget\": %lld, \"unconfirmed\": %llu, "
                "\"peak_real\": %lld, \"lead_med\": %lf, \"lead_max\": %lf, "
-               "\"cycle_cpu_ms\": %lf, \"stats_reads\": %*u}",
+               "\"cycle_cpu_ms\": %lf, \"stats_reads\": %*u, \"run_ms\": %lf}",
                &cc, &lv, &th, &a, &cy, &pl, &g, &cm, &rss, &bs, &ok, &p95, &em, &ex, &er, &cms,
-               &pms, &bud, &unc, &pr, &lm, &lx, &ccpu) != 23)
+               &pms, &bud, &unc, &pr, &lm, &lx, &ccpu, &rms) != 24)
         return -1;
     double v[FLD_NFIELDS] = {(double)cy, (double)pr, (double)pl, (double)g, (double)cm,
                            (double)rss, (double)bs, ok, p95, em, ex, er, cms, pms, (double)bud,
-                           lm, lx, ccpu};
+                           lm, lx, ccpu, rms};
     memcpy(f, v, sizeof v);
     return 0;
 }
