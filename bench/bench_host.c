@@ -10,6 +10,7 @@
  *       numaspan-secure (the same library with NSP_SECURE=1: what the hardened mode costs), in
  *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc. A list
  *       of thread counts gives one table (one JSON line) per count, e.g. --threads 1,2,8,32.
+ *       Named in --allocators only: numaspan-vcores and numaspan-exact, its caches without bins.
  * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
  * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
  */
@@ -510,15 +511,22 @@ struct allocator {
     char path[512]; /* "" for glibc */
     int present;
     const char *env; /* one more environment entry for its runs */
+    int optin;       /* 1: run only when --allocators names it */
 };
 
+/* The opt-in numaspan configurations are its caches without bins (host/cache.h: the
+ * non-restartable path), to measure what that path costs beside the bins (issue 11, Deliver 2):
+ * virtual cores (64 on a synthetic machine, more than any real one here) and the `exact` ledger.
+ * NSP_SECURE (numaspan-secure) has no bins either. */
 static struct allocator allocators[] = {
-    {"glibc", "", 1, NULL},
-    {"jemalloc", "libjemalloc.so.2", 0, NULL},
-    {"mimalloc", "libmimalloc.so.2", 0, NULL},
-    {"tcmalloc", "libtcmalloc_minimal.so.4", 0, NULL},
-    {"numaspan", "", 0, "NSP_SECURE"},
-    {"numaspan-secure", "", 0, "NSP_SECURE=1"},
+    {"glibc", "", 1, NULL, 0},
+    {"jemalloc", "libjemalloc.so.2", 0, NULL, 0},
+    {"mimalloc", "libmimalloc.so.2", 0, NULL, 0},
+    {"tcmalloc", "libtcmalloc_minimal.so.4", 0, NULL, 0},
+    {"numaspan", "", 0, "NSP_SECURE", 0},
+    {"numaspan-secure", "", 0, "NSP_SECURE=1", 0},
+    {"numaspan-vcores", "", 0, "NSP_TOPOLOGY=synthetic:pack:1 numa:1 core:64 pu:1", 1},
+    {"numaspan-exact", "", 0, "NSP_ACCOUNTING=exact", 1},
 };
 #define NALLOC (sizeof allocators / sizeof allocators[0])
 
@@ -586,13 +594,19 @@ static int listed(const char *list, const char *name)
     return 0;
 }
 
+/* Whether allocator a runs: named by --allocators, or, with no list, every one not opt-in. */
+static int chosen(const char *which, const struct allocator *a)
+{
+    return which ? listed(which, a->name) : !a->optin;
+}
+
 static int driver(int reps, int json, const char *only, const char *which, const char *lib)
 {
     static int looked;
     if (!looked)
         find_allocators(lib);
     for (size_t i = 0; i < NALLOC && !looked; i++)
-        if (!allocators[i].present)
+        if (!allocators[i].present && chosen(which, &allocators[i]))
             fprintf(stderr, "bench: %s not found (%s): its column is empty\n", allocators[i].name,
                     strncmp(allocators[i].name, "numaspan", 8) == 0 ? "pass --lib"
                                                                    : "apt-get install it");
@@ -606,14 +620,14 @@ static int driver(int reps, int json, const char *only, const char *which, const
     for (size_t w = 0; w < NWORK; w++)
         if (listed(only, workloads[w].name))
             for (size_t a = 0; a < NALLOC; a++)
-                total += (size_t)reps * (allocators[a].present && listed(which, allocators[a].name) &&
+                total += (size_t)reps * (allocators[a].present && chosen(which, &allocators[a]) &&
                                          (!workloads[w].numaspan_only || strcmp(allocators[a].name, "numaspan") == 0));
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name))
             continue;
         for (int r = 0; r < reps && r < 64; r++)
             for (size_t a = 0; a < NALLOC; a++) { /* alternate: A B C D E A B C D E ... */
-                if (!allocators[a].present || !listed(which, allocators[a].name))
+                if (!allocators[a].present || !chosen(which, &allocators[a]))
                     continue;
                 if (workloads[w].numaspan_only && strcmp(allocators[a].name, "numaspan"))
                     continue;
@@ -672,7 +686,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
            nthreads, seconds, reps);
     printf("%-11s %-11s", "workload", "unit");
     for (size_t a = 0; a < NALLOC; a++)
-        if (listed(which, allocators[a].name))
+        if (chosen(which, &allocators[a]))
             printf(" %18s", allocators[a].name);
     printf("\n");
     for (size_t w = 0; w < NWORK; w++) {
@@ -680,7 +694,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
             continue;
         printf("%-11s %-11s", workloads[w].name, workloads[w].unit);
         for (size_t a = 0; a < NALLOC; a++) {
-            if (!listed(which, allocators[a].name))
+            if (!chosen(which, &allocators[a]))
                 continue;
             if (med[w][a] < 0) {
                 printf(" %18s", "-");
@@ -704,7 +718,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
             continue;
         printf("%-23s", workloads[w].name);
         for (size_t a = 0; a < NALLOC; a++)
-            if (listed(which, allocators[a].name)) {
+            if (chosen(which, &allocators[a])) {
                 if (medrss[w][a] < 0)
                     printf(" %18s", "-");
                 else
