@@ -4,12 +4,30 @@
  *   helper_process topo          spec, grouping, nodes, and the cache after binding to core 9
  *   helper_process bad-free      frees a stack address, then an interior pointer, then twice
  *   helper_process stats         allocates, frees, prints nsp_stats as JSON
+ *   helper_process remote-double-free   a thread frees main's object twice (run it on virtual
+ *                                cores: the thread's cache is not the object's, both frees remote)
+ *   helper_process stray-write   writes into a free object in its bin's list, then allocates:
+ *                                the pop must refuse the link and the fold name the object
+ *                                (exit 77, saying why, where there are no bins)
  */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "numaspan.h"
+
+/* These two cases call numaspan by its nsp_* names, so that they test it in sanitizer builds too
+ * (whose runtime keeps the process's malloc). */
+static void *free_twice(void *p)
+{
+    nsp_free(p);
+    nsp_free(p);
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -39,6 +57,43 @@ int main(int argc, char **argv)
         printf("not_owned=%llu interior=%llu double=%llu\n",
                (unsigned long long)st.not_owned_frees, (unsigned long long)st.interior_frees,
                (unsigned long long)st.double_frees);
+        return 0;
+    }
+    if (strcmp(cmd, "remote-double-free") == 0) {
+        char *p = nsp_malloc(64);
+        pthread_t t;
+        if (pthread_create(&t, NULL, free_twice, p) != 0 || pthread_join(t, NULL) != 0)
+            return 3;
+        nsp_stats_t st;
+        nsp_stats_get(&st);
+        printf("object=%p double=%llu remote=%llu\n", (void *)p,
+               (unsigned long long)st.double_frees, (unsigned long long)st.remote_frees);
+        return 0;
+    }
+    if (strcmp(cmd, "stray-write") == 0) {
+        /* the bins are per cpu: stay on this one, so that the free below is the bin's push */
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0) {
+            printf("skipped: cannot pin the thread to its cpu\n");
+            return 77;
+        }
+        /* asked before the bin is set up: nothing the snapshot does may fold it in between */
+        nsp_stats_t st;
+        if (nsp_stats_get(&st) != 0 || !st.rseq) {
+            printf("skipped: no bins here (no rseq, virtual cores, NSP_SECURE or exact)\n");
+            return 77;
+        }
+        enum { SZ = 20000 }; /* a class nothing else here uses: the bin holds our objects only */
+        char *q = nsp_malloc(SZ), *p = nsp_malloc(SZ); /* the first attaches the bin */
+        nsp_free(p); /* p heads the bin's list: its first word is its link, encoded */
+        printf("object=%p\n", (void *)p);
+        fflush(stdout);
+        *(volatile uint64_t *)p = 0x4141414141414141ULL; /* a write after free */
+        char *r = nsp_malloc(SZ), *r2 = nsp_malloc(SZ);
+        /* with NSP_ON_ERROR=warn: reported, and nothing handed out twice */
+        printf("distinct=%d\n", r && r2 && r != r2 && r != q && r2 != q);
         return 0;
     }
     if (strcmp(cmd, "stats") == 0) {
