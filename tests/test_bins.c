@@ -694,6 +694,40 @@ START_TEST(lock_free_reading_at_rest_sees_the_bins)
 }
 END_TEST
 
+/* A bin lists a few KiB of its span's free slots at a time (cache.c's carve), never the whole
+ * span: only listed objects' first words are written, so RSS follows use (issue 11, Deliver 1). A
+ * drained bin's next miss lists the next few KiB of the same span. */
+#define SZ_LAZY 640 /* 4 KiB is 6 of them; a span holds 100 or more */
+START_TEST(a_bin_lists_a_few_kib_at_a_time)
+{
+    if (!ready("a_bin_lists_a_few_kib_at_a_time"))
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    void *keep[2 * MAXL];
+    unsigned n = 0;
+    keep[n++] = malloc(SZ_LAZY); /* the class's first malloc misses: the slow path attaches */
+    struct nsp_bin *b = bin();
+    struct nsp_span *s = span();
+    ck_assert_uint_ne(atomic_load(&b->key), 0);
+    uint32_t most = 4096 / s->elemsize > 4 ? 4096 / s->elemsize : 4;
+    ck_assert_msg(s->nelems > 4 * most && most <= MAXL, "class of %u B: span of %u objects",
+                  s->elemsize, s->nelems);
+    for (int round = 0; round < 2; round++) {
+        uint32_t carved = b->carved;
+        ck_assert_msg(carved >= 1 && carved <= most,
+                      "round %d: one attach listed %u objects of %u B, want 1 to %u (4 KiB)", round,
+                      carved, s->elemsize, most);
+        ck_assert_ptr_eq(span(), s); /* the same span, further on */
+        for (uint32_t i = 0; i < carved; i++) /* drains the list: pops */
+            keep[n++] = malloc(SZ_LAZY);
+        ck_assert_uint_eq(b->word >> 16, 0); /* empty */
+        keep[n++] = malloc(SZ_LAZY); /* a miss: the next few KiB */
+    }
+    for (unsigned i = 0; i < n; i++)
+        free(keep[i]);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -723,6 +757,7 @@ int main(void)
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
+    tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
