@@ -14,7 +14,7 @@
  * Owns: the inline fast paths (alloc, alloc_small, free_to_bin) that every public entry point
  * inlines. Invariant: a fast path makes no call before its bin's pop or push commits; every slow
  * path is a separate noinline function, so the fast path saves no register it does not use
- * (`objdump -d` of nsp_malloc and nsp_free shows only tail jumps to them).
+ * (`objdump -d` of nsp_malloc and nsp_free shows only tail jumps to them; test_fast_path.py).
  *
  * Routing. Small (<= 32 KiB): the calling thread's core cache. On the real machine that is its
  * bin (cache.h): one restartable sequence whose commit pops, no lock and no atomic; a miss takes

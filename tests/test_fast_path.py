@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""tests/test_fast_path.py — nsp_malloc and nsp_free keep their fast paths inline (host/alloc.h).
+
+The bins' fast path (a restartable pop or push, host/cache.h) must run inside the entry point
+itself: no call and no jump to another function before it returns, and the rseq area (%fs) read
+on the way. Out-of-line slow paths are tail jumps placed after the fast path's ret. Without this
+check, a change of inlining (gcc keeping one out-of-line copy of `alloc` once malloc.c was split
+into files, so that nsp_malloc became a jump to it) goes unseen: the suite stays green and every
+malloc pays a jump.
+
+Reads the library's code with objdump, from each function's address to its end (nm -D -S: the
+standard names alias these, so objdump's own label may be malloc or __libc_malloc). Walks the
+instructions in address order up to the first ret. On x86-64 builds with the bins only: the
+caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation calls.
+
+usage: test_fast_path.py LIBNUMASPAN_SO
+"""
+import re
+import subprocess
+import sys
+
+FUNCTIONS = ["nsp_malloc", "nsp_free"]
+
+
+def symbols(lib):
+    """{name: (start, size)} of the library's defined dynamic symbols."""
+    out = subprocess.run(["nm", "-D", "-S", "--defined-only", lib], capture_output=True, text=True,
+                         check=True).stdout
+    syms = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 4:
+            syms[f[3]] = (int(f[0], 16), int(f[1], 16))
+    return syms
+
+
+def instructions(lib, start, size):
+    """[(address, text)] of the code in [start, start + size)."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "--start-address=%#x" % start,
+                          "--stop-address=%#x" % (start + size), lib],
+                         capture_output=True, text=True, check=True).stdout
+    insns = []
+    for line in out.splitlines():
+        m = re.match(r"^\s*([0-9a-f]+):\s+(.*)$", line)
+        if m:
+            insns.append((int(m.group(1), 16), m.group(2).strip()))
+    return insns
+
+
+def check(name, start, size, insns):
+    """The problems of one function's fast path, [] when there are none."""
+    hot = []
+    for addr, text in insns:
+        hot.append((addr, text))
+        if re.match(r"^(rep )?ret", text):
+            break
+    else:
+        return ["%s: no ret: the function is not a fast path of its own (%d instructions, the "
+                "first: %s)" % (name, len(insns), insns[0][1] if insns else "none")]
+    problems = []
+    for addr, text in hot:
+        op = text.split()[0]
+        if op.startswith("call"):
+            problems.append("%s+%#x: a call before the fast path returns: %s" %
+                            (name, addr - start, text))
+        elif op == "jmp":
+            m = re.match(r"^jmp\s+([0-9a-f]+)\b", text)
+            target = int(m.group(1), 16) if m else None
+            if target is None or not start <= target < start + size:
+                problems.append("%s+%#x: a jump out of the function before the fast path returns: %s"
+                                % (name, addr - start, text))
+    if not any("%fs:" in text for _, text in hot):
+        problems.append("%s: the fast path reads no %%fs (the rseq area): its restartable "
+                        "sequence is not inlined" % name)
+    if not problems:
+        print("ok: %s: fast path of %d instructions up to its ret, no call, no jump out" %
+              (name, len(hot)))
+    return problems
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_fast_path.py LIBNUMASPAN_SO")
+    lib = sys.argv[1]
+    syms = symbols(lib)
+    problems = []
+    for name in FUNCTIONS:
+        if name not in syms:
+            problems.append("%s: not defined in %s" % (name, lib))
+            continue
+        start, size = syms[name]
+        problems += check(name, start, size, instructions(lib, start, size))
+    for p in problems:
+        print("FAIL: " + p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
