@@ -349,7 +349,11 @@ static unsigned fill(unsigned node, unsigned cls, void **out, unsigned want)
 static void give_back_chain(uintptr_t p, unsigned cls)
 {
     while (p) {
-        uintptr_t next = nsp__transfer_next(p, cls);
+        uintptr_t next;
+        /* p's link overwritten while it waited: p may be in a bin now, so neither p nor what
+         * follows is written or freed (leaked, not handed out twice; transfer.h) */
+        if (nsp__transfer_follow(p, cls, &next) != 0)
+            return;
         *(uint64_t *)p = 0; /* handed out again some day: it must not look listed then */
         struct nsp_span *s = nsp__span_of((void *)p);
         if (nsp__span_free_remote(s, nsp__span_index(s, p)) > 0)

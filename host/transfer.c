@@ -64,6 +64,13 @@ uintptr_t nsp__transfer_next(uintptr_t p, unsigned cls)
     return next_of(p, cls, &ok);
 }
 
+int nsp__transfer_follow(uintptr_t p, unsigned cls, uintptr_t *next)
+{
+    int ok;
+    *next = next_of(p, cls, &ok);
+    return ok ? 0 : -1;
+}
+
 /* The slot a thread tries first: its cpu's, so that threads of different cpus take and put on
  * different slots (one line still, but rarely the same word's exchange twice at once). */
 static unsigned first_slot(void)
@@ -126,10 +133,20 @@ uintptr_t nsp__transfer_take_all(struct nsp_transfer *t, unsigned cls)
         uintptr_t p = atomic_exchange_explicit(&t->slot[i].v, 0, memory_order_acquire);
         if (!p)
             continue;
-        /* append what we hold after this chain's last object */
-        uintptr_t last = p, next;
-        while ((next = nsp__transfer_next(last, cls)))
+        /* append what we hold after this chain's last good object: one whose link was
+         * overwritten while it waited may be listed in a bin now (transfer.h), so it is neither
+         * written nor kept, and what follows it is dropped with it (leaked, not handed out) */
+        uintptr_t prev = 0, last = p, next;
+        int ok;
+        while ((next = next_of(last, cls, &ok))) {
+            prev = last;
             last = next;
+        }
+        if (!ok) {
+            if (!prev)
+                continue; /* the chain's first object: the whole chain is dropped */
+            last = prev;
+        }
         *(uint64_t *)last = (uint64_t)all ^ nsp__transfer_key;
         all = p;
     }

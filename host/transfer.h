@@ -70,6 +70,9 @@ uintptr_t nsp__transfer_take_all(struct nsp_transfer *t, unsigned cls);
  * not decode to an object of class cls: that is reported, and the rest of the chain is dropped,
  * leaked rather than handed out twice). */
 uintptr_t nsp__transfer_next(uintptr_t p, unsigned cls);
+/* The same, for a holder that frees or rewrites p next: -1 (reported, *next = 0) when p's own
+ * link does not decode, and then p must be left alone (a bin may list it), else 0. */
+int nsp__transfer_follow(uintptr_t p, unsigned cls, uintptr_t *next);
 /* Whether object p of span s looks like it waits in a chain: its first word decodes to the end
  * of a chain or to an object of its class. A double free of such an object must be refused: its
  * alloc bit is set, and freeing it would hand it out twice. */

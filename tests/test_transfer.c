@@ -11,7 +11,8 @@
  *   - a cycle gives the batch back: slots empty, the objects free in their spans, and the ledger
  *     (heapLive + pending) back to what it was plus the one object still live;
  *   - a link overwritten while it waits is reported when the chain is taken, never followed,
- *     and the object that held it is not handed out.
+ *     and the object that held it is not handed out;
+ *   - nor is it touched by a cycle's give-back (written into, or freed while a bin may list it).
  *
  * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's,
  * and these tests are about numaspan's.
@@ -186,6 +187,42 @@ START_TEST(an_overwritten_link_is_reported_not_followed)
 }
 END_TEST
 
+/* A cycle gives the batches back (nsp__transfer_take_all, then each object freed remotely). An
+ * object whose link was overwritten while it waited may be in a bin by now (a second free pushed
+ * it there, writing its bin link): the cycle must neither write into it nor free it, nor what
+ * follows it (leaked, never handed out twice). */
+START_TEST(a_cycle_leaves_an_overwritten_object_alone)
+{
+    setup();
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
+        fprintf(stderr, "a_cycle_leaves_an_overwritten_object_alone: skipped: no transfer\n");
+        return;
+    }
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    ck_assert_uint_ge(n, 3);
+    const uint64_t junk = 0x4141414141414141ULL;
+    *(uint64_t *)w[1] = junk; /* a write after free (or a bin's link) into a waiting object */
+    uint64_t before = errors(NSP_ERR_FREE_LIST);
+    nsp_pacer_cycle(); /* takes every chain out and gives it back */
+    uint64_t word = *(volatile uint64_t *)w[1];
+    unsigned freed_after = 0;
+    for (unsigned i = 1; i < n; i++) {
+        struct nsp_span *s = nsp__span_of((void *)w[i]);
+        freed_after += (unsigned)!nsp__span_slot_live(s, nsp__span_index(s, w[i]));
+    }
+    struct nsp_span *s0 = nsp__span_of((void *)w[0]);
+    int first_live = nsp__span_slot_live(s0, nsp__span_index(s0, w[0]));
+    ck_assert_uint_ge(errors(NSP_ERR_FREE_LIST), before + 1);
+    ck_assert_msg(word == junk, "the cycle wrote %#llx into the overwritten object",
+                  (unsigned long long)word);
+    ck_assert_uint_eq(freed_after, 0); /* it and its followers stay allocated: leaked */
+    ck_assert_int_eq(first_live, 0);    /* the object before it went back as before */
+    nsp_free(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("transfer");
@@ -194,6 +231,7 @@ int main(void)
     tcase_add_test(tc, double_free_of_a_waiting_object_is_caught);
     tcase_add_test(tc, a_cycle_gives_the_batch_back);
     tcase_add_test(tc, an_overwritten_link_is_reported_not_followed);
+    tcase_add_test(tc, a_cycle_leaves_an_overwritten_object_alone);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
