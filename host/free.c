@@ -59,22 +59,35 @@ static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
 #ifdef NSP_RSEQ_LOCKS
 /* p's first word is a magazine's tag (magazine.h): p may wait in cache ci's magazine, freed
  * already though its bits say allocated. That magazine is flushed (the cache taken, which applies
- * it), so that the bits answer; a cache that stays busy is left alone, and the free is then
- * decided by the bits as they are (as a free racing the first is, span.h). errno kept. */
-static __attribute__((noinline)) void flush_magazine_of(int64_t ci)
+ * it), so that the bits answer. A cache that cannot be taken (busy, or its cpu unfenceable) is
+ * read instead: 1 when p is listed in it (a double free: the bits must not decide, or a local free
+ * would free p while it waits there, and the flush would later free whoever got it next), else
+ * 0 and the bits decide (p flushed already, or in flight: a free racing the first, span.h). Each
+ * value read there was pushed after the generation that held any earlier free of p was flushed,
+ * so a listed p is a free not yet applied. errno kept. */
+static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p)
 {
     if (ci >= (int64_t)nsp__ncaches || !nsp__caches[ci].bins_on)
-        return;
+        return 0;
     int saved = errno;
     struct nsp_cache *c = &nsp__caches[ci];
-    for (int tries = 0; tries < 100; tries++) {
+    int listed = 0;
+    for (int tries = 0;; tries++) {
         if (nsp__cache_lock_foreign(c)) {
             nsp__cache_unlock(c);
+            break;
+        }
+        if (tries == 100) {
+            /* the push writes the slot before it commits the count: read the count first */
+            uint64_t n = __atomic_load_n(&c->mag.count, __ATOMIC_ACQUIRE);
+            for (uint64_t i = 0; i < n && i < NSP_MAG_SLOTS && !listed; i++)
+                listed = __atomic_load_n(&c->mag.slot[i], __ATOMIC_RELAXED) == (uintptr_t)p;
             break;
         }
         sched_yield();
     }
     errno = saved;
+    return listed;
 }
 
 /* A remote free into the thread's cpu's magazine (magazine.h): 1 when pushed, 0 when it must go
@@ -156,8 +169,10 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 #ifdef NSP_RSEQ_LOCKS
     /* freed already into a magazine? that one is flushed first, and the bits then answer */
     int64_t mag = nsp__magazine_tagged(p);
-    if (unlikely(mag >= 0))
-        flush_magazine_of(mag);
+    if (unlikely(mag >= 0) && flush_magazine_of(mag, p)) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+        return;
+    }
 #endif
     uint32_t hint = nsp__cache_hint();
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
@@ -218,8 +233,8 @@ int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
     (void)p; /* without rseq there are no bins to ask */
 #ifdef NSP_RSEQ_LOCKS
     int64_t mag = nsp__magazine_tagged(p); /* waiting in a magazine: flushed, then asked */
-    if (mag >= 0)
-        flush_magazine_of(mag);
+    if (mag >= 0 && flush_magazine_of(mag, p))
+        return 0;
 #endif
     if (!nsp__span_slot_live(s, idx))
         return 0;

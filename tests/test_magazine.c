@@ -6,7 +6,8 @@
  *   - a free from another cpu waits in that cpu's magazine (tagged, still allocated) until the
  *     cache is taken, which applies it (one freed bit);
  *   - a second free of an object waiting in a magazine is reported at that second free, naming
- *     it, and the object is freed once (remote then remote, remote then local);
+ *     it, and the object is freed once (remote then remote, remote then local), also when the
+ *     magazine cannot be flushed then (every fence refused);
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -220,6 +221,34 @@ START_TEST(a_local_free_after_a_remote_one_in_a_magazine_is_reported)
 }
 END_TEST
 
+/* The same when the magazine cannot be flushed at the second free (its cache busy, or its cpu
+ * unfenceable: every fence refused here): the free must not be decided by the bits alone, which
+ * still say allocated. Before, the locked local free freed p into its span while it waited in
+ * b's magazine: no report, p handed out again, and b's flush then freed that live object. */
+START_TEST(a_double_free_is_reported_when_the_magazine_cannot_be_flushed)
+{
+    if (!ready("a_double_free_is_reported_when_the_magazine_cannot_be_flushed"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    void *p;
+    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, &p);
+    atomic_store(&nsp__test_fence_fail, 3); /* b cannot be taken from outside */
+    on_cpu(cpu_a, do_free, &p);
+    atomic_store(&nsp__test_fence_fail, 0);
+    uint64_t at_second = errors(NSP_ERR_DOUBLE_FREE);
+    int live_then = live(p);
+    take(cache_of(cpu_a));
+    take(b);
+    ck_assert_uint_eq(at_second, before + 1);
+    ck_assert_int_eq(live_then, 1); /* still b's to apply */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    ck_assert_int_eq(live(p), 0);
+}
+END_TEST
+
 #define NCYCLE 40
 
 static void free_all(void *arg)
@@ -387,6 +416,7 @@ int main(void)
     tcase_add_test(tc, a_remote_free_waits_until_the_cache_is_taken);
     tcase_add_test(tc, a_double_free_through_a_magazine_is_reported_at_once);
     tcase_add_test(tc, a_local_free_after_a_remote_one_in_a_magazine_is_reported);
+    tcase_add_test(tc, a_double_free_is_reported_when_the_magazine_cannot_be_flushed);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
