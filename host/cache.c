@@ -585,10 +585,13 @@ void nsp__cache_forked_child(void)
         /* Left out by fork's lock_all and held at the fork by a thread the child does not have:
          * its fields may be half-changed and nobody will release it. Retired: never taken
          * again, its bins detached (the child's one thread runs no sequence: no fence needed),
-         * its spans and their charges kept (an overestimate, never a loss). */
+         * its spans and their charges kept (an overestimate, never a loss). Its magazine too:
+         * no taker will flush it again, so a remote free of this cpu goes the direct way (what
+         * it holds already stays allocated: leaked, as the spans' charges are kept). */
         atomic_store_explicit(&c->lock, NSP_CACHE_RETIRED, memory_order_relaxed);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
             atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
+        atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
     }
 }
 

@@ -494,7 +494,8 @@ unsigned nsp__cache_lock_all(void);
 void nsp__cache_unlock_all(void);
 /* fork's child, after its handlers: a cache that lock_all left out and that was held at the fork
  * (by a thread the child does not have) is retired: lock word NSP_CACHE_RETIRED, which no taker
- * takes and lock_all does not wait for, and its bins detached. Its spans stay charged. */
+ * takes and lock_all does not wait for, and its bins and magazine detached. Its spans stay
+ * charged. */
 void nsp__cache_forked_child(void);
 #define NSP_CACHE_RETIRED 3u
 

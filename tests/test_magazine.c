@@ -8,6 +8,7 @@
  *   - a second free of an object waiting in a magazine is reported at that second free, naming
  *     it, and the object is freed once (remote then remote, remote then local), also when the
  *     magazine cannot be flushed then (every fence refused);
+ *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -27,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "host/cache.h"
 #include "host/check.h"
@@ -249,6 +252,44 @@ START_TEST(a_double_free_is_reported_when_the_magazine_cannot_be_flushed)
 }
 END_TEST
 
+/* fork's child retires a cache that lock_all left out and that was held at the fork (cache.c,
+ * nsp__cache_forked_child): never taken again, so its magazine can never be flushed either. A
+ * remote free by the child's thread on that cpu must go the direct way, not wait there forever
+ * (leaked, its span never empty, and its second free found only by reading the magazine). The
+ * child retires cache b as its fork handler would (held by a thread it does not have). */
+START_TEST(a_retired_cache_takes_no_remote_free)
+{
+    if (!ready("a_retired_cache_takes_no_remote_free"))
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct nsp_cache *b = cache_of(cpu_b);
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu_b, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0 || sched_getcpu() != cpu_b)
+            _exit(2);
+        atomic_store(&b->lock, 1); /* held at the fork by a thread the child does not have */
+        b->all_held = 0;
+        nsp__cache_forked_child();
+        if (atomic_load(&b->lock) != NSP_CACHE_RETIRED)
+            _exit(3);
+        nsp_free(nsp_malloc(SZ)); /* the thread's caches are now cpu b's: nsp__tb is b */
+        void *p = nsp_malloc(SZ); /* from the central: b cannot be taken */
+        if (!p)
+            _exit(4);
+        nsp_free(p); /* a remote free: its span is no cache's */
+        _exit(live(p) ? 5 : 0);
+    }
+    ck_assert_int_gt(pid, 0);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child: status %#x (exit 5: the free waits in the retired magazine)",
+                  status);
+}
+END_TEST
+
 #define NCYCLE 40
 
 static void free_all(void *arg)
@@ -417,6 +458,7 @@ int main(void)
     tcase_add_test(tc, a_double_free_through_a_magazine_is_reported_at_once);
     tcase_add_test(tc, a_local_free_after_a_remote_one_in_a_magazine_is_reported);
     tcase_add_test(tc, a_double_free_is_reported_when_the_magazine_cannot_be_flushed);
+    tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
