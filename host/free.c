@@ -130,12 +130,6 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
     if (unlikely(nsp__bin_lists(s, p)))
         fold_bins_of(s);
 #endif
-    /* an object waiting in a node's transfer batch has its alloc bit set: freed again, it would
-     * be handed out twice (transfer.h) */
-    if (unlikely(nsp__transfer_lists(s, p))) {
-        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
-        return;
-    }
     /* exact charges the free before its freed bit can be seen: the other way round, a sweep
      * could apply the bit and give the emptied span back to the page heap with this charge still
      * to come (heapLive then differed from the sum of the charges, NSP_DEBUG=1 found it). The
@@ -166,6 +160,13 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 {
     if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
         nsp__secure_free(s, idx, p);
+    /* an object waiting in a node's transfer batch has its alloc bit set: freed again (by the
+     * locked local free too, when a cache holds its span now), it would be handed out twice
+     * (transfer.h) */
+    if (unlikely(nsp__transfer_lists(s, p))) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+        return;
+    }
 #ifdef NSP_RSEQ_LOCKS
     /* freed already into a magazine? that one is flushed first, and the bits then answer */
     int64_t mag = nsp__magazine_tagged(p);

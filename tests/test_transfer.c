@@ -7,7 +7,8 @@
  *   - one call moves a batch: the object returned and the rest waiting in a slot, all distinct,
  *     all allocated from their spans' view (so no owner hands them out meanwhile);
  *   - a second free of an object waiting in the transfer (its alloc bit is set) is reported and
- *     leaves no freed bit (freeing it would hand it out twice);
+ *     leaves no freed bit (freeing it would hand it out twice), also by the locked local free
+ *     of a cache that holds its span;
  *   - a cycle gives the batch back: slots empty, the objects free in their spans, and the ledger
  *     (heapLive + pending) back to what it was plus the one object still live;
  *   - a link overwritten while it waits is reported when the chain is taken, never followed,
@@ -17,11 +18,13 @@
  * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's,
  * and these tests are about numaspan's.
  */
+#define _GNU_SOURCE
 #include <check.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "host/alloc.h"
 #include "host/central.h"
 #include "host/ledger.h"
 #include "host/pageheap.h"
@@ -127,6 +130,42 @@ START_TEST(double_free_of_a_waiting_object_is_caught)
 }
 END_TEST
 
+/* The same through the locked local free (caches without bins, or a bin that misses): an object
+ * waiting in the transfer whose span the thread's own cache now holds. Before, the span's local
+ * free cleared its alloc bit without a word: the cache handed it out, and so did the transfer. */
+START_TEST(a_locked_local_double_free_of_a_waiting_object_is_caught)
+{
+    setup();
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
+        fprintf(stderr, "a_locked_local_double_free_of_a_waiting_object_is_caught: skipped: no "
+                        "transfer\n");
+        return;
+    }
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    uintptr_t x = w[1];
+    struct nsp_span *s = nsp__span_of((void *)x);
+    uint32_t idx = nsp__span_index(s, x);
+    void *q = nsp_malloc(SZ); /* the cache's refill: the batch's span, partial, is the one */
+    if (atomic_load(&s->state) != NSP_SPAN_CACHED || nsp__span_of(q) != s) {
+        fprintf(stderr, "a_locked_local_double_free_of_a_waiting_object_is_caught: skipped: the "
+                        "cache did not take the batch's span\n");
+        nsp_free(q);
+        nsp_free(p);
+        return;
+    }
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    nsp__free_small(s, idx, (void *)x); /* the locked path, as a bin's miss reaches it */
+    uint64_t after = errors(NSP_ERR_DOUBLE_FREE);
+    int still = nsp__span_slot_live(s, idx);
+    nsp_free(q);
+    nsp_free(p);
+    ck_assert_uint_eq(after, before + 1);
+    ck_assert_int_eq(still, 1); /* still the transfer's: nobody else hands it out */
+}
+END_TEST
+
 START_TEST(a_cycle_gives_the_batch_back)
 {
     setup();
@@ -229,6 +268,7 @@ int main(void)
     TCase *tc = tcase_create("transfer");
     tcase_add_test(tc, one_call_moves_a_batch);
     tcase_add_test(tc, double_free_of_a_waiting_object_is_caught);
+    tcase_add_test(tc, a_locked_local_double_free_of_a_waiting_object_is_caught);
     tcase_add_test(tc, a_cycle_gives_the_batch_back);
     tcase_add_test(tc, an_overwritten_link_is_reported_not_followed);
     tcase_add_test(tc, a_cycle_leaves_an_overwritten_object_alone);
