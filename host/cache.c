@@ -20,6 +20,7 @@
 #include "central.h"
 #include "ledger.h"
 #include "os.h"
+#include "pageheap.h"
 #include "span.h"
 
 struct nsp_cache *nsp__caches;
@@ -304,6 +305,23 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     atomic_fetch_add(&b->seq, 1);
 }
 
+unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
+{
+#ifdef NSP_RSEQ_LOCKS
+    unsigned kept = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (nsp__bin_lists(nsp__span_of((void *)objs[i]), (void *)objs[i]))
+            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)objs[i]);
+        else
+            objs[kept++] = objs[i];
+    }
+    return kept;
+#else
+    (void)objs; /* no bins, and no magazine fills */
+    return n;
+#endif
+}
+
 /* Applies detached magazine of c (magazine.h) and attaches it again, empty. Lock held, on == 0
  * and fenced: nobody else reads or writes it. */
 static void mag_drain(struct nsp_cache *c)
@@ -311,7 +329,7 @@ static void mag_drain(struct nsp_cache *c)
     struct nsp_magazine *m = &c->mag;
     unsigned n = (unsigned)m->count;
     if (n) {
-        nsp__magazine_apply(m->slot, n);
+        nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n));
         m->flushes += n;
     }
     m->count = 0;

@@ -572,6 +572,12 @@ int nsp__cache_flush_magazine(struct nsp_cache *c);
  * (nsp__magazine_apply) after giving the lock back, so that a sort and sixty atomic ORs are not
  * paid holding the cache (every other thread of the cpu would find it busy). Lock held. */
 unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out);
+/* Before a magazine's objects are applied: drops (and reports as double frees) those a bin lists
+ * since their push, a local free whose push found no tag (written over after the first free).
+ * Their alloc bits are set, so the apply would mark them freed while the bin hands them out, and
+ * a sweep would then free those live objects. A hint read racily (nsp__bin_lists). Returns how
+ * many of objs[0..n) are kept, compacted at its front. */
+unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n);
 
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */

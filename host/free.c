@@ -116,7 +116,7 @@ static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
         nsp__cache_unlock(c);
         /* applied without the cache: in between, these frees are in flight (a racing second
          * free of one is reported by the apply, naming it) */
-        nsp__magazine_apply(objs, n);
+        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n));
         if (!(tb = nsp__tb))
             return 0;
     }

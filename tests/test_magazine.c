@@ -9,6 +9,7 @@
  *     it, and the object is freed once (remote then remote, remote then local), also when the
  *     magazine cannot be flushed then (every fence refused);
  *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
+ *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -290,6 +291,48 @@ START_TEST(a_retired_cache_takes_no_remote_free)
 }
 END_TEST
 
+/* A write after free over the tag, then a local free: the bin's push finds no tag and takes the
+ * object, which also waits in b's magazine (before the magazines, the remote free's freed bit
+ * made that push miss and the locked path report it). b's flush must report it and leave it to
+ * the bin: setting its freed bit would have the sweep free it while the bin hands it out. */
+static void scribble(void *arg)
+{
+    *(volatile uint64_t *)*(void **)arg = 0x4242424242424242ULL;
+}
+
+/* A free by a thread that has its bins already (a new thread's first free takes the lock). */
+static void warm_free(void *arg)
+{
+    nsp_free(nsp_malloc(SZ));
+    nsp_free(*(void **)arg);
+}
+
+START_TEST(a_double_free_past_a_clobbered_tag_is_reported_at_the_flush)
+{
+    if (!ready("a_double_free_past_a_clobbered_tag_is_reported_at_the_flush"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    void *p;
+    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, &p);
+    on_cpu(cpu_b, scribble, &p); /* the tag written over */
+    on_cpu(cpu_a, warm_free, &p); /* into a's bin */
+    int in_bin = nsp__bin_lists(nsp__span_of(p), p);
+    take(b);
+    uint64_t at_flush = errors(NSP_ERR_DOUBLE_FREE);
+    struct nsp_span *s = nsp__span_of(p);
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    uint64_t freed = (atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1;
+    ck_assert_int_eq(in_bin, 1);
+    ck_assert_uint_eq(at_flush, before + 1);
+    ck_assert_uint_eq(freed, 0); /* the bin's, not marked freed behind its back */
+    take(cache_of(cpu_a));
+    ck_assert_int_eq(live(p), 0); /* the fold freed it once */
+}
+END_TEST
+
 #define NCYCLE 40
 
 static void free_all(void *arg)
@@ -459,6 +502,7 @@ int main(void)
     tcase_add_test(tc, a_local_free_after_a_remote_one_in_a_magazine_is_reported);
     tcase_add_test(tc, a_double_free_is_reported_when_the_magazine_cannot_be_flushed);
     tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
+    tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
