@@ -27,9 +27,10 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
 {
     int saved = errno;
     void *p = NULL;
-    if (c) {
-        p = c->bins_on && nsp__tb == c ? nsp__cache_alloc_bin(c, cls)
-                                       : nsp__cache_alloc_slow(c, cls);
+    if (c && c->bins_on && nsp__tb == c) {
+        p = nsp__cache_alloc_bin(c, cls); /* gives the lock back itself */
+    } else if (c) {
+        p = nsp__cache_alloc_slow(c, cls);
         nsp__cache_unlock(c);
     }
     if (!p) {

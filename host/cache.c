@@ -500,16 +500,6 @@ static void bin_fill(struct nsp_cache *c, unsigned cls)
     atomic_fetch_add(&b->seq, 1);
 }
 
-void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
-{
-    if (nsp__cache_settle(c, cls) != 0)
-        return NULL;
-    void *p = nsp__cache_alloc_slow(c, cls);
-    if (p)
-        bin_fill(c, cls);
-    return p;
-}
-
 /* ---- the foreign lock (continued) ------------------------------------------------------------- */
 
 int nsp__cache_lock_foreign(struct nsp_cache *c)
@@ -620,19 +610,29 @@ static size_t span_bytes(unsigned cls)
     return (size_t)nsp__classes[cls].npages << NSP_PAGE_SHIFT;
 }
 
-int nsp__cache_release(struct nsp_cache *c, unsigned cls)
+/* The cache's half of a release: the span of class cls (its bin settled) taken out of spans[],
+ * its charge reconciled (ledger.h). The central's half (uncacheSpan, which may wait for the
+ * central's mutex) is the caller's, with the returned count of allocations. Lock held. */
+static struct nsp_span *span_detach(struct nsp_cache *c, unsigned cls, uint32_t *mallocs)
 {
     struct nsp_span *s = c->spans[cls];
-    if (s == &nsp__empty_span)
-        return 0;
-    if (nsp__cache_settle(c, cls) != 0) /* its bin's objects are the span's again first */
-        return -1;
     c->spans[cls] = &nsp__empty_span;
     c->held_bytes -= span_bytes(cls);
     atomic_fetch_sub_explicit(&nsp__cached_total, span_bytes(cls), memory_order_relaxed);
     c->releases++;
-    uint32_t mallocs = s->nmalloc;
+    *mallocs = s->nmalloc;
     nsp__ledger_release(s, c->pending);
+    return s;
+}
+
+int nsp__cache_release(struct nsp_cache *c, unsigned cls)
+{
+    if (c->spans[cls] == &nsp__empty_span)
+        return 0;
+    if (nsp__cache_settle(c, cls) != 0) /* its bin's objects are the span's again first */
+        return -1;
+    uint32_t mallocs;
+    struct nsp_span *s = span_detach(c, cls, &mallocs);
     nsp__central_uncache_span(s, mallocs);
     return 0;
 }
@@ -696,6 +696,24 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
     return p;
 }
 
+/* An object of the cached span s: past its cursor, or, when nothing is, after a sweep in place
+ * and a rewind (remote frees and local frees behind the cursor may have left room). NULL when s
+ * is really full. Lock held. */
+static void *from_cached(struct nsp_cache *c, struct nsp_span *s)
+{
+    void *p;
+    if ((p = nsp__span_alloc_fast(s)) || (p = nsp__span_next_free(s)))
+        return counted(c, s, p);
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
+        sweep_in_place(c, s);
+    if (s->alloc_count < s->nelems) {
+        nsp__span_rewind(s);
+        if ((p = nsp__span_next_free(s)))
+            return counted(c, s, p);
+    }
+    return NULL;
+}
+
 void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
 {
     uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
@@ -704,17 +722,8 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     struct nsp_span *s = c->spans[cls];
     void *p;
     if (s != &nsp__empty_span) {
-        if ((p = nsp__span_alloc_fast(s)) || (p = nsp__span_next_free(s)))
-            return counted(c, s, p);
-        /* Nothing past the cursor. Remote frees and local frees behind it may have left room:
-         * sweep, rewind, and only release the span when it is really full. */
-        if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
-            sweep_in_place(c, s);
-        if (s->alloc_count < s->nelems) {
-            nsp__span_rewind(s);
-            if ((p = nsp__span_next_free(s)))
-                return counted(c, s, p);
-        }
+        if ((p = from_cached(c, s)))
+            return p;
         if (nsp__cache_release(c, cls) != 0)
             return nsp__central_alloc(c->node, cls);
     }
@@ -736,6 +745,108 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
     nsp__ledger_refill(s, c->pending);
     return counted(c, s, nsp__span_next_free(s));
+}
+
+_Atomic uint64_t nsp__cache_refill_lost;
+void (*_Atomic nsp__test_refill_window)(struct nsp_cache *c);
+
+/* Takes c's lock again after central work, by the sequence (cache.h): 1 if taken, 0 if it is
+ * held or the thread is no longer on c's cpu (then it does not wait: the caller gives up). */
+static int retake(struct nsp_cache *c)
+{
+#ifdef NSP_RSEQ_LOCKS
+    int r;
+    while ((r = nsp__rseq_trylock(&c->lock, c->rseq_cpu)) < 0)
+        ;
+    return r > 0;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
+void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
+{
+    if (nsp__cache_settle(c, cls) != 0) {
+        nsp__cache_unlock(c);
+        return NULL;
+    }
+    uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
+    if (c->flush_gen != sg) /* a cycle passed: stale spans go back before we allocate again */
+        nsp__cache_flush(c, sg);
+    struct nsp_span *old = c->spans[cls];
+    uint32_t mallocs = 0;
+    void *p;
+    if (old == &nsp__empty_span) {
+        old = NULL;
+    } else {
+        if ((p = from_cached(c, old))) {
+            bin_fill(c, cls);
+            nsp__cache_unlock(c);
+            return p;
+        }
+        old = span_detach(c, cls, &mallocs); /* full: the central's half comes after the lock */
+    }
+    /* The refill's bytes are reserved in the total now, so that two caches' refills in flight
+     * cannot both pass the caps; given back if the span is not installed. */
+    size_t bytes = span_bytes(cls);
+    size_t cached = atomic_fetch_add_explicit(&nsp__cached_total, bytes, memory_order_relaxed) +
+                    bytes;
+    int over = cached > nsp__cache_total_max ||
+               (int64_t)cached > atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed);
+    if (!over)
+        make_room(c, cls, bytes);
+    unsigned node = c->node, index = c->index;
+    nsp__cache_unlock(c);
+    /* No cache lock from here to the re-take: a preemption in the central or the page heap
+     * (their mutexes, a sweep, mmap) no longer leaves the cpu's other threads a busy cache. The
+     * spans in flight are CACHED by c but not in its spans[]: a free of their objects goes the
+     * remote way (free.c re-checks spans[] under the lock), a foreign taker or a cycle does not
+     * see them, and their charges are settled (the old one's at its detach, the new one's is
+     * still the central's: the refill's charge is made at the install). */
+    if (old)
+        nsp__central_uncache_span(old, mallocs);
+    if (over) {
+        /* all caches together are at their cap, or at the pacer's reservation budget (a span
+         * cached in `over` is charged whole): the central serves the object, charged as it is */
+        atomic_fetch_sub_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
+        return nsp__central_alloc(node, cls);
+    }
+    struct nsp_span *s = nsp__central_cache_span_unheld(node, cls, index);
+    if (!s) {
+        atomic_fetch_sub_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
+        return NULL;
+    }
+    void (*window)(struct nsp_cache *) = atomic_load_explicit(&nsp__test_refill_window,
+                                                              memory_order_relaxed);
+    if (window)
+        window(c); /* tests: the cache taken, or a cycle run, before the re-take */
+    /* Installed only if nothing moved meanwhile: the cache is free on this cpu, no cycle began
+     * since the detach (one that did released c's spans and expects none from before it), and
+     * no other thread of the cpu installed a span of cls (its bin is then that span's). */
+    int taken = retake(c);
+    if (taken && atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed) == sg &&
+        c->flush_gen == sg && c->spans[cls] == &nsp__empty_span &&
+        !atomic_load_explicit(&c->bins[cls].key, memory_order_relaxed)) {
+        make_room(c, cls, bytes); /* other classes may have been refilled meanwhile */
+        c->spans[cls] = s;
+        c->held_bytes += bytes;
+        c->refills++;
+        nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
+        nsp__ledger_refill(s, c->pending);
+        p = counted(c, s, nsp__span_next_free(s));
+        bin_fill(c, cls);
+        nsp__cache_unlock(c);
+        return p;
+    }
+    if (taken)
+        nsp__cache_unlock(c);
+    /* Not installed: the span goes back as it came (never charged as cached, no allocation
+     * made from it), and the caller takes this object from the node's transfer. */
+    atomic_fetch_add_explicit(&nsp__cache_refill_lost, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
+    nsp__central_uncache_span(s, 0);
+    return NULL;
 }
 
 /* ---- lock-free reading ----------------------------------------------------------------------- */

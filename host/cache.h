@@ -501,11 +501,21 @@ void nsp__cache_forked_child(void);
 
 /* ---- slow paths (lock held) ------------------------------------------------------------------- */
 
-/* The bins' slow path: bin cls missed. Detaches and folds it, takes one object the first
- * generation's way (nsp__cache_alloc_slow: sweep, rewind, release, refill) and attaches the bin
- * again with the next few KiB of free slots. NULL if no node has memory, or if the bin could not
- * be detached (the caller goes to the central). */
+/* The bins' slow path: bin cls missed. Called with c's lock held, returns with it given back.
+ * Detaches and folds the bin, takes one object from the cached span (sweep, rewind) and attaches
+ * the bin again with the next few KiB of free slots. A full span is refilled without holding the
+ * lock across the central and page-heap work: detach the old span (lock held), unlock, give it
+ * back and take a new one from the central (which may wait for its mutex: nobody waits for us),
+ * then re-take the lock by the sequence and install the new span only if the cache is free on
+ * this cpu, no cycle began and no other thread installed one meanwhile; otherwise the new span
+ * goes back to the central uncharged and NULL sends the caller to the node's transfer
+ * (nsp__cache_refill_lost counts those). NULL also if no node has memory, or if the bin could
+ * not be detached. */
 void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls);
+/* Refills built but not installed (the cache busy or moved at the re-take, a cycle, a race). */
+extern _Atomic uint64_t nsp__cache_refill_lost;
+/* Test hook: called in the bins' refill between the central work and the re-take, no lock held. */
+extern void (*_Atomic nsp__test_refill_window)(struct nsp_cache *c);
 /* Detaches bin cls and folds its list back into the span (see above): afterwards the span's
  * bitmap and counts are exact and the bin is empty. Returns 0, or -1 if the bin's cpu could not be
  * fenced (the bin is then left as it was). */

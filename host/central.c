@@ -180,10 +180,12 @@ static struct nsp_span *pop_swept(struct nsp_central *c)
     return s;
 }
 
-struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache)
+static struct nsp_span *cache_span(unsigned node, unsigned cls, unsigned cache, int wait)
 {
     struct nsp_central *c = nsp__central(node, cls);
-    if (pthread_mutex_trylock(&c->lock) != 0) /* never wait holding a cache (central.h) */
+    if (wait)
+        pthread_mutex_lock(&c->lock);
+    else if (pthread_mutex_trylock(&c->lock) != 0) /* never wait holding a cache (central.h) */
         return NULL;
     struct nsp_span *s;
     while ((s = pop_swept(c))) {
@@ -206,6 +208,16 @@ struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned c
     take(s, cache);
     pthread_mutex_unlock(&c->lock);
     return s;
+}
+
+struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache)
+{
+    return cache_span(node, cls, cache, 0);
+}
+
+struct nsp_span *nsp__central_cache_span_unheld(unsigned node, unsigned cls, unsigned cache)
+{
+    return cache_span(node, cls, cache, 1);
 }
 
 void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)

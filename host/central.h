@@ -53,6 +53,9 @@ int nsp__central_init(unsigned nnodes);
  * there made every other thread of its cpu find the cache busy for as long (the caller's miss
  * then goes to the node's transfer, without the cache). */
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache);
+/* The same for a caller that holds no cache's lock (the bins' refill, cache.c): it may wait for
+ * the central's mutex, since nobody waits for it. NULL only if no node has memory. */
+struct nsp_span *nsp__central_cache_span_unheld(unsigned node, unsigned cls, unsigned cache);
 /* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots); the
  * cache made `mallocs` allocations from it (the class's counter). The ledger's release is the
  * cache's to do first. */

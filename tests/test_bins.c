@@ -728,6 +728,103 @@ START_TEST(a_bin_lists_a_few_kib_at_a_time)
 }
 END_TEST
 
+/* ---- the refill without the lock (cache.c: nsp__cache_alloc_bin) ------------------------------- */
+
+static struct nsp_cache *busy_cache; /* taken by the window below, given back by the test */
+static int window_calls;
+
+/* Between the refill's central work and its re-take: another thread takes the cache (here a
+ * foreign taker, the test itself), so the re-take finds it busy. Once. */
+static void take_cache_in_window(struct nsp_cache *c)
+{
+    window_calls++;
+    atomic_store(&nsp__test_refill_window, NULL);
+    if (nsp__cache_lock_foreign(c))
+        busy_cache = c;
+}
+
+/* The same window, where a cycle runs instead (it takes and flushes the free cache): the re-take
+ * succeeds, but a span taken before the cycle is not installed after it. */
+static void cycle_in_window(struct nsp_cache *c)
+{
+    (void)c;
+    window_calls++;
+    atomic_store(&nsp__test_refill_window, NULL);
+    nsp_pacer_cycle();
+}
+
+/* Objects of class cls in use and spans of cls cached, on node n, as the stats count them. */
+static void class_counts(unsigned n, uint64_t *objects, uint64_t *cached)
+{
+    nsp_class_stats_t cs;
+    ck_assert_int_eq(nsp_stats_get_class_node(n, cls, &cs), 0);
+    *objects = cs.objects_in_use;
+    *cached = cs.spans_cached;
+}
+
+/* A refill whose re-take finds the cache busy: the new span is not installed and not lost (back
+ * in its central, not left CACHED with no cache holding it), the malloc is served all the same
+ * (by the node's transfer), and after the transfer is given back the counts are exact: the
+ * objects the program holds, one span cached, the ledger equal to the sum of the charges. */
+static void refill_window_case(const char *name, void (*window)(struct nsp_cache *))
+{
+    if (!ready(name))
+        return;
+    attach();
+    enum { N = 64 };
+    void *held[N];
+    unsigned n = 0;
+    uint64_t lost = atomic_load(&nsp__cache_refill_lost);
+    window_calls = 0;
+    busy_cache = NULL;
+    atomic_store(&nsp__test_refill_window, window);
+    /* allocate until the cached span is full and a refill runs (a few spans of SZ at most) */
+    while (n < N && !window_calls) {
+        held[n] = malloc(SZ);
+        ck_assert_ptr_nonnull(held[n]);
+        memset(held[n], 0x5a, SZ);
+        n++;
+    }
+    atomic_store(&nsp__test_refill_window, NULL);
+    ck_assert_int_eq(window_calls, 1);
+    if (window == take_cache_in_window) {
+        ck_assert_ptr_nonnull(busy_cache); /* taken in the window: the re-take found it busy */
+        nsp__cache_unlock(busy_cache);
+    }
+    uint64_t lost_now = atomic_load(&nsp__cache_refill_lost);
+    ck_assert_uint_eq(lost_now, lost + 1); /* built, not installed */
+    for (unsigned i = 0; i + 1 < n; i++)
+        ck_assert_ptr_ne(held[i], held[n - 1]); /* served once */
+    nsp_trim(); /* the transfer's waiting objects go back, the caches are folded */
+    unsigned node = (unsigned)nsp_node_of(held[0]);
+    uint64_t objects, cached;
+    class_counts(node, &objects, &cached);
+    ck_assert_uint_eq(objects, n);
+    ck_assert_uint_eq(cached, 0); /* trimmed: none cached, the lost refill's span included */
+    char why[256] = "";
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+    unsigned bad;
+    int64_t ledger, charges;
+    ck_assert_int_eq(nsp_ledger_recount(&bad, &ledger, &charges), 0);
+    for (unsigned i = 0; i < n; i++)
+        free(held[i]);
+    nsp_trim(); /* the remote frees waiting in the magazine are applied */
+    class_counts(node, &objects, &cached);
+    ck_assert_uint_eq(objects, 0);
+}
+
+START_TEST(refill_busy_at_the_retake_loses_no_span)
+{
+    refill_window_case("refill_busy_at_the_retake_loses_no_span", take_cache_in_window);
+}
+END_TEST
+
+START_TEST(refill_across_a_cycle_is_not_installed)
+{
+    refill_window_case("refill_across_a_cycle_is_not_installed", cycle_in_window);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -758,6 +855,8 @@ int main(void)
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
+    tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
+    tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
