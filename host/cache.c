@@ -601,6 +601,15 @@ void nsp__cache_forked_child(void)
             atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
         atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
     }
+    /* A bins' refill in flight at the fork (between its unlock and its re-take, no cache held:
+     * nsp__cache_alloc_bin) reserved its span's bytes in the total, and its thread, which gives
+     * them back or installs the span, is not in the child: the total is what the caches hold
+     * (retired ones included, their spans kept). That refill's span itself stays CACHED by no
+     * cache's spans[] in the child: leaked, as a retired cache's are. */
+    size_t held = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        held += nsp__caches[i].held_bytes;
+    atomic_store_explicit(&nsp__cached_total, held, memory_order_relaxed);
 }
 
 /* ---- slow paths ------------------------------------------------------------------------------- */

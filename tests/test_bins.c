@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "host/cache.h"
 #include "host/pageheap.h"
@@ -825,6 +827,70 @@ START_TEST(refill_across_a_cycle_is_not_installed)
 }
 END_TEST
 
+
+/* Bytes the caches hold, summed (each cache's held_bytes): what nsp__cached_total must read when
+ * no refill is in flight. */
+static size_t held_sum(void)
+{
+    size_t held = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++)
+        held += nsp__caches[i].held_bytes;
+    return held;
+}
+
+static pid_t window_child;
+
+/* The refill's window, where another thread of the program forks: the child has no refilling
+ * thread, so nobody there will ever install the reserved span or give its reservation back. The
+ * child checks, before anything else runs there, that the total reads what its caches hold. */
+static void fork_in_window(struct nsp_cache *c)
+{
+    (void)c;
+    window_calls++;
+    atomic_store(&nsp__test_refill_window, NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t total = atomic_load(&nsp__cached_total), held = held_sum();
+        if (total != held)
+            fprintf(stderr, "child: nsp__cached_total %zu, the caches hold %zu\n", total, held);
+        _exit(total == held ? 0 : 1);
+    }
+    window_child = pid;
+}
+
+/* fork while a refill is between its central work and its re-take: in the child the reservation
+ * of that refill must not stay in nsp__cached_total for ever (it would count against the caches'
+ * total cap and show in the stats' cached bytes as a span nobody caches); in the parent the refill
+ * goes on and the total is exact at rest. */
+START_TEST(fork_in_the_refill_window_leaves_the_child_total_exact)
+{
+    if (!ready("fork_in_the_refill_window_leaves_the_child_total_exact"))
+        return;
+    attach();
+    enum { N = 64 };
+    void *held[N];
+    unsigned n = 0;
+    window_calls = 0;
+    window_child = -1;
+    atomic_store(&nsp__test_refill_window, fork_in_window);
+    while (n < N && !window_calls) {
+        held[n] = malloc(SZ);
+        ck_assert_ptr_nonnull(held[n]);
+        n++;
+    }
+    atomic_store(&nsp__test_refill_window, NULL);
+    ck_assert_int_eq(window_calls, 1);
+    ck_assert_int_gt(window_child, 0);
+    int status = 0;
+    ck_assert_int_eq(waitpid(window_child, &status, 0), window_child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child's nsp__cached_total is not what its caches hold (status %d)", status);
+    ck_assert_uint_eq(atomic_load(&nsp__cached_total), held_sum()); /* the parent, at rest */
+    for (unsigned i = 0; i < n; i++)
+        free(held[i]);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -857,6 +923,7 @@ int main(void)
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
+    tcase_add_test(tc, fork_in_the_refill_window_leaves_the_child_total_exact);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
