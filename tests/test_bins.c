@@ -815,9 +815,44 @@ static void refill_window_case(const char *name, void (*window)(struct nsp_cache
     ck_assert_uint_eq(objects, 0);
 }
 
+/* The same window, where the thread is moved to another cpu (as the scheduler may do there): the
+ * re-take by the sequence is bound to the cache's cpu, so it fails, and the span is not installed
+ * into a cache the thread no longer runs on (a cas there would race that cpu's sequences). */
+static int other_cpu = -1;
+
+static void migrate_in_window(struct nsp_cache *c)
+{
+    window_calls++;
+    atomic_store(&nsp__test_refill_window, NULL);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(other_cpu, &one);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    ck_assert_int_ne(sched_getcpu(), c->rseq_cpu);
+}
+
 START_TEST(refill_busy_at_the_retake_loses_no_span)
 {
     refill_window_case("refill_busy_at_the_retake_loses_no_span", take_cache_in_window);
+}
+END_TEST
+
+START_TEST(refill_after_a_migration_is_not_installed)
+{
+    cpu_set_t allowed;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    int here = sched_getcpu();
+    other_cpu = -1;
+    for (int i = 0; i < CPU_SETSIZE && other_cpu < 0; i++)
+        if (i != here && CPU_ISSET(i, &allowed))
+            other_cpu = i;
+    if (other_cpu < 0) {
+        fprintf(stderr, "refill_after_a_migration_is_not_installed: skipped: one cpu allowed, "
+                        "nowhere to move the thread\n");
+        return;
+    }
+    refill_window_case("refill_after_a_migration_is_not_installed", migrate_in_window);
+    sched_setaffinity(0, sizeof allowed, &allowed);
 }
 END_TEST
 
@@ -923,6 +958,7 @@ int main(void)
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
+    tcase_add_test(tc, refill_after_a_migration_is_not_installed);
     tcase_add_test(tc, fork_in_the_refill_window_leaves_the_child_total_exact);
 #endif
     suite_add_tcase(s, tc);
