@@ -21,13 +21,14 @@
  *   early       how far from the trigger the cycle started, as a share of trigger - live:
  *               (trigger - allocated at the start) / (trigger - live), 0 when at or past it.
  *               Predicted for `over`: at most C/(trigger - live) with no reservation budget,
- *               at most kappa (NSP_PACE_RESERVE) with it (DESIGN.md §6)
+ *               at most max(kappa, F/(trigger - live)) with it (kappa: NSP_PACE_RESERVE; F:
+ *               the budget's floor, one span of each class in use; DESIGN.md §6)
  *   live error  the pacer's reading of the live bytes (taken without any cache, as a cycle's
  *               end takes it) against the bytes the program holds at that moment
  * The first cycle, forced at rest before the threads start, is left out of the distributions.
  *
  *   lead        how early heapLive alone would have started the cycle: (heapLive - allocated)
- *               / (trigger - live) at its start, the overestimate the budget bounds (by kappa)
+ *               / (trigger - live) at its start, the overestimate the budget bounds (by max(kappa, F/(trigger - live)))
  *               and the confirmed crossing then waits out (so `early` stays 0)
  * Per run also: the CPU time of the cycles' thread (the pacer's cycle_cpu_ns) and of the
  * collector, the peak RSS, and the wall time of the allocating phase (run_ms, JSON only: what
@@ -86,6 +87,7 @@ struct cycle_rec {
 static struct cycle_rec *recs;
 static unsigned ncycles_seen;
 static int64_t peak_ledger, cached_max, budget_seen, peak_real;
+static double lead_pred; /* the largest bound on the lead predicted at a cycle's start */
 static uint64_t collector_cpu_ns;
 
 static int64_t cpu_ns(clockid_t clk)
@@ -128,6 +130,16 @@ static void collector(void *arg)
         r->lead = 0;
         if (pi.trigger > pi.live && pi.heap_live_total > at_start)
             r->lead = (double)(pi.heap_live_total - at_start) / (double)(pi.trigger - pi.live);
+        /* the bound on it: caches hold at most max(B, F), B = kappa x (trigger - live) and F
+         * the budget's floor (one span of each class refilled since the last cycle, read
+         * before this cycle resets it) */
+        if (pi.trigger > pi.live && pi.reserve_budget >= 0) {
+            int64_t room = pi.reserve_floor > pi.reserve_budget ? pi.reserve_floor
+                                                                : pi.reserve_budget;
+            double pred = (double)room / (double)(pi.trigger - pi.live);
+            if (pred > lead_pred)
+                lead_pred = pred;
+        }
     }
     if (peak > peak_real)
         peak_real = peak;
@@ -340,14 +352,15 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
            "\"early_med\": %.4f, \"early_max\": %.4f, \"live_err_max\": %.4f, "
            "\"collector_ms\": %.2f, \"pause_ms\": %.2f, \"budget\": %lld, \"unconfirmed\": %llu, "
            "\"peak_real\": %lld, \"lead_med\": %.4f, \"lead_max\": %.4f, "
-           "\"cycle_cpu_ms\": %.2f, \"stats_reads\": %llu, \"run_ms\": %.1f}\n",
+           "\"cycle_cpu_ms\": %.2f, \"stats_reads\": %llu, \"run_ms\": %.1f, "
+           "\"lead_pred\": %.4f}\n",
            caches, (long long)live_bytes, nthreads, pi.accounting, (unsigned long long)pi.cycles,
            (long long)peak_ledger, (long long)pi.goal, (long long)cached_max, ru.ru_maxrss,
            (unsigned long long)atomic_load(&backstop), npg ? (double)ok / npg : 1.0, pg_p95,
            early_med, early_max, err_max, collector_cpu_ns / 1e6, pi.pause_ns_total / 1e6,
            (long long)budget_seen, (unsigned long long)pi.unconfirmed, (long long)peak_real,
            lead_med, lead_max, pi.cycle_cpu_ns / 1e6,
-           (unsigned long long)atomic_load(&stats_reads), run_ms);
+           (unsigned long long)atomic_load(&stats_reads), run_ms, lead_pred);
     return 0;
 }
 
@@ -355,11 +368,11 @@ static int run(unsigned caches, int64_t live_bytes, uint64_t seed, unsigned thre
 
 enum { FLD_CYCLES, FLD_PEAK, FLD_LEDGER, FLD_GOAL, FLD_CACHED, FLD_RSS, FLD_BACKSTOP, FLD_OK,
        FLD_P95, FLD_EARLY, FLD_EARLY_MAX, FLD_ERR, FLD_COLL, FLD_PAUSE, FLD_BUDGET, FLD_LEAD,
-       FLD_LEAD_MAX, FLD_CYCLE_CPU, FLD_RUN_MS, FLD_NFIELDS };
+       FLD_LEAD_MAX, FLD_CYCLE_CPU, FLD_RUN_MS, FLD_LEAD_PRED, FLD_NFIELDS };
 static const char *const field_names[FLD_NFIELDS] = {
     "cycles", "peak", "peak_ledger", "goal", "cached", "rss_kb", "backstop", "ok_share",
     "peak_goal_p95", "early_med", "early_max", "live_err_max", "collector_ms", "pause_ms",
-    "budget", "lead_med", "lead_max", "cycle_cpu_ms", "run_ms"};
+    "budget", "lead_med", "lead_max", "cycle_cpu_ms", "run_ms", "lead_pred"};
 
 static const char *self;
 static const char *opt_percent = "100", *opt_heap_min = "64K", *opt_kappa = "0.25";
@@ -392,7 +405,7 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
     long rss;
     int a;
     unsigned long long bs, unc;
-    double ok, p95, em, ex, er, cms, pms, lm, lx, ccpu, rms;
+    double ok, p95, em, ex, er, cms, pms, lm, lx, ccpu, rms, lp;
     if (sscanf(buf,
                "{\"caches\": %u, \"live\": %lld, \"threads\": %u, \"accounting\": %d, "
                "\"cycles\": %lld, \"peak_ledger\": %lld, \"goal\": %lld, \"cached_max\": %lld, "
@@ -400,13 +413,14 @@ static int child(unsigned caches, int64_t live_bytes, const char *mode, uint64_t
                "\"early_med\": %lf, \"early_max\": %lf, \"live_err_max\": %lf, "
                "\"collector_ms\": %lf, \"pause_ms\": %lf, \"budget\": %lld, \"unconfirmed\": %llu, "
                "\"peak_real\": %lld, \"lead_med\": %lf, \"lead_max\": %lf, "
-               "\"cycle_cpu_ms\": %lf, \"stats_reads\": %*u, \"run_ms\": %lf}",
+               "\"cycle_cpu_ms\": %lf, \"stats_reads\": %*u, \"run_ms\": %lf, "
+               "\"lead_pred\": %lf}",
                &cc, &lv, &th, &a, &cy, &pl, &g, &cm, &rss, &bs, &ok, &p95, &em, &ex, &er, &cms,
-               &pms, &bud, &unc, &pr, &lm, &lx, &ccpu, &rms) != 24)
+               &pms, &bud, &unc, &pr, &lm, &lx, &ccpu, &rms, &lp) != 25)
         return -1;
     double v[FLD_NFIELDS] = {(double)cy, (double)pr, (double)pl, (double)g, (double)cm,
                            (double)rss, (double)bs, ok, p95, em, ex, er, cms, pms, (double)bud,
-                           lm, lx, ccpu, rms};
+                           lm, lx, ccpu, rms, lp};
     memcpy(f, v, sizeof v);
     return 0;
 }
@@ -573,8 +587,9 @@ int main(int argc, char **argv)
                "goal; early: (trigger - allocated at a cycle's start) / (trigger - live); lead:\n"
                "(heapLive - allocated) / (trigger - live) at a cycle's start, how early heapLive\n"
                "alone would have started it, predicted (pred) for over <= C/(trigger-live)\n"
-               "without a budget, <= kappa with it; live err: the pacer's live at a cycle's end\n"
-               "against the truth; backstop: frees the program did itself (a row with any is\n"
+               "without a budget, <= max(kappa, F/(trigger-live)) with it (F: one span of each\n"
+               "class in use); live err: the pacer's live at a cycle's end against the truth;\n"
+               "backstop: frees the program did itself (a row with any is\n"
                "censored, '*'); cyc/coll ms: CPU of the cycles' thread and of the collector; RSS:\n"
                "the run's peak resident set.\n\n"
                "%5s %5s %6s %5s %5s %16s %7s %8s %8s %6s %5s %12s %12s %5s %8s %8s %7s %7s %6s\n",
@@ -620,7 +635,10 @@ int main(int argc, char **argv)
                  * the prediction takes the widest gap, goal - live */
                 double gap = goal - live > 0 ? goal - live : 1;
                 double cap = (double)cs[ci] * 5 * (64 << 10); /* C with no budget */
-                double pred = m == 0 ? (kappa > 0 && kappa < 1 ? kappa : cap / gap) : 0;
+                /* with the budget: max(B, F) / (trigger - live), F the budget's floor (one
+                 * span of each class in use), as the runs read it at their cycles' starts */
+                double floor_pred = q[m][FLD_LEAD_PRED][1] > kappa ? q[m][FLD_LEAD_PRED][1] : kappa;
+                double pred = m == 0 ? (kappa > 0 && kappa < 1 ? floor_pred : cap / gap) : 0;
                 censored_rows += cens[m] > 0;
                 if (json) {
                     printf("%s{\"percent\": %s, \"heap_min\": \"%s\", \"caches\": %lld, "

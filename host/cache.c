@@ -739,9 +739,12 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     size_t bytes = span_bytes(cls);
     size_t cached = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes;
     /* all caches together are at their cap, or at the pacer's reservation budget (a span
-     * cached in `over` is charged whole): the central serves the object, charged as it is */
-    if (cached > nsp__cache_total_max ||
-        (int64_t)cached > atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed))
+     * cached in `over` is charged whole), at least one span of each class in use (ledger.h):
+     * the central serves the object, charged as it is */
+    int64_t budget = atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed);
+    if (budget != INT64_MAX)
+        budget = nsp__ledger_reserve_room(cls, (int64_t)bytes, budget);
+    if (cached > nsp__cache_total_max || (int64_t)cached > budget)
         return nsp__central_alloc(c->node, cls);
     make_room(c, cls, bytes);
     s = nsp__central_cache_span(c->node, cls, c->index);

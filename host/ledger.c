@@ -16,6 +16,7 @@
 #include "ledger.h"
 
 #include "runtime.h"
+#include "sizeclass.h"
 
 struct nsp_ledger_node nsp__ledger[NSP_MAX_NODES];
 _Atomic int64_t nsp__heap_live_total;
@@ -25,6 +26,9 @@ int nsp__accounting;
 int64_t nsp__delta_batch = 64 << 10;
 _Atomic uint32_t nsp__sweepgen = 2;
 _Atomic int64_t nsp__reserve_budget = INT64_MAX;
+_Atomic int64_t nsp__reserve_floor;
+/* bit k: class k refilled since the last cycle (its span counted in nsp__reserve_floor) */
+static _Atomic uint64_t reserve_classes[(NSP_NUM_CLASSES + 63) / 64];
 void (*nsp__ledger_test_hook)(void);
 _Atomic int64_t nsp__pacer_notify = INT64_MAX;
 void (*_Atomic nsp__ledger_crossed)(int64_t total);
@@ -47,6 +51,28 @@ void nsp__ledger_unlock_all(void)
         pthread_mutex_unlock(&node_lock[n]);
 }
 _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
+
+int64_t nsp__ledger_reserve_room(unsigned cls, int64_t bytes, int64_t budget)
+{
+    _Atomic uint64_t *w = &reserve_classes[cls / 64];
+    uint64_t bit = 1ULL << (cls % 64);
+    /* a class already noted costs one relaxed load; the first refill of a class since the
+     * cycle adds its span once (the fetch_or decides which refill) */
+    if (!(atomic_load_explicit(w, memory_order_relaxed) & bit) &&
+        !(atomic_fetch_or_explicit(w, bit, memory_order_relaxed) & bit))
+        atomic_fetch_add_explicit(&nsp__reserve_floor, bytes, memory_order_relaxed);
+    int64_t floor = atomic_load_explicit(&nsp__reserve_floor, memory_order_relaxed);
+    return floor > budget ? floor : budget;
+}
+
+void nsp__ledger_reserve_reset(void)
+{
+    /* the floor first: a refill between the two stores finds its bit set and adds nothing, so
+     * F only ever misses a class until the next cycle, never counts one twice */
+    atomic_store_explicit(&nsp__reserve_floor, 0, memory_order_relaxed);
+    for (unsigned i = 0; i < sizeof reserve_classes / sizeof reserve_classes[0]; i++)
+        atomic_store_explicit(&reserve_classes[i], 0, memory_order_relaxed);
+}
 
 static void apply(unsigned node, int64_t delta)
 {

@@ -768,6 +768,7 @@ static void cycle(int forced, int node)
     if (P.collector)
         P.collector(P.collector_arg); /* holds no allocator lock: it frees through numaspan */
     uint32_t sg = atomic_fetch_add(&nsp__sweepgen, 2) + 2;
+    nsp__ledger_reserve_reset(); /* the budget's floor: the classes refilled from now on */
     uint64_t released0 = atomic_load(&P.caches_released), busy0 = atomic_load(&P.busy_caches);
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_drain(n); /* transfer batches back first: the releases then apply them */
@@ -1438,6 +1439,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->reserve_budget = atomic_load(&nsp__reserve_budget);
     if (out->reserve_budget == INT64_MAX)
         out->reserve_budget = -1;
+    out->reserve_floor = atomic_load(&nsp__reserve_floor);
     out->unconfirmed = atomic_load(&P.unconfirmed);
     out->backpressure_waits = atomic_load(&P.waits);
     out->backpressure_ns = atomic_load(&P.wait_ns);

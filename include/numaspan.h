@@ -300,6 +300,8 @@ typedef struct nsp_pacer_info {
     uint64_t node_cycles;    /* cycles a node's crossing of its own trigger started */
     uint64_t node_spills;    /* crossings that sent a full node's refills to another node */
     uint64_t nodes_spilling; /* bit n: node n's refills go to the nearest node with room */
+    int64_t reserve_floor;   /* the budget's floor: one span of each class refilled since the
+                              * last cycle; caches may hold max(reserve_budget, reserve_floor) */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */

@@ -3,7 +3,7 @@
  * and concurrent), a memory limit, node limits that spill, scavenging, idle-cache release, and
  * the trace. Options are read once per process, so CTest runs one case per process with its
  * environment:  test_pacer collector | limit | node-limits | scavenge | idle | idle-thread |
- *               runway | no-storm | backpressure | trace-stderr | setters | percent-off |
+ *               runway | no-storm | reserve-floor | backpressure | trace-stderr | setters | percent-off |
  *               time-limit | time-limit-sleep | scavenge-paced | scavenge-limit | node-pacing |
  *               node-spill | node-pacing-threads
  * Prints "N passed, M failed"; exits non-zero on any failure.
@@ -998,6 +998,67 @@ static void case_time_limit(int sleeping)
           (double)pi.pause_ns_total / 1e6);
 }
 
+/* One thread whose working set is one span of each of more size classes than the reservation
+ * budget B holds (B = kappa x (trigger - live), about 0.75 MiB at a 4 MiB heap minimum): every
+ * class must still be cached, because the budget's floor is one span of each class in use. Before
+ * the floor, each refill past B was served one object at a time by the central (bench host's
+ * `loops` ran at 0.57x with the pacer on). The floor stays bounded by the classes in use, not by
+ * the number of caches, so `over`'s lead stays bounded (no-storm checks the cache-count side). */
+static void case_reserve_floor(void)
+{
+    static void *keep[64];
+    uint32_t size[64];
+    int64_t spans = 0;
+    unsigned n = 0;
+    nsp_pacer_info_t pi;
+    pacer(&pi);
+    CHECK(pi.reserve_budget > 0, "paced in `over`: a reservation budget (%lld B)",
+          (long long)pi.reserve_budget);
+    /* classes of 16 B and up, one object each, until their spans are twice the budget */
+    for (unsigned k = 1; n < 64 && spans <= 2 * pi.reserve_budget; k++) {
+        uint32_t sz, pages, nelems;
+        if (nsp_size_class(k, &sz, &pages, &nelems) != 0)
+            break;
+        if (sz < 16)
+            continue;
+        size[n++] = sz;
+        spans += (int64_t)pages * 8192;
+    }
+    CHECK(spans > 2 * pi.reserve_budget, "classes enough to pass the budget: %lld B of spans",
+          (long long)spans);
+    nsp_stats_t st0, st;
+    nsp_stats_get(&st0);
+    int64_t max_cached = 0, max_room = 0;
+    for (int round = 0; round < 2000; round++) {
+        for (unsigned i = 0; i < n; i++)
+            keep[i] = malloc(size[i]);
+        for (unsigned i = 0; i < n; i++)
+            free(keep[i]);
+        if (round % 100 == 0) {
+            pacer(&pi);
+            if (pi.cached_bytes > max_cached)
+                max_cached = pi.cached_bytes;
+            int64_t room = pi.reserve_floor > pi.reserve_budget ? pi.reserve_floor
+                                                                : pi.reserve_budget;
+            if (room > max_room)
+                max_room = room;
+        }
+    }
+    nsp_stats_get(&st);
+    pacer(&pi);
+    CHECK(pi.cycles == 0, "no cycle with nothing live: %llu", (unsigned long long)pi.cycles);
+    CHECK(st.central_allocs == st0.central_allocs,
+          "%u classes, one span each (%lld B against a budget of %lld B): served by the central "
+          "directly %llu times",
+          n, (long long)spans, (long long)pi.reserve_budget,
+          (unsigned long long)(st.central_allocs - st0.central_allocs));
+    CHECK(pi.reserve_floor >= spans && pi.reserve_floor <= (int64_t)12 << 20,
+          "the floor %lld B: at least the spans of the classes in use (%lld B), at most one span "
+          "of every class", (long long)pi.reserve_floor, (long long)spans);
+    CHECK(max_cached <= max_room, "the caches held %lld B, within max(budget, floor) %lld B",
+          (long long)max_cached, (long long)max_room);
+}
+
 int main(int argc, char **argv)
 {
     const char *which = argc > 1 ? argv[1] : "";
@@ -1028,6 +1089,8 @@ int main(int argc, char **argv)
         case_runway();
     else if (strcmp(which, "no-storm") == 0)
         case_no_storm();
+    else if (strcmp(which, "reserve-floor") == 0)
+        case_reserve_floor();
     else if (strcmp(which, "backpressure") == 0)
         case_backpressure();
     else if (strcmp(which, "trace-stderr") == 0)
@@ -1042,7 +1105,7 @@ int main(int argc, char **argv)
         case_time_limit(1);
     else {
         fprintf(stderr, "usage: test_pacer collector|limit|node-limits|scavenge|idle|idle-thread|"
-                        "runway|no-storm|backpressure|trace-stderr|setters|percent-off|"
+                        "runway|no-storm|reserve-floor|backpressure|trace-stderr|setters|percent-off|"
                         "time-limit|time-limit-sleep|scavenge-paced|scavenge-limit|node-pacing|"
                         "node-spill|node-pacing-threads\n");
         return 2;
