@@ -101,7 +101,7 @@ int nsp__cache_init(void)
                     atomic_store_explicit(&nsp__caches[t->cpu_to_cache[cpu]].mag.on,
                                           !nsp__secure, memory_order_relaxed);
                 }
-            nsp__os_unmap(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
+            nsp__os_unmap_meta(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
         }
     }
     for (unsigned i = 0; i < n; i++)

@@ -15,6 +15,7 @@
 #endif
 
 static _Atomic int fail_next;
+_Atomic long long nsp__os_meta_bytes;
 
 void nsp__test_os_fail_next(int n)
 {
@@ -102,7 +103,21 @@ static void *map(size_t len, size_t align, int flags)
 
 void *nsp__os_map(size_t len, size_t align)
 {
-    return map(len, align, MAP_NORESERVE);
+    void *p = map(len, align, MAP_NORESERVE);
+    if (p)
+        atomic_fetch_add_explicit(&nsp__os_meta_bytes, (long long)len, memory_order_relaxed);
+    return p;
+}
+
+void nsp__os_unmap_meta(void *p, size_t len)
+{
+    atomic_fetch_sub_explicit(&nsp__os_meta_bytes, (long long)len, memory_order_relaxed);
+    munmap(p, len);
+}
+
+void nsp__os_meta_became_user(size_t len)
+{
+    atomic_fetch_sub_explicit(&nsp__os_meta_bytes, (long long)len, memory_order_relaxed);
 }
 
 void *nsp__os_map_user(size_t len, size_t align)

@@ -27,6 +27,16 @@ void *nsp__os_map(size_t len, size_t align);
 /* The same for user pages: committed under the system's overcommit policy. */
 void *nsp__os_map_user(size_t len, size_t align);
 void nsp__os_unmap(void *p, size_t len);
+/* Unmaps metadata that nsp__os_map mapped (and stops counting it). */
+void nsp__os_unmap_meta(void *p, size_t len);
+/* Bytes of metadata mapped now: every nsp__os_map less nsp__os_unmap_meta. What numaspan holds
+ * beyond user pages (descriptors, bitmaps, page maps, caches, centrals with their transfer and
+ * magazine structures, the pacer's tables); counted where it is mapped, so it is an upper bound
+ * on what is resident (an arena's descriptors are mapped whole and touched as spans use them). */
+extern _Atomic long long nsp__os_meta_bytes;
+/* A metadata reservation (nsp__os_map) that now holds user pages (a huge object moved into it
+ * with mremap): no longer counted as metadata. */
+void nsp__os_meta_became_user(size_t len);
 /* Hands pages back to the OS; their contents become zero. Returns 0 or -1. */
 int nsp__os_release(void *p, size_t len);
 

@@ -482,6 +482,12 @@ static int64_t retained_bytes(void)
     return retained_bytes_in_use(NULL);
 }
 
+/* Bytes of metadata mapped (os.h): descriptors, bitmaps, page maps, caches, centrals, tables. */
+static int64_t metadata_bytes(void)
+{
+    return (int64_t)atomic_load_explicit(&nsp__os_meta_bytes, memory_order_relaxed);
+}
+
 /* Scavenging: free pages handed back to the OS (madvise) until what numaspan retains is at its
  * target, and always under 95% of the memory limit.
  * With the pacer thread (paced), as Go's background scavenger: the target is
@@ -720,14 +726,14 @@ static void trace_cycle(const struct heap_reading *start, int64_t live, int64_t 
     int n = snprintf(line, sizeof line,
                      "numaspan: cycle %llu @%.3fs: %.2f -> %.2f -> %.2f MiB, goal %.2f MiB, "
                      "trigger %.2f MiB, runway %.2f MiB, caches %llu released %llu busy, "
-                     "pause %.3f ms, %.1f%% time in cycles%s\n",
+                     "pause %.3f ms, %.1f%% time in cycles, metadata %.2f MiB%s\n",
                      (unsigned long long)atomic_load(&P.cycles), (double)(now - P.start_ns) / 1e9,
                      (double)last_live / mib, (double)start->charged / mib, (double)live / mib,
                      (double)goal / mib, trig == INT64_MAX ? -1.0 : (double)trig / mib,
                      (double)P.runway / mib,
                      (unsigned long long)(atomic_load(&P.caches_released) - released0),
                      (unsigned long long)(atomic_load(&P.busy_caches) - busy0),
-                     (double)pause / 1e6, cpu, by);
+                     (double)pause / 1e6, cpu, (double)metadata_bytes() / mib, by);
     last_live = live;
     if (n > 0)
         (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
@@ -804,8 +810,9 @@ static void cycle(int forced, int node)
          * bytes (free pages not yet handed back, the free slots of partial spans, tail waste)
          * is `outside` the heap and comes off the goal, measured once the scavenger has handed
          * back what it could (before, `outside` was never set, and the limit counted the live
-         * objects alone). */
-        int64_t outside = retained_bytes() - live;
+         * objects alone), and so is its metadata, counted where it is mapped (os.h: an upper
+         * bound on what is resident; before, the limit counted user pages alone). */
+        int64_t outside = retained_bytes() + metadata_bytes() - live;
         pthread_mutex_lock(&P.model_lock);
         P.params.outside = outside > 0 ? outside : 0;
         P.goal = nsp__pacer_goal(&P.params, P.live);
@@ -1440,6 +1447,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     if (out->reserve_budget == INT64_MAX)
         out->reserve_budget = -1;
     out->reserve_floor = atomic_load(&nsp__reserve_floor);
+    out->metadata = metadata_bytes();
     out->unconfirmed = atomic_load(&P.unconfirmed);
     out->backpressure_waits = atomic_load(&P.waits);
     out->backpressure_ns = atomic_load(&P.wait_ns);

@@ -160,7 +160,7 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
     void *base = m ? nsp__os_map_user(size, NSP_ARENA_SIZE) : NULL;
     if (!base) {
         if (m)
-            nsp__os_unmap(m, meta);
+            nsp__os_unmap_meta(m, meta);
         nsp__mapped_sub(size);
         return NULL;
     }
@@ -464,7 +464,7 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     void *base = m ? nsp__os_map_user(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE) : NULL;
     if (!base) {
         if (m)
-            nsp__os_unmap(m, meta);
+            nsp__os_unmap_meta(m, meta);
         nsp__mapped_sub(len);
         errno = ENOMEM;
         return NULL;
@@ -516,10 +516,11 @@ int nsp__huge_resize(struct nsp_span *s, size_t size)
             moved = mremap(base, old, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
         if (moved == MAP_FAILED) {
             if (to)
-                nsp__os_unmap(to, len);
+                nsp__os_unmap_meta(to, len);
             set_table(ar, 1);
             return -1;
         }
+        nsp__os_meta_became_user(len); /* the reservation holds the object's pages now */
     }
     void (*given_up)(void) = atomic_load_explicit(&nsp__test_huge_given_up, memory_order_relaxed);
     if (given_up) /* tests: another thread mapping memory just when the old range is free */
@@ -548,5 +549,5 @@ void nsp__huge_free(struct nsp_span *s)
     pthread_mutex_unlock(&h->lock);
     nsp__mapped_sub(ar->size);
     nsp__os_unmap((void *)ar->base, ar->size);
-    nsp__os_unmap(ar, ar->meta_size);
+    nsp__os_unmap_meta(ar, ar->meta_size);
 }

@@ -31,6 +31,7 @@
 #include "cache.h"
 #include "central.h"
 #include "ledger.h"
+#include "os.h"
 #include "options.h"
 #include "pageheap.h"
 #include "runtime.h"
@@ -220,6 +221,7 @@ __attribute__((no_sanitize("thread"))) static void stats_read(nsp_stats_t *out)
     out->interior_frees = atomic_load(&nsp__errors[NSP_ERR_INTERIOR]);
     out->double_frees = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]);
     out->bootstrap_bytes = nsp__boot_bytes();
+    out->metadata_bytes = (uint64_t)atomic_load_explicit(&nsp__os_meta_bytes, memory_order_relaxed);
 }
 
 int nsp_size_class(unsigned cls, uint32_t *size, uint32_t *span_pages, uint32_t *nelems)
@@ -248,8 +250,9 @@ static void print_text(FILE *out, const nsp_stats_t *st)
             st->mallocs, st->central_allocs, st->local_frees, st->remote_frees, st->large_allocs,
             st->large_frees);
     fprintf(out, "  bad frees: not owned %" PRIu64 ", interior %" PRIu64 ", double %" PRIu64
-                 "; bootstrap %" PRIu64 " B\n",
-            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes);
+                 "; bootstrap %" PRIu64 " B; metadata %.2f MiB\n",
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes,
+            MiB(st->metadata_bytes));
     fprintf(out, "  %-4s %10s %10s %9s %9s %9s %7s %7s %7s %8s %8s %9s %7s %7s\n", "node",
             "in use MiB", "objects", "mapped", "free pg", "scav pg", "cached", "partial", "full",
             "refills", "releases", "remote fr", "spl out", "spl in");
@@ -298,11 +301,13 @@ static void print_json(FILE *out, const nsp_stats_t *st)
             ", \"remote_frees\": %" PRIu64 ", \"large_allocs\": %" PRIu64
             ", \"large_frees\": %" PRIu64 ", \"cached_bytes\": %" PRIu64
             ", \"not_owned_frees\": %" PRIu64 ", \"interior_frees\": %" PRIu64
-            ", \"double_frees\": %" PRIu64 ", \"bootstrap_bytes\": %" PRIu64 ", \"nodes\": [",
+            ", \"double_frees\": %" PRIu64 ", \"bootstrap_bytes\": %" PRIu64
+            ", \"metadata_bytes\": %" PRIu64 ", \"nodes\": [",
             st->nnodes, st->ncaches, st->rseq ? "true" : "false", st->bytes_in_use,
             st->objects_in_use, st->mallocs, st->central_allocs, st->local_frees,
             st->remote_frees, st->large_allocs, st->large_frees, st->cached_bytes,
-            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes);
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes,
+            st->metadata_bytes);
     for (unsigned n = 0; n < st->nnodes; n++) {
         const nsp_node_stats_t *d = &st->node[n];
         fprintf(out,

@@ -217,6 +217,8 @@ typedef struct nsp_stats {
     uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */
     uint64_t not_owned_frees, interior_frees, double_frees; /* bad frees caught */
     uint64_t bootstrap_bytes; /* handed out before the allocator was initialised */
+    uint64_t metadata_bytes;  /* metadata mapped (descriptors, bitmaps, page maps, caches,
+                               * centrals, tables): an upper bound on what is resident */
     nsp_node_stats_t node[NSP_STATS_MAX_NODES];
     nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES]; /* [1..nclasses-1]; 0 unused */
 } nsp_stats_t;
@@ -284,8 +286,9 @@ typedef struct nsp_pacer_info {
     uint64_t backpressure_helps; /* cycles run by an allocation at the goal (concurrent mode) */
     uint64_t cpu_limited;    /* crossings held back because cycles took half the time */
     int64_t outside;         /* with a memory limit: what numaspan retains beyond the live bytes
-                              * (free pages not handed back, free slots, tail waste), at the last
-                              * cycle; the goal is at most limit - outside - headroom */
+                              * (free pages not handed back, free slots, tail waste, and its
+                              * metadata), at the last cycle; the goal is at most limit -
+                              * outside - headroom */
     uint64_t cycle_cpu_ns;   /* CPU time cycles took (their threads' clocks; the limiter's
                               * measure), beside pause_ns_total, their wall time */
     int scavenge_paced;      /* 1: the pacer thread hands pages back at its rate (about 1% of a
@@ -302,6 +305,8 @@ typedef struct nsp_pacer_info {
     uint64_t nodes_spilling; /* bit n: node n's refills go to the nearest node with room */
     int64_t reserve_floor;   /* the budget's floor: one span of each class refilled since the
                               * last cycle; caches may hold max(reserve_budget, reserve_floor) */
+    int64_t metadata;        /* bytes of metadata mapped now (descriptors, bitmaps, page maps,
+                              * caches, centrals, tables): part of `outside` with a limit */
 } nsp_pacer_info_t;
 
 /* Fills out. Returns 0, or -1 if the allocator is not initialised. */
