@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "host/ledger.h"
 #include "host/pacer.h"
 
 #define MiB ((int64_t)1 << 20)
@@ -364,6 +365,33 @@ START_TEST(node_goals_share_the_heap_goal)
 }
 END_TEST
 
+/* The reservation budget's floor (ledger.h): one span of each class refilled since the last
+ * cycle, counted once per class; it holds while the refill leaves heapLive under the trigger,
+ * and past it the budget B alone (with the floor there too, a crossing the live bytes did not
+ * confirm waited for a refill that never came, and cycles started up to F late). */
+START_TEST(reserve_floor_counts_classes_and_stops_at_the_trigger)
+{
+    const int64_t span = 64 << 10, budget = 2 * span;
+    nsp__ledger_reserve_reset();
+    atomic_store(&nsp__heap_live_total, 1 * MiB);
+    atomic_store(&nsp__pacer_notify, 4 * MiB);
+    ck_assert_int_eq(nsp__ledger_reserve_room(1, span, budget), budget); /* F = 1 span < B */
+    ck_assert_int_eq(nsp__ledger_reserve_room(1, span, budget), budget); /* counted once */
+    for (unsigned k = 2; k <= 5; k++)
+        nsp__ledger_reserve_room(k, span, budget);
+    ck_assert_int_eq(atomic_load(&nsp__reserve_floor), 5 * span);
+    ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), 5 * span); /* F > B: F */
+    atomic_store(&nsp__heap_live_total, 4 * MiB - span); /* this span's charge reaches it */
+    ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), budget);
+    atomic_store(&nsp__pacer_notify, INT64_MAX);
+    nsp__ledger_reserve_reset(); /* a cycle: classes counted afresh */
+    ck_assert_int_eq(atomic_load(&nsp__reserve_floor), 0);
+    ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), budget);
+    ck_assert_int_eq(atomic_load(&nsp__reserve_floor), span);
+    atomic_store(&nsp__heap_live_total, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pacer simulation");
@@ -375,6 +403,7 @@ int main(void)
     tcase_add_test(tc, percent_off_paces_by_the_limit_alone);
     tcase_add_test(tc, reservation_term_predicts_the_storm_and_its_end);
     tcase_add_test(tc, node_goals_share_the_heap_goal);
+    tcase_add_test(tc, reserve_floor_counts_classes_and_stops_at_the_trigger);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
