@@ -58,12 +58,13 @@ extern _Atomic uint32_t nsp__sweepgen;
 /* The reservation budget: bytes of spans all caches together may hold while something is paced
  * in `over` (the pacer sets it, DESIGN.md §6 "Bounding the overestimate"); INT64_MAX: none. */
 extern _Atomic int64_t nsp__reserve_budget;
-/* The budget's floor F: one span of every size class a cache has refilled since the last cycle
+/* The budget's floor: F = one span of every size class a cache has refilled since the last cycle
  * (the working set one cache needs; a thread using more classes than B holds spans of would see
  * each refill past B served one object at a time by the central: `loops` ran at 0.57x with the
- * pacer on). A refill may cache its span while all caches hold at most max(B, F); F does not grow
- * with the number of caches (at most one span of each class, 12 MiB with every class), so the
- * lead stays bounded by max(B, F) whatever the cache count. Reset at each cycle. */
+ * pacer on), and twice that in force (nsp__ledger_reserve_floor: the cache a thread moved from
+ * still holds its set). A refill may cache its span while all caches hold at most max(B, 2F);
+ * F does not grow with the number of caches (at most one span of each class, 12 MiB with every
+ * class), so the lead stays bounded by max(B, 2F) whatever the cache count. Reset at each cycle. */
 extern _Atomic int64_t nsp__reserve_floor;
 /* The one hook from the ledger to the pacer (DESIGN.md §2: layers reach the pacer only through
  * the ledger). The pacer publishes the heap total from which it wants to hear of a positive change
@@ -89,8 +90,11 @@ void nsp__ledger_delta(unsigned node, int64_t delta, int64_t *pending);
 /* Sets s's charge to charge, applying the difference as nsp__ledger_delta does. */
 void nsp__ledger_set(struct nsp_span *s, int64_t charge, int64_t *pending);
 /* A refill of class cls (a span of `bytes`) under the reservation budget `budget`: notes cls among
- * the classes in use and returns what all caches may hold with it, max(budget, F). */
+ * the classes in use and returns what all caches may hold with it, max(budget, 2F) while that
+ * leaves heapLive under the trigger, budget otherwise. */
 int64_t nsp__ledger_reserve_room(unsigned cls, int64_t bytes, int64_t budget);
+/* The floor in force: 2F (a thread's working set in the cache it runs on and the one it left). */
+int64_t nsp__ledger_reserve_floor(void);
 /* A cycle: the classes in use are counted afresh (F = 0). */
 void nsp__ledger_reserve_reset(void);
 /* Flushes pending[0..nnodes-1] into heapLive. */

@@ -1446,7 +1446,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->reserve_budget = atomic_load(&nsp__reserve_budget);
     if (out->reserve_budget == INT64_MAX)
         out->reserve_budget = -1;
-    out->reserve_floor = atomic_load(&nsp__reserve_floor);
+    out->reserve_floor = nsp__ledger_reserve_floor();
     out->metadata = metadata_bytes();
     out->unconfirmed = atomic_load(&P.unconfirmed);
     out->backpressure_waits = atomic_load(&P.waits);

@@ -303,8 +303,10 @@ typedef struct nsp_pacer_info {
     uint64_t node_cycles;    /* cycles a node's crossing of its own trigger started */
     uint64_t node_spills;    /* crossings that sent a full node's refills to another node */
     uint64_t nodes_spilling; /* bit n: node n's refills go to the nearest node with room */
-    int64_t reserve_floor;   /* the budget's floor: one span of each class refilled since the
-                              * last cycle; caches may hold max(reserve_budget, reserve_floor) */
+    int64_t reserve_floor;   /* the budget's floor in force: twice one span of each class
+                              * refilled since the last cycle (a thread's set in the cache it runs
+                              * on and the one it left); below the trigger caches may hold
+                              * max(reserve_budget, reserve_floor) */
     int64_t metadata;        /* bytes of metadata mapped now (descriptors, bitmaps, page maps,
                               * caches, centrals, tables): part of `outside` with a limit */
 } nsp_pacer_info_t;

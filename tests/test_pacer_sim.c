@@ -375,12 +375,13 @@ START_TEST(reserve_floor_counts_classes_and_stops_at_the_trigger)
     nsp__ledger_reserve_reset();
     atomic_store(&nsp__heap_live_total, 1 * MiB);
     atomic_store(&nsp__pacer_notify, 4 * MiB);
-    ck_assert_int_eq(nsp__ledger_reserve_room(1, span, budget), budget); /* F = 1 span < B */
+    ck_assert_int_eq(nsp__ledger_reserve_room(1, span, budget), budget); /* 2F = 2 spans = B */
     ck_assert_int_eq(nsp__ledger_reserve_room(1, span, budget), budget); /* counted once */
     for (unsigned k = 2; k <= 5; k++)
         nsp__ledger_reserve_room(k, span, budget);
     ck_assert_int_eq(atomic_load(&nsp__reserve_floor), 5 * span);
-    ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), 5 * span); /* F > B: F */
+    ck_assert_int_eq(nsp__ledger_reserve_floor(), 10 * span); /* twice: two caches' sets */
+    ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), 10 * span); /* 2F > B: 2F */
     atomic_store(&nsp__heap_live_total, 4 * MiB - span); /* this span's charge reaches it */
     ck_assert_int_eq(nsp__ledger_reserve_room(3, span, budget), budget);
     atomic_store(&nsp__pacer_notify, INT64_MAX);
