@@ -102,7 +102,7 @@ static const struct option_row table[] = {
     [NSP_OPT_PACE_RESERVE] = {"NSP_PACE_RESERVE", "0.25",
                               "kappa: with `over` accounting and something paced, caches may "
                               "hold spans of at most kappa * (trigger - live) bytes (below the "
-                              "trigger at least one span of each class in use), so that a "
+                              "trigger at least two spans of each class in use), so that a "
                               "cycle starts at most that much early (0..1)"},
     [NSP_OPT_DEBUG] = {"NSP_DEBUG", "0",
                        "debug level (host/check.h): 1 the ledger's recount at every cycle, 2 "
