@@ -368,9 +368,10 @@ static int fork_case(void)
  * until stop_ms have passed, wherever the signal found them: inside malloc or free, holding
  * whatever they held. Default: 300 ms, and a round may wait for a stopped worker (a central's or
  * the page heap's mutex is held across the slow path), but must finish once the workers resume,
- * with every object intact. "strict": 2 s, and no round may wait at all (today's main fails it:
- * a worker stopped inside a central or the page heap blocks malloc and free, and malloc_trim,
- * nsp_pacer_cycle and nsp_stats_get take the allocator's locks, as numaspan.h says). */
+ * with every object intact. "strict": 2 s, and no round may wait at all (today's main fails it
+ * in about 14 rounds of 100: a worker stopped inside a central or the page heap blocks the large
+ * objects' and the transfer refills' mutexes, and malloc_trim and nsp_pacer_cycle take every
+ * central; nsp_stats_get no longer takes a cache or a central, only each node's page heap). */
 static _Atomic int round_done;
 static int stop_ms = 300;
 
