@@ -459,9 +459,12 @@ static void nsp__to_pool(__global nsp_dheap *h, uint c, uint stripe)
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     nsp__charge(h, d, 0l, stripe);
     uint n = 1u;
-    while (c + n < h->nchunks && NSP_DST_STATE(NSP_V32(nsp__state(h, c + n))) == NSP_DS_STAIL &&
-           NSP_DST_RUN(NSP_V32(nsp__state(h, c + n))) == n)
+    while (c + n < h->nchunks) {
+        uint s = NSP_V32(nsp__state(h, c + n)); /* one load: state and run from the same word */
+        if (NSP_DST_STATE(s) != NSP_DS_STAIL || NSP_DST_RUN(s) != n)
+            break;
         n++;
+    }
     NSP_RELEASE();
     for (uint i = n; i-- > 0u;) /* the head last: a free that reads a tail then the head */
         atomic_xchg(nsp__state(h, c + i), NSP_DST_MAKE(NSP_DS_FREE, 0u, 0u));
