@@ -540,6 +540,15 @@ static ulong nsp__prepare(__global nsp_dheap *h, uint c, uint cls, int fresh, in
     return NSP_DW_MAKE(c, navail, atomic_add(&d->gen, 0u), 0u);
 }
 
+/* The objects freed into a span since its last sweep (its freed bitmap, read now). */
+static uint nsp__nfreed(__global struct nsp_ddesc *d, uint nobj)
+{
+    uint nf = 0u;
+    for (uint i = 0; i < nsp__nwords(nobj); i++)
+        nf += nsp__pop(NSP_V64(&d->freed[i]));
+    return nf;
+}
+
 /* Releases the span a slot word named (the caller took the word out of its slot): records what
  * was claimed, charges the live bytes (the freed bitmap read now: the sweep makes it exact),
  * and puts it back PARTIAL or FULL. */
@@ -562,10 +571,7 @@ static uint nsp__retire_word(__global nsp_dheap *h, ulong w, uint stripe, int *h
     NSP_ACQUIRE(); /* the word was exchanged out of its slot: the span is the caller's now */
     __global struct nsp_ddesc *d = nsp__desc(h, c);
     uint navail = NSP_DW_NAVAIL(w), claimed = min(NSP_DW_CUR(w), navail);
-    uint nobj = NSP_DV(d, nobj), cls = NSP_DV(d, cls);
-    uint nf = 0u;
-    for (uint i = 0; i < nsp__nwords(nobj); i++)
-        nf += nsp__pop(NSP_V64(&d->freed[i]));
+    uint nobj = NSP_DV(d, nobj), cls = NSP_DV(d, cls), nf = nsp__nfreed(d, nobj);
     d->claimed = claimed;
     if (navail != nobj) /* its claimants read snapshot gen & 1: each counts itself in read_done */
         d->readers[NSP_DW_GEN(w) & 1u] = claimed;
@@ -1040,13 +1046,10 @@ static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint s
                                 ulong *nw)
 {
     *nw = NSP_DW_EMPTY;
-    uint c = NSP_DW_SPAN(w), nf = 0u;
+    uint c = NSP_DW_SPAN(w);
     if (c == (uint)NSP_DSPAN_NONE)
         return 0;
-    __global struct nsp_ddesc *d = nsp__desc(h, c);
-    for (uint i = 0; i < nsp__nwords(nobj); i++)
-        nf += nsp__pop(NSP_V64(&d->freed[i]));
-    if (nf < nobj / 8u)
+    if (nsp__nfreed(nsp__desc(h, c), nobj) < nobj / 8u)
         return 0;
     int has_free;
     c = nsp__retire_word(h, w, slot, &has_free); /* BUSY: as if released and taken back */
