@@ -939,6 +939,15 @@ static int litmus(unsigned iters)
     return result[1] == 0 ? 0 : 1;
 }
 
+/* How often `needle` occurs in `text`. */
+static unsigned count_of(const char *text, const char *needle)
+{
+    unsigned n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
 static int ptx(const char *path)
 {
     size_t size = 0;
@@ -953,17 +962,10 @@ static int ptx(const char *path)
     fwrite(bin, 1, size, f);
     fclose(f);
     int is_ptx = strstr((char *)bin, ".version") && strstr((char *)bin, ".target");
-    unsigned add64 = 0, membar = 0, ballot = 0, scan = 0, warpbar = 0;
-    for (char *p = (char *)bin; (p = strstr(p, "bar.warp.sync")); p++)
-        warpbar++;
-    for (char *p = (char *)bin; (p = strstr(p, "atom.global.add.u64")); p++)
-        add64++;
-    for (char *p = (char *)bin; (p = strstr(p, "vote.sync.ballot")); p++)
-        ballot++;
-    for (char *p = (char *)bin; (p = strstr(p, "shfl.sync.up")); p++)
-        scan++;
-    for (char *p = (char *)bin; (p = strstr(p, "membar.gl")); p++)
-        membar++;
+    const char *text = (const char *)bin;
+    unsigned add64 = count_of(text, "atom.global.add.u64"), membar = count_of(text, "membar.gl");
+    unsigned ballot = count_of(text, "vote.sync.ballot"), scan = count_of(text, "shfl.sync.up");
+    unsigned warpbar = count_of(text, "bar.warp.sync");
     printf("device binary: %zu bytes written to %s; %s\n", size, path,
            is_ptx ? "PTX" : "not PTX text (no PTX check on this device)");
     if (is_ptx) {
