@@ -162,6 +162,13 @@ static int accounting_from_env(void)
     return strcmp(o.value, "under") == 0 ? 1 : strcmp(o.value, "exact") == 0 ? 2 : 0;
 }
 
+/* The words of the slots region: a slot word, then a next word, per (class, slot)
+ * (numaspan_geometry.h's layout). */
+static size_t slot_words(uint64_t nslots)
+{
+    return 2 * (size_t)NSP_DNCLASSES * nslots;
+}
+
 static int init_buffer(nsp_cl_heap_t *h, cl_command_queue q)
 {
     static const cl_ulong zero = 0, empty = NSP_DW_EMPTY;
@@ -169,7 +176,7 @@ static int init_buffer(nsp_cl_heap_t *h, cl_command_queue q)
     CHECK(clEnqueueFillBuffer(q, h->buf, &zero, sizeof zero, 0, d->off_pool, 0, NULL, NULL),
           "clearing the metadata (clEnqueueFillBuffer)");
     CHECK(clEnqueueFillBuffer(q, h->buf, &empty, sizeof empty, d->off_slots,
-                              2 * NSP_DNCLASSES * d->nslots * 8, 0, NULL, NULL),
+                              slot_words(d->nslots) * 8, 0, NULL, NULL),
           "emptying the slots (clEnqueueFillBuffer)");
     CHECK(clEnqueueWriteBuffer(q, h->buf, CL_TRUE, 0, sizeof *d, d, 0, NULL, NULL),
           "writing the header (clEnqueueWriteBuffer)");
@@ -415,7 +422,7 @@ static int run_ops(nsp_cl_heap_t *h, cl_command_queue q, cl_kernel k, size_t n, 
 
 int nsp_cl_release(nsp_cl_heap_t *h, cl_command_queue q)
 {
-    return run_ops(h, q, h ? h->krelease : NULL, h ? 2 * NSP_DNCLASSES * h->hdr.nslots : 0,
+    return run_ops(h, q, h ? h->krelease : NULL, h ? slot_words(h->hdr.nslots) : 0,
                    "nsp_cl_release");
 }
 
@@ -441,7 +448,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
     if (read_region(h, q, 0, sizeof hdr, &hdr) < 0)
         return -1;
     uint64_t carved = hdr.next_chunk < L->nchunks ? hdr.next_chunk : L->nchunks;
-    size_t nslotw = 2 * NSP_DNCLASSES * L->nslots; /* slot words, then next words */
+    size_t nslotw = slot_words(L->nslots);
     uint64_t *slots = malloc(nslotw * 8);
     int64_t *stripes = malloc(L->nslots * 8);
     uint32_t *state = malloc((carved ? carved : 1) * 4);
