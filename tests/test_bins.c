@@ -66,6 +66,15 @@ static int ready(const char *name)
     return 1;
 }
 
+/* A cpu of the set other than self, or -1 when there is none. */
+static int cpu_other_than(const cpu_set_t *set, int self)
+{
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (i != self && CPU_ISSET(i, set))
+            return i;
+    return -1;
+}
+
 static struct nsp_bin *bin(void)
 {
     return &nsp__tb->bins[cls];
@@ -462,13 +471,31 @@ END_TEST
  * check alone passes it: its freed bit would then wait for a sweep while the bin hands the object
  * out again, and that sweep would free the live object (issue 10, failure 2, come back with the
  * bins). The remote freer must refuse it, and leave no freed bit behind. */
+struct remote_free {
+    cpu_set_t set;
+    void *p;
+};
+
 static void *free_on_other_cpu(void *arg)
 {
-    cpu_set_t *set = arg;
-    if (sched_setaffinity(0, sizeof *set, set) != 0)
+    struct remote_free *r = arg;
+    if (sched_setaffinity(0, sizeof r->set, &r->set) != 0)
         return (void *)1;
-    free(*(void **)((char *)arg + sizeof *set));
+    free(r->p);
     return NULL;
+}
+
+/* Frees p from a thread pinned to cpu other, and waits for it. */
+static void free_on_cpu(int other, void *p)
+{
+    struct remote_free arg = {.p = p};
+    CPU_ZERO(&arg.set);
+    CPU_SET(other, &arg.set);
+    pthread_t t;
+    void *rc;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
 }
 
 START_TEST(remote_double_free_of_a_listed_object_is_caught)
@@ -477,10 +504,7 @@ START_TEST(remote_double_free_of_a_listed_object_is_caught)
     ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
     if (!ready("remote_double_free_of_a_listed_object_is_caught"))
         return;
-    int other = -1;
-    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
-        if (CPU_ISSET(i, &all) && i != cpu)
-            other = i;
+    int other = cpu_other_than(&all, cpu);
     if (other < 0) {
         fprintf(stderr, "remote_double_free_of_a_listed_object_is_caught: skipped: one cpu\n");
         return;
@@ -493,18 +517,7 @@ START_TEST(remote_double_free_of_a_listed_object_is_caught)
     unsigned n = list(l);
     ck_assert_uint_ge(n, 1);
     ck_assert_uint_eq(l[0], (uintptr_t)p);
-    struct {
-        cpu_set_t set;
-        void *p;
-    } arg;
-    CPU_ZERO(&arg.set);
-    CPU_SET(other, &arg.set);
-    arg.p = p;
-    pthread_t t;
-    void *rc;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
-    ck_assert_int_eq(pthread_join(t, &rc), 0);
-    ck_assert_ptr_null(rc);
+    free_on_cpu(other, p);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
     struct nsp_span *s = span();
     uint32_t idx = nsp__span_index(s, (uintptr_t)p);
@@ -523,10 +536,7 @@ START_TEST(remote_free_after_an_aborted_push_is_valid)
     ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
     if (!ready("remote_free_after_an_aborted_push_is_valid"))
         return;
-    int other = -1;
-    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
-        if (CPU_ISSET(i, &all) && i != cpu)
-            other = i;
+    int other = cpu_other_than(&all, cpu);
     if (other < 0) {
         fprintf(stderr, "remote_free_after_an_aborted_push_is_valid: skipped: one cpu\n");
         return;
@@ -537,18 +547,7 @@ START_TEST(remote_free_after_an_aborted_push_is_valid)
     struct nsp_bin *b = bin();
     /* what the push wrote before it was preempted: the current head, encoded */
     *(uint64_t *)p = (b->word >> 16) ^ atomic_load(&b->key);
-    struct {
-        cpu_set_t set;
-        void *p;
-    } arg;
-    CPU_ZERO(&arg.set);
-    CPU_SET(other, &arg.set);
-    arg.p = p;
-    pthread_t t;
-    void *rc;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
-    ck_assert_int_eq(pthread_join(t, &rc), 0);
-    ck_assert_ptr_null(rc);
+    free_on_cpu(other, p);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
     /* the free may wait in the other cpu's remote-free magazine (magazine.h): a foreign take of
      * that cache applies it, as a cycle's does */
@@ -571,10 +570,7 @@ START_TEST(local_double_free_after_a_remote_free_is_caught)
     ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
     if (!ready("local_double_free_after_a_remote_free_is_caught"))
         return;
-    int other = -1;
-    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
-        if (CPU_ISSET(i, &all) && i != cpu)
-            other = i;
+    int other = cpu_other_than(&all, cpu);
     if (other < 0) {
         fprintf(stderr, "local_double_free_after_a_remote_free_is_caught: skipped: one cpu\n");
         return;
@@ -582,18 +578,7 @@ START_TEST(local_double_free_after_a_remote_free_is_caught)
     attach();
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     void *p = malloc(SZ);
-    struct {
-        cpu_set_t set;
-        void *p;
-    } arg;
-    CPU_ZERO(&arg.set);
-    CPU_SET(other, &arg.set);
-    arg.p = p;
-    pthread_t t;
-    void *rc;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_on_other_cpu, &arg), 0);
-    ck_assert_int_eq(pthread_join(t, &rc), 0);
-    ck_assert_ptr_null(rc);
+    free_on_cpu(other, p);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before); /* the first free is valid */
     free(p);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
@@ -755,6 +740,24 @@ static void cycle_in_window(struct nsp_cache *c)
     nsp_pacer_cycle();
 }
 
+/* Allocates (at most max objects of SZ, written) until the cached span is full and a refill runs
+ * window, once; returns how many it allocated. */
+static unsigned malloc_until_window(void (*window)(struct nsp_cache *), void **held, unsigned max)
+{
+    unsigned n = 0;
+    window_calls = 0;
+    atomic_store(&nsp__test_refill_window, window);
+    while (n < max && !window_calls) {
+        held[n] = malloc(SZ);
+        ck_assert_ptr_nonnull(held[n]);
+        memset(held[n], 0x5a, SZ);
+        n++;
+    }
+    atomic_store(&nsp__test_refill_window, NULL);
+    ck_assert_int_eq(window_calls, 1);
+    return n;
+}
+
 /* Objects of class cls in use and spans of cls cached, on node n, as the stats count them. */
 static void class_counts(unsigned n, uint64_t *objects, uint64_t *cached)
 {
@@ -775,20 +778,9 @@ static void refill_window_case(const char *name, void (*window)(struct nsp_cache
     attach();
     enum { N = 64 };
     void *held[N];
-    unsigned n = 0;
     uint64_t lost = atomic_load(&nsp__cache_refill_lost);
-    window_calls = 0;
     busy_cache = NULL;
-    atomic_store(&nsp__test_refill_window, window);
-    /* allocate until the cached span is full and a refill runs (a few spans of SZ at most) */
-    while (n < N && !window_calls) {
-        held[n] = malloc(SZ);
-        ck_assert_ptr_nonnull(held[n]);
-        memset(held[n], 0x5a, SZ);
-        n++;
-    }
-    atomic_store(&nsp__test_refill_window, NULL);
-    ck_assert_int_eq(window_calls, 1);
+    unsigned n = malloc_until_window(window, held, N);
     if (window == take_cache_in_window) {
         ck_assert_ptr_nonnull(busy_cache); /* taken in the window: the re-take found it busy */
         nsp__cache_unlock(busy_cache);
@@ -841,11 +833,7 @@ START_TEST(refill_after_a_migration_is_not_installed)
 {
     cpu_set_t allowed;
     ck_assert_int_eq(sched_getaffinity(0, sizeof allowed, &allowed), 0);
-    int here = sched_getcpu();
-    other_cpu = -1;
-    for (int i = 0; i < CPU_SETSIZE && other_cpu < 0; i++)
-        if (i != here && CPU_ISSET(i, &allowed))
-            other_cpu = i;
+    other_cpu = cpu_other_than(&allowed, sched_getcpu());
     if (other_cpu < 0) {
         fprintf(stderr, "refill_after_a_migration_is_not_installed: skipped: one cpu allowed, "
                         "nowhere to move the thread\n");
@@ -904,17 +892,8 @@ START_TEST(fork_in_the_refill_window_leaves_the_child_total_exact)
     attach();
     enum { N = 64 };
     void *held[N];
-    unsigned n = 0;
-    window_calls = 0;
     window_child = -1;
-    atomic_store(&nsp__test_refill_window, fork_in_window);
-    while (n < N && !window_calls) {
-        held[n] = malloc(SZ);
-        ck_assert_ptr_nonnull(held[n]);
-        n++;
-    }
-    atomic_store(&nsp__test_refill_window, NULL);
-    ck_assert_int_eq(window_calls, 1);
+    unsigned n = malloc_until_window(fork_in_window, held, N);
     ck_assert_int_gt(window_child, 0);
     int status = 0;
     ck_assert_int_eq(waitpid(window_child, &status, 0), window_child);
