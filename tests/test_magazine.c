@@ -153,16 +153,25 @@ static int live(const void *p)
     return nsp__span_slot_live(s, nsp__span_index(s, (uintptr_t)p));
 }
 
+/* Allocates *p on cpu a (whose cache then holds its span) and frees it on cpu b, where it waits in
+ * b's magazine, emptied first; *before is the count of double frees before that free. Returns b. */
+static struct nsp_cache *waiting_in_b(void **p, uint64_t *before)
+{
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    on_cpu(cpu_a, do_malloc, p);
+    *before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, do_free, p);
+    return b;
+}
+
 START_TEST(a_remote_free_waits_until_the_cache_is_taken)
 {
     if (!ready("a_remote_free_waits_until_the_cache_is_taken"))
         return;
-    struct nsp_cache *b = cache_of(cpu_b);
-    take(b); /* its magazine empty */
     void *p;
-    on_cpu(cpu_a, do_malloc, &p);
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    on_cpu(cpu_b, do_free, &p);
+    uint64_t before;
+    struct nsp_cache *b = waiting_in_b(&p, &before);
     int waiting = waits_in(b, p), live_then = live(p);
     int64_t tag = nsp__magazine_tagged(p);
     take(b);
@@ -180,12 +189,9 @@ START_TEST(a_double_free_through_a_magazine_is_reported_at_once)
 {
     if (!ready("a_double_free_through_a_magazine_is_reported_at_once"))
         return;
-    struct nsp_cache *b = cache_of(cpu_b);
-    take(b);
     void *p;
-    on_cpu(cpu_a, do_malloc, &p);
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    on_cpu(cpu_b, do_free, &p);
+    uint64_t before;
+    struct nsp_cache *b = waiting_in_b(&p, &before);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
     on_cpu(cpu_b, do_free, &p); /* the second free: the magazine flushed, the bit answers */
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
@@ -199,12 +205,9 @@ START_TEST(a_local_free_after_a_remote_one_in_a_magazine_is_reported)
 {
     if (!ready("a_local_free_after_a_remote_one_in_a_magazine_is_reported"))
         return;
-    struct nsp_cache *b = cache_of(cpu_b);
-    take(b);
     void *p;
-    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    on_cpu(cpu_b, do_free, &p);
+    uint64_t before;
+    struct nsp_cache *b = waiting_in_b(&p, &before);
     on_cpu(cpu_a, do_free, &p); /* the push refuses the tag; the locked path flushes b */
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
     ck_assert_int_eq(waits_in(b, p), 0);
@@ -233,12 +236,9 @@ START_TEST(a_double_free_is_reported_when_the_magazine_cannot_be_flushed)
 {
     if (!ready("a_double_free_is_reported_when_the_magazine_cannot_be_flushed"))
         return;
-    struct nsp_cache *b = cache_of(cpu_b);
-    take(b);
     void *p;
-    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    on_cpu(cpu_b, do_free, &p);
+    uint64_t before;
+    struct nsp_cache *b = waiting_in_b(&p, &before);
     atomic_store(&nsp__test_fence_fail, 3); /* b cannot be taken from outside */
     on_cpu(cpu_a, do_free, &p);
     atomic_store(&nsp__test_fence_fail, 0);
@@ -311,12 +311,9 @@ START_TEST(a_double_free_past_a_clobbered_tag_is_reported_at_the_flush)
 {
     if (!ready("a_double_free_past_a_clobbered_tag_is_reported_at_the_flush"))
         return;
-    struct nsp_cache *b = cache_of(cpu_b);
-    take(b);
     void *p;
-    on_cpu(cpu_a, do_malloc, &p); /* cpu a's cache holds its span */
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
-    on_cpu(cpu_b, do_free, &p);
+    uint64_t before;
+    struct nsp_cache *b = waiting_in_b(&p, &before);
     on_cpu(cpu_b, scribble, &p); /* the tag written over */
     on_cpu(cpu_a, warm_free, &p); /* into a's bin */
     int in_bin = nsp__bin_lists(nsp__span_of(p), p);
