@@ -324,21 +324,28 @@ static int64_t resident_free(int64_t *retained)
     return b;
 }
 
+/* n MiB allocated in 1 MiB objects, written (resident), then all freed. */
+static void free_resident_mib(int n)
+{
+    static void *b[300];
+    if (n > 300)
+        abort();
+    for (int i = 0; i < n; i++) {
+        b[i] = malloc(1 << 20);
+        memset(b[i], 1, 1 << 20);
+    }
+    for (int i = 0; i < n; i++)
+        free(b[i]);
+}
+
 static void case_scavenge_paced(void)
 {
     nsp_pacer_set_collector(noop_collector, NULL); /* something to pace: the pacer thread */
     nsp_pacer_info_t pi0, pi;
     pacer(&pi0);
     CHECK(pi0.scavenge_paced == 1, "the pacer thread scavenges at its rate");
-    enum { N = 160 };
-    static void *b[N];
-    for (int i = 0; i < N; i++) {
-        b[i] = malloc(1 << 20);
-        memset(b[i], 1, 1 << 20);
-    }
+    free_resident_mib(160);
     int64_t retained;
-    for (int i = 0; i < N; i++)
-        free(b[i]);
     /* without the thread the frees keep at most 64 MiB resident; a tick that falls between
      * hands back one run (at most an arena) */
     int64_t kept = resident_free(&retained);
@@ -386,15 +393,8 @@ static void case_scavenge_limit(void)
     pacer(&pi);
     CHECK(pi.scavenge_paced == 1, "the pacer thread scavenges (a memory limit is paced)");
     int64_t cap = pi.memory_limit / 100 * 95;
-    enum { N = 300 };
-    static void *b[N];
-    for (int i = 0; i < N; i++) {
-        b[i] = malloc(1 << 20);
-        memset(b[i], 1, 1 << 20);
-    }
+    free_resident_mib(300);
     int64_t retained;
-    for (int i = 0; i < N; i++)
-        free(b[i]);
     resident_free(&retained);
     int64_t start = retained, first = -1;
     for (int i = 0; i < 500 && first < 0; i++) {
