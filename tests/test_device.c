@@ -519,6 +519,15 @@ static void assert_disjoint(const uint64_t *hs, const uint32_t *sizes, size_t n)
     free(iv);
 }
 
+/* Runs a one-work-item kernel whose one argument is n words it writes; reads them into v. */
+static void probe(struct env *e, const char *kernel, uint64_t *v, size_t n)
+{
+    cl_mem out = buffer(e, n * 8, NULL);
+    launch(e, kernel, 1, 1, 1, (struct arg[]){MEM(out)});
+    readb(e, out, n * 8, v);
+    clReleaseMemObject(out);
+}
+
 /* Allocates sizes[0..n-1] in one launch, verifies them in a second; returns the handles. */
 static uint64_t *alloc_verify(struct env *e, const uint32_t *sizes, size_t n, cl_mem *msz,
                               cl_mem *mh, uint32_t *nulls)
@@ -897,10 +906,8 @@ START_TEST(pool_scan_leaves_carved_chunks)
 {
     struct env e;
     env_open(&e, 8 << 20, -1);
-    cl_mem out = buffer(&e, 6 * 8, NULL);
-    launch(&e, "race_carve_scan", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[6];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "race_carve_scan", v, 6);
     ck_assert_msg(v[2] == v[0], "the scan took chunk %llu (carved, not yet owned) instead of the "
                   "pool's chunk %llu", (unsigned long long)v[2], (unsigned long long)v[0]);
     ck_assert_uint_eq(v[3], 0);  /* the pool's one chunk taken */
@@ -909,7 +916,6 @@ START_TEST(pool_scan_leaves_carved_chunks)
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.chunks_free, 2);
     ck_assert_uint_eq(st.chunks_carved, 2);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -922,10 +928,8 @@ START_TEST(free_into_span_made_full_meanwhile)
 {
     struct env e;
     env_open(&e, 8 << 20, -1);
-    cl_mem out = buffer(&e, 5 * 8, NULL);
-    launch(&e, "race_free_full", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[5];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "race_free_full", v, 5);
     uint32_t cls = nsp_geom_size_to_class(128);
     ck_assert_uint_eq(v[4], (nsp_dspan_nobj(cls) - 1) * 128); /* the span's objects, all */
     ck_assert_uint_eq(v[0], NSP_DS_CACHED);  /* the freer's stale read */
@@ -935,7 +939,6 @@ START_TEST(free_into_span_made_full_meanwhile)
                   (unsigned long long)v[2], (unsigned long long)v[3]);
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.bad_frees, 0);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -949,10 +952,8 @@ START_TEST(claims_never_carry_the_cursor)
     slots_wanted = 1;
     env_open(&e, 8 << 20, -1);
     slots_wanted = 0;
-    cl_mem out = buffer(&e, 4 * 8, NULL);
-    launch(&e, "race_cursor_top", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[4];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "race_cursor_top", v, 4);
     ck_assert_msg(v[1] == v[0], "the slot word moved from 0x%llx to 0x%llx (span %u gen %u cursor "
                   "0x%x)", (unsigned long long)v[0], (unsigned long long)v[1], NSP_DW_SPAN(v[1]),
                   NSP_DW_GEN(v[1]), NSP_DW_CUR(v[1]));
@@ -962,7 +963,6 @@ START_TEST(claims_never_carry_the_cursor)
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.bad_frees, 0);
     ck_assert_uint_eq(st.forced_refills, 1); /* the waiter's object came from the central path */
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1536,17 +1536,14 @@ START_TEST(null_at_once_when_known_full)
 {
     struct env e;
     env_open(&e, 8 << 20, -1);
-    cl_mem out = buffer(&e, 3 * 8, NULL);
-    launch(&e, "null_when_known_full", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[3];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "null_when_known_full", v, 3);
     ck_assert_uint_eq(v[0], 0);
     ck_assert_msg(v[1] == 0, "the malloc took the forced path (%llu) though the heap was known full",
                   (unsigned long long)v[1]);
     ck_assert_uint_eq(v[2], 0);
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.null_oom, 1);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1560,10 +1557,8 @@ START_TEST(summary_word_says_which_central)
     env_open(&e, 8 << 20, -1);
     nsp_cl_stats_t st = stats(&e);
     ck_assert_uint_eq(st.centrals, 4);
-    cl_mem out = buffer(&e, 7 * 8, NULL);
-    launch(&e, "summary_word", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[7];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "summary_word", v, 7);
     ck_assert_uint_eq(v[0], 0);
     ck_assert_msg(v[1] == 1u << 2, "summary 0x%llx after a publish in central 2",
                   (unsigned long long)v[1]);
@@ -1572,7 +1567,6 @@ START_TEST(summary_word_says_which_central)
     ck_assert_uint_eq(v[4], 1u << 2);
     ck_assert_uint_eq(v[5], NSP_DSPAN_NONE);
     ck_assert_uint_eq(v[6], 0);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1590,10 +1584,8 @@ START_TEST(next_span_prepared_before_the_end)
     e.prog = nsp_cl_build(e.h, SRC, "-DNSP_PREFETCH");
     ck_assert_msg(e.prog != NULL, "%s", nsp_cl_error());
     clReleaseProgram(plain);
-    cl_mem out = buffer(&e, 6 * 8, NULL);
-    launch(&e, "prefetch_next", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[6];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "prefetch_next", v, 6);
     ck_assert_msg(v[0] != NSP_DW_EMPTY && NSP_DW_CUR(v[0]) == 0 && v[1] == 2,
                   "no span prepared at the last quarter (next word 0x%llx, %llu carved)",
                   (unsigned long long)v[0], (unsigned long long)v[1]);
@@ -1604,7 +1596,6 @@ START_TEST(next_span_prepared_before_the_end)
     nsp_cl_stats_t st = reconciled_empty(&e);
     ck_assert_uint_eq(st.bad_frees, 0);
     ck_assert_uint_eq(st.chunks_free, st.chunks_carved);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1618,10 +1609,8 @@ START_TEST(refill_sweeps_its_own_span_in_place)
 {
     struct env e;
     env_open(&e, 8 << 20, -1);
-    cl_mem out = buffer(&e, 6 * 8, NULL);
-    launch(&e, "refill_in_place", 1, 1, 1, (struct arg[]){MEM(out)});
     uint64_t v[6];
-    readb(&e, out, sizeof v, v);
+    probe(&e, "refill_in_place", v, 6);
     ck_assert_msg(v[0] == 0 && v[1] == v[2] && v[3] == v[2],
                   "the refill after a quarter of the span was freed carved %llu span(s) and "
                   "gave chunk %llu (the span's chunk: %llu; the slot now holds %llu)",
@@ -1633,7 +1622,6 @@ START_TEST(refill_sweeps_its_own_span_in_place)
     ck_assert_uint_eq(st.bad_frees, 0);
     ck_assert_uint_eq(st.chunks_free, st.chunks_carved);
     ck_assert_uint_eq(st.chunks_carved, 1);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
