@@ -77,13 +77,21 @@ static void setup(void)
     nsp_pacer_cycle(); /* every transfer empty, the ledger settled */
 }
 
-START_TEST(one_call_moves_a_batch)
+/* setup(); 0 (the test skipped) where no transfer batches: exact and NSP_SECURE take one object. */
+static int setup_transfer(const char *name)
 {
     setup();
     if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
-        fprintf(stderr, "one_call_moves_a_batch: skipped: exact and NSP_SECURE take one object\n");
-        return;
+        fprintf(stderr, "%s: skipped: no transfer (exact and NSP_SECURE take one object)\n", name);
+        return 0;
     }
+    return 1;
+}
+
+START_TEST(one_call_moves_a_batch)
+{
+    if (!setup_transfer("one_call_moves_a_batch"))
+        return;
     uintptr_t w[NSP_TRANSFER_BATCH_MAX + 1];
     ck_assert_uint_eq(waiting(w, NSP_TRANSFER_BATCH_MAX), 0);
     void *p = nsp__central_alloc_busy(0, cls);
@@ -110,11 +118,8 @@ END_TEST
 
 START_TEST(double_free_of_a_waiting_object_is_caught)
 {
-    setup();
-    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
-        fprintf(stderr, "double_free_of_a_waiting_object_is_caught: skipped: no transfer\n");
+    if (!setup_transfer("double_free_of_a_waiting_object_is_caught"))
         return;
-    }
     void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
     ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
@@ -135,12 +140,8 @@ END_TEST
  * free cleared its alloc bit without a word: the cache handed it out, and so did the transfer. */
 START_TEST(a_locked_local_double_free_of_a_waiting_object_is_caught)
 {
-    setup();
-    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
-        fprintf(stderr, "a_locked_local_double_free_of_a_waiting_object_is_caught: skipped: no "
-                        "transfer\n");
+    if (!setup_transfer("a_locked_local_double_free_of_a_waiting_object_is_caught"))
         return;
-    }
     void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
     ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
@@ -197,11 +198,8 @@ END_TEST
 
 START_TEST(an_overwritten_link_is_reported_not_followed)
 {
-    setup();
-    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
-        fprintf(stderr, "an_overwritten_link_is_reported_not_followed: skipped: no transfer\n");
+    if (!setup_transfer("an_overwritten_link_is_reported_not_followed"))
         return;
-    }
     void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
     unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
@@ -232,11 +230,8 @@ END_TEST
  * follows it (leaked, never handed out twice). */
 START_TEST(a_cycle_leaves_an_overwritten_object_alone)
 {
-    setup();
-    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure) {
-        fprintf(stderr, "a_cycle_leaves_an_overwritten_object_alone: skipped: no transfer\n");
+    if (!setup_transfer("a_cycle_leaves_an_overwritten_object_alone"))
         return;
-    }
     void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
     unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
