@@ -485,6 +485,20 @@ static void *free_on_other_cpu(void *arg)
     return NULL;
 }
 
+/* ready(), and a cpu other than the test's among those the thread could run on before ready()
+ * pinned it; -1 when the test is skipped (the reason printed). */
+static int ready_with_another_cpu(const char *name)
+{
+    cpu_set_t all;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (!ready(name))
+        return -1;
+    int other = cpu_other_than(&all, cpu);
+    if (other < 0)
+        fprintf(stderr, "%s: skipped: one cpu\n", name);
+    return other;
+}
+
 /* Frees p from a thread pinned to cpu other, and waits for it. */
 static void free_on_cpu(int other, void *p)
 {
@@ -500,15 +514,9 @@ static void free_on_cpu(int other, void *p)
 
 START_TEST(remote_double_free_of_a_listed_object_is_caught)
 {
-    cpu_set_t all;
-    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
-    if (!ready("remote_double_free_of_a_listed_object_is_caught"))
+    int other = ready_with_another_cpu("remote_double_free_of_a_listed_object_is_caught");
+    if (other < 0)
         return;
-    int other = cpu_other_than(&all, cpu);
-    if (other < 0) {
-        fprintf(stderr, "remote_double_free_of_a_listed_object_is_caught: skipped: one cpu\n");
-        return;
-    }
     attach();
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     void *p = malloc(SZ);
@@ -532,15 +540,9 @@ END_TEST
  * object, not report a double free (the object is not listed). */
 START_TEST(remote_free_after_an_aborted_push_is_valid)
 {
-    cpu_set_t all;
-    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
-    if (!ready("remote_free_after_an_aborted_push_is_valid"))
+    int other = ready_with_another_cpu("remote_free_after_an_aborted_push_is_valid");
+    if (other < 0)
         return;
-    int other = cpu_other_than(&all, cpu);
-    if (other < 0) {
-        fprintf(stderr, "remote_free_after_an_aborted_push_is_valid: skipped: one cpu\n");
-        return;
-    }
     attach();
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     void *p = malloc(SZ);
@@ -566,15 +568,9 @@ END_TEST
  * out again, it would be a live object with a freed bit, and the sweep would free it. */
 START_TEST(local_double_free_after_a_remote_free_is_caught)
 {
-    cpu_set_t all;
-    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
-    if (!ready("local_double_free_after_a_remote_free_is_caught"))
+    int other = ready_with_another_cpu("local_double_free_after_a_remote_free_is_caught");
+    if (other < 0)
         return;
-    int other = cpu_other_than(&all, cpu);
-    if (other < 0) {
-        fprintf(stderr, "local_double_free_after_a_remote_free_is_caught: skipped: one cpu\n");
-        return;
-    }
     attach();
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     void *p = malloc(SZ);
