@@ -1149,32 +1149,38 @@ static const char *HOOK_SRC =
     "    out[3] = NSP_V64(nsp__slotw(h, nsp_geom_size_to_class(48u) - NSP_DMIN_CLASS, 1u));\n"
     "}\n";
 
+/* probe() for a kernel of HOOK_SRC, built with the test hook: the heap is bound as argument 0. */
+static void hook_probe(struct env *e, const char *kernel, uint64_t *v, size_t n)
+{
+    cl_program hp = nsp_cl_build(e->h, HOOK_SRC, "-DNSP_TEST_HOOKS");
+    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
+    cl_int err;
+    cl_kernel k = clCreateKernel(hp, kernel, &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    cl_mem out = buffer(e, n * 8, NULL);
+    ck_assert_int_eq(nsp_cl_bind(e->h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof out, &out);
+    size_t one = 1;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e->q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e->q), CL_SUCCESS);
+    readb(e, out, n * 8, v);
+    clReleaseKernel(k);
+    clReleaseProgram(hp);
+    clReleaseMemObject(out);
+}
+
 START_TEST(search_failure_is_quiet_only_if_nothing_moved)
 {
     struct env e;
     slots_wanted = 2;
     env_open(&e, 8 << 20, -1);
     slots_wanted = 0;
-    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
-    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
-    cl_int err;
-    cl_kernel k = clCreateKernel(hp, "search_meets_arrival", &err);
-    ck_assert_int_eq(err, CL_SUCCESS);
-    cl_mem out = buffer(&e, 4 * 8, NULL);
-    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
-    clSetKernelArg(k, 1, sizeof out, &out);
-    size_t one = 1;
-    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
-    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
     uint64_t v[4];
-    readb(&e, out, sizeof v, v);
+    hook_probe(&e, "search_meets_arrival", v, 4);
     ck_assert_uint_eq(NSP_DW_SPAN(v[3]), 0); /* the hook's span arrived in slot 1 */
     int quiet = v[0] == NSP_DW_EMPTY && v[1] == 0 && v[2] == 0;
     ck_assert_msg(!quiet, "the search failed quietly (busy %llu, holding %llu) while a span with "
                   "room arrived in slot 1", (unsigned long long)v[1], (unsigned long long)v[2]);
-    clReleaseKernel(k);
-    clReleaseProgram(hp);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1192,26 +1198,12 @@ START_TEST(search_failure_not_final_while_a_reader_holds_a_span)
     slots_wanted = 2;
     env_open(&e, 8 << 20, -1);
     slots_wanted = 0;
-    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
-    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
-    cl_int err;
-    cl_kernel k = clCreateKernel(hp, "search_meets_reader", &err);
-    ck_assert_int_eq(err, CL_SUCCESS);
-    cl_mem out = buffer(&e, 3 * 8, NULL);
-    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
-    clSetKernelArg(k, 1, sizeof out, &out);
-    size_t one = 1;
-    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
-    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
     uint64_t v[3];
-    readb(&e, out, sizeof v, v);
+    hook_probe(&e, "search_meets_reader", v, 3);
     ck_assert_uint_eq(v[0], NSP_DW_EMPTY);
     ck_assert_uint_gt(v[2], 0); /* the install waited for the reader */
     ck_assert_msg(v[1] > 0, "the search called its failure final while a span with room waited "
                   "for a reader");
-    clReleaseKernel(k);
-    clReleaseProgram(hp);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1222,19 +1214,8 @@ START_TEST(one_reclaimer_at_a_time)
     slots_wanted = 2;
     env_open(&e, 8 << 20, -1);
     slots_wanted = 0;
-    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
-    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
-    cl_int err;
-    cl_kernel k = clCreateKernel(hp, "search_while_reclaiming", &err);
-    ck_assert_int_eq(err, CL_SUCCESS);
-    cl_mem out = buffer(&e, 7 * 8, NULL);
-    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
-    clSetKernelArg(k, 1, sizeof out, &out);
-    size_t one = 1;
-    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
-    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
     uint64_t v[7];
-    readb(&e, out, sizeof v, v);
+    hook_probe(&e, "search_while_reclaiming", v, 7);
     ck_assert_uint_eq(v[6], 1);
     ck_assert_uint_eq(v[0], NSP_DW_EMPTY);
     ck_assert_msg(v[2] == 0, "a search swept %llu spans while another work-item swept the heap",
@@ -1243,9 +1224,6 @@ START_TEST(one_reclaimer_at_a_time)
     ck_assert_uint_eq(v[3], NSP_DW_EMPTY);
     ck_assert_uint_eq(v[5], 4); /* alone: both spans, in each of its two rounds */
     ck_assert_uint_eq(v[4], 0); /* and final */
-    clReleaseKernel(k);
-    clReleaseProgram(hp);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
@@ -1672,26 +1650,12 @@ START_TEST(carve_past_the_end_feeds_the_pool)
 {
     struct env e;
     env_open(&e, 8 << 20, -1);
-    cl_program hp = nsp_cl_build(e.h, HOOK_SRC, "-DNSP_TEST_HOOKS");
-    ck_assert_msg(hp != NULL, "%s", nsp_cl_error());
-    cl_int err;
-    cl_kernel k = clCreateKernel(hp, "carve_past_end", &err);
-    ck_assert_int_eq(err, CL_SUCCESS);
-    cl_mem out = buffer(&e, 4 * 8, NULL);
-    ck_assert_int_eq(nsp_cl_bind(e.h, k, 0), 0);
-    clSetKernelArg(k, 1, sizeof out, &out);
-    size_t one = 1;
-    ck_assert_int_eq(clEnqueueNDRangeKernel(e.q, k, 1, NULL, &one, &one, 0, NULL, NULL), 0);
-    ck_assert_int_eq(clFinish(e.q), CL_SUCCESS);
     uint64_t v[4];
-    readb(&e, out, sizeof v, v);
+    hook_probe(&e, "carve_past_end", v, 4);
     ck_assert_uint_eq(v[0], NSP_DSPAN_NONE);
     ck_assert_msg(v[1] == 3 && v[2] == 1, "free_chunks +%llu, states FREE: %llu",
                   (unsigned long long)v[1], (unsigned long long)v[2]);
     ck_assert_uint_eq(v[3], 1);
-    clReleaseKernel(k);
-    clReleaseProgram(hp);
-    clReleaseMemObject(out);
     env_close(&e);
 }
 END_TEST
