@@ -174,6 +174,17 @@ int nsp__cache_init(void);
     ".byte 0x0f, 0xb9, 0x3d\n\t"                                                                \
     ".long 0x53053053\n\t"                                                                      \
     "4:\n\t"
+/* A sequence's entry, up to its first test: register the descriptor (scratch register r64, then
+ * reused as r32 for the cpu id) and miss to label `miss` unless the thread runs on the cpu stored
+ * at cpu_field (a memory operand). */
+#define NSP_RSEQ_ENTER(r64, r32, cpu_field, miss)                                                 \
+    NSP_RSEQ_CS_DESCRIPTOR                                                                      \
+    "leaq 3b(%%rip), " r64 "\n\t"                                                                \
+    "movq " r64 ", %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */                                      \
+    "1:\n\t"                                                                                    \
+    "movl %%fs:4(%[rs]), " r32 "\n\t" /* rseq->cpu_id */                                       \
+    "cmpl " r32 ", " cpu_field "\n\t"                                                           \
+    "jnz " miss "\n\t"
 /*
  * Takes lock (0 -> 1) in a restartable sequence bound to cpu. Returns 1 if taken, 0 if the lock
  * was held or the thread is not on cpu, -1 if the sequence was aborted (preempted, migrated, or
@@ -219,13 +230,7 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
     uintptr_t p;
     uint64_t w, k, t;
     __asm__ __volatile__(
-        NSP_RSEQ_CS_DESCRIPTOR
-        "leaq 3b(%%rip), %[t]\n\t"
-        "movq %[t], %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
-        "1:\n\t"
-        "movl %%fs:4(%[rs]), %k[t]\n\t" /* rseq->cpu_id */
-        "cmpl %k[t], 44(%[b])\n\t" /* on the bin's cpu */
-        "jnz 5f\n\t"
+        NSP_RSEQ_ENTER("%[t]", "%k[t]", "44(%[b])", "5f") /* on the bin's cpu */
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
         "testq %[k], %[k]\n\t"
         "jz 5f\n\t"
@@ -280,13 +285,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
                                                               uint32_t idx, void *p)
 {
     __asm__ __volatile__ goto(
-        NSP_RSEQ_CS_DESCRIPTOR
-        "leaq 3b(%%rip), %%rax\n\t"
-        "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
-        "1:\n\t"
-        "movl %%fs:4(%[rs]), %%eax\n\t" /* rseq->cpu_id */
-        "cmpl %%eax, 44(%[b])\n\t"        /* on the bin's cpu */
-        "jnz %l[miss]\n\t"
+        NSP_RSEQ_ENTER("%%rax", "%%eax", "44(%[b])", "%l[miss]") /* on the bin's cpu */
         "movq 8(%[b]), %%r10\n\t" /* key: 0 = detached */
         "testq %%r10, %%r10\n\t"
         "jz %l[miss]\n\t"
@@ -352,13 +351,7 @@ abort:
 static inline int nsp__mag_push(struct nsp_magazine *m, void *p)
 {
     __asm__ __volatile__ goto(
-        NSP_RSEQ_CS_DESCRIPTOR
-        "leaq 3b(%%rip), %%rax\n\t"
-        "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
-        "1:\n\t"
-        "movl %%fs:4(%[rs]), %%eax\n\t" /* rseq->cpu_id */
-        "cmpl %%eax, 16(%[m])\n\t"       /* on the magazine's cpu */
-        "jnz %l[miss]\n\t"
+        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "%l[miss]") /* on the magazine's cpu */
         "cmpq $0, 8(%[m])\n\t" /* attached */
         "jz %l[miss]\n\t"
         "movq (%[m]), %%rax\n\t"
