@@ -87,10 +87,7 @@ void nsp__magazine_apply(uintptr_t *objs, unsigned n)
                                   (void *)first_of(s, objs, i, j, bad));
             i = j;
         }
-        /* the span's part of nsp__span_free_remote, once for all its objects */
-        if (!atomic_load_explicit(&s->dirty, memory_order_relaxed))
-            atomic_exchange(&s->dirty, 1);
-        if (atomic_load(&s->state) == NSP_SPAN_FULL)
+        if (nsp__span_freed_remote(s)) /* once for all its objects */
             nsp__central_wake(s);
     }
     errno = saved;

@@ -111,6 +111,16 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
     return 0;
 }
 
+/* The span's part of a remote free, after its freed bits were set (once for a batch of them, as
+ * a magazine's flush does): marks it dirty (the exchange only when it was clean, so that a span
+ * freed into often keeps its line shared) and returns 1 if it was FULL: the caller wakes it. */
+static inline int nsp__span_freed_remote(struct nsp_span *s)
+{
+    if (!atomic_load_explicit(&s->dirty, memory_order_relaxed))
+        atomic_exchange(&s->dirty, 1);
+    return atomic_load(&s->state) == NSP_SPAN_FULL;
+}
+
 /* Remote free of slot idx: one atomic OR on the freed bitmap. Returns 1 if the span was FULL
  * (the caller must wake it: nsp__central_wake), 0 otherwise, -1 for a double free: the slot's
  * alloc bit is 0 (freed by its owner, or already swept), or its freed bit was set already.
@@ -132,9 +142,7 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
     uint64_t old = atomic_fetch_or(&s->freed_bits[idx >> 6], bit);
     if (__builtin_expect(old & bit, 0))
         return -1;
-    if (!atomic_load_explicit(&s->dirty, memory_order_relaxed))
-        atomic_exchange(&s->dirty, 1);
-    return atomic_load(&s->state) == NSP_SPAN_FULL;
+    return nsp__span_freed_remote(s);
 }
 
 /* Folds freed bits into the alloc bitmap (owner only). Returns the number of objects freed;
