@@ -5,10 +5,9 @@
 #include "magazine.h"
 
 #include <errno.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "central.h"
+#include "os.h"
 #include "pageheap.h"
 #include "runtime.h"
 #include "span.h"
@@ -17,14 +16,8 @@ uint64_t nsp__magazine_key;
 
 void nsp__magazine_init(void)
 {
-    uint64_t k = 0;
-    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != sizeof k) {
-        struct timespec ts; /* detection, not secrecy */
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        k = (uint64_t)ts.tv_nsec * 0xbf58476d1ce4e5b9ULL ^ (uint64_t)ts.tv_sec;
-    }
     /* the cache index rides in bits 48..62 of a tag: the key leaves them to it */
-    nsp__magazine_key = k & ~(0x7fffULL << 48);
+    nsp__magazine_key = nsp__os_random() & ~(0x7fffULL << 48);
 }
 
 /* Insertion sort: at most NSP_MAG_SLOTS objects, and a magazine filled by one thread's frees is

@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take it as a plain hint */
@@ -133,4 +135,15 @@ void nsp__os_unmap(void *p, size_t len)
 int nsp__os_release(void *p, size_t len)
 {
     return madvise(p, len, MADV_DONTNEED);
+}
+
+uint64_t nsp__os_random(void)
+{
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != sizeof k) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        k = ((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec) ^ (uintptr_t)&k;
+    }
+    return k;
 }

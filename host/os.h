@@ -1,9 +1,9 @@
 /*
  * host/os.h — the only place the host allocator asks the OS for memory.
  *
- * Owns: mapping and unmapping, aligned reservations, handing pages back (madvise), and the test
- * hook that makes the next mappings fail, so that tests can show an OS refusal ends as NULL and
- * ENOMEM with the allocator still usable.
+ * Owns: mapping and unmapping, aligned reservations, handing pages back (madvise), the random
+ * bits every key is drawn from, and the test hook that makes the next mappings fail, so that
+ * tests can show an OS refusal ends as NULL and ENOMEM with the allocator still usable.
  *
  * Two kinds of mapping, because they answer to the system differently:
  *   metadata (nsp__os_map)       MAP_NORESERVE: page maps, descriptors and bitmaps sized for a
@@ -19,6 +19,7 @@
 #define NSP_HOST_OS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Maps len bytes (a multiple of the OS page) aligned to align (a power of two, >= OS page),
  * zero-filled, lazily backed, MAP_NORESERVE: for metadata. NULL if the OS refuses (or the test
@@ -39,6 +40,11 @@ extern _Atomic long long nsp__os_meta_bytes;
 void nsp__os_meta_became_user(size_t len);
 /* Hands pages back to the OS; their contents become zero. Returns 0 or -1. */
 int nsp__os_release(void *p, size_t len);
+
+/* 64 random bits for a key (the secure mode's, the transfer links', the magazine tags'):
+ * getrandom, or where it fails (no entropy yet, a filter refusing it) the clock mixed with a stack
+ * address, which still detects corruption but is no secret. */
+uint64_t nsp__os_random(void);
 
 /* Test hook: the next n calls of nsp__os_map / nsp__os_map_user fail. */
 void nsp__test_os_fail_next(int n);

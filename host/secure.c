@@ -11,11 +11,10 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "options.h"
+#include "os.h"
 #include "runtime.h"
 #include "sizeclass.h"
 #include "span.h"
@@ -29,13 +28,7 @@ void nsp__secure_init(void)
     static const char *const off_on[] = {"0", "1"};
     if (nsp__option_choice(NSP_OPT_SECURE, off_on, 2) == 0) /* refuses others, naming them */
         return;
-    uint64_t key = 0;
-    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        key = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uintptr_t)&key;
-    }
-    nsp__secure_key = key | 1;
+    nsp__secure_key = nsp__os_random() | 1;
     nsp__sizeclass_lookup(NSP_SECURE_CANARY);
     nsp__secure = 1;
 }

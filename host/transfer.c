@@ -4,9 +4,7 @@
  */
 #include "transfer.h"
 
-#include <sys/random.h>
-#include <time.h>
-
+#include "os.h"
 #include "pageheap.h"
 #include "runtime.h"
 #include "sizeclass.h"
@@ -17,14 +15,8 @@ uint64_t nsp__transfer_key;
 
 void nsp__transfer_init(void)
 {
-    uint64_t k = 0;
-    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != sizeof k) {
-        struct timespec ts; /* detection, not secrecy: any value will do */
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        k = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
-    }
     /* top bit set: a pointer or a small integer never decodes to an address (transfer.h) */
-    nsp__transfer_key = k | (1ULL << 63);
+    nsp__transfer_key = nsp__os_random() | (1ULL << 63);
 }
 
 unsigned nsp__transfer_batch(unsigned cls)
