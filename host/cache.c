@@ -805,7 +805,8 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
     size_t cached = atomic_fetch_add_explicit(&nsp__cached_total, bytes, memory_order_relaxed) +
                     bytes;
     int64_t budget = atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed);
-    if (budget != INT64_MAX) /* at least one span of each class in use (ledger.h) */
+    /* below the trigger, at least two spans of each class in use (ledger.h) */
+    if (budget != INT64_MAX)
         budget = nsp__ledger_reserve_room(cls, (int64_t)bytes, budget);
     int over = cached > nsp__cache_total_max || (int64_t)cached > budget;
     if (!over)
