@@ -233,11 +233,18 @@ static struct {
 
 static void set_trigger(int64_t trigger);
 
-static int64_t now_ns(void)
+/* Clock id in ns; -1 when the system has no such clock. */
+static int64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(id, &ts) != 0)
+        return -1;
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t now_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 /* The calling thread's CPU time: what a cycle costs, for the limiter. A cycle runs in one
@@ -247,19 +254,15 @@ static int64_t now_ns(void)
  * machine (the limiter then held back cycles that cost the program nothing). */
 static int64_t thread_cpu_ns(void)
 {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return now_ns(); /* no per-thread clock: wall time, the old measure, errs on the safe side */
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t t = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    return t >= 0 ? t : now_ns(); /* no per-thread clock: wall time, the old measure, errs safe */
 }
 
 /* The process's CPU time, all threads: what the limiter's bucket drains with. */
 static int64_t process_cpu_ns(void)
 {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
-        return now_ns();
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t t = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    return t >= 0 ? t : now_ns();
 }
 
 static int64_t heap_total(void)
@@ -1282,9 +1285,7 @@ void nsp__pacer_poll(void)
         start_thread();
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ns: this is on every slow path */
-    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t now = clock_ns(CLOCK_MONOTONIC_COARSE); /* a few ns: this is on every slow path */
     if (now < atomic_load_explicit(&P.next_housekeeping, memory_order_relaxed) ||
         !housekeeping_take())
         return;
