@@ -128,14 +128,12 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
 }
 
 #ifdef NSP_RSEQ_LOCKS
-/* A local free into the thread's bin (cache.h): 0 when pushed; 1 when the locked path must do
- * it: the bin is detached or holds another span, or the object does not look allocated. Inside
- * the sequence, after the key is read: its alloc bit must be set (clear: freed already, or folded
- * back from a bin), and its first word must not decode, with the bin's key, to a link of this span
- * (a listed object's does, so a second free of it goes to the locked path, which settles the bin
- * and answers exactly; a live object whose first word decodes so by chance is freed there too).
- * The order matters: a fold clears alloc bits before a new key is published, and a fold after the
- * key was read restarts the sequence (its fence), so the bit read is never older than the key. */
+/* A local free into the thread's bin (nsp__bin_push, cache.h, lists what the sequence checks): 0
+ * when pushed; 1 when the locked path must do it. A listed object's first word decodes to a link
+ * of its span, so a second free of it goes to the locked path, which settles the bin and answers
+ * exactly (a live object whose first word decodes so by chance is freed there too). The order
+ * matters: a fold clears alloc bits before a new key is published, and a fold after the key was
+ * read restarts the sequence (its fence), so the bit read is never older than the key. */
 static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb,
                                                              struct nsp_span *s, uint32_t idx,
                                                              void *p)
