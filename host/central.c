@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "ledger.h"
+#include "magazine.h"
 #include "os.h"
 #include "pacer.h"
 #include "pageheap.h"
@@ -366,7 +367,9 @@ static void give_back_chain(uintptr_t p, unsigned cls)
          * follows is written or freed (leaked, not handed out twice; transfer.h) */
         if (nsp__transfer_follow(p, cls, &next) != 0)
             return;
-        *(uint64_t *)p = 0; /* handed out again some day: it must not look listed then */
+        /* a remote free's tag (magazine.h): it must not look listed when handed out again some
+         * day, and the bins' push must refuse it while its freed bit waits for a sweep */
+        *(uint64_t *)p = nsp__magazine_tag((void *)p, NSP_MAG_NONE);
         struct nsp_span *s = nsp__span_of((void *)p);
         if (nsp__span_free_remote(s, nsp__span_index(s, p)) > 0)
             nsp__central_wake(s);

@@ -12,8 +12,6 @@
 #include "runtime.h"
 #include "span.h"
 
-uint64_t nsp__magazine_key;
-
 void nsp__magazine_init(void)
 {
     /* the cache index rides in bits 48..62 of a tag: the key leaves them to it */

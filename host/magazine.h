@@ -54,7 +54,17 @@ _Static_assert(__builtin_offsetof(struct nsp_magazine, on) == 8 &&
                    __builtin_offsetof(struct nsp_magazine, slot) == 32,
                "nsp__mag_push's offsets");
 
+/* The tag's key. Defined in span.c, the bottom layer, since every layer that frees remotely
+ * writes a tag (free.c's direct remote free and the central's give-back of a transfer chain
+ * too). */
 extern uint64_t nsp__magazine_key;
+
+/* The cache a tag names for a remote free that went the direct way (one atomic OR, no
+ * magazine): no magazine holds the object, so the bits decide at its next free. Written before
+ * the freed bit is set, it keeps the bins' push (which reads no freed bitmap, cache.h) from
+ * taking the object while that bit waits for a sweep. No cache with a magazine has this index
+ * (caches of a real machine, one per cpu); a clash would only make a free ask the bits. */
+#define NSP_MAG_NONE 0x7fffu
 
 /* Sets the tag's key (once, with the caches). */
 void nsp__magazine_init(void);

@@ -1,13 +1,21 @@
 /*
- * host/span.c — the slow parts of a span's life: set-up, the cursor's scan, and the sweep.
+ * host/span.c — the slow parts of a span's life: set-up, the cursor's scan, and the sweep; and the
+ * remote-free tag's key.
  * The fast parts and the rules of ownership are in span.h; the fields in types.h.
  */
 #include "span.h"
 
 #include <string.h>
 
+#include "magazine.h"
 #include "secure.h"
 #include "sizeclass.h"
+
+/* The remote-free tag's key (magazine.h), set by nsp__magazine_init. It lives here, at the bottom
+ * of the layers, because a tag is written wherever a free sets a freed bit: by the magazines, by
+ * free.c's direct remote free and by the central's give-back of a transfer chain, and the central
+ * sits below the magazines. */
+uint64_t nsp__magazine_key;
 
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)
 {

@@ -585,6 +585,39 @@ START_TEST(local_double_free_after_a_remote_free_is_caught)
 }
 END_TEST
 
+/* The same with a remote free that goes the direct way (one atomic OR, no magazine: the freeing
+ * thread has none, as on a cpu without an rseq cache of its own). The push reads no freed bitmap (host/cache.h): what refuses it is the remote free's
+ * tag in the object's first word (magazine.h, NSP_MAG_NONE), written before the freed bit. */
+START_TEST(local_double_free_after_a_direct_remote_free_is_caught)
+{
+    int other = ready_with_another_cpu("local_double_free_after_a_direct_remote_free_is_caught");
+    if (other < 0)
+        return;
+    attach();
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *p = malloc(SZ);
+    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
+    /* the freeing thread gets no bins and no magazine there (as on a cpu without an rseq cache
+     * of its own): bins_on cleared while we hold that cache, so nobody else reads it meanwhile */
+    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1);
+    oc->bins_on = 0;
+    free_on_cpu(other, p);
+    oc->bins_on = 1;
+    nsp__cache_unlock(oc);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before); /* the first free is valid */
+    struct nsp_span *s = span();
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    /* the direct way: its freed bit waits for a sweep (a magazine would not have set it yet) */
+    ck_assert_uint_eq((atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1, 1);
+    free(p);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    for (unsigned i = 0; i < n; i++)
+        ck_assert_uint_ne(l[i], (uintptr_t)p); /* not listed: the sweep gives it back once */
+}
+END_TEST
+
 /* A free of a slot that is not allocated while the bin holds its span: one freed and folded back
  * (a foreign taker came between), or one never handed out. Nothing in the object says "listed", so
  * only its alloc bit (clear) can refuse the push; the locked path then reports it. */
@@ -927,6 +960,7 @@ int main(void)
     tcase_add_test(tc, remote_double_free_of_a_listed_object_is_caught);
     tcase_add_test(tc, remote_free_after_an_aborted_push_is_valid);
     tcase_add_test(tc, local_double_free_after_a_remote_free_is_caught);
+    tcase_add_test(tc, local_double_free_after_a_direct_remote_free_is_caught);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);

@@ -8,7 +8,8 @@
  *     all allocated from their spans' view (so no owner hands them out meanwhile);
  *   - a second free of an object waiting in the transfer (its alloc bit is set) is reported and
  *     leaves no freed bit (freeing it would hand it out twice), also by the locked local free
- *     of a cache that holds its span;
+ *     of a cache that holds its span, and by a bin holding its span after a give-back set its
+ *     freed bit;
  *   - a cycle gives the batch back: slots empty, the objects free in their spans, and the ledger
  *     (heapLive + pending) back to what it was plus the one object still live;
  *   - a link overwritten while it waits is reported when the chain is taken, never followed,
@@ -167,6 +168,52 @@ START_TEST(a_locked_local_double_free_of_a_waiting_object_is_caught)
 }
 END_TEST
 
+/* A batch given back (nsp__central_drain, as a cycle's or a trim's first step) to a span the
+ * thread's bin holds: the objects' freed bits wait there for the span's release. A second free of
+ * one meanwhile must not be pushed: the bins' push reads no freed bitmap (host/cache.h), only the
+ * object's first word, which the give-back tags as a remote free's (magazine.h). Pushed, the
+ * object would be listed, handed out again, and then freed live by the sweep. */
+START_TEST(a_bin_refuses_an_object_given_back_and_freed_again)
+{
+    const char *name = "a_bin_refuses_an_object_given_back_and_freed_again";
+    if (!setup_transfer(name))
+        return;
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    uintptr_t x = w[1];
+    struct nsp_span *s = nsp__span_of((void *)x);
+    uint32_t idx = nsp__span_index(s, x);
+    void *q = nsp_malloc(SZ); /* the bin's refill: the batch's span, partial, is the one */
+    struct nsp_cache *tb = nsp__tb;
+    if (!tb || atomic_load(&tb->bins[cls].key) == 0 || tb->bins[cls].base != s->base) {
+        fprintf(stderr, "%s: skipped: no bin holds the batch's span\n", name);
+        nsp_free(q);
+        nsp_free(p);
+        return;
+    }
+    nsp__central_drain(0); /* x's freed bit set, waiting for the span's release */
+    uint64_t freed = (atomic_load(&s->freed_bits[idx >> 6]) >> (idx & 63)) & 1;
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    nsp_free((void *)x);
+    uint64_t after = errors(NSP_ERR_DOUBLE_FREE);
+    /* x must not be listed: the bin would hand it out while its freed bit waits */
+    int listed = 0;
+    uint64_t key = atomic_load(&tb->bins[cls].key);
+    uintptr_t head = (uintptr_t)(tb->bins[cls].word >> 16);
+    for (unsigned i = 0; head && key && i < 4096; i++) {
+        listed |= head == x;
+        uint64_t next = *(uint64_t *)head ^ key;
+        head = next - s->base < tb->bins[cls].size ? (uintptr_t)next : 0;
+    }
+    nsp_free(q);
+    nsp_free(p);
+    ck_assert_uint_eq(freed, 1);
+    ck_assert_uint_eq(after, before + 1);
+    ck_assert_int_eq(listed, 0);
+}
+END_TEST
+
 START_TEST(a_cycle_gives_the_batch_back)
 {
     setup();
@@ -264,6 +311,7 @@ int main(void)
     tcase_add_test(tc, one_call_moves_a_batch);
     tcase_add_test(tc, double_free_of_a_waiting_object_is_caught);
     tcase_add_test(tc, a_locked_local_double_free_of_a_waiting_object_is_caught);
+    tcase_add_test(tc, a_bin_refuses_an_object_given_back_and_freed_again);
     tcase_add_test(tc, a_cycle_gives_the_batch_back);
     tcase_add_test(tc, an_overwritten_link_is_reported_not_followed);
     tcase_add_test(tc, a_cycle_leaves_an_overwritten_object_alone);
