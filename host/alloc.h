@@ -23,7 +23,8 @@
  * A cache that cannot be taken at once sends the request to the central. Large: page-granular
  * spans from the node's page heap; huge (>= 32 MiB): a mapping of its own.
  *
- * free: the page map gives the span; a pointer no span owns, one inside an object, or a freed
+ * free: the page map gives the span (and, in its entry, a small span's class: the bins' push
+ * needs nothing else of the span); a pointer no span owns, one inside an object, or a freed
  * object is reported (runtime.h). A free by the thread whose core caches the span is a push onto
  * its bin (one restartable sequence), or, without bins or when the object looks freed already,
  * applied under the cache lock after re-checking that the cache still holds the span (the bin
@@ -128,19 +129,21 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
 }
 
 #ifdef NSP_RSEQ_LOCKS
-/* A local free into the thread's bin (nsp__bin_push, cache.h, lists what the sequence checks): 0
- * when pushed; 1 when the locked path must do it. A listed object's first word decodes to a link
- * of its span, so a second free of it goes to the locked path, which settles the bin and answers
- * exactly (a live object whose first word decodes so by chance is freed there too). The order
- * matters: a fold clears alloc bits before a new key is published, and a fold after the key was
- * read restarts the sequence (its fence), so the bit read is never older than the key. */
-static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb,
-                                                             struct nsp_span *s, uint32_t idx,
+/* A local free into the thread's bin of class cls, the class p's page map entry carries
+ * (nsp__page_class; nsp__bin_push, cache.h, lists what the sequence checks): 0 when pushed; 1
+ * when the locked path must do it. A listed object's first word decodes to a link of its span, so
+ * a second free of it goes to the locked path, which settles the bin and answers exactly (a live
+ * object whose first word decodes so by chance is freed there too). The order matters: a fold
+ * clears alloc bits before a new key is published, and a fold after the key was read restarts the
+ * sequence (its fence), so the bit read is never older than the key. The class's divmul and size
+ * come from the class table (a line every free of the class shares), not from the span. */
+static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, unsigned cls,
                                                              void *p)
 {
-    struct nsp_bin *b = &tb->bins[s->sizeclass];
+    struct nsp_bin *b = &tb->bins[cls];
+    uint64_t divmul = nsp__classes[cls].divmul, size = nsp__classes[cls].size;
     int r;
-    while (unlikely((r = nsp__bin_push(b, s, idx, p)) == 2))
+    while (unlikely((r = nsp__bin_push(b, p, divmul, size)) == 2))
         ;
     return r;
 }

@@ -36,19 +36,14 @@ NSP_EXPORT void nsp_free(void *p)
 {
 #ifdef NSP_RSEQ_LOCKS
     /* the bins' fast path: a small object of the span our bin holds is pushed (free_to_bin),
-     * with no call, no lock and no atomic; everything else is nsp__free_any's (free.c) */
+     * with no call, no lock and no atomic, its bin found from the page map's class without the
+     * span's descriptor; everything else (NULL and large objects: class 0) is nsp__free_any's
+     * (free.c) */
     struct nsp_cache *tb = nsp__tb;
-    if (likely(tb != NULL) && likely(p != NULL)) {
-        struct nsp_span *s = nsp__span_of(p);
-        if (likely(s != NULL) && likely(s->sizeclass != 0)) {
-            uint32_t idx = nsp__span_index(s, (uintptr_t)p);
-            if (likely(idx != UINT32_MAX)) {
-                if (likely(free_to_bin(tb, s, idx, p) == 0))
-                    return;
-                nsp__free_small(s, idx, p);
-                return;
-            }
-        }
+    if (likely(tb != NULL)) {
+        unsigned cls = nsp__page_class(p);
+        if (likely(cls != 0) && likely(free_to_bin(tb, cls, p) == 0))
+            return;
     }
 #endif
     nsp__free_any(p);

@@ -493,6 +493,7 @@ static void bin_fill(struct nsp_cache *c, unsigned cls)
     b->word = (uint64_t)head << 16;
     __atomic_store_n(&b->base, s->base, __ATOMIC_RELAXED);
     __atomic_store_n(&b->size, (uint64_t)s->nelems * s->elemsize, __ATOMIC_RELAXED);
+    b->alloc_bits = s->alloc_bits; /* the push reads the span's bits from here (cache.h) */
     b->saved_key = key;
     b->carved = n;
     c->bin_fills++;

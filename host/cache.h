@@ -84,8 +84,10 @@
 #include "topology/topology.h"
 #include "types.h"
 
-/* One size class's restartable bin (see above). The sequences read key, word, base and size and
- * commit word; the rest is the lock holder's. One cache line: a pop touches one line. */
+/* One size class's restartable bin (see above). The sequences read key, word, base, size (and
+ * the push alloc_bits) and commit word; the rest is the lock holder's. One cache line: a pop
+ * touches one line, and a push that line and the object's and its alloc bit's, never the span's
+ * descriptor (alloc_bits is the attached span's, copied at the attach like base and size). */
 struct nsp_bin {
     uint64_t word;
     _Atomic uint64_t key;
@@ -95,14 +97,17 @@ struct nsp_bin {
     uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
     int32_t cpu;        /* the cache's rseq cpu, copied here so that a sequence reads one line */
     _Atomic uint32_t seq; /* odd while the lock holder folds or fills the bin (lock-free readers) */
+    uint32_t unused;            /* (alloc_bits at 56, where the push's asm reads it) */
+    const uint64_t *alloc_bits; /* the attached span's alloc bitmap, for the push */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 /* The sequences' asm (nsp__bin_pop, nsp__bin_push) reads the bin at these offsets, written as
  * numbers there: a field added in front of them must fail here, not make every sequence miss. */
 _Static_assert(offsetof(struct nsp_bin, word) == 0 && offsetof(struct nsp_bin, key) == 8 &&
                    offsetof(struct nsp_bin, base) == 16 && offsetof(struct nsp_bin, size) == 24 &&
-                   offsetof(struct nsp_bin, cpu) == 44,
-               "nsp__bin_pop/nsp__bin_push read word, key, base, size and cpu at 0, 8, 16, 24, 44");
+                   offsetof(struct nsp_bin, cpu) == 44 && offsetof(struct nsp_bin, alloc_bits) == 56,
+               "nsp__bin_pop/nsp__bin_push read word, key, base, size, cpu and alloc_bits at 0, 8, "
+               "16, 24, 44, 56");
 _Static_assert(sizeof(struct nsp_bin) == NSP_CACHE_LINE, "a bin is one line: a pop reads one");
 
 #define NSP_BIN_POPS 0xffffu
@@ -135,7 +140,8 @@ struct nsp_cache {
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
  * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
  * of the header above (the thread finds its bin from nsp__tb, so lock, rseq_cpu and spans stay
- * untouched); the free reads the span's first line besides (types.h). A cache without bins
+ * untouched); the free reads no span descriptor besides (its class comes with the page map
+ * entry, pageheap.h; its slow paths read the span's first line, types.h). A cache without bins
  * (virtual cores, grouping, no rseq, NSP_SECURE, `exact`) reads its first line (lock, rseq_cpu,
  * index, bins_on, flush_gen) and the line of spans[cls]; the counters and pending[] behind them
  * are the slow path's. So the first line must hold the locked path's fields: */
@@ -269,40 +275,56 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
 }
 
 /*
- * The local free of object p, slot idx of span s: one restartable sequence on the bin's cpu.
- * Inside it, after the key is read (see free_to_bin in alloc.h for why this order): p's alloc
- * bit must be set (clear: freed and folded or swept already, or never handed out: nothing in the
- * object can say so, the bit is the only guard), p's first word must not be a remote free's tag
- * (magazine.h: freed remotely already, waiting in a magazine, or its freed bit set and waiting
- * for a sweep: pushed, it would be handed out again with that bit set, and the sweep would free
- * it live), and it must not decode to a link of this span (a listed object's does); then it
- * writes p's link (rewritten by a restart, so harmless) and commits the bin's new word.
- * The freed bitmap is not read: every path that sets a freed bit tags the object first (the
- * magazine's push, free.c's direct remote free, the central's give-back of a transfer chain), so
- * the tag answers from the object's own line, which the push reads anyway (one line fewer per
- * free; measured beside the bitmap read, ops per cpu-second, medians of 9 in two runs: Larson
- * 2 threads +1.5-4%, loops +5%, pairs 16-64 B 0-3% less time). Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another span,
- * or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try again.
- * asm goto with its scratch in caller-saved registers and the span's fields read inside: no
- * result to test and nothing for free() to save.
+ * The local free of object p, of the class whose bin b is (nsp__page_class told it; divmul and
+ * size are that class's): one restartable sequence on the bin's cpu. Inside it, after the key is
+ * read (see free_to_bin in alloc.h for why this order): p must lie in the bin's span, [base,
+ * base + size) (the page map's class is a hint; this is the answer: the bin is attached only to
+ * a span its cache holds, and spans do not overlap), at the start of a slot (an interior pointer
+ * misses and is reported by the locked path), p's alloc bit (from the bin's copy of the span's
+ * bitmap address) must be set (clear: freed and folded or swept already, or never handed out:
+ * nothing in the object can say so, the bit is the only guard), p's first word must not be a
+ * remote free's tag (magazine.h: freed remotely already, waiting in a magazine, or its freed bit
+ * set and waiting for a sweep: pushed, it would be handed out again with that bit set, and the
+ * sweep would free it live), and it must not decode to a link of this span (a listed object's
+ * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
+ * word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another
+ * span, or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try
+ * again. asm goto with its scratch in caller-saved registers: no result to test and nothing for
+ * free() to save.
+ *
+ * What a local free reads, and why (Larson's random frees miss on each distinct line): the page
+ * map's entry, the bin (hot), the alloc bitmap's word and the object, and nothing else. The
+ * span's descriptor is not read: the class comes with the page map entry and the span's geometry
+ * is the bin's copy, so the bitmap's load no longer waits for the descriptor's. The freed bitmap
+ * is not read: every path that sets a freed bit tags the object first (the magazine's push,
+ * free.c's direct remote free, the central's give-back of a transfer chain), so the tag answers
+ * from the object's own line, which the push reads anyway. Measured side by side, ops per
+ * cpu-second, medians of 9 (README, host tables).
  */
-static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b,
-                                                              const struct nsp_span *s,
-                                                              uint32_t idx, void *p)
+static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, void *p,
+                                                              uint64_t divmul, uint64_t size)
 {
     __asm__ __volatile__ goto(
         NSP_RSEQ_ENTER("%%rax", "%%eax", "44(%[b])", "%l[miss]") /* on the bin's cpu */
         "movq 8(%[b]), %%r10\n\t" /* key: 0 = detached */
         "testq %%r10, %%r10\n\t"
         "jz %l[miss]\n\t"
-        "movq %c[o_base](%[s]), %%r11\n\t"
-        "cmpq %%r11, 16(%[b])\n\t" /* the bin holds p's span */
+        "movq %[p], %%rax\n\t"
+        "subq 16(%[b]), %%rax\n\t"
+        "cmpq 24(%[b]), %%rax\n\t" /* p - base < size: p in the bin's span */
+        "jae %l[miss]\n\t"
+        "movq %%rax, %%r11\n\t"
+        "imulq %[dm], %%r11\n\t"
+        "shrq $32, %%r11\n\t" /* idx = (offset * divmul) >> 32 */
+        "movq %%r11, %%rcx\n\t"
+        "imulq %[es], %%rcx\n\t"
+        "cmpq %%rcx, %%rax\n\t" /* idx * size == offset: the start of a slot */
         "jnz %l[miss]\n\t"
-        "movq %c[o_bits](%[s]), %%rax\n\t"
-        "movl %k[idx], %%r11d\n\t"
-        "shrl $6, %%r11d\n\t"
-        "movq (%%rax,%%r11,8), %%rax\n\t"
-        "btq %q[idx], %%rax\n\t" /* p allocated (clear: freed already, or never handed out) */
+        "movq 56(%[b]), %%rax\n\t"
+        "movq %%r11, %%rcx\n\t"
+        "shrq $6, %%rcx\n\t"
+        "movq (%%rax,%%rcx,8), %%rax\n\t"
+        "btq %%r11, %%rax\n\t" /* p allocated (clear: freed already, or never handed out) */
         "jnc %l[miss]\n\t"
         "movq (%[p]), %%rax\n\t"
         "xorq %[p], %%rax\n\t"
@@ -331,11 +353,9 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
-        : [rs] "r"(__rseq_offset), [b] "r"(b), [s] "r"(s), [idx] "r"((uint64_t)idx), [p] "r"(p),
-          [mk] "m"(nsp__magazine_key),
-          [o_base] "i"(offsetof(struct nsp_span, base)),
-          [o_bits] "i"(offsetof(struct nsp_span, alloc_bits))
-        : "memory", "cc", "rax", "r10", "r11"
+        : [rs] "r"(__rseq_offset), [b] "r"(b), [p] "r"(p), [dm] "r"(divmul), [es] "r"(size),
+          [mk] "m"(nsp__magazine_key)
+        : "memory", "cc", "rax", "rcx", "r10", "r11"
         : miss, abort);
     return 0;
 miss:

@@ -46,18 +46,25 @@ static const char *state_of(uint32_t st)
     return st < sizeof state_name / sizeof state_name[0] ? state_name[st] : "unknown";
 }
 
-/* Every page of a live span maps to it (pageheap.h). */
+/* Every page of a live span maps to it (pageheap.h): with its size class when it is a small
+ * span (the bins' free reads the class from there, alloc.h), plain when it is large; a TAKEN
+ * span's set-up may be writing its class meanwhile. */
 static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
 {
     const struct nsp_arena *ar = s->arena;
     if (ar->huge)
         return ar->spans == s ? 1 : fail(why, len, "span %p: not the span of its huge arena", (void *)s);
+    uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+    /* (a TAKEN span's class is being written by its set-up, holding no lock: not read) */
+    uintptr_t cls = st == NSP_SPAN_LARGE || st == NSP_SPAN_TAKEN ? 0 : s->sizeclass;
     for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++)
-        if (ar->pagemap[p] != s)
-            return fail(why, len, "span %p (%s, pages %u..%llu): page %llu maps to %p, not to it",
+        if (st == NSP_SPAN_TAKEN ? nsp__pagemap_span(nsp__pagemap_entry(ar, p)) != s
+                                 : (uintptr_t)nsp__pagemap_entry(ar, p) != ((uintptr_t)s | cls))
+            return fail(why, len, "span %p (%s, pages %u..%llu): page %llu maps to %p, not to it "
+                        "(with its class)",
                         (void *)s, state_of(atomic_load(&s->state)), s->start_page,
                         (unsigned long long)(s->start_page + s->npages - 1), (unsigned long long)p,
-                        (void *)ar->pagemap[p]);
+                        (void *)nsp__pagemap_entry(ar, p));
     return 1;
 }
 
@@ -148,14 +155,14 @@ int nsp__pageheap_is_valid(unsigned node, char *why, size_t len)
             int is_free = atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_FREE;
             if (is_free) {
                 uint32_t last = p + (uint32_t)s->npages - 1;
-                if (ar->pagemap[p] != s || ar->pagemap[last] != s)
+                if (nsp__pagemap_entry(ar, p) != s || nsp__pagemap_entry(ar, last) != s)
                     return fail(why, len, "page heap %u, arena %p: free run at page %u: its first "
                                 "and last pages must map to it", node, (void *)ar->base, p);
                 for (uint32_t q = p + 1; q < last; q++)
-                    if (ar->pagemap[q])
+                    if (nsp__pagemap_entry(ar, q))
                         return fail(why, len, "page heap %u, arena %p: free run at page %u: "
                                     "inner page %u maps to %p, not NULL", node, (void *)ar->base,
-                                    p, q, (void *)ar->pagemap[q]);
+                                    p, q, (void *)nsp__pagemap_entry(ar, q));
                 if (prev_free)
                     return fail(why, len, "page heap %u, arena %p: free runs before page %u and "
                                 "at it were not coalesced", node, (void *)ar->base, p);

@@ -358,7 +358,7 @@ void nsp__pageheap_free(struct nsp_span *s)
     /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again */
     memset(&ar->pagemap[start], 0, n * sizeof(struct nsp_span *));
     if (start > 0) {
-        struct nsp_span *l = ar->pagemap[start - 1];
+        struct nsp_span *l = nsp__pagemap_span(nsp__pagemap_entry(ar, start - 1));
         if (l && l->npages && atomic_load_explicit(&l->state, memory_order_relaxed) ==
                                   NSP_SPAN_FREE && l->start_page + l->npages == start) {
             run_remove(h, l);
@@ -369,7 +369,7 @@ void nsp__pageheap_free(struct nsp_span *s)
         }
     }
     if (start + n < nsp__arena_pages(ar)) {
-        struct nsp_span *r = ar->pagemap[start + n];
+        struct nsp_span *r = nsp__pagemap_span(nsp__pagemap_entry(ar, start + n));
         if (r && r->npages && atomic_load_explicit(&r->state, memory_order_relaxed) ==
                                   NSP_SPAN_FREE && r->start_page == start + n) {
             run_remove(h, r);
@@ -395,7 +395,8 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
         return -1;
     uint32_t need = (uint32_t)(npages - s->npages);
     pthread_mutex_lock(&h->lock);
-    struct nsp_span *r = end < nsp__arena_pages(ar) ? ar->pagemap[end] : NULL;
+    struct nsp_span *r =
+        end < nsp__arena_pages(ar) ? nsp__pagemap_span(nsp__pagemap_entry(ar, end)) : NULL;
     if (!r || !r->npages || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
         r->start_page != end || r->npages < need) {
         pthread_mutex_unlock(&h->lock);

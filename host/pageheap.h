@@ -8,6 +8,8 @@
  *
  * Invariants:
  *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE, TAKEN) maps to it;
+ *     a small span's pages carry its size class in the entry's low bits (below), from its
+ *     set-up (nsp__span_init_small) until its pages go back to the page heap;
  *   - the first and last page of a FREE run map to the run; its other pages map to nothing
  *     (NULL), so a lookup needs no range check: an entry is NULL, a live span holding the page,
  *     or a FREE run;
@@ -23,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "numaspan_geometry.h"
 #include "types.h"
 
 #define NSP_FREE_LISTS 64 /* runs of 1..63 pages by exact length; list 0: longer runs */
@@ -112,6 +115,35 @@ size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want);
  * themselves. */
 extern _Atomic int nsp__scavenge_paced;
 
+/* A page map entry is a descriptor's address (128-byte aligned: a descriptor is two lines and
+ * the descriptors follow the 128-byte header and the page map, pageheap.c) with, for a set-up
+ * small span, its size class in the low 7 bits: the bins' free learns the class, so its bin,
+ * from the page map line alone and never reads the span's descriptor (alloc.h). The page heap
+ * writes plain addresses (class 0: FREE runs, large and TAKEN spans); nsp__span_init_small adds
+ * the class. */
+#define NSP_PAGEMAP_CLASS_MASK ((uintptr_t)127)
+_Static_assert(NSP_GEOM_NUM_CLASSES <= NSP_PAGEMAP_CLASS_MASK + 1,
+               "every size class fits in an entry's low bits");
+_Static_assert(sizeof(struct nsp_span) == NSP_PAGEMAP_CLASS_MASK + 1 &&
+                   (NSP_ARENA_HDR + NSP_ARENA_PAGES * sizeof(struct nsp_span *)) %
+                           (NSP_PAGEMAP_CLASS_MASK + 1) == 0,
+               "descriptors 128-byte aligned: the low 7 bits of an entry are free for the class");
+
+/* The span an entry names (its class bits dropped). */
+static inline struct nsp_span *nsp__pagemap_span(const struct nsp_span *e)
+{
+    return (struct nsp_span *)((uintptr_t)e & ~NSP_PAGEMAP_CLASS_MASK);
+}
+
+/* Page map entry `page` of ar, read as the class's writer stores it: with a relaxed atomic load.
+ * The set-up of a small span (nsp__span_init_small) writes its class holding no page heap lock,
+ * so a page heap's look at a neighbour's entry (coalescing, growth) or a validator's may meet it:
+ * the span the entry names is the same either way, only the low bits move. */
+static inline struct nsp_span *nsp__pagemap_entry(const struct nsp_arena *ar, uint64_t page)
+{
+    return __atomic_load_n(&ar->pagemap[page], __ATOMIC_RELAXED);
+}
+
 /*
  * The span that owns address p: NULL if numaspan never mapped p or p lies in free pages.
  * O(1): the arena table, then the page map. The span may still be in any live state.
@@ -130,10 +162,33 @@ static inline struct nsp_span *nsp__span_of(const void *p)
     if (__builtin_expect(!e, 0))
         return NULL;
     struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
-    struct nsp_span *s = pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)];
+    struct nsp_span *s = nsp__pagemap_span(pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)]);
     if (!s || atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_FREE)
         return NULL;
     return s;
+}
+
+/*
+ * The size class p's page map entry carries: the class of the small span that holds p, or 0
+ * (no arena, a huge one, free pages, a large or TAKEN span). A hint read without the
+ * descriptor: the pages may have changed hands since (a free racing the reuse of its pages is a
+ * use after free), so the caller checks p against what it holds for that class (the bin's span,
+ * cache.h) before it relies on it.
+ */
+static inline unsigned nsp__page_class(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (__builtin_expect(a >> NSP_ADDR_BITS, 0))
+        return 0;
+    uintptr_t e = (uintptr_t)__atomic_load_n(&nsp__arena_table[a >> NSP_ARENA_SHIFT],
+                                             __ATOMIC_ACQUIRE);
+    if (__builtin_expect((e & 1) || !e, 0)) /* none, or a huge arena: one large span */
+        return 0;
+    struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
+    return (unsigned)((uintptr_t)__atomic_load_n(
+                          &pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
+                          __ATOMIC_RELAXED) &
+                      NSP_PAGEMAP_CLASS_MASK);
 }
 
 #endif /* NSP_HOST_PAGEHEAP_H */

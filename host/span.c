@@ -34,6 +34,10 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
         atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
+    /* the class into the page map (pageheap.h): the bins' free finds its bin from there */
+    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++)
+        __atomic_store_n(&s->arena->pagemap[p], (struct nsp_span *)((uintptr_t)s | cls),
+                         __ATOMIC_RELAXED);
     if (__builtin_expect(nsp__secure, 0))
         nsp__secure_init_span(s);
     nsp__span_rewind(s);

@@ -11,7 +11,8 @@
  *   arena  64 MiB of pages (fewer when the OS refuses that much: pageheap.c), aligned to 64 MiB,
  *          all of one node; its metadata (page map, span descriptors, bitmaps) lives in a
  *          separate mapping so that user pages stay contiguous.
- *          arena_table[addr >> 26] finds the arena of any address in O(1); pagemap[page] its span.
+ *          arena_table[addr >> 26] finds the arena of any address in O(1); pagemap[page] its span
+ *          (and a small span's class, in the entry's low bits: pageheap.h).
  *   huge   a request above NSP_HUGE_MIN gets its own mapping (a "huge arena" of one span).
  *
  * Span (struct nsp_span). A run of pages holding objects of one size class, or one large object.
@@ -92,8 +93,10 @@ enum nsp_span_list { NSP_LIST_NONE = 0, NSP_LIST_PARTIAL, NSP_LIST_FULL };
 
 struct nsp_arena;
 
-/* Field order is the free path's: everything nsp_free reads, and the owner's cursor, lies in the
- * first cache line; what remote freers write (dirty) and the central's list links in the second. */
+/* Field order is the free path's: everything the frees that are not the bins' push read (the
+ * locked and remote frees, free.c; the push reads no descriptor: its class is in the page map
+ * entry, pageheap.h), and the owner's cursor, lies in the first cache line; what remote freers
+ * write (dirty) and the central's list links in the second. */
 struct nsp_span {
     /* line 0: owner's cursor and what free reads */
     uint64_t alloc_cache;

@@ -117,13 +117,13 @@ static int alloc_bit(uintptr_t p)
     return (int)((s->alloc_bits[idx >> 6] >> (idx & 63)) & 1);
 }
 
-/* The real push of object p, as free does it. */
+/* The real push of object p, as free does it (its class from the page map). */
 static int push(void *p)
 {
-    struct nsp_span *s = nsp__span_of(p);
-    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    unsigned k = nsp__page_class(p);
+    ck_assert_uint_eq(k, cls);
     int r;
-    while ((r = nsp__bin_push(bin(), s, idx, p)) == 2)
+    while ((r = nsp__bin_push(bin(), p, nsp__classes[k].divmul, nsp__classes[k].size)) == 2)
         ;
     return r;
 }

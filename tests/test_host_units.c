@@ -236,6 +236,43 @@ static struct nsp_span *test_span(unsigned cls)
     return s;
 }
 
+/* The page map's entries carry a small span's class on every page (pageheap.h): the bins' free
+ * finds its bin from the entry alone, without the span's descriptor (alloc.h). Pages given back
+ * and taken again as a large span carry none, and the lookup of the span ignores the class. */
+START_TEST(page_map_carries_the_small_class)
+{
+    ready();
+    unsigned cls = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES && !cls; k++)
+        if (nsp__classes[k].npages >= 2)
+            cls = k;
+    ck_assert_uint_ne(cls, 0);
+    struct nsp_span *s = test_span(cls);
+    uint64_t npages = s->npages;
+    uintptr_t base = s->base;
+    for (uint64_t i = 0; i < npages; i++) {
+        void *a = (void *)(base + i * NSP_PAGE_SIZE + 8);
+        ck_assert_uint_eq(nsp__page_class(a), cls);
+        ck_assert_ptr_eq(nsp__span_of(a), s);
+    }
+    char why[256];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "%s", why);
+    atomic_store(&s->state, NSP_SPAN_TAKEN); /* back to the page heap, as a central does */
+    nsp__pageheap_free(s);
+    for (uint64_t i = 0; i < npages; i++)
+        ck_assert_uint_eq(nsp__page_class((void *)(base + i * NSP_PAGE_SIZE)), 0);
+    struct nsp_span *l = nsp__pageheap_alloc(0, npages, 1);
+    ck_assert_ptr_nonnull(l);
+    atomic_store(&l->state, NSP_SPAN_LARGE);
+    for (uint64_t i = 0; i < npages; i++) {
+        void *a = (void *)(l->base + i * NSP_PAGE_SIZE);
+        ck_assert_uint_eq(nsp__page_class(a), 0);
+        ck_assert_ptr_eq(nsp__span_of(a), l);
+    }
+    nsp__pageheap_free(l);
+}
+END_TEST
+
 START_TEST(span_cursor_and_local_free)
 {
     ready();
@@ -882,6 +919,7 @@ int main(void)
     tcase_add_test(tc, reciprocal_index_is_exact);
     tcase_add_test(tc, page_runs_coalesce_and_are_reused);
     tcase_add_test(tc, page_runs_aligned);
+    tcase_add_test(tc, page_map_carries_the_small_class);
     tcase_add_test(tc, short_arena_when_a_full_one_is_refused);
     tcase_add_test(tc, span_cursor_and_local_free);
     tcase_add_test(tc, span_remote_free_and_sweep);
