@@ -19,7 +19,9 @@ void nsp__magazine_init(void)
 }
 
 /* Insertion sort: at most NSP_MAG_SLOTS objects, and a magazine filled by one thread's frees is
- * often nearly sorted already. */
+ * often nearly sorted already. Measured against a shell sort (Ciura's gaps) and a heap sort on 60
+ * random addresses, as Larson's frees fill a magazine: 1.0-1.3 us here, against 2.0-2.1 and 2.2
+ * (their comparisons mispredict; the insertion's inner loop exits once per object). */
 static void sort(uintptr_t *a, unsigned n)
 {
     for (unsigned i = 1; i < n; i++) {

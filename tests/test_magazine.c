@@ -10,6 +10,7 @@
  *     magazine cannot be flushed then (every fence refused);
  *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
+ *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -346,6 +347,49 @@ static void malloc_all(void *arg)
         v[i] = nsp_malloc(SZ + (size_t)i * 24);
 }
 
+/* The flush's sort (magazine.c) on a magazine in no order at all, as Larson's random frees fill
+ * one: objects of two classes shuffled, one of them listed twice. Every object is freed once (its
+ * freed bit), the repeat is reported once, and the array comes back sorted (the apply groups a
+ * span's objects and a bitmap word's bits by that order). Runs on every build: the apply needs no
+ * magazine, only allocated objects. */
+START_TEST(a_flush_in_any_order_frees_each_object_once)
+{
+    nsp_free(nsp_malloc(SZ));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    enum { N = 59 };
+    uintptr_t objs[N + 1];
+    for (unsigned i = 0; i < N; i++)
+        objs[i] = (uintptr_t)nsp_malloc(i % 2 ? SZ : 48);
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    for (unsigned i = N - 1; i > 0; i--) { /* Fisher-Yates, xorshift: the same order each run */
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        unsigned j = (unsigned)(seed % (i + 1));
+        uintptr_t t = objs[i];
+        objs[i] = objs[j];
+        objs[j] = t;
+    }
+    uintptr_t twice = objs[N / 2];
+    objs[N] = twice;
+    uintptr_t copy[N + 1];
+    memcpy(copy, objs, sizeof copy);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    nsp__magazine_apply(objs, N + 1);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    for (unsigned i = 1; i <= N; i++)
+        ck_assert_msg(objs[i - 1] <= objs[i], "not sorted at %u", i);
+    for (unsigned i = 0; i < N; i++) {
+        struct nsp_span *sp = nsp__span_of((void *)copy[i]);
+        uint32_t idx = nsp__span_index(sp, copy[i]);
+        ck_assert_msg(atomic_load(&sp->freed_bits[idx >> 6]) >> (idx & 63) & 1,
+                      "object %u not freed by the flush", i);
+    }
+    nsp_pacer_cycle(); /* sweeps them: freed once, the heap consistent */
+    char why[256];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+}
+END_TEST
+
 START_TEST(a_cycle_flushes_the_magazines_and_the_ledger_holds)
 {
     if (!ready("a_cycle_flushes_the_magazines_and_the_ledger_holds"))
@@ -500,6 +544,7 @@ int main(void)
     tcase_add_test(tc, a_double_free_is_reported_when_the_magazine_cannot_be_flushed);
     tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
+    tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
