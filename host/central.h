@@ -20,6 +20,7 @@
 struct nsp_central {
     pthread_mutex_t lock;
     struct nsp_span *partial;
+    struct nsp_span *partial_tail; /* its last span: where a refill parks a thin one */
     struct nsp_span *full;
     uint64_t npartial, nfull;
     /* counters, under lock */

@@ -220,6 +220,9 @@ static int central_list_is_valid(unsigned node, unsigned cls, unsigned which, ch
         if (!nsp__span_is_valid(s, why, len))
             return 0;
     }
+    if (which == NSP_LIST_PARTIAL && c->partial_tail != prev)
+        return fail(why, len, "central (node %u, class %u): the partial list ends at %p, but its "
+                    "tail is %p", node, cls, (void *)prev, (void *)c->partial_tail);
     uint64_t want = which == NSP_LIST_FULL ? c->nfull : c->npartial;
     if (n != want)
         return fail(why, len, "central (node %u, class %u): n%s %llu, but the list holds %llu",

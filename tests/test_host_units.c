@@ -889,6 +889,7 @@ START_TEST(validators_pass_a_live_heap_and_name_a_broken_invariant)
     struct nsp_span *w = nsp__span_of(p[1]); /* 5000 B: released to its central by the cycle */
     struct nsp_central *c = nsp__central(w->node, w->sizeclass);
     EXPECT_CAUGHT(c->npartial, "npartial");
+    EXPECT_CAUGHT(c->partial_tail, "its tail");
     /* a page heap's free runs */
     EXPECT_CAUGHT(nsp__pageheaps[s->node].pages_free, "pages_free");
     ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "restored heap fails: %s", why);

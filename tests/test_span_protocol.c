@@ -18,6 +18,7 @@
 
 #include "host/cache.h"
 #include "host/central.h"
+#include "host/check.h"
 #include "host/pageheap.h"
 #include "host/runtime.h"
 #include "host/span.h"
@@ -181,6 +182,49 @@ START_TEST(two_cores_one_span)
     ck_assert_uint_eq(got->nfree, local + 1);
     ck_assert_uint_eq(errors(NSP_ERR_NOT_OWNED), 0);
     ck_assert_uint_eq(errors(NSP_ERR_INTERIOR), 0);
+}
+END_TEST
+
+/* A refill passes over a thin span (central.c, cache_span): s1 is woken with a quarter of its
+ * slots freed, then s2 by a single free, which puts s2 on top of the partial stack. A's next
+ * refill must park s2 (swept) at the list's tail and take s1. Before, it took s2, the last one
+ * in, and under Larson a cache got back, over and over, spans that it or a single free had just
+ * put there (a refill every few objects). */
+START_TEST(a_refill_passes_over_a_thin_span)
+{
+    free(malloc(1));
+    unsigned cls = nsp__size_to_class(SZ);
+    struct nsp_cache *ca = &nsp__caches[A];
+    struct nsp_central *c = nsp__central(0, cls);
+    static void *p[3 * 64];
+    on(A);
+    for (int i = 0; i < 3 * 64; i++)
+        p[i] = malloc(SZ);
+    struct nsp_span *s1 = span(p[0]), *s2 = span(p[64]), *s3 = span(p[128]);
+    ck_assert_ptr_ne(s1, s2);
+    ck_assert_ptr_eq(ca->spans[cls], s3);
+    ck_assert_uint_eq(s3->alloc_count, 64);
+    ck_assert_uint_eq(state(s1), NSP_SPAN_FULL);
+    ck_assert_uint_eq(state(s2), NSP_SPAN_FULL);
+    ck_assert_uint_eq(c->npartial, 0);
+    on(B);
+    for (int i = 0; i < 16; i++)
+        free(p[i]); /* wakes s1, 16 free slots */
+    free(p[64]);    /* wakes s2, 1 free slot: on top */
+    ck_assert_uint_eq(c->npartial, 2);
+    ck_assert_ptr_eq(c->partial, s2);
+    on(A);
+    void *q = malloc(SZ); /* s3 is full and clean: released, and the refill looks */
+    ck_assert_ptr_eq(span(q), s1);
+    ck_assert_ptr_eq(ca->spans[cls], s1);
+    ck_assert_ptr_eq(c->partial, s2); /* parked, alone in the list now */
+    ck_assert_ptr_eq(c->partial_tail, s2);
+    ck_assert_uint_eq(state(s2), NSP_SPAN_PARTIAL);
+    ck_assert_uint_eq(freed_bits(s2), 0); /* swept on the way, as a taken span is */
+    ck_assert_uint_eq(s2->alloc_count, 63);
+    char why[256];
+    ck_assert_msg(nsp__central_is_valid(0, cls, why, sizeof why), "%s", why);
+    free(q);
 }
 END_TEST
 
@@ -481,6 +525,7 @@ int main(void)
     Suite *s = suite_create("span protocol");
     TCase *tc = tcase_create("interleaving");
     tcase_add_test(tc, two_cores_one_span);
+    tcase_add_test(tc, a_refill_passes_over_a_thin_span);
     tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
     tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
     tcase_add_test(tc, realloc_of_freed_object_is_reported);
