@@ -397,6 +397,54 @@ unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out)
     return n;
 }
 
+unsigned nsp__cache_take_magazine_rseq(struct nsp_cache *c, uintptr_t *out)
+{
+#ifdef NSP_RSEQ_LOCKS
+    struct nsp_magazine *m = &c->mag;
+    for (;;) {
+        uint64_t n;
+        /* on m's cpu and attached: copy slot[0..count) out, then commit count = 0. A restart
+         * (preemption, migration, a signal, a foreign taker's fence after its store of on = 0)
+         * rewrites only `out`, the caller's; a push on the cpu is another sequence, so the two
+         * never interleave; a foreign taker's detach either restarts this one or finds it
+         * committed (the objects then the caller's, the count 0). */
+        __asm__ __volatile__(
+            NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "5f") /* on the magazine's cpu */
+            "cmpq $0, 8(%[m])\n\t" /* attached */
+            "jz 5f\n\t"
+            "movq (%[m]), %[n]\n\t"
+            "testq %[n], %[n]\n\t" /* not empty */
+            "jz 5f\n\t"
+            "xorl %%ecx, %%ecx\n\t"
+            "8:\n\t"
+            "movq 32(%[m],%%rcx,8), %%rax\n\t"
+            "movq %%rax, (%[out],%%rcx,8)\n\t"
+            "incq %%rcx\n\t"
+            "cmpq %[n], %%rcx\n\t"
+            "jb 8b\n\t"
+            "movq $0, (%[m])\n\t" /* the commit: the magazine is empty, its objects ours */
+            "2:\n\t"
+            "jmp 7f\n\t"
+            NSP_RSEQ_ABORT_SIGNATURE
+            "movq $-1, %[n]\n\t"
+            "jmp 7f\n\t"
+            ".popsection\n\t"
+            "5:\n\t"
+            "xorl %k[n], %k[n]\n\t"
+            "7:\n\t"
+            : [n] "=&r"(n)
+            : [rs] "r"(__rseq_offset), [m] "r"(m), [out] "r"(out)
+            : "memory", "cc", "rax", "rcx");
+        if (n != (uint64_t)-1)
+            return (unsigned)n;
+    }
+#else
+    (void)c;
+    (void)out;
+    return 0;
+#endif
+}
+
 int nsp__cache_flush_magazine(struct nsp_cache *c)
 {
     struct nsp_magazine *m = &c->mag;

@@ -597,6 +597,13 @@ int nsp__cache_flush_magazine(struct nsp_cache *c);
  * (nsp__magazine_apply) after giving the lock back, so that a sort and sixty atomic ORs are not
  * paid holding the cache (every other thread of the cpu would find it busy). Lock held. */
 unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out);
+/* The same without the lock, by the thread on c's cpu whose push found the magazine full: one
+ * restartable sequence copies the objects to out (at least NSP_MAG_SLOTS) and commits count = 0
+ * (cache.c). Returns the count, 0 when it misses (not on the cpu, detached, empty): the caller
+ * then takes the lock. Measured: a full magazine waited for the lock, which a preempted holder
+ * keeps for its time slice, and meanwhile every remote free of the cpu went the direct way (one
+ * atomic OR each): 71 and 270 per 1000 mallocs, Larson at 8 and 32 threads on 2 cpus. */
+unsigned nsp__cache_take_magazine_rseq(struct nsp_cache *c, uintptr_t *out);
 /* Before a magazine's objects are applied: drops (and reports as double frees) those a bin lists
  * since their push, a local free whose push found no tag (written over after the first free).
  * Their alloc bits are set, so the apply would mark them freed while the bin hands them out, and

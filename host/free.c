@@ -92,8 +92,8 @@ static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p
 
 /* A remote free into the thread's cpu's magazine (magazine.h): 1 when pushed, 0 when it must go
  * the direct way (no magazine here, the object not plainly allocated — the direct path reports
- * it —, or the magazine full and the cache busy). A full magazine is flushed by taking the cache
- * and pushed into again. */
+ * it —, or the magazine full and the cache busy). A full magazine is emptied by a restartable
+ * take on its cpu (or, off that cpu, by taking the cache), applied, and pushed into again. */
 static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
 {
     struct nsp_cache *tb = nsp__tb;
@@ -108,12 +108,15 @@ static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
             return 1;
         if (tries)
             break;
-        struct nsp_cache *c = nsp__cache_acquire(); /* may move nsp__tb to another cpu's cache */
-        if (!c)
-            return 0;
         uintptr_t objs[NSP_MAG_SLOTS];
-        unsigned n = nsp__cache_take_magazine(c, objs);
-        nsp__cache_unlock(c);
+        unsigned n = nsp__cache_take_magazine_rseq(tb, objs); /* no lock: its cpu's sequence */
+        if (!n) { /* moved off its cpu, or detached: the locked take */
+            struct nsp_cache *c = nsp__cache_acquire(); /* may move nsp__tb to another cache */
+            if (!c)
+                return 0;
+            n = nsp__cache_take_magazine(c, objs);
+            nsp__cache_unlock(c);
+        }
         /* applied without the cache: in between, these frees are in flight (a racing second
          * free of one is reported by the apply, naming it) */
         nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n));

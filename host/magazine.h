@@ -7,7 +7,9 @@
  * lives in its cache and is detached with its bins.
  *
  *   count   objects in slot[0..count): committed by the push sequence, whose commit IS the push
- *           (the slot is written first; a sequence that restarts only rewrites a slot past count)
+ *           (the slot is written first; a sequence that restarts only rewrites a slot past count),
+ *           and by the take sequence of the cpu's thread whose push found it full, which copies
+ *           the slots out and commits 0 (no lock: nsp__cache_take_magazine_rseq, cache.c)
  *   on      0: detached. The push misses, and the free goes the direct way (one atomic OR). Only
  *           the holder of the cache's lock detaches a magazine (a sequence on its cpu whose
  *           commit stores 0, or a store of 0 and a fence of the cpu), flushes it and attaches it

@@ -11,6 +11,7 @@
  *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
+ *   - a full magazine is emptied by the freeing thread while its cache's lock is held;
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -347,6 +348,54 @@ static void malloc_all(void *arg)
         v[i] = nsp_malloc(SZ + (size_t)i * 24);
 }
 
+#define NFULL (NSP_MAG_SLOTS + 1)
+
+static void malloc_full(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NFULL; i++)
+        v[i] = nsp_malloc(SZ);
+}
+
+static void free_full(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NFULL; i++)
+        nsp_free(v[i]);
+}
+
+/* A full magazine is emptied by the freeing thread itself, with no lock (cache.c,
+ * nsp__cache_take_magazine_rseq), while its cache's lock is held as a preempted holder holds it
+ * (lock word 1, an rseq take on that cpu). The free past the full magazine applies the sixty
+ * waiting frees and waits there itself. Before, it needed the lock: it went the direct way (its
+ * freed bit at once), and so did every remote free of that cpu until the holder ran again. */
+START_TEST(a_full_magazine_is_emptied_while_its_cache_is_held)
+{
+    if (!ready("a_full_magazine_is_emptied_while_its_cache_is_held"))
+        return;
+    static void *v[NFULL];
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    on_cpu(cpu_a, malloc_full, v);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    atomic_store(&b->lock, 1); /* held, by a thread preempted on cpu b */
+    on_cpu(cpu_b, free_full, v);
+    uint64_t count = b->mag.count;
+    int last_waits = waits_in(b, v[NFULL - 1]), last_live = live(v[NFULL - 1]);
+    int applied = 0;
+    for (int i = 0; i < NFULL - 1; i++)
+        applied += !live(v[i]);
+    atomic_store(&b->lock, 0);
+    take(b);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_int_eq(last_waits, 1);
+    ck_assert_int_eq(last_live, 1); /* waiting: allocated from its span's view */
+    ck_assert_int_eq(applied, NFULL - 1);
+    ck_assert_int_eq(live(v[NFULL - 1]), 0); /* the cache's take applied it, once */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+}
+END_TEST
+
 /* The flush's sort (magazine.c) on a magazine in no order at all, as Larson's random frees fill
  * one: objects of two classes shuffled, one of them listed twice. Every object is freed once (its
  * freed bit), the repeat is reported once, and the array comes back sorted (the apply groups a
@@ -545,6 +594,7 @@ int main(void)
     tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
+    tcase_add_test(tc, a_full_magazine_is_emptied_while_its_cache_is_held);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
