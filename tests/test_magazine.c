@@ -12,6 +12,7 @@
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
  *   - a full magazine is emptied by the freeing thread while its cache's lock is held;
+ *   - the take sequence, modelled, with a foreign detach at each of its steps: each free once;
  *   - a cycle while frees wait in magazines: the cycle flushes them, the ledger's recount agrees
  *     with the charges, and heapLive + pending comes back to what it was once all is freed;
  * and a stress: threads on every cpu hand objects (a pattern written in each) to threads on other
@@ -396,6 +397,154 @@ START_TEST(a_full_magazine_is_emptied_while_its_cache_is_held)
 }
 END_TEST
 
+/* ---- the take as a deterministic interleaving (test_bins.c's method) -------------------------- */
+
+/* The take sequence (nsp__cache_take_magazine_rseq) cannot be stopped half-way, so a foreign
+ * detach at each of its steps is played with a model of it on the real magazine, under the
+ * kernel's rules: a sequence on a cpu that a fence reaches restarts from its first step; one that
+ * committed before the fence holds its objects. */
+enum { T_RUNNING, T_DONE, T_MISS };
+#define TAKE_STEPS 4 /* cpu and on, count, copy, commit */
+#define NTAKE 10
+
+struct take_model {
+    int step, result;
+    uint64_t n;
+    uintptr_t out[NSP_MAG_SLOTS];
+};
+
+static void take_step(struct nsp_cache *c, struct take_model *m)
+{
+    struct nsp_magazine *g = &c->mag;
+    if (m->result != T_RUNNING)
+        return;
+    switch (m->step++) {
+    case 0:
+        if (sched_getcpu() != (int)g->cpu || !atomic_load(&g->on))
+            m->result = T_MISS;
+        break;
+    case 1:
+        if (!(m->n = g->count))
+            m->result = T_MISS;
+        break;
+    case 2:
+        memcpy(m->out, g->slot, m->n * sizeof m->out[0]);
+        break;
+    case 3:
+        g->count = 0;
+        m->result = T_DONE;
+        break;
+    }
+}
+
+struct take_case {
+    int k;                   /* steps run before the detach */
+    int result;              /* the model's, at the end */
+    uint64_t n, left;        /* what it took; the magazine's count at the end */
+    unsigned real_n, real_off; /* the real take: on its cpu, and off it */
+    int taken;               /* the foreign take succeeded */
+    uintptr_t real_out[NSP_MAG_SLOTS];
+};
+
+static void free_ntake(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NTAKE; i++)
+        nsp_free(v[i]);
+}
+
+static void malloc_ntake(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < NTAKE; i++)
+        v[i] = nsp_malloc(SZ);
+}
+
+/* On cpu b: the model runs k steps, a foreign taker detaches, flushes and re-attaches the
+ * magazine (its fence restarts the model unless it committed), and the model runs to its end;
+ * what a committed take holds is applied, as free_to_magazine applies it. */
+static void take_detached(void *arg)
+{
+    struct take_case *tc = arg;
+    struct nsp_cache *b = cache_of(cpu_b);
+    struct take_model m = {0};
+    for (int i = 0; i < tc->k; i++)
+        take_step(b, &m);
+    /* no Check assertion on this thread until the end: one allocates and frees (its messages),
+     * and a free here would land in b's magazine */
+    tc->taken = nsp__cache_lock_foreign(b);
+    if (tc->taken)
+        nsp__cache_unlock(b);
+    if (m.result != T_DONE)
+        m = (struct take_model){0}; /* restarted by the fence */
+    while (m.result == T_RUNNING)
+        take_step(b, &m);
+    if (m.result == T_DONE)
+        nsp__magazine_apply(m.out, (unsigned)m.n);
+    tc->result = m.result;
+    tc->n = m.n;
+    tc->left = b->mag.count;
+}
+
+static void real_take_on_b(void *arg)
+{
+    struct take_case *tc = arg;
+    tc->real_n = nsp__cache_take_magazine_rseq(cache_of(cpu_b), tc->real_out);
+}
+
+static void real_take_off_b(void *arg)
+{
+    struct take_case *tc = arg;
+    tc->real_off = nsp__cache_take_magazine_rseq(cache_of(cpu_b), tc->real_out);
+}
+
+START_TEST(the_take_matches_its_model_and_a_detach_at_every_step_frees_once)
+{
+    if (!ready("the_take_matches_its_model_and_a_detach_at_every_step_frees_once"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    static void *v[NTAKE];
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    /* the real take: off its cpu it misses, on it it takes the magazine in push order */
+    take(b);
+    on_cpu(cpu_a, malloc_ntake, v);
+    on_cpu(cpu_b, free_ntake, v);
+    struct take_case real = {0};
+    on_cpu(cpu_a, real_take_off_b, &real);
+    ck_assert_uint_eq(real.real_off, 0);
+    ck_assert_uint_eq(b->mag.count, NTAKE);
+    atomic_store(&b->mag.on, 0); /* detached, as a foreign taker leaves it before its drain */
+    on_cpu(cpu_b, real_take_on_b, &real);
+    atomic_store(&b->mag.on, 1);
+    ck_assert_uint_eq(real.real_n, 0);
+    ck_assert_uint_eq(b->mag.count, NTAKE);
+    on_cpu(cpu_b, real_take_on_b, &real);
+    ck_assert_uint_eq(real.real_n, NTAKE);
+    ck_assert_uint_eq(b->mag.count, 0);
+    for (int i = 0; i < NTAKE; i++)
+        ck_assert_ptr_eq((void *)real.real_out[i], v[i]);
+    nsp__magazine_apply(real.real_out, real.real_n);
+    for (int i = 0; i < NTAKE; i++)
+        ck_assert_int_eq(live(v[i]), 0);
+    /* a foreign detach before each step of the model, and after its commit */
+    for (int k = 0; k <= TAKE_STEPS; k++) {
+        take(b);
+        on_cpu(cpu_a, malloc_ntake, v);
+        on_cpu(cpu_b, free_ntake, v);
+        ck_assert_uint_eq(b->mag.count, NTAKE);
+        struct take_case tc = {.k = k};
+        on_cpu(cpu_b, take_detached, &tc);
+        ck_assert_int_eq(tc.taken, 1);
+        ck_assert_msg(tc.result == (k == TAKE_STEPS ? T_DONE : T_MISS), "detach before step %d: the model %s", k, tc.result == T_DONE ? "committed" : "missed");
+        ck_assert_uint_eq(tc.n, k == TAKE_STEPS ? NTAKE : 0);
+        ck_assert_uint_eq(tc.left, 0);
+        for (int i = 0; i < NTAKE; i++)
+            ck_assert_msg(!live(v[i]), "detach before step %d: object %d not freed", k, i);
+        ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+    }
+}
+END_TEST
+
 /* The flush's sort (magazine.c) on a magazine in no order at all, as Larson's random frees fill
  * one: objects of two classes shuffled, one of them listed twice. Every object is freed once (its
  * freed bit), the repeat is reported once, and the array comes back sorted (the apply groups a
@@ -595,6 +744,7 @@ int main(void)
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
     tcase_add_test(tc, a_full_magazine_is_emptied_while_its_cache_is_held);
+    tcase_add_test(tc, the_take_matches_its_model_and_a_detach_at_every_step_frees_once);
     tcase_add_test(tc, a_cycle_flushes_the_magazines_and_the_ledger_holds);
     tcase_add_test(tc, objects_handed_across_cpus_stay_intact);
     suite_add_tcase(s, tc);
