@@ -5,6 +5,7 @@
 #include "magazine.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "central.h"
 #include "os.h"
@@ -18,70 +19,88 @@ void nsp__magazine_init(void)
     nsp__magazine_key = nsp__os_random() & ~(0x7fffULL << 48);
 }
 
-/* Insertion sort: at most NSP_MAG_SLOTS objects, and a magazine filled by one thread's frees is
- * often nearly sorted already. Measured against a shell sort (Ciura's gaps) and a heap sort on 60
- * random addresses, as Larson's frees fill a magazine: 1.0-1.3 us here, against 2.0-2.1 and 2.2
- * (their comparisons mispredict; the insertion's inner loop exits once per object). */
-static void sort(uintptr_t *a, unsigned n)
-{
-    for (unsigned i = 1; i < n; i++) {
-        uintptr_t v = a[i];
-        unsigned j = i;
-        for (; j > 0 && a[j - 1] > v; j--)
-            a[j] = a[j - 1];
-        a[j] = v;
-    }
-}
+/* The flush groups a magazine's objects by (span, bitmap word) in a small open-addressed table,
+ * in one pass, instead of sorting them by address first. Measured on 60 random addresses, as
+ * Larson's frees fill a magazine: the insertion sort it replaces took 1.0-1.3 us per flush (a
+ * shell sort 2.0, a heap sort 2.2: their comparisons mispredict), ~17 ns per remote free, and was
+ * the larger part of nsp__magazine_apply's samples at 8 threads on 2 cpus. A span looked up once
+ * serves the objects after it while they fall inside it (a producer's frees come in order). */
+#define NSP_MAG_HASH_BITS 7
+#define NSP_MAG_HASH (1u << NSP_MAG_HASH_BITS) /* at least twice NSP_MAG_SLOTS: short probes */
+_Static_assert(NSP_MAG_HASH >= 2 * NSP_MAG_SLOTS && NSP_MAG_SLOTS < 255, "the table's size");
 
-/* objs[i..end) lie in span s and bitmap word w: their bits, a repeat reported. */
-static uint64_t word_mask(struct nsp_span *s, const uintptr_t *objs, unsigned i, unsigned end)
-{
-    uint64_t mask = 0;
-    for (; i < end; i++) {
-        uint64_t bit = 1ULL << (nsp__span_index(s, objs[i]) & 63);
-        if (mask & bit) /* listed twice: two frees of one object raced the tag */
-            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)objs[i]);
-        mask |= bit;
-    }
-    return mask;
-}
+struct group {
+    struct nsp_span *s;
+    uint64_t mask; /* the bits of its objects in word w */
+    uint32_t w;
+};
 
-/* The first of objs[i..end) whose bit is in bad. */
-static uintptr_t first_of(struct nsp_span *s, const uintptr_t *objs, unsigned i, unsigned end,
-                          uint64_t bad)
+/* The first of objs[0..n) that lies in g's span and word with its bit in bad. */
+static uintptr_t first_of(const struct group *g, const uintptr_t *objs, unsigned n, uint64_t bad)
 {
-    for (; i < end; i++)
-        if (bad >> (nsp__span_index(s, objs[i]) & 63) & 1)
+    uintptr_t lo = g->s->base, hi = lo + (uintptr_t)g->s->nelems * g->s->elemsize;
+    for (unsigned i = 0; i < n; i++) {
+        if (objs[i] < lo || objs[i] >= hi)
+            continue;
+        uint32_t idx = nsp__span_index(g->s, objs[i]);
+        if (idx >> 6 == g->w && (bad >> (idx & 63) & 1))
             return objs[i];
-    return objs[end - 1];
+    }
+    return objs[n - 1];
 }
 
-void nsp__magazine_apply(uintptr_t *objs, unsigned n)
+/* objs[0..n), n <= NSP_MAG_SLOTS. */
+static void apply_some(const uintptr_t *objs, unsigned n)
+{
+    struct group g[NSP_MAG_SLOTS];
+    uint8_t at[NSP_MAG_HASH]; /* 0: empty; else 1 + the index of its group in g */
+    memset(at, 0, sizeof at);
+    unsigned ng = 0;
+    struct nsp_span *s = NULL;
+    uintptr_t lo = 0, hi = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uintptr_t p = objs[i];
+        if (p < lo || p >= hi) {
+            /* every object passed the free's checks: an allocated object of a live span */
+            s = nsp__span_of((void *)p);
+            lo = s->base;
+            hi = lo + (uintptr_t)s->nelems * s->elemsize;
+        }
+        uint32_t idx = nsp__span_index(s, p), w = idx >> 6;
+        uint64_t bit = 1ULL << (idx & 63);
+        unsigned h = ((uint32_t)((uintptr_t)s >> 7) * 0x9e3779b1u + w * 0x85ebca6bu) >>
+                     (32 - NSP_MAG_HASH_BITS);
+        while (at[h] && (g[at[h] - 1].s != s || g[at[h] - 1].w != w))
+            h = (h + 1) & (NSP_MAG_HASH - 1);
+        if (!at[h]) {
+            g[ng] = (struct group){s, 0, w};
+            at[h] = (uint8_t)++ng;
+        }
+        struct group *e = &g[at[h] - 1];
+        if (e->mask & bit) /* listed twice: two frees of one object raced the tag */
+            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
+        e->mask |= bit;
+    }
+    for (unsigned k = 0; k < ng; k++) {
+        struct group *e = &g[k];
+        uint64_t alloc = __atomic_load_n(&e->s->alloc_bits[e->w], __ATOMIC_RELAXED);
+        uint64_t old = atomic_fetch_or(&e->s->freed_bits[e->w], e->mask & alloc);
+        /* freed since the tag's check (a racing double free): the bit was set already, or the
+         * slot is free; the OR left such bits as they were */
+        uint64_t bad = (old & e->mask & alloc) | (e->mask & ~alloc);
+        if (bad)
+            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)first_of(e, objs, n, bad));
+        /* per group, after its OR (the FULL protocol's order, central.c): a span's second group
+         * finds it dirty already, and only the first CAS of FULL -> PARTIAL wakes it */
+        if (nsp__span_freed_remote(e->s))
+            nsp__central_wake(e->s);
+    }
+}
+
+void nsp__magazine_apply(const uintptr_t *objs, unsigned n)
 {
     int saved = errno;
-    sort(objs, n);
-    for (unsigned i = 0; i < n;) {
-        struct nsp_span *s = nsp__span_of((void *)objs[i]);
-        /* every object passed the free's checks: an allocated object of a live span */
-        uintptr_t end_addr = s->base + (uintptr_t)s->nelems * s->elemsize;
-        while (i < n && objs[i] < end_addr) {
-            uint32_t w = nsp__span_index(s, objs[i]) >> 6;
-            unsigned j = i + 1;
-            while (j < n && objs[j] < end_addr && nsp__span_index(s, objs[j]) >> 6 == w)
-                j++;
-            uint64_t mask = word_mask(s, objs, i, j);
-            uint64_t alloc = __atomic_load_n(&s->alloc_bits[w], __ATOMIC_RELAXED);
-            uint64_t old = atomic_fetch_or(&s->freed_bits[w], mask & alloc);
-            /* freed since the tag's check (a racing double free): the bit was set already, or
-             * the slot is free; the OR left such bits as they were */
-            uint64_t bad = (old & mask & alloc) | (mask & ~alloc);
-            if (bad)
-                nsp__report_error(NSP_ERR_DOUBLE_FREE, "free",
-                                  (void *)first_of(s, objs, i, j, bad));
-            i = j;
-        }
-        if (nsp__span_freed_remote(s)) /* once for all its objects */
-            nsp__central_wake(s);
-    }
+    for (unsigned i = 0; i < n; i += NSP_MAG_SLOTS)
+        apply_some(objs + i, n - i < NSP_MAG_SLOTS ? n - i : NSP_MAG_SLOTS);
     errno = saved;
 }

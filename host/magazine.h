@@ -28,10 +28,10 @@
  * second free, naming the pointer, as a direct one is. The tag is a hint (a flushed object keeps
  * it until it is written again): a flush settles it, never a false report.
  *
- * The flush sorts the objects by address, so that a span's objects and a bitmap word's bits come
- * together: one atomic OR per (span, bitmap word), `dirty` set once and FULL -> PARTIAL woken once
- * per span. A bit already set there, or an object listed twice, is a double free that raced the
- * tag's check: reported with its pointer at the flush.
+ * The flush groups the objects by (span, bitmap word) in one pass (a small hash table, not a
+ * sort: magazine.c says why): one atomic OR per (span, bitmap word), and FULL -> PARTIAL woken once
+ * per span (the first CAS wins). A bit already set there, or an object listed twice, is a double
+ * free that raced the tag's check: reported with its pointer at the flush.
  */
 #ifndef NSP_HOST_MAGAZINE_H
 #define NSP_HOST_MAGAZINE_H
@@ -85,8 +85,7 @@ static inline int64_t nsp__magazine_tagged(const void *p)
     return x << 16 ? -1 : (int64_t)((x >> 48) & 0x7fff);
 }
 
-/* Applies objs[0..n) as remote frees, sorted by span (the array is sorted in place). errno
- * kept. */
-void nsp__magazine_apply(uintptr_t *objs, unsigned n);
+/* Applies objs[0..n) as remote frees, grouped by (span, bitmap word). errno kept. */
+void nsp__magazine_apply(const uintptr_t *objs, unsigned n);
 
 #endif /* NSP_HOST_MAGAZINE_H */
