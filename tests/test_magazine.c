@@ -557,6 +557,12 @@ START_TEST(a_flush_in_any_order_frees_each_object_once)
     static void *pool[2][POOL]; /* every tenth object goes in: several bitmap words per span */
     for (unsigned i = 0; i < POOL; i++)
         pool[0][i] = nsp_malloc(48), pool[1][i] = nsp_malloc(SZ);
+    if (!nsp__span_of(pool[0][0]) || !nsp__span_of(pool[1][0])) {
+        /* under valgrind, nsp_malloc (the code malloc aliases) is replaced by valgrind's */
+        fprintf(stderr, "a_flush_in_any_order_frees_each_object_once: skipped: the objects are "
+                        "not in numaspan's spans (its malloc replaced: valgrind?)\n");
+        return;
+    }
     uintptr_t objs[N + 1];
     for (unsigned i = 0; i < N; i++)
         objs[i] = (uintptr_t)pool[i % 2][i / 2 * STRIDE];
