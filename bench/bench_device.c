@@ -281,6 +281,7 @@ static cl_program prog;
 static nsp_cl_heap_t *heap;
 static int json, reps = 5, quick, is_gpu;
 static int prefetch; /* --prefetch: the heap's library built with -DNSP_PREFETCH */
+static int frag_detail; /* --frag-detail: where the fragmentation case's chunks are, per class */
 static const char *cl_options = ""; /* --cl-options: more build options (e.g. -DNSP_NO_...) */
 static int failures; /* baselines that failed their check: the exit status is 1 */
 static size_t wg = 256;
@@ -820,6 +821,99 @@ static void oom_case(unsigned size, size_t heap_bytes)
     nsp_cl_heap_destroy(h);
 }
 
+/* --frag-detail: where the chunks held at the end of the fragmentation case go, per class (read
+ * from the heap buffer through the layout of numaspan_geometry.h, before any release or sweep):
+ * chunks of CACHED / PARTIAL / FULL spans; live objects and their requested bytes (hs, sz) and
+ * class-rounded bytes; free objects in cached spans (unclaimed entries plus freed bits), in
+ * PARTIAL and FULL spans (free bits plus freed bits), and the uncached spans with no live object
+ * (empty, not back in the pool). */
+static void frag_report(const uint64_t *hs, const uint32_t *sz, unsigned n)
+{
+    cl_mem b = nsp_cl_buffer(heap);
+    struct nsp_dheap_hdr H;
+    CK(clEnqueueReadBuffer(q, b, CL_TRUE, 0, sizeof H, &H, 0, NULL, NULL));
+    uint64_t carved = H.next_chunk < H.nchunks ? H.next_chunk : H.nchunks;
+    size_t nsw = (size_t)NSP_DNCLASSES * H.nslots;
+    uint64_t *sw = malloc(nsw * 8);
+    uint32_t *st = malloc(carved * 4 + 4);
+    struct nsp_ddesc *d = malloc(carved * sizeof *d + sizeof *d);
+    CK(clEnqueueReadBuffer(q, b, CL_TRUE, H.off_slots, nsw * 8, sw, 0, NULL, NULL));
+    if (carved) {
+        CK(clEnqueueReadBuffer(q, b, CL_TRUE, H.off_state, carved * 4, st, 0, NULL, NULL));
+        CK(clEnqueueReadBuffer(q, b, CL_TRUE, H.off_desc, carved * sizeof *d, d, 0, NULL, NULL));
+    }
+    struct { uint64_t ch[3], live, req, cls, fc, fp, ff, empty; } k[NSP_DNCLASSES], t = {0};
+    memset(k, 0, sizeof k);
+    for (unsigned i = 0; i < n; i++)
+        if (hs[i]) {
+            unsigned ci = nsp_geom_size_to_class(sz[i] < 16 ? 16 : sz[i]) - NSP_DMIN_CLASS;
+            k[ci].live++;
+            k[ci].req += sz[i];
+            k[ci].cls += nsp_geom_class_size(ci + NSP_DMIN_CLASS);
+        }
+    for (size_t i = 0; i < nsw; i++) { /* unclaimed entries of cached spans */
+        uint32_t c = NSP_DW_SPAN(sw[i]), na = NSP_DW_NAVAIL(sw[i]), cur = NSP_DW_CUR(sw[i]);
+        if (c < carved)
+            k[i / H.nslots].fc += cur < na ? na - cur : 0;
+    }
+    uint64_t freec = 0;
+    for (uint64_t c = 0; c < carved; c++) {
+        uint32_t s = st[c], kind = NSP_DST_STATE(s), cls = NSP_DST_CLASS(s);
+        if (kind == NSP_DS_FREE) {
+            freec++;
+            continue;
+        }
+        if ((kind != NSP_DS_CACHED && kind != NSP_DS_PARTIAL && kind != NSP_DS_FULL) ||
+            cls < NSP_DMIN_CLASS || cls > NSP_DMAX_CLASS)
+            continue;
+        unsigned ci = cls - NSP_DMIN_CLASS, nobj = nsp_dspan_nobj(cls), a = 0, f = 0;
+        for (unsigned w = 0; w < NSP_DWORDS; w++) {
+            a += (unsigned)__builtin_popcountll(d[c].alloc[w]);
+            f += (unsigned)__builtin_popcountll(d[c].freed[w]);
+        }
+        unsigned idx = kind == NSP_DS_CACHED ? 0 : kind == NSP_DS_PARTIAL ? 1 : 2;
+        k[ci].ch[idx] += nsp_dspan_chunks(cls);
+        if (kind == NSP_DS_CACHED)
+            k[ci].fc += f; /* freed while cached (its unclaimed entries counted above) */
+        else {
+            uint64_t fr = nobj - a - d[c].claimed + f; /* claimed: applied at its next sweep */
+            *(kind == NSP_DS_PARTIAL ? &k[ci].fp : &k[ci].ff) += fr;
+            k[ci].empty += fr == nobj ? nsp_dspan_chunks(cls) : 0;
+        }
+    }
+    printf("frag-detail: chunks carved %llu, free in the pool %llu; per class: chunks of cached / "
+           "partial / full spans, live objects, requested KiB, class-rounded KiB, free objects in "
+           "cached / partial / full spans, chunks of empty uncached spans, held KiB / requested\n",
+           (unsigned long long)carved, (unsigned long long)freec);
+    for (unsigned ci = 0; ci < NSP_DNCLASSES; ci++) {
+        uint64_t held = k[ci].ch[0] + k[ci].ch[1] + k[ci].ch[2];
+        if (!held && !k[ci].live)
+            continue;
+        printf("  %5u B  %3llu / %3llu / %3llu  live %6llu  req %8.1f  cls %8.1f  free %5llu / "
+               "%5llu / %5llu  empty %3llu  %.2f\n",
+               nsp_geom_class_size(ci + NSP_DMIN_CLASS), (unsigned long long)k[ci].ch[0],
+               (unsigned long long)k[ci].ch[1], (unsigned long long)k[ci].ch[2],
+               (unsigned long long)k[ci].live, k[ci].req / 1024.0, k[ci].cls / 1024.0,
+               (unsigned long long)k[ci].fc, (unsigned long long)k[ci].fp,
+               (unsigned long long)k[ci].ff, (unsigned long long)k[ci].empty,
+               k[ci].req ? (double)held * NSP_DCHUNK / k[ci].req : 0);
+        for (int j = 0; j < 3; j++)
+            t.ch[j] += k[ci].ch[j];
+        t.live += k[ci].live, t.req += k[ci].req, t.cls += k[ci].cls, t.fc += k[ci].fc;
+        t.fp += k[ci].fp, t.ff += k[ci].ff, t.empty += k[ci].empty;
+    }
+    uint64_t held = t.ch[0] + t.ch[1] + t.ch[2];
+    printf("  total  %3llu / %3llu / %3llu  live %6llu  req %8.1f  cls %8.1f  free %5llu / %5llu / "
+           "%5llu  empty %3llu  %.3f (class rounding %.3f)\n",
+           (unsigned long long)t.ch[0], (unsigned long long)t.ch[1], (unsigned long long)t.ch[2],
+           (unsigned long long)t.live, t.req / 1024.0, t.cls / 1024.0, (unsigned long long)t.fc,
+           (unsigned long long)t.fp, (unsigned long long)t.ff, (unsigned long long)t.empty,
+           t.req ? (double)held * NSP_DCHUNK / t.req : 0, t.req ? (double)t.cls / t.req : 0);
+    free(sw);
+    free(st);
+    free(d);
+}
+
 /* Case 5: 100 rounds, each freeing a random half of n live objects of 16-256 B and allocating
  * again; the address range the live objects span over their bytes (1.0 is ideal). */
 static void frag_case(unsigned n, unsigned rounds)
@@ -858,6 +952,8 @@ static void frag_case(unsigned n, unsigned rounds)
         last_live = live;
         worst = last > worst ? last : worst;
     }
+    if (frag_detail && !json)
+        frag_report(h, s, n);
     s1 = counters(heap);
     struct row *row = &rows[nrows++];
     *row = (struct row){.cas = "fragmentation", .n = n, .lo = 16, .hi = 256,
@@ -1030,6 +1126,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--prefetch") == 0)
             prefetch = 1;
+        else if (strcmp(argv[i], "--frag-detail") == 0)
+            frag_detail = 1;
         else if (strcmp(argv[i], "--cl-options") == 0 && i + 1 < argc)
             cl_options = argv[++i];
         else if (strcmp(argv[i], "--ptx") == 0 && i + 1 < argc)
@@ -1042,7 +1140,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_device [--quick] [--json] [--reps R] [--max-n N] "
                             "[--heap-mib M] [--slots S] "
                             "[--only one,group,mixed,steady,scaling,frag,oom,init] "
-                            "[--prefetch] [--cl-options OPTS] [--litmus [--iters I]] [--ptx FILE] "
+                            "[--prefetch] [--frag-detail] [--cl-options OPTS] [--litmus [--iters I]] [--ptx FILE] "
                             "[--json-out FILE]\n");
             return 2;
         }
