@@ -19,7 +19,8 @@
  * - A claim is one atom_add on the slot word (span | navail | gen | cursor): it names the span it
  *   landed in. Exactly one claim of an incarnation sees cursor == navail: it refills the slot and
  *   releases the old span (or, when an eighth of it was freed while cached, sweeps it in place
- *   and installs it again: nsp__refill_in_place); claims past navail wait for it. Every add
+ *   and installs it again: nsp__refill_in_place; and when the centrals have no span for it, so
+ *   does a sixteenth rather than carve a fresh one); claims past navail wait for it. Every add
  *   follows a read that found cursor <= navail (nsp__room), so the cursor never carries into
  *   the generation. On NVIDIA the lanes of a warp that claim on the same slot word combine
  *   into one atom_add (match.any + shfl, inline PTX), and those of it past navail wait for the
@@ -151,6 +152,10 @@ void nsp_test_hook(__global struct nsp_dheap_hdr *h, uint where);
 #endif
 #ifndef NSP_SEARCHES
 #define NSP_SEARCHES 16u   /* searches of the heap by one refill while others hold its memory */
+#endif
+#ifndef NSP_INPLACE_SHIFT
+#define NSP_INPLACE_SHIFT 4u /* a refill that finds no central span sweeps its own in place when
+                                nobj >> this many of its objects were freed (nsp__refill) */
 #endif
 #ifndef NSP_ATTEMPTS
 #define NSP_ATTEMPTS 8u    /* claims before a work-item refills its slot itself */
@@ -854,21 +859,31 @@ static void nsp__prefetch(__global nsp_dheap *h, uint cls, uint slot)
     }
 }
 
+/* A PARTIAL span of class cls from its centrals (up to 4 tries), swept and prepared for slot
+ * `slot`: its word, held (nsp__prepare_held), or NSP_DW_EMPTY. */
+static ulong nsp__from_central(__global nsp_dheap *h, uint cls, uint slot)
+{
+    for (uint t = 0; t < 4u; t++) {
+        uint c = nsp__take_partial(h, cls - NSP_DMIN_CLASS, slot * 7u + t);
+        if (c == (uint)NSP_DSPAN_NONE)
+            break;
+        nsp__count(h, NSP_DC_REUSED);
+        uint live = nsp__sweep(h, c, slot);
+        ulong w = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
+        if (w != NSP_DW_EMPTY)
+            return w;
+    }
+    return NSP_DW_EMPTY;
+}
+
 static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 {
     uint ci = cls - NSP_DMIN_CLASS;
     ulong moves0 = NSP_V64(&h->moves), own = 0ul; /* own: arrivals this search made itself */
     for (uint round = 0; round < 2u; round++) {
-        for (uint t = 0; t < 4u; t++) {
-            uint c = nsp__take_partial(h, ci, slot * 7u + t);
-            if (c == (uint)NSP_DSPAN_NONE)
-                break;
-            nsp__count(h, NSP_DC_REUSED);
-            uint live = nsp__sweep(h, c, slot);
-            ulong w = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
-            if (w != NSP_DW_EMPTY)
-                return w;
-        }
+        ulong cw = nsp__from_central(h, cls, slot);
+        if (cw != NSP_DW_EMPTY)
+            return cw;
         if (round == 0u) {
             uint c = nsp__carve(h, nsp_dspan_chunks(cls));
             if (c != (uint)NSP_DSPAN_NONE) {
@@ -1037,7 +1052,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
 }
 
 /* The refill's first choice: the slot's own span, swept in place and installed again, when at
- * least an eighth of its objects were freed while it was cached. Without it a slot that ran out
+ * least `least` of its objects were freed while it was cached (an eighth; a sixteenth when the
+ * centrals have no span, nsp__refill). Without it a slot that ran out
  * always took another span from the central and sent its own there, so each (class, slot) kept
  * one span more in circulation than its live objects need: the fragmentation case (16-256 B,
  * half freed and reallocated each round) carved 2.2x its live bytes, 3 spans per class for what
@@ -1047,13 +1063,13 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
  * it was released (the caller must then not release w's span again) and, in *nw, the new word
  * (held, as nsp__get_span's) or NSP_DW_EMPTY when it was put back to its central instead. */
 static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint slot, uint nobj,
-                                ulong *nw)
+                                uint least, ulong *nw)
 {
     *nw = NSP_DW_EMPTY;
     uint c = NSP_DW_SPAN(w);
     if (c == (uint)NSP_DSPAN_NONE)
         return 0;
-    if (nsp__nfreed(nsp__desc(h, c), nobj) < nobj / 8u)
+    if (nsp__nfreed(nsp__desc(h, c), nobj) < least)
         return 0;
     int has_free;
     c = nsp__retire_word(h, w, slot, &has_free); /* BUSY: as if released and taken back */
@@ -1074,7 +1090,21 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, ulong 
         ulong nw = t == 0u ? nsp__take_next(h, cls - NSP_DMIN_CLASS, slot) : NSP_DW_EMPTY;
         int retired = 0;
         if (nw == NSP_DW_EMPTY && t == 0u)
-            retired = nsp__refill_in_place(h, w, cls, slot, nobj, &nw);
+            retired = nsp__refill_in_place(h, w, cls, slot, nobj, nobj / 8u, &nw);
+        if (nw == NSP_DW_EMPTY && t == 0u && !retired) {
+            /* Before carving: a central's span, else the own span again for fewer frees (a
+             * sixteenth: a refill still worth >= 32 claims). The search carves when the
+             * centrals are empty, and with two slots they often are while each slot's own span
+             * has frees: the other slot just took the one central span. Each such carve
+             * stays (a span with live objects never goes back to the pool): the fragmentation
+             * case crept from 54 chunks after its first round to 64 after 100, and stops at
+             * 61 with this (issue 13). Not any free at all: a span installed again for a few
+             * entries makes a refill every few claims. */
+            nw = nsp__from_central(h, cls, slot);
+            if (nw == NSP_DW_EMPTY)
+                retired = nsp__refill_in_place(h, w, cls, slot, nobj,
+                                               max(nobj >> NSP_INPLACE_SHIFT, 1u), &nw);
+        }
         if (nw == NSP_DW_EMPTY)
             nw = nsp__get_span(h, cls, slot);
         nsp_dhandle r = 0ul;
