@@ -741,12 +741,39 @@ static inline void nsp__oom_clear(__global nsp_dheap *h)
     }
 }
 
+/* Takes slot word *w out of its slot (EMPTY in its place) if it still holds v, a word read with
+ * its cursor at most navail: then no claim of that incarnation drew its refill, and the span is
+ * the taker's alone (held: h->holding, until installed or released). An exchange, as before,
+ * could take a word whose cursor had passed navail since the read, and release its span while
+ * the claim that drew the refill swept the same span in place (nsp__refill_in_place) and
+ * installed it again: cached in a slot and PARTIAL in its central at once, its objects handed
+ * out twice. A compare that fails because claims moved the cursor is tried again on the new
+ * word while its cursor is still short of navail (a few times: the steal that an exchange never
+ * missed should not turn into a null while another slot's claims run); *v is the word taken. */
+static int nsp__take_word(__global nsp_dheap *h, __global ulong *w, ulong *v)
+{
+    for (uint t = 0; t < 4u; t++) {
+        if (t > 0u) {
+            *v = NSP_V64(w);
+            if (NSP_DW_SPAN(*v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(*v) > NSP_DW_NAVAIL(*v))
+                return 0; /* emptied, or its refill drawn: its refiller's */
+        }
+        atom_inc(&h->holding); /* before it leaves the slot: never unseen between two places */
+        if (atom_cmpxchg(w, *v, NSP_DW_EMPTY) == *v) {
+            NSP_ACQUIRE(); /* the span is the caller's now */
+            return 1;
+        }
+        atom_dec(&h->holding); /* nothing moved */
+    }
+    return 0;
+}
+
 /* Empties the slots of every other class (their spans go back to their centrals, where the
  * out-of-memory sweep finds the empty ones): when the pool is exhausted, spans cached for
  * other sizes are the heap's last reserve. A word being refilled (cursor past navail: some
  * work-item drew cursor == navail) is left to its refiller; a word at exactly navail has none
  * yet, and would keep its span forever. */
-static uint nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
+static uint nsp__flush_other_classes(__global nsp_dheap *h, uint ci, uint *busy)
 {
     uint released = 0u;
     uint n = (uint)h->nslots;
@@ -758,8 +785,12 @@ static uint nsp__flush_other_classes(__global nsp_dheap *h, uint ci)
             ulong v = NSP_V64(w);
             if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
                 continue;
-            atom_inc(&h->holding); /* between its slot and its central: held */
-            nsp__release_word(h, atom_xchg(w, NSP_DW_EMPTY), s & (n - 1u));
+            NSP_TEST_HOOK(h, 4u); /* between the read and the take */
+            if (!nsp__take_word(h, w, &v)) { /* in use or being refilled: the failure not final */
+                (*busy)++;
+                continue;
+            }
+            nsp__release_word(h, v, s & (n - 1u));
             nsp__unhold(h);
             released++;
         }
@@ -910,17 +941,20 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
                 ulong v = NSP_V64(ow);
                 if (NSP_DW_SPAN(v) == (uint)NSP_DSPAN_NONE || NSP_DW_CUR(v) > NSP_DW_NAVAIL(v))
                     continue;
-                atom_inc(&h->holding);
-                ulong x = atom_xchg(ow, NSP_DW_EMPTY);
+                NSP_TEST_HOOK(h, 3u); /* between the read and the take */
+                if (!nsp__take_word(h, ow, &v)) { /* in use or being refilled: try again later */
+                    (*busy)++;
+                    continue;
+                }
                 nsp__count(h, NSP_DC_STEALS);
-                if (NSP_DW_SPAN(x) != (uint)NSP_DSPAN_NONE && NSP_DW_CUR(x) < NSP_DW_NAVAIL(x))
-                    return x;
-                nsp__release_word(h, x, o); /* raced to its end: its refiller displaces EMPTY */
+                if (NSP_DW_CUR(v) < NSP_DW_NAVAIL(v))
+                    return v;
+                nsp__release_word(h, v, o); /* used up, and no claim drew its refill: ours */
                 nsp__unhold(h);
                 own++;
             }
             NSP_TEST_HOOK(h, 1u); /* after the steal scan */
-            own += nsp__flush_other_classes(h, ci);
+            own += nsp__flush_other_classes(h, ci, busy);
         }
         int fresh = 0;
         uint c = (uint)NSP_DSPAN_NONE;
@@ -1059,7 +1093,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
  * half freed and reallocated each round) carved 2.2x its live bytes, 3 spans per class for what
  * 2 hold (issue 13's target: 1.5). The eighth keeps a refill worth >= 64 claims (>= 512 objects
  * per span). w is the word the caller drew (cursor == navail: it is the refiller, and no one else
- * takes a word whose cursor passed navail, so the span is its own to release); returns whether
+ * takes a word whose cursor passed navail: the searches take one only by a compare-and-swap of
+ * the word they read, nsp__take_word; so the span is its own to release); returns whether
  * it was released (the caller must then not release w's span again) and, in *nw, the new word
  * (held, as nsp__get_span's) or NSP_DW_EMPTY when it was put back to its central instead. */
 static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint slot, uint nobj,
@@ -1299,7 +1334,7 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
         ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves), own;
         int fresh;
         uint busy = 0u;
-        own = nsp__flush_other_classes(h, NSP_DNCLASSES);
+        own = nsp__flush_other_classes(h, NSP_DNCLASSES, &busy);
         if (nsp__reclaim_begin(h)) {
             nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
             nsp__reclaim_end(h);

@@ -1104,6 +1104,12 @@ static const char *HOOK_SRC =
     "        if (atom_cmpxchg(&h->pad1[0], 2ul, 3ul) == 2ul) atom_add(&h->next_chunk, 5ul);\n"
     "        return;\n"
     "    }\n"
+    "    if (where == 3u || where == 4u) { /* a claim that draws the refill of class 128's slot 1 */\n"
+    "        ulong armed = NSP_V64(&h->pad1[0]); /* 100, or 101 past hook 1's count */\n"
+    "        if ((armed == 100ul || armed == 101ul) && atom_cmpxchg(&h->pad1[0], armed, 200ul) == armed)\n"
+    "            atom_add(nsp__slotw(h, nsp_geom_size_to_class(128u) - NSP_DMIN_CLASS, 1u), 1ul);\n"
+    "        return;\n"
+    "    }\n"
     "    if (where != 1u || atom_inc(&h->pad1[0]) != 0ul) return;\n"
     "    uint cls = nsp_geom_size_to_class(48u), ci = cls - NSP_DMIN_CLASS;\n"
     "    atomic_xchg(nsp__state(h, 0u), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));\n"
@@ -1111,6 +1117,42 @@ static const char *HOOK_SRC =
     "    ulong w = nsp__prepare(h, 0u, cls, 1, 0, 1u);\n"
     "    atom_xchg(nsp__slotw(h, ci, 1u), w);\n"
     "    nsp__landed(h);\n"
+    "}\n"
+    /* Slot 1's span of 128 B objects used up (cursor == navail), a quarter of it freed, the pool
+     * hidden; a search from slot 0 for class scls reads slot 1's word (a steal for 128 B, the
+     * flush of other classes for 48 B) and, before it takes the word, the hook draws its refill
+     * (another work-item's claim). Then another work-item takes what the class's centrals hold,
+     * and the refiller refills (in place: a quarter was freed). out: the span the search
+     * returned, the span the centrals gave, the span slot 1 holds after the refill, whether the hook
+ * drew the refill, whether the refill gave an object, slot 1's span before. */
+    "static void take_race(__global nsp_dheap *h, __global ulong *out, uint scls)\n"
+    "{\n"
+    "    uint cls = nsp_geom_size_to_class(128u), ci = cls - NSP_DMIN_CLASS, n = nsp_dspan_nobj(cls);\n"
+    "    nsp_dhandle first = 0ul;\n"
+    "    for (uint i = 0; i < n; i++) {\n"
+    "        nsp_dhandle p = nsp__alloc_small(h, cls, 1u);\n"
+    "        if (i == 0u) first = p;\n"
+    "    }\n"
+    "    for (uint i = 0; i < n / 4u; i++) nsp_dfree(h, first + (ulong)i * 128u);\n"
+    "    __global ulong *sw = nsp__slotw(h, ci, 1u);\n"
+    "    ulong v = NSP_V64(sw); /* cursor == navail: the next claim draws the refill */\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    atom_xchg(&h->pad1[0], 100ul); /* the hook draws the refill, once */\n"
+    "    uint busy = 0u;\n"
+    "    out[0] = NSP_DW_SPAN(nsp__search(h, scls, 0u, &busy));\n"
+    "    out[1] = nsp__take_partial(h, ci, 0u);\n"
+    "    out[3] = NSP_V64(&h->pad1[0]) >= 200ul; /* the hook drew the refill */\n"
+    "    out[4] = nsp__refill(h, sw, v, cls, 1u, 128u, n) != 0ul;\n"
+    "    out[2] = NSP_DW_SPAN(NSP_V64(sw));\n"
+    "    out[5] = NSP_DW_SPAN(v);\n"
+    "}\n"
+    "__kernel void steal_races_refill(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    take_race(h, out, nsp_geom_size_to_class(128u));\n"
+    "}\n"
+    "__kernel void flush_races_refill(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    take_race(h, out, nsp_geom_size_to_class(48u));\n"
     "}\n"
     /* a full heap (two spans of 128 B objects, the pool hidden) searched for 48 B while another
      * work-item sweeps it (the reclaimer token held) */
@@ -1189,6 +1231,35 @@ static void hook_probe(struct env *e, const char *kernel, uint64_t *v, size_t n)
     clReleaseProgram(hp);
     clReleaseMemObject(out);
 }
+
+/* A search takes another slot's word (a steal, or the flush of other classes when the heap is
+ * full) only if it is still the word it read, with its cursor at most navail: taken by an
+ * exchange, a word whose refill a claim drew meanwhile had its span released by the taker while
+ * the refiller swept the same span in place and installed it again, so the span was at once in
+ * slot 1 and in its central (or in the search's hands), and its objects went out twice. */
+static void take_race_case(const char *kernel)
+{
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    uint64_t v[6];
+    hook_probe(&e, kernel, v, 6);
+    ck_assert_msg(v[3] == 1, "%s: the hook did not draw slot 1's refill before the take", kernel);
+    ck_assert_msg(v[0] != v[5] && v[1] != v[5],
+                  "%s: span %llu, whose refill a claim had drawn, went to the search (span %llu) "
+                  "or out of a central (span %llu) while its refiller owned it", kernel,
+                  (unsigned long long)v[5], (unsigned long long)v[0], (unsigned long long)v[1]);
+    ck_assert_msg(v[4] == 1 && v[2] == v[5], "%s: the refill after the race gave %s, slot 1 "
+                  "holds span %llu (its own, swept in place, was %llu)", kernel,
+                  v[4] ? "an object" : "no object", (unsigned long long)v[2],
+                  (unsigned long long)v[5]);
+    env_close(&e);
+}
+START_TEST(steal_never_takes_a_word_being_refilled) { take_race_case("steal_races_refill"); }
+END_TEST
+START_TEST(flush_never_takes_a_word_being_refilled) { take_race_case("flush_races_refill"); }
+END_TEST
 
 START_TEST(search_failure_is_quiet_only_if_nothing_moved)
 {
@@ -1766,6 +1837,8 @@ static Suite *suite(void)
     tcase_add_test(t, free_into_span_made_full_meanwhile);
     tcase_add_test(t, claims_never_carry_the_cursor);
     tcase_add_test(t, search_failure_is_quiet_only_if_nothing_moved);
+    tcase_add_test(t, steal_never_takes_a_word_being_refilled);
+    tcase_add_test(t, flush_never_takes_a_word_being_refilled);
     tcase_add_test(t, one_reclaimer_at_a_time);
     tcase_add_test(t, search_failure_not_final_while_a_reader_holds_a_span);
     tcase_add_test(t, malformed_kernel_gives_build_log);
