@@ -1086,8 +1086,8 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
 }
 
 /* The refill's first choice: the slot's own span, swept in place and installed again, when at
- * least `least` of its objects were freed while it was cached (an eighth; a sixteenth when the
- * centrals have no span, nsp__refill). Without it a slot that ran out
+ * least an eighth of its objects were freed while it was cached (a sixteenth when the centrals
+ * have no span; nsp__refill counts the frees). Without it a slot that ran out
  * always took another span from the central and sent its own there, so each (class, slot) kept
  * one span more in circulation than its live objects need: the fragmentation case (16-256 B,
  * half freed and reallocated each round) carved 2.2x its live bytes, 3 spans per class for what
@@ -1097,17 +1097,13 @@ static int nsp__claim(__global nsp_dheap *h, ulong w, uint cur, uint size, uint 
  * the word they read, nsp__take_word; so the span is its own to release); returns whether
  * it was released (the caller must then not release w's span again) and, in *nw, the new word
  * (held, as nsp__get_span's) or NSP_DW_EMPTY when it was put back to its central instead. */
-static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint slot, uint nobj,
-                                uint least, ulong *nw)
+static int nsp__refill_in_place(__global nsp_dheap *h, ulong w, uint cls, uint slot, ulong *nw)
 {
     *nw = NSP_DW_EMPTY;
-    uint c = NSP_DW_SPAN(w);
-    if (c == (uint)NSP_DSPAN_NONE)
-        return 0;
-    if (nsp__nfreed(nsp__desc(h, c), nobj) < least)
+    if (NSP_DW_SPAN(w) == (uint)NSP_DSPAN_NONE)
         return 0;
     int has_free;
-    c = nsp__retire_word(h, w, slot, &has_free); /* BUSY: as if released and taken back */
+    uint c = nsp__retire_word(h, w, slot, &has_free); /* BUSY: as if released and taken back */
     uint live = nsp__sweep(h, c, slot);
     *nw = nsp__prepare_held(h, c, cls, live == 0u, live == 0u, slot);
     return 1;
@@ -1124,9 +1120,13 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, ulong 
         /* the span prepared for this slot, else the slot's own swept in place, else a search */
         ulong nw = t == 0u ? nsp__take_next(h, cls - NSP_DMIN_CLASS, slot) : NSP_DW_EMPTY;
         int retired = 0;
-        if (nw == NSP_DW_EMPTY && t == 0u)
-            retired = nsp__refill_in_place(h, w, cls, slot, nobj, nobj / 8u, &nw);
-        if (nw == NSP_DW_EMPTY && t == 0u && !retired) {
+        /* the own span's frees since its install, counted once (none in a growing class) */
+        uint nf = nw == NSP_DW_EMPTY && t == 0u && NSP_DW_SPAN(w) != (uint)NSP_DSPAN_NONE
+                      ? nsp__nfreed(nsp__desc(h, NSP_DW_SPAN(w)), nobj)
+                      : 0u;
+        if (nf >= nobj / 8u) {
+            retired = nsp__refill_in_place(h, w, cls, slot, &nw);
+        } else if (nf >= max(nobj >> NSP_INPLACE_SHIFT, 1u)) {
             /* Before carving: a central's span, else the own span again for fewer frees (a
              * sixteenth: a refill still worth >= 32 claims). The search carves when the
              * centrals are empty, and with two slots they often are while each slot's own span
@@ -1137,8 +1137,7 @@ static nsp_dhandle nsp__refill(__global nsp_dheap *h, __global ulong *sw, ulong 
              * entries makes a refill every few claims. */
             nw = nsp__from_central(h, cls, slot);
             if (nw == NSP_DW_EMPTY)
-                retired = nsp__refill_in_place(h, w, cls, slot, nobj,
-                                               max(nobj >> NSP_INPLACE_SHIFT, 1u), &nw);
+                retired = nsp__refill_in_place(h, w, cls, slot, &nw);
         }
         if (nw == NSP_DW_EMPTY)
             nw = nsp__get_span(h, cls, slot);
