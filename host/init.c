@@ -122,10 +122,13 @@ static void fork_prepare(void)
 
 static void fork_release_child(void);
 
-static void fork_release(void)
+static void fork_release_locks(int child)
 {
     nsp__pacer_fork_release();
-    nsp__ledger_unlock_all();
+    if (child)
+        nsp__ledger_forked_child();
+    else
+        nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
         pthread_mutex_unlock(&nsp__pageheaps[n].lock);
     for (unsigned n = nsp__nnodes; n-- > 0;)
@@ -134,10 +137,15 @@ static void fork_release(void)
     nsp__cache_unlock_all();
 }
 
+static void fork_release(void)
+{
+    fork_release_locks(0);
+}
+
 static void fork_release_child(void)
 {
     nsp__cache_forked_child();
-    fork_release();
+    fork_release_locks(1);
     nsp__pacer_forked_child(); /* no pacer thread in the child: one starts only if it is paced */
 }
 

@@ -12,6 +12,13 @@
  * too — the acting cache's, the span's central's, or, for the events that hold neither (large
  * objects, exact mode's remote frees), the node's ledger lock below. fork and the debug recount
  * take all of them, so a child or a recount never sees a change half made.
+ *
+ * The node's ledger lock is a reader-preferring rwlock, not a mutex: the events take it shared
+ * (each change is two atomic steps, so changers need no exclusion among themselves) and only
+ * fork and the recount take it exclusive. A thread preempted or stopped between the two steps
+ * of a large object's change then holds up nobody's malloc or free, only a fork or a recount
+ * (issue 11: a main thread's large malloc waited 2 s for a stopped worker's mutex here).
+ * glibc's default rwlock prefers readers: a shared take never queues behind a waiting fork.
  */
 #include "ledger.h"
 
@@ -35,20 +42,29 @@ void (*_Atomic nsp__ledger_crossed)(int64_t total);
 _Atomic int64_t nsp__node_notify[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] = INT64_MAX};
 void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
 
-/* Leaf locks: held across the two steps of a change made outside any cache or central lock. */
-static pthread_mutex_t node_lock[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] =
-                                                       PTHREAD_MUTEX_INITIALIZER};
+/* Leaf locks: held (shared) across the two steps of a change made outside any cache or central
+ * lock; exclusive only for those who must see no change half made (file header). */
+static pthread_rwlock_t node_lock[NSP_MAX_NODES] = {[0 ... NSP_MAX_NODES - 1] =
+                                                        PTHREAD_RWLOCK_INITIALIZER};
 
 void nsp__ledger_lock_all(void)
 {
     for (unsigned n = 0; n < NSP_MAX_NODES; n++)
-        pthread_mutex_lock(&node_lock[n]);
+        pthread_rwlock_wrlock(&node_lock[n]);
 }
 
 void nsp__ledger_unlock_all(void)
 {
     for (unsigned n = NSP_MAX_NODES; n-- > 0;)
-        pthread_mutex_unlock(&node_lock[n]);
+        pthread_rwlock_unlock(&node_lock[n]);
+}
+
+void nsp__ledger_forked_child(void)
+{
+    /* an unlock here would be read as a reader's (the writer's id is the parent thread's) and
+     * leave the lock held for good; the child's one thread held them all: nothing to keep */
+    for (unsigned n = 0; n < NSP_MAX_NODES; n++)
+        pthread_rwlock_init(&node_lock[n], NULL);
 }
 _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
 
@@ -191,14 +207,14 @@ void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending)
 /* nsp__ledger_set for a span no cache or central lock covers (large objects). */
 static void set_unlocked(struct nsp_span *s, int64_t charge, int64_t huge_delta)
 {
-    pthread_mutex_lock(&node_lock[s->node]);
+    pthread_rwlock_rdlock(&node_lock[s->node]);
     if (s->arena->huge)
         atomic_fetch_add_explicit(&nsp__huge_charge[s->node], huge_delta, memory_order_relaxed);
     int64_t old = atomic_exchange_explicit(&s->charge, charge, memory_order_relaxed);
     if (__builtin_expect(nsp__ledger_test_hook != NULL, 0))
         nsp__ledger_test_hook(); /* between the two steps: what a fork or a recount must not see */
     nsp__ledger_delta(s->node, charge - old, NULL);
-    pthread_mutex_unlock(&node_lock[s->node]);
+    pthread_rwlock_unlock(&node_lock[s->node]);
 }
 
 void nsp__ledger_large(struct nsp_span *s, int allocated)
@@ -246,10 +262,10 @@ void nsp__ledger_exact_objects(struct nsp_span *s, int64_t n, int64_t *pending)
         return;
     }
     /* a central (its lock held) or a remote free (no lock): the node's ledger lock */
-    pthread_mutex_lock(&node_lock[s->node]);
+    pthread_rwlock_rdlock(&node_lock[s->node]);
     atomic_fetch_add_explicit(&s->charge, bytes, memory_order_relaxed);
     nsp__ledger_delta(s->node, bytes, NULL);
-    pthread_mutex_unlock(&node_lock[s->node]);
+    pthread_rwlock_unlock(&node_lock[s->node]);
 }
 
 void nsp__ledger_sweep_doubles(struct nsp_span *s, uint32_t doubles, int64_t *pending)

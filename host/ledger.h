@@ -125,6 +125,9 @@ void nsp__ledger_flush_counts(struct nsp_span *s);
  * after every cache, central and page heap lock, so that neither sees a change half made. */
 void nsp__ledger_lock_all(void);
 void nsp__ledger_unlock_all(void);
+/* In a fork child, instead of nsp__ledger_unlock_all: the locks are rwlocks, which glibc lets go
+ * by the thread id that took them, and the child's one thread has a new one. Made new (free). */
+void nsp__ledger_forked_child(void);
 /* Tests only: called between the two steps of a change made under a ledger lock. */
 extern void (*nsp__ledger_test_hook)(void);
 
