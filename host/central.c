@@ -427,7 +427,8 @@ void *nsp__central_alloc(unsigned node, unsigned cls)
 
 void *nsp__central_alloc_busy(unsigned node, unsigned cls)
 {
-    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure)
+    if (nsp__accounting == NSP_ACCT_EXACT || nsp__secure ||
+        nsp__classes[cls].size < NSP_TRANSFER_MIN_SIZE) /* a waiting object's two words */
         return alloc_one(node, cls);
     struct nsp_central *c = nsp__central(node, cls);
     uintptr_t spill;

@@ -164,15 +164,32 @@ static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t i
     }
 }
 
+/* Whether p, whose first word is the transfer's tag, waits in a chain of any node's transfer of
+ * class cls (a batch goes to the transfer of the node that asked, whatever node its span is on).
+ * A few looks apart: a chain a taker holds for a moment is back in a slot at the next look. */
+static __attribute__((noinline)) int waits_in_transfer(unsigned cls, const void *p)
+{
+    int saved = errno;
+    int held = 0;
+    for (int look = 0; look < 3 && !held && nsp__transfer_lists(p); look++) {
+        for (unsigned n = 0; n < nsp__nnodes && !held; n++)
+            held = nsp__transfer_holds(&nsp__central(n, cls)->front, cls, p);
+        if (!held)
+            sched_yield();
+    }
+    errno = saved;
+    return held;
+}
+
 /* A small object's free that its bin did not take: the locked local free, or a remote one. */
 __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p)
 {
     if (unlikely(nsp__secure)) /* the canary checked, the slot poisoned (secure.h) */
         nsp__secure_free(s, idx, p);
-    /* an object waiting in a node's transfer batch has its alloc bit set: freed again (by the
-     * locked local free too, when a cache holds its span now), it would be handed out twice
-     * (transfer.h) */
-    if (unlikely(nsp__transfer_lists(s, p))) {
+    /* an object waiting in a node's transfer batch has its alloc bit set: freed again (by a bin's
+     * push, which its tag sends here, or by the locked local free), it would be handed out twice
+     * (transfer.h). The tag is a hint; the report waits for the proof. */
+    if (unlikely(nsp__transfer_lists(p)) && waits_in_transfer(s->sizeclass, p)) {
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
     }

@@ -4,6 +4,7 @@
  */
 #include "transfer.h"
 
+#include "magazine.h"
 #include "os.h"
 #include "pageheap.h"
 #include "runtime.h"
@@ -36,14 +37,41 @@ static int link_ok(uintptr_t v, unsigned cls)
     return s && s->sizeclass == cls && nsp__span_index(s, v) != UINT32_MAX;
 }
 
-/* p's next object; *ok = 0 (reported) when p's link was overwritten while it waited. */
+/* The link word of object p in a chain: its second (the first holds the transfer's tag). */
+static inline uint64_t *link_of(uintptr_t p)
+{
+    return (uint64_t *)p + 1;
+}
+
+/* Writes p's tag and its link to next: p waits in a chain from now on. */
+static inline void list(uintptr_t p, uintptr_t next)
+{
+    *(uint64_t *)p = nsp__magazine_tag((const void *)p, NSP_MAG_TRANSFER);
+    *link_of(p) = (uint64_t)next ^ nsp__transfer_key;
+}
+
+/* Whether p's first word is still the transfer's tag (transfer.h: a bin's push, the program or
+ * anything that wrote p while it waited has changed it). */
+static inline int tagged(uintptr_t p)
+{
+    return nsp__magazine_tagged((const void *)p) == NSP_MAG_TRANSFER;
+}
+
+/* p's next object, quietly; *ok = 0 when p's tag or link was overwritten while it waited. */
+static uintptr_t peek_next(uintptr_t p, unsigned cls, int *ok)
+{
+    uintptr_t v = (uintptr_t)(*link_of(p) ^ nsp__transfer_key);
+    *ok = tagged(p) && link_ok(v, cls);
+    return *ok ? v : 0;
+}
+
+/* p's next object; *ok = 0 (reported) when p's tag or link was overwritten while it waited. */
 static uintptr_t next_of(uintptr_t p, unsigned cls, int *ok)
 {
-    uintptr_t v = (uintptr_t)(*(const uint64_t *)p ^ nsp__transfer_key);
-    *ok = link_ok(v, cls);
+    uintptr_t v = peek_next(p, cls, ok);
     if (__builtin_expect(!*ok, 0)) {
-        /* overwritten while it waited: a write after free, or a second free that pushed it into
-         * a bin (whose link it now holds): what follows is lost, not aliased */
+        /* overwritten while it waited: a write after free (a second free is refused, transfer.h):
+         * what follows is lost, not aliased */
         nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)p);
         return 0;
     }
@@ -102,7 +130,9 @@ void *nsp__transfer_take(struct nsp_transfer *t, unsigned cls, uintptr_t *spill)
             continue;
         if (rest && put_chain(t, rest, i) != 0)
             *spill = rest;
-        *(uint64_t *)p = 0; /* the program's now: it must not look listed */
+        /* the program's now: it must not look listed (its tag), nor keep a link */
+        *(uint64_t *)p = 0;
+        *link_of(p) = 0;
         return (void *)p;
     }
     return NULL;
@@ -113,8 +143,7 @@ int nsp__transfer_put(struct nsp_transfer *t, void **objs, unsigned n)
     if (!n)
         return 0;
     for (unsigned i = 0; i < n; i++)
-        *(uint64_t *)objs[i] = (uint64_t)(i + 1 < n ? (uintptr_t)objs[i + 1] : 0) ^
-                               nsp__transfer_key;
+        list((uintptr_t)objs[i], i + 1 < n ? (uintptr_t)objs[i + 1] : 0);
     return put_chain(t, (uintptr_t)objs[0], first_slot());
 }
 
@@ -139,17 +168,69 @@ uintptr_t nsp__transfer_take_all(struct nsp_transfer *t, unsigned cls)
                 continue; /* the chain's first object: the whole chain is dropped */
             last = prev;
         }
-        *(uint64_t *)last = (uint64_t)all ^ nsp__transfer_key;
+        list(last, all);
         all = p;
     }
     return all;
 }
 
-int nsp__transfer_lists(const struct nsp_span *s, const void *p)
+int nsp__transfer_lists(const void *p)
 {
-    uintptr_t v = (uintptr_t)(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^
-                              nsp__transfer_key);
-    if (v >> NSP_ADDR_BITS) /* almost every live object's word: not a link */
-        return 0;
-    return v == 0 || link_ok(v, s->sizeclass);
+    return nsp__magazine_tagged(p) == NSP_MAG_TRANSFER;
+}
+
+/* Walks chain `first`, held by the caller, as nsp__transfer_take_all does: an object written
+ * while it waited is reported and dropped with what follows it (leaked, never written nor handed
+ * out). Returns the chain's first object (0 when that one was written) and its last in *last;
+ * *found = 1 when p is one of those kept. */
+static uintptr_t own_chain(uintptr_t first, unsigned cls, const void *p, uintptr_t *last,
+                           int *found)
+{
+    uintptr_t prev = 0, q = first, next;
+    int ok;
+    *found = 0;
+    for (; (next = next_of(q, cls, &ok)); prev = q, q = next)
+        *found |= q == (uintptr_t)p;
+    if (ok) {
+        *found |= q == (uintptr_t)p;
+    } else {
+        if (!prev)
+            return 0;
+        list(prev, 0);
+        q = prev;
+    }
+    *last = q;
+    return first;
+}
+
+/* Puts chain `first` (held by the caller, `last` its last object) back into t from slot i on: a
+ * chain put meanwhile into every slot is taken out and appended to ours, so the put lands. */
+static void put_back(struct nsp_transfer *t, uintptr_t first, uintptr_t last, unsigned cls,
+                     unsigned i)
+{
+    while (put_chain(t, first, i) != 0) {
+        uintptr_t more = atomic_exchange_explicit(&t->slot[i].v, 0, memory_order_acquire), end;
+        int found;
+        if (more && (more = own_chain(more, cls, NULL, &end, &found))) {
+            list(last, more);
+            last = end;
+        }
+    }
+}
+
+int nsp__transfer_holds(struct nsp_transfer *t, unsigned cls, const void *p)
+{
+    for (unsigned i = 0; i < NSP_TRANSFER_SLOTS; i++) {
+        if (!atomic_load_explicit(&t->slot[i].v, memory_order_relaxed))
+            continue;
+        /* the chain is ours while we walk it (the exchange): nobody changes a link under us */
+        uintptr_t first = atomic_exchange_explicit(&t->slot[i].v, 0, memory_order_acquire), last;
+        int found;
+        if (!first || !(first = own_chain(first, cls, p, &last, &found)))
+            continue;
+        put_back(t, first, last, cls, i);
+        if (found)
+            return 1;
+    }
+    return 0;
 }

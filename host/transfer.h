@@ -18,15 +18,26 @@
  * central is trimmed (nsp__central_trim: every cycle, malloc_trim, a reclaim before the page
  * heap grows), so nothing stays stranded past a cycle.
  *
- * Links: an object's first word holds (next ^ nsp__transfer_key), 0 encoded at the end. The key
- * has its top bit set, so a link never decodes to an address for a word that holds a pointer or
- * a small integer; a taker checks every link (an object of the class, at a slot's start) before
- * following it, and a free of an object that decodes so (a double free of an object waiting in a
- * chain: its alloc bit is set) is reported (nsp__transfer_lists). A taker zeroes the word of the
- * object it hands out, so that the program's object does not look listed. A bin's push does not
- * decode transfer links: a second free of a waiting object by the cpu whose bin holds its span
- * is pushed there, and it overwrites the link; the taker that reaches that object then reports
- * it (naming it) and drops it with the rest of its chain, so it is handed out once, by the bin.
+ * Links: an object's first word holds the transfer's tag (magazine.h's tag with cache index
+ * NSP_MAG_TRANSFER: p ^ nsp__magazine_key ^ (NSP_MAG_TRANSFER << 48)), its second (next ^
+ * nsp__transfer_key), 0 encoded at the end. The tag is why a bins' push of a second free of a
+ * waiting object misses (issue 11): the push refuses any remote free's tag in the object's first
+ * word (cache.h), so no instruction is added to the fast path, and the slow path
+ * (nsp__free_small) sees the tag and asks the transfers. The tag alone is a hint: a live object
+ * whose first word the program set to that value by chance (it would need the secret key) must
+ * not be reported, so the report waits for a proof: nsp__transfer_holds finds the object in a
+ * chain. A taker checks every object's tag and link (an object of the class, at a slot's start)
+ * before following it, and zeroes both words of the object it hands out, so that the program's
+ * object does not look listed. Two words: classes below NSP_TRANSFER_MIN_SIZE have no transfer
+ * (their busy misses take one object under the central's mutex, as `exact` and NSP_SECURE do).
+ * A chain whose object was written while it waited (a write after free) is reported by whoever
+ * walks it next, and that object and what follows it are dropped (leaked, not handed out).
+ *
+ * Proof without a lock: nsp__transfer_holds takes each slot's chain out (the exchange: it is the
+ * walker's alone), walks it and puts it back. A chain another thread holds at that instant (a
+ * taker between its exchange and its put-back, a few instructions; or a trim giving it back) is
+ * not seen: a second free racing that is not reported, and the bits decide, as for any double
+ * free racing the first (span.h).
  */
 #ifndef NSP_HOST_TRANSFER_H
 #define NSP_HOST_TRANSFER_H
@@ -42,6 +53,11 @@
 #define NSP_TRANSFER_BATCH_BYTES 16384
 #define NSP_TRANSFER_BATCH_MAX 64
 #define NSP_TRANSFER_BATCH_MIN 8
+/* The smallest class with a transfer: a waiting object holds its tag and its link (above). */
+#define NSP_TRANSFER_MIN_SIZE 16
+/* The tag's cache index for an object waiting in a transfer chain (magazine.h's tag; no cache
+ * has this index, NSP_MAG_NONE is the one above it). */
+#define NSP_MAG_TRANSFER 0x7ffeu
 
 /* A slot per line: a thread starts at its cpu's slot (transfer.c), so a cpu's takes and puts
  * stay on a line its cache holds; one shared line cost a third of the take in line transfers. */
@@ -73,9 +89,13 @@ uintptr_t nsp__transfer_next(uintptr_t p, unsigned cls);
 /* The same, for a holder that frees or rewrites p next: -1 (reported, *next = 0) when p's own
  * link does not decode, and then p must be left alone (a bin may list it), else 0. */
 int nsp__transfer_follow(uintptr_t p, unsigned cls, uintptr_t *next);
-/* Whether object p of span s looks like it waits in a chain: its first word decodes to the end
- * of a chain or to an object of its class. A double free of such an object must be refused: its
- * alloc bit is set, and freeing it would hand it out twice. */
-int nsp__transfer_lists(const struct nsp_span *s, const void *p);
+/* Whether object p looks like it waits in a chain: its first word is the transfer's tag. A hint
+ * (a live object may hold that value by chance): nsp__transfer_holds proves it. */
+int nsp__transfer_lists(const void *p);
+/* Whether p waits in one of t's chains (of class cls), walking each (taken out, put back). Any
+ * object of a walked chain found written while it waited is reported and dropped (as a take does).
+ * 1 proves p is waiting: a free of it is a double free, and must not be applied (its alloc bit
+ * is set; freed, it would be handed out twice). */
+int nsp__transfer_holds(struct nsp_transfer *t, unsigned cls, const void *p);
 
 #endif /* NSP_HOST_TRANSFER_H */
