@@ -252,8 +252,9 @@ __attribute__((noinline)) void nsp__free_any(void *p)
     nsp__free_small(s, idx, p);
 }
 
-/* Whether slot idx of s (object p) is allocated, exactly: an object in a bin's list still has its
- * alloc bit set, so one whose first word decodes to a link of its span (see free_to_bin) has its
+/* Whether slot idx of s (object p) is allocated, exactly: an object in a bin's list or waiting in a
+ * transfer batch still has its alloc bit set, so a transfer's is looked for in the batches, and
+ * one whose first word decodes to a link of its span (see free_to_bin) has its
  * cache taken, which folds the bins, and is asked again. */
 int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
 {
@@ -264,6 +265,9 @@ int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
         return 0;
 #endif
     if (!nsp__span_slot_live(s, idx))
+        return 0;
+    /* waiting in a transfer batch: free, though its bit is set (realloc must not hand it back) */
+    if (unlikely(nsp__transfer_lists(p)) && waits_in_transfer(s->sizeclass, p))
         return 0;
 #ifdef NSP_RSEQ_LOCKS
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED) {

@@ -17,6 +17,7 @@
  *   - nor is it touched by a cycle's give-back (written into, or freed while a bin may list it);
  *   - a second free of a waiting object into a bin holding its span is refused by the push (the
  *     transfer's tag) and reported; a live object that merely looks tagged is freed, unreported;
+ *   - realloc of a waiting object is refused as a freed pointer's, not handed back as it was;
  *   - 8-byte objects (one word: no room for tag and link) have no transfer.
  *
  * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's,
@@ -24,6 +25,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +312,32 @@ START_TEST(the_smallest_class_has_no_transfer)
 }
 END_TEST
 
+/* realloc of a dangling pointer to an object waiting in the transfer, to a size of its class:
+ * its bits say allocated, so realloc returned it as it was, and the program then wrote into an
+ * object the transfer hands out later (an alias). It must be reported as a freed pointer's
+ * realloc: NULL with EINVAL, the object left waiting. */
+START_TEST(realloc_of_a_waiting_object_is_refused)
+{
+    if (!setup_transfer("realloc_of_a_waiting_object_is_refused"))
+        return;
+    void *p = nsp__central_alloc_busy(0, cls);
+    uintptr_t w[NSP_TRANSFER_BATCH_MAX];
+    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    ck_assert_uint_ge(n, 2);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    errno = 0;
+    void *r = nsp_realloc((void *)w[1], SZ - 1);
+    int e = errno;
+    uint64_t after = errors(NSP_ERR_DOUBLE_FREE);
+    unsigned still = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    nsp_free(p);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(e, EINVAL);
+    ck_assert_uint_eq(after, before + 1);
+    ck_assert_uint_eq(still, n);
+}
+END_TEST
+
 START_TEST(a_cycle_gives_the_batch_back)
 {
     setup();
@@ -411,6 +439,7 @@ int main(void)
     tcase_add_test(tc, a_bin_refuses_a_second_free_of_a_waiting_object);
     tcase_add_test(tc, a_live_object_that_looks_tagged_is_freed_without_a_report);
     tcase_add_test(tc, the_smallest_class_has_no_transfer);
+    tcase_add_test(tc, realloc_of_a_waiting_object_is_refused);
     tcase_add_test(tc, a_cycle_gives_the_batch_back);
     tcase_add_test(tc, an_overwritten_link_is_reported_not_followed);
     tcase_add_test(tc, a_cycle_leaves_an_overwritten_object_alone);
