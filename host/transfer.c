@@ -176,7 +176,7 @@ uintptr_t nsp__transfer_take_all(struct nsp_transfer *t, unsigned cls)
 
 int nsp__transfer_lists(const void *p)
 {
-    return nsp__magazine_tagged(p) == NSP_MAG_TRANSFER;
+    return tagged((uintptr_t)p);
 }
 
 /* Walks chain `first`, held by the caller, as nsp__transfer_take_all does: an object written

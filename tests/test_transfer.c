@@ -66,6 +66,18 @@ static unsigned waiting(uintptr_t *out, unsigned max)
     return n;
 }
 
+/* A busy cache's miss (one object, p, returned), which leaves a batch of the class waiting:
+ * its objects into w, at least `least` of them; their number into *n when asked. */
+static void *busy_batch(uintptr_t *w, unsigned least, unsigned *n)
+{
+    void *p = nsp__central_alloc_busy(0, cls);
+    unsigned got = waiting(w, NSP_TRANSFER_BATCH_MAX);
+    ck_assert_uint_ge(got, least);
+    if (n)
+        *n = got;
+    return p;
+}
+
 static int64_t ledger_now(void)
 {
     nsp_pacer_info_t pi;
@@ -127,9 +139,8 @@ START_TEST(double_free_of_a_waiting_object_is_caught)
 {
     if (!setup_transfer("double_free_of_a_waiting_object_is_caught"))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    void *p = busy_batch(w, 2, NULL);
     uintptr_t x = w[1]; /* a dangling pointer to an object freed before the batch took it */
     struct nsp_span *s = nsp__span_of((void *)x);
     uint32_t idx = nsp__span_index(s, x);
@@ -149,9 +160,8 @@ START_TEST(a_locked_local_double_free_of_a_waiting_object_is_caught)
 {
     if (!setup_transfer("a_locked_local_double_free_of_a_waiting_object_is_caught"))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    void *p = busy_batch(w, 2, NULL);
     uintptr_t x = w[1];
     struct nsp_span *s = nsp__span_of((void *)x);
     uint32_t idx = nsp__span_index(s, x);
@@ -184,9 +194,8 @@ START_TEST(a_bin_refuses_an_object_given_back_and_freed_again)
     const char *name = "a_bin_refuses_an_object_given_back_and_freed_again";
     if (!setup_transfer(name))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    ck_assert_uint_ge(waiting(w, NSP_TRANSFER_BATCH_MAX), 2);
+    void *p = busy_batch(w, 2, NULL);
     uintptr_t x = w[1];
     struct nsp_span *s = nsp__span_of((void *)x);
     uint32_t idx = nsp__span_index(s, x);
@@ -230,10 +239,9 @@ START_TEST(a_bin_refuses_a_second_free_of_a_waiting_object)
     const char *name = "a_bin_refuses_a_second_free_of_a_waiting_object";
     if (!setup_transfer(name))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
-    ck_assert_uint_ge(n, 2);
+    unsigned n;
+    void *p = busy_batch(w, 2, &n);
     uintptr_t x = w[1];
     struct nsp_span *s = nsp__span_of((void *)x);
     uint32_t idx = nsp__span_index(s, x);
@@ -320,10 +328,9 @@ START_TEST(realloc_of_a_waiting_object_is_refused)
 {
     if (!setup_transfer("realloc_of_a_waiting_object_is_refused"))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
-    ck_assert_uint_ge(n, 2);
+    unsigned n;
+    void *p = busy_batch(w, 2, &n);
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     errno = 0;
     void *r = nsp_realloc((void *)w[1], SZ - 1);
@@ -371,10 +378,9 @@ START_TEST(an_overwritten_link_is_reported_not_followed)
 {
     if (!setup_transfer("an_overwritten_link_is_reported_not_followed"))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
-    ck_assert_uint_ge(n, 3);
+    unsigned n;
+    void *p = busy_batch(w, 3, &n);
     *(uint64_t *)w[1] = 0x4141414141414141ULL; /* a write after free into a waiting object */
     uint64_t before = errors(NSP_ERR_FREE_LIST);
     void *a = nsp__central_alloc_busy(0, cls); /* w[0]: its link leads to w[1], which is fine */
@@ -403,10 +409,9 @@ START_TEST(a_cycle_leaves_an_overwritten_object_alone)
 {
     if (!setup_transfer("a_cycle_leaves_an_overwritten_object_alone"))
         return;
-    void *p = nsp__central_alloc_busy(0, cls);
     uintptr_t w[NSP_TRANSFER_BATCH_MAX];
-    unsigned n = waiting(w, NSP_TRANSFER_BATCH_MAX);
-    ck_assert_uint_ge(n, 3);
+    unsigned n;
+    void *p = busy_batch(w, 3, &n);
     const uint64_t junk = 0x4141414141414141ULL;
     *(uint64_t *)w[1] = junk; /* a write after free (or a bin's link) into a waiting object */
     uint64_t before = errors(NSP_ERR_FREE_LIST);
