@@ -433,10 +433,12 @@ size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want)
                 continue;
             r->scavenged = 1;
             r->needzero = 0;
-            h->pages_scavenged += r->npages;
             released += (size_t)r->npages << NSP_PAGE_SHIFT;
         }
     }
+    /* published once for the whole hand-back: stats read it without this lock (stats.c), and a
+     * reading should see a hand-back done or not yet, as it did when it took the lock */
+    h->pages_scavenged += released >> NSP_PAGE_SHIFT;
     pthread_mutex_unlock(&h->lock);
     return released;
 }
