@@ -139,6 +139,12 @@ static void make_full(struct nsp_central *c, struct nsp_span *s)
     }
 }
 
+/* n more (or fewer) allocated slots in the spans c owns (central.h: stats read it unlocked). */
+static void count_objects(struct nsp_central *c, int64_t n)
+{
+    __atomic_store_n(&c->objects, c->objects + (uint64_t)n, __ATOMIC_RELAXED);
+}
+
 /* Sweeps a span the central owns, reporting double frees the sweep found. */
 static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
 {
@@ -149,6 +155,7 @@ static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
     uint32_t applied = nsp__span_sweep(s, &doubles, &first);
     c->swept_objects += applied;
     c->sweeps++;
+    count_objects(c, -(int64_t)applied);
     nsp__ledger_count(s, -(int64_t)applied);
     nsp__ledger_sweep(s, NULL);
     if (doubles) {
@@ -229,6 +236,7 @@ static struct nsp_span *cache_span(unsigned node, unsigned cls, unsigned cache, 
         uint32_t room = s->nelems - s->alloc_count;
         if (room && (room >= thin(s) || parked >= NSP_REFILL_PARK_MAX || !c->npartial)) {
             c->refills++;
+            count_objects(c, -(int64_t)s->alloc_count); /* the cache's now */
             take(s, cache);
             pthread_mutex_unlock(&c->lock);
             return s;
@@ -271,6 +279,7 @@ void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)
     epoch_bump(s->node);
     c->releases++;
     c->cached_mallocs += mallocs;
+    count_objects(c, s->alloc_count); /* 0 if its pages go back below */
     if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
         /* empty, and the central has other spans to give: the pages go back */
         c->spans_returned++;
@@ -310,6 +319,7 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
         p = nsp__span_next_free(s);
     }
     if (p) { /* uncached: charged by its allocated slots (exact: by this object) */
+        count_objects(c, 1);
         nsp__ledger_count(s, 1);
         if (nsp__accounting == NSP_ACCT_EXACT)
             nsp__ledger_exact_objects(s, 1, NULL);
@@ -369,6 +379,7 @@ static unsigned take_from(struct nsp_central *c, struct nsp_span *s, void **out,
         out[n++] = p;
     }
     if (n) {
+        count_objects(c, n);
         nsp__ledger_count(s, n);
         nsp__ledger_sweep(s, NULL);
         c->direct_allocs += n;

@@ -33,6 +33,10 @@ struct nsp_central {
     uint64_t direct_allocs;  /* objects handed out without a cache */
     uint64_t cached_mallocs; /* objects caches handed out of spans since given back */
     uint64_t wakes;          /* FULL spans woken by a remote free */
+    /* allocated slots (alloc_count) of the spans it owns: its lists and the span a refill or a
+     * direct allocation has out of them; remote frees count until swept. Stored with relaxed
+     * atomic stores under the lock, so that stats read it without the lock (stats.c). */
+    uint64_t objects;
     /* the lock-free front of this node's class (transfer.h): on its own line, outside the lock */
     struct nsp_transfer front;
 } __attribute__((aligned(NSP_CACHE_LINE)));

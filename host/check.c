@@ -1,6 +1,7 @@
 /*
- * host/check.c — the validators of each layer and the ledger's recount (see check.h for what
- * each checks, the locks each needs, and the debug levels).
+ * host/check.c — the validators of each layer, the stats' counters against a walk of every span,
+ * and the ledger's recount (see check.h for what each checks, the locks each needs, and the debug
+ * levels).
  *
  * This file sits above the span, page heap, central, cache and ledger layers and reads their
  * structures; none of them calls it. Whole-heap checks take the locks in the heap's order
@@ -327,6 +328,160 @@ int nsp_heap_check(char *why, size_t len)
             ok = nsp__central_is_valid(n, k, why, len);
     for (unsigned n = 0; ok && n < nsp__nnodes; n++)
         ok = nsp__pageheap_is_valid(n, why, len);
+    unlock_heap(1);
+    return ok ? 0 : -1;
+}
+
+/* ---- stats against a walk ----------------------------------------------------------------------- */
+
+/* What a walk of node n's spans finds: per class, and for the node's large objects and free
+ * pages. The numbers nsp_stats_get derives from counters (stats.c) must equal these at rest. */
+struct stats_walk {
+    uint64_t in_use[NSP_NUM_CLASSES];   /* allocated slots less remote frees not yet swept */
+    uint64_t owned[NSP_NUM_CLASSES];    /* allocated slots of spans no cache holds */
+    uint64_t freed[NSP_NUM_CLASSES];    /* freed bits set */
+    uint64_t cached[NSP_NUM_CLASSES], partial[NSP_NUM_CLASSES], full[NSP_NUM_CLASSES];
+    uint64_t large_objects, large_bytes, free_pages;
+};
+
+static void walk_small(const struct nsp_span *s, uint32_t st, struct stats_walk *w)
+{
+    unsigned k = s->sizeclass;
+    uint64_t freed = 0, pending = 0;
+    for (uint32_t i = 0; i < nsp__span_nwords(s); i++) {
+        uint64_t f = atomic_load_explicit(&s->freed_bits[i], memory_order_relaxed);
+        freed += (uint64_t)__builtin_popcountll(f);
+        pending += (uint64_t)__builtin_popcountll(f & s->alloc_bits[i]);
+    }
+    w->freed[k] += freed;
+    struct nsp_cached_counts cc = {.slots = (int64_t)s->alloc_count};
+    if (st == NSP_SPAN_CACHED) {
+        nsp__cache_span_counts(s, &cc); /* its bin's listed objects are free */
+        w->cached[k]++;
+    } else {
+        w->owned[k] += s->alloc_count;
+        if (st == NSP_SPAN_FULL)
+            w->full[k]++;
+        else
+            w->partial[k]++; /* PARTIAL, or SWEEPING: out of its list for a moment */
+    }
+    uint64_t slots = cc.slots > 0 ? (uint64_t)cc.slots : 0;
+    w->in_use[k] += slots > pending ? slots - pending : 0;
+}
+
+/* Node n's arenas span by span (spans and free runs tile them), then its huge mappings (in the
+ * arena table only). Every lock of the heap held. */
+static void stats_walk(unsigned n, struct stats_walk *w)
+{
+    memset(w, 0, sizeof *w);
+    for (const struct nsp_arena *ar = nsp__pageheaps[n].arenas; ar; ar = ar->next)
+        for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
+            const struct nsp_span *s = &ar->spans[p];
+            uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+            if (st == NSP_SPAN_FREE) {
+                w->free_pages += s->npages;
+            } else if (st == NSP_SPAN_LARGE) {
+                w->large_objects++;
+                w->large_bytes += s->npages << NSP_PAGE_SHIFT;
+            } else if (st != NSP_SPAN_TAKEN && s->sizeclass && s->sizeclass < NSP_NUM_CLASSES) {
+                walk_small(s, st, w);
+            }
+            p += s->npages ? (uint32_t)s->npages : 1;
+        }
+    for (size_t i = 0; i < NSP_ARENA_SLOTS; i++) {
+        uintptr_t e = (uintptr_t)__atomic_load_n(&nsp__arena_table[i], __ATOMIC_ACQUIRE);
+        const struct nsp_arena *ar = (const struct nsp_arena *)(e - 1);
+        /* a huge arena is in every slot it covers: counted at its first */
+        if (!(e & 1) || ar->node != n || ar->base >> NSP_ARENA_SHIFT != i ||
+            atomic_load_explicit(&ar->spans->state, memory_order_acquire) != NSP_SPAN_LARGE)
+            continue;
+        w->large_objects++;
+        w->large_bytes += ar->spans->npages << NSP_PAGE_SHIFT;
+    }
+}
+
+#define ULL(x) ((unsigned long long)(x))
+
+/* Node n's counters and st's node n against its walk; its classes' numbers are added to sum[]
+ * (compared with st's per-class sums over the nodes once every node is walked). */
+static int node_stats_match(unsigned n, const nsp_stats_t *st, const struct stats_walk *w,
+                            struct stats_walk *sum, char *why, size_t len)
+{
+    uint64_t in_use = 0, bytes = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        int64_t freed = atomic_load(&nsp__freed_pending[n][k].n);
+        uint64_t owned = __atomic_load_n(&nsp__central(n, k)->objects, __ATOMIC_RELAXED);
+        if (freed < 0 || (uint64_t)freed != w->freed[k])
+            return fail(why, len, "stats, node %u class %u: nsp__freed_pending %lld, but the "
+                        "spans' freed bitmaps hold %llu bits", n, k, (long long)freed,
+                        ULL(w->freed[k]));
+        if (owned != w->owned[k])
+            return fail(why, len, "stats, node %u class %u: the central's objects %llu, but its "
+                        "spans hold %llu allocated slots", n, k, ULL(owned), ULL(w->owned[k]));
+        in_use += w->in_use[k];
+        bytes += w->in_use[k] * nsp__classes[k].size;
+        sum->in_use[k] += w->in_use[k];
+        sum->cached[k] += w->cached[k];
+        sum->partial[k] += w->partial[k];
+        sum->full[k] += w->full[k];
+    }
+    const nsp_node_stats_t *d = &st->node[n];
+    in_use += w->large_objects;
+    bytes += w->large_bytes;
+    if (d->large_objects != w->large_objects || d->large_bytes != w->large_bytes)
+        return fail(why, len, "stats, node %u: %llu large objects of %llu B, but a walk finds "
+                    "%llu of %llu B", n, ULL(d->large_objects), ULL(d->large_bytes),
+                    ULL(w->large_objects), ULL(w->large_bytes));
+    if (d->objects_in_use != in_use || d->bytes_in_use != bytes)
+        return fail(why, len, "stats, node %u: %llu objects, %llu B in use, but a walk finds "
+                    "%llu, %llu B", n, ULL(d->objects_in_use), ULL(d->bytes_in_use),
+                    ULL(in_use), ULL(bytes));
+    if (d->pages_free != w->free_pages)
+        return fail(why, len, "stats, node %u: %llu free pages, but its free runs hold %llu", n,
+                    ULL(d->pages_free), ULL(w->free_pages));
+    return 1;
+}
+
+static int classes_match(const nsp_stats_t *st, const struct stats_walk *sum, char *why,
+                         size_t len)
+{
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        const nsp_class_stats_t *c = &st->cls[k];
+        if (c->objects_in_use != sum->in_use[k] || c->spans_cached != sum->cached[k] ||
+            c->spans_partial != sum->partial[k] || c->spans_full != sum->full[k])
+            return fail(why, len, "stats, class %u (%u B): in use %llu, spans cached/partial/"
+                        "full %llu/%llu/%llu; a walk of the spans finds %llu, %llu/%llu/%llu", k,
+                        nsp__classes[k].size, ULL(c->objects_in_use), ULL(c->spans_cached),
+                        ULL(c->spans_partial), ULL(c->spans_full), ULL(sum->in_use[k]),
+                        ULL(sum->cached[k]), ULL(sum->partial[k]), ULL(sum->full[k]));
+    }
+    return 1;
+}
+
+int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire)) {
+        fail(why, len, "the allocator is not initialised");
+        return -1;
+    }
+    if (!lock_heap(1)) {
+        fail(why, len, "not checked: a cache's cpu cannot be fenced, so it cannot be held");
+        return -1;
+    }
+    /* large: not on a small thread's stack; serialised by lock_heap (foreign takers take
+     * turns). The reading too is taken with every lock held: taking the caches flushes what
+     * they hold back (magazines), which a reading before it would not have seen. */
+    static struct stats_walk w, sum;
+    static nsp_stats_t st;
+    memset(&sum, 0, sizeof sum);
+    int ok = read(&st) == 0 || fail(why, len, "the stats reader failed");
+    for (unsigned n = 0; ok && n < nsp__nnodes; n++) {
+        stats_walk(n, &w);
+        ok = node_stats_match(n, &st, &w, &sum, why, len);
+    }
+    ok = ok && classes_match(&st, &sum, why, len);
     unlock_heap(1);
     return ok ? 0 : -1;
 }

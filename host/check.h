@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "cache.h"
+#include "numaspan.h"
 #include "types.h"
 
 /* Any live span, with nothing changing it: its owner's lock held (a cache's or a central's) or
@@ -37,6 +38,16 @@ int nsp__central_is_valid(unsigned node, unsigned cls, char *why, size_t len);
 /* A cache held by the caller (nsp__cache_lock_foreign or lock_all): spans[k] is the empty span or
  * one CACHED by this cache with class k, and held_bytes is their sum. */
 int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len);
+
+/* At rest (no other thread allocating or freeing): what read (nsp_stats_get: counters only,
+ * stats.c) returns with every lock of the heap held, and the counters it reads, against a walk
+ * of every span: per node and class the freed bits pending (span.h) and the centrals' allocated
+ * slots; per class objects in use and spans cached/partial/full; per node large objects and bytes
+ * (huge ones included), objects and bytes in use, free pages. 0 when all agree; -1 with the
+ * first disagreement in why (or why it could not check). While threads run a disagreement means
+ * nothing: the counters of an operation in flight. The reader is the caller's to pass: this file
+ * does not name stats.c (stats prints the pacer's devices, and the pacer calls in here). */
+int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len);
 
 /* The debug level (nsp__debug, runtime.h), read once by nsp__check_init (init.c). */
 void nsp__check_init(void);

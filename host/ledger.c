@@ -67,6 +67,7 @@ void nsp__ledger_forked_child(void)
         pthread_rwlock_init(&node_lock[n], NULL);
 }
 _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
+_Atomic int64_t nsp__large_bytes[NSP_MAX_NODES];
 
 int64_t nsp__ledger_reserve_room(unsigned cls, int64_t bytes, int64_t budget)
 {
@@ -211,6 +212,8 @@ static void set_unlocked(struct nsp_span *s, int64_t charge, int64_t huge_delta)
     if (s->arena->huge)
         atomic_fetch_add_explicit(&nsp__huge_charge[s->node], huge_delta, memory_order_relaxed);
     int64_t old = atomic_exchange_explicit(&s->charge, charge, memory_order_relaxed);
+    /* a large object's charge is its bytes in every mode: stats' large_bytes follows it */
+    atomic_fetch_add_explicit(&nsp__large_bytes[s->node], charge - old, memory_order_relaxed);
     if (__builtin_expect(nsp__ledger_test_hook != NULL, 0))
         nsp__ledger_test_hook(); /* between the two steps: what a fork or a recount must not see */
     nsp__ledger_delta(s->node, charge - old, NULL);

@@ -83,6 +83,9 @@ extern void (*_Atomic nsp__ledger_node_crossed)(unsigned node, int64_t hl);
 /* Large objects allocated and freed per node (counted by large.c, read by stats.c):
  * monotonic totals of the node like those above, so they live here, below both readers. */
 extern _Atomic uint64_t nsp__large_allocs[NSP_MAX_NODES], nsp__large_frees[NSP_MAX_NODES];
+/* Bytes of the large and huge objects live on each node: the sum of their charges, changed
+ * with them (nsp__ledger_large, nsp__ledger_large_resized), read by stats.c. */
+extern _Atomic int64_t nsp__large_bytes[NSP_MAX_NODES];
 
 /* Applies a change of heapLive on node (delta > 0 at once; delta < 0 into *pending, flushed past
  * the batch, or at once when pending is NULL). */

@@ -81,10 +81,21 @@ static void apply_some(const uintptr_t *objs, unsigned n)
             nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
         e->mask |= bit;
     }
+    /* the bits set, for stats (span.h): one add per run of groups of one node and class */
+    _Atomic int64_t *run = NULL;
+    int64_t run_bits = 0;
     for (unsigned k = 0; k < ng; k++) {
         struct group *e = &g[k];
         uint64_t alloc = __atomic_load_n(&e->s->alloc_bits[e->w], __ATOMIC_RELAXED);
+        _Atomic int64_t *pending = nsp__span_freed_counter(e->s); /* before the OR (span.h) */
         uint64_t old = atomic_fetch_or(&e->s->freed_bits[e->w], e->mask & alloc);
+        if (pending != run) {
+            if (run_bits)
+                nsp__span_count_freed(run, run_bits);
+            run = pending;
+            run_bits = 0;
+        }
+        run_bits += __builtin_popcountll(e->mask & alloc & ~old); /* what this OR set */
         /* freed since the tag's check (a racing double free): the bit was set already, or the
          * slot is free; the OR left such bits as they were */
         uint64_t bad = (old & e->mask & alloc) | (e->mask & ~alloc);
@@ -95,6 +106,8 @@ static void apply_some(const uintptr_t *objs, unsigned n)
         if (nsp__span_freed_remote(e->s))
             nsp__central_wake(e->s);
     }
+    if (run_bits)
+        nsp__span_count_freed(run, run_bits);
 }
 
 void nsp__magazine_apply(const uintptr_t *objs, unsigned n)

@@ -17,6 +17,8 @@
  * sits below the magazines. */
 uint64_t nsp__magazine_key;
 
+struct nsp_freed_count nsp__freed_pending[NSP_MAX_NODES][NSP_GEOM_NUM_CLASSES];
+
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)
 {
     const struct nsp_sizeclass *k = &nsp__classes[cls];
@@ -93,6 +95,8 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
         applied += (uint32_t)__builtin_popcountll(f & a);
     }
     s->alloc_count -= applied;
+    if (applied + dbl) /* every bit the exchanges took, applied or double (span.h) */
+        nsp__span_count_freed(nsp__span_freed_counter(s), -(int64_t)(applied + dbl));
     *doubles = dbl;
     *first_double = first;
     return applied;

@@ -11,14 +11,43 @@
  * alloc_bits are written by the owner alone but read by remote freers (the double-free check of
  * nsp__span_free_remote), so the owner stores each word with a relaxed atomic store (the same
  * instructions as a plain one on x86-64, and no data race for the remote reader).
+ *
+ * nsp__freed_pending[node][class] counts the freed bits set and not yet swept in that node's
+ * spans of that class: every setter of a freed bit adds what its OR set (nsp__span_free_remote,
+ * the magazines' flush), every sweep subtracts what its exchange took (applied frees and double
+ * frees alike). So at rest it equals the popcount of every such span's freed bitmap (check.c's
+ * stats validator asserts it); stats read it instead of walking the spans. One line per counter:
+ * remote frees of different classes never share one.
  */
 #ifndef NSP_HOST_SPAN_H
 #define NSP_HOST_SPAN_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
+#include "numaspan_geometry.h"
 #include "secure.h"
 #include "types.h"
+
+struct nsp_freed_count {
+    _Atomic int64_t n;
+} __attribute__((aligned(NSP_CACHE_LINE)));
+extern struct nsp_freed_count nsp__freed_pending[NSP_MAX_NODES][NSP_GEOM_NUM_CLASSES];
+
+/* The counter of s's node and class. A freer finds it before its OR: once the bit is set, the
+ * owner may sweep the span, empty it and give its pages back, and the descriptor may be set up
+ * again for another class (its node and class read after the OR would be a race, and would put
+ * the bit in the wrong counter). */
+static inline _Atomic int64_t *nsp__span_freed_counter(const struct nsp_span *s)
+{
+    return &nsp__freed_pending[s->node][s->sizeclass].n;
+}
+
+/* n freed bits set (n > 0) or swept (n < 0) into counter (see above). */
+static inline void nsp__span_count_freed(_Atomic int64_t *counter, int64_t n)
+{
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
 
 /* Sets up a span fresh from the page heap for objects of class cls: geometry, cleared bitmaps,
  * cursor at 0. The caller sets its state. */
@@ -139,9 +168,11 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
     uint64_t bit = 1ULL << (idx & 63);
     if (__builtin_expect(!(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) & bit), 0))
         return -1;
+    _Atomic int64_t *pending = nsp__span_freed_counter(s); /* before the OR (above) */
     uint64_t old = atomic_fetch_or(&s->freed_bits[idx >> 6], bit);
     if (__builtin_expect(old & bit, 0))
         return -1;
+    nsp__span_count_freed(pending, 1);
     return nsp__span_freed_remote(s);
 }
 

@@ -1,26 +1,31 @@
 /*
  * host/stats.c — the allocator's stats: nsp_stats_get, nsp_stats_print, mallinfo2, NSP_STATS.
  *
- * Owns nothing: it reads the counters the layers keep (caches, centrals, page heaps, the ledger)
- * and walks each node's arenas, span by span (spans and free runs tile an arena), to count spans
- * by state and objects in use. It never stops allocation: no cache is taken (no lock, no fence:
- * a busy cpu is not interrupted), no central lock is held. Each node's page-heap lock is held
- * while its arenas are walked, which keeps the tiling still (a span is carved, freed or grown only
- * under it, so every descriptor the walk steps on is a span's or a run's first page, and a span's
- * geometry stays put); it stops only that node's carving of new spans and large objects, for the
- * walk's time.
- * Everything else is read racily, as its owner may be writing it: a span's counts (its cache or
- * central owns them), a cached span's bin (nsp__cache_span_counts: listed objects are free, pops
- * and pushes are mallocs and frees), the centrals' and caches' counters (plain stores under their
- * locks). So:
- *   - at rest (no thread allocating or freeing), every field is exact;
- *   - while threads run, a reading is a snapshot: each span's numbers are ones its owner stored
- *     recently, so objects_in_use/bytes_in_use, spans by state, mallocs and frees are off by the
- *     operations in flight during the walk, plus, for a bin whose reading kept changing, its
- *     listed objects (counted as in use: at most one span's objects per cache and class);
- *   - pages (mapped, free, scavenged) are exact at the instant of each node's reading (its lock),
- *     cached_bytes, large objects, spills and bad frees are exact counters read once.
- * Nothing on the fast path pays for stats.
+ * Owns nothing: it reads the counters the layers keep where their state changes, and takes no
+ * lock at all (no cache, no central, no page heap, no ledger lock; no foreign take, no fence), so
+ * a thread stopped anywhere, holding anything, never makes a reading wait (tests/test_no_wait.c).
+ * Each field and the counter it comes from:
+ *   - objects_in_use (per node and class): the allocated slots of the spans the central owns
+ *     (central.h, `objects`) plus those of the spans caches hold (read from the caches' span
+ *     tables and bins, nsp__cache_span_counts: a bin's listed objects are free), less the freed
+ *     bits not yet swept (span.h, nsp__freed_pending); bytes_in_use is that times the size;
+ *   - spans_partial / spans_full: the central's list lengths; spans_cached: the spans the caches'
+ *     tables hold, by the span's node;
+ *   - mallocs, refills, releases, sweeps, remote frees swept: the centrals' and caches'
+ *     counters; remote frees pending: nsp__freed_pending;
+ *   - large objects and bytes: the ledger's large counters (nsp__large_allocs/frees and
+ *     nsp__large_bytes, huge objects included); pages mapped, free and scavenged: the page heap's;
+ *   - cached_bytes, spills, bad frees, bootstrap and metadata bytes: counters read once.
+ * Consistency: every counter is a naturally aligned 64-bit word written by relaxed atomic
+ * stores or read-modify-writes (the page heap's and the centrals' older counters by plain stores
+ * under their locks, which do not tear on the 64-bit targets numaspan builds for), read once
+ * with a relaxed load: no reading ever sees half a counter. With no thread allocating or freeing
+ * every field is exact: check.c's nsp__stats_is_valid walks every span and asserts it
+ * (tests/test_stats.c). While threads run, a reading mixes instants: each counter is one its
+ * owner stored recently, so sums across them (objects in use, spans by state) are off by the
+ * operations in flight during the reading (a span that changes hands while it is read may count
+ * in both or neither owner), and a difference that comes out negative reads 0.
+ * Nothing on the fast path pays for stats: the bins keep no counter for them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,107 +43,78 @@
 #include "sizeclass.h"
 #include "span.h"
 
-/* An owner's plain field, read as it may be writing it (see above). */
+/* An owner's field, read as it may be writing it (see above). */
 #define RACY(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
-/* Remote frees of s not yet swept: freed bits over allocated slots. */
-__attribute__((no_sanitize("thread"))) static uint64_t pending_frees(const struct nsp_span *s)
+/* The spans caches hold on node n, from the caches' tables (no cache is taken): per class their
+ * allocated slots (into cls[k].objects_in_use, less pending frees later), their mallocs not yet
+ * flushed into the central's count, and their count; their local frees not yet in the ledger's
+ * totals into *frees. A span read as it changes hands is skipped or counted as the owner left it. */
+__attribute__((no_sanitize("thread"))) static void cached_spans(unsigned n,
+                                                                nsp_class_stats_t *cls,
+                                                                uint64_t *frees)
 {
-    uint64_t n = 0;
-    uint32_t nw = (RACY(s->nelems) + 63) / 64;
-    for (uint32_t w = 0; w < nw; w++)
-        n += (uint64_t)__builtin_popcountll(
-            atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed) &
-            RACY(s->alloc_bits[w]));
-    return n;
-}
-
-/* Adds span s to the per-class counters cls (of its node), to node counters nd, and its cache's
- * local frees not yet in the ledger to *frees. The node's page-heap lock is held: s is a span's
- * first descriptor, and its geometry stays put. */
-__attribute__((no_sanitize("thread"))) static void count_span(const struct nsp_span *s,
-                                                              nsp_class_stats_t *cls,
-                                                              nsp_node_stats_t *nd,
-                                                              uint64_t *frees)
-{
-    uint32_t state = atomic_load_explicit(&s->state, memory_order_acquire);
-    if (state == NSP_SPAN_LARGE) {
-        nd->large_objects++;
-        nd->large_bytes += RACY(s->npages) << NSP_PAGE_SHIFT;
-        return;
-    }
-    unsigned k = RACY(s->sizeclass);
-    if (state == NSP_SPAN_FREE || state == NSP_SPAN_TAKEN || k == 0 || k >= NSP_NUM_CLASSES)
-        return;
-    nsp_class_stats_t *c = &cls[k];
-    struct nsp_cached_counts cc = {.slots = (int64_t)RACY(s->alloc_count)};
-    if (state == NSP_SPAN_CACHED)
-        nsp__cache_span_counts(s, &cc);
-    uint64_t pending = pending_frees(s);
-    uint64_t slots = cc.slots > 0 ? (uint64_t)cc.slots : 0;
-    uint64_t live = slots > pending ? slots - pending : 0;
-    c->objects_in_use += live;
-    c->bytes_in_use += live * RACY(s->elemsize);
-    nd->remote_frees += pending;
-    if (state == NSP_SPAN_CACHED) {
-        c->mallocs += (uint64_t)cc.mallocs; /* not yet flushed into the central's count */
-        *frees += (uint64_t)cc.frees;        /* nor into the ledger's */
-        c->spans_cached++;
-    } else if (state == NSP_SPAN_FULL) {
-        c->spans_full++;
-    } else {
-        c->spans_partial++;
-    }
-}
-
-/* Walks node n's arenas under its page-heap lock (see above); cls is indexed by class. */
-static void walk_node(unsigned n, nsp_class_stats_t *cls, nsp_node_stats_t *nd, uint64_t *frees)
-{
-    struct nsp_pageheap *h = &nsp__pageheaps[n];
-    pthread_mutex_lock(&h->lock);
-    nd->pages_mapped = h->pages_mapped;
-    nd->pages_free = h->pages_free;
-    nd->pages_scavenged = h->pages_scavenged;
-    for (struct nsp_arena *ar = h->arenas; ar; ar = ar->next)
-        for (uint32_t p = 0; p < nsp__arena_pages(ar);) {
-            const struct nsp_span *s = &ar->spans[p];
-            count_span(s, cls, nd, frees);
-            p += s->npages ? (uint32_t)s->npages : 1;
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        const struct nsp_cache *c = &nsp__caches[i];
+        if (!RACY(c->held_bytes))
+            continue;
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            const struct nsp_span *s = RACY(c->spans[k]);
+            if (s == &nsp__empty_span || RACY(s->node) != n ||
+                atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED ||
+                RACY(s->cache) != i)
+                continue;
+            struct nsp_cached_counts cc = {0};
+            nsp__cache_span_counts(s, &cc);
+            cls[k].objects_in_use += cc.slots > 0 ? (uint64_t)cc.slots : 0;
+            cls[k].mallocs += cc.mallocs > 0 ? (uint64_t)cc.mallocs : 0;
+            *frees += cc.frees > 0 ? (uint64_t)cc.frees : 0;
+            cls[k].spans_cached++;
         }
-    pthread_mutex_unlock(&h->lock);
+    }
 }
 
-/* Node n's stats, centrals' counters read racily (no central lock: a refill never waits). */
+/* Node n's stats from counters; cls is indexed by class. */
 __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_class_stats_t *cls,
                                                               nsp_node_stats_t *nd,
                                                               uint64_t *direct, uint64_t *frees)
 {
     memset(cls, 0, NSP_STATS_MAX_CLASSES * sizeof *cls);
     memset(nd, 0, sizeof *nd);
-    walk_node(n, cls, nd, frees);
-    /* huge objects are not in arenas: the large-object counters cover them */
+    const struct nsp_pageheap *h = &nsp__pageheaps[n];
+    nd->pages_mapped = RACY(h->pages_mapped);
+    nd->pages_free = RACY(h->pages_free);
+    nd->pages_scavenged = RACY(h->pages_scavenged);
+    cached_spans(n, cls, frees);
     uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
     uint64_t lf = atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
-    if (la - lf > nd->large_objects) {
-        nd->large_objects = la - lf;
-    }
+    int64_t lb = atomic_load_explicit(&nsp__large_bytes[n], memory_order_relaxed);
+    nd->large_objects = la > lf ? la - lf : 0;
+    nd->large_bytes = lb > 0 ? (uint64_t)lb : 0;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         struct nsp_central *c = nsp__central(n, k);
-        cls[k].size = nsp__classes[k].size;
-        cls[k].refills = RACY(c->refills);
-        cls[k].releases = RACY(c->releases);
+        nsp_class_stats_t *o = &cls[k];
+        int64_t pending = atomic_load_explicit(&nsp__freed_pending[n][k].n, memory_order_relaxed);
+        int64_t live = (int64_t)(o->objects_in_use + RACY(c->objects)) - pending;
+        o->size = nsp__classes[k].size;
+        o->objects_in_use = live > 0 ? (uint64_t)live : 0;
+        o->bytes_in_use = o->objects_in_use * o->size;
+        o->spans_partial = RACY(c->npartial);
+        o->spans_full = RACY(c->nfull);
+        o->refills = RACY(c->refills);
+        o->releases = RACY(c->releases);
         uint64_t d = RACY(c->direct_allocs);
-        cls[k].mallocs += d + RACY(c->cached_mallocs);
+        o->mallocs += d + RACY(c->cached_mallocs);
         *direct += d;
-        nd->remote_frees += RACY(c->swept_objects);
+        nd->remote_frees += RACY(c->swept_objects) + (pending > 0 ? (uint64_t)pending : 0);
         nd->sweeps += RACY(c->sweeps);
-        nd->spans_cached += cls[k].spans_cached;
-        nd->spans_partial += cls[k].spans_partial;
-        nd->spans_full += cls[k].spans_full;
-        nd->refills += cls[k].refills;
-        nd->releases += cls[k].releases;
-        nd->objects_in_use += cls[k].objects_in_use;
-        nd->bytes_in_use += cls[k].bytes_in_use;
+        nd->spans_cached += o->spans_cached;
+        nd->spans_partial += o->spans_partial;
+        nd->spans_full += o->spans_full;
+        nd->refills += o->refills;
+        nd->releases += o->releases;
+        nd->objects_in_use += o->objects_in_use;
+        nd->bytes_in_use += o->bytes_in_use;
     }
     nd->objects_in_use += nd->large_objects;
     nd->bytes_in_use += nd->large_bytes;

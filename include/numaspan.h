@@ -173,11 +173,13 @@ NSP_API int nsp_node_of(const void *ptr);
 NSP_API size_t nsp_trim(void);
 
 /* ---------------------------------------------------------------------------------------------
- * Stats. Counters are read without stopping the allocator's threads: no core cache is taken and
- * no busy cpu interrupted, so a snapshot taken while threads allocate is approximate (off by the
- * operations in flight, host/stats.c says by how much); a snapshot with the threads stopped is
- * exact. Node by node it holds that node's page-heap lock while it walks the node's spans, which
- * delays only the carving of new spans and large objects there. mallinfo2 is answered the same way.
+ * Stats. nsp_stats_get (and mallinfo2, nsp_stats_get_class_node, nsp_stats_print, NSP_STATS)
+ * read counters that the allocator keeps where its state changes, and take no lock: no core
+ * cache, central, page heap or ledger lock, no busy cpu interrupted, so a thread stopped holding
+ * any lock never makes a reading wait. What a reading gets: each counter is read whole (never
+ * torn) and is exact once no thread allocates or frees (a snapshot with the threads stopped is
+ * exact); a snapshot taken while threads run may mix instants, its sums off by the operations in
+ * flight (host/stats.c says which field comes from which counter).
  * ------------------------------------------------------------------------------------------- */
 
 #define NSP_STATS_MAX_NODES 64
@@ -195,7 +197,7 @@ typedef struct nsp_class_stats {
 
 typedef struct nsp_node_stats {
     uint64_t bytes_in_use, objects_in_use; /* small and large objects on this node */
-    uint64_t large_objects, large_bytes;   /* of which large (page-granular) objects */
+    uint64_t large_objects, large_bytes;   /* of which large (page-granular) and huge objects */
     uint64_t pages_mapped, pages_free, pages_scavenged;
     uint64_t spans_cached, spans_partial, spans_full;
     uint64_t refills, releases;

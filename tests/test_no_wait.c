@@ -143,12 +143,87 @@ START_TEST(ledger_change_half_made)
 }
 END_TEST
 
+/* A thread that holds node 0's page-heap lock and a central's lock and does not run until told
+ * (as one preempted or stopped there would): stats and mallinfo2 read counters and take neither
+ * (host/stats.c), so they answer at once. */
+static _Atomic int holder_in, holder_go;
+
+static void *holder(void *arg)
+{
+    struct nsp_central *c = arg;
+    pthread_mutex_lock(&nsp__pageheaps[0].lock);
+    pthread_mutex_lock(&c->lock);
+    atomic_store(&holder_in, 1);
+    while (!atomic_load(&holder_go))
+        usleep(1000);
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&nsp__pageheaps[0].lock);
+    return NULL;
+}
+
+/* What the reading found, asserted by the test's thread once the holder let go: Check's asserts
+ * allocate (in fork mode each one sends its place to the runner), which may need the page heap. */
+static int read_rc, read_class_rc;
+static uint64_t read_mapped, read_arena;
+
+static void read_stats(void)
+{
+    nsp_stats_t st;
+    read_rc = nsp_stats_get(&st);
+    read_mapped = st.node[0].pages_mapped;
+    nsp_class_stats_t cs;
+    read_class_rc = nsp_stats_get_class_node(0, 1, &cs);
+    struct mallinfo2 mi = mallinfo2();
+    read_arena = mi.arena;
+}
+
+/* read_stats once the holder holds its locks */
+static void read_when_held(void)
+{
+    while (!atomic_load(&holder_in))
+        usleep(1000);
+    read_stats();
+}
+
+START_TEST(stats_while_page_heap_and_central_held)
+{
+    ready();
+    void *keep = malloc(24); /* a class with a span on node 0 (whichever node this cpu has) */
+    /* both threads are created before the locks are held: a thread's creation allocates (its
+     * TLS block), which may need the page heap; the reader allocates nothing while they are */
+    static struct op o = {.fn = read_when_held};
+    pthread_t r, t;
+    ck_assert_int_eq(pthread_create(&r, NULL, op_thread, &o), 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, holder, nsp__central(0, 1)), 0);
+    while (!atomic_load(&holder_in))
+        usleep(1000);
+    /* bounded(), except that a reading that waits lets the holder go first, so that the failure
+     * is reported (reporting it allocates, which may need the page heap) */
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += BOUND_S;
+    int waited = pthread_timedjoin_np(r, NULL, &end) != 0;
+    atomic_store(&holder_go, 1);
+    ck_assert_msg(!waited, "nsp_stats_get and mallinfo2 waited more than %d s for a thread "
+                  "holding node 0's page-heap lock and a central's (they must read counters)",
+                  BOUND_S);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(read_rc, 0);
+    ck_assert_int_eq(read_class_rc, 0);
+    ck_assert_uint_gt(read_mapped, 0);
+    ck_assert_uint_gt(read_arena, 0);
+    free(keep);
+    heap_is_valid();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("no_wait");
     TCase *tc = tcase_create("held");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, ledger_change_half_made);
+    tcase_add_test(tc, stats_while_page_heap_and_central_held);
     suite_add_tcase(s, tc);
     return s;
 }

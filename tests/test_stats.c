@@ -1,0 +1,227 @@
+/*
+ * tests/test_stats.c — nsp_stats_get and mallinfo2 are answered from counters (issue 11
+ * Deliver 3), and at rest those counters say exactly what a walk of every span finds.
+ *
+ * Each test runs a workload, stops (no other thread allocates or frees), and asks check.c's
+ * nsp__stats_is_valid, which holds every lock of the heap, walks every span of every node (and
+ * the huge mappings) and compares: freed bits pending per node and class, the centrals'
+ * allocated slots, objects in use and spans cached/partial/full per class, large objects and
+ * bytes, objects and bytes in use and free pages per node. The workloads cover every place the
+ * counters change: small objects freed locally and by other threads (bins, magazines, direct
+ * remote frees), objects a central hands out without a cache (nsp_malloc_node, a busy cache's
+ * transfer batch), large and huge objects with realloc in place, trim, pacer cycles, thread exit
+ * and a fork child. Links the static library to call the validator; run on the real machine and
+ * on a synthetic 4-node topology.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "host/central.h"
+#include "host/check.h"
+#include "host/runtime.h"
+#include "host/sizeclass.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+static void ready(void)
+{
+    free(malloc(1)); /* initialises the allocator */
+    ck_assert_int_eq(atomic_load(&nsp__ready), 1);
+}
+
+/* The counters against the walk, at rest; `after` names the workload step. Returns 0 (and says
+ * so) when the validator could not hold every cache (a cpu that cannot be fenced). */
+static int at_rest(const char *after)
+{
+    char why[512];
+    int rc = nsp__stats_is_valid(nsp_stats_get, why, sizeof why);
+    if (rc != 0 && strncmp(why, "not checked", 11) == 0) {
+        fprintf(stderr, "test_stats: %s: skipped: %s\n", after, why);
+        return 0;
+    }
+    ck_assert_msg(rc == 0, "after %s: %s", after, why);
+    /* mallinfo2 is the same counters, summed */
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    struct mallinfo2 mi = mallinfo2();
+    size_t mapped = 0;
+    for (unsigned n = 0; n < st.nnodes; n++)
+        mapped += st.node[n].pages_mapped << 13;
+    ck_assert_uint_eq(mi.uordblks, st.bytes_in_use);
+    ck_assert_uint_eq(mi.arena, mapped);
+    return 1;
+}
+
+/* Sizes over the small classes, a few of each. */
+#define NSMALL 4000
+static void *small[NSMALL];
+
+static size_t small_size(unsigned i)
+{
+    return 8 + (size_t)(i * 37) % 3000;
+}
+
+static void alloc_small(unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        ck_assert_ptr_nonnull(small[i] = malloc(small_size(i)));
+        memset(small[i], (int)i, 8);
+    }
+}
+
+static void free_small(unsigned from, unsigned to, unsigned step)
+{
+    for (unsigned i = from; i < to; i += step) {
+        free(small[i]);
+        small[i] = NULL;
+    }
+}
+
+START_TEST(small_local)
+{
+    ready();
+    alloc_small(NSMALL);
+    at_rest("small mallocs");
+    free_small(0, NSMALL, 3);
+    at_rest("a third freed by their owner");
+    free_small(1, NSMALL, 3);
+    free_small(2, NSMALL, 3);
+    at_rest("all freed");
+}
+END_TEST
+
+static void *free_every_other(void *arg)
+{
+    (void)arg;
+    free_small(0, NSMALL, 2); /* frees by another thread: magazines or direct remote frees */
+    return NULL;
+}
+
+static void *alloc_and_exit(void *arg)
+{
+    (void)arg;
+    alloc_small(NSMALL); /* its cache keeps the spans; the objects stay live */
+    return NULL;
+}
+
+START_TEST(remote_frees_and_thread_exit)
+{
+    ready();
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, alloc_and_exit, NULL), 0);
+    pthread_join(t, NULL);
+    at_rest("a thread allocated and exited");
+    ck_assert_int_eq(pthread_create(&t, NULL, free_every_other, NULL), 0);
+    pthread_join(t, NULL);
+    at_rest("another thread freed half of them (freed bits pending)");
+    nsp_pacer_cycle();
+    at_rest("a pacer cycle (sweeps, caches released)");
+    free_small(1, NSMALL, 2);
+    at_rest("the rest freed");
+    nsp_trim();
+    at_rest("a trim");
+}
+END_TEST
+
+START_TEST(central_direct)
+{
+    ready();
+    unsigned nodes = nsp__nnodes;
+    for (unsigned i = 0; i < 600; i++) {
+        ck_assert_ptr_nonnull(small[i] = nsp_malloc_node(small_size(i), i % nodes));
+    }
+    at_rest("nsp_malloc_node on every node");
+    /* a busy cache's miss: a batch from the node's transfer, the rest waiting there */
+    unsigned cls = nsp__size_to_class(48);
+    for (unsigned i = 600; i < 700; i++)
+        ck_assert_ptr_nonnull(small[i] = nsp__central_alloc_busy(i % nodes, cls));
+    at_rest("objects from the transfer");
+    free_small(0, 700, 2);
+    at_rest("half of them freed");
+    nsp_trim(); /* the transfers drained, spans swept and given back */
+    at_rest("a trim");
+    free_small(1, 700, 2);
+    nsp_pacer_cycle();
+    at_rest("the rest freed and a cycle");
+}
+END_TEST
+
+START_TEST(large_and_huge)
+{
+    ready();
+    void *l[40];
+    for (unsigned i = 0; i < 40; i++) {
+        ck_assert_ptr_nonnull(l[i] = malloc(40000 + (size_t)i * 9000));
+        memset(l[i], 1, 100);
+    }
+    void *h = malloc((size_t)40 << 20); /* a huge object: a mapping of its own */
+    ck_assert_ptr_nonnull(h);
+    at_rest("large and huge mallocs");
+    free(l[1]); /* room after l[0]: it grows in place */
+    ck_assert_ptr_eq(realloc(l[0], 40000 + 2 * 9000), l[0]);
+    h = realloc(h, (size_t)80 << 20);
+    ck_assert_ptr_nonnull(h);
+    at_rest("reallocs of a large and a huge object");
+    for (unsigned i = 0; i < 40; i++)
+        if (i != 1)
+            free(l[i]);
+    free(h);
+    at_rest("all freed");
+    nsp_trim();
+    at_rest("a trim");
+}
+END_TEST
+
+START_TEST(fork_child)
+{
+    ready();
+    alloc_small(NSMALL / 2);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char why[512];
+        free_small(0, NSMALL / 2, 2);
+        void *p = malloc(300000);
+        int rc = nsp__stats_is_valid(nsp_stats_get, why, sizeof why);
+        if (rc != 0 && strncmp(why, "not checked", 11) != 0) {
+            fprintf(stderr, "fork child: %s\n", why);
+            _exit(1);
+        }
+        free(p);
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the fork child's stats disagree with its walk (its stderr says how)");
+    at_rest("a fork child's work (the parent's heap)");
+    free_small(0, NSMALL / 2, 1);
+    at_rest("all freed");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("stats");
+    TCase *tc = tcase_create("counters");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, small_local);
+    tcase_add_test(tc, remote_frees_and_thread_exit);
+    tcase_add_test(tc, central_direct);
+    tcase_add_test(tc, large_and_huge);
+    tcase_add_test(tc, fork_child);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return nsp_run_suite(suite());
+}
