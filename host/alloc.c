@@ -6,6 +6,8 @@
  *   nsp__alloc_small_locked: the first generation's path — the cache's lock, then a slot of the
  *     cached span's bitmap. Caches without bins (cache.h: virtual cores, no rseq, grouping) live
  *     on it; the bins' misses come through it to the cache's slow path, which refills the bin.
+ *     Before the lock, a bins' miss pops the cpu's slab (slab.h) when the bin's span was found
+ *     full, and after it when the cache is busy.
  *   alloc_small_slow: the cache's slow path, or, when the cache is busy (or this cpu has none,
  *     or its bin could not be detached), the node's central — nobody spins on a cache — and,
  *     before ENOMEM, a trim (trim.c) holding no lock, then the central once more.
@@ -55,7 +57,21 @@ static __attribute__((noinline)) void *alloc_small_slow(unsigned cls, struct nsp
  * bins (cache.h) live on it; the bins' misses come through it to their slow path. */
 __attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
 {
+#ifdef NSP_RSEQ_LOCKS
+    /* the bin's span had no free slot left at its last miss (cache.h, `full`): the cpu's slab,
+     * no lock (slab.h) */
+    struct nsp_cache *tb = nsp__tb;
+    void *q;
+    if (likely(tb != NULL) && __atomic_load_n(&tb->bins[cls].full, __ATOMIC_RELAXED) &&
+        (q = nsp__slab_alloc(tb, cls)))
+        return q;
+#endif
     struct nsp_cache *c = nsp__cache_acquire();
+#ifdef NSP_RSEQ_LOCKS
+    /* the cache is busy (a holder preempted): the cpu's slab, no lock */
+    if (unlikely(!c) && tb && (q = nsp__slab_alloc(tb, cls)))
+        return q;
+#endif
     if (likely(c) && !(c->bins_on && nsp__tb == c)) {
         struct nsp_span *s = c->spans[cls];
         /* a cycle since this cache last looked: its spans are stale, the slow path releases them */

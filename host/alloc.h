@@ -18,8 +18,9 @@
  *
  * Routing. Small (<= 32 KiB): the calling thread's core cache. On the real machine that is its
  * bin (cache.h): one restartable sequence whose commit pops, no lock and no atomic; a miss takes
- * the cache's lock and goes to the slow path, which refills the bin from the cached span (or the
- * central). Caches without bins give a slot from the cached span's bitmap under the cache's lock.
+ * the cache's lock and goes to the slow path, which refills the bin from the cached span, or,
+ * when that span is full or the cache busy, pops the cpu's slab (slab.h), or refills from the
+ * central. Caches without bins give a slot from the cached span's bitmap under the cache's lock.
  * A cache that cannot be taken at once sends the request to the central. Large: page-granular
  * spans from the node's page heap; huge (>= 32 MiB): a mapping of its own.
  *
@@ -28,7 +29,9 @@
  * object is reported (runtime.h). A free by the thread whose core caches the span is a push onto
  * its bin (one restartable sequence), or, without bins or when the object looks freed already,
  * applied under the cache lock after re-checking that the cache still holds the span (the bin
- * settled first); every other free is one atomic OR on the span's freed bitmap (DESIGN.md §3).
+ * settled first); a free of another span's object on the cache's node goes into the cpu's slab
+ * (slab.h); every other free is a remote one (the cpu's magazine, or one atomic OR on the span's
+ * freed bitmap: DESIGN.md §3).
  *
  * errno: untouched by every call that succeeds (an allocation that got its memory only after a
  * refusal inside — a spill to another node, a retry after a trim — included), set by every one

@@ -3,7 +3,8 @@
  * real machine one restartable bin per size class in front of that span (DESIGN.md §3, "second
  * generation of the fast path").
  *
- * Owns: the caches, their lock word, their bins and their remote-free magazines.
+ * Owns: the caches, their lock word, their bins, their remote-free magazines and their object
+ * slabs (slab.h).
  *
  * The bin (struct nsp_bin). An rseq cache (one cpu, rseq registered, not NSP_SECURE, not the
  * `exact` ledger) keeps, per class, an intrusive free list of objects of its cached span (the
@@ -47,6 +48,11 @@
  * push refuses an object whose first word is a magazine's tag, so that a free of an object waiting
  * in a magazine goes to the locked path, which has that magazine flushed and asks the bits.
  *
+ * The slabs (slab.h). Per class, a bins cache also keeps free objects of other spans of its node,
+ * freed by the threads on its cpu: restartable push, pop and take sequences whose commit stores
+ * the slab's word. Detached, drained and attached with the magazine, by the same takers; a slab
+ * object carries the magazine's tag naming this cache, so the tag's slow path covers both.
+ *
  * The lock word (slow paths and foreign takers only; the bins' fast path never reads it):
  *
  *   lock == 0   free
@@ -80,6 +86,7 @@
 
 #include "magazine.h"
 #include "runtime.h"
+#include "slab.h"
 #include "sizeclass.h"
 #include "topology/topology.h"
 #include "types.h"
@@ -97,7 +104,11 @@ struct nsp_bin {
     uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
     int32_t cpu;        /* the cache's rseq cpu, copied here so that a sequence reads one line */
     _Atomic uint32_t seq; /* odd while the lock holder folds or fills the bin (lock-free readers) */
-    uint32_t unused;            /* (alloc_bits at 56, where the push's asm reads it) */
+    /* 1: the attached span had no free slot at the last miss, and the bin was attached to it
+     * empty (so that its local frees still push): mallocs take the cpu's slab first, without
+     * the lock, until it is empty (slab.h). Written by the lock holder, read racily by the
+     * owner's malloc (a stale value costs one slab pop or one slow path, never an object). */
+    uint32_t full;              /* (alloc_bits at 56, where the push's asm reads it) */
     const uint64_t *alloc_bits; /* the attached span's alloc bitmap, for the push */
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
@@ -136,6 +147,10 @@ struct nsp_cache {
 
     /* remote frees by threads on this cache's cpu (magazine.h); attached with the bins */
     struct nsp_magazine mag;
+    /* per class, free objects of any span of this cache's node (slab.h); attached with the bins.
+     * Last: only the classes with a slab are ever touched, and the pages of the rest stay
+     * unbacked. */
+    struct nsp_slab slabs[NSP_NUM_CLASSES];
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
  * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
@@ -398,6 +413,82 @@ abort:
 }
 
 /*
+ * The slab's sequences (slab.h): each on the slab's cpu, its commit the store of the slab's word.
+ * Return 0 when done, 1 for a miss (not on the cpu, detached, full or empty, or no slab for the
+ * class), 2 if the sequence was aborted (preempted, migrated, a signal): try again.
+ */
+static inline __attribute__((always_inline)) int nsp__slab_push(struct nsp_slab *m, void *p)
+{
+    __asm__ __volatile__ goto(
+        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "%l[miss]") /* on the slab's cpu */
+        "cmpq $0, 8(%[m])\n\t" /* attached */
+        "jz %l[miss]\n\t"
+        "movq (%[m]), %%rax\n\t"
+        "movzbl %%al, %%ecx\n\t" /* count */
+        "cmpq 24(%[m]), %%rcx\n\t" /* full (or cap 0: no slab) */
+        "jae %l[miss]\n\t"
+        "movq %[p], 32(%[m],%%rcx,8)\n\t"
+        "incq %%rax\n\t" /* count + 1: count < cap <= 128, no carry into pops */
+        "movq %%rax, (%[m])\n\t" /* the commit: the push */
+        "2:\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
+        "jmp %l[abort]\n\t"
+        ".popsection\n\t"
+        :
+        : [rs] "r"(__rseq_offset), [m] "r"(m), [p] "r"(p)
+        : "memory", "cc", "rax", "rcx"
+        : miss, abort);
+    return 0;
+miss:
+    return 1;
+abort:
+    return 2;
+}
+
+/* The pop: the object on top, NULL for a miss, (void *)1 if aborted: try again. */
+static inline __attribute__((always_inline)) void *nsp__slab_pop(struct nsp_slab *m)
+{
+    uintptr_t p;
+    __asm__ __volatile__(
+        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "5f") /* on the slab's cpu */
+        "cmpq $0, 8(%[m])\n\t" /* attached */
+        "jz 5f\n\t"
+        "movq (%[m]), %%rax\n\t"
+        "movzbl %%al, %%ecx\n\t" /* count */
+        "testl %%ecx, %%ecx\n\t"
+        "jz 5f\n\t"
+        "movq 24(%[m],%%rcx,8), %[p]\n\t" /* slot[count - 1] */
+        "addq %[pop], %%rax\n\t" /* count - 1, pops + 1 */
+        "movq %%rax, (%[m])\n\t" /* the commit: the pop */
+        "2:\n\t"
+        "jmp 7f\n\t"
+        NSP_RSEQ_ABORT_SIGNATURE
+        "movl $1, %k[p]\n\t"
+        "jmp 7f\n\t"
+        ".popsection\n\t"
+        "5:\n\t"
+        "xorl %k[p], %k[p]\n\t"
+        "7:\n\t"
+        : [p] "=&r"(p)
+        : [rs] "r"(__rseq_offset), [m] "r"(m), [pop] "i"(NSP_SLAB_POP - 1)
+        : "memory", "cc", "rax", "rcx");
+    return (void *)p;
+}
+
+/* An object from c's slab of class cls for a malloc, its tag gone (the program's object must not
+ * look freed), or NULL when the slab misses (slab.h). It is allocated from its span's view
+ * already: nothing else to count. */
+static inline void *nsp__slab_alloc(struct nsp_cache *c, unsigned cls)
+{
+    void *p;
+    while (__builtin_expect((p = nsp__slab_pop(&c->slabs[cls])) == (void *)1, 0))
+        ;
+    if (p)
+        *(uint64_t *)p = 0;
+    return p;
+}
+
+/*
  * Whether object p of span s looks listed in the bin of the cache that holds s: the bin is
  * attached to s and p's first word decodes with its key to the end of the list or to an object of
  * s (the push's own test). For a freer on another cpu, whose alloc-bit check cannot tell a listed
@@ -610,6 +701,16 @@ unsigned nsp__cache_take_magazine_rseq(struct nsp_cache *c, uintptr_t *out);
  * a sweep would then free those live objects. A hint read racily (nsp__bin_lists). Returns how
  * many of objs[0..n) are kept, compacted at its front. */
 unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n);
+
+/* The owner's take of a full slab, without the lock, by the thread on c's cpu whose push found it
+ * full: one restartable sequence copies the top half of slab cls to out (at least
+ * NSP_SLAB_MAX / 2 + 1 slots) and commits count - half. Returns the number taken, 0 when it misses
+ * (not on the cpu, detached, fewer than two objects): the caller then frees the other way. The
+ * caller applies them (nsp__magazine_apply, after nsp__cache_drop_listed) holding nothing. */
+unsigned nsp__cache_take_slab_rseq(struct nsp_cache *c, unsigned cls, uintptr_t *out);
+/* Whether p waits in slab cls of c, read racily (the count first: a push writes the slot before
+ * it commits): a hint for a cache that could not be taken (free.c). */
+int nsp__cache_slab_holds(const struct nsp_cache *c, unsigned cls, uintptr_t p);
 
 /* Gives every span back, applies the pending ledger changes and records sweepgen sg: what a
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */

@@ -8,6 +8,8 @@
  *   - small, by the thread whose core caches the span: under the cache's lock, after
  *     re-checking that the cache still holds the span and settling its bin, so the alloc bit's
  *     answer is exact (a double free of an object in the bin's list is caught here);
+ *   - small, of another span on the cache's node: into the cpu's slab (slab.h), checked and
+ *     tagged as a magazine's object is;
  *   - every other small free: remote, one atomic OR on the span's freed bitmap (DESIGN.md §3),
  *     applied later by whoever sweeps the span.
  * errno is kept by every free.
@@ -65,7 +67,7 @@ static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
  * 0 and the bits decide (p flushed already, or in flight: a free racing the first, span.h). Each
  * value read there was pushed after the generation that held any earlier free of p was flushed,
  * so a listed p is a free not yet applied. errno kept. */
-static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p)
+static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p, unsigned cls)
 {
     if (ci >= (int64_t)nsp__ncaches || !nsp__caches[ci].bins_on)
         return 0;
@@ -82,6 +84,8 @@ static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p
             uint64_t n = __atomic_load_n(&c->mag.count, __ATOMIC_ACQUIRE);
             for (uint64_t i = 0; i < n && i < NSP_MAG_SLOTS && !listed; i++)
                 listed = __atomic_load_n(&c->mag.slot[i], __ATOMIC_RELAXED) == (uintptr_t)p;
+            /* or in the slab of its class (slab.h), which the tag names the same way */
+            listed = listed || nsp__cache_slab_holds(c, cls, (uintptr_t)p);
             break;
         }
         sched_yield();
@@ -124,6 +128,43 @@ static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
             return 0;
     }
     return 0;
+}
+#endif
+
+#ifdef NSP_RSEQ_LOCKS
+/* A free into the thread's cpu's slab of p's class (slab.h): 1 when pushed, 0 when it must go
+ * another way (no slab here or for this class, p's span on another node, p not plainly allocated,
+ * already tagged, or listed in a bin: the remote path decides those; or the slab full and its
+ * top half could not be taken). The caller checked the tags of a magazine and a transfer (p then
+ * has been settled by the bits), and that p's span is not the one our bin holds. A full slab
+ * gives its top half back to the spans as a batch of remote frees (one atomic OR per span and
+ * bitmap word), applied holding nothing, and takes p. */
+static __attribute__((noinline)) int free_to_slab(struct nsp_cache *tb, struct nsp_span *s,
+                                                  uint32_t idx, void *p)
+{
+    struct nsp_slab *m = &tb->slabs[s->sizeclass];
+    if (s->node != tb->node || !m->cap || !nsp__span_slot_live(s, idx) ||
+        nsp__magazine_tagged(p) >= 0 || nsp__bin_lists(s, p))
+        return 0;
+    *(uint64_t *)p = nsp__magazine_tag(p, tb->index); /* before the push can commit */
+    for (int tries = 0;; tries++) {
+        int r;
+        while (unlikely((r = nsp__slab_push(m, p)) == 2))
+            ;
+        if (likely(r == 0))
+            return 1;
+        uintptr_t objs[NSP_SLAB_MAX / 2 + 1];
+        unsigned n;
+        if (tries || !(n = nsp__cache_take_slab_rseq(tb, s->sizeclass, objs))) {
+            /* moved off the cpu or detached: the remote path, which reads no tag of ours (the
+             * caller's checks are done) but must not take p for a magazine-listed double free */
+            *(uint64_t *)p = 0;
+            return 0;
+        }
+        int saved = errno;
+        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n));
+        errno = saved;
+    }
 }
 #endif
 
@@ -196,12 +237,21 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 #ifdef NSP_RSEQ_LOCKS
     /* freed already into a magazine? that one is flushed first, and the bits then answer */
     int64_t mag = nsp__magazine_tagged(p);
-    if (unlikely(mag >= 0) && flush_magazine_of(mag, p)) {
+    if (unlikely(mag >= 0) && flush_magazine_of(mag, p, s->sizeclass)) {
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
     }
 #endif
     uint32_t hint = nsp__cache_hint();
+#ifdef NSP_RSEQ_LOCKS
+    /* not the span our bin holds (that one is the locked local free's): the cpu's slab */
+    struct nsp_cache *tb = nsp__tb;
+    if (likely(tb != NULL) &&
+        (atomic_load_explicit(&s->state, memory_order_relaxed) != NSP_SPAN_CACHED ||
+         __atomic_load_n(&s->cache, __ATOMIC_RELAXED) != tb->index) &&
+        free_to_slab(tb, s, idx, p))
+        return;
+#endif
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_CACHED &&
         (hint == UINT32_MAX || hint == __atomic_load_n(&s->cache, __ATOMIC_RELAXED))) {
         /* (a span another cache holds is freed remotely without taking our own cache) */
@@ -261,7 +311,7 @@ int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
     (void)p; /* without rseq there are no bins to ask */
 #ifdef NSP_RSEQ_LOCKS
     int64_t mag = nsp__magazine_tagged(p); /* waiting in a magazine: flushed, then asked */
-    if (mag >= 0 && flush_magazine_of(mag, p))
+    if (mag >= 0 && flush_magazine_of(mag, p, s->sizeclass))
         return 0;
 #endif
     if (!nsp__span_slot_live(s, idx))

@@ -1,0 +1,103 @@
+/*
+ * host/slab.h — per-cpu object slabs: per (core cache, size class) a bounded stack of free
+ * objects from any span of the cache's node (issue 11; TCMalloc's per-cpu slabs, written anew).
+ *
+ * Why. A bin (cache.h) lists one span's free objects. A program that frees a random one of many
+ * live blocks (Larson) frees mostly objects of other spans; before the slabs each such free went
+ * into the remote-free magazine, whose flush set its freed bit, woke the span, and a later refill
+ * took a span from the central (its mutex), swept it, charged the ledger and attached it: every
+ * freed object made that round trip. A slab keeps the object on its cpu instead, and a malloc of
+ * the cpu pops it where it would otherwise have gone down a level: no span is touched either way.
+ *
+ * When a malloc pops (alloc.c, cache.c): when its bin misses and the bin's span has no free slot
+ * left (the bin's `full`, cache.h: the slow path found the span full, popped the slab instead of
+ * refilling from the central, and attached the bin empty so that the span's local frees still
+ * push), until the slab is empty; and when the cache is busy (its holder preempted: the slab
+ * instead of the node's transfer). Not before the span's own slots: measured (Larson at 2
+ * threads, the brief's first design, the slab popped at every bin miss), the live objects then
+ * spread over many spans, 35-55% of frees missed the bin (4-17% before) and Larson ran at half
+ * the speed; refilled from itself, a span keeps the live objects together.
+ *
+ * Owns: struct nsp_slab and its capacity rule. The sequences (push, pop, take) are cache.h's,
+ * beside the magazine's push; the detach, drain and attach are cache.c's, with the bins'.
+ *
+ *   word   (pops << 8) | count. count: objects in slot[0..count), at most cap (<= 128, so 8 bits);
+ *          pops: objects popped since the slab was last drained (a free and a malloc that no
+ *          span counts: the drain adds them to the node's totals, ledger.h). The one word every
+ *          sequence commits:
+ *            push  writes slot[count] (past count: a restart only rewrites it), commits count + 1;
+ *            pop   reads slot[count - 1], commits count - 1, pops + 1;
+ *            take  (the owner's, when a push finds the slab full) copies the top half out to the
+ *                  caller's buffer and commits count - half (nsp__cache_take_slab_rseq).
+ *   on     0: detached (every sequence misses). Exactly the magazine's `on` protocol (magazine.h):
+ *          only the holder of the cache's lock detaches (a sequence on its cpu whose commit stores
+ *          0, or a store of 0 and a fence of the cpu), drains, and attaches again (word = 0, then
+ *          on = 1 with release).
+ *   cpu    the cache's rseq cpu, copied so that a sequence reads one line.
+ *   cap    objects it may hold; 0: this class has no slab (set once at init).
+ *
+ * An object in a slab is still allocated from its span's view (alloc bit set, freed bit clear),
+ * exactly as one in a magazine: the ledger and the sweeps see nothing until it is popped (then it
+ * is allocated again, and nothing changed) or drained (then it is a remote free, applied as the
+ * magazine's flush applies them: magazine.h). So every foreign take of the cache (cycles, trim,
+ * idle release, stats, fork, the recount: bins_detach_all in cache.c) drains the slabs with the
+ * magazine, and the owner's flush after a cycle does too: exact per-span counts at release and
+ * the ledger's invariants (DESIGN.md §5) hold as they did.
+ *
+ * What may enter (free.c, free_to_slab): a small object whose span is not the one the freeing
+ * thread's bin holds, whose span is on the cache's node (others keep going to the magazine:
+ * placement, DESIGN.md §3), checked as a bins' push checks it (a slot's start, alloc bit set and
+ * freed bit clear, not a remote free's tag, not listed in the bin of the cache that holds its
+ * span), and then tagged with the magazine's tag naming this cache: a second free of it goes to
+ * the slow path, which has this cache taken (its slabs drained) and asks the bits (magazine.h,
+ * "The tag"), and realloc asks the same way (nsp__slot_live). A popped object's first word is
+ * zeroed, so that the program's object does not look tagged.
+ *
+ * Capacity (NSP_SLAB_BYTES, _MIN, _MAX, _MAX_SIZE): 32 KiB of objects per class, at least 16 and
+ * at most 128 slots, and no slab above 2 KiB objects. 32 KiB is TCMalloc's order of per-class
+ * per-cpu capacity and holds a fair share of a server's working set (Larson: 1,000 live blocks
+ * of 8..1000 B per thread, about 30 classes); 128 slots bound the stack at 1 KiB of pointers
+ * and the drain at two magazine batches; 16 slots keep a batch worth moving at 2 KiB. Above 2 KiB
+ * a slab of 16 would hold 32 KiB or more of one class per cpu for objects that are rarely
+ * reused at that rate: those keep the magazine. Worst case a cpu holds 32 KiB per class in use.
+ */
+#ifndef NSP_HOST_SLAB_H
+#define NSP_HOST_SLAB_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "types.h"
+
+#define NSP_SLAB_BYTES 32768u
+#define NSP_SLAB_MIN 16u
+#define NSP_SLAB_MAX 128u
+#define NSP_SLAB_MAX_SIZE 2048u
+#define NSP_SLAB_COUNT 0xffu /* count's bits in word */
+#define NSP_SLAB_POP (NSP_SLAB_COUNT + 1u) /* one pop, in word */
+_Static_assert(NSP_SLAB_MAX <= NSP_SLAB_COUNT, "count fits its 8 bits");
+
+struct nsp_slab {
+    uint64_t word;        /* offset 0: (pops << 8) | count, every sequence's commit */
+    _Atomic uint64_t on;  /* offset 8: 0 = detached */
+    int64_t cpu;          /* offset 16: the cache's rseq cpu */
+    uint64_t cap;         /* offset 24: 0 = no slab for this class */
+    uintptr_t slot[NSP_SLAB_MAX]; /* offset 32 */
+} __attribute__((aligned(NSP_CACHE_LINE)));
+/* the sequences (cache.h) address these fields by offset */
+_Static_assert(__builtin_offsetof(struct nsp_slab, on) == 8 &&
+                   __builtin_offsetof(struct nsp_slab, cpu) == 16 &&
+                   __builtin_offsetof(struct nsp_slab, cap) == 24 &&
+                   __builtin_offsetof(struct nsp_slab, slot) == 32,
+               "the slab sequences' offsets");
+
+/* The capacity of a slab of objects of `size` bytes (the rule above). */
+static inline uint64_t nsp__slab_cap(uint32_t size)
+{
+    if (size == 0 || size > NSP_SLAB_MAX_SIZE)
+        return 0;
+    uint32_t n = NSP_SLAB_BYTES / size;
+    return n < NSP_SLAB_MIN ? NSP_SLAB_MIN : n > NSP_SLAB_MAX ? NSP_SLAB_MAX : n;
+}
+
+#endif /* NSP_HOST_SLAB_H */

@@ -1,0 +1,662 @@
+/*
+ * tests/test_slab.c — the per-cpu object slabs (host/slab.h): frees of other spans' objects kept
+ * on their cpu, popped by mallocs, drained by every foreign take.
+ *
+ * Deterministic steps on the real machine (rseq: the slabs go with the bins), one thread per step
+ * pinned to a cpu and joined, so that the order is the test's (test_magazine.c's method):
+ *   - a free on cpu b of an object whose span cpu a caches waits in b's slab (tagged with b,
+ *     still allocated from its span's view) until b is taken, which applies it once;
+ *   - a full slab gives its top half back to the spans and takes the free;
+ *   - a second free of an object waiting in a slab is reported at that second free, naming the
+ *     pointer, whether it comes from the slab's cpu or from the span's, also when the slab's cache
+ *     cannot be taken then (every fence refused), and after a cycle drained the slab;
+ *   - the push, the pop and the take, modelled step by step on the real slab with a foreign
+ *     detach (a cycle's take, which drains it) before each step and after the commit: every
+ *     object ends exactly once in the slab, in the caller's hands, or freed;
+ *   - the real sequences: off the slab's cpu or detached they miss, on it they push, pop and take
+ *     in stack order;
+ *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges.
+ * Elsewhere (virtual cores, no rseq, TSan, NSP_SECURE, exact) every case skips visibly. The
+ * content-checked cross-cpu stress that runs through the slabs is test_magazine's
+ * objects_handed_across_cpus_stay_intact and test_host_stress.
+ *
+ * Calls nsp_malloc/nsp_free by name: under a sanitizer the process's malloc is the sanitizer's.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host/cache.h"
+#include "host/check.h"
+#include "host/ledger.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/span.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+#define SZ 200 /* a class with a slab */
+#define NOBJ 10
+
+static int cpu_a = -1, cpu_b = -1;
+static unsigned cls_sz;
+
+static uint64_t errors(enum nsp_error_kind k)
+{
+    return atomic_load(&nsp__errors[k]);
+}
+
+static struct nsp_cache *cache_of(int cpu)
+{
+    return &nsp__caches[nsp__topo->cpu_to_cache[cpu]];
+}
+
+/* Two cpus and the slabs on: 1, else 0 with the reason printed. */
+static int ready(const char *name)
+{
+    nsp_free(nsp_malloc(SZ));
+    nsp__on_error = NSP_ON_ERROR_WARN; /* count the double frees these tests commit */
+    cpu_set_t all;
+    if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) {
+        fprintf(stderr, "%s: skipped: fewer than two cpus\n", name);
+        return 0;
+    }
+    cpu_a = cpu_b = -1;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &all)) {
+            if (cpu_a < 0)
+                cpu_a = i;
+            else if (cpu_b < 0)
+                cpu_b = i;
+        }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu_a, &one); /* the main thread's own frees never go into b's slab */
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        fprintf(stderr, "%s: skipped: cannot pin the thread to cpu %d\n", name, cpu_a);
+        return 0;
+    }
+    nsp_free(nsp_malloc(SZ));
+    cls_sz = nsp__size_to_class(SZ);
+    if (!nsp__tb || !cache_of(cpu_a)->bins_on || !cache_of(cpu_b)->bins_on ||
+        !cache_of(cpu_b)->slabs[cls_sz].cap) {
+        fprintf(stderr, "%s: skipped: no slabs here (no rseq, virtual cores, NSP_SECURE or "
+                        "exact)\n", name);
+        return 0;
+    }
+    return 1;
+}
+
+struct step {
+    int cpu;
+    void (*fn)(void *);
+    void *arg;
+    int ran;
+};
+
+static void *step_main(void *arg)
+{
+    struct step *st = arg;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(st->cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0 || sched_getcpu() != st->cpu)
+        return NULL;
+    /* the thread's cache (nsp__tb) is set by its first slow path: a malloc of another class,
+     * freed locally, so that the step's first free already finds its cpu's slab */
+    nsp_free(nsp_malloc(24));
+    st->fn(st->arg);
+    st->ran = 1;
+    return NULL;
+}
+
+static void on_cpu(int cpu, void (*fn)(void *), void *arg)
+{
+    struct step st = {cpu, fn, arg, 0};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, step_main, &st), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(st.ran, "could not run a step on cpu %d", cpu);
+}
+
+struct objs {
+    void *v[NSP_SLAB_MAX + 8];
+    unsigned n;
+    size_t size;
+};
+
+static void malloc_objs(void *arg)
+{
+    struct objs *o = arg;
+    for (unsigned i = 0; i < o->n; i++) {
+        o->v[i] = nsp_malloc(o->size);
+        memset(o->v[i], 0x5a, o->size);
+    }
+}
+
+static void free_objs(void *arg)
+{
+    struct objs *o = arg;
+    for (unsigned i = 0; i < o->n; i++)
+        nsp_free(o->v[i]);
+}
+
+static void free_one(void *arg)
+{
+    nsp_free(*(void **)arg);
+}
+
+/* Takes cache c as a cycle does (which drains its slabs) and gives it back. */
+static void take(struct nsp_cache *c)
+{
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1);
+    nsp__cache_unlock(c);
+}
+
+static int live(const void *p)
+{
+    struct nsp_span *s = nsp__span_of(p); /* NULL: its span emptied and gone, so not live */
+    return s && nsp__span_slot_live(s, nsp__span_index(s, (uintptr_t)p));
+}
+
+static unsigned slab_count(const struct nsp_cache *c, unsigned cls)
+{
+    return (unsigned)(c->slabs[cls].word & NSP_SLAB_COUNT);
+}
+
+/* o->n objects of SZ allocated on cpu a (a caches their span) and freed on cpu b, where they wait
+ * in b's slab, emptied first. Returns b. */
+static struct nsp_cache *waiting_in_b(struct objs *o, unsigned n)
+{
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    o->n = n;
+    o->size = SZ;
+    on_cpu(cpu_a, malloc_objs, o);
+    on_cpu(cpu_b, free_objs, o);
+    return b;
+}
+
+/* Runs fn on cpu `cpu` with stderr sent to a file, and says whether what it wrote names p. */
+static int stderr_names(int cpu, void (*fn)(void *), void *arg, const void *p)
+{
+    char path[] = "/tmp/nsp_test_slab_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    on_cpu(cpu, fn, arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096] = {0}, want[64];
+    ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    snprintf(want, sizeof want, "%p", p);
+    return got > 0 && strstr(buf, want) && strstr(buf, "double free");
+}
+
+START_TEST(a_free_of_another_spans_object_waits_in_the_slab_until_a_take)
+{
+    if (!ready("a_free_of_another_spans_object_waits_in_the_slab_until_a_take"))
+        return;
+    static struct objs o;
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    struct nsp_cache *b = waiting_in_b(&o, 1);
+    void *p = o.v[0];
+    unsigned count = slab_count(b, cls_sz);
+    int held = nsp__cache_slab_holds(b, cls_sz, (uintptr_t)p), live_then = live(p);
+    int64_t tag = nsp__magazine_tagged(p);
+    uint64_t in_mag = b->mag.count;
+    take(b);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_int_eq(held, 1);
+    ck_assert_uint_eq(in_mag, 0); /* the slab, not the magazine */
+    ck_assert_int_eq(live_then, 1); /* allocated from its span's view while it waits */
+    ck_assert_int_eq(tag, (int64_t)b->index);
+    ck_assert_uint_eq(slab_count(b, cls_sz), 0);
+    ck_assert_int_eq(live(p), 0); /* the take applied it, once */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+}
+END_TEST
+
+static struct objs full;
+
+/* A full slab (of a 2000-byte class: a few objects) takes one more free by giving its top half
+ * back to the spans: those applied at once, the rest and the new free waiting. */
+START_TEST(a_full_slab_gives_its_top_half_back_and_takes_the_free)
+{
+    if (!ready("a_full_slab_gives_its_top_half_back_and_takes_the_free"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    unsigned cls = nsp__size_to_class(2000);
+    unsigned cap = (unsigned)b->slabs[cls].cap;
+    ck_assert_uint_ge(cap, NSP_SLAB_MIN);
+    take(b);
+    full.n = cap + 1;
+    full.size = 2000;
+    on_cpu(cpu_a, malloc_objs, &full);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, free_objs, &full);
+    unsigned count = slab_count(b, cls), applied = 0, waiting = 0;
+    for (unsigned i = 0; i < cap + 1; i++) {
+        applied += !live(full.v[i]);
+        waiting += nsp__cache_slab_holds(b, cls, (uintptr_t)full.v[i]);
+    }
+    int last_waits = nsp__cache_slab_holds(b, cls, (uintptr_t)full.v[cap]);
+    take(b);
+    unsigned after = 0;
+    for (unsigned i = 0; i < cap + 1; i++)
+        after += !live(full.v[i]);
+    ck_assert_uint_eq(count, cap - cap / 2 + 1);
+    ck_assert_uint_eq(applied, cap / 2);
+    ck_assert_uint_eq(waiting, cap - cap / 2 + 1);
+    ck_assert_int_eq(last_waits, 1);
+    ck_assert_uint_eq(after, cap + 1); /* every one freed, once */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+}
+END_TEST
+
+START_TEST(a_double_free_of_an_object_in_a_slab_is_reported_naming_it)
+{
+    if (!ready("a_double_free_of_an_object_in_a_slab_is_reported_naming_it"))
+        return;
+    static struct objs o;
+    /* from the slab's own cpu: the tag sends it to the slow path, which takes b (draining the
+     * slab) and asks the bits */
+    struct nsp_cache *b = waiting_in_b(&o, 2);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    int named_b = stderr_names(cpu_b, free_one, &o.v[0], o.v[0]);
+    uint64_t at_b = errors(NSP_ERR_DOUBLE_FREE);
+    /* from the span's cpu (a local free: its bin's push refuses the tag) */
+    int named_a = stderr_names(cpu_a, free_one, &o.v[1], o.v[1]);
+    uint64_t at_a = errors(NSP_ERR_DOUBLE_FREE);
+    take(b);
+    take(cache_of(cpu_a));
+    ck_assert_int_eq(named_b, 1);
+    ck_assert_uint_eq(at_b, before + 1);
+    ck_assert_int_eq(named_a, 1);
+    ck_assert_uint_eq(at_a, before + 2);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 2); /* once each */
+    ck_assert_int_eq(live(o.v[0]), 0);
+    ck_assert_int_eq(live(o.v[1]), 0);
+    /* neither is handed out twice afterwards */
+    static struct objs again;
+    again.n = 64;
+    again.size = SZ;
+    on_cpu(cpu_a, malloc_objs, &again);
+    unsigned seen0 = 0, seen1 = 0;
+    for (unsigned i = 0; i < again.n; i++)
+        seen0 += again.v[i] == o.v[0], seen1 += again.v[i] == o.v[1];
+    on_cpu(cpu_a, free_objs, &again);
+    ck_assert_uint_le(seen0, 1);
+    ck_assert_uint_le(seen1, 1);
+}
+END_TEST
+
+/* The same when the slab's cache cannot be taken at the second free (every fence refused): the
+ * slow path reads the slab instead, and must not let the bits (which say allocated) decide. */
+START_TEST(a_double_free_is_reported_when_the_slab_cannot_be_drained)
+{
+    if (!ready("a_double_free_is_reported_when_the_slab_cannot_be_drained"))
+        return;
+    static struct objs o;
+    struct nsp_cache *b = waiting_in_b(&o, 1);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    atomic_store(&nsp__test_fence_fail, 3);
+    on_cpu(cpu_a, free_one, &o.v[0]);
+    atomic_store(&nsp__test_fence_fail, 0);
+    uint64_t at_second = errors(NSP_ERR_DOUBLE_FREE);
+    int live_then = live(o.v[0]);
+    take(cache_of(cpu_a));
+    take(b);
+    ck_assert_uint_eq(at_second, before + 1);
+    ck_assert_int_eq(live_then, 1); /* still b's slab's to apply */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+    ck_assert_int_eq(live(o.v[0]), 0);
+}
+END_TEST
+
+/* A cycle drains the slabs (its take of each cache): a free of an object that waited there, after
+ * the cycle, is a double free (its freed bit, or its slot swept free), reported naming it. */
+START_TEST(a_free_of_a_slab_held_object_after_a_cycle_is_reported)
+{
+    if (!ready("a_free_of_a_slab_held_object_after_a_cycle_is_reported"))
+        return;
+    static struct objs o;
+    /* a live neighbour keeps the span (cached by a, the main thread's cpu) from going back to
+     * the page heap at the cycle: the second free then meets its span, not unowned memory */
+    void *keep = nsp_malloc(SZ);
+    struct nsp_cache *b = waiting_in_b(&o, 1);
+    unsigned count = slab_count(b, cls_sz);
+    int same_span = nsp__span_of(keep) == nsp__span_of(o.v[0]);
+    nsp_pacer_cycle();
+    unsigned after_cycle = slab_count(b, cls_sz);
+    int live_after_cycle = live(o.v[0]);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    int named = stderr_names(cpu_b, free_one, &o.v[0], o.v[0]);
+    nsp_free(keep);
+    ck_assert_int_eq(same_span, 1);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(after_cycle, 0);
+    ck_assert_int_eq(live_after_cycle, 0);
+    ck_assert_int_eq(named, 1);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+}
+END_TEST
+
+/* ---- the sequences as a deterministic interleaving (test_magazine.c's method) ---------------- */
+
+/* A sequence cannot be stopped half-way, so a foreign detach at each of its steps is played with
+ * a model of it on the real slab, under the kernel's rules: a sequence on a cpu that a fence
+ * reaches restarts from its first step; one that committed before the fence holds its result.
+ * Steps: 0 cpu and on; 1 the count (and room); 2 the slot(s) written or read; 3 the commit. */
+enum { M_RUNNING, M_DONE, M_MISS };
+enum { OP_PUSH, OP_POP, OP_TAKE };
+#define MODEL_STEPS 4
+
+struct model {
+    int op, step, result;
+    uint64_t w, n;
+    uintptr_t p;                   /* push: the object; pop: the one read */
+    uintptr_t out[NSP_SLAB_MAX];   /* take */
+};
+
+static void model_step(struct nsp_slab *m, struct model *x)
+{
+    if (x->result != M_RUNNING)
+        return;
+    switch (x->step++) {
+    case 0:
+        if (sched_getcpu() != (int)m->cpu || !atomic_load(&m->on))
+            x->result = M_MISS;
+        break;
+    case 1:
+        x->w = m->word;
+        x->n = x->w & NSP_SLAB_COUNT;
+        if ((x->op == OP_PUSH && x->n >= m->cap) || (x->op == OP_POP && !x->n) ||
+            (x->op == OP_TAKE && x->n < 2))
+            x->result = M_MISS;
+        break;
+    case 2:
+        if (x->op == OP_PUSH)
+            m->slot[x->n] = x->p; /* past count: a restart rewrites it */
+        else if (x->op == OP_POP)
+            x->p = m->slot[x->n - 1];
+        else
+            memcpy(x->out, &m->slot[x->n - x->n / 2], x->n / 2 * sizeof x->out[0]);
+        break;
+    case 3:
+        m->word = x->op == OP_PUSH  ? x->w + 1
+                  : x->op == OP_POP ? x->w + NSP_SLAB_POP - 1
+                                    : x->w - x->n / 2;
+        x->result = M_DONE;
+        break;
+    }
+}
+
+struct model_case {
+    int op, k, taken;
+    struct model x;
+    unsigned left; /* the slab's count at the end */
+};
+
+/* On cpu b: the model runs k steps, a foreign taker takes b (detach, fence, drain, attach; its
+ * fence restarts the model unless it committed), and the model runs to its end. */
+static void model_detached(void *arg)
+{
+    struct model_case *mc = arg;
+    struct nsp_cache *b = cache_of(cpu_b);
+    struct nsp_slab *m = &b->slabs[cls_sz];
+    for (int i = 0; i < mc->k; i++)
+        model_step(m, &mc->x);
+    mc->taken = nsp__cache_lock_foreign(b);
+    if (mc->taken)
+        nsp__cache_unlock(b);
+    if (mc->x.result != M_DONE) { /* restarted by the fence */
+        uintptr_t p = mc->x.op == OP_PUSH ? mc->x.p : 0;
+        mc->x = (struct model){.op = mc->x.op, .p = p};
+    }
+    while (mc->x.result == M_RUNNING)
+        model_step(m, &mc->x);
+    mc->left = (unsigned)(m->word & NSP_SLAB_COUNT);
+}
+
+START_TEST(the_sequences_match_their_model_and_a_detach_at_every_step_loses_nothing)
+{
+    if (!ready("the_sequences_match_their_model_and_a_detach_at_every_step_loses_nothing"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    static struct objs o, extra;
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    for (int op = OP_PUSH; op <= OP_TAKE; op++)
+        for (int k = 0; k <= MODEL_STEPS; k++) {
+            waiting_in_b(&o, NOBJ); /* NOBJ objects waiting in b's slab */
+            ck_assert_uint_eq(slab_count(b, cls_sz), NOBJ);
+            struct model_case mc = {.op = op, .k = k, .x = {.op = op}};
+            if (op == OP_PUSH) { /* one more object, tagged as free_to_slab tags it */
+                extra.n = 1;
+                extra.size = SZ;
+                on_cpu(cpu_a, malloc_objs, &extra);
+                mc.x.p = (uintptr_t)extra.v[0];
+                *(uint64_t *)extra.v[0] = nsp__magazine_tag(extra.v[0], b->index);
+            }
+            on_cpu(cpu_b, model_detached, &mc);
+            ck_assert_int_eq(mc.taken, 1);
+            /* committed before the detach (k == MODEL_STEPS): the drain took the other NOBJ
+             * (and a pushed object); otherwise the restarted model ran on the empty slab */
+            int committed_first = k == MODEL_STEPS;
+            if (op == OP_PUSH) {
+                ck_assert_int_eq(mc.x.result, M_DONE);
+                ck_assert_uint_eq(mc.left, committed_first ? 0 : 1);
+            } else if (op == OP_POP) {
+                ck_assert_int_eq(mc.x.result, committed_first ? M_DONE : M_MISS);
+                ck_assert_uint_eq(mc.left, 0);
+                if (committed_first) { /* the top one, popped: the caller's, allocated */
+                    ck_assert_ptr_eq((void *)mc.x.p, o.v[NOBJ - 1]);
+                    ck_assert_int_eq(live((void *)mc.x.p), 1);
+                }
+            } else {
+                ck_assert_int_eq(mc.x.result, committed_first ? M_DONE : M_MISS);
+                ck_assert_uint_eq(mc.left, 0);
+                if (committed_first) { /* the top half, the caller's to apply */
+                    for (unsigned i = 0; i < NOBJ / 2; i++)
+                        ck_assert_ptr_eq((void *)mc.x.out[i], o.v[NOBJ - NOBJ / 2 + i]);
+                    nsp__magazine_apply(mc.x.out, NOBJ / 2);
+                }
+            }
+            take(b); /* what the model left in the slab */
+            for (unsigned i = 0; i < NOBJ; i++) {
+                int kept = op == OP_POP && committed_first && i == NOBJ - 1;
+                ck_assert_msg(live(o.v[i]) == kept, "op %d, detach before step %d: object %u %s",
+                              op, k, i, kept ? "popped but freed" : "not freed");
+            }
+            if (op == OP_PUSH)
+                ck_assert_int_eq(live(extra.v[0]), 0);
+            if (op == OP_POP && committed_first) {
+                *(uint64_t *)mc.x.p = 0; /* what nsp__slab_alloc does for its caller */
+                nsp_free((void *)mc.x.p);
+                take(cache_of(cpu_a)); /* into a's bin, then folded into its span */
+                ck_assert_int_eq(live((void *)mc.x.p), 0);
+            }
+            ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+        }
+}
+END_TEST
+
+/* ---- the real sequences ----------------------------------------------------------------------- */
+
+struct real {
+    void *popped[NOBJ + 1];
+    uintptr_t out[NSP_SLAB_MAX];
+    unsigned taken, npop;
+    int pushed;
+    void *p;
+};
+
+#ifdef NSP_RSEQ_LOCKS
+static void real_pop_all(void *arg)
+{
+    struct real *r = arg;
+    struct nsp_cache *b = cache_of(cpu_b);
+    r->npop = 0;
+    void *p;
+    while (r->npop <= NOBJ && (p = nsp__slab_alloc(b, cls_sz)))
+        r->popped[r->npop++] = p;
+}
+
+static void real_take(void *arg)
+{
+    struct real *r = arg;
+    r->taken = nsp__cache_take_slab_rseq(cache_of(cpu_b), cls_sz, r->out);
+}
+
+static void real_push(void *arg)
+{
+    struct real *r = arg;
+    int x;
+    while ((x = nsp__slab_push(&cache_of(cpu_b)->slabs[cls_sz], r->p)) == 2)
+        ;
+    r->pushed = x == 0;
+}
+#else
+/* no rseq here (TSan builds): ready() skips every case; these only keep the file compiling */
+static void real_pop_all(void *arg)
+{
+    (void)arg;
+}
+
+static void real_push(void *arg)
+{
+    (void)arg;
+}
+#endif
+
+START_TEST(the_real_sequences_push_pop_and_take_in_stack_order)
+{
+    if (!ready("the_real_sequences_push_pop_and_take_in_stack_order"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    static struct objs o;
+    static struct real r;
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    waiting_in_b(&o, NOBJ);
+    /* off b's cpu every sequence misses */
+    on_cpu(cpu_a, real_take, &r);
+    unsigned off_take = r.taken;
+    on_cpu(cpu_a, real_pop_all, &r);
+    unsigned off_pop = r.npop;
+    /* detached, on b's cpu too */
+    atomic_store(&b->slabs[cls_sz].on, 0);
+    on_cpu(cpu_b, real_take, &r);
+    unsigned detached_take = r.taken;
+    atomic_store(&b->slabs[cls_sz].on, 1);
+    unsigned count = slab_count(b, cls_sz);
+    /* on it: the take hands out the top half in push order */
+    on_cpu(cpu_b, real_take, &r);
+    unsigned taken = r.taken, after_take = slab_count(b, cls_sz);
+    int order = 1;
+    for (unsigned i = 0; i < taken; i++)
+        order &= r.out[i] == (uintptr_t)o.v[NOBJ - NOBJ / 2 + i];
+    nsp__magazine_apply(r.out, taken);
+    /* the pops give the rest back in reverse push order, and count as mallocs + frees at the
+     * drain (the slab word's pops) */
+    on_cpu(cpu_b, real_pop_all, &r);
+    unsigned npop = r.npop;
+    int pop_order = 1, tags_gone = 1, pops_live = 1;
+    for (unsigned i = 0; i < npop; i++) {
+        pop_order &= r.popped[i] == o.v[NOBJ / 2 - 1 - i];
+        tags_gone &= *(uint64_t *)r.popped[i] == 0;
+        pops_live &= live(r.popped[i]);
+    }
+    uint64_t pops = b->slabs[cls_sz].word >> 8;
+    /* and a push puts one back */
+    r.p = r.popped[0];
+    on_cpu(cpu_b, real_push, &r);
+    int pushed = r.pushed;
+    unsigned after_push = slab_count(b, cls_sz);
+    uint64_t allocs0 = atomic_load(&nsp__ledger[b->node].alloc_objects);
+    uint64_t frees0 = atomic_load(&nsp__ledger[b->node].free_objects);
+    take(b); /* the drain adds the pops to the node's totals: a malloc and a free each */
+    uint64_t allocs1 = atomic_load(&nsp__ledger[b->node].alloc_objects);
+    uint64_t frees1 = atomic_load(&nsp__ledger[b->node].free_objects);
+    for (unsigned i = 1; i < npop; i++)
+        nsp_free(r.popped[i]);
+    take(cache_of(cpu_a)); /* those went into a's bin: folded into their span */
+    ck_assert_uint_eq(off_take, 0);
+    ck_assert_uint_eq(off_pop, 0);
+    ck_assert_uint_eq(detached_take, 0);
+    ck_assert_uint_eq(count, NOBJ);
+    ck_assert_uint_eq(taken, NOBJ / 2);
+    ck_assert_uint_eq(after_take, NOBJ - NOBJ / 2);
+    ck_assert_int_eq(order, 1);
+    ck_assert_uint_eq(npop, NOBJ - NOBJ / 2);
+    ck_assert_int_eq(pop_order, 1);
+    ck_assert_int_eq(tags_gone, 1);
+    ck_assert_int_eq(pops_live, 1);
+    ck_assert_uint_eq(pops, npop);
+    ck_assert_uint_ge(allocs1 - allocs0, pops);
+    ck_assert_uint_ge(frees1 - frees0, pops);
+    ck_assert_int_eq(pushed, 1);
+    ck_assert_uint_eq(after_push, 1);
+    ck_assert_int_eq(live(r.popped[0]), 0); /* the push's object, drained by the take */
+    for (unsigned i = 0; i < NOBJ; i++)
+        ck_assert_int_eq(live(o.v[i]), 0);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+}
+END_TEST
+
+/* A cycle while objects wait in slabs: it drains them, and the ledger's recount agrees. */
+START_TEST(a_cycle_drains_the_slabs_and_the_ledger_holds)
+{
+    if (!ready("a_cycle_drains_the_slabs_and_the_ledger_holds"))
+        return;
+    static struct objs o;
+    struct nsp_cache *b = waiting_in_b(&o, NOBJ);
+    unsigned waiting = slab_count(b, cls_sz);
+    nsp_pacer_cycle();
+    unsigned after_cycle = slab_count(b, cls_sz);
+    unsigned node;
+    int64_t ledger, charges;
+    int rc = nsp__ledger_recount(1, &node, &ledger, &charges);
+    unsigned freed = 0;
+    for (unsigned i = 0; i < NOBJ; i++)
+        freed += nsp__span_of(o.v[i]) == NULL || !live(o.v[i]);
+    ck_assert_uint_eq(waiting, NOBJ);
+    ck_assert_uint_eq(after_cycle, 0);
+    ck_assert_msg(rc == 0, "recount: node %u heapLive + pending %lld != charges %lld", node,
+                  (long long)ledger, (long long)charges);
+    ck_assert_uint_eq(freed, NOBJ);
+}
+END_TEST
+
+static Suite *slab_suite(void)
+{
+    Suite *s = suite_create("slab");
+    TCase *tc = tcase_create("slab");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, a_free_of_another_spans_object_waits_in_the_slab_until_a_take);
+    tcase_add_test(tc, a_full_slab_gives_its_top_half_back_and_takes_the_free);
+    tcase_add_test(tc, a_double_free_of_an_object_in_a_slab_is_reported_naming_it);
+    tcase_add_test(tc, a_double_free_is_reported_when_the_slab_cannot_be_drained);
+    tcase_add_test(tc, a_free_of_a_slab_held_object_after_a_cycle_is_reported);
+    tcase_add_test(tc, the_sequences_match_their_model_and_a_detach_at_every_step_loses_nothing);
+    tcase_add_test(tc, the_real_sequences_push_pop_and_take_in_stack_order);
+    tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return nsp_run_suite(slab_suite());
+}
