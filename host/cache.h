@@ -428,7 +428,7 @@ static inline __attribute__((always_inline)) int nsp__slab_push(struct nsp_slab 
         "cmpq 24(%[m]), %%rcx\n\t" /* full (or cap 0: no slab) */
         "jae %l[miss]\n\t"
         "movq %[p], 32(%[m],%%rcx,8)\n\t"
-        "incq %%rax\n\t" /* count + 1: count < cap <= 128, no carry into pops */
+        "incq %%rax\n\t" /* count + 1: count < cap <= NSP_SLAB_MAX, no carry */
         "movq %%rax, (%[m])\n\t" /* the commit: the push */
         "2:\n\t"
         NSP_RSEQ_ABORT_SIGNATURE

@@ -21,7 +21,7 @@
  * Owns: struct nsp_slab and its capacity rule. The sequences (push, pop, take) are cache.h's,
  * beside the magazine's push; the detach, drain and attach are cache.c's, with the bins'.
  *
- *   word   (pops << 8) | count. count: objects in slot[0..count), at most cap (<= 128, so 8 bits);
+ *   word   (pops << 8) | count. count: objects in slot[0..count), at most cap (<= 32: 8 bits);
  *          pops: objects popped since the slab was last drained (a free and a malloc that no
  *          span counts: the drain adds them to the node's totals, ledger.h). The one word every
  *          sequence commits:
@@ -53,13 +53,16 @@
  * "The tag"), and realloc asks the same way (nsp__slot_live). A popped object's first word is
  * zeroed, so that the program's object does not look tagged.
  *
- * Capacity (NSP_SLAB_BYTES, _MIN, _MAX, _MAX_SIZE): 32 KiB of objects per class, at least 16 and
- * at most 128 slots, and no slab above 2 KiB objects. 32 KiB is TCMalloc's order of per-class
- * per-cpu capacity and holds a fair share of a server's working set (Larson: 1,000 live blocks
- * of 8..1000 B per thread, about 30 classes); 128 slots bound the stack at 1 KiB of pointers
- * and the drain at two magazine batches; 16 slots keep a batch worth moving at 2 KiB. Above 2 KiB
- * a slab of 16 would hold 32 KiB or more of one class per cpu for objects that are rarely
- * reused at that rate: those keep the magazine. Worst case a cpu holds 32 KiB per class in use.
+ * Capacity (NSP_SLAB_BYTES, _MIN, _MAX, _MAX_SIZE): 8 KiB of objects per class, at least 16 and
+ * at most 32 slots, and no slab above 2 KiB objects; so 32 slots up to 256 B, 16 from 512 B (16 to
+ * 32 KiB of objects). Smaller than TCMalloc's per-cpu capacity on purpose: here the slab is not
+ * the first cache (the bin is), and what it holds is kept from its spans. Measured with 32 KiB
+ * and up to 128 slots, Larson at 2 threads ran at 0.8x the tree before the slabs (its live
+ * objects spread over more spans: more lines and pages per operation); with at most 16 or 32
+ * slots at 1.1x, at 8 threads 1.2x, and at 32 threads both kept the gain (1.8-2x: medians of 5-6
+ * alternated runs). 32 slots keep a take's half batch (16) worth the apply; above 2 KiB a slab of
+ * 16 would hold 32 KiB or more of one class per cpu: those objects keep the magazine. Worst
+ * case a cpu holds 32 KiB per class in use.
  */
 #ifndef NSP_HOST_SLAB_H
 #define NSP_HOST_SLAB_H
@@ -69,9 +72,9 @@
 
 #include "types.h"
 
-#define NSP_SLAB_BYTES 32768u
+#define NSP_SLAB_BYTES 8192u
 #define NSP_SLAB_MIN 16u
-#define NSP_SLAB_MAX 128u
+#define NSP_SLAB_MAX 32u
 #define NSP_SLAB_MAX_SIZE 2048u
 #define NSP_SLAB_COUNT 0xffu /* count's bits in word */
 #define NSP_SLAB_POP (NSP_SLAB_COUNT + 1u) /* one pop, in word */

@@ -127,7 +127,7 @@ static void on_cpu(int cpu, void (*fn)(void *), void *arg)
 }
 
 struct objs {
-    void *v[NSP_SLAB_MAX + 8];
+    void *v[72]; /* NSP_SLAB_MAX + 1 at most, and 64 for the reuse checks */
     unsigned n;
     size_t size;
 };
