@@ -381,6 +381,7 @@ static void slab_drain(struct nsp_cache *c, unsigned cls)
     if (n)
         nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n));
     if (pops) {
+        __atomic_store_n(&m->popped, m->popped + pops, __ATOMIC_RELAXED); /* stats read it */
         struct nsp_ledger_node *l = &nsp__ledger[c->node];
         uint64_t bytes = pops * nsp__classes[cls].size;
         atomic_fetch_add_explicit(&l->alloc_objects, pops, memory_order_relaxed);

@@ -35,6 +35,11 @@
  *          on = 1 with release).
  *   cpu    the cache's rseq cpu, copied so that a sequence reads one line.
  *   cap    objects it may hold; 0: this class has no slab (set once at init).
+ *   popped pops drained so far (the drain's): with the word's pops, every malloc a slab served.
+ *
+ * Stats take no cache (stats.c): they read each slab's word and `popped` racily, and count its
+ * objects as free (the program freed them; their spans still say allocated) and its pops as
+ * mallocs (no span or central counted them), so that at rest their fields stay exact.
  *
  * An object in a slab is still allocated from its span's view (alloc bit set, freed bit clear),
  * exactly as one in a magazine: the ledger and the sweeps see nothing until it is popped (then it
@@ -86,6 +91,9 @@ struct nsp_slab {
     int64_t cpu;          /* offset 16: the cache's rseq cpu */
     uint64_t cap;         /* offset 24: 0 = no slab for this class */
     uintptr_t slot[NSP_SLAB_MAX]; /* offset 32 */
+    /* pops drained so far (the lock holder's, at each drain; in the line's padding): stats read
+     * no cache (stats.c), so a drained pop must stay a malloc there, as it is in the totals */
+    uint64_t popped;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* the sequences (cache.h) address these fields by offset */
 _Static_assert(__builtin_offsetof(struct nsp_slab, on) == 8 &&

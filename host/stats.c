@@ -8,11 +8,14 @@
  *   - objects_in_use (per node and class): the allocated slots of the spans the central owns
  *     (central.h, `objects`) plus those of the spans caches hold (read from the caches' span
  *     tables and bins, nsp__cache_span_counts: a bin's listed objects are free), less the freed
- *     bits not yet swept (span.h, nsp__freed_pending); bytes_in_use is that times the size;
+ *     bits not yet swept (span.h, nsp__freed_pending) and the objects waiting in the caches'
+ *     slabs (slab.h: freed, though their spans count them allocated; count_slabs); bytes_in_use
+ *     is that times the size;
  *   - spans_partial / spans_full: the central's list lengths; spans_cached: the spans the caches'
  *     tables hold, by the span's node;
  *   - mallocs, refills, releases, sweeps, remote frees swept: the centrals' and caches'
- *     counters; remote frees pending: nsp__freed_pending;
+ *     counters (mallocs also the slabs' pops, drained or not: no span or central counts them);
+ *     remote frees pending: nsp__freed_pending;
  *   - large objects and bytes: the ledger's large counters (nsp__large_allocs/frees and
  *     nsp__large_bytes, huge objects included); pages mapped, free and scavenged: the page heap's;
  *   - cached_bytes, spills, bad frees, bootstrap and metadata bytes: counters read once.
@@ -74,6 +77,30 @@ __attribute__((no_sanitize("thread"))) static void cached_spans(unsigned n,
     }
 }
 
+/* What waits in the slabs of node n's caches (slab.h), read from their words: per class the
+ * objects there into held[k] (freed by the program, though their spans count them allocated:
+ * not in use), and their pops into cls[k].mallocs (mallocs no span or central counted; those
+ * drained so far too, `popped`). Pops not yet drained are frees the ledger does not have yet
+ * either: into *frees. */
+__attribute__((no_sanitize("thread"))) static void count_slabs(unsigned n, nsp_class_stats_t *cls,
+                                                               uint64_t *held, uint64_t *frees)
+{
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        const struct nsp_cache *c = &nsp__caches[i];
+        if (c->node != n || !c->bins_on)
+            continue;
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            const struct nsp_slab *m = &c->slabs[k];
+            if (!RACY(m->cap))
+                continue;
+            uint64_t w = RACY(m->word);
+            held[k] += w & NSP_SLAB_COUNT;
+            cls[k].mallocs += (w >> 8) + RACY(m->popped);
+            *frees += w >> 8;
+        }
+    }
+}
+
 /* Node n's stats from counters; cls is indexed by class. */
 __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_class_stats_t *cls,
                                                               nsp_node_stats_t *nd,
@@ -86,6 +113,8 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
     nd->pages_free = RACY(h->pages_free);
     nd->pages_scavenged = RACY(h->pages_scavenged);
     cached_spans(n, cls, frees);
+    uint64_t held[NSP_NUM_CLASSES] = {0};
+    count_slabs(n, cls, held, frees);
     uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
     uint64_t lf = atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
     int64_t lb = atomic_load_explicit(&nsp__large_bytes[n], memory_order_relaxed);
@@ -95,7 +124,8 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
         struct nsp_central *c = nsp__central(n, k);
         nsp_class_stats_t *o = &cls[k];
         int64_t pending = atomic_load_explicit(&nsp__freed_pending[n][k].n, memory_order_relaxed);
-        int64_t live = (int64_t)(o->objects_in_use + RACY(c->objects)) - pending;
+        int64_t live = (int64_t)(o->objects_in_use + RACY(c->objects)) - pending -
+                       (int64_t)held[k];
         o->size = nsp__classes[k].size;
         o->objects_in_use = live > 0 ? (uint64_t)live : 0;
         o->bytes_in_use = o->objects_in_use * o->size;

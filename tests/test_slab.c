@@ -639,6 +639,57 @@ START_TEST(a_cycle_drains_the_slabs_and_the_ledger_holds)
 }
 END_TEST
 
+/* Stats read no cache (stats.c), so they must count what waits in a slab themselves: its objects
+ * are free (the program freed them, though their spans say allocated) and its pops are mallocs
+ * (handed out by no span and no central), before the slab is drained and after. At rest every
+ * field is exact (stats.c): class SZ's counts here move by this test's objects only. */
+START_TEST(stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs)
+{
+    if (!ready("stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs"))
+        return;
+    static struct objs o, q;
+    struct nsp_cache *b = cache_of(cpu_b);
+    nsp_stats_t s0, s1, s2, s3; /* class SZ's counts only: others move with the steps' threads */
+    /* b held from here to the pops: its mallocs then find it busy and pop its slab (alloc.c) */
+    ck_assert_int_eq(nsp__cache_lock_foreign(b), 1);
+    ck_assert_int_eq(nsp_stats_get(&s0), 0);
+    o.n = NOBJ;
+    o.size = SZ;
+    on_cpu(cpu_a, malloc_objs, &o);
+    on_cpu(cpu_b, free_objs, &o);
+    unsigned waiting = slab_count(b, cls_sz);
+    ck_assert_int_eq(nsp_stats_get(&s1), 0);
+    q.n = NOBJ / 2;
+    q.size = SZ;
+    on_cpu(cpu_b, malloc_objs, &q);
+    unsigned left = slab_count(b, cls_sz);
+    ck_assert_int_eq(nsp_stats_get(&s2), 0);
+    nsp__cache_unlock(b);
+    take(b); /* drains the slab: its pops go to the totals, its objects are remote frees */
+    ck_assert_int_eq(nsp_stats_get(&s3), 0);
+    for (unsigned i = 0; i < q.n; i++)
+        nsp_free(q.v[i]);
+    ck_assert_uint_eq(waiting, NOBJ);
+    ck_assert_uint_eq(left, NOBJ - NOBJ / 2); /* the mallocs were the slab's pops */
+    const nsp_class_stats_t *c0 = &s0.cls[cls_sz], *c1 = &s1.cls[cls_sz], *c2 = &s2.cls[cls_sz],
+                            *c3 = &s3.cls[cls_sz];
+    ck_assert_msg(c1->objects_in_use == c0->objects_in_use,
+                  "%u objects freed into a slab still count as in use: %llu, before them %llu",
+                  waiting, (unsigned long long)c1->objects_in_use,
+                  (unsigned long long)c0->objects_in_use);
+    ck_assert_uint_eq(c1->bytes_in_use, c0->bytes_in_use);
+    ck_assert_uint_eq(c1->mallocs - c0->mallocs, NOBJ);
+    ck_assert_uint_eq(c2->objects_in_use - c0->objects_in_use, NOBJ / 2);
+    ck_assert_msg(c2->mallocs - c0->mallocs == NOBJ + NOBJ / 2,
+                  "%u mallocs and %u slab pops counted as %llu mallocs", NOBJ, NOBJ / 2,
+                  (unsigned long long)(c2->mallocs - c0->mallocs));
+    ck_assert_uint_eq(c3->objects_in_use - c0->objects_in_use, NOBJ / 2);
+    ck_assert_msg(c3->mallocs - c0->mallocs == NOBJ + NOBJ / 2,
+                  "after the drain, %u mallocs and %u slab pops counted as %llu mallocs", NOBJ,
+                  NOBJ / 2, (unsigned long long)(c3->mallocs - c0->mallocs));
+}
+END_TEST
+
 static Suite *slab_suite(void)
 {
     Suite *s = suite_create("slab");
@@ -652,6 +703,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, the_sequences_match_their_model_and_a_detach_at_every_step_loses_nothing);
     tcase_add_test(tc, the_real_sequences_push_pop_and_take_in_stack_order);
     tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
+    tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
     suite_add_tcase(s, tc);
     return s;
 }
