@@ -72,8 +72,11 @@ int nsp__cache_init(void)
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
         c->mag.cpu = -1;
+        /* (its slabs are left as mapped, zero: on = 0 and cap = 0, so every sequence misses
+         * whatever their cpu says; only a one-cpu rseq cache's get theirs below, and the pages of
+         * the others, most of a cache's bytes, stay unbacked: slab.h) */
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
-            c->bins[k].cpu = c->slabs[k].cpu = -1;
+            c->bins[k].cpu = -1;
         c->flush_gen = atomic_load(&nsp__sweepgen);
         /* a different key sequence per cache and process (detection, not secrecy: NSP_SECURE
          * is the hardened mode) */
@@ -103,10 +106,12 @@ int nsp__cache_init(void)
                     /* and the slabs (slab.h), for the classes that have one */
                     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
                         struct nsp_slab *m = &nsp__caches[t->cpu_to_cache[cpu]].slabs[k];
+                        uint64_t cap = nsp__slab_cap(nsp__classes[k].size);
+                        if (!cap || nsp__secure)
+                            continue; /* never used: left unwritten (above) */
                         m->cpu = (int64_t)cpu;
-                        m->cap = nsp__slab_cap(nsp__classes[k].size);
-                        atomic_store_explicit(&m->on, m->cap && !nsp__secure,
-                                              memory_order_relaxed);
+                        m->cap = cap;
+                        atomic_store_explicit(&m->on, 1, memory_order_relaxed);
                     }
                 }
             nsp__os_unmap_meta(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
@@ -838,7 +843,8 @@ void nsp__cache_forked_child(void)
             atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
         atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) /* and its slabs, likewise */
-            atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
+            if (atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed))
+                atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
     }
     /* A bins' refill in flight at the fork (between its unlock and its re-take, no cache held:
      * nsp__cache_alloc_bin) reserved its span's bytes in the total, and its thread, which gives

@@ -148,8 +148,9 @@ struct nsp_cache {
     /* remote frees by threads on this cache's cpu (magazine.h); attached with the bins */
     struct nsp_magazine mag;
     /* per class, free objects of any span of this cache's node (slab.h); attached with the bins.
-     * Last: only the classes with a slab are ever touched, and the pages of the rest stay
-     * unbacked. */
+     * Last: only the classes with a slab of a one-cpu rseq cache are ever written (the init
+     * leaves the rest as mapped, zero: detached), so the pages of the others, and all of a
+     * cache's without slabs (virtual cores, grouping), stay unbacked. */
     struct nsp_slab slabs[NSP_NUM_CLASSES];
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the

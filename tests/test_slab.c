@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "host/cache.h"
@@ -690,6 +691,43 @@ START_TEST(stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs)
 }
 END_TEST
 
+/* A cache without slabs (virtual cores, grouping, no rseq: cache.c gives slabs to one-cpu rseq
+ * caches only) never uses them, so their pages, most of a cache's bytes, must stay unbacked
+ * (slab.h): nothing may write there, not even at init. Pages wholly inside the slabs are asked
+ * of the kernel (mincore). Runs under a synthetic topology of virtual cores too (CMakeLists). */
+START_TEST(the_slab_pages_of_a_cache_without_slabs_stay_unbacked)
+{
+    nsp_free(nsp_malloc(SZ));
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned caches = 0, pages = 0, resident = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        if (c->rseq_cpu >= 0)
+            continue; /* slabs here: the classes that have one are used */
+        caches++;
+        uintptr_t lo = ((uintptr_t)&c->slabs[0] + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+        uintptr_t hi = (uintptr_t)&c->slabs[NSP_NUM_CLASSES] & ~((uintptr_t)page - 1);
+        if (hi <= lo)
+            continue;
+        unsigned char vec[64];
+        size_t n = (hi - lo) / (size_t)page;
+        ck_assert_uint_le(n, sizeof vec);
+        ck_assert_int_eq(mincore((void *)lo, hi - lo, vec), 0);
+        for (size_t j = 0; j < n; j++)
+            resident += vec[j] & 1;
+        pages += (unsigned)n;
+    }
+    if (!caches) {
+        fprintf(stderr, "the_slab_pages_of_a_cache_without_slabs_stay_unbacked: skipped: every "
+                        "cache here has slabs (test_slab_virtual runs it on virtual cores)\n");
+        return;
+    }
+    ck_assert_uint_gt(pages, 0);
+    ck_assert_msg(resident == 0, "%u of the %u pages of the slabs of %u caches without slabs are "
+                  "backed", resident, pages, caches);
+}
+END_TEST
+
 static Suite *slab_suite(void)
 {
     Suite *s = suite_create("slab");
@@ -704,6 +742,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, the_real_sequences_push_pop_and_take_in_stack_order);
     tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
     tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
+    tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
     suite_add_tcase(s, tc);
     return s;
 }
