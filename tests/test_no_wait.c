@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "host/central.h"
+#include "host/hold.h"
 #include "host/ledger.h"
 #include "host/pageheap.h"
 #include "host/runtime.h"
@@ -37,6 +38,45 @@ static void ready(void)
 {
     free(malloc(1)); /* initialises the allocator */
     ck_assert_int_eq(atomic_load(&nsp__ready), 1);
+}
+
+/* ---- a thread that holds locks and does not run ---------------------------------------------- */
+
+/* The mutexes the holder takes, each with its hold counter (host/hold.h): it takes them as the
+ * allocator's own holders do, so each hold is a new one. */
+static pthread_mutex_t *held[NSP_MAX_NODES * NSP_NUM_CLASSES];
+static struct nsp_hold *held_hold[NSP_MAX_NODES * NSP_NUM_CLASSES];
+static unsigned nheld;
+static _Atomic int holding, let_go;
+
+static void *still_holder(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < nheld; i++)
+        nsp__hold_lock_always(held[i], held_hold[i]);
+    atomic_store(&holding, 1);
+    while (!atomic_load(&let_go))
+        usleep(1000);
+    for (unsigned i = nheld; i-- > 0;)
+        pthread_mutex_unlock(held[i]);
+    return NULL;
+}
+
+static pthread_t hold(void)
+{
+    pthread_t t;
+    atomic_store(&holding, 0);
+    atomic_store(&let_go, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, still_holder, NULL), 0);
+    while (!atomic_load(&holding))
+        usleep(1000);
+    return t;
+}
+
+static void let_go_of(pthread_t t)
+{
+    atomic_store(&let_go, 1);
+    pthread_join(t, NULL);
 }
 
 /* ---- bounded operations ------------------------------------------------------------------------- */
@@ -104,6 +144,97 @@ static void heap_is_valid(void)
 
 /* ---- the tests ---------------------------------------------------------------------------------- */
 
+/* ---- the stuck-hold rule itself (host/hold.h) ------------------------------------------------ */
+
+static pthread_mutex_t unit_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nsp_hold unit_hold;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A holder that does not run is waited for once per hold: the first waiter waits
+ * NSP_HOLD_WAIT_NS and calls the hold stuck, the next go elsewhere at once, and a new hold (the
+ * holder let go, and took the mutex again) is waited for again. */
+START_TEST(stuck_hold_waited_once)
+{
+    const double wait_s = NSP_HOLD_WAIT_NS * 1e-9;
+    held[0] = &unit_lock;
+    held_hold[0] = &unit_hold;
+    nheld = 1;
+    for (int round = 0; round < 2; round++) {
+        pthread_t t = hold();
+        double t0 = now_s();
+        ck_assert_int_eq(nsp__hold_lock(&unit_lock, &unit_hold), -1);
+        double first = now_s() - t0;
+        ck_assert_msg(first >= wait_s * 0.9, "hold %d: the first waiter gave up after %.6f s, "
+                      "before NSP_HOLD_WAIT_NS (%.6f s): a busy holder would be taken for stuck",
+                      round, first, wait_s);
+        t0 = now_s();
+        for (int i = 0; i < 1000; i++)
+            ck_assert_int_eq(nsp__hold_lock(&unit_lock, &unit_hold), -1);
+        double rest = now_s() - t0;
+        ck_assert_msg(rest < 100 * wait_s, "hold %d: 1000 waiters after the first took %.3f s: "
+                      "each waited for a hold already known stuck", round, rest);
+        let_go_of(t); /* the next round's hold is a new one */
+    }
+    ck_assert_int_eq(nsp__hold_lock(&unit_lock, &unit_hold), 0); /* free: taken */
+    pthread_mutex_unlock(&unit_lock);
+}
+END_TEST
+
+/* Ordinary contention is waited for: a holder that runs and lets go within a fraction of
+ * NSP_HOLD_WAIT_NS (a central's or a page heap's work) never sends a waiter elsewhere, so no
+ * fallback (a new span, a fresh arena) is made for it. A few misses are allowed for a holder the
+ * loaded machine did not run for a whole NSP_HOLD_WAIT_NS; a rule that gave up after a spin
+ * (the first attempt: 64 pauses) misses nearly every time. */
+#define CONTENDED 200
+static _Atomic int contend_stop;
+
+static void *short_holder(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&contend_stop)) {
+        nsp__hold_lock_always(&unit_lock, &unit_hold);
+        double t0 = now_s();
+        while (now_s() - t0 < 100e-6) /* works 100 us, holding it */
+            ;
+        pthread_mutex_unlock(&unit_lock);
+        usleep(50);
+    }
+    return NULL;
+}
+
+START_TEST(contention_is_waited_for)
+{
+    pthread_t t;
+    atomic_store(&contend_stop, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, short_holder, NULL), 0);
+    uint64_t stuck0 = atomic_load(&nsp__holds_stuck);
+    unsigned missed = 0, contended = 0;
+    for (int i = 0; i < CONTENDED; i++) {
+        if (pthread_mutex_trylock(&unit_lock) == 0) { /* wait for a moment it is held */
+            pthread_mutex_unlock(&unit_lock);
+            usleep(30);
+            i--;
+            continue;
+        }
+        contended++;
+        if (nsp__hold_lock(&unit_lock, &unit_hold) != 0)
+            missed++;
+        else
+            pthread_mutex_unlock(&unit_lock);
+    }
+    atomic_store(&contend_stop, 1);
+    pthread_join(t, NULL);
+    ck_assert_msg(missed <= CONTENDED / 10, "%u of %u waits for a holder that runs gave up (%llu "
+                  "holds called stuck): ordinary contention takes the fallbacks", missed,
+                  contended, (unsigned long long)(atomic_load(&nsp__holds_stuck) - stuck0));
+}
+END_TEST
 
 /* A thread stopped between the two steps of a large object's ledger change (ledger.c), holding
  * its node's ledger lock: the ledger's test hook runs there. */
@@ -224,6 +355,8 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, ledger_change_half_made);
     tcase_add_test(tc, stats_while_page_heap_and_central_held);
+    tcase_add_test(tc, stuck_hold_waited_once);
+    tcase_add_test(tc, contention_is_waited_for);
     suite_add_tcase(s, tc);
     return s;
 }

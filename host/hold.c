@@ -1,0 +1,115 @@
+/*
+ * host/hold.c — the slow path of a stuck-aware mutex (hold.h owns the rules): spin a little,
+ * then a timed wait, then call the hold stuck.
+ */
+#include "hold.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+_Atomic uint64_t nsp__holds_stuck;
+__thread int nsp__hold_tid;
+
+int nsp__hold_tid_slow(void)
+{
+    return nsp__hold_tid = (int)syscall(SYS_gettid);
+}
+
+void nsp__hold_forked_child(void)
+{
+    nsp__hold_tid = 0; /* the child's thread has an id of its own */
+}
+
+/* Whether thread tid of this process is runnable (R: on a cpu or waiting for one) or in an
+ * uninterruptible wait (D: a page fault, an mmap), so that it will let go without anyone's help;
+ * not when it sleeps (S: a signal handler's sleep, a futex) or is stopped (T, t). Read from
+ * /proc/self/task/TID/stat without allocating (this runs inside malloc); a thread or a /proc
+ * that cannot be read counts as not running. */
+static int holder_runs(int tid)
+{
+    char path[48] = "/proc/self/task/", digits[12], buf[256];
+    int nd = 0, at = (int)strlen(path);
+    if (tid <= 0)
+        return 0;
+    for (; tid; tid /= 10)
+        digits[nd++] = (char)('0' + tid % 10);
+    while (nd)
+        path[at++] = digits[--nd];
+    memcpy(path + at, "/stat", 6);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* "tid (comm) S ...": comm may hold anything, even ')' */
+    return p && p[1] == ' ' && (p[2] == 'R' || p[2] == 'D');
+}
+
+/* Tries at a held mutex before the timed wait, a pause between two: a holder running on another
+ * cpu lets go within them, and the waiter then never sleeps. */
+#define NSP_HOLD_SPINS 64
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* A deadline NSP_HOLD_WAIT_NS from now, on CLOCK_REALTIME: pthread_mutex_timedlock's clock
+ * (ThreadSanitizer knows timedlock, not clocklock); a clock step only lengthens or shortens one
+ * wait. */
+static struct timespec deadline(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + NSP_HOLD_WAIT_NS;
+    ts.tv_sec = t / 1000000000;
+    ts.tv_nsec = t % 1000000000;
+    return ts;
+}
+
+int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
+{
+    if (nsp__hold_trylock(m, h) == 0)
+        return 0;
+    uint64_t seen = atomic_load_explicit(&h->holds, memory_order_relaxed);
+    if (atomic_load_explicit(&h->stuck, memory_order_relaxed) == seen)
+        return nsp__hold_trylock(m, h); /* a known stuck hold, unless it ended just now */
+    for (int i = 0; i < NSP_HOLD_SPINS; i++) {
+        cpu_relax();
+        if (nsp__hold_trylock(m, h) == 0)
+            return 0;
+    }
+    /* Each timed wait watches one hold. A hold that ended meanwhile (the mutex went to another
+     * waiter) is contention, and the next is watched afresh; one still there after a whole wait
+     * is stuck only if its holder does not run (file header): a preempted holder is waited for,
+     * as a mutex always did. */
+    for (;;) {
+        struct timespec ts = deadline();
+        if (pthread_mutex_timedlock(m, &ts) == 0) {
+            nsp__hold_begin(h);
+            return 0;
+        }
+        uint64_t now = atomic_load_explicit(&h->holds, memory_order_relaxed);
+        if (now != seen) {
+            if (atomic_load_explicit(&h->stuck, memory_order_relaxed) == now)
+                return -1; /* another waiter called the new hold stuck */
+            seen = now;
+            continue;
+        }
+        if (holder_runs(atomic_load_explicit(&h->tid, memory_order_relaxed)))
+            continue;
+        atomic_store_explicit(&h->stuck, seen, memory_order_relaxed);
+        atomic_fetch_add_explicit(&nsp__holds_stuck, 1, memory_order_relaxed);
+        return -1;
+    }
+}
