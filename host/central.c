@@ -40,6 +40,10 @@
 
 struct nsp_central *nsp__centrals;
 static _Atomic uint64_t reclaim_epoch[NSP_MAX_NODES], reclaimed_epoch[NSP_MAX_NODES];
+_Atomic uint64_t nsp__central_busy_skips;
+
+/* A central's counter (central.h): atomic, since a pusher bumps it without the mutex. */
+#define CADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
 
 static void epoch_bump(unsigned node)
 {
@@ -139,10 +143,139 @@ static void make_full(struct nsp_central *c, struct nsp_span *s)
     }
 }
 
-/* n more (or fewer) allocated slots in the spans c owns (central.h: stats read it unlocked). */
+/* n more (or fewer) allocated slots in the spans c owns (central.h: stats read it unlocked). An
+ * atomic add: a release pushed pending and a span taken behind a stuck hold count it without
+ * the mutex. */
 static void count_objects(struct nsp_central *c, int64_t n)
 {
-    __atomic_store_n(&c->objects, c->objects + (uint64_t)n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->objects, (uint64_t)n, __ATOMIC_RELAXED);
+}
+
+/* ---- what waits for the mutex (central.h: nobody waits for a preempted holder) ---------------- */
+
+static void push_pending(struct nsp_central *c, struct nsp_span *s)
+{
+    struct nsp_span *old = atomic_load_explicit(&c->pending, memory_order_relaxed);
+    do
+        s->next = old;
+    while (!atomic_compare_exchange_weak_explicit(&c->pending, &old, s, memory_order_release,
+                                                  memory_order_relaxed));
+}
+
+/* Lists a span the central owns and no list holds (mutex held): an empty one goes back to the
+ * page heap when the central has others to give; else PARTIAL if it has or may have free slots,
+ * else FULL (its protocol: a free racing it is not stranded). */
+static void list_owned(struct nsp_central *c, struct nsp_span *s)
+{
+    if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
+        CADD(c->spans_returned, 1);
+        nsp__pageheap_free(s); /* never waits (pageheap.h) */
+        return;
+    }
+    if (s->alloc_count < s->nelems || atomic_load(&s->dirty))
+        make_partial(c, s);
+    else
+        make_full(c, s);
+}
+
+/* Mutex held: lists the pending spans, and moves to the partial list the FULL spans a remote
+ * free woke (state PARTIAL, still in the full list) while the mutex was held. */
+static void drain(struct nsp_central *c)
+{
+    if (atomic_load_explicit(&c->wakes_pending, memory_order_relaxed) &&
+        atomic_exchange(&c->wakes_pending, 0)) {
+        struct nsp_span *s = c->full, *next;
+        for (; s; s = next) {
+            next = s->next;
+            if (atomic_load(&s->state) != NSP_SPAN_FULL) {
+                list_remove(c, s);
+                list_push(c, s, NSP_LIST_PARTIAL);
+            }
+        }
+    }
+    if (!atomic_load_explicit(&c->pending, memory_order_relaxed))
+        return;
+    struct nsp_span *s = atomic_exchange_explicit(&c->pending, NULL, memory_order_acquire);
+    while (s) {
+        struct nsp_span *next = s->next;
+        s->next = NULL;
+        list_owned(c, s);
+        s = next;
+    }
+}
+
+static void central_lock(struct nsp_central *c)
+{
+    nsp__hold_lock_always(&c->lock, &c->hold);
+    drain(c);
+}
+
+/* The mutex unless its holder is stuck (hold.h): a holder that runs is waited for, as always; a
+ * hold another waiter already waited NSP_HOLD_WAIT_NS for is not waited for again, and the
+ * caller goes elsewhere (central.h). 0 when taken (and drained). */
+static int central_trylock(struct nsp_central *c)
+{
+    if (nsp__hold_lock(&c->lock, &c->hold) != 0)
+        return -1;
+    drain(c);
+    return 0;
+}
+
+/* Unlocks; what was pushed meanwhile is listed now if nobody else holds the mutex (else that
+ * holder lists it at its own unlock). */
+static void central_unlock(struct nsp_central *c)
+{
+    for (;;) {
+        pthread_mutex_unlock(&c->lock);
+        if (!atomic_load(&c->pending) && !atomic_load(&c->wakes_pending))
+            return;
+        if (nsp__hold_trylock(&c->lock, &c->hold) != 0)
+            return;
+        drain(c);
+    }
+}
+
+void nsp__central_lock(struct nsp_central *c)
+{
+    central_lock(c);
+}
+
+void nsp__central_unlock(struct nsp_central *c)
+{
+    central_unlock(c);
+}
+
+/* A span of c's with free slots taken off its pending stack, without the mutex, or NULL: what a
+ * refill, a batch or a direct object uses before it carves a new span for a stuck hold. The
+ * whole stack is taken at once (an exchange: its spans are ours, no ABA) and all but the one
+ * taken pushed back, then listed if the mutex is free by now. Without it, 64 threads on 2 cpus
+ * (test_host_stress 64), whose holders are often off their cpu for longer than NSP_HOLD_WAIT_NS,
+ * carved a new span for nearly every refill behind a stuck hold while the spans released
+ * meanwhile waited: 3,000 fresh arenas and 2.6 GB of RSS against 250 MB. A span taken here is
+ * not swept (its owner sweeps it in place, as a cache does when its span runs out). */
+static struct nsp_span *pending_with_room(struct nsp_central *c)
+{
+    if (!atomic_load_explicit(&c->pending, memory_order_relaxed))
+        return NULL;
+    struct nsp_span *s = atomic_exchange_explicit(&c->pending, NULL, memory_order_acquire);
+    struct nsp_span *got = NULL;
+    int back = 0;
+    while (s) {
+        struct nsp_span *next = s->next;
+        if (!got && s->alloc_count < s->nelems) {
+            s->next = NULL;
+            got = s;
+        } else {
+            push_pending(c, s);
+            back = 1;
+        }
+        s = next;
+    }
+    if (back && nsp__hold_trylock(&c->lock, &c->hold) == 0) {
+        drain(c);
+        central_unlock(c);
+    }
+    return got;
 }
 
 /* Sweeps a span the central owns, reporting double frees the sweep found. */
@@ -153,8 +286,8 @@ static void sweep_owned(struct nsp_central *c, struct nsp_span *s)
     uint32_t doubles;
     uintptr_t first;
     uint32_t applied = nsp__span_sweep(s, &doubles, &first);
-    c->swept_objects += applied;
-    c->sweeps++;
+    CADD(c->swept_objects, applied);
+    CADD(c->sweeps, 1);
     count_objects(c, -(int64_t)applied);
     nsp__ledger_count(s, -(int64_t)applied);
     nsp__ledger_sweep(s, NULL);
@@ -226,39 +359,46 @@ static uint32_t thin(const struct nsp_span *s)
 static struct nsp_span *cache_span(unsigned node, unsigned cls, unsigned cache, int wait)
 {
     struct nsp_central *c = nsp__central(node, cls);
-    if (wait)
-        pthread_mutex_lock(&c->lock);
-    else if (pthread_mutex_trylock(&c->lock) != 0) /* never wait holding a cache (central.h) */
-        return NULL;
+    /* never wait holding a cache (central.h); without one, the mutex unless its hold is stuck
+     * (hold.h), and then a span released meanwhile or a new one */
     struct nsp_span *s;
-    unsigned parked = 0;
-    while ((s = pop_swept(c))) {
-        uint32_t room = s->nelems - s->alloc_count;
-        if (room && (room >= thin(s) || parked >= NSP_REFILL_PARK_MAX || !c->npartial)) {
-            c->refills++;
-            count_objects(c, -(int64_t)s->alloc_count); /* the cache's now */
-            take(s, cache);
-            pthread_mutex_unlock(&c->lock);
-            return s;
+    if ((wait ? central_trylock(c) : nsp__hold_trylock(&c->lock, &c->hold)) == 0) {
+        unsigned parked = 0;
+        while ((s = pop_swept(c))) {
+            uint32_t room = s->nelems - s->alloc_count;
+            if (room && (room >= thin(s) || parked >= NSP_REFILL_PARK_MAX || !c->npartial)) {
+                CADD(c->refills, 1);
+                count_objects(c, -(int64_t)s->alloc_count); /* the cache's now */
+                take(s, cache);
+                central_unlock(c);
+                return s;
+            }
+            if (room) { /* thin: parked at the tail, swept, for a refill that finds nothing better */
+                atomic_store_explicit(&s->state, NSP_SPAN_PARTIAL, memory_order_relaxed);
+                list_push_at(c, s, NSP_LIST_PARTIAL, 1);
+                parked++;
+                continue;
+            }
+            make_full(c, s); /* may come straight back to partial if freed meanwhile */
         }
-        if (room) { /* thin: parked at the tail, swept, for a refill that finds nothing better */
-            atomic_store_explicit(&s->state, NSP_SPAN_PARTIAL, memory_order_relaxed);
-            list_push_at(c, s, NSP_LIST_PARTIAL, 1);
-            parked++;
-            continue;
-        }
-        make_full(c, s); /* may come straight back to partial if freed meanwhile */
+        central_unlock(c);
+    } else if (!wait) {
+        return NULL;
     }
-    pthread_mutex_unlock(&c->lock);
 
+    if ((s = pending_with_room(c))) { /* stuck: what was released meanwhile first */
+        CADD(c->refills, 1);
+        count_objects(c, -(int64_t)s->alloc_count); /* the cache's now */
+        take(s, cache);
+        return s;
+    }
+    /* a new span is in no list: no mutex to take it */
     if (!(s = new_span(node, cls)))
         return NULL;
     c = nsp__central(s->node, cls); /* a spilled span belongs to the node that gave it */
-    pthread_mutex_lock(&c->lock);
-    c->spans_new++;
-    c->refills++;
+    CADD(c->spans_new, 1);
+    CADD(c->refills, 1);
     take(s, cache);
-    pthread_mutex_unlock(&c->lock);
     return s;
 }
 
@@ -275,23 +415,30 @@ struct nsp_span *nsp__central_cache_span_unheld(unsigned node, unsigned cls, uns
 void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)
 {
     struct nsp_central *c = nsp__central(s->node, s->sizeclass);
-    pthread_mutex_lock(&c->lock);
     epoch_bump(s->node);
-    c->releases++;
-    c->cached_mallocs += mallocs;
+    CADD(c->releases, 1);
+    CADD(c->cached_mallocs, mallocs);
     count_objects(c, s->alloc_count); /* 0 if its pages go back below */
-    if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
-        /* empty, and the central has other spans to give: the pages go back */
-        c->spans_returned++;
-        pthread_mutex_unlock(&c->lock);
-        nsp__pageheap_free(s);
-        return;
+    if (nsp__hold_trylock(&c->lock, &c->hold) != 0) {
+        /* held: pushed for the holder to list (still CACHED, by a cache that no longer has it:
+         * a free of its objects goes the remote way meanwhile, as during a refill's window) */
+        push_pending(c, s);
+        if (nsp__hold_trylock(&c->lock, &c->hold) != 0)
+            return;
+        drain(c); /* the holder went meanwhile: listed here */
+    } else {
+        drain(c);
+        if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
+            /* empty, and the central has other spans to give: the pages go back, after the
+             * unlock (the page heap's work, a scavenge even, is not done holding the central) */
+            CADD(c->spans_returned, 1);
+            central_unlock(c);
+            nsp__pageheap_free(s);
+            return;
+        }
+        list_owned(c, s);
     }
-    if (s->alloc_count < s->nelems || atomic_load(&s->dirty))
-        make_partial(c, s);
-    else
-        make_full(c, s);
-    pthread_mutex_unlock(&c->lock);
+    central_unlock(c);
 }
 
 void nsp__central_wake(struct nsp_span *s)
@@ -301,13 +448,21 @@ void nsp__central_wake(struct nsp_span *s)
         return; /* another freer, or the owner, got there first */
     struct nsp_central *c = nsp__central(s->node, s->sizeclass);
     epoch_bump(s->node);
-    pthread_mutex_lock(&c->lock);
+    CADD(c->wakes, 1);
+    if (nsp__hold_lock(&c->lock, &c->hold) != 0) {
+        /* stuck: the holder moves it (state PARTIAL in the full list: drain). Only then: that
+         * drain walks the whole full list, too much for every busy mutex under Larson's remote
+         * frees */
+        atomic_store(&c->wakes_pending, 1);
+        if (nsp__hold_trylock(&c->lock, &c->hold) != 0)
+            return;
+    }
+    drain(c);
     if (s->list == NSP_LIST_FULL) {
         list_remove(c, s);
         list_push(c, s, NSP_LIST_PARTIAL);
     }
-    c->wakes++;
-    pthread_mutex_unlock(&c->lock);
+    central_unlock(c);
 }
 
 /* One object from a span the central owns; the span goes back to the right list. */
@@ -333,35 +488,84 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
     return p;
 }
 
+/* Up to `want` objects from a span s of c's that its caller owns without the mutex (in no list:
+ * a new one, still TAKEN, or one taken off the pending stack; no validator reads it meanwhile),
+ * charged as take_from charges them but under the node's ledger lock, since no central's covers
+ * s; then s is listed (made PARTIAL or FULL), now if the mutex is free, else by its next holder
+ * (central.h). `fresh`: s is a new span (counted). */
+static unsigned take_owned(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want,
+                           int fresh)
+{
+    unsigned n = 0;
+    while (n < want) {
+        void *p = nsp__span_next_free(s);
+        if (!p) {
+            nsp__span_rewind(s);
+            if (!(p = nsp__span_next_free(s)))
+                break;
+        }
+        out[n++] = p;
+    }
+    if (fresh)
+        CADD(c->spans_new, 1);
+    if (n) {
+        count_objects(c, n);
+        nsp__ledger_count(s, n);
+        if (nsp__accounting == NSP_ACCT_EXACT)
+            nsp__ledger_exact_objects(s, n, NULL);
+        else
+            nsp__ledger_sweep_unlocked(s);
+        CADD(c->direct_allocs, n);
+    }
+    if (nsp__hold_trylock(&c->lock, &c->hold) != 0) {
+        push_pending(c, s);
+        if (nsp__hold_trylock(&c->lock, &c->hold) != 0)
+            return n;
+        drain(c);
+    } else {
+        drain(c);
+        list_owned(c, s);
+    }
+    central_unlock(c);
+    return n;
+}
+
+/* A new span of class cls for node (TAKEN), and in *c the central it will belong to, or NULL. */
+static struct nsp_span *new_owned(unsigned node, unsigned cls, struct nsp_central **c)
+{
+    struct nsp_span *s = new_span(node, cls);
+    if (s)
+        *c = nsp__central(s->node, cls); /* a spilled span belongs to the node that gave it */
+    return s;
+}
+
 /* One object at a time under the mutex: what the reservation budget's refusals and
  * nsp_malloc_node get (an object charged as it is handed out, nothing held beside it, so the
  * ledger at rest is live + the caches' unspent bytes), and what the `exact` ledger (each object
  * charged as it is handed out) and NSP_SECURE (its own slot order and poison checks) keep for
- * busy caches too. */
+ * busy caches too. Behind a stuck hold, from a span released meanwhile or a new one.
+ */
 static void *alloc_one(unsigned node, unsigned cls)
 {
     struct nsp_central *c = nsp__central(node, cls);
-    pthread_mutex_lock(&c->lock);
     struct nsp_span *s;
-    while ((s = pop_swept(c))) {
-        void *p = alloc_from(c, s);
-        if (p) {
-            c->direct_allocs++;
-            pthread_mutex_unlock(&c->lock);
-            return p;
+    if (central_trylock(c) == 0) { /* else stuck: around it, below (central.h) */
+        while ((s = pop_swept(c))) {
+            void *p = alloc_from(c, s);
+            if (p) {
+                CADD(c->direct_allocs, 1);
+                central_unlock(c);
+                return p;
+            }
         }
+        central_unlock(c);
     }
-    pthread_mutex_unlock(&c->lock);
-    if (!(s = new_span(node, cls)))
+    void *p;
+    if ((s = pending_with_room(c))) /* stuck: what was released meanwhile first */
+        return take_owned(c, s, &p, 1, 0) ? p : NULL;
+    if (!(s = new_owned(node, cls, &c)))
         return NULL;
-    c = nsp__central(s->node, cls);
-    pthread_mutex_lock(&c->lock);
-    c->spans_new++;
-    c->direct_allocs++;
-    atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
-    void *p = alloc_from(c, s);
-    pthread_mutex_unlock(&c->lock);
-    return p;
+    return take_owned(c, s, &p, 1, 1) ? p : NULL;
 }
 
 /* Up to `want` objects from span s, which the central owns (lock held): charged as alloc_from
@@ -382,7 +586,7 @@ static unsigned take_from(struct nsp_central *c, struct nsp_span *s, void **out,
         count_objects(c, n);
         nsp__ledger_count(s, n);
         nsp__ledger_sweep(s, NULL);
-        c->direct_allocs += n;
+        CADD(c->direct_allocs, n);
     }
     if (s->alloc_count < s->nelems)
         make_partial(c, s);
@@ -396,20 +600,19 @@ static unsigned fill(unsigned node, unsigned cls, void **out, unsigned want)
 {
     struct nsp_central *c = nsp__central(node, cls);
     unsigned n = 0;
-    pthread_mutex_lock(&c->lock);
     struct nsp_span *s;
-    while (n < want && (s = pop_swept(c)))
-        n += take_from(c, s, out + n, want - n);
-    pthread_mutex_unlock(&c->lock);
-    if (n || !(s = new_span(node, cls)))
+    if (central_trylock(c) == 0) { /* else stuck: around it, below (central.h) */
+        while (n < want && (s = pop_swept(c)))
+            n += take_from(c, s, out + n, want - n);
+        central_unlock(c);
+    }
+    if (n)
         return n;
-    c = nsp__central(s->node, cls); /* a spilled span belongs to the node that gave it */
-    pthread_mutex_lock(&c->lock);
-    c->spans_new++;
-    atomic_store_explicit(&s->state, NSP_SPAN_SWEEPING, memory_order_relaxed);
-    n = take_from(c, s, out, want);
-    pthread_mutex_unlock(&c->lock);
-    return n;
+    if ((s = pending_with_room(c))) /* stuck: what was released meanwhile first */
+        return take_owned(c, s, out, want, 0);
+    if (!(s = new_owned(node, cls, &c)))
+        return n;
+    return take_owned(c, s, out, want, 1);
 }
 
 /* Objects of a chain no transfer took back go to their spans as remote frees (no lock held). */
@@ -466,7 +669,7 @@ static size_t give_back_empty(struct nsp_central *c, struct nsp_span *s)
     if (s->alloc_count != 0 || atomic_load(&s->dirty))
         return 0;
     list_remove(c, s);
-    c->spans_returned++;
+    CADD(c->spans_returned, 1);
     size_t bytes = (size_t)s->npages << NSP_PAGE_SHIFT;
     nsp__pageheap_free(s);
     return bytes;
@@ -486,7 +689,10 @@ size_t nsp__central_trim(unsigned node)
         /* the transfer's batches first: freed bits the sweep below applies (a span a cache
          * holds has them applied at its release: hence nsp__central_drain before the caches) */
         give_back_chain(nsp__transfer_take_all(&c->front, k), k);
-        pthread_mutex_lock(&c->lock);
+        if (central_trylock(c) != 0) { /* stuck: best effort, the next trim gets it */
+            atomic_fetch_add_explicit(&nsp__central_busy_skips, 1, memory_order_relaxed);
+            continue;
+        }
         struct nsp_span *s = c->partial, *next;
         for (; s; s = next) {
             next = s->next;
@@ -508,7 +714,7 @@ size_t nsp__central_trim(unsigned node)
                 bytes += give_back_empty(c, s);
             }
         }
-        pthread_mutex_unlock(&c->lock);
+        central_unlock(c);
     }
     return bytes;
 }

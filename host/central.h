@@ -7,23 +7,40 @@
  * free that wakes a FULL span (FULL -> PARTIAL by CAS, then a move under the lock), and the trim
  * that returns empty spans to the page heap.
  * Lock order: cache -> central -> page heap. A central never calls malloc or hwloc.
+ *
+ * Nobody waits for a stuck holder (issue 11, hold.h). A release (uncacheSpan) that finds the
+ * central's mutex held pushes its span on the central's pending stack (through s->next: the
+ * span is in no list) and goes; a remote free that woke a FULL span (its CAS won) and finds the
+ * mutex held leaves the span in the full list with state PARTIAL and raises `wakes_pending`.
+ * Neither waits at all, and neither makes anything new. A refill, a transfer batch or a direct
+ * object waits for a holder that runs, as for any mutex; only when the hold is stuck (a waiter
+ * waited NSP_HOLD_WAIT_NS for it, once per hold, hold.h) does it carve a new span from the page
+ * heap instead (itself never waiting for a stuck holder: pageheap.h), take what it needs and push
+ * the span pending too (TAKEN until listed). Whoever holds the mutex next lists what is pending
+ * first (nsp__central_lock), so every holder sees exact lists, and no object or free is lost: a
+ * pending span is owned by the central, out of every list, as one being swept is. The counters
+ * are bumped atomically, by holders and pushers alike, and read racily by stats. A trim (malloc_trim,
+ * a cycle, a reclaim) skips a central whose hold is stuck: best effort, nsp__central_busy_skips
+ * counts it, the next trim gets it.
  */
 #ifndef NSP_HOST_CENTRAL_H
 #define NSP_HOST_CENTRAL_H
 
 #include <stdint.h>
 
+#include "hold.h"
 #include "sizeclass.h"
 #include "transfer.h"
 #include "types.h"
 
 struct nsp_central {
     pthread_mutex_t lock;
+    struct nsp_hold hold; /* which hold of `lock` is stuck, if one is (hold.h) */
     struct nsp_span *partial;
     struct nsp_span *partial_tail; /* its last span: where a refill parks a thin one */
     struct nsp_span *full;
     uint64_t npartial, nfull;
-    /* counters, under lock */
+    /* counters: bumped by atomic adds (with or without the mutex), read racily by stats */
     uint64_t refills;        /* spans handed to caches */
     uint64_t releases;       /* spans taken back */
     uint64_t sweeps;         /* sweeps done by this central */
@@ -37,6 +54,9 @@ struct nsp_central {
      * direct allocation has out of them; remote frees count until swept. Stored with relaxed
      * atomic stores under the lock, so that stats read it without the lock (stats.c). */
     uint64_t objects;
+    /* pushed without the mutex, listed by its next holder (file header) */
+    struct nsp_span *_Atomic pending;
+    _Atomic int wakes_pending;
     /* the lock-free front of this node's class (transfer.h): on its own line, outside the lock */
     struct nsp_transfer front;
 } __attribute__((aligned(NSP_CACHE_LINE)));
@@ -49,6 +69,13 @@ static inline struct nsp_central *nsp__central(unsigned node, unsigned cls)
     return &nsp__centrals[node * NSP_NUM_CLASSES + cls];
 }
 
+/* A central's mutex for those outside this file who must see it whole (fork, the recount):
+ * what was pushed pending is listed first. */
+void nsp__central_lock(struct nsp_central *c);
+void nsp__central_unlock(struct nsp_central *c);
+/* Centrals a trim or a cycle found busy and skipped. */
+extern _Atomic uint64_t nsp__central_busy_skips;
+
 /* Returns 0, or -1 if the OS refused memory for the centrals. */
 int nsp__central_init(unsigned nnodes);
 
@@ -58,8 +85,9 @@ int nsp__central_init(unsigned nnodes);
  * there made every other thread of its cpu find the cache busy for as long (the caller's miss
  * then goes to the node's transfer, without the cache). */
 struct nsp_span *nsp__central_cache_span(unsigned node, unsigned cls, unsigned cache);
-/* The same for a caller that holds no cache's lock (the bins' refill, cache.c): it may wait for
- * the central's mutex, since nobody waits for it. NULL only if no node has memory. */
+/* The same for a caller that holds no cache's lock (the bins' refill, cache.c): a held mutex
+ * is waited for unless its hold is stuck, and then the span is a new one (file header). NULL only
+ * if no node has memory. */
 struct nsp_span *nsp__central_cache_span_unheld(unsigned node, unsigned cls, unsigned cache);
 /* uncacheSpan: takes back a span a cache held (PARTIAL if it has or may have free slots); the
  * cache made `mallocs` allocations from it (the class's counter). The ledger's release is the
@@ -86,7 +114,8 @@ struct nsp_span *nsp__central_pages(unsigned node, size_t npages, size_t align_p
  * their release within the same cycle. */
 void nsp__central_drain(unsigned node);
 /* Gives the node's transfer batches back to their spans (remote frees), sweeps node's uncached
- * spans (reconciling their charges) and returns the empty ones to the page heap. Returns bytes. */
+ * spans (reconciling their charges) and returns the empty ones to the page heap. Returns bytes.
+ * A central whose hold is stuck (hold.h) is skipped and counted: best effort. */
 size_t nsp__central_trim(unsigned node);
 
 #endif /* NSP_HOST_CENTRAL_H */

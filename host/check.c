@@ -285,9 +285,9 @@ static int lock_heap(int wait)
     }
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
-            pthread_mutex_lock(&nsp__central(n, k)->lock);
+            nsp__central_lock(nsp__central(n, k));
     for (unsigned n = 0; n < nsp__nnodes; n++)
-        pthread_mutex_lock(&nsp__pageheaps[n].lock);
+        nsp__pageheap_lock(n);
     nsp__ledger_lock_all();
     return 1;
 }
@@ -296,10 +296,10 @@ static void unlock_heap(int wait)
 {
     nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
-        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
+        nsp__pageheap_unlock(n);
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
-            pthread_mutex_unlock(&nsp__central(n, k)->lock);
+            nsp__central_unlock(nsp__central(n, k));
     if (wait) {
         nsp__cache_unlock_all();
     } else {

@@ -113,9 +113,9 @@ static void fork_prepare(void)
     nsp__cache_lock_all();
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
-            pthread_mutex_lock(&nsp__central(n, k)->lock);
+            nsp__central_lock(nsp__central(n, k));
     for (unsigned n = 0; n < nsp__nnodes; n++)
-        pthread_mutex_lock(&nsp__pageheaps[n].lock);
+        nsp__pageheap_lock(n);
     nsp__ledger_lock_all(); /* no ledger change is half made in the child */
     nsp__pacer_fork_prepare_last();
 }
@@ -130,10 +130,10 @@ static void fork_release_locks(int child)
     else
         nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
-        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
+        nsp__pageheap_unlock(n);
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
-            pthread_mutex_unlock(&nsp__central(n, k)->lock);
+            nsp__central_unlock(nsp__central(n, k));
     nsp__cache_unlock_all();
 }
 
@@ -145,6 +145,7 @@ static void fork_release(void)
 static void fork_release_child(void)
 {
     nsp__cache_forked_child();
+    nsp__hold_forked_child(); /* before any hold: the child's thread id is its own */
     fork_release_locks(1);
     nsp__pacer_forked_child(); /* no pacer thread in the child: one starts only if it is paced */
 }

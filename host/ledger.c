@@ -220,6 +220,18 @@ static void set_unlocked(struct nsp_span *s, int64_t charge, int64_t huge_delta)
     pthread_rwlock_unlock(&node_lock[s->node]);
 }
 
+void nsp__ledger_sweep_unlocked(struct nsp_span *s)
+{
+    if (nsp__accounting == NSP_ACCT_EXACT)
+        return;
+    /* set_unlocked's two steps, without its large_bytes: s holds small objects */
+    pthread_rwlock_rdlock(&node_lock[s->node]);
+    int64_t charge = allocated_bytes(s);
+    int64_t old = atomic_exchange_explicit(&s->charge, charge, memory_order_relaxed);
+    nsp__ledger_delta(s->node, charge - old, NULL);
+    pthread_rwlock_unlock(&node_lock[s->node]);
+}
+
 void nsp__ledger_large(struct nsp_span *s, int allocated)
 {
     struct nsp_ledger_node *l = &nsp__ledger[s->node];

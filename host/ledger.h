@@ -107,6 +107,9 @@ void nsp__ledger_flush(int64_t *pending);
 void nsp__ledger_refill(struct nsp_span *s, int64_t *pending);
 void nsp__ledger_release(struct nsp_span *s, int64_t *pending);
 void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending); /* uncached span, after a sweep */
+/* The same for a span no cache or central lock covers (a new span a central carved while its
+ * mutex was held, central.h): under the node's ledger lock, shared. */
+void nsp__ledger_sweep_unlocked(struct nsp_span *s);
 void nsp__ledger_large(struct nsp_span *s, int allocated);
 /* A large object grew or shrank in place (realloc): charged its new page count. */
 void nsp__ledger_large_resized(struct nsp_span *s);

@@ -469,11 +469,12 @@ static int64_t retained_bytes_in_use(int64_t *in_use)
 {
     int64_t retained = 0, used = 0;
     for (unsigned n = 0; n < nsp__nnodes; n++) {
+        /* the page heap's counters, read without its lock: a cycle never waits for a thread
+         * preempted in the page heap (issue 11); each is exact at rest */
         struct nsp_pageheap *h = &nsp__pageheaps[n];
-        pthread_mutex_lock(&h->lock);
-        retained += (int64_t)(h->pages_mapped - h->pages_scavenged) << NSP_PAGE_SHIFT;
-        used += (int64_t)(h->pages_mapped - h->pages_free) << NSP_PAGE_SHIFT;
-        pthread_mutex_unlock(&h->lock);
+        uint64_t mapped = nsp__pageheap_counter(&h->pages_mapped);
+        retained += (int64_t)(mapped - nsp__pageheap_counter(&h->pages_scavenged)) << NSP_PAGE_SHIFT;
+        used += (int64_t)(mapped - nsp__pageheap_counter(&h->pages_free)) << NSP_PAGE_SHIFT;
     }
     if (in_use)
         *in_use = used;
@@ -782,8 +783,11 @@ static void cycle(int forced, int node)
     for (unsigned n = 0; n < nsp__nnodes; n++)
         nsp__central_drain(n); /* transfer batches back first: the releases then apply them */
     release_caches(sg);
+    /* sweep uncached spans; empty ones back to the page heap. A central whose holder runs is
+     * waited for; one whose hold is stuck (a thread stopped or preempted there, hold.h) holds the
+     * cycle up NSP_HOLD_WAIT_NS at most, once per hold, and is skipped (central.h) */
     for (unsigned n = 0; n < nsp__nnodes; n++)
-        nsp__central_trim(n); /* sweep uncached spans; empty ones back to the page heap */
+        nsp__central_trim(n);
     read_heap(&end);
     int64_t live = live_of(&end);
     /* runway: bytes allocated while the cycle ran, not bytes charged (a refill charges a whole
@@ -1411,9 +1415,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
         for (unsigned i = 0; i < nsp__ncaches; i++)
             out->pending[n] += __atomic_load_n(&nsp__caches[i].pending[n], __ATOMIC_RELAXED);
         out->node_limit_bytes[n] = nsp__node_limit_pages[n] << NSP_PAGE_SHIFT;
-        pthread_mutex_lock(&nsp__pageheaps[n].lock);
-        out->pages_mapped[n] = (int64_t)nsp__pageheaps[n].pages_mapped;
-        pthread_mutex_unlock(&nsp__pageheaps[n].lock);
+        out->pages_mapped[n] = (int64_t)nsp__pageheap_counter(&nsp__pageheaps[n].pages_mapped);
     }
     out->heap_live_total = heap_total();
     pthread_mutex_lock(&P.model_lock);

@@ -25,6 +25,11 @@
 #include "os.h"
 #include "runtime.h"
 
+/* A counter written under the heap's lock (or by atomic add, pages_mapped) and read without it
+ * (nsp__pageheap_counter: stats, the pacer). */
+#define COUNT(field, d) __atomic_store_n(&(field), (field) + (d), __ATOMIC_RELAXED)
+#define COUNT_ATOMIC(field, d) __atomic_fetch_add(&(field), (d), __ATOMIC_RELAXED)
+
 struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];
 _Atomic uint64_t nsp__mapped_bytes;
@@ -93,9 +98,9 @@ static void run_insert(struct nsp_pageheap *h, struct nsp_span *r)
     if (*head)
         (*head)->prev = r;
     *head = r;
-    h->pages_free += r->npages;
+    COUNT(h->pages_free, r->npages);
     if (r->scavenged)
-        h->pages_scavenged += r->npages;
+        COUNT(h->pages_scavenged, r->npages);
 }
 
 static void run_remove(struct nsp_pageheap *h, struct nsp_span *r)
@@ -107,9 +112,9 @@ static void run_remove(struct nsp_pageheap *h, struct nsp_span *r)
     if (r->next)
         r->next->prev = r->prev;
     r->next = r->prev = NULL;
-    h->pages_free -= r->npages;
+    COUNT(h->pages_free, -r->npages);
     if (r->scavenged)
-        h->pages_scavenged -= r->npages;
+        COUNT(h->pages_scavenged, -r->npages);
 }
 
 /* Makes pages [start, start+n) of ar a FREE run (descriptor of start), mapping its ends. */
@@ -180,6 +185,15 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
     return ar;
 }
 
+/* Lock held: ar becomes one of the node's arenas (its pages counted as mapped). */
+static void arena_link(struct nsp_pageheap *h, struct nsp_arena *ar)
+{
+    ar->next = h->arenas;
+    __atomic_store_n(&h->arenas, ar, __ATOMIC_RELEASE); /* stats walk the list unlocked */
+    COUNT_ATOMIC(h->pages_mapped, nsp__arena_pages(ar));
+    COUNT(h->arenas_mapped, 1);
+}
+
 /* A new arena on node with room for a run of need pages (need <= NSP_ARENA_PAGES). A full
  * 64 MiB arena is the normal case; when the OS (RLIMIT_AS, strict overcommit) or the hard limit
  * refuses one, halves the size down to the larger of NSP_ARENA_MIN_SIZE and what need takes:
@@ -191,7 +205,8 @@ static struct nsp_arena *arena_new(unsigned node, size_t need)
         return NULL;
     /* a node at its page limit (NSP_NODE_LIMITS) maps no more: its refills spill */
     if (nsp__node_limit_pages[node] &&
-        (int64_t)(h->pages_mapped + NSP_ARENA_PAGES) > nsp__node_limit_pages[node])
+        (int64_t)(nsp__pageheap_counter(&h->pages_mapped) + NSP_ARENA_PAGES) >
+            nsp__node_limit_pages[node])
         return NULL;
     size_t least = NSP_ARENA_MIN_SIZE;
     while (least < NSP_ARENA_SIZE && (least >> NSP_PAGE_SHIFT) < need)
@@ -205,13 +220,204 @@ static struct nsp_arena *arena_new(unsigned node, size_t need)
     /* The kernel is told where the pages belong; on a synthetic topology this is only recorded. */
     nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
     nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
-    ar->next = h->arenas;
-    h->arenas = ar;
-    h->pages_mapped += pages;
-    h->arenas_mapped++;
+    arena_link(h, ar);
     set_table(ar, 1);
     run_insert(h, run_make(ar, 0, pages, 0, 0));
     return ar;
+}
+
+/* ---- the lock, and what waits for it (pageheap.h: nobody waits for a preempted holder) -------- */
+
+static void free_locked(struct nsp_pageheap *h, struct nsp_span *s);
+
+static void push_free(struct nsp_pageheap *h, struct nsp_span *s)
+{
+    struct nsp_span *old = atomic_load_explicit(&h->pending_frees, memory_order_relaxed);
+    do
+        s->next = old;
+    while (!atomic_compare_exchange_weak_explicit(&h->pending_frees, &old, s,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+static void push_arena(struct nsp_pageheap *h, struct nsp_arena *ar)
+{
+    struct nsp_arena *old = atomic_load_explicit(&h->pending_arenas, memory_order_relaxed);
+    do
+        ar->next = old;
+    while (!atomic_compare_exchange_weak_explicit(&h->pending_arenas, &old, ar,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+/* Lock held: links what was pushed pending. The frees are taken before the arenas: a fresh
+ * arena is pushed before the rest of it is (alloc_busy), so any rest taken here has its arena
+ * taken here too, or linked already, and is never a run of an arena the heap does not count. */
+static void drain(struct nsp_pageheap *h)
+{
+    if (!atomic_load_explicit(&h->pending_frees, memory_order_relaxed) &&
+        !atomic_load_explicit(&h->pending_arenas, memory_order_relaxed))
+        return;
+    struct nsp_span *s = atomic_exchange_explicit(&h->pending_frees, NULL, memory_order_acquire);
+    struct nsp_arena *ar = atomic_exchange_explicit(&h->pending_arenas, NULL, memory_order_acquire);
+    while (ar) {
+        struct nsp_arena *next = ar->next;
+        arena_link(h, ar);
+        ar = next;
+    }
+    while (s) {
+        struct nsp_span *next = s->next;
+        s->next = NULL;
+        free_locked(h, s);
+        s = next;
+    }
+}
+
+static void heap_lock(struct nsp_pageheap *h)
+{
+    nsp__hold_lock_always(&h->lock, &h->hold);
+    drain(h);
+}
+
+/* The lock unless its holder is stuck (hold.h): a holder that runs is waited for, as a mutex's
+ * always was; one preempted for long or stopped in a signal handler is waited for once per hold,
+ * then never, and the caller goes elsewhere. 0 when taken (and drained). */
+static int heap_trylock(struct nsp_pageheap *h)
+{
+    if (nsp__hold_lock(&h->lock, &h->hold) != 0)
+        return -1;
+    drain(h);
+    return 0;
+}
+
+/* Unlocks; what was pushed meanwhile is linked now if nobody else holds the lock (else that
+ * holder links it at its own unlock). */
+static void heap_unlock(struct nsp_pageheap *h)
+{
+    for (;;) {
+        pthread_mutex_unlock(&h->lock);
+        if (!atomic_load(&h->pending_frees) && !atomic_load(&h->pending_arenas))
+            return;
+        if (nsp__hold_trylock(&h->lock, &h->hold) != 0)
+            return;
+        drain(h);
+    }
+}
+
+void nsp__pageheap_lock(unsigned node)
+{
+    heap_lock(&nsp__pageheaps[node]);
+}
+
+int nsp__pageheap_trylock(unsigned node)
+{
+    return heap_trylock(&nsp__pageheaps[node]);
+}
+
+void nsp__pageheap_unlock(unsigned node)
+{
+    heap_unlock(&nsp__pageheaps[node]);
+}
+
+/* Sets up pages [start, start + n) of ar as a TAKEN span, its pages mapping to it (every live
+ * span's do), and returns it. The pages are the caller's: a run it took out of the heap, or a
+ * pending span it took off the stack. */
+static struct nsp_span *span_cut(struct nsp_arena *ar, uint32_t start, uint32_t n,
+                                 uint32_t needzero)
+{
+    struct nsp_span *sp = &ar->spans[start];
+    memset(sp, 0, sizeof *sp);
+    sp->arena = ar;
+    sp->node = (uint16_t)ar->node;
+    sp->start_page = start;
+    sp->npages = n;
+    sp->base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    sp->needzero = (uint8_t)needzero;
+    sp->alloc_bits = ar->alloc_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
+    sp->freed_bits = ar->freed_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
+    /* Not FREE while the lock may be elsewhere: a neighbour freed meanwhile must not take these
+     * pages into its run. */
+    atomic_store_explicit(&sp->state, NSP_SPAN_TAKEN, memory_order_relaxed);
+    for (uint32_t p = start; p < start + n; p++)
+        ar->pagemap[p] = sp;
+    return sp;
+}
+
+/* A span of npages pages cut from what waits on the pending stack (frees, rests of fresh
+ * arenas), or NULL. The whole stack is taken at once (an exchange: the spans are ours, no ABA),
+ * the first that fits is cut and the rest of it and every other span pushed back. So a stuck
+ * hold costs one fresh arena per NSP_ARENA_MIN_SIZE of new pages, not one per allocation: the
+ * pages freed meanwhile and each fresh arena's rest are reused (a main thread's churn of large
+ * objects under a stopped holder mapped 32,000 arenas, and then ran out of the kernel's maps). */
+static struct nsp_span *take_pending(struct nsp_pageheap *h, size_t npages, size_t align_pages)
+{
+    struct nsp_span *s = atomic_exchange_explicit(&h->pending_frees, NULL, memory_order_acquire);
+    struct nsp_span *got = NULL;
+    int back = 0;
+    while (s) {
+        struct nsp_span *next = s->next;
+        if (!got && s->npages >= npages && s->start_page % align_pages == 0) {
+            struct nsp_arena *ar = s->arena;
+            uint32_t start = s->start_page, total = (uint32_t)s->npages, n = (uint32_t)npages;
+            uint32_t needzero = s->needzero;
+            got = span_cut(ar, start, n, needzero);
+            if (total > n)
+                push_free(h, span_cut(ar, start + n, total - n, needzero));
+        } else {
+            push_free(h, s);
+            back = 1;
+        }
+        s = next;
+    }
+    if (back && nsp__hold_trylock(&h->lock, &h->hold) == 0) { /* linked if the holder went */
+        drain(h);
+        heap_unlock(h);
+    }
+    return got;
+}
+
+/* A span of npages pages (align_pages: at most an arena) while node's lock is stuck (pageheap.h):
+ * cut from the pending spans if one fits, else at the start of an arena of its own, the arena
+ * and the rest of it going pending, for the next holder to link (and the next of us to cut).
+ * The smallest arena that fits (2 MiB for a small class's span). NULL when the OS, a limit or a
+ * test refuses it: the caller then waits for the lock. */
+static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pages)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    struct nsp_span *sp = take_pending(h, npages, align_pages);
+    if (sp)
+        return sp;
+    size_t need = npages + align_pages - 1, size = NSP_ARENA_MIN_SIZE;
+    while (size < NSP_ARENA_SIZE && (size >> NSP_PAGE_SHIFT) < need)
+        size *= 2;
+    /* the node limit's rule as arena_new applies it (room for a whole arena), so that a node
+     * the limit keeps from growing does not grow by this path either */
+    if ((__atomic_load_n(&nsp__test_nodes_without_memory, __ATOMIC_RELAXED) & (1ULL << node)) ||
+        (nsp__node_limit_pages[node] &&
+         (int64_t)(nsp__pageheap_counter(&h->pages_mapped) + NSP_ARENA_PAGES) >
+             nsp__node_limit_pages[node]))
+        return NULL;
+    struct nsp_arena *ar = arena_map(node, size);
+    if (!ar)
+        return NULL;
+    nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
+    nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
+    uint32_t pages = nsp__arena_pages(ar), n = (uint32_t)npages;
+    /* the arena starts its 64 MiB slot: page 0 is aligned to any align_pages that fits. The
+     * rest is set up before the arena is pushed, since the heap's walkers (stats, the
+     * validators, the recount) see it from the arena's link on, which may come before the
+     * rest's. */
+    sp = span_cut(ar, 0, n, 0);
+    struct nsp_span *r = n < pages ? span_cut(ar, n, pages - n, 0) : NULL;
+    set_table(ar, 1);
+    atomic_fetch_add_explicit(&h->busy_arenas, 1, memory_order_relaxed);
+    push_arena(h, ar);
+    if (r)
+        push_free(h, r);
+    /* linked now if the holder has gone meanwhile */
+    if (nsp__hold_trylock(&h->lock, &h->hold) == 0) {
+        drain(h);
+        heap_unlock(h);
+    }
+    return sp;
 }
 
 /* First page offset inside run r at which an aligned span of n pages fits, or -1. */
@@ -249,18 +455,25 @@ static struct nsp_span *alloc_on(unsigned node, size_t npages, size_t align_page
     if (npages == 0 || npages > NSP_ARENA_PAGES || align_pages == 0 ||
         npages + align_pages - 1 > NSP_ARENA_PAGES)
         return NULL;
-    pthread_mutex_lock(&h->lock);
+    if (heap_trylock(h) != 0) {
+        struct nsp_span *sp;
+        if (!grow) /* free runs only: the caller has other places to look */
+            return NULL;
+        if ((sp = alloc_busy(node, npages, align_pages)))
+            return sp;
+        heap_lock(h);
+    }
     long off;
     struct nsp_span *r = run_find(h, npages, align_pages, &off);
     if (!r) {
         if (!grow) {
-            pthread_mutex_unlock(&h->lock);
+            heap_unlock(h);
             return NULL;
         }
         if (!arena_new(node, npages + align_pages - 1) ||
             !(r = run_find(h, npages, align_pages, &off))) {
-            h->os_refusals++;
-            pthread_mutex_unlock(&h->lock);
+            COUNT(h->os_refusals, 1);
+            heap_unlock(h);
             errno = ENOMEM;
             return NULL;
         }
@@ -274,22 +487,8 @@ static struct nsp_span *alloc_on(unsigned node, size_t npages, size_t align_page
         run_insert(h, run_make(ar, start, s - start, needzero, scav));
     if (s + n < start + total)
         run_insert(h, run_make(ar, s + n, start + total - s - n, needzero, scav));
-    struct nsp_span *sp = &ar->spans[s];
-    memset(sp, 0, sizeof *sp);
-    sp->arena = ar;
-    sp->node = (uint16_t)node;
-    sp->start_page = s;
-    sp->npages = n;
-    sp->base = ar->base + ((uintptr_t)s << NSP_PAGE_SHIFT);
-    sp->needzero = needzero;
-    sp->alloc_bits = ar->alloc_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
-    sp->freed_bits = ar->freed_bits + (size_t)s * NSP_BITMAP_WORDS_PER_PAGE;
-    /* Not FREE before the lock is dropped: a neighbour freed meanwhile must not take these
-     * pages into its run. */
-    atomic_store_explicit(&sp->state, NSP_SPAN_TAKEN, memory_order_relaxed);
-    for (uint32_t p = s; p < s + n; p++)
-        ar->pagemap[p] = sp;
-    pthread_mutex_unlock(&h->lock);
+    struct nsp_span *sp = span_cut(ar, s, n, needzero);
+    heap_unlock(h);
     return sp;
 }
 
@@ -332,6 +531,7 @@ struct nsp_span *nsp__pageheap_alloc_near(unsigned node, size_t npages, size_t a
 }
 
 _Atomic int nsp__scavenge_paced;
+_Atomic uint64_t nsp__pageheap_busy_skips;
 
 /* Scavenging without a pacer thread (a plain program runs no cycles, DESIGN.md §6; with the
  * thread, it hands pages back at its own rate and this rule is off): when the free pages
@@ -342,7 +542,7 @@ _Atomic int nsp__scavenge_paced;
 static size_t retained_excess(const struct nsp_pageheap *h)
 {
     uint64_t resident = (h->pages_free - h->pages_scavenged) << NSP_PAGE_SHIFT;
-    uint64_t bound = (h->pages_mapped << NSP_PAGE_SHIFT) / 4;
+    uint64_t bound = (nsp__pageheap_counter(&h->pages_mapped) << NSP_PAGE_SHIFT) / 4;
     if (bound < ((uint64_t)64 << 20))
         bound = (uint64_t)64 << 20;
     return resident > bound ? (size_t)(resident - bound / 2) : 0;
@@ -350,9 +550,29 @@ static size_t retained_excess(const struct nsp_pageheap *h)
 
 void nsp__pageheap_free(struct nsp_span *s)
 {
+    struct nsp_pageheap *h = &nsp__pageheaps[s->arena->node];
+    if (nsp__hold_trylock(&h->lock, &h->hold) != 0) { /* never waited for: the holder links it */
+        atomic_fetch_add_explicit(&h->busy_frees, 1, memory_order_relaxed);
+        s->needzero = 1; /* its pages were used: whoever cuts it from the stack zeroes them */
+        push_free(h, s);
+        if (nsp__hold_trylock(&h->lock, &h->hold) != 0)
+            return;
+        drain(h); /* the holder went meanwhile: s is linked here, with whatever else waits */
+    } else {
+        drain(h);
+        free_locked(h, s);
+    }
+    size_t excess = atomic_load_explicit(&nsp__scavenge_paced, memory_order_relaxed)
+                        ? 0 : retained_excess(h);
+    heap_unlock(h);
+    if (excess)
+        nsp__pageheap_scavenge_upto(h->node, excess);
+}
+
+/* Gives s's pages to the heap's free runs, coalescing (lock held). */
+static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
+{
     struct nsp_arena *ar = s->arena;
-    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
-    pthread_mutex_lock(&h->lock);
     uint32_t start = s->start_page, n = (uint32_t)s->npages, needzero = 1, scav = 0;
     desc_kill(s);
     /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again */
@@ -379,11 +599,6 @@ void nsp__pageheap_free(struct nsp_span *s)
         }
     }
     run_insert(h, run_make(ar, start, n, needzero, scav));
-    size_t excess = atomic_load_explicit(&nsp__scavenge_paced, memory_order_relaxed)
-                        ? 0 : retained_excess(h);
-    pthread_mutex_unlock(&h->lock);
-    if (excess)
-        nsp__pageheap_scavenge_upto(h->node, excess);
 }
 
 int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
@@ -394,12 +609,13 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
     if (npages <= s->npages || (size_t)s->start_page + npages > nsp__arena_pages(ar))
         return -1;
     uint32_t need = (uint32_t)(npages - s->npages);
-    pthread_mutex_lock(&h->lock);
+    if (heap_trylock(h) != 0)
+        return -1; /* busy: as if the run were missing (realloc moves the object instead) */
     struct nsp_span *r =
         end < nsp__arena_pages(ar) ? nsp__pagemap_span(nsp__pagemap_entry(ar, end)) : NULL;
     if (!r || !r->npages || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
         r->start_page != end || r->npages < need) {
-        pthread_mutex_unlock(&h->lock);
+        heap_unlock(h);
         return -1;
     }
     run_remove(h, r);
@@ -411,7 +627,7 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
         ar->pagemap[p] = s;
     s->npages = npages;
     s->elemsize = (uint32_t)(npages << NSP_PAGE_SHIFT);
-    pthread_mutex_unlock(&h->lock);
+    heap_unlock(h);
     return 0;
 }
 
@@ -424,8 +640,13 @@ size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want)
 {
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     size_t released = 0;
-    pthread_mutex_lock(&h->lock);
-    /* longest runs first (list 0), so that few calls hand back much */
+    if (heap_trylock(h) != 0) { /* best effort: a busy heap is skipped (trim, the pacer) */
+        atomic_fetch_add_explicit(&nsp__pageheap_busy_skips, 1, memory_order_relaxed);
+        return 0;
+    }
+    /* longest runs first (list 0), so that few calls hand back much; counted once at the end,
+     * so that a reader without the lock (stats) sees the whole hand-back or none of it */
+    uint64_t pages = 0;
     for (unsigned i = 0; i < NSP_FREE_LISTS && released < want; i++) {
         unsigned k = i ? NSP_FREE_LISTS - i : 0;
         for (struct nsp_span *r = h->free_runs[k]; r && released < want; r = r->next) {
@@ -433,13 +654,14 @@ size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want)
                 continue;
             r->scavenged = 1;
             r->needzero = 0;
+            pages += r->npages;
             released += (size_t)r->npages << NSP_PAGE_SHIFT;
         }
     }
     /* published once for the whole hand-back: stats read it without this lock (stats.c), and a
      * reading should see a hand-back done or not yet, as it did when it took the lock */
-    h->pages_scavenged += released >> NSP_PAGE_SHIFT;
-    pthread_mutex_unlock(&h->lock);
+    COUNT(h->pages_scavenged, pages);
+    heap_unlock(h);
     return released;
 }
 
@@ -453,7 +675,8 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
         return NULL;
     }
     if (nsp__node_limit_pages[node] &&
-        (int64_t)((nsp__pageheaps[node].pages_mapped + (len >> NSP_PAGE_SHIFT))) >
+        (int64_t)((nsp__pageheap_counter(&nsp__pageheaps[node].pages_mapped) +
+                   (len >> NSP_PAGE_SHIFT))) >
             nsp__node_limit_pages[node]) {
         errno = ENOMEM; /* the node is at its limit (NSP_NODE_LIMITS) */
         return NULL;
@@ -485,10 +708,7 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
     s->base = ar->base;
     s->npages = len >> NSP_PAGE_SHIFT;
     nsp_topo_bind_memory(nsp__topo, base, len, node);
-    struct nsp_pageheap *h = &nsp__pageheaps[node];
-    pthread_mutex_lock(&h->lock);
-    h->pages_mapped += len >> NSP_PAGE_SHIFT;
-    pthread_mutex_unlock(&h->lock);
+    COUNT_ATOMIC(nsp__pageheaps[node].pages_mapped, len >> NSP_PAGE_SHIFT); /* no lock: atomic */
     set_table(ar, 1);
     return s;
 }
@@ -534,22 +754,17 @@ int nsp__huge_resize(struct nsp_span *s, size_t size)
     s->npages = len >> NSP_PAGE_SHIFT;
     s->elemsize = (uint32_t)(len > UINT32_MAX ? 0 : len);
     set_table(ar, 1);
-    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
-    pthread_mutex_lock(&h->lock);
-    h->pages_mapped = h->pages_mapped - (old >> NSP_PAGE_SHIFT) + (len >> NSP_PAGE_SHIFT);
-    pthread_mutex_unlock(&h->lock);
+    COUNT_ATOMIC(nsp__pageheaps[ar->node].pages_mapped,
+                 (len >> NSP_PAGE_SHIFT) - (old >> NSP_PAGE_SHIFT)); /* wraps down on a shrink */
     return 0;
 }
 
 void nsp__huge_free(struct nsp_span *s)
 {
     struct nsp_arena *ar = s->arena;
-    struct nsp_pageheap *h = &nsp__pageheaps[ar->node];
     atomic_store_explicit(&s->state, NSP_SPAN_FREE, memory_order_relaxed);
     set_table(ar, 0);
-    pthread_mutex_lock(&h->lock);
-    h->pages_mapped -= ar->size >> NSP_PAGE_SHIFT;
-    pthread_mutex_unlock(&h->lock);
+    COUNT_ATOMIC(nsp__pageheaps[ar->node].pages_mapped, -(ar->size >> NSP_PAGE_SHIFT));
     nsp__mapped_sub(ar->size);
     nsp__os_unmap((void *)ar->base, ar->size);
     nsp__os_unmap_meta(ar, ar->meta_size);

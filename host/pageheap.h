@@ -18,6 +18,16 @@
  *   - an arena has nsp__arena_pages(ar) pages (fewer than NSP_ARENA_PAGES when the OS refused a
  *     full one) and starts its 64 MiB slot; its page map is NULL past its pages.
  * Lock order: cache -> central -> page heap. Nothing here calls malloc or hwloc.
+ *
+ * Nobody waits for a stuck holder (issue 11, hold.h). A free that finds the node's lock held pushes
+ * the span on the node's pending frees (a lock-free stack through s->next, state still TAKEN,
+ * so a second free is a double free and no neighbour coalesces with it); an allocation waits for
+ * a holder that runs, and when the hold is stuck (hold.h: one wait per stuck hold) maps a fresh
+ * arena of its own for its span (the OS arena path) and pushes the arena and the rest of it as
+ * pending too. Ordinary contention maps nothing new, so the runs do not multiply under load. Whoever holds the lock next
+ * links what is pending first (nsp__pageheap_lock): the runs and the counters are exact for
+ * every holder. Only the OS refusing that fresh arena makes an allocation wait for the lock.
+ * The counters (pages_*, arenas_mapped) are written under the lock and read without it.
  */
 #ifndef NSP_HOST_PAGEHEAP_H
 #define NSP_HOST_PAGEHEAP_H
@@ -25,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hold.h"
 #include "numaspan_geometry.h"
 #include "types.h"
 
@@ -32,6 +43,7 @@
 
 struct nsp_pageheap {
     pthread_mutex_t lock;
+    struct nsp_hold hold; /* which hold of `lock` is stuck, if one is (hold.h) */
     unsigned node;
     struct nsp_arena *arenas;
     struct nsp_span *free_runs[NSP_FREE_LISTS];
@@ -42,7 +54,26 @@ struct nsp_pageheap {
     uint64_t arenas_mapped;
     uint64_t large_allocs, large_frees;
     uint64_t os_refusals;
+    _Atomic uint64_t busy_arenas; /* arenas mapped because the lock was held (file header) */
+    _Atomic uint64_t busy_frees;  /* frees pushed pending because the lock was held */
+    /* pushed without the lock, linked by its next holder: spans (s->next) and arenas */
+    struct nsp_span *_Atomic pending_frees;
+    struct nsp_arena *_Atomic pending_arenas;
 } __attribute__((aligned(NSP_CACHE_LINE)));
+
+/* A node's page-heap lock for those outside this file who must see it whole (fork, the
+ * recount's validators): what was pushed pending is linked first. */
+void nsp__pageheap_lock(unsigned node);
+void nsp__pageheap_unlock(unsigned node);
+/* The same unless its holder is stuck (hold.h): 0 when taken, else -1. */
+int nsp__pageheap_trylock(unsigned node);
+/* Scavenges and trims that skipped a node's busy page heap (best effort: nsp_trim, the pacer). */
+extern _Atomic uint64_t nsp__pageheap_busy_skips;
+/* A counter of the page heap, read without its lock (written under it). */
+static inline uint64_t nsp__pageheap_counter(const uint64_t *field)
+{
+    return __atomic_load_n(field, __ATOMIC_RELAXED);
+}
 
 extern struct nsp_pageheap nsp__pageheaps[NSP_MAX_NODES];
 extern struct nsp_arena *nsp__arena_table[NSP_ARENA_SLOTS];

@@ -136,6 +136,51 @@ static void large_churn(void)
     check_and_free(40);
 }
 
+/* Fresh arenas the page heaps mapped because their lock was held (pageheap.h). */
+static uint64_t busy_arenas(void)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < nsp__nnodes; i++)
+        n += atomic_load(&nsp__pageheaps[i].busy_arenas);
+    return n;
+}
+
+#define LARGE_CHURNS 10
+static void large_churns(void)
+{
+    for (unsigned k = 0; k < LARGE_CHURNS; k++)
+        large_churn();
+}
+
+static void small_churn(void)
+{
+    /* more objects than a span holds, of a few classes: refills, releases, transfer batches */
+    static const size_t sz[] = {16, 64, 256, 2000, 9000};
+    for (unsigned i = 0; i < NOBJ; i++) {
+        sizes[i] = sz[i % 5];
+        ck_assert_ptr_nonnull(objs[i] = malloc(sizes[i]));
+        memset(objs[i], (int)i, sizes[i]);
+    }
+    check_and_free(NOBJ);
+}
+
+static void trim(void)
+{
+    malloc_trim(0);
+}
+
+static void cycle(void)
+{
+    nsp_pacer_cycle();
+}
+
+static void stats(void)
+{
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    ck_assert_uint_gt(st.nnodes, 0);
+}
+
 static void heap_is_valid(void)
 {
     char why[512];
@@ -143,6 +188,69 @@ static void heap_is_valid(void)
 }
 
 /* ---- the tests ---------------------------------------------------------------------------------- */
+
+START_TEST(page_heaps_held)
+{
+    ready();
+    large_churn(); /* arenas exist, then every node's page heap is held */
+    nheld = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        held_hold[nheld] = &nsp__pageheaps[n].hold;
+        held[nheld++] = &nsp__pageheaps[n].lock;
+    }
+    pthread_t t = hold();
+    bounded("a large malloc and free", large_churn);
+    uint64_t first = busy_arenas();
+    /* a stuck hold costs arenas by the pages it needs, not by the mallocs: the pages freed
+     * meanwhile and each fresh arena's rest are cut again (pageheap.c, take_pending) */
+    bounded("large mallocs and frees, again and again", large_churns);
+    ck_assert_msg(busy_arenas() - first <= LARGE_CHURNS * 40 / 8,
+                  "%llu fresh arenas for %u large mallocs while the page heap was held (%llu for "
+                  "the first 40): its freed pages were not reused",
+                  (unsigned long long)(busy_arenas() - first), LARGE_CHURNS * 40,
+                  (unsigned long long)first);
+    bounded("small mallocs and frees", small_churn);
+    bounded("malloc_trim", trim);
+    bounded("nsp_pacer_cycle", cycle);
+    bounded("nsp_stats_get", stats);
+    uint64_t arenas = 0, frees = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        arenas += atomic_load(&nsp__pageheaps[n].busy_arenas);
+        frees += atomic_load(&nsp__pageheaps[n].busy_frees);
+    }
+    ck_assert_msg(arenas > 0 && frees > 0, "the busy paths were not taken (%llu arenas, %llu "
+                  "frees): the test held the wrong lock", (unsigned long long)arenas,
+                  (unsigned long long)frees);
+    let_go_of(t);
+    heap_is_valid();
+    large_churn(); /* the pending runs serve again */
+    heap_is_valid();
+}
+END_TEST
+
+START_TEST(centrals_held)
+{
+    ready();
+    small_churn();
+    nheld = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+            held_hold[nheld] = &nsp__central(n, k)->hold;
+            held[nheld++] = &nsp__central(n, k)->lock;
+        }
+    pthread_t t = hold();
+    bounded("small mallocs and frees", small_churn);
+    bounded("a large malloc and free", large_churn);
+    bounded("malloc_trim", trim);
+    bounded("nsp_pacer_cycle", cycle);
+    bounded("nsp_stats_get", stats);
+    ck_assert_uint_gt(atomic_load(&nsp__central_busy_skips), 0); /* the trims skipped them */
+    let_go_of(t);
+    heap_is_valid();
+    small_churn();
+    heap_is_valid();
+}
+END_TEST
 
 /* ---- the stuck-hold rule itself (host/hold.h) ------------------------------------------------ */
 
@@ -353,6 +461,8 @@ static Suite *suite(void)
     Suite *s = suite_create("no_wait");
     TCase *tc = tcase_create("held");
     tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, page_heaps_held);
+    tcase_add_test(tc, centrals_held);
     tcase_add_test(tc, ledger_change_half_made);
     tcase_add_test(tc, stats_while_page_heap_and_central_held);
     tcase_add_test(tc, stuck_hold_waited_once);
