@@ -5,9 +5,14 @@
  * allocator believes it runs on, real or synthetic), the options table (every NSP_* environment
  * variable), and, as later layers land, the allocation entry points. Everything here is safe to
  * call from any thread once the library is loaded. The topology and option calls take no
- * allocator lock; the allocation entry points' slow paths, nsp_trim, nsp_pacer_cycle, the stats
- * and the ledger recount do (core caches, centrals, page heaps), so a thread stopped while it
- * holds one (in a signal handler that waits, under a debugger) can make them wait until it runs.
+ * allocator lock. The allocation entry points, nsp_trim (malloc_trim) and nsp_pacer_cycle wait
+ * for a thread that holds a central's or a page heap's lock while it runs or is runnable, as for
+ * any mutex, but not for one that does not run (asleep in a signal handler, under a debugger):
+ * after 2 ms for such a hold (once per hold, not per call) they go elsewhere (a span released
+ * meanwhile, a new span, a fresh arena), leave work pending for the holder, or skip what is held
+ * (README, "threads stopped mid-operation"). Only when the OS refuses that fresh arena does an
+ * allocation wait for the page heap's holder. The stats and mallinfo2 read counters and take
+ * no lock; the ledger recount, nsp_heap_check and fork take every lock and do wait.
  *
  * Index spaces, so that nobody mixes them up:
  *   - "cpu"   an OS cpu number, as sched_getcpu() returns and the kernel numbers CPUs (hwloc's
@@ -169,7 +174,9 @@ NSP_API void *nsp_malloc_node(size_t size, unsigned node);
 /* The node whose memory holds ptr, or -1 if numaspan does not own ptr. */
 NSP_API int nsp_node_of(const void *ptr);
 /* Returns memory numaspan holds but does not use to the OS: releases idle caches' spans, empty
- * spans, and free pages (madvise). Returns the bytes released. */
+ * spans, and free pages (madvise). Returns the bytes released. Best effort: a central or a page
+ * heap whose lock is held by a thread that does not run is skipped after 2 ms, not waited for
+ * (the next trim or cycle gets it); malloc_trim is this call. */
 NSP_API size_t nsp_trim(void);
 
 /* ---------------------------------------------------------------------------------------------

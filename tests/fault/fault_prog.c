@@ -366,12 +366,12 @@ static int fork_case(void)
 
 /* The stopped workers wait in their handler until the main thread has finished its round, or
  * until stop_ms have passed, wherever the signal found them: inside malloc or free, holding
- * whatever they held. Default: 300 ms, and a round may wait for a stopped worker (a central's or
- * the page heap's mutex is held across the slow path), but must finish once the workers resume,
- * with every object intact. "strict": 2 s, and no round may wait at all (today's main fails it
- * in about 14 rounds of 100: a worker stopped inside a central or the page heap blocks the large
- * objects' and the transfer refills' mutexes, and malloc_trim and nsp_pacer_cycle take every
- * central; nsp_stats_get no longer takes a cache or a central, only each node's page heap). */
+ * whatever they held. Default: 300 ms, and a round must finish once the workers resume, with
+ * every object intact. "strict": 2 s, and no round may wait at all: a stopped holder of a
+ * central's or a page heap's mutex is waited for 2 ms once per hold and then gone around
+ * (host/hold.h), and stats read counters. Before that, about 14 rounds of 100 waited: a worker
+ * stopped inside a central or the page heap blocked the large objects' and the transfer refills'
+ * mutexes, and malloc_trim, nsp_pacer_cycle and nsp_stats_get took the centrals or page heaps. */
 static _Atomic int round_done;
 static int stop_ms = 300;
 
