@@ -27,7 +27,9 @@
  * pending too. Ordinary contention maps nothing new, so the runs do not multiply under load. Whoever holds the lock next
  * links what is pending first (nsp__pageheap_lock): the runs and the counters are exact for
  * every holder. Only the OS refusing that fresh arena makes an allocation wait for the lock.
- * The counters (pages_*, arenas_mapped) are written under the lock and read without it.
+ * The counters (pages_*, arenas_mapped) are written under the lock and read without it;
+ * pages_mapped is an atomic add, and counts a stuck hold's fresh arena from its mapping (so that
+ * NSP_NODE_LIMITS holds while it waits to be linked).
  */
 #ifndef NSP_HOST_PAGEHEAP_H
 #define NSP_HOST_PAGEHEAP_H

@@ -252,6 +252,79 @@ START_TEST(centrals_held)
 }
 END_TEST
 
+/* ---- a node's page limit holds behind a stuck hold too ---------------------------------------- */
+
+/* Large objects (32 pages each) kept until the test frees them: each needs pages the held page
+ * heap cannot give, so they come from pending rests and fresh arenas (pageheap.c, alloc_busy). */
+#define LIMIT_OBJS 400
+#define LIMIT_OBJ_SIZE ((size_t)256 * 1024)
+static unsigned char *limit_objs[LIMIT_OBJS];
+
+static void limited_mallocs(void)
+{
+    for (unsigned i = 0; i < LIMIT_OBJS; i++)
+        if ((limit_objs[i] = malloc(LIMIT_OBJ_SIZE)))
+            memset(limit_objs[i], (int)i, LIMIT_OBJ_SIZE);
+}
+
+/* NSP_NODE_LIMITS bounds the pages a node maps, held lock or not: the fresh arenas mapped for a
+ * stuck hold count against the limit from the moment they are mapped, not only once the next
+ * holder links them, else a stopped holder lets a node map past its limit without bound. */
+START_TEST(node_limit_held)
+{
+    ready();
+    large_churn(); /* arenas exist */
+    int64_t limit[NSP_MAX_NODES], mapped[NSP_MAX_NODES];
+    /* room for one more whole arena on every node (arena_new's rule), no more */
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        limit[n] = nsp__node_limit_pages[n] =
+            (int64_t)nsp__pageheap_counter(&nsp__pageheaps[n].pages_mapped) +
+            (int64_t)NSP_ARENA_PAGES;
+    nheld = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        held_hold[nheld] = &nsp__pageheaps[n].hold;
+        held[nheld++] = &nsp__pageheaps[n].lock;
+    }
+    static struct op o = {.fn = limited_mallocs};
+    atomic_store(&o.done, 0);
+    pthread_t t = hold(), r;
+    ck_assert_int_eq(pthread_create(&r, NULL, op_thread, &o), 0);
+    /* at its limit a node's allocation waits for the lock (alloc_busy's NULL): the holder lets
+     * go after a while, and the rest of the mallocs spill or fail (ENOMEM) */
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += 2;
+    if (pthread_timedjoin_np(r, NULL, &end) != 0) {
+        let_go_of(t);
+        pthread_join(r, NULL);
+    } else {
+        let_go_of(t);
+    }
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        nsp__pageheap_lock(n); /* links what is pending, as the next holder would */
+        mapped[n] = (int64_t)nsp__pageheap_counter(&nsp__pageheaps[n].pages_mapped);
+        nsp__pageheap_unlock(n);
+    }
+    unsigned got = 0;
+    for (unsigned i = 0; i < LIMIT_OBJS; i++) {
+        if (!limit_objs[i])
+            continue;
+        got++;
+        ck_assert_msg(limit_objs[i][LIMIT_OBJ_SIZE - 1] == (unsigned char)i, "object %u overwritten",
+                      i);
+        free(limit_objs[i]);
+    }
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        nsp__node_limit_pages[n] = 0;
+    ck_assert_uint_gt(got, 0);
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        ck_assert_msg(mapped[n] <= limit[n], "node %u mapped %lld pages against its limit of %lld "
+                      "(NSP_NODE_LIMITS) while its page heap was held: the fresh arenas of a stuck "
+                      "hold did not count", n, (long long)mapped[n], (long long)limit[n]);
+    heap_is_valid();
+}
+END_TEST
+
 /* ---- the stuck-hold rule itself (host/hold.h) ------------------------------------------------ */
 
 static pthread_mutex_t unit_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -463,6 +536,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, page_heaps_held);
     tcase_add_test(tc, centrals_held);
+    tcase_add_test(tc, node_limit_held);
     tcase_add_test(tc, ledger_change_half_made);
     tcase_add_test(tc, stats_while_page_heap_and_central_held);
     tcase_add_test(tc, stuck_hold_waited_once);
