@@ -4,6 +4,7 @@
  */
 #include "hold.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -23,33 +24,51 @@ void nsp__hold_forked_child(void)
     nsp__hold_tid = 0; /* the child's thread has an id of its own */
 }
 
-/* Whether thread tid of this process is runnable (R: on a cpu or waiting for one) or in an
- * uninterruptible wait (D: a page fault, an mmap), so that it will let go without anyone's help;
- * not when it sleeps (S: a signal handler's sleep, a futex) or is stopped (T, t). Read from
- * /proc/self/task/TID/stat without allocating (this runs inside malloc); a thread or a /proc
- * that cannot be read counts as not running. */
-static int holder_runs(int tid)
+/* What /proc/self/task/TID/stat says of thread tid of this process, read without allocating
+ * (this runs inside malloc): HOLDER_RUNS when it is runnable (R: on a cpu or waiting for one) or
+ * in an uninterruptible wait (D: a page fault, an mmap), so that it will let go without anyone's
+ * help; HOLDER_STOPPED when it sleeps (S: a signal handler's sleep, a futex), is stopped (T, t)
+ * or is gone; HOLDER_UNKNOWN when the state cannot be read: no procfs (a container, a chroot),
+ * no file descriptor left (EMFILE, ENFILE), a sandbox that denies it. Unknown is not stopped: a
+ * process without /proc would call every holder preempted for 2 ms stuck, and take the
+ * fallbacks under ordinary load (hold.h: 2.6 GB of RSS). */
+enum { HOLDER_STOPPED, HOLDER_RUNS, HOLDER_UNKNOWN };
+
+static int holder_state(int tid)
 {
     char path[48] = "/proc/self/task/", digits[12], buf[256];
     int nd = 0, at = (int)strlen(path);
     if (tid <= 0)
-        return 0;
+        return HOLDER_UNKNOWN;
     for (; tid; tid /= 10)
         digits[nd++] = (char)('0' + tid % 10);
     while (nd)
         path[at++] = digits[--nd];
     memcpy(path + at, "/stat", 6);
+    int saved = errno; /* free() keeps errno, and a wake's free may get here */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) {
+        /* gone: its task is missing while this thread's own is there (access needs no fd) */
+        int gone = errno == ENOENT && access("/proc/self/task", F_OK) == 0;
+        errno = saved;
+        return gone ? HOLDER_STOPPED : HOLDER_UNKNOWN;
+    }
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
+    errno = saved;
     if (n <= 0)
-        return 0;
+        return HOLDER_UNKNOWN;
     buf[n] = 0;
     char *p = strrchr(buf, ')'); /* "tid (comm) S ...": comm may hold anything, even ')' */
-    return p && p[1] == ' ' && (p[2] == 'R' || p[2] == 'D');
+    if (!p || p[1] != ' ')
+        return HOLDER_UNKNOWN;
+    return p[2] == 'R' || p[2] == 'D' ? HOLDER_RUNS : HOLDER_STOPPED;
 }
+
+/* Waits of NSP_HOLD_WAIT_NS on one hold whose holder's state cannot be read before the hold is
+ * called stuck all the same (100 ms): longer than a preempted thread stays off its cpu on a
+ * loaded machine (tens of ms, hold.h), far shorter than a thread stopped for seconds. */
+#define NSP_HOLD_BLIND_WAITS 50
 
 /* Tries at a held mutex before the timed wait, a pause between two: a holder running on another
  * cpu lets go within them, and the waiter then never sleeps. */
@@ -93,6 +112,7 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
      * waiter) is contention, and the next is watched afresh; one still there after a whole wait
      * is stuck only if its holder does not run (file header): a preempted holder is waited for,
      * as a mutex always did. */
+    int blind = 0; /* waits on this hold with its holder's state unreadable */
     for (;;) {
         struct timespec ts = deadline();
         if (pthread_mutex_timedlock(m, &ts) == 0) {
@@ -104,9 +124,11 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
             if (atomic_load_explicit(&h->stuck, memory_order_relaxed) == now)
                 return -1; /* another waiter called the new hold stuck */
             seen = now;
+            blind = 0;
             continue;
         }
-        if (holder_runs(atomic_load_explicit(&h->tid, memory_order_relaxed)))
+        int st = holder_state(atomic_load_explicit(&h->tid, memory_order_relaxed));
+        if (st == HOLDER_RUNS || (st == HOLDER_UNKNOWN && ++blind < NSP_HOLD_BLIND_WAITS))
             continue;
         atomic_store_explicit(&h->stuck, seen, memory_order_relaxed);
         atomic_fetch_add_explicit(&nsp__holds_stuck, 1, memory_order_relaxed);

@@ -21,6 +21,9 @@
  * fallbacks make (fresh spans, arenas) grows under load. Everything here is a hint for choosing
  * between waiting and a fallback that is always correct: a stale read costs at most one wait or
  * one fallback too many.
+ * A holder whose state cannot be read (no procfs, no file descriptor left) is waited for
+ * NSP_HOLD_BLIND_WAITS times NSP_HOLD_WAIT_NS (100 ms, hold.c) before its hold is called stuck:
+ * long enough for a preempted holder, short against a stopped one.
  * Why the holder's state and not the wait alone: with 64 threads on 2 cpus, calling every hold
  * stuck after 2 ms made 200+ stuck holds per test_host_stress run, each sending every other
  * thread to fresh spans and arenas (3,000 arenas, 2.6 GB of RSS against main's 250 MB); a

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -417,6 +418,59 @@ START_TEST(contention_is_waited_for)
 }
 END_TEST
 
+/* A holder whose state cannot be read (no procfs in a container, no file descriptor left: here
+ * RLIMIT_NOFILE at 0) is not taken for stuck while it runs: a holder that works 20 ms, ten times
+ * NSP_HOLD_WAIT_NS (a thread preempted on a loaded machine), is waited for; and one that does not
+ * run is still called stuck within a bound, no waiter hangs. */
+static _Atomic int busy_in;
+
+static void *busy_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&unit_lock, &unit_hold);
+    atomic_store(&busy_in, 1);
+    double t0 = now_s();
+    while (now_s() - t0 < 20e-3) /* runs 20 ms, holding it */
+        ;
+    pthread_mutex_unlock(&unit_lock);
+    return NULL;
+}
+
+START_TEST(unreadable_holder_state)
+{
+    struct rlimit old, none = {0, 0};
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    none.rlim_max = old.rlim_max;
+    pthread_t t;
+    atomic_store(&busy_in, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, busy_holder, NULL), 0);
+    while (!atomic_load(&busy_in))
+        ;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0); /* no open(): /proc unreadable */
+    int errno_before = errno = 1234;
+    int busy = nsp__hold_lock(&unit_lock, &unit_hold);
+    int errno_after = errno;
+    if (busy == 0)
+        pthread_mutex_unlock(&unit_lock);
+    pthread_join(t, NULL);
+    held[0] = &unit_lock; /* then a holder that does not run */
+    held_hold[0] = &unit_hold;
+    nheld = 1;
+    t = hold();
+    double t0 = now_s();
+    int stopped = nsp__hold_lock(&unit_lock, &unit_hold);
+    double waited = now_s() - t0;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    let_go_of(t);
+    ck_assert_msg(busy == 0, "a holder that ran 20 ms was called stuck because its state could not "
+                  "be read (RLIMIT_NOFILE 0): without /proc every preempted holder would send "
+                  "its waiters to the fallbacks");
+    ck_assert_int_eq(errno_after, errno_before);
+    ck_assert_msg(stopped == -1 && waited < 2.0, "a holder that does not run, its state unreadable: "
+                  "nsp__hold_lock returned %d after %.3f s (stuck within 2 s)", stopped, waited);
+}
+END_TEST
+
 /* A thread stopped between the two steps of a large object's ledger change (ledger.c), holding
  * its node's ledger lock: the ledger's test hook runs there. */
 static _Thread_local int is_stopped_changer;
@@ -541,6 +595,7 @@ static Suite *suite(void)
     tcase_add_test(tc, stats_while_page_heap_and_central_held);
     tcase_add_test(tc, stuck_hold_waited_once);
     tcase_add_test(tc, contention_is_waited_for);
+    tcase_add_test(tc, unreadable_holder_state);
     suite_add_tcase(s, tc);
     return s;
 }
