@@ -96,12 +96,20 @@ static struct timespec deadline(void)
     return ts;
 }
 
+/* Whether hold v is one a waiter called stuck. Hold 0 never is: `stuck` is 0 for "none yet",
+ * and `holds` is 0 too while a mutex's first taker has not yet counted its hold, a running
+ * taker that every waiter would otherwise have taken for a known stuck one. */
+static int known_stuck(struct nsp_hold *h, uint64_t v)
+{
+    return v != 0 && atomic_load_explicit(&h->stuck, memory_order_relaxed) == v;
+}
+
 int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
 {
     if (nsp__hold_trylock(m, h) == 0)
         return 0;
     uint64_t seen = atomic_load_explicit(&h->holds, memory_order_relaxed);
-    if (atomic_load_explicit(&h->stuck, memory_order_relaxed) == seen)
+    if (known_stuck(h, seen))
         return nsp__hold_trylock(m, h); /* a known stuck hold, unless it ended just now */
     for (int i = 0; i < NSP_HOLD_SPINS; i++) {
         cpu_relax();
@@ -121,7 +129,7 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
         }
         uint64_t now = atomic_load_explicit(&h->holds, memory_order_relaxed);
         if (now != seen) {
-            if (atomic_load_explicit(&h->stuck, memory_order_relaxed) == now)
+            if (known_stuck(h, now))
                 return -1; /* another waiter called the new hold stuck */
             seen = now;
             blind = 0;

@@ -471,6 +471,42 @@ START_TEST(unreadable_holder_state)
 }
 END_TEST
 
+/* A mutex's very first hold, before its taker counted it (nsp__hold_begin: `holds` still 0, as
+ * `stuck` is before any hold was called stuck): a holder that runs there is waited for, not taken
+ * for a hold already known stuck. Simulated by a taker that locks without counting and runs 20 ms. */
+static pthread_mutex_t fresh_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nsp_hold fresh_hold; /* never held: both words 0 */
+
+static void *uncounted_holder(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&fresh_lock); /* taken; nsp__hold_begin not yet run */
+    atomic_store(&busy_in, 1);
+    double t0 = now_s();
+    while (now_s() - t0 < 20e-3)
+        ;
+    pthread_mutex_unlock(&fresh_lock);
+    return NULL;
+}
+
+START_TEST(first_hold_not_known_stuck)
+{
+    pthread_t t;
+    atomic_store(&busy_in, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, uncounted_holder, NULL), 0);
+    while (!atomic_load(&busy_in))
+        ;
+    double t0 = now_s();
+    int r = nsp__hold_lock(&fresh_lock, &fresh_hold);
+    double waited = now_s() - t0;
+    if (r == 0)
+        pthread_mutex_unlock(&fresh_lock);
+    pthread_join(t, NULL);
+    ck_assert_msg(r == 0, "the first hold of a mutex, not yet counted, was taken for a hold known "
+                  "stuck (holds == stuck == 0): gave up after %.6f s without waiting", waited);
+}
+END_TEST
+
 /* A thread stopped between the two steps of a large object's ledger change (ledger.c), holding
  * its node's ledger lock: the ledger's test hook runs there. */
 static _Thread_local int is_stopped_changer;
@@ -596,6 +632,7 @@ static Suite *suite(void)
     tcase_add_test(tc, stuck_hold_waited_once);
     tcase_add_test(tc, contention_is_waited_for);
     tcase_add_test(tc, unreadable_holder_state);
+    tcase_add_test(tc, first_hold_not_known_stuck);
     suite_add_tcase(s, tc);
     return s;
 }
