@@ -19,9 +19,29 @@ int nsp__hold_tid_slow(void)
     return nsp__hold_tid = (int)syscall(SYS_gettid);
 }
 
+_Atomic uint8_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+
 void nsp__hold_forked_child(void)
 {
     nsp__hold_tid = 0; /* the child's thread has an id of its own */
+    /* the parent's other threads, waiting at the fork, are not in the child */
+    for (unsigned i = 0; i < NSP_HOLD_WAITING_SLOTS; i++)
+        atomic_store_explicit(&nsp__hold_waiting[i], 0, memory_order_relaxed);
+}
+
+/* The calling thread's slot of nsp__hold_waiting. */
+static _Atomic uint8_t *waiting_slot(void)
+{
+    int tid = nsp__hold_tid ? nsp__hold_tid : nsp__hold_tid_slow();
+    return &nsp__hold_waiting[(unsigned)tid % NSP_HOLD_WAITING_SLOTS];
+}
+
+void nsp__hold_wait_always(pthread_mutex_t *m)
+{
+    _Atomic uint8_t *w = waiting_slot();
+    atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
+    pthread_mutex_lock(m);
+    atomic_fetch_sub_explicit(w, 1, memory_order_relaxed);
 }
 
 /* What /proc/self/task/TID/stat says of thread tid of this process, read without allocating
@@ -34,10 +54,40 @@ void nsp__hold_forked_child(void)
  * fallbacks under ordinary load (hold.h: 2.6 GB of RSS). */
 enum { HOLDER_STOPPED, HOLDER_RUNS, HOLDER_UNKNOWN };
 
+/* Whether the thread whose /proc/self/task/TID directory is path[0, at) sleeps in the futex
+ * system call (/proc/self/task/TID/syscall: its number first), as a mutex's waiter does; not when
+ * it sleeps elsewhere: a signal handler that interrupted its wait (nanosleep, pause), which is a
+ * stop however the thread came there. Unreadable: not. */
+static int in_futex(char *path, int at)
+{
+    char buf[32];
+    memcpy(path + at, "/syscall", 9);
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    errno = saved;
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    long nr = 0;
+    for (const char *c = buf; *c >= '0' && *c <= '9'; c++)
+        nr = nr * 10 + (*c - '0');
+    if (buf[0] < '0' || buf[0] > '9')
+        return 0; /* "running", or -1: in no system call */
+#ifdef SYS_futex_time64
+    if (nr == SYS_futex_time64)
+        return 1;
+#endif
+    return nr == SYS_futex;
+}
+
 static int holder_state(int tid)
 {
     char path[48] = "/proc/self/task/", digits[12], buf[256];
-    int nd = 0, at = (int)strlen(path);
+    int nd = 0, at = (int)strlen(path), tid0 = tid;
     if (tid <= 0)
         return HOLDER_UNKNOWN;
     for (; tid; tid /= 10)
@@ -62,7 +112,15 @@ static int holder_state(int tid)
     char *p = strrchr(buf, ')'); /* "tid (comm) S ...": comm may hold anything, even ')' */
     if (!p || p[1] != ' ')
         return HOLDER_UNKNOWN;
-    return p[2] == 'R' || p[2] == 'D' ? HOLDER_RUNS : HOLDER_STOPPED;
+    if (p[2] == 'R' || p[2] == 'D')
+        return HOLDER_RUNS;
+    /* asleep waiting for another of these mutexes: that wait ends by its own rule (hold.h) */
+    if (p[2] == 'S' && atomic_load_explicit(&nsp__hold_waiting[(unsigned)tid0 %
+                                                               NSP_HOLD_WAITING_SLOTS],
+                                            memory_order_relaxed) &&
+        in_futex(path, at))
+        return HOLDER_RUNS;
+    return HOLDER_STOPPED;
 }
 
 /* Waits of NSP_HOLD_WAIT_NS on one hold whose holder's state cannot be read before the hold is
@@ -121,9 +179,13 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
      * is stuck only if its holder does not run (file header): a preempted holder is waited for,
      * as a mutex always did. */
     int blind = 0; /* waits on this hold with its holder's state unreadable */
+    _Atomic uint8_t *w = waiting_slot(); /* asleep in the timed waits: hold.h */
     for (;;) {
         struct timespec ts = deadline();
-        if (pthread_mutex_timedlock(m, &ts) == 0) {
+        atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
+        int r = pthread_mutex_timedlock(m, &ts);
+        atomic_fetch_sub_explicit(w, 1, memory_order_relaxed);
+        if (r == 0) {
             nsp__hold_begin(h);
             return 0;
         }

@@ -72,10 +72,22 @@ static inline int nsp__hold_trylock(pthread_mutex_t *m, struct nsp_hold *h)
     return 0;
 }
 
+/* Threads asleep waiting for a mutex in nsp__hold_lock or nsp__hold_lock_always, by thread id
+ * modulo NSP_HOLD_WAITING_SLOTS (a count: two threads may share a slot). A holder asleep there
+ * (its slot counted, and in the futex system call: /proc/self/task/TID/syscall) waits for another
+ * hold, which its own rule ends (that holder runs and lets go, or it is stuck and the wait gives
+ * up): its waiters wait for it as for a holder that runs. One asleep elsewhere with its slot
+ * counted (a signal handler that interrupted its wait) is stopped. A collision only takes a
+ * stopped holder asleep in a futex for a waiting one: a wait more, never a wrong fallback. */
+#define NSP_HOLD_WAITING_SLOTS 4096
+extern _Atomic uint8_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+void nsp__hold_wait_always(pthread_mutex_t *m);
+
 /* pthread_mutex_lock, counted as a hold (who must have the mutex: fork, the validators). */
 static inline void nsp__hold_lock_always(pthread_mutex_t *m, struct nsp_hold *h)
 {
-    pthread_mutex_lock(m);
+    if (pthread_mutex_trylock(m) != 0)
+        nsp__hold_wait_always(m);
     nsp__hold_begin(h);
 }
 

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,6 +508,132 @@ START_TEST(first_hold_not_known_stuck)
 }
 END_TEST
 
+/* A holder that sleeps because it waits for another lock whose holder runs (a central's holder
+ * whose scavenge waits for the page heap; fork holding every central while it takes the page
+ * heaps) is ordinary contention, not a stuck hold: its waiters wait. Here the holder of unit_lock
+ * waits in nsp__hold_lock for inner_lock, which a thread that runs holds for 30 ms. */
+static pthread_mutex_t inner_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nsp_hold inner_hold;
+static _Atomic int inner_in, outer_in;
+
+static void *inner_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&inner_lock, &inner_hold);
+    atomic_store(&inner_in, 1);
+    double t0 = now_s();
+    while (now_s() - t0 < 30e-3) /* runs 30 ms, holding it */
+        ;
+    pthread_mutex_unlock(&inner_lock);
+    return NULL;
+}
+
+static void *outer_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&unit_lock, &unit_hold);
+    atomic_store(&outer_in, 1);
+    int r = nsp__hold_lock(&inner_lock, &inner_hold); /* asleep in the timed wait meanwhile */
+    if (r == 0)
+        pthread_mutex_unlock(&inner_lock);
+    pthread_mutex_unlock(&unit_lock);
+    return NULL;
+}
+
+START_TEST(holder_waiting_for_a_runner_is_not_stuck)
+{
+    pthread_t in, out;
+    atomic_store(&inner_in, 0);
+    atomic_store(&outer_in, 0);
+    ck_assert_int_eq(pthread_create(&in, NULL, inner_holder, NULL), 0);
+    while (!atomic_load(&inner_in))
+        ;
+    ck_assert_int_eq(pthread_create(&out, NULL, outer_holder, NULL), 0);
+    while (!atomic_load(&outer_in))
+        ;
+    uint64_t stuck0 = atomic_load(&nsp__holds_stuck);
+    int r = nsp__hold_lock(&unit_lock, &unit_hold);
+    uint64_t stuck = atomic_load(&nsp__holds_stuck) - stuck0;
+    if (r == 0)
+        pthread_mutex_unlock(&unit_lock);
+    pthread_join(out, NULL);
+    pthread_join(in, NULL);
+    ck_assert_msg(r == 0, "a holder asleep waiting for a lock whose holder runs was called stuck "
+                  "(%llu holds called stuck): contention sent its waiter to the fallbacks",
+                  (unsigned long long)stuck);
+}
+END_TEST
+
+/* ... but a holder stopped in a signal handler while it waited there (the handler's sleep, not
+ * the mutex's futex) is stopped: its waiter calls the hold stuck instead of waiting out the
+ * handler (test_fault_stop_strict stops threads anywhere, in such waits too). */
+static _Atomic int handler_in, outer_tid;
+
+static void stopping_handler(int sig)
+{
+    (void)sig;
+    atomic_store(&handler_in, 1);
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL); /* stopped for 1 s, as fault_prog's handler stops a worker */
+}
+
+static void *long_inner_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&inner_lock, &inner_hold);
+    atomic_store(&inner_in, 1);
+    double t0 = now_s();
+    while (now_s() - t0 < 1.5) /* runs 1.5 s, holding it */
+        ;
+    pthread_mutex_unlock(&inner_lock);
+    return NULL;
+}
+
+static void *outer_holder_tid(void *arg)
+{
+    atomic_store(&outer_tid, (int)gettid());
+    return outer_holder(arg);
+}
+
+START_TEST(holder_stopped_while_waiting_is_stuck)
+{
+    struct sigaction sa = {.sa_handler = stopping_handler}, old;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    pthread_t in, out;
+    atomic_store(&inner_in, 0);
+    atomic_store(&outer_in, 0);
+    atomic_store(&handler_in, 0);
+    atomic_store(&outer_tid, 0);
+    ck_assert_int_eq(pthread_create(&in, NULL, long_inner_holder, NULL), 0);
+    while (!atomic_load(&inner_in))
+        ;
+    ck_assert_int_eq(pthread_create(&out, NULL, outer_holder_tid, NULL), 0);
+    while (!atomic_load(&outer_in))
+        ;
+    /* asleep in its timed wait for inner_lock (its slot counts it), then stopped there */
+    int tid = atomic_load(&outer_tid);
+    while (!atomic_load(&nsp__hold_waiting[(unsigned)tid % NSP_HOLD_WAITING_SLOTS]))
+        ;
+    usleep(1000);
+    pthread_kill(out, SIGUSR1);
+    while (!atomic_load(&handler_in))
+        ;
+    usleep(1000);
+    double t0 = now_s();
+    int r = nsp__hold_lock(&unit_lock, &unit_hold);
+    double waited = now_s() - t0;
+    if (r == 0)
+        pthread_mutex_unlock(&unit_lock);
+    pthread_join(out, NULL);
+    pthread_join(in, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    ck_assert_msg(r == -1 && waited < 0.5, "a holder stopped in a signal handler during its wait "
+                  "for another lock was waited for: nsp__hold_lock returned %d after %.3f s", r,
+                  waited);
+}
+END_TEST
+
 /* A thread stopped between the two steps of a large object's ledger change (ledger.c), holding
  * its node's ledger lock: the ledger's test hook runs there. */
 static _Thread_local int is_stopped_changer;
@@ -633,6 +760,8 @@ static Suite *suite(void)
     tcase_add_test(tc, contention_is_waited_for);
     tcase_add_test(tc, unreadable_holder_state);
     tcase_add_test(tc, first_hold_not_known_stuck);
+    tcase_add_test(tc, holder_waiting_for_a_runner_is_not_stuck);
+    tcase_add_test(tc, holder_stopped_while_waiting_is_stuck);
     suite_add_tcase(s, tc);
     return s;
 }
