@@ -226,7 +226,7 @@ static int central_trylock(struct nsp_central *c)
 static void central_unlock(struct nsp_central *c)
 {
     for (;;) {
-        pthread_mutex_unlock(&c->lock);
+        nsp__hold_unlock(&c->lock, &c->hold);
         if (!atomic_load(&c->pending) && !atomic_load(&c->wakes_pending))
             return;
         if (nsp__hold_trylock(&c->lock, &c->hold) != 0)

@@ -197,8 +197,17 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
             blind = 0;
             continue;
         }
-        int st = holder_state(atomic_load_explicit(&h->tid, memory_order_relaxed));
+        /* tid 0: changing hands (let go, the next taker's hold not yet counted), a holder not
+         * to be read either: waited for as one whose state is unknown, since a taker stopped
+         * right there must be called stuck some time too */
+        int tid = atomic_load_explicit(&h->tid, memory_order_relaxed);
+        int st = tid ? holder_state(tid) : HOLDER_UNKNOWN;
         if (st == HOLDER_RUNS || (st == HOLDER_UNKNOWN && ++blind < NSP_HOLD_BLIND_WAITS))
+            continue;
+        /* the state read was of the holder of this hold only if it still holds it: one that let
+         * go meanwhile (and sleeps elsewhere) says nothing of the mutex's next taker */
+        if (atomic_load_explicit(&h->holds, memory_order_relaxed) != seen ||
+            atomic_load_explicit(&h->tid, memory_order_relaxed) != tid)
             continue;
         atomic_store_explicit(&h->stuck, seen, memory_order_relaxed);
         atomic_fetch_add_explicit(&nsp__holds_stuck, 1, memory_order_relaxed);

@@ -21,9 +21,13 @@
  * fallbacks make (fresh spans, arenas) grows under load. Everything here is a hint for choosing
  * between waiting and a fallback that is always correct: a stale read costs at most one wait or
  * one fallback too many.
- * A holder whose state cannot be read (no procfs, no file descriptor left) is waited for
- * NSP_HOLD_BLIND_WAITS times NSP_HOLD_WAIT_NS (100 ms, hold.c) before its hold is called stuck:
- * long enough for a preempted holder, short against a stopped one.
+ * A holder's id is forgotten at its unlock (nsp__hold_unlock), and the state read counts only if
+ * the same hold and holder are still there after it: the id of a thread that let go (and sleeps
+ * elsewhere) is never taken for the next taker's, who has the mutex but has not yet counted.
+ * A holder whose state cannot be read (no procfs, no file descriptor left; or no id, a hold
+ * changing hands) is waited for NSP_HOLD_BLIND_WAITS times NSP_HOLD_WAIT_NS (100 ms, hold.c)
+ * before its hold is called stuck: long enough for a preempted holder, short against a stopped
+ * one.
  * Why the holder's state and not the wait alone: with 64 threads on 2 cpus, calling every hold
  * stuck after 2 ms made 200+ stuck holds per test_host_stress run, each sending every other
  * thread to fresh spans and arenas (3,000 arenas, 2.6 GB of RSS against main's 250 MB); a
@@ -39,7 +43,8 @@
 struct nsp_hold {
     _Atomic uint64_t holds; /* acquisitions of the mutex so far (written by its holder only) */
     _Atomic uint64_t stuck; /* the hold judged stuck, or 0 */
-    _Atomic int tid;        /* the holder's thread id (Linux), written with `holds` */
+    _Atomic int tid;        /* the holder's thread id (Linux), written with `holds`; 0 from
+                               its unlock (nsp__hold_unlock) until the next taker's count */
 };
 
 /* The calling thread's id, cached (0 until its first hold; a fork child's thread forgets it:
@@ -61,6 +66,15 @@ static inline void nsp__hold_begin(struct nsp_hold *h)
     atomic_store_explicit(&h->tid, tid ? tid : nsp__hold_tid_slow(), memory_order_relaxed);
     atomic_store_explicit(&h->holds, atomic_load_explicit(&h->holds, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+}
+
+/* Lets go of a hold: its holder's id is forgotten first, so that a waiter never reads the id of
+ * a thread that let go (and may sleep elsewhere) as the holder of the mutex's next taker, who
+ * has not yet counted its hold (hold.c). */
+static inline void nsp__hold_unlock(pthread_mutex_t *m, struct nsp_hold *h)
+{
+    atomic_store_explicit(&h->tid, 0, memory_order_relaxed); /* before the unlock's release */
+    pthread_mutex_unlock(m);
 }
 
 /* pthread_mutex_trylock, counted as a hold when it succeeds: 0 when taken. */

@@ -295,7 +295,7 @@ static int heap_trylock(struct nsp_pageheap *h)
 static void heap_unlock(struct nsp_pageheap *h)
 {
     for (;;) {
-        pthread_mutex_unlock(&h->lock);
+        nsp__hold_unlock(&h->lock, &h->hold);
         if (!atomic_load(&h->pending_frees) && !atomic_load(&h->pending_arenas))
             return;
         if (nsp__hold_trylock(&h->lock, &h->hold) != 0)

@@ -634,6 +634,46 @@ START_TEST(holder_stopped_while_waiting_is_stuck)
 }
 END_TEST
 
+/* The mutex changing hands: its last holder let go and sleeps elsewhere, and a new taker has the
+ * mutex but has not yet counted its hold (nsp__hold_begin; a taker preempted right there). The
+ * hold a waiter sees is then still the last one, and its recorded holder sleeps: a waiter must
+ * not call that stuck (every waiter after it would take the fallbacks until the new taker
+ * counts). Here the last holder lets go (nsp__hold_unlock) and sleeps, and the new taker locks
+ * without counting and runs 30 ms. */
+static _Atomic int handed;
+
+static void *leaving_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&fresh_lock, &fresh_hold); /* a counted hold, its tid recorded */
+    nsp__hold_unlock(&fresh_lock, &fresh_hold);
+    atomic_store(&handed, 1);
+    usleep(300 * 1000); /* asleep elsewhere */
+    return NULL;
+}
+
+START_TEST(changing_hands_is_not_stuck)
+{
+    pthread_t a, b;
+    atomic_store(&handed, 0);
+    atomic_store(&busy_in, 0);
+    ck_assert_int_eq(pthread_create(&a, NULL, leaving_holder, NULL), 0);
+    while (!atomic_load(&handed))
+        ;
+    usleep(2000); /* asleep by now */
+    ck_assert_int_eq(pthread_create(&b, NULL, uncounted_holder, NULL), 0);
+    while (!atomic_load(&busy_in))
+        ;
+    int r = nsp__hold_lock(&fresh_lock, &fresh_hold);
+    if (r == 0)
+        pthread_mutex_unlock(&fresh_lock);
+    pthread_join(b, NULL);
+    pthread_join(a, NULL);
+    ck_assert_msg(r == 0, "a hold whose holder had let go (asleep elsewhere) was called stuck while "
+                  "a new taker that runs had the mutex");
+}
+END_TEST
+
 /* A thread stopped between the two steps of a large object's ledger change (ledger.c), holding
  * its node's ledger lock: the ledger's test hook runs there. */
 static _Thread_local int is_stopped_changer;
@@ -762,6 +802,7 @@ static Suite *suite(void)
     tcase_add_test(tc, first_hold_not_known_stuck);
     tcase_add_test(tc, holder_waiting_for_a_runner_is_not_stuck);
     tcase_add_test(tc, holder_stopped_while_waiting_is_stuck);
+    tcase_add_test(tc, changing_hands_is_not_stuck);
     suite_add_tcase(s, tc);
     return s;
 }
