@@ -488,13 +488,9 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
     return p;
 }
 
-/* Up to `want` objects from a span s of c's that its caller owns without the mutex (in no list:
- * a new one, still TAKEN, or one taken off the pending stack; no validator reads it meanwhile),
- * charged as take_from charges them but under the node's ledger lock, since no central's covers
- * s; then s is listed (made PARTIAL or FULL), now if the mutex is free, else by its next holder
- * (central.h). `fresh`: s is a new span (counted). */
-static unsigned take_owned(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want,
-                           int fresh)
+/* Up to `want` of span s's free objects into out, rewinding its cursor once when it runs out
+ * (the caller owns s: the mutex held, or s in no list). */
+static unsigned next_free_objects(struct nsp_span *s, void **out, unsigned want)
 {
     unsigned n = 0;
     while (n < want) {
@@ -506,6 +502,18 @@ static unsigned take_owned(struct nsp_central *c, struct nsp_span *s, void **out
         }
         out[n++] = p;
     }
+    return n;
+}
+
+/* Up to `want` objects from a span s of c's that its caller owns without the mutex (in no list:
+ * a new one, still TAKEN, or one taken off the pending stack; no validator reads it meanwhile),
+ * charged as take_from charges them but under the node's ledger lock, since no central's covers
+ * s; then s is listed (made PARTIAL or FULL), now if the mutex is free, else by its next holder
+ * (central.h). `fresh`: s is a new span (counted). */
+static unsigned take_owned(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want,
+                           int fresh)
+{
+    unsigned n = next_free_objects(s, out, want);
     if (fresh)
         CADD(c->spans_new, 1);
     if (n) {
@@ -572,16 +580,7 @@ static void *alloc_one(unsigned node, unsigned cls)
  * charges one, once for all of them; the span goes back to the right list. */
 static unsigned take_from(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want)
 {
-    unsigned n = 0;
-    while (n < want) {
-        void *p = nsp__span_next_free(s);
-        if (!p) {
-            nsp__span_rewind(s);
-            if (!(p = nsp__span_next_free(s)))
-                break;
-        }
-        out[n++] = p;
-    }
+    unsigned n = next_free_objects(s, out, want);
     if (n) {
         count_objects(c, n);
         nsp__ledger_count(s, n);
