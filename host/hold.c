@@ -3,9 +3,9 @@
  * then a timed wait, then call the hold stuck.
  */
 #include "hold.h"
+#include "os.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -62,16 +62,8 @@ static int in_futex(char *path, int at)
 {
     char buf[32];
     memcpy(path + at, "/syscall", 9);
-    int saved = errno;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    errno = saved;
-    if (fd < 0)
+    if (nsp__os_read_small(path, buf, sizeof buf) <= 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
     long nr = 0;
     for (const char *c = buf; *c >= '0' && *c <= '9'; c++)
         nr = nr * 10 + (*c - '0');
@@ -95,20 +87,16 @@ static int holder_state(int tid)
     while (nd)
         path[at++] = digits[--nd];
     memcpy(path + at, "/stat", 6);
-    int saved = errno; /* free() keeps errno, and a wake's free may get here */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    long n = nsp__os_read_small(path, buf, sizeof buf); /* errno kept: free() keeps it */
+    if (n == -ENOENT) {
         /* gone: its task is missing while this thread's own is there (access needs no fd) */
-        int gone = errno == ENOENT && access("/proc/self/task", F_OK) == 0;
+        int saved = errno;
+        int gone = access("/proc/self/task", F_OK) == 0;
         errno = saved;
         return gone ? HOLDER_STOPPED : HOLDER_UNKNOWN;
     }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    errno = saved;
     if (n <= 0)
         return HOLDER_UNKNOWN;
-    buf[n] = 0;
     char *p = strrchr(buf, ')'); /* "tid (comm) S ...": comm may hold anything, even ')' */
     if (!p || p[1] != ' ')
         return HOLDER_UNKNOWN;

@@ -6,11 +6,13 @@
 #include "os.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take it as a plain hint */
@@ -146,4 +148,21 @@ uint64_t nsp__os_random(void)
         k = ((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec) ^ (uintptr_t)&k;
     }
     return k;
+}
+
+long nsp__os_read_small(const char *path, char *buf, unsigned long len)
+{
+    int saved = errno;
+    long n = -ENOENT;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        n = -errno;
+    } else {
+        n = read(fd, buf, len - 1);
+        n = n < 0 ? -errno : n;
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+    }
+    errno = saved;
+    return n;
 }

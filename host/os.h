@@ -46,6 +46,11 @@ int nsp__os_release(void *p, size_t len);
  * address, which still detects corruption but is no secret. */
 uint64_t nsp__os_random(void);
 
+/* Reads at most len - 1 bytes of a small file (a /proc entry) into buf and ends them with a NUL,
+ * with plain system calls: no allocation (callers run inside malloc) and errno kept. Returns the
+ * bytes read, or -errno when the file cannot be opened or read. */
+long nsp__os_read_small(const char *path, char *buf, unsigned long len);
+
 /* Test hook: the next n calls of nsp__os_map / nsp__os_map_user fail. */
 void nsp__test_os_fail_next(int n);
 

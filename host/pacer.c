@@ -1210,14 +1210,8 @@ static int wants_thread(void)
 static int alone_in_process(void)
 {
     char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (nsp__os_read_small("/proc/self/stat", buf, sizeof buf) <= 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
     /* pid (comm) state ... : comm may hold spaces and parentheses, the last ')' ends it */
     char *p = strrchr(buf, ')');
     if (!p || p[1] != ' ' || !p[2])
