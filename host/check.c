@@ -308,18 +308,27 @@ static void unlock_heap(int wait)
     }
 }
 
-int nsp_heap_check(char *why, size_t len)
+/* What every whole-heap check starts with: why emptied; 1 with the whole heap held (lock_heap),
+ * or 0 with why saying why it cannot be checked. */
+static int begin_check(char *why, size_t len)
 {
     if (len)
         why[0] = 0;
     if (!atomic_load_explicit(&nsp__ready, memory_order_acquire)) {
         fail(why, len, "the allocator is not initialised");
-        return -1;
+        return 0;
     }
     if (!lock_heap(1)) {
         fail(why, len, "not checked: a cache's cpu cannot be fenced, so it cannot be held");
-        return -1;
+        return 0;
     }
+    return 1;
+}
+
+int nsp_heap_check(char *why, size_t len)
+{
+    if (!begin_check(why, len))
+        return -1;
     int ok = 1;
     for (unsigned i = 0; ok && i < nsp__ncaches; i++)
         ok = nsp__cache_is_valid(&nsp__caches[i], why, len);
@@ -460,16 +469,8 @@ static int classes_match(const nsp_stats_t *st, const struct stats_walk *sum, ch
 
 int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len)
 {
-    if (len)
-        why[0] = 0;
-    if (!atomic_load_explicit(&nsp__ready, memory_order_acquire)) {
-        fail(why, len, "the allocator is not initialised");
+    if (!begin_check(why, len))
         return -1;
-    }
-    if (!lock_heap(1)) {
-        fail(why, len, "not checked: a cache's cpu cannot be fenced, so it cannot be held");
-        return -1;
-    }
     /* large: not on a small thread's stack; serialised by lock_heap (foreign takers take
      * turns). The reading too is taken with every lock held: taking the caches flushes what
      * they hold back (magazines), which a reading before it would not have seen. */
