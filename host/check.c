@@ -467,6 +467,23 @@ static int classes_match(const nsp_stats_t *st, const struct stats_walk *sum, ch
     return 1;
 }
 
+/* Every small malloc counted once and every small free once: what is left is what the walk
+ * finds in use. A malloc no counter saw (a slab's pop, slab.h) or a free counted twice or never
+ * (a pending remote free) breaks it. */
+static int counts_match(const nsp_stats_t *st, const struct stats_walk *sum, char *why, size_t len)
+{
+    uint64_t in_use = 0;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        in_use += sum->in_use[k];
+    uint64_t freed = st->local_frees + st->remote_frees;
+    if (st->mallocs < freed || st->mallocs - freed != in_use)
+        return fail(why, len, "stats: %llu small mallocs, %llu local and %llu remote frees leave "
+                    "%lld in use, but a walk finds %llu small objects in use", ULL(st->mallocs),
+                    ULL(st->local_frees), ULL(st->remote_frees),
+                    (long long)(st->mallocs - freed), ULL(in_use));
+    return 1;
+}
+
 int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len)
 {
     if (!begin_check(why, len))
@@ -483,6 +500,7 @@ int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len)
         ok = node_stats_match(n, &st, &w, &sum, why, len);
     }
     ok = ok && classes_match(&st, &sum, why, len);
+    ok = ok && counts_match(&st, &sum, why, len);
     unlock_heap(1);
     return ok ? 0 : -1;
 }

@@ -16,6 +16,9 @@
  *   - mallocs, refills, releases, sweeps, remote frees swept: the centrals' and caches'
  *     counters (mallocs also the slabs' pops, drained or not: no span or central counts them);
  *     remote frees pending: nsp__freed_pending;
+ *   - local frees: every free counted (the ledger's totals, the cached spans' frees not yet in
+ *     them, the remote frees pending) less the large and the remote ones; at rest mallocs -
+ *     local frees - remote frees = small objects in use;
  *   - large objects and bytes: the ledger's large counters (nsp__large_allocs/frees and
  *     nsp__large_bytes, huge objects included); pages mapped, free and scavenged: the page heap's;
  *   - cached_bytes, spills, bad frees, bootstrap and metadata bytes: counters read once.
@@ -137,6 +140,9 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
         o->mallocs += d + RACY(c->cached_mallocs);
         *direct += d;
         nd->remote_frees += RACY(c->swept_objects) + (pending > 0 ? (uint64_t)pending : 0);
+        /* a pending remote free (a freed bit not yet swept) is in no free count until its sweep
+         * adds it to the ledger's: counted here once, as it is in remote_frees */
+        *frees += pending > 0 ? (uint64_t)pending : 0;
         nd->sweeps += RACY(c->sweeps);
         nd->spans_cached += o->spans_cached;
         nd->spans_partial += o->spans_partial;
@@ -185,7 +191,8 @@ __attribute__((no_sanitize("thread"))) static void stats_read(nsp_stats_t *out)
     out->nclasses = NSP_NUM_CLASSES;
     out->rseq = nsp__rseq_enabled;
     nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES];
-    uint64_t frees = 0; /* cached spans' local frees, not yet in the ledger's totals */
+    uint64_t frees = 0; /* frees not yet in the ledger's totals: cached spans' local ones, slab
+                          * pops not drained, remote ones pending */
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         nsp_node_stats_t *nd = &out->node[n];
         node_stats(n, cls, nd, &out->central_allocs, &frees);

@@ -10,8 +10,9 @@
  * counters change: small objects freed locally and by other threads (bins, magazines, direct
  * remote frees), objects a central hands out without a cache (nsp_malloc_node, a busy cache's
  * transfer batch), large and huge objects with realloc in place, trim, pacer cycles, thread exit
- * and a fork child. Links the static library to call the validator; run on the real machine and
- * on a synthetic 4-node topology.
+ * and a fork child. The validator also asserts that every small malloc and free is counted once
+ * (mallocs - local frees - remote frees = small objects in use). Links the static library to
+ * call the validator; run on the real machine and on a synthetic 4-node topology.
  */
 #define _GNU_SOURCE
 #include <check.h>
