@@ -16,9 +16,12 @@
  *   - mallocs, refills, releases, sweeps, remote frees swept: the centrals' and caches'
  *     counters (mallocs also the slabs' pops, drained or not: no span or central counts them);
  *     remote frees pending: nsp__freed_pending;
+ *   - remote frees: swept, pending (nsp__freed_pending), and every free into a slab (waiting,
+ *     popped or drained: count_slabs);
  *   - local frees: every free counted (the ledger's totals, the cached spans' frees not yet in
- *     them, the remote frees pending) less the large and the remote ones; at rest mallocs -
- *     local frees - remote frees = small objects in use;
+ *     them, the slabs' pops not yet drained and objects waiting, the remote frees pending) less
+ *     the large and the remote ones; at rest mallocs - local frees - remote frees = small
+ *     objects in use;
  *   - large objects and bytes: the ledger's large counters (nsp__large_allocs/frees and
  *     nsp__large_bytes, huge objects included); pages mapped, free and scavenged: the page heap's;
  *   - cached_bytes, spills, bad frees, bootstrap and metadata bytes: counters read once.
@@ -83,10 +86,15 @@ __attribute__((no_sanitize("thread"))) static void cached_spans(unsigned n,
 /* What waits in the slabs of node n's caches (slab.h), read from their words: per class the
  * objects there into held[k] (freed by the program, though their spans count them allocated:
  * not in use), and their pops into cls[k].mallocs (mallocs no span or central counted; those
- * drained so far too, `popped`). Pops not yet drained are frees the ledger does not have yet
- * either: into *frees. */
+ * drained so far too, `popped`). Pops not yet drained, and the objects waiting, are frees the
+ * ledger does not have yet either: into *frees. Every free into a slab is a remote free (its
+ * cpu's bin does not hold the object's span: before the slabs it went to the magazine), whether
+ * it waits, was popped or was drained (then it is a pending or swept one, counted there): the
+ * waiting ones and all pops into *remote. So no free changes kind when its slab is popped or
+ * drained, and mallocs - local - remote frees stay the objects in use between drains too. */
 __attribute__((no_sanitize("thread"))) static void count_slabs(unsigned n, nsp_class_stats_t *cls,
-                                                               uint64_t *held, uint64_t *frees)
+                                                               uint64_t *held, uint64_t *frees,
+                                                               uint64_t *remote)
 {
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         const struct nsp_cache *c = &nsp__caches[i];
@@ -97,9 +105,11 @@ __attribute__((no_sanitize("thread"))) static void count_slabs(unsigned n, nsp_c
             if (!RACY(m->cap))
                 continue;
             uint64_t w = RACY(m->word);
+            uint64_t pops = (w >> 8) + RACY(m->popped);
             held[k] += w & NSP_SLAB_COUNT;
-            cls[k].mallocs += (w >> 8) + RACY(m->popped);
-            *frees += w >> 8;
+            cls[k].mallocs += pops;
+            *frees += (w >> 8) + (w & NSP_SLAB_COUNT);
+            *remote += pops + (w & NSP_SLAB_COUNT);
         }
     }
 }
@@ -117,7 +127,7 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
     nd->pages_scavenged = RACY(h->pages_scavenged);
     cached_spans(n, cls, frees);
     uint64_t held[NSP_NUM_CLASSES] = {0};
-    count_slabs(n, cls, held, frees);
+    count_slabs(n, cls, held, frees, &nd->remote_frees);
     uint64_t la = atomic_load_explicit(&nsp__large_allocs[n], memory_order_relaxed);
     uint64_t lf = atomic_load_explicit(&nsp__large_frees[n], memory_order_relaxed);
     int64_t lb = atomic_load_explicit(&nsp__large_bytes[n], memory_order_relaxed);
@@ -192,7 +202,7 @@ __attribute__((no_sanitize("thread"))) static void stats_read(nsp_stats_t *out)
     out->rseq = nsp__rseq_enabled;
     nsp_class_stats_t cls[NSP_STATS_MAX_CLASSES];
     uint64_t frees = 0; /* frees not yet in the ledger's totals: cached spans' local ones, slab
-                          * pops not drained, remote ones pending */
+                          * pops not drained and objects waiting there, remote ones pending */
     for (unsigned n = 0; n < nsp__nnodes; n++) {
         nsp_node_stats_t *nd = &out->node[n];
         node_stats(n, cls, nd, &out->central_allocs, &frees);

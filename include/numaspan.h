@@ -186,7 +186,10 @@ NSP_API size_t nsp_trim(void);
  * any lock never makes a reading wait. What a reading gets: each counter is read whole (never
  * torn) and is exact once no thread allocates or frees (a snapshot with the threads stopped is
  * exact); a snapshot taken while threads run may mix instants, its sums off by the operations in
- * flight (host/stats.c says which field comes from which counter).
+ * flight (host/stats.c says which field comes from which counter). An object freed into a
+ * per-cpu slab (a free on a cpu whose cache does not hold the object's span) counts as freed,
+ * by a remote free, though no span has it back yet; a malloc that takes it again counts as a
+ * malloc. So at rest mallocs - local_frees - remote_frees = the small objects in use.
  * ------------------------------------------------------------------------------------------- */
 
 #define NSP_STATS_MAX_NODES 64
@@ -208,7 +211,7 @@ typedef struct nsp_node_stats {
     uint64_t pages_mapped, pages_free, pages_scavenged;
     uint64_t spans_cached, spans_partial, spans_full;
     uint64_t refills, releases;
-    uint64_t remote_frees;    /* frees by non-owners, swept in or still pending */
+    uint64_t remote_frees;    /* frees by non-owners: swept in, pending, or into a slab */
     uint64_t sweeps;
     uint64_t spills_out;      /* spans this node's cores took from other nodes */
     uint64_t spills_in;       /* spans other nodes' cores took from this node */
@@ -218,9 +221,9 @@ typedef struct nsp_stats {
     unsigned nnodes, ncaches, nclasses;
     int rseq;                 /* 1 if core caches are taken with restartable sequences */
     uint64_t bytes_in_use, objects_in_use;
-    uint64_t mallocs;         /* small objects handed out by caches and centrals */
+    uint64_t mallocs;         /* small objects handed out by caches (bins, slabs), centrals */
     uint64_t local_frees;     /* frees applied directly by the owning cache */
-    uint64_t remote_frees;    /* frees by non-owners */
+    uint64_t remote_frees;    /* frees by non-owners (into a slab, a magazine or a span) */
     uint64_t large_allocs, large_frees;
     uint64_t cached_bytes;    /* bytes of spans held by caches */
     uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */

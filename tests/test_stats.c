@@ -10,20 +10,25 @@
  * counters change: small objects freed locally and by other threads (bins, magazines, direct
  * remote frees), objects a central hands out without a cache (nsp_malloc_node, a busy cache's
  * transfer batch), large and huge objects with realloc in place, trim, pacer cycles, thread exit
- * and a fork child. The validator also asserts that every small malloc and free is counted once
- * (mallocs - local frees - remote frees = small objects in use). Links the static library to
- * call the validator; run on the real machine and on a synthetic 4-node topology.
+ * and a fork child, and a cpu's slab (host/slab.h: frees waiting there and the mallocs it
+ * serves, which no span counts). The validator also asserts that every small malloc and free is
+ * counted once (mallocs - local frees - remote frees = small objects in use); slab_pops asserts
+ * it without the validator's drain too.
+ * Links the static library to call the validator; run on the real machine and on a synthetic
+ * 4-node topology (virtual cores: no slabs, slab_pops skips saying so).
  */
 #define _GNU_SOURCE
 #include <check.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "host/cache.h"
 #include "host/central.h"
 #include "host/check.h"
 #include "host/runtime.h"
@@ -208,6 +213,89 @@ START_TEST(fork_child)
 }
 END_TEST
 
+/* mallocs less local and remote frees: the small objects in use (a reading with no other thread
+ * allocating or freeing is exact, drained or not) */
+static void counts_balance(const char *after)
+{
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    uint64_t small = st.objects_in_use;
+    for (unsigned n = 0; n < st.nnodes; n++)
+        small -= st.node[n].large_objects;
+    ck_assert_msg(st.mallocs - st.local_frees - st.remote_frees == small,
+                  "after %s: %llu mallocs, %llu local and %llu remote frees, but %llu small "
+                  "objects in use", after, (unsigned long long)st.mallocs,
+                  (unsigned long long)st.local_frees, (unsigned long long)st.remote_frees,
+                  (unsigned long long)small);
+}
+
+/* A free into a slab and a malloc the slab serves (host/slab.h) touch no span: the stats count
+ * them from the slab (a remote free, a malloc), before a drain (nsp_stats_get drains nothing)
+ * and after one (the validator's take). */
+#define SLAB_SIZE 64
+START_TEST(slab_pops)
+{
+    ready();
+    cpu_set_t all, one;
+    int cpu = -1;
+    if (sched_getaffinity(0, sizeof all, &all) == 0)
+        for (int i = 0; i < CPU_SETSIZE && cpu < 0; i++)
+            if (CPU_ISSET(i, &all))
+                cpu = i;
+    CPU_ZERO(&one);
+    if (cpu >= 0)
+        CPU_SET(cpu, &one);
+    if (cpu < 0 || sched_setaffinity(0, sizeof one, &one) != 0) {
+        fprintf(stderr, "test_stats: slab_pops: skipped: cannot pin the thread to a cpu\n");
+        return;
+    }
+    free(malloc(SLAB_SIZE)); /* the thread's cache is its cpu's from here on */
+    unsigned cls = nsp__size_to_class(SLAB_SIZE);
+    struct nsp_cache *c = nsp__tb;
+    if (!c || !c->bins_on || !c->slabs[cls].cap) {
+        fprintf(stderr, "test_stats: slab_pops: skipped: no slabs here (no rseq, virtual cores, "
+                        "NSP_SECURE or exact)\n");
+        return;
+    }
+    uint32_t size, pages, nelems;
+    ck_assert_int_eq(nsp_size_class(cls, &size, &pages, &nelems), 0);
+    ck_assert_uint_le(2 * nelems + 64, NSMALL);
+    nsp_stats_t st0, st1;
+    int read0 = nsp_stats_get(&st0); /* asserted after st1: an assert mallocs */
+    /* a span and more: the first span full and given back, the next one cached (no ck_assert
+     * in the loops: Check's asserts malloc, to record where the test got to) */
+    int got = 1;
+    for (unsigned i = 0; i < nelems + 16; i++)
+        got &= (small[i] = malloc(SLAB_SIZE)) != NULL;
+    /* frees of the first span's objects wait in the cpu's slab (not the bin's span) */
+    free_small(0, 16, 1);
+    uint64_t pops0 = c->slabs[cls].popped + (c->slabs[cls].word >> 8);
+    /* the cached span runs full; then its bin pops the slab before asking the central */
+    for (unsigned i = nelems + 16; i < 2 * nelems + 32; i++)
+        got &= (small[i] = malloc(SLAB_SIZE)) != NULL;
+    uint64_t pops = c->slabs[cls].popped + (c->slabs[cls].word >> 8) - pops0;
+    if (sched_getcpu() != cpu || pops == 0) { /* nothing to count: the case did not happen */
+        fprintf(stderr, "test_stats: slab_pops: skipped: the slab served no malloc (%llu pops)\n",
+                (unsigned long long)pops);
+        return;
+    }
+    int read1 = nsp_stats_get(&st1);
+    ck_assert_int_eq(read0, 0);
+    ck_assert_int_eq(read1, 0);
+    ck_assert_msg(got, "a malloc of %d B failed", SLAB_SIZE);
+    ck_assert_msg(st1.mallocs - st0.mallocs == 2 * nelems + 32,
+                  "%u mallocs (%llu served by the slab) counted as %llu", 2 * nelems + 32,
+                  (unsigned long long)pops, (unsigned long long)(st1.mallocs - st0.mallocs));
+    ck_assert_uint_eq(st1.cls[cls].mallocs - st0.cls[cls].mallocs, 2 * nelems + 32);
+    counts_balance("mallocs served by the slab, not drained");
+    at_rest("mallocs served by the slab, drained");
+    counts_balance("mallocs served by the slab, drained");
+    free_small(16, 2 * nelems + 32, 1);
+    counts_balance("all freed");
+    at_rest("all freed");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("stats");
@@ -218,6 +306,7 @@ static Suite *suite(void)
     tcase_add_test(tc, central_direct);
     tcase_add_test(tc, large_and_huge);
     tcase_add_test(tc, fork_child);
+    tcase_add_test(tc, slab_pops);
     suite_add_tcase(s, tc);
     return s;
 }
