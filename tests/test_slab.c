@@ -15,7 +15,9 @@
  *     object ends exactly once in the slab, in the caller's hands, or freed;
  *   - the real sequences: off the slab's cpu or detached they miss, on it they push, pop and take
  *     in stack order;
- *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges.
+ *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges;
+ *   - a class above 2 KiB (32 objects a span) keeps its other spans' frees in the slab, and the
+ *     mallocs after its bin's span is full again get them back.
  * Elsewhere (virtual cores, no rseq, TSan, NSP_SECURE, exact) every case skips visibly. The
  * content-checked cross-cpu stress that runs through the slabs is test_magazine's
  * objects_handed_across_cpus_stay_intact and test_host_stress.
@@ -728,6 +730,63 @@ START_TEST(the_slab_pages_of_a_cache_without_slabs_stay_unbacked)
 }
 END_TEST
 
+/* A class above 2 KiB has a slab too (slab.h: its spans hold 32 objects, so a program with more
+ * live objects of it than a span's frees mostly other spans' objects): on one cpu, the frees of
+ * a full span's objects wait in the slab, and once the bin's span is full again the mallocs pop
+ * them back instead of refilling from the central. */
+#define BIG 8000
+#define NBIG 200
+START_TEST(a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs)
+{
+    if (!ready("a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs"))
+        return;
+    unsigned cls = nsp__size_to_class(BIG);
+    struct nsp_cache *a = cache_of(cpu_a); /* the main thread's (ready pins it to cpu a) */
+    ck_assert_uint_eq(a->slabs[cls].cap, NSP_SLAB_BIG);
+    static void *v[NBIG], *more[NBIG];
+    unsigned n = 0, nmore = 0;
+    /* two spans' worth: the last object's span is the one the bin holds */
+    uint32_t size, pages, nelems;
+    ck_assert_int_eq(nsp_size_class(cls, &size, &pages, &nelems), 0);
+    ck_assert_uint_le(2 * nelems + NSP_SLAB_BIG, NBIG);
+    for (; n < 2 * nelems; n++)
+        v[n] = nsp_malloc(BIG);
+    struct nsp_span *cached = nsp__span_of(v[n - 1]);
+    take(a); /* its slabs empty: what waits below is this test's */
+    void *freed[NSP_SLAB_BIG];
+    unsigned nfreed = 0;
+    for (unsigned i = 0; i < n && nfreed < NSP_SLAB_BIG; i++)
+        if (nsp__span_of(v[i]) != cached) {
+            freed[nfreed++] = v[i];
+            nsp_free(v[i]);
+            v[i] = NULL;
+        }
+    unsigned waiting = slab_count(a, cls);
+    /* the cached span's free slots, then what the slab kept */
+    void *p;
+    while (nmore < NBIG && nsp__span_of(p = nsp_malloc(BIG)) == cached)
+        more[nmore++] = p;
+    unsigned back = 0;
+    for (unsigned k = 0;; k++) {
+        for (unsigned j = 0; j < nfreed; j++)
+            back += p == freed[j];
+        more[nmore++] = p;
+        if (k + 1 == nfreed || nmore == NBIG)
+            break;
+        p = nsp_malloc(BIG);
+    }
+    int on_a = sched_getcpu() == cpu_a;
+    for (unsigned i = 0; i < n; i++)
+        nsp_free(v[i]);
+    for (unsigned i = 0; i < nmore; i++)
+        nsp_free(more[i]);
+    ck_assert_msg(on_a, "the thread left cpu %d", cpu_a);
+    ck_assert_uint_eq(nfreed, NSP_SLAB_BIG);
+    ck_assert_uint_eq(waiting, NSP_SLAB_BIG);
+    ck_assert_uint_eq(back, NSP_SLAB_BIG);
+}
+END_TEST
+
 static Suite *slab_suite(void)
 {
     Suite *s = suite_create("slab");
@@ -743,6 +802,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
     tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
     tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
+    tcase_add_test(tc, a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs);
     suite_add_tcase(s, tc);
     return s;
 }
