@@ -20,6 +20,7 @@ int nsp__hold_tid_slow(void)
 }
 
 _Atomic uint8_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+_Atomic int nsp__test_hold_misread;
 
 void nsp__hold_forked_child(void)
 {
@@ -78,6 +79,9 @@ static int in_futex(char *path, int at)
 
 static int holder_state(int tid)
 {
+    int misread = atomic_load_explicit(&nsp__test_hold_misread, memory_order_relaxed);
+    if (misread > 0 && atomic_compare_exchange_strong(&nsp__test_hold_misread, &misread, misread - 1))
+        return HOLDER_STOPPED; /* the test hook (hold.h) */
     char path[48] = "/proc/self/task/", digits[12], buf[256];
     int nd = 0, at = (int)strlen(path), tid0 = tid;
     if (tid <= 0)
@@ -166,7 +170,8 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
      * waiter) is contention, and the next is watched afresh; one still there after a whole wait
      * is stuck only if its holder does not run (file header): a preempted holder is waited for,
      * as a mutex always did. */
-    int blind = 0; /* waits on this hold with its holder's state unreadable */
+    int blind = 0;   /* waits on this hold with its holder's state unreadable */
+    int stopped = 0; /* consecutive waits on this hold that ended with its holder not running */
     _Atomic uint8_t *w = waiting_slot(); /* asleep in the timed waits: hold.h */
     for (;;) {
         struct timespec ts = deadline();
@@ -182,7 +187,7 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
             if (known_stuck(h, now))
                 return -1; /* another waiter called the new hold stuck */
             seen = now;
-            blind = 0;
+            blind = stopped = 0;
             continue;
         }
         /* tid 0: changing hands (let go, the next taker's hold not yet counted), a holder not
@@ -190,7 +195,13 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
          * right there must be called stuck some time too */
         int tid = atomic_load_explicit(&h->tid, memory_order_relaxed);
         int st = tid ? holder_state(tid) : HOLDER_UNKNOWN;
-        if (st == HOLDER_RUNS || (st == HOLDER_UNKNOWN && ++blind < NSP_HOLD_BLIND_WAITS))
+        if (st == HOLDER_STOPPED && ++stopped < NSP_HOLD_STOPPED_READS)
+            continue; /* read again at the next wait's end (hold.h: one reading can be wrong) */
+        if (st == HOLDER_RUNS) {
+            stopped = 0;
+            continue;
+        }
+        if (st == HOLDER_UNKNOWN && ++blind < NSP_HOLD_BLIND_WAITS)
             continue;
         /* the state read was of the holder of this hold only if it still holds it: one that let
          * go meanwhile (and sleeps elsewhere) says nothing of the mutex's next taker */

@@ -9,9 +9,14 @@
  * Invariants:
  *   - `holds` counts the mutex's acquisitions: every taker bumps it right after it gets the mutex
  *     (nsp__hold_begin), so a value names one hold;
- *   - `stuck` is the value of a hold some waiter waited NSP_HOLD_WAIT_NS for without seeing the
- *     mutex change hands, and whose holder (`tid`) was then not runnable: asleep or stopped
- *     (a signal handler, a debugger), /proc/self/task/TID/stat says (0: none yet). While `holds` still equals it, that hold is stuck, and
+ *   - `stuck` is the value of a hold some waiter waited NSP_HOLD_STOPPED_READS times
+ *     NSP_HOLD_WAIT_NS for without seeing the mutex change hands, and whose holder (`tid`) was
+ *     not runnable at the end of each of those waits: asleep or stopped (a signal handler, a
+ *     debugger), /proc/self/task/TID/stat says (0: none yet). One reading is not enough: a
+ *     holder that itself waits for another of these locks leaves its futex for a few
+ *     microseconds at each of its own timed waits' ends, and a reading that saw it asleep
+ *     (stat) and then not in the futex (syscall) would call a holder that waits on a runner
+ *     stuck (test_no_wait, one run in 15 at load 4). While `holds` still equals it, that hold is stuck, and
  *     every later waiter goes elsewhere at once (the caller's fallback: a pending list, a fresh
  *     span, a skip) instead of waiting again; the next acquisition makes a new value and so ends
  *     it. The wait is paid once per stuck hold, not once per operation.
@@ -58,6 +63,10 @@ void nsp__hold_forked_child(void);
  * hundred), about a time slice of a thread preempted on a loaded machine, and far shorter than a
  * thread stopped for seconds. */
 #define NSP_HOLD_WAIT_NS ((int64_t)2 * 1000 * 1000)
+/* Consecutive waits, each ending with the holder read not runnable, before a hold is stuck. */
+#define NSP_HOLD_STOPPED_READS 2
+/* Test hook: the next n readings of a holder's state say "stopped", whatever it does. */
+extern _Atomic int nsp__test_hold_misread;
 
 /* The mutex was just taken: a new hold. */
 static inline void nsp__hold_begin(struct nsp_hold *h)
