@@ -182,7 +182,20 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
     ar->size = size;
     ar->node = node;
     ar->meta_size = meta;
+    /* The kernel is told where the pages belong; on a synthetic topology this is only recorded. */
+    nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
+    nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
     return ar;
+}
+
+/* The smallest arena size (NSP_ARENA_MIN_SIZE doubled, at most NSP_ARENA_SIZE) with room for
+ * need pages. */
+static size_t arena_size_for(size_t need)
+{
+    size_t size = NSP_ARENA_MIN_SIZE;
+    while (size < NSP_ARENA_SIZE && (size >> NSP_PAGE_SHIFT) < need)
+        size *= 2;
+    return size;
 }
 
 /* Lock held: ar becomes one of the node's arenas. `counted`: its pages are in pages_mapped
@@ -210,18 +223,13 @@ static struct nsp_arena *arena_new(unsigned node, size_t need)
         (int64_t)(nsp__pageheap_counter(&h->pages_mapped) + NSP_ARENA_PAGES) >
             nsp__node_limit_pages[node])
         return NULL;
-    size_t least = NSP_ARENA_MIN_SIZE;
-    while (least < NSP_ARENA_SIZE && (least >> NSP_PAGE_SHIFT) < need)
-        least *= 2;
+    size_t least = arena_size_for(need);
     struct nsp_arena *ar = NULL;
     for (size_t size = NSP_ARENA_SIZE; !ar && size >= least; size /= 2)
         ar = arena_map(node, size);
     if (!ar)
         return NULL;
     uint32_t pages = nsp__arena_pages(ar);
-    /* The kernel is told where the pages belong; on a synthetic topology this is only recorded. */
-    nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
-    nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
     arena_link(h, ar, 0);
     set_table(ar, 1);
     run_insert(h, run_make(ar, 0, pages, 0, 0));
@@ -387,9 +395,7 @@ static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pa
     struct nsp_span *sp = take_pending(h, npages, align_pages);
     if (sp)
         return sp;
-    size_t need = npages + align_pages - 1, size = NSP_ARENA_MIN_SIZE;
-    while (size < NSP_ARENA_SIZE && (size >> NSP_PAGE_SHIFT) < need)
-        size *= 2;
+    size_t size = arena_size_for(npages + align_pages - 1);
     if (__atomic_load_n(&nsp__test_nodes_without_memory, __ATOMIC_RELAXED) & (1ULL << node))
         return NULL;
     /* The node limit's rule as arena_new applies it (room for a whole arena), so that a node the
@@ -407,8 +413,6 @@ static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pa
         COUNT_ATOMIC(h->pages_mapped, -reserve);
         return NULL;
     }
-    nsp_topo_bind_memory(nsp__topo, (void *)ar->base, ar->size, node);
-    nsp_topo_bind_memory(nsp__topo, ar, ar->meta_size, node);
     uint32_t pages = nsp__arena_pages(ar), n = (uint32_t)npages;
     /* the arena starts its 64 MiB slot: page 0 is aligned to any align_pages that fits. The
      * rest is set up before the arena is pushed, since the heap's walkers (stats, the
