@@ -33,8 +33,7 @@ void nsp__hold_forked_child(void)
 /* The calling thread's slot of nsp__hold_waiting. */
 static _Atomic uint8_t *waiting_slot(void)
 {
-    int tid = nsp__hold_tid ? nsp__hold_tid : nsp__hold_tid_slow();
-    return &nsp__hold_waiting[(unsigned)tid % NSP_HOLD_WAITING_SLOTS];
+    return &nsp__hold_waiting[(unsigned)nsp__hold_self() % NSP_HOLD_WAITING_SLOTS];
 }
 
 void nsp__hold_wait_always(pthread_mutex_t *m)

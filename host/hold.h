@@ -58,6 +58,13 @@ extern __thread int nsp__hold_tid;
 int nsp__hold_tid_slow(void);
 void nsp__hold_forked_child(void);
 
+/* The calling thread's id (nsp__hold_tid, read once it is cached). */
+static inline int nsp__hold_self(void)
+{
+    int tid = nsp__hold_tid;
+    return tid ? tid : nsp__hold_tid_slow();
+}
+
 /* How long a waiter waits for one hold before it calls it stuck: far longer than any hold of a
  * central or a page heap by a thread that runs (microseconds; an arena's mmap and mbind a few
  * hundred), about a time slice of a thread preempted on a loaded machine, and far shorter than a
@@ -71,8 +78,7 @@ extern _Atomic int nsp__test_hold_misread;
 /* The mutex was just taken: a new hold. */
 static inline void nsp__hold_begin(struct nsp_hold *h)
 {
-    int tid = nsp__hold_tid;
-    atomic_store_explicit(&h->tid, tid ? tid : nsp__hold_tid_slow(), memory_order_relaxed);
+    atomic_store_explicit(&h->tid, nsp__hold_self(), memory_order_relaxed);
     atomic_store_explicit(&h->holds, atomic_load_explicit(&h->holds, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }
