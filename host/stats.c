@@ -149,10 +149,11 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
         uint64_t d = RACY(c->direct_allocs);
         o->mallocs += d + RACY(c->cached_mallocs);
         *direct += d;
-        nd->remote_frees += RACY(c->swept_objects) + (pending > 0 ? (uint64_t)pending : 0);
+        uint64_t unswept = pending > 0 ? (uint64_t)pending : 0;
+        nd->remote_frees += RACY(c->swept_objects) + unswept;
         /* a pending remote free (a freed bit not yet swept) is in no free count until its sweep
          * adds it to the ledger's: counted here once, as it is in remote_frees */
-        *frees += pending > 0 ? (uint64_t)pending : 0;
+        *frees += unswept;
         nd->sweeps += RACY(c->sweeps);
         nd->spans_cached += o->spans_cached;
         nd->spans_partial += o->spans_partial;
