@@ -51,8 +51,9 @@ struct nsp_central {
     uint64_t cached_mallocs; /* objects caches handed out of spans since given back */
     uint64_t wakes;          /* FULL spans woken by a remote free */
     /* allocated slots (alloc_count) of the spans it owns: its lists and the span a refill or a
-     * direct allocation has out of them; remote frees count until swept. Stored with relaxed
-     * atomic stores under the lock, so that stats read it without the lock (stats.c). */
+     * direct allocation has out of them; remote frees count until swept. Bumped by relaxed
+     * atomic adds, with or without the mutex (count_objects), so that stats read it without the
+     * lock (stats.c). */
     uint64_t objects;
     /* pushed without the mutex, listed by its next holder (file header) */
     struct nsp_span *_Atomic pending;
