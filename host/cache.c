@@ -693,12 +693,6 @@ static uint64_t next_key(struct nsp_cache *c)
 /* Attaches settled bin cls to the cached span with its next free slots; with none, attached
  * empty only when `empty_ok` (the span is full and the slab serves: its local frees must still
  * push), else left detached. Lock held, key == 0. */
-static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok);
-static void bin_fill(struct nsp_cache *c, unsigned cls)
-{
-    bin_attach(c, cls, 0);
-}
-
 static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
 {
     struct nsp_span *s = c->spans[cls];
@@ -740,6 +734,12 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
     c->bin_fills++;
     atomic_store_explicit(&b->key, key, memory_order_release); /* attached */
     seq_end(b);
+}
+
+/* A refill: bin_attach, left detached when the span has no free slot. */
+static void bin_fill(struct nsp_cache *c, unsigned cls)
+{
+    bin_attach(c, cls, 0);
 }
 
 /* ---- the foreign lock (continued) ------------------------------------------------------------- */
