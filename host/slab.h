@@ -120,10 +120,10 @@ _Static_assert(__builtin_offsetof(struct nsp_slab, on) == 8 &&
 /* The capacity of a slab of objects of `size` bytes (the rule above). */
 static inline uint64_t nsp__slab_cap(uint32_t size)
 {
-    if (size > NSP_SLAB_MAX_SIZE && size <= NSP_SLAB_BIG_MAX_SIZE)
-        return NSP_SLAB_BIG;
-    if (size == 0 || size > NSP_SLAB_MAX_SIZE)
+    if (size == 0 || size > NSP_SLAB_BIG_MAX_SIZE)
         return 0;
+    if (size > NSP_SLAB_MAX_SIZE)
+        return NSP_SLAB_BIG;
     uint32_t n = NSP_SLAB_BYTES / size;
     return n < NSP_SLAB_MIN ? NSP_SLAB_MIN : n > NSP_SLAB_MAX ? NSP_SLAB_MAX : n;
 }
