@@ -30,8 +30,10 @@
 
 static __attribute__((noinline)) void free_unowned(void *p)
 {
-    if (nsp__boot_owns(p))
-        return; /* bootstrap memory is never reused: nothing to do */
+    if (nsp__boot_owns(p)) {
+        nsp__boot_free(p); /* never reused, but its pages may go back (runtime.c) */
+        return;
+    }
     nsp__report_error(NSP_ERR_NOT_OWNED, "free", p);
 }
 

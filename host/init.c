@@ -228,6 +228,8 @@ int nsp__init(void)
     nsp__pacer_init();
     pthread_atfork(fork_prepare, fork_release, fork_release_child);
     nsp__stats_init();
+    /* hwloc's load freed nearly all it took from the bootstrap region: those pages go back */
+    nsp__boot_trim();
     atomic_store(&init_state, 2);
     atomic_store_explicit(&nsp__ready, 1, memory_order_release);
     in_init = 0;

@@ -36,6 +36,12 @@ int nsp__init(void);
 void *nsp__boot_alloc(size_t n, size_t align);
 int nsp__boot_owns(const void *p);
 size_t nsp__boot_size(const void *p);
+/* A free of bootstrap memory (boot_owns is true of p): the block is never reused, but the pages
+ * nothing live is on any more go back to the OS (runtime.c). */
+void nsp__boot_free(void *p);
+/* At the end of initialisation: hands back the pages that nothing live is on, and from then on
+ * every free hands back its pages as they empty (init.c). */
+void nsp__boot_trim(void);
 size_t nsp__boot_bytes(void);
 /* Bootstrap chunks the OS refused: init.c tells a topology load that failed for want of memory
  * (retried later) from a malformed option. */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -580,6 +581,52 @@ START_TEST(bootstrap_memory_is_recognised)
 }
 END_TEST
 
+/* Resident 4 KiB pages of [p, p + len) (mincore). */
+static size_t resident_pages(const void *p, size_t len)
+{
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)4095, hi = ((uintptr_t)p + len + 4095) & ~(uintptr_t)4095;
+    unsigned char v[256];
+    ck_assert_uint_le((hi - lo) / 4096, sizeof v);
+    ck_assert_int_eq(mincore((void *)lo, hi - lo, v), 0);
+    size_t n = 0;
+    for (size_t i = 0; i < (hi - lo) / 4096; i++)
+        n += v[i] & 1;
+    return n;
+}
+
+/* Bootstrap blocks are never reused, but the pages that nothing live is on go back to the OS
+ * when their blocks are freed (issue 11: hwloc's load frees all but ~13 KiB of the ~290 KiB it
+ * takes, and those pages stayed resident for the process's life). A block still live keeps its
+ * page and its contents, and a second free of a block changes nothing. */
+START_TEST(bootstrap_pages_go_back)
+{
+    ready();
+    char *keep = nsp__boot_alloc(100, 16);
+    char *big = nsp__boot_alloc(64 << 10, 16);
+    char *twice = nsp__boot_alloc(100, 16); /* on keep's page */
+    ck_assert_ptr_nonnull(keep);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_ptr_nonnull(twice);
+    memset(keep, 5, 100);
+    memset(big, 6, 64 << 10);
+    memset(twice, 7, 100);
+    ck_assert_uint_ge(resident_pages(big, 64 << 10), 16);
+    free(big);
+    /* its interior pages (every one but those it may share with a neighbour's) are gone */
+    ck_assert_uint_le(resident_pages(big, 64 << 10), 2);
+    free(twice);
+    free(twice); /* a second free: keep's page must stay (its count is not lowered twice) */
+    ck_assert_uint_eq(resident_pages(keep, 100), 1);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(keep[i], 5);
+    ck_assert_uint_eq(malloc_usable_size(keep), 100);
+    free(keep);
+    nsp_stats_t st;
+    nsp_stats_get(&st);
+    ck_assert_uint_eq(st.not_owned_frees, 0);
+}
+END_TEST
+
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
     ready();
@@ -938,6 +985,7 @@ int main(void)
     tcase_add_test(tc, os_refusal_is_enomem_and_recoverable);
     tcase_add_test(tc, real_placement);
     tcase_add_test(tc, bootstrap_memory_is_recognised);
+    tcase_add_test(tc, bootstrap_pages_go_back);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
