@@ -22,8 +22,8 @@
 #include <stdint.h>
 
 /* Maps len bytes (a multiple of the OS page) aligned to align (a power of two, >= OS page),
- * zero-filled, lazily backed, MAP_NORESERVE: for metadata. NULL if the OS refuses (or the test
- * hook says so). */
+ * zero-filled, lazily backed, MAP_NORESERVE, never in transparent huge pages (os.c): for
+ * metadata. NULL if the OS refuses (or the test hook says so). */
 void *nsp__os_map(size_t len, size_t align);
 /* The same for user pages: committed under the system's overcommit policy. */
 void *nsp__os_map_user(size_t len, size_t align);

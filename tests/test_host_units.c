@@ -627,6 +627,54 @@ START_TEST(bootstrap_pages_go_back)
 }
 END_TEST
 
+/* The VmFlags line of the mapping that holds p (/proc/self/smaps), into buf; 0 if found. */
+static int vmflags_of(const void *p, char *buf, size_t len)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    int in = 0, found = -1;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char c;
+        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3 && strchr(line, '-') < strchr(line, ' '))
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(buf, len, "%s", line);
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Metadata is never backed by transparent huge pages (os.c): it is touched a few lines at a
+ * time, and under THP "always" one arena's descriptors and bitmaps took 2 MiB resident instead
+ * of tens of KiB (issue 11). The kernel's word for it is the "nh" flag of the mapping. */
+START_TEST(metadata_never_huge)
+{
+    ready();
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        fprintf(stderr, "metadata_never_huge: skipped: this kernel has no transparent huge pages\n");
+        return;
+    }
+    char flags[512];
+    size_t len = (size_t)4 << 20;
+    char *m = nsp__os_map(len, (size_t)2 << 20);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(vmflags_of(m, flags, sizeof flags), 0);
+    ck_assert_msg(strstr(flags, " nh"), "nsp__os_map's mapping may be huge: %s", flags);
+    nsp__os_unmap_meta(m, len);
+    /* and an arena's own metadata (its struct starts the mapping) */
+    struct nsp_arena *ar = NULL;
+    for (unsigned n = 0; !ar && n < nsp__nnodes; n++)
+        ar = __atomic_load_n(&nsp__pageheaps[n].arenas, __ATOMIC_ACQUIRE);
+    ck_assert_ptr_nonnull(ar); /* ready()'s malloc mapped one */
+    ck_assert_int_eq(vmflags_of(ar, flags, sizeof flags), 0);
+    ck_assert_msg(strstr(flags, " nh"), "an arena's metadata may be huge: %s", flags);
+}
+END_TEST
+
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
     ready();
@@ -986,6 +1034,7 @@ int main(void)
     tcase_add_test(tc, real_placement);
     tcase_add_test(tc, bootstrap_memory_is_recognised);
     tcase_add_test(tc, bootstrap_pages_go_back);
+    tcase_add_test(tc, metadata_never_huge);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
