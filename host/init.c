@@ -103,9 +103,9 @@ const char *nsp_version(void)
 
 /* ---- fork ------------------------------------------------------------------------------------- */
 
-/* Lock order: caches, centrals, page heaps, the ledger's node locks (as everywhere). The child
- * has only the forking thread, which holds every lock, so unlocking leaves every structure
- * consistent. */
+/* Lock order: caches, centrals, page heaps, the ledger's node locks (as everywhere), then the
+ * bootstrap region's flag (a leaf). The child has only the forking thread, which holds every
+ * lock, so unlocking leaves every structure consistent. */
 static void fork_prepare(void)
 {
     nsp__pacer_fork_prepare_first();
@@ -118,12 +118,14 @@ static void fork_prepare(void)
         nsp__pageheap_lock(n);
     nsp__ledger_lock_all(); /* no ledger change is half made in the child */
     nsp__pacer_fork_prepare_last();
+    nsp__boot_fork_prepare(); /* a leaf: last */
 }
 
 static void fork_release_child(void);
 
 static void fork_release_locks(int child)
 {
+    nsp__boot_fork_release();
     nsp__pacer_fork_release();
     if (child)
         nsp__ledger_forked_child();

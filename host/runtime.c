@@ -125,6 +125,10 @@ void nsp__boot_free(void *p)
             continue;
         while (atomic_flag_test_and_set_explicit(&boot_lock, memory_order_acquire))
             ;
+        void (*window)(void) = atomic_load_explicit(&nsp__test_boot_release_window,
+                                                    memory_order_relaxed);
+        if (window)
+            window();
         if (atomic_load_explicit(&c->counts[i], memory_order_relaxed) == 0)
             (void)nsp__os_release(c->base + i * BOOT_PAGE, BOOT_PAGE);
         atomic_flag_clear_explicit(&boot_lock, memory_order_release);
@@ -149,6 +153,21 @@ void nsp__boot_trim(void)
             i = j + 1;
         }
     }
+    atomic_flag_clear_explicit(&boot_lock, memory_order_release);
+}
+
+void (*_Atomic nsp__test_boot_release_window)(void);
+
+/* The flag is a leaf (its holders take nothing else, and hold it for a bump or one madvise), so
+ * fork takes it after every other lock and lets it go first. */
+void nsp__boot_fork_prepare(void)
+{
+    while (atomic_flag_test_and_set_explicit(&boot_lock, memory_order_acquire))
+        ;
+}
+
+void nsp__boot_fork_release(void)
+{
     atomic_flag_clear_explicit(&boot_lock, memory_order_release);
 }
 

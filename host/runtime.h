@@ -43,6 +43,13 @@ void nsp__boot_free(void *p);
  * every free hands back its pages as they empty (init.c). */
 void nsp__boot_trim(void);
 size_t nsp__boot_bytes(void);
+/* fork (init.c): the bootstrap flag is taken last before a fork and let go in both processes
+ * after it, so that a child never inherits it held by a thread it does not have (a free that
+ * emptied a page holds it across its madvise). */
+void nsp__boot_fork_prepare(void);
+void nsp__boot_fork_release(void);
+/* Test hook (NULL otherwise): called under the flag before a free hands an emptied page back. */
+extern void (*_Atomic nsp__test_boot_release_window)(void);
 /* Bootstrap chunks the OS refused: init.c tells a topology load that failed for want of memory
  * (retried later) from a malformed option. */
 extern _Atomic unsigned long nsp__boot_refusals;

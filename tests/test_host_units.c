@@ -13,6 +13,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +628,55 @@ START_TEST(bootstrap_pages_go_back)
 }
 END_TEST
 
+/* A fork while another thread hands an emptied bootstrap page back (it holds the region's flag
+ * across its madvise): the child must not inherit the flag held by a thread it does not have.
+ * The hook keeps the freeing thread inside its window for 100 ms, and the main thread forks as
+ * soon as it is there; the child then takes the flag (a bootstrap allocation). Before fork took
+ * the flag, the child spun on it for ever (killed by its alarm here). */
+static _Atomic int boot_in_window;
+static void boot_window_sleeps(void)
+{
+    if (atomic_fetch_add(&boot_in_window, 1) == 0) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+}
+static void *free_boot_block(void *p)
+{
+    free(p);
+    return NULL;
+}
+START_TEST(fork_while_a_bootstrap_page_goes_back)
+{
+    ready();
+    char *big = nsp__boot_alloc(64 << 10, 16);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 6, 64 << 10);
+    atomic_store(&boot_in_window, 0);
+    atomic_store(&nsp__test_boot_release_window, boot_window_sleeps);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_boot_block, big), 0);
+    while (atomic_load(&boot_in_window) == 0)
+        sched_yield();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL); /* Check's handler would kill the test's whole group */
+        alarm(5);
+        char *p = nsp__boot_alloc(100, 16);
+        _exit(p ? 0 : 2);
+    }
+    pthread_join(t, NULL);
+    atomic_store(&nsp__test_boot_release_window, NULL);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child could not take the bootstrap flag: %s %d",
+                  WIFSIGNALED(status) ? "killed by signal" : "exit status",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+END_TEST
+
 /* The VmFlags line of the mapping that holds p (/proc/self/smaps), into buf; 0 if found. */
 static int vmflags_of(const void *p, char *buf, size_t len)
 {
@@ -1042,6 +1092,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, threads_exit_without_leaks);
     tcase_add_test(tc, fork_while_threads_allocate);
+    tcase_add_test(tc, fork_while_a_bootstrap_page_goes_back);
     tcase_add_test(tc, foreign_takers_are_serialised);
     tcase_add_test(tc, foreign_take_fails_when_the_fence_fails);
     suite_add_tcase(s, tc);
