@@ -295,7 +295,8 @@ static inline void seq_end(struct nsp_bin *b)
                           memory_order_release);
 }
 
-/* Folds detached bin cls back into its span: each listed object's alloc bit cleared (the list is
+/* Folds detached bin cls back into its span: each listed object's link replaced by the free tag
+ * and its alloc bit cleared (span.h: the invariant the bins' push relies on; the list is
  * walked with its saved key, every link checked: inside the span, at an object's start, and its
  * alloc bit still set — a list that loops or holds an object twice fails the last test), the
  * pops added to the span's count of allocations, and the local frees the bin took to its frees.
@@ -327,6 +328,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
             break;
         }
         uint64_t next = *(const uint64_t *)p ^ key;
+        nsp__span_tag_free((void *)p); /* free in its span now: its tag (span.h) */
         nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] & ~bit);
         n++;
         prev = p;

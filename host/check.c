@@ -21,6 +21,7 @@
 #include "options.h"
 #include "pageheap.h"
 #include "runtime.h"
+#include "secure.h"
 #include "sizeclass.h"
 #include "span.h"
 
@@ -66,6 +67,32 @@ static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
                         (void *)s, state_of(atomic_load(&s->state)), s->start_page,
                         (unsigned long long)(s->start_page + s->npages - 1), (unsigned long long)p,
                         (void *)nsp__pagemap_entry(ar, p));
+    return 1;
+}
+
+/* The carve frontier and the free tag (span.h, types.h), which the bins' push relies on instead of
+ * the alloc bit: no slot at or past the frontier was handed out (its alloc bit clear), and every
+ * free slot below it holds a tag in its first word. A slot that fails was written while free (a
+ * test's stray write), or freed by a path that forgot its tag. Nothing writes a free slot while
+ * its span's owner is held, so its first word is read plainly. */
+static int free_slots_tagged(const struct nsp_span *s, uint32_t st, char *why, size_t len)
+{
+    if (s->frontier > s->nelems)
+        return fail(why, len, "span %p (%s, class %u): frontier %u past its %u slots", (void *)s,
+                    state_of(st), s->sizeclass, s->frontier, s->nelems);
+    for (uint32_t i = 0; i < s->nelems; i++) {
+        int allocated = (__atomic_load_n(&s->alloc_bits[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
+        const void *p = (const void *)(s->base + (uintptr_t)i * s->elemsize);
+        if (i >= s->frontier && allocated)
+            return fail(why, len, "span %p (%s, class %u): slot %u (%p) is allocated, but its "
+                        "frontier is %u: it was handed out without moving the frontier",
+                        (void *)s, state_of(st), s->sizeclass, i, p, s->frontier);
+        if (i < s->frontier && !allocated && nsp__magazine_tagged(p) < 0)
+            return fail(why, len, "span %p (%s, class %u): slot %u (%p) is free below the "
+                        "frontier %u, but its first word %#llx is no free tag",
+                        (void *)s, state_of(st), s->sizeclass, i, p, s->frontier,
+                        (unsigned long long)*(const uint64_t *)p);
+    }
     return 1;
 }
 
@@ -130,7 +157,7 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
     if (n != s->alloc_count)
         return fail(why, len, "span %p (%s, class %u): alloc_count %u, but %u alloc bits are set",
                     (void *)s, state_of(st), s->sizeclass, s->alloc_count, n);
-    return 1;
+    return nsp__secure || free_slots_tagged(s, st, why, len);
 }
 
 /* ---- page heap ---------------------------------------------------------------------------------- */

@@ -27,8 +27,9 @@
 
 /* Any live span, with nothing changing it: its owner's lock held (a cache's or a central's) or
  * every lock of the heap held. Its place in its arena and the page map; then, unless it is TAKEN
- * (written by its taker, who holds no lock), geometry against its class and alloc_count against
- * the alloc bitmap. */
+ * (written by its taker, who holds no lock), geometry against its class, alloc_count against
+ * the alloc bitmap, and (without NSP_SECURE) the carve frontier and the free tags (span.h): no
+ * slot at or past the frontier allocated, every free slot below it tagged. */
 int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len);
 /* Node's page heap, its lock held and (for its live spans' bitmaps) every cache and central:
  * arenas, runs tiling each arena, the page map of FREE runs, coalescing, free lists, pages_free. */

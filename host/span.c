@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "magazine.h"
+#include "runtime.h"
 #include "secure.h"
 #include "sizeclass.h"
 
@@ -22,11 +23,12 @@ struct nsp_freed_count nsp__freed_pending[NSP_MAX_NODES][NSP_GEOM_NUM_CLASSES];
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)
 {
     const struct nsp_sizeclass *k = &nsp__classes[cls];
-    s->sizeclass = (uint16_t)cls;
+    s->sizeclass = (uint8_t)cls;
     s->elemsize = k->size;
     s->nelems = k->nelems;
     s->divmul = k->divmul;
     s->alloc_count = 0;
+    s->frontier = 0; /* nothing handed out yet: the slots' memory is the pages' old contents */
     atomic_store_explicit(&s->charge, 0, memory_order_relaxed);
     s->nmalloc = s->nfree = 0;
     uint32_t nw = nsp__span_nwords(s);
@@ -66,11 +68,23 @@ void *nsp__span_next_free(struct nsp_span *s)
         s->freeindex = idx + 1;
         nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | 1ULL << bit);
         s->alloc_count++;
-        return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+        return nsp__span_handout(s, idx);
     }
     s->freeindex = s->nelems;
     s->alloc_cache = 0;
     return NULL;
+}
+
+void *nsp__span_untagged(struct nsp_span *s, uint32_t idx)
+{
+    void *p = (void *)(s->base + (uintptr_t)idx * s->elemsize);
+    /* It stays allocated (its bit set by the hand-out): whoever holds it (a double free's push
+     * may have handed it out from a bin, alloc.h) frees it as any live object, and the counts
+     * agree with the bitmap (an allocation made, as the program may hold it). */
+    s->nmalloc++;
+    nsp__report_error(NSP_ERR_WRITE_AFTER_FREE, "malloc", p);
+    void *q = nsp__span_alloc_fast(s);
+    return q ? q : nsp__span_next_free(s);
 }
 
 uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double)

@@ -12,6 +12,20 @@
  * nsp__span_free_remote), so the owner stores each word with a relaxed atomic store (the same
  * instructions as a plain one on x86-64, and no data race for the remote reader).
  *
+ * The free tag (issue 11: a local free that reads no bitmap). Every slot below the span's carve
+ * frontier (types.h) whose alloc bit is clear holds a remote free's tag in its first word
+ * (magazine.h: p ^ key ^ (cache << 48), any cache index): whoever clears an alloc bit writes one
+ * first, or a remote freer wrote it before setting the freed bit that a sweep then applied. So:
+ *   - nsp__span_free_local tags the slot it frees (the locked local free);
+ *   - a bin's fold tags each object it gives back (cache.c);
+ *   - the sweep writes nothing: every setter of a freed bit tagged the object first (free.c's
+ *     direct remote free, the magazines' and slabs' pushes, the central's give-back of a chain);
+ *   - NSP_SECURE keeps its poison instead (it has no bins, and its own write-after-free check).
+ * And nothing else writes a free slot (no madvise inside a live span). The hand-out checks it:
+ * a slot below the frontier whose first word is no tag was written while free (a use after free,
+ * or a double free that the bins' push took because the write had erased the tag): it is reported
+ * naming the slot and kept allocated, never handed out a second time (nsp__span_untagged).
+ *
  * nsp__freed_pending[node][class] counts the freed bits set and not yet swept in that node's
  * spans of that class: every setter of a freed bit adds what its OR set (nsp__span_free_remote,
  * the magazines' flush), every sweep subtracts what its exchange took (applied frees and double
@@ -25,6 +39,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "magazine.h"
 #include "numaspan_geometry.h"
 #include "secure.h"
 #include "types.h"
@@ -83,6 +98,31 @@ static inline int nsp__span_slot_live(const struct nsp_span *s, uint32_t idx)
            !(atomic_load_explicit(&s->freed_bits[idx >> 6], memory_order_relaxed) & bit);
 }
 
+/* The free tag written into slot p as its alloc bit is cleared (see above): the remote direct
+ * free's (NSP_MAG_NONE: no magazine holds it, the bits decide at a second free). */
+static inline void nsp__span_tag_free(void *p)
+{
+    __atomic_store_n((uint64_t *)p, nsp__magazine_tag(p, NSP_MAG_NONE), __ATOMIC_RELAXED);
+}
+
+/* Slot idx (object p), just taken from the bitmap, was free below the frontier but its tag is
+ * gone: reported (write after free, naming p) and kept allocated, counted as an allocation (a
+ * double free that took it into a bin may have handed it to the program already). Returns the
+ * next free slot past the cursor instead, or NULL (then nsp__span_next_free). span.c. */
+void *nsp__span_untagged(struct nsp_span *s, uint32_t idx);
+
+/* The end of every hand-out of slot idx from the bitmap (its alloc bit just set): past the
+ * frontier it moves the frontier; below it, the slot must still carry its free tag. */
+static inline void *nsp__span_handout(struct nsp_span *s, uint32_t idx)
+{
+    void *p = (void *)(s->base + (uintptr_t)idx * s->elemsize);
+    if (idx >= s->frontier)
+        s->frontier = (uint16_t)(idx + 1);
+    else if (__builtin_expect(nsp__magazine_tagged(p) < 0, 0) && !nsp__secure)
+        return nsp__span_untagged(s, idx);
+    return p;
+}
+
 /* The fast path: the next free slot from the cursor's cached word, or NULL (then call
  * nsp__span_next_free). Plain loads and stores only. */
 static inline void *nsp__span_alloc_fast(struct nsp_span *s)
@@ -98,7 +138,7 @@ static inline void *nsp__span_alloc_fast(struct nsp_span *s)
     s->freeindex = idx + 1;
     nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] | 1ULL << (idx & 63));
     s->alloc_count++;
-    return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+    return nsp__span_handout(s, idx);
 }
 
 /* Scans the alloc bitmap from the cursor for a free slot; NULL when none is left past it. */
@@ -114,8 +154,9 @@ static inline void nsp__span_rewind(struct nsp_span *s)
 }
 
 /* Local free of slot idx by the owner. Returns 0, or -1 if the slot was not allocated or was freed
- * remotely already (a double free, reported by the caller). The most recent allocation is given back to the cursor, so that
- * malloc/free pairs reuse one hot slot. */
+ * remotely already (a double free, reported by the caller). The slot gets its free tag (above).
+ * The most recent allocation is given back to the cursor, so that malloc/free pairs reuse one
+ * hot slot. */
 static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
 {
     uint64_t bit = 1ULL << (idx & 63);
@@ -127,6 +168,8 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
     if (__builtin_expect(atomic_load_explicit(&s->freed_bits[idx >> 6], memory_order_relaxed) & bit,
                          0))
         return -1;
+    if (__builtin_expect(!nsp__secure, 1)) /* secure.h: its poison stays */
+        nsp__span_tag_free((void *)(s->base + (uintptr_t)idx * s->elemsize));
     __atomic_store_n(w, *w & ~bit, __ATOMIC_RELAXED);
     s->alloc_count--;
     uint32_t fi = s->freeindex;

@@ -34,6 +34,13 @@
  *                 is slot freeindex (bits past the word's end are 0).
  *   alloc_count   slots whose alloc bit is 1 (owner-written). Live objects of the span are
  *                 alloc_count - popcount(freed_bits & alloc_bits).
+ *   frontier      the carve frontier: one past the highest slot handed out (to the program, a
+ *                 bin's list, a transfer) since the span was set up; 0 at set-up, it only grows.
+ *                 Slots are handed out lowest first from the cursor, so every slot below it has
+ *                 been handed out once and every slot at or past it never has (its memory is
+ *                 whatever the pages held: never read, never written, RSS follows use).
+ *                 Free slots below it carry the free tag (span.h): what lets the bins' push tell
+ *                 a free slot from a live one without reading the alloc bitmap (cache.h).
  *   state         changed only by compare-and-swap (or by the owner of the span's list):
  *
  *     FREE      a page run in the page heap (or a dead descriptor absorbed by a neighbour)
@@ -108,8 +115,10 @@ struct nsp_span {
     uint32_t elemsize;
     uint32_t nelems;
     uint32_t divmul;        /* ceil(2^32 / elemsize): index = (offset * divmul) >> 32 */
-    uint16_t sizeclass;     /* 0 for a large object */
-    uint16_t node;
+    uint8_t sizeclass;      /* 0 for a large object (classes < 128: the page map's low bits) */
+    uint8_t node;           /* < NSP_MAX_NODES */
+    uint16_t frontier;      /* one past the highest slot handed out since set-up (owner's; see
+                             * above; a span has at most 8192 slots: 8 pages of 8 B) */
     _Atomic uint32_t state;
     uint32_t cache;         /* the caching core cache while CACHED */
     /* line 1 */

@@ -687,6 +687,89 @@ START_TEST(stray_write_into_a_free_object_is_caught)
 }
 END_TEST
 
+/* The free tag (host/span.h): every slot free in its span below the carve frontier carries a
+ * remote free's tag in its first word, whichever path freed it: a push then a fold (a foreign
+ * take), and the locked local free (a live object whose first word looks like a link of the span
+ * misses the push and goes there). The heap check asserts it for every span. */
+START_TEST(free_slots_below_the_frontier_carry_the_tag)
+{
+    if (!ready("free_slots_below_the_frontier_carry_the_tag"))
+        return;
+    cls = nsp__size_to_class(SZ_MANY);
+    enum { N = 6 };
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(SZ_MANY);
+    struct nsp_span *s = span();
+    for (int i = 0; i < N; i++)
+        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
+    for (int i = 0; i < 3; i++)
+        free(p[i]); /* pushed: listed */
+    struct nsp_bin *b = bin();
+    /* p[3]'s first word decodes to the list's head: the push misses, the locked path frees it */
+    *(uint64_t *)p[3] = (b->word >> 16) ^ atomic_load(&b->key);
+    free(p[3]);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p[3]), 0);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* detach and fold */
+    nsp__cache_unlock(nsp__tb);
+    for (int i = 0; i < 4; i++) {
+        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
+        ck_assert_msg(idx < s->frontier, "slot %u at or past the frontier %u", idx, s->frontier);
+        if (!alloc_bit((uintptr_t)p[i])) /* (not handed out again meanwhile) */
+            ck_assert_msg(nsp__magazine_tagged(p[i]) >= 0,
+                          "object %d (%p), free in its span, has no tag: %#llx", i, p[i],
+                          (unsigned long long)*(uint64_t *)p[i]);
+    }
+    char why[256] = "";
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+    for (int i = 4; i < N; i++)
+        free(p[i]);
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+}
+END_TEST
+
+/* A slot free below the frontier whose tag was written over (a write after free) is not handed out
+ * again: the hand-out reports it, naming it, and keeps it allocated (host/span.h). The heap check
+ * sees the write first. */
+START_TEST(a_free_slot_written_over_is_not_handed_out)
+{
+    if (!ready("a_free_slot_written_over_is_not_handed_out"))
+        return;
+    cls = nsp__size_to_class(SZ_MANY);
+    void *keep = malloc(SZ_MANY);
+    void *p = malloc(SZ_MANY);
+    struct nsp_span *s = span();
+    free(p);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: free in its span, tagged */
+    nsp__cache_unlock(nsp__tb);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p), 0);
+    ((volatile uint64_t *)p)[0] = 0x4141414141414141ULL; /* written after free */
+    char why[256] = "";
+    ck_assert_int_ne(nsp_heap_check(why, sizeof why), 0);
+    ck_assert_msg(strstr(why, "no free tag") != NULL, "heap check: %s", why);
+    uint64_t before = errors(NSP_ERR_WRITE_AFTER_FREE);
+    /* every free slot of the span is handed out (the carve goes lowest first): p never is */
+    enum { MAXN = 4096 };
+    static void *got[MAXN];
+    unsigned n = 0;
+    while (n < MAXN && alloc_bit((uintptr_t)p) == 0) {
+        got[n] = malloc(SZ_MANY);
+        ck_assert_ptr_ne(got[n], p);
+        n++;
+    }
+    ck_assert_uint_lt(n, MAXN);
+    ck_assert_uint_eq(errors(NSP_ERR_WRITE_AFTER_FREE), before + 1);
+    ck_assert_ptr_eq(nsp__span_of(p), s);
+    for (unsigned i = 0; i < n; i++)
+        ck_assert_ptr_ne(got[i], p);
+    for (unsigned i = 0; i < n; i++)
+        free(got[i]);
+    free(p); /* kept allocated: its free is a valid one */
+    free(keep);
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+}
+END_TEST
+
 /* The pacer reads caches without taking them (nsp__cache_read): at rest that reading must be
  * exact with bins attached, that is equal to the reading after the bins are folded back. */
 START_TEST(lock_free_reading_at_rest_sees_the_bins)
@@ -966,6 +1049,8 @@ int main(void)
     tcase_add_test(tc, local_double_free_after_a_direct_remote_free_is_caught);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
+    tcase_add_test(tc, free_slots_below_the_frontier_carry_the_tag);
+    tcase_add_test(tc, a_free_slot_written_over_is_not_handed_out);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
