@@ -729,8 +729,9 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
         *prev = key; /* the end: 0, encoded */
     b->word = (uint64_t)head << 16;
     __atomic_store_n(&b->base, s->base, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->size, (uint64_t)s->nelems * s->elemsize, __ATOMIC_RELAXED);
-    b->alloc_bits = s->alloc_bits; /* the push reads the span's bits from here (cache.h) */
+    /* the carved part (the frontier after this carve): a push of a slot past it misses, and
+     * every free slot below it is tagged (span.h), so the push needs no bitmap (cache.h) */
+    __atomic_store_n(&b->size, (uint64_t)s->frontier * s->elemsize, __ATOMIC_RELAXED);
     b->saved_key = key;
     b->carved = n;
     c->bin_fills++;

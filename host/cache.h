@@ -16,7 +16,9 @@
  *   key    the span's link key for this attachment; 0 = detached. Each free object's first word
  *          holds (next ^ key): a stray write or a second free of a listed object is caught when
  *          the link is decoded (mimalloc's encoded free lists).
- *   base, size   the cached span's objects [base, base + size): where a decoded link must point.
+ *   base, size   the carved part of the cached span, [base, base + size): size is the span's
+ *          frontier in bytes at the attach (span.h), where a decoded link must point and where
+ *          a pushed object must lie.
  *
  *   malloc = one restartable sequence: cpu, key != 0, head != 0, link decodes into the span,
  *            then the commit stores word = (next << 16) | pops + 1: the commit IS the pop.
@@ -28,14 +30,35 @@
  * so remote freers and sweeps never touch them; the span's exact count is alloc_count minus the
  * list's length, and folding a bin (below) makes it so again before anything reads the span.
  *
+ * The push's guard reads no bitmap (issue 11; mimalloc's local free reads none either). What it
+ * relies on, for every slot of the bin's span below base + size (span.h, "the free tag"; the heap
+ * check asserts it, check.c), whose first word then says which of these it is:
+ *   live        the program's (alloc bit set, freed bit clear): anything the program wrote;
+ *   listed      in this bin (alloc bit set): its link, next ^ key;
+ *   waiting     in a magazine, a slab or a transfer (alloc bit set), or freed remotely with its
+ *               freed bit waiting for a sweep: a remote free's tag (magazine.h);
+ *   free        in its span (alloc bit clear): the free tag, written by whoever cleared the bit
+ *               (this bin's fold, the locked local free; a sweep applies a bit whose setter
+ *               tagged the object).
+ * Slots at or past base + size were never handed out (the span's frontier) or were carved after
+ * the attach: the bound refuses them. So "p below the bound, at a slot's start, its first word
+ * neither a tag nor a link of this span" implies "p is live", and the push takes it; anything
+ * else misses and the locked path decides by the bits (a live object whose data happens to
+ * look like a tag or a link is freed there, not reported). The one thing no word can tell: a
+ * free slot whose tag the program wrote over (a write after free) and then freed again. That
+ * push is taken; the slot is reported and kept out of circulation where the bitmap next hands
+ * it out (its tag checked, span.h) or where the bin is folded (its alloc bit clear), never handed
+ * out twice.
+ *
  * Who may change a bin: its cpu's sequences change `word` only while key != 0. Everything else
  * (attach, detach, fold) is done by the holder of the cache's lock. Invariant: key == 0 implies
  * that no sequence can commit to `word` any more, because whoever stored the 0 either did it as
  * the commit of a sequence on the bin's cpu (the owner's slow path), or fenced the cpu after the
  * store (membarrier PRIVATE_EXPEDITED_RSEQ: every sequence in flight there restarts and then
  * reads 0) before relying on it. Detaching is therefore "key = 0, then fence"; folding is then
- * a plain walk of a list nobody else touches: clear each object's alloc bit, alloc_count -= n,
- * pops go to the span's nmalloc. Attaching stores word, base, size, then key (release).
+ * a plain walk of a list nobody else touches: tag each object free and clear its alloc bit,
+ * alloc_count -= n, pops go to the span's nmalloc. Attaching stores word, base, size (after its
+ * carve), then key (release).
  * So cycles, idle release, trim, stats and every foreign taker reach the bins by detaching them
  * when they take the cache (nsp__cache_lock_foreign), and the owner's next sequence simply misses.
  * Neither the accounting mode nor sweepgen is read on the fast path: both are the slow path's.
@@ -91,15 +114,15 @@
 #include "topology/topology.h"
 #include "types.h"
 
-/* One size class's restartable bin (see above). The sequences read key, word, base, size (and
- * the push alloc_bits) and commit word; the rest is the lock holder's. One cache line: a pop
- * touches one line, and a push that line and the object's and its alloc bit's, never the span's
- * descriptor (alloc_bits is the attached span's, copied at the attach like base and size). */
+/* One size class's restartable bin (see above). The sequences read key, word, base and size and
+ * commit word; the rest is the lock holder's. One cache line: a pop touches one line, and a push
+ * that line and the object's, never the span's descriptor nor its bitmaps (base and size are
+ * the attached span's, copied at the attach). */
 struct nsp_bin {
     uint64_t word;
     _Atomic uint64_t key;
     uintptr_t base;
-    uint64_t size;
+    uint64_t size; /* the span's carved bytes at the attach: frontier * elemsize (span.h) */
     uint64_t saved_key; /* the key the list was encoded with, kept across a detach (lock holder) */
     uint32_t carved;    /* objects put in the list from the span since the attach (lock holder) */
     int32_t cpu;        /* the cache's rseq cpu, copied here so that a sequence reads one line */
@@ -108,17 +131,15 @@ struct nsp_bin {
      * empty (so that its local frees still push): mallocs take the cpu's slab first, without
      * the lock, until it is empty (slab.h). Written by the lock holder, read racily by the
      * owner's malloc (a stale value costs one slab pop or one slow path, never an object). */
-    uint32_t full;              /* (alloc_bits at 56, where the push's asm reads it) */
-    const uint64_t *alloc_bits; /* the attached span's alloc bitmap, for the push */
+    uint32_t full;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 /* The sequences' asm (nsp__bin_pop, nsp__bin_push) reads the bin at these offsets, written as
  * numbers there: a field added in front of them must fail here, not make every sequence miss. */
 _Static_assert(offsetof(struct nsp_bin, word) == 0 && offsetof(struct nsp_bin, key) == 8 &&
                    offsetof(struct nsp_bin, base) == 16 && offsetof(struct nsp_bin, size) == 24 &&
-                   offsetof(struct nsp_bin, cpu) == 44 && offsetof(struct nsp_bin, alloc_bits) == 56,
-               "nsp__bin_pop/nsp__bin_push read word, key, base, size, cpu and alloc_bits at 0, 8, "
-               "16, 24, 44, 56");
+                   offsetof(struct nsp_bin, cpu) == 44,
+               "nsp__bin_pop/nsp__bin_push read word, key, base, size and cpu at 0, 8, 16, 24, 44");
 _Static_assert(sizeof(struct nsp_bin) == NSP_CACHE_LINE, "a bin is one line: a pop reads one");
 
 #define NSP_BIN_POPS 0xffffu
@@ -293,29 +314,31 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
 /*
  * The local free of object p, of the class whose bin b is (nsp__page_class told it; divmul and
  * size are that class's): one restartable sequence on the bin's cpu. Inside it, after the key is
- * read (see free_to_bin in alloc.h for why this order): p must lie in the bin's span, [base,
- * base + size) (the page map's class is a hint; this is the answer: the bin is attached only to
- * a span its cache holds, and spans do not overlap), at the start of a slot (an interior pointer
- * misses and is reported by the locked path), p's alloc bit (from the bin's copy of the span's
- * bitmap address) must be set (clear: freed and folded or swept already, or never handed out:
- * nothing in the object can say so, the bit is the only guard), p's first word must not be a
- * remote free's tag (magazine.h: freed remotely already, waiting in a magazine, or its freed bit
- * set and waiting for a sweep: pushed, it would be handed out again with that bit set, and the
- * sweep would free it live), and it must not decode to a link of this span (a listed object's
- * does); then it writes p's link (rewritten by a restart, so harmless) and commits the bin's new
- * word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding another
- * span, or p not plainly allocated: the locked path decides), 2 if the sequence was aborted: try
- * again. asm goto with its scratch in caller-saved registers: no result to test and nothing for
- * free() to save.
+ * read (see free_to_bin in alloc.h for why this order): p must lie in the carved part of the
+ * bin's span, [base, base + size) with size the span's frontier in bytes at the attach (the page
+ * map's class is a hint; this is the answer: the bin is attached only to a span its cache holds,
+ * spans do not overlap, and a slot never handed out lies at or past the frontier), at the start
+ * of a slot (an interior pointer misses and is reported by the locked path), p's first word must
+ * not be a tag (span.h, magazine.h: free in its span — freed locally and folded, or swept —,
+ * waiting in a magazine, a slab or a transfer, or its freed bit set and waiting for a sweep:
+ * pushed, it would be handed out twice), and it must not decode to a link of this span (a listed
+ * object's does); then it writes p's link (rewritten by a restart, so harmless) and commits the
+ * bin's new word. Returns 0 when pushed, 1 for a miss (not on the cpu, bin detached or holding
+ * another span, or p not plainly allocated: the locked path decides by the bits, and a live
+ * object whose data merely looks like a tag or a link is freed there, not reported), 2 if the
+ * sequence was aborted: try again. asm goto with its scratch in caller-saved registers: no
+ * result to test and nothing for free() to save.
  *
  * What a local free reads, and why (Larson's random frees miss on each distinct line): the page
- * map's entry, the bin (hot), the alloc bitmap's word and the object, and nothing else. The
- * span's descriptor is not read: the class comes with the page map entry and the span's geometry
- * is the bin's copy, so the bitmap's load no longer waits for the descriptor's. The freed bitmap
- * is not read: every path that sets a freed bit tags the object first (the magazine's push,
- * free.c's direct remote free, the central's give-back of a transfer chain), so the tag answers
- * from the object's own line, which the push reads anyway. Measured side by side, ops per
- * cpu-second, medians of 9 (README, host tables).
+ * map's entry, the bin (hot) and the object, and nothing else — mimalloc's local free reads its
+ * page header and the object. The span's descriptor is not read: the class comes with the page
+ * map entry and the span's geometry is the bin's copy. No bitmap is read: the object's own first
+ * word (its line, which the push writes anyway) says whether it is free (the free tag) or listed
+ * (a link), by the invariant above; the alloc bit's load, a likely miss, was 17% of nsp_free's
+ * samples in Larson at 32 threads. What that gives up: a slot free in its span whose tag was
+ * written over (a write after free) and that is then freed again is pushed; it is reported, and
+ * never handed out twice, where the bitmap next hands it out (the carve, span.h) or where the
+ * bin is folded (its alloc bit clear). Measured side by side (README, host tables).
  */
 static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, void *p,
                                                               uint64_t divmul, uint64_t size)
@@ -332,22 +355,15 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "movq %%rax, %%r11\n\t"
         "imulq %[dm], %%r11\n\t"
         "shrq $32, %%r11\n\t" /* idx = (offset * divmul) >> 32 */
-        "movq %%r11, %%rcx\n\t"
-        "imulq %[es], %%rcx\n\t"
-        "cmpq %%rcx, %%rax\n\t" /* idx * size == offset: the start of a slot */
+        "imulq %[es], %%r11\n\t"
+        "cmpq %%r11, %%rax\n\t" /* idx * size == offset: the start of a slot */
         "jnz %l[miss]\n\t"
-        "movq 56(%[b]), %%rax\n\t"
-        "movq %%r11, %%rcx\n\t"
-        "shrq $6, %%rcx\n\t"
-        "movq (%%rax,%%rcx,8), %%rax\n\t"
-        "btq %%r11, %%rax\n\t" /* p allocated (clear: freed already, or never handed out) */
-        "jnc %l[miss]\n\t"
         "movq (%[p]), %%rax\n\t"
         "xorq %[p], %%rax\n\t"
         "xorq %[mk], %%rax\n\t"
         "shlq $16, %%rax\n\t"
-        "jz %l[miss]\n\t" /* p's first word is a remote free's tag: in a magazine, or its freed
-                             * bit waiting for a sweep */
+        "jz %l[miss]\n\t" /* p's first word is a tag: free in its span, in a magazine, a slab or
+                             * a transfer, or its freed bit waiting for a sweep */
         "movq (%[p]), %%rax\n\t"
         "xorq %%r10, %%rax\n\t"
         "jz %l[miss]\n\t" /* p's first word is an encoded end of list */
@@ -371,7 +387,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         :
         : [rs] "r"(__rseq_offset), [b] "r"(b), [p] "r"(p), [dm] "r"(divmul), [es] "r"(size),
           [mk] "m"(nsp__magazine_key)
-        : "memory", "cc", "rax", "rcx", "r10", "r11"
+        : "memory", "cc", "rax", "r10", "r11"
         : miss, abort);
     return 0;
 miss:

@@ -147,7 +147,7 @@ struct seq {
 };
 
 #define POP_STEPS 5  /* key, word, link, check, commit */
-#define PUSH_STEPS 7 /* key, span, alloc bit, first word, word, link write, commit */
+#define PUSH_STEPS 6 /* key, bound, first word, word, link write, commit */
 
 static void step(struct seq *m)
 {
@@ -186,27 +186,24 @@ static void step(struct seq *m)
             if (cpu != sched_getcpu() || !(m->key = atomic_load(&b->key)))
                 m->result = MISS;
             break;
-        case 1:
-            if (b->base != s->base)
+        case 1: /* in the bin's span, below its frontier (the bound), at a slot's start */
+            if (b->base != s->base || m->obj - b->base >= b->size ||
+                nsp__span_index(s, m->obj) == UINT32_MAX)
                 m->result = MISS;
             break;
-        case 2:
-            if (!alloc_bit(m->obj))
-                m->result = MISS;
-            break;
-        case 3: {
+        case 2: { /* the first word: no tag (free, waiting), no link of the span (listed) */
             uint64_t link = *(uint64_t *)m->obj ^ m->key;
-            if (!link || link - s->base < b->size)
+            if (nsp__magazine_tagged((void *)m->obj) >= 0 || !link || link - s->base < b->size)
                 m->result = MISS;
             break;
         }
-        case 4:
+        case 3:
             m->w = b->word;
             break;
-        case 5:
+        case 4:
             *(uint64_t *)m->obj = (m->w >> 16) ^ m->key;
             break;
-        case 6:
+        case 5:
             b->word = ((uint64_t)m->obj << 16) | (m->w & NSP_BIN_POPS);
             m->result = DONE;
             break;
@@ -621,36 +618,74 @@ START_TEST(local_double_free_after_a_direct_remote_free_is_caught)
 }
 END_TEST
 
-/* A free of a slot that is not allocated while the bin holds its span: one freed and folded back
- * (a foreign taker came between), or one never handed out. Nothing in the object says "listed", so
- * only its alloc bit (clear) can refuse the push; the locked path then reports it. */
+/* A free of a slot that is not allocated while the bin holds its span, one freed and folded back
+ * (a foreign taker came between): its first word is the free tag (host/span.h), so the push
+ * refuses it and the locked path reports it at the free, reading the bits. */
 START_TEST(free_of_a_slot_not_allocated_is_caught)
 {
     if (!ready("free_of_a_slot_not_allocated_is_caught"))
         return;
     cls = nsp__size_to_class(SZ_MANY);
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    void *keep = malloc(SZ_MANY);
+    void *x = malloc(SZ_MANY);
     void *p = malloc(SZ_MANY);
+    struct nsp_span *s = span();
+    ck_assert_ptr_eq(nsp__span_of(p), s);
     free(p);
     ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* detach and fold: p's bit clear */
     nsp__cache_unlock(nsp__tb);
-    void *x = malloc(SZ_MANY); /* the bin attached again */
-    struct nsp_span *s = span();
-    ck_assert_ptr_eq(nsp__span_of(x), s);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p), 0);
+    free(x); /* the bin attached again (x is live: a valid free, pushed or not) */
+    void *y = malloc(SZ_MANY);
     ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before);
+    if (y == p) { /* handed out again: fold it back once more */
+        free(y);
+        y = NULL;
+        ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1);
+        nsp__cache_unlock(nsp__tb);
+        free(malloc(SZ_MANY)); /* attached again */
+    }
     uintptr_t l[MAXL];
     unsigned n = list(l);
-    uintptr_t y = 0; /* p if it is free and unlisted, else the first such slot of the span */
-    for (uint32_t i = 0; i <= s->nelems && !y; i++) {
-        uintptr_t c = i == 0 ? (uintptr_t)p : s->base + (uintptr_t)(i - 1) * s->elemsize;
-        int listed = 0;
-        for (unsigned j = 0; j < n; j++)
-            listed |= l[j] == c;
-        if (nsp__span_of((void *)c) == s && !alloc_bit(c) && !listed)
-            y = c;
+    for (unsigned j = 0; j < n; j++)
+        ck_assert_uint_ne(l[j], (uintptr_t)p);
+    if (alloc_bit((uintptr_t)p)) { /* carved into the list or handed out: nothing to test */
+        fprintf(stderr, "free_of_a_slot_not_allocated_is_caught: p was handed out again\n");
+    } else {
+        ck_assert_int_ge(nsp__magazine_tagged(p), 0); /* what refuses the push */
+        free(p);
+        ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
+        ck_assert_int_eq(alloc_bit((uintptr_t)p), 0);
     }
-    ck_assert_uint_ne(y, 0);
-    memset((void *)y, 0, sizeof(uint64_t)); /* its first word decodes to nothing of the span */
+    void *a = malloc(SZ_MANY), *b = malloc(SZ_MANY);
+    ck_assert_ptr_ne(a, b);
+    free(a);
+    free(b);
+    if (y)
+        free(y);
+    free(keep);
+}
+END_TEST
+
+/* A free of a slot never handed out (at or past its span's frontier: its memory is the pages'
+ * old contents, here zero) while the bin holds its span: nothing in the object says free, so the
+ * bin's bound (the frontier at the attach) refuses the push, and the locked path reports it. */
+START_TEST(free_of_a_slot_never_handed_out_is_caught)
+{
+    if (!ready("free_of_a_slot_never_handed_out_is_caught"))
+        return;
+    cls = nsp__size_to_class(SZ_MANY);
+    void *x = malloc(SZ_MANY); /* the bin attached */
+    struct nsp_span *s = span();
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    ck_assert_uint_lt(s->frontier, s->nelems);
+    uintptr_t y = s->base + (uintptr_t)s->frontier * s->elemsize; /* the first never handed out */
+    ck_assert_int_eq(alloc_bit(y), 0);
+    memset((void *)y, 0, sizeof(uint64_t)); /* as fresh pages hold: no tag, no link */
+    ck_assert_uint_eq(push((void *)y), 1); /* refused by the bound */
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     free((void *)y);
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
     ck_assert_int_eq(alloc_bit(y), 0);
@@ -659,6 +694,51 @@ START_TEST(free_of_a_slot_not_allocated_is_caught)
     free(a);
     free(b);
     free(x);
+}
+END_TEST
+
+/* A free slot whose tag the program wrote over, then freed again: the one case the object cannot
+ * tell (host/cache.h). The push takes it; it is reported and never handed out twice, wherever it
+ * goes next (popped to the program, then met by the carve; or still listed at the fold). */
+START_TEST(double_free_after_a_write_after_free_hands_nothing_out_twice)
+{
+    if (!ready("double_free_after_a_write_after_free_hands_nothing_out_twice"))
+        return;
+    cls = nsp__size_to_class(SZ_MANY);
+    void *keep = malloc(SZ_MANY);
+    void *p = malloc(SZ_MANY);
+    struct nsp_span *s = span();
+    free(p);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: free, tagged */
+    nsp__cache_unlock(nsp__tb);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p), 0);
+    free(malloc(SZ_MANY)); /* the bin attached again */
+    ((volatile uint64_t *)p)[0] = 0; /* written after free */
+    uint64_t before = errors(NSP_ERR_WRITE_AFTER_FREE) + errors(NSP_ERR_FREE_LIST) +
+                      errors(NSP_ERR_DOUBLE_FREE);
+    free(p); /* a second free: taken by the push when p lies below the bound */
+    enum { MAXN = 4096 };
+    static void *got[MAXN];
+    unsigned n = 0;
+    /* the span's every free slot handed out (lowest first): p at most once */
+    while (n < MAXN && span() == s) {
+        got[n] = malloc(SZ_MANY);
+        n++;
+    }
+    ck_assert_uint_lt(n, MAXN);
+    unsigned times = 0;
+    for (unsigned i = 0; i < n; i++) {
+        times += got[i] == p;
+        for (unsigned j = i + 1; j < n; j++)
+            ck_assert_msg(got[i] != got[j], "%p handed out twice", got[i]);
+    }
+    ck_assert_uint_le(times, 1);
+    uint64_t after = errors(NSP_ERR_WRITE_AFTER_FREE) + errors(NSP_ERR_FREE_LIST) +
+                     errors(NSP_ERR_DOUBLE_FREE);
+    ck_assert_uint_ge(after, before + 1); /* reported, at the free or later */
+    for (unsigned i = 0; i < n; i++)
+        free(got[i]);
+    free(keep);
 }
 END_TEST
 
@@ -1048,6 +1128,8 @@ int main(void)
     tcase_add_test(tc, local_double_free_after_a_remote_free_is_caught);
     tcase_add_test(tc, local_double_free_after_a_direct_remote_free_is_caught);
     tcase_add_test(tc, free_of_a_slot_not_allocated_is_caught);
+    tcase_add_test(tc, free_of_a_slot_never_handed_out_is_caught);
+    tcase_add_test(tc, double_free_after_a_write_after_free_hands_nothing_out_twice);
     tcase_add_test(tc, stray_write_into_a_free_object_is_caught);
     tcase_add_test(tc, free_slots_below_the_frontier_carry_the_tag);
     tcase_add_test(tc, a_free_slot_written_over_is_not_handed_out);
