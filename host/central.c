@@ -162,12 +162,22 @@ static void push_pending(struct nsp_central *c, struct nsp_span *s)
                                                   memory_order_relaxed));
 }
 
+/* Whether empty span s may give its pages back: no slot of it is held by the program though its
+ * bitmap says free (span.h, nsp__span_keep_held); those kept count as the central's objects. */
+static int vacant(struct nsp_central *c, struct nsp_span *s)
+{
+    uint32_t kept = nsp__span_keep_held(s);
+    if (kept)
+        count_objects(c, kept);
+    return !kept;
+}
+
 /* Lists a span the central owns and no list holds (mutex held): an empty one goes back to the
  * page heap when the central has others to give; else PARTIAL if it has or may have free slots,
  * else FULL (its protocol: a free racing it is not stranded). */
 static void list_owned(struct nsp_central *c, struct nsp_span *s)
 {
-    if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
+    if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0 && vacant(c, s)) {
         CADD(c->spans_returned, 1);
         nsp__pageheap_free(s); /* never waits (pageheap.h) */
         return;
@@ -428,7 +438,7 @@ void nsp__central_uncache_span(struct nsp_span *s, uint32_t mallocs)
         drain(c); /* the holder went meanwhile: listed here */
     } else {
         drain(c);
-        if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0) {
+        if (s->alloc_count == 0 && !atomic_load(&s->dirty) && c->npartial > 0 && vacant(c, s)) {
             /* empty, and the central has other spans to give: the pages go back, after the
              * unlock (the page heap's work, a scavenge even, is not done holding the central) */
             CADD(c->spans_returned, 1);
@@ -665,7 +675,7 @@ void *nsp__central_alloc_busy(unsigned node, unsigned cls)
 static size_t give_back_empty(struct nsp_central *c, struct nsp_span *s)
 {
     nsp__ledger_sweep(s, NULL); /* a span that had nothing to sweep is reconciled too */
-    if (s->alloc_count != 0 || atomic_load(&s->dirty))
+    if (s->alloc_count != 0 || atomic_load(&s->dirty) || !vacant(c, s))
         return 0;
     list_remove(c, s);
     CADD(c->spans_returned, 1);

@@ -87,6 +87,25 @@ void *nsp__span_untagged(struct nsp_span *s, uint32_t idx)
     return q ? q : nsp__span_next_free(s);
 }
 
+uint32_t nsp__span_keep_held(struct nsp_span *s)
+{
+    if (__builtin_expect(nsp__secure, 0))
+        return 0;
+    uint32_t kept = 0;
+    for (uint32_t idx = 0; idx < s->frontier; idx++) {
+        void *p = (void *)(s->base + (uintptr_t)idx * s->elemsize);
+        uint64_t bit = 1ULL << (idx & 63);
+        if ((s->alloc_bits[idx >> 6] & bit) || nsp__magazine_tagged(p) >= 0)
+            continue;
+        nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] | bit);
+        s->alloc_count++;
+        s->nmalloc++;
+        kept++;
+        nsp__report_error(NSP_ERR_WRITE_AFTER_FREE, "free", p);
+    }
+    return kept;
+}
+
 uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double)
 {
     uint32_t applied = 0, dbl = 0, nw = nsp__span_nwords(s);

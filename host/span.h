@@ -123,6 +123,15 @@ static inline void *nsp__span_handout(struct nsp_span *s, uint32_t idx)
     return p;
 }
 
+/* Before empty span s (alloc_count 0, swept) gives its pages back: every slot below its frontier
+ * must hold its free tag. One that does not is the program's: a double free of a slot written
+ * over while free is the one free the bins' push cannot refuse (cache.h), and the bin may then
+ * have handed the slot out with its alloc bit clear; the span's pages going back would hand the
+ * same memory out again. Each such slot is reported (write after free, naming it) and kept
+ * allocated, counted as an allocation; returns how many (0: the pages may go). Owner only;
+ * reads each slot's first word (once per span emptied; NSP_SECURE: none, it has no bins). */
+uint32_t nsp__span_keep_held(struct nsp_span *s);
+
 /* The fast path: the next free slot from the cursor's cached word, or NULL (then call
  * nsp__span_next_free). Plain loads and stores only. */
 static inline void *nsp__span_alloc_fast(struct nsp_span *s)

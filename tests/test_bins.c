@@ -698,47 +698,50 @@ START_TEST(free_of_a_slot_never_handed_out_is_caught)
 END_TEST
 
 /* A free slot whose tag the program wrote over, then freed again: the one case the object cannot
- * tell (host/cache.h). The push takes it; it is reported and never handed out twice, wherever it
- * goes next (popped to the program, then met by the carve; or still listed at the fold). */
+ * tell (host/cache.h). The push takes it and the next malloc pops it (q), its alloc bit clear: the
+ * span's count leaves it out. It must be reported, and q's memory never handed out to another
+ * owner while the program holds it: not by the span's bitmap (the hand-out checks the tag), and
+ * not by the page heap once the span's other objects are freed and a trim gives empty spans back
+ * (the span is kept: nsp__span_keep_held). What it gives up against the alloc bit: the report
+ * comes there, not at the second free. (rnobit's test_bin_free found the page heap's way.) */
 START_TEST(double_free_after_a_write_after_free_hands_nothing_out_twice)
 {
     if (!ready("double_free_after_a_write_after_free_hands_nothing_out_twice"))
         return;
     cls = nsp__size_to_class(SZ_MANY);
-    void *keep = malloc(SZ_MANY);
     void *p = malloc(SZ_MANY);
-    struct nsp_span *s = span();
     free(p);
     ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: free, tagged */
     nsp__cache_unlock(nsp__tb);
     ck_assert_int_eq(alloc_bit((uintptr_t)p), 0);
-    free(malloc(SZ_MANY)); /* the bin attached again */
     ((volatile uint64_t *)p)[0] = 0; /* written after free */
+    void *x = malloc(SZ_MANY); /* the bin attached again */
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
     uint64_t before = errors(NSP_ERR_WRITE_AFTER_FREE) + errors(NSP_ERR_FREE_LIST) +
                       errors(NSP_ERR_DOUBLE_FREE);
-    free(p); /* a second free: taken by the push when p lies below the bound */
-    enum { MAXN = 4096 };
+    free(p); /* the second free: the push takes it (p lies below the bound, its word no tag) */
+    void *q = malloc(SZ_MANY); /* the program's from here on */
+    memset(q, 0x71, SZ_MANY);
+    free(x);
+    nsp_trim(); /* caches released, empty spans' pages back to the page heap */
+    struct nsp_span *t = nsp__span_of(q);
+    ck_assert_msg(t && atomic_load(&t->state) != NSP_SPAN_FREE && t->sizeclass == cls &&
+                      nsp__span_slot_live(t, nsp__span_index(t, (uintptr_t)q)),
+                  "%p, held by the program, is free in its span or its span was freed", q);
+    enum { MAXN = 1024 };
     static void *got[MAXN];
-    unsigned n = 0;
-    /* the span's every free slot handed out (lowest first): p at most once */
-    while (n < MAXN && span() == s) {
-        got[n] = malloc(SZ_MANY);
-        n++;
+    for (unsigned i = 0; i < MAXN; i++) { /* the class's next objects, on whatever pages */
+        got[i] = malloc(SZ_MANY);
+        ck_assert_msg((uintptr_t)got[i] >= (uintptr_t)q + SZ_MANY ||
+                          (uintptr_t)q >= (uintptr_t)got[i] + SZ_MANY,
+                      "%p handed out again while the program holds it (%p)", q, got[i]);
     }
-    ck_assert_uint_lt(n, MAXN);
-    unsigned times = 0;
-    for (unsigned i = 0; i < n; i++) {
-        times += got[i] == p;
-        for (unsigned j = i + 1; j < n; j++)
-            ck_assert_msg(got[i] != got[j], "%p handed out twice", got[i]);
-    }
-    ck_assert_uint_le(times, 1);
     uint64_t after = errors(NSP_ERR_WRITE_AFTER_FREE) + errors(NSP_ERR_FREE_LIST) +
                      errors(NSP_ERR_DOUBLE_FREE);
-    ck_assert_uint_ge(after, before + 1); /* reported, at the free or later */
-    for (unsigned i = 0; i < n; i++)
+    ck_assert_uint_ge(after, before + 1); /* reported, by the time it could go twice */
+    for (unsigned i = 0; i < MAXN; i++)
         free(got[i]);
-    free(keep);
+    free(q); /* kept allocated: a valid free */
 }
 END_TEST
 
