@@ -46,9 +46,11 @@
  * else misses and the locked path decides by the bits (a live object whose data happens to
  * look like a tag or a link is freed there, not reported). The one thing no word can tell: a
  * free slot whose tag the program wrote over (a write after free) and then freed again. That
- * push is taken; the slot is reported and kept out of circulation where the bitmap next hands
- * it out (its tag checked, span.h) or where the bin is folded (its alloc bit clear), never handed
- * out twice.
+ * push is taken (and the slot may then be popped to the program with its alloc bit clear); the
+ * slot is reported, naming it, and kept out of circulation where it is met next: its hand-out
+ * from the bitmap (its tag checked, span.h), the bin's fold (its alloc bit clear), or before its
+ * span's pages go back to the page heap (nsp__span_keep_held). Never handed out twice; but
+ * reported there, not at the second free, as the alloc bit's read did.
  *
  * Who may change a bin: its cpu's sequences change `word` only while key != 0. Everything else
  * (attach, detach, fold) is done by the holder of the cache's lock. Invariant: key == 0 implies
@@ -336,9 +338,8 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
  * word (its line, which the push writes anyway) says whether it is free (the free tag) or listed
  * (a link), by the invariant above; the alloc bit's load, a likely miss, was 17% of nsp_free's
  * samples in Larson at 32 threads. What that gives up: a slot free in its span whose tag was
- * written over (a write after free) and that is then freed again is pushed; it is reported, and
- * never handed out twice, where the bitmap next hands it out (the carve, span.h) or where the
- * bin is folded (its alloc bit clear). Measured side by side (README, host tables).
+ * written over (a write after free) and that is then freed again is pushed; it is reported
+ * later, and never handed out twice (above). Measured side by side (README, host tables).
  */
 static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, void *p,
                                                               uint64_t divmul, uint64_t size)

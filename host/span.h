@@ -21,10 +21,12 @@
  *   - the sweep writes nothing: every setter of a freed bit tagged the object first (free.c's
  *     direct remote free, the magazines' and slabs' pushes, the central's give-back of a chain);
  *   - NSP_SECURE keeps its poison instead (it has no bins, and its own write-after-free check).
- * And nothing else writes a free slot (no madvise inside a live span). The hand-out checks it:
- * a slot below the frontier whose first word is no tag was written while free (a use after free,
- * or a double free that the bins' push took because the write had erased the tag): it is reported
- * naming the slot and kept allocated, never handed out a second time (nsp__span_untagged).
+ * And nothing else writes a free slot (no madvise inside a live span: a scavenger that gave
+ * back a live span's free pages would have to re-tag them). The hand-out checks it: a slot below
+ * the frontier whose first word is no tag was written while free (a use after free, or a double
+ * free that the bins' push took because the write had erased the tag): it is reported naming the
+ * slot and kept allocated, never handed out a second time (nsp__span_untagged); and so is one
+ * found before an empty span's pages go back (nsp__span_keep_held).
  *
  * nsp__freed_pending[node][class] counts the freed bits set and not yet swept in that node's
  * spans of that class: every setter of a freed bit adds what its OR set (nsp__span_free_remote,
