@@ -445,7 +445,7 @@ static int node_stats_match(unsigned n, const nsp_stats_t *st, const struct stat
 {
     uint64_t in_use = 0, bytes = 0;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        int64_t freed = atomic_load(&nsp__freed_pending[n][k].n);
+        int64_t freed = nsp__span_freed_pending(n, k);
         uint64_t owned = __atomic_load_n(&nsp__central(n, k)->objects, __ATOMIC_RELAXED);
         if (freed < 0 || (uint64_t)freed != w->freed[k])
             return fail(why, len, "stats, node %u class %u: nsp__freed_pending %lld, but the "

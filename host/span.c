@@ -18,7 +18,7 @@
  * sits below the magazines. */
 uint64_t nsp__magazine_key;
 
-struct nsp_freed_count nsp__freed_pending[NSP_MAX_NODES][NSP_GEOM_NUM_CLASSES];
+struct nsp_freed_stripe nsp__freed_pending[NSP_MAX_NODES][NSP_FREED_STRIPES];
 
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)
 {

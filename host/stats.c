@@ -136,7 +136,7 @@ __attribute__((no_sanitize("thread"))) static void node_stats(unsigned n, nsp_cl
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         struct nsp_central *c = nsp__central(n, k);
         nsp_class_stats_t *o = &cls[k];
-        int64_t pending = atomic_load_explicit(&nsp__freed_pending[n][k].n, memory_order_relaxed);
+        int64_t pending = nsp__span_freed_pending(n, k);
         int64_t live = (int64_t)(o->objects_in_use + RACY(c->objects)) - pending -
                        (int64_t)held[k];
         o->size = nsp__classes[k].size;

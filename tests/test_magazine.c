@@ -11,6 +11,8 @@
  *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
+ *   - flushes on two cpus count their pending remote frees on lines of their own (span.h's
+ *     stripes), and the sum stays exact when a third thread sweeps them;
  *   - a full magazine is emptied by the freeing thread while its cache's lock is held;
  *   - the take sequence, modelled, with a foreign detach at each of its steps: each free once;
  *   - the real take, interrupted by signals from another cpu (its abort path): each free once;
@@ -755,6 +757,72 @@ START_TEST(a_flush_in_any_order_frees_each_object_once)
 }
 END_TEST
 
+/* The pending remote frees' count (span.h): a flush on one cpu adds on a line no flush of another
+ * cpu adds on (one counter for every cpu made each flush wait for the other cpu's line: 10-30% of
+ * producer/consumer at 8 and 32 threads on 2 cpus), and the stripes' sum stays exact when the
+ * objects are swept on another cpu than the one that flushed them. */
+struct flush_here {
+    void *p[32];
+    _Atomic int64_t *counter;
+};
+
+static void flush_here(void *arg)
+{
+    struct flush_here *f = arg;
+    uintptr_t objs[32];
+    for (unsigned i = 0; i < 32; i++)
+        objs[i] = (uintptr_t)f->p[i];
+    f->counter = nsp__span_freed_counter(nsp__span_of(f->p[0]));
+    nsp__magazine_apply(objs, 32);
+}
+
+START_TEST(flushes_on_two_cpus_count_on_lines_of_their_own)
+{
+    nsp_free(nsp_malloc(SZ));
+    cpu_set_t all;
+    int a = -1, b = -1;
+    if (sched_getaffinity(0, sizeof all, &all) == 0)
+        for (int i = 0; i < CPU_SETSIZE; i++)
+            if (CPU_ISSET(i, &all)) {
+                if (a < 0)
+                    a = i;
+                else if (b < 0 && i % NSP_FREED_STRIPES != a % NSP_FREED_STRIPES)
+                    b = i;
+            }
+    if (b < 0) {
+        fprintf(stderr, "flushes_on_two_cpus_count_on_lines_of_their_own: skipped: fewer than "
+                        "two cpus of different stripes\n");
+        return;
+    }
+    static struct flush_here f[2];
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned i = 0; i < 32; i++)
+            f[k].p[i] = nsp_malloc(SZ);
+    if (!nsp__span_of(f[0].p[0])) {
+        fprintf(stderr, "flushes_on_two_cpus_count_on_lines_of_their_own: skipped: the objects "
+                        "are not in numaspan's spans (its malloc replaced: valgrind?)\n");
+        return;
+    }
+    struct nsp_span *s = nsp__span_of(f[0].p[0]);
+    unsigned node = s->node, cls = s->sizeclass;
+    int64_t before = nsp__span_freed_pending(node, cls);
+    on_cpu(a, flush_here, &f[0]);
+    on_cpu(b, flush_here, &f[1]);
+    int64_t flushed = nsp__span_freed_pending(node, cls) - before;
+    nsp_pacer_cycle(); /* sweeps them here, on a third thread's cpu */
+    int64_t after = nsp__span_freed_pending(node, cls);
+    char why[256];
+    int heap = nsp_heap_check(why, sizeof why);
+    ck_assert_msg((uintptr_t)f[0].counter / NSP_CACHE_LINE !=
+                      (uintptr_t)f[1].counter / NSP_CACHE_LINE,
+                  "cpus %d and %d count on one line (%p, %p)", a, b, (void *)f[0].counter,
+                  (void *)f[1].counter);
+    ck_assert_int_eq(flushed, 64);
+    ck_assert_int_le(after, before);
+    ck_assert_msg(heap == 0, "heap check: %s", why);
+}
+END_TEST
+
 START_TEST(a_cycle_flushes_the_magazines_and_the_ledger_holds)
 {
     if (!ready("a_cycle_flushes_the_magazines_and_the_ledger_holds"))
@@ -910,6 +978,7 @@ int main(void)
     tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
+    tcase_add_test(tc, flushes_on_two_cpus_count_on_lines_of_their_own);
     tcase_add_test(tc, a_full_magazine_is_emptied_while_its_cache_is_held);
     tcase_add_test(tc, the_take_matches_its_model_and_a_detach_at_every_step_frees_once);
     tcase_add_test(tc, the_take_restarted_by_signals_takes_each_object_once);
