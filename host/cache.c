@@ -346,15 +346,56 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     seq_end(b);
 }
 
+#ifdef NSP_RSEQ_LOCKS
+/* What nsp__bin_lists reads of the bin that may list objects of span s, read once for a run of
+ * objects of s: its key, or 0 when no bin is attached to s (then none of s's objects is listed).
+ * The bin's line is the one every pop of its cpu commits to: read once per object of a span still
+ * cached (as the flush did), it was a line of the other cpu's for each of them. */
+static uint64_t listing_key(const struct nsp_span *s, uint64_t *size)
+{
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED)
+        return 0;
+    uint32_t ci = __atomic_load_n(&s->cache, __ATOMIC_RELAXED);
+    if (ci >= nsp__ncaches || !nsp__caches[ci].bins_on)
+        return 0;
+    const struct nsp_bin *b = &nsp__caches[ci].bins[s->sizeclass];
+    uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
+    if (!key || __atomic_load_n(&b->base, __ATOMIC_RELAXED) != s->base)
+        return 0;
+    *size = __atomic_load_n(&b->size, __ATOMIC_RELAXED);
+    return key;
+}
+#endif
+
 unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
 {
 #ifdef NSP_RSEQ_LOCKS
+    /* nsp__bin_lists for each object, with the span and its bin looked up once per run of
+     * objects in one span (a magazine or slab take holds a producer's frees in address order):
+     * the same hint, read racily either way (cache.h) */
     unsigned kept = 0;
+    const struct nsp_span *s = NULL;
+    uintptr_t page = 0; /* the page of the run's last object (0: none yet) */
+    uint64_t key = 0, size = 0;
     for (unsigned i = 0; i < n; i++) {
-        if (nsp__bin_lists(nsp__span_of((void *)objs[i]), (void *)objs[i]))
-            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)objs[i]);
+        uintptr_t p = objs[i];
+        /* an object in the previous object's page is in its span: no look-up. The test reads
+         * addresses only, so that random objects (Larson's) still overlap their look-ups' misses
+         * (a test of the previous descriptor's bounds made each wait for the last: measured,
+         * flushes of 16 random objects 20% slower per object than one look-up each) */
+        if (p >> NSP_PAGE_SHIFT != page) {
+            page = p >> NSP_PAGE_SHIFT;
+            const struct nsp_span *t = nsp__span_of((void *)p);
+            if (t != s) {
+                s = t;
+                key = listing_key(s, &size);
+            }
+        }
+        uint64_t next = key ? __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ key : 1;
+        if (key && (next == 0 || next - s->base < size))
+            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
         else
-            objs[kept++] = objs[i];
+            objs[kept++] = p;
     }
     return kept;
 #else

@@ -24,7 +24,11 @@ void nsp__magazine_init(void)
  * Larson's frees fill a magazine: the insertion sort it replaces took 1.0-1.3 us per flush (a
  * shell sort 2.0, a heap sort 2.2: their comparisons mispredict), ~17 ns per remote free, and was
  * the larger part of nsp__magazine_apply's samples at 8 threads on 2 cpus. A span looked up once
- * serves the objects after it while they fall inside it (a producer's frees come in order). */
+ * serves the objects after it while they fall in the same page (a producer's frees come in
+ * order), and so does a group: an object of the previous object's (span, word) joins it without
+ * a look-up, and the first NSP_MAG_LINEAR groups are searched in a row (a flush of a producer's
+ * frees holds one to a few; the table's memset and probes were a fifth of the flush's samples
+ * there). */
 #define NSP_MAG_HASH_BITS 7
 #define NSP_MAG_HASH (1u << NSP_MAG_HASH_BITS) /* at least twice NSP_MAG_SLOTS: short probes */
 _Static_assert(NSP_MAG_HASH >= 2 * NSP_MAG_SLOTS && NSP_MAG_SLOTS < 255, "the table's size");
@@ -49,34 +53,67 @@ static uintptr_t first_of(const struct group *g, const uintptr_t *objs, unsigned
     return objs[n - 1];
 }
 
+/* The slot of (s, w) in the table: its group's, or the empty one where it goes. */
+static unsigned hash_slot(const uint8_t *at, const struct group *g, const struct nsp_span *s,
+                          uint32_t w)
+{
+    unsigned h = ((uint32_t)((uintptr_t)s >> 7) * 0x9e3779b1u + w * 0x85ebca6bu) >>
+                 (32 - NSP_MAG_HASH_BITS);
+    while (at[h] && (g[at[h] - 1].s != s || g[at[h] - 1].w != w))
+        h = (h + 1) & (NSP_MAG_HASH - 1);
+    return h;
+}
+
+/* The group of (s, w) among g[0..*ng), added when new. Few groups are searched in a row (a
+ * producer's frees fill a magazine with a few runs of one word each); past NSP_MAG_LINEAR groups
+ * the hash table takes over, filled then with the groups found so far. */
+#define NSP_MAG_LINEAR 4
+static struct group *group_of(struct group *g, unsigned *ng, uint8_t *at, struct nsp_span *s,
+                              uint32_t w)
+{
+    if (*ng <= NSP_MAG_LINEAR) {
+        for (unsigned k = 0; k < *ng; k++)
+            if (g[k].s == s && g[k].w == w)
+                return &g[k];
+        if (*ng < NSP_MAG_LINEAR) {
+            g[*ng] = (struct group){s, 0, w};
+            return &g[(*ng)++];
+        }
+        /* the first group past the linear part: index the ones found so far */
+        memset(at, 0, NSP_MAG_HASH);
+        for (unsigned k = 0; k < *ng; k++)
+            at[hash_slot(at, g, g[k].s, g[k].w)] = (uint8_t)(k + 1);
+    }
+    unsigned h = hash_slot(at, g, s, w);
+    if (!at[h]) {
+        g[*ng] = (struct group){s, 0, w};
+        at[h] = (uint8_t)++*ng;
+    }
+    return &g[at[h] - 1];
+}
+
 /* objs[0..n), n <= NSP_MAG_SLOTS. */
 static void apply_some(const uintptr_t *objs, unsigned n)
 {
     struct group g[NSP_MAG_SLOTS];
-    uint8_t at[NSP_MAG_HASH]; /* 0: empty; else 1 + the index of its group in g */
-    memset(at, 0, sizeof at);
+    uint8_t at[NSP_MAG_HASH]; /* past NSP_MAG_LINEAR groups: 0 empty, else 1 + a group's index */
     unsigned ng = 0;
     struct nsp_span *s = NULL;
-    uintptr_t lo = 0, hi = 0;
+    struct group *e = NULL; /* the previous object's group: most objects share it */
+    uintptr_t page = 0;     /* the previous object's page: its span's */
     for (unsigned i = 0; i < n; i++) {
         uintptr_t p = objs[i];
-        if (p < lo || p >= hi) {
-            /* every object passed the free's checks: an allocated object of a live span */
+        /* every object passed the free's checks: an allocated object of a live span. The test
+         * reads addresses only, so that the look-ups of random objects overlap their misses
+         * (nsp__cache_drop_listed says what a test of the previous span's bounds cost) */
+        if (p >> NSP_PAGE_SHIFT != page) {
+            page = p >> NSP_PAGE_SHIFT;
             s = nsp__span_of((void *)p);
-            lo = s->base;
-            hi = lo + (uintptr_t)s->nelems * s->elemsize;
         }
         uint32_t idx = nsp__span_index(s, p), w = idx >> 6;
         uint64_t bit = 1ULL << (idx & 63);
-        unsigned h = ((uint32_t)((uintptr_t)s >> 7) * 0x9e3779b1u + w * 0x85ebca6bu) >>
-                     (32 - NSP_MAG_HASH_BITS);
-        while (at[h] && (g[at[h] - 1].s != s || g[at[h] - 1].w != w))
-            h = (h + 1) & (NSP_MAG_HASH - 1);
-        if (!at[h]) {
-            g[ng] = (struct group){s, 0, w};
-            at[h] = (uint8_t)++ng;
-        }
-        struct group *e = &g[at[h] - 1];
+        if (!e || e->s != s || e->w != w)
+            e = group_of(g, &ng, at, s, w);
         if (e->mask & bit) /* listed twice: two frees of one object raced the tag */
             nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
         e->mask |= bit;

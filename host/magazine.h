@@ -28,10 +28,11 @@
  * second free, naming the pointer, as a direct one is. The tag is a hint (a flushed object keeps
  * it until it is written again): a flush settles it, never a false report.
  *
- * The flush groups the objects by (span, bitmap word) in one pass (a small hash table, not a
- * sort: magazine.c says why): one atomic OR per (span, bitmap word), and FULL -> PARTIAL woken once
- * per span (the first CAS wins). A bit already set there, or an object listed twice, is a double
- * free that raced the tag's check: reported with its pointer at the flush.
+ * The flush groups the objects by (span, bitmap word) in one pass (runs, and a few groups searched
+ * in a row, then a small hash table; not a sort: magazine.c says why): one atomic OR per (span,
+ * bitmap word), and FULL -> PARTIAL woken once per span (the first CAS wins). A bit already set
+ * there, or an object listed twice, is a double free that raced the tag's check: reported with
+ * its pointer at the flush.
  */
 #ifndef NSP_HOST_MAGAZINE_H
 #define NSP_HOST_MAGAZINE_H

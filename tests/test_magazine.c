@@ -11,6 +11,9 @@
  *   - fork's child: a retired cache's magazine takes no remote free (nobody would flush it);
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
+ *   - a flush in address order (runs of one bitmap word, more groups than the flush searches in
+ *     a row, repeats near and far) frees each once; an object listed in a bin inside a run of
+ *     its span is dropped from the flush and reported;
  *   - flushes on two cpus count their pending remote frees on lines of their own (span.h's
  *     stripes), and the sum stays exact when a third thread sweeps them;
  *   - a full magazine is emptied by the freeing thread while its cache's lock is held;
@@ -757,6 +760,118 @@ START_TEST(a_flush_in_any_order_frees_each_object_once)
 }
 END_TEST
 
+static int cmp_ptr(const void *x, const void *y)
+{
+    uintptr_t a = *(const uintptr_t *)x, b = *(const uintptr_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* A flush of objects in address order, as a producer's frees fill a magazine: runs of one
+ * (span, bitmap word) each, more groups than the flush searches in a row (magazine.c moves to its
+ * table past NSP_MAG_LINEAR groups), and repeats of a group from before that move, next to their
+ * first and far from it. Every object is freed once, each repeat reported once. */
+START_TEST(a_flush_in_address_order_frees_each_object_once)
+{
+    nsp_free(nsp_malloc(SZ));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    enum { POOL = 1200, N = 56 };
+    static void *pool[POOL];
+    for (unsigned i = 0; i < POOL; i++)
+        pool[i] = nsp_malloc(16);
+    if (!nsp__span_of(pool[0])) {
+        fprintf(stderr, "a_flush_in_address_order_frees_each_object_once: skipped: the objects "
+                        "are not in numaspan's spans (its malloc replaced: valgrind?)\n");
+        return;
+    }
+    /* sorted by address: 4 objects from each of 13 bitmap words (a 16 B span's word is 1 KiB) */
+    qsort(pool, POOL, sizeof pool[0], cmp_ptr);
+    uintptr_t objs[N + 4];
+    unsigned n = 0;
+    for (unsigned i = 0; i < POOL && n < N - 4; i += 64) { /* a word's 64 objects apart */
+        if (i + 3 >= POOL)
+            break;
+        for (unsigned j = 0; j < 4; j++)
+            objs[n++] = (uintptr_t)pool[i + j * 7];
+    }
+    uintptr_t first = objs[0], near = objs[n - 1];
+    objs[n++] = near;  /* next to its first */
+    objs[n++] = first; /* a group of the linear part, after the table took over */
+    uintptr_t copy[N + 4];
+    memcpy(copy, objs, n * sizeof objs[0]);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    nsp__magazine_apply(objs, n);
+    uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
+    unsigned not_freed = 0, groups = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct nsp_span *sp = nsp__span_of((void *)copy[i]);
+        uint32_t idx = nsp__span_index(sp, copy[i]);
+        not_freed += !(atomic_load(&sp->freed_bits[idx >> 6]) >> (idx & 63) & 1);
+        if (i && i < n - 2) {
+            struct nsp_span *pp = nsp__span_of((void *)copy[i - 1]);
+            groups += pp != sp || nsp__span_index(pp, copy[i - 1]) >> 6 != idx >> 6;
+        }
+    }
+    for (unsigned i = 0; i < POOL; i++) {
+        int in = 0;
+        for (unsigned j = 0; j < n && !in; j++)
+            in = copy[j] == (uintptr_t)pool[i];
+        if (!in)
+            nsp_free(pool[i]);
+    }
+    nsp_pacer_cycle(); /* sweeps them: freed once, the heap consistent */
+    char why[256];
+    int heap = nsp_heap_check(why, sizeof why);
+    ck_assert_uint_ge(groups + 1, 10); /* past the linear part */
+    ck_assert_uint_eq(reported, 2);
+    ck_assert_uint_eq(not_freed, 0);
+    ck_assert_msg(heap == 0, "heap check: %s", why);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 2);
+}
+END_TEST
+
+/* Objects listed in a bin are dropped from a flush (reported), whatever their place in a run of
+ * objects of one span: the flush reads the bin once per run (cache.c, nsp__cache_drop_listed). */
+START_TEST(a_listed_object_inside_a_run_is_dropped_from_the_flush)
+{
+    if (!ready("a_listed_object_inside_a_run_is_dropped_from_the_flush"))
+        return;
+    /* on cpu a, the main thread's: its bin holds their span */
+    void *p[6], *other = nsp_malloc(48), *spare[64];
+    unsigned np = 0, ns = 0;
+    p[np++] = nsp_malloc(SZ);
+    while (np < 6 && ns < 64) { /* six of one span (a refill may start another: kept aside) */
+        void *q = nsp_malloc(SZ);
+        if (nsp__span_of(q) == nsp__span_of(p[0]))
+            p[np++] = q;
+        else
+            spare[ns++] = q;
+    }
+    nsp_free(p[3]); /* pushed into a's bin: listed */
+    int listed = nsp__bin_lists(nsp__span_of(p[3]), p[3]);
+    int one_span = 1;
+    for (unsigned i = 1; i < 6; i++)
+        one_span &= nsp__span_of(p[i]) == nsp__span_of(p[0]);
+    uintptr_t objs[7] = {(uintptr_t)p[0], (uintptr_t)p[1], (uintptr_t)p[3], (uintptr_t)p[2],
+                         (uintptr_t)other, (uintptr_t)p[4], (uintptr_t)p[5]};
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    unsigned kept = nsp__cache_drop_listed(objs, 7);
+    uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
+    uintptr_t want[6] = {(uintptr_t)p[0], (uintptr_t)p[1], (uintptr_t)p[2], (uintptr_t)other,
+                         (uintptr_t)p[4], (uintptr_t)p[5]};
+    int same = kept == 6 && memcmp(objs, want, sizeof want) == 0;
+    for (unsigned i = 0; i < 6; i++)
+        if (i != 3)
+            nsp_free(p[i]);
+    for (unsigned i = 0; i < ns; i++)
+        nsp_free(spare[i]);
+    nsp_free(other);
+    ck_assert_int_eq(one_span, 1);
+    ck_assert_int_eq(listed, 1);
+    ck_assert_uint_eq(reported, 1);
+    ck_assert_msg(same, "kept %u, not the others in their order", kept);
+}
+END_TEST
+
 /* The pending remote frees' count (span.h): a flush on one cpu adds on a line no flush of another
  * cpu adds on (one counter for every cpu made each flush wait for the other cpu's line: 10-30% of
  * producer/consumer at 8 and 32 threads on 2 cpus), and the stripes' sum stays exact when the
@@ -978,6 +1093,8 @@ int main(void)
     tcase_add_test(tc, a_retired_cache_takes_no_remote_free);
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
+    tcase_add_test(tc, a_flush_in_address_order_frees_each_object_once);
+    tcase_add_test(tc, a_listed_object_inside_a_run_is_dropped_from_the_flush);
     tcase_add_test(tc, flushes_on_two_cpus_count_on_lines_of_their_own);
     tcase_add_test(tc, a_full_magazine_is_emptied_while_its_cache_is_held);
     tcase_add_test(tc, the_take_matches_its_model_and_a_detach_at_every_step_frees_once);
