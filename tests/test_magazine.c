@@ -798,6 +798,9 @@ START_TEST(a_flush_in_address_order_frees_each_object_once)
     objs[n++] = first; /* a group of the linear part, after the table took over */
     uintptr_t copy[N + 4];
     memcpy(copy, objs, n * sizeof objs[0]);
+    /* tagged as a magazine's push tags them (see a_flush_in_any_order_frees_each_object_once) */
+    for (unsigned i = 0; i < n - 2; i++)
+        *(uint64_t *)objs[i] = nsp__magazine_tag((void *)objs[i], NSP_MAG_NONE);
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
     nsp__magazine_apply(objs, n);
     uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
@@ -885,8 +888,10 @@ static void flush_here(void *arg)
 {
     struct flush_here *f = arg;
     uintptr_t objs[32];
-    for (unsigned i = 0; i < 32; i++)
+    for (unsigned i = 0; i < 32; i++) { /* tagged as a magazine's push tags them */
         objs[i] = (uintptr_t)f->p[i];
+        *(uint64_t *)objs[i] = nsp__magazine_tag(f->p[i], NSP_MAG_NONE);
+    }
     f->counter = nsp__span_freed_counter(nsp__span_of(f->p[0]));
     nsp__magazine_apply(objs, 32);
 }
