@@ -1,0 +1,526 @@
+/*
+ * tests/test_bin_free.c — a second free must miss the bins' push, whichever way the slot became
+ * free; and a live object that only looks free must be freed, once, without a report.
+ *
+ * The bins' push (host/cache.h, nsp__bin_push) is the one free that decides inside a restartable
+ * sequence, from what it can read there, that a slot is allocated. Whatever it reads, every way a
+ * slot of the bin's span can be free and not listed must answer "not allocated" there, so that a
+ * second free of it goes to the locked path, which reports it naming the pointer. Pushed instead,
+ * the slot would be listed while it is free: handed out by the bin, and again by a later carve
+ * (its alloc bit clear), to two owners. The ways a slot becomes free and unlisted while its span
+ * is, or comes back, under a bin:
+ *   - a push, then the bin folded (a foreign take): the slot keeps a link encoded with the key of
+ *     an attachment that is gone;
+ *   - a slot the bin was given (carved) and never handed out, folded back the same way;
+ *   - the locked local free (the push missed: the bin detached), which writes nothing into the
+ *     object: its first word is the program's data;
+ *   - a remote free through the other cpu's magazine, or the direct way (one atomic OR), applied
+ *     by a sweep: the object holds a remote free's tag;
+ *   - all of the above across a cycle: the span released to its central, swept there and cached
+ *     again, the bin attached to it with a new key;
+ *   - a slot never handed out since the span was set up, past the carve: in a fresh span, and in
+ *     a span whose pages held another class's objects before (what is there is old data).
+ * Each case also drains the span and checks that no object is handed out twice: the error count
+ * alone would not show a push that took a free slot quietly.
+ *
+ * The other side: a live object whose first word the program set, by chance, to what a free slot
+ * holds (an encoded link or end of the bin's list, a remote free's tag naming a magazine, no cache
+ * or the transfer) must miss the push too, and then be freed by the locked path without a report.
+ *
+ * Needs bins (the real machine, rseq); a second cpu for the remote frees. Each case says when it is
+ * skipped, and why. NSP_IDLE_RELEASE_MS=0 (CTest): only the test detaches the bins.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/cache.h"
+#include "host/magazine.h"
+#include "host/pageheap.h"
+#include "host/runtime.h"
+#include "host/sizeclass.h"
+#include "host/span.h"
+#include "host/transfer.h"
+#include "check_main.h"
+#include "numaspan.h"
+
+#ifdef NSP_RSEQ_LOCKS
+
+#define SZ 3000 /* 3 KiB objects: 32 a span, 4 listed per attach; nothing else uses the class */
+#define NOBJ 20   /* objects the cases take from one fresh span */
+#define MAXL 128
+
+static unsigned cls;
+static int cpu, other = -1;
+
+/* Pins the thread to its cpu, notes another cpu it could run on (-1: none), and makes sure the
+ * thread has bins. Returns 0 when the bins are off here (the reason printed). */
+static int ready(const char *name, size_t sz)
+{
+    cpu_set_t all, one;
+    if (sched_getaffinity(0, sizeof all, &all) != 0)
+        CPU_ZERO(&all);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        fprintf(stderr, "%s: skipped: cannot pin the thread to its cpu\n", name);
+        return 0;
+    }
+    cls = nsp__size_to_class(sz);
+    free(malloc(sz));
+    if (!nsp__tb) {
+        fprintf(stderr, "%s: skipped: no bins here (no rseq, virtual cores, NSP_SECURE or exact)\n",
+                name);
+        return 0;
+    }
+    cpu = nsp__tb->rseq_cpu;
+    other = -1;
+    for (int i = 0; i < CPU_SETSIZE && other < 0; i++)
+        if (i != cpu && CPU_ISSET(i, &all))
+            other = i;
+    nsp__on_error = NSP_ON_ERROR_WARN; /* count the errors these tests commit */
+    return 1;
+}
+
+static struct nsp_bin *bin(void)
+{
+    return &nsp__tb->bins[cls];
+}
+
+static struct nsp_span *span(void)
+{
+    return nsp__tb->spans[cls];
+}
+
+static uint64_t errors(enum nsp_error_kind k)
+{
+    return atomic_load(&nsp__errors[k]);
+}
+
+/* The bin's list, head first (a plain walk: nothing else runs on the cpu), up to a link that does
+ * not decode into the bin's span (as the pop stops there). */
+static unsigned list(uintptr_t *out)
+{
+    struct nsp_bin *b = bin();
+    uint64_t key = atomic_load(&b->key);
+    unsigned n = 0;
+    for (uintptr_t p = key ? (uintptr_t)(b->word >> 16) : 0; p && n < MAXL; n++) {
+        out[n] = p;
+        p = (uintptr_t)(*(uint64_t *)p ^ key);
+        if (p - b->base >= b->size)
+            break;
+    }
+    return n;
+}
+
+static int listed(uintptr_t p)
+{
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    for (unsigned i = 0; i < n; i++)
+        if (l[i] == p)
+            return 1;
+    return 0;
+}
+
+static uint32_t index_of(uintptr_t p)
+{
+    struct nsp_span *s = nsp__span_of((void *)p);
+    return nsp__span_index(s, p);
+}
+
+static int alloc_bit(uintptr_t p)
+{
+    struct nsp_span *s = nsp__span_of((void *)p);
+    uint32_t idx = nsp__span_index(s, p);
+    ck_assert_msg(idx != UINT32_MAX, "%#lx is not a slot's start", (unsigned long)p);
+    return (int)((__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) >> (idx & 63)) & 1);
+}
+
+/* Takes c from this thread as a foreign taker does (a cycle, trim, stats): every bin of c
+ * detached and folded, its magazine and slabs applied. */
+static void take_and_give_back(struct nsp_cache *c)
+{
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1);
+    nsp__cache_unlock(c);
+}
+
+/* ---- frees on another cpu -------------------------------------------------------------------- */
+
+/* The thread on the other cpu: it takes its bins and magazine (a first malloc there), then frees
+ * p as any free there does. */
+static void *free_there(void *p)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(other, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0)
+        return (void *)1;
+    free(malloc(SZ)); /* the thread's bins and magazine, so that the free below is its push */
+    free(p);
+    return NULL;
+}
+
+static struct nsp_cache *other_cache(void)
+{
+    return &nsp__caches[nsp__topo->cpu_to_cache[other]];
+}
+
+/* Frees p from a thread on the other cpu: into that cpu's magazine, or, direct, one atomic OR on
+ * its span's freed bitmap (as a cpu without an rseq cache of its own frees: that cache's bins_on
+ * cleared while the test holds it, so that nobody else reads it meanwhile). */
+static void free_on_other_cpu(void *p, int direct)
+{
+    struct nsp_cache *oc = other_cache();
+    if (direct) {
+        ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1);
+        oc->bins_on = 0;
+    }
+    pthread_t t;
+    void *rc;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_there, p), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    if (direct) {
+        oc->bins_on = 1;
+        nsp__cache_unlock(oc);
+    }
+}
+
+/* ---- the second free and the drain ----------------------------------------------------------- */
+
+/* Makes the bin attached again after a locked free detached it (settled): a malloc that misses
+ * attaches it, and the free of what it got pushes that back. */
+static void reattach(void)
+{
+    if (atomic_load(&bin()->key))
+        return;
+    free(malloc(nsp__classes[cls].size));
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+}
+
+/* The second free of v, free and not listed while the bin is attached to its span: reported, and
+ * v not listed afterwards. */
+static void second_free_is_reported(uintptr_t v, const char *how)
+{
+    reattach();
+    ck_assert_msg(atomic_load(&bin()->key) != 0 && bin()->base == nsp__span_of((void *)v)->base,
+                  "%s: the bin is not attached to the span of %#lx", how, (unsigned long)v);
+    ck_assert_msg(!alloc_bit(v) || nsp__magazine_tagged((void *)v) >= 0,
+                  "%s: %#lx is allocated before its second free", how, (unsigned long)v);
+    ck_assert_msg(!listed(v), "%s: %#lx is listed before its second free (the case is moot)", how,
+                  (unsigned long)v);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    free((void *)v);
+    ck_assert_msg(errors(NSP_ERR_DOUBLE_FREE) == before + 1,
+                  "%s: the second free of %#lx was not reported (%lu reports)", how,
+                  (unsigned long)v, (unsigned long)(errors(NSP_ERR_DOUBLE_FREE) - before));
+    ck_assert_msg(!listed(v), "%s: the second free of %#lx was pushed into the bin", how,
+                  (unsigned long)v);
+}
+
+/* Allocates every slot the span s has left (and a few more) and checks that no object is handed
+ * out twice, nor one the program holds (held[0..nheld)). Frees what it took. */
+static void drain_hands_out_each_once(struct nsp_span *s, const uintptr_t *held, unsigned nheld)
+{
+    enum { MAXD = 256 };
+    static uintptr_t got[MAXD];
+    unsigned n = s->nelems + 8 < MAXD ? s->nelems + 8 : MAXD;
+    size_t sz = s->elemsize;
+    for (unsigned i = 0; i < n; i++) {
+        got[i] = (uintptr_t)malloc(sz);
+        ck_assert_uint_ne(got[i], 0);
+        for (unsigned j = 0; j < nheld; j++)
+            ck_assert_msg(got[i] != held[j], "malloc handed out %#lx, which the program holds",
+                          (unsigned long)got[i]);
+        for (unsigned j = 0; j < i; j++)
+            ck_assert_msg(got[i] != got[j], "malloc handed out %#lx twice",
+                          (unsigned long)got[i]);
+        memset((void *)got[i], 0x77, sz); /* the program's data, over any link or tag */
+    }
+    for (unsigned i = 0; i < n; i++)
+        free((void *)got[i]);
+}
+
+/* ---- every way a slot becomes free, then its second free ------------------------------------- */
+
+enum { V_PUSHED, V_CARVED, V_LOCKED, V_MAGAZINE, V_DIRECT, NV };
+static const char *const vname[NV] = {"pushed, then folded", "carved, never handed out, folded",
+                                      "freed by the locked path", "freed through a magazine",
+                                      "freed remotely the direct way"};
+
+static int by_index(const void *a, const void *b)
+{
+    uint32_t x = index_of(*(const uintptr_t *)a), y = index_of(*(const uintptr_t *)b);
+    return x < y ? -1 : x > y;
+}
+
+/* Takes NOBJ objects of one span (fresh: nothing else uses the class), frees the lowest ten
+ * (fillers, so that a carve from slot 0 after a rewind lists them and not the victims), then the
+ * victims each its own way, keeps the rest. `cycle`: then a cycle releases the span, and the next
+ * malloc caches it again (swept by its central, the bin attached anew). Then each victim's second
+ * free, and a drain. */
+static void victims_case(const char *name, int cycle, unsigned which)
+{
+    if (!ready(name, SZ))
+        return;
+    if (other < 0) {
+        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
+        return;
+    }
+    uintptr_t o[NOBJ];
+    for (unsigned i = 0; i < NOBJ; i++) {
+        o[i] = (uintptr_t)malloc(SZ);
+        memset((void *)o[i], 0x5a, SZ); /* the program's data */
+    }
+    struct nsp_span *s = nsp__span_of((void *)o[0]);
+    ck_assert_msg(s->nelems >= NOBJ + 8, "class of %u B: %u objects a span", s->elemsize,
+                  s->nelems);
+    for (unsigned i = 0; i < NOBJ; i++)
+        ck_assert_msg(nsp__span_of((void *)o[i]) == s, "object %u of another span", i);
+    qsort(o, NOBJ, sizeof o[0], by_index);
+    uintptr_t v[NV];
+    v[V_PUSHED] = o[12];
+    v[V_LOCKED] = o[13];
+    v[V_MAGAZINE] = o[14];
+    v[V_DIRECT] = o[15];
+    /* a slot the bin lists that the program never had: its carve (one more malloc, held, when
+     * the last one emptied the list) */
+    uintptr_t more[4];
+    unsigned nmore = 0;
+    v[V_CARVED] = 0;
+    while (!v[V_CARVED]) {
+        uintptr_t l[MAXL];
+        unsigned nl = list(l);
+        for (unsigned i = 0; i < nl && !v[V_CARVED]; i++)
+            if (index_of(l[i]) > index_of(o[NOBJ - 1]))
+                v[V_CARVED] = l[i];
+        if (!v[V_CARVED]) {
+            ck_assert_msg(nmore < 4, "the bin lists no slot past the program's objects");
+            more[nmore++] = (uintptr_t)malloc(SZ);
+        }
+    }
+    for (unsigned i = 0; i < 10; i++)
+        free((void *)o[i]); /* fillers: pushed */
+    free((void *)v[V_PUSHED]);
+    ck_assert(listed(v[V_PUSHED]));
+    take_and_give_back(nsp__tb); /* folded: the pushed and carved slots free, unlisted */
+    ck_assert_uint_eq(atomic_load(&bin()->key), 0);
+    free((void *)v[V_LOCKED]); /* the bin detached: the push misses, the locked path frees it */
+    ck_assert_int_eq(alloc_bit(v[V_LOCKED]), 0);
+    free_on_other_cpu((void *)v[V_MAGAZINE], 0);
+    ck_assert_int_eq(nsp__magazine_tagged((void *)v[V_MAGAZINE]), (int64_t)other_cache()->index);
+    free_on_other_cpu((void *)v[V_DIRECT], 1);
+    ck_assert_int_eq(nsp__magazine_tagged((void *)v[V_DIRECT]), NSP_MAG_NONE);
+    uintptr_t held[NOBJ + 8];
+    unsigned nheld = 0;
+    for (unsigned i = 10; i < NOBJ; i++)
+        if (i < 12 || i > 15)
+            held[nheld++] = o[i];
+    for (unsigned i = 0; i < nmore; i++)
+        held[nheld++] = more[i];
+    if (cycle) {
+        nsp_pacer_cycle(); /* the magazines flushed, every cache released */
+        take_and_give_back(nsp__tb);
+        take_and_give_back(other_cache());
+    }
+    uintptr_t x = (uintptr_t)malloc(SZ); /* the bin attached again: a new key */
+    held[nheld++] = x;
+    ck_assert_msg(span() == s, "%s: the class's span did not come back to the cache", name);
+    if (cycle)
+        for (unsigned i = 0; i < NV; i++)
+            ck_assert_msg(!alloc_bit(v[i]), "%s: %s %#lx still allocated after the cycle", name,
+                          vname[i], (unsigned long)v[i]);
+    /* one victim's second free a case: each locked report detaches the bin, and the attach
+     * that follows carves the next slots, which would soon reach the other victims */
+    second_free_is_reported(v[which], vname[which]);
+    take_and_give_back(nsp__tb);
+    take_and_give_back(other_cache()); /* the magazine's first free applied, if it still waits */
+    for (unsigned i = 0; i < NV; i++) {
+        struct nsp_span *t = nsp__span_of((void *)v[i]);
+        ck_assert_msg(!nsp__span_slot_live(t, index_of(v[i])), "%s: %#lx live after both frees",
+                      vname[i], (unsigned long)v[i]);
+    }
+    drain_hands_out_each_once(s, held, nheld);
+    for (unsigned i = 0; i < nheld; i++)
+        free((void *)held[i]);
+}
+
+START_TEST(second_free_in_place_is_reported)
+{
+    victims_case("second_free_in_place_is_reported", 0, (unsigned)_i);
+}
+END_TEST
+
+START_TEST(second_free_after_a_cycle_is_reported)
+{
+    victims_case("second_free_after_a_cycle_is_reported", 1, (unsigned)_i);
+}
+END_TEST
+
+/* A slot of a fresh span past what the bin was ever given: never handed out, its first word as
+ * the OS left it (0), or as a page's previous use left it (written here: old data). */
+START_TEST(free_of_a_slot_never_handed_out_is_reported)
+{
+    if (!ready("free_of_a_slot_never_handed_out_is_reported", SZ))
+        return;
+    uintptr_t x = (uintptr_t)malloc(SZ);
+    struct nsp_span *s = span();
+    ck_assert_ptr_eq(nsp__span_of((void *)x), s);
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    uintptr_t far = s->base + (uintptr_t)(s->nelems - 1) * s->elemsize;
+    uintptr_t mid = s->base + (uintptr_t)(s->nelems / 2) * s->elemsize;
+    *(volatile uint64_t *)mid = 0x5a5a5a5a5a5a5a5aULL; /* what a page's previous use left */
+    second_free_is_reported(far, "the last slot, never handed out");
+    second_free_is_reported(mid, "a middle slot, never handed out, old data");
+    uintptr_t held[1] = {x};
+    drain_hands_out_each_once(s, held, 1);
+    free((void *)x);
+}
+END_TEST
+
+/* A span whose pages held objects of another class: a stale pointer to an object of that class
+ * (freed, its span emptied and given back to the page heap) that is now the start of a slot the
+ * new span has not handed out. Its first word is what the old class left there. */
+#define SZ_OLD 1024
+#define SZ_NEW 2048
+START_TEST(free_into_a_reused_span_is_reported)
+{
+    if (!ready("free_into_a_reused_span_is_reported", SZ_OLD))
+        return;
+    unsigned ko = nsp__size_to_class(SZ_OLD), kn = nsp__size_to_class(SZ_NEW);
+    ck_assert_uint_eq(nsp__classes[ko].size, SZ_OLD);
+    ck_assert_uint_eq(nsp__classes[kn].size, SZ_NEW);
+    ck_assert_uint_eq(nsp__classes[ko].npages, nsp__classes[kn].npages);
+    enum { MAXO = 128 };
+    uintptr_t o[MAXO];
+    unsigned n = 0;
+    struct nsp_span *s = NULL;
+    /* every slot of one span of the old class, each freed: the span empty */
+    for (; n < MAXO; n++) {
+        o[n] = (uintptr_t)malloc(SZ_OLD);
+        memset((void *)o[n], 0x5a, SZ_OLD);
+        if (!s && index_of(o[n]) == 0)
+            s = nsp__span_of((void *)o[n]);
+        if (s && nsp__span_of((void *)o[n]) == s && index_of(o[n]) == s->nelems - 1)
+            break;
+    }
+    ck_assert_msg(s && n < MAXO, "no whole span of %u B objects in %u mallocs", SZ_OLD, MAXO);
+    /* the old class's last slot but one: at an even index, the start of a new-class slot */
+    uintptr_t base = s->base, stale = base + (uintptr_t)(s->nelems - 2) * SZ_OLD;
+    ck_assert_uint_eq((stale - base) % SZ_NEW, 0);
+    for (unsigned i = 0; i <= n; i++)
+        free((void *)o[i]);
+    nsp_trim(); /* the caches released, the empty span back to the page heap */
+    cls = kn;
+    uintptr_t y = 0;
+    enum { MAXN = 512 };
+    static uintptr_t keep[MAXN];
+    unsigned nk = 0;
+    for (; nk < MAXN; nk++) {
+        keep[nk] = (uintptr_t)malloc(SZ_NEW);
+        struct nsp_span *t = nsp__span_of((void *)keep[nk]);
+        if (t->base == base && t->sizeclass == kn) {
+            y = keep[nk++];
+            break;
+        }
+    }
+    if (!y) {
+        fprintf(stderr, "free_into_a_reused_span_is_reported: skipped: the page heap did not "
+                        "reuse the old span's pages for the new class in %u spans\n",
+                (unsigned)(MAXN / nsp__classes[kn].nelems));
+    } else {
+        ck_assert_ptr_eq(span(), nsp__span_of((void *)y));
+        ck_assert_uint_lt(index_of(y) + 8, index_of(stale)); /* far past the carve */
+        second_free_is_reported(stale, "a stale pointer into a reused span, never handed out");
+        drain_hands_out_each_once(span(), keep, nk);
+    }
+    for (unsigned i = 0; i < nk; i++)
+        free((void *)keep[i]);
+}
+END_TEST
+
+/* ---- a live object that looks free ----------------------------------------------------------- */
+
+#define NLOOKS 6
+/* A live object whose first word is what a free slot would hold: the push must miss (a listed or
+ * remotely freed slot looks so), and the locked path must free it, once, without a report. */
+START_TEST(a_live_object_that_looks_free_is_freed_once)
+{
+    if (!ready("a_live_object_that_looks_free_is_freed_once", SZ))
+        return;
+    int look = _i;
+    uintptr_t keep = (uintptr_t)malloc(SZ); /* the span stays cached */
+    uintptr_t p = (uintptr_t)malloc(SZ);
+    struct nsp_bin *b = bin();
+    reattach();
+    if (!(b->word >> 16))
+        free(malloc(SZ)); /* a head: a push gives the bin one */
+    ck_assert_msg(atomic_load(&b->key) && (b->word >> 16), "look %d: no attached bin", look);
+    uint64_t key = atomic_load(&b->key), head = b->word >> 16, v = 0;
+    const char *what = "";
+    switch (look) {
+    case 0:
+        v = head ^ key, what = "the bin's head, encoded";
+        break;
+    case 1:
+        v = key, what = "the end of the bin's list, encoded";
+        break;
+    case 2:
+        v = nsp__magazine_tag((void *)p, nsp__tb->index), what = "its own cache's tag";
+        break;
+    case 3:
+        v = nsp__magazine_tag((void *)p, NSP_MAG_NONE), what = "a direct remote free's tag";
+        break;
+    case 4:
+        v = nsp__magazine_tag((void *)p, NSP_MAG_TRANSFER), what = "the transfer's tag";
+        break;
+    case 5:
+        v = (uint64_t)span()->base ^ key, what = "the span's first slot, encoded";
+        break;
+    }
+    *(volatile uint64_t *)p = v;
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_FREE_LIST) +
+                      errors(NSP_ERR_NOT_OWNED) + errors(NSP_ERR_INTERIOR);
+    free((void *)p);
+    uint64_t after = errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_FREE_LIST) +
+                     errors(NSP_ERR_NOT_OWNED) + errors(NSP_ERR_INTERIOR);
+    ck_assert_msg(after == before, "a live object holding %s: its free was reported", what);
+    ck_assert_msg(!alloc_bit(p) || listed(p), "a live object holding %s: not freed", what);
+    uintptr_t held[1] = {keep};
+    drain_hands_out_each_once(span(), held, 1);
+    free((void *)keep);
+}
+END_TEST
+
+#endif /* NSP_RSEQ_LOCKS */
+
+START_TEST(bins_are_built_here)
+{
+#ifndef NSP_RSEQ_LOCKS
+    fprintf(stderr, "test_bin_free: skipped: this build has no rseq sequences (TSan, not x86-64, "
+                    "or no rseq in glibc): no bins' push to keep a second free out of\n");
+#endif
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("bin_free");
+    TCase *tc = tcase_create("second free");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, bins_are_built_here);
+#ifdef NSP_RSEQ_LOCKS
+    tcase_add_loop_test(tc, second_free_in_place_is_reported, 0, NV);
+    tcase_add_loop_test(tc, second_free_after_a_cycle_is_reported, 0, NV);
+    tcase_add_test(tc, free_of_a_slot_never_handed_out_is_reported);
+    tcase_add_test(tc, free_into_a_reused_span_is_reported);
+    tcase_add_loop_test(tc, a_live_object_that_looks_free_is_freed_once, 0, NLOOKS);
+#endif
+    suite_add_tcase(s, tc);
+    return nsp_run_suite(s);
+}
