@@ -101,6 +101,14 @@ static uint64_t errors(enum nsp_error_kind k)
     return atomic_load(&nsp__errors[k]);
 }
 
+static uint64_t all_errors(void)
+{
+    uint64_t n = 0;
+    for (int k = 0; k < NSP_ERR__COUNT; k++)
+        n += atomic_load(&nsp__errors[k]);
+    return n;
+}
+
 /* The bin's list, head first (a plain walk: nothing else runs on the cpu), up to a link that does
  * not decode into the bin's span (as the pop stops there). */
 static unsigned list(uintptr_t *out)
@@ -444,6 +452,69 @@ START_TEST(free_into_a_reused_span_is_reported)
 }
 END_TEST
 
+/* ---- a free slot written over, then freed again ---------------------------------------------- */
+
+/* The program writes into a free slot (a write after free: here the slot's first word, as a
+ * "next = NULL" after free does), then frees it again. Whatever the slot held that said "free" is
+ * gone, so only the alloc bit can refuse the push. Pushed, the slot is listed with its alloc bit
+ * clear: the next malloc pops it (q), and the span's count no longer includes it, so once the
+ * program frees the span's other objects the span is empty from its central's view and its pages
+ * would go back to the page heap while q is live: the next span set up there would hand q's
+ * memory out to a second owner. q's memory must not be handed out again while the program holds
+ * it, and the double free must be reported: at the free, or at the latest before its span's
+ * pages could go (host/span.h, nsp__span_keep_held). */
+START_TEST(a_double_free_after_a_write_after_free_is_reported)
+{
+    if (!ready("a_double_free_after_a_write_after_free_is_reported", SZ))
+        return;
+    uintptr_t p = (uintptr_t)malloc(SZ);
+    struct nsp_span *s = span();
+    ck_assert_ptr_eq(nsp__span_of((void *)p), s);
+    free((void *)p); /* pushed */
+    take_and_give_back(nsp__tb); /* folded: p free in its span */
+    ck_assert_int_eq(alloc_bit(p), 0);
+    *(volatile uint64_t *)p = 0; /* written after free */
+    uintptr_t x = (uintptr_t)malloc(SZ); /* the bin attached again */
+    ck_assert_uint_ne(atomic_load(&bin()->key), 0);
+    ck_assert_msg(x != p && !listed(p), "p handed out or listed again: the case is moot");
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE), any = all_errors();
+    free((void *)p); /* the second free */
+    uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
+    uintptr_t q = (uintptr_t)malloc(SZ); /* the program's object, live from here on */
+    memset((void *)q, 0x71, SZ);
+    free((void *)x);
+    nsp_trim(); /* the caches released, empty spans back to the page heap */
+    /* q must still be allocated in a live span: else its pages are the page heap's to give */
+    struct nsp_span *t = nsp__span_of((void *)q);
+    int live = t && atomic_load(&t->state) != NSP_SPAN_FREE && t->sizeclass == cls &&
+               nsp__span_slot_live(t, index_of(q));
+    /* and what the page heap does with them: the class's next spans (it reused those pages for
+     * the 7th here) */
+    enum { MAXR = 512 };
+    static uintptr_t r[MAXR];
+    unsigned n = 0, overlap = MAXR;
+    for (; n < MAXR && overlap == MAXR; n++) {
+        r[n] = (uintptr_t)malloc(SZ);
+        if (r[n] < q + SZ && q < r[n] + SZ)
+            overlap = n;
+    }
+    for (unsigned i = 0; i < n; i++)
+        free((void *)r[i]);
+    ck_assert_msg(live && overlap == MAXR,
+                  "%#lx, held by the program, is %s (handed out again: %s); the double free of "
+                  "%#lx before it was reported %lu times (errors of any kind since: %lu)",
+                  (unsigned long)q, live ? "allocated" : "free in its span or its span freed",
+                  overlap < MAXR ? "yes" : "not seen", (unsigned long)p, (unsigned long)reported,
+                  (unsigned long)(all_errors() - any));
+    /* reported: at the free where the push refuses it (the alloc bit, before the bitmap-free
+     * push), else at the latest where its span would have been given back (span.h) */
+    ck_assert_msg(reported == 1 || all_errors() - any >= 1,
+                  "the double free of %#lx was not reported, at the free or since",
+                  (unsigned long)p);
+    free((void *)q);
+}
+END_TEST
+
 /* ---- a live object that looks free ----------------------------------------------------------- */
 
 #define NLOOKS 6
@@ -519,6 +590,7 @@ int main(void)
     tcase_add_loop_test(tc, second_free_after_a_cycle_is_reported, 0, NV);
     tcase_add_test(tc, free_of_a_slot_never_handed_out_is_reported);
     tcase_add_test(tc, free_into_a_reused_span_is_reported);
+    tcase_add_test(tc, a_double_free_after_a_write_after_free_is_reported);
     tcase_add_loop_test(tc, a_live_object_that_looks_free_is_freed_once, 0, NLOOKS);
 #endif
     suite_add_tcase(s, tc);
