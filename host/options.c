@@ -48,8 +48,9 @@ static const struct option_row table[] = {
                                 "what one core cache stands for: pu (hardware thread), core, "
                                 "l2 or l3"},
     [NSP_OPT_ON_ERROR] = {"NSP_ON_ERROR", "abort",
-                          "what a bad free (not allocated, interior pointer, double free) does "
-                          "after its message on stderr: abort, or warn (count and continue)"},
+                          "what a bad free (not allocated, interior pointer, double free) or a "
+                          "free slot found written while free does after its message on "
+                          "stderr: abort, or warn (count and continue)"},
     [NSP_OPT_STATS] = {"NSP_STATS", "0",
                        "print the allocator's stats at exit: 1 on stderr (even if the program "
                        "closed it), or a file path to append them to (it must be writable at "

@@ -59,7 +59,9 @@ enum nsp_error_kind {
     NSP_ERR_INTERIOR,      /* free of an address inside an object, not at its start */
     NSP_ERR_DOUBLE_FREE,   /* free of an object that is not allocated */
     NSP_ERR_CANARY,        /* NSP_SECURE: the canary after an object was overwritten */
-    NSP_ERR_WRITE_AFTER_FREE, /* NSP_SECURE: a freed slot's poison was overwritten */
+    NSP_ERR_WRITE_AFTER_FREE, /* a free slot written while free: NSP_SECURE's poison, or (every
+                               * other mode) its free tag, found at its hand-out or before its
+                               * span's pages go back (span.h) */
     NSP_ERR_FREE_LIST,     /* a bin's free-list link was overwritten, or an object listed twice */
     NSP_ERR__COUNT
 };
