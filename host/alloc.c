@@ -76,11 +76,12 @@ __attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
         struct nsp_span *s = c->spans[cls];
         /* a cycle since this cache last looked: its spans are stale, the slow path releases them */
         uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
+        uint32_t a0 = s->alloc_count; /* the hand-out may keep a slot back too (span.h) */
         void *p = likely(c->flush_gen == sg) ? nsp__span_alloc_fast(s) : NULL;
         if (likely(p)) {
             s->nmalloc++;
             if (nsp__ledger_exact())
-                nsp__ledger_exact_objects(s, 1, c->pending);
+                nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
             nsp__cache_unlock(c);
             return p;
         }

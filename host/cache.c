@@ -985,14 +985,15 @@ static void sweep_in_place(struct nsp_cache *c, struct nsp_span *s)
     }
 }
 
-/* An object from the cached span s, counted as the fast path counts it. */
-static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
+/* An object from the cached span s, counted as the fast path counts it. a0: s->alloc_count before
+ * the hand-out, which may also have kept back a slot found written over (span.h,
+ * nsp__span_untagged: in nmalloc already): `exact` charges each slot the hand-out allocated. */
+static void *counted(struct nsp_cache *c, struct nsp_span *s, uint32_t a0, void *p)
 {
-    (void)c;
-    if (p) {
+    if (p)
         s->nmalloc++;
-        nsp__ledger_exact_objects(s, 1, c->pending);
-    }
+    if (s->alloc_count != a0)
+        nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
     return p;
 }
 
@@ -1001,15 +1002,16 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, void *p)
  * is really full. Lock held. */
 static void *from_cached(struct nsp_cache *c, struct nsp_span *s)
 {
-    void *p;
-    if ((p = nsp__span_alloc_fast(s)) || (p = nsp__span_next_free(s)))
-        return counted(c, s, p);
+    uint32_t a0 = s->alloc_count;
+    void *p = nsp__span_alloc_fast(s);
+    if ((p = counted(c, s, a0, p ? p : nsp__span_next_free(s))))
+        return p;
     if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
         sweep_in_place(c, s);
     if (s->alloc_count < s->nelems) {
         nsp__span_rewind(s);
-        if ((p = nsp__span_next_free(s)))
-            return counted(c, s, p);
+        a0 = s->alloc_count;
+        return counted(c, s, a0, nsp__span_next_free(s));
     }
     return NULL;
 }
@@ -1047,7 +1049,8 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     c->refills++;
     nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
     nsp__ledger_refill(s, c->pending);
-    return counted(c, s, nsp__span_next_free(s));
+    uint32_t a0 = s->alloc_count;
+    return counted(c, s, a0, nsp__span_next_free(s));
 }
 
 _Atomic uint64_t nsp__cache_refill_lost;
@@ -1152,7 +1155,8 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
         c->refills++;
         nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
         nsp__ledger_refill(s, c->pending);
-        p = counted(c, s, nsp__span_next_free(s));
+        uint32_t a0 = s->alloc_count;
+        p = counted(c, s, a0, nsp__span_next_free(s));
         bin_fill(c, cls);
         nsp__cache_unlock(c);
         return p;

@@ -162,14 +162,35 @@ static void push_pending(struct nsp_central *c, struct nsp_span *s)
                                                   memory_order_relaxed));
 }
 
+/* Slots of s that its owner's last hand-out kept back (span.h: a free slot found written over,
+ * nsp__span_untagged at a hand-out, nsp__span_keep_held before an empty span's pages go) are
+ * allocations from then on, and are booked as the central's own hand-outs are: its objects and
+ * direct allocations (the stats' mallocs), the ledger's totals and s's charge (`exact`: each
+ * object; else what the caller's sweep of s charges, locked or not). Those slots are s's nmalloc,
+ * which is 0 otherwise while the central owns s (a cache's release flushed it). Else the stats
+ * and heapLive stay short of them for as long as the span lives. Returns how many. */
+static uint32_t book_kept(struct nsp_central *c, struct nsp_span *s)
+{
+    uint32_t kept = s->nmalloc;
+    if (__builtin_expect(!kept, 1))
+        return 0;
+    count_objects(c, kept);
+    CADD(c->direct_allocs, kept);
+    nsp__ledger_flush_counts(s);
+    if (nsp__accounting == NSP_ACCT_EXACT)
+        nsp__ledger_exact_objects(s, (int64_t)kept, NULL);
+    return kept;
+}
+
 /* Whether empty span s may give its pages back: no slot of it is held by the program though its
- * bitmap says free (span.h, nsp__span_keep_held); those kept count as the central's objects. */
+ * bitmap says free (span.h, nsp__span_keep_held); those kept are booked (book_kept). */
 static int vacant(struct nsp_central *c, struct nsp_span *s)
 {
-    uint32_t kept = nsp__span_keep_held(s);
-    if (kept)
-        count_objects(c, kept);
-    return !kept;
+    if (!nsp__span_keep_held(s))
+        return 1;
+    book_kept(c, s);
+    nsp__ledger_sweep(s, NULL);
+    return 0;
 }
 
 /* Lists a span the central owns and no list holds (mutex held): an empty one goes back to the
@@ -483,6 +504,8 @@ static void *alloc_from(struct nsp_central *c, struct nsp_span *s)
         nsp__span_rewind(s);
         p = nsp__span_next_free(s);
     }
+    if (book_kept(c, s) && !p)
+        nsp__ledger_sweep(s, NULL);
     if (p) { /* uncached: charged by its allocated slots (exact: by this object) */
         count_objects(c, 1);
         nsp__ledger_count(s, 1);
@@ -526,6 +549,8 @@ static unsigned take_owned(struct nsp_central *c, struct nsp_span *s, void **out
     unsigned n = next_free_objects(s, out, want);
     if (fresh)
         CADD(c->spans_new, 1);
+    if (book_kept(c, s) && !n)
+        nsp__ledger_sweep_unlocked(s);
     if (n) {
         count_objects(c, n);
         nsp__ledger_count(s, n);
@@ -591,6 +616,8 @@ static void *alloc_one(unsigned node, unsigned cls)
 static unsigned take_from(struct nsp_central *c, struct nsp_span *s, void **out, unsigned want)
 {
     unsigned n = next_free_objects(s, out, want);
+    if (book_kept(c, s) && !n)
+        nsp__ledger_sweep(s, NULL);
     if (n) {
         count_objects(c, n);
         nsp__ledger_count(s, n);
