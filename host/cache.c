@@ -346,27 +346,6 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     seq_end(b);
 }
 
-#ifdef NSP_RSEQ_LOCKS
-/* What nsp__bin_lists reads of the bin that may list objects of span s, read once for a run of
- * objects of s: its key, or 0 when no bin is attached to s (then none of s's objects is listed).
- * The bin's line is the one every pop of its cpu commits to: read once per object of a span still
- * cached (as the flush did), it was a line of the other cpu's for each of them. */
-static uint64_t listing_key(const struct nsp_span *s, uint64_t *size)
-{
-    if (atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED)
-        return 0;
-    uint32_t ci = __atomic_load_n(&s->cache, __ATOMIC_RELAXED);
-    if (ci >= nsp__ncaches || !nsp__caches[ci].bins_on)
-        return 0;
-    const struct nsp_bin *b = &nsp__caches[ci].bins[s->sizeclass];
-    uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
-    if (!key || __atomic_load_n(&b->base, __ATOMIC_RELAXED) != s->base)
-        return 0;
-    *size = __atomic_load_n(&b->size, __ATOMIC_RELAXED);
-    return key;
-}
-#endif
-
 unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
 {
 #ifdef NSP_RSEQ_LOCKS
@@ -388,7 +367,7 @@ unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
             const struct nsp_span *t = nsp__span_of((void *)p);
             if (t != s) {
                 s = t;
-                key = listing_key(s, &size);
+                key = nsp__bin_listing_key(s, &size);
             }
         }
         uint64_t next = key ? __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ key : 1;

@@ -518,7 +518,12 @@ static inline void *nsp__slab_alloc(struct nsp_cache *c, unsigned cls)
  * racing the push, or one while a foreign taker has the bin detached, is not caught, as no double
  * free racing the first is (span.h).
  */
-static inline int nsp__bin_lists(const struct nsp_span *s, const void *p)
+/* What that test reads of the bin that may list objects of span s: its key, and its bound in
+ * *size; 0 when no bin is attached to s (then none of s's objects is listed). A magazine's flush
+ * reads it once per run of objects of s (nsp__cache_drop_listed): the bin's line is the one every
+ * pop of its cpu commits to, so read once per object of a span still cached it was a line of the
+ * other cpu's for each of them. */
+static inline uint64_t nsp__bin_listing_key(const struct nsp_span *s, uint64_t *size)
 {
     if (atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED)
         return 0;
@@ -529,8 +534,17 @@ static inline int nsp__bin_lists(const struct nsp_span *s, const void *p)
     uint64_t key = atomic_load_explicit(&b->key, memory_order_acquire);
     if (!key || __atomic_load_n(&b->base, __ATOMIC_RELAXED) != s->base)
         return 0;
+    *size = __atomic_load_n(&b->size, __ATOMIC_RELAXED);
+    return key;
+}
+
+static inline int nsp__bin_lists(const struct nsp_span *s, const void *p)
+{
+    uint64_t size, key = nsp__bin_listing_key(s, &size);
+    if (!key)
+        return 0;
     uint64_t next = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ key;
-    return next == 0 || next - s->base < __atomic_load_n(&b->size, __ATOMIC_RELAXED);
+    return next == 0 || next - s->base < size;
 }
 #endif
 
