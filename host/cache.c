@@ -473,9 +473,7 @@ unsigned nsp__cache_take_slab_rseq(struct nsp_cache *c, unsigned cls, uintptr_t 
          * (cache.h: a push writes past count); a foreign detach restarts this one or finds it
          * committed (the objects then the caller's). */
         __asm__ __volatile__(
-            NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "5f") /* on the slab's cpu */
-            "cmpq $0, 8(%[m])\n\t" /* attached */
-            "jz 5f\n\t"
+            NSP_RSEQ_ENTER_ATTACHED("5f") /* on the slab's cpu, attached */
             "movq (%[m]), %%rax\n\t"
             "movzbl %%al, %%ecx\n\t" /* count */
             "movq %%rcx, %[n]\n\t"
@@ -573,9 +571,7 @@ unsigned nsp__cache_take_magazine_rseq(struct nsp_cache *c, uintptr_t *out)
          * never interleave; a foreign taker's detach either restarts this one or finds it
          * committed (the objects then the caller's, the count 0). */
         __asm__ __volatile__(
-            NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "5f") /* on the magazine's cpu */
-            "cmpq $0, 8(%[m])\n\t" /* attached */
-            "jz 5f\n\t"
+            NSP_RSEQ_ENTER_ATTACHED("5f") /* on the magazine's cpu, attached */
             "movq (%[m]), %[n]\n\t"
             "testq %[n], %[n]\n\t" /* not empty */
             "jz 5f\n\t"

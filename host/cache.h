@@ -230,6 +230,12 @@ int nsp__cache_init(void);
     "movl %%fs:4(%[rs]), " r32 "\n\t" /* rseq->cpu_id */                                       \
     "cmpl " r32 ", " cpu_field "\n\t"                                                           \
     "jnz " miss "\n\t"
+/* The same for a magazine or a slab, the asm operand [m] (both keep their cpu at offset 16 and
+ * `on` at 8: magazine.h, slab.h), then miss unless it is attached (on != 0). Scratch: rax. */
+#define NSP_RSEQ_ENTER_ATTACHED(miss)                                                             \
+    NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", miss)                                          \
+    "cmpq $0, 8(%[m])\n\t"                                                                      \
+    "jz " miss "\n\t"
 /*
  * Takes lock (0 -> 1) in a restartable sequence bound to cpu. Returns 1 if taken, 0 if the lock
  * was held or the thread is not on cpu, -1 if the sequence was aborted (preempted, migrated, or
@@ -406,9 +412,7 @@ abort:
 static inline int nsp__mag_push(struct nsp_magazine *m, void *p)
 {
     __asm__ __volatile__ goto(
-        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "%l[miss]") /* on the magazine's cpu */
-        "cmpq $0, 8(%[m])\n\t" /* attached */
-        "jz %l[miss]\n\t"
+        NSP_RSEQ_ENTER_ATTACHED("%l[miss]") /* on the magazine's cpu, attached */
         "movq (%[m]), %%rax\n\t"
         "cmpq %[slots], %%rax\n\t" /* full */
         "jae %l[miss]\n\t"
@@ -438,9 +442,7 @@ abort:
 static inline __attribute__((always_inline)) int nsp__slab_push(struct nsp_slab *m, void *p)
 {
     __asm__ __volatile__ goto(
-        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "%l[miss]") /* on the slab's cpu */
-        "cmpq $0, 8(%[m])\n\t" /* attached */
-        "jz %l[miss]\n\t"
+        NSP_RSEQ_ENTER_ATTACHED("%l[miss]") /* on the slab's cpu, attached */
         "movq (%[m]), %%rax\n\t"
         "movzbl %%al, %%ecx\n\t" /* count */
         "cmpq 24(%[m]), %%rcx\n\t" /* full (or cap 0: no slab) */
@@ -468,9 +470,7 @@ static inline __attribute__((always_inline)) void *nsp__slab_pop(struct nsp_slab
 {
     uintptr_t p;
     __asm__ __volatile__(
-        NSP_RSEQ_ENTER("%%rax", "%%eax", "16(%[m])", "5f") /* on the slab's cpu */
-        "cmpq $0, 8(%[m])\n\t" /* attached */
-        "jz 5f\n\t"
+        NSP_RSEQ_ENTER_ATTACHED("5f") /* on the slab's cpu, attached */
         "movq (%[m]), %%rax\n\t"
         "movzbl %%al, %%ecx\n\t" /* count */
         "testl %%ecx, %%ecx\n\t"
