@@ -117,17 +117,25 @@ static void run_remove(struct nsp_pageheap *h, struct nsp_span *r)
         COUNT(h->pages_scavenged, -r->npages);
 }
 
+/* The descriptor of pages [start, start + n) of ar, cleared, with its place filled in: what a
+ * free run (run_make) and a span cut from one (span_cut) both start from. */
+static struct nsp_span *desc_at(struct nsp_arena *ar, uint32_t start, uint32_t n)
+{
+    struct nsp_span *d = &ar->spans[start];
+    memset(d, 0, sizeof *d);
+    d->arena = ar;
+    d->node = (uint8_t)ar->node;
+    d->start_page = start;
+    d->npages = n;
+    d->base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    return d;
+}
+
 /* Makes pages [start, start+n) of ar a FREE run (descriptor of start), mapping its ends. */
 static struct nsp_span *run_make(struct nsp_arena *ar, uint32_t start, uint32_t n,
                                  uint32_t needzero, uint32_t scavenged)
 {
-    struct nsp_span *r = &ar->spans[start];
-    memset(r, 0, sizeof *r);
-    r->arena = ar;
-    r->node = (uint16_t)ar->node;
-    r->start_page = start;
-    r->npages = n;
-    r->base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    struct nsp_span *r = desc_at(ar, start, n);
     r->needzero = needzero;
     r->scavenged = scavenged;
     atomic_store_explicit(&r->state, NSP_SPAN_FREE, memory_order_relaxed);
@@ -333,13 +341,7 @@ void nsp__pageheap_unlock(unsigned node)
 static struct nsp_span *span_cut(struct nsp_arena *ar, uint32_t start, uint32_t n,
                                  uint32_t needzero)
 {
-    struct nsp_span *sp = &ar->spans[start];
-    memset(sp, 0, sizeof *sp);
-    sp->arena = ar;
-    sp->node = (uint16_t)ar->node;
-    sp->start_page = start;
-    sp->npages = n;
-    sp->base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    struct nsp_span *sp = desc_at(ar, start, n);
     sp->needzero = (uint8_t)needzero;
     sp->alloc_bits = ar->alloc_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
     sp->freed_bits = ar->freed_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
