@@ -43,6 +43,7 @@
 #include "host/runtime.h"
 #include "host/span.h"
 #include "check_main.h"
+#include "two_cpus.h"
 #include "numaspan.h"
 
 #define SZ 200 /* a class with a slab */
@@ -66,26 +67,8 @@ static int ready(const char *name)
 {
     nsp_free(nsp_malloc(SZ));
     nsp__on_error = NSP_ON_ERROR_WARN; /* count the double frees these tests commit */
-    cpu_set_t all;
-    if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) {
-        fprintf(stderr, "%s: skipped: fewer than two cpus\n", name);
+    if (!nsp_test_two_cpus(name, &cpu_a, &cpu_b))
         return 0;
-    }
-    cpu_a = cpu_b = -1;
-    for (int i = 0; i < CPU_SETSIZE; i++)
-        if (CPU_ISSET(i, &all)) {
-            if (cpu_a < 0)
-                cpu_a = i;
-            else if (cpu_b < 0)
-                cpu_b = i;
-        }
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu_a, &one); /* the main thread's own frees never go into b's slab */
-    if (sched_setaffinity(0, sizeof one, &one) != 0) {
-        fprintf(stderr, "%s: skipped: cannot pin the thread to cpu %d\n", name, cpu_a);
-        return 0;
-    }
     nsp_free(nsp_malloc(SZ));
     cls_sz = nsp__size_to_class(SZ);
     if (!nsp__tb || !cache_of(cpu_a)->bins_on || !cache_of(cpu_b)->bins_on ||
