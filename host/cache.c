@@ -90,10 +90,10 @@ int nsp__cache_init(void)
         unsigned *ncpu = (unsigned *)nsp__os_map(((size_t)n * sizeof(unsigned) + 4095) & ~4095UL, 4096);
         if (ncpu) {
             for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
-                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu))
+                if (nsp__topo_cpu_is_pu(t, cpu))
                     ncpu[t->cpu_to_cache[cpu]]++;
             for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
-                if (hwloc_get_pu_obj_by_os_index(t->hw, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1) {
+                if (nsp__topo_cpu_is_pu(t, cpu) && ncpu[t->cpu_to_cache[cpu]] == 1) {
                     nsp__caches[t->cpu_to_cache[cpu]].rseq_cpu = (int32_t)cpu;
                     for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
                         nsp__caches[t->cpu_to_cache[cpu]].bins[k].cpu = (int32_t)cpu;

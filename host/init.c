@@ -14,7 +14,9 @@
  * loads the topology through hwloc, which calls malloc hundreds of times: those calls, and any
  * other thread's while initialisation runs, are served from the bootstrap region (runtime.c) — a
  * bump allocator over a few chunks mapped as needed, needing nothing. free() recognises bootstrap
- * memory by its address and leaves it alone; realloc() copies out of it.
+ * memory by its address and leaves it alone; realloc() copies out of it. The topology's load
+ * dlopens hwloc (topology/hwloc_lib.h), so it waits for the constructor when the first call came
+ * before libc was initialised (a preinit malloc): see libc_may_be_uninitialised.
  * Invariant: nsp__ready is published (release) only after every table of runtime.h is set.
  *
  * A malformed option stops the process with a message naming it: an experiment that silently
@@ -24,6 +26,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -168,6 +171,21 @@ static unsigned init_failures;
 static _Atomic uint64_t init_calls, init_retry_at; /* calls seen while not ready; next attempt */
 static __thread int in_init;
 
+/* Whether libc may not be initialised yet: the first attempt found environ NULL (a sanitizer
+ * runtime's malloc from the program's preinit functions, before any library's constructor), and
+ * the constructor below has not run. The topology is not loaded then: its load dlopens hwloc,
+ * and a dlopen at that point runs libc's initialisation itself, with the environment it has then
+ * (none, or the one-entry array of topology.c's setenv), and libc never runs it again, so the
+ * program would see an empty environment for its whole life. Until the constructor, allocations
+ * are served from the bootstrap region, as hwloc's are. */
+static int started_before_environ;
+static _Atomic int constructor_ran;
+
+static int libc_may_be_uninitialised(void)
+{
+    return started_before_environ && !atomic_load(&constructor_ran);
+}
+
 /* The attempt failed (the OS refused memory): schedule the next one. */
 static int init_failed(void)
 {
@@ -193,6 +211,7 @@ int nsp__init(void)
         return atomic_load_explicit(&nsp__ready, memory_order_acquire);
     in_init = 1;
     if (!(init_steps & STEP_OPTIONS)) {
+        started_before_environ = environ == NULL;
         nsp__sizeclass_init();
         nsp__secure_init(); /* before any allocation: it sets the class lookup */
         static const char *const on_error[] = {"abort", "warn"};
@@ -204,6 +223,13 @@ int nsp__init(void)
         init_steps |= STEP_OPTIONS;
     }
     if (!(init_steps & STEP_TOPOLOGY)) {
+        if (libc_may_be_uninitialised()) {
+            /* not a failure: no back-off, the next call (at the latest the constructor's)
+             * tries again */
+            atomic_store(&init_state, 0);
+            in_init = 0;
+            return 0;
+        }
         nsp_topo_t *t = nsp_topology();
         if (!t)
             return init_failed();
@@ -274,6 +300,7 @@ int nsp_pacer_set_memory_limit(int64_t bytes)
 
 __attribute__((constructor)) static void nsp__init_before_main(void)
 {
+    atomic_store(&constructor_ran, 1); /* libc, which this library needs, is initialised */
     nsp__init();
     /* environ is set by now: options read before it (a sanitizer runtime's first malloc) were
      * taken from /proc/self/environ, or are reported here if that could not be read */

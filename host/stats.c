@@ -41,6 +41,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "central.h"

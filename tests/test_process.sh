@@ -187,6 +187,17 @@ if [ -z "$plain" ] || [ -z "$lib" ]; then
   echo "skip: preloaded cases (no plain helper or library given: a sanitizer build)"
 else
   pre() { LD_PRELOAD=$lib timeout 20 "$plain" "$@"; }
+  # hwloc is loaded for the topology's load only (issue 11, peak RSS): a preloaded program whose
+  # allocator is initialised (its stats at exit say so) has neither libhwloc nor the libraries it
+  # brings (libudev) mapped, on the real machine and on a synthetic topology
+  for spec in real "synthetic:pack:2 numa:2 core:2 pu:1"; do
+    rc=$(NSP_TOPOLOGY=$spec NSP_STATS=1 LD_PRELOAD=$lib run timeout 20 cat /proc/self/maps)
+    [ "$rc" = 0 ] && ok || bad "cat /proc/self/maps [$spec] exited $rc: $(head -c 300 "$err")"
+    has "numaspan stats:" "$err"
+    has "libnumaspan" "$out"
+    ! grep -E "libhwloc|libudev" "$out" >/dev/null && ok ||
+      bad "[$spec] hwloc still mapped after initialisation: $(grep -E 'libhwloc|libudev' "$out" | head -3)"
+  done
   # a plain program keeps exactly its own threads; a paced or traced one gets the pacer thread
   rc=$(run pre threads)
   [ "$rc" = 0 ] && ok || bad "threads exited $rc"

@@ -17,7 +17,8 @@
  *   - a thread holds at most NSP_VCORE_SLOTS topologies' virtual cores at once (one slot each,
  *     oldest let go first), and each slot holds a reference on its table, so a table outlives
  *     nsp_topo_destroy until the last thread holding it lets go;
- *   - binding is applied only when the topology is this system. hwloc's binding hooks on a
+ *   - binding is applied only when the topology is this system (sched_setaffinity with the cache's
+ *     cpus, the mask copied from hwloc at load). hwloc's binding hooks on a
  *     synthetic or XML topology succeed and do nothing, so they are never asked: the request is
  *     counted as recorded and the caller told (return 1).
  * mbind goes through the raw system call: libnuma and hwloc's area binding allocate, and the
@@ -34,6 +35,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -291,8 +293,12 @@ int nsp_topo_bind_thread(nsp_topo_t *t, unsigned cache)
         atomic_fetch_add_explicit(&t->bindings_recorded, 1, memory_order_relaxed);
         return 1;
     }
-    return hwloc_set_cpubind(t->hw, t->cache_obj[cache]->cpuset, HWLOC_CPUBIND_THREAD) < 0 ? -1
-                                                                                             : 0;
+    /* The calling thread onto its cache's cpus: what hwloc_set_cpubind(HWLOC_CPUBIND_THREAD)
+     * does on Linux, from the mask copied at load (hwloc is not loaded any more). */
+    return sched_setaffinity(0, (size_t)t->cpu_words * sizeof(unsigned long),
+                             (const cpu_set_t *)(t->cache_cpus + (size_t)cache * t->cpu_words)) < 0
+               ? -1
+               : 0;
 }
 
 int nsp_topo_thread_bind_core(nsp_topo_t *t, unsigned cache)

@@ -15,6 +15,8 @@
  */
 #include "topology.h"
 
+#include "hwloc_lib.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ static unsigned obj_depth(hwloc_obj_t o)
     return d;
 }
 
+/* hwloc_get_common_ancestor_obj is header-inline and calls nothing of the library (hwloc_lib.h). */
 static unsigned tree_hops(hwloc_topology_t hw, hwloc_obj_t a, hwloc_obj_t b)
 {
     hwloc_obj_t common = hwloc_get_common_ancestor_obj(hw, a, b);
@@ -34,12 +37,12 @@ static unsigned tree_hops(hwloc_topology_t hw, hwloc_obj_t a, hwloc_obj_t b)
     return (obj_depth(a) - dc) + (obj_depth(b) - dc);
 }
 
-static int from_hwloc(struct nsp_topo *t)
+static int from_hwloc(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_topology_t hw)
 {
     struct hwloc_distances_s *d = NULL;
     unsigned nr = 1;
-    if (hwloc_distances_get_by_type(t->hw, HWLOC_OBJ_NUMANODE, &nr, &d,
-                                    HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) < 0 || nr == 0)
+    if (h->distances_get_by_type(hw, HWLOC_OBJ_NUMANODE, &nr, &d,
+                                 HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) < 0 || nr == 0)
         return 0;
     int ok = d->nbobjs == t->nnodes;
     for (unsigned i = 0; ok && i < d->nbobjs; i++)
@@ -52,18 +55,18 @@ static int from_hwloc(struct nsp_topo *t)
             }
             t->dist[a * t->nnodes + b] = (unsigned)v;
         }
-    hwloc_distances_release(t->hw, d);
+    h->distances_release(hw, d);
     return ok;
 }
 
-static void from_hops(struct nsp_topo *t)
+static void from_hops(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_topology_t hw)
 {
     for (unsigned a = 0; a < t->nnodes; a++) {
-        hwloc_obj_t na = hwloc_get_obj_by_type(t->hw, HWLOC_OBJ_NUMANODE, a);
+        hwloc_obj_t na = nsp__hwloc_obj(h, hw, HWLOC_OBJ_NUMANODE, a);
         for (unsigned b = 0; b < t->nnodes; b++) {
-            hwloc_obj_t nb = hwloc_get_obj_by_type(t->hw, HWLOC_OBJ_NUMANODE, b);
-            unsigned h = a == b ? 0 : tree_hops(t->hw, na->parent, nb->parent);
-            t->dist[a * t->nnodes + b] = a == b ? 10 : 10 * (1 + (h ? h : 1));
+            hwloc_obj_t nb = nsp__hwloc_obj(h, hw, HWLOC_OBJ_NUMANODE, b);
+            unsigned hops = a == b ? 0 : tree_hops(hw, na->parent, nb->parent);
+            t->dist[a * t->nnodes + b] = a == b ? 10 : 10 * (1 + (hops ? hops : 1));
         }
     }
 }
@@ -87,7 +90,8 @@ static void sort_by_distance(const struct nsp_topo *t, unsigned from, unsigned *
     }
 }
 
-int nsp__topo_build_distances(struct nsp_topo *t, char *err, size_t errlen)
+int nsp__topo_build_distances(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_topology_t hw,
+                              char *err, size_t errlen)
 {
     size_t n2 = (size_t)t->nnodes * t->nnodes;
     t->dist = calloc(n2, sizeof *t->dist);
@@ -96,11 +100,11 @@ int nsp__topo_build_distances(struct nsp_topo *t, char *err, size_t errlen)
         snprintf(err, errlen, "topology \"%s\": out of memory building distances", t->spec);
         return -1;
     }
-    if (from_hwloc(t)) {
+    if (from_hwloc(t, h, hw)) {
         t->dist_source = NSP_DIST_HWLOC;
     } else {
         t->dist_source = NSP_DIST_HOPS;
-        from_hops(t);
+        from_hops(t, h, hw);
     }
     for (unsigned a = 0; a < t->nnodes; a++) {
         unsigned *row = t->by_dist + (size_t)a * t->nnodes;

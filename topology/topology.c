@@ -2,7 +2,9 @@
  * topology/topology.c — loading a topology and building its tables.
  *
  * Owns: nsp_topo_load/destroy and the tables of topology.h (cpu -> cache -> node, per-node cores
- * and memory). Distances are built in distance.c, binding and virtual cores live in bind.c.
+ * and memory, each cache's cpus). Distances are built in distance.c, binding and virtual cores
+ * live in bind.c. hwloc is opened at the start of a load and closed at its end (hwloc_lib.h):
+ * everything used later is copied into the tables first.
  *
  * Rules decided here, each written where it is applied:
  *   - a spec that does not parse or a file that does not load is an error naming the input; hwloc
@@ -12,6 +14,8 @@
  *   - threads use virtual cores unless the topology is this system.
  */
 #include "topology.h"
+
+#include "hwloc_lib.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -62,20 +66,21 @@ const char *nsp_grouping_name(nsp_grouping_t g)
  * them, nor PCI (hwloc's built-in XML parser reads its own exports): keep them out unless the
  * user chose a blacklist, then restore the environment so that nothing else sees the change.
  */
-static int topology_init(hwloc_topology_t *hw)
+static int topology_init(const struct nsp__hwloc *h, hwloc_topology_t *hw)
 {
     static const char var[] = "HWLOC_PLUGINS_BLACKLIST";
     int ours = getenv(var) == NULL;
     if (ours)
         setenv(var, "hwloc_opencl,hwloc_gl,hwloc_pci,hwloc_xml_libxml", 0);
-    int rc = hwloc_topology_init(hw);
+    int rc = h->topology_init(hw);
     if (ours)
         unsetenv(var);
     return rc;
 }
 
 /* Configures the hwloc object for spec. Returns 0, or -1 with err naming the input. */
-static int topology_configure(hwloc_topology_t hw, const char *spec, char *err, size_t errlen)
+static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, const char *spec,
+                              char *err, size_t errlen)
 {
     if (!spec || !*spec || strcmp(spec, "real") == 0)
         return 0;
@@ -85,7 +90,7 @@ static int topology_configure(hwloc_topology_t hw, const char *spec, char *err, 
             set_err(err, errlen, "topology \"%s\": empty synthetic description", spec);
             return -1;
         }
-        if (hwloc_topology_set_synthetic(hw, desc) < 0) {
+        if (h->topology_set_synthetic(hw, desc) < 0) {
             set_err(err, errlen,
                     "topology \"%s\": hwloc cannot parse the synthetic description \"%s\" "
                     "(expected e.g. \"pack:2 numa:2 core:4 pu:1\")",
@@ -110,7 +115,7 @@ static int topology_configure(hwloc_topology_t hw, const char *spec, char *err, 
             set_err(err, errlen, "topology \"%s\": \"%s\" is not a regular file", spec, path);
             return -1;
         }
-        if (hwloc_topology_set_xml(hw, path) < 0) {
+        if (h->topology_set_xml(hw, path) < 0) {
             set_err(err, errlen, "topology \"%s\": hwloc cannot use \"%s\" as an XML topology: %s",
                     spec, path, strerror(errno));
             return -1;
@@ -155,13 +160,30 @@ static void *xcalloc(size_t n, size_t size)
     return calloc(n ? n : 1, size);
 }
 
-static int build_tables(struct nsp_topo *t, char *err, size_t errlen)
+static void bit_set(unsigned long *mask, unsigned bit)
 {
-    hwloc_topology_t hw = t->hw;
-    int npu = hwloc_get_nbobjs_by_type(hw, HWLOC_OBJ_PU);
-    int nnode = hwloc_get_nbobjs_by_type(hw, HWLOC_OBJ_NUMANODE);
+    mask[bit / (8 * sizeof *mask)] |= 1UL << (bit % (8 * sizeof *mask));
+}
+
+/* The next PU after prev (NULL: the first) in logical order whose OS number is in set: hwloc's
+ * inline hwloc_get_next_obj_inside_cpuset_by_type for PUs, whose cpuset is their own number. */
+static hwloc_obj_t next_pu_in(const struct nsp__hwloc *h, hwloc_topology_t hw,
+                              hwloc_const_cpuset_t set, hwloc_obj_t prev)
+{
+    for (hwloc_obj_t pu = prev ? prev->next_cousin : nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, 0); pu;
+         pu = pu->next_cousin)
+        if (h->bitmap_isset(set, pu->os_index))
+            return pu;
+    return NULL;
+}
+
+static int build_tables(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_topology_t hw,
+                        char *err, size_t errlen)
+{
+    int npu = nsp__hwloc_nbobjs(h, hw, HWLOC_OBJ_PU);
+    int nnode = nsp__hwloc_nbobjs(h, hw, HWLOC_OBJ_NUMANODE);
     hwloc_obj_type_t gtype = grouping_type(t->grouping);
-    int ngroup = hwloc_get_nbobjs_by_type(hw, gtype);
+    int ngroup = nsp__hwloc_nbobjs(h, hw, gtype);
     if (npu <= 0 || nnode <= 0) {
         set_err(err, errlen, "topology \"%s\": has %d PUs and %d NUMA nodes", t->spec, npu, nnode);
         return -1;
@@ -176,28 +198,35 @@ static int build_tables(struct nsp_topo *t, char *err, size_t errlen)
 
     unsigned maxos = 0;
     for (int i = 0; i < npu; i++) {
-        hwloc_obj_t pu = hwloc_get_obj_by_type(hw, HWLOC_OBJ_PU, (unsigned)i);
+        hwloc_obj_t pu = nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, (unsigned)i);
         if (pu->os_index > maxos)
             maxos = pu->os_index;
     }
     t->cpu_table_len = maxos + 1;
+    t->cpu_words = (unsigned)((t->cpu_table_len + 8 * sizeof(unsigned long) - 1) /
+                              (8 * sizeof(unsigned long)));
+    hwloc_obj_t *group = xcalloc((size_t)ngroup, sizeof *group); /* each cache's object */
     t->cpu_to_cache = xcalloc(t->cpu_table_len, sizeof *t->cpu_to_cache);
     t->cache_node = xcalloc((size_t)ngroup, sizeof *t->cache_node);
-    t->cache_obj = xcalloc((size_t)ngroup, sizeof *t->cache_obj);
+    t->cache_cpus = xcalloc((size_t)ngroup * t->cpu_words, sizeof *t->cache_cpus);
+    t->pu_present = xcalloc(t->cpu_words, sizeof *t->pu_present);
     t->node_os = xcalloc(t->nnodes, sizeof *t->node_os);
     t->node_mem = xcalloc(t->nnodes, sizeof *t->node_mem);
     t->node_ncaches = xcalloc(t->nnodes, sizeof *t->node_ncaches);
     t->node_caches = xcalloc(t->nnodes, sizeof *t->node_caches);
     t->node_npus = xcalloc(t->nnodes, sizeof *t->node_npus);
     t->node_pus = xcalloc(t->nnodes, sizeof *t->node_pus);
-    if (!t->cpu_to_cache || !t->cache_node || !t->cache_obj || !t->node_os || !t->node_mem ||
-        !t->node_ncaches || !t->node_caches || !t->node_npus || !t->node_pus)
+    if (!group || !t->cpu_to_cache || !t->cache_node || !t->cache_cpus || !t->pu_present ||
+        !t->node_os || !t->node_mem || !t->node_ncaches || !t->node_caches || !t->node_npus ||
+        !t->node_pus)
         goto oom;
     for (unsigned i = 0; i < t->cpu_table_len; i++)
         t->cpu_to_cache[i] = UINT32_MAX;
+    for (int i = 0; i < npu; i++)
+        bit_set(t->pu_present, nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, (unsigned)i)->os_index);
 
     for (unsigned n = 0; n < t->nnodes; n++) {
-        hwloc_obj_t node = hwloc_get_obj_by_type(hw, HWLOC_OBJ_NUMANODE, n);
+        hwloc_obj_t node = nsp__hwloc_obj(h, hw, HWLOC_OBJ_NUMANODE, n);
         t->node_os[n] = node->os_index;
         t->node_mem[n] = node->attr ? node->attr->numanode.local_memory : 0;
     }
@@ -206,27 +235,31 @@ static int build_tables(struct nsp_topo *t, char *err, size_t errlen)
      * grouping on a machine where some PUs have none) would have no cache: refuse it. */
     unsigned ncache = 0;
     for (int g = 0; g < ngroup; g++) {
-        hwloc_obj_t obj = hwloc_get_obj_by_type(hw, gtype, (unsigned)g);
-        if (!obj->cpuset || hwloc_bitmap_iszero(obj->cpuset))
+        hwloc_obj_t obj = nsp__hwloc_obj(h, hw, gtype, (unsigned)g);
+        if (!obj->cpuset || h->bitmap_iszero(obj->cpuset))
             continue;
-        hwloc_obj_t first_pu = hwloc_get_next_obj_inside_cpuset_by_type(hw, obj->cpuset,
-                                                                         HWLOC_OBJ_PU, NULL);
+        hwloc_obj_t first_pu = next_pu_in(h, hw, obj->cpuset, NULL);
         if (!first_pu)
             continue;
-        t->cache_obj[ncache] = obj;
+        group[ncache] = obj;
         t->cache_node[ncache] = pu_home_node(first_pu);
         ncache++;
     }
     t->ncaches = ncache;
+    /* A cache's cpus, for binding, are its object's PUs (its cpuset, as hwloc_set_cpubind was
+     * given it): kept as a cpu_set_t's bits, since hwloc is closed once the load is over. */
     for (unsigned c = 0; c < ncache; c++) {
         hwloc_obj_t pu = NULL;
-        while ((pu = hwloc_get_next_obj_inside_cpuset_by_type(hw, t->cache_obj[c]->cpuset,
-                                                              HWLOC_OBJ_PU, pu)))
+        while ((pu = next_pu_in(h, hw, group[c]->cpuset, pu))) {
+            bit_set(t->cache_cpus + (size_t)c * t->cpu_words, pu->os_index);
             if (t->cpu_to_cache[pu->os_index] == UINT32_MAX)
                 t->cpu_to_cache[pu->os_index] = c;
+        }
     }
+    free(group);
+    group = NULL;
     for (int i = 0; i < npu; i++) {
-        hwloc_obj_t pu = hwloc_get_obj_by_type(hw, HWLOC_OBJ_PU, (unsigned)i);
+        hwloc_obj_t pu = nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, (unsigned)i);
         if (t->cpu_to_cache[pu->os_index] == UINT32_MAX) {
             set_err(err, errlen,
                     "topology \"%s\": PU P#%u belongs to no %s, so it would have no cache; "
@@ -240,21 +273,27 @@ static int build_tables(struct nsp_topo *t, char *err, size_t errlen)
      * handled at lookup) still gets a cache: spread such cpus over all caches rather than piling
      * them onto cache 0. */
     for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++)
-        if (t->cpu_to_cache[cpu] == UINT32_MAX && !hwloc_get_pu_obj_by_os_index(hw, cpu))
+        if (t->cpu_to_cache[cpu] == UINT32_MAX && !nsp__topo_cpu_is_pu(t, cpu))
             t->cpu_to_cache[cpu] = cpu % ncache;
 
-    /* Per node: caches and PUs whose home it is, ascending. */
+    /* Per node: caches and PUs whose home it is, ascending (PUs by OS number). */
+    unsigned *pu_node = xcalloc(t->cpu_table_len, sizeof *pu_node);
+    if (!pu_node)
+        goto oom;
+    for (int i = 0; i < npu; i++) {
+        hwloc_obj_t pu = nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, (unsigned)i);
+        pu_node[pu->os_index] = pu_home_node(pu);
+        t->node_npus[pu_node[pu->os_index]]++;
+    }
     for (unsigned c = 0; c < ncache; c++)
         t->node_ncaches[t->cache_node[c]]++;
-    for (int i = 0; i < npu; i++) {
-        hwloc_obj_t pu = hwloc_get_obj_by_type(hw, HWLOC_OBJ_PU, (unsigned)i);
-        t->node_npus[pu_home_node(pu)]++;
-    }
     for (unsigned n = 0; n < t->nnodes; n++) {
         t->node_caches[n] = xcalloc(t->node_ncaches[n], sizeof(unsigned));
         t->node_pus[n] = xcalloc(t->node_npus[n], sizeof(unsigned));
-        if (!t->node_caches[n] || !t->node_pus[n])
+        if (!t->node_caches[n] || !t->node_pus[n]) {
+            free(pu_node);
             goto oom;
+        }
         t->node_ncaches[n] = 0;
         t->node_npus[n] = 0;
     }
@@ -263,16 +302,46 @@ static int build_tables(struct nsp_topo *t, char *err, size_t errlen)
         t->node_caches[n][t->node_ncaches[n]++] = c;
     }
     for (unsigned cpu = 0; cpu < t->cpu_table_len; cpu++) {
-        hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(hw, cpu);
-        if (pu) {
-            unsigned n = pu_home_node(pu);
+        if (nsp__topo_cpu_is_pu(t, cpu)) {
+            unsigned n = pu_node[cpu];
             t->node_pus[n][t->node_npus[n]++] = cpu;
         }
     }
+    free(pu_node);
     return 0;
 oom:
+    free(group);
     set_err(err, errlen, "topology \"%s\": out of memory building tables", t->spec);
     return -1;
+}
+
+/* Reads the topology into t's tables with an open hwloc. Returns 0, or -1 with err set. */
+static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const char *spec, char *err,
+                       size_t errlen)
+{
+    hwloc_topology_t hw;
+    if (topology_init(h, &hw) < 0) {
+        set_err(err, errlen, "topology \"%s\": hwloc initialisation failed", t->spec);
+        return -1;
+    }
+    int rc = -1;
+    /* Only CPUs, caches and memory matter to the allocator. */
+    h->topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_NONE);
+    if (topology_configure(h, hw, spec, err, errlen) < 0)
+        goto out;
+    if (h->topology_load(hw) < 0) {
+        set_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
+                strerror(errno));
+        goto out;
+    }
+    t->thissystem = h->topology_is_thissystem(hw);
+    if (build_tables(t, h, hw, err, errlen) < 0 ||
+        nsp__topo_build_distances(t, h, hw, err, errlen) < 0)
+        goto out;
+    rc = 0;
+out:
+    h->topology_destroy(hw);
+    return rc;
 }
 
 nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, size_t errlen)
@@ -289,32 +358,27 @@ nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, 
     }
     t->spec = strdup(spec && *spec ? spec : "real");
     t->grouping = grouping;
-    if (!t->spec || topology_init(&t->hw) < 0) {
-        set_err(err, errlen, "topology \"%s\": hwloc initialisation failed", spec ? spec : "real");
-        t->hw = NULL;
+    if (!t->spec) {
+        set_err(err, errlen, "topology: out of memory");
         nsp_topo_destroy(t);
         return NULL;
     }
-    /* Only CPUs, caches and memory matter to the allocator. */
-    hwloc_topology_set_io_types_filter(t->hw, HWLOC_TYPE_FILTER_KEEP_NONE);
-    if (topology_configure(t->hw, spec, err, errlen) < 0) {
+    struct nsp__hwloc h;
+    if (nsp__hwloc_open(&h, t->spec, err, errlen) < 0) {
         nsp_topo_destroy(t);
         return NULL;
     }
-    if (hwloc_topology_load(t->hw) < 0) {
-        set_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
-                strerror(errno));
+    int rc = load_tables(t, &h, spec, err, errlen);
+    /* Nothing of hwloc is referenced from here on: the last user in the process unmaps it,
+     * with libudev and libm (the README's "Peak RSS"). */
+    nsp__hwloc_close(&h);
+    if (rc < 0) {
         nsp_topo_destroy(t);
         return NULL;
     }
-    t->thissystem = hwloc_topology_is_thissystem(t->hw);
     /* On a topology that is not this machine an OS cpu number names nothing in it, so threads
      * are spread over its caches instead (DESIGN.md §3, virtual cores). */
     t->virtual_cores = !t->thissystem;
-    if (build_tables(t, err, errlen) < 0 || nsp__topo_build_distances(t, err, errlen) < 0) {
-        nsp_topo_destroy(t);
-        return NULL;
-    }
     if (t->virtual_cores && !(t->vtab = nsp__vcore_table_new(t->ncaches))) {
         set_err(err, errlen, "topology \"%s\": out of memory", t->spec);
         nsp_topo_destroy(t);
@@ -339,14 +403,13 @@ void nsp_topo_destroy(nsp_topo_t *t)
     free(t->node_npus);
     free(t->node_mem);
     free(t->node_os);
-    free(t->cache_obj);
+    free(t->cache_cpus);
+    free(t->pu_present);
     free(t->cache_node);
     free(t->cpu_to_cache);
     free(t->dist);
     free(t->by_dist);
     nsp__vcore_table_put(t->vtab); /* threads still holding a virtual core keep it alive */
-    if (t->hw)
-        hwloc_topology_destroy(t->hw);
     free(t->spec);
     free(t);
 }

@@ -1,8 +1,11 @@
 /*
  * topology/topology.h — the machine as the allocator sees it (internal).
  *
- * Owns: the hwloc topology object and the flat tables built from it once, at load:
+ * Owns: the flat tables built once, at load, from a topology hwloc read (hwloc itself is loaded
+ * for the load only and closed before it returns: hwloc_lib.h):
  *   cpu_to_cache[os cpu]   -> cache index           (size cpu_table_len; holes map by fallback)
+ *   cache_cpus[cache]      -> the cache's OS cpus, as a cpu_set_t's bits (binding)
+ *   pu_present             -> which OS cpu numbers are PUs of the topology
  *   cache_node[cache]      -> home node index
  *   node_*[node]           -> OS index, memory, caches, PUs
  *   dist[a * nnodes + b]   -> distance (10 = local), hwloc's matrix or the hop model
@@ -13,13 +16,13 @@
  * home node; a PU with several local nodes ([numa] [numa] packages) has as home the first of them
  * in hwloc logical order, and reaches the others by spill, nearest first.
  *
- * Nothing here knows the allocator: the layers above use these tables, never hwloc directly.
- * hwloc calls malloc ~550 times while loading, so callers must not hold an allocator lock.
+ * Nothing here knows the allocator: the layers above use these tables, never hwloc (no hwloc type
+ * appears in this header). hwloc calls malloc ~550 times while loading, and dlopen allocates too,
+ * so callers of nsp_topo_load must not hold an allocator lock.
  */
 #ifndef NSP_TOPOLOGY_H
 #define NSP_TOPOLOGY_H
 
-#include <hwloc.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -35,7 +38,6 @@
 #endif
 
 struct nsp_topo {
-    hwloc_topology_t hw;
     char *spec;                 /* as given, "real" for the machine */
     nsp_grouping_t grouping;
     int thissystem;             /* binding is real */
@@ -48,7 +50,9 @@ struct nsp_topo {
     unsigned cpu_table_len;     /* max OS cpu index + 1 */
     uint32_t *cpu_to_cache;     /* [cpu_table_len]; an OS index that names no PU: cpu % ncaches */
     uint32_t *cache_node;       /* [ncaches] */
-    hwloc_obj_t *cache_obj;     /* [ncaches] the grouping object of each cache */
+    unsigned cpu_words;         /* unsigned longs per cpu mask: covers cpu_table_len bits */
+    unsigned long *cache_cpus;  /* [ncaches * cpu_words] each cache's OS cpus (cpu_set_t bits) */
+    unsigned long *pu_present;  /* [cpu_words] OS cpu numbers that are PUs of the topology */
 
     unsigned *node_os;          /* [nnodes] */
     uint64_t *node_mem;         /* [nnodes] */
@@ -116,8 +120,12 @@ static inline unsigned nsp__topo_current_cache(const struct nsp_topo *t)
     return cpu < t->cpu_table_len ? t->cpu_to_cache[cpu] : cpu % t->ncaches;
 }
 
-/* Distances (topology/distance.c): fills dist, dist_source and by_dist. Returns 0 or -1. */
-int nsp__topo_build_distances(struct nsp_topo *topo, char *err, size_t errlen);
+/* Whether OS cpu number cpu is a PU of the topology (not a hole of sparse numbering). */
+static inline int nsp__topo_cpu_is_pu(const struct nsp_topo *t, unsigned cpu)
+{
+    const unsigned bits = 8 * sizeof(unsigned long);
+    return cpu < t->cpu_table_len && (t->pu_present[cpu / bits] >> (cpu % bits)) & 1;
+}
 
 /* Writes s as a JSON string literal (topology/report.c). */
 void nsp__json_str(FILE *out, const char *s);
