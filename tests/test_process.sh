@@ -198,6 +198,33 @@ else
     ! grep -E "libhwloc|libudev" "$out" >/dev/null && ok ||
       bad "[$spec] hwloc still mapped after initialisation: $(grep -E 'libhwloc|libudev' "$out" | head -3)"
   done
+  # ... and its dlopen may run inside another: a library whose constructor, run before numaspan's,
+  # dlopens something makes the process's first malloc inside the loader
+  cc_nest=$(command -v cc || command -v gcc || true)
+  if [ -z "$cc_nest" ]; then
+    echo "skip: first malloc inside a dlopen (no C compiler)"
+  else
+    nest=$(mktemp -d)
+    printf '%s\n' '#include <dlfcn.h>' '#include <stdio.h>' \
+      '__attribute__((constructor)) static void a(void) {' \
+      '    fprintf(stderr, "ctor dlopen %s\n", dlopen("libm.so.6", RTLD_NOW) ? "ok" : dlerror()); }' \
+      >"$nest/liba.c"
+    printf '%s\n' '#include <stdio.h>' '#include <stdlib.h>' \
+      'int main(void) { char *p = malloc(64); printf("main %s\n", p && getenv("NSP_NEST") ? "ok" : "bad");' \
+      '                 free(p); return 0; }' >"$nest/main.c"
+    if "$cc_nest" -shared -fPIC -o "$nest/liba.so" "$nest/liba.c" 2>"$err" &&
+       "$cc_nest" -o "$nest/main" "$nest/main.c" -Wl,--no-as-needed -L"$nest" -la \
+         -Wl,-rpath,"$nest" 2>>"$err"; then
+      rc=$(NSP_NEST=1 NSP_STATS=1 LD_PRELOAD=$lib run timeout 20 "$nest/main")
+      [ "$rc" = 0 ] && ok || bad "first malloc inside a dlopen: exited $rc: $(head -c 300 "$err")"
+      has "ctor dlopen ok" "$err"
+      has "main ok" "$out"
+      has "numaspan stats:" "$err"
+    else
+      bad "could not build the dlopen-in-a-constructor programs: $(cat "$err")"
+    fi
+    rm -rf "$nest"
+  fi
   # a plain program keeps exactly its own threads; a paced or traced one gets the pacer thread
   rc=$(run pre threads)
   [ "$rc" = 0 ] && ok || bad "threads exited $rc"
