@@ -78,6 +78,8 @@ unsigned nsp__current_node(void);
  * whether slot idx of s (object p) is allocated, exactly (bins folded when p looks listed). */
 void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p);
 void nsp__free_any(void *p);
+/* free.c: the free of p, whose page map entry carries a class, that its bin refused (nsp_free). */
+void nsp__free_classed(void *p);
 int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p);
 
 /* aligned.c: n bytes aligned to align (a power of two), small when a class fits. */

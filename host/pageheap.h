@@ -202,13 +202,14 @@ static inline struct nsp_span *nsp__span_of(const void *p)
 }
 
 /*
- * The size class p's page map entry carries: the class of the small span that holds p, or 0
- * (no arena, a huge one, free pages, a large or TAKEN span). A hint read without the
- * descriptor: the pages may have changed hands since (a free racing the reuse of its pages is a
- * use after free), so the caller checks p against what it holds for that class (the bin's span,
- * cache.h) before it relies on it.
+ * p's page map entry as stored (the span's descriptor, its class in the low bits), or 0 when p
+ * lies in no arena or in a huge one. The class bits (NSP_PAGEMAP_CLASS_MASK) are 0 for free pages
+ * and a large or TAKEN span. A hint read without the descriptor: the pages may have changed hands
+ * since (a free racing the reuse of its pages is a use after free), so the caller checks p against
+ * what it holds for that class (the bin's span, cache.h) before it relies on it. free() reads it
+ * once and hands the whole entry to its slow path (free.c), which then needs no second look-up.
  */
-static inline unsigned nsp__page_class(const void *p)
+static inline uintptr_t nsp__page_entry(const void *p)
 {
     uintptr_t a = (uintptr_t)p;
     if (__builtin_expect(a >> NSP_ADDR_BITS, 0))
@@ -218,10 +219,15 @@ static inline unsigned nsp__page_class(const void *p)
     if (__builtin_expect((e & 1) || !e, 0)) /* none, or a huge arena: one large span */
         return 0;
     struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
-    return (unsigned)((uintptr_t)__atomic_load_n(
-                          &pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
-                          __ATOMIC_RELAXED) &
-                      NSP_PAGEMAP_CLASS_MASK);
+    return (uintptr_t)__atomic_load_n(&pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
+                                      __ATOMIC_RELAXED);
+}
+
+/* The size class p's page map entry carries (nsp__page_entry): the class of the small span that
+ * holds p, or 0 (no arena, a huge one, free pages, a large or TAKEN span). A hint, as the entry. */
+static inline unsigned nsp__page_class(const void *p)
+{
+    return (unsigned)(nsp__page_entry(p) & NSP_PAGEMAP_CLASS_MASK);
 }
 
 #endif /* NSP_HOST_PAGEHEAP_H */

@@ -10,7 +10,8 @@ malloc pays a jump.
 
 Reads the library's code with objdump, from each function's address to its end (nm -D -S: the
 standard names alias these, so objdump's own label may be malloc or __libc_malloc). Walks the
-instructions in address order up to the first ret. On x86-64 builds with the bins only: the
+instructions in address order up to the first ret, and checks that nsp_free's tail jumps reach
+the slow paths named in SLOW_TARGETS. On x86-64 builds with the bins only: the
 caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation calls.
 
 usage: test_fast_path.py LIBNUMASPAN_SO
@@ -78,6 +79,24 @@ def check(name, start, size, insns):
     return problems
 
 
+# Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to
+# nsp__free_classed, which takes the span from the page map entry nsp_free read, not through
+# nsp__free_any's second look-up (host/free.c; producer/consumer's every free, README).
+SLOW_TARGETS = {"nsp_free": ["nsp__free_classed", "nsp__free_any"]}
+
+
+def slow_target_problems(name, insns):
+    """The slow paths named in SLOW_TARGETS that name's tail jumps do not reach."""
+    reached = set()
+    for _, text in insns:
+        m = re.match(r"^jmp\s+[0-9a-f]+\s+<([^>+]+)>", text)
+        if m:
+            reached.add(m.group(1))
+    return ["%s: no tail jump to %s (its slow paths reach %s)" %
+            (name, want, ", ".join(sorted(reached)) or "nothing")
+            for want in SLOW_TARGETS.get(name, []) if want not in reached]
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: test_fast_path.py LIBNUMASPAN_SO")
@@ -89,7 +108,9 @@ def main():
             problems.append("%s: not defined in %s" % (name, lib))
             continue
         start, size = syms[name]
-        problems += check(name, start, size, instructions(lib, start, size))
+        insns = instructions(lib, start, size)
+        problems += check(name, start, size, insns)
+        problems += slow_target_problems(name, insns)
     for p in problems:
         print("FAIL: " + p)
     return 1 if problems else 0

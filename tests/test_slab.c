@@ -17,7 +17,8 @@
  *     in stack order;
  *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges;
  *   - a class above 2 KiB (32 objects a span) keeps its other spans' frees in the slab, and the
- *     mallocs after its bin's span is full again get them back.
+ *     mallocs after its bin's span is full again get them back;
+ *   - an interior pointer of another span's object is reported, and no slab keeps it.
  * Elsewhere (virtual cores, no rseq, TSan, NSP_SECURE, exact) every case skips visibly. The
  * content-checked cross-cpu stress that runs through the slabs is test_magazine's
  * objects_handed_across_cpus_stay_intact and test_host_stress.
@@ -770,6 +771,39 @@ START_TEST(a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs)
 }
 END_TEST
 
+/* An interior pointer of an object of cpu a's span, freed on cpu b: its bin refuses it, and the
+ * remote free's path (free.c, nsp__free_classed, which works from the page map entry nsp_free
+ * read) reports it as an interior pointer; b's slab does not take it and the object stays
+ * allocated. Its real free then waits in the slab as any other. */
+static void free_interior(void *arg)
+{
+    nsp_free((char *)*(void **)arg + 8);
+}
+
+START_TEST(an_interior_pointer_of_another_spans_object_is_reported_and_not_kept)
+{
+    if (!ready("an_interior_pointer_of_another_spans_object_is_reported_and_not_kept"))
+        return;
+    static struct objs o;
+    struct nsp_cache *b = cache_of(cpu_b);
+    take(b);
+    o.n = 1;
+    o.size = SZ;
+    on_cpu(cpu_a, malloc_objs, &o);
+    uint64_t interior = errors(NSP_ERR_INTERIOR), doubles = errors(NSP_ERR_DOUBLE_FREE);
+    on_cpu(cpu_b, free_interior, &o.v[0]);
+    ck_assert_uint_eq(errors(NSP_ERR_INTERIOR), interior + 1);
+    ck_assert_uint_eq(slab_count(b, cls_sz), 0);
+    ck_assert_int_eq(live(o.v[0]), 1);
+    on_cpu(cpu_b, free_objs, &o);
+    ck_assert_uint_eq(slab_count(b, cls_sz), 1);
+    take(b);
+    ck_assert_int_eq(live(o.v[0]), 0);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), doubles);
+    ck_assert_uint_eq(errors(NSP_ERR_INTERIOR), interior + 1);
+}
+END_TEST
+
 static Suite *slab_suite(void)
 {
     Suite *s = suite_create("slab");
@@ -786,6 +820,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
     tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
     tcase_add_test(tc, a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs);
+    tcase_add_test(tc, an_interior_pointer_of_another_spans_object_is_reported_and_not_kept);
     suite_add_tcase(s, tc);
     return s;
 }
