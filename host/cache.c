@@ -693,13 +693,16 @@ int nsp__cache_settle(struct nsp_cache *c, unsigned cls)
     return 0;
 }
 
-/* The next key: never 0 (0 means detached). splitmix64. */
+/* The next key: never 0 (0 means detached). splitmix64 in the low 48 bits; the top 16 are every
+ * key's (nsp__bin_key_top, magazine.h: not 0), so that a free can tell a word that is no link
+ * without reading the bin. */
 static uint64_t next_key(struct nsp_cache *c)
 {
     uint64_t z = (c->key_state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
+    z = (z & ~NSP_BIN_KEY_TOP_MASK) | nsp__bin_key_top;
     return z ? z : 1;
 }
 

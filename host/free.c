@@ -145,7 +145,8 @@ static inline __attribute__((always_inline)) int slab_takes(struct nsp_cache *tb
                                                            const void *p)
 {
     return s->node == tb->node && tb->slabs[s->sizeclass].cap && nsp__span_slot_live(s, idx) &&
-           !nsp__bin_lists(s, p);
+           !(nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)) &&
+             nsp__bin_lists(s, p));
 }
 
 /* The slab of p's class was full (or the push missed): its top half goes back to the spans as a
@@ -203,7 +204,8 @@ static __attribute__((noinline)) int free_to_slab(struct nsp_cache *tb, struct n
 static __attribute__((noinline)) void free_remote(struct nsp_span *s, uint32_t idx, void *p)
 {
 #ifdef NSP_RSEQ_LOCKS
-    if (unlikely(nsp__bin_lists(s, p)))
+    if (unlikely(nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED))) &&
+        unlikely(nsp__bin_lists(s, p)))
         fold_bins_of(s);
 #endif
     /* exact charges the free before its freed bit can be seen: the other way round, a sweep

@@ -13,10 +13,15 @@
 #include "runtime.h"
 #include "span.h"
 
+uint64_t nsp__bin_key_top;
+
 void nsp__magazine_init(void)
 {
     /* the cache index rides in bits 48..62 of a tag: the key leaves them to it */
     nsp__magazine_key = nsp__os_random() & ~(0x7fffULL << 48);
+    /* not 0 (a pointer's or a small integer's top bits) nor 0xffff (a small negative one's): a
+     * program's usual first words are then never taken for links */
+    nsp__bin_key_top = (1 + nsp__os_random() % 0xfffe) << 48;
 }
 
 /* The flush groups a magazine's objects by (span, bitmap word) in a small open-addressed table,

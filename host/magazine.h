@@ -69,7 +69,27 @@ extern uint64_t nsp__magazine_key;
  * (caches of a real machine, one per cpu); a clash would only make a free ask the bits. */
 #define NSP_MAG_NONE 0x7fffu
 
-/* Sets the tag's key (once, with the caches). */
+/* The top 16 bits of every bin's key (cache.c, next_key), as a word: a per-process constant,
+ * neither 0 nor 0xffff, drawn with the tag's key. A listed object's first word is a link, the
+ * next object's address (below 2^47) or 0 xor the key, so its top 16 bits are the key's: a
+ * first word whose top bits differ is no link of any bin, and a free need not read the bin of
+ * the cache that holds the span (nsp__may_be_link). That read was the consumer's one miss per
+ * free on a line the producer writes at every malloc (the bin's word sits beside its key):
+ * producer/consumer, README. Links stay as hard to forge by chance: a stray word is taken as a
+ * link only when its top bits match (small integers and pointers never do) and the rest decodes
+ * into the span. */
+extern uint64_t nsp__bin_key_top;
+#define NSP_BIN_KEY_TOP_MASK (0xffffULL << 48)
+
+/* Whether word, an object's first word, may be a link of some bin (its top 16 bits are the
+ * bins' keys'): when 0 the object is in no bin's list. */
+static inline int nsp__may_be_link(uint64_t word)
+{
+    return (word & NSP_BIN_KEY_TOP_MASK) == nsp__bin_key_top;
+}
+
+/* Sets the tag's key and the bins' keys' top bits (once, with the caches, before any bin is
+ * attached). */
 void nsp__magazine_init(void);
 
 /* The tag written into object p pushed into cache ci's magazine. */

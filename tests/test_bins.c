@@ -531,6 +531,34 @@ START_TEST(remote_double_free_of_a_listed_object_is_caught)
 }
 END_TEST
 
+/* Every key carries the bins' top 16 bits (magazine.h, nsp__bin_key_top: neither 0 nor 0xffff),
+ * so every listed object's first word does too, and a remote free that sees other top bits may
+ * skip reading the bin (free.c, slab_takes): were a key drawn without them, a listed object's
+ * second free from another cpu would go into that cpu's slab unreported
+ * (remote_double_free_of_a_listed_object_is_caught goes red). Pointers and small integers, the
+ * usual first words of live objects, never look like links. */
+START_TEST(every_listed_word_carries_the_keys_top_bits)
+{
+    if (!ready("every_listed_word_carries_the_keys_top_bits"))
+        return;
+    attach();
+    ck_assert_uint_ne(nsp__bin_key_top, 0);
+    ck_assert_uint_ne(nsp__bin_key_top, NSP_BIN_KEY_TOP_MASK);
+    ck_assert_uint_eq(nsp__bin_key_top & ~NSP_BIN_KEY_TOP_MASK, 0);
+    uint64_t key = atomic_load(&bin()->key);
+    ck_assert_uint_eq(key & NSP_BIN_KEY_TOP_MASK, nsp__bin_key_top);
+    uintptr_t l[MAXL];
+    unsigned n = list(l);
+    ck_assert_uint_ge(n, 2);
+    for (unsigned i = 0; i < n; i++)
+        ck_assert_msg(nsp__may_be_link(*(uint64_t *)l[i]), "listed object %u's word is no link", i);
+    ck_assert_int_eq(nsp__may_be_link(0), 0);
+    ck_assert_int_eq(nsp__may_be_link(1), 0);
+    ck_assert_int_eq(nsp__may_be_link((uint64_t)(uintptr_t)l[0]), 0);
+    ck_assert_int_eq(nsp__may_be_link((uint64_t)-1), 0);
+}
+END_TEST
+
 /* A push preempted after it wrote the object's link and before its commit restarts, finds its own
  * link (it decodes into the span) and misses; if the thread has moved to another cpu meanwhile,
  * the free goes the remote way with that link in the object. That free is valid: it must free the
@@ -1127,6 +1155,7 @@ int main(void)
     tcase_add_test(tc, push_detached_at_every_step);
     tcase_add_test(tc, local_double_free_in_the_list_is_caught);
     tcase_add_test(tc, remote_double_free_of_a_listed_object_is_caught);
+    tcase_add_test(tc, every_listed_word_carries_the_keys_top_bits);
     tcase_add_test(tc, remote_free_after_an_aborted_push_is_valid);
     tcase_add_test(tc, local_double_free_after_a_remote_free_is_caught);
     tcase_add_test(tc, local_double_free_after_a_direct_remote_free_is_caught);
