@@ -358,6 +358,15 @@ unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
     uint64_t key = 0, size = 0;
     for (unsigned i = 0; i < n; i++) {
         uintptr_t p = objs[i];
+        /* a first word without the keys' top bits is no link of any bin (magazine.h): kept with
+         * no look-up. A slab's or magazine's objects carry their tag there, so a take's flush
+         * mostly reads neither the page map nor the bin (the bin's line is one the owner's every
+         * pop writes) */
+        uint64_t word = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+        if (!nsp__may_be_link(word)) {
+            objs[kept++] = p;
+            continue;
+        }
         /* an object in the previous object's page is in its span: no look-up. The test reads
          * addresses only, so that random objects (Larson's) still overlap their look-ups' misses
          * (a test of the previous descriptor's bounds made each wait for the last: measured,
@@ -370,7 +379,7 @@ unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
                 key = nsp__bin_listing_key(s, &size);
             }
         }
-        uint64_t next = key ? __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ key : 1;
+        uint64_t next = key ? word ^ key : 1;
         if (key && (next == 0 || next - s->base < size))
             nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
         else

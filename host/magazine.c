@@ -20,8 +20,13 @@ void nsp__magazine_init(void)
     /* the cache index rides in bits 48..62 of a tag: the key leaves them to it */
     nsp__magazine_key = nsp__os_random() & ~(0x7fffULL << 48);
     /* not 0 (a pointer's or a small integer's top bits) nor 0xffff (a small negative one's): a
-     * program's usual first words are then never taken for links */
-    nsp__bin_key_top = (1 + nsp__os_random() % 0xfffe) << 48;
+     * program's usual first words are then never taken for links. Bit 15 the opposite of the
+     * tag key's bit 63: a tag's top bits (that bit, then the cache index) never look like a
+     * link's either, so the flush of a slab or magazine, whose objects all carry a tag, reads no
+     * bin (nsp__cache_drop_listed) */
+    uint64_t lo = 1 + nsp__os_random() % 0x7ffe; /* 1 .. 0x7ffe */
+    uint64_t hi = (nsp__magazine_key >> 63) ? 0 : 0x8000;
+    nsp__bin_key_top = (hi | lo) << 48;
 }
 
 /* The flush groups a magazine's objects by (span, bitmap word) in a small open-addressed table,

@@ -76,8 +76,8 @@ extern uint64_t nsp__magazine_key;
  * the cache that holds the span (nsp__may_be_link). That read was the consumer's one miss per
  * free on a line the producer writes at every malloc (the bin's word sits beside its key):
  * producer/consumer, README. Links stay as hard to forge by chance: a stray word is taken as a
- * link only when its top bits match (small integers and pointers never do) and the rest decodes
- * into the span. */
+ * link only when its top bits match (small integers, pointers and tags never do) and the rest
+ * decodes into the span. */
 extern uint64_t nsp__bin_key_top;
 #define NSP_BIN_KEY_TOP_MASK (0xffffULL << 48)
 

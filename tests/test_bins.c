@@ -31,6 +31,7 @@
 #include "host/pageheap.h"
 #include "host/runtime.h"
 #include "host/span.h"
+#include "host/transfer.h"
 #include "check_main.h"
 #include "numaspan.h"
 
@@ -536,7 +537,7 @@ END_TEST
  * skip reading the bin (free.c, slab_takes): were a key drawn without them, a listed object's
  * second free from another cpu would go into that cpu's slab unreported
  * (remote_double_free_of_a_listed_object_is_caught goes red). Pointers and small integers, the
- * usual first words of live objects, never look like links. */
+ * usual first words of live objects, and tags never look like links. */
 START_TEST(every_listed_word_carries_the_keys_top_bits)
 {
     if (!ready("every_listed_word_carries_the_keys_top_bits"))
@@ -556,6 +557,13 @@ START_TEST(every_listed_word_carries_the_keys_top_bits)
     ck_assert_int_eq(nsp__may_be_link(1), 0);
     ck_assert_int_eq(nsp__may_be_link((uint64_t)(uintptr_t)l[0]), 0);
     ck_assert_int_eq(nsp__may_be_link((uint64_t)-1), 0);
+    /* nor do tags (their top bit is the tag key's, the keys' top bit the other one): a flush of
+     * tagged objects reads no bin (nsp__cache_drop_listed) */
+    ck_assert_uint_ne(nsp__bin_key_top >> 63, nsp__magazine_key >> 63);
+    for (uint32_t ci = 0; ci < nsp__ncaches; ci++)
+        ck_assert_int_eq(nsp__may_be_link(nsp__magazine_tag((void *)l[0], ci)), 0);
+    ck_assert_int_eq(nsp__may_be_link(nsp__magazine_tag((void *)l[0], NSP_MAG_NONE)), 0);
+    ck_assert_int_eq(nsp__may_be_link(nsp__magazine_tag((void *)l[0], NSP_MAG_TRANSFER)), 0);
 }
 END_TEST
 
