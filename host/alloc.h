@@ -30,7 +30,8 @@
  * its bin (one restartable sequence), or, without bins or when the object looks freed already,
  * applied under the cache lock after re-checking that the cache still holds the span (the bin
  * settled first); a free of another span's object on the cache's node goes into the cpu's slab
- * (slab.h); every other free is a remote one (the cpu's magazine, or one atomic OR on the span's
+ * (slab.h: free.c's nsp__free_classed, from the page map entry nsp_free read); every other free
+ * is a remote one (the cpu's magazine, or one atomic OR on the span's
  * freed bitmap: DESIGN.md §3).
  *
  * errno: untouched by every call that succeeds (an allocation that got its memory only after a

@@ -2,9 +2,10 @@
  * host/magazine.h — per-core remote-free magazines: cross-core frees collected per core and
  * applied in batches sorted by span (DESIGN.md §3, "Remote frees in batches").
  *
- * Owns: struct nsp_magazine, the objects' tag, and the flush. The push (a restartable sequence
- * on the core's cpu) and who may flush when are the core cache's (cache.h), since a magazine
- * lives in its cache and is detached with its bins.
+ * Owns: struct nsp_magazine, the objects' tag, the top bits every bin key shares (what an
+ * object's first word may hold is decided here: a tag, a link, or the program's data), and the
+ * flush. The push (a restartable sequence on the core's cpu) and who may flush when are the core
+ * cache's (cache.h), since a magazine lives in its cache and is detached with its bins.
  *
  *   count   objects in slot[0..count): committed by the push sequence, whose commit IS the push
  *           (the slot is written first; a sequence that restarts only rewrites a slot past count),
