@@ -12,8 +12,9 @@
  *   - a second free past a tag written over (into a bin) is reported at the flush, not applied;
  *   - a flush of objects in no order (two classes shuffled, one listed twice) frees each once;
  *   - a flush in address order (runs of one bitmap word, more groups than the flush searches in
- *     a row, repeats near and far) frees each once; an object listed in a bin inside a run of
- *     its span is dropped from the flush and reported;
+ *     a row, repeats near and far) frees each once; so does a run of consecutive slots across a
+ *     word's end and a span's; an object listed in a bin inside a run of its span is dropped from
+ *     the flush and reported;
  *   - flushes on two cpus count their pending remote frees on lines of their own (span.h's
  *     stripes), and the sum stays exact when a third thread sweeps them;
  *   - a full magazine is emptied by the freeing thread while its cache's lock is held;
@@ -814,6 +815,71 @@ START_TEST(a_flush_in_address_order_frees_each_object_once)
 }
 END_TEST
 
+/* A flush of consecutive slots, as a producer's frees in order fill a slab's take: the flush
+ * steps from one slot to the next without the page map or the index's multiply (magazine.c),
+ * so the run is taken across a bitmap word's end and, where two spans of the class lie end to end
+ * (a 16 B span has no tail), across a span's end into the next span, where the step must not
+ * go on. Every object is freed once, in its own span, and a repeat of the last is reported. */
+START_TEST(a_flush_of_consecutive_slots_across_words_and_spans_frees_each_once)
+{
+    nsp_free(nsp_malloc(SZ));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    enum { POOL = 9000, N = 48 };
+    static void *pool[POOL];
+    for (unsigned i = 0; i < POOL; i++)
+        pool[i] = nsp_malloc(16);
+    if (!nsp__span_of(pool[0])) {
+        fprintf(stderr, "a_flush_of_consecutive_slots_across_words_and_spans_frees_each_once: "
+                        "skipped: the objects are not in numaspan's spans (its malloc replaced: "
+                        "valgrind?)\n");
+        return;
+    }
+    qsort(pool, POOL, sizeof pool[0], cmp_ptr);
+    /* the window: N consecutive slots around two spans end to end, else around a word's end */
+    unsigned at = 0;
+    int across_spans = 0;
+    for (unsigned i = N / 2; i + N / 2 < POOL && !across_spans; i++) {
+        uintptr_t a = (uintptr_t)pool[i - 1], b = (uintptr_t)pool[i];
+        if (b == a + 16 && nsp__span_of(pool[i - 1]) != nsp__span_of(pool[i]))
+            at = i, across_spans = 1;
+        else if (!at && b == a + 16 && nsp__span_index(nsp__span_of(pool[i]), b) % 64 == 0)
+            at = i;
+    }
+    ck_assert_msg(at, "no run of consecutive slots around a word's end in %d objects", POOL);
+    unsigned lo = at - N / 2;
+    for (unsigned i = lo + 1; i < lo + N; i++)
+        ck_assert_msg((uintptr_t)pool[i] == (uintptr_t)pool[i - 1] + 16, "the window is no run");
+    uintptr_t objs[N + 1], copy[N + 1];
+    for (unsigned i = 0; i < N; i++) {
+        objs[i] = (uintptr_t)pool[lo + i];
+        *(uint64_t *)objs[i] = nsp__magazine_tag((void *)objs[i], NSP_MAG_NONE);
+    }
+    objs[N] = objs[N - 1]; /* a racing second free of the last: reported at the flush */
+    memcpy(copy, objs, sizeof objs);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    nsp__magazine_apply(objs, N + 1);
+    uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
+    unsigned not_freed = 0;
+    for (unsigned i = 0; i < N; i++) {
+        struct nsp_span *sp = nsp__span_of((void *)copy[i]);
+        uint32_t idx = nsp__span_index(sp, copy[i]);
+        not_freed += !(atomic_load(&sp->freed_bits[idx >> 6]) >> (idx & 63) & 1);
+    }
+    for (unsigned i = 0; i < POOL; i++)
+        if (i < lo || i >= lo + N)
+            nsp_free(pool[i]);
+    nsp_pacer_cycle(); /* sweeps them: freed once, the heap consistent */
+    char why[256];
+    int heap = nsp_heap_check(why, sizeof why);
+    if (!across_spans)
+        fprintf(stderr, "a_flush_of_consecutive_slots_across_words_and_spans_frees_each_once: no "
+                        "two spans end to end here: the run crossed a word's end only\n");
+    ck_assert_uint_eq(not_freed, 0);
+    ck_assert_uint_eq(reported, 1);
+    ck_assert_msg(heap == 0, "heap check: %s", why);
+}
+END_TEST
+
 /* Objects listed in a bin are dropped from a flush (reported), whatever their place in a run of
  * objects of one span: the flush reads the bin once per run (cache.c, nsp__cache_drop_listed). */
 START_TEST(a_listed_object_inside_a_run_is_dropped_from_the_flush)
@@ -1081,6 +1147,7 @@ int main(void)
     tcase_add_test(tc, a_double_free_past_a_clobbered_tag_is_reported_at_the_flush);
     tcase_add_test(tc, a_flush_in_any_order_frees_each_object_once);
     tcase_add_test(tc, a_flush_in_address_order_frees_each_object_once);
+    tcase_add_test(tc, a_flush_of_consecutive_slots_across_words_and_spans_frees_each_once);
     tcase_add_test(tc, a_listed_object_inside_a_run_is_dropped_from_the_flush);
     tcase_add_test(tc, flushes_on_two_cpus_count_on_lines_of_their_own);
     tcase_add_test(tc, a_full_magazine_is_emptied_while_its_cache_is_held);
