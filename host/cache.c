@@ -10,6 +10,7 @@
  */
 #include "cache.h"
 
+#include <errno.h>
 #include <linux/membarrier.h>
 #include <sched.h>
 #include <string.h>
@@ -346,48 +347,59 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
     seq_end(b);
 }
 
-unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n)
+/* An object that should carry the tag naming its magazine's or slab's cache and does not, met by
+ * fn (the flush's "free", the slab's pop's "malloc"): another tag (a remote free's: it was applied
+ * already, by the flush of another copy of it or the direct way) or a link of a bin is a second
+ * free; any other word, the program's, was written while the object waited, or after a copy of
+ * it was handed out (the two cannot be told apart: the free list's message names both). */
+static void report_untagged(const char *fn, uintptr_t p, uint64_t word)
+{
+    int saved = errno;
+    nsp__report_error(nsp__magazine_tagged((const void *)p) >= 0 || nsp__may_be_link(word)
+                          ? NSP_ERR_DOUBLE_FREE
+                          : NSP_ERR_FREE_LIST,
+                      fn, (void *)p);
+    errno = saved;
+}
+
+void nsp__slab_refuse(void *p)
+{
+    uint64_t word = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+    report_untagged("malloc", (uintptr_t)p, word);
+}
+
+unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n, uint32_t ci)
 {
 #ifdef NSP_RSEQ_LOCKS
     /* nsp__bin_lists for each object, with the span and its bin looked up once per run of
      * objects in one span (a magazine or slab take holds a producer's frees in address order):
      * the same hint, read racily either way (cache.h) */
     unsigned kept = 0;
-    const struct nsp_span *s = NULL;
-    uintptr_t page = 0; /* the page of the run's last object (0: none yet) */
-    uint64_t key = 0, size = 0;
     for (unsigned i = 0; i < n; i++) {
         uintptr_t p = objs[i];
-        /* a first word without the keys' top bits is no link of any bin (magazine.h): kept with
-         * no look-up. A slab's or magazine's objects carry their tag there, so a take's flush
-         * mostly reads neither the page map nor the bin (the bin's line is one the owner's every
-         * pop writes) */
+        /* the tag naming ci, as its free wrote it: no link of any bin (magazine.h: the keys'
+         * top bits), so kept with no look-up of its span or bin (the bin's line is one the
+         * owner's every pop writes). It is replaced by the direct remote free's tag before the
+         * apply sets its freed bit: a copy of it still in a slab (a second free past a write
+         * after free, which the push cannot tell from a live object's free) is then refused at
+         * its pop (nsp__slab_alloc) instead of handed out with its freed bit set */
         uint64_t word = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
-        if (!nsp__may_be_link(word)) {
+        if (__builtin_expect(word == nsp__magazine_tag((const void *)p, ci), 1)) {
+            __atomic_store_n((uint64_t *)p, nsp__magazine_tag((const void *)p, NSP_MAG_NONE),
+                             __ATOMIC_RELAXED);
             objs[kept++] = p;
             continue;
         }
-        /* an object in the previous object's page is in its span: no look-up. The test reads
-         * addresses only, so that random objects (Larson's) still overlap their look-ups' misses
-         * (a test of the previous descriptor's bounds made each wait for the last: measured,
-         * flushes of 16 random objects 20% slower per object than one look-up each) */
-        if (p >> NSP_PAGE_SHIFT != page) {
-            page = p >> NSP_PAGE_SHIFT;
-            const struct nsp_span *t = nsp__span_of((void *)p);
-            if (t != s) {
-                s = t;
-                key = nsp__bin_listing_key(s, &size);
-            }
-        }
-        uint64_t next = key ? word ^ key : 1;
-        if (key && (next == 0 || next - s->base < size))
-            nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", (void *)p);
-        else
-            objs[kept++] = p;
+        /* written since its free: by a bin's push (a local second free: the bin lists it now),
+         * by another free's tag, by the program, or by the malloc that a copy of it left by.
+         * None is applied: its alloc bit is set, and the apply would mark it freed under
+         * whoever holds it now (a bin, or the program) */
+        report_untagged("free", p, word);
     }
     return kept;
 #else
     (void)objs; /* no bins, and no magazine fills */
+    (void)ci;
     return n;
 #endif
 }
@@ -399,7 +411,7 @@ static void mag_drain(struct nsp_cache *c)
     struct nsp_magazine *m = &c->mag;
     unsigned n = (unsigned)m->count;
     if (n) {
-        nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n));
+        nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n, c->index));
         m->flushes += n;
     }
     m->count = 0;
@@ -415,7 +427,7 @@ static void slab_drain(struct nsp_cache *c, unsigned cls)
     unsigned n = (unsigned)(m->word & NSP_SLAB_COUNT);
     uint64_t pops = m->word >> 8;
     if (n)
-        nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n));
+        nsp__magazine_apply(m->slot, nsp__cache_drop_listed(m->slot, n, c->index));
     if (pops) {
         __atomic_store_n(&m->popped, m->popped + pops, __ATOMIC_RELAXED); /* stats read it */
         struct nsp_ledger_node *l = &nsp__ledger[c->node];

@@ -493,16 +493,31 @@ static inline __attribute__((always_inline)) void *nsp__slab_pop(struct nsp_slab
     return (void *)p;
 }
 
+/* A popped object whose first word is not the tag naming its slab's cache (slab.h, "What may
+ * leave"): reported naming it, and kept from the caller (cache.c). */
+void nsp__slab_refuse(void *p);
+
 /* An object from c's slab of class cls for a malloc, its tag gone (the program's object must not
  * look freed), or NULL when the slab misses (slab.h). It is allocated from its span's view
- * already: nothing else to count. */
+ * already: nothing else to count. Only an object that still carries c's tag leaves: one that lost
+ * it was written while it waited, or waits there twice (a second free past a write after free,
+ * which no check at the push can tell from a live object's) and was handed out or applied by its
+ * other copy; either way it is reported and never handed out. */
 static inline void *nsp__slab_alloc(struct nsp_cache *c, unsigned cls)
 {
     void *p;
-    while (__builtin_expect((p = nsp__slab_pop(&c->slabs[cls])) == (void *)1, 0))
-        ;
-    if (p)
-        *(uint64_t *)p = 0;
+    for (;;) {
+        while (__builtin_expect((p = nsp__slab_pop(&c->slabs[cls])) == (void *)1, 0))
+            ;
+        if (!p)
+            return NULL;
+        if (__builtin_expect(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ==
+                                 nsp__magazine_tag(p, c->index),
+                             1))
+            break;
+        nsp__slab_refuse(p);
+    }
+    *(uint64_t *)p = 0;
     return p;
 }
 
@@ -727,12 +742,16 @@ unsigned nsp__cache_take_magazine(struct nsp_cache *c, uintptr_t *out);
  * keeps for its time slice, and meanwhile every remote free of the cpu went the direct way (one
  * atomic OR each): 71 and 270 per 1000 mallocs, Larson at 8 and 32 threads on 2 cpus. */
 unsigned nsp__cache_take_magazine_rseq(struct nsp_cache *c, uintptr_t *out);
-/* Before a magazine's objects are applied: drops (and reports as double frees) those a bin lists
- * since their push, a local free whose push found no tag (written over after the first free).
- * Their alloc bits are set, so the apply would mark them freed while the bin hands them out, and
- * a sweep would then free those live objects. A hint read racily (nsp__bin_lists). Returns how
+/* Before the objects of cache ci's magazine or slab are applied: keeps those whose first word is
+ * still the tag naming ci (their free's), and gives each the direct remote free's tag instead
+ * (NSP_MAG_NONE), so that another copy of it left in a slab is refused at its pop
+ * (nsp__slab_alloc). Drops the others, reported naming them: written since their free (a bin
+ * lists it: a local free whose push found no tag, written over after the first free; another
+ * free's tag; the program's word; the malloc that a copy of it left a slab by). Their alloc bits
+ * are set, so the apply would mark them freed under whoever holds them now, and a sweep would
+ * then free those live objects. A tag is no link (magazine.h), so no bin is read. Returns how
  * many of objs[0..n) are kept, compacted at its front. */
-unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n);
+unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n, uint32_t ci);
 
 /* The owner's take of a full slab, without the lock, by the thread on c's cpu whose push found it
  * full: one restartable sequence copies the top half of slab cls to out (at least

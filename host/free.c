@@ -118,16 +118,18 @@ static int free_to_magazine(struct nsp_span *s, uint32_t idx, void *p)
             break;
         uintptr_t objs[NSP_MAG_SLOTS];
         unsigned n = nsp__cache_take_magazine_rseq(tb, objs); /* no lock: its cpu's sequence */
+        uint32_t ci = tb->index; /* whose tag the taken objects carry */
         if (!n) { /* moved off its cpu, or detached: the locked take */
             struct nsp_cache *c = nsp__cache_acquire(); /* may move nsp__tb to another cache */
             if (!c)
                 return 0;
             n = nsp__cache_take_magazine(c, objs);
+            ci = c->index;
             nsp__cache_unlock(c);
         }
         /* applied without the cache: in between, these frees are in flight (a racing second
          * free of one is reported by the apply, naming it) */
-        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n));
+        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n, ci));
         if (!(tb = nsp__tb))
             return 0;
     }
@@ -162,7 +164,7 @@ static __attribute__((noinline)) int slab_full(struct nsp_cache *tb, struct nsp_
     unsigned n = nsp__cache_take_slab_rseq(tb, s->sizeclass, objs);
     if (n) {
         int saved = errno;
-        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n));
+        nsp__magazine_apply(objs, nsp__cache_drop_listed(objs, n, tb->index));
         errno = saved;
         int r;
         while (unlikely((r = nsp__slab_push(m, p)) == 2))

@@ -58,6 +58,17 @@
  * "The tag"), and realloc asks the same way (nsp__slot_live). A popped object's first word is
  * zeroed, so that the program's object does not look tagged.
  *
+ * What may leave (nsp__slab_alloc, nsp__cache_drop_listed). The checks at the push cannot see
+ * one case: an object waiting here whose tag the program wrote over (a write after free), freed
+ * again on this cpu. Its bits say allocated, as every slab object's do, and its first word is
+ * the program's, as a live object's is: it enters a second time. So an object leaves only with
+ * this cache's tag: the pop hands out only such an object (and zeroes it), and a drain or a take
+ * applies only such objects, giving each the direct remote free's tag first. The other copy is
+ * then refused wherever it leaves, reported naming the pointer (its tag was zeroed by the pop, or
+ * is the remote free's): never handed out twice, nor marked freed under its new owner. An object
+ * refused so, and one merely written while it waited, stays allocated: leaked, as a transfer's
+ * written object is (transfer.h).
+ *
  * Capacity (NSP_SLAB_BYTES, _MIN, _MAX, _MAX_SIZE): up to 2 KiB objects, 8 KiB of objects per
  * class, at least 16 and at most 32 slots; so 32 slots up to 256 B, 16 from 512 B (16 to 32 KiB
  * of objects). Smaller than TCMalloc's per-cpu capacity on purpose: here the slab is not

@@ -18,7 +18,10 @@
  *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges;
  *   - a class above 2 KiB (32 objects a span) keeps its other spans' frees in the slab, and the
  *     mallocs after its bin's span is full again get them back;
- *   - an interior pointer of another span's object is reported, and no slab keeps it.
+ *   - an interior pointer of another span's object is reported, and no slab keeps it;
+ *   - a second free past a write after free over a waiting object's tag (on the slab's cpu, with
+ *     its copies popped or split by a take; or into the span's bin): the object leaves once,
+ *     live, and the other copy is reported.
  * Elsewhere (virtual cores, no rseq, TSan, NSP_SECURE, exact) every case skips visibly. The
  * content-checked cross-cpu stress that runs through the slabs is test_magazine's
  * objects_handed_across_cpus_stay_intact and test_host_stress.
@@ -511,6 +514,9 @@ static void real_push(void *arg)
 {
     struct real *r = arg;
     int x;
+    /* tagged first, as every free into a slab does (free.c): a drain applies only objects that
+     * carry their slab's tag */
+    *(uint64_t *)r->p = nsp__magazine_tag(r->p, cache_of(cpu_b)->index);
     while ((x = nsp__slab_push(&cache_of(cpu_b)->slabs[cls_sz], r->p)) == 2)
         ;
     r->pushed = x == 0;
@@ -804,6 +810,202 @@ START_TEST(an_interior_pointer_of_another_spans_object_is_reported_and_not_kept)
 }
 END_TEST
 
+/* ---- a second free past a tag written over, on the slab's own cpu ---------------------------- */
+
+/* An object waiting in b's slab whose tag the program wrote over (a write after free), freed
+ * again on b: nothing tells that free from a live object's (its bits say allocated, as a slab's
+ * objects' do, and its first word is the program's), so it enters the slab a second time. The
+ * slab must then hand it out once at most: its pop finds the tag the first pop took away, and
+ * reports it naming the pointer (slab.h, "What may leave"). */
+struct twice {
+    void *p;
+    void *popped[NSP_SLAB_MAX + 1];
+    unsigned npop;
+    void *more[NSP_SLAB_MAX + 1]; /* other objects of a's span, freed on b around p */
+    unsigned nbefore, nafter;
+};
+
+static void pop_all_of_b(struct twice *t)
+{
+    t->npop = 0;
+#ifdef NSP_RSEQ_LOCKS /* (else ready() skips every case) */
+    void *q;
+    while (t->npop <= NSP_SLAB_MAX && (q = nsp__slab_alloc(cache_of(cpu_b), cls_sz)))
+        t->popped[t->npop++] = q;
+#endif
+}
+
+/* What cache.h's bins' helper says, where there are bins (else ready() skips every case). */
+static int bin_lists(const void *p)
+{
+#ifdef NSP_RSEQ_LOCKS
+    return nsp__bin_lists(nsp__span_of(p), p);
+#else
+    (void)p;
+    return 0;
+#endif
+}
+
+static void scribble_free_and_pop(void *arg)
+{
+    struct twice *t = arg;
+    *(volatile uint64_t *)t->p = 0x4242424242424242ULL;
+    nsp_free(t->p);
+    pop_all_of_b(t);
+}
+
+/* Every popped object live (alloc bit set, freed bit clear), p among them once at most; then
+ * each freed once (on cpu a: the span's bin). */
+static void free_popped(void *arg)
+{
+    struct twice *t = arg;
+    for (unsigned i = 0; i < t->npop; i++) {
+        unsigned k = 0;
+        while (k < i && t->popped[k] != t->popped[i])
+            k++;
+        if (k == i)
+            nsp_free(t->popped[i]);
+    }
+}
+
+static unsigned times_popped(const struct twice *t, const void *p)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < t->npop; i++)
+        n += t->popped[i] == p;
+    return n;
+}
+
+static unsigned popped_not_live(const struct twice *t)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < t->npop; i++)
+        n += !live(t->popped[i]);
+    return n;
+}
+
+static uint64_t reports(void)
+{
+    return errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_FREE_LIST) +
+           errors(NSP_ERR_WRITE_AFTER_FREE);
+}
+
+START_TEST(a_double_free_past_a_clobbered_slab_tag_is_not_handed_out_twice)
+{
+    if (!ready("a_double_free_past_a_clobbered_slab_tag_is_not_handed_out_twice"))
+        return;
+    static struct objs o;
+    static struct twice t;
+    struct nsp_cache *b = waiting_in_b(&o, 1);
+    t.p = o.v[0];
+    uint64_t before = reports();
+    on_cpu(cpu_b, scribble_free_and_pop, &t);
+    unsigned seen = times_popped(&t, t.p), not_live = popped_not_live(&t);
+    uint64_t reported = reports() - before;
+    on_cpu(cpu_a, free_popped, &t);
+    take(b);
+    take(cache_of(cpu_a));
+    ck_assert_uint_le(seen, 1);
+    ck_assert_uint_eq(not_live, 0);
+    ck_assert_uint_eq(reported, 1);
+}
+END_TEST
+
+/* The same with the two copies apart, the upper one given back by the take of a full slab (its
+ * freed bit set: the flush's remote free) and the lower one popped afterwards: a malloc must not
+ * get an object whose freed bit is set (the sweep would free it under its new owner), so the
+ * flush leaves the objects it applies with a tag that is not the slab's. */
+static void free_around_a_clobber(void *arg)
+{
+    struct twice *t = arg;
+    nsp_free(t->p);
+    for (unsigned i = 0; i < t->nbefore; i++)
+        nsp_free(t->more[i]);
+    *(volatile uint64_t *)t->p = 0x4242424242424242ULL;
+    nsp_free(t->p);
+    for (unsigned i = 0; i < t->nafter; i++)
+        nsp_free(t->more[t->nbefore + i]); /* the last finds the slab full: its top half goes */
+    pop_all_of_b(t);
+}
+
+START_TEST(a_double_free_split_by_a_slab_take_is_not_handed_out_twice)
+{
+    if (!ready("a_double_free_split_by_a_slab_take_is_not_handed_out_twice"))
+        return;
+    struct nsp_cache *b = cache_of(cpu_b);
+    unsigned cap = (unsigned)b->slabs[cls_sz].cap;
+    ck_assert_uint_ge(cap, 4);
+    static struct objs o;
+    static struct twice t;
+    take(b);
+    o.n = cap + 1;
+    o.size = SZ;
+    on_cpu(cpu_a, malloc_objs, &o);
+    /* p at the bottom, cap/2 - 1 others, p again at cap/2 (the bottom of the take's top half),
+     * then others up to a full slab and one more */
+    t.p = o.v[0];
+    t.nbefore = cap / 2 - 1;
+    t.nafter = cap - cap / 2;
+    for (unsigned i = 0; i < t.nbefore + t.nafter; i++)
+        t.more[i] = o.v[1 + i];
+    uint64_t before = reports();
+    on_cpu(cpu_b, free_around_a_clobber, &t);
+    unsigned seen = times_popped(&t, t.p), not_live = popped_not_live(&t);
+    uint64_t reported = reports() - before;
+    on_cpu(cpu_a, free_popped, &t);
+    take(b);
+    take(cache_of(cpu_a));
+    ck_assert_uint_ge(t.npop, cap / 2);
+    ck_assert_uint_le(seen, 1);
+    ck_assert_uint_eq(not_live, 0);
+    ck_assert_uint_eq(reported, 1);
+}
+END_TEST
+
+/* The same with the second free on the span's cpu: its bin's push finds no tag and lists the
+ * object (test_magazine's a_double_free_past_a_clobbered_tag_is_reported_at_the_flush is the
+ * magazine's case). b's pop must not hand it out as well (the bin will): its first word is a
+ * link, not b's tag. */
+static void scribble_one(void *arg)
+{
+    *(volatile uint64_t *)((struct twice *)arg)->p = 0x4242424242424242ULL;
+}
+
+static void free_p(void *arg)
+{
+    nsp_free(((struct twice *)arg)->p);
+}
+
+static void pop_all(void *arg)
+{
+    pop_all_of_b(arg);
+}
+
+START_TEST(a_slab_object_listed_in_a_bin_is_not_popped)
+{
+    if (!ready("a_slab_object_listed_in_a_bin_is_not_popped"))
+        return;
+    static struct objs o;
+    static struct twice t;
+    struct nsp_cache *b = waiting_in_b(&o, 1);
+    t.p = o.v[0];
+    on_cpu(cpu_b, scribble_one, &t);
+    on_cpu(cpu_a, free_p, &t); /* into a's bin */
+    int listed = bin_lists(t.p);
+    uint64_t before = reports();
+    on_cpu(cpu_b, pop_all, &t);
+    unsigned seen = times_popped(&t, t.p);
+    uint64_t reported = reports() - before;
+    on_cpu(cpu_a, free_popped, &t);
+    take(b);
+    take(cache_of(cpu_a));
+    ck_assert_int_eq(listed, 1);
+    ck_assert_uint_eq(seen, 0);
+    ck_assert_uint_eq(reported, 1);
+    ck_assert_int_eq(live(t.p), 0); /* the bin's fold freed it once */
+}
+END_TEST
+
 static Suite *slab_suite(void)
 {
     Suite *s = suite_create("slab");
@@ -821,6 +1023,9 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
     tcase_add_test(tc, a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs);
     tcase_add_test(tc, an_interior_pointer_of_another_spans_object_is_reported_and_not_kept);
+    tcase_add_test(tc, a_double_free_past_a_clobbered_slab_tag_is_not_handed_out_twice);
+    tcase_add_test(tc, a_double_free_split_by_a_slab_take_is_not_handed_out_twice);
+    tcase_add_test(tc, a_slab_object_listed_in_a_bin_is_not_popped);
     suite_add_tcase(s, tc);
     return s;
 }
