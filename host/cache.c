@@ -760,6 +760,9 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
         prev = (uint64_t *)p;
         n++;
     }
+    /* over: the carve raised alloc_count, and the list goes out when the key is stored below:
+     * the charge covers it first (ledger.h) */
+    nsp__ledger_cover(s, c->pending);
     b->full = !n;
     if (!n && !empty_ok) {
         seq_end(b);
@@ -902,9 +905,15 @@ void nsp__cache_forked_child(void)
 
 /* ---- slow paths ------------------------------------------------------------------------------- */
 
-static size_t span_bytes(unsigned cls)
+/* What a cached span of class cls reserves: its charge window (sizeclass.h), not its span. In
+ * `over` a cached span is charged at most a window ahead of what its cache handed out (ledger.h),
+ * so the caps and the pacer's budget, which bound what caches hold charged and unallocated
+ * (DESIGN.md §6), count a window per span whatever the span's size; for a class whose span did
+ * not grow the window is the span. held_bytes, nsp__cached_total, make_room and the budget's
+ * floor (nsp__ledger_reserve_room) all count this. */
+static size_t reserved_bytes(unsigned cls)
 {
-    return (size_t)nsp__classes[cls].npages << NSP_PAGE_SHIFT;
+    return nsp__class_window_bytes(cls);
 }
 
 /* The cache's half of a release: the span of class cls (its bin settled) taken out of spans[],
@@ -915,8 +924,8 @@ static struct nsp_span *span_detach(struct nsp_cache *c, unsigned cls, uint32_t 
     struct nsp_span *s = c->spans[cls];
     c->spans[cls] = &nsp__empty_span;
     c->bins[cls].full = 0; /* the next span starts with its own slots (slab.h) */
-    c->held_bytes -= span_bytes(cls);
-    atomic_fetch_sub_explicit(&nsp__cached_total, span_bytes(cls), memory_order_relaxed);
+    c->held_bytes -= reserved_bytes(cls);
+    atomic_fetch_sub_explicit(&nsp__cached_total, reserved_bytes(cls), memory_order_relaxed);
     c->releases++;
     *mallocs = s->nmalloc;
     nsp__ledger_release(s, c->pending);
@@ -958,7 +967,7 @@ static void make_room(struct nsp_cache *c, unsigned cls, size_t need)
         unsigned victim = 0;
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
             if (k != cls && c->spans[k] != &nsp__empty_span &&
-                (!victim || span_bytes(k) >= span_bytes(victim)))
+                (!victim || reserved_bytes(k) >= reserved_bytes(victim)))
                 victim = k;
         if (!victim)
             return;
@@ -993,6 +1002,7 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, uint32_t a0, void 
         s->nmalloc++;
     if (s->alloc_count != a0)
         nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
+    nsp__ledger_cover(s, c->pending); /* over: a new cursor word may pass the charge (ledger.h) */
     return p;
 }
 
@@ -1035,10 +1045,10 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
         if (nsp__cache_release(c, cls) != 0)
             return nsp__central_alloc(c->node, cls);
     }
-    size_t bytes = span_bytes(cls);
+    size_t bytes = reserved_bytes(cls);
     size_t cached = atomic_load_explicit(&nsp__cached_total, memory_order_relaxed) + bytes;
     /* all caches together are at their cap, or at the pacer's reservation budget (a span
-     * cached in `over` is charged whole), at least one span of each class in use (ledger.h):
+     * cached in `over` is charged a window ahead), at least one of each class in use (ledger.h):
      * the central serves the object, charged as it is */
     int64_t budget = atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed);
     if (budget != INT64_MAX)
@@ -1113,7 +1123,7 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
     }
     /* The refill's bytes are reserved in the total now, so that two caches' refills in flight
      * cannot both pass the caps; given back if the span is not installed. */
-    size_t bytes = span_bytes(cls);
+    size_t bytes = reserved_bytes(cls);
     size_t cached = atomic_fetch_add_explicit(&nsp__cached_total, bytes, memory_order_relaxed) +
                     bytes;
     int64_t budget = atomic_load_explicit(&nsp__reserve_budget, memory_order_relaxed);
@@ -1135,7 +1145,8 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
         nsp__central_uncache_span(old, mallocs);
     if (over) {
         /* all caches together are at their cap, or at the pacer's reservation budget (a span
-         * cached in `over` is charged whole): the central serves the object, charged as it is */
+         * cached in `over` is charged a window ahead): the central serves the object, charged
+         * as it is */
         atomic_fetch_sub_explicit(&nsp__cached_total, bytes, memory_order_relaxed);
         return nsp__central_alloc(node, cls);
     }

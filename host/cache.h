@@ -100,8 +100,9 @@
  * the first generation's path: malloc and local free under the try-lock, on the span's bitmap.
  * A try-lock that fails never spins: the caller goes to the central (DESIGN.md §3).
  * Invariants: spans[k] is &nsp__empty_span or a span CACHED by this cache with sizeclass k; an
- * attached bin k lists only free objects of spans[k]; held_bytes is the sum of their span bytes
- * and at most nsp__cache_max.
+ * attached bin k lists only free objects of spans[k]; held_bytes is the sum of their reservations
+ * (a charge window each, sizeclass.h: what `over` charges a cached span ahead of its allocations,
+ * ledger.h) and at most nsp__cache_max.
  */
 #ifndef NSP_HOST_CACHE_H
 #define NSP_HOST_CACHE_H
@@ -189,7 +190,7 @@ _Static_assert(offsetof(struct nsp_cache, flush_gen) + sizeof(uint32_t) <= NSP_C
 
 extern struct nsp_cache *nsp__caches;
 extern struct nsp_span nsp__empty_span;  /* nelems 0: every allocation from it misses */
-extern _Atomic size_t nsp__cached_total; /* bytes of spans held by all caches */
+extern _Atomic size_t nsp__cached_total; /* reservations of the spans all caches hold (above) */
 extern int nsp__rseq_enabled;
 /* Fences of an rseq cache's cpu (membarrier, or a move onto the cpu), by foreign takers and by
  * owners that moved off their cpu: what a busy cpu pays for being reached from outside. */
@@ -692,7 +693,7 @@ struct nsp_cache_reading {
                         * minus what was allocated since the refill; exact: 0 */
     int64_t pending;   /* its negative heapLive changes not yet applied, all nodes */
     int64_t unflushed; /* bytes allocated from its spans, not yet in the ledger's totals */
-    int64_t held;      /* bytes of the spans it holds */
+    int64_t held;      /* its spans' reservations (held_bytes: a charge window each) */
 };
 /* Adds cache c's reading to *r. The owner's counters are read racily with relaxed loads (the
  * owner writes them with plain stores under its lock, on the fast path, which must not pay for

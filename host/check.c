@@ -279,7 +279,14 @@ int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len)
                         "class %u", c->index, k, (void *)s, state_of(st), s->cache, s->sizeclass);
         if (!nsp__span_is_valid(s, why, len))
             return 0;
-        held += (size_t)s->npages << NSP_PAGE_SHIFT;
+        /* over: charged ahead of every slot the cache can hand out (ledger.h, the cover) */
+        if (nsp__accounting == NSP_ACCT_OVER &&
+            atomic_load_explicit(&s->charge, memory_order_relaxed) < nsp__ledger_covered(s))
+            return fail(why, len, "cache %u: its span of class %u (%p) is charged %lld B, less "
+                        "than the %lld B it can hand out (allocated slots and cursor)", c->index,
+                        k, (void *)s, (long long)atomic_load(&s->charge),
+                        (long long)nsp__ledger_covered(s));
+        held += nsp__class_window_bytes(k);
     }
     if (held != c->held_bytes)
         return fail(why, len, "cache %u: held_bytes %zu, but its spans hold %zu", c->index,

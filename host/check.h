@@ -37,7 +37,8 @@ int nsp__pageheap_is_valid(unsigned node, char *why, size_t len);
 /* The central of (node, cls), its lock held: list membership, links and counts, and each span. */
 int nsp__central_is_valid(unsigned node, unsigned cls, char *why, size_t len);
 /* A cache held by the caller (nsp__cache_lock_foreign or lock_all): spans[k] is the empty span or
- * one CACHED by this cache with class k, and held_bytes is their sum. */
+ * one CACHED by this cache with class k, held_bytes is the sum of their reservations (a window
+ * each), and in `over` each is charged at least what its cache can hand out (ledger.h). */
 int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len);
 
 /* At rest (no other thread allocating or freeing): what read (nsp_stats_get: counters only,

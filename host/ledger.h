@@ -10,16 +10,39 @@
  *
  * The charge, by event and mode (nsp__ledger_* below compute it):
  *               over (default)            under                     exact
- *   refill      npages * pageSize         allocCount * elemsize     (unchanged)
+ *   refill      step_up(covered)          allocCount * elemsize     (unchanged)
+ *   cover       step_up(covered)          (unchanged)               (unchanged)
+ *     (a cached span whose covered bytes passed its charge, or whose charge passes them by
+ *     more than W)
  *   release     allocCount * elemsize     allocCount * elemsize     (unchanged)
  *   sweep of an allocCount * elemsize     allocCount * elemsize     (unchanged)
  *   uncached span
  *   malloc/free (unchanged)               (unchanged)               +/- elemsize each
  *   large       npages * pageSize when allocated, 0 when freed (every mode)
- * "over" charges a cached span whole: its free slots and tail waste count as allocated until the
- * release reconciles them — the seed's overestimate (Go 1ebc983): an underestimate lets the pacer
- * believe it is in better shape than it is. "under" is what golang/go#53738 regressed to.
- * "exact" is the oracle, slow on purpose.
+ * span = npages * pageSize. W = the class's charge window (sizeclass.h: the span the class had
+ * before spans grew; W = span for every class whose span did not). covered = (allocCount + the
+ * free slots in the owner's cursor word) * elemsize: every slot the cache can hand out without
+ * coming back to the ledger (allocCount counts a bin's listed slots already). step_up(x) = the
+ * end of the step x falls in, min(span, (x / step + 1) * step), the step being W for a span
+ * that did not grow and W/2 for one that did (ledger.c, window_charge, says why).
+ * "over" charges a cached span ahead of its allocations: its free slots (up to a step of them
+ * beyond what the cache can hand out) and, once the steps reach the span's end, its tail waste
+ * count as allocated until the release reconciles them — the seed's overestimate (Go 1ebc983):
+ * an underestimate lets the pacer believe it is in better shape than it is. Its invariant, while
+ * a span is cached:
+ *     charge >= covered >= allocCount * elemsize
+ * kept by nsp__ledger_cover after every hand-out that can raise `covered` (the cursor's next
+ * word, a bin's carve), before the object or the bin's list leaves the cache's lock; a raise is a
+ * positive change, applied at once, so `over` is never late. The same check lowers a charge that
+ * passes covered by more than W (local frees and in-place sweeps gave slots back) to step_up:
+ * without it a span in churn kept the charge of its fullest moment, up to the whole span. So the
+ * span's size is invisible to the pacer: a cached span's charge passes what its cache can hand
+ * out by at most a window (its reservation, cache.h) at every check, W/2 after a raise, and
+ * passes its allocated slots by at most that and the cursor's word (at most 63 slots, under a
+ * window), so the seed's C = caches x classes x W whatever the span. For a class whose span
+ * did not grow every charge is the whole span, as the seed's (covered never passes it, nor it
+ * covered by more than W). "under" is what golang/go#53738 regressed to. "exact" is the oracle,
+ * slow on purpose.
  *
  * Batching: positive changes are applied at once; negative ones collect per (cache, node) in the
  * cache's `pending` and are flushed past NSP_DELTA_BATCH, at the cache's next refill, and at a
@@ -37,6 +60,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "sizeclass.h"
 #include "types.h"
 
 enum nsp_accounting { NSP_ACCT_OVER = 0, NSP_ACCT_UNDER, NSP_ACCT_EXACT };
@@ -55,10 +79,13 @@ extern _Atomic int64_t nsp__huge_charge[NSP_MAX_NODES]; /* charges of huge objec
 extern int nsp__accounting;                  /* enum nsp_accounting, set at init */
 extern int64_t nsp__delta_batch;             /* NSP_DELTA_BATCH */
 extern _Atomic uint32_t nsp__sweepgen;
-/* The reservation budget: bytes of spans all caches together may hold while something is paced
- * in `over` (the pacer sets it, DESIGN.md §6 "Bounding the overestimate"); INT64_MAX: none. */
+/* The reservation budget: what all caches together may hold charged and unallocated while
+ * something is paced in `over`, counted as their spans' reservations (a charge window each,
+ * sizeclass.h; cache.c) (the pacer sets it, DESIGN.md §6 "Bounding the overestimate");
+ * INT64_MAX: none. */
 extern _Atomic int64_t nsp__reserve_budget;
-/* The budget's floor: F = one span of every size class a cache has refilled since the last cycle
+/* The budget's floor: F = one span's reservation (its window) of every size class a cache has
+ * refilled since the last cycle
  * (the working set one cache needs; a thread using more classes than B holds spans of would see
  * each refill past B served one object at a time by the central: `loops` ran at 0.57x with the
  * pacer on), and twice that in force (nsp__ledger_reserve_floor: the cache a thread moved from
@@ -92,9 +119,9 @@ extern _Atomic int64_t nsp__large_bytes[NSP_MAX_NODES];
 void nsp__ledger_delta(unsigned node, int64_t delta, int64_t *pending);
 /* Sets s's charge to charge, applying the difference as nsp__ledger_delta does. */
 void nsp__ledger_set(struct nsp_span *s, int64_t charge, int64_t *pending);
-/* A refill of class cls (a span of `bytes`) under the reservation budget `budget`: notes cls among
- * the classes in use and returns what all caches may hold with it, max(budget, 2F) while that
- * leaves heapLive under the trigger, budget otherwise. */
+/* A refill of class cls (a span reserving `bytes`) under the reservation budget `budget`: notes
+ * cls among the classes in use and returns what all caches may hold with it, max(budget, 2F)
+ * while that leaves heapLive under the trigger, budget otherwise. */
 int64_t nsp__ledger_reserve_room(unsigned cls, int64_t bytes, int64_t budget);
 /* The floor in force: 2F (a thread's working set in the cache it runs on and the one it left). */
 int64_t nsp__ledger_reserve_floor(void);
@@ -105,6 +132,12 @@ void nsp__ledger_flush(int64_t *pending);
 
 /* The events. pending: the acting cache's negative batch, or NULL. */
 void nsp__ledger_refill(struct nsp_span *s, int64_t *pending);
+/* over's cover (the table): sets cached span s's charge to step_up(covered): a raise (applied at
+ * once) or a lowering (into pending). Its cache's lock held. */
+void nsp__ledger_recharge(struct nsp_span *s, int64_t *pending);
+/* Raises and lowerings counted since the start (tests, and what a reader of the table can
+ * check). */
+extern _Atomic uint64_t nsp__ledger_raises, nsp__ledger_lowerings;
 void nsp__ledger_release(struct nsp_span *s, int64_t *pending);
 void nsp__ledger_sweep(struct nsp_span *s, int64_t *pending); /* uncached span, after a sweep */
 /* The same for a span no cache or central lock covers (a new span a central carved while its
@@ -136,6 +169,28 @@ void nsp__ledger_unlock_all(void);
 void nsp__ledger_forked_child(void);
 /* Tests only: called between the two steps of a change made under a ledger lock. */
 extern void (*nsp__ledger_test_hook)(void);
+
+/* Bytes of cached span s its cache can hand out without coming back to the ledger (the table's
+ * `covered`): its allocated slots and the free ones in its cursor's word. */
+static inline int64_t nsp__ledger_covered(const struct nsp_span *s)
+{
+    return ((int64_t)s->alloc_count + __builtin_popcountll(s->alloc_cache)) * s->elemsize;
+}
+
+/* over: after a hand-out from cached span s that may have raised its covered bytes (a new cursor
+ * word, a bin's carve), and before what it handed out leaves the cache's lock: a charge that no
+ * longer covers them is raised to the end of their step (the table); one more than a window past
+ * them (local frees and in-place sweeps took them back) is lowered likewise. Nothing in the
+ * other modes. Lock held; pending: the cache's. */
+static inline void nsp__ledger_cover(struct nsp_span *s, int64_t *pending)
+{
+    if (nsp__accounting != NSP_ACCT_OVER)
+        return;
+    int64_t need = nsp__ledger_covered(s), w = (int64_t)nsp__class_window_bytes(s->sizeclass);
+    int64_t charge = atomic_load_explicit(&s->charge, memory_order_relaxed);
+    if (__builtin_expect(need > charge || charge - need > w, 0))
+        nsp__ledger_recharge(s, pending);
+}
 
 /* The exact mode's per-object change, on the fast path's slow side. */
 static inline int nsp__ledger_exact(void)

@@ -56,14 +56,16 @@ static const struct option_row table[] = {
                        "closed it), or a file path to append them to (it must be writable at "
                        "start)"},
     [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "16M",
-                           "bytes of spans one core cache may hold (K, M, G suffixes)"},
+                           "bytes of spans one core cache may hold, counted as their charge "
+                           "windows (K, M, G suffixes)"},
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
                                  "bytes of spans all core caches together may hold; past it, "
                                  "allocations come from the centrals without caching spans"},
     [NSP_OPT_ACCOUNTING] = {"NSP_ACCOUNTING", "over",
-                            "heapLive accounting: over (a cached span is charged whole, "
-                            "reconciled at release), under (charged at release only), exact "
-                            "(every object, an oracle)"},
+                            "heapLive accounting: over (a cached span is charged ahead "
+                            "of its allocations, a window at a time, reconciled at "
+                            "release), under (charged at release only), exact (every "
+                            "object, an oracle)"},
     [NSP_OPT_DELTA_BATCH] = {"NSP_DELTA_BATCH", "64K",
                              "negative heapLive changes collect per (cache, node) up to this "
                              "many bytes before they are applied"},
@@ -102,13 +104,19 @@ static const struct option_row table[] = {
                                    "past it fails with ENOMEM (after a trim)"},
     [NSP_OPT_PACE_RESERVE] = {"NSP_PACE_RESERVE", "0.25",
                               "kappa: with `over` accounting and something paced, caches may "
-                              "hold spans of at most kappa * (trigger - live) bytes (below the "
-                              "trigger at least two spans of each class in use), so that a "
-                              "cycle starts at most that much early (0..1)"},
+                              "hold spans whose windows add up to at most kappa * (trigger - "
+                              "live) bytes (below the trigger at least two spans of each "
+                              "class in use), so that a cycle starts at most that much early "
+                              "(0..1)"},
     [NSP_OPT_DEBUG] = {"NSP_DEBUG", "0",
                        "debug level (host/check.h): 1 the ledger's recount at every cycle, 2 "
                        "also every layer's validators at every cycle and at exit, 3 also the "
                        "recount at exit; a failed check names what is broken and aborts"},
+    [NSP_OPT_SMALL_SPAN] = {"NSP_SMALL_SPAN", "64K",
+                            "bytes of a span of each size class up to 1 KiB, at least: 64K to "
+                            "256K, a multiple of 8K (64K: every class's span is its charge "
+                            "window, the table before spans grew); `over` charges a cached span "
+                            "a window (64 KiB for these classes) at a time whatever its size"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,

@@ -31,6 +31,7 @@ typedef enum nsp_option_id {
     NSP_OPT_MEMORY_LIMIT_HARD,
     NSP_OPT_PACE_RESERVE,
     NSP_OPT_DEBUG,
+    NSP_OPT_SMALL_SPAN,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 

@@ -23,8 +23,9 @@ extern unsigned nsp__nnodes;
 extern unsigned nsp__ncaches;
 extern _Atomic int nsp__ready;
 extern int nsp__on_error;
-extern size_t nsp__cache_max;       /* bytes of spans one cache may hold */
-extern size_t nsp__cache_total_max; /* bytes of spans all caches together may hold */
+extern size_t nsp__cache_max;       /* bytes of spans one cache may hold (their reservations:
+                                     * a charge window each, cache.c) */
+extern size_t nsp__cache_total_max; /* the same for all caches together */
 extern int nsp__debug;              /* NSP_DEBUG, 0 to 3 (check.h; defined and read in check.c) */
 
 /* Initialises the allocator if nobody has. Returns 1 when ready, 0 when the caller must use the

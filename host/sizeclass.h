@@ -8,9 +8,18 @@
  * on); powers of two are classes, so aligned requests find a class whose objects are aligned.
  * Rounding waste per object is under 12.5% above 128 B (at most 15 B below).
  *
- * A class's span is the fewest pages, at least 8 (64 KiB), that hold at least 32 objects (16 for
- * the classes above 16 KiB, whose 32 would pass 512 KiB) with tail waste at most 1/16 of the
- * span: refills are rare, for big classes too, and little is lost at the end of a span.
+ * A class's *window* is the fewest pages, at least 8 (64 KiB), that hold at least 32 objects (16
+ * for the classes above 16 KiB, whose 32 would pass 512 KiB) with tail waste at most 1/16: refills
+ * are rare, for big classes too, and little is lost at the end of a span. Its *span* is the
+ * window, except for the classes up to NSP_BIG_SPAN_MAX_SIZE (1 KiB), whose spans are the fewest
+ * pages of at least NSP_SMALL_SPAN (256 KiB; 64K gives the table before spans grew) under the
+ * same waste rule (issue 11: at 32
+ * threads on 2 cpus a cpu's cache serves 16 threads' live objects, and a 64 KiB span covered a
+ * fraction of them, so most of Larson's frees missed the bin: README, "Why Larson falls").
+ * The window is what `over` charges a cached span at a time (ledger.h): a refill charges its
+ * allocated slots plus one window, and the charge grows by a window as the cache hands the span
+ * out, so the overestimate C = caches x classes x window bytes does not grow with the span.
+ * For a class whose span did not grow (window = span), every charge is the whole span, as before.
  * `numaspan classes` prints the table with its waste; tests/test_host_units.c checks the bounds.
  *
  * Object index from an offset is (offset * divmul) >> 32 with divmul = ceil(2^32 / size), exact
@@ -27,16 +36,34 @@
 
 #define NSP_NUM_CLASSES NSP_GEOM_NUM_CLASSES /* class 0 is "large": no class */
 
+/* Classes up to this size get spans of at least NSP_SMALL_SPAN bytes (options.c; 256 KiB by
+ * default, at most NSP_BIG_SPAN_PAGES pages: see above). */
+#define NSP_BIG_SPAN_MAX_SIZE 1024u
+#define NSP_BIG_SPAN_PAGES 32u
+
 struct nsp_sizeclass {
     uint32_t size;
-    uint32_t npages;
-    uint32_t nelems;
+    uint32_t npages;       /* the span's pages */
+    uint32_t nelems;       /* objects a span holds: at most 65535 (the 16-bit carve frontier,
+                            * types.h) and one per 8 bytes (the bitmaps' 1024 bits a page) */
     uint32_t divmul;
+    uint32_t window_pages; /* the charge window (above): at most npages */
 };
 
 extern struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
 extern uint8_t nsp__class_small[1024 / 8 + 1];                   /* by (n + 7) >> 3 */
 extern uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1]; /* by (n - 1024 + 127) >> 7 */
+
+/* Bytes of class cls's span, and of its charge window: what a cached span reserves (cache.h). */
+static inline size_t nsp__class_span_bytes(unsigned cls)
+{
+    return (size_t)nsp__classes[cls].npages << NSP_PAGE_SHIFT;
+}
+
+static inline size_t nsp__class_window_bytes(unsigned cls)
+{
+    return (size_t)nsp__classes[cls].window_pages << NSP_PAGE_SHIFT;
+}
 
 /* Builds the tables. Idempotent; called once at initialisation, before any allocation. */
 void nsp__sizeclass_init(void);

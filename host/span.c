@@ -68,7 +68,10 @@ void *nsp__span_next_free(struct nsp_span *s)
         s->freeindex = idx + 1;
         nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | 1ULL << bit);
         s->alloc_count++;
-        return nsp__span_handout(s, idx);
+        void *p = nsp__span_handout(s, idx);
+        /* NULL: the slot was kept back, written over while free (nsp__span_untagged), and the
+         * cursor's word had nothing after it: on from the cursor */
+        return p ? p : nsp__span_next_free(s);
     }
     s->freeindex = s->nelems;
     s->alloc_cache = 0;
@@ -83,8 +86,11 @@ void *nsp__span_untagged(struct nsp_span *s, uint32_t idx)
      * agree with the bitmap (an allocation made, as the program may hold it). */
     s->nmalloc++;
     nsp__report_error(NSP_ERR_WRITE_AFTER_FREE, "malloc", p);
-    void *q = nsp__span_alloc_fast(s);
-    return q ? q : nsp__span_next_free(s);
+    /* From the cursor's word only: a scan of the bitmap would load a new word, which in `over`
+     * a cached span's charge must cover before it hands any of it out (ledger.h, the cover),
+     * and the locked fast path that may have called us does not check it. NULL sends that path
+     * to its slow side, which scans and covers; nsp__span_next_free scans on by itself. */
+    return nsp__span_alloc_fast(s);
 }
 
 uint32_t nsp__span_keep_held(struct nsp_span *s)

@@ -129,7 +129,8 @@ static inline void nsp__span_tag_free(void *p)
 /* Slot idx (object p), just taken from the bitmap, was free below the frontier but its tag is
  * gone: reported (write after free, naming p) and kept allocated, counted as an allocation (a
  * double free that took it into a bin may have handed it to the program already). Returns the
- * next free slot past the cursor instead, or NULL (then nsp__span_next_free). span.c. */
+ * next free slot in the cursor's word instead, or NULL when it has none (then the caller goes on
+ * with nsp__span_next_free, which loads the next word: span.c says why not here). span.c. */
 void *nsp__span_untagged(struct nsp_span *s, uint32_t idx);
 
 /* The end of every hand-out of slot idx from the bitmap (its alloc bit just set): past the

@@ -118,7 +118,8 @@ struct nsp_span {
     uint8_t sizeclass;      /* 0 for a large object (classes < 128: the page map's low bits) */
     uint8_t node;           /* < NSP_MAX_NODES */
     uint16_t frontier;      /* one past the highest slot handed out since set-up (owner's; see
-                             * above; a span has at most 8192 slots: 8 pages of 8 B) */
+                             * above; a span has at most 32768 slots, 32 pages of 8 B, and
+                             * the class table refuses one past 65535: sizeclass.c) */
     _Atomic uint32_t state;
     uint32_t cache;         /* the caching core cache while CACHED */
     /* line 1 */
