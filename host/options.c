@@ -112,7 +112,7 @@ static const struct option_row table[] = {
                        "debug level (host/check.h): 1 the ledger's recount at every cycle, 2 "
                        "also every layer's validators at every cycle and at exit, 3 also the "
                        "recount at exit; a failed check names what is broken and aborts"},
-    [NSP_OPT_SMALL_SPAN] = {"NSP_SMALL_SPAN", "64K",
+    [NSP_OPT_SMALL_SPAN] = {"NSP_SMALL_SPAN", "256K",
                             "bytes of a span of each size class up to 1 KiB, at least: 64K to "
                             "256K, a multiple of 8K (64K: every class's span is its charge "
                             "window, the table before spans grew); `over` charges a cached span "

@@ -395,8 +395,10 @@ END_TEST
 /* A span whose pages held objects of another class: a stale pointer to an object of that class
  * (freed, its span emptied and given back to the page heap) that is now the start of a slot the
  * new span has not handed out. Its first word is what the old class left there. */
-#define SZ_OLD 1024
-#define SZ_NEW 2048
+/* two classes with spans of the same pages (256 KiB, host/sizeclass.h; 64 KiB with
+ * NSP_SMALL_SPAN=64K), the new one's size twice the old's */
+#define SZ_OLD 512
+#define SZ_NEW 1024
 START_TEST(free_into_a_reused_span_is_reported)
 {
     if (!ready("free_into_a_reused_span_is_reported", SZ_OLD))
@@ -405,7 +407,7 @@ START_TEST(free_into_a_reused_span_is_reported)
     ck_assert_uint_eq(nsp__classes[ko].size, SZ_OLD);
     ck_assert_uint_eq(nsp__classes[kn].size, SZ_NEW);
     ck_assert_uint_eq(nsp__classes[ko].npages, nsp__classes[kn].npages);
-    enum { MAXO = 128 };
+    enum { MAXO = 1024 };
     uintptr_t o[MAXO];
     unsigned n = 0;
     struct nsp_span *s = NULL;
@@ -427,7 +429,7 @@ START_TEST(free_into_a_reused_span_is_reported)
     nsp_trim(); /* the caches released, the empty span back to the page heap */
     cls = kn;
     uintptr_t y = 0;
-    enum { MAXN = 512 };
+    enum { MAXN = 4096 };
     static uintptr_t keep[MAXN];
     unsigned nk = 0;
     for (; nk < MAXN; nk++) {

@@ -232,7 +232,9 @@ static void counts_balance(const char *after)
 /* A free into a slab and a malloc the slab serves (host/slab.h) touch no span: the stats count
  * them from the slab (a remote free, a malloc), before a drain (nsp_stats_get drains nothing)
  * and after one (the validator's take). */
-#define SLAB_SIZE 64
+/* 512 B: 512 objects a span (its 256 KiB), so that two spans' worth fit NSMALL; 64 B held 4096
+ * since the classes up to 1 KiB got spans of 256 KiB (host/sizeclass.h) */
+#define SLAB_SIZE 512
 START_TEST(slab_pops)
 {
     ready();
