@@ -85,6 +85,10 @@ __attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
             nsp__cache_unlock(c);
             return p;
         }
+        /* exact: a slot the hand-out kept back (span.h) is allocated even when the cursor's
+         * word had no other to give: charged here, or never (the slow path counts its own) */
+        if (unlikely(s->alloc_count != a0) && nsp__ledger_exact())
+            nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
     }
     return alloc_small_slow(cls, c);
 }
