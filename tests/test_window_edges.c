@@ -1,19 +1,26 @@
 /*
  * tests/test_window_edges.c — edges of the windowed charge (host/ledger.h, the cover) that its
  * own test (test_ledger_window.c) does not walk: what the hand-outs it changed do to the other
- * modes.
+ * modes, and a random walk of frees and mallocs in the mode it serves.
  *
  *   - `exact`: a slot the cursor's hand-out keeps back (written over while free: span.h,
  *     nsp__span_untagged) is an allocation like any other and is charged as one, also when the
  *     locked fast path found it at the end of its cursor's word, where the hand-out now ends
- *     empty-handed (it no longer scans on: span.c) and the malloc goes on to the slow path.
+ *     empty-handed (it no longer scans on: span.c) and the malloc goes on to the slow path;
+ *   - `over` (and `exact`): never late under churn — local and remote frees, first-fit rescans,
+ *     rewinds, in-place sweeps, bins folded by foreign takes and cycles, across several windows
+ *     of a grown span and back: every span's charge covers what the program holds in it at every
+ *     step (the heap's sum alone hides one span's shortfall behind another's slack).
  *
- * Each case builds its span from a size class nothing else in the process uses, on one core of
- * a synthetic machine (CTest), so that the slots it names are the ones it took. Reads are taken
- * first and asserted afterwards: Check's successful asserts allocate.
+ * The cases run on one core (virtual: CTest's synthetic machine; real: the thread pinned, the
+ * bins' path), from size classes the rest of the process leaves alone, so that the slots they
+ * name are the ones they took. Reads are taken first and asserted afterwards: Check's successful
+ * asserts allocate.
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,11 +30,36 @@
 #include "host/ledger.h"
 #include "host/pageheap.h"
 #include "host/runtime.h"
+#include "host/sizeclass.h"
 #include "host/span.h"
 #include "check_main.h"
 #include "numaspan.h"
 
+static int64_t ledger_now(void)
+{
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t v = pi.heap_live_total;
+    for (unsigned n = 0; n < pi.nnodes; n++)
+        v += pi.pending[n];
+    return v;
+}
+
 #define SZ 700 /* the 704 B class: 93 slots a span, two bitmap words; unused by Check */
+#define GROWN 100 /* the 112 B class: a span of 256 KiB, a window of 64 KiB */
+
+/* The thread on one core (virtual) or its cpu (real), so that its cache stays one. */
+static void one_core(void)
+{
+    if (nsp__virtual) {
+        nsp_thread_bind_core(0);
+        return;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    sched_setaffinity(0, sizeof one, &one);
+}
 
 /* `exact`: the locked fast path meets a slot written over while free as the last free slot of
  * its cursor's word. The hand-out keeps the slot (allocated, reported) and, with no other in the
@@ -80,11 +112,195 @@ START_TEST(exact_charges_a_slot_kept_at_the_end_of_the_cursor_word)
 }
 END_TEST
 
+/* ---- never late, under churn ----------------------------------------------------------------- */
+
+#define NSTEPS 48000
+#define NHELD 4000
+
+struct remote {
+    void **objs;
+    unsigned n;
+};
+
+static int other_cpu = -1;
+
+/* Frees the batch from another core (virtual) or cpu (real): remote frees, applied by a sweep. */
+static void *free_remotely(void *arg)
+{
+    struct remote *r = arg;
+    if (nsp__virtual) {
+        nsp_thread_bind_core(1);
+    } else if (other_cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(other_cpu, &one);
+        sched_setaffinity(0, sizeof one, &one);
+    }
+    for (unsigned i = 0; i < r->n; i++)
+        free(r->objs[i]);
+    return NULL;
+}
+
+/* The bytes the walk holds in each span it took objects from (its charge must cover them). */
+#define MAXSPANS 256
+static struct {
+    struct nsp_span *s;
+    int64_t bytes;
+} spans[MAXSPANS];
+static unsigned nspans;
+
+static void held_in(void *p, int64_t bytes)
+{
+    struct nsp_span *s = nsp__span_of(p);
+    unsigned i = 0;
+    while (i < nspans && spans[i].s != s)
+        i++;
+    if (i == nspans && nspans < MAXSPANS)
+        spans[nspans++].s = s;
+    if (i < MAXSPANS)
+        spans[i].bytes += bytes;
+}
+
+static uint64_t rnd_state = 0x243f6a8885a308d3ULL;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+/* A random walk of mallocs and frees of two grown classes on one core — local frees, batches
+ * freed from another core (remote: swept in place later), foreign takes (the bins folded, their
+ * listed slots back in the span), cycles (stale spans released) — read after every step: in
+ * `over` and `exact` neither heapLive + pending nor any span's charge is below the bytes the
+ * program holds (there, or in that span: what the test counts itself). Every hand-out that
+ * passes a charge must have raised it first, whatever mix of first-fit rescans, rewinds, sweeps
+ * and refolds led there; seen red with the cover of counted() (virtual cores) or of bin_attach
+ * (the bins) taken out. In `over` the walk must reach both of the cover's moves. At the end, at
+ * rest after a cycle, the ledger is exact and the heap's validators (`over`: charge >= covered)
+ * agree. */
+START_TEST(never_late_under_churn)
+{
+    free(malloc(1));
+    if (nsp__accounting == NSP_ACCT_UNDER) {
+        fprintf(stderr, "never_late_under_churn: skipped: `under` has no bound at an instant\n");
+        return;
+    }
+    if (!nsp__virtual) {
+        cpu_set_t all;
+        if (sched_getaffinity(0, sizeof all, &all) == 0)
+            for (int i = 0; i < CPU_SETSIZE; i++)
+                if (CPU_ISSET(i, &all) && i != sched_getcpu()) {
+                    other_cpu = i;
+                    break;
+                }
+    }
+    one_core();
+    struct remote none = {NULL, 0};
+    pthread_t t0; /* the first thread's own allocations (glibc's), before the base is read */
+    pthread_create(&t0, NULL, free_remotely, &none);
+    pthread_join(t0, NULL);
+    nsp_pacer_cycle();
+    uint64_t raises0 = atomic_load(&nsp__ledger_raises);
+    uint64_t lowerings0 = atomic_load(&nsp__ledger_lowerings);
+    static const size_t sizes[2] = {GROWN, 16};
+    static void *held[NHELD];
+    static size_t held_size[NHELD];
+    static void *batch[64];
+    nspans = 0;
+    unsigned span_late = 0, span_late_at = 0;
+    int64_t worst_span = 0;
+    unsigned nheld = 0, late = 0, late_at = 0, remote_batches = 0, takes = 0, cycles = 0;
+    int64_t base = ledger_now(), live = 0, worst = 0;
+    for (unsigned step = 0; step < NSTEPS; step++) {
+        /* phases of 8000 steps: growing (70% mallocs) then shrinking (30%), so that the live
+         * bytes walk across several windows of a span and back */
+        uint64_t r = rnd() % 1000, grow = (step / 8000) % 2 == 0 ? 700 : 300;
+        if ((r < grow && nheld < NHELD) || nheld == 0) {
+            size_t n = sizes[(rnd() & 3) == 0]; /* GROWN 3 times in 4 */
+            void *p = malloc(n);
+            held[nheld] = p;
+            held_size[nheld++] = nsp__classes[nsp__size_to_class(n)].size;
+            live += (int64_t)nsp__classes[nsp__size_to_class(n)].size;
+            held_in(p, (int64_t)nsp__classes[nsp__size_to_class(n)].size);
+        } else if (r < 985) {
+            unsigned i = (unsigned)(rnd() % nheld);
+            free(held[i]);
+            live -= (int64_t)held_size[i];
+            held_in(held[i], -(int64_t)held_size[i]);
+            held[i] = held[--nheld];
+            held_size[i] = held_size[nheld];
+        } else if (r < 991) {
+            struct remote b = {batch, 0};
+            while (b.n < 16 && nheld) {
+                unsigned i = (unsigned)(rnd() % nheld);
+                batch[b.n++] = held[i];
+                live -= (int64_t)held_size[i];
+                held_in(held[i], -(int64_t)held_size[i]);
+                held[i] = held[--nheld];
+                held_size[i] = held_size[nheld];
+            }
+            pthread_t t;
+            pthread_create(&t, NULL, free_remotely, &b);
+            pthread_join(t, NULL);
+            remote_batches++;
+        } else {
+            for (unsigned i = 0; i < nsp__ncaches; i++) /* folds the bins, as a cycle's take */
+                if (nsp__cache_lock_foreign(&nsp__caches[i])) {
+                    nsp__cache_unlock(&nsp__caches[i]);
+                    takes++;
+                }
+        }
+        if (step % 16000 == 12000) { /* a cycle: the spans released, stale ones reconciled */
+            nsp_pacer_cycle();
+            cycles++;
+        }
+        int64_t lead = ledger_now() - base - live;
+        if (lead < 0 && !late++)
+            late_at = step;
+        worst = lead < worst ? lead : worst;
+        for (unsigned i = 0; i < nspans; i++) { /* and each span on its own: others' slack */
+            int64_t short_by = spans[i].bytes - atomic_load(&spans[i].s->charge);
+            if (short_by > 0 && !span_late++)
+                span_late_at = step;
+            worst_span = short_by > worst_span ? short_by : worst_span;
+        }
+    }
+    uint64_t raises = atomic_load(&nsp__ledger_raises) - raises0;
+    uint64_t lowerings = atomic_load(&nsp__ledger_lowerings) - lowerings0;
+    for (unsigned i = 0; i < nheld; i++)
+        free(held[i]);
+    nsp_pacer_cycle();
+    int64_t rest = ledger_now() - base;
+    char why[512] = "";
+    int valid = nsp_heap_check(why, sizeof why);
+
+    ck_assert_msg(late == 0, "heapLive + pending fell below the bytes held at %u steps (first at "
+                  "step %u; worst by %lld B)", late, late_at, (long long)worst);
+    ck_assert_msg(span_late == 0, "a span's charge fell below the bytes held in it at %u steps "
+                  "(first at step %u; worst by %lld B)", span_late, span_late_at,
+                  (long long)worst_span);
+    ck_assert_uint_lt(nspans, MAXSPANS);
+    ck_assert_uint_gt(remote_batches, 0);
+    if (nsp__accounting == NSP_ACCT_OVER) { /* the walk reaches both of the cover's moves */
+        ck_assert_uint_gt(raises, 0);
+        ck_assert_uint_gt(lowerings, 0);
+    }
+    ck_assert_uint_gt(cycles, 0);
+    ck_assert_int_eq(rest, 0);
+    ck_assert_msg(valid == 0, "heap check: %s", why);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("window_edges");
-    TCase *exact = tcase_create("exact");
+    TCase *exact = tcase_create("exact"), *churn = tcase_create("churn");
     tcase_add_test(exact, exact_charges_a_slot_kept_at_the_end_of_the_cursor_word);
     suite_add_tcase(s, exact);
+    tcase_set_timeout(churn, 60);
+    tcase_add_test(churn, never_late_under_churn);
+    suite_add_tcase(s, churn);
     return nsp_run_suite(s);
 }
