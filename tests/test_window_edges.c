@@ -10,7 +10,9 @@
  *   - `over` (and `exact`): never late under churn — local and remote frees, first-fit rescans,
  *     rewinds, in-place sweeps, bins folded by foreign takes and cycles, across several windows
  *     of a grown span and back: every span's charge covers what the program holds in it at every
- *     step (the heap's sum alone hides one span's shortfall behind another's slack).
+ *     step (the heap's sum alone hides one span's shortfall behind another's slack);
+ *   - `over`: the caches' unspent reservation (charge less live bytes) stays within what they
+ *     reserve (a window per cached span), after local frees and a steady state on the span.
  *
  * The cases run on one core (virtual: CTest's synthetic machine; real: the thread pinned, the
  * bins' path), from size classes the rest of the process leaves alone, so that the slots they
@@ -122,6 +124,54 @@ START_TEST(exact_charges_a_slot_kept_at_the_end_of_the_cursor_word)
     ck_assert_msg(charge == slots, "exact: the span is charged %lld B with %lld B in allocated "
                   "slots (the kept slot uncharged)", (long long)charge, (long long)slots);
     ck_assert_int_eq(left, left_slots); /* the kept slot: allocated and charged, still */
+}
+END_TEST
+
+#define MAXBIG 4096
+static void *held_big[MAXBIG];
+
+/* `over`: what a cached span holds charged and unallocated stays within what its cache reserves
+ * for it (its window: held_bytes, the caps and the pacer's budget count that, cache.c), also
+ * after the program frees most of what it took and goes on allocating from the span. A charge
+ * left at the span's fullest moment is unspent the budget never counted: past it, B no longer
+ * bounds how far heapLive runs ahead of the live bytes (DESIGN.md §6). Local frees here are the
+ * bins' pushes (listed: allocated from the span's view) on the real machine, the locked path's
+ * bitmap frees on virtual cores; a malloc/free pair after them stays in the bin or the cursor's
+ * word, as a program's steady state does. */
+START_TEST(unspent_stays_within_the_reservation)
+{
+    free(malloc(1));
+    unsigned k = nsp__size_to_class(GROWN);
+    int64_t window = (int64_t)nsp__class_window_bytes(k), span = (int64_t)nsp__class_span_bytes(k);
+    if (nsp__accounting != NSP_ACCT_OVER || window >= span) {
+        fprintf(stderr, "unspent_stays_within_the_reservation: skipped: needs `over` and spans "
+                        "grown past their window (NSP_SMALL_SPAN=256K; CTest sets both)\n");
+        return;
+    }
+    one_core();
+    nsp_pacer_cycle(); /* every cache released: the class's next span is a fresh one */
+    int64_t e = (int64_t)nsp__classes[k].size;
+    unsigned n = (unsigned)(3 * window / e); /* three windows of one span */
+    for (unsigned i = 0; i < n; i++)
+        held_big[i] = malloc(GROWN);
+    struct nsp_span *s = nsp__span_of(held_big[0]);
+    int one_span = nsp__span_of(held_big[n - 1]) == s;
+    for (unsigned i = 0; i + 8 < n; i++) /* all but the last 8 freed, on the span's core */
+        free(held_big[i]);
+    for (unsigned i = 0; i < 4096; i++) /* the steady state: a malloc/free pair at a time */
+        free(malloc(GROWN));
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t charge = atomic_load(&s->charge), live = 8 * e;
+    for (unsigned i = n - 8; i < n; i++)
+        free(held_big[i]);
+
+    ck_assert_int_eq(one_span, 1);
+    ck_assert_msg(pi.unspent <= pi.cached_bytes,
+                  "the caches' unspent reservation %lld B passes what they reserve, %lld B (the "
+                  "span of class %u: charged %lld B, %lld B live, window %lld B)",
+                  (long long)pi.unspent, (long long)pi.cached_bytes, k, (long long)charge,
+                  (long long)live, (long long)window);
 }
 END_TEST
 
@@ -313,6 +363,9 @@ int main(void)
     TCase *exact = tcase_create("exact"), *churn = tcase_create("churn");
     tcase_add_test(exact, exact_charges_a_slot_kept_at_the_end_of_the_cursor_word);
     suite_add_tcase(s, exact);
+    TCase *over = tcase_create("over");
+    tcase_add_test(over, unspent_stays_within_the_reservation);
+    suite_add_tcase(s, over);
     tcase_set_timeout(churn, 60);
     tcase_add_test(churn, never_late_under_churn);
     suite_add_tcase(s, churn);
