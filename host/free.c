@@ -303,6 +303,11 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
                     s->nfree++;
                     if (nsp__ledger_exact())
                         nsp__ledger_exact_objects(s, -1, c->pending);
+                    /* over: a charge more than a window past what the cache can hand out comes
+                     * down here, not at the next cursor word (ledger.h): else a malloc/free pair
+                     * in the cursor's word kept the charge of the span's fullest moment, unspent
+                     * past the window its cache reserves for it */
+                    nsp__ledger_cover(s, c->pending);
                 }
                 nsp__cache_unlock(c);
                 if (unlikely(r < 0))
