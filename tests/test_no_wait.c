@@ -609,14 +609,38 @@ END_TEST
  * itself waits in a timed wait leaves its futex for a moment at each wait's end, and a reading
  * there saw it asleep and then out of the futex (this test's neighbour above failed so, one run in
  * 15 at load 4). The hook makes the first reading say stopped; the holder runs 30 ms: waited for. */
+/* The holder for it: runs holding the lock until its state has been read once (the hook's
+ * misread consumed) and 30 ms more, so that a waiter descheduled for a while under load still
+ * finds the lock held (it once came free first, 1 run in 10 at load 15, and the case tested
+ * nothing); at most 5 s. */
+static _Atomic int misread_armed;
+
+static void *holder_until_read(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&inner_lock, &inner_hold);
+    atomic_store(&inner_in, 1);
+    double t0 = now_s();
+    while (!(atomic_load(&misread_armed) && !atomic_load(&nsp__test_hold_misread)) &&
+           now_s() - t0 < 5.0)
+        ;
+    double t1 = now_s();
+    while (now_s() - t1 < 30e-3)
+        ;
+    pthread_mutex_unlock(&inner_lock);
+    return NULL;
+}
+
 START_TEST(one_stopped_reading_is_not_stuck)
 {
     pthread_t in;
     atomic_store(&inner_in, 0);
-    ck_assert_int_eq(pthread_create(&in, NULL, inner_holder, NULL), 0);
+    atomic_store(&misread_armed, 0);
+    ck_assert_int_eq(pthread_create(&in, NULL, holder_until_read, NULL), 0);
     while (!atomic_load(&inner_in))
         ;
     atomic_store(&nsp__test_hold_misread, 1);
+    atomic_store(&misread_armed, 1);
     int r = nsp__hold_lock(&inner_lock, &inner_hold);
     int left = atomic_exchange(&nsp__test_hold_misread, 0);
     if (r == 0)
