@@ -6,9 +6,9 @@
  * problem, never a crash at the first call.
  */
 #include "hwloc_lib.h"
+#include "topology.h"
 
 #include <dlfcn.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,15 +24,6 @@ void nsp__hwloc_set_soname(const char *soname)
     atomic_store(&soname_override, soname);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t errlen)
 {
@@ -45,7 +36,7 @@ int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t er
     h->dl = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     if (!h->dl) {
         const char *why = dlerror();
-        set_err(err, errlen,
+        nsp__topo_err(err, errlen,
                 "topology \"%s\": numaspan reads topologies with hwloc 2.x, and %s cannot be "
                 "loaded: %s (install hwloc's library, e.g. Debian's libhwloc15)",
                 spec, so, why ? why : "unknown reason");
@@ -66,7 +57,7 @@ int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t er
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         *syms[i].slot = dlsym(h->dl, syms[i].name);
         if (!*syms[i].slot) {
-            set_err(err, errlen, "topology \"%s\": %s has no symbol %s (not hwloc 2.x?)", spec,
+            nsp__topo_err(err, errlen, "topology \"%s\": %s has no symbol %s (not hwloc 2.x?)", spec,
                     so, syms[i].name);
             nsp__hwloc_close(h);
             return -1;
@@ -76,7 +67,7 @@ int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t er
      * version (hwloc keeps its ABI within one) or nothing. */
     unsigned v = h->get_api_version();
     if ((v >> 16) != (HWLOC_API_VERSION >> 16)) {
-        set_err(err, errlen,
+        nsp__topo_err(err, errlen,
                 "topology \"%s\": %s has hwloc API version %#x, numaspan was built for %#x",
                 spec, so, v, (unsigned)HWLOC_API_VERSION);
         nsp__hwloc_close(h);

@@ -24,7 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void nsp__topo_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)
         return;
@@ -87,11 +87,11 @@ static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, c
     if (strncmp(spec, "synthetic:", 10) == 0) {
         const char *desc = spec + 10;
         if (!*desc) {
-            set_err(err, errlen, "topology \"%s\": empty synthetic description", spec);
+            nsp__topo_err(err, errlen, "topology \"%s\": empty synthetic description", spec);
             return -1;
         }
         if (h->topology_set_synthetic(hw, desc) < 0) {
-            set_err(err, errlen,
+            nsp__topo_err(err, errlen,
                     "topology \"%s\": hwloc cannot parse the synthetic description \"%s\" "
                     "(expected e.g. \"pack:2 numa:2 core:4 pu:1\")",
                     spec, desc);
@@ -103,26 +103,26 @@ static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, c
         const char *path = spec + 4;
         struct stat st;
         if (!*path) {
-            set_err(err, errlen, "topology \"%s\": empty XML path", spec);
+            nsp__topo_err(err, errlen, "topology \"%s\": empty XML path", spec);
             return -1;
         }
         if (stat(path, &st) < 0) {
-            set_err(err, errlen, "topology \"%s\": cannot read XML file \"%s\": %s", spec, path,
+            nsp__topo_err(err, errlen, "topology \"%s\": cannot read XML file \"%s\": %s", spec, path,
                     strerror(errno));
             return -1;
         }
         if (!S_ISREG(st.st_mode)) {
-            set_err(err, errlen, "topology \"%s\": \"%s\" is not a regular file", spec, path);
+            nsp__topo_err(err, errlen, "topology \"%s\": \"%s\" is not a regular file", spec, path);
             return -1;
         }
         if (h->topology_set_xml(hw, path) < 0) {
-            set_err(err, errlen, "topology \"%s\": hwloc cannot use \"%s\" as an XML topology: %s",
+            nsp__topo_err(err, errlen, "topology \"%s\": hwloc cannot use \"%s\" as an XML topology: %s",
                     spec, path, strerror(errno));
             return -1;
         }
         return 0;
     }
-    set_err(err, errlen,
+    nsp__topo_err(err, errlen,
             "topology \"%s\": unknown kind (expected \"real\", \"synthetic:<hwloc string>\" or "
             "\"xml:<path>\")",
             spec);
@@ -185,11 +185,11 @@ static int build_tables(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_to
     hwloc_obj_type_t gtype = grouping_type(t->grouping);
     int ngroup = nsp__hwloc_nbobjs(h, hw, gtype);
     if (npu <= 0 || nnode <= 0) {
-        set_err(err, errlen, "topology \"%s\": has %d PUs and %d NUMA nodes", t->spec, npu, nnode);
+        nsp__topo_err(err, errlen, "topology \"%s\": has %d PUs and %d NUMA nodes", t->spec, npu, nnode);
         return -1;
     }
     if (ngroup <= 0) {
-        set_err(err, errlen, "topology \"%s\": cache grouping \"%s\" names no object in it",
+        nsp__topo_err(err, errlen, "topology \"%s\": cache grouping \"%s\" names no object in it",
                 t->spec, nsp_grouping_name(t->grouping));
         return -1;
     }
@@ -261,7 +261,7 @@ static int build_tables(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_to
     for (int i = 0; i < npu; i++) {
         hwloc_obj_t pu = nsp__hwloc_obj(h, hw, HWLOC_OBJ_PU, (unsigned)i);
         if (t->cpu_to_cache[pu->os_index] == UINT32_MAX) {
-            set_err(err, errlen,
+            nsp__topo_err(err, errlen,
                     "topology \"%s\": PU P#%u belongs to no %s, so it would have no cache; "
                     "choose another cache grouping",
                     t->spec, pu->os_index, nsp_grouping_name(t->grouping));
@@ -311,7 +311,7 @@ static int build_tables(struct nsp_topo *t, const struct nsp__hwloc *h, hwloc_to
     return 0;
 oom:
     free(group);
-    set_err(err, errlen, "topology \"%s\": out of memory building tables", t->spec);
+    nsp__topo_err(err, errlen, "topology \"%s\": out of memory building tables", t->spec);
     return -1;
 }
 
@@ -321,7 +321,7 @@ static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const cha
 {
     hwloc_topology_t hw;
     if (topology_init(h, &hw) < 0) {
-        set_err(err, errlen, "topology \"%s\": hwloc initialisation failed", t->spec);
+        nsp__topo_err(err, errlen, "topology \"%s\": hwloc initialisation failed", t->spec);
         return -1;
     }
     int rc = -1;
@@ -330,7 +330,7 @@ static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const cha
     if (topology_configure(h, hw, spec, err, errlen) < 0)
         goto out;
     if (h->topology_load(hw) < 0) {
-        set_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
+        nsp__topo_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
                 strerror(errno));
         goto out;
     }
@@ -346,20 +346,20 @@ out:
 
 nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, size_t errlen)
 {
-    set_err(err, errlen, "%s", "");
+    nsp__topo_err(err, errlen, "%s", "");
     if ((unsigned)grouping > NSP_GROUP_L3) {
-        set_err(err, errlen, "cache grouping %d: not one of pu, core, l2, l3", (int)grouping);
+        nsp__topo_err(err, errlen, "cache grouping %d: not one of pu, core, l2, l3", (int)grouping);
         return NULL;
     }
     struct nsp_topo *t = calloc(1, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "topology: out of memory");
+        nsp__topo_err(err, errlen, "topology: out of memory");
         return NULL;
     }
     t->spec = strdup(spec && *spec ? spec : "real");
     t->grouping = grouping;
     if (!t->spec) {
-        set_err(err, errlen, "topology: out of memory");
+        nsp__topo_err(err, errlen, "topology: out of memory");
         nsp_topo_destroy(t);
         return NULL;
     }
@@ -380,7 +380,7 @@ nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, 
      * are spread over its caches instead (DESIGN.md §3, virtual cores). */
     t->virtual_cores = !t->thissystem;
     if (t->virtual_cores && !(t->vtab = nsp__vcore_table_new(t->ncaches))) {
-        set_err(err, errlen, "topology \"%s\": out of memory", t->spec);
+        nsp__topo_err(err, errlen, "topology \"%s\": out of memory", t->spec);
         nsp_topo_destroy(t);
         return NULL;
     }

@@ -92,6 +92,10 @@ unsigned nsp__vcore_slow(const struct nsp_topo *topo);
  * reference, dropped by nsp_topo_destroy; threads holding a virtual core hold one more each. */
 struct nsp__vcore_table *nsp__vcore_table_new(unsigned ncaches);
 void nsp__vcore_table_put(struct nsp__vcore_table *tab);
+/* Writes a formatted error message into err (nothing when err is NULL or errlen 0): the one way
+ * topology.c and hwloc_lib.c name the input and the problem. topology.c. */
+void nsp__topo_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static inline int nsp__cpu_now(void)
 {
