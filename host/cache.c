@@ -319,6 +319,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
         nsp__report_error(NSP_ERR_FREE_LIST, "malloc", (void *)b->base);
     }
     uintptr_t prev = 0;
+    uint32_t lowest = UINT32_MAX; /* the lowest slot folded: the cursor moves down to it */
     while (p) {
         uint32_t idx = nsp__span_index(s, p);
         uint64_t bit = 1ULL << (idx & 63);
@@ -331,12 +332,15 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
         uint64_t next = *(const uint64_t *)p ^ key;
         nsp__span_tag_free((void *)p); /* free in its span now: its tag (span.h) */
         nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] & ~bit);
+        lowest = idx < lowest ? idx : lowest;
         n++;
         prev = p;
         p = (uintptr_t)next;
     }
     if (s != &nsp__empty_span) {
         s->alloc_count -= n;
+        if (n)
+            nsp__span_cursor_down(s, lowest); /* first fit (span.h) */
         s->nmalloc += pops;
         /* listed = carved - pops + pushes */
         int64_t pushes = (int64_t)n + pops - b->carved;

@@ -51,9 +51,10 @@ void *nsp__span_next_free(struct nsp_span *s)
 {
     if (__builtin_expect(nsp__secure, 0))
         return nsp__secure_next_free(s);
-    /* first fit: from the lowest word, so that live objects stay packed in a span's first
-     * pages (RSS) and freed slots are reused while still warm */
-    uint32_t fi = s->alloc_count < s->freeindex ? 0 : s->freeindex, nw = nsp__span_nwords(s);
+    /* first fit: every slot below the cursor is allocated (nsp__span_cursor_down), so the scan
+     * from it finds the lowest free slot: live objects stay packed in a span's first pages (RSS)
+     * and freed slots are reused while still warm */
+    uint32_t fi = s->freeindex, nw = nsp__span_nwords(s);
     for (uint32_t w = fi >> 6; w < nw; w++) {
         uint64_t avail = ~s->alloc_bits[w];
         if (w == (fi >> 6))
@@ -116,6 +117,7 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
 {
     uint32_t applied = 0, dbl = 0, nw = nsp__span_nwords(s);
     uintptr_t first = 0;
+    uint32_t lowest = UINT32_MAX; /* the lowest slot applied: the cursor moves down to it */
     /* Clear `dirty` before taking the words: a free that lands after a word was taken sets it
      * again, so it is never lost (types.h). */
     atomic_store(&s->dirty, 0);
@@ -132,8 +134,12 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
         }
         nsp__span_set_alloc_word(s, w, a & ~f);
         applied += (uint32_t)__builtin_popcountll(f & a);
+        if ((f & a) && lowest == UINT32_MAX)
+            lowest = w * 64 + (unsigned)__builtin_ctzll(f & a);
     }
     s->alloc_count -= applied;
+    if (applied)
+        nsp__span_cursor_down(s, lowest);
     if (applied + dbl) /* every bit the exchanges took, applied or double (span.h) */
         nsp__span_count_freed(nsp__span_freed_counter(s), -(int64_t)(applied + dbl));
     *doubles = dbl;

@@ -175,6 +175,29 @@ static inline void *nsp__span_alloc_fast(struct nsp_span *s)
 /* Scans the alloc bitmap from the cursor for a free slot; NULL when none is left past it. */
 void *nsp__span_next_free(struct nsp_span *s);
 
+/* Slot idx was just freed in the bitmap (a local free, a sweep, a bin's fold): the cursor moves
+ * down to it if it is below, so that every slot below the cursor stays allocated and the cursor
+ * is the span's lowest free slot (types.h). Without it the cursor ran on through fresh words
+ * (64 slots each: 64 KiB at 1 KiB objects) while the slots freed behind it waited for it to
+ * reach the span's end: Larson's cached spans' carve frontiers grew with the run towards their
+ * 256 KiB (issue 11; README, "Spans of 256 KiB").
+ * The cursor's word is loaded whole, and that never raises the ledger's `covered` (ledger.h:
+ * the locked fast path hands out the word without a cover): every slot below the old cursor
+ * was allocated, so the word's free slots from idx are the ones just freed and those already in
+ * the old cursor's word; covered = alloc_count + the word's free slots stays or falls. Secure
+ * mode keeps no cursor. */
+static inline void nsp__span_cursor_down(struct nsp_span *s, uint32_t idx)
+{
+    if (idx >= s->freeindex || __builtin_expect(nsp__secure, 0))
+        return;
+    uint64_t avail = ~s->alloc_bits[idx >> 6] >> (idx & 63);
+    uint32_t left = s->nelems - idx;
+    if (left < 64)
+        avail &= (1ULL << left) - 1; /* slots past the span's end are not free */
+    s->freeindex = idx;
+    s->alloc_cache = avail;
+}
+
 /* Moves the cursor back to slot 0 (after a sweep, or when local frees left room behind it). */
 static inline void nsp__span_rewind(struct nsp_span *s)
 {
@@ -186,8 +209,8 @@ static inline void nsp__span_rewind(struct nsp_span *s)
 
 /* Local free of slot idx by the owner. Returns 0, or -1 if the slot was not allocated or was freed
  * remotely already (a double free, reported by the caller). The slot gets its free tag (above).
- * The most recent allocation is given back to the cursor, so that malloc/free pairs reuse one
- * hot slot. */
+ * A slot below the cursor moves it down (first fit), so that malloc/free pairs reuse one hot
+ * slot and freed slots come before fresh ones. */
 static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
 {
     uint64_t bit = 1ULL << (idx & 63);
@@ -204,11 +227,13 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
     __atomic_store_n(w, *w & ~bit, __ATOMIC_RELAXED);
     s->alloc_count--;
     uint32_t fi = s->freeindex;
-    if (idx + 1 == fi) {
-        /* bits past the word's end stay 0: at a word boundary the cache covers only idx */
-        s->alloc_cache = (fi & 63) ? (s->alloc_cache << 1) | 1 : 1;
-        s->freeindex = idx;
-    } else if (idx > fi && (idx >> 6) == (fi >> 6)) {
+    if (idx < fi) {
+        /* first fit: the cursor is the lowest free slot (the most recent allocation, just
+         * below it, is the usual case) */
+        nsp__span_cursor_down(s, idx);
+    } else if ((idx >> 6) == (fi >> 6) && s->alloc_cache) {
+        /* into the cursor's word. Not when the word is not loaded (0 after a rewind): a bit
+         * alone there would send the cursor past free slots below it; the scan finds it */
         s->alloc_cache |= 1ULL << (idx - fi);
     }
     return 0;

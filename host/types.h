@@ -29,9 +29,12 @@
  *   dirty         1 = some freed bit may be set. Set by the first remote freer after a sweep,
  *                 cleared by the sweep before it exchanges the words.
  *   freeindex, alloc_cache
- *                 the owner's cursor: slots below freeindex are not looked at until the owner
- *                 rewinds; alloc_cache holds ~alloc_bits of freeindex's word shifted so that bit 0
- *                 is slot freeindex (bits past the word's end are 0).
+ *                 the owner's cursor: every slot below freeindex is allocated (each free into
+ *                 the bitmap moves it down: nsp__span_cursor_down), so the scan from it is first
+ *                 fit; alloc_cache holds ~alloc_bits of freeindex's word shifted so that bit 0
+ *                 is slot freeindex (bits past the word's end are 0): every free slot of the
+ *                 word from freeindex up to its highest bit, or 0 (used up, or not loaded
+ *                 after a rewind: nsp__span_next_free scans).
  *   alloc_count   slots whose alloc bit is 1 (owner-written). Live objects of the span are
  *                 alloc_count - popcount(freed_bits & alloc_bits).
  *   frontier      the carve frontier: one past the highest slot handed out (to the program, a

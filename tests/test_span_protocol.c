@@ -223,6 +223,80 @@ START_TEST(a_dirty_span_is_swept_before_fresh_slots)
 }
 END_TEST
 
+/* A slot freed below the cursor comes before fresh slots, even when the slots just past the
+ * cursor are allocated (span.h, nsp__span_cursor_down). Before, the cursor went back to the
+ * first fit only when the span's allocated slots were fewer than the cursor's index, so with
+ * live objects above it (here slots 128..191) it ran on into fresh words while the freed slot 5
+ * waited for the span's end: under churn every cached span was touched to its end (Larson's
+ * peak RSS grew with the run: README, "Spans of 256 KiB"). 256 B objects, 256 to a span. */
+START_TEST(a_freed_slot_below_the_cursor_comes_before_fresh_slots)
+{
+    free(malloc(1));
+    unsigned cls = nsp__size_to_class(256);
+    ck_assert_uint_ge(nsp__classes[cls].nelems, 256);
+    static void *p[192];
+    on(A);
+    for (int i = 0; i < 192; i++)
+        p[i] = malloc(256);
+    struct nsp_span *s = span(p[0]);
+    ck_assert_ptr_eq(nsp__caches[A].spans[cls], s);
+    ck_assert_uint_eq(nsp__span_index(s, (uintptr_t)p[191]), 191);
+    /* slots 64..127 freed and taken again: the cursor is at 128, its word used up */
+    for (int i = 64; i < 128; i++)
+        free(p[i]);
+    for (int i = 64; i < 128; i++) {
+        p[i] = malloc(256);
+        ck_assert_uint_eq(nsp__span_index(s, (uintptr_t)p[i]), (uint32_t)i);
+    }
+    free(p[5]); /* local: 191 allocated, the cursor at 128 */
+    void *q = malloc(256);
+    ck_assert_ptr_eq(q, p[5]); /* not slot 192 */
+    ck_assert_uint_eq(s->frontier, 192);
+    on(B);
+    free(p[7]); /* remote: applied by A's sweep, which moves A's cursor down the same way */
+    on(A);
+    void *r = malloc(256);
+    ck_assert_ptr_eq(r, p[7]);
+    ck_assert_uint_eq(s->frontier, 192);
+    for (int i = 0; i < 192; i++)
+        free(p[i]);
+}
+END_TEST
+
+/* Under churn a cached span's carve frontier stays at its peak of live objects (first fit,
+ * span.h: a fresh slot is taken only when every slot below it is allocated): 100 live objects
+ * of 64 B (1,024 to a span) replaced at random, freed on their core. Before the cursor moved
+ * down at each free it took the fresh slots of its word (up to 127) before going back to the
+ * freed ones, and with bins and slabs holding objects that the span counts as allocated it ran
+ * on word after word (Larson's frontiers grew with the run: README, "Spans of 256 KiB"). */
+START_TEST(churn_keeps_the_frontier_at_the_live_objects)
+{
+    free(malloc(1));
+    unsigned cls = nsp__size_to_class(64);
+    ck_assert_uint_ge(nsp__classes[cls].nelems, 1024);
+    enum { LIVE = 100, OPS = 40000 };
+    static void *p[LIVE];
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    on(A);
+    for (int i = 0; i < LIVE; i++)
+        p[i] = malloc(64);
+    struct nsp_span *s = span(p[0]);
+    /* the objects the test's set-up allocated in this class come first: the frontier then */
+    uint32_t filled = s->frontier;
+    ck_assert_uint_le(filled, 128 - 8); /* room in the cursor's word, where the fault showed */
+    for (int op = 0; op < OPS; op++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        unsigned i = (unsigned)(seed % LIVE);
+        free(p[i]);
+        p[i] = malloc(64);
+        ck_assert_ptr_eq(nsp__caches[A].spans[cls], s); /* one span all along */
+    }
+    ck_assert_uint_eq(s->frontier, filled); /* no fresh slot while a freed one waits */
+    for (int i = 0; i < LIVE; i++)
+        free(p[i]);
+}
+END_TEST
+
 /* A refill passes over a thin span (central.c, cache_span): s1 is woken with a quarter of its
  * slots freed, then s2 by a single free, which puts s2 on top of the partial stack. A's next
  * refill must park s2 (swept) at the list's tail and take s1. Before, it took s2, the last one
@@ -565,6 +639,8 @@ int main(void)
     tcase_add_test(tc, two_cores_one_span);
     tcase_add_test(tc, a_refill_passes_over_a_thin_span);
     tcase_add_test(tc, a_dirty_span_is_swept_before_fresh_slots);
+    tcase_add_test(tc, a_freed_slot_below_the_cursor_comes_before_fresh_slots);
+    tcase_add_test(tc, churn_keeps_the_frontier_at_the_live_objects);
     tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
     tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
     tcase_add_test(tc, realloc_of_freed_object_is_reported);
