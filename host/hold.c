@@ -19,8 +19,9 @@ int nsp__hold_tid_slow(void)
     return nsp__hold_tid = (int)syscall(SYS_gettid);
 }
 
-_Atomic uint8_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+_Atomic uint32_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
 _Atomic int nsp__test_hold_misread;
+void (*_Atomic nsp__test_hold_reading)(int tid);
 
 void nsp__hold_forked_child(void)
 {
@@ -31,17 +32,17 @@ void nsp__hold_forked_child(void)
 }
 
 /* The calling thread's slot of nsp__hold_waiting. */
-static _Atomic uint8_t *waiting_slot(void)
+static _Atomic uint32_t *waiting_slot(void)
 {
     return &nsp__hold_waiting[(unsigned)nsp__hold_self() % NSP_HOLD_WAITING_SLOTS];
 }
 
 void nsp__hold_wait_always(pthread_mutex_t *m)
 {
-    _Atomic uint8_t *w = waiting_slot();
-    atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
+    _Atomic uint32_t *w = waiting_slot();
+    atomic_fetch_add_explicit(w, NSP_HOLD_WAIT_ENTER, memory_order_relaxed);
     pthread_mutex_lock(m);
-    atomic_fetch_sub_explicit(w, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(w, NSP_HOLD_WAIT_LEAVE, memory_order_relaxed);
 }
 
 /* What /proc/self/task/TID/stat says of thread tid of this process, read without allocating
@@ -54,26 +55,31 @@ void nsp__hold_wait_always(pthread_mutex_t *m)
  * fallbacks under ordinary load (hold.h: 2.6 GB of RSS). */
 enum { HOLDER_STOPPED, HOLDER_RUNS, HOLDER_UNKNOWN };
 
-/* Whether the thread whose /proc/self/task/TID directory is path[0, at) sleeps in the futex
- * system call (/proc/self/task/TID/syscall: its number first), as a mutex's waiter does; not when
- * it sleeps elsewhere: a signal handler that interrupted its wait (nanosleep, pause), which is a
- * stop however the thread came there. Unreadable: not. */
-static int in_futex(char *path, int at)
+/* What /proc/self/task/TID/syscall says of the thread whose /proc/self/task/TID directory is
+ * path[0, at) (its number first): IN_FUTEX when it sleeps in the futex system call, as a mutex's
+ * waiter does; IN_NONE ("running") when it is runnable at that instant, on a cpu or waiting for
+ * one; IN_OTHER when it sleeps elsewhere: a signal handler that interrupted its wait (nanosleep,
+ * pause), which is a stop however the thread came there; or when the file cannot be read. */
+enum { IN_OTHER, IN_FUTEX, IN_NONE };
+
+static int holder_syscall(char *path, int at)
 {
     char buf[32];
     memcpy(path + at, "/syscall", 9);
     if (nsp__os_read_small(path, buf, sizeof buf) <= 0)
-        return 0;
+        return IN_OTHER;
+    if (strncmp(buf, "running", 7) == 0)
+        return IN_NONE;
+    if (buf[0] < '0' || buf[0] > '9')
+        return IN_OTHER; /* -1: blocked in no system call */
     long nr = 0;
     for (const char *c = buf; *c >= '0' && *c <= '9'; c++)
         nr = nr * 10 + (*c - '0');
-    if (buf[0] < '0' || buf[0] > '9')
-        return 0; /* "running", or -1: in no system call */
 #ifdef SYS_futex_time64
     if (nr == SYS_futex_time64)
-        return 1;
+        return IN_FUTEX;
 #endif
-    return nr == SYS_futex;
+    return nr == SYS_futex ? IN_FUTEX : IN_OTHER;
 }
 
 static int holder_state(int tid)
@@ -90,6 +96,9 @@ static int holder_state(int tid)
     while (nd)
         path[at++] = digits[--nd];
     memcpy(path + at, "/stat", 6);
+    /* the holder's slot before any read: a change by the last read says it ran meanwhile */
+    _Atomic uint32_t *w = &nsp__hold_waiting[(unsigned)tid0 % NSP_HOLD_WAITING_SLOTS];
+    uint32_t w0 = atomic_load_explicit(w, memory_order_relaxed);
     long n = nsp__os_read_small(path, buf, sizeof buf); /* errno kept: free() keeps it */
     if (n == -ENOENT) {
         /* gone: its task is missing while this thread's own is there (access needs no fd) */
@@ -105,11 +114,25 @@ static int holder_state(int tid)
         return HOLDER_UNKNOWN;
     if (p[2] == 'R' || p[2] == 'D')
         return HOLDER_RUNS;
-    /* asleep waiting for another of these mutexes: that wait ends by its own rule (hold.h) */
-    if (p[2] == 'S' && atomic_load_explicit(&nsp__hold_waiting[(unsigned)tid0 %
-                                                               NSP_HOLD_WAITING_SLOTS],
-                                            memory_order_relaxed) &&
-        in_futex(path, at))
+    if (p[2] != 'S')
+        return HOLDER_STOPPED; /* stopped (T, t), or a zombie */
+    void (*hook)(int) = atomic_load_explicit(&nsp__test_hold_reading, memory_order_relaxed);
+    if (hook)
+        hook(tid0); /* the test hook (hold.h) */
+    /* Asleep at the stat's instant. The stat, the syscall file and the slot are read at three
+     * instants, and a holder that itself waits in nsp__hold_lock leaves its futex at each of
+     * its timed waits' ends, often right then: two waits of NSP_HOLD_WAIT_NS begun together
+     * end together, wait after wait (test_no_wait: the reads of a waiter and of the holder it
+     * read fell 12 us apart every 2.08 ms, and two readings in a row saw "asleep", then not in
+     * the futex). A holder that moved between the reads ran: it is runnable ("running") or
+     * its slot changed. Only a holder that stayed asleep through all of them is judged by
+     * where it sleeps: in the futex of one of these waits, which ends by its own rule (hold.h),
+     * or elsewhere (a signal handler's sleep): stopped. */
+    int sys = holder_syscall(path, at);
+    uint32_t w1 = atomic_load_explicit(w, memory_order_relaxed);
+    if (sys == IN_NONE || w1 != w0)
+        return HOLDER_RUNS;
+    if (sys == IN_FUTEX && (w1 & NSP_HOLD_WAIT_COUNT))
         return HOLDER_RUNS;
     return HOLDER_STOPPED;
 }
@@ -171,12 +194,12 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
      * as a mutex always did. */
     int blind = 0;   /* waits on this hold with its holder's state unreadable */
     int stopped = 0; /* consecutive waits on this hold that ended with its holder not running */
-    _Atomic uint8_t *w = waiting_slot(); /* asleep in the timed waits: hold.h */
+    _Atomic uint32_t *w = waiting_slot(); /* asleep in the timed waits: hold.h */
     for (;;) {
         struct timespec ts = deadline();
-        atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(w, NSP_HOLD_WAIT_ENTER, memory_order_relaxed);
         int r = pthread_mutex_timedlock(m, &ts);
-        atomic_fetch_sub_explicit(w, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(w, NSP_HOLD_WAIT_LEAVE, memory_order_relaxed);
         if (r == 0) {
             nsp__hold_begin(h);
             return 0;

@@ -16,7 +16,10 @@
  *     holder that itself waits for another of these locks leaves its futex for a few
  *     microseconds at each of its own timed waits' ends, and a reading that saw it asleep
  *     (stat) and then not in the futex (syscall) would call a holder that waits on a runner
- *     stuck (test_no_wait, one run in 15 at load 4). While `holds` still equals it, that hold is stuck, and
+ *     stuck (test_no_wait, one run in 15 at load 4). Nor is a reading one instant: it reads the
+ *     holder's waiting slot, its stat, its syscall file and the slot again, and a holder seen to
+ *     move between them (woken: "running", or its slot changed) ran (hold.c). While `holds`
+ *     still equals it, that hold is stuck, and
  *     every later waiter goes elsewhere at once (the caller's fallback: a pending list, a fresh
  *     span, a skip) instead of waiting again; the next acquisition makes a new value and so ends
  *     it. The wait is paid once per stuck hold, not once per operation.
@@ -107,9 +110,24 @@ static inline int nsp__hold_trylock(pthread_mutex_t *m, struct nsp_hold *h)
  * hold, which its own rule ends (that holder runs and lets go, or it is stuck and the wait gives
  * up): its waiters wait for it as for a holder that runs. One asleep elsewhere with its slot
  * counted (a signal handler that interrupted its wait) is stopped. A collision only takes a
- * stopped holder asleep in a futex for a waiting one: a wait more, never a wrong fallback. */
+ * stopped holder asleep in a futex for a waiting one: a wait more, never a wrong fallback.
+ * A slot's low 16 bits count its waiters; the bits above count the waits that ended, so that
+ * every wait's start and end changes the word and a reader sees that a holder entered or left a
+ * wait while it read the holder's state (hold.c: it ran then). */
 #define NSP_HOLD_WAITING_SLOTS 4096
-extern _Atomic uint8_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+#define NSP_HOLD_WAIT_COUNT 0xffffu
+#define NSP_HOLD_WAIT_ENTER 1u
+#define NSP_HOLD_WAIT_LEAVE 0xffffu /* + 0x10000 - 1: one wait less, one more ended */
+extern _Atomic uint32_t nsp__hold_waiting[NSP_HOLD_WAITING_SLOTS];
+/* Test hook: called by a reading of an asleep holder's state between its stat and the rest. */
+extern void (*_Atomic nsp__test_hold_reading)(int tid);
+
+/* The threads counted asleep in these waits in thread tid's slot. */
+static inline unsigned nsp__hold_waiters(int tid)
+{
+    return atomic_load_explicit(&nsp__hold_waiting[(unsigned)tid % NSP_HOLD_WAITING_SLOTS],
+                                memory_order_relaxed) & NSP_HOLD_WAIT_COUNT;
+}
 void nsp__hold_wait_always(pthread_mutex_t *m);
 
 /* pthread_mutex_lock, counted as a hold (who must have the mutex: fork, the validators). */

@@ -702,7 +702,7 @@ START_TEST(holder_stopped_while_waiting_is_stuck)
         ;
     /* asleep in its timed wait for inner_lock (its slot counts it), then stopped there */
     int tid = atomic_load(&outer_tid);
-    while (!atomic_load(&nsp__hold_waiting[(unsigned)tid % NSP_HOLD_WAITING_SLOTS]))
+    while (!nsp__hold_waiters(tid))
         ;
     usleep(1000);
     pthread_kill(out, SIGUSR1);
@@ -720,6 +720,68 @@ START_TEST(holder_stopped_while_waiting_is_stuck)
     ck_assert_msg(r == -1 && waited < 0.5, "a holder stopped in a signal handler during its wait "
                   "for another lock was waited for: nsp__hold_lock returned %d after %.3f s", r,
                   waited);
+}
+END_TEST
+
+/* A reading of a holder asleep in its own timed wait that falls on that wait's end: the holder
+ * was asleep at the stat's instant and has left its futex by the syscall file's (two waits of
+ * NSP_HOLD_WAIT_NS begun together end together, wait after wait: the neighbour above failed so, 1
+ * run in 5 at load 3). It ran between the reads, and must not be read as stopped. The hook holds
+ * each reading of the outer holder, after its stat, until the outer is out of its wait (its
+ * slot counts no waiter); the inner holder runs until BOUNDARY_READS such readings were made (at
+ * most 5 s): NSP_HOLD_STOPPED_READS of them in a row called the hold stuck before the fix, 8 runs
+ * in 8 (a reading of the outer while it runs between two of its waits comes between some). */
+#define BOUNDARY_READS 32
+static _Atomic int boundary_reads;
+
+static void read_at_wait_end(int tid)
+{
+    if (tid != atomic_load(&outer_tid))
+        return;
+    double t0 = now_s();
+    while (nsp__hold_waiters(tid) && now_s() - t0 < 0.1) /* its wait ends within 2 ms */
+        ;
+    atomic_fetch_add(&boundary_reads, 1);
+}
+
+static void *inner_holder_until_read(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&inner_lock, &inner_hold);
+    atomic_store(&inner_in, 1);
+    double t0 = now_s();
+    while (atomic_load(&boundary_reads) < BOUNDARY_READS && now_s() - t0 < 5.0)
+        ;
+    pthread_mutex_unlock(&inner_lock);
+    return NULL;
+}
+
+START_TEST(holder_read_at_its_wait_end_is_not_stuck)
+{
+    pthread_t in, out;
+    atomic_store(&inner_in, 0);
+    atomic_store(&outer_in, 0);
+    atomic_store(&outer_tid, 0);
+    atomic_store(&boundary_reads, 0);
+    ck_assert_int_eq(pthread_create(&in, NULL, inner_holder_until_read, NULL), 0);
+    while (!atomic_load(&inner_in))
+        ;
+    ck_assert_int_eq(pthread_create(&out, NULL, outer_holder_tid, NULL), 0);
+    while (!atomic_load(&outer_in))
+        ;
+    atomic_store(&nsp__test_hold_reading, read_at_wait_end);
+    int r = nsp__hold_lock(&unit_lock, &unit_hold);
+    atomic_store(&nsp__test_hold_reading, NULL);
+    int reads = atomic_load(&boundary_reads);
+    if (r == 0)
+        pthread_mutex_unlock(&unit_lock);
+    pthread_join(out, NULL);
+    pthread_join(in, NULL);
+    ck_assert_msg(r != 0 || reads >= BOUNDARY_READS, "the outer holder's state was read %d times at "
+                  "its waits' ends, fewer than BOUNDARY_READS: this test tested little",
+                  reads);
+    ck_assert_msg(r == 0, "a holder read asleep and then out of its futex at its own timed wait's "
+                  "end (it ran between the reads) was called stuck");
 }
 END_TEST
 
@@ -898,6 +960,7 @@ static Suite *suite(void)
     tcase_add_test(tc, one_stopped_reading_is_not_stuck);
     tcase_add_test(tc, holder_stopped_while_waiting_is_stuck);
     tcase_add_test(tc, changing_hands_is_not_stuck);
+    tcase_add_test(tc, holder_read_at_its_wait_end_is_not_stuck);
     suite_add_tcase(s, tc);
     return s;
 }
