@@ -59,7 +59,8 @@ static const struct option_row table[] = {
                            "bytes of spans one core cache may hold, counted as their charge "
                            "windows (K, M, G suffixes)"},
     [NSP_OPT_CACHE_TOTAL_MAX] = {"NSP_CACHE_TOTAL_MAX", "1G",
-                                 "bytes of spans all core caches together may hold; past it, "
+                                 "bytes all core caches together may reserve, one charge window per "
+                                 "cached span; past it, "
                                  "allocations come from the centrals without caching spans"},
     [NSP_OPT_ACCOUNTING] = {"NSP_ACCOUNTING", "over",
                             "heapLive accounting: over (a cached span is charged ahead "

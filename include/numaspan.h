@@ -225,7 +225,9 @@ typedef struct nsp_stats {
     uint64_t local_frees;     /* frees applied directly by the owning cache */
     uint64_t remote_frees;    /* frees by non-owners (into a slab, a magazine or a span) */
     uint64_t large_allocs, large_frees;
-    uint64_t cached_bytes;    /* bytes of spans held by caches */
+    uint64_t cached_bytes;    /* the caches' reservations: one charge window per cached span
+                               * (the class's span bytes, or 64 KiB for a grown span of a class
+                               * up to 1 KiB: README, "Spans of 256 KiB") */
     uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */
     uint64_t not_owned_frees, interior_frees, double_frees; /* bad frees caught */
     uint64_t bootstrap_bytes; /* handed out before the allocator was initialised */
@@ -289,7 +291,7 @@ typedef struct nsp_pacer_info {
     /* Read without taking any cache (host/cache.h, "lock-free reading"): */
     int64_t live_now;        /* the live bytes now: heapLive + pending - unspent */
     int64_t unspent;         /* the caches' unspent reservation: charged, not allocated */
-    int64_t cached_bytes;    /* bytes of spans the caches hold (C) */
+    int64_t cached_bytes;    /* the caches' reservations, a charge window per cached span (C) */
     int64_t allocated_bytes; /* bytes ever allocated (monotonic) */
     int64_t reserve_budget;  /* what caches may hold in `over` while paced; -1: no bound */
     uint64_t unconfirmed;    /* trigger crossings not confirmed by the live bytes */
