@@ -261,6 +261,7 @@ void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *add
                                "write after free) or the object was freed twice"),
     };
     atomic_fetch_add(&nsp__errors[kind], 1);
+    int saved = errno; /* free() keeps errno (POSIX.1-2024): a failed write to stderr must not show */
     char msg[256];
     int n = snprintf(msg, sizeof msg, "numaspan: %s(%p): %s%s\n", fn, addr, what[kind],
                      nsp__on_error == NSP_ON_ERROR_ABORT
@@ -270,4 +271,5 @@ void nsp__report_error(enum nsp_error_kind kind, const char *fn, const void *add
         (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
     if (nsp__on_error == NSP_ON_ERROR_ABORT)
         abort();
+    errno = saved;
 }

@@ -9,12 +9,14 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host/cache.h"
 #include "host/central.h"
@@ -435,6 +437,29 @@ START_TEST(remote_double_free_aborts)
 }
 END_TEST
 
+/* free() leaves errno as it was (POSIX.1-2024), also when it reports a bad free: the report's
+ * write to stderr fails with EBADF here (fd 2 closed), and that must not reach the program. */
+START_TEST(a_reported_double_free_keeps_errno)
+{
+    free(malloc(1));
+    nsp__on_error = NSP_ON_ERROR_WARN;
+    on(A);
+    void *p = malloc(SZ);
+    free(p);
+    uint64_t dbl = errors(NSP_ERR_DOUBLE_FREE);
+    int saved = dup(2);
+    ck_assert_int_ge(saved, 0);
+    close(2);
+    errno = 4242;
+    free(p);
+    int after = errno;
+    dup2(saved, 2);
+    close(saved);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
+    ck_assert_msg(after == 4242, "free() reporting a double free changed errno to %d", after);
+}
+END_TEST
+
 START_TEST(realloc_of_freed_object_is_reported)
 {
     free(malloc(1));
@@ -643,6 +668,7 @@ int main(void)
     tcase_add_test(tc, churn_keeps_the_frontier_at_the_live_objects);
     tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
     tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
+    tcase_add_test(tc, a_reported_double_free_keeps_errno);
     tcase_add_test(tc, realloc_of_freed_object_is_reported);
     suite_add_tcase(s, tc);
     /* the hardened mode is chosen at initialisation: its tests run in their own CTest entry */
