@@ -34,6 +34,7 @@
 #include "host/sizeclass.h"
 #include "host/span.h"
 #include "check_main.h"
+#include "ledger_now.h"
 #include "numaspan.h"
 
 #define GROWN 100    /* class 112 B: 256 KiB spans, 64 KiB window */
@@ -55,16 +56,6 @@ static void settle(void)
         sched_setaffinity(0, sizeof one, &one);
     }
     nsp_pacer_cycle(); /* every cache released: heapLive is exact from here */
-}
-
-static int64_t ledger_now(void)
-{
-    nsp_pacer_info_t pi;
-    nsp_pacer_get(&pi);
-    int64_t v = pi.heap_live_total;
-    for (unsigned n = 0; n < pi.nnodes; n++)
-        v += pi.pending[n];
-    return v;
 }
 
 static int64_t span_bytes(const struct nsp_span *s)

@@ -39,6 +39,7 @@
 #include "host/span.h"
 #include "host/transfer.h"
 #include "check_main.h"
+#include "ledger_now.h"
 #include "numaspan.h"
 
 #define SZ 96
@@ -76,16 +77,6 @@ static void *busy_batch(uintptr_t *w, unsigned least, unsigned *n)
     if (n)
         *n = got;
     return p;
-}
-
-static int64_t ledger_now(void)
-{
-    nsp_pacer_info_t pi;
-    nsp_pacer_get(&pi);
-    int64_t l = pi.heap_live_total;
-    for (unsigned n = 0; n < pi.nnodes; n++)
-        l += pi.pending[n];
-    return l;
 }
 
 static void setup(void)

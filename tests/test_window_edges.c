@@ -35,17 +35,8 @@
 #include "host/sizeclass.h"
 #include "host/span.h"
 #include "check_main.h"
+#include "ledger_now.h"
 #include "numaspan.h"
-
-static int64_t ledger_now(void)
-{
-    nsp_pacer_info_t pi;
-    nsp_pacer_get(&pi);
-    int64_t v = pi.heap_live_total;
-    for (unsigned n = 0; n < pi.nnodes; n++)
-        v += pi.pending[n];
-    return v;
-}
 
 /* Whether malloc is numaspan's here: 0 under a tool that replaces it (valgrind), the reason
  * printed as test `name`'s skip. */
