@@ -12,11 +12,11 @@ pkgs=(build-essential cmake pkg-config libhwloc-dev hwloc libnuma-dev ocl-icd-op
 case "$want" in
   build) ;;
   test)
-    # check: unit tests; libudev-dev: static links against hwloc (pkg-config --static);
+    # check: unit tests;
     # python3 + matplotlib: the experiment scripts and their test; Open MPI: the MPI experiment's
     # test (2 ranks); POCL: the device heap's tests; clang + its runtimes: the libFuzzer build of
     # the fuzz driver and the clang-built option tests (tests/sanitize.sh, test_process).
-    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
+    pkgs+=(check python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
            clang libclang-rt-14-dev)
     # the real-program suite (tests/real): the programs it preloads numaspan into, and python's
     # own tests for the python3 this machine has (Debian 12: 3.11)
@@ -25,7 +25,7 @@ case "$want" in
     pkgs+=(sqlite3 git g++ perl xz-utils tar time redis-server redis-tools "$pytests") ;;
   experiments)
     # the peer allocators of the host benchmarks
-    pkgs+=(check libudev-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
+    pkgs+=(check python3 python3-matplotlib openmpi-bin libopenmpi-dev pocl-opencl-icd
            libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4) ;;
   *) echo "tools/deps.sh: unknown set \"$want\" (expected build, test or experiments)" >&2; exit 2 ;;
 esac
