@@ -754,15 +754,18 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
     uint32_t n = 0;
     seq_begin(b); /* odd: the carve raises alloc_count before the list is seen */
     while (n < want) {
-        void *p = nsp__span_alloc_fast(s);
-        if (!p && !(p = nsp__span_next_free(s)))
+        /* the cursor's word at once (span.h); a slot at a time only where the scan goes on */
+        uintptr_t got[64];
+        uint32_t k = nsp__span_carve(s, want - n < 64 ? want - n : 64, got);
+        if (!k && !(got[0] = (uintptr_t)nsp__span_next_free(s)))
             break;
-        if (prev)
-            *prev = (uint64_t)(uintptr_t)p ^ key;
-        else
-            head = (uintptr_t)p;
-        prev = (uint64_t *)p;
-        n++;
+        for (uint32_t i = 0, m = k ? k : 1; i < m; i++, n++) {
+            if (prev)
+                *prev = (uint64_t)got[i] ^ key;
+            else
+                head = got[i];
+            prev = (uint64_t *)got[i];
+        }
     }
     /* over: the carve raised alloc_count, and the list goes out when the key is stored below:
      * the charge covers it first (ledger.h) */

@@ -79,6 +79,48 @@ void *nsp__span_next_free(struct nsp_span *s)
     return NULL;
 }
 
+uint32_t nsp__span_carve(struct nsp_span *s, uint32_t room, uintptr_t *out)
+{
+    uint64_t c = s->alloc_cache;
+    uint32_t fi = s->freeindex;
+    if (!c || !room || fi >= s->nelems)
+        return 0;
+    if (s->nelems - fi < 64) /* no slot past the span's end (alloc_fast's test, once) */
+        c &= (1ULL << (s->nelems - fi)) - 1;
+    /* bit k of c is slot fi + k, bit (fi & 63) + k of the cursor's word: the word holds them all */
+    uint32_t sh = fi & 63, front = s->frontier, n = 0, taken = 0, k = 0;
+    uintptr_t base = s->base, size = s->elemsize;
+    uint64_t set = 0, bad = 0;
+    for (uint64_t rest = c; rest && taken < room; taken++) {
+        k = (uint32_t)__builtin_ctzll(rest);
+        rest &= rest - 1;
+        set |= 1ULL << (sh + k);
+        uintptr_t p = base + (uintptr_t)(fi + k) * size;
+        /* below the frontier a free slot carries its tag (the header): one without it was
+         * written while free, and stays allocated (reported below, once the span is whole) */
+        if (fi + k < front && __builtin_expect(nsp__magazine_tagged((void *)p) < 0, 0) &&
+            !nsp__secure)
+            bad |= 1ULL << k;
+        else
+            out[n++] = p;
+    }
+    if (!taken)
+        return 0;
+    uint32_t last = fi + k, w = fi >> 6;
+    s->alloc_cache = (c >> k) >> 1;
+    s->freeindex = last + 1;
+    nsp__span_set_alloc_word(s, w, s->alloc_bits[w] | set);
+    s->alloc_count += taken;
+    if (last >= front)
+        s->frontier = (uint16_t)(last + 1);
+    for (; bad; bad &= bad - 1) { /* kept allocated, counted as allocations (nsp__span_untagged) */
+        s->nmalloc++;
+        nsp__report_error(NSP_ERR_WRITE_AFTER_FREE, "malloc",
+                          (void *)(base + (uintptr_t)(fi + __builtin_ctzll(bad)) * size));
+    }
+    return n;
+}
+
 void *nsp__span_untagged(struct nsp_span *s, uint32_t idx)
 {
     void *p = (void *)(s->base + (uintptr_t)idx * s->elemsize);

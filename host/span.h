@@ -172,6 +172,15 @@ static inline void *nsp__span_alloc_fast(struct nsp_span *s)
     return nsp__span_handout(s, idx);
 }
 
+/* Up to `room` free slots of the cursor's cached word (alloc_cache), lowest first, handed out at
+ * once: out[] gets their addresses and the count is returned. Exactly what `room` calls of
+ * nsp__span_alloc_fast would hand out, stopping at the word's end, with each of the span's fields
+ * written once instead of once per slot (a bin's carve, cache.c: the producer of a
+ * producer/consumer program carves every object it mallocs). A slot below the frontier that lost
+ * its free tag is reported and kept allocated, as nsp__span_untagged does, and is not in out[].
+ * 0 when the cached word is used up (then nsp__span_next_free scans). Owner only. */
+uint32_t nsp__span_carve(struct nsp_span *s, uint32_t room, uintptr_t *out);
+
 /* Scans the alloc bitmap from the cursor for a free slot; NULL when none is left past it. */
 void *nsp__span_next_free(struct nsp_span *s);
 
