@@ -1110,7 +1110,12 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
         old = NULL;
     } else {
         if ((p = from_cached(c, old))) {
-            bin_fill(c, cls);
+            /* attached even when p was the span's last free slot (empty, full = 1, as below):
+             * left detached, every free of the span's objects on this cpu went the locked way
+             * until the owner's next malloc, and a consumer sharing the producer's cpu frees a
+             * whole batch in that window (producer/consumer at 2 threads: 4,096 locked frees
+             * per span used up, a third of all frees; README, third pass) */
+            bin_attach(c, cls, 1);
             nsp__cache_unlock(c);
             return p;
         }

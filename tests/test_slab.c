@@ -197,6 +197,57 @@ static int stderr_names(int cpu, void (*fn)(void *), void *arg, const void *p)
     return got > 0 && strstr(buf, want) && strstr(buf, "double free");
 }
 
+/* The refill that hands out a span's last free slot (from the cached span, no slot left for the
+ * carve) attaches the bin empty, `full` set, so that the span's objects freed on this cpu push
+ * into it; left detached, each such free went the locked way until the cpu's next malloc (a
+ * consumer sharing its producer's cpu: a third of producer/consumer's frees at 2 threads). Class
+ * 1,152 B: 56 objects a span, a refill hands out 1 + a carve of 4, so the 12th refill of a fresh
+ * span takes its last slot at the refill itself. */
+#define SZ_LAST 1100
+struct last_slot {
+    void *v[200];
+    int pushed, attached, popped_back, reached;
+};
+
+static void use_up_a_span_then_free_one(void *arg)
+{
+    struct last_slot *o = arg;
+    unsigned cls = nsp__size_to_class(SZ_LAST);
+    struct nsp_cache *c = nsp__tb;
+    struct nsp_bin *b = &c->bins[cls];
+    for (unsigned i = 0; i < 200 && !o->reached; i++) {
+        o->v[i] = nsp_malloc(SZ_LAST);
+        memset(o->v[i], 0x5a, SZ_LAST);
+        struct nsp_span *s = nsp__span_of(o->v[i]);
+        /* the span handed out whole and the bin's list empty: the last malloc was a refill */
+        if (c->spans[cls] == s && s->alloc_count == s->nelems && !(b->word >> 16)) {
+            o->reached = 1;
+            o->attached = atomic_load(&b->key) != 0;
+            void *p = o->v[i];
+            nsp_free(p);
+            o->pushed = (uintptr_t)(b->word >> 16) == (uintptr_t)p;
+            o->v[i] = nsp_malloc(SZ_LAST);
+            o->popped_back = o->v[i] == p;
+        }
+    }
+    for (unsigned i = 0; i < 200 && o->v[i]; i++)
+        nsp_free(o->v[i]);
+}
+
+START_TEST(a_refill_that_takes_a_spans_last_slot_keeps_its_bin_for_local_frees)
+{
+    if (!ready("a_refill_that_takes_a_spans_last_slot_keeps_its_bin_for_local_frees"))
+        return;
+    struct last_slot o;
+    memset(&o, 0, sizeof o);
+    on_cpu(cpu_a, use_up_a_span_then_free_one, &o);
+    ck_assert_msg(o.reached, "no span of class 1,152 B was handed out whole in 200 mallocs");
+    ck_assert_msg(o.attached, "the bin was left detached on its used-up span");
+    ck_assert_msg(o.pushed, "the local free did not go into the bin");
+    ck_assert_msg(o.popped_back, "the next malloc did not pop the freed object back");
+}
+END_TEST
+
 START_TEST(a_free_of_another_spans_object_waits_in_the_slab_until_a_take)
 {
     if (!ready("a_free_of_another_spans_object_waits_in_the_slab_until_a_take"))
@@ -1096,6 +1147,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, a_double_free_split_by_a_slab_take_is_not_handed_out_twice);
     tcase_add_test(tc, a_slab_object_listed_in_a_bin_is_not_popped);
     tcase_add_test(tc, a_live_object_whose_word_looks_like_a_link_is_freed_once);
+    tcase_add_test(tc, a_refill_that_takes_a_spans_last_slot_keeps_its_bin_for_local_frees);
     suite_add_tcase(s, tc);
     return s;
 }
