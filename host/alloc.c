@@ -99,6 +99,18 @@ __attribute__((noinline)) void *nsp__alloc_boot(size_t n, size_t align)
     return nsp__boot_alloc(n ? n : 1, align);
 }
 
+/* malloc's path when the thread has no bin cache (alloc.h) or n is 0 or large: the
+ * initialisation's check (the bins' path needs none), then the small or large path. */
+__attribute__((noinline)) void *nsp__alloc_nobin(size_t n)
+{
+    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) &&
+        !nsp__init_keeping_errno())
+        return nsp__alloc_boot(n, 16);
+    if (likely(n <= NSP_MAX_SMALL))
+        return alloc_small(nsp__size_to_class(n ? n : 1));
+    return nsp__alloc_large(n);
+}
+
 /* nsp__ready not yet seen: initialise (hwloc may set errno on its way: the caller's is kept). */
 __attribute__((noinline)) int nsp__init_keeping_errno(void)
 {

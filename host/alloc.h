@@ -11,10 +11,11 @@
  *   api.c      the public names, nsp_* and the standard ones (an alias must sit in the file of
  *              the definition it names), with the arguments' rules of each standard
  *
- * Owns: the inline fast paths (alloc, alloc_small, free_to_bin) that every public entry point
- * inlines. Invariant: a fast path makes no call before its bin's pop or push commits; every slow
- * path is a separate noinline function, so the fast path saves no register it does not use
- * (`objdump -d` of nsp_malloc and nsp_free shows only tail jumps to them; test_fast_path.py).
+ * Owns: the inline fast paths (alloc, alloc_small, alloc_from_bin, free_to_bin) that every public
+ * entry point inlines. Invariant: a fast path makes no call before its bin's pop or push commits;
+ * every slow path is a separate noinline function, so the fast path saves no register it does not
+ * use and builds no stack frame (`objdump -d` of nsp_malloc and nsp_free shows only tail jumps to
+ * them; test_fast_path.py).
  *
  * Routing. Small (<= 32 KiB): the calling thread's core cache. On the real machine that is its
  * bin (cache.h): one restartable sequence whose commit pops, no lock and no atomic; a miss takes
@@ -63,6 +64,8 @@
 /* alloc.c: the small path without its bin (the cache's lock, then the central); the bootstrap
  * path before initialisation; initialisation keeping the caller's errno (hwloc may set it). */
 void *nsp__alloc_small_locked(unsigned cls);
+/* malloc(n) for a thread without a bin cache, or n == 0 or large: initialises first if needed. */
+void *nsp__alloc_nobin(size_t n);
 void *nsp__alloc_boot(size_t n, size_t align);
 int nsp__init_keeping_errno(void);
 
@@ -104,34 +107,47 @@ static inline void *nsp__outcome(void *p, int saved)
 
 /* The fast paths are always_inline: with several callers in one file gcc would otherwise keep one
  * out-of-line copy, and nsp_malloc would jump to it (objdump showed it when malloc.c was split). */
+#ifdef NSP_RSEQ_LOCKS
+/* The bins (cache.h): one restartable sequence whose commit is the pop; a miss: the slow path. */
+static inline __attribute__((always_inline)) void *alloc_from_bin(struct nsp_cache *tb,
+                                                                  unsigned cls)
+{
+    void *p;
+    while (unlikely((p = nsp__bin_pop(&tb->bins[cls])) == (void *)1))
+        ;
+    if (likely(p)) {
+        /* the link is the program's now: a free of an object never written must not look like a
+         * free of a listed one (free_to_bin) */
+        *(uint64_t *)p = 0;
+        return p;
+    }
+    return nsp__alloc_small_locked(cls);
+}
+#endif
+
 static inline __attribute__((always_inline)) void *alloc_small(unsigned cls)
 {
 #ifdef NSP_RSEQ_LOCKS
-    /* the bins (cache.h): one restartable sequence whose commit is the pop */
     struct nsp_cache *tb = nsp__tb;
-    if (likely(tb != NULL)) {
-        void *p;
-        while (unlikely((p = nsp__bin_pop(&tb->bins[cls])) == (void *)1))
-            ;
-        if (likely(p)) {
-            /* the link is the program's now: a free of an object never written must not look
-             * like a free of a listed one (free_to_bin) */
-            *(uint64_t *)p = 0;
-            return p;
-        }
-    }
+    if (likely(tb != NULL))
+        return alloc_from_bin(tb, cls);
 #endif
     return nsp__alloc_small_locked(cls);
 }
 
+/* A thread with a bin cache (nsp__tb set) saw the allocator initialised: its cache was found
+ * from the topology, which exists only after nsp__ready. So malloc tests nsp__tb first and reads
+ * nsp__ready only without one (nsp__alloc_nobin): the fast path loads no flag and builds no stack
+ * frame for the initialisation's call (issue 11, Larson at 2 threads: the per-operation cost;
+ * test_fast_path checks both). n - 1 < NSP_MAX_SMALL also sends n == 0 there. */
 static inline __attribute__((always_inline)) void *alloc(size_t n)
 {
-    if (unlikely(!atomic_load_explicit(&nsp__ready, memory_order_acquire)) &&
-        !nsp__init_keeping_errno())
-        return nsp__alloc_boot(n, 16);
-    if (likely(n <= NSP_MAX_SMALL))
-        return alloc_small(nsp__size_to_class(n ? n : 1));
-    return nsp__alloc_large(n);
+#ifdef NSP_RSEQ_LOCKS
+    struct nsp_cache *tb = nsp__tb;
+    if (likely(tb != NULL) && likely(n - 1 < NSP_MAX_SMALL))
+        return alloc_from_bin(tb, nsp__size_to_class(n));
+#endif
+    return nsp__alloc_nobin(n);
 }
 
 #ifdef NSP_RSEQ_LOCKS

@@ -11,7 +11,8 @@ malloc pays a jump.
 Reads the library's code with objdump, from each function's address to its end (nm -D -S: the
 standard names alias these, so objdump's own label may be malloc or __libc_malloc). Walks the
 instructions in address order up to the first ret, and checks that nsp_free's tail jumps reach
-the slow paths named in SLOW_TARGETS. On x86-64 builds with the bins only: the
+the slow paths named in SLOW_TARGETS, that no fast path builds a stack frame, and that none reads
+what FORBIDDEN names. On x86-64 builds with the bins only: the
 caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation calls.
 
 usage: test_fast_path.py LIBNUMASPAN_SO
@@ -70,6 +71,16 @@ def check(name, start, size, insns):
             if target is None or not start <= target < start + size:
                 problems.append("%s+%#x: a jump out of the function before the fast path returns: %s"
                                 % (name, addr - start, text))
+    for addr, text in hot:
+        # a frame (a saved register, room on the stack) on the way to the ret is paid by every
+        # call: the fast path must not need one; the slow paths that do are tail jumps
+        if re.match(r"^(push|sub\s+\$0x[0-9a-f]+,%rsp)", text):
+            problems.append("%s+%#x: a stack frame on the fast path: %s" %
+                            (name, addr - start, text))
+        for sym, why in FORBIDDEN.get(name, []):
+            if "<%s" % sym in text:
+                problems.append("%s+%#x: the fast path reads %s (%s): %s" %
+                                (name, addr - start, sym, why, text))
     if not any("%fs:" in text for _, text in hot):
         problems.append("%s: the fast path reads no %%fs (the rseq area): its restartable "
                         "sequence is not inlined" % name)
@@ -78,6 +89,13 @@ def check(name, start, size, insns):
               (name, len(hot)))
     return problems
 
+
+# What each fast path must not read (issue 11, Larson at 2 threads: the per-operation cost;
+# host/alloc.h): malloc's bin pop needs no nsp__ready (a thread with a bin cache saw the allocator
+# initialised).
+FORBIDDEN = {
+    "nsp_malloc": [("nsp__ready", "a thread with a bin cache needs no initialisation check")],
+}
 
 # Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to
 # nsp__free_classed, which takes the span from the page map entry nsp_free read, not through
