@@ -158,12 +158,13 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
  * object whose first word decodes so by chance is freed there too). The order matters: a fold
  * clears alloc bits before a new key is published, and a fold after the key was read restarts the
  * sequence (its fence), so the bit read is never older than the key. The class's divmul and size
- * come from the class table (a line every free of the class shares), not from the span. */
+ * come from the packed class table (one load from a line every free of the class shares,
+ * sizeclass.h), not from the span. */
 static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, unsigned cls,
                                                              void *p)
 {
     struct nsp_bin *b = &tb->bins[cls];
-    uint64_t divmul = nsp__classes[cls].divmul, size = nsp__classes[cls].size;
+    uint64_t divmul = nsp__class_push_divmul(cls), size = nsp__class_push_size(cls);
     int r;
     while (unlikely((r = nsp__bin_push(b, p, divmul, size)) == 2))
         ;

@@ -1,7 +1,8 @@
 /*
  * host/sizeclass.c — building the size-class tables (the method is in sizeclass.h).
  *
- * Owns: nsp__classes and the two lookup tables. Built once, read-only afterwards.
+ * Owns: nsp__classes, its packed copy for the local free (nsp__class_push) and the two lookup
+ * tables. Built once, read-only afterwards.
  */
 #include "sizeclass.h"
 
@@ -13,6 +14,7 @@
 #include "options.h"
 
 struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
+uint64_t nsp__class_push[NSP_NUM_CLASSES] __attribute__((aligned(64)));
 uint8_t nsp__class_small[1024 / 8 + 1];
 uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1];
 
@@ -70,6 +72,7 @@ void nsp__sizeclass_init(void)
         k->npages = size <= NSP_BIG_SPAN_MAX_SIZE ? span_pages(size, small) : k->window_pages;
         k->nelems = (uint32_t)((size_t)k->npages * NSP_PAGE_SIZE / size);
         k->divmul = (uint32_t)(((1ULL << 32) + size - 1) / size);
+        nsp__class_push[c] = (uint64_t)k->size << 32 | k->divmul;
         /* every slot index must fit the span's 16-bit carve frontier (types.h: one past the
          * highest slot) and its bitmaps (one bit per 8 bytes of its pages); a table that breaks
          * either would corrupt spans silently, so it stops here */

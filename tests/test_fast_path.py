@@ -91,10 +91,12 @@ def check(name, start, size, insns):
 
 
 # What each fast path must not read (issue 11, Larson at 2 threads: the per-operation cost;
-# host/alloc.h): malloc's bin pop needs no nsp__ready (a thread with a bin cache saw the allocator
-# initialised).
+# host/alloc.h, sizeclass.h): malloc's bin pop needs no nsp__ready (a thread with a bin cache saw
+# the allocator initialised); free's push takes the class's divmul and size from the packed
+# nsp__class_push, one load, not from the 20-byte records of nsp__classes.
 FORBIDDEN = {
     "nsp_malloc": [("nsp__ready", "a thread with a bin cache needs no initialisation check")],
+    "nsp_free": [("nsp__classes", "the push's constants are nsp__class_push's")],
 }
 
 # Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to

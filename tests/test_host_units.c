@@ -98,6 +98,21 @@ START_TEST(reciprocal_index_is_exact)
 }
 END_TEST
 
+/* The local free's push checks a slot's start with the packed copy of each class's divmul and
+ * size (sizeclass.h, nsp__class_push): a wrong entry would not show as a wrong free — the push
+ * would miss and the locked path free it — only as every local free of the class going slow. */
+START_TEST(push_table_matches_classes)
+{
+    ready();
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        ck_assert_msg(nsp__class_push_divmul(k) == nsp__classes[k].divmul &&
+                          nsp__class_push_size(k) == nsp__classes[k].size,
+                      "class %u (%u B): the push table holds divmul %u, size %u", k,
+                      nsp__classes[k].size, nsp__class_push_divmul(k), nsp__class_push_size(k));
+    }
+}
+END_TEST
+
 /* ---- page heap ---------------------------------------------------------------------------------- */
 
 START_TEST(page_runs_coalesce_and_are_reused)
@@ -1063,6 +1078,7 @@ int main(void)
     tcase_add_test(tc, classes_bound_waste);
     tcase_add_test(tc, class_lookup_is_tightest);
     tcase_add_test(tc, reciprocal_index_is_exact);
+    tcase_add_test(tc, push_table_matches_classes);
     tcase_add_test(tc, page_runs_coalesce_and_are_reused);
     tcase_add_test(tc, page_runs_aligned);
     tcase_add_test(tc, page_map_carries_the_small_class);
