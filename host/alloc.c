@@ -99,7 +99,7 @@ __attribute__((noinline)) void *nsp__alloc_boot(size_t n, size_t align)
     return nsp__boot_alloc(n ? n : 1, align);
 }
 
-/* malloc's path when the thread has no bin cache (alloc.h) or n is 0 or large: the
+/* malloc's path when the thread has no bin cache (alloc.h) or n is large: the
  * initialisation's check (the bins' path needs none), then the small or large path. */
 __attribute__((noinline)) void *nsp__alloc_nobin(size_t n)
 {

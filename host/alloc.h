@@ -64,7 +64,7 @@
 /* alloc.c: the small path without its bin (the cache's lock, then the central); the bootstrap
  * path before initialisation; initialisation keeping the caller's errno (hwloc may set it). */
 void *nsp__alloc_small_locked(unsigned cls);
-/* malloc(n) for a thread without a bin cache, or n == 0 or large: initialises first if needed. */
+/* malloc(n) for a thread without a bin cache, or n large: initialises first if needed. */
 void *nsp__alloc_nobin(size_t n);
 void *nsp__alloc_boot(size_t n, size_t align);
 int nsp__init_keeping_errno(void);
@@ -139,12 +139,12 @@ static inline __attribute__((always_inline)) void *alloc_small(unsigned cls)
  * from the topology, which exists only after nsp__ready. So malloc tests nsp__tb first and reads
  * nsp__ready only without one (nsp__alloc_nobin): the fast path loads no flag and builds no stack
  * frame for the initialisation's call (issue 11, Larson at 2 threads: the per-operation cost;
- * test_fast_path checks both). n - 1 < NSP_MAX_SMALL also sends n == 0 there. */
+ * test_fast_path checks both). n == 0 is looked up as 1 (sizeclass.h). */
 static inline __attribute__((always_inline)) void *alloc(size_t n)
 {
 #ifdef NSP_RSEQ_LOCKS
     struct nsp_cache *tb = nsp__tb;
-    if (likely(tb != NULL) && likely(n - 1 < NSP_MAX_SMALL))
+    if (likely(tb != NULL) && likely(n <= NSP_MAX_SMALL))
         return alloc_from_bin(tb, nsp__size_to_class(n));
 #endif
     return nsp__alloc_nobin(n);

@@ -1,8 +1,8 @@
 /*
  * host/sizeclass.c — building the size-class tables (the method is in sizeclass.h).
  *
- * Owns: nsp__classes, its packed copy for the local free (nsp__class_push) and the two lookup
- * tables. Built once, read-only afterwards.
+ * Owns: nsp__classes, its packed copy for the local free (nsp__class_push) and the lookup table
+ * (nsp__class_of). Built once, read-only afterwards.
  */
 #include "sizeclass.h"
 
@@ -15,8 +15,7 @@
 
 struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
 uint64_t nsp__class_push[NSP_NUM_CLASSES] __attribute__((aligned(64)));
-uint8_t nsp__class_small[1024 / 8 + 1];
-uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1];
+uint8_t nsp__class_of[NSP_MAX_SMALL / 8 + 1] __attribute__((aligned(64)));
 
 /* The fewest pages, at least min_pages, that hold the class's objects with little tail waste. */
 static uint32_t span_pages(uint32_t size, uint32_t min_pages)
@@ -88,16 +87,10 @@ void nsp__sizeclass_lookup(size_t extra)
 {
     /* a request the largest class cannot hold with `extra` more bytes still gets that class */
     unsigned k = 1;
-    for (size_t i = 0; i < sizeof nsp__class_small; i++) {
-        size_t n = (i << 3) + extra;
+    for (size_t i = 0; i < sizeof nsp__class_of; i++) {
+        size_t n = (i ? i << 3 : 1) + extra; /* malloc(0) is malloc(1): alloc.h looks 0 up */
         while (k + 1 < NSP_NUM_CLASSES && nsp__classes[k].size < n)
             k++;
-        nsp__class_small[i] = (uint8_t)k;
-    }
-    for (size_t i = 0; i < sizeof nsp__class_mid; i++) {
-        size_t n = 1024 + (i << 7) + extra;
-        while (k + 1 < NSP_NUM_CLASSES && nsp__classes[k].size < n)
-            k++;
-        nsp__class_mid[i] = (uint8_t)k;
+        nsp__class_of[i] = (uint8_t)k;
     }
 }

@@ -57,8 +57,11 @@ extern struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
  * records and the arithmetic that indexes them (issue 11: the per-operation cost at 2 threads).
  * Built with nsp__classes and equal to it (test_host_units checks every class). */
 extern uint64_t nsp__class_push[NSP_NUM_CLASSES];
-extern uint8_t nsp__class_small[1024 / 8 + 1];                   /* by (n + 7) >> 3 */
-extern uint8_t nsp__class_mid[(NSP_MAX_SMALL - 1024) / 128 + 1]; /* by (n - 1024 + 127) >> 7 */
+/* The class of every request size, by (n + 7) >> 3: one table (4 KiB, of which a program whose
+ * requests stay under 1 KiB touches two lines) so that malloc's lookup is one load with no
+ * branch on the size's range (issue 11: the per-operation cost; the classes above 1 KiB are
+ * multiples of 128, so 8-byte steps are exact for them too). */
+extern uint8_t nsp__class_of[NSP_MAX_SMALL / 8 + 1];
 
 /* Bytes of class cls's span, and of its charge window: what a cached span reserves (cache.h). */
 static inline size_t nsp__class_span_bytes(unsigned cls)
@@ -88,12 +91,10 @@ static inline uint32_t nsp__class_push_size(unsigned cls)
     return (uint32_t)(nsp__class_push[cls] >> 32);
 }
 
-/* The class of a request of n bytes (n <= NSP_MAX_SMALL); 0 < n. */
+/* The class of a request of n bytes (n <= NSP_MAX_SMALL); n == 0 is the class of 1. */
 static inline unsigned nsp__size_to_class(size_t n)
 {
-    if (n <= 1024)
-        return nsp__class_small[(n + 7) >> 3];
-    return nsp__class_mid[(n - 1024 + 127) >> 7];
+    return nsp__class_of[(n + 7) >> 3];
 }
 
 #endif /* NSP_HOST_SIZECLASS_H */

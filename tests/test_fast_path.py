@@ -11,8 +11,9 @@ malloc pays a jump.
 Reads the library's code with objdump, from each function's address to its end (nm -D -S: the
 standard names alias these, so objdump's own label may be malloc or __libc_malloc). Walks the
 instructions in address order up to the first ret, and checks that nsp_free's tail jumps reach
-the slow paths named in SLOW_TARGETS, that no fast path builds a stack frame, and that none reads
-what FORBIDDEN names. On x86-64 builds with the bins only: the
+the slow paths named in SLOW_TARGETS, that no fast path builds a stack frame, that none reads
+what FORBIDDEN names, and that malloc tests no more than BRANCHES_BEFORE_SEQUENCE allows before its
+sequence. On x86-64 builds with the bins only: the
 caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation calls.
 
 usage: test_fast_path.py LIBNUMASPAN_SO
@@ -81,6 +82,19 @@ def check(name, start, size, insns):
             if "<%s" % sym in text:
                 problems.append("%s+%#x: the fast path reads %s (%s): %s" %
                                 (name, addr - start, sym, why, text))
+    # the tests before the restartable sequence starts (the load of glibc's __rseq_offset), in
+    # address order: each is a branch every call takes
+    limit = BRANCHES_BEFORE_SEQUENCE.get(name)
+    if limit is not None:
+        tests = []
+        for addr, text in hot:
+            if "__rseq_offset" in text:
+                break
+            if re.match(r"^j(?!mp)[a-z]+\s", text):
+                tests.append(text)
+        if len(tests) > limit:
+            problems.append("%s: %d branches before its sequence, at most %d: %s" %
+                            (name, len(tests), limit, "; ".join(tests)))
     if not any("%fs:" in text for _, text in hot):
         problems.append("%s: the fast path reads no %%fs (the rseq area): its restartable "
                         "sequence is not inlined" % name)
@@ -98,6 +112,11 @@ FORBIDDEN = {
     "nsp_malloc": [("nsp__ready", "a thread with a bin cache needs no initialisation check")],
     "nsp_free": [("nsp__classes", "the push's constants are nsp__class_push's")],
 }
+
+# How many tests a fast path makes before its sequence: malloc's are "this thread has a bin
+# cache" and "the size is small"; the class is then one load from nsp__class_of, with no branch on
+# the size's range (sizeclass.h; issue 11, the per-operation cost).
+BRANCHES_BEFORE_SEQUENCE = {"nsp_malloc": 2}
 
 # Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to
 # nsp__free_classed, which takes the span from the page map entry nsp_free read, not through

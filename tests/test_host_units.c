@@ -67,6 +67,7 @@ END_TEST
 START_TEST(class_lookup_is_tightest)
 {
     ready();
+    ck_assert_uint_eq(nsp__size_to_class(0), nsp__size_to_class(1)); /* malloc(0): alloc.h */
     for (size_t n = 1; n <= NSP_MAX_SMALL; n++) {
         unsigned k = nsp__size_to_class(n);
         ck_assert_uint_ge(nsp__classes[k].size, n);
