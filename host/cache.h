@@ -11,8 +11,8 @@
  * span's objects only: a bin never holds another span's):
  *
  *   word   (head << 16) | pops. head: the first free object (0: empty); pops: pops since the bin
- *          was attached, mod 2^16 (a pop that would wrap misses instead, and the slow path folds
- *          them into the span's count). The one word every sequence commits.
+ *          was attached (below 2^16: past NSP_BIN_POPS_FOLD a push misses, and the slow path
+ *          folds them into the span's count). The one word every sequence commits.
  *   key    the span's link key for this attachment; 0 = detached. Each free object's first word
  *          holds (next ^ key): a stray write or a second free of a listed object is caught when
  *          the link is decoded (mimalloc's encoded free lists).
@@ -23,8 +23,17 @@
  *   malloc = one restartable sequence: cpu, key != 0, head != 0, link decodes into the span,
  *            then the commit stores word = (next << 16) | pops + 1: the commit IS the pop.
  *   local free (the span is the one this bin holds) = one sequence that writes the object's
- *            link and commits word = (object << 16) | pops: the commit IS the push.
+ *            link and commits word = (object << 16) | pops: the commit IS the push. It misses
+ *            when the list is at its bound (credit, seen: a few times the carve, cache.c), so
+ *            the free goes to the locked path, which folds the bin.
  *   No lock is held between sequences; a thread preempted anywhere on the fast path holds nothing.
+ *
+ * Why the list is bounded (issue 11): a listed object counts as allocated from its span's view,
+ * so in `over` the span's charge cannot come down while it stays listed (ledger.h: covered counts
+ * the listed objects), and only a slow path can lower it. Unbounded, local frees followed by a
+ * steady state of malloc/free pairs kept a span's charge at its fullest moment (up to the span's
+ * 4 windows against the one its cache reserves) and every freed object listed (RSS). Bounded,
+ * what a bin lists is at most a few times its carve, as the cursor's word is at most 63 slots.
  *
  * Objects in a bin's list have their alloc bit set (from the span's view they are the cache's),
  * so remote freers and sweeps never touch them; the span's exact count is alloc_count minus the
@@ -135,17 +144,35 @@ struct nsp_bin {
      * the lock, until it is empty (slab.h). Written by the lock holder, read racily by the
      * owner's malloc (a stale value costs one slab pop or one slow path, never an object). */
     uint32_t full;
+    /* The list's bound (issue 11; see "Why the list is bounded" above). credit: pushes the bin
+     * may still take before it looks at its pops again; each push takes one before its commit
+     * (an aborted one too: the bound met early, never late). seen: the pops it last looked at.
+     * Invariant: credit + (pops - seen) <= bound - listed, the pops being the word's. A push that
+     * takes credit below 0 re-derives it, credit += pops - seen and seen = pops, in one store of
+     * both (so a restart after it finds them consistent), and misses if it is still below 0 (the
+     * list at its bound) or if pops reached NSP_BIN_POPS_FOLD. Set at the attach (credit =
+     * bound - carved, seen = 0), zeroed by the fold; the sequences change them only on the
+     * bin's cpu while key != 0, as they do the word. */
+    int32_t credit;
+    uint32_t seen;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 
 /* The sequences' asm (nsp__bin_pop, nsp__bin_push) reads the bin at these offsets, written as
  * numbers there: a field added in front of them must fail here, not make every sequence miss. */
 _Static_assert(offsetof(struct nsp_bin, word) == 0 && offsetof(struct nsp_bin, key) == 8 &&
                    offsetof(struct nsp_bin, base) == 16 && offsetof(struct nsp_bin, size) == 24 &&
-                   offsetof(struct nsp_bin, cpu) == 44,
-               "nsp__bin_pop/nsp__bin_push read word, key, base, size and cpu at 0, 8, 16, 24, 44");
+                   offsetof(struct nsp_bin, cpu) == 44 && offsetof(struct nsp_bin, credit) == 56 &&
+                   offsetof(struct nsp_bin, seen) == 60,
+               "nsp__bin_pop/nsp__bin_push read word, key, base, size, cpu, credit and seen at 0, "
+               "8, 16, 24, 44, 56 and 60");
 _Static_assert(sizeof(struct nsp_bin) == NSP_CACHE_LINE, "a bin is one line: a pop reads one");
 
 #define NSP_BIN_POPS 0xffffu
+/* Pops at which a push's re-derivation misses, so that the slow path folds them into the span's
+ * count: pops never reach NSP_BIN_POPS, and the pop needs no check of its own. Between two
+ * re-derivations a bin takes at most bound + 1 pushes, and pops never pass carved + pushes, so
+ * pops stay below NSP_BIN_POPS_FOLD + 3 bounds (cache.c: a bound is at most 4096 objects). */
+#define NSP_BIN_POPS_FOLD 0x8000u
 
 struct nsp_cache {
     _Atomic uint32_t lock;
@@ -273,7 +300,7 @@ abort:
 
 /*
  * The pop: one restartable sequence on cpu whose commit stores the bin's new word. Returns the
- * object; NULL for a miss (not on cpu, bin detached or empty, its pops about to wrap, or a link
+ * object; NULL for a miss (not on cpu, bin detached or empty, or a link
  * that does not decode into the span — the slow path's fold reports that one); (void *)1 if the
  * sequence was aborted (preempted, migrated, a signal): try again.
  */
@@ -290,8 +317,6 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
         "movq %[w], %[p]\n\t"
         "shrq $16, %[p]\n\t" /* head: 0 = empty */
         "jz 5f\n\t"
-        "cmpw $-1, %w[w]\n\t" /* pops about to wrap */
-        "je 5f\n\t"
         "movq (%[p]), %[t]\n\t"
         "xorq %[k], %[t]\n\t" /* next, decoded */
         "jz 6f\n\t"
@@ -379,6 +404,8 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "cmpq 24(%[b]), %%rax\n\t"
         "jb %l[miss]\n\t" /* or an encoded link of this span: p may be listed */
         "movq (%[b]), %%r11\n\t"
+        "decl 56(%[b])\n\t" /* credit - 1 (again after an abort: the bound met early, no more) */
+        "js 10f\n\t" /* below 0: re-derived out of line (below) */
         "movq %%r11, %%rax\n\t"
         "shrq $16, %%rax\n\t"
         "xorq %%r10, %%rax\n\t"
@@ -391,12 +418,66 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "2:\n\t"
         NSP_RSEQ_ABORT_SIGNATURE
         "jmp %l[abort]\n\t"
+        /* The credit's re-derivation (struct nsp_bin), and the push: a sequence of its own, out
+         * of line (the push above pays only its take, and free stays a leaf), entered when the
+         * push took the credit below 0, p's checks passed. Still on the bin's cpu and the same
+         * attachment (the key the push read: a bin attached anew may hold another span), it
+         * re-derives the credit from the pops since the bin last looked, credit += pops - seen,
+         * seen = pops (one store), and pushes p as above, its commit the word's store; or it
+         * misses when the list is at its bound (credit + pops - seen < 0, the push's take
+         * counted) or when pops reached NSP_BIN_POPS_FOLD (the slow path folds them). The
+         * store keeps credit + (pops - seen) as it was, so a restart after it finds the same
+         * sum; a thread that moved off the cpu leaves its take behind (a bound met early until
+         * the next fold). */
+        ".pushsection __rseq_cs, \"aw\"\n\t"
+        ".balign 32\n\t"
+        "13:\n\t"
+        ".long 0x0, 0x0\n\t"
+        ".quad 11f, (12f - 11f), 14f\n\t"
+        ".popsection\n\t"
+        "10:\n\t"
+        "leaq 13b(%%rip), %%rax\n\t"
+        "movq %%rax, %%fs:8(%[rs])\n\t" /* rseq->rseq_cs */
+        "11:\n\t"
+        "movl %%fs:4(%[rs]), %%eax\n\t"
+        "cmpl %%eax, 44(%[b])\n\t"
+        "jnz %l[miss]\n\t" /* moved off the cpu */
+        "cmpq %%r10, 8(%[b])\n\t"
+        "jnz %l[miss]\n\t" /* detached, or attached anew: the locked path decides */
+        "movzwl (%[b]), %%eax\n\t" /* pops */
+        "cmpl %[fold], %%eax\n\t"
+        "jae %l[miss]\n\t"
+        "movl %%eax, %%r11d\n\t"
+        "addl 56(%[b]), %%eax\n\t"
+        "subl 60(%[b]), %%eax\n\t" /* credit + pops - seen: bound - listed - 1, or less */
+        "js %l[miss]\n\t" /* the list at its bound */
+        "shlq $32, %%r11\n\t"
+        "orq %%rax, %%r11\n\t"
+        "movq %%r11, 56(%[b])\n\t" /* credit, and seen = pops */
+        "movq (%[b]), %%r11\n\t"
+        "movq %%r11, %%rax\n\t"
+        "shrq $16, %%rax\n\t"
+        "xorq %%r10, %%rax\n\t"
+        "movq %%rax, (%[p])\n\t" /* p's link: the old head, encoded */
+        "movq %[p], %%rax\n\t"
+        "shlq $16, %%rax\n\t"
+        "movzwl %%r11w, %%r11d\n\t"
+        "orq %%r11, %%rax\n\t"
+        "movq %%rax, (%[b])\n\t" /* the commit: the push */
+        "12:\n\t"
+        "jmp %l[pushed]\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n\t"
+        "14:\n\t"
+        "jmp 10b\n\t" /* aborted: again from its start */
         ".popsection\n\t"
         :
         : [rs] "r"(__rseq_offset), [b] "r"(b), [p] "r"(p), [dm] "r"(divmul), [es] "r"(size),
-          [mk] "m"(nsp__magazine_key)
+          [mk] "m"(nsp__magazine_key), [fold] "i"(NSP_BIN_POPS_FOLD)
         : "memory", "cc", "rax", "r10", "r11"
-        : miss, abort);
+        : miss, abort, pushed);
+    return 0;
+pushed:
     return 0;
 miss:
     return 1;

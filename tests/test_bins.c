@@ -165,7 +165,7 @@ static void step(struct seq *m)
         case 1:
             m->w = b->word;
             m->head = (uintptr_t)(m->w >> 16);
-            if (!m->head || (m->w & NSP_BIN_POPS) == NSP_BIN_POPS)
+            if (!m->head)
                 m->result = MISS;
             break;
         case 2:
@@ -198,9 +198,21 @@ static void step(struct seq *m)
                 m->result = MISS;
             break;
         }
-        case 3:
+        case 3: { /* the word, and the list's bound: credit - 1; below 0, re-derived from the
+                   * pops since the bin last looked (cache.h, the push's second sequence) */
             m->w = b->word;
+            if (--b->credit >= 0)
+                break;
+            int32_t pops = (int32_t)(m->w & NSP_BIN_POPS);
+            int32_t credit = b->credit + pops - (int32_t)b->seen;
+            if ((uint32_t)pops >= NSP_BIN_POPS_FOLD || credit < 0) {
+                m->result = MISS;
+                break;
+            }
+            b->credit = credit;
+            b->seen = (uint32_t)pops;
             break;
+        }
         case 4:
             *(uint64_t *)m->obj = (m->w >> 16) ^ m->key;
             break;
@@ -967,6 +979,86 @@ START_TEST(a_bin_lists_a_few_kib_at_a_time)
 }
 END_TEST
 
+/* Local frees list at most a few carves (cache.h, "Why the list is bounded"): a push past the
+ * bound misses, and the locked free that takes it folds the bin, so the span's allocated slots
+ * (which count the listed ones) come down with the frees. Before the bound every local free was
+ * listed: a span freed whole stayed allocated whole from the ledger's view (its charge stuck at
+ * its fullest moment in `over`) and kept every freed object on the list. */
+START_TEST(a_bin_lists_at_most_a_few_carves)
+{
+    if (!ready("a_bin_lists_at_most_a_few_carves"))
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    enum { N = 90 };
+    void *held[N];
+    held[0] = malloc(SZ_LAZY);
+    struct nsp_span *s = span();
+    uint32_t most = 4096 / s->elemsize > 4 ? 4096 / s->elemsize : 4;
+    unsigned n = 1;
+    while (n < N && n + 1 < s->nelems && (held[n] = malloc(SZ_LAZY)) &&
+           nsp__span_of(held[n]) == s)
+        n++;
+    ck_assert_msg(n == N, "class of %u B: only %u objects from one span of %u", s->elemsize, n,
+                  s->nelems);
+    ck_assert_uint_gt(N, 8 * most + 16); /* well past the bound */
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_FREE_LIST) +
+                      errors(NSP_ERR_WRITE_AFTER_FREE);
+    for (unsigned i = 0; i < N; i++) /* local frees: the bin's pushes while under the bound */
+        free(held[i]);
+    uint32_t slots = s->alloc_count; /* listed, since nothing is live */
+    int same = span() == s;
+    for (unsigned i = 0; i < N; i++) /* the list and the bitmap hand every slot out once */
+        held[i] = malloc(SZ_LAZY);
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned j = i + 1; j < N; j++)
+            ck_assert_ptr_ne(held[i], held[j]);
+    for (unsigned i = 0; i < N; i++)
+        free(held[i]);
+    ck_assert_int_eq(same, 1);
+    ck_assert_msg(slots <= 8 * most,
+                  "%u objects of %u B freed locally, %u still allocated from the span's view "
+                  "(listed): the bin may list at most %u (8 carves)",
+                  N, s->elemsize, slots, 8 * most);
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE) + errors(NSP_ERR_FREE_LIST) +
+                          errors(NSP_ERR_WRITE_AFTER_FREE),
+                      before); /* nothing the bound's fold took for an error */
+}
+END_TEST
+
+/* The pop has no check of its 16-bit count: pops are kept below NSP_BIN_POPS by the push's
+ * re-derivation of its credit, which misses once pops reach NSP_BIN_POPS_FOLD, so that the slow
+ * path folds them into the span's count (cache.h). A steady state of pairs far past 2^16 on one
+ * bin must leave the span's count of allocations exact: a count that wrapped would lose 65536. */
+START_TEST(pops_past_their_16_bits_are_counted)
+{
+    if (!ready("pops_past_their_16_bits_are_counted"))
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    void *first = malloc(SZ_LAZY); /* attaches the bin */
+    struct nsp_span *s = span();
+    struct nsp_cache *c = nsp__tb;
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1); /* folds: the span's counts exact */
+    nsp__cache_unlock(c);
+    uint32_t before = s->nmalloc;
+    enum { PAIRS = 150000 };
+    unsigned other = 0;
+    for (unsigned i = 0; i < PAIRS; i++) {
+        void *p = malloc(SZ_LAZY);
+        other += nsp__span_of(p) != s;
+        free(p);
+    }
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1);
+    nsp__cache_unlock(c);
+    uint32_t after = s->nmalloc;
+    int same = span() == s;
+    free(first);
+    ck_assert_int_eq(same, 1);
+    ck_assert_uint_eq(other, 0);
+    ck_assert_msg(after - before == PAIRS, "%u pairs on one bin, %u allocations counted in its "
+                  "span", (unsigned)PAIRS, after - before);
+}
+END_TEST
+
 /* A fold's slots come before fresh ones (first fit, host/span.h: the fold moves the span's cursor
  * down to the lowest slot it gives back): the next attach lists a freed low slot, not the
  * fresh slots past the cursor. Before, the carve took the cursor's word first (fresh slots past
@@ -1231,6 +1323,8 @@ int main(void)
     tcase_add_test(tc, a_free_slot_written_over_is_not_handed_out);
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
+    tcase_add_test(tc, a_bin_lists_at_most_a_few_carves);
+    tcase_add_test(tc, pops_past_their_16_bits_are_counted);
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
