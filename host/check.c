@@ -296,12 +296,13 @@ int nsp__cache_is_valid(const struct nsp_cache *c, char *why, size_t len)
 
 /* ---- the whole heap ----------------------------------------------------------------------------- */
 
-/* Takes every lock of the heap in fork's order (init.c): caches, centrals, page heaps, the
- * ledger's node locks. The caches all of them, waiting (nsp__cache_lock_all, serialised among
- * foreign takers), or (wait == 0) one by one with the foreign try-lock, giving up at the first
- * busy one (returns 0, nothing held): a cycle must not wait for a cache whose owner may be
- * waiting for that cycle. Waiting, it also returns 0 (nothing held) when lock_all had to leave a
- * cache out (its cpu cannot be fenced): a check over a cache it cannot hold would race its owner. */
+/* Takes every lock of the heap in fork's order (init.c): caches, centrals, page heaps (held
+ * still: pageheap.h), the ledger's node locks. The caches all of them, waiting
+ * (nsp__cache_lock_all, serialised among foreign takers), or (wait == 0) one by one with the
+ * foreign try-lock, giving up at the first busy one (returns 0, nothing held): a cycle must not
+ * wait for a cache whose owner may be waiting for that cycle. Waiting, it also returns 0
+ * (nothing held) when lock_all had to leave a cache out (its cpu cannot be fenced): a check over
+ * a cache it cannot hold would race its owner. */
 static int lock_heap(int wait)
 {
     if (wait) {
@@ -320,8 +321,11 @@ static int lock_heap(int wait)
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             nsp__central_lock(nsp__central(n, k));
+    /* still: no cut without the lock in flight, none pending unlinked (pageheap.h). Before the
+     * ledger's locks: a large object cut without it and charged under them (ledger.c) is then
+     * in a linked arena by the time its charge can land before this check's reading */
     for (unsigned n = 0; n < nsp__nnodes; n++)
-        nsp__pageheap_lock(n);
+        nsp__pageheap_lock_still(n);
     nsp__ledger_lock_all();
     return 1;
 }
@@ -330,7 +334,7 @@ static void unlock_heap(int wait)
 {
     nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
-        nsp__pageheap_unlock(n);
+        nsp__pageheap_unlock_still(n);
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
             nsp__central_unlock(nsp__central(n, k));

@@ -31,7 +31,8 @@
  * the alloc bitmap, and (without NSP_SECURE) the carve frontier and the free tags (span.h): no
  * slot at or past the frontier allocated, every free slot below it tagged. */
 int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len);
-/* Node's page heap, its lock held and (for its live spans' bitmaps) every cache and central:
+/* Node's page heap, its lock held still (nsp__pageheap_lock_still: no cut without the lock
+ * half done, none pending unlinked) and (for its live spans' bitmaps) every cache and central:
  * arenas, runs tiling each arena, the page map of FREE runs, coalescing, free lists, pages_free. */
 int nsp__pageheap_is_valid(unsigned node, char *why, size_t len);
 /* The central of (node, cls), its lock held: list membership, links and counts, and each span. */
@@ -53,8 +54,8 @@ int nsp__stats_is_valid(int (*read)(nsp_stats_t *), char *why, size_t len);
 
 /* The debug level (nsp__debug, runtime.h), read once by nsp__check_init (init.c). */
 void nsp__check_init(void);
-/* The debug recount (nsp_ledger_recount): with every cache, central, page heap and ledger lock
- * held, heapLive + pending against the sum of the charges, per node. 0 when they agree; -1 with
+/* The debug recount (nsp_ledger_recount): with every cache, central, page heap (still) and ledger
+ * lock held, heapLive + pending against the sum of the charges, per node. 0 when they agree; -1 with
  * the first node that disagrees; 1 if a cache was busy and wait was 0 (nothing checked). */
 int nsp__ledger_recount(int wait, unsigned *node, int64_t *ledger, int64_t *charges);
 /* At debug level `level` or above: validates the whole heap; on failure reports `when` and

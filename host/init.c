@@ -117,8 +117,10 @@ static void fork_prepare(void)
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             nsp__central_lock(nsp__central(n, k));
+    /* still (pageheap.h): no cut made without the lock is half done in the child, whose
+     * cutter is gone, nor counted in flight there for its checkers to wait on */
     for (unsigned n = 0; n < nsp__nnodes; n++)
-        nsp__pageheap_lock(n);
+        nsp__pageheap_lock_still(n);
     nsp__ledger_lock_all(); /* no ledger change is half made in the child */
     nsp__pacer_fork_prepare_last();
     nsp__boot_fork_prepare(); /* a leaf: last */
@@ -135,7 +137,7 @@ static void fork_release_locks(int child)
     else
         nsp__ledger_unlock_all();
     for (unsigned n = nsp__nnodes; n-- > 0;)
-        nsp__pageheap_unlock(n);
+        nsp__pageheap_unlock_still(n);
     for (unsigned n = nsp__nnodes; n-- > 0;)
         for (unsigned k = NSP_NUM_CLASSES; k-- > 0;)
             nsp__central_unlock(nsp__central(n, k));

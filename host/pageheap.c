@@ -17,6 +17,7 @@
 #include "pageheap.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -335,6 +336,58 @@ void nsp__pageheap_unlock(unsigned node)
     heap_unlock(&nsp__pageheaps[node]);
 }
 
+/* ---- the heap's checkers against cuts made without the lock (pageheap.h) ------------------------
+ *
+ * A cut without the lock (alloc_busy) writes descriptors of a linked arena (a pending run it cuts)
+ * and pushes a fresh arena that only the next holder links; its span is charged by its caller
+ * afterwards. A checker that holds the lock must see neither a descriptor half written nor a
+ * charged span in an arena it does not walk. So a cut counts itself in flight (busy_cuts) for its
+ * whole body, and a checker, once it holds the lock, raises `checkers`, waits for the cuts in
+ * flight to end and links what they pushed. A cut that finds a checker waits for the lock
+ * instead, as when the OS refuses it a fresh arena: after the checker raised the flag no cut
+ * starts, so the wait ends, and every span whose charge can land before the checker's reading
+ * (the ledger's locks, taken after this) is in a linked arena, its descriptor whole.
+ * The two sides are a store then a load each (the flag / the count), sequentially consistent,
+ * so that at least one of them sees the other. Only the stuck-hold path pays it: an ordinary
+ * allocation holds the lock and cuts under it. */
+
+static int cut_begin(struct nsp_pageheap *h)
+{
+    atomic_fetch_add_explicit(&h->busy_cuts, 1, memory_order_seq_cst);
+    if (!atomic_load_explicit(&h->checkers, memory_order_seq_cst))
+        return 0;
+    atomic_fetch_sub_explicit(&h->busy_cuts, 1, memory_order_release);
+    atomic_fetch_add_explicit(&h->busy_checked, 1, memory_order_relaxed);
+    return -1;
+}
+
+/* release: the checker's acquire of a zero count sees the cut's descriptors and pushes */
+static void cut_end(struct nsp_pageheap *h)
+{
+    atomic_fetch_sub_explicit(&h->busy_cuts, 1, memory_order_release);
+}
+
+void (*_Atomic nsp__test_busy_cut)(unsigned node);
+
+void nsp__pageheap_lock_still(unsigned node)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    heap_lock(h);
+    atomic_fetch_add_explicit(&h->checkers, 1, memory_order_seq_cst);
+    /* a cut in flight waits for nothing the checker holds (mmap, mbind, lock-free pushes, a
+     * trylock): it ends; it may be preempted meanwhile, and a checker may wait that long */
+    while (atomic_load_explicit(&h->busy_cuts, memory_order_seq_cst))
+        sched_yield();
+    drain(h);
+}
+
+void nsp__pageheap_unlock_still(unsigned node)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    atomic_fetch_sub_explicit(&h->checkers, 1, memory_order_release);
+    heap_unlock(h);
+}
+
 /* Sets up pages [start, start + n) of ar as a TAKEN span, its pages mapping to it (every live
  * span's do), and returns it. The pages are the caller's: a run it took out of the heap, or a
  * pending span it took off the stack. */
@@ -371,6 +424,10 @@ static struct nsp_span *take_pending(struct nsp_pageheap *h, size_t npages, size
             uint32_t start = s->start_page, total = (uint32_t)s->npages, n = (uint32_t)npages;
             uint32_t needzero = s->needzero;
             got = span_cut(ar, start, n, needzero);
+            void (*hook)(unsigned) =
+                atomic_load_explicit(&nsp__test_busy_cut, memory_order_relaxed);
+            if (hook) /* tests: the run half cut (pageheap.h) */
+                hook(h->node);
             if (total > n)
                 push_free(h, span_cut(ar, start + n, total - n, needzero));
         } else {
@@ -390,10 +447,10 @@ static struct nsp_span *take_pending(struct nsp_pageheap *h, size_t npages, size
  * cut from the pending spans if one fits, else at the start of an arena of its own, the arena
  * and the rest of it going pending, for the next holder to link (and the next of us to cut).
  * The smallest arena that fits (2 MiB for a small class's span). NULL when the OS, a limit or a
- * test refuses it: the caller then waits for the lock. */
-static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pages)
+ * test refuses it: the caller then waits for the lock. Counted in flight (alloc_busy). */
+static struct nsp_span *cut_busy(struct nsp_pageheap *h, size_t npages, size_t align_pages)
 {
-    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    unsigned node = h->node;
     struct nsp_span *sp = take_pending(h, npages, align_pages);
     if (sp)
         return sp;
@@ -432,6 +489,18 @@ static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pa
         drain(h);
         heap_unlock(h);
     }
+    return sp;
+}
+
+/* cut_busy, unless a checker holds the heap (NULL: the caller waits for the lock, which the
+ * checker lets go when its check is done), counted in flight for the checkers. */
+static struct nsp_span *alloc_busy(unsigned node, size_t npages, size_t align_pages)
+{
+    struct nsp_pageheap *h = &nsp__pageheaps[node];
+    if (cut_begin(h) != 0)
+        return NULL;
+    struct nsp_span *sp = cut_busy(h, npages, align_pages);
+    cut_end(h);
     return sp;
 }
 

@@ -26,7 +26,8 @@
  * arena of its own for its span (the OS arena path) and pushes the arena and the rest of it as
  * pending too. Ordinary contention maps nothing new, so the runs do not multiply under load. Whoever holds the lock next
  * links what is pending first (nsp__pageheap_lock): the runs and the counters are exact for
- * every holder. Only the OS refusing that fresh arena makes an allocation wait for the lock.
+ * every holder. Only the OS refusing that fresh arena, or a checker holding the lock
+ * (nsp__pageheap_lock_still), makes an allocation wait for the lock.
  * The counters (pages_*, arenas_mapped) are written under the lock and read without it;
  * pages_mapped is an atomic add, and counts a stuck hold's fresh arena from its mapping (so that
  * NSP_NODE_LIMITS holds while it waits to be linked).
@@ -58,6 +59,12 @@ struct nsp_pageheap {
     uint64_t os_refusals;
     _Atomic uint64_t busy_arenas; /* arenas mapped because the lock was held (file header) */
     _Atomic uint64_t busy_frees;  /* frees pushed pending because the lock was held */
+    /* Unlocked cuts against the heap's checkers (nsp__pageheap_lock_still): cuts in flight
+     * (alloc_busy, from before its cut until the span and what it pushed are published), the
+     * checkers that hold the heap still, and the cuts that found one and waited for the lock. */
+    _Atomic uint32_t busy_cuts;
+    _Atomic uint32_t checkers;
+    _Atomic uint64_t busy_checked;
     /* pushed without the lock, linked by its next holder: spans (s->next) and arenas */
     struct nsp_span *_Atomic pending_frees;
     struct nsp_arena *_Atomic pending_arenas;
@@ -69,6 +76,16 @@ void nsp__pageheap_lock(unsigned node);
 void nsp__pageheap_unlock(unsigned node);
 /* The same unless its holder is stuck (hold.h): 0 when taken, else -1. */
 int nsp__pageheap_trylock(unsigned node);
+/* The lock for a checker (the recount, the validators, stats against a walk: check.c), who
+ * reads every descriptor and charge of the node's arenas: taken, then no cut without it starts
+ * (a thread that finds the hold stuck waits for the lock instead, counted in busy_checked), the
+ * cuts in flight end, and what they pushed is linked. So the checker sees no descriptor half
+ * written, and no span charged in an arena it does not walk. Never on an allocation's path. */
+void nsp__pageheap_lock_still(unsigned node);
+void nsp__pageheap_unlock_still(unsigned node);
+/* Test hook: called by a cut without the lock between its two descriptor writes (the span, then
+ * the rest of the run it was cut from), with the node (NULL outside tests). */
+extern void (*_Atomic nsp__test_busy_cut)(unsigned node);
 /* Scavenges and trims that skipped a node's busy page heap (best effort: nsp_trim, the pacer). */
 extern _Atomic uint64_t nsp__pageheap_busy_skips;
 /* A counter of the page heap, read without its lock (written under it). */
