@@ -161,13 +161,14 @@ START_TEST(recount_against_unlocked_cut)
     ck_assert(created);
     nsp__ledger_test_hook = stop_changer;
     created = pthread_create(&a, NULL, changer, NULL) == 0;
+    /* the recount once the change is half made, so that it waits for it */
+    int changer_stopped = created && wait_for(&changer_in, 10);
     created = created && pthread_create(&r, NULL, recounter, NULL) == 0;
     if (!created) {
         nsp__ledger_test_hook = NULL;
         atomic_store(&changer_go, 1);
         ck_abort_msg("pthread_create failed");
     }
-    int changer_stopped = wait_for(&changer_in, 10);
     double t0 = now_s();
     while (changer_stopped && !recounter_holds_page_heaps() && !atomic_load(&recount_done) &&
            now_s() - t0 < 10)
@@ -204,12 +205,111 @@ START_TEST(recount_against_unlocked_cut)
 }
 END_TEST
 
+/* ---- the page heap's validator against a run half cut ------------------------------------------ */
+
+/* A holder of node 0's page heap that does not run (asleep outside any lock's wait: a thread
+ * preempted or stopped there reads the same, hold.h), until holder_go. */
+static _Atomic int holder_in, holder_go;
+
+static void *still_holder(void *arg)
+{
+    (void)arg;
+    nsp__hold_lock_always(&nsp__pageheaps[0].lock, &nsp__pageheaps[0].hold);
+    atomic_store(&holder_in, 1);
+    while (!atomic_load(&holder_go))
+        usleep(1000);
+    nsp__hold_unlock(&nsp__pageheaps[0].lock, &nsp__pageheaps[0].hold);
+    return NULL;
+}
+
+/* The cut's hook: parks the cutter between its two descriptor writes until a checker holds the
+ * heap still (or, unfixed, until the check is done: there is nothing else to wait for). */
+static _Atomic int cut_in, check_done;
+
+static void park_cut(unsigned node)
+{
+    (void)node;
+    atomic_store(&cut_in, 1);
+    double t0 = now_s();
+    while (!atomic_load(&nsp__pageheaps[0].checkers) && !atomic_load(&check_done) &&
+           now_s() - t0 < 10)
+        usleep(500);
+}
+
+static void *half_cutter(void *arg)
+{
+    (void)arg;
+    cut_obj = nsp_malloc_node(CUT_BYTES, 0);
+    if (cut_obj)
+        memset(cut_obj, 0x5a, CUT_BYTES);
+    atomic_store(&cutter_done, 1);
+    return NULL;
+}
+
+static int check_rc;
+static char check_why[512];
+
+static void *checker(void *arg)
+{
+    (void)arg;
+    check_rc = nsp_heap_check(check_why, sizeof check_why);
+    atomic_store(&check_done, 1);
+    return NULL;
+}
+
+/* A large malloc behind a stuck holder cuts its span from a run freed meanwhile (pending, in a
+ * linked arena) and is parked between writing the span's descriptor and the rest's: the run's
+ * pages no longer tile. The holder lets go and nsp_heap_check takes the heap. Unfixed, the
+ * validator walked that half-written tiling ("does not tile the arena"; TSan: a race on the
+ * descriptors). It must see the cut whole: it waits for the cut in flight, which ends. */
+START_TEST(validator_against_half_cut)
+{
+    ready();
+    void *run = nsp_malloc_node(2 * CUT_BYTES, 0); /* freed below: the pending run to cut */
+    ck_assert_ptr_nonnull(run);
+    atomic_store(&holder_in, 0);
+    atomic_store(&holder_go, 0);
+    atomic_store(&cut_in, 0);
+    atomic_store(&check_done, 0);
+    atomic_store(&cutter_done, 0);
+    cut_obj = NULL;
+    pthread_t h, b, c;
+    /* no Check assert (they allocate) from here until every thread is joined */
+    int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    ck_assert(created);
+    wait_for(&holder_in, 10);
+    free(run); /* the page heap is held: pushed pending */
+    nsp__test_busy_cut = park_cut;
+    created = pthread_create(&b, NULL, half_cutter, NULL) == 0;
+    int parked = created && wait_for(&cut_in, 10);
+    atomic_store(&holder_go, 1);
+    pthread_join(h, NULL);
+    created = created && pthread_create(&c, NULL, checker, NULL) == 0;
+    if (created)
+        pthread_join(c, NULL);
+    atomic_store(&check_done, 1);
+    pthread_join(b, NULL);
+    nsp__test_busy_cut = NULL;
+    ck_assert_msg(created, "pthread_create failed");
+    ck_assert_msg(parked, "the malloc behind the stuck holder never cut a pending run: the "
+                  "moment under test was not built");
+    ck_assert_ptr_nonnull(cut_obj);
+    ck_assert_msg(check_rc == 0, "the page heap's validator met a run half cut without the "
+                  "lock: %s", check_why);
+    for (size_t i = 0; i < CUT_BYTES; i += 4093)
+        ck_assert_int_eq(((unsigned char *)cut_obj)[i], 0x5a);
+    free(cut_obj);
+    heap_is_valid();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("check_cut");
     TCase *tc = tcase_create("cut");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, recount_against_unlocked_cut);
+    tcase_add_test(tc, validator_against_half_cut);
     suite_add_tcase(s, tc);
     return s;
 }
