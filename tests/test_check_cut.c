@@ -19,6 +19,8 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -257,12 +259,13 @@ static void *checker(void *arg)
     return NULL;
 }
 
-/* A large malloc behind a stuck holder cuts its span from a run freed meanwhile (pending, in a
- * linked arena) and is parked between writing the span's descriptor and the rest's: the run's
- * pages no longer tile. The holder lets go and nsp_heap_check takes the heap. Unfixed, the
- * validator walked that half-written tiling ("does not tile the arena"; TSan: a race on the
- * descriptors). It must see the cut whole: it waits for the cut in flight, which ends. */
-START_TEST(validator_against_half_cut)
+/* The moment of the two tests below: a large malloc behind a stuck holder cuts its span from a
+ * run freed meanwhile (pending, in a linked arena) and is parked between writing the span's
+ * descriptor and the rest's, so that the run's pages no longer tile; the holder lets go, and
+ * `check` takes the heap. Unfixed, the checker walked that half-written tiling ("does not tile
+ * the arena"; TSan: a race on the descriptors). It must see the cut whole: it waits for the
+ * cut in flight, which ends. check sets check_rc and check_why. */
+static void half_cut_then(void (*check)(void))
 {
     ready();
     void *run = nsp_malloc_node(2 * CUT_BYTES, 0); /* freed below: the pending run to cut */
@@ -273,7 +276,9 @@ START_TEST(validator_against_half_cut)
     atomic_store(&check_done, 0);
     atomic_store(&cutter_done, 0);
     cut_obj = NULL;
-    pthread_t h, b, c;
+    check_rc = -2;
+    strcpy(check_why, "(not checked)");
+    pthread_t h, b;
     /* no Check assert (they allocate) from here until every thread is joined */
     int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
     ck_assert(created);
@@ -284,22 +289,76 @@ START_TEST(validator_against_half_cut)
     int parked = created && wait_for(&cut_in, 10);
     atomic_store(&holder_go, 1);
     pthread_join(h, NULL);
-    created = created && pthread_create(&c, NULL, checker, NULL) == 0;
     if (created)
-        pthread_join(c, NULL);
+        check();
     atomic_store(&check_done, 1);
-    pthread_join(b, NULL);
+    if (created)
+        pthread_join(b, NULL);
     nsp__test_busy_cut = NULL;
     ck_assert_msg(created, "pthread_create failed");
     ck_assert_msg(parked, "the malloc behind the stuck holder never cut a pending run: the "
                   "moment under test was not built");
     ck_assert_ptr_nonnull(cut_obj);
-    ck_assert_msg(check_rc == 0, "the page heap's validator met a run half cut without the "
-                  "lock: %s", check_why);
+    ck_assert_msg(check_rc == 0, "the heap's check, with a cut made without the lock half "
+                  "done by another thread: %s", check_why);
     for (size_t i = 0; i < CUT_BYTES; i += 4093)
         ck_assert_int_eq(((unsigned char *)cut_obj)[i], 0x5a);
     free(cut_obj);
     heap_is_valid();
+}
+
+static void check_in_thread(void)
+{
+    pthread_t c;
+    if (pthread_create(&c, NULL, checker, NULL) == 0)
+        pthread_join(c, NULL);
+}
+
+/* fork's prepare handler takes every lock as the checkers do (init.c): the child, whose cutter
+ * thread is gone, must find no cut half done. Its own validator says, through a pipe. */
+static void check_in_child(void)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        char why[sizeof check_why];
+        int rc = nsp_heap_check(why, sizeof why);
+        if (rc != 0)
+            (void)!write(fd[1], why, strlen(why));
+        _exit(rc == 0 ? 0 : 1);
+    }
+    close(fd[1]);
+    int status = 0, ended = 0;
+    for (double t0 = now_s(); pid > 0 && !ended && now_s() - t0 < 20;)
+        if (!(ended = waitpid(pid, &status, WNOHANG) == pid))
+            usleep(1000);
+    if (pid > 0 && !ended) { /* its check waits for a cut its parent's thread left in flight */
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        strcpy(check_why, "the forked child's check did not end in 20 s");
+    } else if (ended && WIFEXITED(status)) {
+        check_rc = WEXITSTATUS(status) == 0 ? 0 : -1;
+        /* read once it ended: its why (under a pipe's buffer) is all there */
+        ssize_t n = read(fd[0], check_why, sizeof check_why - 1);
+        check_why[n > 0 ? n : 0] = 0;
+    }
+    close(fd[0]);
+    if (check_rc != 0 && !check_why[0])
+        strcpy(check_why, "the forked child did not check (fork failed, or it died)");
+}
+
+START_TEST(validator_against_half_cut)
+{
+    half_cut_then(check_in_thread);
+}
+END_TEST
+
+START_TEST(fork_against_half_cut)
+{
+    half_cut_then(check_in_child);
 }
 END_TEST
 
@@ -310,6 +369,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, recount_against_unlocked_cut);
     tcase_add_test(tc, validator_against_half_cut);
+    tcase_add_test(tc, fork_against_half_cut);
     suite_add_tcase(s, tc);
     return s;
 }
