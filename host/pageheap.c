@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -118,12 +119,21 @@ static void run_remove(struct nsp_pageheap *h, struct nsp_span *r)
         COUNT(h->pages_scavenged, -r->npages);
 }
 
-/* The descriptor of pages [start, start + n) of ar, cleared, with its place filled in: what a
- * free run (run_make) and a span cut from one (span_cut) both start from. */
-static struct nsp_span *desc_at(struct nsp_arena *ar, uint32_t start, uint32_t n)
+/* The descriptor of pages [start, start + n) of ar in state `state`, cleared, with its place
+ * filled in: what a free run (run_make) and a span cut from one (span_place) both start from.
+ * The state is written first and the clearing leaves it alone: a cut without the lock
+ * (alloc_busy) rewrites a pending span's descriptor while a holder of the lock may read it as a
+ * neighbour (free_locked's coalescing, nsp__pageheap_grow), and it must read TAKEN throughout.
+ * A memset of the whole descriptor passed through FREE with the new npages and start_page in
+ * place: a neighbour's free then took the span's pages into its run (test_check_cut). */
+static struct nsp_span *desc_at(struct nsp_arena *ar, uint32_t start, uint32_t n,
+                                uint32_t state)
 {
     struct nsp_span *d = &ar->spans[start];
-    memset(d, 0, sizeof *d);
+    const size_t at = offsetof(struct nsp_span, state), past = at + sizeof d->state;
+    atomic_store_explicit(&d->state, state, memory_order_relaxed);
+    memset(d, 0, at);
+    memset((char *)d + past, 0, sizeof *d - past);
     d->arena = ar;
     d->node = (uint8_t)ar->node;
     d->start_page = start;
@@ -136,10 +146,9 @@ static struct nsp_span *desc_at(struct nsp_arena *ar, uint32_t start, uint32_t n
 static struct nsp_span *run_make(struct nsp_arena *ar, uint32_t start, uint32_t n,
                                  uint32_t needzero, uint32_t scavenged)
 {
-    struct nsp_span *r = desc_at(ar, start, n);
+    struct nsp_span *r = desc_at(ar, start, n, NSP_SPAN_FREE);
     r->needzero = needzero;
     r->scavenged = scavenged;
-    atomic_store_explicit(&r->state, NSP_SPAN_FREE, memory_order_relaxed);
     ar->pagemap[start] = r;
     ar->pagemap[start + n - 1] = r;
     return r;
@@ -367,7 +376,7 @@ static void cut_end(struct nsp_pageheap *h)
     atomic_fetch_sub_explicit(&h->busy_cuts, 1, memory_order_release);
 }
 
-void (*_Atomic nsp__test_busy_cut)(unsigned node);
+void (*_Atomic nsp__test_busy_cut)(unsigned node, int step);
 
 void nsp__pageheap_lock_still(unsigned node)
 {
@@ -388,22 +397,34 @@ void nsp__pageheap_unlock_still(unsigned node)
     heap_unlock(h);
 }
 
-/* Sets up pages [start, start + n) of ar as a TAKEN span, its pages mapping to it (every live
- * span's do), and returns it. The pages are the caller's: a run it took out of the heap, or a
- * pending span it took off the stack. */
-static struct nsp_span *span_cut(struct nsp_arena *ar, uint32_t start, uint32_t n,
-                                 uint32_t needzero)
+/* Sets up the descriptor of pages [start, start + n) of ar as a TAKEN span; span_map then maps
+ * its pages to it (every live span's do). Never FREE on the way (desc_at): while the lock may be
+ * elsewhere, a neighbour freed meanwhile must not take these pages into its run. */
+static struct nsp_span *span_place(struct nsp_arena *ar, uint32_t start, uint32_t n,
+                                   uint32_t needzero)
 {
-    struct nsp_span *sp = desc_at(ar, start, n);
+    struct nsp_span *sp = desc_at(ar, start, n, NSP_SPAN_TAKEN);
     sp->needzero = (uint8_t)needzero;
     sp->alloc_bits = ar->alloc_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
     sp->freed_bits = ar->freed_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
-    /* Not FREE while the lock may be elsewhere: a neighbour freed meanwhile must not take these
-     * pages into its run. */
-    atomic_store_explicit(&sp->state, NSP_SPAN_TAKEN, memory_order_relaxed);
-    for (uint32_t p = start; p < start + n; p++)
-        ar->pagemap[p] = sp;
     return sp;
+}
+
+/* Atomic stores: a holder of the lock reads these entries (nsp__pagemap_entry) while a cut
+ * without it writes them. */
+static struct nsp_span *span_map(struct nsp_span *sp)
+{
+    for (uint32_t p = sp->start_page; p < sp->start_page + sp->npages; p++)
+        __atomic_store_n(&sp->arena->pagemap[p], sp, __ATOMIC_RELAXED);
+    return sp;
+}
+
+/* The span of pages [start, start + n) of ar, TAKEN, its pages mapping to it. The pages are the
+ * caller's: a run it took out of the heap, or a pending span it took off the stack. */
+static struct nsp_span *span_cut(struct nsp_arena *ar, uint32_t start, uint32_t n,
+                                 uint32_t needzero)
+{
+    return span_map(span_place(ar, start, n, needzero));
 }
 
 /* A span of npages pages cut from what waits on the pending stack (frees, rests of fresh
@@ -423,11 +444,14 @@ static struct nsp_span *take_pending(struct nsp_pageheap *h, size_t npages, size
             struct nsp_arena *ar = s->arena;
             uint32_t start = s->start_page, total = (uint32_t)s->npages, n = (uint32_t)npages;
             uint32_t needzero = s->needzero;
-            got = span_cut(ar, start, n, needzero);
-            void (*hook)(unsigned) =
+            void (*hook)(unsigned, int) =
                 atomic_load_explicit(&nsp__test_busy_cut, memory_order_relaxed);
-            if (hook) /* tests: the run half cut (pageheap.h) */
-                hook(h->node);
+            got = span_place(ar, start, n, needzero);
+            if (hook) /* tests: its descriptor rewritten, its pages not yet mapped (pageheap.h) */
+                hook(h->node, NSP_TEST_CUT_PLACED);
+            span_map(got);
+            if (hook) /* tests: the run half cut */
+                hook(h->node, NSP_TEST_CUT_HALF);
             if (total > n)
                 push_free(h, span_cut(ar, start + n, total - n, needzero));
         } else {
@@ -663,8 +687,10 @@ static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
     memset(&ar->pagemap[start], 0, n * sizeof(struct nsp_span *));
     if (start > 0) {
         struct nsp_span *l = nsp__pagemap_span(nsp__pagemap_entry(ar, start - 1));
-        if (l && l->npages && atomic_load_explicit(&l->state, memory_order_relaxed) ==
-                                  NSP_SPAN_FREE && l->start_page + l->npages == start) {
+        /* the state first: a pending neighbour (TAKEN) may be cut meanwhile without the lock
+         * (alloc_busy), its other fields rewritten; a FREE run's are written under it only */
+        if (l && atomic_load_explicit(&l->state, memory_order_relaxed) == NSP_SPAN_FREE &&
+            l->npages && l->start_page + l->npages == start) {
             run_remove(h, l);
             ar->pagemap[start - 1] = NULL;
             start = l->start_page;
@@ -674,8 +700,8 @@ static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
     }
     if (start + n < nsp__arena_pages(ar)) {
         struct nsp_span *r = nsp__pagemap_span(nsp__pagemap_entry(ar, start + n));
-        if (r && r->npages && atomic_load_explicit(&r->state, memory_order_relaxed) ==
-                                  NSP_SPAN_FREE && r->start_page == start + n) {
+        if (r && atomic_load_explicit(&r->state, memory_order_relaxed) == NSP_SPAN_FREE &&
+            r->npages && r->start_page == start + n) {
             run_remove(h, r);
             ar->pagemap[start + n] = NULL;
             n += (uint32_t)r->npages;
@@ -697,8 +723,9 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
         return -1; /* busy: as if the run were missing (realloc moves the object instead) */
     struct nsp_span *r =
         end < nsp__arena_pages(ar) ? nsp__pagemap_span(nsp__pagemap_entry(ar, end)) : NULL;
-    if (!r || !r->npages || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
-        r->start_page != end || r->npages < need) {
+    /* the state first, as free_locked reads a neighbour */
+    if (!r || atomic_load_explicit(&r->state, memory_order_relaxed) != NSP_SPAN_FREE ||
+        !r->npages || r->start_page != end || r->npages < need) {
         heap_unlock(h);
         return -1;
     }

@@ -83,9 +83,11 @@ int nsp__pageheap_trylock(unsigned node);
  * written, and no span charged in an arena it does not walk. Never on an allocation's path. */
 void nsp__pageheap_lock_still(unsigned node);
 void nsp__pageheap_unlock_still(unsigned node);
-/* Test hook: called by a cut without the lock between its two descriptor writes (the span, then
- * the rest of the run it was cut from), with the node (NULL outside tests). */
-extern void (*_Atomic nsp__test_busy_cut)(unsigned node);
+/* Test hook: called by a cut without the lock from a pending run, with the node and the step
+ * it stands at: its span's descriptor rewritten but its pages not yet mapped (PLACED), then the
+ * span cut but not yet the rest of the run (HALF). NULL outside tests. */
+enum { NSP_TEST_CUT_PLACED, NSP_TEST_CUT_HALF };
+extern void (*_Atomic nsp__test_busy_cut)(unsigned node, int step);
 /* Scavenges and trims that skipped a node's busy page heap (best effort: nsp_trim, the pacer). */
 extern _Atomic uint64_t nsp__pageheap_busy_skips;
 /* A counter of the page heap, read without its lock (written under it). */

@@ -11,7 +11,9 @@
  * change in flight ends, and a holder asleep outside the allocator's own waits reads as stopped
  * (hold.h). Each test here builds that moment deterministically with the existing hooks (the
  * ledger's, between the two steps of a change; nsp__test_busy_cut, between the steps of an
- * unlocked cut) and asserts what the checker must report: agreement, and a valid heap.
+ * unlocked cut) and asserts what the checker must report: agreement, and a valid heap. The
+ * same cut against fork's child (its cutter gone) and against a neighbour's free under the lock
+ * (coalescing must not take a span being cut for a free run).
  *
  * Links the static library to reach the hooks; nothing here mallocs while a checker holds the
  * heap (a held cache would make the test's own thread wait for it).
@@ -228,9 +230,11 @@ static void *still_holder(void *arg)
  * heap still (or, unfixed, until the check is done: there is nothing else to wait for). */
 static _Atomic int cut_in, check_done;
 
-static void park_cut(unsigned node)
+static void park_cut(unsigned node, int step)
 {
     (void)node;
+    if (step != NSP_TEST_CUT_HALF)
+        return;
     atomic_store(&cut_in, 1);
     double t0 = now_s();
     while (!atomic_load(&nsp__pageheaps[0].checkers) && !atomic_load(&check_done) &&
@@ -362,6 +366,99 @@ START_TEST(fork_against_half_cut)
 }
 END_TEST
 
+/* ---- a neighbour's free against a cut in flight ------------------------------------------------ */
+
+/* The cut's hook for it: parks the cutter once its span's descriptor is rewritten and before its
+ * pages are mapped, until placed_go. */
+static _Atomic int placed_in, placed_go;
+
+static void park_placed(unsigned node, int step)
+{
+    (void)node;
+    if (step != NSP_TEST_CUT_PLACED)
+        return;
+    atomic_store(&placed_in, 1);
+    double t0 = now_s();
+    while (!atomic_load(&placed_go) && now_s() - t0 < 10)
+        usleep(500);
+}
+
+#define LEFT_BYTES ((size_t)64 << 10) /* 8 pages */
+
+static void *placed_cutter(void *arg)
+{
+    (void)arg;
+    cut_obj = nsp_malloc_node(LEFT_BYTES, 0);
+    if (cut_obj)
+        memset(cut_obj, 0x5a, LEFT_BYTES);
+    atomic_store(&cutter_done, 1);
+    return NULL;
+}
+
+/* Two large objects side by side, left then right; the right one freed behind a stuck holder
+ * (pending); a malloc behind the same holder cuts its span from that pending run and is parked
+ * with the descriptor rewritten, its pages not yet mapped; the holder lets go and the left
+ * object is freed, under the lock, coalescing with its free neighbours. The right neighbour is
+ * the span being cut: TAKEN, never a run to take in. Unfixed, the rewrite went through FREE with
+ * its new length in place, the free took the cut span's pages into its own run, and the cutter
+ * then held pages the heap counted free ("does not tile", a free list broken). */
+START_TEST(coalesce_against_cut)
+{
+    ready();
+    void *left = NULL, *right = NULL, *aside[16];
+    unsigned naside = 0;
+    /* the page heap cuts a run from its start, so two large mallocs in a row are neighbours
+     * unless an exact-size run lies elsewhere: those are kept aside until a pair is found */
+    while (naside + 2 <= 16) {
+        left = nsp_malloc_node(LEFT_BYTES, 0);
+        right = nsp_malloc_node(CUT_BYTES, 0);
+        ck_assert(left && right);
+        if ((uintptr_t)right == (uintptr_t)left + LEFT_BYTES)
+            break;
+        aside[naside++] = left;
+        aside[naside++] = right;
+        left = right = NULL;
+    }
+    for (unsigned i = 0; i < naside; i++)
+        free(aside[i]);
+    ck_assert_msg(left, "no two large mallocs in a row were neighbours: the moment under test "
+                  "cannot be built");
+    atomic_store(&holder_in, 0);
+    atomic_store(&holder_go, 0);
+    atomic_store(&placed_in, 0);
+    atomic_store(&placed_go, 0);
+    atomic_store(&cutter_done, 0);
+    cut_obj = NULL;
+    pthread_t h, b;
+    /* no Check assert (they allocate) from here until every thread is joined */
+    int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    ck_assert(created);
+    wait_for(&holder_in, 10);
+    free(right); /* the page heap is held: pushed pending */
+    nsp__test_busy_cut = park_placed;
+    created = pthread_create(&b, NULL, placed_cutter, NULL) == 0;
+    int parked = created && wait_for(&placed_in, 10);
+    atomic_store(&holder_go, 1);
+    pthread_join(h, NULL);
+    free(left); /* under the lock now: coalesces with its free neighbours */
+    atomic_store(&placed_go, 1);
+    if (created)
+        pthread_join(b, NULL);
+    nsp__test_busy_cut = NULL;
+    ck_assert_msg(created, "pthread_create failed");
+    ck_assert_msg(parked, "the malloc behind the stuck holder never cut the pending run: the "
+                  "moment under test was not built");
+    ck_assert_ptr_eq(cut_obj, right); /* cut from the start of the run it was freed as */
+    char why[512];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "a free coalescing beside a cut made "
+                  "without the lock: %s", why);
+    for (size_t i = 0; i < LEFT_BYTES; i += 4093)
+        ck_assert_int_eq(((unsigned char *)cut_obj)[i], 0x5a);
+    free(cut_obj);
+    heap_is_valid();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("check_cut");
@@ -370,6 +467,7 @@ static Suite *suite(void)
     tcase_add_test(tc, recount_against_unlocked_cut);
     tcase_add_test(tc, validator_against_half_cut);
     tcase_add_test(tc, fork_against_half_cut);
+    tcase_add_test(tc, coalesce_against_cut);
     suite_add_tcase(s, tc);
     return s;
 }
