@@ -80,6 +80,7 @@ __attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
         void *p = likely(c->flush_gen == sg) ? nsp__span_alloc_fast(s) : NULL;
         if (likely(p)) {
             s->nmalloc++;
+            nsp__cache_counts_check(s); /* a span cached for good (cache.h) */
             if (nsp__ledger_exact())
                 nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
             nsp__cache_unlock(c);

@@ -346,6 +346,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
         /* listed = carved - pops + pushes */
         int64_t pushes = (int64_t)n + pops - b->carved;
         s->nfree += pushes > 0 ? (uint32_t)pushes : 0;
+        nsp__cache_counts_check(s); /* a span cached for good: its counts must not wrap */
     }
     b->word = 0;
     b->carved = 0;
@@ -928,6 +929,15 @@ void nsp__cache_forked_child(void)
 
 /* ---- slow paths ------------------------------------------------------------------------------- */
 
+void nsp__cache_spill_counts(struct nsp_span *s)
+{
+    /* where the release books them (span_detach, nsp__ledger_release): the central's count of
+     * its spans' cached mallocs and the node's totals */
+    __atomic_fetch_add(&nsp__central(s->node, s->sizeclass)->cached_mallocs, s->nmalloc,
+                       __ATOMIC_RELAXED);
+    nsp__ledger_flush_counts(s);
+}
+
 /* What a cached span of class cls reserves: its charge window (sizeclass.h), not its span. In
  * `over` a cached span is charged at most a window ahead of what its cache handed out (ledger.h),
  * so the caps and the pacer's budget, which bound what caches hold charged and unallocated
@@ -1021,8 +1031,10 @@ static void sweep_in_place(struct nsp_cache *c, struct nsp_span *s)
  * nsp__span_untagged: in nmalloc already): `exact` charges each slot the hand-out allocated. */
 static void *counted(struct nsp_cache *c, struct nsp_span *s, uint32_t a0, void *p)
 {
-    if (p)
+    if (p) {
         s->nmalloc++;
+        nsp__cache_counts_check(s);
+    }
     if (s->alloc_count != a0)
         nsp__ledger_exact_objects(s, (int64_t)(s->alloc_count - a0), c->pending);
     nsp__ledger_cover(s, c->pending); /* over: a new cursor word may pass the charge (ledger.h) */

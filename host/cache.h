@@ -849,4 +849,23 @@ int nsp__cache_slab_holds(const struct nsp_cache *c, unsigned cls, uintptr_t p);
  * cycle does to each cache, and a busy cache does to itself at its next allocation. */
 void nsp__cache_flush(struct nsp_cache *c, uint32_t sg);
 
+/* A cached span's owner counts (types.h: nmalloc, nfree, 32 bits each: the descriptor has no
+ * room for more) are booked at its release; a span never released (malloc/free pairs on one
+ * cpu, no pacer, never idle) counted on past 2^32 and wrapped, and its release then booked the
+ * allocations and frees 2^32 short: the ledger's totals and the stats' mallocs lost 4 billion
+ * objects (about 20 s of a tight pair on the bins' path). So every place that adds to them on a
+ * cached span calls nsp__cache_counts_check after the add, which books both counts at once once
+ * either reaches 2^31 (the central's cached_mallocs and the node's totals, where the release puts
+ * them: the stats' sums do not move), then zeroes them; an add is at most a bin's pops and
+ * pushes (2^16 + a span's slots), so nothing wraps before the check (tests/test_span_counts.c).
+ * Owner only (the cache's lock). */
+#define NSP_SPAN_COUNTS_SPILL (1u << 31)
+void nsp__cache_spill_counts(struct nsp_span *s);
+static inline void nsp__cache_counts_check(struct nsp_span *s)
+{
+    if (__builtin_expect(s->nmalloc >= NSP_SPAN_COUNTS_SPILL || s->nfree >= NSP_SPAN_COUNTS_SPILL,
+                         0))
+        nsp__cache_spill_counts(s);
+}
+
 #endif /* NSP_HOST_CACHE_H */

@@ -301,6 +301,7 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
                 int r = nsp__span_free_local(s, idx);
                 if (likely(r == 0)) {
                     s->nfree++;
+                    nsp__cache_counts_check(s); /* a span cached for good (cache.h) */
                     if (nsp__ledger_exact())
                         nsp__ledger_exact_objects(s, -1, c->pending);
                     /* over: a charge more than a window past what the cache can hand out comes

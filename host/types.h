@@ -136,7 +136,8 @@ struct nsp_span {
     _Atomic int64_t charge; /* ledger: bytes charged to heapLive[node] (ledger.h) */
     uint32_t start_page;    /* index of the first page in its arena */
     uint32_t sweepgen;      /* ledger.h: sg + 3 cached this cycle, sg + 1 stale */
-    uint32_t nmalloc;       /* owner's counts since the last flush into the ledger's totals */
+    uint32_t nmalloc;       /* owner's counts since the last flush into the ledger's totals
+                             * (at its release, or past 2^31 while cached: cache.h) */
     uint32_t nfree;
 } __attribute__((aligned(NSP_CACHE_LINE)));
 _Static_assert(sizeof(struct nsp_span) == 2 * NSP_CACHE_LINE,
