@@ -747,6 +747,16 @@ void nsp__cache_forked_child(void);
  * (nsp__cache_refill_lost counts those). NULL also if no node has memory, or if the bin could
  * not be detached. */
 void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls);
+/* A push at the list's bound goes to the locked local free (free.c), whose fold lowers the
+ * charge. nsp__cache_bound_missed (c held, before the settle): whether bin cls's push missed at
+ * its bound. nsp__cache_reattach (c held, bin settled, the free done): attaches the bin again to
+ * its span at once, with a fresh carve. Measured (issue 11): left detached, the class's frees on
+ * this cpu went the locked way, and its next malloc the slow one, until that malloc attached it
+ * (Larson at 2 threads: about 3 locked frees after a bound miss for every 4 bound misses). Only
+ * after a bound miss: a free that missed for another reason (a link-like first word) leaves the
+ * bin detached as before, its object free in the bitmap. */
+int nsp__cache_bound_missed(const struct nsp_cache *c, unsigned cls);
+void nsp__cache_reattach(struct nsp_cache *c, unsigned cls);
 /* Refills built but not installed (the cache busy or moved at the re-take, a cycle, a race). */
 extern _Atomic uint64_t nsp__cache_refill_lost;
 /* Test hook: called in the bins' refill between the central work and the re-take, no lock held. */

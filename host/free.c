@@ -296,6 +296,7 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
             /* re-checked under the lock: only this cache can take the span from itself; its
              * bin settled first, so that the bitmap's answer is exact (a double free of an
              * object in the bin's list is caught here) */
+            int bound = nsp__cache_bound_missed(c, s->sizeclass);
             if (likely(c->spans[s->sizeclass] == s) &&
                 likely(nsp__cache_settle(c, s->sizeclass) == 0)) {
                 int r = nsp__span_free_local(s, idx);
@@ -309,6 +310,8 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
                      * in the cursor's word kept the charge of the span's fullest moment, unspent
                      * past the window its cache reserves for it */
                     nsp__ledger_cover(s, c->pending);
+                    if (bound) /* the fold left it detached: attached again at once (cache.h) */
+                        nsp__cache_reattach(c, s->sizeclass);
                 }
                 nsp__cache_unlock(c);
                 if (unlikely(r < 0))

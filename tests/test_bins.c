@@ -1025,6 +1025,45 @@ START_TEST(a_bin_lists_at_most_a_few_carves)
 }
 END_TEST
 
+/* A push at the list's bound misses, and the locked free that takes it folds the bin (so the
+ * cover lowers the charge). The bin must be attached again before that free returns: left
+ * detached, every free of the class on this cpu went the locked way, and the next malloc the
+ * slow one, until that malloc attached it (issue 11: Larson at 2 threads lost 6% to it). */
+START_TEST(a_bound_miss_leaves_the_bin_attached)
+{
+    if (!ready("a_bound_miss_leaves_the_bin_attached"))
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    enum { N = 90 };
+    void *held[N];
+    held[0] = malloc(SZ_LAZY);
+    struct nsp_span *s = span();
+    struct nsp_cache *c = nsp__tb;
+    uint32_t most = 4096 / s->elemsize > 4 ? 4096 / s->elemsize : 4;
+    unsigned n = 1;
+    while (n < N && n + 1 < s->nelems && (held[n] = malloc(SZ_LAZY)) &&
+           nsp__span_of(held[n]) == s)
+        n++;
+    ck_assert_msg(n == N, "class of %u B: only %u objects from one span of %u", s->elemsize, n,
+                  s->nelems);
+    ck_assert_uint_gt(N, 8 * most + 16); /* the frees pass the bound */
+    for (unsigned i = 0; i < N; i++)
+        free(held[i]);
+    uint64_t key = atomic_load_explicit(&c->bins[cls].key, memory_order_relaxed);
+    uint32_t slots = s->alloc_count;
+    uint64_t fills = c->bin_fills;
+    void *p = malloc(SZ_LAZY); /* a pop: the slow path would attach (bin_fills + 1) */
+    uint64_t fills_after = c->bin_fills;
+    int same = span() == s && nsp__span_of(p) == s;
+    free(p);
+    ck_assert_int_eq(same, 1);
+    ck_assert_msg(key != 0, "%u local frees of %u B passed the bin's bound (%u): the bin was "
+                  "left detached after the bound miss", N, s->elemsize, 8 * most);
+    ck_assert_msg(fills_after == fills, "the malloc after a bound miss went the slow way");
+    ck_assert_uint_le(slots, 8 * most); /* the bound holds with the bin attached again */
+}
+END_TEST
+
 /* The pop has no check of its 16-bit count: pops are kept below NSP_BIN_POPS by the push's
  * re-derivation of its credit, which misses once pops reach NSP_BIN_POPS_FOLD, so that the slow
  * path folds them into the span's count (cache.h). A steady state of pairs far past 2^16 on one
@@ -1324,6 +1363,7 @@ int main(void)
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
     tcase_add_test(tc, a_bin_lists_at_most_a_few_carves);
+    tcase_add_test(tc, a_bound_miss_leaves_the_bin_attached);
     tcase_add_test(tc, pops_past_their_16_bits_are_counted);
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
