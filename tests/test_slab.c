@@ -581,6 +581,11 @@ static void real_pop_all(void *arg)
     (void)arg;
 }
 
+static void real_take(void *arg)
+{
+    (void)arg;
+}
+
 static void real_push(void *arg)
 {
     (void)arg;
