@@ -383,10 +383,19 @@ void nsp__pageheap_lock_still(unsigned node)
     struct nsp_pageheap *h = &nsp__pageheaps[node];
     heap_lock(h);
     atomic_fetch_add_explicit(&h->checkers, 1, memory_order_seq_cst);
-    /* a cut in flight waits for nothing the checker holds (mmap, mbind, lock-free pushes, a
-     * trylock): it ends; it may be preempted meanwhile, and a checker may wait that long */
-    while (atomic_load_explicit(&h->busy_cuts, memory_order_seq_cst))
-        sched_yield();
+    /* A cut in flight waits for nothing the checker holds (mmap, mbind, lock-free pushes, a
+     * trylock): it ends; but its thread may be stopped meanwhile (README: asleep in a signal
+     * handler), for as long as that lasts. The lock is let go for the wait: a holder spinning
+     * here reads as running (hold.c), and every allocation of the node would wait, through it,
+     * for the stopped cutter (test_check_cut stopped_cut_against_checker). The flag stays up, so
+     * no cut starts meanwhile (one that counts itself sees it and uncounts at once); an
+     * allocation that finds the lock free takes it as usual. */
+    while (atomic_load_explicit(&h->busy_cuts, memory_order_seq_cst)) {
+        heap_unlock(h);
+        while (atomic_load_explicit(&h->busy_cuts, memory_order_seq_cst))
+            sched_yield();
+        heap_lock(h);
+    }
     drain(h);
 }
 

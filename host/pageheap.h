@@ -79,7 +79,8 @@ int nsp__pageheap_trylock(unsigned node);
 /* The lock for a checker (the recount, the validators, stats against a walk: check.c), who
  * reads every descriptor and charge of the node's arenas: taken, then no cut without it starts
  * (a thread that finds the hold stuck waits for the lock instead, counted in busy_checked), the
- * cuts in flight end, and what they pushed is linked. So the checker sees no descriptor half
+ * cuts in flight end (waited for with the lock let go: a cutter may be stopped, pageheap.c), the
+ * lock is taken again, and what they pushed is linked. So the checker sees no descriptor half
  * written, and no span charged in an arena it does not walk. Never on an allocation's path. */
 void nsp__pageheap_lock_still(unsigned node);
 void nsp__pageheap_unlock_still(unsigned node);

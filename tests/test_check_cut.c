@@ -459,6 +459,106 @@ START_TEST(coalesce_against_cut)
 }
 END_TEST
 
+/* ---- a checker against a cut whose thread is stopped ------------------------------------------- */
+
+/* The cut's hook for it: the cutter stops half way (asleep, as in a signal handler: hold.h) until
+ * stop_go. */
+static _Atomic int stop_go, still_done, other_done;
+
+static void park_stopped(unsigned node, int step)
+{
+    (void)node;
+    if (step != NSP_TEST_CUT_HALF)
+        return;
+    atomic_store(&cut_in, 1);
+    double t0 = now_s();
+    while (!atomic_load(&stop_go) && now_s() - t0 < 10)
+        usleep(1000);
+}
+
+/* A checker of node 0's page heap alone (no cache, no central held): it waits for the cut. */
+static void *still_taker(void *arg)
+{
+    (void)arg;
+    nsp__pageheap_lock_still(0);
+    nsp__pageheap_unlock_still(0);
+    atomic_store(&still_done, 1);
+    return NULL;
+}
+
+static struct nsp_span *other_span;
+static double other_waited;
+
+static void *other_allocator(void *arg)
+{
+    (void)arg;
+    double t0 = now_s();
+    other_span = nsp__pageheap_alloc(0, 16, 1);
+    other_waited = now_s() - t0;
+    atomic_store(&other_done, 1);
+    return NULL;
+}
+
+/* A cut made without the lock, its thread stopped half way (README: a thread stopped inside a
+ * slow path makes no malloc wait for it), and a checker that takes the page heap still and
+ * waits for that cut. Another thread's page-heap allocation must not wait for the stopped
+ * cutter through the checker: a holder that waits for a stopped thread is as stuck as that
+ * thread. Found by review: the checker spins runnable (sched_yield), so hold.c reads it as a
+ * running holder and the allocation waits until the cutter resumes. */
+START_TEST(stopped_cut_against_checker)
+{
+    ready();
+    void *run = nsp_malloc_node(2 * CUT_BYTES, 0); /* freed below: the pending run to cut */
+    ck_assert_ptr_nonnull(run);
+    atomic_store(&holder_in, 0);
+    atomic_store(&holder_go, 0);
+    atomic_store(&cut_in, 0);
+    atomic_store(&stop_go, 0);
+    atomic_store(&still_done, 0);
+    atomic_store(&other_done, 0);
+    atomic_store(&cutter_done, 0);
+    cut_obj = NULL;
+    other_span = NULL;
+    pthread_t h, b, c, m;
+    /* no Check assert (they allocate) from here until every thread is joined */
+    int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    ck_assert(created);
+    wait_for(&holder_in, 10);
+    free(run); /* the page heap is held: pushed pending */
+    nsp__test_busy_cut = park_stopped;
+    int made_b = pthread_create(&b, NULL, half_cutter, NULL) == 0;
+    int parked = made_b && wait_for(&cut_in, 10);
+    atomic_store(&holder_go, 1);
+    pthread_join(h, NULL);
+    int made_c = parked && pthread_create(&c, NULL, still_taker, NULL) == 0;
+    double t0 = now_s();
+    while (made_c && !atomic_load(&nsp__pageheaps[0].checkers) && now_s() - t0 < 10)
+        usleep(500);
+    int checking = made_c && atomic_load(&nsp__pageheaps[0].checkers) != 0;
+    int made_m = checking && pthread_create(&m, NULL, other_allocator, NULL) == 0;
+    int other_ended = made_m && wait_for(&other_done, 3);
+    atomic_store(&stop_go, 1);
+    if (made_m)
+        pthread_join(m, NULL);
+    if (made_c)
+        pthread_join(c, NULL);
+    if (made_b)
+        pthread_join(b, NULL);
+    nsp__test_busy_cut = NULL;
+    ck_assert_msg(made_b && parked, "the malloc behind the stuck holder never cut a pending "
+                  "run: the moment under test was not built");
+    ck_assert_msg(checking, "the checker never held node 0's page heap still");
+    ck_assert_msg(made_m, "pthread_create failed");
+    ck_assert_msg(other_ended, "a page-heap allocation waited %.1f s, until the stopped cutter "
+                  "resumed, for a checker that waits for that cutter", other_waited);
+    ck_assert_ptr_nonnull(other_span);
+    nsp__pageheap_free(other_span);
+    ck_assert_ptr_nonnull(cut_obj);
+    free(cut_obj);
+    heap_is_valid();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("check_cut");
@@ -468,6 +568,7 @@ static Suite *suite(void)
     tcase_add_test(tc, validator_against_half_cut);
     tcase_add_test(tc, fork_against_half_cut);
     tcase_add_test(tc, coalesce_against_cut);
+    tcase_add_test(tc, stopped_cut_against_checker);
     suite_add_tcase(s, tc);
     return s;
 }
