@@ -56,7 +56,9 @@
  * - Out of memory: a search's failure is final (the out-of-memory mark, then nulls at once until
  *   a free) only if it met no BUSY span, nothing was held between places (h->holding) and
  *   nothing arrived behind its scans but its own releases (h->moves). One work-item at a time
- *   sweeps the whole heap (h->reclaimer, a try-lock); the others wait, bounded, for its verdict.
+ *   sweeps the whole heap (h->reclaimer, a try-lock); the others take at most one span from
+ *   each other class's centrals (an empty one of their chunk count: nsp__from_other_centrals,
+ *   so a reclaimer preempted mid-sweep strands no memory) and wait, bounded, for its verdict.
  *   Once the mark stands, a claim that finds its slot being refilled returns the null at once
  *   (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
  *   OpenCL 1.2 (NVIDIA's) has no device-side enqueue, so "reclaim as its own kernel" is the
@@ -907,6 +909,37 @@ static ulong nsp__from_central(__global nsp_dheap *h, uint cls, uint slot)
     return NSP_DW_EMPTY;
 }
 
+/* While another work-item holds the reclaimer token: an empty span of another class of the same
+ * chunk count, taken from its central (where the flush of other classes put it), swept, and
+ * returned owned (BUSY) for class cls (*fresh = 1); a span that is not empty goes back. Without
+ * it, the memory the flush had just released to the centrals was reachable only through the
+ * token's sweep, and a reclaimer preempted mid-sweep (a loaded POCL host: a worker thread off
+ * its CPU for a time slice) left every other failing search waiting its NSP_SEARCHES rounds out
+ * and returning a null with that memory free (many_work_items_many_slots: 1 run in ~70 failed at
+ * load 15; 0 in 300 with this). One take from each class's centrals at most: not a second
+ * sweep of the heap (one_reclaimer_at_a_time). */
+static uint nsp__from_other_centrals(__global nsp_dheap *h, uint cls, uint slot, int *fresh)
+{
+    uint chunks = nsp_dspan_chunks(cls);
+    for (uint k = NSP_DMIN_CLASS; k <= NSP_DMAX_CLASS; k++) {
+        if (k == cls || nsp_dspan_chunks(k) != chunks)
+            continue;
+        uint c = nsp__take_partial(h, k - NSP_DMIN_CLASS, slot * 7u);
+        if (c == (uint)NSP_DSPAN_NONE)
+            continue;
+        nsp__count(h, NSP_DC_REUSED); /* a take from a central, not the token's sweep */
+        uint live = nsp__sweep(h, c, slot);
+        if (live == 0u) {
+            *fresh = 1;
+            return c;
+        }
+        /* not empty: back (from BUSY: a search that met it meanwhile counted it busy); the
+         * class's other spans are the token's sweep to find */
+        nsp__put_back(h, c, k, live < NSP_DV(nsp__desc(h, c), nobj));
+    }
+    return (uint)NSP_DSPAN_NONE;
+}
+
 static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 {
     uint ci = cls - NSP_DMIN_CLASS;
@@ -963,6 +996,7 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             nsp__reclaim_end(h);
         } else {
             (*busy)++; /* another work-item is sweeping the heap: not final, and not twice */
+            c = nsp__from_other_centrals(h, cls, slot, &fresh);
         }
         if (c == (uint)NSP_DSPAN_NONE && nsp_dspan_chunks(cls) > 1u) {
             /* the sweep gave empty spans of other sizes back to the pool: a run of them */

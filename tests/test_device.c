@@ -1175,6 +1175,22 @@ static const char *HOOK_SRC =
     "    out[3] = w; out[4] = busy; out[5] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
     "    out[6] = last != 0ul;\n"
     "}\n"
+    /* a full heap whose one reusable span is an empty span of 16 B objects (the flush puts it
+     * in its central), searched for 48 B while another work-item holds the reclaimer token */
+    "__kernel void search_beside_reclaimer(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    atom_xchg(&h->pad1[0], 1ul); /* no injected refill */\n"
+    "    nsp_dhandle p = nsp_dmalloc(h, 16);\n"
+    "    nsp_dfree(h, p);\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    atom_xchg(&h->reclaimer, 1ul);\n"
+    "    uint busy = 0u;\n"
+    "    ulong w = nsp__search(h, nsp_geom_size_to_class(48u), 0u, &busy);\n"
+    "    atom_xchg(&h->reclaimer, 0ul);\n"
+    "    out[0] = NSP_DW_SPAN(w); out[1] = (p - h->off_pool) >> NSP_DCHUNK_SHIFT;\n"
+    "    out[2] = p != 0ul;\n"
+    "    if (w != NSP_DW_EMPTY) { nsp__release_word(h, w, 0u); nsp__landed(h); }\n"
+    "}\n"
     /* the heap's only span with room waits for a claimant still reading its snapshot buffer */
     "__kernel void search_meets_reader(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
@@ -1296,6 +1312,28 @@ START_TEST(search_failure_not_final_while_a_reader_holds_a_span)
     ck_assert_uint_gt(v[2], 0); /* the install waited for the reader */
     ck_assert_msg(v[1] > 0, "the search called its failure final while a span with room waited "
                   "for a reader");
+    env_close(&e);
+}
+END_TEST
+
+/* A reclaimer preempted mid-sweep (a loaded POCL host) is no reason for a null: the memory that
+ * the flush of other classes put in their centrals is taken from there, one span at a time,
+ * without the token. many_work_items_many_slots returned nulls (1 run in ~70 at load 15) when
+ * only the token's sweep could reach it and the others' NSP_SEARCHES rounds ran out first. */
+START_TEST(search_beside_a_reclaimer_takes_other_centrals)
+{
+    struct env e;
+    slots_wanted = 2;
+    env_open(&e, 8 << 20, -1);
+    slots_wanted = 0;
+    uint64_t v[3];
+    hook_probe(&e, "search_beside_reclaimer", v, 3);
+    ck_assert_uint_eq(v[2], 1);
+    ck_assert_msg(v[0] == v[1],
+                  "a search for 48 B beside a reclaimer got span %llu (%llu: none), not the "
+                  "empty span %llu of 16 B objects in its central", (unsigned long long)v[0],
+                  (unsigned long long)NSP_DSPAN_NONE, (unsigned long long)v[1]);
+    reconciled_empty(&e);
     env_close(&e);
 }
 END_TEST
@@ -1840,6 +1878,7 @@ static Suite *suite(void)
     tcase_add_test(t, steal_never_takes_a_word_being_refilled);
     tcase_add_test(t, flush_never_takes_a_word_being_refilled);
     tcase_add_test(t, one_reclaimer_at_a_time);
+    tcase_add_test(t, search_beside_a_reclaimer_takes_other_centrals);
     tcase_add_test(t, search_failure_not_final_while_a_reader_holds_a_span);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
