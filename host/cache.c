@@ -141,8 +141,10 @@ int nsp__cache_init(void)
  * another cpu included: that one is short). The count is reset only by a take made here, not
  * by the inline one (cache.h): a thread that meets a busy cache rarely may yield once after
  * NSP_BUSY_YIELD such meetings, a syscall and no more; the inline take stays one sequence. */
+#ifdef NSP_RSEQ_LOCKS /* without rseq every take waits in the lock: no busy take to count */
 #define NSP_BUSY_YIELD 64
 static __thread unsigned busy_streak; /* takes here that found the thread's cache held */
+#endif
 
 struct nsp_cache *nsp__cache_acquire_slow(void)
 {
