@@ -345,6 +345,19 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
     return (void *)p;
 }
 
+/* The push's end, in both of its sequences: p's link (the old head in r11, encoded with the key
+ * in r10), then the commit, the bin word's store of p over the pops (r11's low 16 bits). */
+#define NSP_BIN_PUSH_COMMIT                                                                         \
+    "movq %%r11, %%rax\n\t"                                                                     \
+    "shrq $16, %%rax\n\t"                                                                       \
+    "xorq %%r10, %%rax\n\t"                                                                     \
+    "movq %%rax, (%[p])\n\t"                                                                    \
+    "movq %[p], %%rax\n\t"                                                                      \
+    "shlq $16, %%rax\n\t"                                                                       \
+    "movzwl %%r11w, %%r11d\n\t"                                                                 \
+    "orq %%r11, %%rax\n\t"                                                                      \
+    "movq %%rax, (%[b])\n\t"
+
 /*
  * The local free of object p, of the class whose bin b is (nsp__page_class told it; divmul and
  * size are that class's): one restartable sequence on the bin's cpu. Inside it, after the key is
@@ -406,15 +419,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "movq (%[b]), %%r11\n\t"
         "decl 56(%[b])\n\t" /* credit - 1 (again after an abort: the bound met early, no more) */
         "js 10f\n\t" /* below 0: re-derived out of line (below) */
-        "movq %%r11, %%rax\n\t"
-        "shrq $16, %%rax\n\t"
-        "xorq %%r10, %%rax\n\t"
-        "movq %%rax, (%[p])\n\t" /* p's link: the old head, encoded */
-        "movq %[p], %%rax\n\t"
-        "shlq $16, %%rax\n\t"
-        "movzwl %%r11w, %%r11d\n\t"
-        "orq %%r11, %%rax\n\t"
-        "movq %%rax, (%[b])\n\t" /* the commit: the push */
+        NSP_BIN_PUSH_COMMIT
         "2:\n\t"
         NSP_RSEQ_ABORT_SIGNATURE
         "jmp %l[abort]\n\t"
@@ -455,15 +460,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "orq %%rax, %%r11\n\t"
         "movq %%r11, 56(%[b])\n\t" /* credit, and seen = pops */
         "movq (%[b]), %%r11\n\t"
-        "movq %%r11, %%rax\n\t"
-        "shrq $16, %%rax\n\t"
-        "xorq %%r10, %%rax\n\t"
-        "movq %%rax, (%[p])\n\t" /* p's link: the old head, encoded */
-        "movq %[p], %%rax\n\t"
-        "shlq $16, %%rax\n\t"
-        "movzwl %%r11w, %%r11d\n\t"
-        "orq %%r11, %%rax\n\t"
-        "movq %%rax, (%[b])\n\t" /* the commit: the push */
+        NSP_BIN_PUSH_COMMIT
         "12:\n\t"
         "jmp %l[pushed]\n\t"
         ".byte 0x0f, 0xb9, 0x3d\n\t"
