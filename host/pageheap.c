@@ -149,8 +149,8 @@ static struct nsp_span *run_make(struct nsp_arena *ar, uint32_t start, uint32_t 
     struct nsp_span *r = desc_at(ar, start, n, NSP_SPAN_FREE);
     r->needzero = needzero;
     r->scavenged = scavenged;
-    ar->pagemap[start] = r;
-    ar->pagemap[start + n - 1] = r;
+    nsp__pagemap_publish(ar, start, r);
+    nsp__pagemap_publish(ar, start + n - 1, r);
     return r;
 }
 
@@ -419,12 +419,13 @@ static struct nsp_span *span_place(struct nsp_arena *ar, uint32_t start, uint32_
     return sp;
 }
 
-/* Atomic stores: a holder of the lock reads these entries (nsp__pagemap_entry) while a cut
- * without it writes them. */
+/* Release stores (pageheap.h, "Publication"): a holder of the lock reads these entries
+ * (nsp__pagemap_entry) while a cut without it writes them, and then reads the descriptor they
+ * name, which span_place has just rewritten. */
 static struct nsp_span *span_map(struct nsp_span *sp)
 {
     for (uint32_t p = sp->start_page; p < sp->start_page + sp->npages; p++)
-        __atomic_store_n(&sp->arena->pagemap[p], sp, __ATOMIC_RELAXED);
+        nsp__pagemap_publish(sp->arena, p, sp);
     return sp;
 }
 
@@ -743,10 +744,11 @@ int nsp__pageheap_grow(struct nsp_span *s, size_t npages)
     desc_kill(r);
     if (rn > need)
         run_insert(h, run_make(ar, end + need, rn - need, needzero, scav));
-    for (uint32_t p = end; p < end + need; p++)
-        ar->pagemap[p] = s;
+    /* the descriptor whole before the pages that name it (pageheap.h, "Publication") */
     s->npages = npages;
     s->elemsize = (uint32_t)(npages << NSP_PAGE_SHIFT);
+    for (uint32_t p = end; p < end + need; p++)
+        nsp__pagemap_publish(ar, p, s);
     heap_unlock(h);
     return 0;
 }

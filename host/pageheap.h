@@ -31,6 +31,32 @@
  * The counters (pages_*, arenas_mapped) are written under the lock and read without it;
  * pages_mapped is an atomic add, and counts a stuck hold's fresh arena from its mapping (so that
  * NSP_NODE_LIMITS holds while it waits to be linked).
+ *
+ * Publication (for weakly ordered cpus: aarch64, POWER; on x86-64 every ordering below compiles
+ * to the plain mov it replaces). A page map entry that names a descriptor is the descriptor's
+ * publication: it is stored with release (nsp__pagemap_publish) after every field of the
+ * descriptor that its readers use is written (desc_at's state, npages, start_page, base; the
+ * class's set-up in nsp__span_init_small), and read with acquire by every reader that may have
+ * no other happens-before edge to that write:
+ *   - the holder of a node's lock looking at a neighbour (free_locked's coalescing,
+ *     nsp__pageheap_grow) while a cut without the lock (alloc_busy) rewrites a pending run's
+ *     descriptors: with a relaxed store an aarch64 holder could find the new entry, read the
+ *     dead descriptor's FREE state beside the new npages and start_page, and coalesce a TAKEN
+ *     span into a free run (the race test_check_cut builds on x86, where TSO hides it). So
+ *     nsp__pagemap_entry loads with acquire, and the state it then reads is TAKEN or later;
+ *   - nsp__span_of (every free but the bins', realloc, malloc_usable_size, a transfer's link
+ *     check): its callers hold a happens-before edge to the set-up through the program (a valid
+ *     free is of an object whose allocation the set-up preceded), but a free racing the pages'
+ *     reuse has none; acquire is what keeps the header's promise that it still reads a valid
+ *     descriptor (one at least as new as the entry it found);
+ *   - nsp__page_entry (nsp_free's fast path) loads relaxed, on purpose: the bins' push reads only
+ *     the entry's class bits and checks the object against its own bin, never the descriptor;
+ *     nsp__free_classed reads the descriptor of an object the program allocated, whose set-up
+ *     happened-before that allocation and so this free. The arena table's acquire before it
+ *     (set_table's release) covers the arena's own fields.
+ * Entries stored NULL (free_locked's interior pages) publish nothing: plain stores under the lock.
+ * tests/test_publish.c is the check: under TSan, a relaxed store or a relaxed load here is
+ * reported as a race on the descriptor.
  */
 #ifndef NSP_HOST_PAGEHEAP_H
 #define NSP_HOST_PAGEHEAP_H
@@ -188,13 +214,24 @@ static inline struct nsp_span *nsp__pagemap_span(const struct nsp_span *e)
     return (struct nsp_span *)((uintptr_t)e & ~NSP_PAGEMAP_CLASS_MASK);
 }
 
-/* Page map entry `page` of ar, read as the class's writer stores it: with a relaxed atomic load.
- * The set-up of a small span (nsp__span_init_small) writes its class holding no page heap lock,
- * so a page heap's look at a neighbour's entry (coalescing, growth) or a validator's may meet it:
- * the span the entry names is the same either way, only the low bits move. */
+/* Page map entry `page` of ar, read with acquire (the file header, "Publication"): the holder of
+ * the node's lock reads the descriptor it names while a cut without the lock may have just
+ * written it. The set-up of a small span (nsp__span_init_small) also writes its class holding no
+ * page heap lock, so a page heap's look at a neighbour's entry (coalescing, growth) or a
+ * validator's may meet it: the span the entry names is the same either way, only the low bits
+ * move. */
 static inline struct nsp_span *nsp__pagemap_entry(const struct nsp_arena *ar, uint64_t page)
 {
-    return __atomic_load_n(&ar->pagemap[page], __ATOMIC_RELAXED);
+    return __atomic_load_n(&ar->pagemap[page], __ATOMIC_ACQUIRE);
+}
+
+/* Stores entry e (a descriptor, with a small span's class in its low bits) for page `page` of ar,
+ * with release: every field of the descriptor written before it is seen by whoever loads the
+ * entry with acquire (the file header, "Publication"). */
+static inline void nsp__pagemap_publish(struct nsp_arena *ar, uint64_t page,
+                                        const struct nsp_span *e)
+{
+    __atomic_store_n(&ar->pagemap[page], (struct nsp_span *)e, __ATOMIC_RELEASE);
 }
 
 /*
@@ -215,7 +252,9 @@ static inline struct nsp_span *nsp__span_of(const void *p)
     if (__builtin_expect(!e, 0))
         return NULL;
     struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
-    struct nsp_span *s = nsp__pagemap_span(pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)]);
+    /* acquire: the descriptor as whole as the entry (the file header, "Publication") */
+    struct nsp_span *s = nsp__pagemap_span(
+        __atomic_load_n(&pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)], __ATOMIC_ACQUIRE));
     if (!s || atomic_load_explicit(&s->state, memory_order_relaxed) == NSP_SPAN_FREE)
         return NULL;
     return s;
@@ -239,6 +278,7 @@ static inline uintptr_t nsp__page_entry(const void *p)
     if (__builtin_expect((e & 1) || !e, 0)) /* none, or a huge arena: one large span */
         return 0;
     struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
+    /* relaxed: the fast path's (the file header, "Publication", says why that is enough) */
     return (uintptr_t)__atomic_load_n(&pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
                                       __ATOMIC_RELAXED);
 }
