@@ -775,8 +775,17 @@ static void cycle(int forced, int node)
         atomic_store(&nsp__pacer_notify, 0);
     trace(forced ? "cycle_forced" : "cycle_start", -1);
     trace_nodes("cycle_start");
-    if (P.collector)
-        P.collector(P.collector_arg); /* holds no allocator lock: it frees through numaspan */
+    /* The collector and its argument as one registration: nsp__pacer_set_collector writes both
+     * under model_lock, and a cycle may run on the pacer thread while the program registers.
+     * Read unlocked (a plain pair of loads), a weakly ordered cpu could pair the new function
+     * with the old argument (NULL at the first registration); and the function was loaded
+     * twice, test and call, so a registration of NULL in between called NULL. */
+    pthread_mutex_lock(&P.model_lock);
+    nsp_collector_fn collector = P.collector;
+    void *collector_arg = P.collector_arg;
+    pthread_mutex_unlock(&P.model_lock);
+    if (collector)
+        collector(collector_arg); /* holds no allocator lock: it frees through numaspan */
     uint32_t sg = atomic_fetch_add(&nsp__sweepgen, 2) + 2;
     nsp__ledger_reserve_reset(); /* the budget's floor: the classes refilled from now on */
     uint64_t released0 = atomic_load(&P.caches_released), busy0 = atomic_load(&P.busy_caches);
@@ -1027,9 +1036,18 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct tim
     return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
+/* Whether cycles run (a limit or a collector): read without model_lock by the crossing hooks,
+ * which the ledger calls from allocations. A hint: a registration racing a crossing is heard at
+ * the next one. */
+static int pacing(void)
+{
+    return __atomic_load_n(&P.paced, __ATOMIC_RELAXED) ||
+           __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
+}
+
 void nsp__pacer_crossed(int64_t total)
 {
-    if (!P.paced && !P.collector)
+    if (!pacing())
         return;
     /* concurrent cycles need the pacer thread; a process that could not start it runs them
      * synchronously rather than never */
@@ -1071,7 +1089,7 @@ static void node_backpressure(unsigned node, int64_t hl)
 
 void nsp__pacer_node_crossed(unsigned node, int64_t hl)
 {
-    if (!P.paced && !P.collector)
+    if (!pacing())
         return;
     if (atomic_load_explicit(&P.running, memory_order_relaxed)) {
         node_backpressure(node, hl);
@@ -1326,7 +1344,9 @@ void nsp__pacer_set_collector(nsp_collector_fn fn, void *arg)
 {
     pthread_mutex_lock(&P.model_lock);
     P.collector_arg = arg;
-    __atomic_store_n(&P.collector, fn, __ATOMIC_RELEASE); /* slow paths read it unlocked */
+    /* the crossing hooks read it unlocked, as a hint (pacing); a cycle reads it with its
+     * argument under this lock */
+    __atomic_store_n(&P.collector, fn, __ATOMIC_RELAXED);
     int64_t trigger = fn || P.paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway)
                                     : INT64_MAX;
     set_trigger(trigger);
@@ -1347,7 +1367,7 @@ static void params_changed(void)
     int limited = P.params.memory_limit > 0;
     for (unsigned n = 0; n < nsp__nnodes; n++)
         limited |= nsp__node_limit_pages[n] > 0;
-    P.paced = limited;
+    __atomic_store_n(&P.paced, limited, __ATOMIC_RELAXED); /* read unlocked as a hint: pacing */
     P.goal = nsp__pacer_goal(&P.params, P.live);
     int paced = P.paced || __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
     set_trigger(paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway) : INT64_MAX);
@@ -1400,7 +1420,7 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     out->nnodes = nsp__nnodes;
     out->accounting = nsp__accounting;
     out->concurrent = P.params.concurrent;
-    out->paced = P.paced || P.collector;
+    out->paced = pacing();
     for (unsigned n = 0; n < nsp__nnodes && n < NSP_STATS_MAX_NODES; n++) {
         struct nsp_ledger_node *l = &nsp__ledger[n];
         out->heap_live[n] = atomic_load(&l->heap_live);

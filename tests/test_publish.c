@@ -2,7 +2,8 @@
  * tests/test_publish.c — what one thread publishes and another reads without a lock (the memory
  * ordering audit of host/, for weakly ordered cpus). Mainly: a page map entry publishes the
  * descriptor it names (pageheap.h, "Publication"): a thread that finds the entry, with no other
- * happens-before edge to the thread that wrote the descriptor, reads the descriptor whole.
+ * happens-before edge to the thread that wrote the descriptor, reads the descriptor whole. And
+ * the pacer's collector, read by a cycle with the argument it was registered with.
  *
  * On x86-64 every case passes whatever the ordering (stores are not reordered with stores, nor
  * loads with loads); the cases are for ThreadSanitizer (tests/sanitize.sh, tsan-units), which
@@ -20,7 +21,9 @@
  *   - nsp__pagemap_entry, as the lock holder's look at a neighbour reads it (state first, then
  *     npages and start_page: free_locked), against the same cut: the reader stands for a holder
  *     racing a cut made without the lock (alloc_busy), whose stores are span_map's too;
- *   - the class bits nsp__span_init_small adds (its release) and the fields set up before them.
+ *   - the class bits nsp__span_init_small adds (its release) and the fields set up before them;
+ *   - a cycle's read of the collector and its argument (under the pacer's model lock) against
+ *     their registration (TSan reports an unlocked read as a race; an x86 build passes either way).
  *
  * Links the static library to reach the page heap. The pages are taken and given back through the
  * page heap itself (no cache, no central); nothing here mallocs while a reader spins.
@@ -28,6 +31,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +41,7 @@
 #include "host/sizeclass.h"
 #include "host/span.h"
 #include "check_main.h"
+#include "numaspan.h"
 
 static void ready(void)
 {
@@ -203,6 +208,54 @@ START_TEST(the_class_entry_publishes_the_set_up)
 }
 END_TEST
 
+/* ---- the pacer's collector ------------------------------------------------------------------ */
+
+static _Atomic int collector_calls, collector_wrong, cycler_stop;
+static int token;
+
+static void collect(void *arg)
+{
+    atomic_fetch_add(&collector_calls, 1);
+    if (arg != &token)
+        atomic_fetch_add(&collector_wrong, 1);
+}
+
+static void *cycler(void *unused)
+{
+    (void)unused;
+    while (!atomic_load_explicit(&cycler_stop, memory_order_relaxed))
+        nsp_pacer_cycle();
+    return NULL;
+}
+
+/* A cycle calls the collector registered with its own argument, while the program registers
+ * and unregisters it (pacer.c, cycle: both read under the lock they are written under). Unfixed,
+ * the cycle read the pair unlocked: TSan reports that read against the registration. */
+START_TEST(a_cycle_calls_the_collector_with_its_argument)
+{
+    ready();
+    atomic_store(&collector_calls, 0);
+    atomic_store(&collector_wrong, 0);
+    atomic_store(&cycler_stop, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, cycler, NULL), 0);
+    for (int i = 0; i < 200; i++) {
+        nsp_pacer_set_collector(collect, &token);
+        sched_yield();
+        nsp_pacer_set_collector(NULL, NULL);
+    }
+    /* once registered for good, a cycle calls it (no time limit asserted: the cycler loops) */
+    nsp_pacer_set_collector(collect, &token);
+    int calls0 = atomic_load(&collector_calls);
+    while (atomic_load(&collector_calls) == calls0)
+        sched_yield();
+    atomic_store(&cycler_stop, 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    nsp_pacer_set_collector(NULL, NULL);
+    ck_assert_int_eq(atomic_load(&collector_wrong), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("publish");
@@ -211,5 +264,9 @@ int main(void)
     tcase_add_test(tc, a_neighbour_look_reads_the_cut_whole);
     tcase_add_test(tc, the_class_entry_publishes_the_set_up);
     suite_add_tcase(s, tc);
+    TCase *tp = tcase_create("pacer");
+    tcase_set_timeout(tp, 30);
+    tcase_add_test(tp, a_cycle_calls_the_collector_with_its_argument);
+    suite_add_tcase(s, tp);
     return nsp_run_suite(s);
 }
