@@ -105,6 +105,18 @@
  *               taken again (its threads go to the central).
  *   Release is a plain store of 0 (release order).
  *
+ * Ordering (weakly ordered cpus). A CAS taker's acquire pairs with the release store of 0: the
+ * cache's fields (and, without bins, the cached spans' bitmaps and counts) are handed from holder
+ * to holder by the lock, on every architecture. The sequences run on their cpu alone and commit
+ * with plain stores: one cpu sees its own stores in order and a context switch is a full barrier,
+ * so the threads of one cpu need nothing more; a foreign taker fences the cpu (membarrier, a full
+ * barrier there on every architecture) before it reads what they wrote, and an attach publishes
+ * word, base and size by the key's release store. The readers of a sequence's commit on another
+ * cpu without the lock (free.c's flush_magazine_of: the count with acquire, then the slots; the
+ * stats' seqlock on a bin, cache.c) rely on that plain commit store being a release, which it is
+ * on x86-64, the only architecture with bins (the #if below): a port of the sequences to aarch64
+ * must commit with a store-release (stlr), or those readers read slots older than the count.
+ *
  * Caches without bins (virtual cores, grouping, no rseq, TSan builds, NSP_SECURE, `exact`) keep
  * the first generation's path: malloc and local free under the try-lock, on the span's bitmap.
  * A try-lock that fails never spins: the caller goes to the central (DESIGN.md §3).

@@ -6,6 +6,14 @@
  * sets its freed bit and `dirty`, then reads state. Both pairs are sequentially consistent, so at
  * least one side sees the other: the owner finds it dirty, or the freer finds it FULL. Either
  * CASes FULL -> PARTIAL, and only the winner moves the span to the partial list (under the lock).
+ * (seq_cst on both sides is the weakest that works: a release store and an acquire load may pass
+ * each other on any cpu, x86 too; span.h says why the freer's OR must be acq_rel as well.)
+ *
+ * Publication without the mutex (weakly ordered cpus): a span pushed pending (push_pending, a
+ * release CAS) is read whole by the drain's acquire exchange; a woken FULL span is announced by
+ * its CAS and wakes_pending, both seq_cst, and its freed bits by the freer's OR (span.h). A
+ * cached span's `cache` is stored before its release store of CACHED; free.c reads both relaxed
+ * as a hint, re-checked under the cache's lock.
  *
  * Memory that comes back. Remote frees only set bits, so a span whose objects were all freed
  * stays in its central, charged and holding its pages, until something sweeps it. Before a

@@ -11,7 +11,10 @@
  * both must not find one without the other: every event runs under a lock its reader takes
  * too — the acting cache's, the span's central's, or, for the events that hold neither (large
  * objects, exact mode's remote frees), the node's ledger lock below. fork and the debug recount
- * take all of them, so a child or a recount never sees a change half made.
+ * take all of them, so a child or a recount never sees a change half made. That is also why a
+ * span's charge and heapLive are relaxed atomics on every cpu: whoever must see the two agree
+ * reads them under those locks, whose acquire and release order the steps (stats and the
+ * pacer's crossings read them racily, as estimates).
  *
  * The node's ledger lock is a reader-preferring rwlock, not a mutex: the events take it shared
  * (each change is two atomic steps, so changers need no exclusion among themselves) and only

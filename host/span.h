@@ -39,6 +39,25 @@
  * on 2 cpus 10-30% (the lock add waited for the line from the other cpu each time: README, host
  * section). A stripe alone may go negative (a sweep on one cpu takes what another added); the
  * sum may not.
+ *
+ * Ordering (for weakly ordered cpus, aarch64 and POWER; x86-64 emits the same code for any of
+ * these). A remote free publishes the object to whoever sweeps it and, through the sweep, to the
+ * object's next owner: its free tag (and the program's last writes to the object) precede the
+ * freer's OR on the freed word, and the sweep's exchange of that word follows. Both are
+ * sequentially consistent read-modify-writes, and each half is needed:
+ *   - the OR's release and the exchange's acquire: the tag and the program's writes are seen by
+ *     the sweeper and by everyone its hand-out reaches (else the next owner's first writes could
+ *     be overtaken by the old ones, and a tag read at the hand-out be stale);
+ *   - the exchange's release and the OR's acquire: the sweep clears `dirty` before it takes the
+ *     words, and a freer whose OR lands after that exchange reads from it, so its relaxed look
+ *     at `dirty` (nsp__span_freed_remote) sees the clear and sets `dirty` again: never a bit
+ *     left waiting on a span marked clean (types.h). The magazines' flush (one OR per word) is
+ *     the same OR.
+ * `dirty` against `state` is the FULL protocol's Dekker pair (central.c: a seq_cst store then a
+ * seq_cst load on each side). alloc_bits are read by remote freers relaxed: the program's own
+ * happens-before (it allocated the object before handing it over) is what makes the owner's 1
+ * visible; a racing double free is not promised a report (nsp__span_free_remote). The
+ * freed-pending stripes are relaxed counters: exact only at rest (after joins or locks).
  */
 #ifndef NSP_HOST_SPAN_H
 #define NSP_HOST_SPAN_H

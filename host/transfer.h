@@ -33,6 +33,11 @@
  * A chain whose object was written while it waited (a write after free) is reported by whoever
  * walks it next, and that object and what follows it are dropped (leaked, not handed out).
  *
+ * Ordering: a put is a release compare-and-swap, every take (a take, take_all, a walk) an acquire
+ * exchange, so a taker reads the links and tags its putter wrote; a taker that puts the rest
+ * back with its own release passes the first putter's writes on (happens-before is transitive),
+ * and the object it hands out was allocated, with its span set up, before the putter's put.
+ *
  * Proof without a lock: nsp__transfer_holds takes each slot's chain out (the exchange: it is the
  * walker's alone), walks it and puts it back. A chain another thread holds at that instant (a
  * taker between its exchange and its put-back, a few instructions; or a trim giving it back) is
