@@ -204,7 +204,8 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
             nsp__hold_begin(h);
             return 0;
         }
-        uint64_t now = atomic_load_explicit(&h->holds, memory_order_relaxed);
+        /* acquire: the id read below is this hold's taker's or later (nsp__hold_begin) */
+        uint64_t now = atomic_load_explicit(&h->holds, memory_order_acquire);
         if (now != seen) {
             if (known_stuck(h, now))
                 return -1; /* another waiter called the new hold stuck */
@@ -227,7 +228,7 @@ int nsp__hold_lock(pthread_mutex_t *m, struct nsp_hold *h)
             continue;
         /* the state read was of the holder of this hold only if it still holds it: one that let
          * go meanwhile (and sleeps elsewhere) says nothing of the mutex's next taker */
-        if (atomic_load_explicit(&h->holds, memory_order_relaxed) != seen ||
+        if (atomic_load_explicit(&h->holds, memory_order_acquire) != seen ||
             atomic_load_explicit(&h->tid, memory_order_relaxed) != tid)
             continue;
         atomic_store_explicit(&h->stuck, seen, memory_order_relaxed);

@@ -78,12 +78,15 @@ static inline int nsp__hold_self(void)
 /* Test hook: the next n readings of a holder's state say "stopped", whatever it does. */
 extern _Atomic int nsp__test_hold_misread;
 
-/* The mutex was just taken: a new hold. */
+/* The mutex was just taken: a new hold. The count with release after the id: a waiter that reads
+ * the new count with acquire then reads this id (or a later one), never the id of the thread
+ * that let go before us, which an aarch64 or POWER cpu could otherwise show it (two relaxed
+ * stores, two relaxed loads: both pairs may be reordered there; x86-64 orders both). */
 static inline void nsp__hold_begin(struct nsp_hold *h)
 {
     atomic_store_explicit(&h->tid, nsp__hold_self(), memory_order_relaxed);
     atomic_store_explicit(&h->holds, atomic_load_explicit(&h->holds, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+                          memory_order_release);
 }
 
 /* Lets go of a hold: its holder's id is forgotten first, so that a waiter never reads the id of
