@@ -5,6 +5,11 @@
 # onto one cpu beside a busy loop pinned there too: its wall-clock metric falls to about half, its
 # cpu-clock one does not (asserted: cpu-clock > 1.4x wall-clock). And the driver passes the flag
 # on to its children and says so above its table.
+# prodcons measures the allocator, not its own waiting: the ring goes over in blocks and a side
+# with nothing to do sleeps until the other has done half a ring, so a run waits at most about
+# once per half ring freed (asserted: waits <= frees / 1024 + 64; a side woken per block or per
+# object waits tens of times more); no wait needed its timeout to see its condition ("rescued":
+# a lost wake-up); and with two cpus or more each pair is pinned across two cpus ("pinned": 1).
 # usage: test_bench_host.sh <path to bench_host>
 set -u
 bench=$1
@@ -32,5 +37,24 @@ if ! grep -q "cpu-clock: each metric per cpu-second" <<<"$out"; then
 fi
 if ! grep -qE "^pairs-16 +ns/pair +[0-9.]+" <<<"$out"; then
   echo "FAIL: no pairs-16 row under --cpu-clock (children refused the flag?):"; echo "$out"; fail=1
+fi
+pc=$("$bench" run prodcons --threads 2 --seconds 0.3 --cpu-clock)
+echo "prodcons: $pc"
+field() { sed -E -n "s/.*\"$1\": ([0-9]+).*/\1/p" <<<"$pc"; }
+frees=$(field frees); waits=$(field waits); rescued=$(field rescued); pinned=$(field pinned)
+if [ -z "$frees" ] || [ -z "$waits" ] || [ "$frees" -lt 4096 ]; then
+  echo "FAIL: prodcons printed no counts, or freed under a ring's worth: $pc"; fail=1
+elif [ "$waits" -gt $((frees / 1024 + 64)) ]; then
+  echo "FAIL: prodcons waited $waits times for $frees frees (at most $((frees / 1024 + 64))):" \
+       "a side wakes per block or per object, not per half ring"; fail=1
+fi
+if [ "${rescued:-x}" != 0 ]; then
+  echo "FAIL: prodcons: $rescued waits timed out with their condition met (lost wake-ups)"; fail=1
+fi
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ] && [ "${pinned:-x}" != 1 ]; then
+  echo "FAIL: prodcons with $ncpu cpus did not pin its pairs across cpus"; fail=1
+elif [ "$ncpu" -lt 2 ]; then
+  echo "prodcons: one cpu allowed, so its pairs are not pinned (not checked)"
 fi
 exit $fail
