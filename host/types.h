@@ -105,33 +105,36 @@ struct nsp_arena;
 
 /* Field order is the free path's: everything the frees that are not the bins' push read (the
  * locked and remote frees, free.c; the push reads no descriptor: its class is in the page map
- * entry, pageheap.h), and the owner's cursor, lies in the first cache line; what remote freers
- * write (dirty) and the central's list links in the second. */
+ * entry, pageheap.h) lies in the first cache line, and nothing written while the span is cached
+ * does, so that line stays in every freeing cpu's cache; the owner's cursor and counts, what
+ * remote freers write (dirty) and the central's list links are in the second. (With the cursor
+ * in the first line, each carve of the owner's took that line from the cpus freeing the span's
+ * objects: producer/consumer's every free read it again.) */
 struct nsp_span {
-    /* line 0: owner's cursor and what free reads */
-    uint64_t alloc_cache;
-    uint32_t freeindex;
-    uint32_t alloc_count;
+    /* line 0: what frees read; set while the span is set up or changes owner */
     uintptr_t base;
     uint64_t *alloc_bits;
     _Atomic uint64_t *freed_bits;
+    struct nsp_arena *arena;
+    uint64_t npages;        /* 64 bits: a huge object of 32 TiB has 2^32 pages */
     uint32_t elemsize;
     uint32_t nelems;
     uint32_t divmul;        /* ceil(2^32 / elemsize): index = (offset * divmul) >> 32 */
+    _Atomic uint32_t state;
+    uint32_t cache;         /* the caching core cache while CACHED */
     uint8_t sizeclass;      /* 0 for a large object (classes < 128: the page map's low bits) */
     uint8_t node;           /* < NSP_MAX_NODES */
+    uint8_t needzero;       /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
+    uint8_t scavenged;      /* FREE runs: 1 if the pages were handed back with madvise */
+    /* line 1: the owner's cursor and counts, remote freers' flag, the list links */
+    uint64_t alloc_cache;
+    uint32_t freeindex;
+    uint32_t alloc_count;
     uint16_t frontier;      /* one past the highest slot handed out since set-up (owner's; see
                              * above; a span has at most 32768 slots, 32 pages of 8 B, and
                              * the class table refuses one past 65535: sizeclass.c) */
-    _Atomic uint32_t state;
-    uint32_t cache;         /* the caching core cache while CACHED */
-    /* line 1 */
-    _Atomic uint32_t dirty;
     uint16_t list;          /* enum nsp_span_list: where its central keeps it (central lock) */
-    uint8_t needzero;       /* FREE runs: 1 if the pages may hold old data (not fresh from the OS) */
-    uint8_t scavenged;      /* FREE runs: 1 if the pages were handed back with madvise */
-    uint64_t npages;        /* 64 bits: a huge object of 32 TiB has 2^32 pages */
-    struct nsp_arena *arena;
+    _Atomic uint32_t dirty;
     struct nsp_span *next, *prev; /* central list or page-heap free list */
     _Atomic int64_t charge; /* ledger: bytes charged to heapLive[node] (ledger.h) */
     uint32_t start_page;    /* index of the first page in its arena */
@@ -140,6 +143,8 @@ struct nsp_span {
                              * (at its release, or past 2^31 while cached: cache.h) */
     uint32_t nfree;
 } __attribute__((aligned(NSP_CACHE_LINE)));
+_Static_assert(offsetof(struct nsp_span, alloc_cache) == NSP_CACHE_LINE,
+               "the owner's cursor starts the second line: the first is the frees' (above)");
 _Static_assert(sizeof(struct nsp_span) == 2 * NSP_CACHE_LINE,
                "a descriptor per page: two cache lines, no more");
 
