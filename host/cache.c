@@ -780,6 +780,8 @@ static uint64_t next_key(struct nsp_cache *c)
  * 6.40 against 6.51 MB); 16 carves: Larson 0.97x, RSS 6.61 MB. */
 #define NSP_BIN_LISTED_CARVES 8
 
+static void sweep_before_fresh(struct nsp_cache *c, struct nsp_span *s);
+
 /* Attaches settled bin cls to the cached span with its next free slots; with none, attached
  * empty only when `empty_ok` (the span is full and the slab serves: its local frees must still
  * push), else left detached. Lock held, key == 0. */
@@ -798,6 +800,7 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
     uint32_t n = 0;
     seq_begin(b); /* odd: the carve raises alloc_count before the list is seen */
     while (n < want) {
+        sweep_before_fresh(c, s); /* a carve past the frontier takes remote frees in first */
         /* the cursor's word at once (span.h); a slot at a time only where the scan goes on */
         uintptr_t got[64];
         uint32_t k = nsp__span_carve(s, want - n < 64 ? want - n : 64, got);
@@ -1090,18 +1093,28 @@ static void *counted(struct nsp_cache *c, struct nsp_span *s, uint32_t a0, void 
     return p;
 }
 
-/* An object of the cached span s: after a sweep in place when remote frees dirtied it, then past
- * its cursor (first fit: the slots swept come first), or, when nothing is, after a rewind (local
- * frees behind the cursor may have left room). NULL when s is really full. Lock held.
- * The sweep comes first, not when the cursor reaches the span's end: until swept, a remote free's
- * slot looks allocated, so the cursor ran on through fresh slots and every cached span was
- * touched to its end before one was reused (Larson at 2 threads, whose slab overflows are remote
- * frees: peak RSS 7.1 -> 6.3-6.6 MB, medians; tests/test_span_protocol.c). A sweep reads only
- * the words with freed bits, and this runs once per bin refill or word of the locked path. */
+/* Sweeps s in place when remote frees dirtied it and its cursor would otherwise take a fresh
+ * slot (nsp__span_next_is_fresh). Not when the cursor reaches the span's end: until swept, a
+ * remote free's slot looks allocated, so the cursor ran on through fresh slots and every cached
+ * span was touched to its end before one was reused (Larson at 2 threads, whose slab overflows
+ * are remote frees: peak RSS 7.1 -> 6.3-6.6 MB, medians; tests/test_span_protocol.c). Not at
+ * every refill either: while the cursor has slots ahead that were handed out before, no fresh
+ * memory is at stake, and a sweep there took the lines of the freed and alloc words from the
+ * cpu freeing into them once per refill (producer/consumer: the producer refilled every 64
+ * objects, and each sweep cost both sides misses on those lines; sweeping before fresh slots
+ * only, once a pass through the span: 1.1-1.3x, README). Lock held. */
+static void sweep_before_fresh(struct nsp_cache *c, struct nsp_span *s)
+{
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) && nsp__span_next_is_fresh(s))
+        sweep_in_place(c, s);
+}
+
+/* An object of the cached span s: after a sweep before fresh slots (sweep_before_fresh), then
+ * past its cursor (first fit: the slots swept come first), or, when nothing is, after a rewind
+ * (local frees behind the cursor may have left room). NULL when s is really full. Lock held. */
 static void *from_cached(struct nsp_cache *c, struct nsp_span *s)
 {
-    if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
-        sweep_in_place(c, s);
+    sweep_before_fresh(c, s);
     uint32_t a0 = s->alloc_count;
     void *p = nsp__span_alloc_fast(s);
     if ((p = counted(c, s, a0, p ? p : nsp__span_next_free(s))))

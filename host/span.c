@@ -81,6 +81,28 @@ void *nsp__span_next_free(struct nsp_span *s)
     return NULL;
 }
 
+int nsp__span_next_is_fresh(const struct nsp_span *s)
+{
+    uint32_t fi = s->freeindex, front = s->frontier;
+    if (__builtin_expect(nsp__secure, 0) || fi >= front)
+        return 1;
+    if (s->alloc_cache) /* bit 0 is slot fi (types.h): its lowest free slot is taken next */
+        return fi + (uint32_t)__builtin_ctzll(s->alloc_cache) >= front;
+    /* the word used up, or not loaded after a rewind: nsp__span_next_free's scan, up to the
+     * frontier (every slot below fi is allocated: types.h) */
+    uint32_t last = (front - 1) >> 6;
+    for (uint32_t w = fi >> 6; w <= last; w++) {
+        uint64_t avail = ~s->alloc_bits[w];
+        if (w == (fi >> 6))
+            avail &= ~0ULL << (fi & 63);
+        if (w == last && (front & 63))
+            avail &= (1ULL << (front & 63)) - 1;
+        if (avail)
+            return 0;
+    }
+    return 1;
+}
+
 uint32_t nsp__span_carve(struct nsp_span *s, uint32_t room, uintptr_t *out)
 {
     uint64_t c = s->alloc_cache;

@@ -203,6 +203,15 @@ uint32_t nsp__span_carve(struct nsp_span *s, uint32_t room, uintptr_t *out);
 /* Scans the alloc bitmap from the cursor for a free slot; NULL when none is left past it. */
 void *nsp__span_next_free(struct nsp_span *s);
 
+/* Whether the cursor's next slot is a fresh one, at or past the frontier (types.h): none of the
+ * free slots it would take first lies below the frontier. What a cached span's owner asks before
+ * it sweeps remote frees in (cache.c, from_cached and the bin's carve): a sweep is what keeps
+ * the cursor out of fresh memory while freed slots wait (RSS), so it is due only then; while
+ * the cursor has handed-out-before slots ahead, the remote frees wait for a later, larger
+ * sweep. Reads the cursor and, when its word is used up, the alloc words up to the frontier's;
+ * 1 under NSP_SECURE (its own order: swept at every refill, as before). Owner only. */
+int nsp__span_next_is_fresh(const struct nsp_span *s);
+
 /* Slot idx was just freed in the bitmap (a local free, a sweep, a bin's fold): the cursor moves
  * down to it if it is below, so that every slot below the cursor stays allocated and the cursor
  * is the span's lowest free slot (types.h). Without it the cursor ran on through fresh words

@@ -1136,6 +1136,67 @@ START_TEST(a_fold_gives_its_slots_back_before_fresh_ones)
 }
 END_TEST
 
+/* A carve that runs from slots handed out before into fresh ones sweeps the span's remote frees
+ * in first (cache.c, sweep_before_fresh, called at each step of bin_attach): the remote free of a
+ * low slot is listed before any slot past the frontier. The refill itself does not sweep here (two
+ * slots freed by a fold lie ahead of the cursor); without the carve's own check its fresh slots
+ * came before the freed one, and the frontier moved on while a freed slot waited. */
+START_TEST(a_carve_into_fresh_slots_sweeps_remote_frees_first)
+{
+    int other = ready_with_another_cpu("a_carve_into_fresh_slots_sweeps_remote_frees_first");
+    if (other < 0)
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    enum { N = 140 };
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(SZ_LAZY);
+    struct nsp_span *s = span();
+    int at[N]; /* the object of each slot index below N, or -1 */
+    for (int i = 0; i < N; i++)
+        at[i] = -1;
+    for (int i = 0; i < N; i++) {
+        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
+        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
+        if (idx < N)
+            at[idx] = i;
+    }
+    ck_assert_int_ge(at[5], 0);
+    ck_assert_int_ge(at[100], 0);
+    ck_assert_int_ge(at[101], 0);
+    ck_assert_int_ge(at[102], 0); /* and allocated up to the frontier, so the carve runs past it */
+    uint32_t front = s->frontier;
+    ck_assert_uint_ge(front, 128);
+    for (uint32_t k = 102; k < front; k++)
+        ck_assert_int_eq(alloc_bit(s->base + (uintptr_t)k * s->elemsize), 1);
+    void *low = p[at[5]];
+    free_on_cpu(other, low); /* remote: waits in the other cpu's slab or magazine */
+    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
+    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1); /* applied: its freed bit, s dirty */
+    nsp__cache_unlock(oc);
+    free(p[at[100]]); /* pushed */
+    free(p[at[101]]);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: 100 and 101 free in s */
+    nsp__cache_unlock(nsp__tb);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p[at[100]]), 0);
+    ck_assert_int_eq(alloc_bit((uintptr_t)low), 1); /* not swept yet */
+    void *q = malloc(SZ_LAZY); /* the refill: slot 100; the attach: 101, then the sweep, slot 5 */
+    ck_assert_ptr_eq(q, p[at[100]]);
+    uintptr_t l[MAXL];
+    unsigned n = list(l), listed = 0;
+    for (unsigned i = 0; i < n; i++)
+        listed += l[i] == (uintptr_t)low;
+    ck_assert_uint_eq(listed, 1);
+    ck_assert_int_eq(alloc_bit((uintptr_t)low), 1); /* listed: allocated from the span's view */
+    ck_assert_uint_eq(atomic_load(&s->freed_bits[0]), 0);
+    p[at[100]] = q;
+    p[at[5]] = malloc(SZ_LAZY); /* the slots freed above, taken again (the list's 101 and 5) */
+    p[at[101]] = malloc(SZ_LAZY);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+}
+END_TEST
+
 /* ---- the refill without the lock (cache.c: nsp__cache_alloc_bin) ------------------------------- */
 
 static struct nsp_cache *busy_cache; /* taken by the window below, given back by the test */
@@ -1366,6 +1427,7 @@ int main(void)
     tcase_add_test(tc, a_bound_miss_leaves_the_bin_attached);
     tcase_add_test(tc, pops_past_their_16_bits_are_counted);
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
+    tcase_add_test(tc, a_carve_into_fresh_slots_sweeps_remote_frees_first);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
     tcase_add_test(tc, refill_after_a_migration_is_not_installed);

@@ -265,6 +265,45 @@ START_TEST(a_freed_slot_below_the_cursor_comes_before_fresh_slots)
 }
 END_TEST
 
+/* ... and only then: while the cursor has slots ahead that were handed out before (below the
+ * frontier, so no fresh memory is at stake), remote frees wait for a later sweep (cache.c,
+ * sweep_before_fresh). Sweeping at every refill took the freed and alloc words' lines from the
+ * cpu freeing into them once per refill (producer/consumer: README). Here slot 150, freed
+ * locally above the cursor's word, comes before slot 9, freed remotely; then, with only fresh
+ * slots ahead, the sweep brings slot 9 back before slot 192. 256 B objects, 256 to a span. */
+START_TEST(a_dirty_span_waits_while_used_slots_lie_ahead)
+{
+    free(malloc(1));
+    unsigned cls = nsp__size_to_class(256);
+    ck_assert_uint_ge(nsp__classes[cls].nelems, 256);
+    struct nsp_cache *ca = &nsp__caches[A];
+    static void *p[192];
+    on(A);
+    for (int i = 0; i < 192; i++)
+        p[i] = malloc(256);
+    struct nsp_span *s = span(p[0]);
+    ck_assert_ptr_eq(ca->spans[cls], s);
+    ck_assert_uint_eq(nsp__span_index(s, (uintptr_t)p[191]), 191);
+    free(p[100]); /* local: the cursor down to 100, its word loaded */
+    free(p[150]); /* local, in the next word */
+    ck_assert_ptr_eq(malloc(256), p[100]); /* the cursor's word: used up now */
+    on(B);
+    free(p[9]); /* remote: its freed bit, the span dirty */
+    on(A);
+    uint64_t sweeps = ca->sweeps;
+    ck_assert_ptr_eq(malloc(256), p[150]); /* the slow path: a used slot ahead, no sweep */
+    ck_assert_uint_eq(ca->sweeps, sweeps);
+    ck_assert_uint_eq(freed_bits(s), 1);
+    void *q = malloc(256); /* only fresh slots ahead: swept first, slot 9 and not slot 192 */
+    ck_assert_ptr_eq(q, p[9]);
+    ck_assert_uint_eq(ca->sweeps, sweeps + 1);
+    ck_assert_uint_eq(freed_bits(s), 0);
+    ck_assert_uint_eq(s->frontier, 192);
+    for (int i = 0; i < 192; i++)
+        free(p[i]);
+}
+END_TEST
+
 /* Under churn a cached span's carve frontier stays at its peak of live objects (first fit,
  * span.h: a fresh slot is taken only when every slot below it is allocated): 100 live objects
  * of 64 B (1,024 to a span) replaced at random, freed on their core. Before the cursor moved
@@ -669,6 +708,7 @@ int main(void)
     tcase_add_test(tc, a_refill_passes_over_a_thin_span);
     tcase_add_test(tc, a_dirty_span_is_swept_before_fresh_slots);
     tcase_add_test(tc, a_freed_slot_below_the_cursor_comes_before_fresh_slots);
+    tcase_add_test(tc, a_dirty_span_waits_while_used_slots_lie_ahead);
     tcase_add_test(tc, churn_keeps_the_frontier_at_the_live_objects);
     tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
     tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
