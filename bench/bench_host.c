@@ -208,7 +208,8 @@ static double w_larson(void)
  * side's rate over two cpus; a consumer a few slots behind its producer moving the head's and the
  * slots' lines across cpus per object; and the scheduler's choice of whether a pair shares a cpu
  * (its frees then local to a per-cpu cache). A wait that times out with its condition met means a
- * lost wake-up: counted, and the run prints "rescued" (0 in a sound run). */
+ * lost wake-up: counted, the run prints "rescued" (0 in a sound run), and the driver names any
+ * run that had one. */
 #define RING 4096
 #define PC_BLOCK 64
 #define PC_WAKE (RING / 2)
@@ -661,6 +662,11 @@ static int child(const struct workload *w, const struct allocator *a, double *va
         return -1;
     *value = strtod(v + 9, NULL);
     *rss = strtol(k + 10, NULL, 10);
+    char *x = strstr(buf, "\"rescued\": "); /* prodcons: waits its timeout ended (lost wake-ups) */
+    if (x && strtol(x + 12, NULL, 10) > 0)
+        fprintf(stderr, "\nbench: %s under %s: %ld waits rescued by their timeout (a lost "
+                        "wake-up; the run is kept, its waits took longer)\n",
+                w->name, a->name, strtol(x + 12, NULL, 10));
     return 0;
 }
 
