@@ -113,7 +113,8 @@ static inline __attribute__((always_inline)) void *alloc_from_bin(struct nsp_cac
                                                                   unsigned cls)
 {
     void *p;
-    while (unlikely((p = nsp__bin_pop(&tb->bins[cls])) == (void *)1))
+    ptrdiff_t rs = nsp__rseq_off; /* once: the sequence's "memory" clobber would reload it */
+    while (unlikely((p = nsp__bin_pop_rs(&tb->bins[cls], rs)) == (void *)1))
         ;
     if (likely(p)) {
         /* the link is the program's now: a free of an object never written must not look like a
@@ -157,16 +158,17 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
  * a second free of it goes to the locked path, which settles the bin and answers exactly (a live
  * object whose first word decodes so by chance is freed there too). The order matters: a fold
  * clears alloc bits before a new key is published, and a fold after the key was read restarts the
- * sequence (its fence), so the bit read is never older than the key. The class's divmul and size
- * come from the packed class table (one load from a line every free of the class shares,
- * sizeclass.h), not from the span. */
-static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, unsigned cls,
+ * sequence (its fence), so the bit read is never older than the key. The class's divisibility
+ * constant comes from the class table nsp__class_push (one load from a line every free of the
+ * class shares, sizeclass.h), not from the span. */
+static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, uintptr_t cls,
                                                              void *p)
 {
     struct nsp_bin *b = &tb->bins[cls];
-    uint64_t divmul = nsp__class_push_divmul(cls), size = nsp__class_push_size(cls);
+    uint64_t mul = nsp__class_push_mul(cls);
+    ptrdiff_t rs = nsp__rseq_off; /* once, as alloc_from_bin's */
     int r;
-    while (unlikely((r = nsp__bin_push(b, p, divmul, size)) == 2))
+    while (unlikely((r = nsp__bin_push_rs(b, p, mul, rs)) == 2))
         ;
     return r;
 }

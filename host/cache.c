@@ -28,6 +28,7 @@ struct nsp_cache *nsp__caches;
 struct nsp_span nsp__empty_span;
 _Atomic size_t nsp__cached_total;
 int nsp__rseq_enabled;
+ptrdiff_t nsp__rseq_off;
 _Atomic uint64_t nsp__cache_fences;
 int nsp__virtual;
 __thread struct nsp_cache *nsp__tc;
@@ -63,6 +64,9 @@ int nsp__cache_init(void)
     nsp__caches = nsp__os_map(len, 4096);
     if (!nsp__caches)
         return -1;
+#ifdef NSP_RSEQ_LOCKS
+    nsp__rseq_off = __rseq_offset; /* before any cache is handed out (cache.h) */
+#endif
     nsp__rseq_enabled = rseq_available();
     nsp__magazine_init();
     nsp__virtual = nsp_topo_uses_virtual_cores(nsp__topo);

@@ -129,6 +129,7 @@
 #define NSP_HOST_CACHE_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "magazine.h"
@@ -231,6 +232,13 @@ extern struct nsp_cache *nsp__caches;
 extern struct nsp_span nsp__empty_span;  /* nelems 0: every allocation from it misses */
 extern _Atomic size_t nsp__cached_total; /* reservations of the spans all caches hold (above) */
 extern int nsp__rseq_enabled;
+/* glibc's __rseq_offset, copied by nsp__cache_init before any cache exists: the sequences read
+ * it rip-relative, one load, where glibc's is reached through the GOT, two (loops and pairs,
+ * issue 11). Every sequence that reads it runs for a thread with a cache (nsp__tc, nsp__tb),
+ * which it gets only after the copy; 0 before, never read then (%fs:8 is the TCB's). Declared
+ * hidden (-fvisibility=hidden marks definitions only): a declaration without it is reached
+ * through the GOT, which the linker relaxes to a lea before the load, an instruction more. */
+extern __attribute__((visibility("hidden"))) ptrdiff_t nsp__rseq_off;
 /* Fences of an rseq cache's cpu (membarrier, or a move onto the cpu), by foreign takers and by
  * owners that moved off their cpu: what a busy cpu pays for being reached from outside. */
 extern _Atomic uint64_t nsp__cache_fences;
@@ -314,51 +322,65 @@ abort:
  * The pop: one restartable sequence on cpu whose commit stores the bin's new word. Returns the
  * object; NULL for a miss (not on cpu, bin detached or empty, or a link
  * that does not decode into the span — the slow path's fold reports that one); (void *)1 if the
- * sequence was aborted (preempted, migrated, a signal): try again.
+ * sequence was aborted (preempted, migrated, a signal): try again. asm goto with outputs (valid
+ * on the fall-through only, which is the only path that reads one): inlined, the miss and the
+ * abort are jumps to the caller's own branches, with no result to test on the way (loops and
+ * pairs, issue 11: the caller tested 1 and then 0 after every pop). rs: nsp__rseq_off, which a
+ * fast path reads once before its retry loop (one load, not one per try: the asm's "memory"
+ * clobber would make the compiler reload it); nsp__bin_pop reads it itself.
  */
-static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b)
+static inline __attribute__((always_inline)) void *nsp__bin_pop_rs(struct nsp_bin *b, ptrdiff_t rs)
 {
     uintptr_t p;
     uint64_t w, k, t;
-    __asm__ __volatile__(
-        NSP_RSEQ_ENTER("%[t]", "%k[t]", "44(%[b])", "5f") /* on the bin's cpu */
+    __asm__ goto(
+        NSP_RSEQ_ENTER("%[t]", "%k[t]", "44(%[b])", "%l[miss]") /* on the bin's cpu */
         "movq 8(%[b]), %[k]\n\t" /* key: 0 = detached */
         "testq %[k], %[k]\n\t"
-        "jz 5f\n\t"
+        "jz %l[miss]\n\t"
         "movq (%[b]), %[w]\n\t"
         "movq %[w], %[p]\n\t"
         "shrq $16, %[p]\n\t" /* head: 0 = empty */
-        "jz 5f\n\t"
+        "jz %l[miss]\n\t"
         "movq (%[p]), %[t]\n\t"
         "xorq %[k], %[t]\n\t" /* next, decoded */
         "jz 6f\n\t"
         "movq %[t], %[k]\n\t"
         "subq 16(%[b]), %[k]\n\t"
         "cmpq 24(%[b]), %[k]\n\t" /* next - base < size, or the link was overwritten */
-        "jae 5f\n\t"
+        "jae %l[miss]\n\t"
         "6:\n\t"
         "shlq $16, %[t]\n\t"
         "incw %w[w]\n\t"
-        "movzwl %w[w], %k[w]\n\t"
-        "orq %[w], %[t]\n\t"
+        "movw %w[w], %w[t]\n\t" /* pops + 1 into the low 16 bits, which the shift cleared */
         "movq %[t], (%[b])\n\t" /* the commit: the pop */
         "2:\n\t"
-        "jmp 7f\n\t"
         NSP_RSEQ_ABORT_SIGNATURE
-        "movl $1, %k[p]\n\t"
-        "jmp 7f\n\t"
+        "jmp %l[abort]\n\t"
         ".popsection\n\t"
-        "5:\n\t"
-        "xorl %k[p], %k[p]\n\t"
-        "7:\n\t"
         : [p] "=&r"(p), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t)
-        : [rs] "r"(__rseq_offset), [b] "r"(b)
-        : "memory", "cc");
+        : [rs] "r"(rs), [b] "r"(b)
+        : "memory", "cc"
+        : miss, abort);
+    /* the head was read through (its link), so it is neither 0 nor 1: said to the compiler, so
+     * that the caller's tests of the results below fold away on this path */
+    if (p <= 1)
+        __builtin_unreachable();
     return (void *)p;
+miss:
+    return NULL;
+abort:
+    return (void *)1;
+}
+
+static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *b)
+{
+    return nsp__bin_pop_rs(b, nsp__rseq_off);
 }
 
 /* The push's end, in both of its sequences: p's link (the old head in r11, encoded with the key
- * in r10), then the commit, the bin word's store of p over the pops (r11's low 16 bits). */
+ * in r10), then the commit, the bin word's store of p over the pops (r11's low 16 bits, moved
+ * into the low 16 bits of p << 16, which are 0). */
 #define NSP_BIN_PUSH_COMMIT                                                                         \
     "movq %%r11, %%rax\n\t"                                                                     \
     "shrq $16, %%rax\n\t"                                                                       \
@@ -366,13 +388,12 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
     "movq %%rax, (%[p])\n\t"                                                                    \
     "movq %[p], %%rax\n\t"                                                                      \
     "shlq $16, %%rax\n\t"                                                                       \
-    "movzwl %%r11w, %%r11d\n\t"                                                                 \
-    "orq %%r11, %%rax\n\t"                                                                      \
+    "movw %%r11w, %%ax\n\t"                                                                     \
     "movq %%rax, (%[b])\n\t"
 
 /*
- * The local free of object p, of the class whose bin b is (nsp__page_class told it; divmul and
- * size are that class's): one restartable sequence on the bin's cpu. Inside it, after the key is
+ * The local free of object p, of the class whose bin b is (nsp__page_class told it; mul is that
+ * class's divisibility constant, sizeclass.h): one restartable sequence on the bin's cpu. Inside it, after the key is
  * read (see free_to_bin in alloc.h for why this order): p must lie in the carved part of the
  * bin's span, [base, base + size) with size the span's frontier in bytes at the attach (the page
  * map's class is a hint; this is the answer: the bin is attached only to a span its cache holds,
@@ -386,7 +407,7 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
  * another span, or p not plainly allocated: the locked path decides by the bits, and a live
  * object whose data merely looks like a tag or a link is freed there, not reported), 2 if the
  * sequence was aborted: try again. asm goto with its scratch in caller-saved registers: no
- * result to test and nothing for free() to save.
+ * result to test and nothing for free() to save. rs: as nsp__bin_pop_rs's.
  *
  * What a local free reads, and why (Larson's random frees miss on each distinct line): the page
  * map's entry, the bin (hot) and the object, and nothing else — mimalloc's local free reads its
@@ -398,8 +419,8 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
  * written over (a write after free) and that is then freed again is pushed; it is reported
  * later, and never handed out twice (above). Measured side by side (README, host tables).
  */
-static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, void *p,
-                                                              uint64_t divmul, uint64_t size)
+static inline __attribute__((always_inline)) int nsp__bin_push_rs(struct nsp_bin *b, void *p,
+                                                                 uint64_t mul, ptrdiff_t rs)
 {
     __asm__ __volatile__ goto(
         NSP_RSEQ_ENTER("%%rax", "%%eax", "44(%[b])", "%l[miss]") /* on the bin's cpu */
@@ -410,23 +431,20 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "subq 16(%[b]), %%rax\n\t"
         "cmpq 24(%[b]), %%rax\n\t" /* p - base < size: p in the bin's span */
         "jae %l[miss]\n\t"
-        "movq %%rax, %%r11\n\t"
-        "imulq %[dm], %%r11\n\t"
-        "shrq $32, %%r11\n\t" /* idx = (offset * divmul) >> 32 */
-        "imulq %[es], %%r11\n\t"
-        "cmpq %%r11, %%rax\n\t" /* idx * size == offset: the start of a slot */
-        "jnz %l[miss]\n\t"
-        "movq (%[p]), %%rax\n\t"
+        "imulq %[mul], %%rax\n\t"
+        "cmpq %[mul], %%rax\n\t" /* offset * mul < mul: offset % size == 0, a slot's start */
+        "jae %l[miss]\n\t"
+        "movq (%[p]), %%r11\n\t" /* p's first word, read once for both tests */
+        "movq %%r11, %%rax\n\t"
         "xorq %[p], %%rax\n\t"
         "xorq %[mk], %%rax\n\t"
         "shlq $16, %%rax\n\t"
         "jz %l[miss]\n\t" /* p's first word is a tag: free in its span, in a magazine, a slab or
                              * a transfer, or its freed bit waiting for a sweep */
-        "movq (%[p]), %%rax\n\t"
-        "xorq %%r10, %%rax\n\t"
+        "xorq %%r10, %%r11\n\t"
         "jz %l[miss]\n\t" /* p's first word is an encoded end of list */
-        "subq 16(%[b]), %%rax\n\t"
-        "cmpq 24(%[b]), %%rax\n\t"
+        "subq 16(%[b]), %%r11\n\t"
+        "cmpq 24(%[b]), %%r11\n\t"
         "jb %l[miss]\n\t" /* or an encoded link of this span: p may be listed */
         "movq (%[b]), %%r11\n\t"
         "decl 56(%[b])\n\t" /* credit - 1 (again after an abort: the bound met early, no more) */
@@ -481,7 +499,7 @@ static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b
         "jmp 10b\n\t" /* aborted: again from its start */
         ".popsection\n\t"
         :
-        : [rs] "r"(__rseq_offset), [b] "r"(b), [p] "r"(p), [dm] "r"(divmul), [es] "r"(size),
+        : [rs] "r"(rs), [b] "r"(b), [p] "r"(p), [mul] "r"(mul),
           [mk] "m"(nsp__magazine_key), [fold] "i"(NSP_BIN_POPS_FOLD)
         : "memory", "cc", "rax", "r10", "r11"
         : miss, abort, pushed);
@@ -492,6 +510,12 @@ miss:
     return 1;
 abort:
     return 2;
+}
+
+static inline __attribute__((always_inline)) int nsp__bin_push(struct nsp_bin *b, void *p,
+                                                              uint64_t mul)
+{
+    return nsp__bin_push_rs(b, p, mul, nsp__rseq_off);
 }
 
 /*
@@ -515,7 +539,7 @@ static inline int nsp__mag_push(struct nsp_magazine *m, void *p)
         "jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
-        : [rs] "r"(__rseq_offset), [m] "r"(m), [p] "r"(p), [slots] "i"(NSP_MAG_SLOTS)
+        : [rs] "r"(nsp__rseq_off), [m] "r"(m), [p] "r"(p), [slots] "i"(NSP_MAG_SLOTS)
         : "memory", "cc", "rax"
         : miss, abort);
     return 0;
@@ -546,7 +570,7 @@ static inline __attribute__((always_inline)) int nsp__slab_push(struct nsp_slab 
         "jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
-        : [rs] "r"(__rseq_offset), [m] "r"(m), [p] "r"(p)
+        : [rs] "r"(nsp__rseq_off), [m] "r"(m), [p] "r"(p)
         : "memory", "cc", "rax", "rcx"
         : miss, abort);
     return 0;
@@ -579,7 +603,7 @@ static inline __attribute__((always_inline)) void *nsp__slab_pop(struct nsp_slab
         "xorl %k[p], %k[p]\n\t"
         "7:\n\t"
         : [p] "=&r"(p)
-        : [rs] "r"(__rseq_offset), [m] "r"(m), [pop] "i"(NSP_SLAB_POP - 1)
+        : [rs] "r"(nsp__rseq_off), [m] "r"(m), [pop] "i"(NSP_SLAB_POP - 1)
         : "memory", "cc", "rax", "rcx");
     return (void *)p;
 }

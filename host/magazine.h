@@ -61,7 +61,7 @@ _Static_assert(__builtin_offsetof(struct nsp_magazine, on) == 8 &&
 /* The tag's key. Defined in span.c, the bottom layer, since every layer that frees remotely
  * writes a tag (free.c's direct remote free and the central's give-back of a transfer chain
  * too). */
-extern uint64_t nsp__magazine_key;
+extern __attribute__((visibility("hidden"))) uint64_t nsp__magazine_key; /* as nsp__rseq_off */
 
 /* The cache a tag names for a remote free that went the direct way (one atomic OR, no
  * magazine): no magazine holds the object, so the bits decide at its next free. Written before

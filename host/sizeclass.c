@@ -1,7 +1,7 @@
 /*
  * host/sizeclass.c — building the size-class tables (the method is in sizeclass.h).
  *
- * Owns: nsp__classes, its packed copy for the local free (nsp__class_push) and the lookup table
+ * Owns: nsp__classes, the local free's divisibility constants (nsp__class_push) and the lookup table
  * (nsp__class_of). Built once, read-only afterwards.
  */
 #include "sizeclass.h"
@@ -71,7 +71,7 @@ void nsp__sizeclass_init(void)
         k->npages = size <= NSP_BIG_SPAN_MAX_SIZE ? span_pages(size, small) : k->window_pages;
         k->nelems = (uint32_t)((size_t)k->npages * NSP_PAGE_SIZE / size);
         k->divmul = (uint32_t)(((1ULL << 32) + size - 1) / size);
-        nsp__class_push[c] = (uint64_t)k->size << 32 | k->divmul;
+        nsp__class_push[c] = nsp__class_divisor_mul(size);
         /* every slot index must fit the span's 16-bit carve frontier (types.h: one past the
          * highest slot) and its bitmaps (one bit per 8 bytes of its pages); a table that breaks
          * either would corrupt spans silently, so it stops here */

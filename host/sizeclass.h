@@ -51,11 +51,15 @@ struct nsp_sizeclass {
 };
 
 extern struct nsp_sizeclass nsp__classes[NSP_NUM_CLASSES];
-/* Per class, what a local free's push checks a slot's start with (cache.h, nsp__bin_push):
- * divmul in the low 32 bits, the size in the high 32. One 8-byte load from a 512-byte table
- * (8 lines, all hot under Larson's mix of classes) instead of two loads from the 20-byte class
- * records and the arithmetic that indexes them (issue 11: the per-operation cost at 2 threads).
- * Built with nsp__classes and equal to it (test_host_units checks every class). */
+/* Per class, what a local free's push checks a slot's start with (cache.h, nsp__bin_push): the
+ * class's divisibility constant m = floor((2^64 - 1) / size) + 1, so that for an offset n below
+ * 2^32 (every offset inside a span: a span has at most 2^16 slots of at most 32 KiB)
+ *     n % size == 0  <=>  (n * m mod 2^64) < m
+ * (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019): one multiply and one
+ * compare, where the quotient's (divmul, a shift, a second multiply) cost three more instructions
+ * on every local free (loops and pairs, issue 11). One 8-byte load from a 512-byte table (8 lines,
+ * all hot under Larson's mix of classes), not the 20-byte class records. Built with nsp__classes;
+ * test_host_units checks the equivalence at every offset of every class's span. */
 extern uint64_t nsp__class_push[NSP_NUM_CLASSES];
 /* The class of every request size, by (n + 7) >> 3: one table (4 KiB, of which a program whose
  * requests stay under 1 KiB touches two lines) so that malloc's lookup is one load with no
@@ -81,14 +85,21 @@ void nsp__sizeclass_init(void);
  * hardened mode's canary; 0 otherwise). Before any allocation only. */
 void nsp__sizeclass_lookup(size_t extra);
 
-static inline uint32_t nsp__class_push_divmul(unsigned cls)
+/* Class cls's divisibility constant (above), and the test it makes: whether offset n (below
+ * 2^32) is a multiple of the class's size. */
+static inline uint64_t nsp__class_push_mul(unsigned cls)
 {
-    return (uint32_t)nsp__class_push[cls];
+    return nsp__class_push[cls];
 }
 
-static inline uint32_t nsp__class_push_size(unsigned cls)
+static inline uint64_t nsp__class_divisor_mul(uint32_t size)
 {
-    return (uint32_t)(nsp__class_push[cls] >> 32);
+    return UINT64_MAX / size + 1;
+}
+
+static inline int nsp__class_slot_start(uint64_t mul, uint64_t n)
+{
+    return n * mul < mul;
 }
 
 /* The class of a request of n bytes (n <= NSP_MAX_SMALL); n == 0 is the class of 1. */

@@ -124,7 +124,7 @@ static int push(void *p)
     unsigned k = nsp__page_class(p);
     ck_assert_uint_eq(k, cls);
     int r;
-    while ((r = nsp__bin_push(bin(), p, nsp__classes[k].divmul, nsp__classes[k].size)) == 2)
+    while ((r = nsp__bin_push(bin(), p, nsp__class_push_mul(k))) == 2)
         ;
     return r;
 }

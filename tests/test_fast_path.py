@@ -82,13 +82,14 @@ def check(name, start, size, insns):
             if "<%s" % sym in text:
                 problems.append("%s+%#x: the fast path reads %s (%s): %s" %
                                 (name, addr - start, sym, why, text))
-    # the tests before the restartable sequence starts (the load of glibc's __rseq_offset), in
-    # address order: each is a branch every call takes
+    # the tests before the restartable sequence starts (the load of the rseq area's offset: the
+    # library's copy nsp__rseq_off, host/cache.h, or glibc's __rseq_offset), in address order:
+    # each is a branch every call takes
     limit = BRANCHES_BEFORE_SEQUENCE.get(name)
     if limit is not None:
         tests = []
         for addr, text in hot:
-            if "__rseq_offset" in text:
+            if "__rseq_offset" in text or "<nsp__rseq_off>" in text:
                 break
             if re.match(r"^j(?!mp)[a-z]+\s", text):
                 tests.append(text)

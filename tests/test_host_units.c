@@ -99,17 +99,30 @@ START_TEST(reciprocal_index_is_exact)
 }
 END_TEST
 
-/* The local free's push checks a slot's start with the packed copy of each class's divmul and
- * size (sizeclass.h, nsp__class_push): a wrong entry would not show as a wrong free — the push
- * would miss and the locked path free it — only as every local free of the class going slow. */
+/* The local free's push checks a slot's start with each class's divisibility constant
+ * (sizeclass.h, nsp__class_push): one that says yes too often would let the push list an interior
+ * pointer (handed out again, overlapping its object); one that says no too often would not show
+ * as a wrong free (the push misses, the locked path frees it), only as the class's local frees
+ * going slow. So the test is checked against the remainder at every offset of every class's
+ * span, and at the largest offsets a span may ever have (below 2^32, sizeclass.h). */
 START_TEST(push_table_matches_classes)
 {
     ready();
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        ck_assert_msg(nsp__class_push_divmul(k) == nsp__classes[k].divmul &&
-                          nsp__class_push_size(k) == nsp__classes[k].size,
-                      "class %u (%u B): the push table holds divmul %u, size %u", k,
-                      nsp__classes[k].size, nsp__class_push_divmul(k), nsp__class_push_size(k));
+        uint32_t size = nsp__classes[k].size;
+        uint64_t mul = nsp__class_push_mul(k), bytes = nsp__class_span_bytes(k);
+        ck_assert_msg(mul == nsp__class_divisor_mul(size), "class %u (%u B): the push table holds %#llx",
+                      k, size, (unsigned long long)mul);
+        for (uint64_t n = 0; n < bytes; n++)
+            if (nsp__class_slot_start(mul, n) != (n % size == 0))
+                ck_abort_msg("class %u (%u B): offset %llu taken as %s", k, size,
+                             (unsigned long long)n,
+                             n % size ? "a slot's start" : "inside a slot");
+        for (uint64_t n = UINT32_MAX - 3 * (uint64_t)size; n <= UINT32_MAX; n++)
+            if (nsp__class_slot_start(mul, n) != (n % size == 0))
+                ck_abort_msg("class %u (%u B): offset %llu taken as %s", k, size,
+                             (unsigned long long)n,
+                             n % size ? "a slot's start" : "inside a slot");
     }
 }
 END_TEST
