@@ -43,7 +43,7 @@ NSP_EXPORT void nsp_free(void *p)
      * the push save a register. */
     struct nsp_cache *tb = nsp__tb;
     if (likely(tb != NULL)) {
-        unsigned cls = nsp__page_class(p);
+        uintptr_t cls = nsp__page_class_wrapped(p); /* p checked against the bin's span */
         if (likely(cls != 0)) {
             if (likely(free_to_bin(tb, cls, p) == 0))
                 return;

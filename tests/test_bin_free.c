@@ -698,6 +698,39 @@ START_TEST(a_live_object_that_looks_free_is_freed_once)
 }
 END_TEST
 
+/* free's fast path finds the class without testing p's top bits: the arena table's index wraps
+ * (pageheap.h, nsp__page_class_wrapped), so a pointer at or above 2^47 whose low bits are those
+ * of a live object of the bin's span gets that span's class, and only the push's bound
+ * (p - base < size, cache.h) keeps it out of the bin. Such frees must be reported as not ours and
+ * change nothing: the object stays live and unlisted, and is freed once afterwards. Without the
+ * bound the push would read the pointer's first word (a fault above user space); without the
+ * wrap the look-up would read past the arena table. */
+START_TEST(a_pointer_above_the_address_space_is_not_ours)
+{
+    if (!ready("a_pointer_above_the_address_space_is_not_ours", SZ))
+        return;
+    uintptr_t keep = (uintptr_t)malloc(SZ); /* the span stays cached */
+    uintptr_t p = (uintptr_t)malloc(SZ);
+    reattach();
+    ck_assert_msg(bin()->base == nsp__span_of((void *)p)->base, "the bin holds another span");
+    const uintptr_t high[] = {p + (1ULL << 47), p | (1ULL << 63), p + (7ULL << 47)};
+    uint64_t before = errors(NSP_ERR_NOT_OWNED), all = all_errors();
+    for (unsigned i = 0; i < sizeof high / sizeof high[0]; i++) {
+        ck_assert_uint_eq(nsp__page_class_wrapped((void *)high[i]), cls); /* the wrap, as said */
+        free((void *)high[i]);
+        ck_assert_msg(errors(NSP_ERR_NOT_OWNED) == before + i + 1,
+                      "free(%#lx): not reported as not ours", (unsigned long)high[i]);
+    }
+    ck_assert_uint_eq(all_errors(), all + 3);
+    ck_assert_msg(alloc_bit(p) && !listed(p), "the live object's state changed");
+    free((void *)p);
+    ck_assert_uint_eq(all_errors(), all + 3);
+    uintptr_t held[1] = {keep};
+    drain_hands_out_each_once(span(), held, 1);
+    free((void *)keep);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -725,6 +758,7 @@ int main(void)
     tcase_add_test(tc, a_slot_kept_by_a_central_hand_out_is_counted_and_charged);
     tcase_add_test(tc, a_slot_kept_by_a_cache_hand_out_is_counted_and_charged);
     tcase_add_loop_test(tc, a_live_object_that_looks_free_is_freed_once, 0, NLOOKS);
+    tcase_add_test(tc, a_pointer_above_the_address_space_is_not_ours);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
