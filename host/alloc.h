@@ -153,14 +153,14 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
 
 #ifdef NSP_RSEQ_LOCKS
 /* A local free into the thread's bin of class cls, the class p's page map entry carries
- * (nsp__page_class; nsp__bin_push, cache.h, lists what the sequence checks): 0 when pushed; 1
- * when the locked path must do it. A listed object's first word decodes to a link of its span, so
- * a second free of it goes to the locked path, which settles the bin and answers exactly (a live
- * object whose first word decodes so by chance is freed there too). The order matters: a fold
- * clears alloc bits before a new key is published, and a fold after the key was read restarts the
- * sequence (its fence), so the bit read is never older than the key. The class's divisibility
- * constant comes from the class table nsp__class_push (one load from a line every free of the
- * class shares, sizeclass.h), not from the span. */
+ * (nsp__page_class_wrapped; nsp__bin_push, cache.h, lists what the sequence checks): 0 when
+ * pushed; 1 when the locked path must do it. A listed object's first word decodes to a link of
+ * its span, so a second free of it goes to the locked path, which settles the bin and answers
+ * exactly (a live object whose first word decodes so by chance is freed there too). The order
+ * matters: a fold clears alloc bits before a new key is published, and a fold after the key was
+ * read restarts the sequence (its fence), so the bit read is never older than the key. The
+ * class's divisibility constant comes from the class table nsp__class_push (one load from a line
+ * every free of the class shares, sizeclass.h), not from the span. */
 static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, uintptr_t cls,
                                                              void *p)
 {

@@ -392,12 +392,13 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
     "movq %%rax, (%[b])\n\t"
 
 /*
- * The local free of object p, of the class whose bin b is (nsp__page_class told it; mul is that
- * class's divisibility constant, sizeclass.h): one restartable sequence on the bin's cpu. Inside it, after the key is
- * read (see free_to_bin in alloc.h for why this order): p must lie in the carved part of the
- * bin's span, [base, base + size) with size the span's frontier in bytes at the attach (the page
- * map's class is a hint; this is the answer: the bin is attached only to a span its cache holds,
- * spans do not overlap, and a slot never handed out lies at or past the frontier), at the start
+ * The local free of object p, of the class whose bin b is (nsp__page_class_wrapped told it; mul
+ * is that class's divisibility constant, sizeclass.h): one restartable sequence on the bin's cpu.
+ * Inside it, after the key is read (see free_to_bin in alloc.h for why this order): p must lie in
+ * the carved part of the bin's span, [base, base + size) with size the span's frontier in bytes
+ * at the attach (the page map's class is a hint, for a p above the address space too; this is the
+ * answer: the bin is attached only to a span its cache holds, spans do not overlap, and a slot
+ * never handed out lies at or past the frontier), at the start
  * of a slot (an interior pointer misses and is reported by the locked path), p's first word must
  * not be a tag (span.h, magazine.h: free in its span — freed locally and folded, or swept —,
  * waiting in a magazine, a slab or a transfer, or its freed bit set and waiting for a sweep:

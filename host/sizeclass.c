@@ -1,8 +1,8 @@
 /*
  * host/sizeclass.c — building the size-class tables (the method is in sizeclass.h).
  *
- * Owns: nsp__classes, the local free's divisibility constants (nsp__class_push) and the lookup table
- * (nsp__class_of). Built once, read-only afterwards.
+ * Owns: nsp__classes, the local free's divisibility constants (nsp__class_push) and the lookup
+ * table (nsp__class_of). Built once, read-only afterwards.
  */
 #include "sizeclass.h"
 

@@ -13,8 +13,9 @@ standard names alias these, so objdump's own label may be malloc or __libc_mallo
 instructions in address order up to the first ret, and checks that nsp_free's tail jumps reach
 the slow paths named in SLOW_TARGETS, that no fast path builds a stack frame, that none reads
 what FORBIDDEN names, that malloc tests no more than BRANCHES_BEFORE_SEQUENCE allows before its
-sequence, and that no fast path grows past INSTRUCTIONS_MAX. On x86-64 builds with the bins only: the
-caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation calls.
+sequence, and that no fast path grows past INSTRUCTIONS_MAX. On x86-64 builds with the bins
+only: the caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose instrumentation
+calls.
 
 usage: test_fast_path.py LIBNUMASPAN_SO
 """

@@ -111,8 +111,9 @@ START_TEST(push_table_matches_classes)
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
         uint32_t size = nsp__classes[k].size;
         uint64_t mul = nsp__class_push_mul(k), bytes = nsp__class_span_bytes(k);
-        ck_assert_msg(mul == nsp__class_divisor_mul(size), "class %u (%u B): the push table holds %#llx",
-                      k, size, (unsigned long long)mul);
+        ck_assert_msg(mul == nsp__class_divisor_mul(size),
+                      "class %u (%u B): the push table holds %#llx", k, size,
+                      (unsigned long long)mul);
         for (uint64_t n = 0; n < bytes; n++)
             if (nsp__class_slot_start(mul, n) != (n % size == 0))
                 ck_abort_msg("class %u (%u B): offset %llu taken as %s", k, size,
