@@ -1025,6 +1025,46 @@ START_TEST(a_bin_lists_at_most_a_few_carves)
 }
 END_TEST
 
+/* An interior pointer of a live object of the span a bin holds: the push's slot test (one
+ * multiply, sizeclass.h's nsp__class_slot_start) refuses it, and the locked path reports it; the
+ * object stays live and its real free is taken. Classes of every kind: sizes that are powers of
+ * two and sizes that are not, small and large, offsets near both ends of the object. A test
+ * that said yes inside an object would push the pointer into the list, and a later malloc would
+ * hand out memory overlapping the live object. */
+START_TEST(a_local_free_of_an_interior_pointer_is_refused_and_reported)
+{
+    if (!ready("a_local_free_of_an_interior_pointer_is_refused_and_reported"))
+        return;
+    static const size_t sizes[] = {16, 48, 96, 640, 960, 1024, SZ_MANY, SZ};
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned k = nsp__size_to_class(sizes[i]);
+        uint64_t e = nsp__classes[k].size;
+        void *keep = malloc(sizes[i]), *p = malloc(sizes[i]);
+        free(malloc(sizes[i])); /* a pair: the bin attached to the span p came from */
+        struct nsp_span *s = nsp__span_of(p);
+        ck_assert_msg(nsp__tb->spans[k] == s && atomic_load(&nsp__tb->bins[k].key),
+                      "class of %llu B: no bin attached to the object's span",
+                      (unsigned long long)e);
+        const uint64_t offs[] = {8, 24, e / 2 & ~7ULL, e - 8};
+        for (unsigned j = 0; j < 4; j++) {
+            if (offs[j] == 0 || offs[j] >= e)
+                continue; /* offsets inside the object only */
+            uint64_t before = errors(NSP_ERR_INTERIOR);
+            free((char *)p + offs[j]);
+            ck_assert_msg(errors(NSP_ERR_INTERIOR) == before + 1,
+                          "class of %llu B: a free at offset %llu of a live object was not "
+                          "reported as an interior pointer", (unsigned long long)e,
+                          (unsigned long long)offs[j]);
+            ck_assert_int_eq(alloc_bit((uintptr_t)p), 1);
+        }
+        uint64_t before = errors(NSP_ERR_INTERIOR) + errors(NSP_ERR_DOUBLE_FREE);
+        free(p);
+        free(keep);
+        ck_assert_uint_eq(errors(NSP_ERR_INTERIOR) + errors(NSP_ERR_DOUBLE_FREE), before);
+    }
+}
+END_TEST
+
 /* A push at the list's bound misses, and the locked free that takes it folds the bin (so the
  * cover lowers the charge). The bin must be attached again before that free returns: left
  * detached, every free of the class on this cpu went the locked way, and the next malloc the
@@ -1424,6 +1464,7 @@ int main(void)
     tcase_add_test(tc, lock_free_reading_at_rest_sees_the_bins);
     tcase_add_test(tc, a_bin_lists_a_few_kib_at_a_time);
     tcase_add_test(tc, a_bin_lists_at_most_a_few_carves);
+    tcase_add_test(tc, a_local_free_of_an_interior_pointer_is_refused_and_reported);
     tcase_add_test(tc, a_bound_miss_leaves_the_bin_attached);
     tcase_add_test(tc, pops_past_their_16_bits_are_counted);
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
