@@ -1208,7 +1208,7 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
              * left detached, every free of the span's objects on this cpu went the locked way
              * until the owner's next malloc, and a consumer sharing the producer's cpu frees a
              * whole batch in that window (producer/consumer at 2 threads: 4,096 locked frees
-             * per span used up, a third of all frees; README, third pass) */
+             * per span used up, a third of all frees; docs/host-rounds.md, 24) */
             bin_attach(c, cls, 1);
             nsp__cache_unlock(c);
             return p;

@@ -15,7 +15,7 @@
  * pages of at least NSP_SMALL_SPAN (256 KiB; 64K gives the table before spans grew) under the
  * same waste rule (issue 11: at 32
  * threads on 2 cpus a cpu's cache serves 16 threads' live objects, and a 64 KiB span covered a
- * fraction of them, so most of Larson's frees missed the bin: README, "Why Larson falls").
+ * fraction of them, so most of Larson's frees missed the bin: docs/host-rounds.md, 15).
  * The window is what `over` charges a cached span at a time (ledger.h): a refill charges its
  * allocated slots plus one window, and the charge grows by a window as the cache hands the span
  * out, so the overestimate C = caches x classes x window bytes does not grow with the span.

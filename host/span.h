@@ -217,7 +217,7 @@ int nsp__span_next_is_fresh(const struct nsp_span *s);
  * is the span's lowest free slot (types.h). Without it the cursor ran on through fresh words
  * (64 slots each: 64 KiB at 1 KiB objects) while the slots freed behind it waited for it to
  * reach the span's end: Larson's cached spans' carve frontiers grew with the run towards their
- * 256 KiB (issue 11; README, "Spans of 256 KiB").
+ * 256 KiB (issue 11; docs/host-rounds.md, "Spans of 256 KiB").
  * The cursor's word is loaded whole, and that never raises the ledger's `covered` (ledger.h:
  * the locked fast path hands out the word without a cover): every slot below the old cursor
  * was allocated, so the word's free slots from idx are the ones just freed and those already in

@@ -227,7 +227,7 @@ typedef struct nsp_stats {
     uint64_t large_allocs, large_frees;
     uint64_t cached_bytes;    /* the caches' reservations: one charge window per cached span
                                * (the class's span bytes, or 64 KiB for a grown span of a class
-                               * up to 1 KiB: README, "Spans of 256 KiB") */
+                               * up to 1 KiB: docs/host-rounds.md, "Spans of 256 KiB") */
     uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */
     uint64_t not_owned_frees, interior_frees, double_frees; /* bad frees caught */
     uint64_t bootstrap_bytes; /* handed out before the allocator was initialised */

@@ -230,7 +230,7 @@ END_TEST
  * first fit only when the span's allocated slots were fewer than the cursor's index, so with
  * live objects above it (here slots 128..191) it ran on into fresh words while the freed slot 5
  * waited for the span's end: under churn every cached span was touched to its end (Larson's
- * peak RSS grew with the run: README, "Spans of 256 KiB"). 256 B objects, 256 to a span. */
+ * peak RSS grew with the run: docs/host-rounds.md, 20). 256 B objects, 256 to a span. */
 START_TEST(a_freed_slot_below_the_cursor_comes_before_fresh_slots)
 {
     free(malloc(1));
@@ -309,7 +309,7 @@ END_TEST
  * of 64 B (1,024 to a span) replaced at random, freed on their core. Before the cursor moved
  * down at each free it took the fresh slots of its word (up to 127) before going back to the
  * freed ones, and with bins and slabs holding objects that the span counts as allocated it ran
- * on word after word (Larson's frontiers grew with the run: README, "Spans of 256 KiB"). */
+ * on word after word (Larson's frontiers grew with the run: docs/host-rounds.md, 20). */
 START_TEST(churn_keeps_the_frontier_at_the_live_objects)
 {
     free(malloc(1));

@@ -370,7 +370,7 @@ nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, 
     }
     int rc = load_tables(t, &h, spec, err, errlen);
     /* Nothing of hwloc is referenced from here on: the last user in the process unmaps it,
-     * with libudev and libm (the README's "Peak RSS"). */
+     * with libudev and libm (docs/host-rounds.md, "Peak RSS"). */
     nsp__hwloc_close(&h);
     if (rc < 0) {
         nsp_topo_destroy(t);
