@@ -805,9 +805,13 @@ static void bin_attach(struct nsp_cache *c, unsigned cls, int empty_ok)
     seq_begin(b); /* odd: the carve raises alloc_count before the list is seen */
     while (n < want) {
         sweep_before_fresh(c, s); /* a carve past the frontier takes remote frees in first */
-        /* the cursor's word at once (span.h); a slot at a time only where the scan goes on */
+        /* the cursor's word at once (span.h); a slot at a time only where the scan goes on.
+         * Dirty: not past the frontier in the same step (the step after sweeps first) */
         uintptr_t got[64];
-        uint32_t k = nsp__span_carve(s, want - n < 64 ? want - n : 64, got);
+        uint32_t room = want - n < 64 ? want - n : 64;
+        if (atomic_load_explicit(&s->dirty, memory_order_relaxed))
+            room = nsp__span_room_below_frontier(s, room);
+        uint32_t k = nsp__span_carve(s, room, got);
         if (!k && !(got[0] = (uintptr_t)nsp__span_next_free(s)))
             break;
         for (uint32_t i = 0, m = k ? k : 1; i < m; i++, n++) {

@@ -212,6 +212,24 @@ void *nsp__span_next_free(struct nsp_span *s);
  * 1 under NSP_SECURE (its own order: swept at every refill, as before). Owner only. */
 int nsp__span_next_is_fresh(const struct nsp_span *s);
 
+/* How many of the cursor's cached word's free slots (alloc_cache) lie below the frontier, at most
+ * `room`; `room` when the word has none there (its next slot is fresh: nsp__span_next_is_fresh
+ * says 1) or is not loaded. A carve of a dirty span takes only these (cache.c, bin_attach): one
+ * nsp__span_carve takes the word's slots lowest first across the frontier, so a word holding
+ * used and fresh slots would move the frontier on with the remote frees still waiting; stopped
+ * there, the carve's next step sweeps before it takes a fresh slot. Owner only. */
+static inline uint32_t nsp__span_room_below_frontier(const struct nsp_span *s, uint32_t room)
+{
+    uint32_t fi = s->freeindex, front = s->frontier;
+    uint64_t c = s->alloc_cache;
+    if (fi >= front || !c)
+        return room;
+    if (front - fi < 64)
+        c &= (1ULL << (front - fi)) - 1; /* bit k is slot fi + k (types.h) */
+    uint32_t below = (uint32_t)__builtin_popcountll(c);
+    return below && below < room ? below : room;
+}
+
 /* Slot idx was just freed in the bitmap (a local free, a sweep, a bin's fold): the cursor moves
  * down to it if it is below, so that every slot below the cursor stays allocated and the cursor
  * is the span's lowest free slot (types.h). Without it the cursor ran on through fresh words
