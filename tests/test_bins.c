@@ -1237,6 +1237,79 @@ START_TEST(a_carve_into_fresh_slots_sweeps_remote_frees_first)
 }
 END_TEST
 
+/* ... and so does a carve whose cursor's word runs from slots handed out before into fresh ones
+ * within one word: the carve stops at the frontier, and the next step sweeps before it goes on
+ * (cache.c, bin_attach). Here slots 130 and 131 are folded back with the frontier at 140, in
+ * the same bitmap word: the refill takes 130 and the attach 131, and the rest of its list must
+ * be slot 5 (freed remotely) before any slot past 140. Without the stop, one nsp__span_carve
+ * took 131 and 140-144 at once, so the frontier moved on while slot 5's freed bit waited (and,
+ * pass after pass, a producer's span was touched towards its end: the RSS the sweep guards). */
+START_TEST(a_carve_stops_at_the_frontier_while_remote_frees_wait)
+{
+    int other = ready_with_another_cpu("a_carve_stops_at_the_frontier_while_remote_frees_wait");
+    if (other < 0)
+        return;
+    cls = nsp__size_to_class(SZ_LAZY);
+    enum { N = 140 }; /* 20 refills of 1 + 6 (4 KiB of 640 B): the list empty, the frontier 140 */
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(SZ_LAZY);
+    struct nsp_span *s = span();
+    int at[N]; /* the object of each slot index below N, or -1 */
+    for (int i = 0; i < N; i++)
+        at[i] = -1;
+    for (int i = 0; i < N; i++) {
+        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
+        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
+        if (idx < N)
+            at[idx] = i;
+    }
+    uint32_t front = s->frontier;
+    if (front != N || at[5] < 0 || at[130] < 0 || at[131] < 0) {
+        /* the carve's size or the class's first span differ from what this case was built on:
+         * it says so rather than pass on another layout */
+        ck_abort_msg("layout: frontier %u (want %d), slots 5/130/131 held: %d %d %d", front, N,
+                     at[5] >= 0, at[130] >= 0, at[131] >= 0);
+    }
+    for (uint32_t k = 0; k < front; k++)
+        ck_assert_int_eq(alloc_bit(s->base + (uintptr_t)k * s->elemsize), 1);
+    void *low = p[at[5]];
+    free_on_cpu(other, low); /* remote: waits in the other cpu's slab or magazine */
+    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
+    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1); /* applied: its freed bit, s dirty */
+    nsp__cache_unlock(oc);
+    free(p[at[130]]); /* pushed */
+    free(p[at[131]]);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: 130 and 131 free in s */
+    nsp__cache_unlock(nsp__tb);
+    ck_assert_int_eq(alloc_bit((uintptr_t)p[at[130]]), 0);
+    ck_assert_int_eq(alloc_bit((uintptr_t)low), 1); /* not swept yet */
+    ck_assert_uint_eq(s->frontier, front);
+    void *q = malloc(SZ_LAZY); /* the refill: slot 130; the attach: 131, then the sweep, 5 */
+    ck_assert_ptr_eq(q, p[at[130]]);
+    uintptr_t l[MAXL];
+    unsigned n = list(l), listed = 0, fresh_before = 0;
+    for (unsigned i = 0; i < n && !listed; i++) {
+        listed += l[i] == (uintptr_t)low;
+        fresh_before += nsp__span_index(s, l[i]) >= front;
+    }
+    ck_assert_msg(listed == 1 && fresh_before == 0,
+                  "slot 5 (freed remotely) %s, after %u fresh slots; frontier %u -> %u, %u freed "
+                  "bits waiting", listed ? "listed" : "not listed", fresh_before, front,
+                  s->frontier, (unsigned)__builtin_popcountll(atomic_load(&s->freed_bits[0])));
+    ck_assert_uint_eq(atomic_load(&s->freed_bits[0]), 0);
+    p[at[130]] = q;
+    void *r[MAXL];
+    for (unsigned i = 0; i < n; i++) /* the list's objects, taken back: 131, 5 and the rest */
+        r[i] = malloc(SZ_LAZY);
+    for (int i = 0; i < N; i++)
+        if (i != at[5] && i != at[131])
+            free(p[i]);
+    for (unsigned i = 0; i < n; i++)
+        free(r[i]);
+}
+END_TEST
+
 /* ---- the refill without the lock (cache.c: nsp__cache_alloc_bin) ------------------------------- */
 
 static struct nsp_cache *busy_cache; /* taken by the window below, given back by the test */
@@ -1469,6 +1542,7 @@ int main(void)
     tcase_add_test(tc, pops_past_their_16_bits_are_counted);
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
     tcase_add_test(tc, a_carve_into_fresh_slots_sweeps_remote_frees_first);
+    tcase_add_test(tc, a_carve_stops_at_the_frontier_while_remote_frees_wait);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
     tcase_add_test(tc, refill_after_a_migration_is_not_installed);
