@@ -662,11 +662,13 @@ static int child(const struct workload *w, const struct allocator *a, double *va
         return -1;
     *value = strtod(v + 9, NULL);
     *rss = strtol(k + 10, NULL, 10);
-    char *x = strstr(buf, "\"rescued\": "); /* prodcons: waits its timeout ended (lost wake-ups) */
-    if (x && strtol(x + 12, NULL, 10) > 0)
+    static const char rescued_key[] = "\"rescued\": "; /* prodcons: waits its timeout ended */
+    char *x = strstr(buf, rescued_key);
+    long rescued = x ? strtol(x + sizeof rescued_key - 1, NULL, 10) : 0;
+    if (rescued > 0)
         fprintf(stderr, "\nbench: %s under %s: %ld waits rescued by their timeout (a lost "
                         "wake-up; the run is kept, its waits took longer)\n",
-                w->name, a->name, strtol(x + 12, NULL, 10));
+                w->name, a->name, rescued);
     return 0;
 }
 
