@@ -1217,10 +1217,13 @@ int nsp__pacer_test_release_idle(int64_t now, int64_t idle_ns)
 
 /* ---- the pacer thread: concurrent cycles, housekeeping, trace samples ------------------------- */
 
-/* Something is paced or traced: the process gets the pacer thread. */
+/* Something is paced or traced: the process gets the pacer thread. Read without model_lock by
+ * every slow path's poll while a setter may write `paced` under it: atomic loads, as pacing()'s
+ * (trace_fd is set once, at initialisation). */
 static int wants_thread(void)
 {
-    return P.paced || P.trace_fd >= 0 || __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
+    return __atomic_load_n(&P.paced, __ATOMIC_RELAXED) || P.trace_fd >= 0 ||
+           __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
 }
 
 /* Every other thread of the process has exited: the pacer thread is all that keeps it alive.
