@@ -23,7 +23,8 @@
  *     racing a cut made without the lock (alloc_busy), whose stores are span_map's too;
  *   - the class bits nsp__span_init_small adds (its release) and the fields set up before them;
  *   - a cycle's read of the collector and its argument (under the pacer's model lock) against
- *     their registration (TSan reports an unlocked read as a race; an x86 build passes either way).
+ *     their registration (TSan reports an unlocked read as a race; an x86 build passes either way);
+ *   - the slow paths' poll's read of `paced` (an atomic load, unlocked) against its setter.
  *
  * Links the static library to reach the page heap. The pages are taken and given back through the
  * page heap itself (no cache, no central); nothing here mallocs while a reader spins.
@@ -36,6 +37,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "host/pacer.h"
 #include "host/pageheap.h"
 #include "host/runtime.h"
 #include "host/sizeclass.h"
@@ -256,6 +258,36 @@ START_TEST(a_cycle_calls_the_collector_with_its_argument)
 }
 END_TEST
 
+/* The slow paths' poll asks whether the pacer thread is wanted (pacer.c, wants_thread: a limit,
+ * a trace or a collector) without the model lock, while a setter rewrites `paced` under it: the
+ * poll's read must be an atomic one, as the crossing hooks' is (pacing). Limit 0 keeps the thread
+ * unstarted, so every poll reads it. A plain read is a race TSan reports against the setter. */
+static _Atomic int poller_stop;
+
+static void *poller(void *unused)
+{
+    (void)unused;
+    while (!atomic_load_explicit(&poller_stop, memory_order_relaxed))
+        nsp__pacer_poll();
+    return NULL;
+}
+
+START_TEST(the_poll_reads_paced_as_the_setter_writes_it)
+{
+    ready();
+    atomic_store(&poller_stop, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, poller, NULL), 0);
+    for (int i = 0; i < 2000; i++) {
+        ck_assert_int_eq(nsp_pacer_set_memory_limit(0), 0);
+        if (i % 64 == 0)
+            sched_yield();
+    }
+    atomic_store(&poller_stop, 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("publish");
@@ -267,6 +299,7 @@ int main(void)
     TCase *tp = tcase_create("pacer");
     tcase_set_timeout(tp, 30);
     tcase_add_test(tp, a_cycle_calls_the_collector_with_its_argument);
+    tcase_add_test(tp, the_poll_reads_paced_as_the_setter_writes_it);
     suite_add_tcase(s, tp);
     return nsp_run_suite(s);
 }
