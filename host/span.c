@@ -188,7 +188,9 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
      * again, so it is never lost (types.h). */
     atomic_store(&s->dirty, 0);
     for (uint32_t w = 0; w < nw; w++) {
-        if (!atomic_load_explicit(&s->freed_bits[w], memory_order_relaxed))
+        /* seq_cst, not relaxed: a word skipped here must be one whose freer then sees the clear
+         * above (span.h, "Ordering": the store-buffer pair with nsp__span_freed_remote) */
+        if (!atomic_load(&s->freed_bits[w]))
             continue;
         uint64_t f = atomic_exchange(&s->freed_bits[w], 0);
         uint64_t a = s->alloc_bits[w];

@@ -49,10 +49,15 @@
  *     the sweeper and by everyone its hand-out reaches (else the next owner's first writes could
  *     be overtaken by the old ones, and a tag read at the hand-out be stale);
  *   - the exchange's release and the OR's acquire: the sweep clears `dirty` before it takes the
- *     words, and a freer whose OR lands after that exchange reads from it, so its relaxed look
- *     at `dirty` (nsp__span_freed_remote) sees the clear and sets `dirty` again: never a bit
- *     left waiting on a span marked clean (types.h). The magazines' flush (one OR per word) is
- *     the same OR.
+ *     words, and a freer whose OR lands after that exchange reads from it, so its look at
+ *     `dirty` (nsp__span_freed_remote) sees the clear and sets `dirty` again: never a bit left
+ *     waiting on a span marked clean (types.h). The magazines' flush (one OR per word) is the
+ *     same OR;
+ *   - and a word the sweep skips (its first look, a load, read 0) has no exchange to read from:
+ *     that pair is a store-buffer one (the sweep: store `dirty` = 0, then load the word; the
+ *     freer: OR the word, then load `dirty`), where both loads may read the old value unless
+ *     both are seq_cst too, so both are (relaxed, an aarch64 or POWER cpu could leave the bit on
+ *     a clean span: a slot never freed, its span never empty). x86-64: the same plain loads.
  * `dirty` against `state` is the FULL protocol's Dekker pair (central.c: a seq_cst store then a
  * seq_cst load on each side). alloc_bits are read by remote freers relaxed: the program's own
  * happens-before (it allocated the object before handing it over) is what makes the owner's 1
@@ -299,7 +304,8 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
  * freed into often keeps its line shared) and returns 1 if it was FULL: the caller wakes it. */
 static inline int nsp__span_freed_remote(struct nsp_span *s)
 {
-    if (!atomic_load_explicit(&s->dirty, memory_order_relaxed))
+    /* seq_cst (header, "Ordering"): read after the OR in the single total order */
+    if (!atomic_load(&s->dirty))
         atomic_exchange(&s->dirty, 1);
     return atomic_load(&s->state) == NSP_SPAN_FULL;
 }
