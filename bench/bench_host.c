@@ -223,6 +223,7 @@ struct ring {
 static struct ring *rings;
 static _Atomic uint64_t frees_done, pc_waits, pc_rescued;
 static int pc_pinned;
+static _Atomic unsigned char pc_cpu_used[CPU_SETSIZE]; /* cpus a prodcons thread was pinned to */
 
 static void pc_wake(_Atomic uint32_t *sleeps)
 {
@@ -265,13 +266,21 @@ static void pc_pin(unsigned id)
     cpu_set_t allowed, one;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2)
         return;
-    unsigned n = (unsigned)CPU_COUNT(&allowed), want = (id / 2 + id % 2) % n, k = 0;
+    /* pair p's producer on slot 2p, its consumer on the next, wrapping with a shift of one per
+     * round of the set, so that pairs fill every cpu before any cpu takes a second thread: with
+     * n >= 2 pairs' threads each cpu has one producer and one consumer, or none. (On two cpus the
+     * same as pair p on p % 2 and its consumer on the other.) */
+    unsigned n = (unsigned)CPU_COUNT(&allowed), pair = id / 2, k = 0;
+    unsigned want = ((2 * pair + 2 * pair / n) % n + id % 2) % n;
     for (int c = 0; c < CPU_SETSIZE; c++)
         if (CPU_ISSET(c, &allowed) && k++ == want) {
             CPU_ZERO(&one);
             CPU_SET(c, &one);
-            if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0 && id == 0)
-                pc_pinned = 1;
+            if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0) {
+                atomic_store(&pc_cpu_used[c], 1);
+                if (id == 0)
+                    pc_pinned = 1;
+            }
             return;
         }
 }
@@ -354,9 +363,13 @@ static double w_prodcons(void)
     const char *fake = getenv("NSP_BENCH_TEST_RESCUED");
     if (fake)
         atomic_fetch_add(&pc_rescued, strtoull(fake, NULL, 10));
+    unsigned cpus = 0; /* the cpus the threads were pinned to */
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        cpus += atomic_load(&pc_cpu_used[c]);
     snprintf(run_note, sizeof run_note,
-             ", \"frees\": %llu, \"pinned\": %d, \"waits\": %llu, \"rescued\": %llu",
-             (unsigned long long)atomic_load(&frees_done), pc_pinned,
+             ", \"frees\": %llu, \"pinned\": %d, \"cpus\": %u, \"waits\": %llu, "
+             "\"rescued\": %llu",
+             (unsigned long long)atomic_load(&frees_done), pc_pinned, cpus,
              (unsigned long long)atomic_load(&pc_waits),
              (unsigned long long)atomic_load(&pc_rescued));
     for (unsigned i = 0; i < n / 2; i++) /* whatever the consumers did not reach */
