@@ -66,4 +66,18 @@ if [ "$ncpu" -ge 2 ] && [ "${pinned:-x}" != 1 ]; then
 elif [ "$ncpu" -lt 2 ]; then
   echo "prodcons: one cpu allowed, so its pairs are not pinned (not checked)"
 fi
+# the pairs spread over the cpus before any cpu takes a second thread: with as many threads as
+# cpus, one thread per cpu (pair p's producer on cpu 2p, its consumer on 2p + 1). Needs 4 cpus
+# to tell from a placement that stacks pairs (pair p on cpus p and p + 1: 3 of 4 cpus used)
+if [ "$ncpu" -ge 4 ]; then
+  t=$(( ncpu > 16 ? 16 : ncpu & ~1 ))
+  pc=$("$bench" run prodcons --threads $t --seconds 0.1)
+  cpus=$(sed -E -n 's/.*"cpus": ([0-9]+).*/\1/p' <<<"$pc")
+  if [ "${cpus:-x}" != "$t" ]; then
+    echo "FAIL: prodcons with $t threads on $ncpu cpus pinned them to ${cpus:-?} cpus, not $t: $pc"
+    fail=1
+  fi
+else
+  echo "prodcons: $ncpu cpus, its spread over 4 or more not checked"
+fi
 exit $fail
