@@ -1316,7 +1316,7 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct 
     if (freed && atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
         uint32_t nw = (RACY(s->nelems) + 63) / 64;
         for (uint32_t w = 0; w < nw; w++)
-            live -= __builtin_popcountll(atomic_load_explicit(&freed[w], memory_order_relaxed));
+            live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));
     }
     return atomic_load_explicit(&s->charge, memory_order_relaxed) -
            live * (int64_t)RACY(s->elemsize);

@@ -152,7 +152,7 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
         if (w == words - 1 && (s->nelems & 63) && (v >> (s->nelems & 63)))
             return fail(why, len, "span %p (%s, class %u): alloc bits set past its %u slots",
                         (void *)s, state_of(st), s->sizeclass, s->nelems);
-        n += (uint32_t)__builtin_popcountll(v);
+        n += (uint32_t)nsp__popcount64(v);
     }
     if (n != s->alloc_count)
         return fail(why, len, "span %p (%s, class %u): alloc_count %u, but %u alloc bits are set",
@@ -397,8 +397,8 @@ static void walk_small(const struct nsp_span *s, uint32_t st, struct stats_walk 
     uint64_t freed = 0, pending = 0;
     for (uint32_t i = 0; i < nsp__span_nwords(s); i++) {
         uint64_t f = atomic_load_explicit(&s->freed_bits[i], memory_order_relaxed);
-        freed += (uint64_t)__builtin_popcountll(f);
-        pending += (uint64_t)__builtin_popcountll(f & s->alloc_bits[i]);
+        freed += (uint64_t)nsp__popcount64(f);
+        pending += (uint64_t)nsp__popcount64(f & s->alloc_bits[i]);
     }
     w->freed[k] += freed;
     struct nsp_cached_counts cc = {.slots = (int64_t)s->alloc_count};

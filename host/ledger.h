@@ -174,7 +174,7 @@ extern void (*nsp__ledger_test_hook)(void);
  * `covered`): its allocated slots and the free ones in its cursor's word. */
 static inline int64_t nsp__ledger_covered(const struct nsp_span *s)
 {
-    return ((int64_t)s->alloc_count + __builtin_popcountll(s->alloc_cache)) * s->elemsize;
+    return ((int64_t)s->alloc_count + nsp__popcount64(s->alloc_cache)) * s->elemsize;
 }
 
 /* over: after a hand-out from cached span s that may have raised its covered bytes (a new cursor

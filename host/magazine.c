@@ -102,17 +102,6 @@ static struct group *group_of(struct group *g, unsigned *ng, uint8_t *at, struct
     return &g[at[h] - 1];
 }
 
-/* The bits set in x, inline: the library is built for x86-64's baseline, without the popcnt
- * instruction, and __builtin_popcountll was a call into libgcc's table loop (__popcountdi2) once
- * per group of every flush: 0.5-1.2% of all samples of producer/consumer at 8 threads (perf). */
-static inline unsigned popcount64(uint64_t x)
-{
-    x -= (x >> 1) & 0x5555555555555555ULL;
-    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
-    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
-}
-
 /* objs[0..n), n <= NSP_MAG_SLOTS. */
 static void apply_some(const uintptr_t *objs, unsigned n)
 {
@@ -175,7 +164,9 @@ static void apply_some(const uintptr_t *objs, unsigned n)
             run = pending;
             run_bits = 0;
         }
-        run_bits += popcount64(e->mask & alloc & ~old); /* what this OR set */
+        /* inline (types.h): the libgcc call was 0.5-1.2% of all samples of producer/consumer at
+         * 8 threads (perf), once per group of every flush */
+        run_bits += nsp__popcount64(e->mask & alloc & ~old); /* what this OR set */
         /* freed since the tag's check (a racing double free): the bit was set already, or the
          * slot is free; the OR left such bits as they were */
         uint64_t bad = (old & e->mask & alloc) | (e->mask & ~alloc);

@@ -198,10 +198,10 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
         if (bad) {
             if (!dbl)
                 first = s->base + (uintptr_t)(w * 64 + (unsigned)__builtin_ctzll(bad)) * s->elemsize;
-            dbl += (uint32_t)__builtin_popcountll(bad);
+            dbl += nsp__popcount64(bad);
         }
         nsp__span_set_alloc_word(s, w, a & ~f);
-        applied += (uint32_t)__builtin_popcountll(f & a);
+        applied += nsp__popcount64(f & a);
         if ((f & a) && lowest == UINT32_MAX)
             lowest = w * 64 + (unsigned)__builtin_ctzll(f & a);
     }

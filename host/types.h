@@ -89,6 +89,17 @@
 #define NSP_MAX_NODES 64
 #define NSP_CACHE_LINE 64
 
+/* The bits set in a bitmap word, inline: the library is built for x86-64's baseline, without the
+ * popcnt instruction, and __builtin_popcountll there is a call into libgcc's table loop
+ * (__popcountdi2). Every count of the span bitmaps' bits uses this one. */
+static inline unsigned nsp__popcount64(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+}
+
 enum nsp_span_state {
     NSP_SPAN_FREE = 0,
     NSP_SPAN_CACHED,
