@@ -231,7 +231,7 @@ static inline uint32_t nsp__span_room_below_frontier(const struct nsp_span *s, u
         return room;
     if (front - fi < 64)
         c &= (1ULL << (front - fi)) - 1; /* bit k is slot fi + k (types.h) */
-    uint32_t below = (uint32_t)__builtin_popcountll(c);
+    uint32_t below = nsp__popcount64(c);
     return below && below < room ? below : room;
 }
 
