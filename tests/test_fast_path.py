@@ -85,17 +85,22 @@ def check(name, start, size, insns):
             if "<%s" % sym in text:
                 problems.append("%s+%#x: the fast path reads %s (%s): %s" %
                                 (name, addr - start, sym, why, text))
-    # the tests before the restartable sequence starts (the load of the rseq area's offset: the
-    # library's copy nsp__rseq_off, host/cache.h, or glibc's __rseq_offset), in address order:
-    # each is a branch every call takes
+    # the tests before the restartable sequence starts, in address order: each is a branch every
+    # call takes. The start is the store of the sequence's descriptor into the thread's rseq area
+    # (rseq->rseq_cs, %fs:8 off the area's offset: NSP_RSEQ_ENTER, host/cache.h), not the load
+    # of that offset: nsp__rseq_off is a plain load the compiler schedules freely (gcc hoists it
+    # above the class's look-up), so a branch added between it and the sequence went uncounted
     limit = BRANCHES_BEFORE_SEQUENCE.get(name)
     if limit is not None:
         tests = []
         for addr, text in hot:
-            if "__rseq_offset" in text or "<nsp__rseq_off>" in text:
+            if re.search(r",%fs:0x8\(%[a-z0-9]+\)$", text):
                 break
             if re.match(r"^j(?!mp)[a-z]+\s", text):
                 tests.append(text)
+        else:
+            problems.append("%s: no store of a sequence's descriptor (%%fs:0x8) before its ret: "
+                            "its restartable sequence is not inlined" % name)
         if len(tests) > limit:
             problems.append("%s: %d branches before its sequence, at most %d: %s" %
                             (name, len(tests), limit, "; ".join(tests)))
