@@ -13,10 +13,11 @@ standard names alias these, so objdump's own label may be malloc or __libc_mallo
 instructions in address order up to the first ret, and checks that nsp_free's tail jumps reach
 the slow paths named in SLOW_TARGETS, that no fast path builds a stack frame, that none reads
 what FORBIDDEN names, that malloc tests no more than BRANCHES_BEFORE_SEQUENCE allows before its
-sequence, and that no fast path grows past INSTRUCTIONS_MAX. And, in the whole library, that no
-code calls what LIBGCC_CALLS names: a bitmap count written as __builtin_popcountll is such a call
-in this baseline x86-64 build (nsp__popcount64, host/types.h, is the inline one). On x86-64 builds
-with the bins only: the caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose
+sequence, and that no fast path grows past INSTRUCTIONS_MAX (in builds by the compiler it was
+measured with, BUDGET_COMPILER; others get a note). And, in the whole library, that no code calls
+what LIBGCC_CALLS names: a bitmap count written as __builtin_popcountll is such a call in this
+baseline x86-64 build (nsp__popcount64, host/types.h, is the inline one). On x86-64 builds with
+the bins only: the caller (tests/CMakeLists.txt) leaves it out of sanitizer builds, whose
 instrumentation calls.
 
 usage: test_fast_path.py LIBNUMASPAN_SO
@@ -105,7 +106,11 @@ def check(name, start, size, insns):
             problems.append("%s: %d branches before its sequence, at most %d: %s" %
                             (name, len(tests), limit, "; ".join(tests)))
     most = INSTRUCTIONS_MAX.get(name)
-    if most is not None and len(hot) > most:
+    if most is not None and BUDGET_COMPILER_OTHER:
+        print("note: %s: instruction budget (%d) not applied: the library was built by %s, the "
+              "budget is %s's (%d instructions here)" %
+              (name, most, BUDGET_COMPILER_OTHER, BUDGET_COMPILER, len(hot)))
+    elif most is not None and len(hot) > most:
         problems.append("%s: %d instructions up to its ret, at most %d (host/alloc.h: what each "
                         "one costs every call)" % (name, len(hot), most))
     if not any("%fs:" in text for _, text in hot):
@@ -138,6 +143,28 @@ BRANCHES_BEFORE_SEQUENCE = {"nsp_malloc": 2}
 # hidden loads (host/cache.h): malloc 48 -> 40, free 75 -> 63. A change that lengthens them must
 # say why here.
 INSTRUCTIONS_MAX = {"nsp_malloc": 40, "nsp_free": 63}
+# The compiler those lengths are of. Another (clang 14 here: malloc 50, free 66; gcc 13 on the
+# GPU machine) lays the same code out differently, and failing the suite for it says nothing
+# about a change: its build gets the other checks and a note with its lengths instead.
+BUDGET_COMPILER = "gcc 12"
+BUDGET_COMPILER_OTHER = None  # set by main(): what else built the library, if anything
+
+
+def other_compiler(lib):
+    """What built lib's code, from its .comment, when that is not only BUDGET_COMPILER: None
+    when it is (or when there is no .comment to read: the budget then applies)."""
+    try:
+        out = subprocess.run(["readelf", "-p", ".comment", lib], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    names = [m.group(1).strip() for m in re.finditer(r"^\s*\[\s*[0-9a-f]+\]\s+(.*)$", out,
+                                                     re.M)]
+    for n in names:
+        m = re.match(r"^GCC: .*\s(\d+)\.\d+\.\d+\S*$", n)
+        if not m or m.group(1) != BUDGET_COMPILER.split()[1]:
+            return "'%s'" % n
+    return None
 
 # Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to
 # nsp__free_classed, which takes the span from the page map entry nsp_free read, not through
@@ -187,6 +214,8 @@ def main():
     if len(sys.argv) != 2:
         sys.exit("usage: test_fast_path.py LIBNUMASPAN_SO")
     lib = sys.argv[1]
+    global BUDGET_COMPILER_OTHER
+    BUDGET_COMPILER_OTHER = other_compiler(lib)
     syms = symbols(lib)
     problems = []
     for name in FUNCTIONS:
