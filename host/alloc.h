@@ -31,7 +31,7 @@
  * its bin (one restartable sequence), or, without bins or when the object looks freed already,
  * applied under the cache lock after re-checking that the cache still holds the span (the bin
  * settled first); a free of another span's object on the cache's node goes into the cpu's slab
- * (slab.h: free.c's nsp__free_classed, from the page map entry nsp_free read); every other free
+ * (slab.h: free.c's nsp__free_classed, from p's page map entry); every other free
  * is a remote one (the cpu's magazine, or one atomic OR on the span's
  * freed bitmap: DESIGN.md §3).
  *
@@ -82,7 +82,7 @@ unsigned nsp__current_node(void);
  * whether slot idx of s (object p) is allocated, exactly (bins folded when p looks listed). */
 void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p);
 void nsp__free_any(void *p);
-/* free.c: the free of p, whose page map entry carries a class, that its bin refused (nsp_free). */
+/* free.c: the free of p, whose class byte names a class, that its bin refused (nsp_free). */
 void nsp__free_classed(void *p);
 int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p);
 
@@ -152,20 +152,20 @@ static inline __attribute__((always_inline)) void *alloc(size_t n)
 }
 
 #ifdef NSP_RSEQ_LOCKS
-/* A local free into the thread's bin of class cls, the class p's page map entry carries
- * (nsp__page_class_wrapped; nsp__bin_push, cache.h, lists what the sequence checks): 0 when
- * pushed; 1 when the locked path must do it. A listed object's first word decodes to a link of
+/* A local free into the thread's bin of class cls, the class p's class byte names
+ * (nsp__page_class_wrapped, pageheap.h; nsp__bin_push, cache.h, lists what the sequence checks): 0
+ * when pushed; 1 when the locked path must do it. A listed object's first word decodes to a link of
  * its span, so a second free of it goes to the locked path, which settles the bin and answers
  * exactly (a live object whose first word decodes so by chance is freed there too). The order
  * matters: a fold clears alloc bits before a new key is published, and a fold after the key was
- * read restarts the sequence (its fence), so the bit read is never older than the key. The
- * class's divisibility constant comes from the class table nsp__class_push (one load from a line
- * every free of the class shares, sizeclass.h), not from the span. */
+ * read restarts the sequence (its fence), so the bit read is never older than the key. The class's
+ * divisibility constant comes from the class table nsp__class_push (one load from a line every free
+ * of the class shares, sizeclass.h), not from the span. */
 static inline __attribute__((always_inline)) int free_to_bin(struct nsp_cache *tb, uintptr_t cls,
                                                              void *p)
 {
+    uint64_t mul = nsp__class_push_mul(cls); /* before b: gcc then spends no move on cls */
     struct nsp_bin *b = &tb->bins[cls];
-    uint64_t mul = nsp__class_push_mul(cls);
     ptrdiff_t rs = nsp__rseq_off; /* once, as alloc_from_bin's */
     int r;
     while (unlikely((r = nsp__bin_push_rs(b, p, mul, rs)) == 2))

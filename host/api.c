@@ -35,12 +35,12 @@ NSP_EXPORT void *nsp_malloc(size_t n)
 NSP_EXPORT void nsp_free(void *p)
 {
 #ifdef NSP_RSEQ_LOCKS
-    /* the bins' fast path: a small object of the span our bin holds is pushed (free_to_bin),
-     * with no call, no lock and no atomic, its bin found from the page map's class without the
-     * span's descriptor; a small object it refuses (mostly another cpu's: a remote free) is
+    /* the bins' fast path: a small object of the span our bin holds is pushed (free_to_bin), with
+     * no call, no lock and no atomic, its bin found from the class map's byte without the span's
+     * descriptor (pageheap.h); a small object it refuses (mostly another cpu's: a remote free) is
      * nsp__free_classed's, everything else (NULL and large objects: class 0) nsp__free_any's
-     * (free.c). Nothing but p lives across the push: a value kept for the slow path would make
-     * the push save a register. */
+     * (free.c). Nothing but p lives across the push: a value kept for the slow path would make the
+     * push save a register. */
     struct nsp_cache *tb = nsp__tb;
     if (likely(tb != NULL)) {
         uintptr_t cls = nsp__page_class_wrapped(p); /* p checked against the bin's span */

@@ -220,8 +220,8 @@ struct nsp_cache {
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
  * cache's first lines"): the bins' malloc and local free read one line, their bin, and nothing
  * of the header above (the thread finds its bin from nsp__tb, so lock, rseq_cpu and spans stay
- * untouched); the free reads no span descriptor besides (its class comes with the page map
- * entry, pageheap.h; its slow paths read the span's first line, types.h). A cache without bins
+ * untouched); the free reads no span descriptor besides (its class comes with the class map's
+ * byte, pageheap.h; its slow paths read the span's first line, types.h). A cache without bins
  * (virtual cores, grouping, no rseq, NSP_SECURE, `exact`) reads its first line (lock, rseq_cpu,
  * index, bins_on, flush_gen) and the line of spans[cls]; the counters and pending[] behind them
  * are the slow path's. So the first line must hold the locked path's fields: */
@@ -410,14 +410,14 @@ static inline __attribute__((always_inline)) void *nsp__bin_pop(struct nsp_bin *
  * sequence was aborted: try again. asm goto with its scratch in caller-saved registers: no
  * result to test and nothing for free() to save. rs: as nsp__bin_pop_rs's.
  *
- * What a local free reads, and why (Larson's random frees miss on each distinct line): the page
- * map's entry, the bin (hot) and the object, and nothing else — mimalloc's local free reads its
- * page header and the object. The span's descriptor is not read: the class comes with the page
- * map entry and the span's geometry is the bin's copy. No bitmap is read: the object's own first
- * word (its line, which the push writes anyway) says whether it is free (the free tag) or listed
- * (a link), by the invariant above; the alloc bit's load, a likely miss, was 17% of nsp_free's
- * samples in Larson at 32 threads. What that gives up: a slot free in its span whose tag was
- * written over (a write after free) and that is then freed again is pushed; it is reported
+ * What a local free reads, and why (Larson's random frees miss on each distinct line): the class
+ * map's byte, the bin (hot) and the object, and nothing else — mimalloc's local free reads its page
+ * header and the object. The span's descriptor is not read: the class comes with the class map's
+ * byte (pageheap.h) and the span's geometry is the bin's copy. No bitmap is read: the object's own
+ * first word (its line, which the push writes anyway) says whether it is free (the free tag) or
+ * listed (a link), by the invariant above; the alloc bit's load, a likely miss, was 17% of
+ * nsp_free's samples in Larson at 32 threads. What that gives up: a slot free in its span whose tag
+ * was written over (a write after free) and that is then freed again is pushed; it is reported
  * later, and never handed out twice (above). Measured side by side (README, host tables).
  */
 static inline __attribute__((always_inline)) int nsp__bin_push_rs(struct nsp_bin *b, void *p,

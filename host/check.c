@@ -49,8 +49,9 @@ static const char *state_of(uint32_t st)
 }
 
 /* Every page of a live span maps to it (pageheap.h): with its size class when it is a small
- * span (the bins' free reads the class from there, alloc.h), plain when it is large; a TAKEN
- * span's set-up may be writing its class meanwhile. */
+ * span, plain when it is large, and the class map's byte says the same class (the bins' free
+ * reads the class from there, alloc.h); a TAKEN span's set-up may be writing its class
+ * meanwhile. */
 static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
 {
     const struct nsp_arena *ar = s->arena;
@@ -59,7 +60,7 @@ static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
     uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
     /* (a TAKEN span's class is being written by its set-up, holding no lock: not read) */
     uintptr_t cls = st == NSP_SPAN_LARGE || st == NSP_SPAN_TAKEN ? 0 : s->sizeclass;
-    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++)
+    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++) {
         if (st == NSP_SPAN_TAKEN ? nsp__pagemap_span(nsp__pagemap_entry(ar, p)) != s
                                  : (uintptr_t)nsp__pagemap_entry(ar, p) != ((uintptr_t)s | cls))
             return fail(why, len, "span %p (%s, pages %u..%llu): page %llu maps to %p, not to it "
@@ -67,6 +68,12 @@ static int pages_map_to(const struct nsp_span *s, char *why, size_t len)
                         (void *)s, state_of(atomic_load(&s->state)), s->start_page,
                         (unsigned long long)(s->start_page + s->npages - 1), (unsigned long long)p,
                         (void *)nsp__pagemap_entry(ar, p));
+        unsigned byte = __atomic_load_n(&ar->classmap[p], __ATOMIC_RELAXED);
+        if (st != NSP_SPAN_TAKEN && byte != cls)
+            return fail(why, len, "span %p (%s, class %u): page %llu's class byte is %u, not %u",
+                        (void *)s, state_of(st), s->sizeclass, (unsigned long long)p, byte,
+                        (unsigned)cls);
+    }
     return 1;
 }
 
@@ -191,6 +198,11 @@ int nsp__pageheap_is_valid(unsigned node, char *why, size_t len)
                         return fail(why, len, "page heap %u, arena %p: free run at page %u: "
                                     "inner page %u maps to %p, not NULL", node, (void *)ar->base,
                                     p, q, (void *)nsp__pagemap_entry(ar, q));
+                for (uint32_t q = p; q <= last; q++) /* a free run's pages have no class */
+                    if (__atomic_load_n(&ar->classmap[q], __ATOMIC_RELAXED))
+                        return fail(why, len, "page heap %u, arena %p: free run at page %u: "
+                                    "page %u's class byte is %u, not 0", node, (void *)ar->base,
+                                    p, q, __atomic_load_n(&ar->classmap[q], __ATOMIC_RELAXED));
                 if (prev_free)
                     return fail(why, len, "page heap %u, arena %p: free runs before page %u and "
                                 "at it were not coalesced", node, (void *)ar->base, p);

@@ -10,8 +10,8 @@
  *     answer is exact (a double free of an object in the bin's list is caught here);
  *   - small, of another span on the cache's node: into the cpu's slab (slab.h), checked and
  *     tagged as a magazine's object is. The common case (an untagged object of another cpu's
- *     span: a producer/consumer program's every free) is nsp__free_classed's alone, from the
- *     page map entry nsp_free read; the rest goes nsp__free_any -> nsp__free_small;
+ *     span: a producer/consumer program's every free) is nsp__free_classed's alone, from
+ *     p's page map entry; the rest goes nsp__free_any -> nsp__free_small;
  *   - every other small free: remote, one atomic OR on the span's freed bitmap (DESIGN.md §3),
  *     applied later by whoever sweeps the span.
  * errno is kept by every free.
@@ -325,15 +325,15 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 }
 
 /* The free of a small object that its bin refused (nsp_free): mostly an object of another cpu's
- * span (producer/consumer: every free), which goes into our cpu's slab. That case is taken here
- * in one function, with what nsp_free read (the page map's line is hot: its entry gives the span
- * without the arena table's miss again) and the object's first word read once: it is neither a
- * transfer's nor a magazine's tag (both are magazine tags, magazine.h), so nsp__free_small's
+ * span (producer/consumer: every free), which goes into our cpu's slab. That case is taken here in
+ * one function, from p's page map entry (nsp__page_entry: its class and its span at once, the arena
+ * table's line hot from nsp_free's class byte) and the object's first word read once: it is neither
+ * a transfer's nor a magazine's tag (both are magazine tags, magazine.h), so nsp__free_small's
  * checks of those (which act only on a tag) and its locked path (only for the span our bin holds)
- * have nothing to do, and slab_takes makes free_to_slab's checks, in its order. Measured with
- * perf (prodcons at 8 threads): the remote free went nsp__free_any -> nsp__free_small ->
- * free_to_slab, three prologues and a second look-up of the arena table and page map. Anything
- * else goes the whole way, judged exactly as before. */
+ * have nothing to do, and slab_takes makes free_to_slab's checks, in its order. Measured with perf
+ * (prodcons at 8 threads): the remote free went nsp__free_any -> nsp__free_small -> free_to_slab,
+ * three prologues and a second look-up of the arena table and page map. Anything else goes the
+ * whole way, judged exactly as before. */
 __attribute__((noinline)) void nsp__free_classed(void *p)
 {
 #ifdef NSP_RSEQ_LOCKS

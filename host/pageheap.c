@@ -2,13 +2,13 @@
  * host/pageheap.c — per-node page heaps (see pageheap.h for what it owns and its invariants).
  *
  * An arena is 64 MiB of user pages aligned to 64 MiB, bound to its node when the topology is this
- * machine, plus a separate metadata mapping: the arena struct, the page map, one span descriptor
- * per page (a span's descriptor is the one of its first page) and the two bitmaps, 16 words per
- * page each. When the OS refuses 64 MiB (RLIMIT_AS), an arena may be shorter: a power of two down
- * to NSP_ARENA_MIN_SIZE at the start of its 64 MiB slot, with nsp__arena_pages(ar) pages; nothing
- * here or in its readers assumes NSP_ARENA_PAGES pages per arena. Metadata is mapped NORESERVE
- * and touched only as spans use it; user pages are not (os.h): the system's overcommit policy
- * judges them.
+ * machine, plus a separate metadata mapping: the arena struct, the page map, the class map (a byte
+ * per page: pageheap.h), one span descriptor per page (a span's descriptor is the one of its first
+ * page) and the two bitmaps, 16 words per page each. When the OS refuses 64 MiB (RLIMIT_AS), an
+ * arena may be shorter: a power of two down to NSP_ARENA_MIN_SIZE at the start of its 64 MiB slot,
+ * with nsp__arena_pages(ar) pages; nothing here or in its readers assumes NSP_ARENA_PAGES pages per
+ * arena. Metadata is mapped NORESERVE and touched only as spans use it; user pages are not (os.h):
+ * the system's overcommit policy judges them.
  *
  * The hard limit (NSP_MEMORY_LIMIT with NSP_MEMORY_LIMIT_HARD=1) bounds mapped_bytes, the user
  * pages of every node's arenas and huge mappings: a mapping that would pass it is refused like
@@ -167,13 +167,13 @@ uint64_t nsp__test_nodes_without_memory;
  * of its 64 MiB slot; NULL if the OS or the hard limit refuses. The page map always has
  * NSP_ARENA_PAGES entries (64 KiB, zero past the arena's pages), so that nsp__span_of, which
  * indexes it by the address's page in the slot, finds NULL for an address past a short arena;
- * the descriptors and bitmaps are sized to the arena's pages. */
+ * the class map likewise (8 KiB, 0 past them); the descriptors and bitmaps are sized to the
+ * arena's pages. */
 static struct nsp_arena *arena_map(unsigned node, size_t size)
 {
     size_t pages = size >> NSP_PAGE_SHIFT, words = pages * NSP_BITMAP_WORDS_PER_PAGE;
     _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
-    size_t meta = NSP_ARENA_HDR +
-                  NSP_ARENA_PAGES * sizeof(struct nsp_span *) +
+    size_t meta = NSP_ARENA_CLASSMAP + NSP_ARENA_PAGES +
                   pages * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
     meta = round_up(meta, 4096);
     if (nsp__mapped_add(size) < 0)
@@ -191,6 +191,8 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
     char *p = m + NSP_ARENA_HDR;
     ar->pagemap = (struct nsp_span **)p;
     p += NSP_ARENA_PAGES * sizeof(struct nsp_span *);
+    ar->classmap = (uint8_t *)p; /* at NSP_ARENA_CLASSMAP, where nsp__page_class_wrapped looks */
+    p += NSP_ARENA_PAGES;
     ar->spans = (struct nsp_span *)p;
     p += pages * sizeof(struct nsp_span);
     ar->alloc_bits = (uint64_t *)p;
@@ -693,8 +695,12 @@ static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
     struct nsp_arena *ar = s->arena;
     uint32_t start = s->start_page, n = (uint32_t)s->npages, needzero = 1, scav = 0;
     desc_kill(s);
-    /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again */
+    /* pages inside a free run map to nothing (pageheap.h); run_make maps the ends again. Their
+     * class bytes go with the entries (a free run's pages have class 0): the bins' free would
+     * otherwise try a bin for an address in a free run or, later, a large span (a miss, and a
+     * second look-up: correct, but slower) */
     memset(&ar->pagemap[start], 0, n * sizeof(struct nsp_span *));
+    memset(&ar->classmap[start], 0, n);
     if (start > 0) {
         struct nsp_span *l = nsp__pagemap_span(nsp__pagemap_entry(ar, start - 1));
         /* the state first: a pending neighbour (TAKEN) may be cut meanwhile without the lock
@@ -702,7 +708,7 @@ static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
         if (l && atomic_load_explicit(&l->state, memory_order_relaxed) == NSP_SPAN_FREE &&
             l->npages && l->start_page + l->npages == start) {
             run_remove(h, l);
-            ar->pagemap[start - 1] = NULL;
+            ar->pagemap[start - 1] = NULL; /* a run's end: its class byte is 0 already */
             start = l->start_page;
             n += (uint32_t)l->npages;
             desc_kill(l);
@@ -713,7 +719,7 @@ static void free_locked(struct nsp_pageheap *h, struct nsp_span *s)
         if (r && atomic_load_explicit(&r->state, memory_order_relaxed) == NSP_SPAN_FREE &&
             r->npages && r->start_page == start + n) {
             run_remove(h, r);
-            ar->pagemap[start + n] = NULL;
+            ar->pagemap[start + n] = NULL; /* the same */
             n += (uint32_t)r->npages;
             desc_kill(r);
         }

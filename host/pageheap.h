@@ -1,15 +1,19 @@
 /*
  * host/pageheap.h — per-node page heaps: arenas, the page map, page runs, large and huge spans.
  *
- * Owns: arena_table (address -> arena), every arena's page map and span descriptors, and each
- * node's free page runs. One mutex per node guards that node's runs and arena list; the arena
- * table and page maps are written under it and read without it (a reader that races with the
- * reuse of pages is a use-after-free of the caller's, and still reads a valid descriptor).
+ * Owns: arena_table (address -> arena), every arena's page map, class map and span descriptors, and
+ * each node's free page runs. One mutex per node guards that node's runs and arena list; the arena
+ * table and page maps are written under it and read without it (a reader that races with the reuse
+ * of pages is a use-after-free of the caller's, and still reads a valid descriptor).
  *
  * Invariants:
  *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE, TAKEN) maps to it;
  *     a small span's pages carry its size class in the entry's low bits (below), from its
  *     set-up (nsp__span_init_small) until its pages go back to the page heap;
+ *   - the class map holds each page's class bits again, a byte per page (classmap[page] ==
+ *     pagemap[page] & NSP_PAGEMAP_CLASS_MASK whenever no writer is between its two stores):
+ *     every writer of an entry writes its byte (nsp__pagemap_publish, nsp__span_init_small,
+ *     free_locked's clearing); free's fast path reads it (nsp__page_class_wrapped, below);
  *   - the first and last page of a FREE run map to the run; its other pages map to nothing
  *     (NULL), so a lookup needs no range check: an entry is NULL, a live span holding the page,
  *     or a FREE run;
@@ -49,12 +53,17 @@
  *     free is of an object whose allocation the set-up preceded), but a free racing the pages'
  *     reuse has none; acquire is what keeps the header's promise that it still reads a valid
  *     descriptor (one at least as new as the entry it found);
- *   - nsp__page_entry (nsp_free's fast path) loads relaxed, on purpose: the bins' push reads only
- *     the entry's class bits and checks the object against its own bin, never the descriptor;
+ *   - nsp__page_entry (nsp__free_classed) and the class map's byte (nsp__page_class_wrapped,
+ *     nsp_free's fast path) load relaxed, on purpose: the bins' push uses only the class, to
+ *     pick its bin, and checks the object against that bin's span, never the descriptor;
  *     nsp__free_classed reads the descriptor of an object the program allocated, whose set-up
  *     happened-before that allocation and so this free. The arena table's acquire before it
  *     (set_table's release) covers the arena's own fields.
- * Entries stored NULL (free_locked's interior pages) publish nothing: plain stores under the lock.
+ * The class map's bytes publish nothing either: no reader follows a byte to a descriptor, so they
+ * are relaxed stores, written after the entry they copy. A byte read stale, or between the two
+ * stores, is a hint that misses the bin's check and goes to the slow path's acquire look-up.
+ * Entries stored NULL (free_locked's interior pages) publish nothing: plain stores under the lock,
+ * their class bytes cleared with them.
  * tests/test_publish.c is the check: under TSan, a relaxed store or a relaxed load here is
  * reported as a race on the descriptor.
  */
@@ -195,17 +204,17 @@ size_t nsp__pageheap_scavenge_upto(unsigned node, size_t want);
 extern _Atomic int nsp__scavenge_paced;
 
 /* A page map entry is a descriptor's address (128-byte aligned: a descriptor is two lines and
- * the descriptors follow the 128-byte header and the page map, pageheap.c) with, for a set-up
- * small span, its size class in the low 7 bits: the bins' free learns the class, so its bin,
- * from the page map line alone and never reads the span's descriptor (alloc.h). The page heap
- * writes plain addresses (class 0: FREE runs, large and TAKEN spans); nsp__span_init_small adds
- * the class. */
+ * the descriptors follow the 128-byte header, the page map and the class map, pageheap.c) with,
+ * for a set-up small span, its size class in the low 7 bits. The page heap writes plain addresses
+ * (class 0: FREE runs, large and TAKEN spans); nsp__span_init_small adds the class. The class map
+ * repeats the class bits, a byte per page: 8 KiB an arena beside the page map's 64 KiB, so the
+ * bins' free learns the class, so its bin, from a line that covers 64 pages (two spans of 256
+ * KiB) where the page map's covers 8, and never reads the span's descriptor (alloc.h). */
 #define NSP_PAGEMAP_CLASS_MASK ((uintptr_t)127)
 _Static_assert(NSP_GEOM_NUM_CLASSES <= NSP_PAGEMAP_CLASS_MASK + 1,
                "every size class fits in an entry's low bits");
 _Static_assert(sizeof(struct nsp_span) == NSP_PAGEMAP_CLASS_MASK + 1 &&
-                   (NSP_ARENA_HDR + NSP_ARENA_PAGES * sizeof(struct nsp_span *)) %
-                           (NSP_PAGEMAP_CLASS_MASK + 1) == 0,
+                   (NSP_ARENA_CLASSMAP + NSP_ARENA_PAGES) % (NSP_PAGEMAP_CLASS_MASK + 1) == 0,
                "descriptors 128-byte aligned: the low 7 bits of an entry are free for the class");
 
 /* The span an entry names (its class bits dropped). */
@@ -225,13 +234,21 @@ static inline struct nsp_span *nsp__pagemap_entry(const struct nsp_arena *ar, ui
     return __atomic_load_n(&ar->pagemap[page], __ATOMIC_ACQUIRE);
 }
 
+/* Stores page `page`'s class byte (cls: 0, or a small span's class) into ar's class map, relaxed:
+ * a hint that publishes nothing (the file header, "Publication"). After the entry it copies. */
+static inline void nsp__classmap_store(struct nsp_arena *ar, uint64_t page, uintptr_t cls)
+{
+    __atomic_store_n(&ar->classmap[page], (uint8_t)cls, __ATOMIC_RELAXED);
+}
+
 /* Stores entry e (a descriptor, with a small span's class in its low bits) for page `page` of ar,
  * with release: every field of the descriptor written before it is seen by whoever loads the
- * entry with acquire (the file header, "Publication"). */
+ * entry with acquire (the file header, "Publication"); then the entry's class byte. */
 static inline void nsp__pagemap_publish(struct nsp_arena *ar, uint64_t page,
                                         const struct nsp_span *e)
 {
     __atomic_store_n(&ar->pagemap[page], (struct nsp_span *)e, __ATOMIC_RELEASE);
+    nsp__classmap_store(ar, page, (uintptr_t)e & NSP_PAGEMAP_CLASS_MASK);
 }
 
 /*
@@ -265,8 +282,8 @@ static inline struct nsp_span *nsp__span_of(const void *p)
  * lies in no arena or in a huge one. The class bits (NSP_PAGEMAP_CLASS_MASK) are 0 for free pages
  * and a large or TAKEN span. A hint read without the descriptor: the pages may have changed hands
  * since (a free racing the reuse of its pages is a use after free), so the caller checks p against
- * what it holds for that class (the bin's span, cache.h) before it relies on it. free() reads it
- * once and hands the whole entry to its slow path (free.c), which then needs no second look-up.
+ * what it holds (the bin's span, cache.h; the descriptor's state and class, free.c) before it
+ * relies on it. nsp__free_classed reads it once, for both its class and its span.
  */
 static inline uintptr_t nsp__page_entry(const void *p)
 {
@@ -290,12 +307,13 @@ static inline unsigned nsp__page_class(const void *p)
     return (unsigned)(nsp__page_entry(p) & NSP_PAGEMAP_CLASS_MASK);
 }
 
-/* The same hint for free's fast path (api.c), without the test of p's top bits: the arena table's
- * index wraps instead, so a p at or above 2^NSP_ADDR_BITS (no arena lies there, pageheap.c) reads
- * some arena's entry, and may get a class. Only for a caller that then checks p against the span
- * it holds for that class (the bin's push: p - base < size, cache.h), which such a p fails, and
- * whose miss goes to nsp__page_entry's checked look-up (free.c). Two instructions fewer on every
- * free (loops and pairs, issue 11). */
+/* The same hint for free's fast path (api.c), from the class map's byte instead of the entry
+ * (a line of it covers 64 pages, the page map's 8: Larson's frees, issue 11), and without the
+ * test of p's top bits: the arena table's index wraps instead, so a p at or above
+ * 2^NSP_ADDR_BITS (no arena lies there, pageheap.c) reads some arena's byte, and may get a class.
+ * Only for a caller that then checks p against the span it holds for that class (the bin's push:
+ * p - base < size, cache.h), which such a p fails, and whose miss goes to nsp__page_entry's
+ * checked look-up (free.c). Two instructions fewer on every free (loops and pairs, issue 11). */
 static inline uintptr_t nsp__page_class_wrapped(const void *p)
 {
     uintptr_t a = (uintptr_t)p;
@@ -303,10 +321,10 @@ static inline uintptr_t nsp__page_class_wrapped(const void *p)
         &nsp__arena_table[(a >> NSP_ARENA_SHIFT) & (NSP_ARENA_SLOTS - 1)], __ATOMIC_ACQUIRE);
     if (__builtin_expect((e & 1) || !e, 0)) /* none, or a huge arena: one large span */
         return 0;
-    struct nsp_span *const *pagemap = (struct nsp_span *const *)(e + NSP_ARENA_HDR);
-    return (uintptr_t)__atomic_load_n(&pagemap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
-                                      __ATOMIC_RELAXED) &
-           NSP_PAGEMAP_CLASS_MASK;
+    const uint8_t *classmap = (const uint8_t *)(e + NSP_ARENA_CLASSMAP);
+    /* relaxed: the fast path's (the file header, "Publication", says why that is enough) */
+    return __atomic_load_n(&classmap[(a >> NSP_PAGE_SHIFT) & (NSP_ARENA_PAGES - 1)],
+                           __ATOMIC_RELAXED);
 }
 
 #endif /* NSP_HOST_PAGEHEAP_H */

@@ -38,12 +38,15 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
         atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
-    /* the class into the page map (pageheap.h): the bins' free finds its bin from there. With
-     * release, after the fields above (pageheap.h, "Publication": nsp__pagemap_publish's store,
-     * written out here since the page heap's header sits above this layer) */
-    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++)
+    /* the class into the page map and the class map (pageheap.h): the bins' free finds its bin
+     * from the class map's byte. The entry with release, after the fields above, then the byte,
+     * relaxed (pageheap.h, "Publication": nsp__pagemap_publish's stores, written out here since
+     * the page heap's header sits above this layer) */
+    for (uint64_t p = s->start_page; p < s->start_page + s->npages; p++) {
         __atomic_store_n(&s->arena->pagemap[p], (struct nsp_span *)((uintptr_t)s | cls),
                          __ATOMIC_RELEASE);
+        __atomic_store_n(&s->arena->classmap[p], (uint8_t)cls, __ATOMIC_RELAXED);
+    }
     if (__builtin_expect(nsp__secure, 0))
         nsp__secure_init_span(s);
     nsp__span_rewind(s);

@@ -9,10 +9,11 @@
  * Geometry
  *   page   8 KiB (NSP_PAGE_SHIFT)
  *   arena  64 MiB of pages (fewer when the OS refuses that much: pageheap.c), aligned to 64 MiB,
- *          all of one node; its metadata (page map, span descriptors, bitmaps) lives in a
- *          separate mapping so that user pages stay contiguous.
+ *          all of one node; its metadata (page map, class map, span descriptors, bitmaps) lives
+ *          in a separate mapping so that user pages stay contiguous.
  *          arena_table[addr >> 26] finds the arena of any address in O(1); pagemap[page] its span
- *          (and a small span's class, in the entry's low bits: pageheap.h).
+ *          (and a small span's class, in the entry's low bits: pageheap.h); classmap[page] the
+ *          same class alone, a byte per page (the bins' free reads it: pageheap.h).
  *   huge   a request above NSP_HUGE_MIN gets its own mapping (a "huge arena" of one span).
  *
  * Span (struct nsp_span). A run of pages holding objects of one size class, or one large object.
@@ -159,10 +160,11 @@ _Static_assert(offsetof(struct nsp_span, alloc_cache) == NSP_CACHE_LINE,
 _Static_assert(sizeof(struct nsp_span) == 2 * NSP_CACHE_LINE,
                "a descriptor per page: two cache lines, no more");
 
-/* The metadata mapping of an arena starts with this struct, and its page map follows at
- * NSP_ARENA_HDR bytes, so that a lookup computes the page map's address instead of loading it.
- * arena_table entries have bit 0 set for huge arenas. */
+/* The metadata mapping of an arena starts with this struct, its page map follows at
+ * NSP_ARENA_HDR bytes and its class map at NSP_ARENA_CLASSMAP, so that a lookup computes their
+ * addresses instead of loading them. arena_table entries have bit 0 set for huge arenas. */
 #define NSP_ARENA_HDR 128
+#define NSP_ARENA_CLASSMAP (NSP_ARENA_HDR + NSP_ARENA_PAGES * sizeof(struct nsp_span *))
 struct nsp_arena {
     uintptr_t base;
     size_t size;
@@ -170,6 +172,8 @@ struct nsp_arena {
     int huge;                   /* 1: a mapping of its own holding one large span */
     struct nsp_arena *next;     /* the node's arenas */
     struct nsp_span **pagemap;  /* [NSP_ARENA_PAGES] (always); NULL for huge arenas */
+    uint8_t *classmap;          /* [NSP_ARENA_PAGES]: each entry's class bits (pageheap.h); NULL
+                                 * for huge arenas */
     struct nsp_span *spans;     /* [size >> NSP_PAGE_SHIFT], or the one span of a huge arena */
     uint64_t *alloc_bits;       /* [(size >> NSP_PAGE_SHIFT) * NSP_BITMAP_WORDS_PER_PAGE] */
     _Atomic uint64_t *freed_bits;

@@ -167,8 +167,8 @@ def other_compiler(lib):
     return None
 
 # Where nsp_free's slow paths go: a small object its bin refused (mostly a remote free) must go to
-# nsp__free_classed, which takes the span from the page map entry nsp_free read, not through
-# nsp__free_any's second look-up (host/free.c; producer/consumer's every free, README).
+# nsp__free_classed, which takes the span from p's page map entry, not through
+# nsp__free_any's look-up (host/free.c; producer/consumer's every free, README).
 SLOW_TARGETS = {"nsp_free": ["nsp__free_classed", "nsp__free_any"]}
 
 

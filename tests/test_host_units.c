@@ -268,9 +268,10 @@ static struct nsp_span *test_span(unsigned cls)
     return s;
 }
 
-/* The page map's entries carry a small span's class on every page (pageheap.h): the bins' free
- * finds its bin from the entry alone, without the span's descriptor (alloc.h). Pages given back
- * and taken again as a large span carry none, and the lookup of the span ignores the class. */
+/* The page map's entries carry a small span's class on every page, and the class map's bytes the
+ * same (pageheap.h): the bins' free finds its bin from the byte alone, without the entry or the
+ * span's descriptor (alloc.h). Pages given back and taken again as a large span carry none, and
+ * the lookup of the span ignores the class. */
 START_TEST(page_map_carries_the_small_class)
 {
     ready();
@@ -285,20 +286,25 @@ START_TEST(page_map_carries_the_small_class)
     for (uint64_t i = 0; i < npages; i++) {
         void *a = (void *)(base + i * NSP_PAGE_SIZE + 8);
         ck_assert_uint_eq(nsp__page_class(a), cls);
+        ck_assert_uint_eq(nsp__page_class_wrapped(a), cls); /* the class map's byte */
         ck_assert_ptr_eq(nsp__span_of(a), s);
     }
     char why[256];
     ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "%s", why);
     atomic_store(&s->state, NSP_SPAN_TAKEN); /* back to the page heap, as a central does */
     nsp__pageheap_free(s);
-    for (uint64_t i = 0; i < npages; i++)
+    for (uint64_t i = 0; i < npages; i++) {
         ck_assert_uint_eq(nsp__page_class((void *)(base + i * NSP_PAGE_SIZE)), 0);
+        ck_assert_uint_eq(nsp__page_class_wrapped((void *)(base + i * NSP_PAGE_SIZE)), 0);
+    }
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "%s", why); /* and every other page's */
     struct nsp_span *l = nsp__pageheap_alloc(0, npages, 1);
     ck_assert_ptr_nonnull(l);
     atomic_store(&l->state, NSP_SPAN_LARGE);
     for (uint64_t i = 0; i < npages; i++) {
         void *a = (void *)(l->base + i * NSP_PAGE_SIZE);
         ck_assert_uint_eq(nsp__page_class(a), 0);
+        ck_assert_uint_eq(nsp__page_class_wrapped(a), 0);
         ck_assert_ptr_eq(nsp__span_of(a), l);
     }
     nsp__pageheap_free(l);

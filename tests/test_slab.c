@@ -836,9 +836,9 @@ START_TEST(a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs)
 END_TEST
 
 /* An interior pointer of an object of cpu a's span, freed on cpu b: its bin refuses it, and the
- * remote free's path (free.c, nsp__free_classed, which works from the page map entry nsp_free
- * read) reports it as an interior pointer; b's slab does not take it and the object stays
- * allocated. Its real free then waits in the slab as any other. */
+ * remote free's path (free.c, nsp__free_classed, which works from p's page map entry) reports it as
+ * an interior pointer; b's slab does not take it and the object stays allocated. Its real free then
+ * waits in the slab as any other. */
 static void free_interior(void *arg)
 {
     nsp_free((char *)*(void **)arg + 8);
