@@ -230,6 +230,37 @@ START_TEST(page_heaps_held)
 }
 END_TEST
 
+/* A small span's pages freed while the page heap is held wait pending with their class bytes
+ * (pageheap.h, the class map); a large span cut from them without the lock (take_pending's
+ * span_map) clears them, so the validators find a live large span whose pages carry no class. */
+static void *kept[40];
+static void large_keep(void)
+{
+    for (unsigned i = 0; i < 40; i++)
+        ck_assert_ptr_nonnull(kept[i] = malloc(40000 + (size_t)i * 9000));
+}
+
+START_TEST(large_cut_from_small_pages_held)
+{
+    ready();
+    large_churn();
+    nheld = 0;
+    for (unsigned n = 0; n < nsp__nnodes; n++) {
+        held_hold[nheld] = &nsp__pageheaps[n].hold;
+        held[nheld++] = &nsp__pageheaps[n].lock;
+    }
+    pthread_t t = hold();
+    bounded("small mallocs and frees", small_churn);
+    bounded("malloc_trim", trim); /* the empty small spans back to the page heap: pending */
+    bounded("large mallocs, kept", large_keep);
+    let_go_of(t);
+    heap_is_valid();
+    for (unsigned i = 0; i < 40; i++)
+        free(kept[i]);
+    heap_is_valid();
+}
+END_TEST
+
 START_TEST(centrals_held)
 {
     ready();
@@ -948,6 +979,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("held");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, page_heaps_held);
+    tcase_add_test(tc, large_cut_from_small_pages_held);
     tcase_add_test(tc, centrals_held);
     tcase_add_test(tc, node_limit_held);
     tcase_add_test(tc, ledger_change_half_made);
