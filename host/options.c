@@ -116,8 +116,9 @@ static const struct option_row table[] = {
     [NSP_OPT_SMALL_SPAN] = {"NSP_SMALL_SPAN", "256K",
                             "bytes of a span of each size class up to 1 KiB, at least: 64K to "
                             "256K, a multiple of 8K (64K: every class's span is its charge "
-                            "window, the table before spans grew); `over` charges a cached span "
-                            "a window (64 KiB for these classes) at a time whatever its size"},
+                            "window, the table before spans grew); `over` charges a grown span "
+                            "half a window (32 KiB for these classes) at a time whatever its "
+                            "size (host/ledger.h)"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,
