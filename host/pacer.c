@@ -270,7 +270,10 @@ static int64_t heap_total(void)
     return atomic_load_explicit(&nsp__heap_live_total, memory_order_relaxed);
 }
 
-/* One CSV line (no allocation: a stack buffer and write). node -1: the whole heap. */
+/* One CSV line (no allocation: a stack buffer and write). node -1: the whole heap. Called with
+ * or without model_lock (a cycle's events, a crossing's spill, an idle release): the goal and the
+ * limit are read as the hints the other unlocked readers take (relaxed loads; their writers store
+ * them atomically under the lock). */
 static void trace(const char *event, int node)
 {
     if (P.trace_fd < 0)
@@ -281,7 +284,8 @@ static void trace(const char *event, int node)
     int64_t trig = atomic_load_explicit(&nsp__pacer_trigger, memory_order_relaxed);
     int n = snprintf(line, sizeof line, "%lld,%d,%lld,%lld,%lld,%lld,%s\n", (long long)now_ns(),
                      node, (long long)hl, (long long)(trig == INT64_MAX ? -1 : trig),
-                     (long long)P.goal, (long long)P.params.memory_limit, event);
+                     (long long)__atomic_load_n(&P.goal, __ATOMIC_RELAXED),
+                     (long long)__atomic_load_n(&P.params.memory_limit, __ATOMIC_RELAXED), event);
     if (n > 0 && (size_t)n < sizeof line) {
         pthread_mutex_lock(&P.trace_lock);
         (void)!write(P.trace_fd, line, (size_t)n);
@@ -810,10 +814,11 @@ static void cycle(int forced, int node)
     P.live = live;
     node_live_now(&end, P.node_live);
     P.last_goal = P.goal;
-    P.goal = nsp__pacer_goal(&P.params, live);
+    __atomic_store_n(&P.goal, nsp__pacer_goal(&P.params, live), __ATOMIC_RELAXED); /* trace */
     if (P.paced || P.collector)
         set_trigger(nsp__pacer_trigger_for(&P.params, live, P.goal, P.runway));
-    int64_t goal = P.goal;
+    /* the limit with the model it belongs to: a setter may rewrite it once the lock is let go */
+    int64_t goal = P.goal, limit = P.params.memory_limit;
     atomic_store(&nsp__pacer_notify, atomic_load(&nsp__pacer_trigger));
     atomic_store(&P.min_between, nsp__pacer_min_between(goal, live));
     atomic_store(&P.end_allocated, end.allocated);
@@ -821,7 +826,7 @@ static void cycle(int forced, int node)
     if (nsp__debug)
         check_ledger(); /* heapLive = the sum of the charges + pending, every cycle */
     scavenge(goal);
-    if (P.params.memory_limit > 0) {
+    if (limit > 0) {
         /* A memory limit counts everything numaspan holds: what it retains beyond the live
          * bytes (free pages not yet handed back, the free slots of partial spans, tail waste)
          * is `outside` the heap and comes off the goal, measured once the scavenger has handed
@@ -831,7 +836,7 @@ static void cycle(int forced, int node)
         int64_t outside = retained_bytes() + metadata_bytes() - live;
         pthread_mutex_lock(&P.model_lock);
         P.params.outside = outside > 0 ? outside : 0;
-        P.goal = nsp__pacer_goal(&P.params, P.live);
+        __atomic_store_n(&P.goal, nsp__pacer_goal(&P.params, P.live), __ATOMIC_RELAXED);
         if (P.paced || P.collector)
             set_trigger(nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway));
         atomic_store(&nsp__pacer_notify, atomic_load(&nsp__pacer_trigger));
@@ -917,7 +922,7 @@ static int still_due(int *node)
     /* with a memory limit only: without one the percent paces, and the minimum between cycles
      * keeps them apart; a limit can make every allocation due a cycle */
     int full = 0;
-    if (P.params.memory_limit > 0) {
+    if (__atomic_load_n(&P.params.memory_limit, __ATOMIC_RELAXED) > 0) { /* a hint: the setter's */
         pthread_mutex_lock(&P.model_lock);
         full = limiter_full();
         pthread_mutex_unlock(&P.model_lock);
@@ -1371,7 +1376,7 @@ static void params_changed(void)
     for (unsigned n = 0; n < nsp__nnodes; n++)
         limited |= nsp__node_limit_pages[n] > 0;
     __atomic_store_n(&P.paced, limited, __ATOMIC_RELAXED); /* read unlocked as a hint: pacing */
-    P.goal = nsp__pacer_goal(&P.params, P.live);
+    __atomic_store_n(&P.goal, nsp__pacer_goal(&P.params, P.live), __ATOMIC_RELAXED); /* trace */
     int paced = P.paced || __atomic_load_n(&P.collector, __ATOMIC_RELAXED);
     set_trigger(paced ? nsp__pacer_trigger_for(&P.params, P.live, P.goal, P.runway) : INT64_MAX);
     atomic_store(&P.min_between, nsp__pacer_min_between(P.goal, P.live));
@@ -1400,7 +1405,9 @@ int nsp__pacer_set_memory_limit(int64_t bytes)
         return -1;
     }
     pthread_mutex_lock(&P.model_lock);
-    P.params.memory_limit = bytes;
+    /* atomic: read unlocked as a hint (still_due, trace); a cycle and nsp_pacer_get read it under
+     * this lock */
+    __atomic_store_n(&P.params.memory_limit, bytes, __ATOMIC_RELAXED);
     params_changed();
     pthread_mutex_unlock(&P.model_lock);
     if (bytes > 0 && atomic_load(&P.thread_started) == THREAD_NONE)
@@ -1444,8 +1451,8 @@ int nsp_pacer_get(nsp_pacer_info_t *out)
     pthread_mutex_unlock(&P.model_lock);
     int64_t t = atomic_load(&nsp__pacer_trigger);
     out->trigger = t == INT64_MAX ? -1 : t;
-    out->memory_limit = P.params.memory_limit;
     pthread_mutex_lock(&P.model_lock);
+    out->memory_limit = P.params.memory_limit; /* with its model, under the setter's lock */
     out->outside = P.params.outside;
     pthread_mutex_unlock(&P.model_lock);
     out->sweepgen = atomic_load(&nsp__sweepgen);

@@ -24,7 +24,8 @@
  *   - the class bits nsp__span_init_small adds (its release) and the fields set up before them;
  *   - a cycle's read of the collector and its argument (under the pacer's model lock) against
  *     their registration (TSan reports an unlocked read as a race; an x86 build passes either way);
- *   - the slow paths' poll's read of `paced` (an atomic load, unlocked) against its setter.
+ *   - the slow paths' poll's read of `paced` (an atomic load, unlocked) against its setter;
+ *   - a cycle's and nsp_pacer_get's unlocked reads of the memory limit against its setter.
  *
  * Links the static library to reach the page heap. The pages are taken and given back through the
  * page heap itself (no cache, no central); nothing here mallocs while a reader spins.
@@ -288,6 +289,41 @@ START_TEST(the_poll_reads_paced_as_the_setter_writes_it)
 }
 END_TEST
 
+/* The memory limit, which nsp_pacer_set_memory_limit writes under the model lock, is read without
+ * it by a cycle (pacer.c, cycle: whether to count what numaspan holds outside the heap) and by
+ * nsp_pacer_get (between its two locked reads). Both must read it as the setter writes it (atomic,
+ * as `paced` is): a plain read is a race TSan reports against the setter. A reader thread runs
+ * cycles and reads the pacer's state while this one rewrites the limit (0: no thread started). */
+static _Atomic int getter_stop;
+
+static void *cycle_and_get(void *unused)
+{
+    (void)unused;
+    nsp_pacer_info_t info;
+    while (!atomic_load_explicit(&getter_stop, memory_order_relaxed)) {
+        nsp_pacer_cycle();
+        ck_assert_int_eq(nsp_pacer_get(&info), 0);
+        ck_assert_int_ge(info.memory_limit, 0);
+    }
+    return NULL;
+}
+
+START_TEST(cycles_and_readers_read_the_limit_as_the_setter_writes_it)
+{
+    ready();
+    atomic_store(&getter_stop, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, cycle_and_get, NULL), 0);
+    for (int i = 0; i < 2000; i++) {
+        ck_assert_int_eq(nsp_pacer_set_memory_limit(0), 0);
+        if (i % 16 == 0)
+            sched_yield();
+    }
+    atomic_store(&getter_stop, 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("publish");
@@ -300,6 +336,7 @@ int main(void)
     tcase_set_timeout(tp, 30);
     tcase_add_test(tp, a_cycle_calls_the_collector_with_its_argument);
     tcase_add_test(tp, the_poll_reads_paced_as_the_setter_writes_it);
+    tcase_add_test(tp, cycles_and_readers_read_the_limit_as_the_setter_writes_it);
     suite_add_tcase(s, tp);
     return nsp_run_suite(s);
 }
