@@ -78,6 +78,36 @@ static size_t round_up(size_t x, size_t a)
     return (x + a - 1) & ~(a - 1);
 }
 
+/* The arena table has a slot per 64 MiB of the NSP_ADDR_BITS user addresses (types.h), and every
+ * lookup refuses an address past them (nsp__span_of, nsp__page_entry) or wraps it (the bins' free,
+ * whose bound then refuses it). So a mapping that reached past them could never be looked up, and
+ * its set_table would write past the table (an aarch64 kernel hands out addresses just below
+ * 2^48 to every process): every mapping of user pages is checked here first and refused, as the
+ * OS's refusal is, when it does not fit (table_covers). nsp__test_addr_end: tests lower the end
+ * (0: 2^NSP_ADDR_BITS) to see a mapping refused on a machine whose kernel never maps past it. */
+uintptr_t nsp__test_addr_end;
+
+static int table_covers(uintptr_t base, size_t size)
+{
+    uintptr_t end = __atomic_load_n(&nsp__test_addr_end, __ATOMIC_RELAXED);
+    if (!end)
+        end = (uintptr_t)1 << NSP_ADDR_BITS;
+    return size <= end && base <= end - size;
+}
+
+/* nsp__os_map_user, for pages the arena table must find: NULL when the OS refuses, or when the
+ * mapping lies past the table's reach (given back). */
+static void *map_user_in_table(size_t size, size_t align)
+{
+    void *base = nsp__os_map_user(size, align);
+    if (base && !table_covers((uintptr_t)base, size)) {
+        nsp__os_unmap(base, size);
+        return NULL;
+    }
+    return base;
+}
+
+/* Sets (or clears) the slots of ar's 64 MiB ranges; ar lies within the table's reach (above). */
 static void set_table(struct nsp_arena *ar, int present)
 {
     struct nsp_arena *value = present ? (struct nsp_arena *)((uintptr_t)ar | (uintptr_t)ar->huge) : NULL;
@@ -180,7 +210,7 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
         return NULL;
     char *m = nsp__os_map(meta, 4096);
     /* aligned to the slot, not to its size: the page map is indexed by the page in the slot */
-    void *base = m ? nsp__os_map_user(size, NSP_ARENA_SIZE) : NULL;
+    void *base = m ? map_user_in_table(size, NSP_ARENA_SIZE) : NULL;
     if (!base) {
         if (m)
             nsp__os_unmap_meta(m, meta);
@@ -815,7 +845,8 @@ struct nsp_span *nsp__huge_alloc(unsigned node, size_t size, size_t align)
         return NULL;
     }
     char *m = nsp__os_map(meta, 4096);
-    void *base = m ? nsp__os_map_user(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE) : NULL;
+    void *base = m ? map_user_in_table(len, align > NSP_ARENA_SIZE ? align : NSP_ARENA_SIZE)
+                   : NULL;
     if (!base) {
         if (m)
             nsp__os_unmap_meta(m, meta);
@@ -859,10 +890,18 @@ int nsp__huge_resize(struct nsp_span *s, size_t size)
      * a failed mremap gives up nothing, and the slots are set again. */
     set_table(ar, 0);
     void *moved = mremap(base, old, len, 0); /* in place: shrinking, or room after it */
+    if (moved != MAP_FAILED && !table_covers((uintptr_t)moved, len)) {
+        (void)mremap(base, len, old, 0); /* grown past the table's reach: back (a shrink) */
+        moved = MAP_FAILED;
+    }
     if (moved == MAP_FAILED) {
         /* Move the pages into an aligned reservation: no copy, and arena_table's 64 MiB slots
-         * stay this object's alone. */
+         * stay this object's alone; within the table's reach (map_user_in_table) */
         void *to = nsp__os_map(len, NSP_ARENA_SIZE);
+        if (to && !table_covers((uintptr_t)to, len)) {
+            nsp__os_unmap_meta(to, len);
+            to = NULL;
+        }
         if (to)
             moved = mremap(base, old, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
         if (moved == MAP_FAILED) {

@@ -194,6 +194,9 @@ void nsp__mapped_sub(size_t len);
 
 /* Test hook: nodes (bit n) whose page heaps get no new arena, as if the node had no memory. */
 extern uint64_t nsp__test_nodes_without_memory;
+/* Tests: the end of the user addresses the arena table covers, lowered (0: 2^NSP_ADDR_BITS), so
+ * that every mapping past it is refused as the OS's refusal is (pageheap.c, table_covers). */
+extern uintptr_t nsp__test_addr_end;
 
 /* Hands every free run's pages back to the OS (or about `want` bytes of them). Returns the bytes
  * released. */

@@ -81,7 +81,16 @@
 #define NSP_ARENA_SHIFT 26
 #define NSP_ARENA_SIZE ((size_t)1 << NSP_ARENA_SHIFT)
 #define NSP_ARENA_PAGES (NSP_ARENA_SIZE / NSP_PAGE_SIZE)
-#define NSP_ADDR_BITS 47 /* user space of x86-64 with 4-level paging; see pageheap.c */
+/* The user addresses the arena table covers (pageheap.c, set_table: a mapping past them is
+ * refused). x86-64: 47 bits, its user space with 4-level paging (5-level paging maps higher only
+ * for a hint past 2^47, which numaspan never gives). aarch64: 48 bits, its kernels' usual user
+ * space, where mmap hands out addresses just below 2^48 (a 52-bit kernel goes higher only for a
+ * hint past 2^48). */
+#if defined(__aarch64__)
+#define NSP_ADDR_BITS 48
+#else
+#define NSP_ADDR_BITS 47
+#endif
 #define NSP_ARENA_SLOTS ((size_t)1 << (NSP_ADDR_BITS - NSP_ARENA_SHIFT))
 #define NSP_BITMAP_WORDS_PER_PAGE (NSP_PAGE_SIZE / 8 / 64)
 

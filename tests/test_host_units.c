@@ -793,6 +793,45 @@ START_TEST(os_refusal_is_enomem_and_recoverable)
 }
 END_TEST
 
+/* A mapping the arena table cannot cover (past 2^NSP_ADDR_BITS: an aarch64 kernel maps user pages
+ * just below 2^48) is refused as an OS refusal is (pageheap.c, table_covers): its set_table would
+ * write past the table, and no lookup would find its objects. This kernel never maps past the
+ * table, so the test lowers the table's end below every mapping: a huge object, new arenas and a
+ * huge object's growth are then refused (ENOMEM, the object kept), and all work again after. */
+START_TEST(a_mapping_past_the_arena_tables_reach_is_refused)
+{
+    ready();
+    char *h = malloc((size_t)100 << 20); /* a huge object, mapped within reach */
+    ck_assert_ptr_nonnull(h);
+    memset(h, 7, 4096);
+    __atomic_store_n(&nsp__test_addr_end, (uintptr_t)4096, __ATOMIC_RELAXED);
+    errno = 0;
+    ck_assert_ptr_null(malloc((size_t)100 << 20));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(realloc(h, (size_t)200 << 20)); /* grown in place or moved: past reach */
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_int_eq(h[4095], 7);
+    /* large objects until the mapped arenas are full, then new arenas are refused */
+    void *blocks[64];
+    int n = 0;
+    while (n < 64 && (blocks[n] = malloc((size_t)6 << 20)))
+        n++;
+    ck_assert_int_lt(n, 64);
+    ck_assert_int_eq(errno, ENOMEM);
+    __atomic_store_n(&nsp__test_addr_end, (uintptr_t)0, __ATOMIC_RELAXED);
+    char *g = realloc(h, (size_t)200 << 20);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(g[4095], 7);
+    free(g);
+    for (int i = 0; i < n; i++)
+        free(blocks[i]);
+    void *p = malloc((size_t)100 << 20);
+    ck_assert_ptr_nonnull(p);
+    free(p);
+}
+END_TEST
+
 /* ---- process life -------------------------------------------------------------------------------- */
 
 #define EXIT_THREADS 64
@@ -1118,6 +1157,7 @@ int main(void)
     tcase_add_test(tc, malloc_node_places);
     tcase_add_test(tc, spill_to_nearest_node);
     tcase_add_test(tc, os_refusal_is_enomem_and_recoverable);
+    tcase_add_test(tc, a_mapping_past_the_arena_tables_reach_is_refused);
     tcase_add_test(tc, real_placement);
     tcase_add_test(tc, bootstrap_memory_is_recognised);
     tcase_add_test(tc, bootstrap_pages_go_back);
