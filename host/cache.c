@@ -1170,6 +1170,9 @@ void *nsp__cache_alloc_slow(struct nsp_cache *c, unsigned cls)
     c->refills++;
     nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
     nsp__ledger_refill(s, c->pending);
+    /* the first object as every later one: after remote frees that came since the central
+     * swept s, when it would be a fresh slot (test_bins, a_refills_first_object_sweeps_...) */
+    sweep_before_fresh(c, s);
     uint32_t a0 = s->alloc_count;
     return counted(c, s, a0, nsp__span_next_free(s));
 }
@@ -1282,6 +1285,10 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
         c->refills++;
         nsp__ledger_flush(c->pending); /* negative changes are applied at the next refill */
         nsp__ledger_refill(s, c->pending);
+        /* a remote free may have landed on s since its central swept it (the window above):
+         * swept in before the first object when that would be a fresh slot, as bin_fill's carve
+         * does before each of its steps (test_bins, a_refills_first_object_sweeps_...) */
+        sweep_before_fresh(c, s);
         uint32_t a0 = s->alloc_count;
         p = counted(c, s, a0, nsp__span_next_free(s));
         bin_fill(c, cls);

@@ -1328,6 +1328,75 @@ static void take_cache_in_window(struct nsp_cache *c)
         busy_cache = c;
 }
 
+/* ... and so does a refill's first object (cache.c, nsp__cache_alloc_bin's install): a span
+ * taken from the central was swept there, but a remote free may land on it before it is
+ * installed (the window between the central's work and the re-take), and its first object was
+ * handed out from the rewound cursor with no look at `dirty`: a fresh slot, the frontier moving
+ * on while the freed slot waited. Here the class's one span holds the program's objects in every
+ * slot below its frontier; a cycle sends it to its central, the next malloc takes it back, and
+ * in the window one of its low objects is freed (the magazine applied: its freed bit set, the
+ * span dirty). The malloc must return that object, not the slot at the frontier. */
+static void *freed_in_window;
+
+static void free_in_window(struct nsp_cache *c)
+{
+    window_calls++;
+    atomic_store(&nsp__test_refill_window, NULL);
+    free(freed_in_window); /* remote (the span is in no spans[]): into the cpu's magazine */
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1); /* the magazine applied: s dirty */
+    nsp__cache_unlock(c);
+}
+
+START_TEST(a_refills_first_object_sweeps_remote_frees_first)
+{
+    if (!ready("a_refills_first_object_sweeps_remote_frees_first"))
+        return;
+    enum { N = 64 };
+    static void *held[N];
+    unsigned n = 0;
+    uintptr_t l[MAXL];
+    /* the span's objects until the bin's list is empty with at least 8 handed out: every slot
+     * below the frontier is then the program's */
+    do {
+        held[n] = malloc(SZ);
+        ck_assert_ptr_nonnull(held[n]);
+        n++;
+    } while (n < N && (n < 8 || list(l) > 0));
+    struct nsp_span *s = span();
+    uint32_t front = s->frontier;
+    if (list(l) != 0 || front != n || front + s->nelems / 8 > s->nelems) {
+        /* the carve's size or the class's span differ from what this case was built on */
+        ck_abort_msg("layout: %u objects, frontier %u of %u slots, %u listed", n, front,
+                     s->nelems, list(l));
+    }
+    for (uint32_t k = 0; k < front; k++)
+        ck_assert_int_eq(alloc_bit(s->base + (uintptr_t)k * s->elemsize), 1);
+    void *low = NULL;
+    for (unsigned i = 0; i < n; i++)
+        if (nsp__span_index(s, (uintptr_t)held[i]) == 5)
+            low = held[i];
+    ck_assert_ptr_nonnull(low);
+    nsp_pacer_cycle(); /* the cache's spans go back to their central at its next malloc */
+    freed_in_window = low;
+    window_calls = 0;
+    atomic_store(&nsp__test_refill_window, free_in_window);
+    void *q = malloc(SZ);
+    atomic_store(&nsp__test_refill_window, NULL);
+    ck_assert_int_eq(window_calls, 1);
+    if (span() != s) /* another span refilled: not the case this was built on */
+        ck_abort_msg("layout: the refill took span %p, not %p", (void *)span(), (void *)s);
+    ck_assert_msg(q == low, "the refill handed out slot %u (frontier %u -> %u) while slot 5 "
+                  "(freed remotely) waited: %u freed bits", nsp__span_index(s, (uintptr_t)q),
+                  front, s->frontier,
+                  (unsigned)__builtin_popcountll(atomic_load(&s->freed_bits[0])));
+    ck_assert_uint_eq(atomic_load(&s->freed_bits[0]), 0); /* (the attach then carves on) */
+    for (unsigned i = 0; i < n; i++)
+        if (held[i] != low)
+            free(held[i]);
+    free(q);
+}
+END_TEST
+
 /* The same window, where a cycle runs instead (it takes and flushes the free cache): the re-take
  * succeeds, but a span taken before the cycle is not installed after it. */
 static void cycle_in_window(struct nsp_cache *c)
@@ -1675,6 +1744,7 @@ int main(void)
     tcase_add_test(tc, a_fold_gives_its_slots_back_before_fresh_ones);
     tcase_add_test(tc, a_carve_into_fresh_slots_sweeps_remote_frees_first);
     tcase_add_test(tc, a_carve_stops_at_the_frontier_while_remote_frees_wait);
+    tcase_add_test(tc, a_refills_first_object_sweeps_remote_frees_first);
     tcase_add_test(tc, refill_busy_at_the_retake_loses_no_span);
     tcase_add_test(tc, refill_across_a_cycle_is_not_installed);
     tcase_add_test(tc, refill_after_a_migration_is_not_installed);
