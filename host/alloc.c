@@ -77,6 +77,11 @@ __attribute__((noinline)) void *nsp__alloc_small_locked(unsigned cls)
         /* a cycle since this cache last looked: its spans are stale, the slow path releases them */
         uint32_t sg = atomic_load_explicit(&nsp__sweepgen, memory_order_relaxed);
         uint32_t a0 = s->alloc_count; /* the hand-out may keep a slot back too (span.h) */
+        /* the cursor's word, without a look at `dirty`: with the cursor below the frontier in
+         * the frontier's word, this takes that word's fresh slots while remote frees wait (at
+         * most the word: the slow path, from_cached, sweeps before its next fresh slot; a bin's
+         * carve stops at the frontier instead, cache.c). Not checked here: a load and a branch
+         * on every locked malloc for at most 63 slots of a span touched early */
         void *p = likely(c->flush_gen == sg) ? nsp__span_alloc_fast(s) : NULL;
         if (likely(p)) {
             s->nmalloc++;

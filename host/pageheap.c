@@ -253,7 +253,9 @@ static size_t arena_size_for(size_t need)
 static void arena_link(struct nsp_pageheap *h, struct nsp_arena *ar, int counted)
 {
     ar->next = h->arenas;
-    __atomic_store_n(&h->arenas, ar, __ATOMIC_RELEASE); /* stats walk the list unlocked */
+    /* every walk of the list holds the lock (check.c: stats_walk, the validators, the recount);
+     * release all the same, so that a walk without it would read the arena whole */
+    __atomic_store_n(&h->arenas, ar, __ATOMIC_RELEASE);
     if (!counted)
         COUNT_ATOMIC(h->pages_mapped, nsp__arena_pages(ar));
     COUNT(h->arenas_mapped, 1);

@@ -210,7 +210,8 @@ void *nsp__span_next_free(struct nsp_span *s);
 
 /* Whether the cursor's next slot is a fresh one, at or past the frontier (types.h): none of the
  * free slots it would take first lies below the frontier. What a cached span's owner asks before
- * it sweeps remote frees in (cache.c, from_cached and the bin's carve): a sweep is what keeps
+ * it sweeps remote frees in (cache.c: from_cached, a refill's first object and the bin's carve;
+ * not the locked fast path, alloc.c, which runs on within its cursor's word): a sweep is what keeps
  * the cursor out of fresh memory while freed slots wait (RSS), so it is due only then; while
  * the cursor has handed-out-before slots ahead, the remote frees wait for a later, larger
  * sweep. Reads the cursor and, when its word is used up, the alloc words up to the frontier's;
