@@ -258,6 +258,40 @@ static __attribute__((noinline)) int waits_in_transfer(unsigned cls, const void 
     return held;
 }
 
+#ifdef NSP_RSEQ_LOCKS
+/* Whether p waits on s's remote-free list (its first word names NSP_MAG_XFREE: a hint). Any
+ * thread may ask: the whole list is taken (one exchange), searched, and pushed back whole, so
+ * that meanwhile no one else reads it; a sweep in between merely finds fewer frees. errno kept. */
+static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void *p)
+{
+    if (!nsp__span_has_xfree(s))
+        return 0;
+    _Atomic uintptr_t *head = nsp__span_xfree(s);
+    uintptr_t first = atomic_exchange(head, 0), l = first, tail = 0;
+    int held = 0;
+    for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
+        if (nsp__span_index(s, l) == UINT32_MAX)
+            break; /* written over: the sweep reports it */
+        held |= l == (uintptr_t)p;
+        tail = l;
+        l = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
+    }
+    if (first) { /* back, whole: the tail linked to whatever was pushed meanwhile */
+        uintptr_t h = atomic_load_explicit(head, memory_order_relaxed);
+        do
+            __atomic_store_n(&((uint64_t *)tail)[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);
+        while (!atomic_compare_exchange_weak(head, &h, first));
+        if (!h && nsp__span_freed_remote(s))
+            {
+            int saved = errno;
+            nsp__central_wake(s);
+            errno = saved;
+        }
+    }
+    return held;
+}
+#endif
+
 /* A small object's free that its bin did not take: the locked local free, or a remote one. */
 __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx, void *p)
 {
@@ -273,6 +307,10 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
 #ifdef NSP_RSEQ_LOCKS
     /* freed already into a magazine? that one is flushed first, and the bits then answer */
     int64_t mag = nsp__magazine_tagged(p);
+    if (unlikely(mag == NSP_MAG_XFREE) && xfree_holds(s, p)) {
+        nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
+        return;
+    }
     if (unlikely(mag >= 0) && flush_magazine_of(mag, p, s->sizeclass)) {
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
@@ -351,9 +389,22 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
             }
             if (likely(nsp__magazine_tagged(p) < 0) &&
                 (st != NSP_SPAN_CACHED ||
-                 __atomic_load_n(&s->cache, __ATOMIC_RELAXED) != tb->index) &&
-                slab_takes(tb, s, idx, p) && slab_push_tagged(tb, s, p))
-                return;
+                 __atomic_load_n(&s->cache, __ATOMIC_RELAXED) != tb->index)) {
+                if (st == NSP_SPAN_CACHED && likely(nsp__span_has_xfree(s)) &&
+                    likely(!nsp__ledger_exact()) &&
+                    !nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)) &&
+                    likely(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
+                           (1ULL << (idx & 63)))) {
+                    if (nsp__span_xfree_push(s, p)) {
+                        int saved = errno;
+                        nsp__central_wake(s);
+                        errno = saved;
+                    }
+                    return;
+                }
+                if (slab_takes(tb, s, idx, p) && slab_push_tagged(tb, s, p))
+                    return;
+            }
             nsp__free_small(s, idx, p);
             return;
         }
@@ -394,6 +445,8 @@ int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
     (void)p; /* without rseq there are no bins to ask */
 #ifdef NSP_RSEQ_LOCKS
     int64_t mag = nsp__magazine_tagged(p); /* waiting in a magazine: flushed, then asked */
+    if (mag == NSP_MAG_XFREE && xfree_holds(s, p))
+        return 0;
     if (mag >= 0 && flush_magazine_of(mag, p, s->sizeclass))
         return 0;
 #endif

@@ -38,6 +38,8 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
         atomic_store_explicit(&s->freed_bits[w], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
+    if (nsp__span_has_xfree(s))
+        atomic_store_explicit(nsp__span_xfree(s), 0, memory_order_relaxed);
     /* the class into the page map and the class map (pageheap.h): the bins' free finds its bin
      * from the class map's byte. The entry with release, after the fields above, then the byte,
      * relaxed (pageheap.h, "Publication": nsp__pagemap_publish's stores, written out here since
@@ -190,6 +192,31 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
     /* Clear `dirty` before taking the words: a free that lands after a word was taken sets it
      * again, so it is never lost (types.h). */
     atomic_store(&s->dirty, 0);
+    uint32_t xapplied = 0;
+    if (nsp__span_has_xfree(s)) {
+        uintptr_t l = atomic_exchange(nsp__span_xfree(s), 0), prev = l;
+        for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
+            uint32_t idx = nsp__span_index(s, l);
+            if (idx == UINT32_MAX) { /* a link written over while listed */
+                nsp__report_error(NSP_ERR_FREE_LIST, "free", (void *)prev);
+                break;
+            }
+            uint64_t bit = 1ULL << (idx & 63), a = s->alloc_bits[idx >> 6];
+            uintptr_t next = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
+            if (!(a & bit)) {
+                if (!dbl)
+                    first = l;
+                dbl++;
+                break; /* a second push of one object: the rest may be a cycle */
+            }
+            nsp__span_set_alloc_word(s, idx >> 6, a & ~bit);
+            xapplied++;
+            if (idx < lowest)
+                lowest = idx;
+            prev = l;
+            l = next;
+        }
+    }
     for (uint32_t w = 0; w < nw; w++) {
         /* seq_cst, not relaxed: a word skipped here must be one whose freer then sees the clear
          * above (span.h, "Ordering": the store-buffer pair with nsp__span_freed_remote) */
@@ -208,11 +235,12 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
         if ((f & a) && lowest == UINT32_MAX)
             lowest = w * 64 + (unsigned)__builtin_ctzll(f & a);
     }
-    s->alloc_count -= applied;
-    if (applied)
+    s->alloc_count -= applied + xapplied;
+    if (applied + xapplied)
         nsp__span_cursor_down(s, lowest);
     if (applied + dbl) /* every bit the exchanges took, applied or double (span.h) */
         nsp__span_count_freed(nsp__span_freed_counter(s), -(int64_t)(applied + dbl));
+    applied += xapplied;
     *doubles = dbl;
     *first_double = first;
     return applied;

@@ -337,6 +337,34 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
     return nsp__span_freed_remote(s);
 }
 
+/* PROTOTYPE (wip): a per-span list of remote frees, mimalloc's xthread_free. Its head lives in the
+ * span's second page's descriptor (unused while the span is set up), so only spans of two pages or
+ * more have one. An object on it carries the tag naming NSP_MAG_XFREE in its first word and the
+ * next object, xor the tag's key, in its second. */
+#define NSP_MAG_XFREE 0x7ffdu
+static inline int nsp__span_has_xfree(const struct nsp_span *s)
+{
+    return s->npages >= 2 && s->elemsize >= 16;
+}
+static inline _Atomic uintptr_t *nsp__span_xfree(struct nsp_span *s)
+{
+    return (_Atomic uintptr_t *)&(s + 1)->alloc_cache;
+}
+/* p, an allocated slot of s (its first word checked by the caller), onto s's list: one CAS. */
+static inline int nsp__span_xfree_push(struct nsp_span *s, void *p)
+{
+    uint64_t *w = (uint64_t *)p;
+    __atomic_store_n(&w[0], nsp__magazine_tag(p, NSP_MAG_XFREE), __ATOMIC_RELAXED);
+    _Atomic uintptr_t *head = nsp__span_xfree(s);
+    uintptr_t h = atomic_load_explicit(head, memory_order_relaxed);
+    do
+        __atomic_store_n(&w[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);
+    while (!atomic_compare_exchange_weak(head, &h, (uintptr_t)p));
+    /* the push onto an empty list marks the span dirty and wakes it; a push onto a non-empty one
+     * precedes the exchange that will take it, and the first pusher marks it */
+    return h ? 0 : nsp__span_freed_remote(s);
+}
+
 /* Folds freed bits into the alloc bitmap (owner only). Returns the number of objects freed;
  * *doubles gets the number of freed bits whose slot was not allocated (double frees), and
  * *first_double the address of the first of them (or 0). */
