@@ -122,6 +122,7 @@ struct objs {
     void *v[72]; /* NSP_SLAB_MAX + 1 at most, and 64 for the reuse checks */
     unsigned n;
     size_t size;
+    int keep; /* malloc_objs: the cache keeps their span (else it lets it go) */
 };
 
 static void malloc_objs(void *arg)
@@ -130,6 +131,16 @@ static void malloc_objs(void *arg)
     for (unsigned i = 0; i < o->n; i++) {
         o->v[i] = nsp_malloc(o->size);
         memset(o->v[i], 0x5a, o->size);
+    }
+    /* then this cpu's cache lets their span go (to its central): a free on another cpu of an
+     * object of a span a cache still holds goes onto that span's remote-free list (span.h), not
+     * into the freeing cpu's slab, which these cases are about */
+    struct nsp_cache *c = o->keep ? NULL : nsp__cache_acquire(); /* NULL: busy (held by the case) */
+    if (c) {
+        unsigned k = nsp__size_to_class(o->size);
+        if (c->spans[k] != &nsp__empty_span)
+            ck_assert_int_eq(nsp__cache_release(c, k), 0);
+        nsp__cache_unlock(c);
     }
 }
 
@@ -1059,6 +1070,19 @@ START_TEST(a_slab_object_listed_in_a_bin_is_not_popped)
     struct nsp_cache *b = waiting_in_b(&o, 1);
     t.p = o.v[0];
     on_cpu(cpu_b, scribble_one, &t);
+    /* a takes p's span back from its central (malloc_objs let it go), so that its bin holds it */
+    static struct objs r;
+    r.n = 1;
+    r.size = SZ;
+    r.keep = 1;
+    on_cpu(cpu_a, malloc_objs, &r);
+    if (nsp__span_of(r.v[0]) != nsp__span_of(t.p)) {
+        fprintf(stderr, "a_slab_object_listed_in_a_bin_is_not_popped: skipped: cpu a's refill took "
+                        "another span than p's\n");
+        on_cpu(cpu_a, free_objs, &r);
+        take(b);
+        return;
+    }
     on_cpu(cpu_a, free_p, &t); /* into a's bin */
     int listed = bin_lists(t.p);
     uint64_t before = reports();
@@ -1066,6 +1090,7 @@ START_TEST(a_slab_object_listed_in_a_bin_is_not_popped)
     unsigned seen = times_popped(&t, t.p);
     uint64_t reported = reports() - before;
     on_cpu(cpu_a, free_popped, &t);
+    on_cpu(cpu_a, free_objs, &r);
     take(b);
     take(cache_of(cpu_a));
     ck_assert_int_eq(listed, 1);
@@ -1104,6 +1129,7 @@ START_TEST(a_live_object_whose_word_looks_like_a_link_is_freed_once)
     take(b);
     o.n = 3;
     o.size = SZ;
+    o.keep = 1; /* a's bin keeps their span: the links below are its */
     on_cpu(cpu_a, malloc_objs, &o);
     struct nsp_span *s = nsp__span_of(o.v[0]);
     uint64_t key = bin_key_of(s);
