@@ -50,6 +50,7 @@
 #include "host/ledger.h"
 #include "host/pageheap.h"
 #include "host/runtime.h"
+#include "host/sizeclass.h"
 #include "host/span.h"
 #include "check_main.h"
 #include "two_cpus.h"
@@ -354,6 +355,20 @@ static void malloc_all(void *arg)
         v[i] = nsp_malloc(SZ + (size_t)i * 24);
 }
 
+/* The calling cpu's cache lets the span of class SZ go (to its central), as after the cases'
+ * mallocs on cpu a: a free on another cpu of an object of a span a cache still holds goes onto
+ * that span's remote-free list (span.h), not into the freeing cpu's magazine, which these cases
+ * are about. */
+static void let_go(void)
+{
+    struct nsp_cache *c = nsp__cache_acquire();
+    ck_assert_ptr_nonnull(c);
+    unsigned k = nsp__size_to_class(SZ);
+    if (c->spans[k] != &nsp__empty_span)
+        ck_assert_int_eq(nsp__cache_release(c, k), 0);
+    nsp__cache_unlock(c);
+}
+
 #define NFULL (NSP_MAG_SLOTS + 1)
 
 static void malloc_full(void *arg)
@@ -361,11 +376,13 @@ static void malloc_full(void *arg)
     void **v = arg;
     for (int i = 0; i < NFULL; i++)
         v[i] = nsp_malloc(SZ);
+    let_go();
 }
 
 static void free_full(void *arg)
 {
     void **v = arg;
+    nsp_free(nsp_malloc(48)); /* the thread's cache (nsp__tb): its frees then use b's magazine */
     for (int i = 0; i < NFULL; i++)
         nsp_free(v[i]);
 }
@@ -454,6 +471,7 @@ struct take_case {
 static void free_ntake(void *arg)
 {
     void **v = arg;
+    nsp_free(nsp_malloc(48)); /* the thread's cache (nsp__tb): its frees then use b's magazine */
     for (int i = 0; i < NTAKE; i++)
         nsp_free(v[i]);
 }
@@ -463,6 +481,7 @@ static void malloc_ntake(void *arg)
     void **v = arg;
     for (int i = 0; i < NTAKE; i++)
         v[i] = nsp_malloc(SZ);
+    let_go();
 }
 
 /* On cpu b: the model runs k steps, a foreign taker detaches, flushes and re-attaches the
@@ -595,6 +614,7 @@ struct sig_case {
 static void takes_under_signals(void *arg)
 {
     struct sig_case *sc = arg;
+    nsp_free(nsp_malloc(48)); /* the thread's cache (nsp__tb): its frees then use b's magazine */
     struct nsp_cache *b = cache_of(cpu_b);
     sc->target = pthread_self();
     atomic_store(&sc->ready, 1);
@@ -641,6 +661,7 @@ static void malloc_sig(void *arg)
     void **v = arg;
     for (int i = 0; i < NSIG_OBJS; i++)
         v[i] = nsp_malloc(SZ);
+    let_go();
 }
 
 START_TEST(the_take_restarted_by_signals_takes_each_object_once)
