@@ -8,10 +8,13 @@
  *   - small, by the thread whose core caches the span: under the cache's lock, after
  *     re-checking that the cache still holds the span and settling its bin, so the alloc bit's
  *     answer is exact (a double free of an object in the bin's list is caught here);
- *   - small, of another span on the cache's node: into the cpu's slab (slab.h), checked and
- *     tagged as a magazine's object is. The common case (an untagged object of another cpu's
- *     span: a producer/consumer program's every free) is nsp__free_classed's alone, from
- *     p's page map entry; the rest goes nsp__free_any -> nsp__free_small;
+ *   - small, of a span another cpu's cache holds (a producer/consumer program's every free):
+ *     onto that span's remote-free list (span.h, nsp__span_xfree_push: one CAS), the object
+ *     tagged NSP_MAG_XFREE; its owner's next sweep applies the list. nsp__free_classed's alone,
+ *     from p's page map entry, for an untagged, allocated object of a span of 16 B or more;
+ *   - small, of another span on the cache's node that no cache holds: into the cpu's slab
+ *     (slab.h), checked and tagged as a magazine's object is (nsp__free_classed, or
+ *     nsp__free_any -> nsp__free_small);
  *   - every other small free: remote, one atomic OR on the span's freed bitmap (DESIGN.md §3),
  *     applied later by whoever sweeps the span.
  * errno is kept by every free.

@@ -50,7 +50,9 @@
  * the ledger's invariants (DESIGN.md §5) hold as they did.
  *
  * What may enter (free.c, free_to_slab): a small object whose span is not the one the freeing
- * thread's bin holds, whose span is on the cache's node (others keep going to the magazine:
+ * thread's bin holds nor one another cpu's cache holds (that one goes onto its span's remote-free
+ * list, span.h, back to the cpu that carves it; objects under 16 B and listed-looking ones still
+ * come here), whose span is on the cache's node (others keep going to the magazine:
  * placement, DESIGN.md §3), checked as a bins' push checks it (a slot's start, alloc bit set and
  * freed bit clear, not a remote free's tag, not listed in the bin of the cache that holds its
  * span), and then tagged with the magazine's tag naming this cache: a second free of it goes to

@@ -337,10 +337,21 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
     return nsp__span_freed_remote(s);
 }
 
-/* PROTOTYPE (wip): a per-span list of remote frees, mimalloc's xthread_free. Its head lives in the
- * span's second page's descriptor (unused while the span is set up), so only spans of two pages or
- * more have one. An object on it carries the tag naming NSP_MAG_XFREE in its first word and the
- * next object, xor the tag's key, in its second. */
+/* The remote-free list (wip; mimalloc's xthread_free). A free on another cpu of an object of a
+ * span some cache holds pushes the object onto the span's own list with one CAS (free.c); the
+ * owner's sweep (nsp__span_sweep, owner only) takes the whole list with one exchange and applies
+ * it to the alloc bitmap as it applies freed bits: a listed object is allocated from the span's
+ * view until then, exactly as one whose freed bit waits. An object on it carries the tag naming
+ * NSP_MAG_XFREE in its first word (a second free of it goes the slow way, which searches the
+ * list: free.c, xfree_holds) and the next object, xor the tag's key, in its second (so objects of
+ * 16 B or more only). The sweep checks each link decodes to a slot of the span: one written over
+ * is reported (NSP_ERR_FREE_LIST) and the rest of the list is left allocated, never followed.
+ * The push onto an empty list marks the span dirty and wakes it if FULL, as an OR of a freed bit
+ * does (same order: the CAS, then the seq_cst look at `dirty`); one onto a non-empty list leaves
+ * that to the first pusher, whose object the same exchange takes.
+ * Where the head lives (a prototype's place): the span's second page's descriptor, unused while
+ * the span is set up (its owner writes nothing there; the page heap rewrites it only once the
+ * span's pages are free again), so only spans of two pages or more have a list. */
 #define NSP_MAG_XFREE 0x7ffdu
 static inline int nsp__span_has_xfree(const struct nsp_span *s)
 {

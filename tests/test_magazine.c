@@ -379,10 +379,14 @@ static void malloc_full(void *arg)
     let_go();
 }
 
+static void *warm_held; /* free_full's first object, freed by its case once it has counted */
+
 static void free_full(void *arg)
 {
     void **v = arg;
-    nsp_free(nsp_malloc(48)); /* the thread's cache (nsp__tb): its frees then use b's magazine */
+    /* the thread's cache (nsp__tb), so that its frees use b's magazine; kept, since b is held
+     * and its free could go to the magazine too */
+    warm_held = nsp_malloc(48);
     for (int i = 0; i < NFULL; i++)
         nsp_free(v[i]);
 }
@@ -410,6 +414,7 @@ START_TEST(a_full_magazine_is_emptied_while_its_cache_is_held)
         applied += !live(v[i]);
     atomic_store(&b->lock, 0);
     take(b);
+    nsp_free(warm_held);
     ck_assert_uint_eq(count, 1);
     ck_assert_int_eq(last_waits, 1);
     ck_assert_int_eq(last_live, 1); /* waiting: allocated from its span's view */
