@@ -337,7 +337,7 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
     return nsp__span_freed_remote(s);
 }
 
-/* The remote-free list (wip; mimalloc's xthread_free). A free on another cpu of an object of a
+/* The remote-free list (mimalloc's xthread_free). A free on another cpu of an object of a
  * span some cache holds pushes the object onto the span's own list with one CAS (free.c); the
  * owner's sweep (nsp__span_sweep, owner only) takes the whole list with one exchange and applies
  * it to the alloc bitmap as it applies freed bits: a listed object is allocated from the span's
@@ -349,9 +349,14 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
  * The push onto an empty list marks the span dirty and wakes it if FULL, as an OR of a freed bit
  * does (same order: the CAS, then the seq_cst look at `dirty`); one onto a non-empty list leaves
  * that to the first pusher, whose object the same exchange takes.
- * Where the head lives (a prototype's place): the span's second page's descriptor, unused while
- * the span is set up (its owner writes nothing there; the page heap rewrites it only once the
- * span's pages are free again), so only spans of two pages or more have a list. */
+ * Where the head lives: in the span's second page's descriptor (arena->spans[start + 1]), in its
+ * alloc_cache word, which describes nothing while the span is set up: nobody reads an interior
+ * page's descriptor (the page map names the span's own), its owner writes nothing there, and the
+ * page heap rewrites it (desc_at) only once the span's pages are free again, which needs every
+ * listed object swept (each keeps its alloc bit, so alloc_count > 0 until then). It sits on that
+ * descriptor's second line, apart from both of the span's own lines. So only spans of two pages
+ * or more have a list (1-page spans' remote frees go to the slab or the freed bits, as before),
+ * and objects of 16 B or more (the link is the second word). types.h says the same. */
 #define NSP_MAG_XFREE 0x7ffdu
 static inline int nsp__span_has_xfree(const struct nsp_span *s)
 {

@@ -67,6 +67,13 @@
  *
  *   charge        the bytes the span contributes to heapLive[node] (DESIGN.md §5, the ledger);
  *                 applied to heapLive by the rules of ledger.h.
+ *
+ *   The remote-free list's head (span.h, nsp__span_xfree) is not a field of the span's own
+ *   descriptor: it is the alloc_cache word of its second page's descriptor, which no one reads
+ *   or writes otherwise while the span is set up (an interior page's descriptor describes
+ *   nothing; desc_at rewrites it only when the pages are free again, after every listed object
+ *   has been swept). Objects on the list keep their alloc bits until the owner's sweep applies
+ *   them, exactly as objects whose freed bits wait.
  */
 #ifndef NSP_HOST_TYPES_H
 #define NSP_HOST_TYPES_H
