@@ -147,8 +147,12 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
                     "class has %u B x %u in %u pages", (void *)s, state_of(st), s->sizeclass,
                     s->elemsize, s->nelems, (unsigned long long)s->npages, c->size, c->nelems,
                     c->npages);
-    if (s->alloc_bits != ar->alloc_bits + (size_t)s->start_page * NSP_BITMAP_WORDS_PER_PAGE)
+    if (s->alloc_bits != nsp__arena_bitmaps(ar, s->start_page))
         return fail(why, len, "span %p (%s): its alloc bitmap is not its first page's",
+                    (void *)s, state_of(st));
+    if ((const uint64_t *)s->freed_bits !=
+        s->alloc_bits + nsp__span_freed_offset(nsp__span_nwords(s)))
+        return fail(why, len, "span %p (%s): its freed bitmap is not right after its alloc one",
                     (void *)s, state_of(st));
     if (st == NSP_SPAN_CACHED && s->cache >= nsp__ncaches)
         return fail(why, len, "span %p (CACHED): cache %u of %u", (void *)s, s->cache,

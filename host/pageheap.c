@@ -198,13 +198,15 @@ uint64_t nsp__test_nodes_without_memory;
  * NSP_ARENA_PAGES entries (64 KiB, zero past the arena's pages), so that nsp__span_of, which
  * indexes it by the address's page in the slot, finds NULL for an address past a short arena;
  * the class map likewise (8 KiB, 0 past them); the descriptors and bitmaps are sized to the
- * arena's pages. */
+ * arena's pages, the bitmaps from a 4 KiB boundary (a span's pair of them then shares one page
+ * whenever they fit in one from its place: types.h). */
 static struct nsp_arena *arena_map(unsigned node, size_t size)
 {
     size_t pages = size >> NSP_PAGE_SHIFT, words = pages * NSP_BITMAP_WORDS_PER_PAGE;
     _Static_assert(sizeof(struct nsp_arena) <= NSP_ARENA_HDR, "page map follows the header");
-    size_t meta = NSP_ARENA_CLASSMAP + NSP_ARENA_PAGES +
-                  pages * sizeof(struct nsp_span) + 2 * words * sizeof(uint64_t);
+    size_t bits_at = round_up(NSP_ARENA_CLASSMAP + NSP_ARENA_PAGES +
+                              pages * sizeof(struct nsp_span), 4096);
+    size_t meta = bits_at + 2 * words * sizeof(uint64_t);
     meta = round_up(meta, 4096);
     if (nsp__mapped_add(size) < 0)
         return NULL;
@@ -224,10 +226,7 @@ static struct nsp_arena *arena_map(unsigned node, size_t size)
     ar->classmap = (uint8_t *)p; /* at NSP_ARENA_CLASSMAP, where nsp__page_class_wrapped looks */
     p += NSP_ARENA_PAGES;
     ar->spans = (struct nsp_span *)p;
-    p += pages * sizeof(struct nsp_span);
-    ar->alloc_bits = (uint64_t *)p;
-    p += words * sizeof(uint64_t);
-    ar->freed_bits = (_Atomic uint64_t *)p;
+    ar->bitmaps = (uint64_t *)(m + bits_at); /* 2 * words: a span's two side by side (types.h) */
     ar->base = (uintptr_t)base;
     ar->size = size;
     ar->node = node;
@@ -448,8 +447,10 @@ static struct nsp_span *span_place(struct nsp_arena *ar, uint32_t start, uint32_
 {
     struct nsp_span *sp = desc_at(ar, start, n, NSP_SPAN_TAKEN);
     sp->needzero = (uint8_t)needzero;
-    sp->alloc_bits = ar->alloc_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
-    sp->freed_bits = ar->freed_bits + (size_t)start * NSP_BITMAP_WORDS_PER_PAGE;
+    sp->alloc_bits = nsp__arena_bitmaps(ar, start);
+    /* the place the most words of any class fit; nsp__span_init_small moves it down to the
+     * class's (types.h) */
+    sp->freed_bits = (_Atomic uint64_t *)sp->alloc_bits + (size_t)n * NSP_BITMAP_WORDS_PER_PAGE;
     return sp;
 }
 

@@ -152,6 +152,13 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
     return (uint32_t)(ar->size >> NSP_PAGE_SHIFT);
 }
 
+/* The bitmaps of a span whose first page is `start` in ar: its alloc bitmap, the freed one after
+ * it (types.h). */
+static inline uint64_t *nsp__arena_bitmaps(const struct nsp_arena *ar, uint32_t start)
+{
+    return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
+}
+
 /* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
  * The span comes back with its page map set, state TAKEN (being set up: never FREE, or a
  * neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages

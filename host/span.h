@@ -119,6 +119,16 @@ static inline uint32_t nsp__span_nwords(const struct nsp_span *s)
     return (s->nelems + 63) / 64;
 }
 
+/* Where a small span's freed bitmap starts, in words after its alloc bitmap (types.h): the next
+ * 128-byte pair of cache lines past the alloc words, so that the owner's stores into the alloc
+ * words and the remote freers' ORs into the freed ones never share a line, nor the pair an
+ * adjacent-line prefetcher fetches together. A span has 16 words a page for each bitmap, and
+ * this is never more than that. */
+static inline uint32_t nsp__span_freed_offset(uint32_t nwords)
+{
+    return (nwords + 15) & ~15u;
+}
+
 /* Object index of p in s, or UINT32_MAX if p is not the start of a slot of s. */
 static inline uint32_t nsp__span_index(const struct nsp_span *s, uintptr_t p)
 {

@@ -761,6 +761,47 @@ START_TEST(metadata_never_huge)
 }
 END_TEST
 
+/* A small span's two bitmaps lie side by side at its first page's place (types.h), the freed one
+ * in the next 128-byte pair of lines past the alloc words (span.h, nsp__span_freed_offset), so
+ * that a span whose pair fits in 256 bytes (up to 16 words a bitmap: every class from 256 B)
+ * touches one 4 KiB page of bitmaps, and the others as few as their bytes take, not a page of
+ * each (with two arrays, a 256 KiB span cost 12 KiB of resident metadata: its descriptor's page
+ * and a page of each bitmap; Larson at 2 threads holds ~68 such spans); and so that the owner's
+ * alloc words and the remote freers' ORs never share a line or a prefetched pair. */
+START_TEST(span_bitmaps_share_a_page)
+{
+    ready();
+    void *objs[NSP_NUM_CLASSES] = {0};
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
+        objs[k] = malloc(nsp__classes[k].size);
+        ck_assert_ptr_nonnull(objs[k]);
+        struct nsp_span *s = nsp__span_of(objs[k]);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(s->sizeclass, k);
+        uintptr_t a = (uintptr_t)s->alloc_bits, f = (uintptr_t)s->freed_bits;
+        uint32_t nw = nsp__span_nwords(s);
+        ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
+        ck_assert_uint_eq(a & 255, 0);
+        /* right past the alloc words, in a pair of lines of its own */
+        ck_assert_msg(f == a + (uintptr_t)((nw + 15) & ~15u) * 8,
+                      "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p, "
+                      "not in the next pair of lines", k, nsp__classes[k].size, nw, (void *)a,
+                      (void *)f);
+        ck_assert_uint_gt(f >> 7, (a + (uintptr_t)nw * 8 - 1) >> 7);
+        /* inside the span's bitmap area (32 words a page) */
+        ck_assert_uint_le(f + (uintptr_t)nw * 8, a + s->npages * 2 * NSP_BITMAP_WORDS_PER_PAGE * 8);
+        /* a pair of up to 256 bytes in one page of metadata */
+        if (nw <= 16)
+            ck_assert_msg((a >> 12) == ((f + (uintptr_t)nw * 8 - 1) >> 12),
+                          "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p: "
+                          "two pages of metadata", k, nsp__classes[k].size, nw, (void *)a,
+                          (void *)f);
+    }
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        free(objs[k]);
+}
+END_TEST
+
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
     ready();
@@ -1162,6 +1203,7 @@ int main(void)
     tcase_add_test(tc, bootstrap_memory_is_recognised);
     tcase_add_test(tc, bootstrap_pages_go_back);
     tcase_add_test(tc, metadata_never_huge);
+    tcase_add_test(tc, span_bitmaps_share_a_page);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
