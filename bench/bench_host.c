@@ -207,9 +207,10 @@ static double w_larson(void)
  * burned the waiting side's cpu into the --cpu-clock metric, so that the metric was the slower
  * side's rate over two cpus; a consumer a few slots behind its producer moving the head's and the
  * slots' lines across cpus per object; and the scheduler's choice of whether a pair shares a cpu
- * (its frees then local to a per-cpu cache). A wait that times out with its condition met means a
- * lost wake-up: counted, the run prints "rescued" (0 in a sound run), and the driver names any
- * run that had one. */
+ * (its frees then local to a per-cpu cache). A wait that ends by its timeout although the other
+ * side had made its condition true and checked the sleeper's flag after that (a lost wake-up,
+ * pc_wait) is counted: the run prints "rescued" (0 in a sound run), and the driver names any run
+ * that had one. */
 #define RING 4096
 #define PC_BLOCK 64
 #define PC_WAKE (RING / 2)
@@ -218,10 +219,38 @@ struct ring {
     _Atomic uint32_t consumer_sleeps; /* futex word: 1 while the consumer waits for the head */
     _Atomic uint64_t tail __attribute__((aligned(64)));
     _Atomic uint32_t producer_sleeps; /* futex word: 1 while the producer waits for the tail */
+    /* the last head (tail) its side stored and then made its wake check for: written by that
+     * side after the check, read only by the other side's timed-out waits (pc_wait), so these
+     * lines stay in their writer's cache */
+    _Atomic uint64_t head_checked __attribute__((aligned(64)));
+    _Atomic uint64_t tail_checked __attribute__((aligned(64)));
     void *slot[RING] __attribute__((aligned(64)));
 };
 static struct ring *rings;
 static _Atomic uint64_t frees_done, pc_waits, pc_rescued;
+/* tests (test_bench_host), from the environment. NSP_BENCH_TEST_LATE=1: pair 0's producer
+ * starts only once its consumer's first wait (the ring empty) has timed out, and that consumer
+ * comes back from its timeout only once the producer has made its condition true and woken it:
+ * a sleeper that runs late after its timeout, no wake-up lost. NSP_BENCH_TEST_LOSE=1: the
+ * producers skip every wake of their consumer, a wake-up lost at each wait. Either way pair 0
+ * goes on past the run's end until its moment is done (the late consumer back; a wait that
+ * timed out with its condition true), so that it is built however loaded the machine. */
+static int pc_test_late, pc_test_lose;
+static _Atomic int late_phase; /* NSP_BENCH_TEST_LATE: 0, 1 timed out, 2 woken, 3 back */
+static _Atomic int lost_seen;  /* NSP_BENCH_TEST_LOSE: a wait timed out with its condition true */
+
+/* The run is over for a side; `tested`: a side of pair 0 under a test above, which goes on until
+ * its moment is done. */
+static int pc_stop(int tested)
+{
+    if (!atomic_load(&stop))
+        return 0;
+    if (tested && pc_test_late)
+        return atomic_load(&late_phase) == 3;
+    if (tested && pc_test_lose)
+        return atomic_load(&lost_seen);
+    return 1;
+}
 static int pc_pinned;
 static _Atomic unsigned char pc_cpu_used[CPU_SETSIZE]; /* cpus a prodcons thread was pinned to */
 
@@ -234,20 +263,39 @@ static void pc_wake(_Atomic uint32_t *sleeps)
 /* Waits until ready(r) or stop. The sleeper's store of its flag and the other side's store of
  * head or tail are both seq_cst, each followed by a seq_cst load of the other's, so one of them
  * sees the other: the sleeper its condition, or the waker the flag. The 100 ms timeout only
- * rescues a lost wake-up (counted). */
-static void pc_wait(struct ring *r, _Atomic uint32_t *sleeps, int (*ready)(struct ring *))
+ * rescues a lost wake-up, counted when it is one: checked(r) says the waker has made its wake
+ * check (head_checked, tail_checked) for an index that meets the condition, and it is read
+ * before the sleeper's exchange of its flag. That check then read the flag before the exchange,
+ * and after the flag's store (else the sleeper's own check before its futex had seen the index
+ * and not slept): it read 1, and took it, unless the protocol is broken. So the flag still 1 at
+ * the exchange means a wake-up lost. A timed-out wait whose condition is true now is none by
+ * itself: on a loaded machine the sleeper runs again well after its timeout, and the waker,
+ * which took the flag and woke nobody, or which stored its index and was preempted before its
+ * check, made it true meanwhile: the likely cause of test_bench_host's one failure of its
+ * "rescued" check in CI (NSP_BENCH_TEST_LATE builds the moment). */
+static void pc_wait(struct ring *r, _Atomic uint32_t *sleeps, int (*ready)(struct ring *),
+                    int (*checked)(struct ring *), int tested)
 {
     atomic_fetch_add_explicit(&pc_waits, 1, memory_order_relaxed);
-    while (!ready(r) && !atomic_load(&stop)) {
+    while (!ready(r) && !pc_stop(tested)) {
         atomic_store(sleeps, 1);
-        if (ready(r) || atomic_load(&stop)) {
+        if (ready(r) || pc_stop(tested)) {
             atomic_store(sleeps, 0);
             break;
         }
         struct timespec to = {0, 100 * 1000 * 1000};
         long rc = syscall(SYS_futex, sleeps, FUTEX_WAIT_PRIVATE, 1, &to, NULL, 0);
-        if (rc < 0 && errno == ETIMEDOUT && ready(r) && !atomic_load(&stop))
+        if (rc < 0 && errno == ETIMEDOUT && tested && pc_test_late &&
+            atomic_load(&late_phase) == 0) {
+            atomic_store(&late_phase, 1); /* back once the producer has woken this side */
+            while (atomic_load(&late_phase) == 1)
+                sched_yield();
+            atomic_store(&late_phase, 3);
+        }
+        if (rc < 0 && errno == ETIMEDOUT && checked(r) && atomic_exchange(sleeps, 0))
             atomic_fetch_add_explicit(&pc_rescued, 1, memory_order_relaxed);
+        if (rc < 0 && errno == ETIMEDOUT && tested && pc_test_lose && ready(r))
+            atomic_store(&lost_seen, 1);
     }
 }
 
@@ -259,6 +307,21 @@ static int pc_room(struct ring *r) /* the producer may go on: half a ring free *
 static int pc_filled(struct ring *r) /* the consumer may go on: half a ring to free */
 {
     return atomic_load(&r->head) - atomic_load(&r->tail) >= PC_WAKE;
+}
+
+/* pc_room for the tail the consumer has made its wake check for */
+static int pc_room_checked(struct ring *r)
+{
+    return atomic_load(&r->head) - atomic_load_explicit(&r->tail_checked, memory_order_acquire) <=
+           RING - PC_WAKE;
+}
+
+/* pc_filled for the head the producer has made its wake check for (signed: the consumer may
+ * have freed past it, up to a head stored and not yet checked) */
+static int pc_filled_checked(struct ring *r)
+{
+    return (int64_t)(atomic_load_explicit(&r->head_checked, memory_order_acquire) -
+                     atomic_load(&r->tail)) >= PC_WAKE;
 }
 
 static void pc_pin(unsigned id)
@@ -289,10 +352,14 @@ static void *producer(void *arg)
 {
     struct ring *r = &rings[(uintptr_t)arg / 2];
     uint64_t h = 0;
+    int tested = (pc_test_late || pc_test_lose) && arg == 0;
+    int late = tested && pc_test_late;
     pc_pin((unsigned)(uintptr_t)arg);
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    while (late && atomic_load(&late_phase) == 0) /* NSP_BENCH_TEST_LATE: the consumer times out */
+        sched_yield();
+    while (tested ? !pc_stop(tested) : !atomic_load_explicit(&stop, memory_order_relaxed)) {
         if (h - atomic_load_explicit(&r->tail, memory_order_acquire) > RING - PC_BLOCK) {
-            pc_wait(r, &r->producer_sleeps, pc_room);
+            pc_wait(r, &r->producer_sleeps, pc_room, pc_room_checked, tested);
             continue;
         }
         for (int i = 0; i < PC_BLOCK; i++, h++) {
@@ -301,8 +368,12 @@ static void *producer(void *arg)
             r->slot[h % RING] = p;
         }
         atomic_store(&r->head, h);
-        if (h - atomic_load_explicit(&r->tail, memory_order_relaxed) >= PC_WAKE)
+        int woke = h - atomic_load_explicit(&r->tail, memory_order_relaxed) >= PC_WAKE;
+        if (woke && !pc_test_lose)
             pc_wake(&r->consumer_sleeps);
+        atomic_store_explicit(&r->head_checked, h, memory_order_release);
+        if (late && woke && atomic_load(&late_phase) == 1)
+            atomic_store(&late_phase, 2); /* the timed-out consumer comes back now */
     }
     pc_wake(&r->consumer_sleeps);
     return NULL;
@@ -312,13 +383,14 @@ static void *consumer(void *arg)
 {
     struct ring *r = &rings[(uintptr_t)arg / 2];
     uint64_t t = 0, n = 0;
+    int tested = (pc_test_late || pc_test_lose) && (uintptr_t)arg == 1;
     pc_pin((unsigned)(uintptr_t)arg);
     for (;;) {
         uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
         if (t == h) {
-            if (atomic_load(&stop))
+            if (pc_stop(tested))
                 break;
-            pc_wait(r, &r->consumer_sleeps, pc_filled);
+            pc_wait(r, &r->consumer_sleeps, pc_filled, pc_filled_checked, tested);
             continue;
         }
         while (t < h) {
@@ -329,6 +401,7 @@ static void *consumer(void *arg)
                 atomic_store(&r->tail, t);
                 if (atomic_load_explicit(&r->head, memory_order_relaxed) - t <= RING - PC_WAKE)
                     pc_wake(&r->producer_sleeps);
+                atomic_store_explicit(&r->tail_checked, t, memory_order_release);
             }
         }
     }
@@ -351,6 +424,10 @@ static double w_prodcons(void)
     atomic_store(&frees_done, 0);
     atomic_store(&pc_waits, 0);
     atomic_store(&pc_rescued, 0);
+    atomic_store(&late_phase, 0);
+    atomic_store(&lost_seen, 0);
+    pc_test_late = getenv("NSP_BENCH_TEST_LATE") != NULL;
+    pc_test_lose = getenv("NSP_BENCH_TEST_LOSE") != NULL;
     double t0 = now();
     run_threads(prodcons_thread, n);
     for (unsigned i = 0; i < n / 2; i++) { /* wake a side asleep when stop came */
@@ -372,6 +449,9 @@ static double w_prodcons(void)
              (unsigned long long)atomic_load(&frees_done), pc_pinned, cpus,
              (unsigned long long)atomic_load(&pc_waits),
              (unsigned long long)atomic_load(&pc_rescued));
+    if (pc_test_late) /* 3: the late consumer's moment was built */
+        snprintf(run_note + strlen(run_note), sizeof run_note - strlen(run_note),
+                 ", \"late\": %d", atomic_load(&late_phase));
     for (unsigned i = 0; i < n / 2; i++) /* whatever the consumers did not reach */
         for (uint64_t t = rings[i].tail; t < rings[i].head; t++)
             free(rings[i].slot[t % RING]);
