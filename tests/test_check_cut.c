@@ -17,6 +17,19 @@
  *
  * Links the static library to reach the hooks; nothing here mallocs while a checker holds the
  * heap (a held cache would make the test's own thread wait for it).
+ *
+ * The cut under test is made by one thread planned for it (planned_cutter): set up before the
+ * heap is held, it cuts when told, and the cut hooks park that thread only. Anything else that
+ * allocates while a stuck holder has the heap may cut too, and by the failed runs' stacks and
+ * addresses did: the test's own thread (pthread_create mallocs) cut the run freed for the cutter
+ * and parked itself in the cutter's hook ("the checker never held node 0's page heap still"); a
+ * central trim on the cutter's own malloc path (after a remote free or a cache giving a span
+ * back, more often under load) and an idle release (NSP_IDLE_RELEASE_MS: any thread's slow path
+ * flushes a cache that looked idle) pushed spans pending above that run, and the cut came from
+ * one of them (coalesce_against_cut:
+ * 7 of 150 runs beside `ctest -j2`, half of all runs at NSP_IDLE_RELEASE_MS=1). Hence the
+ * planned cutter; coalesce_against_cut's cuts from the page heap itself (no central trim, no
+ * housekeeping on its path), so that the run it freed stays the only pending span.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -143,6 +156,56 @@ static void *cutter(void *arg)
     return NULL;
 }
 
+/* ---- the planned cutter (file comment) ------------------------------------------------------ */
+
+static _Thread_local int is_cutter;
+static _Atomic int cut_ready, cut_go;
+static struct nsp_span *cut_span; /* CUT_FROM_HEAP: the span cut, given back by the test */
+enum { CUT_BY_MALLOC, CUT_FROM_HEAP };
+
+#define LEFT_BYTES ((size_t)64 << 10) /* 8 pages */
+
+/* CUT_BY_MALLOC: a large malloc of CUT_BYTES on node 0. CUT_FROM_HEAP: LEFT_BYTES of node 0's
+ * page heap itself, so that no central trim on a malloc's path pushes spans pending first. */
+static void *planned_cutter(void *arg)
+{
+    int how = (int)(intptr_t)arg;
+    is_cutter = 1;
+    free(malloc(24)); /* its thread's set-up (a virtual core, a cache) before the heap is held */
+    atomic_store(&cut_ready, 1);
+    while (!atomic_load(&cut_go))
+        usleep(500);
+    size_t n = how == CUT_FROM_HEAP ? LEFT_BYTES : CUT_BYTES;
+    if (how == CUT_FROM_HEAP) {
+        cut_span = nsp__pageheap_alloc(0, LEFT_BYTES >> NSP_PAGE_SHIFT, 1);
+        cut_obj = cut_span ? (void *)cut_span->base : NULL;
+    } else {
+        cut_obj = nsp_malloc_node(CUT_BYTES, 0);
+    }
+    if (cut_obj)
+        memset(cut_obj, 0x5a, n);
+    atomic_store(&cutter_done, 1);
+    return NULL;
+}
+
+/* Starts the planned cutter and waits until it is set up: 0 when it could not be. */
+static int start_cutter(pthread_t *t, int how)
+{
+    atomic_store(&cut_ready, 0);
+    atomic_store(&cut_go, 0);
+    atomic_store(&cutter_done, 0);
+    cut_obj = NULL;
+    cut_span = NULL;
+    if (pthread_create(t, NULL, planned_cutter, (void *)(intptr_t)how) != 0)
+        return 0;
+    if (!wait_for(&cut_ready, 10)) {
+        atomic_store(&cut_go, 1); /* cuts at once, unheld */
+        pthread_join(*t, NULL);
+        return 0;
+    }
+    return 1;
+}
+
 /* The recount holds every page heap and sleeps in the ledger's rwlock (a large object's change
  * is half made); a large malloc finds the page heap's hold stuck and cuts its span from a fresh
  * arena of its own, pending, then charges it (the rwlock prefers readers). Unfixed, the recount
@@ -233,23 +296,13 @@ static _Atomic int cut_in, check_done;
 static void park_cut(unsigned node, int step)
 {
     (void)node;
-    if (step != NSP_TEST_CUT_HALF)
+    if (step != NSP_TEST_CUT_HALF || !is_cutter)
         return;
     atomic_store(&cut_in, 1);
     double t0 = now_s();
     while (!atomic_load(&nsp__pageheaps[0].checkers) && !atomic_load(&check_done) &&
            now_s() - t0 < 10)
         usleep(500);
-}
-
-static void *half_cutter(void *arg)
-{
-    (void)arg;
-    cut_obj = nsp_malloc_node(CUT_BYTES, 0);
-    if (cut_obj)
-        memset(cut_obj, 0x5a, CUT_BYTES);
-    atomic_store(&cutter_done, 1);
-    return NULL;
 }
 
 static int check_rc;
@@ -278,19 +331,21 @@ static void half_cut_then(void (*check)(void))
     atomic_store(&holder_go, 0);
     atomic_store(&cut_in, 0);
     atomic_store(&check_done, 0);
-    atomic_store(&cutter_done, 0);
-    cut_obj = NULL;
     check_rc = -2;
     strcpy(check_why, "(not checked)");
     pthread_t h, b;
+    int created = start_cutter(&b, CUT_BY_MALLOC);
+    ck_assert_msg(created, "the cutter thread could not be started");
     /* no Check assert (they allocate) from here until every thread is joined */
-    int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    if (!created)
+        atomic_store(&cut_go, 1);
     ck_assert(created);
     wait_for(&holder_in, 10);
     free(run); /* the page heap is held: pushed pending */
     nsp__test_busy_cut = park_cut;
-    created = pthread_create(&b, NULL, half_cutter, NULL) == 0;
-    int parked = created && wait_for(&cut_in, 10);
+    atomic_store(&cut_go, 1); /* nothing else allocates until the cut is parked */
+    int parked = wait_for(&cut_in, 10);
     atomic_store(&holder_go, 1);
     pthread_join(h, NULL);
     if (created)
@@ -375,7 +430,7 @@ static _Atomic int placed_in, placed_go;
 static void park_placed(unsigned node, int step)
 {
     (void)node;
-    if (step != NSP_TEST_CUT_PLACED)
+    if (step != NSP_TEST_CUT_PLACED || !is_cutter)
         return;
     atomic_store(&placed_in, 1);
     double t0 = now_s();
@@ -383,20 +438,9 @@ static void park_placed(unsigned node, int step)
         usleep(500);
 }
 
-#define LEFT_BYTES ((size_t)64 << 10) /* 8 pages */
-
-static void *placed_cutter(void *arg)
-{
-    (void)arg;
-    cut_obj = nsp_malloc_node(LEFT_BYTES, 0);
-    if (cut_obj)
-        memset(cut_obj, 0x5a, LEFT_BYTES);
-    atomic_store(&cutter_done, 1);
-    return NULL;
-}
-
 /* Two large objects side by side, left then right; the right one freed behind a stuck holder
- * (pending); a malloc behind the same holder cuts its span from that pending run and is parked
+ * (pending); a page-heap allocation behind the same holder (the planned cutter's, CUT_FROM_HEAP:
+ * the pending run stays the only one) cuts its span from that pending run and is parked
  * with the descriptor rewritten, its pages not yet mapped; the holder lets go and the left
  * object is freed, under the lock, coalescing with its free neighbours. The right neighbour is
  * the span being cut: TAKEN, never a run to take in. Unfixed, the rewrite went through FREE with
@@ -427,17 +471,19 @@ START_TEST(coalesce_against_cut)
     atomic_store(&holder_go, 0);
     atomic_store(&placed_in, 0);
     atomic_store(&placed_go, 0);
-    atomic_store(&cutter_done, 0);
-    cut_obj = NULL;
     pthread_t h, b;
+    int created = start_cutter(&b, CUT_FROM_HEAP);
+    ck_assert_msg(created, "the cutter thread could not be started");
     /* no Check assert (they allocate) from here until every thread is joined */
-    int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    if (!created)
+        atomic_store(&cut_go, 1);
     ck_assert(created);
     wait_for(&holder_in, 10);
     free(right); /* the page heap is held: pushed pending */
     nsp__test_busy_cut = park_placed;
-    created = pthread_create(&b, NULL, placed_cutter, NULL) == 0;
-    int parked = created && wait_for(&placed_in, 10);
+    atomic_store(&cut_go, 1); /* nothing else allocates until the cut is parked */
+    int parked = wait_for(&placed_in, 10);
     atomic_store(&holder_go, 1);
     pthread_join(h, NULL);
     free(left); /* under the lock now: coalesces with its free neighbours */
@@ -448,13 +494,15 @@ START_TEST(coalesce_against_cut)
     ck_assert_msg(created, "pthread_create failed");
     ck_assert_msg(parked, "the malloc behind the stuck holder never cut the pending run: the "
                   "moment under test was not built");
-    ck_assert_ptr_eq(cut_obj, right); /* cut from the start of the run it was freed as */
+    /* cut from the start of the run it was freed as, the only pending span (file comment) */
+    ck_assert_msg(cut_obj == right, "the cut (%p) was not made from the run freed behind the "
+                  "holder (%p): another span went pending meanwhile", cut_obj, right);
     char why[512];
     ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "a free coalescing beside a cut made "
                   "without the lock: %s", why);
     for (size_t i = 0; i < LEFT_BYTES; i += 4093)
         ck_assert_int_eq(((unsigned char *)cut_obj)[i], 0x5a);
-    free(cut_obj);
+    nsp__pageheap_free(cut_span);
     heap_is_valid();
 }
 END_TEST
@@ -468,7 +516,7 @@ static _Atomic int stop_go, still_done, other_done;
 static void park_stopped(unsigned node, int step)
 {
     (void)node;
-    if (step != NSP_TEST_CUT_HALF)
+    if (step != NSP_TEST_CUT_HALF || !is_cutter)
         return;
     atomic_store(&cut_in, 1);
     double t0 = now_s();
@@ -516,18 +564,20 @@ START_TEST(stopped_cut_against_checker)
     atomic_store(&stop_go, 0);
     atomic_store(&still_done, 0);
     atomic_store(&other_done, 0);
-    atomic_store(&cutter_done, 0);
-    cut_obj = NULL;
     other_span = NULL;
     pthread_t h, b, c, m;
+    int made_b = start_cutter(&b, CUT_BY_MALLOC);
+    ck_assert_msg(made_b, "the cutter thread could not be started");
     /* no Check assert (they allocate) from here until every thread is joined */
     int created = pthread_create(&h, NULL, still_holder, NULL) == 0;
+    if (!created)
+        atomic_store(&cut_go, 1);
     ck_assert(created);
     wait_for(&holder_in, 10);
     free(run); /* the page heap is held: pushed pending */
     nsp__test_busy_cut = park_stopped;
-    int made_b = pthread_create(&b, NULL, half_cutter, NULL) == 0;
-    int parked = made_b && wait_for(&cut_in, 10);
+    atomic_store(&cut_go, 1); /* nothing else allocates until the cut is parked */
+    int parked = wait_for(&cut_in, 10);
     atomic_store(&holder_go, 1);
     pthread_join(h, NULL);
     int made_c = parked && pthread_create(&c, NULL, still_taker, NULL) == 0;
