@@ -485,8 +485,13 @@ START_TEST(calloc_zeroes_reused_memory)
             memset(p, 0xff, sizes[i]);
             free(p);
             p = calloc(1, sizes[i]);
-            for (size_t j = 0; j < sizes[i]; j++)
-                ck_assert_msg(p[j] == 0, "calloc(%zu) byte %zu is %u", sizes[i], j, p[j]);
+            /* one assertion, on the first byte that is not 0: in fork mode each Check assertion
+             * records its place with the runner, and one per byte (3.3 million) took 4 s of cpu,
+             * past the case's 60 s when a loaded machine gave it a twentieth of a cpu */
+            size_t j = 0;
+            while (j < sizes[i] && p[j] == 0)
+                j++;
+            ck_assert_msg(j == sizes[i], "calloc(%zu) byte %zu is %u", sizes[i], j, p[j]);
             free(p);
         }
 }
