@@ -196,7 +196,9 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
     /* Clear `dirty` before taking the words: a free that lands after a word was taken sets it
      * again, so it is never lost (types.h). */
     atomic_store(&s->dirty, 0);
-    uint32_t xapplied = 0;
+    /* The remote-free list first (span.h): its objects are in no freed bit, so neither what it
+     * applies nor its double (xdbl) goes off the freed-pending count below, which counts bits. */
+    uint32_t xapplied = 0, xdbl = 0;
     if (nsp__span_has_xfree(s)) {
         uintptr_t l = atomic_exchange(nsp__span_xfree(s), 0), prev = l;
         for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
@@ -208,9 +210,8 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
             uint64_t bit = 1ULL << (idx & 63), a = s->alloc_bits[idx >> 6];
             uintptr_t next = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
             if (!(a & bit)) {
-                if (!dbl)
-                    first = l;
-                dbl++;
+                first = l;
+                xdbl = 1;
                 break; /* a second push of one object: the rest may be a cycle */
             }
             nsp__span_set_alloc_word(s, idx >> 6, a & ~bit);
@@ -230,13 +231,14 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
         uint64_t a = s->alloc_bits[w];
         uint64_t bad = f & ~a;
         if (bad) {
-            if (!dbl)
+            if (!dbl && !xdbl)
                 first = s->base + (uintptr_t)(w * 64 + (unsigned)__builtin_ctzll(bad)) * s->elemsize;
             dbl += nsp__popcount64(bad);
         }
         nsp__span_set_alloc_word(s, w, a & ~f);
         applied += nsp__popcount64(f & a);
-        if ((f & a) && lowest == UINT32_MAX)
+        /* the lowest of the list's slots and the bits' (the words go up, the list in no order) */
+        if ((f & a) && w * 64 + (unsigned)__builtin_ctzll(f & a) < lowest)
             lowest = w * 64 + (unsigned)__builtin_ctzll(f & a);
     }
     s->alloc_count -= applied + xapplied;
@@ -245,7 +247,7 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
     if (applied + dbl) /* every bit the exchanges took, applied or double (span.h) */
         nsp__span_count_freed(nsp__span_freed_counter(s), -(int64_t)(applied + dbl));
     applied += xapplied;
-    *doubles = dbl;
+    *doubles = dbl + xdbl;
     *first_double = first;
     return applied;
 }

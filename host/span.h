@@ -391,9 +391,11 @@ static inline int nsp__span_xfree_push(struct nsp_span *s, void *p)
     return h ? 0 : nsp__span_freed_remote(s);
 }
 
-/* Folds freed bits into the alloc bitmap (owner only). Returns the number of objects freed;
- * *doubles gets the number of freed bits whose slot was not allocated (double frees), and
- * *first_double the address of the first of them (or 0). */
+/* Folds the remote-free list and the freed bits into the alloc bitmap (owner only); the cursor
+ * comes down to the lowest slot freed. Returns the number of objects freed; *doubles gets the
+ * number of freed bits whose slot was not allocated (double frees), plus one when the list names
+ * an object twice (two frees that raced past the push's checks), and *first_double the address
+ * of the first of them (or 0). */
 uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double);
 
 #endif /* NSP_HOST_SPAN_H */
