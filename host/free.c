@@ -264,7 +264,11 @@ static __attribute__((noinline)) int waits_in_transfer(unsigned cls, const void 
 #ifdef NSP_RSEQ_LOCKS
 /* Whether p waits on s's remote-free list (its first word names NSP_MAG_XFREE: a hint). Any
  * thread may ask: the whole list is taken (one exchange), searched, and pushed back whole, so
- * that meanwhile no one else reads it; a sweep in between merely finds fewer frees. errno kept. */
+ * that meanwhile no one else reads it; a sweep in between merely finds fewer frees. A link written
+ * over is reported here, as the sweep would (the push-back writes over it), and the list goes
+ * back up to it; a head that is no slot of s is reported and the list dropped. What another
+ * thread's search holds meanwhile is not found (that free then goes on as a first one: a racing
+ * double free, not promised a report, span.h). errno kept. */
 static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void *p)
 {
     if (!nsp__span_has_xfree(s))
@@ -273,13 +277,20 @@ static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void 
     uintptr_t first = atomic_exchange(head, 0), l = first, tail = 0;
     int held = 0;
     for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
-        if (nsp__span_index(s, l) == UINT32_MAX)
-            break; /* written over: the sweep reports it */
+        if (nsp__span_index(s, l) == UINT32_MAX) {
+            /* written over: reported here, since the push-back below writes over the bad link
+             * (the sweep would find a clean list; what lay behind it stays allocated) */
+            int saved = errno;
+            nsp__report_error(NSP_ERR_FREE_LIST, "free", (void *)(tail ? tail : first));
+            errno = saved;
+            break;
+        }
         held |= l == (uintptr_t)p;
         tail = l;
         l = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
     }
-    if (first) { /* back, whole: the tail linked to whatever was pushed meanwhile */
+    if (tail) { /* back, whole: the tail linked to whatever was pushed meanwhile (a head that
+                 * is no slot of s is dropped, reported above: there is no link to write) */
         uintptr_t h = atomic_load_explicit(head, memory_order_relaxed);
         do
             __atomic_store_n(&((uint64_t *)tail)[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);

@@ -355,7 +355,8 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
  * NSP_MAG_XFREE in its first word (a second free of it goes the slow way, which searches the
  * list: free.c, xfree_holds) and the next object, xor the tag's key, in its second (so objects of
  * 16 B or more only). The sweep checks each link decodes to a slot of the span: one written over
- * is reported (NSP_ERR_FREE_LIST) and the rest of the list is left allocated, never followed.
+ * is reported (NSP_ERR_FREE_LIST) and the rest of the list is left allocated, never followed
+ * (xfree_holds' search reports it the same way).
  * The push onto an empty list marks the span dirty and wakes it if FULL, as an OR of a freed bit
  * does (same order: the CAS, then the seq_cst look at `dirty`); one onto a non-empty list leaves
  * that to the first pusher, whose object the same exchange takes.

@@ -850,6 +850,86 @@ START_TEST(a_listed_objects_overwritten_link_is_reported_at_the_sweep)
 }
 END_TEST
 
+/* The same overwritten link, but a second free of the listed head comes first: its search
+ * (free.c, xfree_holds) takes the list, stops at the bad link and puts the list back with its
+ * tail linked anew, over the bad link. The overwrite must still be reported (it was not: the
+ * search relinked over the evidence and the sweep found a clean list; o[10] leaked unreported). */
+START_TEST(an_overwritten_link_found_by_a_second_free_is_reported)
+{
+    const char *name = "an_overwritten_link_found_by_a_second_free_is_reported";
+    if (!ready(name, SZ))
+        return;
+    if (other < 0) {
+        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
+        return;
+    }
+    uintptr_t o[NOBJ];
+    for (unsigned i = 0; i < NOBJ; i++) {
+        o[i] = (uintptr_t)malloc(SZ);
+        memset((void *)o[i], 0x5a, SZ);
+    }
+    struct nsp_span *s = nsp__span_of((void *)o[0]);
+    ck_assert_ptr_eq(span(), s);
+    free_on_other_cpu((void *)o[10], 0);
+    free_on_other_cpu((void *)o[11], 0);
+    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), o[11]);
+    ((volatile uint64_t *)o[11])[1] = 0x5a5a5a5a5a5a5a5aULL; /* the write after free */
+    uint64_t before = errors(NSP_ERR_FREE_LIST), dbl = errors(NSP_ERR_DOUBLE_FREE);
+    free((void *)o[11]); /* the second free: its search walks the list */
+    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
+    uintptr_t held[NOBJ];
+    unsigned nheld = 0;
+    for (unsigned i = 0; i < NOBJ; i++)
+        if (i != 10 && i != 11)
+            held[nheld++] = o[i];
+    held[nheld++] = o[10]; /* leaked behind the broken link: must not come back either */
+    drain_hands_out_each_once(s, held, nheld);
+    ck_assert_msg(errors(NSP_ERR_FREE_LIST) == before + 1,
+                  "the overwritten link was not reported (%lu reports)",
+                  (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
+    for (unsigned i = 0; i < nheld - 1; i++)
+        free((void *)held[i]);
+}
+END_TEST
+
+/* The list's head itself names no slot of the span (a push that landed after the span it
+ * meant was released and its pages set up again: a racing double free, span.h): the search of a
+ * second free must report it and drop the list, not write a link through it (it wrote one at
+ * address 8: a crash). The object listed under the bad head is then no one's: its second free,
+ * not found listed, frees it, once. */
+START_TEST(a_head_that_is_no_slot_is_reported_by_a_second_free)
+{
+    const char *name = "a_head_that_is_no_slot_is_reported_by_a_second_free";
+    if (!ready(name, SZ))
+        return;
+    if (other < 0) {
+        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
+        return;
+    }
+    uintptr_t o[NOBJ];
+    for (unsigned i = 0; i < NOBJ; i++)
+        o[i] = (uintptr_t)malloc(SZ);
+    struct nsp_span *s = nsp__span_of((void *)o[0]);
+    ck_assert_ptr_eq(span(), s);
+    free_on_other_cpu((void *)o[11], 0);
+    atomic_store(nsp__span_xfree(s), o[11] + 8); /* no slot's start */
+    uint64_t before = errors(NSP_ERR_FREE_LIST);
+    free((void *)o[11]); /* its search takes the list */
+    ck_assert_msg(errors(NSP_ERR_FREE_LIST) == before + 1,
+                  "the bad head was not reported (%lu reports)",
+                  (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
+    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), 0);
+    uintptr_t held[NOBJ];
+    unsigned nheld = 0;
+    for (unsigned i = 0; i < NOBJ; i++)
+        if (i != 11) /* dropped with the list, then freed by its second free: free once */
+            held[nheld++] = o[i];
+    drain_hands_out_each_once(s, held, nheld);
+    for (unsigned i = 0; i < nheld; i++)
+        free((void *)held[i]);
+}
+END_TEST
+
 /* The owner's sweep of cached span s, as sweep_in_place (cache.c) makes it: the cache taken (its
  * bins folded), the sweep, its count into the ledger's. Returns the doubles it found. */
 static uint32_t sweep_owned_here(struct nsp_span *s)
@@ -973,6 +1053,8 @@ int main(void)
     tcase_add_test(tc, a_second_local_free_of_a_listed_object_is_reported);
     tcase_add_test(tc, a_second_remote_free_of_a_listed_object_is_reported);
     tcase_add_test(tc, a_listed_objects_overwritten_link_is_reported_at_the_sweep);
+    tcase_add_test(tc, an_overwritten_link_found_by_a_second_free_is_reported);
+    tcase_add_test(tc, a_head_that_is_no_slot_is_reported_by_a_second_free);
     tcase_add_test(tc, a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest);
     tcase_add_test(tc, a_racing_double_free_on_the_list_is_reported_once_and_counted_right);
 #endif
