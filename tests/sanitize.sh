@@ -85,7 +85,7 @@ for kind in "${kinds[@]}"; do
   unit_targets=(test_bins test_bin_free test_slab test_magazine test_transfer test_span_carve
                 test_span_protocol test_publish test_ledger_window test_host_units)
   case $kind in
-    asan) san=address,undefined; targets+=("${unit_targets[@]}") ;;
+    asan) san=address,undefined; targets+=("${unit_targets[@]}" test_xfree_stress) ;;
     tsan) san=thread; targets+=("${unit_targets[@]}") ;;
     libfuzzer)
       san=address,undefined,fuzzer-no-link
@@ -122,6 +122,8 @@ for kind in "${kinds[@]}"; do
     run asan-stress 300 "$stress" 8 100000
     run asan-stress-4node 300 env NSP_TOPOLOGY="$four" "$stress" 8 100000
     run asan-stress-foreign 300 env NSP_IDLE_RELEASE_MS=1 NSP_DEBUG=3 "$stress" 4 100000 foreign
+    # the spans' remote-free lists (span.h); not under TSan, whose build has no bins and so no list
+    run asan-xfree-stress 300 env NSP_IDLE_RELEASE_MS=1 NSP_DEBUG=3 "$dir/tests/test_xfree_stress" 4 4 100000
     run asan-fuzz $limit "$fuzz" --seconds "$seconds"
     run asan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
     units asan-units '^(test_bins|test_bin_free|test_bin_free_exact|test_slab|test_slab_virtual|test_magazine|test_transfer|test_transfer_exact|test_span_carve|test_span_protocol|test_publish|test_ledger_window|test_ledger_window_virtual|test_host_units)$'
