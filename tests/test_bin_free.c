@@ -748,8 +748,6 @@ START_TEST(a_pointer_above_the_address_space_is_not_ours)
 }
 END_TEST
 
-#endif /* NSP_RSEQ_LOCKS */
-
 /* ---- the span's remote-free list -------------------------------------------------------------- */
 
 /* A free on another cpu of an object of the span this cpu's cache holds goes onto that span's
@@ -1023,6 +1021,8 @@ START_TEST(a_racing_double_free_on_the_list_is_reported_once_and_counted_right)
             free((void *)held[i]);
 }
 END_TEST
+
+#endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
 {
