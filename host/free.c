@@ -273,8 +273,7 @@ static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void 
 {
     if (!nsp__span_has_xfree(s))
         return 0;
-    _Atomic uintptr_t *head = nsp__span_xfree(s);
-    uintptr_t first = atomic_exchange(head, 0), l = first, tail = 0;
+    uintptr_t first = nsp__span_xfree_take(s), l = first, tail = 0;
     int held = 0;
     for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
         if (nsp__span_index(s, l) == UINT32_MAX) {
@@ -290,13 +289,9 @@ static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void 
         l = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
     }
     if (tail) { /* back, whole: the tail linked to whatever was pushed meanwhile (a head that
-                 * is no slot of s is dropped, reported above: there is no link to write) */
-        uintptr_t h = atomic_load_explicit(head, memory_order_relaxed);
-        do
-            __atomic_store_n(&((uint64_t *)tail)[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);
-        while (!atomic_compare_exchange_weak(head, &h, first));
-        if (!h && nsp__span_freed_remote(s))
-            {
+                 * is no slot of s is dropped, reported above: there is no link to write; a head
+                 * word that is no longer s's, span.h, leaves the chain allocated, not pushed) */
+        if (nsp__span_xfree_push_chain(s, first, tail) > 0 && nsp__span_freed_remote(s)) {
             int saved = errno;
             nsp__central_wake(s);
             errno = saved;
@@ -409,12 +404,15 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
                     !nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)) &&
                     likely(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
                            (1ULL << (idx & 63)))) {
-                    if (nsp__span_xfree_push(s, p)) {
+                    int r = nsp__span_xfree_push(s, p);
+                    if (r > 0) {
                         int saved = errno;
                         nsp__central_wake(s);
                         errno = saved;
                     }
-                    return;
+                    if (likely(r >= 0))
+                        return;
+                    /* refused: the head is not s's any more (span.h), p as it was */
                 }
                 if (slab_takes(tb, s, idx, p) && slab_push_tagged(tb, s, p))
                     return;

@@ -43,7 +43,7 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     }
     atomic_store_explicit(&s->dirty, 0, memory_order_relaxed);
     if (nsp__span_has_xfree(s))
-        atomic_store_explicit(nsp__span_xfree(s), 0, memory_order_relaxed);
+        nsp__span_xfree_init(s);
     /* the class into the page map and the class map (pageheap.h): the bins' free finds its bin
      * from the class map's byte. The entry with release, after the fields above, then the byte,
      * relaxed (pageheap.h, "Publication": nsp__pagemap_publish's stores, written out here since
@@ -200,7 +200,7 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
      * applies nor its double (xdbl) goes off the freed-pending count below, which counts bits. */
     uint32_t xapplied = 0, xdbl = 0;
     if (nsp__span_has_xfree(s)) {
-        uintptr_t l = atomic_exchange(nsp__span_xfree(s), 0), prev = l;
+        uintptr_t l = nsp__span_xfree_take(s), prev = l;
         for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
             uint32_t idx = nsp__span_index(s, l);
             if (idx == UINT32_MAX) { /* a link written over while listed */

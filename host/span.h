@@ -377,19 +377,69 @@ static inline _Atomic uintptr_t *nsp__span_xfree(struct nsp_span *s)
 {
     return (_Atomic uintptr_t *)&(s + 1)->alloc_cache;
 }
-/* p, an allocated slot of s (its first word checked by the caller), onto s's list: one CAS. */
+/* The head word is sealed: it holds the first object xor the span's seal (the magazine key xor
+ * the descriptor's address, odd), the empty list the seal itself. A push reads the word, unseals
+ * it and pushes only if it names nothing or an address of s; else it refuses (-1) and the free
+ * goes the other way. Why: a double free racing the span's release can reach the push after the
+ * span was swept empty, released, and its pages set up again, the second page's descriptor now
+ * describing another span, whose cursor word the CAS would overwrite. That word unseals to an
+ * address of s with a chance of about the span's bytes in 2^64 (and to 0 when it equals the
+ * seal), so the late push refuses instead. (A span set up again at the same first page has the
+ * same seal: its late push lands on the new span's list, and the sweep's checks of each link and
+ * alloc bit then stand where a late freed bit's OR stands; span.h "Ordering".) */
+static inline uintptr_t nsp__span_xfree_seal(const struct nsp_span *s)
+{
+    return (nsp__magazine_key ^ (uintptr_t)s) | 1;
+}
+/* Empties s's list at set-up. */
+static inline void nsp__span_xfree_init(struct nsp_span *s)
+{
+    atomic_store_explicit(nsp__span_xfree(s), nsp__span_xfree_seal(s), memory_order_relaxed);
+}
+/* The list's first object (0: empty), unsealed: what a test reads. */
+static inline uintptr_t nsp__span_xfree_first(struct nsp_span *s)
+{
+    return atomic_load(nsp__span_xfree(s)) ^ nsp__span_xfree_seal(s);
+}
+/* Takes the whole list (one exchange): its first object, or 0. */
+static inline uintptr_t nsp__span_xfree_take(struct nsp_span *s)
+{
+    uintptr_t seal = nsp__span_xfree_seal(s);
+    return atomic_exchange(nsp__span_xfree(s), seal) ^ seal;
+}
+/* Pushes the chain first..last (last's link is written here) onto s's list: one CAS, after which
+ * the chain is visible with it (release). 1 when the list was empty (the caller marks the span
+ * dirty: nsp__span_freed_remote), 0 when not, -1 when the head is not s's (above): nothing
+ * pushed, last's link not written. */
+static inline int nsp__span_xfree_push_chain(struct nsp_span *s, uintptr_t first, uintptr_t last)
+{
+    uintptr_t seal = nsp__span_xfree_seal(s), bytes = (uintptr_t)s->npages << NSP_PAGE_SHIFT;
+    _Atomic uintptr_t *head = nsp__span_xfree(s);
+    uintptr_t v = atomic_load_explicit(head, memory_order_relaxed), h;
+    do {
+        h = v ^ seal;
+        if (h && h - s->base >= bytes)
+            return -1;
+        __atomic_store_n(&((uint64_t *)last)[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);
+    } while (!atomic_compare_exchange_weak(head, &v, first ^ seal));
+    return h == 0;
+}
+/* p, an allocated slot of s (its first word checked by the caller), onto s's list: one CAS.
+ * 1: the caller wakes s (the push onto an empty list marked it dirty and it was FULL); 0: done;
+ * -1: refused (the head is not s's, above), p as it was: the caller frees it the other way. */
 static inline int nsp__span_xfree_push(struct nsp_span *s, void *p)
 {
     uint64_t *w = (uint64_t *)p;
+    uint64_t was = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
     __atomic_store_n(&w[0], nsp__magazine_tag(p, NSP_MAG_XFREE), __ATOMIC_RELAXED);
-    _Atomic uintptr_t *head = nsp__span_xfree(s);
-    uintptr_t h = atomic_load_explicit(head, memory_order_relaxed);
-    do
-        __atomic_store_n(&w[1], h ^ nsp__magazine_key, __ATOMIC_RELAXED);
-    while (!atomic_compare_exchange_weak(head, &h, (uintptr_t)p));
+    int empty = nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
+    if (empty < 0) {
+        __atomic_store_n(&w[0], was, __ATOMIC_RELAXED);
+        return -1;
+    }
     /* the push onto an empty list marks the span dirty and wakes it; a push onto a non-empty one
      * precedes the exchange that will take it, and the first pusher marks it */
-    return h ? 0 : nsp__span_freed_remote(s);
+    return empty ? nsp__span_freed_remote(s) : 0;
 }
 
 /* Folds the remote-free list and the freed bits into the alloc bitmap (owner only); the cursor

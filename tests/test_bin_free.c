@@ -262,7 +262,7 @@ static void drain_hands_out_each_once(struct nsp_span *s, const uintptr_t *held,
 static unsigned xfree_count(struct nsp_span *s, uintptr_t p)
 {
     unsigned n = 0, steps = 0;
-    uintptr_t l = atomic_load(nsp__span_xfree(s));
+    uintptr_t l = nsp__span_xfree_first(s);
     for (; l && steps <= s->nelems; steps++) {
         n += l == p;
         l = ((const uint64_t *)l)[1] ^ nsp__magazine_key;
@@ -830,7 +830,7 @@ START_TEST(a_listed_objects_overwritten_link_is_reported_at_the_sweep)
     ck_assert_ptr_eq(span(), s);
     free_on_other_cpu((void *)o[10], 0);
     free_on_other_cpu((void *)o[11], 0); /* the head; its link names o[10] */
-    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), o[11]);
+    ck_assert_uint_eq(nsp__span_xfree_first(s), o[11]);
     ((volatile uint64_t *)o[11])[1] = 0x5a5a5a5a5a5a5a5aULL; /* the write after free */
     uint64_t before = errors(NSP_ERR_FREE_LIST);
     uintptr_t held[NOBJ];
@@ -870,7 +870,7 @@ START_TEST(an_overwritten_link_found_by_a_second_free_is_reported)
     ck_assert_ptr_eq(span(), s);
     free_on_other_cpu((void *)o[10], 0);
     free_on_other_cpu((void *)o[11], 0);
-    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), o[11]);
+    ck_assert_uint_eq(nsp__span_xfree_first(s), o[11]);
     ((volatile uint64_t *)o[11])[1] = 0x5a5a5a5a5a5a5a5aULL; /* the write after free */
     uint64_t before = errors(NSP_ERR_FREE_LIST), dbl = errors(NSP_ERR_DOUBLE_FREE);
     free((void *)o[11]); /* the second free: its search walks the list */
@@ -910,17 +910,60 @@ START_TEST(a_head_that_is_no_slot_is_reported_by_a_second_free)
     struct nsp_span *s = nsp__span_of((void *)o[0]);
     ck_assert_ptr_eq(span(), s);
     free_on_other_cpu((void *)o[11], 0);
-    atomic_store(nsp__span_xfree(s), o[11] + 8); /* no slot's start */
+    atomic_store(nsp__span_xfree(s), (o[11] + 8) ^ nsp__span_xfree_seal(s)); /* no slot's start */
     uint64_t before = errors(NSP_ERR_FREE_LIST);
     free((void *)o[11]); /* its search takes the list */
     ck_assert_msg(errors(NSP_ERR_FREE_LIST) == before + 1,
                   "the bad head was not reported (%lu reports)",
                   (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
-    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), 0);
+    ck_assert_uint_eq(nsp__span_xfree_first(s), 0);
     uintptr_t held[NOBJ];
     unsigned nheld = 0;
     for (unsigned i = 0; i < NOBJ; i++)
         if (i != 11) /* dropped with the list, then freed by its second free: free once */
+            held[nheld++] = o[i];
+    drain_hands_out_each_once(s, held, nheld);
+    for (unsigned i = 0; i < nheld; i++)
+        free((void *)held[i]);
+}
+END_TEST
+
+/* The head word is no longer the span's (its pages released and set up again, the second page's
+ * descriptor now another span's, whose cursor word is 0 or anything else: a late push of a
+ * double free racing the release, span.h): the push must refuse and leave that word alone, and
+ * the free go the other way (the object freed once, its first word as it was). Red without the
+ * seal check: the CAS wrote the object over the word. */
+START_TEST(a_push_onto_a_head_word_no_longer_the_spans_is_refused)
+{
+    const char *name = "a_push_onto_a_head_word_no_longer_the_spans_is_refused";
+    if (!ready(name, SZ))
+        return;
+    if (other < 0) {
+        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
+        return;
+    }
+    uintptr_t o[NOBJ];
+    for (unsigned i = 0; i < NOBJ; i++)
+        o[i] = (uintptr_t)malloc(SZ);
+    struct nsp_span *s = nsp__span_of((void *)o[0]);
+    ck_assert_ptr_eq(span(), s);
+    const uintptr_t words[] = {0, 0x00ff00ff00ff00ffULL, ~(uintptr_t)0};
+    for (unsigned k = 0; k < 3; k++) {
+        unsigned i = 11 + k;
+        memset((void *)o[i], 0x5a, SZ);
+        atomic_store(nsp__span_xfree(s), words[k]); /* what a reused descriptor holds */
+        free_on_other_cpu((void *)o[i], 0);
+        ck_assert_msg(atomic_load(nsp__span_xfree(s)) == words[k],
+                      "a push wrote %#lx over a head word that was not the span's (%#lx)",
+                      (unsigned long)atomic_load(nsp__span_xfree(s)), (unsigned long)words[k]);
+        ck_assert_msg(nsp__magazine_tagged((void *)o[i]) != NSP_MAG_XFREE,
+                      "a refused push left its object tagged as listed");
+    }
+    nsp__span_xfree_init(s); /* the span's own again */
+    uintptr_t held[NOBJ];
+    unsigned nheld = 0;
+    for (unsigned i = 0; i < NOBJ; i++)
+        if (i < 11 || i > 13) /* 11..13 were freed the other way: each comes back once */
             held[nheld++] = o[i];
     drain_hands_out_each_once(s, held, nheld);
     for (unsigned i = 0; i < nheld; i++)
@@ -1000,7 +1043,7 @@ START_TEST(a_racing_double_free_on_the_list_is_reported_once_and_counted_right)
     ck_assert_ptr_eq(span(), s);
     free_on_other_cpu((void *)o[4], 0);  /* listed before: lost behind the second push */
     free_on_other_cpu((void *)o[12], 0); /* the first free */
-    ck_assert_uint_eq(atomic_load(nsp__span_xfree(s)), o[12]);
+    ck_assert_uint_eq(nsp__span_xfree_first(s), o[12]);
     nsp__span_xfree_push(s, (void *)o[12]); /* the racing second free, past its checks */
     ck_assert_uint_eq(xfree_count(s, o[12]) >= 2, 1);
     int64_t pending = nsp__span_freed_pending(s->node, s->sizeclass);
@@ -1055,6 +1098,7 @@ int main(void)
     tcase_add_test(tc, a_listed_objects_overwritten_link_is_reported_at_the_sweep);
     tcase_add_test(tc, an_overwritten_link_found_by_a_second_free_is_reported);
     tcase_add_test(tc, a_head_that_is_no_slot_is_reported_by_a_second_free);
+    tcase_add_test(tc, a_push_onto_a_head_word_no_longer_the_spans_is_refused);
     tcase_add_test(tc, a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest);
     tcase_add_test(tc, a_racing_double_free_on_the_list_is_reported_once_and_counted_right);
 #endif
