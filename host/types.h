@@ -78,8 +78,9 @@
  *   descriptor: it is the alloc_cache word of its second page's descriptor, which no one reads
  *   or writes otherwise while the span is set up (an interior page's descriptor describes
  *   nothing; desc_at rewrites it only when the pages are free again, after every listed object
- *   has been swept). Objects on the list keep their alloc bits until the owner's sweep applies
- *   them, exactly as objects whose freed bits wait.
+ *   has been swept; the word is sealed with the span's identity, span.h, so that a late push
+ *   refuses it once it is another span's). Objects on the list keep their alloc bits until the
+ *   owner's sweep applies them, exactly as objects whose freed bits wait.
  */
 #ifndef NSP_HOST_TYPES_H
 #define NSP_HOST_TYPES_H
