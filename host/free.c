@@ -396,15 +396,18 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
                 nsp__report_error(NSP_ERR_INTERIOR, "free", p);
                 return;
             }
-            if (likely(nsp__magazine_tagged(p) < 0) &&
+            /* p's first word, read once: not a tag, and for the list not a possible link (a
+             * listed object's second free goes the slow way). No look at the accounting mode:
+             * exact has no bins, so no tb (cache.c), and never reaches here. */
+            uint64_t w0 = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+            if (likely(nsp__magazine_tag_of(p, w0) < 0) &&
                 (st != NSP_SPAN_CACHED ||
                  __atomic_load_n(&s->cache, __ATOMIC_RELAXED) != tb->index)) {
                 if (st == NSP_SPAN_CACHED && likely(nsp__span_has_xfree(s)) &&
-                    likely(!nsp__ledger_exact()) &&
-                    !nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)) &&
+                    !nsp__may_be_link(w0) &&
                     likely(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
                            (1ULL << (idx & 63)))) {
-                    int r = nsp__span_xfree_push(s, p);
+                    int r = nsp__span_xfree_push(s, p, w0);
                     if (r > 0) {
                         int saved = errno;
                         nsp__central_wake(s);

@@ -99,12 +99,17 @@ static inline uint64_t nsp__magazine_tag(const void *p, uint32_t ci)
     return (uint64_t)(uintptr_t)p ^ nsp__magazine_key ^ ((uint64_t)ci << 48);
 }
 
+/* The cache whose magazine tag word w0, p's first word, names, or -1 when it is not a tag. */
+static inline int64_t nsp__magazine_tag_of(const void *p, uint64_t w0)
+{
+    uint64_t x = w0 ^ nsp__magazine_key ^ (uint64_t)(uintptr_t)p;
+    return x << 16 ? -1 : (int64_t)((x >> 48) & 0x7fff);
+}
+
 /* The cache whose magazine p's tag names, or -1 when p's first word is not a tag. */
 static inline int64_t nsp__magazine_tagged(const void *p)
 {
-    uint64_t x = __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED) ^ nsp__magazine_key ^
-                 (uint64_t)(uintptr_t)p;
-    return x << 16 ? -1 : (int64_t)((x >> 48) & 0x7fff);
+    return nsp__magazine_tag_of(p, __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED));
 }
 
 /* Applies objs[0..n) as remote frees, grouped by (span, bitmap word). errno kept. */

@@ -424,13 +424,13 @@ static inline int nsp__span_xfree_push_chain(struct nsp_span *s, uintptr_t first
     } while (!atomic_compare_exchange_weak(head, &v, first ^ seal));
     return h == 0;
 }
-/* p, an allocated slot of s (its first word checked by the caller), onto s's list: one CAS.
- * 1: the caller wakes s (the push onto an empty list marked it dirty and it was FULL); 0: done;
- * -1: refused (the head is not s's, above), p as it was: the caller frees it the other way. */
-static inline int nsp__span_xfree_push(struct nsp_span *s, void *p)
+/* p, an allocated slot of s whose first word `was` the caller read and checked, onto s's list:
+ * one CAS. 1: the caller wakes s (the push onto an empty list marked it dirty and it was FULL);
+ * 0: done; -1: refused (the head is not s's, above), p as it was: the caller frees it the other
+ * way. */
+static inline int nsp__span_xfree_push(struct nsp_span *s, void *p, uint64_t was)
 {
     uint64_t *w = (uint64_t *)p;
-    uint64_t was = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
     __atomic_store_n(&w[0], nsp__magazine_tag(p, NSP_MAG_XFREE), __ATOMIC_RELAXED);
     int empty = nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
     if (empty < 0) {
