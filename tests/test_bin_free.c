@@ -748,7 +748,50 @@ START_TEST(a_pointer_above_the_address_space_is_not_ours)
 }
 END_TEST
 
-/* ---- the span's remote-free list -------------------------------------------------------------- */
+/* ---- the span's remote-free list ------------------------------------------------------------- */
+
+/* The set-up of the remote-free list's cases: NOBJ objects of one fresh span of class SZ into
+ * o (each filled with `fill` unless it is negative: the program's data over any tag), and their
+ * span; NULL, with the reason printed, where the case cannot run (no bins, or one cpu: the
+ * remote frees need another). */
+static struct nsp_span *list_case(const char *name, uintptr_t o[NOBJ], int fill)
+{
+    if (!ready(name, SZ))
+        return NULL;
+    if (other < 0) {
+        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
+        return NULL;
+    }
+    for (unsigned i = 0; i < NOBJ; i++) {
+        o[i] = (uintptr_t)malloc(SZ);
+        if (fill >= 0)
+            memset((void *)o[i], fill, SZ);
+    }
+    struct nsp_span *s = nsp__span_of((void *)o[0]);
+    ck_assert_ptr_eq(span(), s);
+    return s;
+}
+
+/* Drains s (drain_hands_out_each_once) with every object of o held but those in the mask
+ * `freed` (freed by the case: each may come back, once; an object the case lost, freed once
+ * already, stays held: it must not come back). */
+static void drain_list_case(struct nsp_span *s, const uintptr_t o[NOBJ], uint32_t freed)
+{
+    uintptr_t held[NOBJ];
+    unsigned nheld = 0;
+    for (unsigned i = 0; i < NOBJ; i++)
+        if (!(freed >> i & 1))
+            held[nheld++] = o[i];
+    drain_hands_out_each_once(s, held, nheld);
+}
+
+/* Frees the objects of o the program still holds: all but those in the mask not_held. */
+static void free_list_case(const uintptr_t o[NOBJ], uint32_t not_held)
+{
+    for (unsigned i = 0; i < NOBJ; i++)
+        if (!(not_held >> i & 1))
+            free((void *)o[i]);
+}
 
 /* A free on another cpu of an object of the span this cpu's cache holds goes onto that span's
  * remote-free list (span.h): one CAS, the object tagged NSP_MAG_XFREE, its alloc bit still set
@@ -757,19 +800,10 @@ END_TEST
  * sweep must then hand it out once. */
 static void listed_twice_case(const char *name, int second_there)
 {
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++) {
-        o[i] = (uintptr_t)malloc(SZ);
-        memset((void *)o[i], 0x5a, SZ);
-    }
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s = list_case(name, o, 0x5a);
+    if (!s)
+        return;
     ck_assert(nsp__span_has_xfree(s));
     uintptr_t v = o[NOBJ / 2];
     free_on_other_cpu((void *)v, 0);
@@ -786,15 +820,9 @@ static void listed_twice_case(const char *name, int second_there)
                   "%s: the second free of a listed object was not reported", name);
     ck_assert_msg(xfree_count(s, v) == 1, "%s: listed %u times after its second free", name,
                   xfree_count(s, v));
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (o[i] != v)
-            held[nheld++] = o[i];
-    drain_hands_out_each_once(s, held, nheld); /* sweeps the list: v comes back once */
+    drain_list_case(s, o, 1u << NOBJ / 2); /* sweeps the list: v comes back once */
     ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), before + 1);
-    for (unsigned i = 0; i < nheld; i++)
-        free((void *)held[i]);
+    free_list_case(o, 1u << NOBJ / 2);
 }
 
 START_TEST(a_second_local_free_of_a_listed_object_is_reported)
@@ -811,82 +839,43 @@ END_TEST
 
 /* A listed object's link written over (a write after free into its second word): the owner's
  * sweep stops at it and reports it, naming the object, instead of following the stray pointer;
- * the object and what lay behind it stay allocated (leaked), never handed out twice. */
-START_TEST(a_listed_objects_overwritten_link_is_reported_at_the_sweep)
+ * the object and what lay behind it stay allocated (leaked), never handed out twice.
+ * With second_free, a second free of the listed head comes first: its search (free.c,
+ * xfree_holds) takes the list, stops at the bad link and puts the list back with its tail linked
+ * anew, over the bad link. The overwrite must still be reported (it was not: the search relinked
+ * over the evidence and the sweep found a clean list; o[10] leaked unreported). */
+static void overwritten_link_case(const char *name, int second_free)
 {
-    if (!ready("a_listed_objects_overwritten_link_is_reported_at_the_sweep", SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "a_listed_objects_overwritten_link_is_reported_at_the_sweep: skipped: one "
-                        "cpu (the remote frees need another)\n");
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++) {
-        o[i] = (uintptr_t)malloc(SZ);
-        memset((void *)o[i], 0x5a, SZ);
-    }
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s = list_case(name, o, 0x5a);
+    if (!s)
+        return;
     free_on_other_cpu((void *)o[10], 0);
     free_on_other_cpu((void *)o[11], 0); /* the head; its link names o[10] */
     ck_assert_uint_eq(nsp__span_xfree_first(s), o[11]);
     ((volatile uint64_t *)o[11])[1] = 0x5a5a5a5a5a5a5a5aULL; /* the write after free */
-    uint64_t before = errors(NSP_ERR_FREE_LIST);
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i != 10 && i != 11)
-            held[nheld++] = o[i];
-    held[nheld++] = o[10]; /* leaked behind the broken link: must not come back either */
-    drain_hands_out_each_once(s, held, nheld);
+    uint64_t before = errors(NSP_ERR_FREE_LIST), dbl = errors(NSP_ERR_DOUBLE_FREE);
+    if (second_free) {
+        free((void *)o[11]); /* the second free: its search walks the list */
+        ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
+    }
+    /* o[10], leaked behind the broken link, stays held: it must not come back either */
+    drain_list_case(s, o, 1u << 11);
     ck_assert_msg(errors(NSP_ERR_FREE_LIST) == before + 1,
-                  "the overwritten link was not reported (%lu reports)",
+                  "%s: the overwritten link was not reported (%lu reports)", name,
                   (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
-    for (unsigned i = 0; i < nheld - 1; i++)
-        free((void *)held[i]);
+    free_list_case(o, 1u << 10 | 1u << 11);
+}
+
+START_TEST(a_listed_objects_overwritten_link_is_reported_at_the_sweep)
+{
+    overwritten_link_case("a_listed_objects_overwritten_link_is_reported_at_the_sweep", 0);
 }
 END_TEST
 
-/* The same overwritten link, but a second free of the listed head comes first: its search
- * (free.c, xfree_holds) takes the list, stops at the bad link and puts the list back with its
- * tail linked anew, over the bad link. The overwrite must still be reported (it was not: the
- * search relinked over the evidence and the sweep found a clean list; o[10] leaked unreported). */
 START_TEST(an_overwritten_link_found_by_a_second_free_is_reported)
 {
-    const char *name = "an_overwritten_link_found_by_a_second_free_is_reported";
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
-    uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++) {
-        o[i] = (uintptr_t)malloc(SZ);
-        memset((void *)o[i], 0x5a, SZ);
-    }
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
-    free_on_other_cpu((void *)o[10], 0);
-    free_on_other_cpu((void *)o[11], 0);
-    ck_assert_uint_eq(nsp__span_xfree_first(s), o[11]);
-    ((volatile uint64_t *)o[11])[1] = 0x5a5a5a5a5a5a5a5aULL; /* the write after free */
-    uint64_t before = errors(NSP_ERR_FREE_LIST), dbl = errors(NSP_ERR_DOUBLE_FREE);
-    free((void *)o[11]); /* the second free: its search walks the list */
-    ck_assert_uint_eq(errors(NSP_ERR_DOUBLE_FREE), dbl + 1);
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i != 10 && i != 11)
-            held[nheld++] = o[i];
-    held[nheld++] = o[10]; /* leaked behind the broken link: must not come back either */
-    drain_hands_out_each_once(s, held, nheld);
-    ck_assert_msg(errors(NSP_ERR_FREE_LIST) == before + 1,
-                  "the overwritten link was not reported (%lu reports)",
-                  (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
-    for (unsigned i = 0; i < nheld - 1; i++)
-        free((void *)held[i]);
+    overwritten_link_case("an_overwritten_link_found_by_a_second_free_is_reported", 1);
 }
 END_TEST
 
@@ -897,18 +886,10 @@ END_TEST
  * not found listed, frees it, once. */
 START_TEST(a_head_that_is_no_slot_is_reported_by_a_second_free)
 {
-    const char *name = "a_head_that_is_no_slot_is_reported_by_a_second_free";
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++)
-        o[i] = (uintptr_t)malloc(SZ);
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s = list_case("a_head_that_is_no_slot_is_reported_by_a_second_free", o, -1);
+    if (!s)
+        return;
     free_on_other_cpu((void *)o[11], 0);
     atomic_store(nsp__span_xfree(s), (o[11] + 8) ^ nsp__span_xfree_seal(s)); /* no slot's start */
     uint64_t before = errors(NSP_ERR_FREE_LIST);
@@ -917,14 +898,9 @@ START_TEST(a_head_that_is_no_slot_is_reported_by_a_second_free)
                   "the bad head was not reported (%lu reports)",
                   (unsigned long)(errors(NSP_ERR_FREE_LIST) - before));
     ck_assert_uint_eq(nsp__span_xfree_first(s), 0);
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i != 11) /* dropped with the list, then freed by its second free: free once */
-            held[nheld++] = o[i];
-    drain_hands_out_each_once(s, held, nheld);
-    for (unsigned i = 0; i < nheld; i++)
-        free((void *)held[i]);
+    /* o[11]: dropped with the list, then freed by its second free: it comes back once */
+    drain_list_case(s, o, 1u << 11);
+    free_list_case(o, 1u << 11);
 }
 END_TEST
 
@@ -935,18 +911,11 @@ END_TEST
  * seal check: the CAS wrote the object over the word. */
 START_TEST(a_push_onto_a_head_word_no_longer_the_spans_is_refused)
 {
-    const char *name = "a_push_onto_a_head_word_no_longer_the_spans_is_refused";
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++)
-        o[i] = (uintptr_t)malloc(SZ);
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s =
+        list_case("a_push_onto_a_head_word_no_longer_the_spans_is_refused", o, -1);
+    if (!s)
+        return;
     const uintptr_t words[] = {0, 0x00ff00ff00ff00ffULL, ~(uintptr_t)0};
     for (unsigned k = 0; k < 3; k++) {
         unsigned i = 11 + k;
@@ -960,14 +929,8 @@ START_TEST(a_push_onto_a_head_word_no_longer_the_spans_is_refused)
                       "a refused push left its object tagged as listed");
     }
     nsp__span_xfree_init(s); /* the span's own again */
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i < 11 || i > 13) /* 11..13 were freed the other way: each comes back once */
-            held[nheld++] = o[i];
-    drain_hands_out_each_once(s, held, nheld);
-    for (unsigned i = 0; i < nheld; i++)
-        free((void *)held[i]);
+    drain_list_case(s, o, 7u << 11); /* 11..13 were freed the other way: each comes back once */
+    free_list_case(o, 7u << 11);
 }
 END_TEST
 
@@ -992,18 +955,11 @@ static uint32_t sweep_owned_here(struct nsp_span *s)
  * cursor while fresh slots were handed out above it. */
 START_TEST(a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest)
 {
-    const char *name = "a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest";
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++)
-        o[i] = (uintptr_t)malloc(SZ);
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s =
+        list_case("a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest", o, -1);
+    if (!s)
+        return;
     free_on_other_cpu((void *)o[15], 0);
     ck_assert_int_eq(nsp__magazine_tagged((void *)o[15]), NSP_MAG_XFREE);
     free_on_other_cpu((void *)o[3], 1);
@@ -1014,9 +970,7 @@ START_TEST(a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest)
     ck_assert_msg(s->freeindex <= index_of(o[3]),
                   "the sweep left the cursor at slot %u, above the free slot %u", s->freeindex,
                   index_of(o[3]));
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i != 3 && i != 15)
-            free((void *)o[i]);
+    free_list_case(o, 1u << 3 | 1u << 15);
 }
 END_TEST
 
@@ -1029,22 +983,17 @@ END_TEST
  * one too high for good and nsp__check_at's stats check failing). */
 START_TEST(a_racing_double_free_on_the_list_is_reported_once_and_counted_right)
 {
-    const char *name = "a_racing_double_free_on_the_list_is_reported_once_and_counted_right";
-    if (!ready(name, SZ))
-        return;
-    if (other < 0) {
-        fprintf(stderr, "%s: skipped: one cpu (the remote frees need another)\n", name);
-        return;
-    }
     uintptr_t o[NOBJ];
-    for (unsigned i = 0; i < NOBJ; i++)
-        o[i] = (uintptr_t)malloc(SZ);
-    struct nsp_span *s = nsp__span_of((void *)o[0]);
-    ck_assert_ptr_eq(span(), s);
+    struct nsp_span *s =
+        list_case("a_racing_double_free_on_the_list_is_reported_once_and_counted_right", o, -1);
+    if (!s)
+        return;
     free_on_other_cpu((void *)o[4], 0);  /* listed before: lost behind the second push */
     free_on_other_cpu((void *)o[12], 0); /* the first free */
     ck_assert_uint_eq(nsp__span_xfree_first(s), o[12]);
-    nsp__span_xfree_push(s, (void *)o[12]); /* the racing second free, past its checks */
+    /* the racing second free, past its checks (the first word it read is restored only when
+     * the push is refused) */
+    nsp__span_xfree_push(s, (void *)o[12], 0x5a5a5a5a5a5a5a5aULL);
     ck_assert_uint_eq(xfree_count(s, o[12]) >= 2, 1);
     int64_t pending = nsp__span_freed_pending(s->node, s->sizeclass);
     ck_assert_uint_eq(sweep_owned_here(s), 1); /* (cache.c's sweep_in_place reports it) */
@@ -1053,15 +1002,8 @@ START_TEST(a_racing_double_free_on_the_list_is_reported_once_and_counted_right)
     ck_assert_msg(nsp__span_freed_pending(s->node, s->sizeclass) == pending,
                   "remote frees pending went %lld -> %lld: the list's double came off them",
                   (long long)pending, (long long)nsp__span_freed_pending(s->node, s->sizeclass));
-    uintptr_t held[NOBJ];
-    unsigned nheld = 0;
-    for (unsigned i = 0; i < NOBJ; i++)
-        if (i != 12)
-            held[nheld++] = o[i];
-    drain_hands_out_each_once(s, held, nheld);
-    for (unsigned i = 0; i < nheld; i++)
-        if (held[i] != o[4]) /* o[4]: freed once already, leaked by the race */
-            free((void *)held[i]);
+    drain_list_case(s, o, 1u << 12);
+    free_list_case(o, 1u << 12 | 1u << 4); /* o[4]: freed once already, leaked by the race */
 }
 END_TEST
 
