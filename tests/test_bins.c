@@ -1179,6 +1179,37 @@ START_TEST(a_fold_gives_its_slots_back_before_fresh_ones)
 }
 END_TEST
 
+/* The span of the n objects p (all of the bin's span, checked), and at[idx], the object of each
+ * slot index below n, or -1. */
+static struct nsp_span *map_slots(void *const *p, int n, int *at)
+{
+    struct nsp_span *s = span();
+    for (int i = 0; i < n; i++)
+        at[i] = -1;
+    for (int i = 0; i < n; i++) {
+        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
+        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
+        if (idx < (uint32_t)n)
+            at[idx] = i;
+    }
+    return s;
+}
+
+/* low freed on cpu other and applied (its freed bit set, the span dirty: the other cache taken,
+ * which flushes its slab or magazine), then a and b freed here (pushed) and folded back into
+ * the span by a take of our cache: the state both frontier cases start from. */
+static void free_low_then_fold(int other, void *low, void *a, void *b)
+{
+    free_on_cpu(other, low);
+    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
+    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1);
+    nsp__cache_unlock(oc);
+    free(a);
+    free(b);
+    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1);
+    nsp__cache_unlock(nsp__tb);
+}
+
 /* A carve that runs from slots handed out before into fresh ones sweeps the span's remote frees
  * in first (cache.c, sweep_before_fresh, called at each step of bin_attach): the remote free of a
  * low slot is listed before any slot past the frontier. The refill itself does not sweep here (two
@@ -1194,16 +1225,8 @@ START_TEST(a_carve_into_fresh_slots_sweeps_remote_frees_first)
     static void *p[N];
     for (int i = 0; i < N; i++)
         p[i] = malloc(SZ_LAZY);
-    struct nsp_span *s = span();
     int at[N]; /* the object of each slot index below N, or -1 */
-    for (int i = 0; i < N; i++)
-        at[i] = -1;
-    for (int i = 0; i < N; i++) {
-        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
-        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
-        if (idx < N)
-            at[idx] = i;
-    }
+    struct nsp_span *s = map_slots(p, N, at);
     ck_assert_int_ge(at[5], 0);
     ck_assert_int_ge(at[100], 0);
     ck_assert_int_ge(at[101], 0);
@@ -1213,14 +1236,7 @@ START_TEST(a_carve_into_fresh_slots_sweeps_remote_frees_first)
     for (uint32_t k = 102; k < front; k++)
         ck_assert_int_eq(alloc_bit(s->base + (uintptr_t)k * s->elemsize), 1);
     void *low = p[at[5]];
-    free_on_cpu(other, low); /* remote: waits in the other cpu's slab or magazine */
-    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
-    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1); /* applied: its freed bit, s dirty */
-    nsp__cache_unlock(oc);
-    free(p[at[100]]); /* pushed */
-    free(p[at[101]]);
-    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: 100 and 101 free in s */
-    nsp__cache_unlock(nsp__tb);
+    free_low_then_fold(other, low, p[at[100]], p[at[101]]); /* 100 and 101 free in s */
     ck_assert_int_eq(alloc_bit((uintptr_t)p[at[100]]), 0);
     ck_assert_int_eq(alloc_bit((uintptr_t)low), 1); /* not swept yet */
     void *q = malloc(SZ_LAZY); /* the refill: slot 100; the attach: 101, then the sweep, slot 5 */
@@ -1257,16 +1273,8 @@ START_TEST(a_carve_stops_at_the_frontier_while_remote_frees_wait)
     static void *p[N];
     for (int i = 0; i < N; i++)
         p[i] = malloc(SZ_LAZY);
-    struct nsp_span *s = span();
     int at[N]; /* the object of each slot index below N, or -1 */
-    for (int i = 0; i < N; i++)
-        at[i] = -1;
-    for (int i = 0; i < N; i++) {
-        ck_assert_ptr_eq(nsp__span_of(p[i]), s);
-        uint32_t idx = nsp__span_index(s, (uintptr_t)p[i]);
-        if (idx < N)
-            at[idx] = i;
-    }
+    struct nsp_span *s = map_slots(p, N, at);
     uint32_t front = s->frontier;
     if (front != N || at[5] < 0 || at[130] < 0 || at[131] < 0) {
         /* the carve's size or the class's first span differ from what this case was built on:
@@ -1277,14 +1285,7 @@ START_TEST(a_carve_stops_at_the_frontier_while_remote_frees_wait)
     for (uint32_t k = 0; k < front; k++)
         ck_assert_int_eq(alloc_bit(s->base + (uintptr_t)k * s->elemsize), 1);
     void *low = p[at[5]];
-    free_on_cpu(other, low); /* remote: waits in the other cpu's slab or magazine */
-    struct nsp_cache *oc = &nsp__caches[nsp__topo->cpu_to_cache[other]];
-    ck_assert_int_eq(nsp__cache_lock_foreign(oc), 1); /* applied: its freed bit, s dirty */
-    nsp__cache_unlock(oc);
-    free(p[at[130]]); /* pushed */
-    free(p[at[131]]);
-    ck_assert_int_eq(nsp__cache_lock_foreign(nsp__tb), 1); /* folded: 130 and 131 free in s */
-    nsp__cache_unlock(nsp__tb);
+    free_low_then_fold(other, low, p[at[130]], p[at[131]]); /* 130 and 131 free in s */
     ck_assert_int_eq(alloc_bit((uintptr_t)p[at[130]]), 0);
     ck_assert_int_eq(alloc_bit((uintptr_t)low), 1); /* not swept yet */
     ck_assert_uint_eq(s->frontier, front);
