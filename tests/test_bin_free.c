@@ -1007,6 +1007,106 @@ START_TEST(a_racing_double_free_on_the_list_is_reported_once_and_counted_right)
 }
 END_TEST
 
+/* The sweep's walk of a list (span.c, xfree_apply) takes each link as the slot just below the last
+ * one's, and checks the loaded link only against that guess, and it clears a run's alloc bits in
+ * one store per bitmap word. A list of runs: slots 10..130 pushed in order (so listed from 130
+ * down: three bitmap words, two word changes), slot 70 left out (the link from 71 names 69, not
+ * the guess 70), and slot 180 pushed first (the link from 10 jumps up to it). Every listed slot
+ * must come out free, every other one stay allocated, the cursor come down to slot 10 and the
+ * counts move by what was listed. Red with the word's store left out at a word change, with the
+ * guess taken without its check (70 freed), or with the run's index not following the guess. */
+#define SZ_RUN 1000 /* a class of 1 KiB: 256 slots a span, four bitmap words */
+#define NRUN 200
+
+/* NRUN objects of SZ_RUN from one span, indexed by slot (o[i] is slot i); NULL if they are not
+ * slots 0..NRUN-1 of one span (then the case cannot be built: said, and skipped). */
+static struct nsp_span *run_case(const char *name, uintptr_t *o)
+{
+    if (!ready(name, SZ_RUN))
+        return NULL;
+    struct nsp_span *s = NULL;
+    for (unsigned i = 0; i < NRUN; i++)
+        o[i] = 0;
+    for (unsigned i = 0; i < NRUN; i++) {
+        uintptr_t p = (uintptr_t)malloc(SZ_RUN);
+        ck_assert_uint_ne(p, 0);
+        memset((void *)p, 0x5a, SZ_RUN);
+        if (!s)
+            s = nsp__span_of((void *)p);
+        uint32_t idx = nsp__span_index(s, p);
+        if (nsp__span_of((void *)p) != s || idx >= NRUN || o[idx]) {
+            fprintf(stderr, "%s: skipped: the class's objects do not come from one fresh span\n",
+                    name);
+            return NULL;
+        }
+        o[idx] = p;
+    }
+    ck_assert_ptr_eq(span(), s);
+    ck_assert_uint_ge(s->nelems, NRUN);
+    return s;
+}
+
+START_TEST(a_sweep_of_a_list_of_runs_frees_exactly_the_listed_slots)
+{
+    static uintptr_t o[NRUN];
+    struct nsp_span *s = run_case("a_sweep_of_a_list_of_runs_frees_exactly_the_listed_slots", o);
+    if (!s)
+        return;
+    unsigned pushed = 0;
+    ck_assert_int_ge(nsp__span_xfree_push(s, (void *)o[180], *(uint64_t *)o[180]), 0);
+    pushed++;
+    for (unsigned i = 10; i <= 130; i++)
+        if (i != 70) {
+            ck_assert_int_ge(nsp__span_xfree_push(s, (void *)o[i], *(uint64_t *)o[i]), 0);
+            pushed++;
+        }
+    uint32_t count = s->alloc_count;
+    uint64_t swept = nsp__tb->swept_objects;
+    ck_assert_uint_eq(sweep_owned_here(s), 0);
+    for (unsigned i = 0; i < NRUN; i++) {
+        int listed_here = i == 180 || (i >= 10 && i <= 130 && i != 70);
+        ck_assert_msg(alloc_bit(o[i]) == !listed_here, "slot %u: alloc bit %d after the sweep", i,
+                      alloc_bit(o[i]));
+    }
+    ck_assert_uint_eq(count - s->alloc_count, pushed);
+    ck_assert_uint_eq(nsp__tb->swept_objects - swept, pushed);
+    ck_assert_msg(s->freeindex <= 10, "the sweep left the cursor at slot %u, above slot 10",
+                  s->freeindex);
+    ck_assert_uint_eq(nsp__span_xfree_first(s), 0);
+    for (unsigned i = 0; i < NRUN; i++)
+        if (alloc_bit(o[i]))
+            free((void *)o[i]);
+}
+END_TEST
+
+/* A racing double free inside a run: slots 20..40 pushed in order, then slot 30 again (a second
+ * free past the push's checks), so the list runs 30, 40, 39, .. 31, 30, 40, .. (a cycle). The
+ * walk meets 30 a second time while its word is still in the walk's register (its alloc bit
+ * cleared there, not yet stored): it must report the double once and stop, having freed 30..40
+ * once each, and leave 20..29 allocated (lost behind the second push's link, never handed out).
+ * Red when the walk checks the bit as read from the bitmap only. */
+START_TEST(a_double_inside_a_run_of_the_list_is_caught_by_the_walk)
+{
+    static uintptr_t o[NRUN];
+    struct nsp_span *s = run_case("a_double_inside_a_run_of_the_list_is_caught_by_the_walk", o);
+    if (!s)
+        return;
+    for (unsigned i = 20; i <= 40; i++)
+        ck_assert_int_ge(nsp__span_xfree_push(s, (void *)o[i], *(uint64_t *)o[i]), 0);
+    ck_assert_int_ge(nsp__span_xfree_push(s, (void *)o[30], 0x5a5a5a5a5a5a5a5aULL), 0);
+    uint32_t count = s->alloc_count;
+    ck_assert_uint_eq(sweep_owned_here(s), 1);
+    ck_assert_uint_eq(count - s->alloc_count, 11);
+    for (unsigned i = 0; i < NRUN; i++)
+        ck_assert_msg(alloc_bit(o[i]) == !(i >= 30 && i <= 40), "slot %u: alloc bit %d", i,
+                      alloc_bit(o[i]));
+    drain_hands_out_each_once(s, &o[20], 10); /* 30..40 come back once each, 20..29 never */
+    for (unsigned i = 0; i < NRUN; i++)
+        if (!(i >= 20 && i <= 40))
+            free((void *)o[i]);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -1043,6 +1143,8 @@ int main(void)
     tcase_add_test(tc, a_push_onto_a_head_word_no_longer_the_spans_is_refused);
     tcase_add_test(tc, a_sweep_of_a_list_and_bits_moves_the_cursor_to_the_lowest);
     tcase_add_test(tc, a_racing_double_free_on_the_list_is_reported_once_and_counted_right);
+    tcase_add_test(tc, a_sweep_of_a_list_of_runs_frees_exactly_the_listed_slots);
+    tcase_add_test(tc, a_double_inside_a_run_of_the_list_is_caught_by_the_walk);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
