@@ -381,6 +381,42 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
  * (prodcons at 8 threads): the remote free went nsp__free_any -> nsp__free_small -> free_to_slab,
  * three prologues and a second look-up of the arena table and page map. Anything else goes the
  * whole way, judged exactly as before. */
+#ifdef NSP_RSEQ_LOCKS
+/* nsp__free_classed's slab way: p (slot idx of s, its first word no tag, its span not our bin's)
+ * into the cpu's slab, or the whole way. Out of line, as every way but the list's push: called in
+ * tail position, they leave the push's path without a stack frame. */
+static __attribute__((noinline)) void classed_to_slab(struct nsp_span *s, uint32_t idx, void *p)
+{
+    struct nsp_cache *tb = nsp__tb;
+    if (slab_takes(tb, s, idx, p) && slab_push_tagged(tb, s, p))
+        return;
+    nsp__free_small(s, idx, p);
+}
+
+/* The list's push did not end plainly: onto an empty list (r > 0: the span marked dirty, and
+ * woken if FULL, span.h), or refused (r < 0: the head is not s's any more; p as it was, w0, and
+ * freed the slab's way). */
+static __attribute__((noinline)) void classed_pushed(struct nsp_span *s, uint32_t idx, void *p,
+                                                    uint64_t w0, int r)
+{
+    if (r > 0) {
+        if (nsp__span_freed_remote(s)) {
+            int saved = errno;
+            nsp__central_wake(s);
+            errno = saved;
+        }
+        return;
+    }
+    __atomic_store_n((uint64_t *)p, w0, __ATOMIC_RELAXED);
+    classed_to_slab(s, idx, p);
+}
+
+static __attribute__((noinline)) void classed_interior(void *p)
+{
+    nsp__report_error(NSP_ERR_INTERIOR, "free", p);
+}
+#endif
+
 __attribute__((noinline)) void nsp__free_classed(void *p)
 {
 #ifdef NSP_RSEQ_LOCKS
@@ -393,7 +429,7 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
         if (likely(st != NSP_SPAN_FREE) && likely(s->sizeclass != 0)) {
             uint32_t idx = nsp__span_index(s, (uintptr_t)p);
             if (unlikely(idx == UINT32_MAX)) {
-                nsp__report_error(NSP_ERR_INTERIOR, "free", p);
+                classed_interior(p);
                 return;
             }
             /* p's first word, read once: not a tag, and for the list not a possible link (a
@@ -407,18 +443,17 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
                     !nsp__may_be_link(w0) &&
                     likely(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
                            (1ULL << (idx & 63)))) {
-                    int r = nsp__span_xfree_push(s, p, w0);
-                    if (r > 0) {
-                        int saved = errno;
-                        nsp__central_wake(s);
-                        errno = saved;
-                    }
-                    if (likely(r >= 0))
+                    /* nsp__span_xfree_push, its ends out of line (classed_pushed) */
+                    __atomic_store_n((uint64_t *)p, nsp__magazine_tag(p, NSP_MAG_XFREE),
+                                     __ATOMIC_RELAXED);
+                    int r = nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
+                    if (likely(r == 0))
                         return;
-                    /* refused: the head is not s's any more (span.h), p as it was */
-                }
-                if (slab_takes(tb, s, idx, p) && slab_push_tagged(tb, s, p))
+                    classed_pushed(s, idx, p, w0, r);
                     return;
+                }
+                classed_to_slab(s, idx, p);
+                return;
             }
             nsp__free_small(s, idx, p);
             return;
