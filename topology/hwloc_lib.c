@@ -63,6 +63,8 @@ int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t er
             return -1;
         }
     }
+    /* optional: an older 2.x library has none (topology.c then leaves every backend on) */
+    *(void **)&h->topology_set_components = dlsym(h->dl, "hwloc_topology_set_components");
     /* struct hwloc_obj and the filters are read through this build's header: the same major
      * version (hwloc keeps its ABI within one) or nothing. */
     unsigned v = h->get_api_version();

@@ -48,6 +48,12 @@ struct nsp__hwloc {
     __typeof__(&hwloc_bitmap_isset) bitmap_isset;
     __typeof__(&hwloc_distances_get_by_type) distances_get_by_type;
     __typeof__(&hwloc_distances_release) distances_release;
+    /* optional (hwloc 2.1 on): NULL when the library has none, and then not called */
+#if HWLOC_API_VERSION >= 0x00020100
+    __typeof__(&hwloc_topology_set_components) topology_set_components;
+#else
+    void *topology_set_components;
+#endif
 };
 
 /* Opens libhwloc and fills h. Returns 0, or -1 with err naming the library and what failed

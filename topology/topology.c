@@ -327,6 +327,17 @@ static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const cha
     int rc = -1;
     /* Only CPUs, caches and memory matter to the allocator. */
     h->topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_NONE);
+#if HWLOC_API_VERSION >= 0x00020100
+    /* hwloc's x86 backend reads cpuid to annotate what Linux's sysfs gives (vendor and model
+     * strings, and caches where sysfs lists none): only an L2 or L3 grouping could need it.
+     * Left out for PU and core grouping, the load runs less of libc, whose text pages stay
+     * mapped in every process that preloads numaspan (on this VM one 64 KiB fault-around
+     * window of libc's text less resident in every run of an empty program: issue 11, "Peak
+     * RSS"). Synthetic and XML topologies never use it. */
+    if (h->topology_set_components &&
+        (t->grouping == NSP_GROUP_PU || t->grouping == NSP_GROUP_CORE))
+        h->topology_set_components(hw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "x86");
+#endif
     if (topology_configure(h, hw, spec, err, errlen) < 0)
         goto out;
     if (h->topology_load(hw) < 0) {
