@@ -77,9 +77,9 @@ int nsp__cache_init(void)
         c->node = nsp_topo_node_of_cache(nsp__topo, i);
         c->rseq_cpu = -1;
         c->mag.cpu = -1;
-        /* (its slabs are left as mapped, zero: on = 0 and cap = 0, so every sequence misses
-         * whatever their cpu says; only a one-cpu rseq cache's get theirs below, and the pages of
-         * the others, most of a cache's bytes, stay unbacked: slab.h) */
+        /* (its slabs are left as mapped, zero: on = 0 and cap = 0, so every sequence misses;
+         * only a one-cpu rseq cache's are set up, each at its class's first span, and the pages
+         * of the others, most of a cache's bytes, stay unbacked: slab.h, "Set-up") */
         for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
             c->bins[k].cpu = -1;
         c->flush_gen = atomic_load(&nsp__sweepgen);
@@ -108,16 +108,9 @@ int nsp__cache_init(void)
                     nsp__caches[t->cpu_to_cache[cpu]].mag.cpu = (int64_t)cpu;
                     atomic_store_explicit(&nsp__caches[t->cpu_to_cache[cpu]].mag.on,
                                           !nsp__secure, memory_order_relaxed);
-                    /* and the slabs (slab.h), for the classes that have one */
-                    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-                        struct nsp_slab *m = &nsp__caches[t->cpu_to_cache[cpu]].slabs[k];
-                        uint64_t cap = nsp__slab_cap(nsp__classes[k].size);
-                        if (!cap || nsp__secure)
-                            continue; /* never used: left unwritten (above) */
-                        m->cpu = (int64_t)cpu;
-                        m->cap = cap;
-                        atomic_store_explicit(&m->on, 1, memory_order_relaxed);
-                    }
+                    /* the slabs (slab.h) are set up class by class, at each class's first span
+                     * (nsp__cache_slab_set_up): 24 KiB a cache, most of it for classes the cpu
+                     * never allocates, left unbacked */
                 }
             nsp__os_unmap_meta(ncpu, ((size_t)n * sizeof(unsigned) + 4095) & ~4095UL);
         }
@@ -445,6 +438,24 @@ unsigned nsp__cache_drop_listed(uintptr_t *objs, unsigned n, uint32_t ci)
 #endif
 }
 
+void nsp__cache_slab_set_up(struct nsp_cache *c, unsigned cls)
+{
+    uint64_t bit = 1ULL << (cls % 64);
+    if (c->slabs_set[cls / 64] & bit)
+        return;
+    /* atomic: stats and the idle look read it without the lock */
+    __atomic_store_n(&c->slabs_set[cls / 64], c->slabs_set[cls / 64] | bit, __ATOMIC_RELAXED);
+    uint64_t cap = nsp__slab_cap(nsp__classes[cls].size);
+    if (!cap || nsp__secure)
+        return; /* no slab: left as mapped (cap 0, detached), its page unwritten */
+    struct nsp_slab *m = &c->slabs[cls];
+    /* detached and cap 0 until here: every path reads cap (acquire) before its sequence, so one
+     * that sees this cap reads this cpu (slab.h, "Set-up") */
+    m->cpu = c->rseq_cpu;
+    __atomic_store_n(&m->cap, cap, __ATOMIC_RELEASE);
+    atomic_store_explicit(&m->on, 1, memory_order_release);
+}
+
 /* Applies detached magazine of c (magazine.h) and attaches it again, empty. Lock held, on == 0
  * and fenced: nobody else reads or writes it. */
 static void mag_drain(struct nsp_cache *c)
@@ -490,7 +501,8 @@ static int slabs_flush(struct nsp_cache *c)
 {
     unsigned want[NSP_NUM_CLASSES], n = 0;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
-        if (atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) &&
+        if (nsp__cache_slab_is_set(c, k) &&
+            atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) &&
             __atomic_load_n(&c->slabs[k].word, __ATOMIC_RELAXED))
             want[n++] = k;
     if (!n)
@@ -702,7 +714,8 @@ static int bins_detach_all(struct nsp_cache *c)
     /* and the slabs: their objects are allocated from their spans' view until drained (slab.h) */
     uint8_t slab_on[NSP_NUM_CLASSES];
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        slab_on[k] = atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) != 0;
+        slab_on[k] = nsp__cache_slab_is_set(c, k) &&
+                     atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) != 0;
         if (slab_on[k]) {
             atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
             any = 1;
@@ -973,7 +986,8 @@ void nsp__cache_forked_child(void)
             atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
         atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) /* and its slabs, likewise */
-            if (atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed))
+            if (nsp__cache_slab_is_set(c, k) &&
+                atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed))
                 atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
     }
     /* A bins' refill in flight at the fork (between its unlock and its re-take, no cache held:
@@ -1280,6 +1294,7 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
         c->flush_gen == sg && c->spans[cls] == &nsp__empty_span &&
         !atomic_load_explicit(&c->bins[cls].key, memory_order_relaxed)) {
         make_room(c, cls, bytes); /* other classes may have been refilled meanwhile */
+        nsp__cache_slab_set_up(c, cls); /* at the class's first span here (slab.h) */
         c->spans[cls] = s;
         c->held_bytes += bytes;
         c->refills++;
@@ -1444,7 +1459,9 @@ __attribute__((no_sanitize("thread"))) uint64_t nsp__cache_fingerprint(const str
             h ^= RACY(s->alloc_count) ^ (uint64_t)RACY(s->nmalloc) << 21 ^
                  (uint64_t)RACY(s->nfree) << 42;
         if (c->bins_on) /* a slab's word changes at every push and pop (its pops only grow) */
-            h ^= (RACY(c->bins[k].word) ^ RACY(c->slabs[k].word) << 1) * 0x9e3779b97f4a7c15ULL;
+            h ^= (RACY(c->bins[k].word) ^
+                  (nsp__cache_slab_is_set(c, k) ? RACY(c->slabs[k].word) << 1 : 0)) *
+                 0x9e3779b97f4a7c15ULL;
         /* splitmix's mix: a change anywhere flips about half of f's bits */
         f = (f ^ h) * 0xbf58476d1ce4e5b9ULL;
         f ^= f >> 31;

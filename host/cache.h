@@ -208,13 +208,17 @@ struct nsp_cache {
      * read lock-free by tests and stats to show who interrupted a cache. */
     _Atomic uint64_t foreign_takes;
     uint32_t all_held; /* 1 while nsp__cache_lock_all holds it (foreign mutex held) */
+    /* classes whose slab is set up (bit k of word k / 64): each at the first span of its class
+     * the bins' path installs, by the lock holder (nsp__cache_slab_set_up; slab.h) */
+    uint64_t slabs_set[(NSP_NUM_CLASSES + 63) / 64];
 
     /* remote frees by threads on this cache's cpu (magazine.h); attached with the bins */
     struct nsp_magazine mag;
     /* per class, free objects of any span of this cache's node (slab.h); attached with the bins.
-     * Last: only the classes with a slab of a one-cpu rseq cache are ever written (the init
-     * leaves the rest as mapped, zero: detached), so the pages of the others, and all of a
-     * cache's without slabs (virtual cores, grouping), stay unbacked. */
+     * Last: only the slabs of the classes a one-cpu rseq cache has used are ever written (each
+     * set up at its class's first span, nsp__cache_slab_set_up; until then as mapped, zero:
+     * detached, cap 0), so the pages of the others, and all of a cache's without slabs (virtual
+     * cores, grouping, an idle cpu's), stay unbacked. */
     struct nsp_slab slabs[NSP_NUM_CLASSES];
 } __attribute__((aligned(NSP_CACHE_LINE)));
 /* What each path reads of its cache (issue 11, Deliver 5: "the fields every malloc touches on the
@@ -245,6 +249,19 @@ extern _Atomic uint64_t nsp__cache_fences;
 
 /* Returns 0, or -1 if the OS refused memory for the caches. */
 int nsp__cache_init(void);
+/* Sets up c's slab of class cls (slab.h) unless it was already: its cpu and capacity, then
+ * attached (none for a class without one, nor under NSP_SECURE). c's lock held, c a bins' cache
+ * (bins_on). Called at the class's first span the bins' path installs; tests call it for the
+ * classes they use before that. */
+void nsp__cache_slab_set_up(struct nsp_cache *c, unsigned cls);
+/* Whether c's slab of class cls was set up. A slab that was not is detached and empty, and is
+ * not read either (the loops over every class's slab skip it), so its page stays unmapped, not
+ * even the kernel's zero page in its place. Racy readers (stats, the idle look) may miss one being
+ * set up: it is empty then. */
+static inline int nsp__cache_slab_is_set(const struct nsp_cache *c, unsigned cls)
+{
+    return (int)((__atomic_load_n(&c->slabs_set[cls / 64], __ATOMIC_RELAXED) >> (cls % 64)) & 1);
+}
 
 /* ---- the lock --------------------------------------------------------------------------------- */
 
@@ -622,6 +639,9 @@ void nsp__slab_refuse(void *p);
 static inline void *nsp__slab_alloc(struct nsp_cache *c, unsigned cls)
 {
     void *p;
+    /* not set up (cap 0): a miss, and the pop's read of cpu is ordered after a set-up (slab.h) */
+    if (!__atomic_load_n(&c->slabs[cls].cap, __ATOMIC_ACQUIRE))
+        return NULL;
     for (;;) {
         while (__builtin_expect((p = nsp__slab_pop(&c->slabs[cls])) == (void *)1, 0))
             ;

@@ -149,7 +149,10 @@ static inline __attribute__((always_inline)) int slab_takes(struct nsp_cache *tb
                                                            struct nsp_span *s, uint32_t idx,
                                                            const void *p)
 {
-    return s->node == tb->node && tb->slabs[s->sizeclass].cap && nsp__span_slot_live(s, idx) &&
+    /* cap with acquire: read before the push's sequence reads the slab's cpu (slab.h, "Set-up") */
+    return s->node == tb->node &&
+           __atomic_load_n(&tb->slabs[s->sizeclass].cap, __ATOMIC_ACQUIRE) &&
+           nsp__span_slot_live(s, idx) &&
            !(nsp__may_be_link(__atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)) &&
              nsp__bin_lists(s, p));
 }

@@ -34,7 +34,17 @@
  *          0, or a store of 0 and a fence of the cpu), drains, and attaches again (word = 0, then
  *          on = 1 with release).
  *   cpu    the cache's rseq cpu, copied so that a sequence reads one line.
- *   cap    objects it may hold; 0: this class has no slab (set once at init).
+ *   cap    objects it may hold; 0: no slab (a class without one, or not set up yet).
+ *
+ * Set-up. A slab is set up at its class's first span that the bins' path installs in the cache
+ * (nsp__cache_slab_set_up, by the lock holder): cpu, then cap (release), then on (release).
+ * Until then it is as mapped, zero, so the slabs of the classes a cpu never allocates, most of a
+ * cache's 24 KiB, stay unbacked. The mapped zero in cpu is cpu 0: a sequence that read it before
+ * the set-up and `on` after it would run on a cpu that is not the slab's. So every path reads cap
+ * with acquire before its sequence and misses on 0 (free.c's slab_takes before a push or a take,
+ * nsp__slab_alloc before a pop): a cap it saw set orders the cpu it then reads after the set-up.
+ * A set-up slab stays so (a take detaches it, a drain attaches it again; cpu and cap never
+ * change).
  *   popped pops drained so far (the drain's): with the word's pops, every malloc a slab served.
  *
  * Stats take no cache (stats.c): they read each slab's word and `popped` racily, and count its

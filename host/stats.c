@@ -103,8 +103,8 @@ __attribute__((no_sanitize("thread"))) static void count_slabs(unsigned n, nsp_c
             continue;
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
             const struct nsp_slab *m = &c->slabs[k];
-            if (!RACY(m->cap))
-                continue;
+            if (!nsp__cache_slab_is_set(c, k) || !RACY(m->cap))
+                continue; /* not set up (not read: its page stays unmapped) or no slab */
             uint64_t w = RACY(m->word);
             uint64_t pops = (w >> 8) + RACY(m->popped);
             held[k] += w & NSP_SLAB_COUNT;

@@ -86,6 +86,8 @@ static int ready(const char *name)
         ck_assert_int_eq(nsp__cache_lock_foreign(&nsp__caches[i]), 1);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
             nsp__caches[i].slabs[k].cap = 0;
+        /* and counted as set up, so that no class's first span sets its slab up later */
+        memset(nsp__caches[i].slabs_set, 0xff, sizeof nsp__caches[i].slabs_set);
         nsp__cache_unlock(&nsp__caches[i]);
     }
     return 1;

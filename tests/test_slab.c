@@ -77,6 +77,17 @@ static int ready(const char *name)
         return 0;
     nsp_free(nsp_malloc(SZ));
     cls_sz = nsp__size_to_class(SZ);
+    if (nsp__tb && cache_of(cpu_a)->bins_on && cache_of(cpu_b)->bins_on) {
+        /* a slab is set up at its class's first span (slab.h): every class's here, on both
+         * cpus, so that each case finds the slabs of the classes it uses */
+        for (int i = 0; i < 2; i++) {
+            struct nsp_cache *c = cache_of(i ? cpu_b : cpu_a);
+            ck_assert_int_eq(nsp__cache_lock_foreign(c), 1);
+            for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+                nsp__cache_slab_set_up(c, k);
+            nsp__cache_unlock(c);
+        }
+    }
     if (!nsp__tb || !cache_of(cpu_a)->bins_on || !cache_of(cpu_b)->bins_on ||
         !cache_of(cpu_b)->slabs[cls_sz].cap) {
         fprintf(stderr, "%s: skipped: no slabs here (no rseq, virtual cores, NSP_SECURE or "
@@ -789,6 +800,50 @@ START_TEST(the_slab_pages_of_a_cache_without_slabs_stay_unbacked)
 }
 END_TEST
 
+/* A cache with slabs sets each up at its class's first span (slab.h, "Set-up"), so the slab
+ * pages of the classes it never used stay unbacked: nothing writes there at init, nor at the other
+ * classes' set-ups. Every page wholly inside the slabs of classes not set up is asked of the
+ * kernel (mincore), in every cache with slabs: the main thread used one class, the others none. */
+START_TEST(the_slab_pages_of_the_classes_a_cache_never_used_stay_unbacked)
+{
+    nsp_free(nsp_malloc(SZ));
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned caches = 0, pages = 0, resident = 0;
+    for (unsigned i = 0; i < nsp__ncaches; i++) {
+        struct nsp_cache *c = &nsp__caches[i];
+        if (!c->bins_on)
+            continue; /* no slabs: the case above */
+        caches++;
+        uintptr_t first = (uintptr_t)&c->slabs[1], end = (uintptr_t)&c->slabs[NSP_NUM_CLASSES];
+        for (uintptr_t lo = (first + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+             lo + (uintptr_t)page <= end; lo += (uintptr_t)page) {
+            /* the classes whose slabs share this page: checked only if none is set up */
+            unsigned k0 = (unsigned)((lo - (uintptr_t)&c->slabs[0]) / sizeof(struct nsp_slab));
+            unsigned k1 = (unsigned)((lo + (uintptr_t)page - 1 - (uintptr_t)&c->slabs[0]) /
+                                     sizeof(struct nsp_slab));
+            int used = 0;
+            for (unsigned k = k0; k <= k1 && k < NSP_NUM_CLASSES; k++)
+                used |= (c->slabs_set[k / 64] >> (k % 64)) & 1;
+            if (used)
+                continue;
+            unsigned char v;
+            ck_assert_int_eq(mincore((void *)lo, (size_t)page, &v), 0);
+            resident += v & 1;
+            pages++;
+        }
+    }
+    if (!pages) {
+        fprintf(stderr, "the_slab_pages_of_the_classes_a_cache_never_used_stay_unbacked: skipped: "
+                        "%s\n", caches ? "every slab page here holds a used class's slab"
+                                        : "no cache here has slabs (no rseq, virtual cores, "
+                                          "NSP_SECURE)");
+        return;
+    }
+    ck_assert_msg(resident == 0, "%u of the %u slab pages of classes no cache used are backed",
+                  resident, pages);
+}
+END_TEST
+
 /* A class above 2 KiB has a slab too (slab.h: its spans hold 32 objects, so a program with more
  * live objects of it than a span's frees mostly other spans' objects): on one cpu, the frees of
  * a full span's objects wait in the slab, and once the bin's span is full again the mallocs pop
@@ -1172,6 +1227,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
     tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
     tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
+    tcase_add_test(tc, the_slab_pages_of_the_classes_a_cache_never_used_stay_unbacked);
     tcase_add_test(tc, a_big_class_keeps_its_other_spans_frees_for_the_next_mallocs);
     tcase_add_test(tc, an_interior_pointer_of_another_spans_object_is_reported_and_not_kept);
     tcase_add_test(tc, a_double_free_past_a_clobbered_slab_tag_is_not_handed_out_twice);
