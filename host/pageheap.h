@@ -152,8 +152,9 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
     return (uint32_t)(ar->size >> NSP_PAGE_SHIFT);
 }
 
-/* The bitmaps of a span whose first page is `start` in ar: its alloc bitmap, the freed one after
- * it (types.h). */
+/* The place in ar's bitmap array of a span whose first page is `start`: where span_place puts its
+ * bitmaps, and where the 8 and 16 B classes keep them (the others' move into the span's interior
+ * descriptors at its set-up: nsp__span_bitmaps_at, types.h). */
 static inline uint64_t *nsp__arena_bitmaps(const struct nsp_arena *ar, uint32_t start)
 {
     return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;

@@ -129,6 +129,24 @@ static inline uint32_t nsp__span_freed_offset(uint32_t nwords)
     return (nwords + 15) & ~15u;
 }
 
+/* Where a small span of npages pages from page `start` of ar, nwords words a bitmap, keeps its two
+ * bitmaps (types.h, "Span"): in its own interior descriptors from the third page's on, when they
+ * fit there (every class from 32 B: the descriptors of a 256 KiB span have 3,840 bytes to spare,
+ * of an 8-page one 768), so that the span's metadata is its descriptors' one page; else (8 and
+ * 16 B) in the arena's bitmap array at its first page's place. The third page's: the second's
+ * holds the remote-free list's head on its second line (nsp__span_xfree), which remote freers
+ * CAS, and the owner's alloc words must not share that pair of lines. Nobody reads or writes an
+ * interior descriptor while the span is set up (the page map names its first), and the page heap
+ * rewrites one (desc_at) only once the span's pages are free again. */
+static inline uint64_t *nsp__span_bitmaps_at(const struct nsp_arena *ar, uint32_t start,
+                                             uint64_t npages, uint32_t nwords)
+{
+    size_t need = ((size_t)nsp__span_freed_offset(nwords) + nwords) * sizeof(uint64_t);
+    if (npages >= 3 && need <= (size_t)(npages - 2) * sizeof(struct nsp_span))
+        return (uint64_t *)&ar->spans[start + 2];
+    return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
+}
+
 /* Object index of p in s, or UINT32_MAX if p is not the start of a slot of s. */
 static inline uint32_t nsp__span_index(const struct nsp_span *s, uintptr_t p)
 {

@@ -766,13 +766,14 @@ START_TEST(metadata_never_huge)
 }
 END_TEST
 
-/* A small span's two bitmaps lie side by side at its first page's place (types.h), the freed one
- * in the next 128-byte pair of lines past the alloc words (span.h, nsp__span_freed_offset), so
- * that a span whose pair fits in 256 bytes (up to 16 words a bitmap: every class from 256 B)
- * touches one 4 KiB page of bitmaps, and the others as few as their bytes take, not a page of
- * each (with two arrays, a 256 KiB span cost 12 KiB of resident metadata: its descriptor's page
- * and a page of each bitmap; Larson at 2 threads holds ~68 such spans); and so that the owner's
- * alloc words and the remote freers' ORs never share a line or a prefetched pair. */
+/* A small span's two bitmaps lie side by side (types.h), the freed one in the next 128-byte pair
+ * of lines past the alloc words (span.h, nsp__span_freed_offset), so that the owner's alloc words
+ * and the remote freers' ORs never share a line or a prefetched pair. From 32 B they lie in the
+ * span's own interior descriptors, from its third page's (nsp__span_bitmaps_at), so that its
+ * metadata is its descriptors' page, not that and a page of bitmaps (8 KiB of resident metadata
+ * per 256 KiB span before, 12 with the bitmaps in two arrays; Larson at 2 threads holds ~68 such
+ * spans); the 8 and 16 B classes', too big for that, at their first page's place in the bitmap
+ * array, whose pair of up to 256 bytes would sit in one 4 KiB page. */
 START_TEST(span_bitmaps_share_a_page)
 {
     ready();
@@ -785,18 +786,30 @@ START_TEST(span_bitmaps_share_a_page)
         ck_assert_uint_eq(s->sizeclass, k);
         uintptr_t a = (uintptr_t)s->alloc_bits, f = (uintptr_t)s->freed_bits;
         uint32_t nw = nsp__span_nwords(s);
-        ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
-        ck_assert_uint_eq(a & 255, 0);
+        /* from 32 B in the span's interior descriptors, from its third page's (types.h); the
+         * 8 and 16 B classes' at its first page's place in the bitmap array */
+        if (nsp__classes[k].size >= 32)
+            ck_assert_msg(s->alloc_bits == (uint64_t *)(s + 2),
+                          "class %u (%u B, %u words a bitmap): alloc bits at %p, not in the span's "
+                          "descriptors from its third page's (%p)", k, nsp__classes[k].size, nw,
+                          (void *)a, (void *)(s + 2));
+        else
+            ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
+        ck_assert_uint_eq(a & 127, 0);
         /* right past the alloc words, in a pair of lines of its own */
         ck_assert_msg(f == a + (uintptr_t)((nw + 15) & ~15u) * 8,
                       "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p, "
                       "not in the next pair of lines", k, nsp__classes[k].size, nw, (void *)a,
                       (void *)f);
         ck_assert_uint_gt(f >> 7, (a + (uintptr_t)nw * 8 - 1) >> 7);
-        /* inside the span's bitmap area (32 words a page) */
-        ck_assert_uint_le(f + (uintptr_t)nw * 8, a + s->npages * 2 * NSP_BITMAP_WORDS_PER_PAGE * 8);
-        /* a pair of up to 256 bytes in one page of metadata */
-        if (nw <= 16)
+        /* inside the span's own descriptors, or its bitmap area (32 words a page) */
+        if (nsp__classes[k].size >= 32)
+            ck_assert_uint_le(f + (uintptr_t)nw * 8, (uintptr_t)(s + s->npages));
+        else
+            ck_assert_uint_le(f + (uintptr_t)nw * 8,
+                              a + s->npages * 2 * NSP_BITMAP_WORDS_PER_PAGE * 8);
+        /* in the bitmap array, a pair of up to 256 bytes in one page of metadata */
+        if (nw <= 16 && nsp__classes[k].size < 32)
             ck_assert_msg((a >> 12) == ((f + (uintptr_t)nw * 8 - 1) >> 12),
                           "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p: "
                           "two pages of metadata", k, nsp__classes[k].size, nw, (void *)a,
