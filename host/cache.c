@@ -1327,21 +1327,32 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
 #define RACY(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 /* s's charge less the bytes of its live objects: `slots` allocated slots (alloc_count as read by
- * the caller) less remote frees not yet swept. */
-__attribute__((no_sanitize("thread"))) static int64_t span_unspent(const struct nsp_span *s,
+ * the caller) less remote frees not yet swept. s was c's span of class k when the caller read it,
+ * but its descriptor may be handed back and its pages set up again while it is read, and then its
+ * slot may hold another span's bitmap words (a span's bitmaps lie in its interior descriptors:
+ * types.h). So no pointer is taken from it: the freed bitmap is found from the descriptor's own
+ * place in its arena and class k's geometry (where nsp__span_init_small puts it), which stays in
+ * the arena's metadata whatever the slot holds now (nsp__cache_read then drops what it read of a
+ * span let go meanwhile). A span caught between owners, or of an arena not linked yet, counts no
+ * remote frees. */
+__attribute__((no_sanitize("thread"))) static int64_t span_unspent(unsigned k,
+                                                                   const struct nsp_span *s,
                                                                    int64_t slots)
 {
+    const struct nsp_sizeclass *kc = &nsp__classes[k];
     int64_t live = slots;
-    /* the descriptor may be handed back and set up again while it is read: its bitmap pointer
-     * is loaded once, and a span caught between owners (no bitmap yet) counts no remote frees */
-    _Atomic uint64_t *freed = RACY(s->freed_bits);
-    if (freed && atomic_load_explicit(&s->dirty, memory_order_relaxed)) {
-        uint32_t nw = (RACY(s->nelems) + 63) / 64;
-        for (uint32_t w = 0; w < nw; w++)
-            live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));
+    const struct nsp_arena *ar;
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) && (ar = nsp__arena_of_desc(s))) {
+        uint32_t start = (uint32_t)(s - ar->spans), nw = (kc->nelems + 63) / 64;
+        if ((uint64_t)start + kc->npages <= nsp__arena_pages(ar)) {
+            const _Atomic uint64_t *freed =
+                (const _Atomic uint64_t *)nsp__span_bitmaps_at(ar, start, kc->npages, nw) +
+                nsp__span_freed_offset(nw);
+            for (uint32_t w = 0; w < nw; w++)
+                live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));
+        }
     }
-    return atomic_load_explicit(&s->charge, memory_order_relaxed) -
-           live * (int64_t)RACY(s->elemsize);
+    return atomic_load_explicit(&s->charge, memory_order_relaxed) - live * (int64_t)kc->size;
 }
 
 /* One clean reading of bin b over span s (bin_reading). */
@@ -1439,8 +1450,15 @@ __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cac
         } else {
             slots = (int64_t)RACY(s->alloc_count);
         }
-        r->unspent += span_unspent(s, slots - listed);
-        r->unflushed += ((int64_t)RACY(s->nmalloc) + pops) * size;
+        int64_t unspent = span_unspent(k, s, slots - listed);
+        int64_t unflushed = ((int64_t)RACY(s->nmalloc) + pops) * size;
+        /* read while s was still c's: a span is gone from c's slot before it is let go, and its
+         * pages can be set up again (its descriptor's words another span's: span_unspent) */
+        atomic_thread_fence(memory_order_acquire);
+        if (RACY(c->spans[k]) != s)
+            continue;
+        r->unspent += unspent;
+        r->unflushed += unflushed;
     }
 }
 

@@ -115,6 +115,18 @@ static void set_table(struct nsp_arena *ar, int present)
         __atomic_store_n(&nsp__arena_table[a >> NSP_ARENA_SHIFT], value, __ATOMIC_RELEASE);
 }
 
+const struct nsp_arena *nsp__arena_of_desc(const void *d)
+{
+    for (unsigned n = 0; n < nsp__nnodes; n++)
+        for (const struct nsp_arena *ar = __atomic_load_n(&nsp__pageheaps[n].arenas,
+                                                          __ATOMIC_ACQUIRE);
+             ar; ar = ar->next)
+            if ((const char *)d >= (const char *)ar->spans &&
+                (const char *)d < (const char *)(ar->spans + nsp__arena_pages(ar)))
+                return ar;
+    return NULL;
+}
+
 /* ---- free runs ------------------------------------------------------------------------------ */
 
 static unsigned list_of(size_t npages)

@@ -34,8 +34,8 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     uint32_t nw = nsp__span_nwords(s);
     /* the bitmaps in the span's interior descriptors when they fit there, the freed one right
      * after the alloc one (types.h). Line 0 is written before the span is published (the page
-     * map's release below); a racy reader of a stale descriptor (stats' span_unspent) sees
-     * either place, each the span's own metadata */
+     * map's release below). These words may lie where a racy reader still looks for an older
+     * span's descriptor: it takes no pointer from one (cache.c, span_unspent) */
     s->alloc_bits = nsp__span_bitmaps_at(s->arena, s->start_page, s->npages, nw);
     s->freed_bits = (_Atomic uint64_t *)s->alloc_bits + nsp__span_freed_offset(nw);
     /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */

@@ -135,9 +135,12 @@ static inline uint32_t nsp__span_freed_offset(uint32_t nwords)
  * of an 8-page one 768), so that the span's metadata is its descriptors' one page; else (8 and
  * 16 B) in the arena's bitmap array at its first page's place. The third page's: the second's
  * holds the remote-free list's head on its second line (nsp__span_xfree), which remote freers
- * CAS, and the owner's alloc words must not share that pair of lines. Nobody reads or writes an
- * interior descriptor while the span is set up (the page map names its first), and the page heap
- * rewrites one (desc_at) only once the span's pages are free again. */
+ * CAS, and the owner's alloc words must not share that pair of lines. Nobody writes an interior
+ * descriptor while the span is set up (the page map names its first), and the page heap rewrites
+ * one (desc_at) only once the span's pages are free again; the readers that may still hold an
+ * older span's descriptor there (stats' and the pacer's readings of caches, which take none)
+ * follow no pointer read from it (cache.c: span_unspent; bin_reading follows the bin's links only
+ * when the descriptor's base is the bin's span's). */
 static inline uint64_t *nsp__span_bitmaps_at(const struct nsp_arena *ar, uint32_t start,
                                              uint64_t npages, uint32_t nwords)
 {

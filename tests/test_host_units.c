@@ -820,6 +820,51 @@ START_TEST(span_bitmaps_share_a_page)
 }
 END_TEST
 
+/* A reader that takes no cache (the pacer's nsp__cache_read) may hold a span its cache has let
+ * go meanwhile and read the descriptor once the pages are another span's: a span whose bitmaps
+ * lie in its interior descriptors (types.h) has its bitmap words where an older span's
+ * descriptor was, so that descriptor's pointer fields are then bitmap words. Here the reader's
+ * stale span is the descriptor of b's third page, which holds b's first alloc words, as b's
+ * owner leaves them with slots 128-191, 352, 416 and 672 allocated: read as a descriptor, CACHED
+ * by cache 0, dirty, freed_bits ~0. The reading must not follow that pointer (it faulted). */
+START_TEST(cache_read_of_a_reused_descriptor)
+{
+    ready();
+    void *p = malloc(32);
+    struct nsp_span *b = nsp__span_of(p);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_eq(b->alloc_bits, (uint64_t *)(b + 2));
+    ck_assert_uint_ge(nsp__span_nwords(b), 16);
+    uint64_t saved[16];
+    for (unsigned w = 0; w < 16; w++) {
+        saved[w] = b->alloc_bits[w];
+        nsp__span_set_alloc_word(b, w, 0);
+    }
+    nsp__span_set_alloc_word(b, 2, ~0ULL);     /* slots 128-191: freed_bits */
+    nsp__span_set_alloc_word(b, 5, 1ULL << 32); /* slot 352: nelems 1 */
+    nsp__span_set_alloc_word(b, 6, 1ULL << 32); /* slot 416: state CACHED */
+    nsp__span_set_alloc_word(b, 10, 1ULL << 32); /* slot 672: dirty */
+    const struct nsp_span *stale = b + 2;
+    ck_assert_uint_eq(atomic_load(&stale->state), NSP_SPAN_CACHED);
+    ck_assert_uint_eq(stale->cache, 0);
+    ck_assert_ptr_eq(stale->freed_bits, (void *)~(uintptr_t)0);
+    /* the reader's view: a cache (index 0, no bins) whose class slot still names that span */
+    static struct nsp_cache c;
+    memset(&c, 0, sizeof c);
+    for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
+        c.spans[k] = &nsp__empty_span;
+    c.spans[b->sizeclass] = (struct nsp_span *)stale;
+    c.held_bytes = 1;
+    struct nsp_cache_reading r = {0};
+    nsp__cache_read(&c, &r);
+    for (unsigned w = 0; w < 16; w++)
+        nsp__span_set_alloc_word(b, w, saved[w]);
+    free(p);
+    char why[256];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+}
+END_TEST
+
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
     ready();
@@ -1222,6 +1267,7 @@ int main(void)
     tcase_add_test(tc, bootstrap_pages_go_back);
     tcase_add_test(tc, metadata_never_huge);
     tcase_add_test(tc, span_bitmaps_share_a_page);
+    tcase_add_test(tc, cache_read_of_a_reused_descriptor);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
