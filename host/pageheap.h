@@ -3,8 +3,13 @@
  *
  * Owns: arena_table (address -> arena), every arena's page map, class map and span descriptors, and
  * each node's free page runs. One mutex per node guards that node's runs and arena list; the arena
- * table and page maps are written under it and read without it (a reader that races with the reuse
- * of pages is a use-after-free of the caller's, and still reads a valid descriptor).
+ * table and page maps are written under it and read without it. A reader that races with the reuse
+ * of pages (a stale page map entry) reads a descriptor slot that may no longer be a descriptor:
+ * a small span's bitmaps live in its interior descriptors (span.h, nsp__span_bitmaps_at), so a
+ * slot of a span let go may hold another span's bitmap words. Readers without the span (the
+ * pacer's cache reading, stats) therefore follow no pointer from a descriptor and check that the
+ * span is still where they found it; a program's free racing the reuse of its own object's pages
+ * is its use-after-free, reported when it is seen and not guaranteed to be seen.
  *
  * Invariants:
  *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE, TAKEN) maps to it;
