@@ -246,6 +246,12 @@ NSP_EXPORT void *nsp_malloc_node(size_t n, unsigned node)
     if (n <= NSP_MAX_SMALL) {
         int saved = errno;
         void *p = nsp__central_alloc(node, nsp__size_to_class(n ? n : 1));
+        /* a slot freed remotely keeps its free tag until written (span.h): as every other
+         * hand-out (alloc.h, alloc.c), not the program's, or a free of it before it writes there
+         * looks listed or waiting (free.c: a search of its span's remote-free list, or a foreign
+         * take of the cache a magazine tag names) */
+        if (p)
+            *(uint64_t *)p = 0;
         return nsp__outcome(p, saved);
     }
     return nsp__alloc_large_on(n, NSP_PAGE_SIZE, node);

@@ -271,11 +271,13 @@ static __attribute__((noinline)) int waits_in_transfer(unsigned cls, const void 
  * over is reported here, as the sweep would (the push-back writes over it), and the list goes
  * back up to it; a head that is no slot of s is reported and the list dropped. What another
  * thread's search holds meanwhile is not found (that free then goes on as a first one: a racing
- * double free, not promised a report, span.h). errno kept. */
+ * double free, not promised a report, span.h). Each search is counted (span.h,
+ * nsp__xfree_searches: NSP_STATS shows it). errno kept. */
 static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void *p)
 {
     if (!nsp__span_has_xfree(s))
         return 0;
+    atomic_fetch_add_explicit(&nsp__xfree_searches, 1, memory_order_relaxed);
     uintptr_t first = nsp__span_xfree_take(s), l = first, tail = 0;
     int held = 0;
     for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {

@@ -18,6 +18,9 @@
  * sits below the magazines. */
 uint64_t nsp__magazine_key;
 
+/* The remote-free list's searches by second frees (span.h): free.c counts, stats.c reads. */
+_Atomic uint64_t nsp__xfree_searches;
+
 struct nsp_freed_stripe nsp__freed_pending[NSP_MAX_NODES][NSP_FREED_STRIPES];
 
 void nsp__span_init_small(struct nsp_span *s, unsigned cls)

@@ -24,7 +24,8 @@
  *     objects in use;
  *   - large objects and bytes: the ledger's large counters (nsp__large_allocs/frees and
  *     nsp__large_bytes, huge objects included); pages mapped, free and scavenged: the page heap's;
- *   - cached_bytes, spills, bad frees, bootstrap and metadata bytes: counters read once.
+ *   - cached_bytes, spills, bad frees, list searches (span.h, nsp__xfree_searches), bootstrap and
+ *     metadata bytes: counters read once.
  * Consistency: every counter is a naturally aligned 64-bit word written by relaxed atomic
  * stores or read-modify-writes (the page heap's and the centrals' older counters by plain stores
  * under their locks, which do not tear on the 64-bit targets numaspan builds for), read once
@@ -245,6 +246,7 @@ __attribute__((no_sanitize("thread"))) static void stats_read(nsp_stats_t *out)
     out->not_owned_frees = atomic_load(&nsp__errors[NSP_ERR_NOT_OWNED]);
     out->interior_frees = atomic_load(&nsp__errors[NSP_ERR_INTERIOR]);
     out->double_frees = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]);
+    out->list_searches = atomic_load_explicit(&nsp__xfree_searches, memory_order_relaxed);
     out->bootstrap_bytes = nsp__boot_bytes();
     out->metadata_bytes = (uint64_t)atomic_load_explicit(&nsp__os_meta_bytes, memory_order_relaxed);
 }
@@ -275,9 +277,10 @@ static void print_text(FILE *out, const nsp_stats_t *st)
             st->mallocs, st->central_allocs, st->local_frees, st->remote_frees, st->large_allocs,
             st->large_frees);
     fprintf(out, "  bad frees: not owned %" PRIu64 ", interior %" PRIu64 ", double %" PRIu64
-                 "; bootstrap %" PRIu64 " B; metadata %.2f MiB\n",
-            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes,
-            MiB(st->metadata_bytes));
+                 "; remote-free list searches %" PRIu64 "; bootstrap %" PRIu64
+                 " B; metadata %.2f MiB\n",
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->list_searches,
+            st->bootstrap_bytes, MiB(st->metadata_bytes));
     fprintf(out, "  %-4s %10s %10s %9s %9s %9s %7s %7s %7s %8s %8s %9s %7s %7s\n", "node",
             "in use MiB", "objects", "mapped", "free pg", "scav pg", "cached", "partial", "full",
             "refills", "releases", "remote fr", "spl out", "spl in");
@@ -326,13 +329,14 @@ static void print_json(FILE *out, const nsp_stats_t *st)
             ", \"remote_frees\": %" PRIu64 ", \"large_allocs\": %" PRIu64
             ", \"large_frees\": %" PRIu64 ", \"cached_bytes\": %" PRIu64
             ", \"not_owned_frees\": %" PRIu64 ", \"interior_frees\": %" PRIu64
-            ", \"double_frees\": %" PRIu64 ", \"bootstrap_bytes\": %" PRIu64
+            ", \"double_frees\": %" PRIu64 ", \"list_searches\": %" PRIu64
+            ", \"bootstrap_bytes\": %" PRIu64
             ", \"metadata_bytes\": %" PRIu64 ", \"nodes\": [",
             st->nnodes, st->ncaches, st->rseq ? "true" : "false", st->bytes_in_use,
             st->objects_in_use, st->mallocs, st->central_allocs, st->local_frees,
             st->remote_frees, st->large_allocs, st->large_frees, st->cached_bytes,
-            st->not_owned_frees, st->interior_frees, st->double_frees, st->bootstrap_bytes,
-            st->metadata_bytes);
+            st->not_owned_frees, st->interior_frees, st->double_frees, st->list_searches,
+            st->bootstrap_bytes, st->metadata_bytes);
     for (unsigned n = 0; n < st->nnodes; n++) {
         const nsp_node_stats_t *d = &st->node[n];
         fprintf(out,

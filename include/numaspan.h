@@ -230,6 +230,9 @@ typedef struct nsp_stats {
                                * up to 1 KiB: docs/host-rounds.md, "Spans of 256 KiB") */
     uint64_t central_allocs;  /* objects handed out by centrals directly (try-lock failed) */
     uint64_t not_owned_frees, interior_frees, double_frees; /* bad frees caught */
+    uint64_t list_searches;   /* frees that searched a span's remote-free list for their object
+                               * (an object still tagged as listed: a double free, or a free
+                               * the tag sent the slow way; host/free.c, xfree_holds) */
     uint64_t bootstrap_bytes; /* handed out before the allocator was initialised */
     uint64_t metadata_bytes;  /* metadata mapped (descriptors, bitmaps, page maps, caches,
                                * centrals, tables): an upper bound on what is resident */

@@ -811,13 +811,15 @@ static void listed_twice_case(const char *name, int second_there)
     ck_assert_int_eq(alloc_bit(v), 1);
     ck_assert_uint_eq(xfree_count(s, v), 1);
     ck_assert_uint_ne(atomic_load(&s->dirty), 0);
-    uint64_t before = errors(NSP_ERR_DOUBLE_FREE);
+    uint64_t before = errors(NSP_ERR_DOUBLE_FREE), searches = atomic_load(&nsp__xfree_searches);
     if (second_there)
         free_on_other_cpu((void *)v, 0);
     else
         free((void *)v);
     ck_assert_msg(errors(NSP_ERR_DOUBLE_FREE) == before + 1,
                   "%s: the second free of a listed object was not reported", name);
+    ck_assert_msg(atomic_load(&nsp__xfree_searches) == searches + 1,
+                  "%s: the search of the list was not counted (stats' list_searches)", name);
     ck_assert_msg(xfree_count(s, v) == 1, "%s: listed %u times after its second free", name,
                   xfree_count(s, v));
     drain_list_case(s, o, 1u << NOBJ / 2); /* sweeps the list: v comes back once */
@@ -1147,6 +1149,69 @@ START_TEST(a_double_inside_a_run_of_the_list_is_caught_by_the_walk)
 }
 END_TEST
 
+/* A listed object's tag (NSP_MAG_XFREE) is still in its first word after the sweep applies the
+ * list (the sweep writes nothing: span.h). Handed out again and freed before the program writes
+ * that word, the object must not look listed: a free of it must not search the list (free.c,
+ * xfree_holds: the whole list taken, searched and pushed back, at every such free), and must not
+ * be reported. So every hand-out clears the first word. The ways the tag reaches a hand-out: the
+ * bin's miss (its span swept by its owner and still cached: the slow path's own object, from the
+ * cursor, alloc.c), and nsp_malloc_node (the span released by a trim, swept by its central, and
+ * handed out from there, api.c). (A bin's carve writes a link over the tag and the pop clears
+ * that: the other cases here see a pop that leaves the link.) Then a free on the other cpu, the
+ * way the list was filled, and the drain: the object comes back once. */
+enum { H_MISS, H_NODE, NHOW };
+static const char *const hname[NHOW] = {"the bin's miss", "nsp_malloc_node"};
+
+START_TEST(a_swept_listed_object_handed_out_again_is_freed_without_a_search)
+{
+    unsigned how = (unsigned)_i;
+    uintptr_t o[NOBJ];
+    struct nsp_span *s =
+        list_case("a_swept_listed_object_handed_out_again_is_freed_without_a_search", o, 0x5a);
+    if (!s)
+        return;
+    qsort(o, NOBJ, sizeof o[0], by_index);
+    uintptr_t v = o[NOBJ / 2];
+    free_on_other_cpu((void *)v, 0);
+    ck_assert_int_eq(nsp__magazine_tagged((void *)v), NSP_MAG_XFREE);
+    if (how == H_NODE)
+        nsp_trim(); /* released: the central sweeps it */
+    else
+        ck_assert_uint_eq(sweep_owned_here(s), 0);
+    ck_assert_int_eq(alloc_bit(v), 0);
+    ck_assert_msg(nsp__magazine_tagged((void *)v) == NSP_MAG_XFREE,
+                  "%s: the sweep rewrote the tag: the case is moot", hname[how]);
+    enum { MAXG = 64 };
+    uintptr_t got[MAXG];
+    unsigned ng = 0;
+    int again = 0;
+    while (!again && ng < MAXG) {
+        uintptr_t q = (uintptr_t)(how == H_NODE ? nsp_malloc_node(SZ, s->node) : malloc(SZ));
+        ck_assert_uint_ne(q, 0);
+        if (q == v)
+            again = 1;
+        else
+            got[ng++] = q;
+    }
+    ck_assert_msg(again, "%s: %#lx was not handed out again", hname[how], (unsigned long)v);
+    ck_assert_msg(how != H_MISS || ng == 0, "%s: v came after %u others", hname[how], ng);
+    uint64_t searches = atomic_load(&nsp__xfree_searches), dbl = errors(NSP_ERR_DOUBLE_FREE);
+    free_on_other_cpu((void *)v, 0); /* never written since it came back */
+    ck_assert_msg(atomic_load(&nsp__xfree_searches) == searches,
+                  "%s: the free of an object handed out again searched the remote-free list "
+                  "(%lu searches)",
+                  hname[how], (unsigned long)(atomic_load(&nsp__xfree_searches) - searches));
+    ck_assert_msg(errors(NSP_ERR_DOUBLE_FREE) == dbl, "%s: its free was reported", hname[how]);
+    nsp_stats_t st;
+    ck_assert_int_eq(nsp_stats_get(&st), 0);
+    ck_assert_uint_eq(st.list_searches, atomic_load(&nsp__xfree_searches));
+    for (unsigned i = 0; i < ng; i++)
+        free((void *)got[i]);
+    drain_list_case(s, o, 1u << NOBJ / 2);
+    free_list_case(o, 1u << NOBJ / 2);
+}
+END_TEST
+
 #endif /* NSP_RSEQ_LOCKS */
 
 START_TEST(bins_are_built_here)
@@ -1186,6 +1251,8 @@ int main(void)
     tcase_add_test(tc, a_racing_double_free_on_the_list_is_reported_once_and_counted_right);
     tcase_add_test(tc, a_sweep_of_a_list_of_runs_frees_exactly_the_listed_slots);
     tcase_add_test(tc, a_double_inside_a_run_of_the_list_is_caught_by_the_walk);
+    tcase_add_loop_test(tc, a_swept_listed_object_handed_out_again_is_freed_without_a_search, 0,
+                        NHOW);
 #endif
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
