@@ -401,7 +401,8 @@ int nsp_heap_check(char *why, size_t len)
 /* What a walk of node n's spans finds: per class, and for the node's large objects and free
  * pages. The numbers nsp_stats_get derives from counters (stats.c) must equal these at rest. */
 struct stats_walk {
-    uint64_t in_use[NSP_NUM_CLASSES];   /* allocated slots less remote frees not yet swept */
+    uint64_t in_use[NSP_NUM_CLASSES];   /* allocated slots less remote frees not yet swept (freed
+                                         * bits; a cached span's list) */
     uint64_t owned[NSP_NUM_CLASSES];    /* allocated slots of spans no cache holds */
     uint64_t freed[NSP_NUM_CLASSES];    /* freed bits set */
     uint64_t cached[NSP_NUM_CLASSES], partial[NSP_NUM_CLASSES], full[NSP_NUM_CLASSES];
@@ -421,6 +422,7 @@ static void walk_small(const struct nsp_span *s, uint32_t st, struct stats_walk 
     struct nsp_cached_counts cc = {.slots = (int64_t)s->alloc_count};
     if (st == NSP_SPAN_CACHED) {
         nsp__cache_span_counts(s, &cc); /* its bin's listed objects are free */
+        pending += nsp__span_xfree_length(s, k); /* and its remote-free list's (stats.c) */
         w->cached[k]++;
     } else {
         w->owned[k] += s->alloc_count;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "magazine.h"
+#include "pageheap.h"
 #include "runtime.h"
 #include "secure.h"
 #include "sizeclass.h"
@@ -254,6 +255,34 @@ static uint32_t xfree_apply(struct nsp_span *s, uintptr_t l, uint32_t *lowest, u
     }
     if (m)
         nsp__span_set_alloc_word(s, cw, a & ~m);
+    return n;
+}
+
+__attribute__((no_sanitize("thread"))) uint32_t nsp__span_xfree_length(const struct nsp_span *s,
+                                                                     unsigned k)
+{
+    /* The span's geometry from the descriptor's place in its arena and class k's table, not from
+     * the descriptor's words: s may be let go and its pages set up again while it is read, and
+     * then its slot may hold another span's bitmap words (nsp__span_bitmaps_at), so base and
+     * bytes read from it could send the walk anywhere. By place, every link the walk follows
+     * lies in the arena's pages, which stay mapped. */
+    const struct nsp_arena *ar;
+    if (k == 0 || k >= NSP_NUM_CLASSES || !(ar = nsp__arena_of_desc(s)))
+        return 0;
+    const struct nsp_sizeclass *kc = &nsp__classes[k];
+    uint32_t start = (uint32_t)(s - ar->spans), nelems = kc->nelems, size = kc->size, n = 0;
+    if (kc->npages < 2 || size < 16 || (uint64_t)start + kc->npages > nsp__arena_pages(ar))
+        return 0; /* no list (nsp__span_has_xfree), or not a span of this class there */
+    uintptr_t base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
+    uintptr_t bytes = (uintptr_t)kc->npages << NSP_PAGE_SHIFT;
+    uintptr_t l = atomic_load_explicit(nsp__span_xfree((struct nsp_span *)s),
+                                       memory_order_acquire) ^
+                  nsp__span_xfree_seal(s);
+    /* a slot's start inside the span, as the sweep checks each link (nsp__span_index) */
+    while (l && n <= nelems && l - base <= bytes - size && (l - base) % size == 0) {
+        n++;
+        l = __atomic_load_n(&((const uint64_t *)l)[1], __ATOMIC_RELAXED) ^ nsp__magazine_key;
+    }
     return n;
 }
 

@@ -469,6 +469,14 @@ static inline int nsp__span_xfree_push(struct nsp_span *s, void *p, uint64_t was
     return empty ? nsp__span_freed_remote(s) : 0;
 }
 
+/* The length of s's list, s a span of class k, read without taking it (stats, check.c): a walk
+ * from the head that stops at a link leaving the span's bytes or after nelems + 1 steps, the
+ * span's bytes and slots found from the descriptor's place and class k (span.c says why). Any
+ * thread may call it, at any time, on a descriptor of an arena: racing pushes and sweeps, or the
+ * span's release, it counts some of them or none, and exactly at rest (no thread freeing or
+ * sweeping). */
+uint32_t nsp__span_xfree_length(const struct nsp_span *s, unsigned k);
+
 /* Folds the remote-free list and the freed bits into the alloc bitmap (owner only); the cursor
  * comes down to the lowest slot freed. Returns the number of objects freed; *doubles gets the
  * number of freed bits whose slot was not allocated (double frees), plus one when the list names

@@ -189,7 +189,10 @@ NSP_API size_t nsp_trim(void);
  * flight (host/stats.c says which field comes from which counter). An object freed into a
  * per-cpu slab (a free on a cpu whose cache does not hold the object's span) counts as freed,
  * by a remote free, though no span has it back yet; a malloc that takes it again counts as a
- * malloc. So at rest mallocs - local_frees - remote_frees = the small objects in use.
+ * malloc. So does an object freed onto a cached span's remote-free list (a free on another cpu),
+ * from the free on, though its span counts it allocated until its owner's sweep (nsp_pacer_get's
+ * live bytes, the ledger's, include it until then, as a remote free's bit not yet swept).
+ * So at rest mallocs - local_frees - remote_frees = the small objects in use.
  * ------------------------------------------------------------------------------------------- */
 
 #define NSP_STATS_MAX_NODES 64

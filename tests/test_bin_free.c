@@ -1149,6 +1149,43 @@ START_TEST(a_double_inside_a_run_of_the_list_is_caught_by_the_walk)
 }
 END_TEST
 
+/* A listed object is freed from the program's view at its push, though its span counts it
+ * allocated until its owner sweeps (which an owner that stops allocating may not do before its
+ * idle release): the stats count it as a remote free, not in use, from the push on (stats.c walks
+ * the cached spans' lists), and still agree with a walk of the spans (nsp__stats_is_valid: in use
+ * per class, and mallocs - local - remote frees = in use); the sweep then leaves the class's in
+ * use as it was. (The totals move with the test harness's own mallocs and frees: the class's in
+ * use, which nothing else touches, is what the case compares.) */
+START_TEST(a_listed_object_counts_as_freed_in_the_stats)
+{
+    uintptr_t o[NOBJ];
+    struct nsp_span *s = list_case("a_listed_object_counts_as_freed_in_the_stats", o, 0x5a);
+    if (!s)
+        return;
+    uintptr_t v = o[NOBJ / 2];
+    nsp_stats_t st0, st1, st2;
+    char why[512] = "";
+    ck_assert_int_eq(nsp_stats_get(&st0), 0);
+    free_on_other_cpu((void *)v, 0); /* (and there a malloc and a free of its own) */
+    ck_assert_uint_eq(xfree_count(s, v), 1);
+    ck_assert_int_eq(alloc_bit(v), 1);
+    ck_assert_int_eq(nsp_stats_get(&st1), 0);
+    ck_assert_msg(st1.cls[cls].objects_in_use + 1 == st0.cls[cls].objects_in_use,
+                  "a listed object counts as in use: %lu objects of the class before its free, "
+                  "%lu after",
+                  (unsigned long)st0.cls[cls].objects_in_use,
+                  (unsigned long)st1.cls[cls].objects_in_use);
+    ck_assert_msg(nsp__stats_is_valid(nsp_stats_get, why, sizeof why) == 0, "listed: %s", why);
+    ck_assert_uint_eq(sweep_owned_here(s), 0);
+    ck_assert_int_eq(alloc_bit(v), 0);
+    ck_assert_int_eq(nsp_stats_get(&st2), 0);
+    ck_assert_uint_eq(st2.cls[cls].objects_in_use, st1.cls[cls].objects_in_use);
+    ck_assert_msg(nsp__stats_is_valid(nsp_stats_get, why, sizeof why) == 0, "swept: %s", why);
+    drain_list_case(s, o, 1u << NOBJ / 2);
+    free_list_case(o, 1u << NOBJ / 2);
+}
+END_TEST
+
 /* A listed object's tag (NSP_MAG_XFREE) is still in its first word after the sweep applies the
  * list (the sweep writes nothing: span.h). Handed out again and freed before the program writes
  * that word, the object must not look listed: a free of it must not search the list (free.c,
@@ -1251,6 +1288,7 @@ int main(void)
     tcase_add_test(tc, a_racing_double_free_on_the_list_is_reported_once_and_counted_right);
     tcase_add_test(tc, a_sweep_of_a_list_of_runs_frees_exactly_the_listed_slots);
     tcase_add_test(tc, a_double_inside_a_run_of_the_list_is_caught_by_the_walk);
+    tcase_add_test(tc, a_listed_object_counts_as_freed_in_the_stats);
     tcase_add_loop_test(tc, a_swept_listed_object_handed_out_again_is_freed_without_a_search, 0,
                         NHOW);
 #endif
