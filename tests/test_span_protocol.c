@@ -6,6 +6,7 @@
  * virtual and the one test thread plays core A or core B by binding itself to one or the other
  * (nsp_thread_bind_core): a rebinding between two operations is a thread migrating between cores,
  * in the middle of a free if we like. Objects of 1,000 B: class 1,024 B, 64 per span.
+ * NSP_IDLE_RELEASE_MS=0 (CTest): only the test moves spans between the caches and the central.
  */
 #define _GNU_SOURCE
 #include <check.h>
