@@ -10,8 +10,9 @@
  * 64 KiB, grows with N while the live heap stays put.
  *
  * What a run must not do to be trusted (issue 12):
- *   - perturb what it measures: no nsp_stats_get (it locks every cache) inside a run; the run
- *     reads the pacer with nsp_pacer_get, which takes no cache, once per cycle, in the collector;
+ *   - perturb what it measures: no nsp_stats_get (it reads every cache's lines, which the
+ *     threads write) inside a run; the run reads the pacer with nsp_pacer_get, which takes no
+ *     cache, once per cycle, in the collector;
  *   - hide its own backstop: a thread whose dropped list is full frees the object itself (the
  *     collector is far behind); every such free is counted, and a row with any is censored;
  *   - report one number: every cycle's peak over the goal in force is recorded, and rows are
@@ -23,8 +24,9 @@
  *               Predicted for `over`: at most C/(trigger - live) with no reservation budget,
  *               at most max(kappa, F/(trigger - live)) with it (kappa: NSP_PACE_RESERVE; F:
  *               the budget's floor, one span of each class in use; DESIGN.md §6)
- *   live error  the pacer's reading of the live bytes (taken without any cache, as a cycle's
- *               end takes it) against the bytes the program holds at that moment
+ *   live error  the pacer's reading of the live bytes at the cycle's start (nsp_pacer_get in
+ *               the collector, which a cycle runs first; read without any cache, as the
+ *               cycle's end reads them) against the bytes the program holds at that moment
  * The first cycle, forced at rest before the threads start, is left out of the distributions;
  * a run with no other cycle (`under` with more free capacity cached than it allocates) has one
  * window, to its end, and its ok share is that window's peak/goal (not 100% of no cycles).
@@ -41,7 +43,7 @@
  *   bench_pacer run --caches N --live BYTES --seed S --threads T [--cycles-out FILE]
  *               [--stats-reader]
  *               one run (the driver sets NSP_*); FILE: one CSV line per cycle; with a thread
- *               reading nsp_stats_get (which locks every cache) in a loop
+ *               reading nsp_stats_get in a loop
  * Uses the public API only.
  */
 #define _GNU_SOURCE
@@ -231,9 +233,10 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* --stats-reader: a thread that reads nsp_stats_get in a loop, which locks every cache, while
- * the program runs: a cycle then finds caches busy and must still measure live within 5%
- * (issue 12, Deliver 1). Off in the sweep: a measured run must not perturb itself. */
+/* --stats-reader: a thread that reads nsp_stats_get in a loop while the program runs, beside
+ * which a cycle must still measure live within 5% (issue 12, Deliver 1: the stats then locked
+ * every cache, so a cycle found caches busy; since issue 11 they take no lock, and the case
+ * stays to keep it so). Off in the sweep: a measured run must not perturb itself. */
 static _Atomic int readers_stop;
 static _Atomic uint64_t stats_reads;
 static void *stats_reader(void *arg)
@@ -611,7 +614,7 @@ int main(int argc, char **argv)
                "(heapLive - allocated) / (trigger - live) at a cycle's start, how early heapLive\n"
                "alone would have started it, predicted (pred) for over <= C/(trigger-live)\n"
                "without a budget, <= max(kappa, F/(trigger-live)) with it (F: one span of each\n"
-               "class in use); live err: the pacer's live at a cycle's end against the truth;\n"
+               "class in use); live err: the pacer's live at a cycle's start against the truth;\n"
                "backstop: frees the program did itself (a row with any is\n"
                "censored, '*'); cyc/coll ms: CPU of the cycles' thread and of the collector; RSS:\n"
                "the run's peak resident set.\n\n"
