@@ -3,8 +3,9 @@
 # application against it twice: with find_package(numaspan) (shared and static targets) and with
 # pkg-config (shared, and static with --static). Each binary must run and see 4 nodes. With the
 # device heap built, an OpenCL program on numaspan_cl too, both ways. Every installed benchmark
-# runs through the installed tool (`numaspan bench pacer|device|host --quick`).
-# usage: test_install.sh <numaspan build dir> <this folder>
+# runs through the installed tool (`numaspan bench pacer|device|host --quick`, each cut to one
+# small run).
+# usage: [POCL_CACHE_DIR=DIR] test_install.sh <numaspan build dir> <this folder>
 set -eu
 build=$1 here=$2
 work=$(mktemp -d)
@@ -22,16 +23,27 @@ check() { local out; out=$("$@"); case "$out" in "$want"*) echo "ok: $*";; *) ec
 "$prefix/bin/numaspan" topo --topology "synthetic:pack:2 numa:2 core:4 pu:1" | grep -q "nodes:      4"
 echo "ok: installed numaspan tool"
 
+# POCL's kernel cache: CTest's (the build tree's, which test_device and test_bench_device share;
+# an entry is keyed by the program's source, options and device, so a warm one is the same
+# program), else one of our own. With a cold cache of its own and the benches' --quick sweeps
+# below, the test took 27 s of CPU (68 s at load 13 on 2 CPUs; 86-260 s in CTest under load);
+# now 7 s with a cold cache, 2-4 s with CTest's.
+pocl=${POCL_CACHE_DIR:-$work/pocl}
+
 # every installed benchmark runs from its prefix (libexec/numaspan, RUNPATH to the prefix's lib):
-# nothing on LD_LIBRARY_PATH may find the library for it. host is cut to two allocators, one rep
-# and short runs (its --quick alone takes about 30 s); device runs where OpenCL has no device too
-# (it says so and exits 0).
+# nothing on LD_LIBRARY_PATH may find the library for it. What runs is what shows that: each cut
+# to one small run (pacer: one seed, 2 caches, 1 MiB live, its 3 modes; device: one case of 1024
+# work-items; host: two allocators, one rep, short runs). Their --quick sweeps took 12 s of CPU
+# (pacer, 54 runs), 4-10 s (device, its program cached or compiled) and 30 s of wall (host);
+# device runs where OpenCL has no device too (it says so and exits 0).
 benches=0
 for b in pacer device host; do
   [ -x "$prefix/libexec/numaspan/bench_$b" ] || continue
-  args=(--quick)
-  [ "$b" = host ] && args+=(--reps 1 --seconds 0.05 --allocators glibc,numaspan)
-  if ! out=$(env -u LD_LIBRARY_PATH POCL_CACHE_DIR="$work/pocl" \
+  args=(--quick --reps 1)
+  [ "$b" = pacer ] && args+=(--caches 2 --live 1M)
+  [ "$b" = device ] && args+=(--only one --max-n 1024 --heap-mib 64)
+  [ "$b" = host ] && args+=(--seconds 0.05 --allocators glibc,numaspan)
+  if ! out=$(env -u LD_LIBRARY_PATH POCL_CACHE_DIR="$pocl" \
              "$prefix/bin/numaspan" bench "$b" "${args[@]}" 2>&1); then
     echo "FAIL: installed numaspan bench $b ${args[*]}:"; echo "$out" | tail -5; exit 1
   fi
@@ -68,7 +80,7 @@ if [ -e "$prefix/lib/pkgconfig/numaspan_cl.pc" ]; then
   done
   cc -o "$work/pc_cl" "$here/app/cl_main.c" $(pkg-config --cflags --libs numaspan_cl)
   for b in "$work/app/app_cl" "$work/pc_cl"; do
-    out=$(LD_LIBRARY_PATH=$prefix/lib POCL_CACHE_DIR=$work/pocl "$b")
+    out=$(LD_LIBRARY_PATH=$prefix/lib POCL_CACHE_DIR=$pocl "$b")
     case "$out" in "device ok"|"device skipped"*) echo "ok: $b: $out";;
       *) echo "FAIL: $b printed '$out'"; exit 1;; esac
   done
