@@ -865,6 +865,19 @@ START_TEST(cache_read_of_a_reused_descriptor)
 }
 END_TEST
 
+/* Large objects (6 MiB) into blocks[] until the arenas already mapped are full and a new one is
+ * refused (the caller made the OS, or the table's reach, refuse it): their count, below max, with
+ * errno ENOMEM. */
+static int fill_until_refused(void **blocks, int max)
+{
+    int n = 0;
+    while (n < max && (blocks[n] = malloc((size_t)6 << 20)))
+        n++;
+    ck_assert_int_lt(n, max);
+    ck_assert_int_eq(errno, ENOMEM);
+    return n;
+}
+
 START_TEST(os_refusal_is_enomem_and_recoverable)
 {
     ready();
@@ -873,13 +886,8 @@ START_TEST(os_refusal_is_enomem_and_recoverable)
     errno = 0;
     ck_assert_ptr_null(malloc((size_t)100 << 20));
     ck_assert_int_eq(errno, ENOMEM);
-    /* large objects until the mapped arenas are full, then new arenas are refused */
     void *blocks[64];
-    int n = 0;
-    while (n < 64 && (blocks[n] = malloc((size_t)6 << 20)))
-        n++;
-    ck_assert_int_lt(n, 64);
-    ck_assert_int_eq(errno, ENOMEM);
+    int n = fill_until_refused(blocks, 64);
     nsp__test_os_fail_next(0);
     /* usable again, and no lock was left held: another thread allocates too */
     void *p = malloc((size_t)100 << 20);
@@ -916,13 +924,8 @@ START_TEST(a_mapping_past_the_arena_tables_reach_is_refused)
     ck_assert_ptr_null(realloc(h, (size_t)200 << 20)); /* grown in place or moved: past reach */
     ck_assert_int_eq(errno, ENOMEM);
     ck_assert_int_eq(h[4095], 7);
-    /* large objects until the mapped arenas are full, then new arenas are refused */
     void *blocks[64];
-    int n = 0;
-    while (n < 64 && (blocks[n] = malloc((size_t)6 << 20)))
-        n++;
-    ck_assert_int_lt(n, 64);
-    ck_assert_int_eq(errno, ENOMEM);
+    int n = fill_until_refused(blocks, 64);
     __atomic_store_n(&nsp__test_addr_end, (uintptr_t)0, __ATOMIC_RELAXED);
     char *g = realloc(h, (size_t)200 << 20);
     ck_assert_ptr_nonnull(g);

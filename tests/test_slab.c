@@ -763,6 +763,31 @@ START_TEST(stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs)
 }
 END_TEST
 
+/* The pages wholly inside cache c's slabs, asked of the kernel (mincore): into *pages, and those
+ * backed into *resident. unused_only: only the pages that hold no slab set up (slab.h, "Set-up"),
+ * from class 1's slab on (class 0 has none). */
+static void count_slab_pages(const struct nsp_cache *c, int unused_only, unsigned *pages,
+                             unsigned *resident)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), base = (uintptr_t)&c->slabs[0];
+    uintptr_t first = (uintptr_t)&c->slabs[unused_only ? 1 : 0];
+    uintptr_t end = (uintptr_t)&c->slabs[NSP_NUM_CLASSES];
+    for (uintptr_t lo = (first + page - 1) & ~(page - 1); lo + page <= end; lo += page) {
+        /* the classes whose slabs share this page */
+        unsigned k0 = (unsigned)((lo - base) / sizeof(struct nsp_slab));
+        unsigned k1 = (unsigned)((lo + page - 1 - base) / sizeof(struct nsp_slab));
+        int used = 0;
+        for (unsigned k = k0; unused_only && k <= k1 && k < NSP_NUM_CLASSES; k++)
+            used |= nsp__cache_slab_is_set(c, k);
+        if (used)
+            continue;
+        unsigned char v;
+        ck_assert_int_eq(mincore((void *)lo, (size_t)page, &v), 0);
+        *resident += v & 1;
+        (*pages)++;
+    }
+}
+
 /* A cache without slabs (virtual cores, grouping, no rseq: cache.c gives slabs to one-cpu rseq
  * caches only) never uses them, so their pages, most of a cache's bytes, must stay unbacked
  * (slab.h): nothing may write there, not even at init. Pages wholly inside the slabs are asked
@@ -770,24 +795,13 @@ END_TEST
 START_TEST(the_slab_pages_of_a_cache_without_slabs_stay_unbacked)
 {
     nsp_free(nsp_malloc(SZ));
-    long page = sysconf(_SC_PAGESIZE);
     unsigned caches = 0, pages = 0, resident = 0;
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         struct nsp_cache *c = &nsp__caches[i];
         if (c->rseq_cpu >= 0)
             continue; /* slabs here: the classes that have one are used */
         caches++;
-        uintptr_t lo = ((uintptr_t)&c->slabs[0] + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-        uintptr_t hi = (uintptr_t)&c->slabs[NSP_NUM_CLASSES] & ~((uintptr_t)page - 1);
-        if (hi <= lo)
-            continue;
-        unsigned char vec[64];
-        size_t n = (hi - lo) / (size_t)page;
-        ck_assert_uint_le(n, sizeof vec);
-        ck_assert_int_eq(mincore((void *)lo, hi - lo, vec), 0);
-        for (size_t j = 0; j < n; j++)
-            resident += vec[j] & 1;
-        pages += (unsigned)n;
+        count_slab_pages(c, 0, &pages, &resident);
     }
     if (!caches) {
         fprintf(stderr, "the_slab_pages_of_a_cache_without_slabs_stay_unbacked: skipped: every "
@@ -807,30 +821,13 @@ END_TEST
 START_TEST(the_slab_pages_of_the_classes_a_cache_never_used_stay_unbacked)
 {
     nsp_free(nsp_malloc(SZ));
-    long page = sysconf(_SC_PAGESIZE);
     unsigned caches = 0, pages = 0, resident = 0;
     for (unsigned i = 0; i < nsp__ncaches; i++) {
         struct nsp_cache *c = &nsp__caches[i];
         if (!c->bins_on)
             continue; /* no slabs: the case above */
         caches++;
-        uintptr_t first = (uintptr_t)&c->slabs[1], end = (uintptr_t)&c->slabs[NSP_NUM_CLASSES];
-        for (uintptr_t lo = (first + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-             lo + (uintptr_t)page <= end; lo += (uintptr_t)page) {
-            /* the classes whose slabs share this page: checked only if none is set up */
-            unsigned k0 = (unsigned)((lo - (uintptr_t)&c->slabs[0]) / sizeof(struct nsp_slab));
-            unsigned k1 = (unsigned)((lo + (uintptr_t)page - 1 - (uintptr_t)&c->slabs[0]) /
-                                     sizeof(struct nsp_slab));
-            int used = 0;
-            for (unsigned k = k0; k <= k1 && k < NSP_NUM_CLASSES; k++)
-                used |= (c->slabs_set[k / 64] >> (k % 64)) & 1;
-            if (used)
-                continue;
-            unsigned char v;
-            ck_assert_int_eq(mincore((void *)lo, (size_t)page, &v), 0);
-            resident += v & 1;
-            pages++;
-        }
+        count_slab_pages(c, 1, &pages, &resident);
     }
     if (!pages) {
         fprintf(stderr, "the_slab_pages_of_the_classes_a_cache_never_used_stay_unbacked: skipped: "
