@@ -398,22 +398,19 @@ static __attribute__((noinline)) void classed_to_slab(struct nsp_span *s, uint32
     nsp__free_small(s, idx, p);
 }
 
-/* The list's push did not end plainly: onto an empty list (r > 0: the span marked dirty, and
- * woken if FULL, span.h), or refused (r < 0: the head is not s's any more; p as it was, w0, and
- * freed the slab's way). */
+/* The list's push did not end plainly (r, nsp__span_xfree_push_begin's): onto an empty list (the
+ * span woken if it was FULL), or refused (p as it was, w0, and freed the slab's way). */
 static __attribute__((noinline)) void classed_pushed(struct nsp_span *s, uint32_t idx, void *p,
                                                     uint64_t w0, int r)
 {
+    r = nsp__span_xfree_push_end(s, p, w0, r);
     if (r > 0) {
-        if (nsp__span_freed_remote(s)) {
-            int saved = errno;
-            nsp__central_wake(s);
-            errno = saved;
-        }
-        return;
+        int saved = errno;
+        nsp__central_wake(s);
+        errno = saved;
+    } else if (r < 0) {
+        classed_to_slab(s, idx, p);
     }
-    __atomic_store_n((uint64_t *)p, w0, __ATOMIC_RELAXED);
-    classed_to_slab(s, idx, p);
 }
 
 static __attribute__((noinline)) void classed_interior(void *p)
@@ -448,10 +445,8 @@ __attribute__((noinline)) void nsp__free_classed(void *p)
                     !nsp__may_be_link(w0) &&
                     likely(__atomic_load_n(&s->alloc_bits[idx >> 6], __ATOMIC_RELAXED) &
                            (1ULL << (idx & 63)))) {
-                    /* nsp__span_xfree_push, its ends out of line (classed_pushed) */
-                    __atomic_store_n((uint64_t *)p, nsp__magazine_tag(p, NSP_MAG_XFREE),
-                                     __ATOMIC_RELAXED);
-                    int r = nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
+                    /* nsp__span_xfree_push, its end out of line (classed_pushed) */
+                    int r = nsp__span_xfree_push_begin(s, p);
                     if (likely(r == 0))
                         return;
                     classed_pushed(s, idx, p, w0, r);

@@ -451,22 +451,31 @@ static inline int nsp__span_xfree_push_chain(struct nsp_span *s, uintptr_t first
     } while (!atomic_compare_exchange_weak(head, &v, first ^ seal));
     return h == 0;
 }
-/* p, an allocated slot of s whose first word `was` the caller read and checked, onto s's list:
- * one CAS. 1: the caller wakes s (the push onto an empty list marked it dirty and it was FULL);
- * 0: done; -1: refused (the head is not s's, above), p as it was: the caller frees it the other
- * way. */
-static inline int nsp__span_xfree_push(struct nsp_span *s, void *p, uint64_t was)
+/* The push of one object in two halves, so that a caller on a hot path (free.c,
+ * nsp__free_classed) can inline the first and call the second only when it is not 0. The first:
+ * p tagged as listed and pushed (push_chain's result). The second, given that result r: 1 when
+ * the caller wakes s (the push onto an empty list marked it dirty and it was FULL), 0 when done,
+ * -1 when refused (the head is not s's, above), p's first word put back to `was`. */
+static inline int nsp__span_xfree_push_begin(struct nsp_span *s, void *p)
 {
-    uint64_t *w = (uint64_t *)p;
-    __atomic_store_n(&w[0], nsp__magazine_tag(p, NSP_MAG_XFREE), __ATOMIC_RELAXED);
-    int empty = nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
-    if (empty < 0) {
-        __atomic_store_n(&w[0], was, __ATOMIC_RELAXED);
+    __atomic_store_n((uint64_t *)p, nsp__magazine_tag(p, NSP_MAG_XFREE), __ATOMIC_RELAXED);
+    return nsp__span_xfree_push_chain(s, (uintptr_t)p, (uintptr_t)p);
+}
+static inline int nsp__span_xfree_push_end(struct nsp_span *s, void *p, uint64_t was, int r)
+{
+    if (r < 0) {
+        __atomic_store_n((uint64_t *)p, was, __ATOMIC_RELAXED);
         return -1;
     }
     /* the push onto an empty list marks the span dirty and wakes it; a push onto a non-empty one
      * precedes the exchange that will take it, and the first pusher marks it */
-    return empty ? nsp__span_freed_remote(s) : 0;
+    return r ? nsp__span_freed_remote(s) : 0;
+}
+/* p, an allocated slot of s whose first word `was` the caller read and checked, onto s's list:
+ * one CAS. Returns as nsp__span_xfree_push_end; on -1 the caller frees p the other way. */
+static inline int nsp__span_xfree_push(struct nsp_span *s, void *p, uint64_t was)
+{
+    return nsp__span_xfree_push_end(s, p, was, nsp__span_xfree_push_begin(s, p));
 }
 
 /* The length of s's list, s a span of class k, read without taking it (stats, check.c): a walk
