@@ -1342,15 +1342,15 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(unsigned k,
     const struct nsp_sizeclass *kc = &nsp__classes[k];
     int64_t live = slots;
     const struct nsp_arena *ar;
-    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) && (ar = nsp__arena_of_desc(s))) {
-        uint32_t start = (uint32_t)(s - ar->spans), nw = (kc->nelems + 63) / 64;
-        if ((uint64_t)start + kc->npages <= nsp__arena_pages(ar)) {
-            const _Atomic uint64_t *freed =
-                (const _Atomic uint64_t *)nsp__span_bitmaps_at(ar, start, kc->npages, nw) +
-                nsp__span_freed_offset(nw);
-            for (uint32_t w = 0; w < nw; w++)
-                live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));
-        }
+    uint32_t start;
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) &&
+        (ar = nsp__arena_of_desc(s, kc->npages, &start))) {
+        uint32_t nw = (kc->nelems + 63) / 64;
+        const _Atomic uint64_t *freed =
+            (const _Atomic uint64_t *)nsp__span_bitmaps_at(ar, start, kc->npages, nw) +
+            nsp__span_freed_offset(nw);
+        for (uint32_t w = 0; w < nw; w++)
+            live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));
     }
     return atomic_load_explicit(&s->charge, memory_order_relaxed) - live * (int64_t)kc->size;
 }

@@ -115,15 +115,17 @@ static void set_table(struct nsp_arena *ar, int present)
         __atomic_store_n(&nsp__arena_table[a >> NSP_ARENA_SHIFT], value, __ATOMIC_RELEASE);
 }
 
-const struct nsp_arena *nsp__arena_of_desc(const void *d)
+const struct nsp_arena *nsp__arena_of_desc(const void *d, uint32_t npages, uint32_t *start)
 {
     for (unsigned n = 0; n < nsp__nnodes; n++)
         for (const struct nsp_arena *ar = __atomic_load_n(&nsp__pageheaps[n].arenas,
                                                           __ATOMIC_ACQUIRE);
              ar; ar = ar->next)
             if ((const char *)d >= (const char *)ar->spans &&
-                (const char *)d < (const char *)(ar->spans + nsp__arena_pages(ar)))
-                return ar;
+                (const char *)d < (const char *)(ar->spans + nsp__arena_pages(ar))) {
+                *start = (uint32_t)((const struct nsp_span *)d - ar->spans);
+                return (uint64_t)*start + npages <= nsp__arena_pages(ar) ? ar : NULL;
+            }
     return NULL;
 }
 

@@ -157,12 +157,14 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
     return (uint32_t)(ar->size >> NSP_PAGE_SHIFT);
 }
 
-/* The linked arena whose descriptors hold address d, or NULL: for a reader that holds a
- * descriptor it may no longer own (the pacer's reading of caches, cache.c) and so may not follow
- * a pointer read from it: its slot may hold another span's bitmap words by now (types.h, "Span").
- * Without the lock: the list is published with release (arena_link) and an arena is never
- * unlinked nor unmapped; an arena a stuck hold has not had linked yet is not found. */
-const struct nsp_arena *nsp__arena_of_desc(const void *d);
+/* The linked arena whose descriptors hold address d, with *start the page d describes, if a span
+ * of npages pages starting there lies inside the arena; else NULL. For a reader that holds a
+ * descriptor it may no longer own (the pacer's reading of caches, cache.c; the stats' walk of a
+ * span's list, span.c) and so may not follow a pointer read from it, nor trust its geometry: its
+ * slot may hold another span's bitmap words by now (types.h, "Span"). Without the lock: the list
+ * is published with release (arena_link) and an arena is never unlinked nor unmapped; an arena a
+ * stuck hold has not had linked yet is not found. */
+const struct nsp_arena *nsp__arena_of_desc(const void *d, uint32_t npages, uint32_t *start);
 
 /* The place in ar's bitmap array of a span whose first page is `start`: where span_place puts its
  * bitmaps, and where the 8 and 16 B classes keep them (the others' move into the span's interior

@@ -266,12 +266,12 @@ __attribute__((no_sanitize("thread"))) uint32_t nsp__span_xfree_length(const str
      * then its slot may hold another span's bitmap words (nsp__span_bitmaps_at), so base and
      * bytes read from it could send the walk anywhere. By place, every link the walk follows
      * lies in the arena's pages, which stay mapped. */
-    const struct nsp_arena *ar;
-    if (k == 0 || k >= NSP_NUM_CLASSES || !(ar = nsp__arena_of_desc(s)))
+    if (k == 0 || k >= NSP_NUM_CLASSES)
         return 0;
     const struct nsp_sizeclass *kc = &nsp__classes[k];
-    uint32_t start = (uint32_t)(s - ar->spans), nelems = kc->nelems, size = kc->size, n = 0;
-    if (kc->npages < 2 || size < 16 || (uint64_t)start + kc->npages > nsp__arena_pages(ar))
+    uint32_t start, nelems = kc->nelems, size = kc->size, n = 0;
+    const struct nsp_arena *ar;
+    if (kc->npages < 2 || size < 16 || !(ar = nsp__arena_of_desc(s, kc->npages, &start)))
         return 0; /* no list (nsp__span_has_xfree), or not a span of this class there */
     uintptr_t base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
     uintptr_t bytes = (uintptr_t)kc->npages << NSP_PAGE_SHIFT;
