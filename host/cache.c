@@ -590,6 +590,8 @@ unsigned nsp__cache_take_slab_rseq(struct nsp_cache *c, unsigned cls, uintptr_t 
 
 int nsp__cache_slab_holds(const struct nsp_cache *c, unsigned cls, uintptr_t p)
 {
+    if (!nsp__cache_slab_is_set(c, cls))
+        return 0; /* empty, and not read: its page stays unmapped (nsp__cache_slab_is_set) */
     const struct nsp_slab *m = &c->slabs[cls];
     uint64_t n = __atomic_load_n(&m->word, __ATOMIC_ACQUIRE) & NSP_SLAB_COUNT;
     for (uint64_t i = 0; i < n && i < NSP_SLAB_MAX; i++)
