@@ -437,7 +437,8 @@ static inline uintptr_t nsp__span_xfree_take(struct nsp_span *s)
 /* Pushes the chain first..last (last's link is written here) onto s's list: one CAS, after which
  * the chain is visible with it (release). 1 when the list was empty (the caller marks the span
  * dirty: nsp__span_freed_remote), 0 when not, -1 when the head is not s's (above): nothing
- * pushed, last's link not written. */
+ * pushed (last's link may have been written by a try whose CAS failed: the chain is the
+ * caller's still, to free another way). */
 static inline int nsp__span_xfree_push_chain(struct nsp_span *s, uintptr_t first, uintptr_t last)
 {
     uintptr_t seal = nsp__span_xfree_seal(s), bytes = (uintptr_t)s->npages << NSP_PAGE_SHIFT;
