@@ -272,7 +272,7 @@ __attribute__((no_sanitize("thread"))) uint32_t nsp__span_xfree_length(const str
     uint32_t start, nelems = kc->nelems, size = kc->size, n = 0;
     const struct nsp_arena *ar;
     if (kc->npages < 2 || size < 16 || !(ar = nsp__arena_of_desc(s, kc->npages, &start)))
-        return 0; /* no list (nsp__span_has_xfree), or not a span of this class there */
+        return 0; /* no list (nsp__span_has_xfree's test, on k), or not a span of k there */
     uintptr_t base = ar->base + ((uintptr_t)start << NSP_PAGE_SHIFT);
     uintptr_t bytes = (uintptr_t)kc->npages << NSP_PAGE_SHIFT;
     uintptr_t l = atomic_load_explicit(nsp__span_xfree((struct nsp_span *)s),

@@ -390,16 +390,16 @@ static inline int nsp__span_free_remote(struct nsp_span *s, uint32_t idx)
  * or more have a list (1-page spans' remote frees go to the slab or the freed bits, as before),
  * and objects of 16 B or more (the link is the second word). types.h says the same. */
 #define NSP_MAG_XFREE 0x7ffdu
+static inline int nsp__span_has_xfree(const struct nsp_span *s)
+{
+    return s->npages >= 2 && s->elemsize >= 16;
+}
 /* Frees' searches of a list (free.c, xfree_holds: each takes the whole list, searches it and
  * pushes it back), for the stats (nsp_stats_t.list_searches). The sweep leaves a listed object's
  * tag in its first word, but every hand-out clears that word (the bins' pop, alloc.h; the slow
  * path, alloc.c; nsp_malloc_node, api.c), so a valid program's frees make none: a search is a
  * second free of a listed object (or a live one whose first word the program set to the tag). */
 extern _Atomic uint64_t nsp__xfree_searches;
-static inline int nsp__span_has_xfree(const struct nsp_span *s)
-{
-    return s->npages >= 2 && s->elemsize >= 16;
-}
 static inline _Atomic uintptr_t *nsp__span_xfree(struct nsp_span *s)
 {
     return (_Atomic uintptr_t *)&(s + 1)->alloc_cache;
