@@ -1440,7 +1440,8 @@ __attribute__((no_sanitize("thread"))) void nsp__cache_read(const struct nsp_cac
             atomic_load_explicit(&s->state, memory_order_acquire) != NSP_SPAN_CACHED ||
             RACY(s->cache) != c->index)
             continue;
-        int64_t slots = 0, listed = 0, pops = 0, size = (int64_t)RACY(s->elemsize);
+        /* the size from class k, as span_unspent's: s's words may be another span's by now */
+        int64_t slots = 0, listed = 0, pops = 0, size = (int64_t)nsp__classes[k].size;
         /* a bin's listed objects hold their slots but are free, and its pops are allocations
          * (both read with the slot count they go with); without a clean reading the listed
          * objects count as live */
