@@ -461,10 +461,8 @@ static struct nsp_span *span_place(struct nsp_arena *ar, uint32_t start, uint32_
 {
     struct nsp_span *sp = desc_at(ar, start, n, NSP_SPAN_TAKEN);
     sp->needzero = (uint8_t)needzero;
-    sp->alloc_bits = nsp__arena_bitmaps(ar, start);
-    /* the place the most words of any class fit; nsp__span_init_small moves it to the class's
-     * (nsp__span_bitmaps_at: mostly into the span's interior descriptors, types.h) */
-    sp->freed_bits = (_Atomic uint64_t *)sp->alloc_bits + (size_t)n * NSP_BITMAP_WORDS_PER_PAGE;
+    /* no bitmaps (desc_at's zero): a small span's are placed by nsp__span_init_small
+     * (nsp__span_bitmaps_at), and a large one has none */
     return sp;
 }
 

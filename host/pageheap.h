@@ -166,9 +166,10 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
  * stuck hold has not had linked yet is not found. */
 const struct nsp_arena *nsp__arena_of_desc(const void *d, uint32_t npages, uint32_t *start);
 
-/* The place in ar's bitmap array of a span whose first page is `start`: where span_place puts its
- * bitmaps, and where the 8 and 16 B classes keep them (the others' move into the span's interior
- * descriptors at its set-up: nsp__span_bitmaps_at, types.h). */
+/* The place in ar's bitmap array of a span whose first page is `start`: where the 8 and 16 B
+ * classes keep their bitmaps (the others' lie in the span's interior descriptors; the span's
+ * set-up places them: nsp__span_bitmaps_at, types.h, which writes this formula out again, span.h
+ * sitting below the page heap). */
 static inline uint64_t *nsp__arena_bitmaps(const struct nsp_arena *ar, uint32_t start)
 {
     return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
