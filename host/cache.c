@@ -456,6 +456,15 @@ void nsp__cache_slab_set_up(struct nsp_cache *c, unsigned cls)
     atomic_store_explicit(&m->on, 1, memory_order_release);
 }
 
+/* Whether c's slab of class k is set up and attached: the look of every loop that detaches or
+ * drains the slabs, which reads no slab that was not set up (its page stays unmapped:
+ * nsp__cache_slab_is_set). */
+static int slab_attached(const struct nsp_cache *c, unsigned k)
+{
+    return nsp__cache_slab_is_set(c, k) &&
+           atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) != 0;
+}
+
 /* Applies detached magazine of c (magazine.h) and attaches it again, empty. Lock held, on == 0
  * and fenced: nobody else reads or writes it. */
 static void mag_drain(struct nsp_cache *c)
@@ -501,9 +510,7 @@ static int slabs_flush(struct nsp_cache *c)
 {
     unsigned want[NSP_NUM_CLASSES], n = 0;
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
-        if (nsp__cache_slab_is_set(c, k) &&
-            atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) &&
-            __atomic_load_n(&c->slabs[k].word, __ATOMIC_RELAXED))
+        if (slab_attached(c, k) && __atomic_load_n(&c->slabs[k].word, __ATOMIC_RELAXED))
             want[n++] = k;
     if (!n)
         return 0;
@@ -716,8 +723,7 @@ static int bins_detach_all(struct nsp_cache *c)
     /* and the slabs: their objects are allocated from their spans' view until drained (slab.h) */
     uint8_t slab_on[NSP_NUM_CLASSES];
     for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) {
-        slab_on[k] = nsp__cache_slab_is_set(c, k) &&
-                     atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed) != 0;
+        slab_on[k] = (uint8_t)slab_attached(c, k);
         if (slab_on[k]) {
             atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
             any = 1;
@@ -988,8 +994,7 @@ void nsp__cache_forked_child(void)
             atomic_store_explicit(&c->bins[k].key, 0, memory_order_relaxed);
         atomic_store_explicit(&c->mag.on, 0, memory_order_relaxed);
         for (unsigned k = 1; k < NSP_NUM_CLASSES; k++) /* and its slabs, likewise */
-            if (nsp__cache_slab_is_set(c, k) &&
-                atomic_load_explicit(&c->slabs[k].on, memory_order_relaxed))
+            if (slab_attached(c, k))
                 atomic_store_explicit(&c->slabs[k].on, 0, memory_order_relaxed);
     }
     /* A bins' refill in flight at the fork (between its unlock and its re-take, no cache held:
