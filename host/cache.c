@@ -1336,8 +1336,8 @@ void *nsp__cache_alloc_bin(struct nsp_cache *c, unsigned cls)
 /* s's charge less the bytes of its live objects: `slots` allocated slots (alloc_count as read by
  * the caller) less remote frees not yet swept. s was c's span of class k when the caller read it,
  * but its descriptor may be handed back and its pages set up again while it is read, and then its
- * slot may hold another span's bitmap words (a span's bitmaps lie in its interior descriptors:
- * types.h). So no pointer is taken from it: the freed bitmap is found from the descriptor's own
+ * slot may describe another span or nothing (a dead one: pageheap.h). So no
+ * pointer is taken from it: the freed bitmap is found from the descriptor's own
  * place in its arena and class k's geometry (where nsp__span_init_small puts it), which stays in
  * the arena's metadata whatever the slot holds now (nsp__cache_read then drops what it read of a
  * span let go meanwhile). A span caught between owners, or of an arena not linked yet, counts no

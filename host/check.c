@@ -148,9 +148,8 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
                     s->elemsize, s->nelems, (unsigned long long)s->npages, c->size, c->nelems,
                     c->npages);
     if (s->alloc_bits != nsp__span_bitmaps_at(ar, s->start_page, s->npages, nsp__span_nwords(s)))
-        return fail(why, len, "span %p (%s): its alloc bitmap is not where its class's go "
-                    "(its interior descriptors, or its first page's place in the bitmap array)",
-                    (void *)s, state_of(st));
+        return fail(why, len, "span %p (%s): its alloc bitmap is not at its first page's place "
+                    "in the bitmap array", (void *)s, state_of(st));
     if ((const uint64_t *)s->freed_bits !=
         s->alloc_bits + nsp__span_freed_offset(nsp__span_nwords(s)))
         return fail(why, len, "span %p (%s): its freed bitmap is not right after its alloc one",

@@ -4,12 +4,15 @@
  * Owns: arena_table (address -> arena), every arena's page map, class map and span descriptors, and
  * each node's free page runs. One mutex per node guards that node's runs and arena list; the arena
  * table and page maps are written under it and read without it. A reader that races with the reuse
- * of pages (a stale page map entry) reads a descriptor slot that may no longer be a descriptor:
- * a small span's bitmaps live in its interior descriptors (span.h, nsp__span_bitmaps_at), so a
- * slot of a span let go may hold another span's bitmap words. Readers without the span (the
- * pacer's cache reading, stats) therefore follow no pointer from a descriptor and check that the
- * span is still where they found it; a program's free racing the reuse of its own object's pages
- * is its use-after-free, reported when it is seen and not guaranteed to be seen.
+ * of pages (a stale page map entry, a span let go while it reads) reads a descriptor slot that
+ * may describe another span by now, or nothing (a dead one, desc_kill: FREE, no pages, its
+ * other words stale).
+ * A slot only ever holds a descriptor (a span's bitmaps are kept out of its interior ones: span.h,
+ * nsp__span_bitmaps_at), so a late write of a remote free's `dirty` or state lands on one.
+ * Readers without the span (the pacer's cache reading, stats) follow no pointer from a
+ * descriptor and check that the span is still where they found it; a program's free racing the
+ * reuse of its own object's pages is its use-after-free, reported when it is seen and not
+ * guaranteed to be seen.
  *
  * Invariants:
  *   - every page of a live span (CACHED, PARTIAL, FULL, SWEEPING, LARGE, TAKEN) maps to it;
@@ -161,15 +164,14 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
  * of npages pages starting there lies inside the arena; else NULL. For a reader that holds a
  * descriptor it may no longer own (the pacer's reading of caches, cache.c; the stats' walk of a
  * span's list, span.c) and so may not follow a pointer read from it, nor trust its geometry: its
- * slot may hold another span's bitmap words by now (types.h, "Span"). Without the lock: the list
+ * slot may describe another span by now, or nothing (desc_kill). Without the lock: the list
  * is published with release (arena_link) and an arena is never unlinked nor unmapped; an arena a
  * stuck hold has not had linked yet is not found. */
 const struct nsp_arena *nsp__arena_of_desc(const void *d, uint32_t npages, uint32_t *start);
 
-/* The place in ar's bitmap array of a span whose first page is `start`: where the 8 and 16 B
- * classes keep their bitmaps (the others' lie in the span's interior descriptors; the span's
- * set-up places them: nsp__span_bitmaps_at, types.h, which writes this formula out again, span.h
- * sitting below the page heap). */
+/* The place in ar's bitmap array of a span whose first page is `start`: where every small span
+ * keeps its bitmaps (types.h; the span's set-up places them: nsp__span_bitmaps_at, which writes
+ * this formula out again, span.h sitting below the page heap). */
 static inline uint64_t *nsp__arena_bitmaps(const struct nsp_arena *ar, uint32_t start)
 {
     return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;

@@ -36,10 +36,9 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     atomic_store_explicit(&s->charge, 0, memory_order_relaxed);
     s->nmalloc = s->nfree = 0;
     uint32_t nw = nsp__span_nwords(s);
-    /* the bitmaps in the span's interior descriptors when they fit there, the freed one right
-     * after the alloc one (types.h). Line 0 is written before the span is published (the page
-     * map's release below). These words may lie where a racy reader still looks for an older
-     * span's descriptor: it takes no pointer from one (cache.c, span_unspent) */
+    /* the bitmaps at the first page's place in the arena's bitmap array, the freed one right
+     * after the alloc one (types.h; never in the interior descriptors: nsp__span_bitmaps_at).
+     * Line 0 is written before the span is published (the page map's release below) */
     s->alloc_bits = nsp__span_bitmaps_at(s->arena, s->start_page, s->npages, nw);
     s->freed_bits = (_Atomic uint64_t *)s->alloc_bits + nsp__span_freed_offset(nw);
     /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */
@@ -263,8 +262,8 @@ __attribute__((no_sanitize("thread"))) uint32_t nsp__span_xfree_length(const str
 {
     /* The span's geometry from the descriptor's place in its arena and class k's table, not from
      * the descriptor's words: s may be let go and its pages set up again while it is read, and
-     * then its slot may hold another span's bitmap words (nsp__span_bitmaps_at), so base and
-     * bytes read from it could send the walk anywhere. By place, every link the walk follows
+     * then its slot may describe another span or nothing (pageheap.h), so base and bytes read
+     * from it could send the walk anywhere. By place, every link the walk follows
      * lies in the arena's pages, which stay mapped. */
     if (k == 0 || k >= NSP_NUM_CLASSES)
         return 0;

@@ -130,23 +130,22 @@ static inline uint32_t nsp__span_freed_offset(uint32_t nwords)
 }
 
 /* Where a small span of npages pages from page `start` of ar, nwords words a bitmap, keeps its two
- * bitmaps (types.h, "Span"): in its own interior descriptors from the third page's on, when they
- * fit there (every class from 32 B: the descriptors of a 256 KiB span have 3,840 bytes to spare,
- * of an 8-page one 768), so that the span's metadata is its descriptors' one page; else (8 and
- * 16 B) in the arena's bitmap array at its first page's place. The third page's: the second's
- * holds the remote-free list's head on its second line (nsp__span_xfree), which remote freers
- * CAS, and the owner's alloc words must not share that pair of lines. Nobody writes an interior
- * descriptor while the span is set up (the page map names its first), and the page heap rewrites
- * one (desc_at) only once the span's pages are free again; the readers that may still hold an
- * older span's descriptor there (stats' and the pacer's readings of caches, which take none)
- * follow no pointer read from it (cache.c: span_unspent; bin_reading follows the bin's links only
- * when the descriptor's base is the bin's span's). */
+ * bitmaps (types.h, "Span"): at its first page's place in the arena's bitmap array, for every
+ * class. Not in the span's own interior descriptors (d73d97b put them there from 32 B, 4 KiB less
+ * resident per span in use): a remote free's last steps come after its OR (nsp__span_freed_remote:
+ * the look at `dirty` and its exchange, the look at state; nsp__central_wake's CAS), when the span
+ * may have been swept empty, given back and its pages cut again into another span whose run
+ * holds the freer's old first descriptor. Kept apart, a descriptor slot only ever holds a
+ * descriptor, and those late steps land on one: a spurious dirty mark or wake, which a sweep or a
+ * central shrugs off. A bitmap word there took the `dirty` store as a freed bit nobody set (its
+ * sweep then frees a live object, handed out twice) or as an alloc bit nobody set, and the state
+ * CAS likewise (test_host_units, a_late_remote_free_writes_no_live_span_s_bitmaps). The geometry
+ * arguments stay for the readers that find a span's bitmaps by place (cache.c, span_unspent). */
 static inline uint64_t *nsp__span_bitmaps_at(const struct nsp_arena *ar, uint32_t start,
                                              uint64_t npages, uint32_t nwords)
 {
-    size_t need = ((size_t)nsp__span_freed_offset(nwords) + nwords) * sizeof(uint64_t);
-    if (npages >= 3 && need <= (size_t)(npages - 2) * sizeof(struct nsp_span))
-        return (uint64_t *)&ar->spans[start + 2];
+    (void)npages; /* one place whatever the geometry (above) */
+    (void)nwords;
     return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
 }
 

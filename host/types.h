@@ -19,17 +19,14 @@
  * Span (struct nsp_span). A run of pages holding objects of one size class, or one large object.
  * Its descriptor is arena->spans[start page], so it needs no allocation of its own. Its two
  * bitmaps lie side by side, alloc_bits first, freed_bits at nsp__span_freed_offset words after
- * them (span.h: the next 128-byte pair of lines), in one of two places (nsp__span_bitmaps_at):
- *   - in its own interior descriptors, from its third page's on, which describe nothing while the
- *     span is set up (a span's descriptors take 128 bytes a page: 4 KiB for a 256 KiB span, of
- *     which the bitmaps of every class from 32 B fit in the 3,840 past the second page's). So a
- *     span's metadata is its descriptors' page (or two, where they cross a page boundary, each
- *     shared with its neighbours'): 4 KiB per 256 KiB span in use;
- *   - the 8 and 16 B classes' (4 and 8 KiB of bitmaps) in arena->bitmaps, at 32 words per page
- *     from their first page's (16 words each: 1,024 bits, one per 8-byte object, the most a page
- *     can hold), where they take a page or two besides the descriptor's.
- * Before: every span's bitmaps in arena->bitmaps, 8 KiB of metadata per 256 KiB span (12 KiB with
- * the bitmaps in two arrays; Larson at 2 threads holds ~68 spans).
+ * them (span.h: the next 128-byte pair of lines), in arena->bitmaps at 32 words per page from its
+ * first page's (16 words each: 1,024 bits, one per 8-byte object, the most a page can hold): the
+ * pair takes 256 bytes for up to 16 words a bitmap (every class from 256 B in a 256 KiB span),
+ * which never cross a 4 KiB page from their place, and a page or two for the smallest classes.
+ * So a 256 KiB span in use has 8 KiB of metadata resident: its descriptors' page and a page of
+ * bitmaps (12 KiB with the bitmaps in two arrays; Larson at 2 threads holds ~68 spans). Never in
+ * the span's interior descriptors (4 KiB less, but a descriptor slot must only ever hold a
+ * descriptor: span.h, nsp__span_bitmaps_at).
  *
  *   alloc_bits    1 = slot allocated. Written only by the span's owner (the caching core under its
  *                 cache lock, or the central under its lock), with relaxed atomic stores: remote

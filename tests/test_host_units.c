@@ -766,14 +766,14 @@ START_TEST(metadata_never_huge)
 }
 END_TEST
 
-/* A small span's two bitmaps lie side by side (types.h), the freed one in the next 128-byte pair
- * of lines past the alloc words (span.h, nsp__span_freed_offset), so that the owner's alloc words
- * and the remote freers' ORs never share a line or a prefetched pair. From 32 B they lie in the
- * span's own interior descriptors, from its third page's (nsp__span_bitmaps_at), so that its
- * metadata is its descriptors' page, not that and a page of bitmaps (8 KiB of resident metadata
- * per 256 KiB span before, 12 with the bitmaps in two arrays; Larson at 2 threads holds ~68 such
- * spans); the 8 and 16 B classes', too big for that, at their first page's place in the bitmap
- * array, whose pair of up to 256 bytes would sit in one 4 KiB page. */
+/* A small span's two bitmaps lie side by side at its first page's place (types.h), the freed one
+ * in the next 128-byte pair of lines past the alloc words (span.h, nsp__span_freed_offset), so
+ * that a span whose pair fits in 256 bytes (up to 16 words a bitmap: every class from 256 B)
+ * touches one 4 KiB page of bitmaps, and the others as few as their bytes take, not a page of
+ * each (with two arrays, a 256 KiB span cost 12 KiB of resident metadata: its descriptor's page
+ * and a page of each bitmap; Larson at 2 threads holds ~68 such spans); and so that the owner's
+ * alloc words and the remote freers' ORs never share a line or a prefetched pair. Not in the span's
+ * interior descriptors: a_late_remote_free_writes_no_live_span_s_bitmaps says why. */
 START_TEST(span_bitmaps_share_a_page)
 {
     ready();
@@ -786,30 +786,18 @@ START_TEST(span_bitmaps_share_a_page)
         ck_assert_uint_eq(s->sizeclass, k);
         uintptr_t a = (uintptr_t)s->alloc_bits, f = (uintptr_t)s->freed_bits;
         uint32_t nw = nsp__span_nwords(s);
-        /* from 32 B in the span's interior descriptors, from its third page's (types.h); the
-         * 8 and 16 B classes' at its first page's place in the bitmap array */
-        if (nsp__classes[k].size >= 32)
-            ck_assert_msg(s->alloc_bits == (uint64_t *)(s + 2),
-                          "class %u (%u B, %u words a bitmap): alloc bits at %p, not in the span's "
-                          "descriptors from its third page's (%p)", k, nsp__classes[k].size, nw,
-                          (void *)a, (void *)(s + 2));
-        else
-            ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
-        ck_assert_uint_eq(a & 127, 0);
+        ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
+        ck_assert_uint_eq(a & 255, 0);
         /* right past the alloc words, in a pair of lines of its own */
         ck_assert_msg(f == a + (uintptr_t)((nw + 15) & ~15u) * 8,
                       "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p, "
                       "not in the next pair of lines", k, nsp__classes[k].size, nw, (void *)a,
                       (void *)f);
         ck_assert_uint_gt(f >> 7, (a + (uintptr_t)nw * 8 - 1) >> 7);
-        /* inside the span's own descriptors, or its bitmap area (32 words a page) */
-        if (nsp__classes[k].size >= 32)
-            ck_assert_uint_le(f + (uintptr_t)nw * 8, (uintptr_t)(s + s->npages));
-        else
-            ck_assert_uint_le(f + (uintptr_t)nw * 8,
-                              a + s->npages * 2 * NSP_BITMAP_WORDS_PER_PAGE * 8);
-        /* in the bitmap array, a pair of up to 256 bytes in one page of metadata */
-        if (nw <= 16 && nsp__classes[k].size < 32)
+        /* inside the span's bitmap area (32 words a page) */
+        ck_assert_uint_le(f + (uintptr_t)nw * 8, a + s->npages * 2 * NSP_BITMAP_WORDS_PER_PAGE * 8);
+        /* a pair of up to 256 bytes in one page of metadata */
+        if (nw <= 16)
             ck_assert_msg((a >> 12) == ((f + (uintptr_t)nw * 8 - 1) >> 12),
                           "class %u (%u B, %u words a bitmap): alloc bits at %p, freed bits at %p: "
                           "two pages of metadata", k, nsp__classes[k].size, nw, (void *)a,
@@ -821,44 +809,84 @@ START_TEST(span_bitmaps_share_a_page)
 END_TEST
 
 /* A reader that takes no cache (the pacer's nsp__cache_read) may hold a span its cache has let
- * go meanwhile and read the descriptor once the pages are another span's: a span whose bitmaps
- * lie in its interior descriptors (types.h) has its bitmap words where an older span's
- * descriptor was, so that descriptor's pointer fields are then bitmap words. Here the reader's
- * stale span is the descriptor of b's third page, which holds b's first alloc words, as b's
- * owner leaves them with slots 128-191, 352, 416 and 672 allocated: read as a descriptor, CACHED
- * by cache 0, dirty, freed_bits ~0. The reading must not follow that pointer (it faulted). */
+ * go meanwhile and read the descriptor once the pages are another span's: the slot then describes
+ * another span or nothing (a dead one, its words stale: pageheap.h), and any pointer read from it
+ * may lead anywhere. Here the reader's stale span is the descriptor of live span b's third page,
+ * an interior one that describes nothing, written as such a slot may read: CACHED by cache 0,
+ * dirty, nelems 1, freed_bits ~0. The reading must not follow that pointer (it faulted when the
+ * reading took it: 4045e4c). */
 START_TEST(cache_read_of_a_reused_descriptor)
 {
     ready();
     void *p = malloc(32);
     struct nsp_span *b = nsp__span_of(p);
     ck_assert_ptr_nonnull(b);
-    ck_assert_ptr_eq(b->alloc_bits, (uint64_t *)(b + 2));
-    ck_assert_uint_ge(nsp__span_nwords(b), 16);
-    uint64_t saved[16];
-    for (unsigned w = 0; w < 16; w++) {
-        saved[w] = b->alloc_bits[w];
-        nsp__span_set_alloc_word(b, w, 0);
-    }
-    nsp__span_set_alloc_word(b, 2, ~0ULL);     /* slots 128-191: freed_bits */
-    nsp__span_set_alloc_word(b, 5, 1ULL << 32); /* slot 352: nelems 1 */
-    nsp__span_set_alloc_word(b, 6, 1ULL << 32); /* slot 416: state CACHED */
-    nsp__span_set_alloc_word(b, 10, 1ULL << 32); /* slot 672: dirty */
-    const struct nsp_span *stale = b + 2;
-    ck_assert_uint_eq(atomic_load(&stale->state), NSP_SPAN_CACHED);
-    ck_assert_uint_eq(stale->cache, 0);
-    ck_assert_ptr_eq(stale->freed_bits, (void *)~(uintptr_t)0);
+    ck_assert_uint_ge(b->npages, 3);
+    struct nsp_span *stale = b + 2, saved;
+    memcpy(&saved, stale, sizeof saved);
+    atomic_store(&stale->state, NSP_SPAN_CACHED);
+    stale->cache = 0;
+    stale->nelems = 1;
+    stale->freed_bits = (_Atomic uint64_t *)~(uintptr_t)0;
+    atomic_store(&stale->dirty, 1);
     /* the reader's view: a cache (index 0, no bins) whose class slot still names that span */
     static struct nsp_cache c;
     memset(&c, 0, sizeof c);
     for (unsigned k = 0; k < NSP_NUM_CLASSES; k++)
         c.spans[k] = &nsp__empty_span;
-    c.spans[b->sizeclass] = (struct nsp_span *)stale;
+    c.spans[b->sizeclass] = stale;
     c.held_bytes = 1;
     struct nsp_cache_reading r = {0};
     nsp__cache_read(&c, &r);
-    for (unsigned w = 0; w < 16; w++)
-        nsp__span_set_alloc_word(b, w, saved[w]);
+    memcpy(stale, &saved, sizeof saved);
+    free(p);
+    char why[256];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+}
+END_TEST
+
+/* A remote free's last steps come after its OR (nsp__span_freed_remote: the look at `dirty`, its
+ * exchange when clean, the look at state, and for FULL nsp__central_wake's CAS). By then the
+ * span may have been swept, found empty, given back and its pages cut again into another span
+ * (span.h: the freer finds its stripe counter before the OR for that reason): a freer preempted
+ * between its OR and those steps finds its old first descriptor anywhere in the new span's run.
+ * They must then write nothing the new span holds: a 1 stored in one of its freed words is a
+ * remote free nobody made (its sweep frees a live object, handed out twice), in an alloc word a
+ * slot nobody allocated. Each interior descriptor of live span b plays that stale descriptor here,
+ * as such a freer would reach it; b's bitmap words must not change. */
+START_TEST(a_late_remote_free_writes_no_live_span_s_bitmaps)
+{
+    ready();
+    void *p = malloc(32);
+    struct nsp_span *b = nsp__span_of(p);
+    ck_assert_ptr_nonnull(b);
+    uint32_t nw = nsp__span_nwords(b), words = nsp__span_freed_offset(nw) + nw;
+    uint32_t n = (uint32_t)b->npages;
+    static uint64_t bits[4096];
+    static struct nsp_span descs[1024];
+    ck_assert_uint_le(words, 4096);
+    ck_assert_uint_le(n, 1024);
+    memcpy(bits, b->alloc_bits, words * sizeof bits[0]);
+    memcpy(descs, b, n * sizeof descs[0]);
+    unsigned woken = 0;
+    for (uint32_t i = 1; i < n; i++) /* the late steps, on a descriptor the pages no longer use */
+        woken += (unsigned)nsp__span_freed_remote(b + i);
+    uint32_t changed = UINT32_MAX;
+    for (uint32_t w = 0; w < words && changed == UINT32_MAX; w++)
+        if (b->alloc_bits[w] != bits[w])
+            changed = w;
+    uint64_t now = changed == UINT32_MAX ? 0 : b->alloc_bits[changed];
+    /* as it was (the interior descriptors' words included), whatever the check says */
+    memcpy(b + 1, descs + 1, (n - 1) * sizeof descs[0]);
+    memcpy(b->alloc_bits, bits, words * sizeof bits[0]);
+    ck_assert_msg(changed == UINT32_MAX,
+                  "a late remote free's steps on a descriptor of b's pages changed b's bitmap "
+                  "word %u (%s word %u): %#llx -> %#llx", changed,
+                  changed < nsp__span_freed_offset(nw) ? "alloc" : "freed",
+                  changed < nsp__span_freed_offset(nw) ? changed
+                                                       : changed - nsp__span_freed_offset(nw),
+                  (unsigned long long)bits[changed], (unsigned long long)now);
+    ck_assert_uint_eq(woken, 0);
     free(p);
     char why[256];
     ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
@@ -1271,6 +1299,7 @@ int main(void)
     tcase_add_test(tc, metadata_never_huge);
     tcase_add_test(tc, span_bitmaps_share_a_page);
     tcase_add_test(tc, cache_read_of_a_reused_descriptor);
+    tcase_add_test(tc, a_late_remote_free_writes_no_live_span_s_bitmaps);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
