@@ -220,6 +220,35 @@ START_TEST(grouping_levels)
 }
 END_TEST
 
+/* A core grouping of the real machine where the OS's backend finds no core (a Linux without its
+ * sysfs topology nor /proc/cpuinfo core ids; HWLOC_COMPONENTS=no_os,x86 plays it: no_os gives the
+ * PUs alone, x86 the rest from cpuid): the load leaves hwloc's x86 backend out for PU and core
+ * grouping (topology.c, load_tables), and must then load again with it, not refuse the grouping
+ * (a preloading process dies at its first malloc). hwloc itself, with the same components, says
+ * how many cores there are; where it finds none (not x86, or no binding), skipped. */
+START_TEST(core_grouping_falls_back_to_x86)
+{
+    setenv("HWLOC_COMPONENTS", "no_os,x86", 1); /* this test's process only (Check forks) */
+    hwloc_topology_t hw;
+    ck_assert_int_eq(hwloc_topology_init(&hw), 0);
+    ck_assert_int_eq(hwloc_topology_load(hw), 0);
+    int cores = hwloc_get_nbobjs_by_type(hw, HWLOC_OBJ_CORE);
+    hwloc_topology_destroy(hw);
+    if (cores <= 0) {
+        unsetenv("HWLOC_COMPONENTS");
+        fprintf(stderr, "core_grouping_falls_back_to_x86: skipped: hwloc's x86 backend finds no "
+                        "core here (not x86, or no binding)\n");
+        return;
+    }
+    char err[512] = "";
+    nsp_topo_t *t = nsp_topo_load("real", NSP_GROUP_CORE, err, sizeof err);
+    unsetenv("HWLOC_COMPONENTS");
+    ck_assert_msg(t != NULL, "core grouping with no core from the OS's backend: %s", err);
+    ck_assert_uint_eq(nsp_topo_num_caches(t), (unsigned)cores);
+    nsp_topo_destroy(t);
+}
+END_TEST
+
 START_TEST(out_of_range_lookups)
 {
     nsp_topo_t *t = load_ok("synthetic:pack:2 numa:2 core:4 pu:1", NSP_GROUP_PU);
@@ -573,6 +602,7 @@ static Suite *suite(void)
     tcase_add_test(tc, xml_with_latency_matrix);
     tcase_add_test(tc, malformed_inputs_are_named);
     tcase_add_test(tc, grouping_levels);
+    tcase_add_test(tc, core_grouping_falls_back_to_x86);
     tcase_add_test(tc, out_of_range_lookups);
     tcase_add_test(tc, binding_is_recorded_on_synthetic);
     tcase_add_test(tc, real_machine);

@@ -319,40 +319,56 @@ oom:
 static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const char *spec, char *err,
                        size_t errlen)
 {
-    hwloc_topology_t hw;
-    if (topology_init(h, &hw) < 0) {
-        nsp__topo_err(err, errlen, "topology \"%s\": hwloc initialisation failed", t->spec);
-        return -1;
-    }
-    int rc = -1;
-    /* Only CPUs, caches and memory matter to the allocator. */
-    h->topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_NONE);
 #if HWLOC_API_VERSION >= 0x00020100
     /* hwloc's x86 backend reads cpuid to annotate what Linux's sysfs gives (vendor and model
      * strings, and caches where sysfs lists none): only an L2 or L3 grouping could need it.
      * Left out for PU and core grouping, the load runs less of libc, whose text pages stay
      * mapped in every process that preloads numaspan (on this VM one 64 KiB fault-around
      * window of libc's text less resident in every run of an empty program: issue 11, "Peak
-     * RSS"). Synthetic and XML topologies never use it. */
-    if (h->topology_set_components &&
-        (t->grouping == NSP_GROUP_PU || t->grouping == NSP_GROUP_CORE))
-        h->topology_set_components(hw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "x86");
+     * RSS"). Synthetic and XML topologies never use it. Where the OS's backend finds no core
+     * (no sysfs topology nor /proc/cpuinfo core ids: HWLOC_COMPONENTS=no_os,x86 plays it), the
+     * x86 backend is what finds them: a core grouping that names no object is loaded again with
+     * it (else every preloading process died at its first malloc: test_topology,
+     * core_grouping_falls_back_to_x86). */
+    int leave_x86_out = h->topology_set_components &&
+                        (t->grouping == NSP_GROUP_PU || t->grouping == NSP_GROUP_CORE);
+#else
+    int leave_x86_out = 0;
 #endif
-    if (topology_configure(h, hw, spec, err, errlen) < 0)
-        goto out;
-    if (h->topology_load(hw) < 0) {
-        nsp__topo_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
-                strerror(errno));
-        goto out;
+    for (;;) {
+        hwloc_topology_t hw;
+        if (topology_init(h, &hw) < 0) {
+            nsp__topo_err(err, errlen, "topology \"%s\": hwloc initialisation failed", t->spec);
+            return -1;
+        }
+        int rc = -1;
+        /* Only CPUs, caches and memory matter to the allocator. */
+        h->topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_NONE);
+#if HWLOC_API_VERSION >= 0x00020100
+        if (leave_x86_out)
+            h->topology_set_components(hw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "x86");
+#endif
+        if (topology_configure(h, hw, spec, err, errlen) < 0)
+            goto out;
+        if (h->topology_load(hw) < 0) {
+            nsp__topo_err(err, errlen, "topology \"%s\": hwloc cannot load it: %s", t->spec,
+                    strerror(errno));
+            goto out;
+        }
+        if (leave_x86_out && nsp__hwloc_nbobjs(h, hw, grouping_type(t->grouping)) <= 0) {
+            h->topology_destroy(hw); /* no core without it (above): again, with it */
+            leave_x86_out = 0;
+            continue;
+        }
+        t->thissystem = h->topology_is_thissystem(hw);
+        if (build_tables(t, h, hw, err, errlen) < 0 ||
+            nsp__topo_build_distances(t, h, hw, err, errlen) < 0)
+            goto out;
+        rc = 0;
+    out:
+        h->topology_destroy(hw);
+        return rc;
     }
-    t->thissystem = h->topology_is_thissystem(hw);
-    if (build_tables(t, h, hw, err, errlen) < 0 ||
-        nsp__topo_build_distances(t, h, hw, err, errlen) < 0)
-        goto out;
-    rc = 0;
-out:
-    h->topology_destroy(hw);
-    return rc;
 }
 
 nsp_topo_t *nsp_topo_load(const char *spec, nsp_grouping_t grouping, char *err, size_t errlen)
