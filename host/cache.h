@@ -255,9 +255,10 @@ int nsp__cache_init(void);
  * classes they use before that. */
 void nsp__cache_slab_set_up(struct nsp_cache *c, unsigned cls);
 /* Whether c's slab of class cls was set up. A slab that was not is detached and empty, and is
- * not read either (the loops over every class's slab skip it), so its page stays unmapped, not
- * even the kernel's zero page in its place. Racy readers (stats, the idle look) may miss one being
- * set up: it is empty then. */
+ * never written: the loops over every class's slab skip it, and the paths that look at any
+ * class's slab (free.c's slab_takes, the busy cache's pop in alloc.c) read only its `cap` word,
+ * which maps the kernel's shared zero page there, not counted in RSS (rrev2's review, session 24).
+ * Racy readers (stats, the idle look) may miss one being set up: it is empty then. */
 static inline int nsp__cache_slab_is_set(const struct nsp_cache *c, unsigned cls)
 {
     return (int)((__atomic_load_n(&c->slabs_set[cls / 64], __ATOMIC_RELAXED) >> (cls % 64)) & 1);
