@@ -14,7 +14,8 @@
  *     detach (a cycle's take, which drains it) before each step and after the commit: every
  *     object ends exactly once in the slab, in the caller's hands, or freed;
  *   - the real sequences: off the slab's cpu or detached they miss, on it they push, pop and take
- *     in stack order;
+ *     in stack order; a slab not set up is not popped on its cpu (cpu 0's, whose number its
+ *     mapped cpu word holds, included) whatever else a racing pop could read of it;
  *   - a cycle while objects wait in slabs: the ledger's recount agrees with the charges;
  *   - a class above 2 KiB (32 objects a span) keeps its other spans' frees in the slab, and the
  *     mallocs after its bin's span is full again get them back;
@@ -688,6 +689,79 @@ START_TEST(the_real_sequences_push_pop_and_take_in_stack_order)
 }
 END_TEST
 
+/* A slab not set up (slab.h, "Set-up": as mapped, zero) is not popped, on any cpu. Its mapped cpu
+ * word is 0, cpu 0's number, so what keeps a pop out is nsp__slab_alloc's look at cap (0) before
+ * the sequence, the look that also orders the sequence's read of cpu after a set-up. The step on
+ * each cpu meets the slab as a racing pop could if it read `on` after a set-up and cpu before it
+ * (cpu 0, cap 0, on 1, a count) and must miss, the word as it was. The control: the raw pop on
+ * cpu 0 takes from that state (only the look keeps it out there). Made and undone by the step on
+ * the cpu, holding the cache's lock, so that no drain applies the stand-in objects. */
+struct unset {
+    int cpu, ran;
+    uintptr_t got, raw;
+    uint64_t word;
+};
+
+#ifdef NSP_RSEQ_LOCKS
+static void unset_pop(void *arg)
+{
+    struct unset *u = arg;
+    static uint64_t stand_in[2]; /* never handed out: the pop's tag check would refuse them */
+    struct nsp_cache *c = cache_of(u->cpu);
+    struct nsp_slab *m = &c->slabs[cls_sz];
+    ck_assert_int_eq(nsp__cache_lock_foreign(c), 1); /* its slabs drained: empty, attached */
+    int64_t cpu = m->cpu;
+    uint64_t cap = m->cap;
+    m->cpu = 0;
+    m->cap = 0;
+    m->slot[0] = (uintptr_t)&stand_in[0];
+    m->slot[1] = (uintptr_t)&stand_in[1];
+    m->word = 2;
+    atomic_store(&m->on, 1);
+    u->got = (uintptr_t)nsp__slab_alloc(c, cls_sz);
+    u->word = m->word;
+    uintptr_t p;
+    while ((p = (uintptr_t)nsp__slab_pop(m)) == 1)
+        ;
+    u->raw = p;
+    m->word = 0; /* as the drain left it */
+    m->cpu = cpu;
+    m->cap = cap;
+    nsp__cache_unlock(c);
+    u->ran = sched_getcpu() == u->cpu;
+}
+#else
+static void unset_pop(void *arg)
+{
+    (void)arg;
+}
+#endif
+
+START_TEST(a_slab_never_set_up_is_not_popped_on_any_cpu)
+{
+    if (!ready("a_slab_never_set_up_is_not_popped_on_any_cpu"))
+        return;
+    if (cpu_a != 0 && cpu_b != 0)
+        fprintf(stderr, "a_slab_never_set_up_is_not_popped_on_any_cpu: cpu 0 is not this "
+                        "process's: run on cpus %d and %d only\n", cpu_a, cpu_b);
+    uint64_t refused = errors(NSP_ERR_FREE_LIST) + errors(NSP_ERR_DOUBLE_FREE);
+    for (int i = 0; i < 2; i++) {
+        static struct unset u;
+        memset(&u, 0, sizeof u);
+        u.cpu = i ? cpu_b : cpu_a;
+        on_cpu(u.cpu, unset_pop, &u);
+        ck_assert_int_eq(u.ran, 1);
+        ck_assert_msg(u.got == 0 && u.word == 2,
+                      "cpu %d: a malloc popped a slab not set up (%#lx, word %llu)", u.cpu,
+                      (unsigned long)u.got, (unsigned long long)u.word);
+        if (u.cpu == 0)
+            ck_assert_msg(u.raw != 0, "cpu 0: the raw pop missed too: the case shows nothing");
+    }
+    /* (a stand-in popped would have been refused, reported as one of these) */
+    ck_assert_uint_eq(errors(NSP_ERR_FREE_LIST) + errors(NSP_ERR_DOUBLE_FREE), refused);
+}
+END_TEST
+
 /* A cycle while objects wait in slabs: it drains them, and the ledger's recount agrees. */
 START_TEST(a_cycle_drains_the_slabs_and_the_ledger_holds)
 {
@@ -1221,6 +1295,7 @@ static Suite *slab_suite(void)
     tcase_add_test(tc, a_free_of_a_slab_held_object_after_a_cycle_is_reported);
     tcase_add_test(tc, the_sequences_match_their_model_and_a_detach_at_every_step_loses_nothing);
     tcase_add_test(tc, the_real_sequences_push_pop_and_take_in_stack_order);
+    tcase_add_test(tc, a_slab_never_set_up_is_not_popped_on_any_cpu);
     tcase_add_test(tc, a_cycle_drains_the_slabs_and_the_ledger_holds);
     tcase_add_test(tc, stats_at_rest_count_a_slabs_objects_as_free_and_its_pops_as_mallocs);
     tcase_add_test(tc, the_slab_pages_of_a_cache_without_slabs_stay_unbacked);
