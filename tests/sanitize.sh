@@ -3,7 +3,7 @@
 # driver (tests/test_host_stress.c) and the fuzz driver (tests/fuzz/fuzz_api.c), each run for a
 # bounded time on the real machine and on a synthetic 4-node machine; the host allocator's unit
 # suites (bins, slabs, magazines, transfer, carve, the page map's publication, ledger window, host
-# units) through CTest in the same builds; and, where a clang with libFuzzer exists, the fuzz driver under libFuzzer with
+# units, a FULL span's wake) through CTest in the same builds; and, where a clang with libFuzzer exists, the fuzz driver under libFuzzer with
 # ASan+UBSan (else a visible skip).
 # tests/run calls it after CTest; it prints one line per run and exits non-zero if any failed.
 #
@@ -81,9 +81,9 @@ for kind in "${kinds[@]}"; do
   cc=()
   targets=(test_host_stress fuzz_api)
   # the unit suites of the host allocator's own paths (bins, slabs, magazines, transfer, carve,
-  # the page map's publication, ledger window, host units)
+  # the page map's publication, ledger window, host units, a FULL span's wake)
   unit_targets=(test_bins test_bin_free test_slab test_magazine test_transfer test_span_carve
-                test_span_protocol test_publish test_ledger_window test_host_units)
+                test_span_protocol test_publish test_ledger_window test_host_units test_full_wake)
   case $kind in
     asan) san=address,undefined; targets+=("${unit_targets[@]}" test_xfree_stress) ;;
     tsan) san=thread; targets+=("${unit_targets[@]}") ;;
@@ -126,7 +126,7 @@ for kind in "${kinds[@]}"; do
     run asan-xfree-stress 300 env NSP_IDLE_RELEASE_MS=1 NSP_DEBUG=3 "$dir/tests/test_xfree_stress" 4 4 100000
     run asan-fuzz $limit "$fuzz" --seconds "$seconds"
     run asan-fuzz-4node $limit env NSP_TOPOLOGY="$four" "$fuzz" --seconds "$seconds"
-    units asan-units '^(test_bins|test_bin_free|test_bin_free_exact|test_slab|test_slab_virtual|test_magazine|test_transfer|test_transfer_exact|test_span_carve|test_span_protocol|test_publish|test_ledger_window|test_ledger_window_virtual|test_host_units)$'
+    units asan-units '^(test_bins|test_bin_free|test_bin_free_exact|test_slab|test_slab_virtual|test_magazine|test_transfer|test_transfer_exact|test_span_carve|test_span_protocol|test_publish|test_ledger_window|test_ledger_window_virtual|test_host_units|test_full_wake)$'
     echo "sanitize: asan-units             left out: test_span_protocol_secure (it writes past its objects on purpose: ASan's SEGV handler and UBSan's object-size check claim the faults it expects); test_host_units_4node (the budget: asan-stress-4node covers the nodes)"
     unset ASAN_OPTIONS UBSAN_OPTIONS
   else
@@ -145,7 +145,7 @@ for kind in "${kinds[@]}"; do
     # No bins, slabs or magazines in a TSan build (no rseq): their cases skip, each saying so;
     # what runs is the locked paths, the cross-cpu stresses and the ledger.
     export TSAN_OPTIONS="$TSAN_OPTIONS:report_thread_leaks=0:suppressions=$root/tests/tsan.supp"
-    units tsan-units '^(test_bin_free|test_slab|test_magazine|test_transfer|test_span_carve|test_span_protocol|test_publish|test_ledger_window|test_ledger_window_virtual|test_host_units)$'
+    units tsan-units '^(test_bin_free|test_slab|test_magazine|test_transfer|test_span_carve|test_span_protocol|test_publish|test_ledger_window|test_ledger_window_virtual|test_host_units|test_full_wake)$'
     unset TSAN_OPTIONS
   fi
 done
