@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -437,6 +439,67 @@ static double run_delay_s(int *known)
     return delay_ns * 1e-9;
 }
 
+/* The watch on the main thread's rounds: a round that passes the slow mark while it runs (its
+ * time, less its waits for a cpu, over 0.75 stop_ms) gets, once, the main thread's system call
+ * (/proc/.../syscall: a futex's address, a nanosleep) and its stack (SIGPROF, whose handler
+ * prints a backtrace), so that a round that waited says where, not only how long. Only a
+ * report: the round is judged as before. */
+static int main_tid;
+static pthread_t main_thread;
+static _Atomic double watch_t0, watch_q0; /* the round's start (wall), its run delay then; 0: none */
+static _Atomic unsigned watch_round, watch_said;
+
+static void print_stack(int sig)
+{
+    (void)sig;
+    void *b[48];
+    int n = backtrace(b, 48);
+    static const char head[] = "fault_prog: stop: the main thread's stack:\n";
+    (void)!write(2, head, sizeof head - 1);
+    backtrace_symbols_fd(b, n, 2);
+}
+
+/* The run delay of thread tid so far (run_delay_s's field, for another thread of the process). */
+static double run_delay_of(int tid)
+{
+    char path[64], buf[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    unsigned long long run, delay;
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    return sscanf(buf, "%llu %llu", &run, &delay) == 2 ? delay * 1e-9 : 0;
+}
+
+static void *watch(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        usleep(20000);
+        double t0 = atomic_load(&watch_t0);
+        unsigned r = atomic_load(&watch_round);
+        if (t0 == 0 || atomic_load(&watch_said) == r ||
+            (now_s() - t0) - (run_delay_of(main_tid) - atomic_load(&watch_q0)) <= stop_ms * 0.75e-3)
+            continue;
+        atomic_store(&watch_said, r);
+        char path[64], buf[160] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%d/syscall", main_tid);
+        int fd = open(path, O_RDONLY);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        fprintf(stderr, "fault_prog: stop: round %u still runs after %.2f s: the main thread's "
+                "system call: %s", r - 1, stop_ms * 0.75e-3, n > 0 ? buf : "(unreadable)\n");
+        pthread_kill(main_thread, SIGPROF);
+    }
+    return NULL;
+}
+
 static void *stop_worker(void *arg)
 {
     unsigned id = (unsigned)(uintptr_t)arg;
@@ -463,7 +526,15 @@ static int stop_case(int strict)
     if (!known)
         printf("fault_prog: stop: no /proc/thread-self/schedstat: rounds are timed by the wall "
                "clock, time spent waiting for a cpu included\n");
-    pthread_t t[WORKERS];
+    void *warm[1];
+    backtrace(warm, 1); /* loads what backtrace needs now, not in the handler */
+    signal(SIGPROF, print_stack);
+    main_tid = (int)syscall(SYS_gettid);
+    main_thread = pthread_self();
+    pthread_t t[WORKERS], w;
+    if (pthread_create(&w, NULL, watch, NULL))
+        fail("pthread_create");
+    pthread_detach(w);
     for (unsigned i = 0; i < WORKERS; i++)
         if (pthread_create(&t[i], NULL, stop_worker, (void *)(uintptr_t)i))
             fail("pthread_create");
@@ -482,6 +553,9 @@ static int stop_case(int strict)
         /* now_s, less the run delay: the time a round took had it had a cpu whenever it could
          * run (file comment) */
         double q0 = run_delay_s(&known), t0 = now_s() - q0;
+        atomic_store(&watch_round, round + 1);
+        atomic_store(&watch_q0, q0);
+        atomic_store(&watch_t0, now_s());
         churn(round, 300);
         double t1 = now_s() - run_delay_s(&known);
         const char *what = "malloc and free";
@@ -499,6 +573,7 @@ static int stop_case(int strict)
                  : t4 - t3 > w ? "nsp_stats_get" : what;
         }
         double q1 = run_delay_s(&known), dt = now_s() - q1 - t0;
+        atomic_store(&watch_t0, 0.0);
         if (dt > stop_ms * 0.75e-3)
             fprintf(stderr, "fault_prog: stop: round %u: %s waited %.2f s for a stopped worker "
                     "(and %.2f s for a cpu)\n", round, what, dt, q1 - q0);
