@@ -117,7 +117,9 @@ static void *busy(void *arg)
 
 /* Waits until every worker has done a whole round after this was called (two counts: the
  * first may end a round whose operations were all done before), so that each did operations on
- * its cache between the call and the return; 0 if one starved for 10 s. */
+ * its cache between the call and the return; 0 if one starved for 10 s. The wait yields: where
+ * the threads do not really run side by side (valgrind runs one at a time, and hands its lock to
+ * another thread at a system call), a spin without one kept the worker from ever running. */
 static int all_progressed(int n)
 {
     uint64_t seen[MAX_WORKERS];
@@ -125,9 +127,11 @@ static int all_progressed(int n)
         seen[i] = atomic_load(&workers[i].progress);
     int64_t deadline = now_ns() + 10000000000LL;
     for (int i = 0; i < n; i++)
-        while (atomic_load(&workers[i].progress) < seen[i] + 2)
+        while (atomic_load(&workers[i].progress) < seen[i] + 2) {
             if (now_ns() > deadline)
                 return 0;
+            sched_yield();
+        }
     return 1;
 }
 

@@ -760,6 +760,11 @@ static void *holder_until_read(void *arg)
 
 START_TEST(one_stopped_reading_is_not_stuck)
 {
+    if (nsp_under_valgrind()) {
+        fprintf(stderr, "one_stopped_reading_is_not_stuck: skipped: valgrind runs one thread at a "
+                        "time, and a running holder reads as asleep in its lock\n");
+        return;
+    }
     pthread_t in;
     atomic_store(&inner_in, 0);
     atomic_store(&misread_armed, 0);
@@ -885,6 +890,11 @@ static void *inner_holder_until_read(void *arg)
 
 START_TEST(holder_read_at_its_wait_end_is_not_stuck)
 {
+    if (nsp_under_valgrind()) {
+        fprintf(stderr, "holder_read_at_its_wait_end_is_not_stuck: skipped: valgrind runs one "
+                        "thread at a time, and a running holder reads as asleep in its lock\n");
+        return;
+    }
     pthread_t in, out;
     atomic_store(&inner_in, 0);
     atomic_store(&outer_in, 0);
