@@ -144,6 +144,9 @@ int main(void)
 {
     Suite *s = suite_create("span_carve");
     TCase *tc = tcase_create("carve");
+    /* a bound for a hang, not Check's 4 s default: cases with threads on other cpus ran
+     * past it beside a loaded ctest -j2 (test_bins' remote free, in its pthread_join) */
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, a_carve_hands_out_what_the_slot_at_a_time_path_does);
     tcase_add_test(tc, a_written_free_slot_is_reported_kept_and_not_handed_out);
     tcase_add_test(tc, no_slot_past_the_span_end);

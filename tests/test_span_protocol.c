@@ -725,6 +725,9 @@ int main(void)
 {
     Suite *s = suite_create("span protocol");
     TCase *tc = tcase_create("interleaving");
+    /* a bound for a hang, not Check's 4 s default: cases with threads on other cpus ran
+     * past it beside a loaded ctest -j2 (test_bins' remote free, in its pthread_join) */
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, two_cores_one_span);
     tcase_add_test(tc, a_refill_passes_over_a_thin_span);
     tcase_add_test(tc, a_dirty_span_is_swept_before_fresh_slots);
@@ -739,6 +742,7 @@ int main(void)
     /* the hardened mode is chosen at initialisation: its tests run in their own CTest entry */
     if (nsp__secure) {
         tc = tcase_create("secure");
+        tcase_set_timeout(tc, 60);
         tcase_add_test(tc, secure_canary_catches_an_overflow_at_free);
         tcase_add_test_raise_signal(tc, secure_canary_overflow_aborts, SIGABRT);
         tcase_add_test(tc, secure_write_after_free_is_caught_at_reuse);

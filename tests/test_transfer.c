@@ -428,6 +428,9 @@ int main(void)
 {
     Suite *s = suite_create("transfer");
     TCase *tc = tcase_create("transfer");
+    /* a bound for a hang, not Check's 4 s default: cases with threads on other cpus ran
+     * past it beside a loaded ctest -j2 (test_bins' remote free, in its pthread_join) */
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, one_call_moves_a_batch);
     tcase_add_test(tc, double_free_of_a_waiting_object_is_caught);
     tcase_add_test(tc, a_locked_local_double_free_of_a_waiting_object_is_caught);
