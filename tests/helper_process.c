@@ -4,6 +4,8 @@
  *   helper_process topo          spec, grouping, nodes, and the cache after binding to core 9
  *   helper_process bad-free      frees a stack address, then an interior pointer, then twice
  *   helper_process stats         allocates, frees, prints nsp_stats as JSON
+ *   helper_process stats-wide    keeps an object of every small size, so that NSP_STATS's block
+ *                                at exit has a row for every class (several KiB of text)
  *   helper_process remote-double-free   a thread frees main's object twice (run it on virtual
  *                                cores: the thread's cache is not the object's, both frees remote)
  *   helper_process stray-write   writes into a free object in its bin's list, then allocates:
@@ -103,6 +105,13 @@ int main(int argc, char **argv)
         for (int i = 0; i < 50; i++)
             free(keep[i]);
         nsp_stats_print(stdout, 1);
+        return 0;
+    }
+    if (strcmp(cmd, "stats-wide") == 0) {
+        static void *keep[4096];
+        for (size_t i = 0; i < 4096; i++)
+            keep[i] = malloc((i + 1) * 8);
+        printf("kept %s\n", keep[4095] ? "all" : "not all");
         return 0;
     }
     fprintf(stderr, "helper_process: unknown command %s\n", cmd);

@@ -144,6 +144,28 @@ assert c[48]["objects_in_use"] >= 50, c[48]
 assert d["nodes"][0]["pages_mapped"] > 0
 PY
 
+# NSP_STATS=FILE: a process's block reaches the file in one write(2) on its O_APPEND descriptor,
+# so the blocks of processes that exit together (make -j, a pipeline, tests/real's cases) never
+# interleave mid-line; a block over 4 KiB used to go out in stdio's 4 KiB pieces. Seen with
+# strace, so it does not depend on winning a race.
+if ! command -v strace >/dev/null || ! strace -qq -o /dev/null true 2>/dev/null; then
+  echo "skip: stats block in one write (no strace, or it cannot trace here)"
+else
+  sfile=$(mktemp) strc=$(mktemp)
+  rc=$(NSP_STATS=$sfile run strace -f -qq -e trace=openat,write -o "$strc" "$helper" stats-wide)
+  [ "$rc" = 0 ] && ok || bad "stats-wide exited $rc: $(head -c 300 "$err")"
+  size=$(wc -c <"$sfile")
+  [ "$size" -gt 4096 ] && ok || bad "stats-wide's block is $size bytes: too small to test the pieces"
+  # the writes on the descriptor of the file's last open (the one at exit)
+  writes=$(awk -v f="\"$sfile\"" '
+    $2 ~ /^openat\(/ && index($0, f) { fd = $NF; n = 0; next }
+    fd != "" && index($2, "write(" fd ",") == 1 { n++ }
+    END { print n + 0 }' "$strc")
+  [ "$writes" = 1 ] && ok || bad "the stats block ($size bytes) took $writes writes, want 1"
+  has "numaspan stats:" "$sfile"
+  rm -f "$sfile" "$strc"
+fi
+
 # ---- options seen by a program whose first malloc comes before libc has set environ ----
 # clang's -fsanitize=undefined (and =fuzzer) runtime allocates from a preinit function: getenv
 # sees nothing then, and the options were silently their defaults
