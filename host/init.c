@@ -238,8 +238,15 @@ int nsp__init(void)
         nsp__topo = t;
         nsp__nnodes = nsp_topo_num_nodes(nsp__topo);
         nsp__ncaches = nsp_topo_num_caches(nsp__topo);
-        if (nsp__nnodes > NSP_MAX_NODES)
-            die("numaspan: the topology has more NUMA nodes than numaspan supports (64)\n");
+        if (nsp__nnodes > NSP_MAX_NODES) {
+            /* named as the topology's other errors are: the variable, the spec, the problem */
+            char msg[640];
+            snprintf(msg, sizeof msg,
+                     "numaspan: NSP_TOPOLOGY: topology \"%s\": %u NUMA nodes, more than numaspan "
+                     "supports (%u)\n",
+                     nsp_topo_spec(nsp__topo), nsp__nnodes, (unsigned)NSP_MAX_NODES);
+            die(msg);
+        }
         nsp__pageheap_init(nsp__nnodes);
         init_steps |= STEP_TOPOLOGY;
     }

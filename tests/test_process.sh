@@ -24,6 +24,10 @@ has "spec=synthetic:pack:2 numa:2 core:4 pu:1 grouping=core nodes=4 bind=1 cache
 rc=$(NSP_TOPOLOGY="synthetic:pack:2 numa:oops" run "$helper" topo)
 [ "$rc" = 2 ] && ok || bad "malformed NSP_TOPOLOGY exited $rc, want 2"
 has 'numaspan: NSP_TOPOLOGY: topology "synthetic:pack:2 numa:oops"' "$err"
+# more nodes than numaspan has room for: the same form, naming the spec and the count
+rc=$(NSP_TOPOLOGY="synthetic:numa:65 pu:1" run "$helper" topo)
+[ "$rc" = 2 ] && ok || bad "65 nodes exited $rc, want 2"
+has 'numaspan: NSP_TOPOLOGY: topology "synthetic:numa:65 pu:1": 65 NUMA nodes, more than numaspan supports (64)' "$err"
 rc=$(NSP_CACHE_GROUPING=socket run "$helper" topo)
 [ "$rc" = 2 ] && ok || bad "bad NSP_CACHE_GROUPING exited $rc"
 has 'NSP_CACHE_GROUPING="socket"' "$err"
