@@ -54,7 +54,8 @@ static const struct option_row table[] = {
     [NSP_OPT_STATS] = {"NSP_STATS", "0",
                        "print the allocator's stats at exit: 1 on stderr (even if the program "
                        "closed it), or a file path to append them to (it must be writable at "
-                       "start)"},
+                       "start; a switch word such as true, on or 2 is refused: ./on for "
+                       "a file of that name)"},
     [NSP_OPT_CACHE_MAX] = {"NSP_CACHE_MAX", "16M",
                            "bytes of spans one core cache may hold, counted as their charge "
                            "windows (K, M, G suffixes)"},

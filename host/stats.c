@@ -53,6 +53,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -422,9 +423,28 @@ void nsp_stats_print(FILE *out, int json)
 static int stats_fd = -1;
 static char stats_buf[256 * 1024];
 
+/* A value meant as a switch (true, yes, on, off, 2, ...) is not taken for a file name: it would
+ * leave a file of that name in the working directory of every process run (and write nothing
+ * for "off"). Such a file is still reached by a path with a slash (./on). */
+static int stats_looks_like_switch(const char *v)
+{
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "y", "n"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcasecmp(v, words[i]) == 0)
+            return 1;
+    return v[0] && strspn(v, "0123456789") == strlen(v);
+}
+
 void nsp__stats_init(void)
 {
     const char *v = nsp__option(NSP_OPT_STATS);
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0 && stats_looks_like_switch(v)) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "expected 0, 1 (on stderr) or a file to append to (a file of this name: ./%.32s)",
+                 v);
+        nsp__option_reject(NSP_OPT_STATS, why);
+    }
     if (strcmp(v, "1") == 0) {
         stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
     } else if (strcmp(v, "0") != 0) {

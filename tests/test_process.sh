@@ -70,6 +70,9 @@ NSP_NODE_LIMITS=0=1G,0=2G|node 0 is given twice
 NSP_NODE_LIMITS=7=1G|expected NODE=SIZE
 NSP_NODE_LIMITS=0=lots|a node's size is not a size
 NSP_STATS=/nonexistent-dir/stats.txt|No such file or directory
+NSP_STATS=true|expected 0, 1 (on stderr) or a file to append to (a file of this name: ./true)
+NSP_STATS=ON|expected 0, 1 (on stderr) or a file to append to
+NSP_STATS=2|expected 0, 1 (on stderr) or a file to append to
 NSP_TRACE=/nonexistent-dir/trace.csv|No such file or directory
 NSP_SECURE=yes|expected 0 or 1
 NSP_MEMORY_LIMIT_HARD=on|expected 0 or 1
