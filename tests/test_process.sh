@@ -254,6 +254,28 @@ else
     fi
     rm -rf "$nest"
   fi
+  # the real machine's load describes the CPU caches only for an l2 or l3 grouping: with pu (the
+  # default) or core, every process start skips their size, line and set files (hwloc still
+  # reads each cache's level and type to filter it: 11 opens a PU fewer here, of 46)
+  if ! command -v strace >/dev/null || ! strace -qq -o /dev/null true 2>/dev/null; then
+    echo "skip: cache files at start (no strace, or it cannot trace here)"
+  else
+    copens() { # GROUPING: opens of cache/indexN/size by a preloaded /bin/true
+      local t; t=$(mktemp)
+      NSP_TOPOLOGY=real NSP_CACHE_GROUPING=$1 LD_PRELOAD=$lib strace -f -qq -e trace=openat \
+        -o "$t" /bin/true 2>/dev/null
+      grep -c 'cache/index[0-9]*/size"' "$t"; rm -f "$t"
+    }
+    with_l2=$(copens l2)
+    if [ "$with_l2" = 0 ]; then
+      echo "skip: cache files at start (an l2 grouping reads none here: no cache directories in sysfs)"
+    else
+      for g in pu core; do
+        n=$(copens $g)
+        [ "$n" = 0 ] && ok || bad "grouping $g: $n cache size files read at start (l2: $with_l2)"
+      done
+    fi
+  fi
   # a plain program keeps exactly its own threads; a paced or traced one gets the pacer thread
   rc=$(run pre threads)
   [ "$rc" = 0 ] && ok || bad "threads exited $rc"
