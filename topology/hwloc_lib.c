@@ -46,7 +46,7 @@ int nsp__hwloc_open(struct nsp__hwloc *h, const char *spec, char *err, size_t er
 #define NSP_SYM(f) {"hwloc_" #f, (void **)&h->f}
         NSP_SYM(get_api_version),      NSP_SYM(topology_init),
         NSP_SYM(topology_set_io_types_filter), NSP_SYM(topology_set_cache_types_filter),
-        NSP_SYM(topology_set_synthetic),
+        NSP_SYM(topology_set_flags),   NSP_SYM(topology_set_synthetic),
         NSP_SYM(topology_set_xml),     NSP_SYM(topology_load),
         NSP_SYM(topology_is_thissystem), NSP_SYM(topology_destroy),
         NSP_SYM(get_type_depth),       NSP_SYM(get_nbobjs_by_depth),

@@ -37,6 +37,7 @@ struct nsp__hwloc {
     __typeof__(&hwloc_topology_init) topology_init;
     __typeof__(&hwloc_topology_set_io_types_filter) topology_set_io_types_filter;
     __typeof__(&hwloc_topology_set_cache_types_filter) topology_set_cache_types_filter;
+    __typeof__(&hwloc_topology_set_flags) topology_set_flags;
     __typeof__(&hwloc_topology_set_synthetic) topology_set_synthetic;
     __typeof__(&hwloc_topology_set_xml) topology_set_xml;
     __typeof__(&hwloc_topology_load) topology_load;

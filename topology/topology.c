@@ -349,6 +349,14 @@ static int load_tables(struct nsp_topo *t, const struct nsp__hwloc *h, const cha
          * a PU fewer at every process's start (22 of 115 in a preloaded /bin/true). */
         if (t->grouping == NSP_GROUP_PU || t->grouping == NSP_GROUP_CORE)
             h->topology_set_cache_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_NONE);
+#if HWLOC_API_VERSION >= 0x00020800
+        /* Nor memory attributes (each node's access files) nor CPU kinds (each PU's cpufreq
+         * and capacity files): nothing here reads them. Flags a 2.x library before 2.8 would
+         * refuse (EINVAL) are asked of 2.8 on only; the distances are kept (placement). */
+        if (h->get_api_version() >= 0x00020800)
+            h->topology_set_flags(hw, HWLOC_TOPOLOGY_FLAG_NO_MEMATTRS |
+                                          HWLOC_TOPOLOGY_FLAG_NO_CPUKINDS);
+#endif
 #if HWLOC_API_VERSION >= 0x00020100
         if (leave_x86_out)
             h->topology_set_components(hw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "x86");
