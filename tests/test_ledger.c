@@ -12,6 +12,8 @@
  *   every mode: the totals never decrease.
  * At the end, after a cycle (caches released, spans swept, changes flushed): heapLive == live in
  * every mode, the debug recount agrees, and still after 10,000 more cycles.
+ * The cases pass with CK_FORK=no too (all in one process): each leaves the heap and the test's
+ * flags as a fresh process has them, and the one that expects an abort is left out there.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -267,6 +269,17 @@ START_TEST(invariants_under_threads)
     pthread_barrier_wait(&barrier); /* the threads may go */
     for (unsigned w = 0; w <= WORKERS; w++)
         pthread_join(th[w], NULL);
+    /* what is still live goes, so that the cases after this one find the heap as a fresh process
+     * has it when CK_FORK=no runs them all in this process: left here, objects of class 1024 on
+     * node 0 kept a partial span that stale_span_is_reconciled_once's first malloc(1000) then
+     * refilled from, and its release charged those objects too (14 or 16 objects, not 10) */
+    for (unsigned w = 0; w < WORKERS; w++)
+        for (unsigned i = 0; i < LIVE; i++) {
+            free(live[w][i].p);
+            live[w][i].p = NULL;
+        }
+    for (unsigned j = 0; j < SHARED; j++)
+        free(atomic_exchange(&shared[j], NULL));
 }
 END_TEST
 
@@ -295,7 +308,11 @@ static int64_t go_model(int64_t h0, int64_t span_bytes, int64_t unused, int64_t 
 }
 
 /* Runs one cycle when told; created before the baseline is read, since creating a thread
- * allocates. */
+ * allocates. Each case starts it with start_cycle_thread, which lowers both flags first: the
+ * case before left them raised, and under CK_FORK=no (every case in one process) a thread
+ * started with them up ran its cycle at once, before the case had taken the cache it meant the
+ * cycle to find busy, and the case did not wait for it (busy_cache_is_measured_without_taking_it
+ * failed there: no busy cache seen). */
 static _Atomic int cycle_go, cycle_done;
 
 static void *cycle_thread(void *arg)
@@ -308,6 +325,13 @@ static void *cycle_thread(void *arg)
     return NULL;
 }
 
+static void start_cycle_thread(pthread_t *t)
+{
+    atomic_store(&cycle_go, 0);
+    atomic_store(&cycle_done, 0);
+    pthread_create(t, NULL, cycle_thread, NULL);
+}
+
 START_TEST(stale_span_is_reconciled_once)
 {
     if (nsp__accounting != NSP_ACCT_OVER) {
@@ -317,7 +341,7 @@ START_TEST(stale_span_is_reconciled_once)
     /* Check's successful asserts allocate: every value is read first, asserted at the end */
     nsp_thread_bind_core(0);
     pthread_t t;
-    pthread_create(&t, NULL, cycle_thread, NULL);
+    start_cycle_thread(&t);
     nsp_pacer_cycle();
     nsp_pacer_info_t pi;
     nsp_pacer_get(&pi);
@@ -485,7 +509,7 @@ START_TEST(busy_cache_is_measured_without_taking_it)
 {
     nsp_thread_bind_core(0);
     pthread_t t;
-    pthread_create(&t, NULL, cycle_thread, NULL);
+    start_cycle_thread(&t);
     nsp_pacer_cycle();
     nsp_pacer_info_t pi;
     nsp_pacer_get(&pi);
@@ -736,7 +760,9 @@ START_TEST(at_rest_heaplive_is_live_plus_unspent)
 }
 END_TEST
 
-/* NSP_DEBUG=1: a ledger whose heapLive disagrees with the charges stops at the next cycle. */
+/* NSP_DEBUG=1: a ledger whose heapLive disagrees with the charges stops at the next cycle.
+ * Its message ("node 0: heapLive + pending N != sum of the charges N-8; aborting", the 8 bytes
+ * added here) is in the output of every passing run: it is this case's child's, expected. */
 START_TEST(debug_check_stops_a_wrong_ledger)
 {
     nsp_pacer_cycle();
@@ -758,10 +784,13 @@ int main(void)
     tcase_add_test(tc, in_place_sweep_keeps_a_cached_span_charged);
     tcase_add_test(tc, released_span_is_charged_without_its_remote_frees);
     tcase_add_test(tc, at_rest_heaplive_is_live_plus_unspent);
-    if (nsp__debug)
-        tcase_add_test_raise_signal(tc, debug_check_stops_a_wrong_ledger, SIGABRT);
-    else
+    if (!nsp__debug)
         fprintf(stderr, "debug_check_stops_a_wrong_ledger: skipped: NSP_DEBUG is not 1\n");
+    else if (!nsp_check_forks())
+        fprintf(stderr, "debug_check_stops_a_wrong_ledger: skipped: CK_FORK=no (its abort would "
+                        "end every case's run)\n");
+    else
+        tcase_add_test_raise_signal(tc, debug_check_stops_a_wrong_ledger, SIGABRT);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
 }
