@@ -7,7 +7,9 @@
  * nothing); layers that need a parsed value on a hot path parse it once at their initialisation.
  * A value that is malformed, out of range or useless stops the process with a message naming
  * the variable, its value and what was expected (exit status 2): an experiment that silently ran
- * with a default instead of what it asked for would be wrong.
+ * with a default instead of what it asked for would be wrong. Keywords (the choices, off, auto,
+ * stderr, real, a size's suffix) are taken in any case, so that Exact, OFF and 4G mean what
+ * exact, off and 4g do; paths and descriptions keep their case.
  *
  * The first malloc may come before libc has set `environ`: a sanitizer runtime (clang's
  * -fsanitize=undefined, =fuzzer) allocates from the program's preinit functions, which run
@@ -93,7 +95,8 @@ static const struct option_row table[] = {
                                  "most 86400000 (a day)"},
     [NSP_OPT_TRACE] = {"NSP_TRACE", "",
                        "a CSV file to append every pacer event to: "
-                       "time_ns,node,heap_live,trigger,goal,limit,event; or stderr: one line "
+                       "time_ns,node,heap_live,trigger,goal,limit,event (./stderr for a file of that "
+                       "name); or stderr: one line "
                        "per cycle (number, time, live -> peak -> live, goal, trigger, runway, "
                        "caches released/busy, pause, share of time in cycles)"},
     [NSP_OPT_SECURE] = {"NSP_SECURE", "0",
@@ -261,6 +264,19 @@ const char *nsp__option(nsp_option_id_t id)
     return value_of(&table[id], NULL);
 }
 
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+int nsp__keyword_is(const char *text, const char *word)
+{
+    for (; *text && *word; text++, word++)
+        if (ascii_lower(*text) != ascii_lower(*word))
+            return 0;
+    return *text == *word;
+}
+
 int nsp__parse_size(const char *text, size_t *out)
 {
     if (!text || *text < '0' || *text > '9')
@@ -278,7 +294,7 @@ int nsp__parse_size(const char *text, size_t *out)
     case 't': case 'T': shift = 40; end++; break;
     default: break;
     }
-    if (*end == 'i' && shift) /* "Mi", "GiB" */
+    if ((*end == 'i' || *end == 'I') && shift) /* "Mi", "GiB", "GIB" */
         end++;
     if ((*end == 'B' || *end == 'b') && end[1] == 0)
         end++;
@@ -312,7 +328,7 @@ unsigned nsp__option_choice(nsp_option_id_t id, const char *const *choices, unsi
 {
     const char *v = nsp__option(id);
     for (unsigned i = 0; i < n; i++)
-        if (strcmp(v, choices[i]) == 0)
+        if (nsp__keyword_is(v, choices[i]))
             return i;
     char want[256] = "expected ";
     for (unsigned i = 0; i < n; i++) {

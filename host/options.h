@@ -38,8 +38,13 @@ typedef enum nsp_option_id {
 /* The option's value: the environment's if set and non-empty, else its default. Never NULL. */
 const char *nsp__option(nsp_option_id_t id);
 
-/* Parses a byte count with an optional K, M, G or T suffix (powers of 1024). Returns 0, or -1
- * if the text is not such a size. */
+/* Whether text is the keyword word in any case (ASCII only: a locale's case rules must not
+ * change what an option means). Every keyword of every option is matched so (off, auto,
+ * stderr, the choices); file paths and descriptions never are. */
+int nsp__keyword_is(const char *text, const char *word);
+
+/* Parses a byte count with an optional K, M, G or T suffix (powers of 1024), any case (4M,
+ * 4m, 4MiB, 4MIB). Returns 0, or -1 if the text is not such a size. */
 int nsp__parse_size(const char *text, size_t *out);
 
 /* Stops the process (exit status 2) with "numaspan: NAME="value": why". */
@@ -48,7 +53,7 @@ _Noreturn void nsp__option_reject(nsp_option_id_t id, const char *why);
 /* Typed readers: each returns the option's value parsed, or rejects it (nsp__option_reject).
  * A byte count (K, M, G, T suffixes), at most INT64_MAX. */
 size_t nsp__option_size(nsp_option_id_t id);
-/* One of n words, exactly: returns its index. */
+/* One of n keywords, in any case (nsp__keyword_is): returns its index. */
 unsigned nsp__option_choice(nsp_option_id_t id, const char *const *choices, unsigned n);
 /* A decimal integer in [lo, hi]; want says what is expected, for the message. */
 int64_t nsp__option_int(nsp_option_id_t id, int64_t lo, int64_t hi, const char *want);

@@ -389,14 +389,14 @@ void nsp__pacer_init(void)
     nsp__accounting = acct_of[nsp__option_choice(NSP_OPT_ACCOUNTING, accts, 3)];
     static const char *const modes[] = {"sync", "concurrent"};
     P.params.concurrent = (int)nsp__option_choice(NSP_OPT_PACER, modes, 2);
-    if (strcmp(nsp__option(NSP_OPT_PACE_PERCENT), "off") == 0)
+    if (nsp__keyword_is(nsp__option(NSP_OPT_PACE_PERCENT), "off"))
         P.params.percent = 0; /* limit-only pacing */
     else
         P.params.percent = nsp__option_number(NSP_OPT_PACE_PERCENT, 1, 100000,
                                               "expected a number from 1 to 100000 (100: the "
                                               "heap may double between cycles), or off");
     size_t v;
-    P.heap_min_auto = strcmp(nsp__option(NSP_OPT_HEAP_MIN), "auto") == 0;
+    P.heap_min_auto = nsp__keyword_is(nsp__option(NSP_OPT_HEAP_MIN), "auto");
     if (P.heap_min_auto)
         P.params.heap_min = (int64_t)(4.0 * MiB * P.params.percent / 100.0);
     else if (nsp__parse_size(nsp__option(NSP_OPT_HEAP_MIN), &v) == 0)
@@ -420,7 +420,7 @@ void nsp__pacer_init(void)
     const char *tr = nsp__option(NSP_OPT_TRACE);
     P.start_ns = now_ns();
     P.limiter_total = process_cpu_ns();
-    if (strcmp(tr, "stderr") == 0) {
+    if (nsp__keyword_is(tr, "stderr")) { /* a file of that name: ./stderr */
         P.trace_cycles = 1;
     } else if (*tr && strcmp(tr, "0") != 0) {
         P.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

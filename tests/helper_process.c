@@ -11,6 +11,8 @@
  *   helper_process stray-write   writes into a free object in its bin's list, then allocates:
  *                                the pop must refuse the link and the fold name the object
  *                                (exit 77, saying why, where there are no bins)
+ *   helper_process pacer         runs one cycle, then prints what the pacer made of its options
+ *   helper_process option-names  prints the name of every option, one a line
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -112,6 +114,21 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < 4096; i++)
             keep[i] = malloc((i + 1) * 8);
         printf("kept %s\n", keep[4095] ? "all" : "not all");
+        return 0;
+    }
+    if (strcmp(cmd, "pacer") == 0) {
+        nsp_pacer_cycle(); /* with NSP_TRACE=stderr: its line on stderr */
+        nsp_pacer_info_t pi;
+        if (nsp_pacer_get(&pi) != 0)
+            return 1;
+        printf("accounting=%d concurrent=%d memory_limit=%lld\n", pi.accounting, pi.concurrent,
+               (long long)pi.memory_limit);
+        return 0;
+    }
+    if (strcmp(cmd, "option-names") == 0) {
+        nsp_option_info_t o;
+        for (unsigned i = 0; nsp_option_get(i, &o) == 0; i++)
+            printf("%s\n", o.name);
         return 0;
     }
     fprintf(stderr, "helper_process: unknown command %s\n", cmd);

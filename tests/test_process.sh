@@ -45,7 +45,7 @@ while IFS='|' read -r setting want; do
   has "numaspan: $name=\"$value\": $want" "$err"
 done <<'CASES'
 NSP_ON_ERROR=ignore|expected abort or warn
-NSP_ACCOUNTING=Over|expected over, under or exact
+NSP_ACCOUNTING=overr|expected over, under or exact
 NSP_PACER=foo|expected sync or concurrent
 NSP_PACE_PERCENT=nan|expected a number from 1 to 100000
 NSP_PACE_PERCENT=inf|expected a number from 1 to 100000
@@ -79,6 +79,37 @@ NSP_MEMORY_LIMIT_HARD=on|expected 0 or 1
 NSP_DEBUG=4|expected a debug level from 0 (off) to 3
 NSP_DEBUG=on|expected a debug level from 0 (off) to 3
 CASES
+# keywords are words in any case, as NSP_CACHE_GROUPING's always were (Exact, REAL and OFF were
+# refused); what follows a topology's kind (a path, an hwloc description) is not a keyword
+src=$(cd "$(dirname "$0")/.." && pwd)
+xml="$src/tests/fixtures/numalatency-4node.xml"
+kdir=$(mktemp -d)
+while IFS='|' read -r setting cmd where want; do
+  rc=$(cd "$kdir" && NSP_TOPOLOGY="synthetic:pack:1 numa:1 core:2 pu:1" env "$setting" "$helper" \
+       $cmd 2>"$err" >"$out"; echo $?)
+  [ "$rc" = 0 ] && ok || bad "$setting exited $rc, want 0 (accepted): $(head -c 300 "$err")"
+  has "$want" "$([ "$where" = out ] && echo "$out" || echo "$err")"
+done <<CASES
+NSP_ACCOUNTING=Exact|pacer|out|accounting=2
+NSP_ACCOUNTING=UNDER|pacer|out|accounting=1
+NSP_PACER=Concurrent|pacer|out|concurrent=1
+NSP_PACE_PERCENT=OFF|pacer|out|accounting=0
+NSP_HEAP_MIN=Auto|pacer|out|accounting=0
+NSP_MEMORY_LIMIT=64MIB|pacer|out|memory_limit=67108864
+NSP_TRACE=STDERR|pacer|err|numaspan: cycle 1 @
+NSP_ON_ERROR=Warn|remote-double-free|out|double=1 
+NSP_CACHE_GROUPING=CORE|topo|out|grouping=core
+NSP_TOPOLOGY=REAL|topo|out|spec=REAL grouping=pu
+NSP_TOPOLOGY=Synthetic:pack:1 numa:3 core:2 pu:1|topo|out|nodes=3
+NSP_TOPOLOGY=XML:$xml|topo|out|nodes=4
+CASES
+# stderr was a keyword, not a file name: nothing was created in the working directory
+[ -z "$(ls -A "$kdir")" ] && ok || bad "a keyword left a file: $(ls -A "$kdir")"
+rm -rf "$kdir"
+# a path keeps its case: the fixture's name upper-cased is another file
+rc=$(NSP_TOPOLOGY="xml:${xml%/*}/NUMALATENCY-4node.xml" run "$helper" topo)
+[ "$rc" = 2 ] && ok || bad "an upper-cased XML path exited $rc, want 2"
+has "cannot read XML file \"${xml%/*}/NUMALATENCY-4node.xml\"" "$err"
 # a limit of one arena or more works (the node maps that much)
 rc=$(NSP_NODE_LIMITS=0=64M run "$helper" topo)
 [ "$rc" = 0 ] && ok || bad "NSP_NODE_LIMITS=0=64M exited $rc: $(cat "$err")"

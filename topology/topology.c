@@ -9,6 +9,9 @@
  * Rules decided here, each written where it is applied:
  *   - a spec that does not parse or a file that does not load is an error naming the input; hwloc
  *     quietly loads the real machine when set_synthetic/set_xml fail, so every return is checked;
+ *   - keywords (real, synthetic:, xml:, the groupings) are taken in any case, as every option's
+ *     are (host/options.h); what follows a kind (an hwloc description, a path) is hwloc's or the
+ *     file system's and keeps its case;
  *   - caches are the grouping objects (PU, core, L2, L3) in hwloc logical order;
  *   - a cache's home node is the first NUMA node local to its first PU (logical order);
  *   - threads use virtual cores unless the topology is this system.
@@ -34,13 +37,25 @@ void nsp__topo_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Whether text is word (whole) or starts with it (!whole), in any case. ASCII only: a locale's
+ * case rules (Turkish dotless i) must not change what a spec means. */
+static int keyword_is(const char *text, const char *word, int whole)
+{
+    for (; *word; text++, word++) {
+        char a = *text >= 'A' && *text <= 'Z' ? (char)(*text - 'A' + 'a') : *text;
+        if (a != *word)
+            return 0;
+    }
+    return !whole || *text == 0;
+}
+
 int nsp_grouping_parse(const char *name, nsp_grouping_t *out)
 {
     static const struct { const char *name; nsp_grouping_t g; } names[] = {
         {"pu", NSP_GROUP_PU}, {"core", NSP_GROUP_CORE}, {"l2", NSP_GROUP_L2}, {"l3", NSP_GROUP_L3},
     };
     for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++) {
-        if (strcasecmp(name, names[i].name) == 0) {
+        if (keyword_is(name, names[i].name, 1)) {
             *out = names[i].g;
             return 0;
         }
@@ -82,9 +97,9 @@ static int topology_init(const struct nsp__hwloc *h, hwloc_topology_t *hw)
 static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, const char *spec,
                               char *err, size_t errlen)
 {
-    if (!spec || !*spec || strcmp(spec, "real") == 0)
+    if (!spec || !*spec || keyword_is(spec, "real", 1))
         return 0;
-    if (strncmp(spec, "synthetic:", 10) == 0) {
+    if (keyword_is(spec, "synthetic:", 0)) {
         const char *desc = spec + 10;
         if (!*desc) {
             nsp__topo_err(err, errlen, "topology \"%s\": empty synthetic description", spec);
@@ -99,7 +114,7 @@ static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, c
         }
         return 0;
     }
-    if (strncmp(spec, "xml:", 4) == 0) {
+    if (keyword_is(spec, "xml:", 0)) {
         const char *path = spec + 4;
         struct stat st;
         if (!*path) {
