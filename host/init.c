@@ -310,6 +310,8 @@ int nsp_pacer_set_memory_limit(int64_t bytes)
 __attribute__((constructor)) static void nsp__init_before_main(void)
 {
     atomic_store(&constructor_ran, 1); /* libc, which this library needs, is initialised */
+    /* first: a mistyped name is named even when a value beside it is then refused */
+    nsp__options_check_names();
     nsp__init();
     /* environ is set by now: options read before it (a sanitizer runtime's first malloc) were
      * taken from /proc/self/environ, or are reported here if that could not be read */

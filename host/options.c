@@ -2,8 +2,10 @@
  * host/options.c — the options table: every NSP_* environment variable, its default and meaning.
  *
  * Owns: the table, its public readers (nsp_option_*, nsp_options_print), the typed readers the
- * layers parse their options with (nsp__option_size, _choice, _int, _number), and the early copy
- * of the environment. Values are read from the environment at each call (getenv allocates
+ * layers parse their options with (nsp__option_size, _choice, _int, _number), the early copy
+ * of the environment, and the list of NSP_ variables that are not options (the project's own
+ * tools' and tests'), beside the table: any other NSP_ variable set is named at start as not an
+ * option, with the closest one (nsp__options_check_names). Values are read from the environment at each call (getenv allocates
  * nothing); layers that need a parsed value on a hot path parse it once at their initialisation.
  * A value that is malformed, out of range or useless stops the process with a message naming
  * the variable, its value and what was expected (exit status 2): an experiment that silently ran
@@ -128,6 +130,26 @@ static const struct option_row table[] = {
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,
                "one row per option, in enum order");
 
+/* NSP_ variables that are not options of the library: read by numaspan's device layer, its
+ * tools, benchmarks and tests. A process that has them set is not told they are unknown
+ * (nsp__options_check_names). tests/test_process.sh fails when the tree reads an NSP_ variable
+ * (getenv, env_*, os.environ, a shell's ${NSP_...}) that is neither a row of the table nor here. */
+static const char *const not_options[] = {
+    "NSP_CL_DEVICE",          /* device/select.c: the OpenCL device to use (part of its name) */
+    "NSP_BENCH_LIB",          /* bench/bench_host.c: the allocator a child bench runs */
+    "NSP_BENCH_TEST_LATE",    /* bench/bench_host.c: its tests' faults */
+    "NSP_BENCH_TEST_LOSE",
+    "NSP_BENCH_TEST_RESCUED",
+    "NSP_STRESS_ITEMS",       /* tests/test_device.c, tools/gpu_check.sh: the stress's size */
+    "NSP_STRESS_ROUNDS",
+    "NSP_STRESS_HEAP_MIB",
+    "NSP_LITMUS_PAIRS",       /* tests/test_device.c, tools/gpu_check.sh: the litmus's size */
+    "NSP_LITMUS_ITERS",
+    "NSP_REAL_PENDING",       /* tests/real/run.sh: run the cases pending a fix */
+    "NSP_BUILD",              /* experiments/exp.py: the build folder */
+    "NSP_NEST",               /* tests/test_process.sh: a program's own variable, seen intact */
+};
+
 /* ---- the environment before libc sets environ ----------------------------------------------- */
 
 extern char **environ;
@@ -248,6 +270,106 @@ void nsp__options_check_late(void)
     }
 }
 
+/* ---- NSP_ variables that are not options ------------------------------------------------------ */
+
+/*
+ * A mistyped name (NSP_MEMORY_LIMT=1G) would otherwise do nothing, silently: the run goes on
+ * without the limit it asked for. It is named on stderr, once per process, with the option it is
+ * closest to, and the process goes on. Not refused, unlike a malformed value: numaspan is
+ * preloaded into every process of a job (the shell, srun or mpirun, each tool of a pipeline), and
+ * a stray variable, one meant for another numaspan version or for a site's own scripts, would
+ * kill all of them before they could say anything; a malformed value is always meant for
+ * numaspan and its experiment would be wrong. The cost is a line per process of a large job,
+ * which is what the typo is worth: it is fixed by unsetting the variable.
+ */
+
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+enum { NAME_CMP = 64 }; /* longest name part compared; option names are far shorter */
+
+static int ascii_prefix_of(const char *a, size_t la, const char *b)
+{
+    for (size_t i = 0; i < la; i++)
+        if (!b[i] || ascii_lower(a[i]) != ascii_lower(b[i]))
+            return 0;
+    return 1;
+}
+
+/* Levenshtein distance in any case between a[0..la) and b[0..lb), both at most NAME_CMP long. */
+static unsigned edit_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned row[NAME_CMP + 1];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (unsigned)j;
+    for (size_t i = 1; i <= la; i++) {
+        unsigned diag = row[0];
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned up = row[j], best = diag + (ascii_lower(a[i - 1]) != ascii_lower(b[j - 1]));
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The option closest to the unknown name (len characters; both past "NSP_"): within an edit
+ * distance of 2, or one a prefix of the other, the nearest first, the table's order on a tie;
+ * NULL if none. A prefix counts from 3 characters, so that NSP_P names nothing. */
+static const char *closest_option(const char *name, size_t len)
+{
+    const char *best = NULL;
+    unsigned best_d = ~0u;
+    for (unsigned i = 0; i < NSP_OPT__COUNT; i++) {
+        const char *opt = table[i].name + 4;
+        size_t lo = strlen(opt);
+        int prefix = (len >= 3 && ascii_prefix_of(name, len, opt)) ||
+                     (lo >= 3 && lo < len && ascii_prefix_of(opt, lo, name));
+        unsigned d = len <= NAME_CMP ? edit_distance(name, len, opt, lo) : ~0u;
+        if ((d <= 2 || prefix) && d < best_d)
+            best = table[i].name, best_d = d;
+    }
+    return best;
+}
+
+static int is_known(const char *entry, size_t len)
+{
+    for (unsigned i = 0; i < NSP_OPT__COUNT; i++)
+        if (strncmp(table[i].name, entry, len) == 0 && table[i].name[len] == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof not_options / sizeof not_options[0]; i++)
+        if (strncmp(not_options[i], entry, len) == 0 && not_options[i][len] == 0)
+            return 1;
+    return 0;
+}
+
+void nsp__options_check_names(void)
+{
+    if (!environ)
+        return;
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "NSP_", 4) != 0)
+            continue;
+        size_t len = strcspn(*e, "=");
+        if (is_known(*e, len))
+            continue;
+        const char *near = closest_option(*e + 4, len - 4);
+        char msg[320];
+        int n = snprintf(msg, sizeof msg, "numaspan: %.*s is not a numaspan option%s%s%s; ignored\n",
+                         (int)(len < 200 ? len : 200), *e, near ? " (" : "", near ? near : "",
+                         near ? "?)" : "");
+        if (n > 0)
+            (void)!write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    }
+}
+
 /* ---- values ----------------------------------------------------------------------------------- */
 
 static const char *value_of(const struct option_row *row, int *from_env)
@@ -262,11 +384,6 @@ static const char *value_of(const struct option_row *row, int *from_env)
 const char *nsp__option(nsp_option_id_t id)
 {
     return value_of(&table[id], NULL);
-}
-
-static char ascii_lower(char c)
-{
-    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
 int nsp__keyword_is(const char *text, const char *word)

@@ -1,9 +1,11 @@
 /*
  * host/options.h — the one table of numaspan's options (internal view).
  *
- * Every NSP_* environment variable is a row of the table in options.c: its name, default and
- * meaning. Code reads an option only through nsp__option(), never through getenv, so that
- * `numaspan config` lists exactly what the library reads.
+ * Every NSP_* environment variable the host library reads is a row of the table in options.c: its
+ * name, default and meaning. Code reads an option only through nsp__option(), never through
+ * getenv, so that `numaspan config` lists exactly what the library reads. The NSP_ variables of
+ * the project's own device layer, tools, benchmarks and tests are listed beside the table; any
+ * other one set is named at start as not an option (nsp__options_check_names).
  */
 #ifndef NSP_HOST_OPTIONS_H
 #define NSP_HOST_OPTIONS_H
@@ -59,6 +61,11 @@ unsigned nsp__option_choice(nsp_option_id_t id, const char *const *choices, unsi
 int64_t nsp__option_int(nsp_option_id_t id, int64_t lo, int64_t hi, const char *want);
 /* A plain decimal number (no nan, inf, hex or blanks) in [lo, hi]. */
 double nsp__option_number(nsp_option_id_t id, double lo, double hi, const char *want);
+
+/* Called from the constructor, once libc has set environ and before anything else: names on
+ * stderr each NSP_ variable set that is neither an option nor one of the project's own (its tools,
+ * benchmarks, tests), with the option it is closest to, and goes on. No allocation. */
+void nsp__options_check_names(void);
 
 /* Called from the constructor, once libc has set environ: if options had to be read before it
  * and /proc/self/environ could not stand in, says which NSP_ variables went unseen. */
