@@ -11,7 +11,8 @@
  *   helper_process stray-write   writes into a free object in its bin's list, then allocates:
  *                                the pop must refuse the link and the fold name the object
  *                                (exit 77, saying why, where there are no bins)
- *   helper_process pacer         runs one cycle, then prints what the pacer made of its options
+ *   helper_process pacer         frees 8 MiB, runs one cycle, then prints what the pacer made of
+ *                                its options and what the cycle handed back
  *   helper_process option-names  prints the name of every option, one a line
  */
 #define _GNU_SOURCE
@@ -117,12 +118,19 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "pacer") == 0) {
+        static char *mem[128]; /* 8 MiB touched, then free: pages the cycle may hand back */
+        for (int i = 0; i < 128; i++)
+            if ((mem[i] = malloc(65536)))
+                memset(mem[i], 1, 65536);
+        for (int i = 0; i < 128; i++)
+            free(mem[i]);
         nsp_pacer_cycle(); /* with NSP_TRACE=stderr: its line on stderr */
         nsp_pacer_info_t pi;
         if (nsp_pacer_get(&pi) != 0)
             return 1;
-        printf("accounting=%d concurrent=%d memory_limit=%lld\n", pi.accounting, pi.concurrent,
-               (long long)pi.memory_limit);
+        printf("accounting=%d concurrent=%d memory_limit=%lld scavenged=%llu\n", pi.accounting,
+               pi.concurrent, (long long)pi.memory_limit,
+               (unsigned long long)pi.bytes_scavenged);
         return 0;
     }
     if (strcmp(cmd, "option-names") == 0) {

@@ -81,6 +81,8 @@ NSP_DEBUG=on|expected a debug level from 0 (off) to 3
 CASES
 # keywords are words in any case, as NSP_CACHE_GROUPING's always were (Exact, REAL and OFF were
 # refused); what follows a topology's kind (a path, an hwloc description) is not a keyword
+# (OFF's row also checks that with nothing to pace by, no limit and percent off, a cycle hands back
+# no free page: the scavenger's goal + 10% overflowed there, and every cycle handed back all)
 src=$(cd "$(dirname "$0")/.." && pwd)
 xml="$src/tests/fixtures/numalatency-4node.xml"
 kdir=$(mktemp -d)
@@ -93,7 +95,7 @@ done <<CASES
 NSP_ACCOUNTING=Exact|pacer|out|accounting=2
 NSP_ACCOUNTING=UNDER|pacer|out|accounting=1
 NSP_PACER=Concurrent|pacer|out|concurrent=1
-NSP_PACE_PERCENT=OFF|pacer|out|accounting=0
+NSP_PACE_PERCENT=OFF|pacer|out|scavenged=0
 NSP_HEAP_MIN=Auto|pacer|out|accounting=0
 NSP_MEMORY_LIMIT=64MIB|pacer|out|memory_limit=67108864
 NSP_TRACE=STDERR|pacer|err|numaspan: cycle 1 @
