@@ -1354,7 +1354,7 @@ __attribute__((no_sanitize("thread"))) static int64_t span_unspent(unsigned k,
         (ar = nsp__arena_of_desc(s, kc->npages, &start))) {
         uint32_t nw = (kc->nelems + 63) / 64;
         const _Atomic uint64_t *freed =
-            (const _Atomic uint64_t *)nsp__span_bitmaps_at(ar, start, kc->npages, nw) +
+            (const _Atomic uint64_t *)nsp__span_bitmaps_at(ar, start) +
             nsp__span_freed_offset(nw);
         for (uint32_t w = 0; w < nw; w++)
             live -= nsp__popcount64(atomic_load_explicit(&freed[w], memory_order_relaxed));

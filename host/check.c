@@ -147,7 +147,7 @@ int nsp__span_is_valid(const struct nsp_span *s, char *why, size_t len)
                     "class has %u B x %u in %u pages", (void *)s, state_of(st), s->sizeclass,
                     s->elemsize, s->nelems, (unsigned long long)s->npages, c->size, c->nelems,
                     c->npages);
-    if (s->alloc_bits != nsp__span_bitmaps_at(ar, s->start_page, s->npages, nsp__span_nwords(s)))
+    if (s->alloc_bits != nsp__span_bitmaps_at(ar, s->start_page))
         return fail(why, len, "span %p (%s): its alloc bitmap is not at its first page's place "
                     "in the bitmap array", (void *)s, state_of(st));
     if ((const uint64_t *)s->freed_bits !=

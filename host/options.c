@@ -5,8 +5,9 @@
  * layers parse their options with (nsp__option_size, _choice, _int, _number), the early copy
  * of the environment, and the list of NSP_ variables that are not options (the project's own
  * tools' and tests'), beside the table: any other NSP_ variable set is named at start as not an
- * option, with the closest one (nsp__options_check_names). Values are read from the environment at each call (getenv allocates
- * nothing); layers that need a parsed value on a hot path parse it once at their initialisation.
+ * option, with the closest one (nsp__options_check_names). Values are read from the environment
+ * at each call (getenv allocates nothing); layers that need a parsed value on a hot path parse
+ * it once at their initialisation.
  * A value that is malformed, out of range or useless stops the process with a message naming
  * the variable, its value and what was expected (exit status 2): an experiment that silently ran
  * with a default instead of what it asked for would be wrong. Keywords (the choices, off, auto,

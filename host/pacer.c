@@ -545,8 +545,11 @@ static void scavenge(int64_t goal)
     int64_t in_use, retained = retained_bytes_in_use(&in_use);
     /* goal + 10%, saturated: with nothing to pace by (percent off, no limit) the goal is
      * INT64_MAX, and the sum overflowed to a negative target that handed back every free page */
-    int64_t target = paced ? scavenge_target(in_use, model_goal, last_goal)
-                     : goal > INT64_MAX / 11 * 10 ? INT64_MAX : goal + goal / 10;
+    int64_t target;
+    if (paced)
+        target = scavenge_target(in_use, model_goal, last_goal);
+    else if (__builtin_add_overflow(goal, goal / 10, &target))
+        target = INT64_MAX;
     int64_t cap = limit > 0 ? limit / 100 * 95 : INT64_MAX;
     if (target > cap)
         target = cap;

@@ -169,14 +169,6 @@ static inline uint32_t nsp__arena_pages(const struct nsp_arena *ar)
  * stuck hold has not had linked yet is not found. */
 const struct nsp_arena *nsp__arena_of_desc(const void *d, uint32_t npages, uint32_t *start);
 
-/* The place in ar's bitmap array of a span whose first page is `start`: where every small span
- * keeps its bitmaps (types.h; the span's set-up places them: nsp__span_bitmaps_at, which writes
- * this formula out again, span.h sitting below the page heap). */
-static inline uint64_t *nsp__arena_bitmaps(const struct nsp_arena *ar, uint32_t start)
-{
-    return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
-}
-
 /* A run of npages pages on node, its first page aligned to align_pages pages (a power of two).
  * The span comes back with its page map set, state TAKEN (being set up: never FREE, or a
  * neighbour freed meanwhile would coalesce with it) and needzero telling whether its pages

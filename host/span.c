@@ -39,7 +39,7 @@ void nsp__span_init_small(struct nsp_span *s, unsigned cls)
     /* the bitmaps at the first page's place in the arena's bitmap array, the freed one right
      * after the alloc one (types.h; never in the interior descriptors: nsp__span_bitmaps_at).
      * Line 0 is written before the span is published (the page map's release below) */
-    s->alloc_bits = nsp__span_bitmaps_at(s->arena, s->start_page, s->npages, nw);
+    s->alloc_bits = nsp__span_bitmaps_at(s->arena, s->start_page);
     s->freed_bits = (_Atomic uint64_t *)s->alloc_bits + nsp__span_freed_offset(nw);
     /* The bitmap area is reused from earlier spans of these pages: clear what this one uses. */
     for (uint32_t w = 0; w < nw; w++) {

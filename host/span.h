@@ -139,13 +139,10 @@ static inline uint32_t nsp__span_freed_offset(uint32_t nwords)
  * descriptor, and those late steps land on one: a spurious dirty mark or wake, which a sweep or a
  * central shrugs off. A bitmap word there took the `dirty` store as a freed bit nobody set (its
  * sweep then frees a live object, handed out twice) or as an alloc bit nobody set, and the state
- * CAS likewise (test_host_units, a_late_remote_free_writes_no_live_span_s_bitmaps). The geometry
- * arguments stay for the readers that find a span's bitmaps by place (cache.c, span_unspent). */
-static inline uint64_t *nsp__span_bitmaps_at(const struct nsp_arena *ar, uint32_t start,
-                                             uint64_t npages, uint32_t nwords)
+ * CAS likewise (test_host_units, a_late_remote_free_writes_no_live_span_s_bitmaps). Readers that
+ * may not trust a descriptor find a span's bitmaps by its place (cache.c, span_unspent). */
+static inline uint64_t *nsp__span_bitmaps_at(const struct nsp_arena *ar, uint32_t start)
 {
-    (void)npages; /* one place whatever the geometry (above) */
-    (void)nwords;
     return ar->bitmaps + (size_t)start * 2 * NSP_BITMAP_WORDS_PER_PAGE;
 }
 

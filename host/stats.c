@@ -53,7 +53,6 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -430,7 +429,7 @@ static int stats_looks_like_switch(const char *v)
 {
     static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "y", "n"};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-        if (strcasecmp(v, words[i]) == 0)
+        if (nsp__keyword_is(v, words[i]))
             return 1;
     return v[0] && strspn(v, "0123456789") == strlen(v);
 }

@@ -803,7 +803,7 @@ START_TEST(span_bitmaps_share_a_page)
         ck_assert_uint_eq(s->sizeclass, k);
         uintptr_t a = (uintptr_t)s->alloc_bits, f = (uintptr_t)s->freed_bits;
         uint32_t nw = nsp__span_nwords(s);
-        ck_assert_ptr_eq(s->alloc_bits, nsp__arena_bitmaps(s->arena, s->start_page));
+        ck_assert_ptr_eq(s->alloc_bits, nsp__span_bitmaps_at(s->arena, s->start_page));
         ck_assert_uint_eq(a & 255, 0);
         /* right past the alloc words, in a pair of lines of its own */
         ck_assert_msg(f == a + (uintptr_t)((nw + 15) & ~15u) * 8,
