@@ -140,13 +140,28 @@ static double w_loops(void)
 }
 
 /* server simulation (Larson): live blocks of 8..1000 B, replace a random one; every so often a
- * thread hands its array to a new thread and exits, so blocks die on other threads. */
+ * thread hands its array to a new thread and exits, so blocks die on other threads. The handed-on
+ * threads are detached, so the run waits for them by count (larson_live: every running
+ * larson_thread, the successor counted before its predecessor leaves, so it reaches 0 only when
+ * all have reported their ops) instead of sleeping a fixed 100 ms: a thread still running after
+ * that (a loaded machine) had its ops left out of the metric while its cpu time was in it, and
+ * with the wall clock the 100 ms themselves were in it. A run whose threads do not all report
+ * within LARSON_WAIT_S prints how many did not ("unfinished"); otherwise the roots' arrays are
+ * freed once all are done. */
 #define LARSON_BLOCKS 1000
+#define LARSON_WAIT_S 10
 struct larson_arg {
     void **blocks;
     size_t *sizes;
     uint64_t seed;
 };
+static _Atomic int larson_live;
+/* NSP_BENCH_TEST_SLOW_LARSON (tests): the first handed-on thread to see stop reports its ops
+ * 300 ms late, later than the fixed 100 ms the run used to wait (a root thread is joined) */
+static int larson_test_slow;
+static _Atomic int larson_slowed;
+static __thread int larson_is_root;
+static struct larson_arg *larson_args[1024]; /* the roots' arrays, freed once all are done */
 
 static void *larson_thread(void *arg)
 {
@@ -165,26 +180,33 @@ static void *larson_thread(void *arg)
             /* hand the array on to a fresh thread */
             pthread_t t;
             atomic_fetch_add(&total_ops, ops);
+            atomic_fetch_add(&larson_live, 1);
             if (pthread_create(&t, NULL, larson_thread, a) == 0) {
                 pthread_detach(t);
+                atomic_fetch_sub(&larson_live, 1);
                 return NULL;
             }
+            atomic_fetch_sub(&larson_live, 1);
             ops = 0;
         }
     }
+    if (larson_test_slow && !larson_is_root && !atomic_exchange(&larson_slowed, 1))
+        usleep(300000);
     atomic_fetch_add(&total_ops, ops);
+    atomic_fetch_sub(&larson_live, 1);
     return NULL;
 }
 
 static void *larson_root(void *arg)
 {
-    (void)arg;
     struct larson_arg *a = malloc(sizeof *a);
     a->blocks = malloc(LARSON_BLOCKS * sizeof(void *));
     a->sizes = NULL;
     a->seed = 0x1234567 + (uint64_t)(uintptr_t)arg * 7919;
+    larson_args[(uintptr_t)arg] = a;
     for (int i = 0; i < LARSON_BLOCKS; i++)
         a->blocks[i] = malloc(8 + rng(&a->seed) % 993);
+    larson_is_root = 1;
     larson_thread(a);
     return NULL;
 }
@@ -192,10 +214,32 @@ static void *larson_root(void *arg)
 static double w_larson(void)
 {
     atomic_store(&total_ops, 0);
+    atomic_store(&larson_live, (int)(nthreads > 1024 ? 1024 : nthreads)); /* the roots' */
+    larson_test_slow = getenv("NSP_BENCH_TEST_SLOW_LARSON") != NULL;
+    atomic_store(&larson_slowed, 0);
     double t0 = now();
     run_threads(larson_root, nthreads);
-    usleep(100000); /* let handed-on threads see stop */
-    return (double)atomic_load(&total_ops) / (now() - t0);
+    struct timespec w0, w;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
+    do { /* the handed-on threads see stop at their next 20000 ops */
+        if (atomic_load(&larson_live) <= 0)
+            break;
+        usleep(1000);
+        clock_gettime(CLOCK_MONOTONIC, &w);
+    } while (w.tv_sec - w0.tv_sec < LARSON_WAIT_S);
+    double rate = (double)atomic_load(&total_ops) / (now() - t0);
+    int unfinished = atomic_load(&larson_live);
+    snprintf(run_note, sizeof run_note, ", \"unfinished\": %d", unfinished);
+    for (unsigned i = 0; i < nthreads && i < 1024 && !unfinished; i++) {
+        for (int k = 0; k < LARSON_BLOCKS; k++)
+            free(larson_args[i]->blocks[k]);
+        free(larson_args[i]->blocks);
+        free(larson_args[i]);
+    }
+    if (larson_test_slow)
+        snprintf(run_note + strlen(run_note), sizeof run_note - strlen(run_note),
+                 ", \"slowed\": %d", atomic_load(&larson_slowed));
+    return rate;
 }
 
 /* producer/consumer: producers only allocate (64 B), consumers only free what they receive, and
