@@ -2,15 +2,18 @@
  * bench/bench_host.c — host allocator workloads and the side-by-side driver (`numaspan bench host`).
  *
  * One program, two roles:
- *   bench_host run WORKLOAD [--threads N] [--seconds S] [--size B]
+ *   bench_host run WORKLOAD [--threads N] [--seconds S] [--cpu-clock]
  *       runs one workload with whatever malloc the process has (the driver preloads the
- *       allocator under test) and prints one JSON line: its metric, peak RSS and CPU time;
+ *       allocator under test) and prints one JSON line: its metric, peak RSS and the workload's
+ *       own counts;
  *   bench_host [--quick] [--threads N[,N..]] [--reps R] [--json] [--only W,..] [--allocators A,..]
  *              [--cpu-clock]
  *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc, numaspan and
  *       numaspan-secure (the same library with NSP_SECURE=1: what the hardened mode costs), in
- *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc. A list
- *       of thread counts gives one table (one JSON line) per count, e.g. --threads 1,2,8,32.
+ *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc. A run
+ *       whose metric is not the allocator's (a starved prodcons run, "low-free"; a Larson run
+ *       whose threads did not all report, "unfinished") is named and left out of the median. A
+ *       list of thread counts gives one table (one JSON line) per count, e.g. --threads 1,2,8,32.
  *       Named in --allocators only: numaspan-vcores and numaspan-exact, its caches without bins.
  * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
  * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
@@ -58,13 +61,16 @@ static uint64_t rng(uint64_t *s)
 }
 
 static unsigned nthreads = 2;
-static char run_note[160]; /* more fields for the run's JSON line, set by a workload: ", \"k\": v" */
+/* more fields for the run's JSON line, set by a workload: ", \"k\": v" */
+static char run_note[320];
 static double seconds = 0.5;
 static size_t pair_size = 64;
 static _Atomic int stop;
 static _Atomic uint64_t total_ops;
 
-static void run_threads(void *(*fn)(void *), unsigned n)
+/* Runs n threads of fn for the run's seconds; at_stop (if any) runs right after stop is set,
+ * before the threads are joined: what the workload had done by the run's end. */
+static void run_threads_at_stop(void *(*fn)(void *), unsigned n, void (*at_stop)(void))
 {
     pthread_t th[1024];
     atomic_store(&stop, 0);
@@ -72,8 +78,15 @@ static void run_threads(void *(*fn)(void *), unsigned n)
         pthread_create(&th[i], NULL, fn, (void *)(uintptr_t)i);
     usleep((useconds_t)(seconds * 1e6));
     atomic_store(&stop, 1);
+    if (at_stop)
+        at_stop();
     for (unsigned i = 0; i < n && i < 1024; i++)
         pthread_join(th[i], NULL);
+}
+
+static void run_threads(void *(*fn)(void *), unsigned n)
+{
+    run_threads_at_stop(fn, n, NULL);
 }
 
 static void touch(void *p, size_t n)
@@ -146,8 +159,8 @@ static double w_loops(void)
  * all have reported their ops) instead of sleeping a fixed 100 ms: a thread still running after
  * that (a loaded machine) had its ops left out of the metric while its cpu time was in it, and
  * with the wall clock the 100 ms themselves were in it. A run whose threads do not all report
- * within LARSON_WAIT_S prints how many did not ("unfinished"); otherwise the roots' arrays are
- * freed once all are done. */
+ * within LARSON_WAIT_S prints how many did not ("unfinished"), and the driver leaves it out of
+ * the median; otherwise the roots' arrays are freed once all are done. */
 #define LARSON_BLOCKS 1000
 #define LARSON_WAIT_S 10
 struct larson_arg {
@@ -254,10 +267,20 @@ static double w_larson(void)
  * (its frees then local to a per-cpu cache). A wait that ends by its timeout although the other
  * side had made its condition true and checked the sleeper's flag after that (a lost wake-up,
  * pc_wait) is counted: the run prints "rescued" (0 in a sound run), and the driver names any run
- * that had one. */
+ * that had one.
+ * A run counts only if its consumers freed, by the run's end (when stop is set; their frees
+ * after it drain the rings), at least PC_MIN_RINGS rings' worth per pair: a consumer starved of
+ * its cpu (the machine loaded, its pinned cpu busy) frees almost nothing while its producer
+ * sleeps on a full ring, then one ring after stop, and such a run's rate is the cold start's
+ * (fresh pages, fresh thread state: such runs measured 0.09-0.26x a sound run's rate per
+ * cpu-second), not the allocator's. The consumers drain every ring after stop, so "frees" is
+ * never far below what the producers allocated: the share freed says nothing, the count before
+ * stop does. The run prints "frees_at_stop" and "low_free" (1 when under the minimum), and the
+ * driver leaves such a run out of the median. */
 #define RING 4096
 #define PC_BLOCK 64
 #define PC_WAKE (RING / 2)
+#define PC_MIN_RINGS 4
 struct ring {
     _Atomic uint64_t head __attribute__((aligned(64)));
     _Atomic uint32_t consumer_sleeps; /* futex word: 1 while the consumer waits for the head */
@@ -280,6 +303,10 @@ static _Atomic uint64_t frees_done, pc_waits, pc_rescued;
  * goes on past the run's end until its moment is done (the late consumer back; a wait that
  * timed out with its condition true), so that it is built however loaded the machine. */
 static int pc_test_late, pc_test_lose;
+/* NSP_BENCH_TEST_STARVE: the consumers free nothing until stop, as consumers starved of their cpus
+ * for the whole run would ("1": every run; a path: only a run that removes that file, so a test
+ * starves one run of the driver's rounds) */
+static int pc_test_starve;
 static _Atomic int late_phase; /* NSP_BENCH_TEST_LATE: 0, 1 timed out, 2 woken, 3 back */
 static _Atomic int lost_seen;  /* NSP_BENCH_TEST_LOSE: a wait timed out with its condition true */
 
@@ -429,6 +456,8 @@ static void *consumer(void *arg)
     uint64_t t = 0, n = 0;
     int tested = (pc_test_late || pc_test_lose) && (uintptr_t)arg == 1;
     pc_pin((unsigned)(uintptr_t)arg);
+    while (pc_test_starve && !atomic_load(&stop))
+        usleep(1000);
     for (;;) {
         uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
         if (t == h) {
@@ -459,6 +488,25 @@ static void *prodcons_thread(void *arg)
     return ((uintptr_t)arg % 2 ? consumer : producer)(arg);
 }
 
+static unsigned pc_pairs;
+static uint64_t pc_frees_at_stop;
+
+static void pc_at_stop(void) /* what the consumers had freed when the run ended */
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < pc_pairs; i++)
+        n += atomic_load(&rings[i].tail);
+    pc_frees_at_stop = n;
+}
+
+static int pc_starve_this_run(void)
+{
+    const char *v = getenv("NSP_BENCH_TEST_STARVE");
+    if (!v || !*v)
+        return 0;
+    return strcmp(v, "1") == 0 || unlink(v) == 0;
+}
+
 static double w_prodcons(void)
 {
     unsigned n = nthreads < 2 ? 2 : nthreads & ~1u;
@@ -472,8 +520,10 @@ static double w_prodcons(void)
     atomic_store(&lost_seen, 0);
     pc_test_late = getenv("NSP_BENCH_TEST_LATE") != NULL;
     pc_test_lose = getenv("NSP_BENCH_TEST_LOSE") != NULL;
+    pc_test_starve = pc_starve_this_run();
+    pc_pairs = n / 2;
     double t0 = now();
-    run_threads(prodcons_thread, n);
+    run_threads_at_stop(prodcons_thread, n, pc_at_stop);
     for (unsigned i = 0; i < n / 2; i++) { /* wake a side asleep when stop came */
         pc_wake(&rings[i].producer_sleeps);
         pc_wake(&rings[i].consumer_sleeps);
@@ -489,10 +539,12 @@ static double w_prodcons(void)
         cpus += atomic_load(&pc_cpu_used[c]);
     snprintf(run_note, sizeof run_note,
              ", \"frees\": %llu, \"pinned\": %d, \"cpus\": %u, \"waits\": %llu, "
-             "\"rescued\": %llu",
+             "\"rescued\": %llu, \"frees_at_stop\": %llu, \"low_free\": %d",
              (unsigned long long)atomic_load(&frees_done), pc_pinned, cpus,
              (unsigned long long)atomic_load(&pc_waits),
-             (unsigned long long)atomic_load(&pc_rescued));
+             (unsigned long long)atomic_load(&pc_rescued),
+             (unsigned long long)pc_frees_at_stop,
+             pc_frees_at_stop < (uint64_t)PC_MIN_RINGS * RING * pc_pairs);
     if (pc_test_late) /* 3: the late consumer's moment was built */
         snprintf(run_note + strlen(run_note), sizeof run_note - strlen(run_note),
                  ", \"late\": %d", atomic_load(&late_phase));
@@ -782,9 +834,30 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The upper median of n values (the middle one when n is odd), sorting them in place. */
+static double median(double *x, int n)
+{
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return x[n / 2];
+}
+
 static const char *self_exe;
 
-/* Runs one workload under one allocator in a fresh process; returns its metric and peak RSS. */
+/* A number field of a run's JSON line, or 0 when the line has none. */
+static long run_field(const char *line, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *x = strstr(line, k);
+    return x ? strtol(x + strlen(k), NULL, 10) : 0;
+}
+
+/* Runs one workload under one allocator in a fresh process; its metric and peak RSS. Returns -1
+ * when the run failed, 1 when its metric is not the allocator's and the run must be left out of
+ * the median (a prodcons run whose consumers were starved, "low_free"; a Larson run with threads
+ * that never reported, "unfinished"), 0 for a run that counts. Runs with waits rescued by their
+ * timeout count: those waits took longer, the run still did its work. Every run that is not
+ * clean is named on stderr. */
 static int child(const struct workload *w, const struct allocator *a, double *value, long *rss)
 {
     char th[16], sec[32], preload[600], buf[512];
@@ -804,13 +877,26 @@ static int child(const struct workload *w, const struct allocator *a, double *va
         return -1;
     *value = strtod(v + 9, NULL);
     *rss = strtol(k + 10, NULL, 10);
-    static const char rescued_key[] = "\"rescued\": "; /* prodcons: waits its timeout ended */
-    char *x = strstr(buf, rescued_key);
-    long rescued = x ? strtol(x + sizeof rescued_key - 1, NULL, 10) : 0;
+    long rescued = run_field(buf, "rescued"); /* prodcons: waits its timeout ended */
     if (rescued > 0)
         fprintf(stderr, "\nbench: %s under %s: %ld waits rescued by their timeout (a lost "
                         "wake-up; the run is kept, its waits took longer)\n",
                 w->name, a->name, rescued);
+    if (run_field(buf, "low_free") > 0) {
+        fprintf(stderr, "\nbench: %s under %s: low-free: the consumers freed %ld objects by the "
+                        "run's end, under %d rings (%d objects) a pair: starved; left out of the "
+                        "median\n",
+                w->name, a->name, run_field(buf, "frees_at_stop"), PC_MIN_RINGS,
+                PC_MIN_RINGS * RING);
+        return 1;
+    }
+    long unfinished = run_field(buf, "unfinished");
+    if (unfinished > 0) {
+        fprintf(stderr, "\nbench: %s under %s: unfinished: %ld threads had not reported %d s "
+                        "after the run's end; left out of the median\n",
+                w->name, a->name, unfinished, LARSON_WAIT_S);
+        return 1;
+    }
     return 0;
 }
 
@@ -853,6 +939,27 @@ static int chosen(const char *which, const struct allocator *a)
     return which ? listed(which, a->name) : !a->optin;
 }
 
+/* Whether workload w runs under allocator a in this table. */
+static int runs_under(const char *which, const struct workload *w, const struct allocator *a)
+{
+    return a->present && chosen(which, a) &&
+           (!w->numaspan_only || strcmp(a->name, "numaspan") == 0);
+}
+
+/* What became of one run: failed (no value), counted, or flagged by child() (left out of the
+ * median). */
+enum { RUN_FAILED, RUN_COUNTED, RUN_FLAGGED };
+
+/* One cell of the table: the median of the runs that counted, or, when every run was flagged,
+ * of those (suspect: a table that is all suspect still has its numbers, marked). */
+struct cell {
+    double med;  /* -1: no run gave a value */
+    long medrss;
+    int runs;    /* values the median is of */
+    int flagged; /* runs child() flagged: left out of the median unless every run was */
+    int suspect; /* every run was flagged: the median is of them */
+};
+
 static int driver(int reps, int json, const char *only, const char *which, const char *lib)
 {
     static int looked;
@@ -866,23 +973,20 @@ static int driver(int reps, int json, const char *only, const char *which, const
     looked = 1;
     static double v[NWORK][NALLOC][64];
     static long rss[NWORK][NALLOC][64];
-    static int nv[NWORK][NALLOC];
-    memset(nv, 0, sizeof nv);
+    static unsigned char state[NWORK][NALLOC][64]; /* RUN_* by round */
+    memset(state, 0, sizeof state);
     double t0 = now();
     size_t nruns = 0, total = 0;
     for (size_t w = 0; w < NWORK; w++)
         if (listed(only, workloads[w].name))
             for (size_t a = 0; a < NALLOC; a++)
-                total += (size_t)reps * (allocators[a].present && chosen(which, &allocators[a]) &&
-                                         (!workloads[w].numaspan_only || strcmp(allocators[a].name, "numaspan") == 0));
+                total += (size_t)reps * runs_under(which, &workloads[w], &allocators[a]);
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name))
             continue;
         for (int r = 0; r < reps && r < 64; r++)
             for (size_t a = 0; a < NALLOC; a++) { /* alternate: A B C D E A B C D E ... */
-                if (!allocators[a].present || !chosen(which, &allocators[a]))
-                    continue;
-                if (workloads[w].numaspan_only && strcmp(allocators[a].name, "numaspan"))
+                if (!runs_under(which, &workloads[w], &allocators[a]))
                     continue;
                 double val;
                 long kb;
@@ -890,47 +994,78 @@ static int driver(int reps, int json, const char *only, const char *which, const
                 double el = now() - t0;
                 fprintf(stderr, "\rbench: %zu/%zu runs, %.0f s, about %.0f s left   ", nruns,
                         total, el, el / (double)nruns * (double)(total - nruns));
-                if (child(&workloads[w], &allocators[a], &val, &kb) == 0) {
-                    v[w][a][nv[w][a]] = val;
-                    rss[w][a][nv[w][a]++] = kb;
+                int rc = child(&workloads[w], &allocators[a], &val, &kb);
+                if (rc >= 0) {
+                    v[w][a][r] = val;
+                    rss[w][a][r] = kb;
+                    state[w][a][r] = rc == 0 ? RUN_COUNTED : RUN_FLAGGED;
                 }
             }
     }
     fprintf(stderr, "\n");
-    double med[NWORK][NALLOC];
-    long medrss[NWORK][NALLOC];
+    int nr = reps < 64 ? reps : 64, flagged_total = 0;
+    static struct cell cell[NWORK][NALLOC];
     for (size_t w = 0; w < NWORK; w++)
         for (size_t a = 0; a < NALLOC; a++) {
-            med[w][a] = -1;
-            medrss[w][a] = -1;
-            if (nv[w][a]) {
-                double rr[64];
-                qsort(v[w][a], (size_t)nv[w][a], sizeof(double), cmp_double);
-                med[w][a] = v[w][a][nv[w][a] / 2];
-                for (int i = 0; i < nv[w][a]; i++)
-                    rr[i] = (double)rss[w][a][i];
-                qsort(rr, (size_t)nv[w][a], sizeof(double), cmp_double);
-                medrss[w][a] = (long)rr[nv[w][a] / 2];
+            struct cell *c = &cell[w][a];
+            memset(c, 0, sizeof *c);
+            c->med = -1;
+            c->medrss = -1;
+            double x[64], y[64];
+            for (int r = 0; r < nr; r++)
+                if (state[w][a][r] == RUN_COUNTED) {
+                    x[c->runs] = v[w][a][r];
+                    y[c->runs++] = (double)rss[w][a][r];
+                } else if (state[w][a][r] == RUN_FLAGGED) {
+                    c->flagged++;
+                }
+            flagged_total += c->flagged;
+            if (c->runs == 0 && c->flagged > 0) { /* nothing counted: the median of the rest */
+                c->suspect = 1;
+                for (int r = 0; r < nr; r++)
+                    if (state[w][a][r] == RUN_FLAGGED) {
+                        x[c->runs] = v[w][a][r];
+                        y[c->runs++] = (double)rss[w][a][r];
+                    }
+            }
+            if (c->runs) {
+                c->med = median(x, c->runs);
+                c->medrss = (long)median(y, c->runs);
             }
         }
     if (json) {
-        printf("{\"threads\": %u, \"seconds\": %g, \"reps\": %d, \"results\": [", nthreads,
-               seconds, reps);
+        printf("{\"threads\": %u, \"seconds\": %g, \"reps\": %d, \"flagged_runs\": %d, "
+               "\"results\": [",
+               nthreads, seconds, reps, flagged_total);
         int first = 1;
         for (size_t w = 0; w < NWORK; w++)
-            for (size_t a = 0; a < NALLOC; a++)
-                if (med[w][a] >= 0) {
-                    printf("%s{\"workload\": \"%s\", \"unit\": \"%s\", \"higher_better\": %s, "
-                           "\"allocator\": \"%s\", \"median\": %.6g, \"runs\": %d, "
-                           "\"peak_rss_kb\": %ld, \"ratio_to_glibc\": %.4g}",
-                           first ? "" : ", ", workloads[w].name, workloads[w].unit,
-                           workloads[w].higher_better ? "true" : "false", allocators[a].name,
-                           med[w][a], nv[w][a], medrss[w][a],
-                           med[w][0] > 0 ? (workloads[w].higher_better ? med[w][a] / med[w][0]
-                                                                       : med[w][0] / med[w][a])
-                                         : 0);
-                    first = 0;
-                }
+            for (size_t a = 0; a < NALLOC; a++) {
+                const struct cell *c = &cell[w][a], *g = &cell[w][0];
+                if (c->med < 0)
+                    continue;
+                printf("%s{\"workload\": \"%s\", \"unit\": \"%s\", \"higher_better\": %s, "
+                       "\"allocator\": \"%s\", \"median\": %.6g, \"runs\": %d, "
+                       "\"flagged_runs\": %d, \"suspect\": %s, \"peak_rss_kb\": %ld, "
+                       "\"ratio_to_glibc\": %.4g",
+                       first ? "" : ", ", workloads[w].name, workloads[w].unit,
+                       workloads[w].higher_better ? "true" : "false", allocators[a].name, c->med,
+                       c->runs, c->flagged, c->suspect ? "true" : "false", c->medrss,
+                       g->med > 0 ? (workloads[w].higher_better ? c->med / g->med
+                                                                : g->med / c->med)
+                                  : 0);
+                printf(", \"values\": [");
+                for (int r = 0; r < nr; r++)
+                    if (state[w][a][r] == RUN_FAILED)
+                        printf("%snull", r ? ", " : "");
+                    else
+                        printf("%s%.6g", r ? ", " : "", v[w][a][r]);
+                printf("], \"flagged_rounds\": [");
+                for (int r = 0, k = 0; r < nr; r++)
+                    if (state[w][a][r] == RUN_FLAGGED)
+                        printf("%s%d", k++ ? ", " : "", r + 1);
+                printf("]}");
+                first = 0;
+            }
         printf("]}\n");
         return 0;
     }
@@ -945,29 +1080,39 @@ static int driver(int reps, int json, const char *only, const char *which, const
         if (chosen(which, &allocators[a]))
             printf(" %18s", allocators[a].name);
     printf("\n");
+    int marked = 0;
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name))
             continue;
         printf("%-11s %-11s", workloads[w].name, workloads[w].unit);
         for (size_t a = 0; a < NALLOC; a++) {
+            const struct cell *c = &cell[w][a], *g = &cell[w][0];
             if (!chosen(which, &allocators[a]))
                 continue;
-            if (med[w][a] < 0) {
+            if (c->med < 0) {
                 printf(" %18s", "-");
                 continue;
             }
-            double ratio = med[w][0] > 0 ? (workloads[w].higher_better ? med[w][a] / med[w][0]
-                                                                       : med[w][0] / med[w][a])
-                                         : 0;
-            char cell[64];
+            double ratio = g->med > 0 ? (workloads[w].higher_better ? c->med / g->med
+                                                                    : g->med / c->med)
+                                      : 0;
+            const char *mark = c->suspect ? "?" : c->flagged ? "*" : "";
+            marked |= *mark != 0;
+            char cell_text[64];
             if (ratio > 0)
-                snprintf(cell, sizeof cell, "%.3g (%.2fx)", med[w][a], ratio);
+                snprintf(cell_text, sizeof cell_text, "%.3g (%.2fx)%s", c->med, ratio, mark);
             else
-                snprintf(cell, sizeof cell, "%.3g", med[w][a]);
-            printf(" %18s", cell);
+                snprintf(cell_text, sizeof cell_text, "%.3g%s", c->med, mark);
+            printf(" %18s", cell_text);
         }
         printf("\n");
     }
+    if (marked)
+        printf("\n*: flagged runs left out of the median; ?: every run flagged, the median is of "
+               "them\n(suspect). low-free: a prodcons run whose consumers freed under %d rings a "
+               "pair by its\nend (starved); unfinished: a Larson run whose threads did not all "
+               "report. stderr\nnames each run.\n",
+               PC_MIN_RINGS);
     printf("\npeak RSS (MB)\n");
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name) || workloads[w].numaspan_only)
@@ -975,10 +1120,15 @@ static int driver(int reps, int json, const char *only, const char *which, const
         printf("%-23s", workloads[w].name);
         for (size_t a = 0; a < NALLOC; a++)
             if (chosen(which, &allocators[a])) {
-                if (medrss[w][a] < 0)
+                const struct cell *c = &cell[w][a];
+                if (c->medrss < 0) {
                     printf(" %18s", "-");
-                else
-                    printf(" %18.1f", (double)medrss[w][a] / 1024.0);
+                } else {
+                    char cell_text[64];
+                    snprintf(cell_text, sizeof cell_text, "%.1f%s", (double)c->medrss / 1024.0,
+                             c->suspect ? "?" : c->flagged ? "*" : "");
+                    printf(" %18s", cell_text);
+                }
             }
         printf("\n");
     }

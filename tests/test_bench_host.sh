@@ -14,8 +14,11 @@
 # checked the sleeper's flag, not one whose sleeper merely ran late after its timeout, when its
 # condition had come true meanwhile (once beside `ctest -j2`): NSP_BENCH_TEST_LATE builds that
 # moment (0 rescued), NSP_BENCH_TEST_LOSE loses every wake-up (rescued).
-# Larson waits for its handed-on threads instead of a fixed 100 ms (NSP_BENCH_TEST_SLOW_LARSON
-# reports one 300 ms late: "unfinished": 0).
+# A run whose metric is not the allocator's is flagged and left out of the driver's median: a
+# prodcons run whose consumers freed under 4 rings a pair by the run's end (NSP_BENCH_TEST_STARVE
+# starves them: "low_free": 1; the driver names it, leaves it out, and marks a median made of
+# flagged runs only); Larson waits for its handed-on threads instead of a fixed 100 ms
+# (NSP_BENCH_TEST_SLOW_LARSON reports one 300 ms late: "unfinished": 0).
 # usage: test_bench_host.sh <path to bench_host>
 set -u
 bench=$1
@@ -78,6 +81,54 @@ for n in 7 12; do
     echo "FAIL: the driver did not name the run with $n rescued waits:"; echo "$out"; fail=1
   fi
 done
+# low-free: consumers starved for the whole run free nothing before its end; the flag agrees with
+# the printed count in any run (its minimum: 4 rings of 4096 a pair)
+pc=$(NSP_BENCH_TEST_STARVE=1 "$bench" run prodcons --threads 2 --seconds 0.1)
+echo "prodcons, consumers starved: $pc"
+if [ "$(field low_free)" != 1 ] || [ "$(field frees_at_stop)" != 0 ]; then
+  echo "FAIL: a prodcons run whose consumers freed nothing by its end is not flagged low-free: $pc"
+  fail=1
+fi
+for t in 2 8; do
+  pc=$("$bench" run prodcons --threads $t --seconds 0.1)
+  want=$(( $(field frees_at_stop) < 4 * 4096 * t / 2 ))
+  if [ -z "$(field frees_at_stop)" ] || [ "$(field low_free)" != "$want" ]; then
+    echo "FAIL: prodcons at $t threads: low_free is not frees_at_stop < 4 rings a pair: $pc"; fail=1
+  fi
+done
+# the driver: the starved run (the first of three: NSP_BENCH_TEST_STARVE names a file it removes)
+# is named and left out of the median; with every run starved the median is of them, marked
+starve=$(mktemp -u)
+touch "$starve"
+out=$(NSP_BENCH_TEST_STARVE=$starve "$bench" --only prodcons --reps 3 --seconds 0.2 \
+      --allocators glibc --json 2>"$starve.err")
+if ! grep -q "prodcons under glibc: low-free" "$starve.err"; then
+  echo "FAIL: the driver did not name the starved run:"; cat "$starve.err"; fail=1
+fi
+# the median is the (upper) median of the rounds not flagged (others than round 1 may be, if the
+# machine starved them too; all three: the median is of them, marked suspect)
+check=$(python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())["results"][0]
+kept = sorted(v for i, v in enumerate(r["values"]) if i + 1 not in r["flagged_rounds"])
+if 1 not in r["flagged_rounds"] or r["flagged_runs"] != len(r["flagged_rounds"]):
+    print("round 1 not flagged")
+elif kept and (r["median"] != kept[len(kept) // 2] or r["runs"] != len(kept) or r["suspect"]):
+    print("the median is not of the unflagged rounds")
+elif not kept and not r["suspect"]:
+    print("every run flagged, not marked suspect")
+else:
+    print("ok")' <<<"$out")
+if [ "$check" != ok ]; then
+  echo "FAIL: the starved round 1: $check: $out"; fail=1
+fi
+out=$(NSP_BENCH_TEST_STARVE=1 "$bench" --only prodcons --reps 2 --seconds 0.05 --allocators glibc \
+      2>/dev/null)
+if ! grep -qE '^prodcons +Mfrees/s +[0-9.e+-]+ \(1\.00x\)\?' <<<"$out" ||
+   ! grep -q "suspect" <<<"$out"; then
+  echo "FAIL: a median of starved runs only is not marked '?' (suspect):"; echo "$out"; fail=1
+fi
+rm -f "$starve" "$starve.err"
 # Larson: a handed-on thread that reports after the old fixed wait still counts
 la=$(NSP_BENCH_TEST_SLOW_LARSON=1 "$bench" run larson --threads 2 --seconds 0.2)
 echo "larson, a thread reporting 300 ms late: $la"
