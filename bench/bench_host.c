@@ -2,19 +2,21 @@
  * bench/bench_host.c — host allocator workloads and the side-by-side driver (`numaspan bench host`).
  *
  * One program, two roles:
- *   bench_host run WORKLOAD [--threads N] [--seconds S] [--cpu-clock]
+ *   bench_host run WORKLOAD [--threads N] [--seconds S] [--cpu-clock] [--allocator NAME]
  *       runs one workload with whatever malloc the process has (the driver preloads the
- *       allocator under test) and prints one JSON line: its metric, peak RSS and the workload's
- *       own counts;
+ *       allocator under test, and names it) and prints one JSON line: its metric, peak RSS and
+ *       the workload's own counts;
  *   bench_host [--quick] [--threads N[,N..]] [--reps R] [--json] [--only W,..] [--allocators A,..]
- *              [--cpu-clock]
+ *              [--cpu-clock] [--seed S]
  *       the driver: every workload under glibc, jemalloc, mimalloc, tcmalloc, numaspan and
  *       numaspan-secure (the same library with NSP_SECURE=1: what the hardened mode costs), in
- *       alternation (A B C D E F A B C ...), R repetitions, medians and ratios to glibc. A run
- *       whose metric is not the allocator's (a starved prodcons run, "low-free"; a Larson run
- *       whose threads did not all report, "unfinished") is named and left out of the median. A
- *       list of thread counts gives one table (one JSON line) per count, e.g. --threads 1,2,8,32.
- *       Named in --allocators only: numaspan-vcores and numaspan-exact, its caches without bins.
+ *       R rounds that each run every allocator once, in an order shuffled per round from a
+ *       printed seed (--seed repeats it); medians, ratios of the medians to glibc's and the
+ *       rounds' paired ratios to glibc. A run whose metric is not the allocator's (a starved
+ *       prodcons run, "low-free"; a Larson run whose threads did not all report, "unfinished")
+ *       is named and left out of the median. A list of thread counts gives one table (one JSON
+ *       line) per count, e.g. --threads 1,2,8,32. Named in --allocators only: numaspan-vcores
+ *       and numaspan-exact, its caches without bins.
  * The workload shapes are those of ../shared/BENCHMARKS.md. Uses only malloc/free and, for the
  * NUMA placement shape, numaspan's public API when it is the allocator (looked up with dlsym).
  */
@@ -784,18 +786,30 @@ static double scale(const char *unit)
     return 1;
 }
 
-static int run_one(const char *name)
+/* Runs one workload; `as`: the allocator's name, given by the driver (--allocator), or NULL. */
+static int run_one(const char *name, const char *as)
 {
     for (size_t i = 0; i < NWORK; i++) {
         if (strcmp(workloads[i].name, name))
             continue;
+        /* tests (test_bench_host): each run appends "WORKLOAD ALLOCATOR" to this file, the order
+         * in which the driver really ran them */
+        const char *log = getenv("NSP_BENCH_TEST_ORDER");
+        FILE *f = log && *log ? fopen(log, "a") : NULL;
+        if (f) {
+            fprintf(f, "%s %s\n", name, as ? as : "?");
+            fclose(f);
+        }
         if (strncmp(name, "pairs-", 6) == 0)
             pair_size = (size_t)atoi(name + 6);
         double v = workloads[i].fn();
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        printf("{\"workload\": \"%s\", \"value\": %.6g, \"rss_kb\": %ld%s}\n", name,
-               v * scale(workloads[i].unit), ru.ru_maxrss, run_note);
+        printf("{\"workload\": \"%s\", ", name);
+        if (as)
+            printf("\"allocator\": \"%s\", ", as);
+        printf("\"value\": %.6g, \"rss_kb\": %ld%s}\n", v * scale(workloads[i].unit),
+               ru.ru_maxrss, run_note);
         return 0;
     }
     fprintf(stderr, "bench_host: unknown workload \"%s\"\n", name);
@@ -869,6 +883,7 @@ static int child(const struct workload *w, const struct allocator *a, double *va
                                           : "NSP_TOPOLOGY",
                          a->env, NULL};
     char *argv[] = {(char *)self_exe, "run", (char *)w->name, "--threads", th, "--seconds", sec,
+                    "--allocator", (char *)a->name,
                     clock_id == CLOCK_MONOTONIC ? NULL : "--cpu-clock", NULL};
     if (nsp_bench_spawn(self_exe, argv, env, buf, sizeof buf) < 0)
         return -1;
@@ -946,21 +961,50 @@ static int runs_under(const char *which, const struct workload *w, const struct 
            (!w->numaspan_only || strcmp(a->name, "numaspan") == 0);
 }
 
+/* The allocators' order in each round is shuffled: in a fixed rotation (A B C D E A B C ...) each
+ * allocator always ran right after the same one and paid for what it left behind (the page
+ * cache's work, the cpu caches, memory still being handed back), which biased paired rounds by a
+ * few percent. The shuffle is drawn from the seed the driver prints (splitmix64), so that --seed
+ * with the same options repeats every order; the orders go to stderr, one line a round. Every
+ * round still runs each allocator once, so each round's ratios stay paired. */
+static uint64_t order_state;
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void shuffle(size_t *x, size_t n)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(splitmix64(&order_state) % i), t = x[i - 1];
+        x[i - 1] = x[j];
+        x[j] = t;
+    }
+}
+
 /* What became of one run: failed (no value), counted, or flagged by child() (left out of the
  * median). */
 enum { RUN_FAILED, RUN_COUNTED, RUN_FLAGGED };
 
 /* One cell of the table: the median of the runs that counted, or, when every run was flagged,
- * of those (suspect: a table that is all suspect still has its numbers, marked). */
+ * of those (suspect: a table that is all suspect still has its numbers, marked); the rounds'
+ * paired ratios to glibc, over the rounds where both runs counted. */
 struct cell {
     double med;  /* -1: no run gave a value */
     long medrss;
     int runs;    /* values the median is of */
     int flagged; /* runs child() flagged: left out of the median unless every run was */
     int suspect; /* every run was flagged: the median is of them */
+    double paired; /* median over the rounds of this round's ratio to glibc's (>1 better) */
+    int paired_n, paired_wins;
 };
 
-static int driver(int reps, int json, const char *only, const char *which, const char *lib)
+static int driver(int reps, int json, const char *only, const char *which, const char *lib,
+                  uint64_t seed)
 {
     static int looked;
     if (!looked)
@@ -981,13 +1025,26 @@ static int driver(int reps, int json, const char *only, const char *which, const
         if (listed(only, workloads[w].name))
             for (size_t a = 0; a < NALLOC; a++)
                 total += (size_t)reps * runs_under(which, &workloads[w], &allocators[a]);
+    fprintf(stderr, "bench: %u threads, allocators in a shuffled order each round, seed %llu\n",
+            nthreads, (unsigned long long)seed);
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name))
             continue;
-        for (int r = 0; r < reps && r < 64; r++)
-            for (size_t a = 0; a < NALLOC; a++) { /* alternate: A B C D E A B C D E ... */
-                if (!runs_under(which, &workloads[w], &allocators[a]))
-                    continue;
+        for (int r = 0; r < reps && r < 64; r++) {
+            size_t order[NALLOC], n = 0;
+            for (size_t a = 0; a < NALLOC; a++)
+                if (runs_under(which, &workloads[w], &allocators[a]))
+                    order[n++] = a;
+            shuffle(order, n);
+            char line[512];
+            int len = snprintf(line, sizeof line, "bench: %s round %d/%d:", workloads[w].name,
+                               r + 1, reps);
+            for (size_t k = 0; k < n && len > 0 && (size_t)len < sizeof line; k++)
+                len += snprintf(line + len, sizeof line - (size_t)len, " %s",
+                                allocators[order[k]].name);
+            fprintf(stderr, "\r%-60s\n", line);
+            for (size_t k = 0; k < n; k++) {
+                size_t a = order[k];
                 double val;
                 long kb;
                 nruns++;
@@ -1001,6 +1058,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
                     state[w][a][r] = rc == 0 ? RUN_COUNTED : RUN_FLAGGED;
                 }
             }
+        }
     }
     fprintf(stderr, "\n");
     int nr = reps < 64 ? reps : 64, flagged_total = 0;
@@ -1032,11 +1090,22 @@ static int driver(int reps, int json, const char *only, const char *which, const
                 c->med = median(x, c->runs);
                 c->medrss = (long)median(y, c->runs);
             }
+            if (a == 0)
+                continue;
+            for (int r = 0; r < nr; r++) /* rounds where both glibc's and this run counted */
+                if (state[w][0][r] == RUN_COUNTED && state[w][a][r] == RUN_COUNTED &&
+                    v[w][0][r] > 0 && v[w][a][r] > 0) {
+                    x[c->paired_n] = workloads[w].higher_better ? v[w][a][r] / v[w][0][r]
+                                                                : v[w][0][r] / v[w][a][r];
+                    c->paired_wins += x[c->paired_n++] > 1;
+                }
+            if (c->paired_n)
+                c->paired = median(x, c->paired_n);
         }
     if (json) {
-        printf("{\"threads\": %u, \"seconds\": %g, \"reps\": %d, \"flagged_runs\": %d, "
-               "\"results\": [",
-               nthreads, seconds, reps, flagged_total);
+        printf("{\"threads\": %u, \"seconds\": %g, \"reps\": %d, \"seed\": %llu, "
+               "\"flagged_runs\": %d, \"results\": [",
+               nthreads, seconds, reps, (unsigned long long)seed, flagged_total);
         int first = 1;
         for (size_t w = 0; w < NWORK; w++)
             for (size_t a = 0; a < NALLOC; a++) {
@@ -1053,6 +1122,10 @@ static int driver(int reps, int json, const char *only, const char *which, const
                        g->med > 0 ? (workloads[w].higher_better ? c->med / g->med
                                                                 : g->med / c->med)
                                   : 0);
+                if (c->paired_n)
+                    printf(", \"paired_ratio_to_glibc\": %.4g, \"paired_rounds\": %d, "
+                           "\"paired_wins\": %d",
+                           c->paired, c->paired_n, c->paired_wins);
                 printf(", \"values\": [");
                 for (int r = 0; r < nr; r++)
                     if (state[w][a][r] == RUN_FAILED)
@@ -1070,8 +1143,9 @@ static int driver(int reps, int json, const char *only, const char *which, const
         return 0;
     }
     printf("host benchmarks: %u threads, %g s per run, median of %d runs, alternating "
-           "allocators\n(ratio: to glibc, >1 is better; rss: median peak RSS in MB)%s\n\n",
-           nthreads, seconds, reps,
+           "allocators\nin an order shuffled each round (seed %llu: --seed %llu with these options "
+           "repeats the orders)\n(ratio: to glibc, >1 is better; rss: median peak RSS in MB)%s\n\n",
+           nthreads, seconds, reps, (unsigned long long)seed, (unsigned long long)seed,
            clock_id == CLOCK_MONOTONIC ? ""
                                        : "\n(--cpu-clock: each metric per cpu-second of the process "
                                          "(ns/pair: cpu ns), not per second of wall time)");
@@ -1080,7 +1154,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
         if (chosen(which, &allocators[a]))
             printf(" %18s", allocators[a].name);
     printf("\n");
-    int marked = 0;
+    int marked = 0, paired_any = 0;
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name))
             continue;
@@ -1089,6 +1163,7 @@ static int driver(int reps, int json, const char *only, const char *which, const
             const struct cell *c = &cell[w][a], *g = &cell[w][0];
             if (!chosen(which, &allocators[a]))
                 continue;
+            paired_any |= c->paired_n > 0;
             if (c->med < 0) {
                 printf(" %18s", "-");
                 continue;
@@ -1113,6 +1188,26 @@ static int driver(int reps, int json, const char *only, const char *which, const
                "pair by its\nend (starved); unfinished: a Larson run whose threads did not all "
                "report. stderr\nnames each run.\n",
                PC_MIN_RINGS);
+    if (paired_any) {
+        printf("\npaired: median over rounds of each round's ratio to glibc (>1 is better), "
+               "rounds won / rounds\n");
+        for (size_t w = 0; w < NWORK; w++) {
+            if (!listed(only, workloads[w].name) || workloads[w].numaspan_only)
+                continue;
+            printf("%-23s", workloads[w].name);
+            for (size_t a = 0; a < NALLOC; a++) {
+                const struct cell *c = &cell[w][a];
+                if (!chosen(which, &allocators[a]))
+                    continue;
+                char cell_text[64] = "-";
+                if (c->paired_n)
+                    snprintf(cell_text, sizeof cell_text, "%.2fx %d/%d", c->paired,
+                             c->paired_wins, c->paired_n);
+                printf(" %18s", cell_text);
+            }
+            printf("\n");
+        }
+    }
     printf("\npeak RSS (MB)\n");
     for (size_t w = 0; w < NWORK; w++) {
         if (!listed(only, workloads[w].name) || workloads[w].numaspan_only)
@@ -1145,7 +1240,11 @@ int main(int argc, char **argv)
         self_exe = strdup(exe);
     }
     int reps = 5, json = 0;
-    const char *only = NULL, *which = NULL, *lib = getenv("NSP_BENCH_LIB");
+    const char *only = NULL, *which = NULL, *lib = getenv("NSP_BENCH_LIB"), *as = NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the orders' seed unless --seed: short enough to type */
+    uint64_t seed = ((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec * 1000003u ^
+                     (uint64_t)getpid() << 12) & 0xffffffffu;
     const char *workload = NULL, *thread_list = "2";
     int i = 1;
     if (argc > 2 && strcmp(argv[1], "run") == 0) {
@@ -1165,6 +1264,17 @@ int main(int argc, char **argv)
             which = argv[++i];
         else if (strcmp(argv[i], "--lib") == 0 && i + 1 < argc)
             lib = argv[++i];
+        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            char *end;
+            const char *arg = argv[++i];
+            errno = 0;
+            seed = strtoull(arg, &end, 10);
+            if (end == arg || *end || errno || *arg == '-') {
+                fprintf(stderr, "bench_host: --seed \"%s\": a number 0..2^64-1\n", arg);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--allocator") == 0 && i + 1 < argc && workload)
+            as = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             json = 1;
         else if (strcmp(argv[i], "--cpu-clock") == 0)
@@ -1176,8 +1286,9 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: bench_host [--quick] [--threads N[,N..]] [--seconds S] [--reps R] [--json]\n"
                     "                  [--only W,..] [--allocators A,..] [--lib libnumaspan.so]\n"
-                    "                  [--cpu-clock]\n"
+                    "                  [--cpu-clock] [--seed S]\n"
                     "       bench_host run WORKLOAD [--threads N] [--seconds S] [--cpu-clock]\n"
+                    "                  [--allocator NAME]\n"
                     "bench_host: unknown argument \"%s\"\n", argv[i]);
             return 2;
         }
@@ -1200,14 +1311,15 @@ int main(int argc, char **argv)
     }
     if (workload) {
         nthreads = counts[0];
-        return run_one(workload);
+        return run_one(workload, as);
     }
     int rc = 0;
+    order_state = seed; /* one sequence of orders over every table */
     for (unsigned k = 0; k < ncounts; k++) {
         nthreads = counts[k];
         if (k && !json)
             printf("\n");
-        rc |= driver(reps, json, only, which, lib);
+        rc |= driver(reps, json, only, which, lib, seed);
     }
     return rc;
 }

@@ -142,6 +142,7 @@ static const char *const not_options[] = {
     "NSP_BENCH_TEST_LOSE",
     "NSP_BENCH_TEST_RESCUED",
     "NSP_BENCH_TEST_STARVE",
+    "NSP_BENCH_TEST_ORDER",
     "NSP_BENCH_TEST_SLOW_LARSON",
     "NSP_STRESS_ITEMS",       /* tests/test_device.c, tools/gpu_check.sh: the stress's size */
     "NSP_STRESS_ROUNDS",

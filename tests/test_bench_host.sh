@@ -18,10 +18,14 @@
 # prodcons run whose consumers freed under 4 rings a pair by the run's end (NSP_BENCH_TEST_STARVE
 # starves them: "low_free": 1; the driver names it, leaves it out, and marks a median made of
 # flagged runs only); Larson waits for its handed-on threads instead of a fixed 100 ms
-# (NSP_BENCH_TEST_SLOW_LARSON reports one 300 ms late: "unfinished": 0).
-# usage: test_bench_host.sh <path to bench_host>
+# (NSP_BENCH_TEST_SLOW_LARSON reports one 300 ms late: "unfinished": 0). The driver runs the
+# allocators of each round in an order shuffled from a printed seed: each round runs each once,
+# the children ran in the printed order (NSP_BENCH_TEST_ORDER logs them), the same seed gives the
+# same orders, the printed seed of a run repeats it, and the rounds' orders differ.
+# usage: test_bench_host.sh <path to bench_host> [<path to libnumaspan.so>]
 set -u
 bench=$1
+lib=${2:-}
 fail=0
 value() { sed -E -n 's/.*"value": ([0-9.e+-]+).*/\1/p'; }
 cpu=$(taskset -pc $$ 2>/dev/null | sed -E 's/.*: *([0-9]+).*/\1/')
@@ -136,6 +140,60 @@ if [ "$(sed -E -n 's/.*"slowed": ([0-9]+).*/\1/p' <<<"$la")" != 1 ]; then
   echo "larson: no thread was handed on in the run (the machine too loaded?): not checked"
 elif [ "$(sed -E -n 's/.*"unfinished": ([0-9]+).*/\1/p' <<<"$la")" != 0 ]; then
   echo "FAIL: Larson did not wait for a handed-on thread that reported late: $la"; fail=1
+fi
+# the allocators' order: shuffled per round from the seed, the same seed the same orders, the
+# children run in the printed order, every round runs each allocator once
+if [ -n "$lib" ] && [ -r "$lib" ]; then
+  names=glibc,numaspan,numaspan-secure,numaspan-exact,numaspan-vcores
+  orders() { # seed or "" -> stderr of the driver in $1.err, the children's log in $1.log
+    local f=$1; shift
+    rm -f "$f.log"
+    NSP_BENCH_TEST_ORDER=$f.log "$bench" --only pairs-16 --reps 4 --seconds 0.01 --lib "$lib" \
+      --allocators $names "$@" >"$f.out" 2>"$f.err"
+  }
+  printed() { # the orders the driver printed, one line a round
+    tr '\r' '\n' <"$1.err" | sed -E -n 's/^bench: pairs-16 round [0-9]+\/4: (.*[^ ]) *$/\1/p'
+  }
+  o=$(mktemp -u)
+  orders "$o.a" --seed 12345; orders "$o.b" --seed 12345; orders "$o.c"
+  seed=$(sed -E -n 's/.*seed ([0-9]+)$/\1/p' "$o.c.err" | head -1)
+  orders "$o.d" --seed "${seed:-x}"
+  pa=$(printed "$o.a")
+  if [ "$(wc -l <<<"$pa")" != 4 ]; then
+    echo "FAIL: the driver did not print 4 rounds' orders:"; cat "$o.a.err"; fail=1
+  fi
+  if [ "$pa" != "$(printed "$o.b")" ]; then
+    echo "FAIL: --seed 12345 twice gave different orders:"; echo "$pa"; printed "$o.b"; fail=1
+  fi
+  if [ "$(printed "$o.c")" != "$(printed "$o.d")" ] || [ -z "$seed" ]; then
+    echo "FAIL: the printed seed ($seed) does not repeat its run's orders"; fail=1
+  fi
+  ran=$(sed 's/^pairs-16 //' "$o.a.log" | paste -sd' ')
+  if [ "$(tr ' ' '\n' <<<"$pa" | paste -sd' ')" != "$ran" ]; then
+    echo "FAIL: the children did not run in the printed order:"; echo "$pa"; cat "$o.a.log"; fail=1
+  fi
+  all=$(tr ',' '\n' <<<"$names" | sort | paste -sd,)
+  while read -r line; do
+    if [ "$(tr ' ' '\n' <<<"$line" | sort | paste -sd,)" != "$all" ]; then
+      echo "FAIL: a round does not run each allocator once: $line"; fail=1
+    fi
+  done <<<"$pa"
+  if [ "$(sort -u <<<"$pa" | wc -l)" -lt 2 ]; then
+    echo "FAIL: every round ran in the same order (a fixed rotation):"; echo "$pa"; fail=1
+  fi
+  if ! grep -q "seed 12345: --seed 12345" "$o.a.out" ||
+     ! grep -qE "^pairs-16 +- +[0-9.]+x [0-4]/4" "$o.a.out"; then
+    echo "FAIL: the table does not give its seed or the rounds' paired ratios:"; cat "$o.a.out"
+    fail=1
+  fi
+  echo "orders for --seed 12345:"; echo "$pa"
+  rm -f "$o".*
+else
+  echo "the driver's orders: no libnumaspan.so given, not checked"
+fi
+if "$bench" --only pairs-16 --reps 1 --seconds 0.01 --allocators glibc --seed 12x >/dev/null 2>&1
+then
+  echo "FAIL: --seed 12x was accepted"; fail=1
 fi
 ncpu=$(nproc)
 if [ "$ncpu" -ge 2 ] && [ "${pinned:-x}" != 1 ]; then
