@@ -73,7 +73,8 @@
  * flushed into the central's count, and their count; their local frees not yet in the ledger's
  * totals into *frees; the objects on their remote-free lists into listed[k] (span.h: freed,
  * though allocated from the span's view until its owner's sweep). A span read as it changes
- * hands is skipped or counted as the owner left it. */
+ * hands is skipped or counted as the owner left it; one gone from the cache's slot by the end of
+ * its reading is dropped (the slot is read again, as nsp__cache_read does). */
 __attribute__((no_sanitize("thread"))) static void cached_spans(unsigned n,
                                                                 nsp_class_stats_t *cls,
                                                                 uint64_t *frees, uint64_t *listed)
@@ -90,10 +91,17 @@ __attribute__((no_sanitize("thread"))) static void cached_spans(unsigned n,
                 continue;
             struct nsp_cached_counts cc = {0};
             nsp__cache_span_counts(s, &cc);
+            uint32_t xfree = nsp__span_xfree_length(s, k);
+            /* read while s was still c's, or dropped: a span is gone from c's slot before it is
+             * let go, and then its central or next owner counts it and its descriptor's words
+             * may be another span's (cache.c, span_unspent) */
+            atomic_thread_fence(memory_order_acquire);
+            if (RACY(c->spans[k]) != s)
+                continue;
             cls[k].objects_in_use += cc.slots > 0 ? (uint64_t)cc.slots : 0;
             cls[k].mallocs += cc.mallocs > 0 ? (uint64_t)cc.mallocs : 0;
             *frees += cc.frees > 0 ? (uint64_t)cc.frees : 0;
-            listed[k] += nsp__span_xfree_length(s, k);
+            listed[k] += xfree;
             cls[k].spans_cached++;
         }
     }

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
@@ -862,6 +863,95 @@ START_TEST(cache_read_of_a_reused_descriptor)
 }
 END_TEST
 
+/* The stats' walk of the caches' spans (stats.c, cached_spans) takes no cache either: the owner
+ * may let a span go while it is read (the slot then names another span or none), and from then
+ * its central or next owner counts it. The walk reads the slot again once it has read the span
+ * and drops it if it is gone, as nsp__cache_read does; without that the span counts twice (or its
+ * descriptor's words, another span's by then, count). The window, replayed: the slot names a copy
+ * of the cache's span in a page the test made unreadable; the walk's first read of it faults, and
+ * the handler, playing the owner, empties the slot and lets the read go on. */
+static char *walked_page;
+static size_t walked_len;
+static struct nsp_span **walked_slot;
+static _Atomic int walked_faults;
+static _Atomic pid_t walker;
+
+static void on_walked_read(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    char *a = si->si_addr;
+    if (a < walked_page || a >= walked_page + walked_len) {
+        signal(sig, SIG_DFL); /* not the test's: the default action, at the next fault */
+        return;
+    }
+    if ((pid_t)syscall(SYS_gettid) != atomic_load(&walker)) {
+        /* another thread (the pacer's) read the slot meanwhile: it waits for the walk's fault */
+        for (int ms = 0; !atomic_load(&walked_faults) && ms < 30000; ms++)
+            usleep(1000);
+        return;
+    }
+    atomic_fetch_add(&walked_faults, 1);
+    __atomic_store_n(walked_slot, &nsp__empty_span, __ATOMIC_RELEASE);
+    mprotect(walked_page, walked_len, PROT_READ | PROT_WRITE);
+}
+
+START_TEST(stats_drop_a_span_that_left_its_cache_while_read)
+{
+    ready();
+    void *p = malloc(32);
+    struct nsp_span *s = nsp__span_of(p);
+    ck_assert_ptr_nonnull(s);
+    if (atomic_load(&s->state) != NSP_SPAN_CACHED) {
+        fprintf(stderr, "stats_drop_a_span_that_left_its_cache_while_read: skipped: the object's "
+                        "span is not cached here (state %u)\n", (unsigned)atomic_load(&s->state));
+        free(p);
+        return;
+    }
+    unsigned k = s->sizeclass, n = s->node;
+    struct nsp_cache *c = &nsp__caches[s->cache];
+    ck_assert_ptr_eq(c->spans[k], s);
+    ck_assert_uint_ne(c->held_bytes, 0);
+    walked_len = (size_t)sysconf(_SC_PAGESIZE);
+    walked_page =
+        mmap(NULL, walked_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(walked_page, MAP_FAILED);
+    struct nsp_span *copy = (struct nsp_span *)walked_page;
+    memcpy(copy, s, sizeof *copy); /* CACHED by c, on node n, class k */
+    walked_slot = &c->spans[k];
+    atomic_store(&walked_faults, 0);
+    atomic_store(&walker, (pid_t)syscall(SYS_gettid));
+    struct sigaction sa = {.sa_sigaction = on_walked_read, .sa_flags = SA_SIGINFO}, old;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGSEGV, &sa, &old), 0);
+
+    /* nothing allocates until the slot is s again (a passing ck_assert may): results kept */
+    nsp_class_stats_t held, gone, raced;
+    int rc = nsp_stats_get_class_node(n, k, &held);
+    c->spans[k] = &nsp__empty_span; /* the reading once the span has gone */
+    rc |= nsp_stats_get_class_node(n, k, &gone);
+    c->spans[k] = copy; /* the reading that began before it went */
+    rc |= mprotect(walked_page, walked_len, PROT_NONE);
+    rc |= nsp_stats_get_class_node(n, k, &raced);
+    int faults = atomic_load(&walked_faults);
+    c->spans[k] = s;
+    rc |= sigaction(SIGSEGV, &old, NULL);
+    munmap(walked_page, walked_len);
+    free(p);
+
+    ck_assert_int_eq(rc, 0);
+    /* the reading counts a span the slot keeps (the case is not moot) */
+    ck_assert_uint_eq(held.spans_cached, gone.spans_cached + 1);
+    ck_assert_msg(faults == 1, "the walk read the span %d times, not once: the window was not "
+                               "replayed", faults);
+    ck_assert_msg(raced.spans_cached == gone.spans_cached &&
+                      raced.objects_in_use == gone.objects_in_use,
+                  "a span that left its cache while the stats read it was counted: %" PRIu64
+                  " spans cached, %" PRIu64 " objects in use (%" PRIu64 " and %" PRIu64
+                  " once it has gone)", raced.spans_cached, raced.objects_in_use,
+                  gone.spans_cached, gone.objects_in_use);
+}
+END_TEST
+
 /* A remote free's last steps come after its OR (nsp__span_freed_remote: the look at `dirty`, its
  * exchange when clean, the look at state, and for FULL nsp__central_wake's CAS). By then the
  * span may have been swept, found empty, given back and its pages cut again into another span
@@ -1318,6 +1408,7 @@ int main(void)
     tcase_add_test(tc, metadata_never_huge);
     tcase_add_test(tc, span_bitmaps_share_a_page);
     tcase_add_test(tc, cache_read_of_a_reused_descriptor);
+    tcase_add_test(tc, stats_drop_a_span_that_left_its_cache_while_read);
     tcase_add_test(tc, a_late_remote_free_writes_no_live_span_s_bitmaps);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
