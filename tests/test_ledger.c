@@ -471,7 +471,7 @@ END_TEST
  * could tell (free.c says why) and gives the charge back there, or heapLive would drift down an
  * object per double free. Every mode must settle exactly. (A double that races the sweep, its
  * alloc bit read before the sweep cleared it, sets a freed bit on a free slot: the sweep finds
- * that one and gives its charge back, nsp__ledger_sweep_doubles. This case does not reach it.)
+ * that one and gives its charge back, nsp__ledger_sweep_doubles: the next case.)
  */
 START_TEST(remote_double_free_of_swept_slot_leaves_no_drift)
 {
@@ -500,6 +500,83 @@ START_TEST(remote_double_free_of_swept_slot_leaves_no_drift)
     ck_assert_int_eq(same_span, 1);
     ck_assert_uint_eq(doubles, 1); /* reported once, at the free */
     ck_assert_int_eq(after, base[node] + kept);
+}
+END_TEST
+
+/*
+ * A remote double free that races a sweep: its read of the alloc bit came before the sweep of the
+ * first free cleared it, so it goes on as a first free: `exact` charges it (free_remote) and its OR
+ * sets a freed bit on a slot that is free by then. The next sweep finds that bit on a free slot,
+ * reports the double free at the slot's address and gives the charge back
+ * (nsp__ledger_sweep_doubles), or `exact` drifts down an object per such double free. Replayed:
+ * the first free is swept by a cycle, the racing free's steps past its read of the alloc bit
+ * (free_remote, nsp__span_free_remote) are made here on the swept slot, and the next cycle's trim
+ * sweeps the span its central owns (central.c, sweep_owned). Every mode settles exactly; in
+ * `over` and `under` nothing was charged, so nothing is given back.
+ */
+START_TEST(remote_double_free_racing_a_sweep_leaves_no_drift)
+{
+    int on_error = nsp__on_error;
+    nsp__on_error = NSP_ON_ERROR_WARN; /* the double free is reported and counted, not fatal */
+    nsp_thread_bind_core(0);
+    nsp_pacer_cycle();
+    nsp_pacer_info_t pi;
+    nsp_pacer_get(&pi);
+    int64_t base[NSP_STATS_MAX_NODES];
+    for (unsigned n = 0; n < pi.nnodes; n++)
+        base[n] = pi.heap_live[n] + pi.pending[n];
+    void *volatile p = malloc(200);
+    void *keep = malloc(200); /* holds the span: an empty one would go back to the page heap */
+    unsigned node = (unsigned)nsp_node_of(p);
+    int64_t kept = (int64_t)malloc_usable_size(keep);
+    nsp_thread_bind_core(2); /* another cache: the free below is remote */
+    free(p);
+    nsp_pacer_cycle(); /* the span is released and swept: the slot is free again */
+    struct nsp_span *s = nsp__span_of(p);
+    uint32_t idx = nsp__span_index(s, (uintptr_t)p);
+    uint64_t bit = 1ULL << (idx & 63);
+    int owned = atomic_load(&s->state) == NSP_SPAN_PARTIAL && !(s->alloc_bits[idx >> 6] & bit) &&
+                !atomic_load(&s->dirty);
+    uint64_t doubles0 = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]);
+    /* the racing free, past its read of the alloc bit (1 when it read it, before the sweep) */
+    nsp__ledger_exact_objects(s, -1, NULL);
+    atomic_fetch_or(&s->freed_bits[idx >> 6], bit);
+    nsp__span_count_freed(nsp__span_freed_counter(s), 1);
+    nsp__span_freed_remote(s);
+    /* the report goes to stderr: into a memfd for the cycle (no heap object: the ledger moves) */
+    int out = memfd_create("report", 0), err = dup(2);
+    int redirected = out >= 0 && err >= 0 && dup2(out, 2) == 2;
+    nsp_pacer_cycle(); /* its central's trim sweeps it: the double found */
+    if (redirected)
+        dup2(err, 2);
+    char report[512] = "", want[64];
+    if (out >= 0) {
+        ssize_t got = pread(out, report, sizeof report - 1, 0);
+        report[got > 0 ? got : 0] = 0;
+        close(out);
+    }
+    if (err >= 0)
+        close(err);
+    snprintf(want, sizeof want, "free(%p): double free", p);
+    nsp_pacer_get(&pi);
+    int64_t after = pi.heap_live[node] + pi.pending[node];
+    uint64_t doubles = atomic_load(&nsp__errors[NSP_ERR_DOUBLE_FREE]) - doubles0;
+    int same_span = nsp__span_of(keep) == s;
+    int clean = !atomic_load(&s->dirty) && !(atomic_load(&s->freed_bits[idx >> 6]) & bit) &&
+                !(s->alloc_bits[idx >> 6] & bit);
+    free(keep);
+    nsp_pacer_cycle();
+    nsp__on_error = on_error;
+    ck_assert_int_eq(same_span, 1);
+    ck_assert_msg(owned,
+                  "the swept span is not its central's with the slot free: the case is moot");
+    ck_assert_int_eq(redirected, 1);
+    ck_assert_uint_eq(doubles, 1); /* reported once, by the sweep */
+    ck_assert_msg(strstr(report, want), "the sweep's report \"%s\" does not name %s", report, want);
+    ck_assert_int_eq(clean, 1); /* swept: the bit taken, the slot still free */
+    ck_assert_msg(after == base[node] + kept,
+                  "heapLive + pending %lld != live %lld: the racing double free's charge stayed",
+                  (long long)after, (long long)(base[node] + kept));
 }
 END_TEST
 
@@ -783,6 +860,7 @@ int main(void)
     tcase_add_test(tc, stale_span_is_reconciled_once);
     tcase_add_test(tc, fork_sees_no_half_made_change);
     tcase_add_test(tc, remote_double_free_of_swept_slot_leaves_no_drift);
+    tcase_add_test(tc, remote_double_free_racing_a_sweep_leaves_no_drift);
     tcase_add_test(tc, busy_cache_is_measured_without_taking_it);
     tcase_add_test(tc, in_place_sweep_keeps_a_cached_span_charged);
     tcase_add_test(tc, released_span_is_charged_without_its_remote_frees);
