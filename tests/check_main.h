@@ -14,6 +14,7 @@
 #define NSP_TESTS_CHECK_MAIN_H
 
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +45,24 @@ static inline int nsp_malloc_is_valgrinds(void)
 /* 0 when Check runs every case in this one process (CK_FORK=no, read as Check's own
  * srunner_fork_status reads it): a case registered to expect a signal (SIGABRT from an abort
  * it provokes) cannot pass there — the signal ends the whole run, and the cases after it never
- * report. Such a case is left out there, saying so. */
+ * report. Such a case is left out there, saying so (NSP_ADD_SIGNAL_TEST). */
 static inline int nsp_check_forks(void)
 {
     const char *e = getenv("CK_FORK");
     return !(e && strcmp(e, "no") == 0);
 }
+
+/* Registers tf as a case that must end in signal sig (SIGABRT from an abort it provokes, SIGSEGV
+ * from a guard page it touches) where Check forks; under CK_FORK=no it is left out, saying so on
+ * stderr (nsp_check_forks). */
+#define NSP_ADD_SIGNAL_TEST(tc, tf, sig)                                                           \
+    do {                                                                                           \
+        if (nsp_check_forks())                                                                     \
+            tcase_add_test_raise_signal(tc, tf, sig);                                              \
+        else                                                                                       \
+            fprintf(stderr, "%s: skipped: CK_FORK=no (its %s would end every case's run)\n", #tf,  \
+                    (sig) == SIGABRT ? "abort" : (sig) == SIGSEGV ? "fault" : "signal");           \
+    } while (0)
 
 static inline int nsp_run_suite(Suite *s)
 {

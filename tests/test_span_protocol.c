@@ -735,7 +735,7 @@ int main(void)
     tcase_add_test(tc, a_dirty_span_waits_while_used_slots_lie_ahead);
     tcase_add_test(tc, churn_keeps_the_frontier_at_the_live_objects);
     tcase_add_test(tc, remote_double_free_is_caught_and_never_aliases);
-    tcase_add_test_raise_signal(tc, remote_double_free_aborts, SIGABRT);
+    NSP_ADD_SIGNAL_TEST(tc, remote_double_free_aborts, SIGABRT);
     tcase_add_test(tc, a_reported_double_free_keeps_errno);
     tcase_add_test(tc, realloc_of_freed_object_is_reported);
     suite_add_tcase(s, tc);
@@ -744,13 +744,13 @@ int main(void)
         tc = tcase_create("secure");
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, secure_canary_catches_an_overflow_at_free);
-        tcase_add_test_raise_signal(tc, secure_canary_overflow_aborts, SIGABRT);
+        NSP_ADD_SIGNAL_TEST(tc, secure_canary_overflow_aborts, SIGABRT);
         tcase_add_test(tc, secure_write_after_free_is_caught_at_reuse);
         tcase_add_test(tc, secure_write_after_free_at_the_edges_of_a_large_slot);
         tcase_add_test(tc, secure_slot_order_is_random);
-        tcase_add_test_raise_signal(tc, secure_guard_page_after_a_large_object, SIGSEGV);
+        NSP_ADD_SIGNAL_TEST(tc, secure_guard_page_after_a_large_object, SIGSEGV);
         tcase_add_test(tc, secure_large_realloc_keeps_contents);
-        tcase_add_test_raise_signal(tc, secure_guard_follows_a_large_realloc, SIGSEGV);
+        NSP_ADD_SIGNAL_TEST(tc, secure_guard_follows_a_large_realloc, SIGSEGV);
         suite_add_tcase(s, tc);
     } else {
         printf("secure tests skipped: NSP_SECURE is not 1 (test_span_protocol_secure runs them)\n");

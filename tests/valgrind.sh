@@ -15,8 +15,8 @@
 # Check's fork mode, as CTest runs the suites: memcheck follows each case's child, and a child
 # with an error exits 99, which its suite reports as that case's failure. CK_FORK=no in the
 # environment runs a suite's cases in one process instead (quicker; the cases that expect a
-# signal, and those that need a fresh process, fail there: test_span_protocol_secure;
-# test_ledger_* leaves its signal case out there, saying so, and passes).
+# signal are left out there, saying so: tests/check_main.h, NSP_ADD_SIGNAL_TEST; some that need a
+# fresh process fail there: test_bins and test_bin_free, 3 and 2 cases in session 25's run).
 # CK_TIMEOUT_MULTIPLIER=10: a case's Check timeout is a plain run's; memcheck runs it 10-50 times
 # slower, one thread at a time (test_no_wait's cases ran past theirs).
 # --max-threads: a suite's cases, one after another in one process, start more threads than
