@@ -351,6 +351,13 @@ START_TEST(a_refill_passes_over_a_thin_span)
     struct nsp_cache *ca = &nsp__caches[A];
     struct nsp_central *c = nsp__central(0, cls);
     static void *p[3 * 64];
+    /* A's three spans are the class's first: a fresh process (Check's fork) has none, but under
+     * CK_FORK=no two_cores_one_span's objects stay, and A's refills would take their spans */
+    if (!nsp_check_forks() && (ca->spans[cls] != &nsp__empty_span || c->npartial || c->nfull)) {
+        fprintf(stderr, "a_refill_passes_over_a_thin_span: skipped: CK_FORK=no, and the cases "
+                        "before it left spans of class %u B\n", nsp__classes[cls].size);
+        return;
+    }
     on(A);
     for (int i = 0; i < 3 * 64; i++)
         p[i] = malloc(SZ);
