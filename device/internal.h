@@ -3,7 +3,8 @@
  *
  * Layers: error.c (the thread's last error, OpenCL error names), select.c (device choice),
  * program.c (the embedded kernels and the builds), heap.c (create, bind, sync into the pacer,
- * release, sweep, stats, destroy). They use host/ only through the pacer's public interface.
+ * release, sweep, stats, destroy). They use host/ only through the pacer's public interface and
+ * the options table's (nsp_option_find: NSP_CL_DEVICE).
  */
 #ifndef NSP_DEVICE_INTERNAL_H
 #define NSP_DEVICE_INTERNAL_H

@@ -1,14 +1,15 @@
 /*
  * device/select.c — choosing the OpenCL device (PLATFORM.md: never assume platform 0).
  *
- * Owns: nsp_cl_pick_device. NSP_CL_DEVICE names a platform or device by substring; without it a
- * GPU is preferred over other kinds, in platform order.
+ * Owns: nsp_cl_pick_device. NSP_CL_DEVICE (an option of the table, read through nsp_option_find)
+ * names a platform or device by substring; without it a GPU is preferred over other kinds, in
+ * platform order.
  */
 #include <ctype.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "numaspan.h"
 
 #define MAX_PLATFORMS 16
 #define MAX_DEVICES 64
@@ -46,9 +47,8 @@ int nsp_cl_pick_device(cl_platform_id *platform, cl_device_id *device)
         return nsp__cl_fail("nsp_cl_pick_device: no OpenCL platform (%s); is an ICD (e.g. "
                             "pocl-opencl-icd) installed?",
                             err == CL_SUCCESS ? "none listed" : nsp__cl_errname(err));
-    const char *want = getenv("NSP_CL_DEVICE");
-    if (want && !*want)
-        want = NULL;
+    nsp_option_info_t opt; /* the options table's (host/options.c): `numaspan config` shows it */
+    const char *want = nsp_option_find("NSP_CL_DEVICE", &opt) == 0 && *opt.value ? opt.value : NULL;
     cl_device_id best = NULL, any = NULL;
     cl_platform_id best_p = NULL, any_p = NULL;
     char listing[2048] = "";

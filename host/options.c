@@ -126,17 +126,22 @@ static const struct option_row table[] = {
                             "window, the table before spans grew); `over` charges a grown span "
                             "half a window (32 KiB for these classes) at a time whatever its "
                             "size (host/ledger.h)"},
+    [NSP_OPT_CL_DEVICE] = {"NSP_CL_DEVICE", "",
+                           "the OpenCL device the device heap's nsp_cl_pick_device chooses "
+                           "(libnumaspan_cl): a part of its \"platform / device\" name, any "
+                           "case, the first match over every platform; empty: the first GPU, "
+                           "else the first device; a name nothing matches is an error that "
+                           "lists the devices"},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == NSP_OPT__COUNT,
                "one row per option, in enum order");
 
-/* NSP_ variables that are not options of the library: read by numaspan's device layer, its
- * tools, benchmarks and tests. A process that has them set is not told they are unknown
+/* NSP_ variables that are not options of the libraries: read by numaspan's tools, benchmarks and
+ * tests. A process that has them set is not told they are unknown
  * (nsp__options_check_names). tests/test_process.sh fails when the tree reads an NSP_ variable
  * (getenv, env_*, os.environ, a shell's ${NSP_...}) that is neither a row of the table nor here. */
 static const char *const not_options[] = {
-    "NSP_CL_DEVICE",          /* device/select.c: the OpenCL device to use (part of its name) */
     "NSP_BENCH_LIB",          /* bench/bench_host.c: the allocator a child bench runs */
     "NSP_BENCH_TEST_LATE",    /* bench/bench_host.c: its tests' faults */
     "NSP_BENCH_TEST_LOSE",

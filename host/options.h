@@ -1,11 +1,12 @@
 /*
  * host/options.h — the one table of numaspan's options (internal view).
  *
- * Every NSP_* environment variable the host library reads is a row of the table in options.c: its
- * name, default and meaning. Code reads an option only through nsp__option(), never through
- * getenv, so that `numaspan config` lists exactly what the library reads. The NSP_ variables of
- * the project's own device layer, tools, benchmarks and tests are listed beside the table; any
- * other one set is named at start as not an option (nsp__options_check_names).
+ * Every NSP_* environment variable the libraries read is a row of the table in options.c: its
+ * name, default and meaning. Host code reads an option only through nsp__option(), the device
+ * layer (libnumaspan_cl: NSP_CL_DEVICE) through the public nsp_option_find, never through getenv,
+ * so that `numaspan config` lists exactly what they read. The NSP_ variables of the project's own
+ * tools, benchmarks and tests are listed beside the table; any other one set is named at start as
+ * not an option (nsp__options_check_names).
  */
 #ifndef NSP_HOST_OPTIONS_H
 #define NSP_HOST_OPTIONS_H
@@ -34,6 +35,7 @@ typedef enum nsp_option_id {
     NSP_OPT_PACE_RESERVE,
     NSP_OPT_DEBUG,
     NSP_OPT_SMALL_SPAN,
+    NSP_OPT_CL_DEVICE,
     NSP_OPT__COUNT
 } nsp_option_id_t;
 

@@ -48,6 +48,32 @@ START_TEST(default_and_environment)
 }
 END_TEST
 
+/* The device heap's choice of OpenCL device (device/select.c reads it through the table): an
+ * option `numaspan config` lists, empty by default (a GPU, else any device), not a variable the
+ * library does not know. */
+START_TEST(cl_device_is_an_option)
+{
+    nsp_option_info_t o;
+    unsetenv("NSP_CL_DEVICE");
+    ck_assert_msg(nsp_option_find("NSP_CL_DEVICE", &o) == 0, "NSP_CL_DEVICE is not in the table");
+    ck_assert_str_eq(o.def, "");
+    ck_assert_str_eq(o.value, "");
+    ck_assert_int_eq(o.from_env, 0);
+    setenv("NSP_CL_DEVICE", "NVIDIA", 1);
+    ck_assert_int_eq(nsp_option_find("NSP_CL_DEVICE", &o), 0);
+    ck_assert_str_eq(o.value, "NVIDIA");
+    ck_assert_int_eq(o.from_env, 1);
+    unsetenv("NSP_CL_DEVICE");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    nsp_options_print(f, 0);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(buf, "NSP_CL_DEVICE"));
+    free(buf);
+}
+END_TEST
+
 START_TEST(listing_json)
 {
     setenv("NSP_CACHE_GROUPING", "co\"re", 1); /* a quote must be escaped, not break the JSON */
@@ -70,6 +96,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, table_is_complete);
     tcase_add_test(tc, default_and_environment);
+    tcase_add_test(tc, cl_device_is_an_option);
     tcase_add_test(tc, listing_json);
     suite_add_tcase(s, tc);
     return nsp_run_suite(s);
