@@ -66,14 +66,16 @@ static __attribute__((noinline)) void fold_bins_of(struct nsp_span *s)
 #endif
 
 #ifdef NSP_RSEQ_LOCKS
-/* p's first word is a magazine's tag (magazine.h): p may wait in cache ci's magazine, freed
- * already though its bits say allocated. That magazine is flushed (the cache taken, which applies
- * it), so that the bits answer. A cache that cannot be taken (busy, or its cpu unfenceable) is
- * read instead: 1 when p is listed in it (a double free: the bits must not decide, or a local free
- * would free p while it waits there, and the flush would later free whoever got it next), else
- * 0 and the bits decide (p flushed already, or in flight: a free racing the first, span.h). Each
- * value read there was pushed after the generation that held any earlier free of p was flushed,
- * so a listed p is a free not yet applied. errno kept. */
+/* p's first word is a magazine's tag (magazine.h) naming cache ci: p may wait in its magazine,
+ * freed already though its bits say allocated. The callers leave out NSP_MAG_NONE, the free tag of
+ * a slot freed locally or the direct way (no magazine holds p: the bits decide), which is most such
+ * tags: a slot handed out again keeps it until the program writes its first word. That magazine is
+ * flushed (the cache taken, which applies it), so that the bits answer. A cache that cannot be
+ * taken (busy, or its cpu unfenceable) is read instead: 1 when p is listed in it (a double free:
+ * the bits must not decide, or a local free would free p while it waits there, and the flush would
+ * later free whoever got it next), else 0 and the bits decide (p flushed already, or in flight: a
+ * free racing the first, span.h). Each value read there was pushed after the generation that held
+ * any earlier free of p was flushed, so a listed p is a free not yet applied. errno kept. */
 static __attribute__((noinline)) int flush_magazine_of(int64_t ci, const void *p, unsigned cls)
 {
     if (ci >= (int64_t)nsp__ncaches || !nsp__caches[ci].bins_on)
@@ -325,7 +327,7 @@ __attribute__((noinline)) void nsp__free_small(struct nsp_span *s, uint32_t idx,
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
     }
-    if (unlikely(mag >= 0) && flush_magazine_of(mag, p, s->sizeclass)) {
+    if (unlikely(mag >= 0 && mag != NSP_MAG_NONE) && flush_magazine_of(mag, p, s->sizeclass)) {
         nsp__report_error(NSP_ERR_DOUBLE_FREE, "free", p);
         return;
     }
@@ -497,7 +499,7 @@ int nsp__slot_live(struct nsp_span *s, uint32_t idx, void *p)
     int64_t mag = nsp__magazine_tagged(p); /* waiting in a magazine: flushed, then asked */
     if (mag == NSP_MAG_XFREE && xfree_holds(s, p))
         return 0;
-    if (mag >= 0 && flush_magazine_of(mag, p, s->sizeclass))
+    if (mag >= 0 && mag != NSP_MAG_NONE && flush_magazine_of(mag, p, s->sizeclass))
         return 0;
 #endif
     if (!nsp__span_slot_live(s, idx))

@@ -67,7 +67,8 @@ extern __attribute__((visibility("hidden"))) uint64_t nsp__magazine_key; /* as n
  * magazine): no magazine holds the object, so the bits decide at its next free. Written before
  * the freed bit is set, it keeps the bins' push (which reads no freed bitmap, cache.h) from
  * taking the object while that bit waits for a sweep. No cache with a magazine has this index
- * (caches of a real machine, one per cpu); a clash would only make a free ask the bits. */
+ * (caches of a real machine, one per cpu; NSP_MAG_XFREE and NSP_MAG_TRANSFER, below it, are
+ * reserved too), so a free of an object tagged so looks into no magazine (free.c). */
 #define NSP_MAG_NONE 0x7fffu
 
 /* The top 16 bits of every bin's key (cache.c, next_key), as a word: a per-process constant,
