@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""tests/test_layers.py — host/'s files form layers: no dependency cycle among them (DESIGN.md §2,
-issue 11 item 5).
+"""tests/test_layers.py — a component's files form layers: no dependency cycle among them
+(DESIGN.md §2, issue 11 item 5); run on host/ and on topology/.
 
-Reads the compiled objects of host/ (nm): a file depends on another when it refers to a symbol the
+Reads the compiled objects of one folder (nm): a file depends on another when it refers to a symbol the
 other defines. Peels the graph from the bottom: a file that depends on no remaining file is a
 layer's member and is removed, again and again. Files that can never be removed sit on a cycle or
 lead into one; the test then walks one such cycle and prints each step with the symbols that make
@@ -13,7 +13,7 @@ Calls through function pointers (hooks such as the ledger's nsp__ledger_crossed)
 nm, which is what they are for: a lower layer reaches an upper one only through what the upper one
 installed. Inline functions in headers count as part of the file that inlines them.
 
-usage: test_layers.py OBJECT_DIR   (the folder of host/'s .c.o files in the build tree)
+usage: test_layers.py OBJECT_DIR   (a folder of .c.o files in the build tree, e.g. host/'s)
 """
 import os
 import subprocess
@@ -45,6 +45,7 @@ def main():
         sys.exit("usage: test_layers.py OBJECT_DIR (host/'s objects, e.g. "
                  "build/CMakeFiles/nsp_objects.dir/host); got %r" % sys.argv[1:])
     odir = sys.argv[1]
+    folder = os.path.basename(os.path.normpath(odir)) + "/"
     files = sorted(f[:-2] for f in os.listdir(odir) if f.endswith(".c.o"))
     if len(files) < 5:
         sys.exit("FAIL: only %d objects in %s: build first" % (len(files), odir))
@@ -71,7 +72,7 @@ def main():
     if not remaining:
         for i, layer in enumerate(layers):
             print("layer %d: %s" % (i, " ".join(layer)))
-        print("ok: %d files of host/, no dependency cycle" % len(files))
+        print("ok: %d files of %s, no dependency cycle" % (len(files), folder))
         return 0
 
     # every remaining file depends on another remaining one: walking those edges must repeat
@@ -81,7 +82,7 @@ def main():
         walk.append(f)
         f = min(g for g in deps[f] if g in remaining)
     cycle = walk[seen[f]:] + [f]
-    print("FAIL: a dependency cycle among host/'s files (DESIGN.md §2 wants layers):")
+    print("FAIL: a dependency cycle among %s's files (DESIGN.md §2 wants layers):" % folder)
     for a, b in zip(cycle, cycle[1:]):
         names = sorted(deps[a][b])
         print("  %s -> %s: %s%s" % (a, b, ", ".join(names[:6]), " ..." if len(names) > 6 else ""))

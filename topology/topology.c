@@ -21,21 +21,10 @@
 #include "hwloc_lib.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-void nsp__topo_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Whether text is word (whole) or starts with it (!whole), in any case. ASCII only: a locale's
  * case rules (Turkish dotless i) must not change what a spec means. */

@@ -24,6 +24,7 @@
 #define NSP_TOPOLOGY_H
 
 #include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,9 +94,18 @@ unsigned nsp__vcore_slow(const struct nsp_topo *topo);
 struct nsp__vcore_table *nsp__vcore_table_new(unsigned ncaches);
 void nsp__vcore_table_put(struct nsp__vcore_table *tab);
 /* Writes a formatted error message into err (nothing when err is NULL or errlen 0): the one way
- * topology.c and hwloc_lib.c name the input and the problem. topology.c. */
-void nsp__topo_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+ * topology.c and hwloc_lib.c name the input and the problem. Inline here, not in topology.c,
+ * so that hwloc_lib.c (the layer below it) calls nothing above itself. */
+static inline __attribute__((format(printf, 3, 4))) void nsp__topo_err(char *err, size_t errlen,
+                                                                       const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
 
 static inline int nsp__cpu_now(void)
 {
