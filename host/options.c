@@ -397,10 +397,7 @@ const char *nsp__option(nsp_option_id_t id)
 
 int nsp__keyword_is(const char *text, const char *word)
 {
-    for (; *text && *word; text++, word++)
-        if (ascii_lower(*text) != ascii_lower(*word))
-            return 0;
-    return *text == *word;
+    return nsp__keyword_match(text, word, 1); /* topology.h */
 }
 
 int nsp__parse_size(const char *text, size_t *out)

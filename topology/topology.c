@@ -26,13 +26,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Whether text is word (whole) or starts with it (!whole), in any case. ASCII only: a locale's
- * case rules (Turkish dotless i) must not change what a spec means. */
-static int keyword_is(const char *text, const char *word, int whole)
+int nsp__keyword_match(const char *text, const char *word, int whole)
 {
     for (; *word; text++, word++) {
         char a = *text >= 'A' && *text <= 'Z' ? (char)(*text - 'A' + 'a') : *text;
-        if (a != *word)
+        char b = *word >= 'A' && *word <= 'Z' ? (char)(*word - 'A' + 'a') : *word;
+        if (a != b)
             return 0;
     }
     return !whole || *text == 0;
@@ -44,7 +43,7 @@ int nsp_grouping_parse(const char *name, nsp_grouping_t *out)
         {"pu", NSP_GROUP_PU}, {"core", NSP_GROUP_CORE}, {"l2", NSP_GROUP_L2}, {"l3", NSP_GROUP_L3},
     };
     for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++) {
-        if (keyword_is(name, names[i].name, 1)) {
+        if (nsp__keyword_match(name, names[i].name, 1)) {
             *out = names[i].g;
             return 0;
         }
@@ -86,9 +85,9 @@ static int topology_init(const struct nsp__hwloc *h, hwloc_topology_t *hw)
 static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, const char *spec,
                               char *err, size_t errlen)
 {
-    if (!spec || !*spec || keyword_is(spec, "real", 1))
+    if (!spec || !*spec || nsp__keyword_match(spec, "real", 1))
         return 0;
-    if (keyword_is(spec, "synthetic:", 0)) {
+    if (nsp__keyword_match(spec, "synthetic:", 0)) {
         const char *desc = spec + 10;
         if (!*desc) {
             nsp__topo_err(err, errlen, "topology \"%s\": empty synthetic description", spec);
@@ -103,7 +102,7 @@ static int topology_configure(const struct nsp__hwloc *h, hwloc_topology_t hw, c
         }
         return 0;
     }
-    if (keyword_is(spec, "xml:", 0)) {
+    if (nsp__keyword_match(spec, "xml:", 0)) {
         const char *path = spec + 4;
         struct stat st;
         if (!*path) {

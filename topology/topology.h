@@ -93,6 +93,10 @@ unsigned nsp__vcore_slow(const struct nsp_topo *topo);
  * reference, dropped by nsp_topo_destroy; threads holding a virtual core hold one more each. */
 struct nsp__vcore_table *nsp__vcore_table_new(unsigned ncaches);
 void nsp__vcore_table_put(struct nsp__vcore_table *tab);
+/* Whether text is word (whole) or starts with it (!whole), in any case. ASCII only: a locale's
+ * case rules (Turkish dotless i) must not change what a spec or an option means. The one
+ * keyword match of the tree: topology.c's specs and groupings, host/options.c's values. */
+int nsp__keyword_match(const char *text, const char *word, int whole);
 /* Writes a formatted error message into err (nothing when err is NULL or errlen 0): the one way
  * topology.c and hwloc_lib.c name the input and the problem. Inline here, not in topology.c,
  * so that hwloc_lib.c (the layer below it) calls nothing above itself. */
