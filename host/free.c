@@ -268,19 +268,24 @@ static __attribute__((noinline)) int waits_in_transfer(unsigned cls, const void 
 
 #ifdef NSP_RSEQ_LOCKS
 /* Whether p waits on s's remote-free list (its first word names NSP_MAG_XFREE: a hint). Any
- * thread may ask: the whole list is taken (one exchange), searched, and pushed back whole, so
- * that meanwhile no one else reads it; a sweep in between merely finds fewer frees. A link written
- * over is reported here, as the sweep would (the push-back writes over it), and the list goes
- * back up to it; a head that is no slot of s is reported and the list dropped. What another
- * thread's search holds meanwhile is not found (that free then goes on as a first one: a racing
- * double free, not promised a report, span.h). Each search is counted (span.h,
- * nsp__xfree_searches: NSP_STATS shows it). errno kept. */
+ * thread may ask: the whole list is taken (one CAS, only while the head word is s's: s may have
+ * been released and its pages cut again since p's page map entry was read, span.h,
+ * nsp__span_xfree_take_foreign; then p is not found here and the bits decide), searched, and
+ * pushed back whole, so that meanwhile no one else reads it; a sweep in between merely finds
+ * fewer frees. A link written over is reported here, as the sweep would (the push-back writes
+ * over it), and the list goes back up to it; a head inside s that is no slot of s is reported and
+ * the list dropped. What another thread's search holds meanwhile is not found (that free then
+ * goes on as a first one: a racing double free, not promised a report, span.h). Each search is
+ * counted (span.h, nsp__xfree_searches: NSP_STATS shows it). errno kept. */
 static __attribute__((noinline)) int xfree_holds(struct nsp_span *s, const void *p)
 {
     if (!nsp__span_has_xfree(s))
         return 0;
     atomic_fetch_add_explicit(&nsp__xfree_searches, 1, memory_order_relaxed);
-    uintptr_t first = nsp__span_xfree_take(s), l = first, tail = 0;
+    uintptr_t first, tail = 0;
+    if (!nsp__span_xfree_take_foreign(s, &first))
+        return 0; /* the head is no longer s's (span.h): s's pages are another span's now */
+    uintptr_t l = first;
     int held = 0;
     for (uint32_t steps = 0; l && steps <= s->nelems; steps++) {
         if (nsp__span_index(s, l) == UINT32_MAX) {

@@ -430,6 +430,31 @@ static inline uintptr_t nsp__span_xfree_take(struct nsp_span *s)
     uintptr_t seal = nsp__span_xfree_seal(s);
     return atomic_exchange(nsp__span_xfree(s), seal) ^ seal;
 }
+/* The same for a thread that does not own s (free.c, xfree_holds: a second free's search of the
+ * list), which found s from a page map entry read before the search: a double free racing the
+ * span's release may get there after s was swept empty, released and its pages cut again, and
+ * then s's second page's descriptor may be the first one of a live span (cut from the page after
+ * s's first), whose alloc_cache is its cursor's word. The exchange stored s's seal there: its
+ * owner then handed out slots of the seal's bits, allocated ones among them, a second time
+ * (test_host_units, a_late_second_free_takes_no_live_span_s_cursor). So the take checks the head
+ * as a push does (nsp__span_xfree_push_chain: it must unseal to 0 or an address of s) and takes it
+ * by CAS; an empty list is taken without a write. 1 with the list's first object in *first (0:
+ * empty), 0 when the head word is not s's: nothing read or written there. */
+static inline int nsp__span_xfree_take_foreign(struct nsp_span *s, uintptr_t *first)
+{
+    uintptr_t seal = nsp__span_xfree_seal(s), bytes = (uintptr_t)s->npages << NSP_PAGE_SHIFT;
+    _Atomic uintptr_t *head = nsp__span_xfree(s);
+    uintptr_t v = atomic_load_explicit(head, memory_order_acquire), h;
+    do {
+        h = v ^ seal;
+        if (h && h - s->base >= bytes)
+            return 0;
+        if (!h)
+            break; /* empty: nothing to take, nothing written */
+    } while (!atomic_compare_exchange_weak(head, &v, seal)); /* seq_cst, as the exchange */
+    *first = h;
+    return 1;
+}
 /* Pushes the chain first..last (last's link is written here) onto s's list: one CAS, after which
  * the chain is visible with it (release). 1 when the list was empty (the caller marks the span
  * dirty: nsp__span_freed_remote), 0 when not, -1 when the head is not s's (above): nothing

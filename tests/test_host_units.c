@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "host/alloc.h"
 #include "host/cache.h"
 #include "host/central.h"
 #include "host/os.h"
@@ -784,6 +785,76 @@ START_TEST(metadata_never_huge)
 }
 END_TEST
 
+/* A second free of an object that a remote-free list held (its first word keeps the list's tag,
+ * NSP_MAG_XFREE, after the sweep: span.h) searches the list of the span its page map entry named
+ * (free.c, xfree_holds; realloc asks the same way, nsp__slot_live). Racing the span's release, the
+ * search may come after the span was swept empty, given back and its pages cut again; the list's
+ * head word, in the span's second page's descriptor, is then whatever that descriptor holds now:
+ * for a span cut from the page after the old span's first, its first descriptor's alloc_cache,
+ * the owner's cursor word. The search must write nothing there (the exchange that took the list
+ * stored the old span's seal into it: the owner then handed out, a second time, the allocated
+ * slots among the seal's bits) and report nothing (the head read back named no slot: "free list
+ * corrupt" for an address nobody freed). Here live span b's previous page's descriptor plays the
+ * old span's, as such a search reads it, and a buffer carrying the tag plays the object. */
+START_TEST(a_late_second_free_takes_no_live_span_s_cursor)
+{
+    ready();
+#ifndef NSP_RSEQ_LOCKS
+    fprintf(stderr, "a_late_second_free_takes_no_live_span_s_cursor: skipped: no remote-free "
+                    "lists in this build (no rseq, or ThreadSanitizer: free.c)\n");
+#else
+    /* a live small span that does not start its arena: a descriptor lies before it */
+    void *objs[NSP_NUM_CLASSES] = {0};
+    struct nsp_span *b = NULL;
+    for (unsigned k = 1; k < NSP_NUM_CLASSES && !b; k++) {
+        objs[k] = malloc(nsp__classes[k].size);
+        ck_assert_ptr_nonnull(objs[k]);
+        struct nsp_span *s = nsp__span_of(objs[k]);
+        if (s && s->start_page >= 1)
+            b = s;
+    }
+    ck_assert_ptr_nonnull(b);
+    unsigned k32 = nsp__size_to_class(32);
+    struct nsp_span *old = b - 1, saved;
+    memcpy(&saved, old, sizeof saved);
+    /* the stale descriptor as the search reads it: a span of 32 B objects over two pages or more
+     * (it has a list, nsp__span_has_xfree) whose first page is the one before b's; its bitmaps
+     * any words (here zeros: nsp__slot_live reads them after the search) */
+    static uint64_t bits[64];
+    old->npages = 2;
+    old->base = b->base - NSP_PAGE_SIZE;
+    old->sizeclass = (uint8_t)k32;
+    old->elemsize = nsp__classes[k32].size;
+    old->nelems = (uint32_t)(2 * NSP_PAGE_SIZE / old->elemsize);
+    old->divmul = nsp__classes[k32].divmul;
+    old->alloc_bits = bits;
+    old->freed_bits = (_Atomic uint64_t *)bits + 32;
+    ck_assert_ptr_eq(nsp__span_xfree(old), (_Atomic uintptr_t *)&b->alloc_cache);
+    static uint64_t obj[4];
+    obj[0] = nsp__magazine_tag(obj, NSP_MAG_XFREE);
+    uint64_t cursor = b->alloc_cache, corrupt = atomic_load(&nsp__errors[NSP_ERR_FREE_LIST]);
+    int on_error = nsp__on_error;
+    nsp__on_error = NSP_ON_ERROR_WARN; /* a report must not abort before the checks */
+    int live = nsp__slot_live(old, 0, obj);
+    nsp__on_error = on_error;
+    uint64_t now = b->alloc_cache;
+    b->alloc_cache = cursor;
+    memcpy(old, &saved, sizeof saved);
+    ck_assert_msg(now == cursor,
+                  "a second free's search on a released span's descriptor rewrote live span b's "
+                  "cursor word: %#llx -> %#llx", (unsigned long long)cursor,
+                  (unsigned long long)now);
+    ck_assert_msg(atomic_load(&nsp__errors[NSP_ERR_FREE_LIST]) == corrupt,
+                  "the search reported a corrupt list it never had");
+    ck_assert_int_eq(live, 0);
+    for (unsigned k = 1; k < NSP_NUM_CLASSES; k++)
+        free(objs[k]);
+    char why[256];
+    ck_assert_msg(nsp_heap_check(why, sizeof why) == 0, "heap check: %s", why);
+#endif
+}
+END_TEST
+
 /* A small span's two bitmaps lie side by side at its first page's place (types.h), the freed one
  * in the next 128-byte pair of lines past the alloc words (span.h, nsp__span_freed_offset), so
  * that a span whose pair fits in 256 bytes (up to 16 words a bitmap: every class from 256 B)
@@ -1410,6 +1481,7 @@ int main(void)
     tcase_add_test(tc, cache_read_of_a_reused_descriptor);
     tcase_add_test(tc, stats_drop_a_span_that_left_its_cache_while_read);
     tcase_add_test(tc, a_late_remote_free_writes_no_live_span_s_bitmaps);
+    tcase_add_test(tc, a_late_second_free_takes_no_live_span_s_cursor);
     tcase_add_test(tc, mallinfo2_and_trim);
     tcase_add_test(tc, huge_shrink_spares_a_mapping_in_the_given_up_range);
     suite_add_tcase(s, tc);
