@@ -359,6 +359,7 @@ static void bin_fold(struct nsp_cache *c, unsigned cls)
         uint64_t next = *(const uint64_t *)p ^ key;
         nsp__span_tag_free((void *)p); /* free in its span now: its tag (span.h) */
         nsp__span_set_alloc_word(s, idx >> 6, s->alloc_bits[idx >> 6] & ~bit);
+        nsp__span_cursor_add(s, idx >> 6, bit); /* past the cursor in its word (span.h) */
         lowest = idx < lowest ? idx : lowest;
         n++;
         prev = p;

@@ -226,8 +226,10 @@ static uint32_t xfree_apply(struct nsp_span *s, uintptr_t l, uint32_t *lowest, u
         uint32_t w = idx >> 6;
         uint64_t bit = 1ULL << (idx & 63);
         if (w != cw) {
-            if (m)
+            if (m) {
                 nsp__span_set_alloc_word(s, cw, a & ~m);
+                nsp__span_cursor_add(s, cw, m); /* the cursor's word stays exact (span.h) */
+            }
             cw = w;
             a = s->alloc_bits[w];
             m = 0;
@@ -252,8 +254,10 @@ static uint32_t xfree_apply(struct nsp_span *s, uintptr_t l, uint32_t *lowest, u
             idx = l ? nsp__span_index(s, l) : 0;
         }
     }
-    if (m)
+    if (m) {
         nsp__span_set_alloc_word(s, cw, a & ~m);
+        nsp__span_cursor_add(s, cw, m);
+    }
     return n;
 }
 
@@ -312,6 +316,7 @@ uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first
             dbl += nsp__popcount64(bad);
         }
         nsp__span_set_alloc_word(s, w, a & ~f);
+        nsp__span_cursor_add(s, w, f & a); /* past the cursor in its word: cached (span.h) */
         applied += nsp__popcount64(f & a);
         /* the lowest of the list's slots and the bits' (the words go up, the list in no order) */
         if ((f & a) && w * 64 + (unsigned)__builtin_ctzll(f & a) < lowest)

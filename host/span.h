@@ -286,6 +286,28 @@ static inline void nsp__span_cursor_down(struct nsp_span *s, uint32_t idx)
     s->alloc_cache = avail;
 }
 
+/* Slots `bits` of alloc word w were just freed into the bitmap (a local free, a sweep, a bin's
+ * fold): those of the cursor's word at or past the cursor join its cached word, which holds every
+ * free slot of that word from the cursor (types.h) whenever it is loaded: not 0, or 0 with the
+ * cursor inside the word (used up; 0 with the cursor at a word's start is a word not loaded, after
+ * a rewind or a hand-out of a word's last slot, which the scan reads whole). Slots below the cursor
+ * are nsp__span_cursor_down's. Without it a sweep or a fold that freed slots of the cursor's word
+ * past the cursor left them out of the cached word: the next hand-outs from it stepped the cursor
+ * over them, leaving free slots below it (first fit lost: they waited for a rewind), and the
+ * covered bytes (ledger.h: allocated slots and the cached word's) fell by them, to rise again when
+ * a later cursor_down into that word loaded them: after a foreign take's fold, with no cover to
+ * follow, the charge was short of what the cache could hand out (nsp_heap_check: "charged ... less
+ * than the ... it can hand out"; test_span_carve, the_cursor_s_word_stays_exact). In the cursor's
+ * word a freed slot so moves from allocated to cached: covered stays. Owner only. */
+static inline void nsp__span_cursor_add(struct nsp_span *s, uint32_t w, uint64_t bits)
+{
+    uint32_t fi = s->freeindex;
+    /* (NSP_SECURE's cursor, NSP_SECURE_NO_CURSOR, lies in no word of a span) */
+    if (w != fi >> 6 || (!s->alloc_cache && !(fi & 63)))
+        return;
+    s->alloc_cache |= bits >> (fi & 63); /* bit k is slot fi + k; those below fi drop out */
+}
+
 /* Moves the cursor back to slot 0 (after a sweep, or when local frees left room behind it). */
 static inline void nsp__span_rewind(struct nsp_span *s)
 {
@@ -314,15 +336,14 @@ static inline int nsp__span_free_local(struct nsp_span *s, uint32_t idx)
         nsp__span_tag_free((void *)(s->base + (uintptr_t)idx * s->elemsize));
     __atomic_store_n(w, *w & ~bit, __ATOMIC_RELAXED);
     s->alloc_count--;
-    uint32_t fi = s->freeindex;
-    if (idx < fi) {
+    if (idx < s->freeindex) {
         /* first fit: the cursor is the lowest free slot (the most recent allocation, just
          * below it, is the usual case) */
         nsp__span_cursor_down(s, idx);
-    } else if ((idx >> 6) == (fi >> 6) && s->alloc_cache) {
-        /* into the cursor's word. Not when the word is not loaded (0 after a rewind): a bit
-         * alone there would send the cursor past free slots below it; the scan finds it */
-        s->alloc_cache |= 1ULL << (idx - fi);
+    } else {
+        /* into the cursor's word when it is loaded (not after a rewind: a bit alone there would
+         * send the cursor past free slots below it; the scan finds it) */
+        nsp__span_cursor_add(s, idx >> 6, bit);
     }
     return 0;
 }
@@ -509,10 +530,11 @@ static inline int nsp__span_xfree_push(struct nsp_span *s, void *p, uint64_t was
 uint32_t nsp__span_xfree_length(const struct nsp_span *s, unsigned k);
 
 /* Folds the remote-free list and the freed bits into the alloc bitmap (owner only); the cursor
- * comes down to the lowest slot freed. Returns the number of objects freed; *doubles gets the
- * number of freed bits whose slot was not allocated (double frees), plus one when the list names
- * an object twice (two frees that raced past the push's checks), and *first_double the address
- * of the first of them (or 0). */
+ * comes down to the lowest slot freed, and those past it in its word join its cached word
+ * (nsp__span_cursor_add). Returns the number of objects freed; *doubles gets the number of freed
+ * bits whose slot was not allocated (double frees), plus one when the list names an object twice
+ * (two frees that raced past the push's checks), and *first_double the address of the first of
+ * them (or 0). */
 uint32_t nsp__span_sweep(struct nsp_span *s, uint32_t *doubles, uintptr_t *first_double);
 
 #endif /* NSP_HOST_SPAN_H */
