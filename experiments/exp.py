@@ -159,37 +159,46 @@ def exp_host(run):
                         [("-" + m, {"NSP_TOPOLOGY": spec, "NSP_ACCOUNTING": m},
                           ["--allocators", "numaspan"]) for m in modes]
                 for suffix, env, extra in calls:
-                    out = sh([os.path.join(BENCH, "bench_host"), "--threads", str(cores), "--only", w,
-                              "--reps", "1", "--seconds", secs, "--json", "--lib", LIB] + extra,
-                             env=env)
-                    for r in json.loads(out)["results"]:
+                    out = json.loads(sh([os.path.join(BENCH, "bench_host"), "--threads", str(cores),
+                                         "--only", w, "--reps", "1", "--seconds", secs, "--json",
+                                         "--lib", LIB] + extra, env=env))
+                    for r in out["results"]:
+                        # one round: flagged_runs is 1 when the driver flagged the run (low-free,
+                        # unfinished); seed repeats the call's order of allocators (--seed)
                         raw.append({"topology": name, "virtual_cores": cores, "workload": w,
                                     "unit": r["unit"], "higher_better": r["higher_better"],
                                     "allocator": r["allocator"] + suffix, "value": r["median"],
-                                    "peak_rss_kb": r["peak_rss_kb"], "rep": rep})
+                                    "peak_rss_kb": r["peak_rss_kb"], "rep": rep,
+                                    "flagged": 1 if r.get("flagged_runs") else 0,
+                                    "seed": out.get("seed", ""), "extra": " ".join(extra),
+                                    "env": env})
     rows = []
     keys = sorted({(r["topology"], r["virtual_cores"], r["workload"], r["allocator"]) for r in raw},
                   key=lambda x: (x[1], x[2], x[3]))
     for key in keys:
         v = [r for r in raw if (r["topology"], r["virtual_cores"], r["workload"], r["allocator"]) == key]
-        vals = [r["value"] for r in v]
+        # as the driver does: flagged runs are left out of the cell's median, min, max and RSS;
+        # a cell whose every run was flagged keeps them, marked suspect
+        kept = [r for r in v if not r["flagged"]] or v
+        vals = [r["value"] for r in kept]
+        flagged = sum(r["flagged"] for r in v)
         rows.append({"topology": key[0], "virtual_cores": key[1], "workload": key[2],
                      "unit": v[0]["unit"], "allocator": key[3],
                      "median": round(statistics.median(vals), 4), "min": round(min(vals), 4),
                      "max": round(max(vals), 4), "higher_better": v[0]["higher_better"],
-                     "peak_rss_kb": int(statistics.median(r["peak_rss_kb"] for r in v)),
-                     "reps": len(vals)})
+                     "peak_rss_kb": int(statistics.median(r["peak_rss_kb"] for r in kept)),
+                     "reps": len(v), "flagged_runs": flagged, "suspect": int(flagged == len(v))})
     for r in rows:
         g = next((x["median"] for x in rows if x["allocator"] == "glibc" and
                   (x["topology"], x["workload"]) == (r["topology"], r["workload"])), None)
         r["ratio_to_glibc"] = round(r["median"] / g if r["higher_better"] else g / r["median"], 4) \
             if g and r["median"] else ""
     cols = ["topology", "virtual_cores", "workload", "unit", "allocator", "median", "min", "max",
-            "ratio_to_glibc", "peak_rss_kb", "reps"]
+            "ratio_to_glibc", "peak_rss_kb", "reps", "flagged_runs", "suspect"]
     write_csv(os.path.join(d, "host.csv"), rows, cols)
     write_csv(os.path.join(d, "host_runs.csv"), raw,
               ["topology", "virtual_cores", "workload", "unit", "allocator", "rep", "value",
-               "peak_rss_kb"])
+               "peak_rss_kb", "flagged", "seed"])
     ncols = min(3, len(works))
     nrows = (len(works) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows), squeeze=False)
@@ -204,33 +213,75 @@ def exp_host(run):
                         yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
                         marker="o", ms=4, capsize=2, lw=2.4 if alloc == "numaspan" else 1.2,
                         ls=":" if alloc.startswith("numaspan-") else "-", label=alloc)
+        sus = [r for r in rows if r["workload"] == w and r["suspect"]]
+        if sus:  # a ring on each point whose every run was flagged
+            ax.plot([r["virtual_cores"] for r in sus], [r["median"] for r in sus], "o", ms=11,
+                    mfc="none", mec="red", mew=1.5)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("virtual cores (threads)")
         ax.set_ylabel("throughput (%s)" % unit)
         ax.set_title(w)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if any(r["suspect"] for r in rows):
+        handles.append(matplotlib.lines.Line2D([], [], ls="", marker="o", ms=9, mfc="none",
+                                               mec="red", mew=1.5))
+        labels.append("suspect: every run flagged")
+    axes.flat[0].legend(handles, labels, fontsize=7)
     fig.suptitle("Host workloads against virtual cores, median and min-max of %d runs "
                  "(%d CPUs: the threads share them)" % (reps, os.cpu_count() or 0), fontsize=10)
     png = os.path.join(d, "throughput.png")
     save(fig, png)
     top = tops[-1][0]
     sel = [r for r in rows if r["topology"] == top]
+
+    def mark(r):  # the driver's marks: '?' every run of the cell flagged, '*' some left out
+        return "?" if r["suspect"] else "*" if r["flagged_runs"] else ""
+    flagged = [r for r in raw if r["flagged"]]
+    suspect = [r for r in rows if r["suspect"]]
+    flag_text = ("%d of %d runs flagged by the driver (`low-free`: a producer/consumer run whose "
+                 "consumers were starved; `unfinished`: a Larson run whose threads did not all "
+                 "report) and left out of their cells' median, min and max (`flagged` in "
+                 "`host/host_runs.csv`); %d cells suspect (every run flagged: the median is of "
+                 "them, marked `?` in the table and ringed in red in the plot; `*`: some runs left "
+                 "out). Each run's `seed` repeats its call's order of allocators (`bench_host "
+                 "--seed`)." % (len(flagged), len(raw), len(suspect)))
+    calls = {}  # the flagged runs by the call that ran them (its seed repeats it)
+    for r in flagged:
+        key = (r["workload"], r["topology"], r["virtual_cores"], r["rep"], r["extra"],
+               tuple(sorted(r["env"].items())), r["seed"])
+        calls.setdefault(key, []).append(r["allocator"])
+    lines = []
+    for (work, topo, cores, rep, extra, env, seed), allocs in list(calls.items())[:12]:
+        cmd = "%s %s --threads %d --only %s --reps 1 --seconds %s --json --lib %s%s --seed %s" % (
+            " ".join("%s='%s'" % kv for kv in env),
+            os.path.relpath(os.path.join(BENCH, "bench_host"), ROOT), cores, work, secs,
+            os.path.relpath(LIB, ROOT), " " + extra if extra else "", seed)
+        lines.append("- %s at %s, rep %d, under %s: `%s`" % (work, topo, rep + 1,
+                                                            ", ".join(allocs), cmd))
+    if len(calls) > 12:
+        lines.append("- ... %d more calls in `host/host_runs.csv`" % (len(calls) - 12))
+    if lines:
+        flag_text += " Flagged, each under the call that repeats it:\n\n" + "\n".join(lines)
     run.report.append(("host",
                        "Throughput of the host workloads against the number of virtual cores (one "
                        "thread per core of the synthetic machine), one line per allocator (numaspan "
                        "dotted under the `under` and `exact` accounting modes), median with the "
                        "min-max of %d runs as bars; numaspan is placed by the synthetic topology, "
-                       "the others ignore it (`host/host.csv`, every run in `host/host_runs.csv`):"
-                       "\n\n![host](%s)\n\nAt %s:\n\n%s" %
-                       (reps, rel(run, png), top,
-                        md_table(sel, ["workload", "allocator", "median", "min", "max", "unit",
-                                       "ratio_to_glibc", "peak_rss_kb"]))))
+                       "the others ignore it (`host/host.csv`, every run in `host/host_runs.csv`). "
+                       "%s\n\n![host](%s)\n\nAt %s:\n\n%s" %
+                       (reps, flag_text, rel(run, png), top,
+                        md_table([dict(r, median="%s%s" % (r["median"], mark(r))) for r in sel],
+                                 ["workload", "allocator", "median", "min", "max", "unit",
+                                  "ratio_to_glibc", "peak_rss_kb", "flagged_runs"]))))
     for w in works:
         r = [x for x in sel if x["workload"] == w and x["allocator"] == "numaspan"]
         if r:
             run.headline.append(("host %s at %s, numaspan / glibc" % (w, top),
-                                 "%.2fx" % r[0]["ratio_to_glibc"], "host/host.csv"))
+                                 "%.2fx%s" % (r[0]["ratio_to_glibc"], mark(r[0])),
+                                 "host/host.csv"))
+    run.headline.append(("host runs flagged by the driver (low-free, unfinished)",
+                         "%d of %d" % (len(flagged), len(raw)), "host/host_runs.csv"))
 
 
 # ---- locality --------------------------------------------------------------------------------

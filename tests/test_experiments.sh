@@ -2,7 +2,10 @@
 # tests/test_experiments.sh — the experiment scripts themselves: a quick run of every experiment
 # (the MPI one with 2 ranks), then checks of what it wrote: each CSV has its columns and rows of
 # numbers, each plot is a valid non-empty PNG, the report references every plot and table and no
-# experiment failed.
+# experiment failed. Then the host experiment alone with every producer/consumer run starved
+# (bench_host's NSP_BENCH_TEST_STARVE): each such run is flagged in host_runs.csv with its call's
+# seed, each such cell suspect in host.csv and marked '?' in the report's table, and the report
+# counts the flagged runs.
 # usage: test_experiments.sh BUILD_DIR
 set -euo pipefail
 build=$1
@@ -19,9 +22,9 @@ out = sys.argv[1]
 want = {
     "topology/topologies.csv": ["topology", "spec", "nodes", "caches", "distance_source", "binding"],
     "host/host.csv": ["topology", "virtual_cores", "workload", "unit", "allocator", "median", "min",
-                      "max", "ratio_to_glibc", "peak_rss_kb", "reps"],
+                      "max", "ratio_to_glibc", "peak_rss_kb", "reps", "flagged_runs", "suspect"],
     "host/host_runs.csv": ["topology", "virtual_cores", "workload", "unit", "allocator", "rep",
-                           "value", "peak_rss_kb"],
+                           "value", "peak_rss_kb", "flagged", "seed"],
     "locality/locality.csv": ["topology", "nodes", "caches", "threads", "mops", "refills", "spills",
                               "local_share", "node_limits"],
     "pacer-trace/trace.csv": ["time_ns", "node", "heap_live", "trigger", "goal", "limit", "event"],
@@ -49,7 +52,8 @@ want = {
 numeric = {"nodes", "caches", "virtual_cores", "median", "ratio_to_glibc", "peak_rss_kb", "threads",
            "mops", "refills", "spills", "local_share", "time_ns", "node", "heap_live", "lines",
            "live", "peak", "goal", "cached", "cycles", "c_over_live", "peak_over_live", "n",
-           "malloc_ms", "bump_ms", "rank", "mallocs", "rss_kb"}
+           "malloc_ms", "bump_ms", "rank", "mallocs", "rss_kb", "flagged_runs", "suspect",
+           "flagged", "seed"}
 errors = []
 for path, cols in want.items():
     p = os.path.join(out, path)
@@ -120,4 +124,39 @@ if errors:
     print("\n".join(errors))
     sys.exit(1)
 print("experiments: %d CSV files, %d plots, report checked" % (len(want), len(pngs)))
+PY
+out2=$out/starved
+NSP_BENCH_TEST_STARVE=1 NSP_BUILD=$build "$py" "$root/experiments/exp.py" --quick --only host \
+  --out "$out2" 2>"$out/starved.log" >/dev/null \
+  || { cat "$out/starved.log" >&2; cat "$out2/REPORT.md" >&2 || true; exit 1; }
+"$py" - "$out2" <<'PY'
+import csv, os, re, sys
+out = sys.argv[1]
+errors = []
+runs = list(csv.DictReader(open(os.path.join(out, "host/host_runs.csv"))))
+cells = list(csv.DictReader(open(os.path.join(out, "host/host.csv"))))
+starved = [r for r in runs if r["workload"] == "prodcons"]
+if not starved:
+    errors.append("host_runs.csv: no prodcons runs")
+for r in starved:
+    if r.get("flagged") != "1" or not (r.get("seed") or "").isdigit():
+        errors.append("host_runs.csv: a starved run not flagged, or without its seed: %s" % r)
+for r in cells:
+    if r["workload"] == "prodcons" and (r.get("suspect") != "1" or
+                                        r.get("flagged_runs") != r["reps"]):
+        errors.append("host.csv: a cell of starved runs only is not suspect: %s" % r)
+report = open(os.path.join(out, "REPORT.md")).read()
+marked = re.findall(r"^\| prodcons \| [\w-]+ \| [0-9.e+-]+\? \|", report, re.M)
+if len(marked) != len({r["allocator"] for r in starved}):
+    errors.append("REPORT.md: %d prodcons rows of the table marked '?', expected %d" %
+                  (len(marked), len({r["allocator"] for r in starved})))
+m = re.search(r"(\d+) of (\d+) runs flagged", report)
+nflag = sum(r.get("flagged") == "1" for r in runs)
+if not m or int(m.group(1)) != nflag or int(m.group(2)) != len(runs) or nflag < len(starved):
+    errors.append("REPORT.md does not count the %d flagged runs of %d" % (nflag, len(runs)))
+if errors:
+    print("\n".join(errors))
+    sys.exit(1)
+print("experiments, starved prodcons runs: %d flagged, %d cells suspect, marked in the report" %
+      (len(starved), sum(r["workload"] == "prodcons" for r in cells)))
 PY
