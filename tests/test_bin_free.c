@@ -53,6 +53,11 @@
 #ifdef NSP_RSEQ_LOCKS
 
 #define SZ 3000 /* 3 KiB objects: 32 a span, 4 listed per attach; nothing else uses the class */
+/* Classes of their own, shaped as SZ's (32 a span, 4 listed per attach), for the cases that need
+ * a span of nothing but their objects: under CK_FORK=no (every case in one process) the cases
+ * before them leave objects of SZ's class, and its spans are no longer fresh. */
+#define SZ_NEVER 3300 /* free_of_a_slot_never_handed_out_is_reported: 3.25 KiB */
+#define SZ_WAF 3500   /* a_double_free_after_a_write_after_free_is_reported: 3.5 KiB */
 #define NOBJ 20   /* objects the cases take from one fresh span */
 #define MAXL 128
 
@@ -392,9 +397,9 @@ END_TEST
  * the OS left it (0), or as a page's previous use left it (written here: old data). */
 START_TEST(free_of_a_slot_never_handed_out_is_reported)
 {
-    if (!ready("free_of_a_slot_never_handed_out_is_reported", SZ))
+    if (!ready("free_of_a_slot_never_handed_out_is_reported", SZ_NEVER))
         return;
-    uintptr_t x = (uintptr_t)malloc(SZ);
+    uintptr_t x = (uintptr_t)malloc(SZ_NEVER);
     struct nsp_span *s = span();
     ck_assert_ptr_eq(nsp__span_of((void *)x), s);
     ck_assert_uint_ne(atomic_load(&bin()->key), 0);
@@ -485,15 +490,15 @@ END_TEST
  * pages could go (host/span.h, nsp__span_keep_held). */
 START_TEST(a_double_free_after_a_write_after_free_is_reported)
 {
-    if (!ready("a_double_free_after_a_write_after_free_is_reported", SZ))
+    if (!ready("a_double_free_after_a_write_after_free_is_reported", SZ_WAF))
         return;
     /* p above 8 other slots freed with it: the attach below lists the span's lowest free slots
-     * (first fit, host/span.h: 4 at 3 KiB), so a lower p would be met by the carve's tag check
+     * (first fit, host/span.h: 4 at 3.5 KiB), so a lower p would be met by the carve's tag check
      * (reported there: a case of its own) before the second free this test is about */
     enum { PAD = 8 };
     uintptr_t o[PAD + 1], p = 0;
     for (unsigned i = 0; i <= PAD; i++) {
-        o[i] = (uintptr_t)malloc(SZ);
+        o[i] = (uintptr_t)malloc(SZ_WAF);
         p = o[i] > p ? o[i] : p;
     }
     struct nsp_span *s = span();
@@ -504,28 +509,28 @@ START_TEST(a_double_free_after_a_write_after_free_is_reported)
     take_and_give_back(nsp__tb); /* folded: p free in its span */
     ck_assert_int_eq(alloc_bit(p), 0);
     *(volatile uint64_t *)p = 0; /* written after free */
-    uintptr_t x = (uintptr_t)malloc(SZ); /* the bin attached again */
+    uintptr_t x = (uintptr_t)malloc(SZ_WAF); /* the bin attached again */
     ck_assert_uint_ne(atomic_load(&bin()->key), 0);
     ck_assert_msg(x != p && !listed(p), "p handed out or listed again: the case is moot");
     uint64_t before = errors(NSP_ERR_DOUBLE_FREE), any = all_errors();
     free((void *)p); /* the second free */
     uint64_t reported = errors(NSP_ERR_DOUBLE_FREE) - before;
-    uintptr_t q = (uintptr_t)malloc(SZ); /* the program's object, live from here on */
-    memset((void *)q, 0x71, SZ);
+    uintptr_t q = (uintptr_t)malloc(SZ_WAF); /* the program's object, live from here on */
+    memset((void *)q, 0x71, SZ_WAF);
     free((void *)x);
     nsp_trim(); /* the caches released, empty spans back to the page heap */
     /* q must still be allocated in a live span: else its pages are the page heap's to give */
     struct nsp_span *t = nsp__span_of((void *)q);
     int live = t && atomic_load(&t->state) != NSP_SPAN_FREE && t->sizeclass == cls &&
                nsp__span_slot_live(t, index_of(q));
-    /* and what the page heap does with them: the class's next spans (it reused those pages for
-     * the 7th here) */
+    /* and what the page heap does with them: the class's next spans (at 3 KiB it reused those
+     * pages for the 7th) */
     enum { MAXR = 512 };
     static uintptr_t r[MAXR];
     unsigned n = 0, overlap = MAXR;
     for (; n < MAXR && overlap == MAXR; n++) {
-        r[n] = (uintptr_t)malloc(SZ);
-        if (r[n] < q + SZ && q < r[n] + SZ)
+        r[n] = (uintptr_t)malloc(SZ_WAF);
+        if (r[n] < q + SZ_WAF && q < r[n] + SZ_WAF)
             overlap = n;
     }
     for (unsigned i = 0; i < n; i++)
