@@ -1366,10 +1366,22 @@ START_TEST(bins_are_built_here)
 }
 END_TEST
 
+/* The cpus the suite started with. ready() pins the thread to one cpu; under CK_FORK=no (every
+ * case in this one process) that pin stayed for the cases after it, which then skipped as if the
+ * machine had one cpu. Each case's teardown gives the thread its cpus back. */
+static cpu_set_t suite_cpus;
+
+static void unpin(void)
+{
+    sched_setaffinity(0, sizeof suite_cpus, &suite_cpus);
+}
+
 int main(void)
 {
     Suite *s = suite_create("bin_free");
     TCase *tc = tcase_create("second free");
+    if (sched_getaffinity(0, sizeof suite_cpus, &suite_cpus) == 0)
+        tcase_add_checked_fixture(tc, NULL, unpin);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, bins_are_built_here);
 #ifdef NSP_RSEQ_LOCKS
