@@ -677,7 +677,10 @@ START_TEST(bootstrap_pages_go_back)
     ck_assert_uint_le(resident_pages(big, 64 << 10), 2);
     free(twice);
     free(twice); /* a second free: keep's page must stay (its count is not lowered twice) */
-    ck_assert_uint_eq(resident_pages(keep, 100), 1);
+    /* keep's pages: one, or two where what the topology's load took before left it across a
+     * page boundary (twice then shares the second) */
+    size_t keep_pages = ((uintptr_t)keep + 99) / 4096 - (uintptr_t)keep / 4096 + 1;
+    ck_assert_uint_eq(resident_pages(keep, 100), keep_pages);
     for (int i = 0; i < 100; i++)
         ck_assert_int_eq(keep[i], 5);
     ck_assert_uint_eq(malloc_usable_size(keep), 100);
