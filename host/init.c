@@ -177,7 +177,7 @@ static __thread int in_init;
  * runtime's malloc from the program's preinit functions, before any library's constructor), and
  * the constructor below has not run. The topology is not loaded then: its load dlopens hwloc,
  * and a dlopen at that point runs libc's initialisation itself, with the environment it has then
- * (none, or the one-entry array of topology.c's setenv), and libc never runs it again, so the
+ * (none, or the array of the variables topology.c sets), and libc never runs it again, so the
  * program would see an empty environment for its whole life. Until the constructor, allocations
  * are served from the bootstrap region, as hwloc's are. */
 static int started_before_environ;

@@ -367,6 +367,27 @@ else
       done
     fi
   fi
+  # hwloc's plugins are not even looked for at start (topology.c, topology_init): the plugin
+  # search names no directory, so no plugin file is listed, stat'ed or opened, whatever its name
+  # (HWLOC_PLUGINS_VERBOSE prints the search and each file found); a path the user chose is
+  # searched, and the program's environment is its own afterwards
+  pverbose() { HWLOC_PLUGINS_VERBOSE=1 NSP_TOPOLOGY=real LD_PRELOAD=$lib /bin/true 2>&1; }
+  search=$(pverbose | grep 'Starting plugin dlforeach in')
+  if [ -z "$search" ]; then
+    echo "skip: hwloc's plugin search (this hwloc has no plugins: it prints no search)"
+  else
+    [ "$search" = "hwloc: Starting plugin dlforeach in " ] && ok ||
+      bad "a preloaded start searches for hwloc plugins: '$search'"
+    n=$(pverbose | grep -c 'Plugin dlforeach found')
+    [ "$n" = 0 ] && ok || bad "a preloaded start found $n hwloc plugin files"
+    pdir=$(mktemp -d)
+    : >"$pdir/hwloc_nsptest.so" # not a library: found, then refused by the loader
+    HWLOC_PLUGINS_PATH="$pdir" pverbose | grep -q "found .$pdir/hwloc_nsptest" && ok ||
+      bad "the user's HWLOC_PLUGINS_PATH was not searched"
+    rm -rf "$pdir"
+    n=$(LD_PRELOAD=$lib env | grep -c '^HWLOC_PLUGINS')
+    [ "$n" = 0 ] && ok || bad "the program sees $n HWLOC_PLUGINS variables numaspan set"
+  fi
   # preloaded into a program that never calls it: a mistyped name is still named, once
   # (timeout runs without the preload: each process that has it says so once)
   rc=$(run timeout 20 env NSP_MEMORY_LIMT=1G LD_PRELOAD="$lib" "$plain" threads)

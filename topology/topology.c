@@ -65,19 +65,27 @@ const char *nsp_grouping_name(nsp_grouping_t g)
 /*
  * hwloc dlopens its plugins at the first topology init of the process. Its OpenCL and GL plugins
  * pull libOpenCL and libGL into every program that preloads numaspan, its libxml2 plugin pulls
- * libxml2, ICU and libstdc++ (2 MB of RSS in every process), and the allocator needs none of
- * them, nor PCI (hwloc's built-in XML parser reads its own exports): keep them out unless the
- * user chose a blacklist, then restore the environment so that nothing else sees the change.
+ * libxml2, ICU and libstdc++ (2 MB of RSS in every process), an HPC build's CUDA, NVML, RSMI and
+ * Level Zero plugins pull their runtimes, and the allocator needs none of them, nor PCI (hwloc's
+ * built-in XML parser reads its own exports). So the plugin directory is not even looked at: an
+ * empty HWLOC_PLUGINS_PATH names no directory (every start skips its listing and a stat of each
+ * plugin, and no plugin of any name is opened), unless the user chose a path; then the blacklist
+ * keeps the ones named here out, unless the user chose a blacklist too. The environment is
+ * restored afterwards, so that nothing else sees the change.
  */
 static int topology_init(const struct nsp__hwloc *h, hwloc_topology_t *hw)
 {
-    static const char var[] = "HWLOC_PLUGINS_BLACKLIST";
-    int ours = getenv(var) == NULL;
-    if (ours)
-        setenv(var, "hwloc_opencl,hwloc_gl,hwloc_pci,hwloc_xml_libxml", 0);
+    static const char path[] = "HWLOC_PLUGINS_PATH", black[] = "HWLOC_PLUGINS_BLACKLIST";
+    int our_path = getenv(path) == NULL, our_black = getenv(black) == NULL;
+    if (our_path)
+        setenv(path, "", 0);
+    if (our_black)
+        setenv(black, "hwloc_opencl,hwloc_gl,hwloc_pci,hwloc_xml_libxml", 0);
     int rc = h->topology_init(hw);
-    if (ours)
-        unsetenv(var);
+    if (our_black)
+        unsetenv(black);
+    if (our_path)
+        unsetenv(path);
     return rc;
 }
 
