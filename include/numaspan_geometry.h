@@ -96,7 +96,7 @@ NSP_GEOM_INLINE nsp_u32 nsp_geom_size_to_class(nsp_u32 n)
 /* ---- device heap -------------------------------------------------------------------------- */
 
 #define NSP_DHEAP_MAGIC 0x6e73706468656170ul /* "nspdheap" */
-#define NSP_DHEAP_VERSION 2u
+#define NSP_DHEAP_VERSION 3u
 
 #define NSP_DCHUNK_SHIFT 16u
 #define NSP_DCHUNK (1u << NSP_DCHUNK_SHIFT) /* 64 KiB: a small span, a unit of a large run */
@@ -197,7 +197,8 @@ struct nsp_dheap_hdr {
     /* atomics (second line on) */
     nsp_u64 next_chunk;  /* the pool's carve counter (may pass nchunks: then the pool is carved) */
     nsp_u64 free_chunks; /* chunks in state FREE (exact once no kernel runs; NEW ones not counted) */
-    nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed */
+    nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed: marks
+                            may stand (oom_mark), and the next free advances the epoch */
     nsp_u64 epoch;       /* advanced by a free that finds oom set */
     nsp_u64 holding;     /* slot words taken by a search, or out of their slot, not yet installed
                             or released */
@@ -205,6 +206,11 @@ struct nsp_dheap_hdr {
     nsp_u64 reclaimer;   /* 1 while a work-item sweeps the whole heap (one at a time) */
     nsp_u64 pad1[1];     /* unused by the heap: tests/test_device.c takes it as a scratch word */
     nsp_u64 counter[NSP_DC_SLOTS];
+    /* What a final failure was a failure of, valid while oom is set and the epoch has not moved:
+     * [ci] (class NSP_DMIN_CLASS + ci) 1 + its epoch; [NSP_DNCLASSES] (large runs)
+     * (1 + its epoch) << 20 | the run length that found no room (longer ones find none either).
+     * A class without room says nothing of another class's centrals, nor of shorter runs. */
+    nsp_u64 oom_mark[NSP_DNCLASSES + 1u];
 };
 
 /* A span descriptor: one per chunk. Written only by the span's owner (BUSY), except `freed`

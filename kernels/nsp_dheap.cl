@@ -53,14 +53,15 @@
  *   name their distance to the head, which frees and nsp_dusable follow. Spans and large runs
  *   are carved by one atom_add of their chunk count on next_chunk; an add that passes the pool's
  *   end gives the chunks it got to the pool. A pool scan takes a run of FREE chunks.
- * - Out of memory: a search's failure is final (the out-of-memory mark, then nulls at once until
- *   a free) only if it met no BUSY span, nothing was held between places (h->holding) and
- *   nothing arrived behind its scans but its own releases (h->moves). One work-item at a time
- *   sweeps the whole heap (h->reclaimer, a try-lock); the others take at most one span from
- *   each other class's centrals (an empty one of their chunk count: nsp__from_other_centrals,
- *   so a reclaimer preempted mid-sweep strands no memory) and wait, bounded, for its verdict.
- *   Once the mark stands, a claim that finds its slot being refilled returns the null at once
- *   (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
+ * - Out of memory: a search's failure is final (the out-of-memory mark of its class, or of runs
+ *   at least as long as its own: nulls at once for that kind, and no other, until a free) only
+ *   if it met no BUSY span, nothing was held between places (h->holding) and nothing arrived
+ *   behind its scans but its own releases (h->moves). One work-item at a time sweeps the
+ *   whole heap (h->reclaimer, a try-lock); the others take at most one span from each other
+ *   class's centrals (an empty one of their chunk count: nsp__from_other_centrals, so a
+ *   reclaimer preempted mid-sweep strands no memory) and wait, bounded, for its verdict. Once
+ *   its class's mark stands, a claim that finds its slot being refilled returns the null at
+ *   once (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
  *   OpenCL 1.2 (NVIDIA's) has no device-side enqueue, so "reclaim as its own kernel" is the
  *   host's nsp_cl_sweep between launches.
  * - Next words: per (class, slot), a span prepared before the slot's current one runs out (built
@@ -722,17 +723,38 @@ static inline void nsp__reclaim_end(__global nsp_dheap *h)
     atom_xchg(&h->reclaimer, 0ul);
 }
 
-static inline int nsp__oom_known(__global nsp_dheap *h)
+/* The out-of-memory marks say what a final failure failed to find: an object of class ci
+ * (h->oom_mark[ci]: 1 + the epoch), or a run of r chunks (h->oom_mark[NSP_DNCLASSES]: 1 + the
+ * epoch, shifted past the run length). Only that kind is a null at once while the mark stands:
+ * a class without room says nothing of another class's centrals (a mark for the whole heap made
+ * one oversized large request, or one class, a null for every class whose slot needed a refill,
+ * until the next free). h->oom says that marks may stand; the next free or nsp_k_sweep clears
+ * it, and with it every mark. */
+static inline int nsp__oom_known(__global nsp_dheap *h, uint ci)
 {
-    ulong o = NSP_V64(&h->oom);
-    return o != 0ul && o - 1ul == NSP_V64(&h->epoch);
+    if (NSP_V64(&h->oom) == 0ul)
+        return 0;
+    ulong m = NSP_V64(&h->oom_mark[ci]);
+    return m != 0ul && m - 1ul == NSP_V64(&h->epoch);
 }
-static inline void nsp__oom_set(__global nsp_dheap *h, ulong epoch0)
+/* Whether a run of r chunks is known not to be found: one as long or shorter was not. */
+static inline int nsp__oom_known_run(__global nsp_dheap *h, uint r)
 {
+    if (NSP_V64(&h->oom) == 0ul)
+        return 0;
+    ulong m = NSP_V64(&h->oom_mark[NSP_DNCLASSES]);
+    return m != 0ul && (m >> 20) - 1ul == (NSP_V64(&h->epoch) & (~0ul >> 20)) &&
+           r >= (uint)(m & 0xFFFFFul);
+}
+/* Sets mark `kind` (a class index, or NSP_DNCLASSES) to `mark` for a search that began at
+ * epoch0, and then h->oom; both stand until a free advances the epoch. */
+static inline void nsp__oom_set(__global nsp_dheap *h, ulong epoch0, uint kind, ulong mark)
+{
+    atom_xchg(&h->oom_mark[kind], mark);
     atom_xchg(&h->oom, epoch0 + 1ul);
     NSP_FENCE();
-    if (NSP_V64(&h->epoch) != epoch0)
-        atom_xchg(&h->oom, 0ul);
+    if (NSP_V64(&h->epoch) != epoch0) /* a free came meanwhile: the mark is stale already */
+        atom_cmpxchg(&h->oom, epoch0 + 1ul, 0ul);
 }
 /* Called by every free and release: memory may be available again. */
 static inline void nsp__oom_clear(__global nsp_dheap *h)
@@ -866,7 +888,7 @@ static void nsp__prefetch(__global nsp_dheap *h, uint cls, uint slot)
 {
     uint ci = cls - NSP_DMIN_CLASS;
     __global ulong *nx = nsp__nextw(h, ci, slot);
-    if (NSP_V64(nx) != NSP_DW_EMPTY || nsp__oom_known(h))
+    if (NSP_V64(nx) != NSP_DW_EMPTY || nsp__oom_known(h, ci))
         return;
     ulong w = NSP_DW_EMPTY;
     uint c = nsp__take_partial(h, ci, slot * 7u);
@@ -1023,11 +1045,12 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
 /* The search, with the bookkeeping that makes a failure final: a search that fails while no
  * span was busy, nothing arrived behind its scans (moves) and no word was held outside the slots
  * (h->holding: taken by a search or out of a slot, not yet installed or released) sets the
- * out-of-memory mark, and later refills fail at once until a free. A word returned here stays
- * held until the caller installs or releases it (nsp__landed). */
+ * out-of-memory mark of its class, and later refills of the class fail at once until a free. A
+ * word returned here stays held until the caller installs or releases it (nsp__landed). */
 static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
 {
-    if (nsp__oom_known(h))
+    uint ci = cls - NSP_DMIN_CLASS;
+    if (nsp__oom_known(h, ci))
         return NSP_DW_EMPTY;
     ulong epoch0 = NSP_V64(&h->epoch);
     /* While other work-items hold spans (busy, or words between slots) or memory arrives, the
@@ -1038,16 +1061,16 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
         if (w != NSP_DW_EMPTY)
             return w;
         if (busy == 0u && NSP_V64(&h->holding) == 0ul) {
-            nsp__oom_set(h, epoch0);
+            nsp__oom_set(h, epoch0, ci, epoch0 + 1ul);
             break;
         }
         /* a sweep by another work-item is running: its verdict, not another sweep, is what
          * this one needs (bounded: then search again) */
         for (uint spins = 0; spins < NSP_SPIN * 16u && NSP_V64(&h->reclaimer) != 0ul &&
-                             !nsp__oom_known(h);
+                             !nsp__oom_known(h, ci);
              spins++)
             ;
-        if (nsp__oom_known(h))
+        if (nsp__oom_known(h, ci))
             break;
     }
     return NSP_DW_EMPTY;
@@ -1307,18 +1330,18 @@ static nsp_dhandle nsp__alloc_small(__global nsp_dheap *h, uint cls, uint slot)
             nsp__warp_sync(waiters | refiller);
             continue;
         }
-        /* wait for the refill; a heap known full (the out-of-memory mark) ends the wait: the
+        /* wait for the refill; a class known full (its out-of-memory mark) ends the wait: the
          * refill will install nothing, and the null is the answer at once */
         uint spins = 0u;
         while (spins < NSP_SPIN && (NSP_V64(sw) >> 20) == (w >> 20) &&
-               ((spins & 63u) != 63u || !nsp__oom_known(h)))
+               ((spins & 63u) != 63u || !nsp__oom_known(h, ci)))
             spins++;
-        if (nsp__oom_known(h))
+        if (nsp__oom_known(h, ci))
             break;
         if (spins == NSP_SPIN)
             slot = (slot + 1u) & mask;
     }
-    if (nsp__oom_known(h)) { /* no search: it would fail at once, and count a forced refill */
+    if (nsp__oom_known(h, ci)) { /* no search: it would fail at once, and count a forced refill */
         nsp__count(h, NSP_DC_NULL_OOM);
         return 0ul;
     }
@@ -1363,7 +1386,7 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
         return 0ul;
     }
     uint c = nsp__find_run(h, (uint)r, slot * 977u);
-    if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known(h)) {
+    if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known_run(h, (uint)r)) {
         ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves), own;
         int fresh;
         uint busy = 0u;
@@ -1377,7 +1400,7 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
         c = nsp__find_run(h, (uint)r, 0u);
         if (c == (uint)NSP_DSPAN_NONE && busy == 0u && NSP_V64(&h->holding) == 0ul &&
             NSP_V64(&h->moves) - moves0 == own)
-            nsp__oom_set(h, epoch0);
+            nsp__oom_set(h, epoch0, NSP_DNCLASSES, (epoch0 + 1ul) << 20 | r);
     }
     if (c == (uint)NSP_DSPAN_NONE) {
         nsp__count(h, NSP_DC_NULL_OOM);

@@ -23,8 +23,11 @@ __kernel void nsp_k_release(__global nsp_dheap *h)
 __kernel void nsp_k_sweep(__global nsp_dheap *h)
 {
     ulong c = get_global_id(0);
-    if (c == 0ul)
+    if (c == 0ul) { /* every out-of-memory mark off, as after a free (nsp__oom_clear): a mark
+                     * of an earlier epoch must not stand again when another one is set */
+        atom_inc(&h->epoch);
         atom_xchg(&h->oom, 0ul);
+    }
     if (c >= min(NSP_V64(&h->next_chunk), h->nchunks))
         return;
     __global uint *stp = nsp__state(h, (uint)c);

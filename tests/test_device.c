@@ -141,6 +141,7 @@ static const char *SRC =
     "    __global ulong *sw = nsp__slotw(h, ci, nsp__slot_of_group(h));\n"
     "    ulong w = NSP_V64(sw);\n"
     "    atom_xchg(sw, (w & ~0xFFFFFul) | (NSP_DW_NAVAIL(w) + 1u));\n"
+    "    atom_xchg(&h->oom_mark[ci], NSP_V64(&h->epoch) + 1ul); /* the class's mark */\n"
     "    atom_xchg(&h->oom, NSP_V64(&h->epoch) + 1ul);\n"
     "    ulong f0 = NSP_V64(&h->counter[NSP_DC_FORCED]);\n"
     "    out[0] = nsp_dmalloc(h, 64);\n"
@@ -148,6 +149,54 @@ static const char *SRC =
     "    atom_xchg(sw, w);\n"
     "    nsp_dfree(h, p); /* clears the mark */\n"
     "    out[2] = NSP_V64(&h->oom);\n"
+    "}\n"
+    /* A failed large request (a run of the whole pool) beside one live 64 B object: the heap has
+     * room for everything smaller, and mallocs of a small class, the failed one's neighbours,
+     * and another large run still get it */
+    "__kernel void oom_large_then_small(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle a = nsp_dmalloc(h, 64);\n"
+    "    nsp_dhandle big = nsp_dmalloc(h, (ulong)h->nchunks << NSP_DCHUNK_SHIFT);\n"
+    "    nsp_dhandle b = nsp_dmalloc(h, 64), c = nsp_dmalloc(h, 1000), d = nsp_dmalloc(h, 100000);\n"
+    "    ulong r0 = NSP_V64(&h->counter[NSP_DC_RECLAIMS]);\n"
+    "    nsp_dhandle big2 = nsp_dmalloc(h, (ulong)h->nchunks << NSP_DCHUNK_SHIFT);\n"
+    "    out[0] = a; out[1] = big; out[2] = b; out[3] = c; out[4] = d; out[5] = big2;\n"
+    "    out[6] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
+    "    nsp_dfree(h, a); nsp_dfree(h, b); nsp_dfree(h, c); nsp_dfree(h, d);\n"
+    "}\n"
+    /* A class that finds no room (8 KiB: the pool hidden, every chunk but the first carved and
+     * never owned) beside a 64 B span with room: a 64 B malloc after the failure gets an object
+     * of that span; a second 8 KiB malloc is a null at once (no search: no reclaim) */
+    "__kernel void oom_class_then_other(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    nsp_dhandle a = nsp_dmalloc(h, 64);\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    nsp_dhandle big = nsp_dmalloc(h, 8192);\n"
+    "    nsp_dhandle b = nsp_dmalloc(h, 64);\n"
+    "    ulong r0 = NSP_V64(&h->counter[NSP_DC_RECLAIMS]);\n"
+    "    nsp_dhandle big2 = nsp_dmalloc(h, 8192);\n"
+    "    out[0] = a; out[1] = big; out[2] = b; out[3] = big2;\n"
+    "    out[4] = NSP_V64(&h->counter[NSP_DC_RECLAIMS]) - r0;\n"
+    "    out[5] = (a - h->off_pool) >> NSP_DCHUNK_SHIFT; out[6] = (b - h->off_pool) >> NSP_DCHUNK_SHIFT;\n"
+    "    nsp_dfree(h, a); nsp_dfree(h, b);\n"
+    "}\n"
+    /* 64 B objects fill the heap's first span (chunk 0), the pool hidden, and one more finds no
+     * room: the class's mark. out: the span's first object, the null */
+    "__kernel void oom_mark_64(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint n = nsp_dspan_nobj(nsp_geom_size_to_class(64u));\n"
+    "    for (uint i = 0; i < n; i++) { nsp_dhandle p = nsp_dmalloc(h, 64); if (i == 0u) out[0] = p; }\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    out[1] = nsp_dmalloc(h, 64);\n"
+    "}\n"
+    /* after nsp_cl_sweep: the first 64 B object freed, 8 KiB finding no room (a mark of its
+     * own), and a 64 B malloc. out: the object freed, the 8 KiB null, the 64 B object */
+    "__kernel void free_after_sweep(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    out[0] = nsp__chunk_off(h, 0u);\n"
+    "    nsp_dfree(h, out[0]);\n"
+    "    out[1] = nsp_dmalloc(h, 8192);\n"
+    "    out[2] = nsp_dmalloc(h, 64);\n"
     "}\n"
     /* a class's summary word: which centrals may hold a PARTIAL span (chunk 2, never carved,
      * posed as PARTIAL in central 2 of 4) */
@@ -1684,6 +1733,61 @@ START_TEST(null_at_once_when_known_full)
 }
 END_TEST
 
+/* The out-of-memory mark says what was searched for: a request that found no room (a run of
+ * chunks, or an object of one class) makes later requests of that kind null at once, and no
+ * other. A mark for the whole heap turned one oversized large request, or one class without
+ * room, into nulls for every class whose slot needed a refill until the next free, though
+ * their centrals and the pool had room. */
+START_TEST(out_of_memory_mark_is_per_request_kind)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    uint64_t v[7];
+    probe(&e, "oom_large_then_small", v, 7);
+    ck_assert_msg(v[0] != 0 && v[1] == 0 && v[4] != 0, "setup: 64 B 0x%llx, the pool's run 0x%llx "
+                  "(a null), 2 chunks 0x%llx", (unsigned long long)v[0], (unsigned long long)v[1],
+                  (unsigned long long)v[4]);
+    ck_assert_msg(v[2] != 0 && v[3] != 0, "after a failed run of the whole pool, 64 B gave 0x%llx "
+                  "and 1000 B 0x%llx (0: a null) on a heap of %zu bytes holding one object",
+                  (unsigned long long)v[2], (unsigned long long)v[3], nsp_cl_capacity(e.h));
+    ck_assert_uint_eq(v[5], 0);
+    reconciled_empty(&e);
+    uint64_t w[7];
+    probe(&e, "oom_class_then_other", w, 7);
+    ck_assert_msg(w[0] != 0 && w[1] == 0, "setup: 64 B 0x%llx, 8 KiB 0x%llx (a null)",
+                  (unsigned long long)w[0], (unsigned long long)w[1]);
+    ck_assert_msg(w[2] != 0 && w[6] == w[5], "after 8 KiB found no room, 64 B gave 0x%llx (0: a "
+                  "null; its span, chunk %llu, had room)", (unsigned long long)w[2],
+                  (unsigned long long)w[5]);
+    ck_assert_msg(w[3] == 0 && w[4] == 0, "the second 8 KiB malloc: 0x%llx, after %llu reclaims "
+                  "(the mark should answer it at once)", (unsigned long long)w[3],
+                  (unsigned long long)w[4]);
+    env_close(&e);
+}
+END_TEST
+
+/* nsp_cl_sweep ends every out-of-memory mark as a free does: it advances the epoch. Clearing
+ * the flag alone let a mark of the epoch come back when another class's failure set the flag
+ * again, and a free in between (which found no flag, so advanced nothing) did not count: 64 B
+ * was a null with its freed object in a central. */
+START_TEST(sweep_ends_every_mark)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    uint64_t v[2], w[3];
+    probe(&e, "oom_mark_64", v, 2);
+    ck_assert_msg(v[1] == 0, "setup: the 64 B malloc past the span gave 0x%llx", (unsigned long long)v[1]);
+    ck_assert_msg(nsp_cl_sweep(e.h, e.q) == 0, "%s", nsp_cl_error());
+    probe(&e, "free_after_sweep", w, 3);
+    ck_assert_uint_eq(w[0], v[0]);
+    ck_assert_uint_eq(w[1], 0);
+    ck_assert_msg(w[2] == w[0], "after a sweep, a free and another class's failure, 64 B gave 0x%llx, "
+                  "not the freed object 0x%llx (0: a null)", (unsigned long long)w[2],
+                  (unsigned long long)w[0]);
+    env_close(&e);
+}
+END_TEST
+
 /* Summary bitmaps (issue 13, Deliver 5): "has the class a PARTIAL span?" is one read of a word
  * with a bit per central (no count shared by every central's publishes and takes); an empty scan
  * clears its central's bit, and a clearer that meets a set bit in the central sets it again. */
@@ -1919,6 +2023,8 @@ static Suite *suite(void)
     tcase_add_test(t, refill_sweeps_its_own_span_in_place);
     tcase_add_test(t, refill_sweeps_in_place_before_carving);
     tcase_add_test(t, null_at_once_when_known_full);
+    tcase_add_test(t, out_of_memory_mark_is_per_request_kind);
+    tcase_add_test(t, sweep_ends_every_mark);
     tcase_add_test(t, summary_word_says_which_central);
     tcase_add_test(t, carve_past_the_end_feeds_the_pool);
     tcase_add_test(t, default_slots_follow_compute_units);
