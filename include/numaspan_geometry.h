@@ -197,16 +197,18 @@ struct nsp_dheap_hdr {
     /* atomics (second line on) */
     nsp_u64 next_chunk;  /* the pool's carve counter (may pass nchunks: then the pool is carved) */
     nsp_u64 free_chunks; /* chunks in state FREE (exact once no kernel runs; NEW ones not counted) */
-    nsp_u64 oom;         /* 0, or 1 + the free epoch at which a whole-heap search failed: marks
-                            may stand (oom_mark), and the next free advances the epoch */
-    nsp_u64 epoch;       /* advanced by a free that finds oom set */
+    nsp_u64 oom;         /* bit 63: out-of-memory marks may stand (oom_mark); low bits: searches
+                            in their out-of-memory stage. A free that finds it nonzero clears
+                            bit 63 and advances the epoch */
+    nsp_u64 epoch;       /* advanced by a free that finds oom nonzero, and by nsp_k_sweep */
     nsp_u64 holding;     /* slot words taken by a search, or out of their slot, not yet installed
                             or released */
     nsp_u64 moves;       /* arrivals of memory a search may have passed (device heap's nsp__moved) */
     nsp_u64 reclaimer;   /* 1 while a work-item sweeps the whole heap (one at a time) */
     nsp_u64 pad1[1];     /* unused by the heap: tests/test_device.c takes it as a scratch word */
     nsp_u64 counter[NSP_DC_SLOTS];
-    /* What a final failure was a failure of, valid while oom is set and the epoch has not moved:
+    /* What a final failure was a failure of, valid while oom's bit 63 is set and the epoch has
+     * not moved since the failed search began:
      * [ci] (class NSP_DMIN_CLASS + ci) 1 + its epoch; [NSP_DNCLASSES] (large runs)
      * (1 + its epoch) << 20 | the run length that found no room (longer ones find none either).
      * A class without room says nothing of another class's centrals, nor of shorter runs. */

@@ -56,12 +56,14 @@
  * - Out of memory: a search's failure is final (the out-of-memory mark of its class, or of runs
  *   at least as long as its own: nulls at once for that kind, and no other, until a free) only
  *   if it met no BUSY span, nothing was held between places (h->holding) and nothing arrived
- *   behind its scans but its own releases (h->moves). One work-item at a time sweeps the
- *   whole heap (h->reclaimer, a try-lock); the others take at most one span from each other
- *   class's centrals (an empty one of their chunk count: nsp__from_other_centrals, so a
- *   reclaimer preempted mid-sweep strands no memory) and wait, bounded, for its verdict. Once
- *   its class's mark stands, a claim that finds its slot being refilled returns the null at
- *   once (no wait out of its bound, no forced search). The sweep stays inside the failing launch:
+ *   behind its scans but its own releases (h->moves); a free that lands behind a scan sees
+ *   the search counted in h->oom and makes its verdict stale (nsp__watch). One work-item at a
+ *   time sweeps the whole heap (h->reclaimer, a try-lock); the others take at most one span
+ *   from each other class's centrals (an empty one of their chunk count:
+ *   nsp__from_other_centrals, so a reclaimer preempted mid-sweep strands no memory) and wait,
+ *   bounded, for its verdict. Once its class's mark stands, a claim that finds its slot being
+ *   refilled returns the null at once (no wait out of its bound, no forced search). The sweep
+ *   stays inside the failing launch:
  *   OpenCL 1.2 (NVIDIA's) has no device-side enqueue, so "reclaim as its own kernel" is the
  *   host's nsp_cl_sweep between launches.
  * - Next words: per (class, slot), a span prepared before the slot's current one runs out (built
@@ -87,7 +89,8 @@ typedef ulong nsp_dhandle;
  *   exchanged out of its slot, a claim that reads a snapshot), before its descriptor is read.
  * - NSP_ACQ_REL(): both (a claimant's snapshot loads, before it counts its read done).
  * - NSP_FENCE(): a full fence, for the store-then-load pairs (a release storing FULL then reading
- *   the freed bitmap, the out-of-memory mark then the epoch), where neither of the above does.
+ *   the freed bitmap, a search counting itself in h->oom then scanning), where neither of the
+ *   above does.
  * - NSP_FENCE_AFTER_RMW(): the same right after an atomic read-modify-write.
  * With NSP_FENCE_MEMBAR (NVIDIA, whose OpenCL C 1.2 compiler accepts inline PTX) every one is
  * membar.gl, the GPU-wide fence (the mem_fence beside it keeps the compiler from moving accesses
@@ -728,11 +731,19 @@ static inline void nsp__reclaim_end(__global nsp_dheap *h)
  * epoch, shifted past the run length). Only that kind is a null at once while the mark stands:
  * a class without room says nothing of another class's centrals (a mark for the whole heap made
  * one oversized large request, or one class, a null for every class whose slot needed a refill,
- * until the next free). h->oom says that marks may stand; the next free or nsp_k_sweep clears
- * it, and with it every mark. */
+ * until the next free). A mark stands while its epoch is the heap's and h->oom has its
+ * NSP__OOM_MARKS bit; the next free clears the bit and advances the epoch (nsp__oom_clear), and
+ * so does nsp_k_sweep.
+ * h->oom's low bits count the searches in their out-of-memory stage (nsp__watch): a free reads
+ * h->oom after its atom_or, behind a fence, and one that sees a count advances the epoch too.
+ * A search counts itself, behind a fence, before the scans its verdict rests on, so a free that
+ * lands behind a scan (which then did not see it) sees the count: with a free that read no mark
+ * yet and advanced nothing, the verdict stood, and the class was a null at once, its freed
+ * object in a central, until another free. */
+#define NSP__OOM_MARKS (1ul << 63)
 static inline int nsp__oom_known(__global nsp_dheap *h, uint ci)
 {
-    if (NSP_V64(&h->oom) == 0ul)
+    if (!(NSP_V64(&h->oom) & NSP__OOM_MARKS))
         return 0;
     ulong m = NSP_V64(&h->oom_mark[ci]);
     return m != 0ul && m - 1ul == NSP_V64(&h->epoch);
@@ -740,28 +751,48 @@ static inline int nsp__oom_known(__global nsp_dheap *h, uint ci)
 /* Whether a run of r chunks is known not to be found: one as long or shorter was not. */
 static inline int nsp__oom_known_run(__global nsp_dheap *h, uint r)
 {
-    if (NSP_V64(&h->oom) == 0ul)
+    if (!(NSP_V64(&h->oom) & NSP__OOM_MARKS))
         return 0;
     ulong m = NSP_V64(&h->oom_mark[NSP_DNCLASSES]);
     return m != 0ul && (m >> 20) - 1ul == (NSP_V64(&h->epoch) & (~0ul >> 20)) &&
            r >= (uint)(m & 0xFFFFFul);
 }
-/* Sets mark `kind` (a class index, or NSP_DNCLASSES) to `mark` for a search that began at
- * epoch0, and then h->oom; both stand until a free advances the epoch. */
-static inline void nsp__oom_set(__global nsp_dheap *h, ulong epoch0, uint kind, ulong mark)
+/* Sets mark `kind` (a class index, or NSP_DNCLASSES) to `mark`, of a search that began at
+ * epoch0 (a free since has made it stale already), then the bit that says marks may stand. */
+static inline void nsp__oom_set(__global nsp_dheap *h, uint kind, ulong mark)
 {
     atom_xchg(&h->oom_mark[kind], mark);
-    atom_xchg(&h->oom, epoch0 + 1ul);
-    NSP_FENCE();
-    if (NSP_V64(&h->epoch) != epoch0) /* a free came meanwhile: the mark is stale already */
-        atom_cmpxchg(&h->oom, epoch0 + 1ul, 0ul);
+    NSP_FENCE(); /* the epoch read at the search's start, and the mark, before the bit */
+    atom_or(&h->oom, NSP__OOM_MARKS);
 }
-/* Called by every free and release: memory may be available again. */
+/* A search enters its out-of-memory stage: counted in h->oom (once, *watching), behind a fence,
+ * before its scans. nsp__unwatch ends it, after its verdict. */
+static inline void nsp__watch(__global nsp_dheap *h, uint *watching)
+{
+    if (*watching)
+        return;
+    *watching = 1u;
+    atom_inc(&h->oom);
+    NSP_FENCE_AFTER_RMW();
+}
+static inline void nsp__unwatch(__global nsp_dheap *h, uint watching)
+{
+    if (!watching)
+        return;
+    NSP_FENCE(); /* the mark set before the count drops: a free that sees neither is later */
+    atom_dec(&h->oom);
+}
+/* Called by every free, after its atom_or (or the state store of a large run) and a fence:
+ * memory may be available again. Clears the bit, then advances the epoch (in that order: a
+ * search that reads the new epoch sets its bit after this clear). */
 static inline void nsp__oom_clear(__global nsp_dheap *h)
 {
-    if (NSP_V64(&h->oom) != 0ul) {
+    ulong o = NSP_V64(&h->oom);
+    if (o != 0ul) {
+        if (o & NSP__OOM_MARKS)
+            atom_and(&h->oom, ~NSP__OOM_MARKS);
+        NSP_FENCE_AFTER_RMW();
         atom_inc(&h->epoch);
-        atom_xchg(&h->oom, 0ul);
     }
 }
 
@@ -962,7 +993,8 @@ static uint nsp__from_other_centrals(__global nsp_dheap *h, uint cls, uint slot,
     return (uint)NSP_DSPAN_NONE;
 }
 
-static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
+static ulong nsp__search_watched(__global nsp_dheap *h, uint cls, uint slot, uint *busy,
+                                 uint *watching)
 {
     uint ci = cls - NSP_DMIN_CLASS;
     ulong moves0 = NSP_V64(&h->moves), own = 0ul; /* own: arrivals this search made itself */
@@ -979,6 +1011,8 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
             c = nsp__scan_free(h, nsp_dspan_chunks(cls), slot * 131u);
             if (c != (uint)NSP_DSPAN_NONE)
                 return nsp__prepare_held(h, c, cls, 1, 1, slot);
+            /* the out-of-memory stage: what follows rests on scans that a free may pass */
+            nsp__watch(h, watching);
             /* a span prepared for a slot of this class (any, this one's included): whole */
             for (uint i = 0; i < h->nslots; i++) {
                 ulong x = nsp__take_next(h, ci, (slot + i) & ((uint)h->nslots - 1u));
@@ -1041,6 +1075,14 @@ static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
         (*busy)++;
     return NSP_DW_EMPTY;
 }
+/* One search, counted in h->oom while in its out-of-memory stage. */
+static ulong nsp__search(__global nsp_dheap *h, uint cls, uint slot, uint *busy)
+{
+    uint watching = 0u;
+    ulong w = nsp__search_watched(h, cls, slot, busy, &watching);
+    nsp__unwatch(h, watching);
+    return w;
+}
 
 /* The search, with the bookkeeping that makes a failure final: a search that fails while no
  * span was busy, nothing arrived behind its scans (moves) and no word was held outside the slots
@@ -1052,16 +1094,18 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
     uint ci = cls - NSP_DMIN_CLASS;
     if (nsp__oom_known(h, ci))
         return NSP_DW_EMPTY;
-    ulong epoch0 = NSP_V64(&h->epoch);
+    ulong epoch0 = NSP_V64(&h->epoch), w = NSP_DW_EMPTY;
+    uint watching = 0u; /* counted in h->oom from the first search's out-of-memory stage on */
     /* While other work-items hold spans (busy, or words between slots) or memory arrives, the
      * memory exists and moves: search again, up to NSP_SEARCHES times. A quiet failure is final. */
     for (uint t = 0; t < NSP_SEARCHES; t++) {
         uint busy = 0u;
-        ulong w = nsp__search(h, cls, slot, &busy);
+        w = nsp__search_watched(h, cls, slot, &busy, &watching);
         if (w != NSP_DW_EMPTY)
-            return w;
+            break;
+        NSP_TEST_HOOK(h, 5u); /* between a failed search and its verdict */
         if (busy == 0u && NSP_V64(&h->holding) == 0ul) {
-            nsp__oom_set(h, epoch0, ci, epoch0 + 1ul);
+            nsp__oom_set(h, ci, epoch0 + 1ul);
             break;
         }
         /* a sweep by another work-item is running: its verdict, not another sweep, is what
@@ -1073,7 +1117,8 @@ static ulong nsp__get_span(__global nsp_dheap *h, uint cls, uint slot)
         if (nsp__oom_known(h, ci))
             break;
     }
-    return NSP_DW_EMPTY;
+    nsp__unwatch(h, watching);
+    return w;
 }
 /* A word held since nsp__get_span arrived: installed in a slot, or released to its central. */
 static inline void nsp__landed(__global nsp_dheap *h) { nsp__unhold(h); }
@@ -1389,7 +1434,8 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
     if (c == (uint)NSP_DSPAN_NONE && !nsp__oom_known_run(h, (uint)r)) {
         ulong epoch0 = NSP_V64(&h->epoch), moves0 = NSP_V64(&h->moves), own;
         int fresh;
-        uint busy = 0u;
+        uint busy = 0u, watching = 0u;
+        nsp__watch(h, &watching);
         own = nsp__flush_other_classes(h, NSP_DNCLASSES, &busy);
         if (nsp__reclaim_begin(h)) {
             nsp__reclaim(h, 0u, 0u, slot, &fresh, &busy); /* empty spans back to the pool */
@@ -1400,7 +1446,8 @@ static nsp_dhandle nsp__alloc_large(__global nsp_dheap *h, ulong size, uint slot
         c = nsp__find_run(h, (uint)r, 0u);
         if (c == (uint)NSP_DSPAN_NONE && busy == 0u && NSP_V64(&h->holding) == 0ul &&
             NSP_V64(&h->moves) - moves0 == own)
-            nsp__oom_set(h, epoch0, NSP_DNCLASSES, (epoch0 + 1ul) << 20 | r);
+            nsp__oom_set(h, NSP_DNCLASSES, (epoch0 + 1ul) << 20 | r);
+        nsp__unwatch(h, watching);
     }
     if (c == (uint)NSP_DSPAN_NONE) {
         nsp__count(h, NSP_DC_NULL_OOM);
@@ -1510,6 +1557,7 @@ static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
     atomic_xchg(stp, NSP_DS_FREE);
     atom_add(&h->free_chunks, (ulong)r);
     nsp__moved(h);
+    NSP_FENCE_AFTER_RMW(); /* the chunks and moves stored before h->oom is read (nsp__oom_clear) */
     nsp__oom_clear(h);
 }
 

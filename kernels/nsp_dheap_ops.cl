@@ -25,8 +25,9 @@ __kernel void nsp_k_sweep(__global nsp_dheap *h)
     ulong c = get_global_id(0);
     if (c == 0ul) { /* every out-of-memory mark off, as after a free (nsp__oom_clear): a mark
                      * of an earlier epoch must not stand again when another one is set */
+        atom_and(&h->oom, ~NSP__OOM_MARKS);
+        NSP_FENCE_AFTER_RMW();
         atom_inc(&h->epoch);
-        atom_xchg(&h->oom, 0ul);
     }
     if (c >= min(NSP_V64(&h->next_chunk), h->nchunks))
         return;

@@ -142,7 +142,7 @@ static const char *SRC =
     "    ulong w = NSP_V64(sw);\n"
     "    atom_xchg(sw, (w & ~0xFFFFFul) | (NSP_DW_NAVAIL(w) + 1u));\n"
     "    atom_xchg(&h->oom_mark[ci], NSP_V64(&h->epoch) + 1ul); /* the class's mark */\n"
-    "    atom_xchg(&h->oom, NSP_V64(&h->epoch) + 1ul);\n"
+    "    atom_or(&h->oom, NSP__OOM_MARKS);\n"
     "    ulong f0 = NSP_V64(&h->counter[NSP_DC_FORCED]);\n"
     "    out[0] = nsp_dmalloc(h, 64);\n"
     "    out[1] = NSP_V64(&h->counter[NSP_DC_FORCED]) - f0;\n"
@@ -1187,6 +1187,13 @@ static const char *HOOK_SRC =
     "            atom_add(nsp__slotw(h, nsp_geom_size_to_class(128u) - NSP_DMIN_CLASS, 1u), 1ul);\n"
     "        return;\n"
     "    }\n"
+    "    if (where == 5u) { /* a free, between a failed search and its verdict (armed: 500..599) */\n"
+    "        ulong armed = NSP_V64(&h->pad1[0]);\n"
+    "        uint ci = nsp_geom_size_to_class(64u) - NSP_DMIN_CLASS;\n"
+    "        if (armed >= 500ul && armed < 600ul && atom_cmpxchg(&h->pad1[0], armed, 1000ul) == armed)\n"
+    "            nsp_dfree(h, nsp__chunk_off(h, NSP_DW_SPAN(NSP_V64(nsp__slotw(h, ci, 0u)))));\n"
+    "        return;\n"
+    "    }\n"
     "    if (where != 1u || atom_inc(&h->pad1[0]) != 0ul) return;\n"
     "    uint cls = nsp_geom_size_to_class(48u), ci = cls - NSP_DMIN_CLASS;\n"
     "    atomic_xchg(nsp__state(h, 0u), NSP_DST_MAKE(NSP_DS_BUSY, 0u, 0u));\n"
@@ -1296,6 +1303,25 @@ static const char *HOOK_SRC =
     "             NSP_V32(nsp__state(h, (uint)n + 2u)) == NSP_DS_FREE;\n"
     "    out[3] = nsp__scan_free(h, 3u, (uint)n) == (uint)n; /* a run of the three */\n"
     "}\n"
+    /* Slot 0's span of 64 B objects used up, the pool hidden: the claim that draws the refill
+     * searches the heap and fails, and the hook frees the span's first object after the search
+     * passed it and before the failure is called final. out: that claim's object, the next
+     * claim's, the freed one, whether the hook ran. */
+    "__kernel void free_races_verdict(__global nsp_dheap *h, __global ulong *out)\n"
+    "{\n"
+    "    uint cls = nsp_geom_size_to_class(64u), n = nsp_dspan_nobj(cls);\n"
+    "    nsp_dhandle first = 0ul;\n"
+    "    for (uint i = 0; i < n; i++) {\n"
+    "        nsp_dhandle p = nsp__alloc_small(h, cls, 0u);\n"
+    "        if (i == 0u) first = p;\n"
+    "    }\n"
+    "    atom_xchg(&h->next_chunk, h->nchunks);\n"
+    "    atom_xchg(&h->pad1[0], 500ul);\n"
+    "    out[0] = nsp__alloc_small(h, cls, 0u);\n"
+    "    out[1] = nsp__alloc_small(h, cls, 0u);\n"
+    "    out[2] = first;\n"
+    "    out[3] = NSP_V64(&h->pad1[0]) == 1000ul;\n"
+    "}\n"
     "__kernel void search_meets_arrival(__global nsp_dheap *h, __global ulong *out)\n"
     "{\n"
     "    atom_xchg(&h->next_chunk, h->nchunks);\n"
@@ -1366,6 +1392,26 @@ START_TEST(search_failure_is_quiet_only_if_nothing_moved)
     int quiet = v[0] == NSP_DW_EMPTY && v[1] == 0 && v[2] == 0;
     ck_assert_msg(!quiet, "the search failed quietly (busy %llu, holding %llu) while a span with "
                   "room arrived in slot 1", (unsigned long long)v[1], (unsigned long long)v[2]);
+    env_close(&e);
+}
+END_TEST
+
+/* A free that lands after a failing search passed its span, and before the search calls its
+ * failure final, must not leave the out-of-memory mark standing: the search saw no arrival
+ * (the free made no FULL span PARTIAL), and the free, reading no mark yet, advanced no epoch, so
+ * every later malloc of the class was a null at once, with the freed object in its central,
+ * until another free. A free now advances the epoch while a search is in its out-of-memory
+ * stage too (h->oom's count), which makes such a verdict stale. */
+START_TEST(free_beside_a_failing_search_clears_its_verdict)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    uint64_t v[4];
+    hook_probe(&e, "free_races_verdict", v, 4);
+    ck_assert_msg(v[3] == 1, "the hook did not free between the search and its verdict");
+    ck_assert_msg(v[1] == v[2], "after a free beside a failing search, the next malloc gave 0x%llx, "
+                  "not the freed object 0x%llx (0: a null)", (unsigned long long)v[1],
+                  (unsigned long long)v[2]);
     env_close(&e);
 }
 END_TEST
@@ -2025,6 +2071,7 @@ static Suite *suite(void)
     tcase_add_test(t, null_at_once_when_known_full);
     tcase_add_test(t, out_of_memory_mark_is_per_request_kind);
     tcase_add_test(t, sweep_ends_every_mark);
+    tcase_add_test(t, free_beside_a_failing_search_clears_its_verdict);
     tcase_add_test(t, summary_word_says_which_central);
     tcase_add_test(t, carve_past_the_end_feeds_the_pool);
     tcase_add_test(t, default_slots_follow_compute_units);
