@@ -154,6 +154,8 @@ static const char *const not_options[] = {
     "NSP_STRESS_HEAP_MIB",
     "NSP_LITMUS_PAIRS",       /* tests/test_device.c, tools/gpu_check.sh: the litmus's size */
     "NSP_LITMUS_ITERS",
+    "NSP_REUSE_ITEMS",        /* tests/test_device.c, tools/gpu_check.sh: the reuse litmus's size */
+    "NSP_REUSE_ROUNDS",
     "NSP_REAL_PENDING",       /* tests/real/run.sh: run the cases pending a fix */
     "NSP_BUILD",              /* experiments/exp.py: the build folder */
     "NSP_NEST",               /* tests/test_process.sh: a program's own variable, seen intact */

@@ -1521,11 +1521,20 @@ static void nsp__free_small(__global nsp_dheap *h, nsp_dhandle p, uint c, uint o
  * (NSP_DC_BAD_FREES, the first in NSP_DC_FIRST_BAD) and changes nothing. A second free of a
  * handle is caught the same way only while the first free's bit is still in the freed bitmap,
  * i.e. until the span's next sweep; after that the object may have been handed out again, and a
- * second free then frees its new owner's object (no allocator without per-object tags can tell). */
+ * second free then frees its new owner's object (no allocator without per-object tags can tell).
+ * A free synchronizes with the malloc that hands the object out next (C11 7.22.3): the caller's
+ * accesses to it are done, GPU-wide, before its bit (or a large run's states) can be seen, so
+ * no store of the old owner lands after the new owner's (the sweep that reads the bit, the
+ * install and the claim after it are ordered: NSP_RELEASE / the slot word / the claim).
+ * Without the release, the caller's plain stores and the relaxed atom_or are unordered on a
+ * GPU (PTX: no release pattern). NSP_NO_FREE_RELEASE leaves it out (to measure its cost). */
 static void nsp_dfree(__global nsp_dheap *h, nsp_dhandle p)
 {
     if (p == 0ul)
         return;
+#ifndef NSP_NO_FREE_RELEASE
+    NSP_RELEASE(); /* the caller's accesses to the object, before the heap can hand it out again */
+#endif
     if (p < h->off_pool || p >= h->off_pool + (h->nchunks << NSP_DCHUNK_SHIFT)) {
         nsp__bad_free(h, p);
         return;
@@ -1714,7 +1723,6 @@ static nsp_dhandle nsp_drealloc(__global nsp_dheap *h, nsp_dhandle p, ulong size
     ulong words = ((size < have ? size : have) + 7ul) / 8ul;
     for (ulong i = 0; i < words; i++)
         to[i] = from[i];
-    NSP_RELEASE(); /* the old object's reads are done before another work-item can reuse it */
-    nsp_dfree(h, p);
+    nsp_dfree(h, p); /* its release: the old object's reads are done before another reuses it */
     return q;
 }

@@ -371,6 +371,42 @@ static const char *SRC =
     "    }\n"
     "    if (warm == 0xFFFFFFFFu) atomic_inc(&res[3]); /* keeps the warming reads */\n"
     "}\n"
+    /* The free-then-reuse litmus test: every work-item holds four 64 B objects at a time, each
+     * filled with its tag (plain stores, as a program would); each round it checks its oldest
+     * (volatile loads: read GPU-wide, not from its own cache), fills it with the complement,
+     * frees it with no fence of its own, and takes a new one. The heap hands the objects on (a
+     * slot's span swept in place, spans through the centrals). An object not all its owner's
+     * tag took a store of an old owner after that owner's free, or was handed to two at once:
+     * nsp_dfree's release forbids the first (res[0]). res[1]: nulls. */
+    "static uint reuse_drop(__global nsp_dheap *h, nsp_dhandle p, ulong tag)\n"
+    "{\n"
+    "    if (!p) return 0u;\n"
+    "    __global ulong *q = (__global ulong *)nsp_dptr(h, p);\n"
+    "    uint bad = 0u;\n"
+    "    for (uint j = 0; j < 8u; j++) bad |= NSP_V64(&q[j]) != tag;\n"
+    "    for (uint j = 0; j < 8u; j++) q[j] = ~tag;\n"
+    "    nsp_dfree(h, p);\n"
+    "    return bad;\n"
+    "}\n"
+    "__kernel void litmus_reuse(__global nsp_dheap *h, uint rounds, __global uint *res)\n"
+    "{\n"
+    "    ulong me = get_global_id(0);\n"
+    "    nsp_dhandle ring[4] = {0ul, 0ul, 0ul, 0ul};\n"
+    "    uint bad = 0u, nulls = 0u;\n"
+    "    for (uint r = 0; r < rounds + 4u; r++) {\n"
+    "        uint k = r & 3u;\n"
+    "        bad += reuse_drop(h, ring[k], me << 24 | (r - 4u));\n"
+    "        ring[k] = 0ul;\n"
+    "        if (r >= rounds) continue;\n"
+    "        nsp_dhandle p = nsp_dmalloc(h, 64);\n"
+    "        if (!p) { nulls++; continue; }\n"
+    "        __global ulong *q = (__global ulong *)nsp_dptr(h, p);\n"
+    "        for (uint j = 0; j < 8u; j++) q[j] = me << 24 | r;\n"
+    "        ring[k] = p;\n"
+    "    }\n"
+    "    if (bad) atomic_add(&res[0], bad);\n"
+    "    if (nulls) atomic_add(&res[1], nulls);\n"
+    "}\n"
     "__kernel void litmus_setup(__global nsp_dheap *h, uint npairs)\n"
     "{\n"
     "    uint c = (uint)get_global_id(0);\n"
@@ -1165,6 +1201,54 @@ START_TEST(litmus_ownership_transfer)
                   "the litmus test did not run whole: %u of %zu handovers, %u waits given up "
                   "(a work-group that never ran beside its partner)", with[2], pairs * iters,
                   with[1]);
+    env_close(&e);
+}
+END_TEST
+
+/* The free-then-reuse litmus test (kernel litmus_reuse): a free synchronizes with the malloc
+ * that hands its object out next, so no store of the old owner lands on the new owner's data.
+ * Run with the library as built (nsp_dfree's NSP_RELEASE) and without it (-DNSP_NO_FREE_RELEASE,
+ * which the model allows to fail: seen or not). POCL's x86 orders stores (TSO) and cannot fail
+ * either way; a GPU runs it at NSP_REUSE_ITEMS x NSP_REUSE_ROUNDS (tools/gpu_check.sh). */
+static void reuse_run(struct env *e, cl_program prog, size_t items, size_t rounds, uint32_t res[2])
+{
+    cl_int err;
+    cl_mem m = buffer(e, 8, NULL);
+    cl_kernel k = clCreateKernel(prog, "litmus_reuse", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    ck_assert_int_eq(nsp_cl_bind(e->h, k, 0), 0);
+    cl_uint r = (cl_uint)rounds;
+    clSetKernelArg(k, 1, sizeof r, &r);
+    clSetKernelArg(k, 2, sizeof m, &m);
+    size_t local = 64;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(e->q, k, 1, NULL, &items, &local, 0, NULL, NULL), 0);
+    ck_assert_int_eq(clFinish(e->q), CL_SUCCESS);
+    readb(e, m, 8, res);
+    clReleaseKernel(k);
+    clReleaseMemObject(m);
+}
+
+START_TEST(litmus_free_then_reuse)
+{
+    size_t items = env_size("NSP_REUSE_ITEMS", 1 << 13), rounds = env_size("NSP_REUSE_ROUNDS", 50);
+    items = (items + 63) / 64 * 64;
+    struct env e; /* four 64 B objects per work-item live at once: room for twice that */
+    env_open(&e, items * 512 > (64 << 20) ? items * 512 : 64 << 20, -1);
+    cl_program bare = nsp_cl_build(e.h, SRC, "-DNSP_NO_FREE_RELEASE");
+    ck_assert_msg(bare != NULL, "%s", nsp_cl_error());
+    uint32_t with[2] = {0}, without[2] = {0};
+    reuse_run(&e, bare, items, rounds, without);
+    reuse_run(&e, e.prog, items, rounds, with);
+    nsp_cl_stats_t st = stats(&e);
+    printf("free-then-reuse litmus on %s (%s), %zu work-items x %zu rounds: without the free's "
+           "release %u objects holding another's store (%u nulls); with it %u (%u nulls)\n",
+           st.device, nsp_cl_fence_name(st.fence_shim), items, rounds, without[0], without[1],
+           with[0], with[1]);
+    ck_assert_uint_eq(with[0], 0);
+    ck_assert_uint_eq(with[1], 0);
+    ck_assert_uint_eq(st.bad_frees + st.lost, 0);
+    clReleaseProgram(bare);
+    reconciled_empty(&e);
     env_close(&e);
 }
 END_TEST
@@ -2085,6 +2169,7 @@ static Suite *suite(void)
     TCase *g = tcase_create("weak-memory");
     tcase_set_timeout(g, 600);
     tcase_add_test(g, litmus_ownership_transfer);
+    tcase_add_test(g, litmus_free_then_reuse);
     tcase_add_test(g, stress_slots_2);
     tcase_add_test(g, stress_slots_16);
     tcase_add_test(g, stress_slots_1024);

@@ -71,17 +71,19 @@ if [ -x .gpu/bin/test_device ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
 # ---- the weak-memory tests at the sizes: the ownership-transfer litmus (two work-groups
-# per pair, one pair per two SMs) and the churn stress, 2^20 work-items x 100 rounds, slots 2/16/1024
+# per pair, one pair per two SMs), the free-then-reuse litmus (2^20 work-items x 100 rounds, with
+# and without nsp_dfree's release) and the churn stress, 2^20 work-items x 100 rounds, slots 2/16/1024
 if [ -x .gpu/bin/test_device ]; then
   # on POCL (--pocl) the case keeps the test's own sizes (2^13 x 100): 2^20 work-items x 100
   # rounds on two CPUs would not end within the budget, and POCL cannot show ordering bugs anyway
   if [ "$pocl" = 1 ]; then sizes="the test's POCL sizes"; else sizes="2^20 x 100"; fi
-  say "weak-memory case: ownership litmus and churn stress ($sizes)"
+  say "weak-memory case: ownership and free-then-reuse litmus, churn stress ($sizes)"
   ( export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} CK_RUN_CASE=weak-memory
     if [ "$pocl" = 0 ]; then
       export NSP_LITMUS_PAIRS=${NSP_LITMUS_PAIRS:-64} NSP_LITMUS_ITERS=${NSP_LITMUS_ITERS:-100000}
       export NSP_STRESS_ITEMS=${NSP_STRESS_ITEMS:-1048576} NSP_STRESS_ROUNDS=${NSP_STRESS_ROUNDS:-100}
       export NSP_STRESS_HEAP_MIB=${NSP_STRESS_HEAP_MIB:-16384}
+      export NSP_REUSE_ITEMS=${NSP_REUSE_ITEMS:-1048576} NSP_REUSE_ROUNDS=${NSP_REUSE_ROUNDS:-100}
     fi
     timeout 240 .gpu/bin/test_device ) 2>&1 | grep -v "Passed$" | tail -25 | tee "$out/weak_memory.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
