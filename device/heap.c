@@ -5,7 +5,10 @@
  * Owns: struct nsp_cl_heap and its buffer. The buffer's layout is numaspan_geometry.h's; the host
  * writes it once (metadata zeroed, slot words empty, header) and afterwards only reads it, between
  * kernels: every change is made by the kernels of kernels/ (the heap's own release and sweep
- * included), so the host never races a kernel.
+ * included), so the host never races a kernel. The queue may be out of order: every command of
+ * the heap's (its writes, reads and kernels) follows a barrier, so it comes after whatever the
+ * program enqueued before (a user kernel still running would race the release, and a sync would
+ * read counters it has not finished), and the writes of a creation or reset follow each other.
  *
  * The device ledger's total is the sum of the charge stripes; nsp_cl_sync hands it to the pacer
  * as the heap's node (host/pacer_device.c). After nsp_cl_release and nsp_cl_sweep with no user
@@ -169,18 +172,44 @@ static size_t slot_words(uint64_t nslots)
     return 2 * (size_t)NSP_DNCLASSES * nslots;
 }
 
+/* Orders the heap's next command after everything enqueued on q before it (an out-of-order
+ * queue runs commands without a wait list in any order; an in-order queue needs nothing). */
+static int after_queued(cl_command_queue q)
+{
+    CHECK(clEnqueueBarrierWithWaitList(q, 0, NULL, NULL), "clEnqueueBarrierWithWaitList");
+    return 0;
+}
+
+/* Clears the metadata, then empties the slot words, then writes the header, each after the one
+ * before (they overlap: the clear covers the others' bytes), and returns when all are done. */
 static int init_buffer(nsp_cl_heap_t *h, cl_command_queue q)
 {
     static const cl_ulong zero = 0, empty = NSP_DW_EMPTY;
     const struct nsp_dheap_hdr *d = &h->hdr;
-    CHECK(clEnqueueFillBuffer(q, h->buf, &zero, sizeof zero, 0, d->off_pool, 0, NULL, NULL),
-          "clearing the metadata (clEnqueueFillBuffer)");
-    CHECK(clEnqueueFillBuffer(q, h->buf, &empty, sizeof empty, d->off_slots,
-                              slot_words(d->nslots) * 8, 0, NULL, NULL),
-          "emptying the slots (clEnqueueFillBuffer)");
-    CHECK(clEnqueueWriteBuffer(q, h->buf, CL_TRUE, 0, sizeof *d, d, 0, NULL, NULL),
-          "writing the header (clEnqueueWriteBuffer)");
-    return 0;
+    cl_event cleared = NULL, emptied = NULL;
+    int rc = -1;
+    cl_int e;
+    if (after_queued(q) < 0)
+        return -1;
+    if ((e = clEnqueueFillBuffer(q, h->buf, &zero, sizeof zero, 0, d->off_pool, 0, NULL,
+                                 &cleared)) != CL_SUCCESS)
+        nsp__cl_fail("init_buffer: clearing the metadata (clEnqueueFillBuffer) failed (%s)",
+                     nsp__cl_errname(e));
+    else if ((e = clEnqueueFillBuffer(q, h->buf, &empty, sizeof empty, d->off_slots,
+                                      slot_words(d->nslots) * 8, 1, &cleared, &emptied)) != CL_SUCCESS)
+        nsp__cl_fail("init_buffer: emptying the slots (clEnqueueFillBuffer) failed (%s)",
+                     nsp__cl_errname(e));
+    else if ((e = clEnqueueWriteBuffer(q, h->buf, CL_TRUE, 0, sizeof *d, d, 1, &emptied, NULL)) !=
+             CL_SUCCESS)
+        nsp__cl_fail("init_buffer: writing the header (clEnqueueWriteBuffer) failed (%s)",
+                     nsp__cl_errname(e));
+    else
+        rc = 0;
+    if (emptied)
+        clReleaseEvent(emptied);
+    if (cleared)
+        clReleaseEvent(cleared);
+    return rc;
 }
 
 nsp_cl_heap_t *nsp_cl_heap_create(cl_context ctx, cl_device_id dev, cl_command_queue q,
@@ -293,6 +322,7 @@ size_t nsp_cl_capacity(nsp_cl_heap_t *h)
     return h ? (size_t)h->hdr.nchunks * NSP_DCHUNK : 0;
 }
 
+/* A blocking read (after what was enqueued before it: the caller's after_queued). */
 static int read_region(nsp_cl_heap_t *h, cl_command_queue q, uint64_t off, size_t n, void *out)
 {
     CHECK(clEnqueueReadBuffer(q, h->buf, CL_TRUE, off, n, out, 0, NULL, NULL),
@@ -307,6 +337,8 @@ static int read_counters(nsp_cl_heap_t *h, cl_command_queue q, struct nsp_dheap_
                          nsp_cl_counters_t *c)
 {
     size_t n = h->hdr.nslots;
+    if (after_queued(q) < 0)
+        return -1;
     int64_t *stripes = malloc(n * sizeof *stripes);
     if (!stripes)
         return nsp__cl_fail("device heap \"%s\": out of host memory reading its counters", h->name);
@@ -413,6 +445,8 @@ static int run_ops(nsp_cl_heap_t *h, cl_command_queue q, cl_kernel k, size_t n, 
     if (!h || !q)
         return nsp__cl_fail("%s: the heap and the queue are required", what);
     CHECK(clSetKernelArg(k, 0, sizeof(cl_mem), &h->buf), "clSetKernelArg");
+    if (after_queued(q) < 0) /* never beside a user kernel still running */
+        return -1;
     size_t local = 64, global = (n + local - 1) / local * local;
     CHECK(clEnqueueNDRangeKernel(q, k, 1, NULL, &global, &local, 0, NULL, NULL),
           "launching the heap's kernel");
@@ -445,7 +479,7 @@ int nsp_cl_stats(nsp_cl_heap_t *h, cl_command_queue q, nsp_cl_stats_t *st)
     memset(st, 0, sizeof *st);
     const struct nsp_dheap_hdr *L = &h->hdr;
     struct nsp_dheap_hdr hdr;
-    if (read_region(h, q, 0, sizeof hdr, &hdr) < 0)
+    if (after_queued(q) < 0 || read_region(h, q, 0, sizeof hdr, &hdr) < 0)
         return -1;
     uint64_t carved = hdr.next_chunk < L->nchunks ? hdr.next_chunk : L->nchunks;
     size_t nslotw = slot_words(L->nslots);

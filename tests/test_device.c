@@ -1585,6 +1585,77 @@ START_TEST(malformed_kernel_gives_build_log)
 }
 END_TEST
 
+/* A heap on an out-of-order queue: nsp_cl_heap_create and nsp_cl_heap_reset clear the metadata,
+ * empty the slot words and write the header as three commands, each of which must follow the
+ * one before (the clears cover the header's bytes): each creation and reset is checked by reading
+ * the header and a slot word back. And the heap's reads (a sync's) follow the program's kernels
+ * enqueued before them, as its release and sweep must. */
+START_TEST(heap_on_an_out_of_order_queue)
+{
+    struct env e;
+    env_open(&e, 8 << 20, -1);
+    cl_command_queue_properties qp = 0;
+    clGetDeviceInfo(e.dev, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
+    if (!(qp & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)) {
+        printf("heap_on_an_out_of_order_queue: skipped, the device has no out-of-order queues\n");
+        env_close(&e);
+        return;
+    }
+    cl_int err;
+    cl_command_queue q = clCreateCommandQueue(e.ctx, e.dev, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    for (int round = 0; round < 40; round++) {
+        nsp_cl_heap_t *h = nsp_cl_heap_create(e.ctx, e.dev, q, 8 << 20, NULL);
+        ck_assert_msg(h != NULL, "%s", nsp_cl_error());
+        for (int reset = 0; reset < 2; reset++) {
+            if (reset)
+                ck_assert_msg(nsp_cl_heap_reset(h, q) == 0, "%s", nsp_cl_error());
+            struct nsp_dheap_hdr hdr;
+            ck_assert_int_eq(clEnqueueReadBuffer(q, nsp_cl_buffer(h), CL_TRUE, 0, sizeof hdr, &hdr,
+                                                 0, NULL, NULL), CL_SUCCESS);
+            ck_assert_msg(hdr.magic == NSP_DHEAP_MAGIC && hdr.nchunks == nsp_cl_capacity(h) / NSP_DCHUNK,
+                          "round %d%s: the header reads magic 0x%llx, %llu chunks", round,
+                          reset ? " (reset)" : "", (unsigned long long)hdr.magic,
+                          (unsigned long long)hdr.nchunks);
+            uint64_t slot0;
+            ck_assert_int_eq(clEnqueueReadBuffer(q, nsp_cl_buffer(h), CL_TRUE, hdr.off_slots, 8, &slot0,
+                                                 0, NULL, NULL), CL_SUCCESS);
+            ck_assert_msg(slot0 == NSP_DW_EMPTY, "round %d: slot word 0 reads 0x%llx", round,
+                          (unsigned long long)slot0);
+        }
+        nsp_cl_heap_destroy(h);
+    }
+    /* a sync right after a launch, no clFinish between: it reads what the kernel did */
+    nsp_cl_heap_t *h = nsp_cl_heap_create(e.ctx, e.dev, q, 8 << 20, NULL);
+    ck_assert_msg(h != NULL, "%s", nsp_cl_error());
+    size_t n = 4096;
+    uint32_t *sizes = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        sizes[i] = 64;
+    cl_mem msz = buffer(&e, n * 4, sizes), mh = buffer(&e, n * 8, NULL);
+    cl_kernel k = clCreateKernel(e.prog, "alloc_write", &err);
+    ck_assert_int_eq(err, CL_SUCCESS);
+    ck_assert_int_eq(nsp_cl_bind(h, k, 0), 0);
+    clSetKernelArg(k, 1, sizeof msz, &msz);
+    clSetKernelArg(k, 2, sizeof mh, &mh);
+    size_t local = 64;
+    ck_assert_int_eq(clEnqueueNDRangeKernel(q, k, 1, NULL, &n, &local, 0, NULL, NULL), CL_SUCCESS);
+    nsp_cl_counters_t now;
+    ck_assert_msg(nsp_cl_counters(h, q, &now, NULL) == 0, "%s", nsp_cl_error());
+    ck_assert_msg(now.heap_live >= (int64_t)(n * 64) && now.refills > 0,
+                  "a read right after the launch saw heapLive %lld and %lld refills for %zu "
+                  "objects of 64 B", (long long)now.heap_live, (long long)now.refills, n);
+    ck_assert_int_eq(clFinish(q), CL_SUCCESS);
+    clReleaseKernel(k);
+    clReleaseMemObject(msz);
+    clReleaseMemObject(mh);
+    free(sizes);
+    nsp_cl_heap_destroy(h);
+    clReleaseCommandQueue(q);
+    env_close(&e);
+}
+END_TEST
+
 START_TEST(bad_heap_arguments)
 {
     struct env e;
@@ -2144,6 +2215,7 @@ static Suite *suite(void)
     tcase_add_test(t, search_failure_not_final_while_a_reader_holds_a_span);
     tcase_add_test(t, malformed_kernel_gives_build_log);
     tcase_add_test(t, bad_heap_arguments);
+    tcase_add_test(t, heap_on_an_out_of_order_queue);
     tcase_add_test(t, fence_orders_across_work_groups);
     tcase_add_test(t, device_selection);
     tcase_add_test(t, stats_print_shows_device_node);
